@@ -1,0 +1,72 @@
+"""Tasks: ``nox -s tests lint typecheck docs bench demo``.
+
+Every session installs from ``pyproject.toml``: the package with its extras,
+and the PEP 735 dependency group named after the session.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+nox.options.reuse_venv = "yes"
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+
+def _install(session: nox.Session, *groups: str, extras: str = "postgres") -> None:
+    deps: list[str] = []
+    for group in groups:
+        deps.extend(nox.project.dependency_groups(PYPROJECT, group))
+    session.install("-e", f".[{extras}]" if extras else ".", *deps)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite on the in-memory store, SQLite and (when configured) PostgreSQL.
+
+    PostgreSQL tests run when ``COMMHISTORY_TEST_POSTGRES_URL`` is set; with
+    ``CI`` set they fail, rather than skip, when the server is unreachable.
+    """
+    _install(session, "test", extras="postgres,fastapi,flask,django")
+    session.run("pytest", *session.posargs, env={"PYTHONHASHSEED": "0"})
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff lint and format check."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package, the tests and the benchmarks."""
+    _install(session, "typecheck", extras="postgres,fastapi,flask,django")
+    session.run("mypy", "--strict")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the docs with warnings as errors, and run their doctests."""
+    _install(session, "docs")
+    session.run("sphinx-build", "-n", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+    session.run("sphinx-build", "-n", "-W", "--keep-going", "-b", "doctest", "docs", "docs/_build/doctest")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run every benchmark (``nox -s bench -- normalize`` runs the ones whose name matches)."""
+    _install(session, "bench")
+    session.run("python", "-m", "benchmarks", *session.posargs, env=dict(os.environ))
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run the quickstart's main job in a fresh environment."""
+    _install(session, extras="")
+    session.run("commhistory", "validate", "examples/history.jsonl")

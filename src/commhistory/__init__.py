@@ -1,0 +1,68 @@
+"""commhistory: a business's whole communication history with its customers, kept safe and useful.
+
+Import it as ``import commhistory as ch``; every public name is re-exported here.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from commhistory.errors import (
+    CommHistoryError,
+    ConsentRequired,
+    CryptoError,
+    DecryptionError,
+    InvalidInputError,
+    KeyNotFoundError,
+    NormalizationError,
+    NotFoundError,
+    PayloadError,
+    PermissionDenied,
+    SchemaError,
+    SignatureError,
+    StorageError,
+)
+from commhistory.model import (
+    BounceClass,
+    Channel,
+    ConsentAction,
+    ConsentEvent,
+    ConsentMethod,
+    Direction,
+    Event,
+    EventType,
+    Message,
+    Purpose,
+)
+
+try:
+    __version__ = version("commhistory")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0"
+
+__all__ = [
+    "BounceClass",
+    "Channel",
+    "CommHistoryError",
+    "ConsentAction",
+    "ConsentEvent",
+    "ConsentMethod",
+    "ConsentRequired",
+    "CryptoError",
+    "DecryptionError",
+    "Direction",
+    "Event",
+    "EventType",
+    "InvalidInputError",
+    "KeyNotFoundError",
+    "Message",
+    "NormalizationError",
+    "NotFoundError",
+    "PayloadError",
+    "PermissionDenied",
+    "Purpose",
+    "SchemaError",
+    "SignatureError",
+    "StorageError",
+    "__version__",
+]

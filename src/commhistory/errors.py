@@ -1,0 +1,188 @@
+"""Every error commhistory raises, in one tree.
+
+::
+
+    CommHistoryError
+    ├── InvalidInputError (ValueError)            .field .reason
+    │   ├── NormalizationError                    a value cannot be normalized
+    │   └── PayloadError                          a record or payload is malformed  (.line)
+    ├── SignatureError (ValueError)               a signature or token does not verify
+    ├── CryptoError
+    │   ├── KeyNotFoundError (KeyError)           .key_id is not in the keyring
+    │   └── DecryptionError                       ciphertext altered, moved or under a lost key
+    ├── StorageError                              the database refused or is not ready
+    │   └── SchemaError                           the schema is missing or not at head
+    ├── NotFoundError (LookupError)               .kind .identifier
+    ├── PermissionDenied (PermissionError)        .permission
+    └── ConsentRequired                           .reasons
+
+Each error states *which field* and *why*; none ever carries a personal value
+(an address, a phone number, a subject, a body) or key material in its message,
+so errors can be logged and shown as they are.
+
+Context is passed keyword-only, and errors from the libraries underneath are
+translated where they enter (``raise NormalizationError(...) from exc``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "CommHistoryError",
+    "ConsentRequired",
+    "CryptoError",
+    "DecryptionError",
+    "InvalidInputError",
+    "KeyNotFoundError",
+    "NormalizationError",
+    "NotFoundError",
+    "PayloadError",
+    "PermissionDenied",
+    "SchemaError",
+    "SignatureError",
+    "StorageError",
+]
+
+
+class CommHistoryError(Exception):
+    """The root of every error raised by commhistory."""
+
+
+class InvalidInputError(CommHistoryError, ValueError):
+    """Input that cannot be accepted: names the field and the reason, never the value.
+
+    Attributes:
+        field: The dotted name of the offending field (``"address"``,
+            ``"metadata.plan"``), or ``"<line>"`` for a whole record.
+        reason: A short, value-free explanation.
+    """
+
+    def __init__(self, *, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), dict(self.__dict__)))
+
+
+class NormalizationError(InvalidInputError):
+    """A value (address, phone number, timestamp, status code, currency) is not valid."""
+
+
+class PayloadError(InvalidInputError):
+    """A record or provider payload does not fit the canonical model.
+
+    Unknown keys, missing fields, wrong types, unknown enum values and
+    inconsistent combinations (revenue without a currency) are payload errors.
+
+    Attributes:
+        line: The 1-based line (or row) number of the record in its file, when known.
+    """
+
+    def __init__(self, *, field: str, reason: str, line: int | None = None) -> None:
+        super().__init__(field=field, reason=reason)
+        self.line = line
+
+    def at_line(self, line: int) -> PayloadError:
+        """Return a copy of this error located at *line*."""
+        return type(self)(field=self.field, reason=self.reason, line=line)
+
+    def __str__(self) -> str:
+        prefix = f"{self.line}: " if self.line is not None else ""
+        return f"{prefix}{self.field}: {self.reason}"
+
+
+class SignatureError(CommHistoryError, ValueError):
+    """A webhook signature, timestamp or signed token does not verify."""
+
+
+class CryptoError(CommHistoryError):
+    """Base class for key and encryption failures."""
+
+
+class KeyNotFoundError(CryptoError, KeyError):
+    """A key id is not present in the keyring (wrong keyring, or the key was retired).
+
+    Attributes:
+        key_id: The missing key's id (an opaque identifier, never key material).
+    """
+
+    def __init__(self, key_id: str, *, hint: str = "") -> None:
+        self.key_id = key_id
+        self.hint = hint
+        super().__init__(key_id)
+
+    def __str__(self) -> str:
+        text = f"key {self.key_id!r} is not in the keyring"
+        return f"{text}; {self.hint}" if self.hint else text
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.key_id,), {"hint": self.hint})
+
+
+class DecryptionError(CryptoError):
+    """A ciphertext cannot be decrypted: altered, moved to another row or column, or bad key."""
+
+
+class StorageError(CommHistoryError):
+    """The storage backend failed or refused an operation."""
+
+
+class SchemaError(StorageError):
+    """The database schema is missing or not at the revision this version expects."""
+
+
+class NotFoundError(CommHistoryError, LookupError):
+    """A record looked up by id does not exist.
+
+    Attributes:
+        kind: What was looked up (``"contact"``, ``"message"``).
+        identifier: The id that was not found (ids are not personal data).
+    """
+
+    def __init__(self, *, kind: str, identifier: str) -> None:
+        self.kind = kind
+        self.identifier = identifier
+        super().__init__(f"{kind} {identifier!r} not found")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), dict(self.__dict__)))
+
+
+class PermissionDenied(CommHistoryError, PermissionError):  # noqa: N818 - public contract name
+    """The acting actor lacks a permission.
+
+    Attributes:
+        permission: The permission that was required.
+    """
+
+    def __init__(self, *, permission: str, actor: str | None = None) -> None:
+        self.permission = permission
+        self.actor = actor
+        who = f"actor {actor!r}" if actor else "this actor"
+        super().__init__(f"{who} lacks permission {permission!r}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), dict(self.__dict__)))
+
+
+class ConsentRequired(CommHistoryError):  # noqa: N818 - public contract name
+    """A send was refused because consent or suppression forbids it.
+
+    Attributes:
+        reasons: Human-readable reasons, free of personal data.
+    """
+
+    def __init__(self, *, reasons: Sequence[str]) -> None:
+        self.reasons = tuple(reasons)
+        super().__init__("; ".join(self.reasons) or "consent required")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), dict(self.__dict__)))
+
+
+def _rebuild(cls: type[Exception], state: dict[str, object]) -> Exception:
+    """Recreate a keyword-only error when unpickling (errors cross process pools)."""
+    return cls(**{k: v for k, v in state.items() if not k.startswith("_")})
