@@ -1,0 +1,62 @@
+"""Normalizers: one canonical spelling for every address, timestamp and status code.
+
+Normalize input *before* building records; records validate but never
+normalize. Every function here raises
+:class:`~commhistory.errors.NormalizationError` naming the field and the
+reason, and never quotes the value.
+
+* :func:`normalize_email`, :func:`normalize_phone`: cached (bounded LRU, see
+  :func:`cache_info`), fixed points: ``f(f(x)) == f(x)``.
+* :func:`normalize_line_user_id`: LINE user ids.
+* :func:`parse_timestamp`, :func:`format_timestamp`: aware UTC datetimes in
+  and out.
+* :func:`parse_smtp_reply`, :func:`classify_bounce`: SMTP codes and bounce classes.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import functools
+
+from commhistory.normalize import email as _email
+from commhistory.normalize import phone as _phone
+from commhistory.normalize.email import normalize_email
+from commhistory.normalize.line import normalize_line_user_id
+from commhistory.normalize.phone import normalize_phone
+from commhistory.normalize.smtp import SmtpReply, classify_bounce, parse_smtp_reply
+from commhistory.normalize.time import format_timestamp, parse_timestamp
+
+__all__ = [
+    "SmtpReply",
+    "cache_info",
+    "classify_bounce",
+    "clear_caches",
+    "format_timestamp",
+    "normalize_email",
+    "normalize_line_user_id",
+    "normalize_phone",
+    "parse_smtp_reply",
+    "parse_timestamp",
+]
+
+
+def cache_info() -> dict[str, functools._CacheInfo]:
+    """Return the LRU statistics of the cached normalizers.
+
+    Returns:
+        ``{"email": ..., "phone": ...}``, each a
+        :func:`functools.lru_cache` ``CacheInfo`` (hits, misses, maxsize, currsize).
+
+    .. versionadded:: 0.1.0
+    """
+    return {"email": _email._normalize.cache_info(), "phone": _phone._normalize.cache_info()}
+
+
+def clear_caches() -> None:
+    """Empty the caches of :func:`normalize_email` and :func:`normalize_phone`.
+
+    .. versionadded:: 0.1.0
+    """
+    _email._normalize.cache_clear()
+    _phone._normalize.cache_clear()
