@@ -1,0 +1,390 @@
+r"""AES-256-GCM envelopes: per-contact data keys and the personal fields they encrypt.
+
+Every contact has its own random 256-bit *data key*. The data key encrypts that
+contact's personal fields (:class:`FieldCipher`) and is stored only *wrapped*
+(:func:`wrap_data_key`) under the ``"data-key-wrap"`` subkey of the key
+provider's current root key. Destroying a contact's wrapped data key makes
+every field of that contact unreadable (crypto-shredding).
+
+Wrapped data key (:func:`wrap_data_key`)::
+
+    0x01 | len(key_id) | key_id (ASCII) | nonce (12) | ciphertext (32) + tag (16)
+    AAD = header (the first three parts) + b"contacts.data_key\x00" + contact_id (UTF-8)
+
+Field envelope (:meth:`FieldCipher.encrypt`)::
+
+    0x01 | len(key_ref) | key_ref (ASCII) | nonce (12) | ciphertext + tag (16)
+    AAD = header + u32(len(table)) table + u32(len(column)) column + u32(len(row_id)) row_id
+
+Lengths ``u32`` are big-endian and the strings UTF-8, so ``("a", "bc")`` and
+``("ab", "c")`` never give the same AAD. Because the AAD binds the ciphertext to
+its table, column and row, a ciphertext copied anywhere else fails to decrypt.
+Nonces are 96 random bits from :func:`os.urandom`; with one data key per contact
+no key comes near the 2**32 encryptions that random GCM nonces allow.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from commhistory.crypto.keyring import KeyProvider, derive_subkey
+from commhistory.errors import CryptoError, DecryptionError, KeyNotFoundError
+
+__all__ = [
+    "DATA_KEY_SIZE",
+    "ENVELOPE_FORMAT",
+    "FieldCipher",
+    "envelope_key_ref",
+    "new_data_key",
+    "rewrap_data_key",
+    "unwrap_data_key",
+    "wrap_data_key",
+    "wrapped_key_id",
+]
+
+DATA_KEY_SIZE: Final = 32
+"""Length in bytes of a per-contact data key (AES-256)."""
+
+ENVELOPE_FORMAT: Final = 1
+"""The format version byte that starts wrapped data keys and field envelopes."""
+
+_NONCE_SIZE: Final = 12
+_TAG_SIZE: Final = 16
+_WRAP_PURPOSE: Final = "data-key-wrap"
+_WRAP_CONTEXT: Final = b"contacts.data_key\x00"
+_WRAPPED_BODY_SIZE: Final = _NONCE_SIZE + DATA_KEY_SIZE + _TAG_SIZE
+_REF_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+_urandom = os.urandom
+
+
+def new_data_key() -> bytes:
+    """Return a new random 256-bit data key.
+
+    Returns:
+        32 bytes from the operating system's CSPRNG.
+    """
+    return _urandom(DATA_KEY_SIZE)
+
+
+@lru_cache(maxsize=256)
+def _wrapping_aead(subkey: bytes) -> AESGCM:
+    return AESGCM(subkey)
+
+
+def _header(ref: str) -> bytes:
+    return bytes((ENVELOPE_FORMAT, len(ref))) + ref.encode("ascii")
+
+
+def _parse_header(blob: bytes, what: str) -> tuple[str, int]:
+    """Return the key id or key ref in *blob*'s header and the header's length."""
+    if len(blob) < 3 or blob[0] != ENVELOPE_FORMAT:
+        if len(blob) >= 1 and blob[0] != ENVELOPE_FORMAT:
+            raise DecryptionError(f"{what} has unknown format version {blob[0]}")
+        raise DecryptionError(f"{what} is truncated")
+    end = 2 + blob[1]
+    if len(blob) < end:
+        raise DecryptionError(f"{what} is truncated")
+    try:
+        ref = blob[2:end].decode("ascii")
+    except UnicodeDecodeError:
+        raise DecryptionError(f"{what} has a malformed header") from None
+    if not _REF_RE.fullmatch(ref):
+        raise DecryptionError(f"{what} has a malformed header")
+    return ref, end
+
+
+def _check_ref(ref: object, name: str) -> None:
+    if not isinstance(ref, str) or not _REF_RE.fullmatch(ref):
+        raise CryptoError(
+            f"{name} must be 1-64 ASCII letters, digits or '._:-', starting with a letter or digit"
+        )
+
+
+def _check_data_key(data_key: object) -> None:
+    if not isinstance(data_key, bytes) or len(data_key) != DATA_KEY_SIZE:
+        raise CryptoError(f"a data key must be {DATA_KEY_SIZE} bytes")
+
+
+def wrap_data_key(provider: KeyProvider, data_key: bytes, *, contact_id: str) -> bytes:
+    """Encrypt a contact's data key under the provider's current root key.
+
+    Args:
+        provider: The key provider; its :attr:`~KeyProvider.current_key_id` is used.
+        data_key: The 32-byte data key.
+        contact_id: The contact the key belongs to; bound into the AAD, so the
+            blob only unwraps for this contact.
+
+    Returns:
+        The wrapped blob (header, nonce, ciphertext and tag), 62 bytes plus the key id.
+
+    Raises:
+        CryptoError: *data_key* is not 32 bytes, or the current key id is malformed.
+        KeyNotFoundError: The provider lacks its own current key.
+    """
+    _check_data_key(data_key)
+    key_id = provider.current_key_id
+    _check_ref(key_id, "a key id")
+    header = _header(key_id)
+    aead = _wrapping_aead(derive_subkey(provider, key_id, _WRAP_PURPOSE))
+    nonce = _urandom(_NONCE_SIZE)
+    aad = header + _WRAP_CONTEXT + contact_id.encode("utf-8")
+    return header + nonce + aead.encrypt(nonce, data_key, aad)
+
+
+def wrapped_key_id(blob: bytes) -> str:
+    """Return the id of the root key that wrapped *blob* (rotation re-wraps the others).
+
+    Args:
+        blob: A blob from :func:`wrap_data_key`.
+
+    Returns:
+        The key id from the blob's header.
+
+    Raises:
+        DecryptionError: The blob is truncated or of an unknown format.
+    """
+    return _parse_header(bytes(blob), "wrapped data key")[0]
+
+
+def unwrap_data_key(provider: KeyProvider, blob: bytes, *, contact_id: str) -> bytes:
+    """Decrypt a contact's data key wrapped by :func:`wrap_data_key`.
+
+    Any key the provider still holds works, not only the current one, so data
+    keys wrapped before a rotation keep unwrapping.
+
+    Args:
+        provider: The key provider.
+        blob: The wrapped data key.
+        contact_id: The contact the key was wrapped for.
+
+    Returns:
+        The 32-byte data key.
+
+    Raises:
+        KeyNotFoundError: The provider has no key with the blob's key id (a
+            different keyring, or the key was retired).
+        DecryptionError: The blob is truncated, of an unknown format, altered,
+            belongs to another contact, or was wrapped by a different key that
+            reuses the same id.
+    """
+    blob = bytes(blob)
+    key_id, end = _parse_header(blob, "wrapped data key")
+    if len(blob) != end + _WRAPPED_BODY_SIZE:
+        raise DecryptionError("wrapped data key has the wrong length (truncated or padded)")
+    try:
+        subkey = derive_subkey(provider, key_id, _WRAP_PURPOSE)
+    except KeyNotFoundError as exc:
+        hint = "; ".join(h for h in (exc.hint, "the contact's data key is wrapped under it") if h)
+        raise KeyNotFoundError(key_id, hint=hint) from exc
+    aad = blob[:end] + _WRAP_CONTEXT + contact_id.encode("utf-8")
+    try:
+        return _wrapping_aead(subkey).decrypt(
+            blob[end : end + _NONCE_SIZE], blob[end + _NONCE_SIZE :], aad
+        )
+    except InvalidTag:
+        raise DecryptionError(
+            "wrapped data key does not authenticate: altered, stored for another contact, "
+            f"or wrapped by a different key that is also named {key_id!r}"
+        ) from None
+
+
+def rewrap_data_key(provider: KeyProvider, blob: bytes, *, contact_id: str) -> bytes:
+    """Re-wrap a data key under the provider's current key (a step of key rotation).
+
+    Args:
+        provider: The key provider; it must hold both the old and the current key.
+        blob: The wrapped data key.
+        contact_id: The contact the key belongs to.
+
+    Returns:
+        *blob* itself when it is already under the current key, else a new blob.
+
+    Raises:
+        KeyNotFoundError: The provider lacks the blob's key.
+        DecryptionError: The blob does not unwrap for this contact.
+    """
+    if wrapped_key_id(blob) == provider.current_key_id:
+        return bytes(blob)
+    data_key = unwrap_data_key(provider, blob, contact_id=contact_id)
+    return wrap_data_key(provider, data_key, contact_id=contact_id)
+
+
+def envelope_key_ref(blob: bytes) -> str:
+    """Return the data key reference in a field envelope's header.
+
+    A repository that keeps several generations of a contact's data key uses it
+    to pick the right :class:`FieldCipher`.
+
+    Args:
+        blob: A ciphertext from :meth:`FieldCipher.encrypt`.
+
+    Returns:
+        The ``key_ref`` the field was encrypted under.
+
+    Raises:
+        DecryptionError: The blob is truncated or of an unknown format.
+    """
+    return _parse_header(bytes(blob), "field ciphertext")[0]
+
+
+def _u32(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+class FieldCipher:
+    """Encrypts and decrypts one contact's personal fields under one data key.
+
+    Build one per contact data key and reuse it: it keeps the AES-GCM context and
+    the precomputed header. Safe to share between threads.
+
+    Args:
+        data_key: The contact's 32-byte data key.
+        key_ref: A short, non-secret name for this data key written into every
+            envelope (e.g. ``"c1"`` for generation 1), so a reader can tell which
+            data key a ciphertext needs.
+
+    Raises:
+        CryptoError: *data_key* is not 32 bytes or *key_ref* is malformed.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_aead", "_header", "_header_len", "_key_ref", "_prefixes")
+
+    def __init__(self, data_key: bytes, *, key_ref: str) -> None:
+        _check_data_key(data_key)
+        _check_ref(key_ref, "key_ref")
+        self._aead = AESGCM(data_key)
+        self._key_ref = key_ref
+        self._header = _header(key_ref)
+        self._header_len = len(self._header)
+        self._prefixes: dict[tuple[str, str], bytes] = {}
+
+    @property
+    def key_ref(self) -> str:
+        """The data key reference written into every envelope."""
+        return self._key_ref
+
+    def _prefix(self, table: str, column: str) -> bytes:
+        prefix = self._prefixes.get((table, column))
+        if prefix is None:
+            prefix = self._header + _u32(table.encode("utf-8")) + _u32(column.encode("utf-8"))
+            self._prefixes[(table, column)] = prefix
+        return prefix
+
+    def encrypt(
+        self, plaintext: str | bytes | None, *, table: str, column: str, row_id: str
+    ) -> bytes | None:
+        """Encrypt one field value for one place: a table, a column and a row.
+
+        Args:
+            plaintext: The value; text is encoded as UTF-8. ``None`` stays ``None``.
+            table: The table the ciphertext will be stored in.
+            column: Its column.
+            row_id: The row's id (its primary key, as text).
+
+        Returns:
+            The envelope: header, 12-byte nonce, ciphertext and 16-byte tag;
+            ``None`` for ``None``.
+        """
+        if plaintext is None:
+            return None
+        if isinstance(plaintext, str):
+            plaintext = plaintext.encode("utf-8")
+        prefix = self._prefixes.get((table, column)) or self._prefix(table, column)
+        row = row_id.encode("utf-8")
+        nonce = _urandom(_NONCE_SIZE)
+        aad = prefix + len(row).to_bytes(4, "big") + row
+        return self._header + nonce + self._aead.encrypt(nonce, plaintext, aad)
+
+    def encrypt_row(
+        self, values: Mapping[str, str | bytes | None], *, table: str, row_id: str
+    ) -> dict[str, bytes | None]:
+        """Encrypt several columns of one row.
+
+        Args:
+            values: Plaintext by column name (``None`` values stay ``None``).
+            table: The table.
+            row_id: The row's id.
+
+        Returns:
+            Envelopes by column name, in the order of *values*.
+        """
+        encrypt = self.encrypt
+        return {
+            column: encrypt(value, table=table, column=column, row_id=row_id)
+            for column, value in values.items()
+        }
+
+    def decrypt(self, blob: bytes | None, *, table: str, column: str, row_id: str) -> bytes | None:
+        """Decrypt an envelope stored at *table*, *column*, *row_id*.
+
+        Args:
+            blob: The envelope from :meth:`encrypt` (``None`` stays ``None``).
+            table: The table it was read from.
+            column: Its column.
+            row_id: Its row's id.
+
+        Returns:
+            The plaintext bytes, or ``None``.
+
+        Raises:
+            DecryptionError: The envelope was altered, truncated, copied from
+                another table, column or row, or encrypted under another data
+                key. The message names the table and column, never the value.
+        """
+        if blob is None:
+            return None
+        if type(blob) is not bytes:
+            blob = bytes(blob)
+        where = f"{table}.{column}"
+        hl = self._header_len
+        if blob[:hl] != self._header:
+            ref, _ = _parse_header(blob, f"{where} ciphertext")
+            raise DecryptionError(
+                f"{where} ciphertext is under data key {ref!r}, not {self._key_ref!r}"
+            )
+        if len(blob) < hl + _NONCE_SIZE + _TAG_SIZE:
+            raise DecryptionError(f"{where} ciphertext is truncated")
+        row = row_id.encode("utf-8")
+        aad = self._prefix(table, column) + len(row).to_bytes(4, "big") + row
+        try:
+            return self._aead.decrypt(blob[hl : hl + _NONCE_SIZE], blob[hl + _NONCE_SIZE :], aad)
+        except InvalidTag:
+            raise DecryptionError(
+                f"{where} ciphertext does not authenticate: altered, moved from another "
+                "table, column or row, or encrypted under another data key"
+            ) from None
+
+    def decrypt_text(
+        self, blob: bytes | None, *, table: str, column: str, row_id: str
+    ) -> str | None:
+        """Decrypt an envelope holding text (see :meth:`decrypt`).
+
+        Returns:
+            The plaintext as ``str``, or ``None``.
+
+        Raises:
+            DecryptionError: As :meth:`decrypt`, or the plaintext is not UTF-8.
+        """
+        data = self.decrypt(blob, table=table, column=column, row_id=row_id)
+        if data is None:
+            return None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            # ``from None``: the UnicodeDecodeError holds the plaintext bytes.
+            raise DecryptionError(f"{table}.{column} plaintext is not UTF-8 text") from None
+
+    def __repr__(self) -> str:
+        return f"FieldCipher(key_ref={self._key_ref!r})"
