@@ -19,6 +19,7 @@ from commhistory.crypto.blind_index import BLIND_INDEX_KINDS, BlindIndexer
 from commhistory.crypto.fields import (
     DATA_KEY_SIZE,
     ENVELOPE_FORMAT,
+    BytesLike,
     FieldCipher,
     envelope_key_ref,
     new_data_key,
@@ -44,6 +45,7 @@ __all__ = [
     "ROOT_KEY_SIZE",
     "SUBKEY_PURPOSES",
     "BlindIndexer",
+    "BytesLike",
     "FieldCipher",
     "KeyProvider",
     "Keyring",

@@ -31,7 +31,7 @@ import os
 import re
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Final
+from typing import Final, TypeAlias
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -42,6 +42,7 @@ from commhistory.errors import CryptoError, DecryptionError, KeyNotFoundError
 __all__ = [
     "DATA_KEY_SIZE",
     "ENVELOPE_FORMAT",
+    "BytesLike",
     "FieldCipher",
     "envelope_key_ref",
     "new_data_key",
@@ -65,6 +66,9 @@ _WRAPPED_BODY_SIZE: Final = _NONCE_SIZE + DATA_KEY_SIZE + _TAG_SIZE
 _REF_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 _urandom = os.urandom
+
+BytesLike: TypeAlias = bytes | bytearray | memoryview
+"""What the decrypting functions accept: database drivers return any of these."""
 
 
 def new_data_key() -> bytes:
@@ -141,7 +145,7 @@ def wrap_data_key(provider: KeyProvider, data_key: bytes, *, contact_id: str) ->
     return header + nonce + aead.encrypt(nonce, data_key, aad)
 
 
-def wrapped_key_id(blob: bytes) -> str:
+def wrapped_key_id(blob: BytesLike) -> str:
     """Return the id of the root key that wrapped *blob* (rotation re-wraps the others).
 
     Args:
@@ -156,7 +160,7 @@ def wrapped_key_id(blob: bytes) -> str:
     return _parse_header(bytes(blob), "wrapped data key")[0]
 
 
-def unwrap_data_key(provider: KeyProvider, blob: bytes, *, contact_id: str) -> bytes:
+def unwrap_data_key(provider: KeyProvider, blob: BytesLike, *, contact_id: str) -> bytes:
     """Decrypt a contact's data key wrapped by :func:`wrap_data_key`.
 
     Any key the provider still holds works, not only the current one, so data
@@ -198,7 +202,7 @@ def unwrap_data_key(provider: KeyProvider, blob: bytes, *, contact_id: str) -> b
         ) from None
 
 
-def rewrap_data_key(provider: KeyProvider, blob: bytes, *, contact_id: str) -> bytes:
+def rewrap_data_key(provider: KeyProvider, blob: BytesLike, *, contact_id: str) -> bytes:
     """Re-wrap a data key under the provider's current key (a step of key rotation).
 
     Args:
@@ -219,7 +223,7 @@ def rewrap_data_key(provider: KeyProvider, blob: bytes, *, contact_id: str) -> b
     return wrap_data_key(provider, data_key, contact_id=contact_id)
 
 
-def envelope_key_ref(blob: bytes) -> str:
+def envelope_key_ref(blob: BytesLike) -> str:
     """Return the data key reference in a field envelope's header.
 
     A repository that keeps several generations of a contact's data key uses it
@@ -326,7 +330,9 @@ class FieldCipher:
             for column, value in values.items()
         }
 
-    def decrypt(self, blob: bytes | None, *, table: str, column: str, row_id: str) -> bytes | None:
+    def decrypt(
+        self, blob: BytesLike | None, *, table: str, column: str, row_id: str
+    ) -> bytes | None:
         """Decrypt an envelope stored at *table*, *column*, *row_id*.
 
         Args:
@@ -367,7 +373,7 @@ class FieldCipher:
             ) from None
 
     def decrypt_text(
-        self, blob: bytes | None, *, table: str, column: str, row_id: str
+        self, blob: BytesLike | None, *, table: str, column: str, row_id: str
     ) -> str | None:
         """Decrypt an envelope holding text (see :meth:`decrypt`).
 

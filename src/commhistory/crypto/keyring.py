@@ -254,20 +254,10 @@ class Keyring:
             ) from exc
         except OSError as exc:
             raise CryptoError(f"cannot open keyring file {str(p)!r}: {exc.strerror}") from exc
-        with os.fdopen(fd, "rb") as handle:
-            st = os.fstat(handle.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise CryptoError(f"keyring path {str(p)!r} is not a regular file")
-            mode = stat.S_IMODE(st.st_mode)
-            if check_permissions and os.name == "posix" and mode & 0o077:
-                raise CryptoError(
-                    f"keyring file {str(p)!r} is accessible to group or others "
-                    f"(mode {mode:04o}); run `chmod 600 {p}`"
-                )
-            try:
-                raw = handle.read()
-            except OSError as exc:
-                raise CryptoError(f"cannot read keyring file {str(p)!r}: {exc.strerror}") from exc
+        try:
+            raw = _read_private_file(fd, p, check_permissions=check_permissions)
+        finally:
+            os.close(fd)
         return cls._from_document(raw, p)
 
     @classmethod
@@ -498,6 +488,25 @@ def _check_key_id_in(key_id: str, where: str) -> None:
         _check_key_id(key_id)
     except CryptoError as exc:
         raise CryptoError(f"{where}: {exc}") from None
+
+
+def _read_private_file(fd: int, path: Path, *, check_permissions: bool) -> bytes:
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise CryptoError(f"keyring path {str(path)!r} is not a regular file")
+    mode = stat.S_IMODE(st.st_mode)
+    if check_permissions and os.name == "posix" and mode & 0o077:
+        raise CryptoError(
+            f"keyring file {str(path)!r} is accessible to group or others "
+            f"(mode {mode:04o}); run `chmod 600 {path}`"
+        )
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError as exc:
+        raise CryptoError(f"cannot read keyring file {str(path)!r}: {exc.strerror}") from exc
+    return b"".join(chunks)
 
 
 def _fsync_directory(directory: Path) -> None:
