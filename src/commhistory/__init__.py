@@ -34,6 +34,7 @@ from commhistory.model import (
     Message,
     Purpose,
 )
+from commhistory.normalize import normalize_email, normalize_phone
 
 try:
     __version__ = version("commhistory")
@@ -65,4 +66,6 @@ __all__ = [
     "SignatureError",
     "StorageError",
     "__version__",
+    "normalize_email",
+    "normalize_phone",
 ]

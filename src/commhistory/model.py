@@ -377,9 +377,7 @@ class Event:
             raise PayloadError(field="machine", reason=f"expected a boolean, got {_kind(value)}")
 
     def __attrs_post_init__(self) -> None:
-        if self.message_id is None and (
-            self.provider is None or self.provider_message_id is None
-        ):
+        if self.message_id is None and (self.provider is None or self.provider_message_id is None):
             raise PayloadError(
                 field="message_id",
                 reason="required, or give both provider and provider_message_id",
@@ -394,7 +392,7 @@ def _check_money(revenue: object, currency: object) -> None:
         raise PayloadError(field="revenue", reason="currency given without revenue")
     if currency is None:
         raise PayloadError(field="currency", reason="required when revenue is given")
-    if not isinstance(revenue, Decimal) or isinstance(revenue, bool):
+    if not isinstance(revenue, Decimal):
         raise PayloadError(field="revenue", reason=f"expected a Decimal, got {_kind(revenue)}")
     if not revenue.is_finite():
         raise NormalizationError(field="revenue", reason="must be a finite number")

@@ -1,0 +1,71 @@
+"""The ``commhistory`` command line.
+
+Each command lives in its own module under :mod:`commhistory.cli` and exposes
+``register(subparsers)``, which adds its parser and sets ``run`` as the handler.
+Handlers return the exit code:
+
+* 0: success;
+* 1: some records were rejected (kept as dead letters, or reported);
+* 2: usage or input error (bad option, missing file, unknown time zone).
+
+Errors from commhistory are printed as one line without a traceback; they never
+contain personal data, so they are safe in logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from commhistory.cli import validate
+from commhistory.cli._common import EXIT_USAGE, CommandError
+from commhistory.errors import CommHistoryError
+
+__all__ = ["build_parser", "main"]
+
+_COMMANDS = (validate,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every command registered."""
+    from commhistory import __version__  # noqa: PLC0415 - avoid a cycle at import time
+
+    parser = argparse.ArgumentParser(
+        prog="commhistory",
+        description="Capture, protect and measure a business's communication history.",
+    )
+    parser.add_argument("--version", action="version", version=f"commhistory {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _COMMANDS:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code.
+
+    Args:
+        argv: The arguments (default: ``sys.argv[1:]``).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        code: int = args.run(args)
+    except CommandError as exc:
+        print(f"commhistory {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except CommHistoryError as exc:
+        print(f"commhistory {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        # OSError's str() names the file and the system's reason; no record content.
+        print(f"commhistory {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"commhistory {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return code

@@ -1,0 +1,138 @@
+"""``commhistory validate FILE``: check a history file against the canonical model.
+
+Streams the file, prints each bad line as ``LINE: field: reason`` and a summary
+(or one JSON document with ``--format json``). Exits 0 when every line is valid,
+1 when some are not, 2 on usage or input errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from typing import Any, Final
+
+from commhistory.cli._common import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    CommandError,
+    Progress,
+    column_mapping,
+    time_zone,
+)
+from commhistory.convert import KINDS, read_records
+
+MAX_JSON_ERRORS: Final = 1000
+"""How many line errors ``--format json`` lists before it only counts them."""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``validate`` command."""
+    parser = subparsers.add_parser(
+        "validate",
+        help="check a .jsonl or .csv history file against the record model",
+        description=(
+            "Check every line of a canonical .jsonl file or a legacy .csv sheet. "
+            "Bad lines are reported as 'LINE: field: reason'."
+        ),
+    )
+    parser.add_argument("file", metavar="FILE", help="a .jsonl (canonical) or .csv file")
+    parser.add_argument(
+        "--format", choices=("text", "json"), default="text", help="output format (default text)"
+    )
+    parser.add_argument(
+        "--map",
+        dest="mapping",
+        metavar="COLUMN=FIELD",
+        type=column_mapping,
+        action="append",
+        default=[],
+        help="CSV: read COLUMN as FIELD (FIELD may be metadata.KEY; empty ignores the column)",
+    )
+    parser.add_argument(
+        "--tz",
+        type=time_zone,
+        default=None,
+        metavar="ZONE",
+        help="time zone for timestamps without an offset, e.g. Asia/Tokyo",
+    )
+    parser.add_argument(
+        "--kind",
+        choices=sorted(KINDS),
+        default=None,
+        help="CSV: the record kind of rows without a 'kind' column (default message)",
+    )
+    parser.add_argument(
+        "--encoding", default="utf-8-sig", help="text encoding, e.g. cp932 (default utf-8)"
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate the file; returns the exit code."""
+    path = args.file
+    if not os.path.isfile(path):
+        raise CommandError(f"no such file: {path}")
+    mapping = dict(args.mapping)
+    if mapping and not path.lower().endswith((".csv", ".tsv")):
+        raise CommandError("--map applies to .csv files only")
+    progress = Progress(os.path.getsize(path), label="validating")
+    text = args.format == "text"
+    valid: Counter[str] = Counter()
+    invalid = 0
+    errors: list[dict[str, Any]] = []
+    try:
+        for parsed in read_records(
+            path,
+            default_tz=args.tz,
+            mapping=mapping,
+            kind=args.kind,
+            encoding=args.encoding,
+            progress=progress.update,
+        ):
+            if parsed.record is not None:
+                valid[type(parsed.record).__name__] += 1
+                continue
+            invalid += 1
+            assert parsed.error is not None
+            if text:
+                progress.close()
+                print(f"{parsed.line}: {parsed.error.field}: {parsed.error.reason}")
+            elif len(errors) < MAX_JSON_ERRORS:
+                errors.append(
+                    {
+                        "line": parsed.line,
+                        "field": parsed.error.field,
+                        "reason": parsed.error.reason,
+                    }
+                )
+    except LookupError:
+        raise CommandError(f"unknown encoding {args.encoding!r}") from None
+    finally:
+        progress.close()
+    total = sum(valid.values()) + invalid
+    counts = {
+        "messages": valid["Message"],
+        "events": valid["Event"],
+        "consent": valid["ConsentEvent"],
+    }
+    if text:
+        kinds = ", ".join(f"{n} {k}" for k, n in counts.items())
+        print(
+            f"{path}: {total} records, {total - invalid} valid ({kinds}), {invalid} invalid",
+            file=sys.stdout,
+        )
+    else:
+        summary = {
+            "file": path,
+            "records": total,
+            "valid": total - invalid,
+            "invalid": invalid,
+            "by_kind": counts,
+            "errors": errors,
+            "errors_truncated": invalid > len(errors),
+        }
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+    return EXIT_REJECTED if invalid else EXIT_OK

@@ -1,0 +1,580 @@
+"""Canonical JSON lines in and out, and the streaming file reader.
+
+One record a line; its ``kind`` (``message``, ``event``, ``consent``) says which
+(see :doc:`/model`). Reading *normalizes* what the record model only validates:
+
+* addresses to their canonical form for the channel (:func:`~commhistory.normalize_email`,
+  :func:`~commhistory.normalize_phone`, LINE user ids);
+* timestamps from ISO 8601 with an offset, epoch seconds or epoch milliseconds to
+  UTC (naive ones need ``default_tz``);
+* a bounce's class from its SMTP status code or diagnostic text when not given.
+
+Writing emits UTC ISO 8601 timestamps, enum values, decimal strings, and leaves
+out fields that are unset. ``loads(dumps(r)) == r`` for every valid record.
+
+Structuring goes through a private, configured :mod:`cattrs` converter (one per
+default time zone); its errors are translated into :class:`~commhistory.PayloadError`
+or :class:`~commhistory.NormalizationError` naming the field.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime, tzinfo
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import IO, Any, Final, Literal
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
+
+from commhistory.errors import InvalidInputError, NormalizationError, PayloadError
+from commhistory.model import (
+    BounceClass,
+    Channel,
+    ConsentAction,
+    ConsentEvent,
+    ConsentMethod,
+    Direction,
+    Event,
+    EventType,
+    Message,
+    Purpose,
+    Record,
+)
+from commhistory.normalize import (
+    classify_bounce,
+    format_timestamp,
+    normalize_email,
+    normalize_line_user_id,
+    normalize_phone,
+    parse_smtp_reply,
+    parse_timestamp,
+)
+
+__all__ = [
+    "KINDS",
+    "FileFormat",
+    "ParsedLine",
+    "dumps",
+    "loads",
+    "read_records",
+    "structure",
+    "unstructure",
+    "write_records",
+]
+
+KINDS: Final[Mapping[str, type[Message] | type[Event] | type[ConsentEvent]]] = {
+    "message": Message,
+    "event": Event,
+    "consent": ConsentEvent,
+}
+"""The ``kind`` of each canonical record type."""
+
+_KIND_OF: Final = {cls: kind for kind, cls in KINDS.items()}
+_ENUMS: Final = (BounceClass, Channel, ConsentAction, ConsentMethod, Direction, EventType, Purpose)
+
+FileFormat = Literal["jsonl", "csv"]
+"""The file formats :func:`read_records` understands."""
+
+
+# --------------------------------------------------------------------------- converter
+
+
+def _structure_str(value: object, _type: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise PayloadError(field="<value>", reason=f"expected a string, got {_json_type(value)}")
+
+
+def _structure_bool(value: object, _type: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise PayloadError(field="<value>", reason=f"expected true or false, got {_json_type(value)}")
+
+
+def _structure_decimal(value: object, _type: object) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        raise PayloadError(
+            field="<value>", reason=f"expected a decimal string, got {_json_type(value)}"
+        )
+    try:
+        # str() of a float is its shortest round-tripping form: 4980.5 -> "4980.5".
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise NormalizationError(field="<value>", reason="not a decimal number") from None
+    if not amount.is_finite():
+        raise NormalizationError(field="<value>", reason="must be a finite number")
+    return amount
+
+
+def _structure_mapping(value: object, _type: object) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise PayloadError(field="<value>", reason=f"expected an object, got {_json_type(value)}")
+    return dict(value)
+
+
+def _enum_hook(cls: type[Any]) -> Callable[[object, object], Any]:
+    members = {m.value: m for m in cls}
+    allowed = ", ".join(members)
+
+    def structure_enum(value: object, _type: object) -> Any:
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            member = members.get(value.strip().lower())
+            if member is not None:
+                return member
+        raise PayloadError(field="<value>", reason=f"expected one of: {allowed}")
+
+    return structure_enum
+
+
+@functools.lru_cache(maxsize=8)
+def _converter(default_tz: tzinfo | str | None) -> cattrs.Converter:
+    """The private converter for one default time zone (cached: building one costs)."""
+    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    converter.register_structure_hook(str, _structure_str)
+    converter.register_structure_hook(bool, _structure_bool)
+    converter.register_structure_hook(Decimal, _structure_decimal)
+    converter.register_structure_hook_func(lambda t: t == Mapping[str, Any], _structure_mapping)
+
+    def structure_datetime(value: object, _type: object) -> datetime:
+        if isinstance(value, bool) or not isinstance(value, str | int | float | datetime):
+            raise PayloadError(
+                field="<value>", reason=f"expected a timestamp, got {_json_type(value)}"
+            )
+        return parse_timestamp(value, default_tz=default_tz, field="<value>")
+
+    converter.register_structure_hook(datetime, structure_datetime)
+    for enum_cls in _ENUMS:
+        converter.register_structure_hook(enum_cls, _enum_hook(enum_cls))
+    return converter
+
+
+_OUT: Final = cattrs.Converter()
+_OUT.register_unstructure_hook(datetime, format_timestamp)
+_OUT.register_unstructure_hook(Decimal, str)
+
+
+def _json_type(value: object) -> str:
+    """Name a value's JSON type without showing the value (it may be personal)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float | Decimal):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, list | tuple):
+        return "array"
+    return type(value).__name__
+
+
+def _translate(exc: BaseException, cls: type) -> InvalidInputError:
+    """Turn a cattrs validation failure into our error naming the field."""
+    if isinstance(exc, ClassValidationError):
+        # Report one failure: an unknown key first (often a misspelt field, which
+        # also shows up as a missing one), else the first in field order.
+        inner = sorted(exc.exceptions, key=lambda e: not isinstance(e, ForbiddenExtraKeysError))
+        if inner:
+            return _translate_leaf(inner[0], cls)
+    return _translate_leaf(exc, cls)
+
+
+def _translate_leaf(exc: BaseException, cls: type) -> InvalidInputError:
+    field = None
+    for note in getattr(exc, "__notes__", ()):
+        name = getattr(note, "name", None)
+        if isinstance(name, str):
+            field = name
+            break
+    if isinstance(exc, ClassValidationError):
+        return _translate(exc, cls)
+    if isinstance(exc, ForbiddenExtraKeysError):
+        key = sorted(exc.extra_fields)[0]
+        return PayloadError(field=key, reason="unknown key; put custom data in 'metadata'")
+    if isinstance(exc, InvalidInputError):
+        if exc.field == "<value>" and field is not None:
+            return type(exc)(field=field, reason=exc.reason)
+        return exc
+    if isinstance(exc, KeyError) and field is not None:
+        return PayloadError(field=field, reason="required")
+    name = field or "<record>"
+    return PayloadError(field=name, reason=f"invalid value ({type(exc).__name__})")
+
+
+# --------------------------------------------------------------------------- normalizing
+
+
+def _normalize_address(channel: object, address: object) -> object:
+    """Bring a message's address to the canonical form of its channel."""
+    if not isinstance(address, str) or not isinstance(channel, str):
+        return address  # the model reports the types
+    try:
+        channel = Channel(channel.strip().lower())
+    except ValueError:
+        return address  # the converter reports the channel
+    try:
+        if channel is Channel.EMAIL:
+            return normalize_email(address)
+        if channel in (Channel.SMS, Channel.VOICE):
+            return normalize_phone(address)
+        if channel is Channel.LINE:
+            return normalize_line_user_id(address)
+    except InvalidInputError as exc:
+        raise NormalizationError(field="address", reason=exc.reason) from None
+    return address.strip()
+
+
+def _normalize_event_address(address: object) -> object:
+    """Normalize an event's address by its shape (events carry no channel)."""
+    if not isinstance(address, str):
+        return address
+    text = address.strip()
+    try:
+        if "@" in text:
+            return normalize_email(text)
+        if text[:1] == "U" and len(text) == 33:
+            return normalize_line_user_id(text)
+        if text[:1] == "+" or text[:1].isdigit():
+            return normalize_phone(text)
+    except InvalidInputError as exc:
+        raise NormalizationError(field="address", reason=exc.reason) from None
+    return text
+
+
+def _prepare(kind: str, data: dict[str, Any]) -> None:
+    """Normalize fields that depend on each other, in place, before structuring."""
+    if kind == "message":
+        if "address" in data:
+            data["address"] = _normalize_address(data.get("channel"), data["address"])
+    elif kind == "event":
+        if data.get("address") is not None:
+            data["address"] = _normalize_event_address(data["address"])
+        _derive_bounce(data)
+
+
+def _derive_bounce(data: dict[str, Any]) -> None:
+    """Fill an event's status code and bounce class from its diagnostic when missing."""
+    reason = data.get("reason")
+    status = data.get("status_code")
+    if status is None and isinstance(reason, str):
+        enhanced = parse_smtp_reply(reason).enhanced
+        if enhanced is not None:
+            data["status_code"] = status = enhanced
+    if (
+        data.get("type") == EventType.BOUNCED.value
+        and data.get("bounce") is None
+        and (status is None or isinstance(status, str))
+    ):
+        data["bounce"] = classify_bounce(status, reason if isinstance(reason, str) else None).value
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def structure(obj: Mapping[str, Any], *, default_tz: tzinfo | str | None = None) -> Record:
+    """Build a canonical record from a decoded JSON object.
+
+    Args:
+        obj: The object; its ``kind`` key says which record it is.
+        default_tz: The zone for naive timestamps (a :class:`~datetime.tzinfo` or an
+            IANA name such as ``"Asia/Tokyo"``); without it naive timestamps are an error.
+
+    Returns:
+        A :class:`~commhistory.Message`, :class:`~commhistory.Event` or
+        :class:`~commhistory.ConsentEvent`.
+
+    Raises:
+        PayloadError: A key is unknown or missing, or a value has the wrong type.
+        NormalizationError: A value (address, timestamp, status code, currency) is invalid.
+    """
+    if not isinstance(obj, Mapping):
+        raise PayloadError(field="<record>", reason=f"expected an object, got {_json_type(obj)}")
+    kind = obj.get("kind")
+    if kind is None:
+        raise PayloadError(field="kind", reason="required: one of message, event, consent")
+    cls = KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise PayloadError(field="kind", reason="expected one of: message, event, consent")
+    data = {key: value for key, value in obj.items() if key != "kind" and value is not None}
+    _prepare(kind, data)
+    try:
+        return _converter(default_tz).structure(data, cls)
+    except InvalidInputError:
+        raise
+    except (ClassValidationError, ForbiddenExtraKeysError) as exc:
+        raise _translate(exc, cls) from None
+
+
+def unstructure(record: Record) -> dict[str, Any]:
+    """Turn a record into a JSON-ready dict: ``kind`` first, unset fields left out."""
+    cls = type(record)
+    kind = _KIND_OF.get(cls)
+    if kind is None:
+        raise TypeError(f"not a canonical record: {cls.__name__}")
+    out: dict[str, Any] = {"kind": kind}
+    for field in attrs.fields(cls):
+        value = getattr(record, field.name)
+        if value is None or (field.name == "metadata" and not value):
+            continue
+        if field.name == "machine" and value is False:
+            continue
+        out[field.name] = _OUT.unstructure(value)
+    return out
+
+
+def loads(line: str | bytes, *, default_tz: tzinfo | str | None = None) -> Record:
+    """Parse one canonical JSON line into a record.
+
+    Raises:
+        PayloadError: The line is not a JSON object or does not fit the model.
+        NormalizationError: A value in it is invalid.
+    """
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        # exc.msg describes the syntax problem without quoting the document.
+        raise PayloadError(
+            field="<line>", reason=f"invalid JSON: {exc.msg} at column {exc.colno}"
+        ) from None
+    except UnicodeDecodeError:
+        raise PayloadError(field="<line>", reason="not valid UTF-8") from None
+    return structure(obj, default_tz=default_tz)
+
+
+def dumps(record: Record) -> str:
+    """Serialize a record as one canonical JSON line (no trailing newline)."""
+    return json.dumps(unstructure(record), ensure_ascii=False, separators=(",", ":"))
+
+
+@attrs.frozen(kw_only=True)
+class ParsedLine:
+    """One line of an input file: the record it holds, or why it holds none.
+
+    Attributes:
+        line: The 1-based line number (for CSV, the row's first line in the file).
+        raw: The line's raw text. Personal: kept out of ``repr()``.
+        record: The canonical record, when the line is valid.
+        error: Why the line is invalid, when it is not.
+    """
+
+    line: int
+    raw: str = attrs.field(repr=False)
+    record: Record | None = None
+    error: InvalidInputError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the line holds a valid record."""
+        return self.record is not None
+
+
+def read_records(
+    path: str | os.PathLike[str],
+    *,
+    format: FileFormat | None = None,
+    default_tz: tzinfo | str | None = None,
+    mapping: Mapping[str, str] | None = None,
+    kind: str | None = None,
+    encoding: str = "utf-8-sig",
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[ParsedLine]:
+    """Stream the records of a canonical ``.jsonl`` file or a legacy ``.csv`` sheet.
+
+    Lines are read one at a time, so memory does not grow with the file. Blank
+    lines are skipped; every other line yields exactly one :class:`ParsedLine`,
+    valid or not, so nothing is silently dropped.
+
+    Args:
+        path: The file.
+        format: ``"jsonl"`` or ``"csv"``; by default taken from the file's suffix.
+        default_tz: The zone for naive timestamps (legacy sheets rarely carry offsets).
+        mapping: CSV only: ``{column: field}`` renames a column to a record field,
+            ``{column: "metadata.key"}`` puts it in ``metadata``, ``{column: ""}``
+            ignores it. Unmapped columns must already be field names.
+        kind: CSV only: the record kind of rows without a ``kind`` column
+            (default ``"message"``).
+        encoding: The file's text encoding (``"cp932"`` for Shift_JIS sheets).
+        progress: Called with the number of bytes read so far, now and then.
+
+    Raises:
+        PayloadError: The format is unknown, the file cannot be decoded, or a CSV
+            header is unusable (these concern the whole file, not one line).
+        OSError: The file cannot be opened.
+    """
+    path = Path(path)
+    fmt = format or _format_of(path)
+    if kind is not None and kind not in KINDS:
+        raise PayloadError(field="kind", reason="expected one of: message, event, consent")
+    with path.open("rb") as handle:
+        text = io.TextIOWrapper(handle, encoding=encoding, newline="")
+        try:
+            if fmt == "jsonl":
+                yield from _read_jsonl(text, default_tz, handle, progress)
+            else:
+                yield from _read_csv(text, default_tz, mapping or {}, kind, handle, progress)
+        except UnicodeDecodeError:
+            raise PayloadError(
+                field="<file>", reason=f"cannot be decoded as {encoding}; pass the encoding"
+            ) from None
+
+
+def _format_of(path: Path) -> FileFormat:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    raise PayloadError(
+        field="<file>", reason=f"unknown file type {suffix or '(none)'!r}; expected .jsonl or .csv"
+    )
+
+
+_PROGRESS_EVERY: Final = 4096
+
+
+def _read_jsonl(
+    text: IO[str],
+    default_tz: tzinfo | str | None,
+    handle: IO[bytes],
+    progress: Callable[[int], None] | None,
+) -> Iterator[ParsedLine]:
+    for number, raw in enumerate(text, start=1):
+        if progress is not None and number % _PROGRESS_EVERY == 0:
+            progress(handle.tell())
+        line = raw.rstrip("\r\n")
+        if not line.strip():
+            continue
+        try:
+            yield ParsedLine(line=number, raw=line, record=loads(line, default_tz=default_tz))
+        except InvalidInputError as exc:
+            yield ParsedLine(line=number, raw=line, error=exc)
+    if progress is not None:
+        progress(handle.tell())
+
+
+_CSV_FIELDS: Final = frozenset(
+    {"kind"} | {f.name for cls in KINDS.values() for f in attrs.fields(cls)} - {"metadata"}
+)
+_TRUE: Final = frozenset({"true", "1", "yes", "y", "t"})
+_FALSE: Final = frozenset({"false", "0", "no", "n", "f", ""})
+
+
+def _read_csv(  # noqa: PLR0917 - private; arguments mirror read_records
+    text: IO[str],
+    default_tz: tzinfo | str | None,
+    mapping: Mapping[str, str],
+    kind: str | None,
+    handle: IO[bytes],
+    progress: Callable[[int], None] | None,
+) -> Iterator[ParsedLine]:
+    sample = text.readline()
+    dialect: type[csv.Dialect] = (
+        csv.excel_tab if sample.count("\t") > sample.count(",") else csv.excel
+    )
+    header = next(csv.reader([sample], dialect), None)
+    if not header:
+        raise PayloadError(field="<header>", reason="the CSV file has no header row")
+    columns = [_map_column(col.strip(), mapping) for col in header]
+    seen: set[str] = set()
+    for col in columns:
+        if not col:
+            continue
+        if col in seen:
+            raise PayloadError(field=col, reason="more than one column maps to this field")
+        if col not in _CSV_FIELDS and not col.startswith("metadata."):
+            raise PayloadError(
+                field=col,
+                reason="unknown column; map it to a field with --map COLUMN=FIELD, "
+                "to metadata with COLUMN=metadata.KEY, or ignore it with COLUMN=",
+            )
+        seen.add(col)
+    rows = csv.reader(_Lines(text), dialect)
+    consumed = 0  # lines consumed after the header; a quoted cell may span several
+    for row in rows:
+        number, consumed = consumed + 2, rows.line_num  # the header was line 1
+        if progress is not None and number % _PROGRESS_EVERY == 0:
+            progress(handle.tell())
+        if not any(cell.strip() for cell in row):
+            continue
+        raw = _csv_raw(row, dialect)
+        try:
+            obj = _csv_object(row, columns, kind)
+            yield ParsedLine(line=number, raw=raw, record=structure(obj, default_tz=default_tz))
+        except InvalidInputError as exc:
+            yield ParsedLine(line=number, raw=raw, error=exc)
+    if progress is not None:
+        progress(handle.tell())
+
+
+class _Lines:
+    """Iterate a text stream's lines (``csv.reader`` counts them for line numbers)."""
+
+    def __init__(self, text: IO[str]) -> None:
+        self._text = text
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._text)
+
+
+def _map_column(column: str, mapping: Mapping[str, str]) -> str:
+    return mapping.get(column, column).strip()
+
+
+def _csv_raw(row: list[str], dialect: type[csv.Dialect]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, dialect, lineterminator="").writerow(row)
+    return buffer.getvalue()
+
+
+def _csv_object(row: list[str], columns: list[str], kind: str | None) -> dict[str, Any]:
+    if len(row) > len(columns):
+        raise PayloadError(field="<row>", reason=f"{len(row)} cells for {len(columns)} columns")
+    obj: dict[str, Any] = {}
+    metadata: dict[str, str] = {}
+    for column, cell in zip(columns, row, strict=False):
+        value = cell.strip()
+        if not column or value == "":
+            continue
+        if column.startswith("metadata."):
+            metadata[column.removeprefix("metadata.")] = value
+        elif column == "machine":
+            obj[column] = _csv_bool(column, value)
+        else:
+            obj[column] = value
+    if metadata:
+        obj["metadata"] = metadata
+    obj.setdefault("kind", kind or "message")
+    return obj
+
+
+def _csv_bool(column: str, value: str) -> bool:
+    folded = value.lower()
+    if folded in _TRUE:
+        return True
+    if folded in _FALSE:
+        return False
+    raise PayloadError(field=column, reason="expected true/false, yes/no or 1/0")
+
+
+def write_records(records: Iterable[Record], out: IO[str]) -> int:
+    """Write records as canonical JSON lines to a text stream; returns how many."""
+    count = 0
+    for record in records:
+        out.write(dumps(record))
+        out.write("\n")
+        count += 1
+    return count
