@@ -5,7 +5,8 @@ Import it as ``import commhistory as ch``; every public name is re-exported here
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 from commhistory.errors import (
     CommHistoryError,
@@ -37,8 +38,8 @@ from commhistory.model import (
 from commhistory.normalize import normalize_email, normalize_phone
 
 try:
-    __version__ = version("commhistory")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = _version("commhistory")
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0"
 
 __all__ = [

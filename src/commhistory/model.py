@@ -44,6 +44,7 @@ __all__ = [
     "Message",
     "Purpose",
     "Record",
+    "check_address",
 ]
 
 JSONValue = Any
