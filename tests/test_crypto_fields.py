@@ -289,6 +289,18 @@ def test_encrypt_row_binds_each_column() -> None:
         CIPHER.decrypt(blobs["subject"], table="messages", column="address", row_id="m1")
 
 
+@given(values=st.dictionaries(names, st.one_of(st.none(), st.text(), st.binary()), max_size=6))
+def test_encrypt_row_matches_encrypt_per_column(values: dict[str, str | bytes | None]) -> None:
+    blobs = CIPHER.encrypt_row(values, table="events", row_id="e1")
+    assert list(blobs) == list(values)
+    for column, value in values.items():
+        plain = CIPHER.decrypt(blobs[column], table="events", column=column, row_id="e1")
+        expected = value.encode() if isinstance(value, str) else value
+        assert plain == expected
+    nonces = [b[4:16] for b in blobs.values() if b is not None]
+    assert len(set(nonces)) == len(nonces)
+
+
 def test_full_chain_from_keyring_to_field() -> None:
     data_key = new_data_key()
     wrapped = wrap_data_key(KEYRING, data_key, contact_id="c1")
