@@ -338,12 +338,11 @@ class FieldCipher:
             if value is None:
                 out[column] = None
                 continue
-            if isinstance(value, str):
-                value = value.encode("utf-8")
+            data = value.encode("utf-8") if isinstance(value, str) else value
             prefix = prefixes.get((table, column)) or self._prefix(table, column)
             nonce = nonces[start : start + _NONCE_SIZE]
             start += _NONCE_SIZE
-            out[column] = header + nonce + seal(nonce, value, prefix + row_aad)
+            out[column] = header + nonce + seal(nonce, data, prefix + row_aad)
         return out
 
     def decrypt(
