@@ -174,7 +174,7 @@ class Keyring:
         current: The id of the key that wraps new data keys.
         index: The id of the key blind indexes derive from (defaults to *current*).
         retired: Ids of keys whose material was destroyed; asking for them
-            raises :class:`KeyNotFoundError` with a hint saying so.
+            raises :class:`~commhistory.errors.KeyNotFoundError` with a hint saying so.
         created_at: When each key was made (defaults to now).
 
     Raises:
