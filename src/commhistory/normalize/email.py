@@ -53,7 +53,7 @@ def _normalize(value: str) -> str | NormalizationError:
     if "@" not in text:
         return NormalizationError(field=_FIELD, reason="missing '@'")
     try:
-        validated = validate_email(text, check_deliverability=False)
+        validated = validate_email(text, check_deliverability=False, strict=True)
     except EmailNotValidError as exc:
         # The library's message quotes parts of the address: keep only a category.
         return NormalizationError(field=_FIELD, reason=_reason(str(exc)))
