@@ -1,0 +1,293 @@
+"""What every repository shares: batching, storage checks, derived ids, time encoding.
+
+Both the SQL and the in-memory repository split their input with
+:func:`batches`, so they accept, reject and count the same items.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Final
+
+from commhistory.errors import InvalidInputError, PayloadError
+from commhistory.model import Channel, ConsentEvent, Event, Message
+
+if TYPE_CHECKING:
+    from commhistory.convert import ParsedLine
+
+__all__ = [
+    "ADDRESS_KINDS",
+    "Batch",
+    "batches",
+    "consent_id_of",
+    "from_micros",
+    "metadata_bytes",
+    "revenue_micros",
+    "to_micros",
+]
+
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_US: Final = timedelta(microseconds=1)
+REVENUE_SCALE: Final = 1_000_000
+"""``revenue_micros = revenue * REVENUE_SCALE``: six decimal places, exact."""
+_INT64_MAX: Final = 2**63 - 1
+
+ADDRESS_KINDS: Final[Mapping[Channel, str]] = {
+    Channel.EMAIL: "email",
+    Channel.SMS: "phone",
+    Channel.VOICE: "phone",
+    Channel.LINE: "line",
+}
+"""The blind-index kind of a message address, by channel (other channels are not indexed)."""
+
+
+def to_micros(value: datetime) -> int:
+    """Return an aware datetime as integer microseconds since the Unix epoch (UTC)."""
+    return (value - EPOCH) // _US
+
+
+def from_micros(value: int) -> datetime:
+    """Return the aware UTC datetime of integer microseconds since the Unix epoch."""
+    return EPOCH + timedelta(microseconds=value)
+
+
+def revenue_micros(value: Decimal) -> int:
+    """Return revenue in millionths of the currency unit, exactly.
+
+    Raises:
+        PayloadError: More than six decimal places, or too large to store.
+    """
+    scaled = value * REVENUE_SCALE
+    if scaled != scaled.to_integral_value():
+        raise PayloadError(field="revenue", reason="more than 6 decimal places cannot be stored")
+    micros = int(scaled)
+    if abs(micros) > _INT64_MAX:
+        raise PayloadError(field="revenue", reason="too large to store")
+    return micros
+
+
+def metadata_bytes(value: Mapping[str, Any]) -> bytes | None:
+    """Serialize metadata as compact JSON (``None`` for an empty mapping).
+
+    Raises:
+        PayloadError: The metadata is not JSON-serialisable.
+    """
+    if not value:
+        return None
+    try:
+        return json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        ).encode("utf-8")
+    except (TypeError, ValueError):
+        raise PayloadError(field="metadata", reason="not JSON-serialisable") from None
+
+
+def load_metadata(value: bytes | None) -> dict[str, Any]:
+    """Parse metadata written by :func:`metadata_bytes`."""
+    if value is None:
+        return {}
+    loaded: dict[str, Any] = json.loads(value)
+    return loaded
+
+
+def consent_id_of(item: ConsentEvent) -> str:
+    """Return the consent event's id, derived from its content when it has none.
+
+    The derived id hashes only the non-personal fields (not ip, user agent,
+    source or metadata), so the id reveals nothing that is stored encrypted.
+    """
+    if item.consent_id is not None:
+        return item.consent_id
+    parts = (
+        item.contact_id,
+        item.channel.value,
+        item.purpose.value,
+        item.action.value,
+        str(to_micros(item.occurred_at)),
+        item.method.value,
+        "" if item.recorded_at is None else str(to_micros(item.recorded_at)),
+        item.notice_version or "",
+        item.notice_hash or "",
+        item.actor or "",
+    )
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+    return f"sha256:{digest[:32]}"
+
+
+class Batch:
+    """One batch of input, split by kind, with what storage derives from each record.
+
+    Attributes:
+        messages: New-looking messages, in input order.
+        message_meta: Each message's serialized metadata.
+        events: Events, in input order.
+        event_meta: Each event's serialized metadata.
+        event_revenue: Each event's revenue in micros (or ``None``).
+        consents: Consent events, in input order.
+        consent_ids: Each consent event's id (given or derived).
+        consent_meta: Each consent event's serialized metadata.
+        rejects: ``(line, field, reason, raw)`` of each rejected item.
+        size: The number of items in the batch.
+    """
+
+    __slots__ = (
+        "consent_ids",
+        "consent_meta",
+        "consents",
+        "event_meta",
+        "event_revenue",
+        "events",
+        "message_meta",
+        "messages",
+        "rejects",
+        "size",
+    )
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.message_meta: list[bytes | None] = []
+        self.events: list[Event] = []
+        self.event_meta: list[bytes | None] = []
+        self.event_revenue: list[int | None] = []
+        self.consents: list[ConsentEvent] = []
+        self.consent_ids: list[str] = []
+        self.consent_meta: list[bytes | None] = []
+        self.rejects: list[tuple[int | None, str, str, str]] = []
+        self.size = 0
+
+    def add(self, record: object, line: int | None, raw: str | None) -> None:
+        """Add one record; a record storage cannot hold becomes a reject.
+
+        Args:
+            record: The record (anything else is rejected).
+            line: Its line number or position in the input.
+            raw: Its raw text; ``None`` to serialize the record canonically.
+        """
+        self.size += 1
+        try:
+            cls = type(record)
+            if cls is Event:
+                assert isinstance(record, Event)
+                meta = metadata_bytes(record.metadata)
+                rev = None if record.revenue is None else revenue_micros(record.revenue)
+                self.events.append(record)
+                self.event_meta.append(meta)
+                self.event_revenue.append(rev)
+            elif cls is Message:
+                assert isinstance(record, Message)
+                meta = metadata_bytes(record.metadata)
+                self.messages.append(record)
+                self.message_meta.append(meta)
+            elif cls is ConsentEvent:
+                assert isinstance(record, ConsentEvent)
+                meta = metadata_bytes(record.metadata)
+                self.consent_ids.append(consent_id_of(record))
+                self.consents.append(record)
+                self.consent_meta.append(meta)
+            else:
+                raise PayloadError(
+                    field="<record>",
+                    reason=f"expected a Message, Event or ConsentEvent, got {cls.__name__}",
+                )
+        except InvalidInputError as exc:
+            self.reject(line, exc.field, exc.reason, _raw_of(record) if raw is None else raw)
+
+    def reject(self, line: int | None, field: str, reason: str, raw: str) -> None:
+        """Record an item that cannot be stored (counted in ``size`` by :meth:`add`)."""
+        self.rejects.append((line, field, reason, raw))
+
+
+def _raw_of(record: object) -> str:
+    from commhistory.convert import dumps  # noqa: PLC0415 - convert imports heavy deps
+
+    if isinstance(record, Message | Event | ConsentEvent):
+        return dumps(record)
+    return ""
+
+
+def batches(
+    items: Iterable[object], batch_size: int, *, parsed: bool = False
+) -> Iterator[Batch]:
+    """Split input into batches of at most *batch_size* items.
+
+    Args:
+        items: Records, or :class:`~commhistory.convert.ParsedLine` objects when *parsed*.
+        batch_size: The most items in one batch.
+        parsed: Whether *items* are parsed lines.
+
+    Yields:
+        Batches; only the current one is held in memory.
+    """
+    batch = Batch()
+    position = 0
+    for item in items:
+        position += 1
+        if parsed:
+            pl: ParsedLine = item  # type: ignore[assignment]
+            if pl.record is not None:
+                batch.add(pl.record, pl.line, pl.raw)
+            else:
+                batch.size += 1
+                error = pl.error
+                field = error.field if error is not None else "<line>"
+                reason = error.reason if error is not None else "no record"
+                batch.reject(pl.line, field, reason, pl.raw)
+        else:
+            batch.add(item, position, None)
+        if batch.size >= batch_size:
+            yield batch
+            batch = Batch()
+    if batch.size:
+        yield batch
+
+
+def check_batch_size(batch_size: int) -> int:
+    """Validate a batch size.
+
+    Raises:
+        InvalidInputError: It is not a positive integer.
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise InvalidInputError(field="batch_size", reason="must be a positive integer")
+    return batch_size
+
+
+def one_criterion(
+    email: str | None, phone: str | None, line_user_id: str | None
+) -> tuple[str, str]:
+    """Check that exactly one lookup criterion is given and normalize it.
+
+    Returns:
+        ``(kind, normalized value)``.
+
+    Raises:
+        InvalidInputError: Not exactly one criterion.
+        NormalizationError: The value is invalid for its kind.
+    """
+    from commhistory.normalize import (  # noqa: PLC0415
+        normalize_email,
+        normalize_line_user_id,
+        normalize_phone,
+    )
+
+    given = [
+        (name, value)
+        for name, value in (("email", email), ("phone", phone), ("line_user_id", line_user_id))
+        if value is not None
+    ]
+    if len(given) != 1:
+        raise InvalidInputError(
+            field="find_contacts", reason="give exactly one of email, phone, line_user_id"
+        )
+    name, value = given[0]
+    if not isinstance(value, str):
+        raise InvalidInputError(field=name, reason=f"expected a string, got {type(value).__name__}")
+    if name == "email":
+        return "email", normalize_email(value)
+    if name == "phone":
+        return "phone", normalize_phone(value)
+    return "line", normalize_line_user_id(value)

@@ -1,0 +1,56 @@
+"""A small bounded mapping that forgets the least recently used entries."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Generic, TypeVar
+
+__all__ = ["LRU"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class LRU(Generic[K, V]):
+    """A bounded least-recently-used cache (not thread-safe).
+
+    Args:
+        maxsize: The most entries kept.
+    """
+
+    __slots__ = ("_data", "_maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        self._data: OrderedDict[K, V] = OrderedDict()
+        self._maxsize = maxsize
+
+    def get(self, key: K) -> V | None:
+        """Return the value for *key* (marking it recently used), or ``None``."""
+        data = self._data
+        value = data.get(key)
+        if value is not None:
+            data.move_to_end(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def put(self, key: K, value: V) -> None:
+        """Store *value* under *key*, evicting the oldest entry when full."""
+        data = self._data
+        data[key] = value
+        data.move_to_end(key)
+        if len(data) > self._maxsize:
+            data.popitem(last=False)
+
+    def update(self, items: dict[K, V]) -> None:
+        """Store several entries."""
+        for key, value in items.items():
+            self.put(key, value)
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        self._data.clear()

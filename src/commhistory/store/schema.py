@@ -1,0 +1,224 @@
+"""The database schema, in SQLAlchemy Core: one :data:`metadata`, one table per concept.
+
+Conventions (see ``docs/storage.md``):
+
+* Timestamps are ``BIGINT`` microseconds since the Unix epoch, UTC
+  (:class:`UTCTimestamp` converts to and from aware datetimes). Integers sort,
+  compare and aggregate the same way on SQLite and PostgreSQL, with no time
+  zone or text-format ambiguity.
+* Personal fields are ``BLOB``/``BYTEA`` AES-256-GCM envelopes
+  (:class:`~commhistory.crypto.FieldCipher`), their AAD bound to table, column
+  and the row's id. Identifiers, enums, timestamps and money stay plain.
+* Revenue is kept twice: ``revenue`` (the exact decimal string) and
+  ``revenue_micros`` (an exact ``BIGINT`` of millionths), which SQL sums exactly.
+* Strings are ``TEXT`` (no length limit), so both databases accept the same values.
+
+The Alembic migrations under ``store/migrations`` create exactly this schema.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from commhistory.store._common import from_micros, to_micros
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "UTCTimestamp",
+    "addresses",
+    "consent_events",
+    "contacts",
+    "dead_letters",
+    "events",
+    "key_metadata",
+    "messages",
+    "metadata",
+]
+
+NAMING_CONVENTION: Final = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata: Final = sa.MetaData(naming_convention=NAMING_CONVENTION)
+"""Every table of the store."""
+
+
+class UTCTimestamp(sa.TypeDecorator[datetime]):
+    """An aware datetime stored as ``BIGINT`` microseconds since the epoch, UTC.
+
+    Binds aware datetimes (and plain integers, already in microseconds); returns
+    aware UTC datetimes.
+    """
+
+    impl = sa.BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> int | None:
+        """Convert an aware datetime to microseconds."""
+        if value is None or isinstance(value, int):
+            return value
+        if isinstance(value, datetime) and value.utcoffset() is not None:
+            return to_micros(value)
+        raise TypeError("UTCTimestamp needs an aware datetime or integer microseconds")
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        """Convert microseconds to an aware UTC datetime."""
+        return None if value is None else from_micros(int(value))
+
+
+def _id(name: str, *args: Any, **kw: Any) -> sa.Column[str]:
+    return sa.Column(name, sa.Text(), *args, **kw)
+
+
+def _blob(name: str, *, nullable: bool = True) -> sa.Column[bytes]:
+    return sa.Column(name, sa.LargeBinary(), nullable=nullable)
+
+
+contacts: Final = sa.Table(
+    "contacts",
+    metadata,
+    _id("contact_id", primary_key=True),
+    _blob("data_key"),
+    sa.Column("wrap_key_id", sa.Text(), nullable=True),
+    sa.Column("created_at", UTCTimestamp(), nullable=False),
+    sa.Column("erased_at", UTCTimestamp(), nullable=True),
+    sa.Index(None, "wrap_key_id"),
+    comment="One row per contact: its data key, wrapped under a keyring key.",
+)
+
+addresses: Final = sa.Table(
+    "addresses",
+    metadata,
+    sa.Column("kind", sa.Text(), primary_key=True),
+    sa.Column("blind_index", sa.LargeBinary(), primary_key=True),
+    _id("contact_id", sa.ForeignKey("contacts.contact_id"), primary_key=True),
+    sa.Column("index_key_id", sa.Text(), nullable=False),
+    _blob("address", nullable=False),
+    sa.Column("created_at", UTCTimestamp(), nullable=False),
+    sa.Index(None, "contact_id"),
+    sa.Index(None, "index_key_id"),
+    comment="Blind indexes of contacts' addresses: lookups by (kind, blind_index).",
+)
+
+messages: Final = sa.Table(
+    "messages",
+    metadata,
+    _id("message_id", primary_key=True),
+    _id("contact_id", sa.ForeignKey("contacts.contact_id"), nullable=False),
+    sa.Column("channel", sa.Text(), nullable=False),
+    sa.Column("direction", sa.Text(), nullable=False),
+    sa.Column("purpose", sa.Text(), nullable=False),
+    sa.Column("campaign_id", sa.Text(), nullable=True),
+    sa.Column("variant", sa.Text(), nullable=True),
+    sa.Column("provider", sa.Text(), nullable=True),
+    sa.Column("provider_message_id", sa.Text(), nullable=True),
+    sa.Column("sent_at", UTCTimestamp(), nullable=False),
+    _blob("address", nullable=False),
+    _blob("subject"),
+    _blob("body"),
+    _blob("metadata"),
+    sa.UniqueConstraint("provider", "provider_message_id"),
+    sa.Index(None, "contact_id", "sent_at"),
+    comment="Messages; address, subject, body and metadata encrypted.",
+)
+
+events: Final = sa.Table(
+    "events",
+    metadata,
+    _id("event_id", primary_key=True),
+    sa.Column("message_id", sa.Text(), nullable=True),
+    sa.Column("contact_id", sa.Text(), nullable=True),
+    sa.Column("provider", sa.Text(), nullable=True),
+    sa.Column("provider_message_id", sa.Text(), nullable=True),
+    sa.Column("provider_event_id", sa.Text(), nullable=True),
+    sa.Column("type", sa.Text(), nullable=False),
+    sa.Column("occurred_at", UTCTimestamp(), nullable=False),
+    sa.Column("status_code", sa.Text(), nullable=True),
+    sa.Column("bounce", sa.Text(), nullable=True),
+    sa.Column("machine", sa.Boolean(), nullable=False),
+    sa.Column("revenue", sa.Text(), nullable=True),
+    sa.Column("revenue_micros", sa.BigInteger(), nullable=True),
+    sa.Column("currency", sa.Text(), nullable=True),
+    sa.Column("orphan_key_id", sa.Text(), nullable=True),
+    _blob("address"),
+    _blob("reason"),
+    _blob("url"),
+    _blob("user_agent"),
+    _blob("ip"),
+    _blob("metadata"),
+    sa.UniqueConstraint("provider", "provider_event_id"),
+    sa.Index(None, "contact_id", "occurred_at"),
+    sa.Index(None, "message_id"),
+    sa.Index(
+        "ix_events_orphans",
+        "provider",
+        "provider_message_id",
+        "message_id",
+        sqlite_where=sa.text("contact_id IS NULL"),
+        postgresql_where=sa.text("contact_id IS NULL"),
+    ),
+    comment=(
+        "Events. contact_id is NULL while the message is unknown (an orphan, "
+        "encrypted under the keyring's orphan subkey of orphan_key_id)."
+    ),
+)
+
+consent_events: Final = sa.Table(
+    "consent_events",
+    metadata,
+    _id("consent_id", primary_key=True),
+    _id("contact_id", sa.ForeignKey("contacts.contact_id"), nullable=False),
+    sa.Column("channel", sa.Text(), nullable=False),
+    sa.Column("purpose", sa.Text(), nullable=False),
+    sa.Column("action", sa.Text(), nullable=False),
+    sa.Column("method", sa.Text(), nullable=False),
+    sa.Column("occurred_at", UTCTimestamp(), nullable=False),
+    sa.Column("recorded_at", UTCTimestamp(), nullable=True),
+    sa.Column("notice_version", sa.Text(), nullable=True),
+    sa.Column("notice_hash", sa.Text(), nullable=True),
+    sa.Column("actor", sa.Text(), nullable=True),
+    _blob("source"),
+    _blob("ip"),
+    _blob("user_agent"),
+    _blob("metadata"),
+    sa.Index(None, "contact_id", "occurred_at"),
+    comment="Append-only consent ledger; source, ip, user agent and metadata encrypted.",
+)
+
+dead_letters: Final = sa.Table(
+    "dead_letters",
+    metadata,
+    _id("dead_letter_id", primary_key=True),
+    sa.Column("fingerprint", sa.LargeBinary(), nullable=False),
+    sa.Column("received_at", UTCTimestamp(), nullable=False),
+    sa.Column("source", sa.Text(), nullable=False),
+    sa.Column("line", sa.Integer(), nullable=True),
+    sa.Column("field", sa.Text(), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("key_id", sa.Text(), nullable=False),
+    _blob("raw", nullable=False),
+    sa.UniqueConstraint("fingerprint"),
+    sa.Index(None, "received_at"),
+    comment="Rejected input: raw text encrypted under the dead-letter subkey of key_id.",
+)
+
+key_metadata: Final = sa.Table(
+    "key_metadata",
+    metadata,
+    sa.Column("key_id", sa.Text(), primary_key=True),
+    sa.Column("first_seen_at", UTCTimestamp(), nullable=False),
+    sa.Column("updated_at", UTCTimestamp(), nullable=False),
+    sa.Column("is_current", sa.Boolean(), nullable=False),
+    sa.Column("is_index", sa.Boolean(), nullable=False),
+    comment="Keyring key ids this database has seen (ids only, never key material).",
+)
