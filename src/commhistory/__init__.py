@@ -8,6 +8,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
+from commhistory.crypto import KeyProvider, Keyring
 from commhistory.errors import (
     CommHistoryError,
     ConsentRequired,
@@ -57,6 +58,8 @@ __all__ = [
     "EventType",
     "InvalidInputError",
     "KeyNotFoundError",
+    "KeyProvider",
+    "Keyring",
     "Message",
     "NormalizationError",
     "NotFoundError",
