@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -24,3 +26,30 @@ def postgres_url() -> str:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return url
+
+
+@pytest.fixture
+def pg_url(postgres_url: str) -> Iterator[str]:
+    """A URL whose connections live in a fresh, empty PostgreSQL schema, dropped afterwards.
+
+    Every connection made from the URL gets ``search_path`` set to a unique
+    schema (libpq ``options``), so tests are isolated from each other and from
+    the ``public`` schema, tables, ``alembic_version`` and all.
+    """
+    import sqlalchemy as sa  # noqa: PLC0415 - only the storage tests need it
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = sa.create_engine(postgres_url, poolclass=sa.NullPool)
+    try:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA {name}")
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.fail(f"PostgreSQL at {POSTGRES_ENV} is unreachable: {type(exc).__name__}")
+    sep = "&" if "?" in postgres_url else "?"
+    try:
+        yield f"{postgres_url}{sep}options=-csearch_path%3D{name}"
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {name} CASCADE")
+        admin.dispose()

@@ -1,0 +1,36 @@
+"""Where communication history is kept: the repository protocol and its implementations.
+
+* :class:`Repository`: the protocol every store implements;
+* :class:`SQLRepository` / :func:`open_repository`: encrypted, on SQLite or PostgreSQL;
+* :class:`MemoryRepository`: in memory, for tests;
+* :func:`rotate_keys`: move stored keys under the keyring's current key;
+* :mod:`~commhistory.store.migrate`: schema migrations (Alembic, shipped in the package).
+
+See ``docs/storage.md``.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+from commhistory.store.memory import MemoryRepository
+from commhistory.store.migrate import current_revision, downgrade_to_base, head_revision, upgrade
+from commhistory.store.protocol import DeadLetter, IngestReport, Repository, TimelineEntry
+from commhistory.store.rotation import RotationReport, rotate_keys
+from commhistory.store.sql import SQLRepository, open_repository
+
+__all__ = [
+    "DeadLetter",
+    "IngestReport",
+    "MemoryRepository",
+    "Repository",
+    "RotationReport",
+    "SQLRepository",
+    "TimelineEntry",
+    "current_revision",
+    "downgrade_to_base",
+    "head_revision",
+    "open_repository",
+    "rotate_keys",
+    "upgrade",
+]

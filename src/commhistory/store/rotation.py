@@ -1,0 +1,268 @@
+"""Key rotation: re-wrap data keys (and re-encrypt keyring-keyed rows) under the current key.
+
+The caller first makes a new key current and saves the keyring
+(``keyring.rotate(); keyring.save(path)``), then calls :func:`rotate_keys`.
+Work goes in batches, each its own transaction, selected by *state* (rows not
+yet under the current key), so an interrupted rotation simply continues when
+run again. Reads and writes keep working throughout: the old key still unwraps
+what has not been re-wrapped yet.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Final
+
+import attrs
+
+from commhistory.crypto import FieldCipher, KeyProvider, derive_subkey, rewrap_data_key
+from commhistory.errors import InvalidInputError
+from commhistory.store import schema
+from commhistory.store._common import check_batch_size, to_micros
+from commhistory.store.sql import (
+    ADDRESS_COLUMNS,
+    DEAD_LETTER_PURPOSE,
+    EVENT_SECRET_COLUMNS,
+    ORPHAN_PURPOSE,
+    SQLRepository,
+    _Pending,
+    address_row_id,
+)
+
+__all__ = ["RotationReport", "rotate_keys"]
+
+_STEPS: Final = ("contacts", "orphan events", "dead letters", "addresses")
+
+
+@attrs.frozen(kw_only=True)
+class RotationReport:
+    """What a rotation run changed.
+
+    Attributes:
+        key_id: The current key everything was moved under.
+        index_key_id: The blind-index key.
+        rewrapped: Contact data keys re-wrapped under the current key.
+        orphans: Orphan events re-encrypted under the current key's orphan subkey.
+        dead_letters: Dead letters re-encrypted under the current key.
+        reindexed: Blind indexes recomputed under the index key (with ``reindex``).
+        batches: Transactions committed.
+
+    .. versionadded:: 0.1.0
+    """
+
+    key_id: str
+    index_key_id: str
+    rewrapped: int = 0
+    orphans: int = 0
+    dead_letters: int = 0
+    reindexed: int = 0
+    batches: int = 0
+
+
+def rotate_keys(
+    repo: SQLRepository,
+    keyring: KeyProvider | None = None,
+    *,
+    batch_size: int = 1000,
+    reindex: bool = False,
+    progress: Callable[[str, int], None] | None = None,
+) -> RotationReport:
+    """Move every stored key-dependent value under the keyring's current keys.
+
+    Re-wraps contact data keys not wrapped by the current key; re-encrypts
+    orphan events and dead letters (encrypted under keyring subkeys) likewise;
+    with *reindex*, recomputes blind indexes not made with the index key.
+    Field ciphertexts under contacts' data keys are untouched: the data keys
+    themselves do not change.
+
+    Args:
+        repo: The repository.
+        keyring: The key provider holding the new current key and the old keys
+            (defaults to the repository's own).
+        batch_size: Rows per transaction.
+        reindex: Also recompute blind indexes after an index-key change.
+        progress: Called after each batch with the step name and rows done in it.
+
+    Returns:
+        What was changed.
+
+    Raises:
+        KeyNotFoundError: A row is under a key the keyring no longer holds.
+        StorageError: The database failed; committed batches stay done.
+    """
+    check_batch_size(batch_size)
+    kr = repo.keyring if keyring is None else keyring
+    if kr is not repo.keyring:
+        raise InvalidInputError(
+            field="keyring", reason="must be the keyring the repository was opened with"
+        )
+    repo.sync_key_metadata()
+    counts = dict.fromkeys(_STEPS, 0)
+    batches = 0
+    steps: list[tuple[str, Callable[[SQLRepository, KeyProvider, int], int]]] = [
+        ("contacts", _rewrap_contacts),
+        ("orphan events", _reencrypt_orphans),
+        ("dead letters", _reencrypt_dead_letters),
+    ]
+    if reindex:
+        steps.append(("addresses", _reindex_addresses))
+    for name, step in steps:
+        while True:
+            done = step(repo, kr, batch_size)
+            if not done:
+                break
+            batches += 1
+            counts[name] += done
+            if progress is not None:
+                progress(name, counts[name])
+    return RotationReport(
+        key_id=kr.current_key_id,
+        index_key_id=kr.index_key_id,
+        rewrapped=counts["contacts"],
+        orphans=counts["orphan events"],
+        dead_letters=counts["dead letters"],
+        reindexed=counts["addresses"],
+        batches=batches,
+    )
+
+
+def _lock_clause(repo: SQLRepository, of: str | None = None) -> str:
+    if repo.dialect != "postgresql":
+        return ""
+    return f" FOR UPDATE{f' OF {of}' if of else ''} SKIP LOCKED"
+
+
+def _rewrap_contacts(repo: SQLRepository, kr: KeyProvider, limit: int) -> int:
+    ph = repo.backend.ph
+    current = kr.current_key_id
+    with repo.transaction() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT contact_id, data_key, wrap_key_id FROM contacts "
+            f"WHERE data_key IS NOT NULL AND wrap_key_id <> {ph} "
+            f"ORDER BY contact_id LIMIT {int(limit)}{_lock_clause(repo)}",
+            (current,),
+        ).all()
+        updates = [
+            (rewrap_data_key(kr, bytes(blob), contact_id=cid), current, cid, old)
+            for cid, blob, old in rows
+        ]
+        repo.backend.executemany(
+            conn,
+            f"UPDATE contacts SET data_key = {ph}, wrap_key_id = {ph} "
+            f"WHERE contact_id = {ph} AND wrap_key_id = {ph}",
+            updates,
+        )
+    return len(rows)
+
+
+def _keyed(kr: KeyProvider, key_id: str, purpose: str) -> FieldCipher:
+    return FieldCipher(derive_subkey(kr, key_id, purpose), key_ref=key_id)
+
+
+def _reencrypt_orphans(repo: SQLRepository, kr: KeyProvider, limit: int) -> int:
+    ph = repo.backend.ph
+    current = kr.current_key_id
+    new = _keyed(kr, current, ORPHAN_PURPOSE)
+    cols = ", ".join(EVENT_SECRET_COLUMNS)
+    with repo.transaction() as conn:
+        rows = conn.exec_driver_sql(
+            f"SELECT event_id, orphan_key_id, {cols} FROM events "
+            f"WHERE contact_id IS NULL AND orphan_key_id <> {ph} "
+            f"ORDER BY event_id LIMIT {int(limit)}{_lock_clause(repo)}",
+            (current,),
+        ).all()
+        updates = []
+        for event_id, old_id, *blobs in rows:
+            old = _keyed(kr, old_id, ORPHAN_PURPOSE)
+            values = []
+            for column, blob in zip(EVENT_SECRET_COLUMNS, blobs, strict=True):
+                plain = old.decrypt(
+                    None if blob is None else bytes(blob),
+                    table="events", column=column, row_id=event_id,
+                )  # fmt: skip
+                values.append(new.encrypt(plain, table="events", column=column, row_id=event_id))
+            updates.append((current, *values, event_id, old_id))
+        sets = ", ".join(f"{c} = {ph}" for c in EVENT_SECRET_COLUMNS)
+        repo.backend.executemany(
+            conn,
+            f"UPDATE events SET orphan_key_id = {ph}, {sets} "
+            f"WHERE event_id = {ph} AND orphan_key_id = {ph} AND contact_id IS NULL",
+            updates,
+        )
+    return len(rows)
+
+
+def _reencrypt_dead_letters(repo: SQLRepository, kr: KeyProvider, limit: int) -> int:
+    ph = repo.backend.ph
+    current = kr.current_key_id
+    new = _keyed(kr, current, DEAD_LETTER_PURPOSE)
+    with repo.transaction() as conn:
+        rows = conn.exec_driver_sql(
+            f"SELECT dead_letter_id, key_id, raw FROM dead_letters WHERE key_id <> {ph} "
+            f"ORDER BY dead_letter_id LIMIT {int(limit)}{_lock_clause(repo)}",
+            (current,),
+        ).all()
+        updates = []
+        for dl_id, old_id, raw in rows:
+            plain = _keyed(kr, old_id, DEAD_LETTER_PURPOSE).decrypt(
+                bytes(raw), table="dead_letters", column="raw", row_id=dl_id
+            )
+            blob = new.encrypt(plain, table="dead_letters", column="raw", row_id=dl_id)
+            updates.append((current, blob, dl_id, old_id))
+        repo.backend.executemany(
+            conn,
+            f"UPDATE dead_letters SET key_id = {ph}, raw = {ph} "
+            f"WHERE dead_letter_id = {ph} AND key_id = {ph}",
+            updates,
+        )
+    return len(rows)
+
+
+def _reindex_addresses(repo: SQLRepository, kr: KeyProvider, limit: int) -> int:
+    ph = repo.backend.ph
+    indexer = repo.indexer(kr.index_key_id)
+    with repo.transaction() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT a.kind, a.blind_index, a.contact_id, a.index_key_id, a.address "
+            "FROM addresses a JOIN contacts c ON c.contact_id = a.contact_id "
+            f"WHERE a.index_key_id <> {ph} AND c.data_key IS NOT NULL "
+            "ORDER BY a.contact_id, a.kind, a.blind_index "
+            f"LIMIT {int(limit)}{_lock_clause(repo, 'a')}",
+            (indexer.key_id,),
+        ).all()
+        if not rows:
+            return 0
+        pending = _Pending()
+        ciphers = repo.ciphers(conn, {r[2] for r in rows}, pending, create=False)
+        now = to_micros(datetime.now(UTC))
+        inserts = []
+        deletes = []
+        for kind, old_index, cid, old_key, blob in rows:
+            old_index = bytes(old_index)
+            cipher = ciphers[cid]
+            address = cipher.decrypt_text(
+                bytes(blob),
+                table="addresses", column="address", row_id=address_row_id(kind, old_index),
+            )  # fmt: skip
+            assert address is not None
+            new_index = indexer.index(kind, address)
+            inserts.append(
+                (
+                    kind, new_index, cid, indexer.key_id,
+                    cipher.encrypt(address, table="addresses", column="address",
+                                   row_id=address_row_id(kind, new_index)),
+                    now,
+                )
+            )  # fmt: skip
+            deletes.append((kind, old_index, cid, old_key))
+        repo.backend.executemany(
+            conn,
+            f"DELETE FROM addresses WHERE kind = {ph} AND blind_index = {ph} "
+            f"AND contact_id = {ph} AND index_key_id = {ph}",
+            deletes,
+        )
+        repo.backend.insert(conn, schema.addresses, ADDRESS_COLUMNS, inserts)
+    return len(rows)
