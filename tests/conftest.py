@@ -36,7 +36,7 @@ def pg_url(postgres_url: str) -> Iterator[str]:
     schema (libpq ``options``), so tests are isolated from each other and from
     the ``public`` schema, tables, ``alembic_version`` and all.
     """
-    import sqlalchemy as sa  # noqa: PLC0415 - only the storage tests need it
+    import sqlalchemy as sa
 
     name = f"t_{uuid.uuid4().hex[:16]}"
     admin = sa.create_engine(postgres_url, poolclass=sa.NullPool)

@@ -331,7 +331,9 @@ def test_find_contacts_by_email_phone_and_line(repo: Repository) -> None:
 
 def test_consent_events_are_appended_once(repo: Any) -> None:
     c = consent()
-    explicit = consent(consent_id="cons-1", action=ConsentAction.WITHDRAW, occurred_at=T0 + timedelta(days=1))
+    explicit = consent(
+        consent_id="cons-1", action=ConsentAction.WITHDRAW, occurred_at=T0 + timedelta(days=1)
+    )
     assert repo.record_consent([c, c, explicit]) == IngestReport(inserted=2, duplicates=1)
     assert repo.record_consent([consent(), explicit]) == IngestReport(duplicates=2)
     history = repo.consent_history("c1")

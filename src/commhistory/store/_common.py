@@ -209,9 +209,7 @@ def _raw_of(record: object) -> str:
     return ""
 
 
-def batches(
-    items: Iterable[object], batch_size: int, *, parsed: bool = False
-) -> Iterator[Batch]:
+def batches(items: Iterable[object], batch_size: int, *, parsed: bool = False) -> Iterator[Batch]:
     """Split input into batches of at most *batch_size* items.
 
     Args:
@@ -223,9 +221,7 @@ def batches(
         Batches; only the current one is held in memory.
     """
     batch = Batch()
-    position = 0
-    for item in items:
-        position += 1
+    for position, item in enumerate(items, 1):
         if parsed:
             pl: ParsedLine = item  # type: ignore[assignment]
             if pl.record is not None:
@@ -245,7 +241,7 @@ def batches(
         yield batch
 
 
-def check_batch_size(batch_size: int) -> int:
+def check_batch_size(batch_size: object) -> int:
     """Validate a batch size.
 
     Raises:
@@ -285,7 +281,9 @@ def one_criterion(
         )
     name, value = given[0]
     if not isinstance(value, str):
-        raise InvalidInputError(field=name, reason=f"expected a string, got {type(value).__name__}")
+        raise InvalidInputError(
+            field=name, reason=f"expected a string, got {type(value).__name__}"
+        )
     if name == "email":
         return "email", normalize_email(value)
     if name == "phone":

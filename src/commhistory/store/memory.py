@@ -143,9 +143,8 @@ class MemoryRepository:
                 duplicates += 1
                 continue
             message = self._message_of(s, e)
-            if message is not None:
-                e = attrs.evolve(e, message_id=message.message_id)
-            s.events[e.event_id] = e
+            stored = e if message is None else attrs.evolve(e, message_id=message.message_id)
+            s.events[e.event_id] = stored
             s.event_contact[e.event_id] = None if message is None else message.contact_id
             if message is None:
                 s.orphans.add(e.event_id)

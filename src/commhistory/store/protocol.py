@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["DeadLetter", "IngestReport", "Repository", "TimelineEntry"]
 
 
-def _non_negative(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
+def _non_negative(_inst: object, attr: attrs.Attribute[int], value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise InvalidInputError(field=attr.name, reason="must be a non-negative integer")
 
@@ -240,7 +240,9 @@ class Repository(Protocol):
         """
         ...
 
-    def dead_letters(self, *, source: str | None = None, limit: int | None = None) -> list[DeadLetter]:
+    def dead_letters(
+        self, *, source: str | None = None, limit: int | None = None
+    ) -> list[DeadLetter]:
         """Return the dead letters, decrypted, oldest first.
 
         Args:

@@ -7,6 +7,10 @@ they reach the database (see ``docs/storage.md``).
 .. versionadded:: 0.1.0
 """
 
+# SQL text here is built only from schema identifiers, placeholders and integers;
+# every value is bound as a parameter.
+# ruff: noqa: S608
+
 from __future__ import annotations
 
 import hashlib
@@ -198,9 +202,8 @@ class SQLRepository:
         """
         self._check_open()
         try:
-            with self._engine.connect() as conn:
-                if read:
-                    conn = conn.execution_options(**READ)
+            with self._engine.connect() as plain:
+                conn = plain.execution_options(**READ) if read else plain
                 with conn.begin():
                     yield conn
         except (sa.exc.SQLAlchemyError, self._dbapi_error) as exc:
@@ -246,9 +249,12 @@ class SQLRepository:
         known = {r[0]: (bool(r[1]), bool(r[2])) for r in rows}
         if known and not ids & known.keys():
             stored = next((k for k, (cur, _) in known.items() if cur), min(known))
-            raise KeyNotFoundError(
-                stored, hint="the database was written with another keyring"
-            )
+            hint = "the database was written with another keyring"
+            try:
+                kr.root_key(stored)
+            except KeyNotFoundError as exc:  # a retired key says so
+                hint = exc.hint or hint
+            raise KeyNotFoundError(stored, hint=hint)
         wanted = {k: (k == kr.current_key_id, k == kr.index_key_id) for k in ids}
         stale = {k for k, flags in known.items() if flags != (False, False) and k not in ids}
         if all(known.get(k) == flags for k, flags in wanted.items()) and not stale:
@@ -301,7 +307,10 @@ class SQLRepository:
                 for cid in absent
             ]
             self._backend.insert(
-                conn, schema.contacts, ("contact_id", "data_key", "wrap_key_id", "created_at"), rows
+                conn,
+                schema.contacts,
+                ("contact_id", "data_key", "wrap_key_id", "created_at"),
+                rows,
             )
             found.update(self._load_ciphers(conn, absent))
         pending.ciphers.update(found)
@@ -310,7 +319,9 @@ class SQLRepository:
 
     def _load_ciphers(self, conn: sa.Connection, contact_ids: list[str]) -> dict[str, FieldCipher]:
         rows = self._backend.select_in(
-            conn, "SELECT contact_id, data_key FROM contacts WHERE contact_id IN ({in})", contact_ids
+            conn,
+            "SELECT contact_id, data_key FROM contacts WHERE contact_id IN ({in})",
+            contact_ids,
         )
         out: dict[str, FieldCipher] = {}
         kr = self._keyring
@@ -410,7 +421,7 @@ class SQLRepository:
                     conn,
                     "SELECT provider, provider_message_id FROM messages "
                     "WHERE (provider, provider_message_id) IN ({pairs})",
-                    pairs,  # type: ignore[arg-type]
+                    pairs,
                 )
             }
         return found_ids, found_pairs
@@ -499,7 +510,7 @@ class SQLRepository:
                 "AND m.provider_message_id = e.provider_message_id "
                 "WHERE e.contact_id IS NULL AND e.message_id IS NULL "
                 "AND (e.provider, e.provider_message_id) IN ({pairs})",
-                pairs,  # type: ignore[arg-type]
+                pairs,
             )
         if not found:
             return 0
@@ -557,12 +568,20 @@ class SQLRepository:
                     want_pairs.add(pair)  # type: ignore[arg-type]
                 else:
                     by_pair[pair] = hit  # type: ignore[index]
-        self._lookup_messages(conn, want_ids, want_pairs, by_id, by_pair, pending)
+        self._lookup_messages(
+            conn,
+            want_ids=want_ids,
+            want_pairs=want_pairs,
+            by_id=by_id,
+            by_pair=by_pair,
+            pending=pending,
+        )
         return by_id, by_pair
 
     def _lookup_messages(
         self,
         conn: sa.Connection,
+        *,
         want_ids: set[str],
         want_pairs: set[tuple[str, str]],
         by_id: dict[str, str],
@@ -593,7 +612,9 @@ class SQLRepository:
         by_id, by_pair = self._resolve(conn, events, pending)
         unresolved_ids = {e.message_id for e in events if e.message_id is not None} - by_id.keys()
         unresolved_pairs = {
-            (e.provider, e.provider_message_id) for e in events if e.message_id is None
+            (e.provider or "", e.provider_message_id or "")  # both set: the model checks
+            for e in events
+            if e.message_id is None
         } - by_pair.keys()
         if unresolved_ids or unresolved_pairs:
             # Orphans ahead. Under the linking lock, look again: a message committed
@@ -601,7 +622,12 @@ class SQLRepository:
             # find these orphans when it links (PostgreSQL; SQLite is serial anyway).
             self._backend.lock_linking(conn)
             self._lookup_messages(
-                conn, unresolved_ids, unresolved_pairs, by_id, by_pair, pending  # type: ignore[arg-type]
+                conn,
+                want_ids=unresolved_ids,
+                want_pairs=unresolved_pairs,
+                by_id=by_id,
+                by_pair=by_pair,
+                pending=pending,
             )
         contacts = set(by_id.values()) | {cid for _, cid in by_pair.values()}
         ciphers = self.ciphers(conn, contacts, pending, create=False) if contacts else {}
@@ -663,7 +689,9 @@ class SQLRepository:
             )
         }
         fresh: list[tuple[ConsentEvent, str, bytes | None]] = []
-        for c, cid_, meta in zip(batch.consents, batch.consent_ids, batch.consent_meta, strict=True):
+        for c, cid_, meta in zip(
+            batch.consents, batch.consent_ids, batch.consent_meta, strict=True
+        ):
             if cid_ in existing:
                 continue
             existing.add(cid_)

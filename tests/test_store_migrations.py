@@ -1,0 +1,134 @@
+"""Alembic migrations: upgrade from empty, match the metadata, downgrade to base."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from commhistory.crypto import Keyring
+from commhistory.errors import SchemaError
+from commhistory.store import (
+    current_revision,
+    downgrade_to_base,
+    head_revision,
+    open_repository,
+    upgrade,
+)
+from commhistory.store._engine import create_engine
+from commhistory.store.migrate import _config
+from commhistory.store.schema import metadata
+
+TABLES = {
+    "addresses",
+    "consent_events",
+    "contacts",
+    "dead_letters",
+    "events",
+    "key_metadata",
+    "messages",
+}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'migrate.db'}"
+    pg: str = request.getfixturevalue("pg_url")
+    return pg
+
+
+def _tables(engine: sa.Engine) -> set[str]:
+    return set(sa.inspect(engine).get_table_names())
+
+
+def test_upgrade_from_empty_matches_metadata_and_downgrades(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        assert current_revision(engine) is None
+        assert _tables(engine) == set()
+
+        assert upgrade(engine) == head_revision()
+
+        assert current_revision(engine) == head_revision()
+        assert _tables(engine) == TABLES | {"alembic_version"}
+        with engine.connect() as conn:
+            diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+        assert diffs == []
+        assert upgrade(engine) == head_revision()  # idempotent
+
+        downgrade_to_base(engine)
+
+        assert current_revision(engine) is None
+        assert _tables(engine) == {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_by_url(url: str) -> None:
+    upgrade(url)
+    assert current_revision(url) == head_revision()
+
+
+def test_partial_index_on_orphans_exists(url: str) -> None:
+    upgrade(url)
+    engine = create_engine(url)
+    try:
+        names = {ix["name"] for ix in sa.inspect(engine).get_indexes("events")}
+    finally:
+        engine.dispose()
+    assert {"ix_events_orphans", "ix_events_contact_id_occurred_at"} <= names
+
+
+def test_open_without_upgrade_names_the_fix(url: str) -> None:
+    with pytest.raises(SchemaError, match="commhistory init"):
+        open_repository(url, Keyring.generate(), upgrade=False)
+    with open_repository(url, Keyring.generate()) as repo:  # upgrades
+        assert repo.dialect in ("sqlite", "postgresql")
+    assert current_revision(url) == head_revision()
+
+
+def test_unknown_newer_revision_is_a_schema_error(url: str) -> None:
+    upgrade(url)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'ffff'")
+    finally:
+        engine.dispose()
+    with pytest.raises(SchemaError, match="does not know"):
+        open_repository(url, Keyring.generate())
+
+
+def test_postgres_isolation_uses_its_own_schema(pg_url: str) -> None:
+    upgrade(pg_url)
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            schema = conn.exec_driver_sql("SELECT current_schema()").scalar_one()
+            tables = set(
+                conn.exec_driver_sql(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                    (schema,),
+                ).scalars()
+            )
+    finally:
+        engine.dispose()
+    assert schema.startswith("t_")
+    assert tables == TABLES | {"alembic_version"}
+
+
+def test_offline_mode_emits_sql() -> None:
+    cfg = _config()
+    cfg.set_main_option("sqlalchemy.url", "postgresql+psycopg://nobody@localhost/none")
+    out = io.StringIO()
+    cfg.output_buffer = out
+    command.upgrade(cfg, "head", sql=True)
+    sql = out.getvalue()
+    assert "CREATE TABLE events" in sql
+    assert "WHERE contact_id IS NULL" in sql
