@@ -21,8 +21,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
+import attrs
 import sqlalchemy as sa
 
 from commhistory.crypto import (
@@ -754,16 +755,23 @@ class SQLRepository:
                 return []
             cipher = self.contact_cipher(conn, contact_id)
             assert cipher is not None
-            message_rows = conn.exec_driver_sql(
-                f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages WHERE contact_id = {ph} "
-                "ORDER BY sent_at, message_id",
-                (contact_id,),
-            ).all()
-            event_rows = conn.exec_driver_sql(
-                f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE contact_id = {ph} "
-                "ORDER BY occurred_at, event_id",
-                (contact_id,),
-            ).all()
+            # Plain DB-API rows: two indexed queries, no per-row SQLAlchemy work.
+            cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cur.execute(
+                    f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages "
+                    f"WHERE contact_id = {ph} ORDER BY sent_at, message_id",
+                    (contact_id,),
+                )
+                message_rows = cur.fetchall()
+                cur.execute(
+                    f"SELECT {', '.join(EVENT_COLUMNS)} FROM events "
+                    f"WHERE contact_id = {ph} ORDER BY occurred_at, event_id",
+                    (contact_id,),
+                )
+                event_rows = cur.fetchall()
+            finally:
+                cur.close()
         by_message: dict[str, list[Event]] = {}
         for r in event_rows:
             event = _event_from_row(r, cipher.decrypt)
@@ -883,6 +891,7 @@ class SQLRepository:
 # ---------------------------------------------------------------------- row decoding
 
 Decrypt = Callable[..., bytes | None]
+_R = TypeVar("_R", Message, Event, ConsentEvent)
 
 
 def address_row_id(kind: str, blind_index: bytes) -> str:
@@ -903,9 +912,31 @@ def _meta(decrypt: Decrypt, blob: Any, table: str, row_id: str) -> dict[str, Any
     return load_metadata(decrypt(bytes(blob), table=table, column="metadata", row_id=row_id))
 
 
+_FIELDS: Final[dict[type, frozenset[str]]] = {
+    cls: frozenset(f.name for f in attrs.fields(cls)) for cls in (Message, Event, ConsentEvent)
+}
+
+
+def _trusted(cls: type[_R], **values: Any) -> _R:
+    """Rebuild a record read back from the store without re-running its validators.
+
+    Everything stored was validated on the way in (and ciphertexts authenticate),
+    so validating again, which re-normalizes every address, would only cost
+    time. Falls back to the constructor when the model has fields we do not set.
+    """
+    if values.keys() != _FIELDS[cls]:
+        return cls(**values)
+    record = object.__new__(cls)
+    set_ = object.__setattr__
+    for name, value in values.items():
+        set_(record, name, value)
+    return record
+
+
 def _message_from_row(r: Row, decrypt: Decrypt) -> Message:
     mid = r[0]
-    return Message(
+    return _trusted(
+        Message,
         message_id=mid,
         contact_id=r[1],
         channel=Channel(r[2]),
@@ -917,15 +948,16 @@ def _message_from_row(r: Row, decrypt: Decrypt) -> Message:
         provider_message_id=r[8],
         sent_at=from_micros(r[9]),
         address=_text(decrypt, r[10], "messages", "address", mid) or "",
-        subject=_text(decrypt, r[11], "messages", "subject", mid),
-        body=_text(decrypt, r[12], "messages", "body", mid),
+        subject=None if r[11] is None else _text(decrypt, r[11], "messages", "subject", mid),
+        body=None if r[12] is None else _text(decrypt, r[12], "messages", "body", mid),
         metadata=_meta(decrypt, r[13], "messages", mid),
     )
 
 
 def _event_from_row(r: Row, decrypt: Decrypt) -> Event:
     eid = r[0]
-    return Event(
+    return _trusted(
+        Event,
         event_id=eid,
         message_id=r[1],
         provider=r[3],
@@ -938,11 +970,11 @@ def _event_from_row(r: Row, decrypt: Decrypt) -> Event:
         machine=bool(r[10]),
         revenue=None if r[11] is None else Decimal(r[11]),
         currency=r[13],
-        address=_text(decrypt, r[15], "events", "address", eid),
-        reason=_text(decrypt, r[16], "events", "reason", eid),
-        url=_text(decrypt, r[17], "events", "url", eid),
-        user_agent=_text(decrypt, r[18], "events", "user_agent", eid),
-        ip=_text(decrypt, r[19], "events", "ip", eid),
+        address=None if r[15] is None else _text(decrypt, r[15], "events", "address", eid),
+        reason=None if r[16] is None else _text(decrypt, r[16], "events", "reason", eid),
+        url=None if r[17] is None else _text(decrypt, r[17], "events", "url", eid),
+        user_agent=None if r[18] is None else _text(decrypt, r[18], "events", "user_agent", eid),
+        ip=None if r[19] is None else _text(decrypt, r[19], "events", "ip", eid),
         metadata=_meta(decrypt, r[20], "events", eid),
     )
 
@@ -961,9 +993,11 @@ def _consent_from_row(r: Row, decrypt: Decrypt) -> ConsentEvent:
         notice_version=r[8],
         notice_hash=r[9],
         actor=r[10],
-        source=_text(decrypt, r[11], "consent_events", "source", rid),
-        ip=_text(decrypt, r[12], "consent_events", "ip", rid),
-        user_agent=_text(decrypt, r[13], "consent_events", "user_agent", rid),
+        source=None if r[11] is None else _text(decrypt, r[11], "consent_events", "source", rid),
+        ip=None if r[12] is None else _text(decrypt, r[12], "consent_events", "ip", rid),
+        user_agent=None
+        if r[13] is None
+        else _text(decrypt, r[13], "consent_events", "user_agent", rid),
         metadata=_meta(decrypt, r[14], "consent_events", rid),
     )
 
