@@ -215,6 +215,20 @@ class Repository(Protocol):
         """
         ...
 
+    def consent_history(self, contact_id: str) -> list[ConsentEvent]:
+        """Return a contact's consent events, decrypted, ordered by ``occurred_at`` (then id).
+
+        Args:
+            contact_id: The contact.
+
+        Returns:
+            The consent events, each with its ``consent_id`` (given or derived).
+
+        Raises:
+            NotFoundError: No message or consent event names this contact.
+        """
+        ...
+
     def find_contacts(
         self,
         *,
