@@ -37,6 +37,17 @@ from commhistory.model import (
     Purpose,
 )
 from commhistory.normalize import normalize_email, normalize_phone
+from commhistory.store import (
+    DeadLetter,
+    IngestReport,
+    MemoryRepository,
+    Repository,
+    RotationReport,
+    SQLRepository,
+    TimelineEntry,
+    open_repository,
+    rotate_keys,
+)
 
 try:
     __version__ = _version("commhistory")
@@ -52,24 +63,33 @@ __all__ = [
     "ConsentMethod",
     "ConsentRequired",
     "CryptoError",
+    "DeadLetter",
     "DecryptionError",
     "Direction",
     "Event",
     "EventType",
+    "IngestReport",
     "InvalidInputError",
     "KeyNotFoundError",
     "KeyProvider",
     "Keyring",
+    "MemoryRepository",
     "Message",
     "NormalizationError",
     "NotFoundError",
     "PayloadError",
     "PermissionDenied",
     "Purpose",
+    "Repository",
+    "RotationReport",
+    "SQLRepository",
     "SchemaError",
     "SignatureError",
     "StorageError",
+    "TimelineEntry",
     "__version__",
     "normalize_email",
     "normalize_phone",
+    "open_repository",
+    "rotate_keys",
 ]

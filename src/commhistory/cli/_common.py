@@ -88,3 +88,37 @@ class Progress:
         if self.enabled and self._drawn:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
+
+
+DEFAULT_DB: Final = "sqlite:///commhistory.db"
+DEFAULT_KEYRING: Final = "commhistory.keyring"
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--db`` and ``--keyring`` with their environment defaults."""
+    parser.add_argument(
+        "--db",
+        default=None,
+        metavar="URL",
+        help=f"database URL (default $COMMHISTORY_DB, else {DEFAULT_DB})",
+    )
+    parser.add_argument(
+        "--keyring",
+        default=None,
+        metavar="PATH",
+        help=f"keyring file (default $COMMHISTORY_KEYRING, else {DEFAULT_KEYRING})",
+    )
+
+
+def database_url(args: argparse.Namespace) -> str:
+    """The database URL from ``--db``, ``$COMMHISTORY_DB`` or the default."""
+    import os  # noqa: PLC0415
+
+    return str(args.db or os.environ.get("COMMHISTORY_DB") or DEFAULT_DB)
+
+
+def keyring_path(args: argparse.Namespace) -> str:
+    """The keyring path from ``--keyring``, ``$COMMHISTORY_KEYRING`` or the default."""
+    import os  # noqa: PLC0415
+
+    return str(args.keyring or os.environ.get("COMMHISTORY_KEYRING") or DEFAULT_KEYRING)

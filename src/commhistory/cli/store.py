@@ -1,0 +1,288 @@
+"""Storage commands: ``init``, ``import``, ``timeline`` and ``rotate-keys``.
+
+Each takes ``--db`` (default ``$COMMHISTORY_DB``, else ``sqlite:///commhistory.db``)
+and ``--keyring`` (default ``$COMMHISTORY_KEYRING``, else ``commhistory.keyring``).
+``init`` and ``import`` create the keyring (mode 0600) when it is absent; the
+other commands need an existing one, since a new keyring cannot read old data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, tzinfo
+
+from commhistory.cli._common import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    CommandError,
+    Progress,
+    add_store_options,
+    column_mapping,
+    database_url,
+    keyring_path,
+    time_zone,
+)
+from commhistory.convert import KINDS, read_records, unstructure
+from commhistory.crypto import Keyring
+from commhistory.model import Event
+from commhistory.store import (
+    IngestReport,
+    RotationReport,
+    SQLRepository,
+    TimelineEntry,
+    open_repository,
+    rotate_keys,
+    upgrade,
+)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the storage commands."""
+    init = subparsers.add_parser(
+        "init", help="create or upgrade the schema and create the keyring if absent"
+    )
+    add_store_options(init)
+    init.set_defaults(run=run_init)
+
+    imp = subparsers.add_parser(
+        "import",
+        help="store a .jsonl or .csv history file; bad lines become dead letters",
+        description="Store every record of the file. Duplicates are counted, not stored "
+        "again; invalid lines are kept as dead letters. Exit 1 when any line was rejected.",
+    )
+    imp.add_argument("file", metavar="FILE")
+    add_store_options(imp)
+    imp.add_argument("--format", choices=("text", "json"), default="text")
+    imp.add_argument(
+        "--map",
+        dest="mapping",
+        metavar="COLUMN=FIELD",
+        type=column_mapping,
+        action="append",
+        default=[],
+        help="CSV: read COLUMN as FIELD (see 'validate')",
+    )
+    imp.add_argument("--tz", type=time_zone, default=None, metavar="ZONE")
+    imp.add_argument("--kind", choices=sorted(KINDS), default=None)
+    imp.add_argument("--encoding", default="utf-8-sig")
+    imp.add_argument("--batch-size", type=_positive, default=5000, metavar="N")
+    imp.set_defaults(run=run_import)
+
+    timeline = subparsers.add_parser(
+        "timeline", help="show a contact's messages and events, decrypted, in time order"
+    )
+    timeline.add_argument("contact_id", metavar="CONTACT_ID")
+    add_store_options(timeline)
+    timeline.add_argument("--format", choices=("table", "json"), default="table")
+    timeline.add_argument(
+        "--tz", type=time_zone, default=None, metavar="ZONE", help="show times in this zone"
+    )
+    timeline.set_defaults(run=run_timeline)
+
+    rotate = subparsers.add_parser(
+        "rotate-keys",
+        help="make a new key current and re-wrap every data key under it",
+        description="Adds a new keyring key, saves the keyring, then re-wraps the "
+        "contacts' data keys in batches. Safe to interrupt and run again with --resume.",
+    )
+    add_store_options(rotate)
+    rotate.add_argument(
+        "--reindex",
+        action="store_true",
+        help="also make the new key the blind-index key and recompute every blind index",
+    )
+    rotate.add_argument(
+        "--resume",
+        action="store_true",
+        help="do not add a key; finish re-wrapping under the current one",
+    )
+    rotate.add_argument("--batch-size", type=_positive, default=1000, metavar="N")
+    rotate.set_defaults(run=run_rotate)
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def load_keyring(args: argparse.Namespace, *, create: bool) -> Keyring:
+    """Load the keyring, creating it (mode 0600) when absent and *create* is true."""
+    path = keyring_path(args)
+    if os.path.exists(path):
+        return Keyring.load(path)
+    if not create:
+        raise CommandError(f"no keyring at {path}; run 'commhistory init' or pass --keyring")
+    keyring = Keyring.generate()
+    keyring.save(path)
+    print(
+        f"created keyring {path} (keep it safe: without it the data cannot be read)",
+        file=sys.stderr,
+    )
+    return keyring
+
+
+@contextmanager
+def repository(args: argparse.Namespace, *, create: bool) -> Iterator[SQLRepository]:
+    """Open the repository named by the arguments."""
+    keyring = load_keyring(args, create=create)
+    with open_repository(database_url(args), keyring, upgrade=create) as repo:
+        yield repo
+
+
+def run_init(args: argparse.Namespace) -> int:
+    """Create or upgrade the schema, and the keyring if absent."""
+    load_keyring(args, create=True)
+    revision = upgrade(database_url(args))
+    print(f"schema at revision {revision}; keyring {keyring_path(args)}")
+    return EXIT_OK
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """Store a history file."""
+    path = args.file
+    if not os.path.isfile(path):
+        raise CommandError(f"no such file: {path}")
+    mapping = dict(args.mapping)
+    if mapping and not path.lower().endswith((".csv", ".tsv")):
+        raise CommandError("--map applies to .csv files only")
+    progress = Progress(os.path.getsize(path), label="importing")
+    with repository(args, create=True) as repo:
+        lines = read_records(
+            path,
+            default_tz=args.tz,
+            mapping=mapping,
+            kind=args.kind,
+            encoding=args.encoding,
+            progress=progress.update,
+        )
+        try:
+            report = repo.ingest(lines, source=os.path.basename(path))
+        except LookupError:
+            raise CommandError(f"unknown encoding {args.encoding!r}") from None
+        finally:
+            progress.close()
+    _print_report(path, report, args.format)
+    return EXIT_REJECTED if report.rejected else EXIT_OK
+
+
+def _print_report(path: str, report: IngestReport, fmt: str) -> None:
+    if fmt == "json":
+        print(
+            json.dumps(
+                {
+                    "file": path,
+                    "total": report.total,
+                    "inserted": report.inserted,
+                    "duplicates": report.duplicates,
+                    "rejected": report.rejected,
+                    "linked": report.linked,
+                },
+                indent=2,
+            )
+        )
+        return
+    print(
+        f"{path}: {report.total} records: {report.inserted} inserted, "
+        f"{report.duplicates} duplicates, {report.rejected} rejected (kept as dead letters), "
+        f"{report.linked} waiting events linked"
+    )
+
+
+def run_timeline(args: argparse.Namespace) -> int:
+    """Show one contact's timeline."""
+    with repository(args, create=False) as repo:
+        entries = repo.timeline(args.contact_id)
+    if args.format == "json":
+        doc = [
+            {
+                "message": unstructure(entry.message),
+                "events": [unstructure(event) for event in entry.events],
+            }
+            for entry in entries
+        ]
+        print(json.dumps(doc, ensure_ascii=False, indent=2))
+    else:
+        print(format_timeline(args.contact_id, entries, tz=args.tz))
+    return EXIT_OK
+
+
+def format_timeline(contact_id: str, entries: list[TimelineEntry], *, tz: tzinfo | None) -> str:
+    """Render a timeline as a plain-text table (one block per message)."""
+    lines = [f"contact {contact_id}: {len(entries)} messages"]
+    for entry in entries:
+        msg = entry.message
+        arrow = "->" if msg.direction.value == "outbound" else "<-"
+        campaign = f" {msg.campaign_id}" if msg.campaign_id else ""
+        variant = f"/{msg.variant}" if msg.variant else ""
+        lines.append("")
+        lines.append(
+            f"{_when(msg.sent_at, tz)}  {arrow} {msg.channel.value:<6} {msg.address}"
+            f"  [{msg.purpose.value}{campaign}{variant}] {msg.message_id}"
+        )
+        if msg.subject:
+            lines.append(f"{'':<22}subject: {_clip(msg.subject)}")
+        if msg.body:
+            lines.append(f"{'':<22}body:    {_clip(msg.body)}")
+        for event in entry.events:
+            lines.append(f"{_when(event.occurred_at, tz)}     {_describe(event)}")
+    return "\n".join(lines)
+
+
+def _when(moment: datetime, tz: tzinfo | None) -> str:
+    shown = moment.astimezone(tz) if tz is not None else moment
+    return shown.strftime("%Y-%m-%d %H:%M:%S") + ("" if tz is not None else "Z")
+
+
+def _clip(text: str, width: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _describe(event: Event) -> str:
+    parts = [event.type.value]
+    if event.bounce is not None:
+        parts.append(
+            f"({event.bounce.value}{' ' + event.status_code if event.status_code else ''})"
+        )
+    if event.machine:
+        parts.append("[machine]")
+    if event.url:
+        parts.append(_clip(event.url, 50))
+    if event.revenue is not None:
+        parts.append(f"{event.revenue} {event.currency}")
+    return " ".join(parts)
+
+
+def run_rotate(args: argparse.Namespace) -> int:
+    """Rotate the keyring's current key and re-wrap data keys under it."""
+    keyring = load_keyring(args, create=False)
+    path = keyring_path(args)
+    if not args.resume:
+        new_id = keyring.rotate(index=args.reindex)
+        keyring.save(path)
+        print(f"new current key {new_id} saved to {path}", file=sys.stderr)
+    with open_repository(database_url(args), keyring, upgrade=False) as repo:
+        report = rotate_keys(repo, keyring, batch_size=args.batch_size, reindex=args.reindex)
+    print(_rotation_summary(report))
+    return EXIT_OK
+
+
+def _rotation_summary(report: RotationReport) -> str:
+    text = (
+        f"current key {report.key_id}: {report.rewrapped} data keys re-wrapped, "
+        f"{report.orphans} waiting events and {report.dead_letters} dead letters re-encrypted "
+        f"in {report.batches} batches"
+    )
+    if report.reindexed:
+        text += f"; {report.reindexed} blind indexes recomputed under {report.index_key_id}"
+    return text
