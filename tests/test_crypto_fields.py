@@ -326,3 +326,33 @@ def test_repr_shows_the_ref_not_the_key() -> None:
     assert "c1" in text
     assert data_key.hex() not in text
     assert repr(data_key) not in text
+
+
+@given(st.one_of(st.none(), st.text()), st.text(min_size=1, max_size=20))
+def test_text_opener_equals_decrypt_text(value: str | None, row_id: str) -> None:
+    cipher = FieldCipher(new_data_key(), key_ref="c1")
+    blob = cipher.encrypt(value, table="events", column="url", row_id=row_id)
+    opener = cipher.text_opener("events", "url")
+    assert opener(blob, row_id) == value
+    if blob is not None:
+        assert opener(bytearray(blob), row_id) == value
+        assert opener(memoryview(blob), row_id) == value
+
+
+def test_text_opener_raises_the_checked_errors() -> None:
+    cipher = FieldCipher(new_data_key(), key_ref="c1")
+    blob = cipher.encrypt("taro@example.jp", table="events", column="url", row_id="e1")
+    assert blob is not None
+    opener = cipher.text_opener("events", "url")
+    with pytest.raises(DecryptionError, match=r"events\.url ciphertext does not authenticate"):
+        opener(blob, "e2")  # moved to another row
+    with pytest.raises(DecryptionError, match="does not authenticate"):
+        cipher.text_opener("events", "ip")(blob, "e1")  # moved to another column
+    with pytest.raises(DecryptionError, match="truncated"):
+        opener(blob[:20], "e1")
+    other = FieldCipher(new_data_key(), key_ref="c2")
+    with pytest.raises(DecryptionError, match="under data key 'c1'"):
+        other.text_opener("events", "url")(blob, "e1")
+    binary = cipher.encrypt(b"\xff\xfe", table="events", column="url", row_id="e1")
+    with pytest.raises(DecryptionError, match="not UTF-8"):
+        opener(binary, "e1")

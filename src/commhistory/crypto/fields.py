@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Final, TypeAlias
 
@@ -44,6 +44,7 @@ __all__ = [
     "ENVELOPE_FORMAT",
     "BytesLike",
     "FieldCipher",
+    "TextOpener",
     "envelope_key_ref",
     "new_data_key",
     "rewrap_data_key",
@@ -69,6 +70,9 @@ _urandom = os.urandom
 
 BytesLike: TypeAlias = bytes | bytearray | memoryview
 """What the decrypting functions accept: database drivers return any of these."""
+
+TextOpener: TypeAlias = Callable[[BytesLike | None, str], str | None]
+"""``opener(blob, row_id) -> str | None``: see :meth:`FieldCipher.text_opener`."""
 
 
 def new_data_key() -> bytes:
@@ -368,24 +372,76 @@ class FieldCipher:
             return None
         if type(blob) is not bytes:
             blob = bytes(blob)
-        where = f"{table}.{column}"
+        # The read hot path (a timeline decrypts thousands of fields): no work
+        # on success that only an error message needs.
         hl = self._header_len
         if blob[:hl] != self._header:
-            ref, _ = _parse_header(blob, f"{where} ciphertext")
+            ref, _ = _parse_header(blob, f"{table}.{column} ciphertext")
             raise DecryptionError(
-                f"{where} ciphertext is under data key {ref!r}, not {self._key_ref!r}"
+                f"{table}.{column} ciphertext is under data key {ref!r}, not {self._key_ref!r}"
             )
         if len(blob) < hl + _NONCE_SIZE + _TAG_SIZE:
-            raise DecryptionError(f"{where} ciphertext is truncated")
+            raise DecryptionError(f"{table}.{column} ciphertext is truncated")
         row = row_id.encode("utf-8")
-        aad = self._prefix(table, column) + len(row).to_bytes(4, "big") + row
+        prefix = self._prefixes.get((table, column)) or self._prefix(table, column)
         try:
-            return self._aead.decrypt(blob[hl : hl + _NONCE_SIZE], blob[hl + _NONCE_SIZE :], aad)
+            return self._aead.decrypt(
+                blob[hl : hl + _NONCE_SIZE],
+                blob[hl + _NONCE_SIZE :],
+                prefix + len(row).to_bytes(4, "big") + row,
+            )
         except InvalidTag:
             raise DecryptionError(
-                f"{where} ciphertext does not authenticate: altered, moved from another "
-                "table, column or row, or encrypted under another data key"
+                f"{table}.{column} ciphertext does not authenticate: altered, moved from "
+                "another table, column or row, or encrypted under another data key"
             ) from None
+
+    def text_opener(
+        self, table: str, column: str
+    ) -> Callable[[BytesLike | None, str], str | None]:
+        """Return a function decrypting text envelopes of one column: the bulk read path.
+
+        ``opener(blob, row_id)`` equals ``decrypt_text(blob, table=table,
+        column=column, row_id=row_id)`` and raises the same errors, but the
+        column's AAD prefix and the cipher are bound once, which halves the
+        per-field overhead when thousands of fields are read (a timeline).
+
+        Args:
+            table: The table the envelopes are read from.
+            column: Their column.
+
+        Returns:
+            ``opener(blob, row_id) -> str | None``.
+
+        .. versionadded:: 0.1.0
+        """
+        header, hl = self._header, self._header_len
+        body_at = hl + _NONCE_SIZE
+        shortest = body_at + _TAG_SIZE
+        prefix = self._prefixes.get((table, column)) or self._prefix(table, column)
+        open_ = self._aead.decrypt
+        slow = self.decrypt_text
+
+        def opener(blob: BytesLike | None, row_id: str) -> str | None:
+            if blob is None:
+                return None
+            if type(blob) is not bytes:
+                blob = bytes(blob)
+            if blob[:hl] == header and len(blob) >= shortest:
+                row = row_id.encode("utf-8")
+                try:
+                    data = open_(
+                        blob[hl:body_at],
+                        blob[body_at:],
+                        prefix + len(row).to_bytes(4, "big") + row,
+                    )
+                    return data.decode("utf-8")
+                except (InvalidTag, UnicodeDecodeError):
+                    pass
+            # Anything unusual takes the checked path, which raises the precise error.
+            return slow(blob, table=table, column=column, row_id=row_id)
+
+        return opener
 
     def decrypt_text(
         self, blob: BytesLike | None, *, table: str, column: str, row_id: str

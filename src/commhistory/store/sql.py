@@ -772,15 +772,14 @@ class SQLRepository:
                 event_rows = cur.fetchall()
             finally:
                 cur.close()
+        event_from_row = _event_decoder(cipher)
+        message_from_row = _message_decoder(cipher)
         by_message: dict[str, list[Event]] = {}
         for r in event_rows:
-            event = _event_from_row(r, cipher.decrypt)
+            event = event_from_row(r)
             by_message.setdefault(r[1], []).append(event)
         return [
-            TimelineEntry(
-                message=_message_from_row(r, cipher.decrypt),
-                events=tuple(by_message.get(r[0], ())),
-            )
+            TimelineEntry(message=message_from_row(r), events=tuple(by_message.get(r[0], ())))
             for r in message_rows
         ]
 
@@ -912,71 +911,99 @@ def _meta(decrypt: Decrypt, blob: Any, table: str, row_id: str) -> dict[str, Any
     return load_metadata(decrypt(bytes(blob), table=table, column="metadata", row_id=row_id))
 
 
-_FIELDS: Final[dict[type, frozenset[str]]] = {
-    cls: frozenset(f.name for f in attrs.fields(cls)) for cls in (Message, Event, ConsentEvent)
-}
-
-
-def _trusted(cls: type[_R], **values: Any) -> _R:
-    """Rebuild a record read back from the store without re-running its validators.
+def _builder(cls: type[_R]) -> Callable[..., _R]:
+    """Make a function that rebuilds *cls* from all its fields, skipping validators.
 
     Everything stored was validated on the way in (and ciphertexts authenticate),
-    so validating again, which re-normalizes every address, would only cost
-    time. Falls back to the constructor when the model has fields we do not set.
+    so validating again, which re-normalizes every address, would only cost time
+    on the read path. The builder takes every field by keyword, so a field added
+    to the model and not read back here fails loudly (``TypeError``) in the tests.
     """
-    if values.keys() != _FIELDS[cls]:
-        return cls(**values)
-    record = object.__new__(cls)
-    set_ = object.__setattr__
-    for name, value in values.items():
-        set_(record, name, value)
-    return record
+    names = [f.name for f in attrs.fields(cls)]
+    lines = [f"def build(*, {', '.join(names)}):", "    record = new(cls)"]
+    lines += [f"    set_(record, {name!r}, {name})" for name in names]
+    lines.append("    return record")
+    namespace: dict[str, Any] = {"new": object.__new__, "set_": object.__setattr__, "cls": cls}
+    exec("\n".join(lines), namespace)  # noqa: S102 - code built from attrs field names only
+    builder: Callable[..., _R] = namespace["build"]
+    return builder
 
 
-def _message_from_row(r: Row, decrypt: Decrypt) -> Message:
-    mid = r[0]
-    return _trusted(
-        Message,
-        message_id=mid,
-        contact_id=r[1],
-        channel=Channel(r[2]),
-        direction=Direction(r[3]),
-        purpose=Purpose(r[4]),
-        campaign_id=r[5],
-        variant=r[6],
-        provider=r[7],
-        provider_message_id=r[8],
-        sent_at=from_micros(r[9]),
-        address=_text(decrypt, r[10], "messages", "address", mid) or "",
-        subject=None if r[11] is None else _text(decrypt, r[11], "messages", "subject", mid),
-        body=None if r[12] is None else _text(decrypt, r[12], "messages", "body", mid),
-        metadata=_meta(decrypt, r[13], "messages", mid),
-    )
+_build_message = _builder(Message)
+_build_event = _builder(Event)
+_CHANNELS: Final = {m.value: m for m in Channel}
+_DIRECTIONS: Final = {m.value: m for m in Direction}
+_PURPOSES: Final = {m.value: m for m in Purpose}
+_EVENT_TYPES: Final = {m.value: m for m in EventType}
+_BOUNCES: Final = {m.value: m for m in BounceClass}
 
 
-def _event_from_row(r: Row, decrypt: Decrypt) -> Event:
-    eid = r[0]
-    return _trusted(
-        Event,
-        event_id=eid,
-        message_id=r[1],
-        provider=r[3],
-        provider_message_id=r[4],
-        provider_event_id=r[5],
-        type=EventType(r[6]),
-        occurred_at=from_micros(r[7]),
-        status_code=r[8],
-        bounce=None if r[9] is None else BounceClass(r[9]),
-        machine=bool(r[10]),
-        revenue=None if r[11] is None else Decimal(r[11]),
-        currency=r[13],
-        address=None if r[15] is None else _text(decrypt, r[15], "events", "address", eid),
-        reason=None if r[16] is None else _text(decrypt, r[16], "events", "reason", eid),
-        url=None if r[17] is None else _text(decrypt, r[17], "events", "url", eid),
-        user_agent=None if r[18] is None else _text(decrypt, r[18], "events", "user_agent", eid),
-        ip=None if r[19] is None else _text(decrypt, r[19], "events", "ip", eid),
-        metadata=_meta(decrypt, r[20], "events", eid),
-    )
+def _metadata(text: str | None) -> dict[str, Any]:
+    return {} if text is None else load_metadata(text.encode("utf-8"))
+
+
+def _message_decoder(cipher: FieldCipher) -> Callable[[Row], Message]:
+    """Return a function turning ``messages`` rows of one contact into records."""
+    address = cipher.text_opener("messages", "address")
+    subject = cipher.text_opener("messages", "subject")
+    body = cipher.text_opener("messages", "body")
+    metadata = cipher.text_opener("messages", "metadata")
+
+    def decode(r: Row) -> Message:
+        mid = r[0]
+        return _build_message(
+            message_id=mid,
+            contact_id=r[1],
+            channel=_CHANNELS[r[2]],
+            direction=_DIRECTIONS[r[3]],
+            purpose=_PURPOSES[r[4]],
+            campaign_id=r[5],
+            variant=r[6],
+            provider=r[7],
+            provider_message_id=r[8],
+            sent_at=from_micros(r[9]),
+            address=address(r[10], mid) or "",
+            subject=subject(r[11], mid),
+            body=body(r[12], mid),
+            metadata=_metadata(metadata(r[13], mid)),
+        )
+
+    return decode
+
+
+def _event_decoder(cipher: FieldCipher) -> Callable[[Row], Event]:
+    """Return a function turning ``events`` rows of one contact into records."""
+    address = cipher.text_opener("events", "address")
+    reason = cipher.text_opener("events", "reason")
+    url = cipher.text_opener("events", "url")
+    user_agent = cipher.text_opener("events", "user_agent")
+    ip = cipher.text_opener("events", "ip")
+    metadata = cipher.text_opener("events", "metadata")
+
+    def decode(r: Row) -> Event:
+        eid = r[0]
+        return _build_event(
+            event_id=eid,
+            message_id=r[1],
+            provider=r[3],
+            provider_message_id=r[4],
+            provider_event_id=r[5],
+            type=_EVENT_TYPES[r[6]],
+            occurred_at=from_micros(r[7]),
+            status_code=r[8],
+            bounce=None if r[9] is None else _BOUNCES[r[9]],
+            machine=bool(r[10]),
+            revenue=None if r[11] is None else Decimal(r[11]),
+            currency=r[13],
+            address=address(r[15], eid),
+            reason=reason(r[16], eid),
+            url=url(r[17], eid),
+            user_agent=user_agent(r[18], eid),
+            ip=ip(r[19], eid),
+            metadata=_metadata(metadata(r[20], eid)),
+        )
+
+    return decode
 
 
 def _consent_from_row(r: Row, decrypt: Decrypt) -> ConsentEvent:
