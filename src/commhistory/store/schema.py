@@ -39,6 +39,7 @@ __all__ = [
     "key_metadata",
     "messages",
     "metadata",
+    "suppressions",
 ]
 
 NAMING_CONVENTION: Final = {
@@ -191,8 +192,36 @@ consent_events: Final = sa.Table(
     _blob("ip"),
     _blob("user_agent"),
     _blob("metadata"),
+    sa.Column("evidence_key_id", sa.Text(), nullable=True),
+    sa.Column("retain_until", UTCTimestamp(), nullable=True),
     sa.Index(None, "contact_id", "occurred_at"),
+    sa.Index(None, "channel", "purpose", "occurred_at"),
+    # After an erasure, the evidence columns are encrypted under the keyring's
+    # "consent-evidence" subkey of evidence_key_id and kept until retain_until.
     comment="Append-only consent ledger; source, ip, user agent and metadata encrypted.",
+)
+
+suppressions: Final = sa.Table(
+    "suppressions",
+    metadata,
+    _id("suppression_id", primary_key=True),
+    sa.Column("kind", sa.Text(), nullable=False),
+    sa.Column("blind_index", sa.LargeBinary(), nullable=False),
+    sa.Column("index_key_id", sa.Text(), nullable=False),
+    sa.Column("channel", sa.Text(), nullable=False),
+    sa.Column("purpose", sa.Text(), nullable=True),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("cause_id", sa.Text(), nullable=True),
+    sa.Column("since", UTCTimestamp(), nullable=False),
+    sa.Column("lifted_at", UTCTimestamp(), nullable=True),
+    sa.Column("lifted_by", sa.Text(), nullable=True),
+    sa.Column("created_at", UTCTimestamp(), nullable=False),
+    sa.Index(None, "kind", "blind_index"),
+    sa.Index(None, "channel", "since"),
+    comment=(
+        "Address-level suppression: a keyed blind index of the address (never the "
+        "address), the scope (channel, purpose or NULL for all), reason and cause."
+    ),
 )
 
 dead_letters: Final = sa.Table(
