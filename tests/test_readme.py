@@ -15,10 +15,11 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encodi
 def test_python_session_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (code,) = re.findall(r"```python\n(.*?)```", README, re.S)
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - our own README
+    exec(compile(code, "README.md", "exec"), {})
     keyring = ch.Keyring.load(tmp_path / "commhistory.keyring")
     with ch.open_repository("sqlite:///commhistory.db", keyring) as repo:
-        assert repo.find_contacts(email="taro@example.com") == ["c1"]
+        assert repo.find_contacts(email="Taro@EXAMPLE.com") == ["c1"]
+        assert repo.find_contacts(email="taro@example.com") == []  # local part case kept
         (entry,) = repo.timeline("c1")
     assert entry.message.address == "Taro@example.com"
     assert [e.type for e in entry.events] == [ch.EventType.DELIVERED]
