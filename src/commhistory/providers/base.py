@@ -1,0 +1,699 @@
+"""The shared base of every provider webhook adapter.
+
+A provider adapter turns one HTTP request from a provider (SendGrid, Twilio,
+LINE...) into canonical records. The base does everything that is the same for
+all of them, so each provider module is mostly mapping tables:
+
+* **size limit**: a body larger than ``max_body_bytes`` (5 MiB by default) is a
+  :class:`~commhistory.PayloadError` before anything else is done with it;
+* **verification** (:meth:`WebhookAdapter.verify`): each provider implements
+  ``_verify``; helpers here compare in constant time and check signed
+  timestamps against a window (±300 s by default, injectable clock);
+* **decoding** the body (JSON or form) and splitting it into provider events;
+* **per-event parsing**: one bad provider event becomes a dead letter, the
+  others are kept; an unknown event name becomes :attr:`EventType.UNKNOWN`;
+* **dead-lettering** (:meth:`WebhookAdapter.handle`): a verified body that
+  cannot be parsed at all is stored as one dead letter, so the receiver can
+  answer 2xx and the provider stops retrying.
+
+Every canonical record keeps the provider's raw event in
+``metadata["provider_raw"]`` (metadata is encrypted at rest). Records get
+deterministic ids (``"<provider>:<dedupe key>"``) and a ``provider_event_id``,
+so a retried webhook is counted as a duplicate by the repository.
+
+Inbound messages and consent changes need a contact id, which providers do
+not know: adapters take a :data:`ContactResolver`. See
+:class:`KeyedContactResolver` and :class:`RepositoryContactResolver`.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+from urllib.parse import parse_qsl
+
+import attrs
+
+from commhistory.convert import ParsedLine
+from commhistory.errors import InvalidInputError, PayloadError, SignatureError
+from commhistory.model import BounceClass, Channel, Record
+from commhistory.normalize import (
+    classify_bounce,
+    normalize_email,
+    normalize_line_user_id,
+    normalize_phone,
+    parse_smtp_reply,
+)
+
+if TYPE_CHECKING:
+    from commhistory.store.protocol import IngestReport, Repository
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_TOLERANCE",
+    "ContactResolver",
+    "HandleOutcome",
+    "KeyedContactResolver",
+    "RepositoryContactResolver",
+    "WebhookAdapter",
+    "WebhookRequest",
+    "WebhookResult",
+    "content_hash",
+    "hmac_equal",
+]
+
+DEFAULT_MAX_BODY_BYTES: Final = 5 * 1024 * 1024
+"""The largest body an adapter accepts by default (5 MiB)."""
+
+DEFAULT_TOLERANCE: Final = 300.0
+"""How far (in seconds, either way) a signed timestamp may be from now by default."""
+
+ContactResolver = Callable[[Channel, str], "str | None"]
+"""Maps an inbound sender to the business's contact id.
+
+Called with the channel and the sender's *normalized* address (E.164 phone
+number, LINE user id, email). Returns the contact id, or ``None`` when the
+sender is not known (the item then becomes a dead letter, kept for replay).
+Contact ids are stored in the clear: never return an address itself.
+"""
+
+
+def _lower_headers(value: Mapping[str, str] | Iterable[tuple[str, str]]) -> Mapping[str, str]:
+    items = value.items() if isinstance(value, Mapping) else value
+    return {str(k).lower(): str(v) for k, v in items}
+
+
+@attrs.frozen(kw_only=True)
+class WebhookRequest:
+    """One HTTP request from a provider, as the adapters need it.
+
+    Attributes:
+        body: The raw body bytes, exactly as received (signatures cover them).
+        headers: The request headers; names are lower-cased on construction.
+        url: The full URL the provider called, with the query string (Twilio
+            signs it); ``None`` when unknown.
+        method: The HTTP method.
+
+    .. versionadded:: 0.1.0
+    """
+
+    body: bytes = attrs.field(repr=False)
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_lower_headers, repr=False)
+    url: str | None = attrs.field(default=None, repr=False)
+    method: str = "POST"
+
+    def header(self, name: str) -> str | None:
+        """Return a header's value by case-insensitive name, or ``None``."""
+        return self.headers.get(name.lower())
+
+    @property
+    def content_type(self) -> str:
+        """The media type of the body, lower-cased, without parameters ("" when absent)."""
+        value = self.headers.get("content-type", "")
+        return value.split(";", 1)[0].strip().lower()
+
+
+@attrs.frozen(kw_only=True)
+class WebhookResult:
+    """What parsing one request produced.
+
+    Attributes:
+        lines: One :class:`~commhistory.convert.ParsedLine` per canonical record or
+            per provider event that could not be parsed (with its error), in order;
+            ready for :meth:`Repository.ingest <commhistory.store.Repository.ingest>`.
+        subscribe_url: For an Amazon SNS subscription confirmation: the URL
+            that confirms it (already checked to be an SNS endpoint).
+
+    .. versionadded:: 0.1.0
+    """
+
+    lines: tuple[ParsedLine, ...] = ()
+    subscribe_url: str | None = None
+
+    @property
+    def records(self) -> list[Record]:
+        """The canonical records, in order."""
+        return [line.record for line in self.lines if line.record is not None]
+
+    @property
+    def errors(self) -> list[ParsedLine]:
+        """The provider events that could not be parsed."""
+        return [line for line in self.lines if line.record is None]
+
+
+@attrs.frozen(kw_only=True)
+class HandleOutcome:
+    """What :meth:`WebhookAdapter.handle` did with a verified request.
+
+    Attributes:
+        report: What the repository stored.
+        result: The parse result (empty when the whole body was dead-lettered).
+        dead_lettered: True when the body could not be parsed at all and was
+            stored as one dead letter.
+
+    .. versionadded:: 0.1.0
+    """
+
+    report: IngestReport
+    result: WebhookResult
+    dead_lettered: bool = False
+
+
+def content_hash(obj: object) -> str:
+    """Return a stable SHA-256 hex digest of a JSON value (keys sorted, compact).
+
+    Used as a dedupe key where the provider's own event id is missing or not
+    stable across retries.
+    """
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def hmac_equal(expected: bytes | str, given: bytes | str) -> bool:
+    """Compare two signatures in constant time (strings are compared as UTF-8)."""
+    a = expected.encode("utf-8") if isinstance(expected, str) else expected
+    b = given.encode("utf-8") if isinstance(given, str) else given
+    return hmac.compare_digest(a, b)
+
+
+def b64decode_signature(value: str, *, header: str) -> bytes:
+    """Decode a base64 signature from a header.
+
+    Raises:
+        SignatureError: The value is not base64.
+    """
+    try:
+        return base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise SignatureError(f"{header}: not valid base64") from None
+
+
+class KeyedContactResolver:
+    """A :data:`ContactResolver` deriving a pseudonymous contact id from the address.
+
+    The id is ``"c_"`` + the first 32 hex digits of HMAC-SHA256 over
+    ``"<channel>:<address>"`` under *key*. The same sender always gets the same
+    id, and without the key the id reveals nothing about the address. Keep the
+    key as secret as the keyring; changing it changes every derived id.
+
+    Args:
+        key: At least 16 bytes of secret key material.
+
+    Raises:
+        InvalidInputError: The key is shorter than 16 bytes.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, key: bytes) -> None:
+        given: object = key
+        if not isinstance(given, bytes) or len(given) < 16:
+            raise InvalidInputError(field="key", reason="must be at least 16 bytes")
+        self._key = key
+
+    def __repr__(self) -> str:
+        return "KeyedContactResolver(key=<hidden>)"
+
+    def __call__(self, channel: Channel, address: str) -> str:
+        """Return the pseudonymous contact id of *address* on *channel*."""
+        mac = hmac.new(self._key, f"{channel.value}:{address}".encode(), hashlib.sha256)
+        return "c_" + mac.hexdigest()[:32]
+
+
+class RepositoryContactResolver:
+    """A :data:`ContactResolver` that looks the sender up in a repository.
+
+    Finds the contacts earlier messages went to at the same address (through
+    the repository's blind indexes). When exactly one contact matches it is
+    returned; otherwise *fallback* decides (``None`` without one).
+
+    Args:
+        repository: The repository to search.
+        fallback: Called when no single contact matches.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, repository: Repository, fallback: ContactResolver | None = None) -> None:
+        self._repository = repository
+        self._fallback = fallback
+
+    def __call__(self, channel: Channel, address: str) -> str | None:
+        """Return the contact id of *address* on *channel*, or ``None``."""
+        if channel is Channel.EMAIL:
+            found = self._repository.find_contacts(email=address)
+        elif channel in (Channel.SMS, Channel.VOICE):
+            found = self._repository.find_contacts(phone=address)
+        elif channel is Channel.LINE:
+            found = self._repository.find_contacts(line_user_id=address)
+        else:
+            found = []
+        if len(found) == 1:
+            return found[0]
+        return None if self._fallback is None else self._fallback(channel, address)
+
+
+# --------------------------------------------------------------------------- value helpers
+
+
+def json_type(value: object) -> str:
+    """Name a value's JSON type without showing it (it may be personal)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, list | tuple):
+        return "array"
+    return type(value).__name__
+
+
+def as_object(value: object, *, field: str = "<event>") -> Mapping[str, Any]:
+    """Return *value* as a JSON object.
+
+    Raises:
+        PayloadError: It is not one.
+    """
+    if not isinstance(value, Mapping):
+        raise PayloadError(field=field, reason=f"expected an object, got {json_type(value)}")
+    return value
+
+
+def get_str(item: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
+    """Return ``item[key]`` as a non-empty string, ``None`` when absent.
+
+    Raises:
+        PayloadError: The value is not a string, or is missing/empty and *required*.
+    """
+    value = item.get(key)
+    if value is None or value == "":
+        if required:
+            raise PayloadError(field=key, reason="required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise PayloadError(field=key, reason=f"expected a string, got {json_type(value)}")
+    return str(value)
+
+
+def get_mapping(item: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """Return ``item[key]`` as an object (empty when absent).
+
+    Raises:
+        PayloadError: The value is present but not an object.
+    """
+    value = item.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise PayloadError(field=key, reason=f"expected an object, got {json_type(value)}")
+    return value
+
+
+def epoch(value: object, *, field: str, millis: bool = False) -> datetime:
+    """Read epoch seconds (or milliseconds) as an aware UTC datetime.
+
+    Raises:
+        PayloadError: The value is not a number in range.
+    """
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise PayloadError(field=field, reason="expected an epoch timestamp") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PayloadError(field=field, reason=f"expected a number, got {json_type(value)}")
+    seconds = value / 1000 if millis else value
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        raise PayloadError(field=field, reason="timestamp out of range") from None
+
+
+def iso_time(value: object, *, field: str) -> datetime:
+    """Read an ISO 8601 timestamp with an offset as an aware UTC datetime.
+
+    Raises:
+        PayloadError: The value is not such a timestamp.
+    """
+    if not isinstance(value, str):
+        raise PayloadError(field=field, reason=f"expected a timestamp, got {json_type(value)}")
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise PayloadError(field=field, reason="not an ISO 8601 timestamp") from None
+    if parsed.utcoffset() is None:
+        raise PayloadError(field=field, reason="timestamp has no time zone offset")
+    return parsed.astimezone(UTC)
+
+
+def optional_email(value: object) -> str | None:
+    """Normalize an email address; ``None`` when absent or invalid (the raw event keeps it)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return normalize_email(value)
+    except InvalidInputError:
+        return None
+
+
+def phone_address(value: object, *, field: str, region: str) -> str:
+    """Normalize a phone number (E.164).
+
+    Raises:
+        PayloadError: The value is missing or not a phone number.
+    """
+    if not isinstance(value, str) or not value:
+        raise PayloadError(field=field, reason="required")
+    try:
+        return normalize_phone(value, region)
+    except InvalidInputError as exc:
+        raise PayloadError(field=field, reason=exc.reason) from None
+
+
+def line_address(value: object, *, field: str) -> str:
+    """Check a LINE user id.
+
+    Raises:
+        PayloadError: The value is missing or not a LINE user id.
+    """
+    if not isinstance(value, str) or not value:
+        raise PayloadError(field=field, reason="required")
+    try:
+        return normalize_line_user_id(value)
+    except InvalidInputError as exc:
+        raise PayloadError(field=field, reason=exc.reason) from None
+
+
+def bounce_details(
+    status: object, diagnostic: object, *, bounce: BounceClass | None = None
+) -> tuple[str | None, BounceClass]:
+    """Return the enhanced status code and bounce class of a bounce.
+
+    Args:
+        status: The provider's status code (enhanced ``"5.1.1"`` or basic ``550``).
+        diagnostic: The provider's diagnostic text.
+        bounce: A class the provider's own vocabulary already decided, if any.
+    """
+    text = diagnostic if isinstance(diagnostic, str) else None
+    code = str(status) if isinstance(status, str | int) and not isinstance(status, bool) else None
+    enhanced = None
+    if code is not None:
+        enhanced = parse_smtp_reply(code).enhanced
+    if enhanced is None and text is not None:
+        enhanced = parse_smtp_reply(text).enhanced
+    if bounce is None:
+        bounce = classify_bounce(code, text)
+    return enhanced, bounce
+
+
+def decode_json(body: bytes) -> Any:
+    """Decode a JSON body.
+
+    Raises:
+        PayloadError: The body is not UTF-8 JSON.
+    """
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError:
+        raise PayloadError(field="<body>", reason="not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise PayloadError(
+            field="<body>", reason=f"invalid JSON: {exc.msg} at column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise PayloadError(field="<body>", reason="JSON nested too deeply") from None
+
+
+def decode_form(body: bytes) -> dict[str, Any]:
+    """Decode an ``application/x-www-form-urlencoded`` body.
+
+    A key given once maps to its string; a key given several times to the list
+    of its values, in order.
+
+    Raises:
+        PayloadError: The body is not UTF-8 form data.
+    """
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text))
+    except UnicodeDecodeError:
+        raise PayloadError(field="<body>", reason="not valid UTF-8") from None
+    except ValueError:
+        raise PayloadError(field="<body>", reason="not form-encoded data") from None
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            prior = out[key]
+            out[key] = [*prior, value] if isinstance(prior, list) else [prior, value]
+        else:
+            out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------- the base
+
+
+class WebhookAdapter(abc.ABC):
+    """Verifies and parses one provider's webhooks; the base of every adapter.
+
+    Subclasses set :attr:`name`, implement :meth:`_verify`, :meth:`_events`
+    (split the decoded body into provider events) and :meth:`_parse_event`
+    (one provider event to canonical records), and usually override
+    :meth:`_decode`.
+
+    Args:
+        max_body_bytes: The largest body accepted.
+        tolerance: Seconds a signed timestamp may differ from now, either way.
+        clock: Returns the current time in epoch seconds (inject one in tests).
+        contact_resolver: Maps inbound senders to contact ids; without one,
+            inbound messages and consent changes become dead letters.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: ClassVar[str]
+    """The provider's name, used in records (``provider``) and ids."""
+
+    auth_failure_status: ClassVar[int] = 403
+    """The HTTP status web receivers answer when verification fails."""
+
+    def __init__(
+        self,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        tolerance: float = DEFAULT_TOLERANCE,
+        clock: Callable[[], float] = time.time,
+        contact_resolver: ContactResolver | None = None,
+    ) -> None:
+        size: object = max_body_bytes
+        window: object = tolerance
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            raise InvalidInputError(field="max_body_bytes", reason="must be a positive integer")
+        if not isinstance(window, int | float) or window < 0:
+            raise InvalidInputError(field="tolerance", reason="must be a non-negative number")
+        self.max_body_bytes = max_body_bytes
+        self.tolerance = float(tolerance)
+        self.clock = clock
+        self.contact_resolver = contact_resolver
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def source(self) -> str:
+        """The dead-letter source name of this adapter (``"webhook:<name>"``)."""
+        return f"webhook:{self.name}"
+
+    def check_size(self, request: WebhookRequest) -> None:
+        """Refuse a body larger than :attr:`max_body_bytes`.
+
+        Raises:
+            PayloadError: ``field="<body>"``; the body is too large.
+        """
+        if len(request.body) > self.max_body_bytes:
+            raise PayloadError(
+                field="<body>", reason=f"larger than the limit of {self.max_body_bytes} bytes"
+            )
+
+    def verify(self, request: WebhookRequest) -> None:
+        """Check that the request comes from the provider.
+
+        Args:
+            request: The request.
+
+        Raises:
+            PayloadError: The body is larger than the limit.
+            SignatureError: The signature, credentials or signed timestamp do
+                not verify; the message says why (never quoting secrets).
+        """
+        self.check_size(request)
+        self._verify(request)
+
+    def parse(self, request: WebhookRequest) -> WebhookResult:
+        """Turn a (verified) request into canonical records.
+
+        Each provider event becomes one or more records; one that cannot be
+        parsed becomes an error line (kept as a dead letter on ingest).
+
+        Args:
+            request: The request; call :meth:`verify` first.
+
+        Returns:
+            The records and errors, in order.
+
+        Raises:
+            PayloadError: The body as a whole is too large, not decodable, or
+                not shaped like this provider's webhooks.
+        """
+        self.check_size(request)
+        payload = self._decode(request)
+        lines: list[ParsedLine] = []
+        for number, item in enumerate(self._events(payload, request), start=1):
+            raw = _raw(item)
+            try:
+                records = self._parse_event(item)
+            except InvalidInputError as exc:
+                lines.append(ParsedLine(line=number, raw=raw, error=exc))
+                continue
+            except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+                # A provider parser must raise InvalidInputError; anything else is
+                # a malformed value it did not foresee. Keep the event, say so.
+                error = PayloadError(
+                    field="<event>", reason=f"malformed event ({type(exc).__name__})"
+                )
+                lines.append(ParsedLine(line=number, raw=raw, error=error))
+                continue
+            lines.extend(ParsedLine(line=number, raw=raw, record=r) for r in records)
+        return WebhookResult(lines=tuple(lines), subscribe_url=self._subscribe_url(payload))
+
+    def handle(self, request: WebhookRequest, repository: Repository) -> HandleOutcome:
+        """Verify, parse and store a request; what web receivers call.
+
+        A body that verifies but cannot be parsed is stored as one dead letter
+        (so the receiver can answer 2xx and the provider stops retrying).
+
+        Args:
+            request: The request.
+            repository: Where to store the records.
+
+        Returns:
+            What was stored.
+
+        Raises:
+            PayloadError: The body is larger than the limit (nothing is stored).
+            SignatureError: The request does not verify (nothing is stored).
+            StorageError: The repository failed.
+        """
+        self.verify(request)
+        try:
+            result = self.parse(request)
+        except PayloadError as exc:
+            raw = request.body.decode("utf-8", errors="replace")
+            line = ParsedLine(line=1, raw=raw, error=exc)
+            report = repository.ingest([line], source=self.source)
+            return HandleOutcome(report=report, result=WebhookResult(), dead_lettered=True)
+        if result.subscribe_url is not None:
+            self._on_subscribe(result.subscribe_url)
+        report = repository.ingest(result.lines, source=self.source)
+        return HandleOutcome(report=report, result=result)
+
+    # ------------------------------------------------------------------ for subclasses
+
+    @abc.abstractmethod
+    def _verify(self, request: WebhookRequest) -> None:
+        """Raise :class:`SignatureError` unless the request comes from the provider."""
+
+    def _decode(self, request: WebhookRequest) -> Any:
+        """Decode the body (JSON by default)."""
+        return decode_json(request.body)
+
+    @abc.abstractmethod
+    def _events(self, payload: Any, request: WebhookRequest) -> Sequence[Any]:
+        """Split a decoded body into provider events.
+
+        Raises:
+            PayloadError: The body is not shaped like this provider's webhooks.
+        """
+
+    @abc.abstractmethod
+    def _parse_event(self, event: Any) -> list[Record]:
+        """Turn one provider event (any decoded JSON value) into canonical records.
+
+        Raises:
+            InvalidInputError: The event cannot be parsed (it becomes a dead letter).
+        """
+
+    def _subscribe_url(self, payload: Any) -> str | None:
+        """Return a subscription confirmation URL found in the payload (SNS only)."""
+        return None
+
+    def _on_subscribe(self, url: str) -> None:
+        """Act on a subscription confirmation URL (SNS only)."""
+        return
+
+    def check_timestamp(self, signed: float, *, what: str = "timestamp") -> None:
+        """Refuse a signed timestamp outside ``now ± tolerance``.
+
+        Raises:
+            SignatureError: The timestamp is stale or in the future.
+        """
+        now = self.clock()
+        if abs(now - signed) > self.tolerance:
+            direction = "old" if signed < now else "far in the future"
+            raise SignatureError(
+                f"{what} is too {direction} (more than {self.tolerance:g} s from now);"
+                " check the server clock or the tolerance"
+            )
+
+    def resolve_contact(self, channel: Channel, address: str) -> str:
+        """Return the contact id of an inbound sender.
+
+        Raises:
+            PayloadError: ``field="contact_id"``; no resolver is configured or the
+                sender is unknown.
+        """
+        if self.contact_resolver is None:
+            raise PayloadError(
+                field="contact_id",
+                reason="no contact resolver configured for inbound items (see contact_resolver)",
+            )
+        contact = self.contact_resolver(channel, address)
+        if contact is None:
+            raise PayloadError(field="contact_id", reason="the contact resolver knows no contact")
+        returned: object = contact
+        if not isinstance(returned, str) or not returned.strip():
+            raise PayloadError(
+                field="contact_id", reason="the contact resolver returned an empty id"
+            )
+        return contact
+
+    def ids(self, key: str) -> tuple[str, str]:
+        """Return ``(record id, provider event id)`` for a dedupe key."""
+        return f"{self.name}:{key}", key
+
+
+def _raw(item: object) -> str:
+    try:
+        return json.dumps(item, ensure_ascii=False, sort_keys=True, default=str)
+    except (TypeError, ValueError, RecursionError):
+        return repr(type(item))

@@ -1,0 +1,187 @@
+"""SendGrid Event Webhook: batched JSON events, signed with ECDSA P-256.
+
+SendGrid POSTs a JSON array of events. With *Signed Event Webhook* enabled it
+adds ``X-Twilio-Email-Event-Webhook-Signature`` (base64 DER ECDSA signature,
+SHA-256) over the ``X-Twilio-Email-Event-Webhook-Timestamp`` header's value
+followed by the raw body. The verification key is the public key SendGrid
+shows in its settings (base64 DER, or PEM).
+
+Events link to their message by ``provider="sendgrid"`` and the
+``X-Message-Id`` the send API returned, which is the part of ``sg_message_id``
+before its first dot. The dedupe key is ``sg_event_id`` (a content hash when
+absent).
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Final
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from commhistory.errors import InvalidInputError, PayloadError, SignatureError
+from commhistory.model import BounceClass, Event, EventType, Record
+from commhistory.providers.base import (
+    WebhookAdapter,
+    WebhookRequest,
+    as_object,
+    b64decode_signature,
+    bounce_details,
+    content_hash,
+    epoch,
+    get_str,
+    json_type,
+    optional_email,
+)
+
+__all__ = [
+    "EVENT_TYPES",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "SendGridAdapter",
+    "load_public_key",
+]
+
+SIGNATURE_HEADER: Final = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP_HEADER: Final = "X-Twilio-Email-Event-Webhook-Timestamp"
+
+EVENT_TYPES: Final[Mapping[str, EventType]] = {
+    "processed": EventType.QUEUED,
+    "deferred": EventType.DEFERRED,
+    "delivered": EventType.DELIVERED,
+    "bounce": EventType.BOUNCED,
+    "blocked": EventType.BOUNCED,
+    "dropped": EventType.REJECTED,
+    "open": EventType.OPENED,
+    "click": EventType.CLICKED,
+    "spamreport": EventType.COMPLAINED,
+    "unsubscribe": EventType.UNSUBSCRIBED,
+    "group_unsubscribe": EventType.UNSUBSCRIBED,
+    "group_resubscribe": EventType.SUBSCRIBED,
+}
+"""SendGrid's ``event`` names; any other name becomes ``UNKNOWN``."""
+
+_BOUNCE_TYPES: Final[Mapping[str, BounceClass]] = {
+    # SendGrid's bounce "type": "blocked" is a block, "bounce" is decided by the code.
+    "blocked": BounceClass.BLOCK,
+}
+
+
+def load_public_key(key: str | bytes | ec.EllipticCurvePublicKey) -> ec.EllipticCurvePublicKey:
+    """Load SendGrid's verification key (base64 DER as shown in its settings, or PEM).
+
+    Raises:
+        InvalidInputError: ``field="public_key"``; not an EC public key.
+    """
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return key
+    data = key.encode("ascii", errors="replace") if isinstance(key, str) else key
+    try:
+        if b"-----BEGIN" in data:
+            loaded = serialization.load_pem_public_key(data)
+        else:
+            loaded = serialization.load_der_public_key(base64.b64decode(data, validate=True))
+    except (ValueError, TypeError, binascii.Error, UnsupportedAlgorithm):
+        raise InvalidInputError(field="public_key", reason="not a valid public key") from None
+    if not isinstance(loaded, ec.EllipticCurvePublicKey):
+        raise InvalidInputError(field="public_key", reason="not an elliptic-curve public key")
+    return loaded
+
+
+class SendGridAdapter(WebhookAdapter):
+    """Verifies and parses SendGrid Event Webhook requests.
+
+    Args:
+        public_key: The verification key from SendGrid's Event Webhook settings
+            (base64 DER or PEM), or a loaded key.
+        **options: :class:`~commhistory.providers.base.WebhookAdapter` options
+            (``max_body_bytes``, ``tolerance``, ``clock``, ``contact_resolver``).
+
+    Raises:
+        InvalidInputError: The key cannot be loaded.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: ClassVar[str] = "sendgrid"
+
+    def __init__(self, public_key: str | bytes | ec.EllipticCurvePublicKey, **options: Any):
+        super().__init__(**options)
+        self._key = load_public_key(public_key)
+
+    def _verify(self, request: WebhookRequest) -> None:
+        signature = request.header(SIGNATURE_HEADER)
+        timestamp = request.header(TIMESTAMP_HEADER)
+        if not signature:
+            raise SignatureError(f"missing header {SIGNATURE_HEADER}")
+        if not timestamp:
+            raise SignatureError(f"missing header {TIMESTAMP_HEADER}")
+        try:
+            signed_at = float(timestamp)
+        except ValueError:
+            raise SignatureError(f"{TIMESTAMP_HEADER}: not a number") from None
+        der = b64decode_signature(signature, header=SIGNATURE_HEADER)
+        try:
+            self._key.verify(der, timestamp.encode() + request.body, ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            raise SignatureError(
+                "signature does not match the body and timestamp (wrong public key,"
+                " or the body was changed)"
+            ) from None
+        self.check_timestamp(signed_at, what=TIMESTAMP_HEADER)
+
+    def _events(self, payload: Any, request: WebhookRequest) -> Sequence[Any]:
+        if not isinstance(payload, list):
+            raise PayloadError(
+                field="<body>", reason=f"expected an array of events, got {json_type(payload)}"
+            )
+        return payload
+
+    def _parse_event(self, event: Any) -> list[Record]:
+        item = as_object(event)
+        name = get_str(item, "event", required=True)
+        assert name is not None
+        type_ = EVENT_TYPES.get(name, EventType.UNKNOWN)
+        sg_message_id = get_str(item, "sg_message_id")
+        if sg_message_id is not None:
+            provider_message_id = sg_message_id.split(".", 1)[0]
+        else:
+            smtp_id = get_str(item, "smtp-id")
+            if smtp_id is None:
+                raise PayloadError(field="sg_message_id", reason="required")
+            provider_message_id = smtp_id.strip("<>")
+        key = get_str(item, "sg_event_id") or content_hash(item)
+        event_id, provider_event_id = self.ids(key)
+        occurred_at = epoch(item.get("timestamp"), field="timestamp")
+        reason = get_str(item, "reason") or get_str(item, "response")
+        status_code = bounce = None
+        if type_ in (EventType.BOUNCED, EventType.DEFERRED):
+            given = _BOUNCE_TYPES.get(name) or _BOUNCE_TYPES.get(get_str(item, "type") or "")
+            status_code, found = bounce_details(item.get("status"), reason, bounce=given)
+            bounce = found if type_ is EventType.BOUNCED else None
+        machine = item.get("sg_machine_open") is True
+        return [
+            Event(
+                event_id=event_id,
+                type=type_,
+                occurred_at=occurred_at,
+                provider=self.name,
+                provider_message_id=provider_message_id,
+                provider_event_id=provider_event_id,
+                address=optional_email(item.get("email")),
+                status_code=status_code,
+                bounce=bounce,
+                reason=reason,
+                url=get_str(item, "url") if type_ is EventType.CLICKED else None,
+                user_agent=get_str(item, "useragent"),
+                ip=get_str(item, "ip"),
+                machine=machine,
+                metadata={"provider_raw": dict(item)},
+            )
+        ]
