@@ -22,6 +22,7 @@ from commhistory.model import ConsentEvent, Event, Message
 
 if TYPE_CHECKING:
     from commhistory.convert import ParsedLine
+    from commhistory.kpi.metrics import KpiTable
 
 __all__ = ["DeadLetter", "IngestReport", "Repository", "TimelineEntry"]
 
@@ -283,4 +284,33 @@ class Repository(Protocol):
         tb: TracebackType | None,
     ) -> None:
         """Close the repository."""
+        ...
+
+    def kpis(
+        self,
+        by: str | Iterable[str] = (),
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        tz: str = "UTC",
+        exclude_machine: bool = True,
+    ) -> KpiTable:
+        """Compute the KPIs of DESIGN section 5 over the stored history.
+
+        Args:
+            by: Grouping keys: any of ``campaign_id``, ``variant``, ``channel``,
+                ``provider``, ``purpose`` and at most one of ``day``, ``week``, ``month``.
+            since: Only messages sent at or after this aware datetime.
+            until: Only messages sent before this aware datetime.
+            tz: The IANA time zone periods are computed in.
+            exclude_machine: Leave out reactions flagged ``machine`` (the default).
+
+        Returns:
+            The table (see :mod:`commhistory.kpi.metrics`).
+
+        Raises:
+            InvalidInputError: Unknown grouping keys, zone, or ``since`` after ``until``.
+
+        .. versionadded:: 0.2.0
+        """
         ...

@@ -72,6 +72,7 @@ from commhistory.store.protocol import DeadLetter, IngestReport, TimelineEntry
 
 if TYPE_CHECKING:
     from commhistory.convert import ParsedLine
+    from commhistory.kpi.metrics import KpiTable
 
 __all__ = ["DATA_KEY_REF", "ORPHAN_PURPOSE", "SQLRepository", "open_repository"]
 
@@ -885,6 +886,38 @@ class SQLRepository:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def kpis(
+        self,
+        by: str | Iterable[str] = (),
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        tz: str = "UTC",
+        exclude_machine: bool = True,
+    ) -> KpiTable:
+        """Compute KPIs as SQL aggregates in the database; see :meth:`Repository.kpis`.
+
+        Args:
+            by: Grouping keys: any of ``campaign_id``, ``variant``, ``channel``,
+                ``provider``, ``purpose`` and at most one of ``day``, ``week``, ``month``.
+            since: Only messages sent at or after this aware datetime.
+            until: Only messages sent before this aware datetime.
+            tz: The IANA time zone periods are computed in.
+            exclude_machine: Leave out reactions flagged ``machine`` (the default).
+
+        Returns:
+            The table (see :mod:`commhistory.kpi.metrics`).
+
+        Raises:
+            InvalidInputError: Unknown grouping keys, zone, or ``since`` after ``until``.
+            StorageError: The database failed.
+        """
+        from commhistory.kpi.sql import repository_kpis  # noqa: PLC0415 - kpi imports the store
+
+        return repository_kpis(
+            self, by=by, since=since, until=until, tz=tz, exclude_machine=exclude_machine
+        )
 
 
 # ---------------------------------------------------------------------- row decoding

@@ -1,0 +1,27 @@
+"""KPIs: the metrics of DESIGN section 5, A/B statistics and machine-event detection.
+
+Use it as ``ch.kpi``:
+
+* :func:`compute` computes a :class:`KpiTable` from records in memory;
+  ``repo.kpis(...)`` computes the same table in the database.
+* :func:`compare` tests A/B variants (:class:`ABResult`); :func:`sample_size`
+  plans a test.
+* :func:`classify` and :func:`mark_machine` flag machine opens and scanner clicks.
+
+.. versionadded:: 0.2.0
+"""
+
+from __future__ import annotations
+
+from commhistory.kpi.compute import compute
+from commhistory.kpi.metrics import COUNTS, GROUP_KEYS, PERIODS, RATES, KpiRow, KpiTable
+
+__all__ = [
+    "COUNTS",
+    "GROUP_KEYS",
+    "PERIODS",
+    "RATES",
+    "KpiRow",
+    "KpiTable",
+    "compute",
+]

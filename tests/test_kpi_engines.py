@@ -1,0 +1,244 @@
+"""Two engines, one answer: ``kpi.compute`` in memory equals ``repo.kpis`` in SQL.
+
+Random histories are stored in a memory repository, SQLite and PostgreSQL; the
+tables must be identical, for every grouping, time zone, range and machine flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from commhistory.crypto import Keyring
+from commhistory.kpi import compute
+from commhistory.kpi.sql import repository_kpis
+from commhistory.model import (
+    BounceClass,
+    Channel,
+    Direction,
+    Event,
+    EventType,
+    Message,
+    Purpose,
+)
+from commhistory.store import MemoryRepository, SQLRepository, open_repository
+
+BASE = datetime(2024, 1, 1, tzinfo=UTC)
+# Instants near offset changes and midnights of the zones below.
+CRITICAL = [
+    datetime(2024, 3, 10, 7, 0, tzinfo=UTC),  # New York spring forward
+    datetime(2024, 11, 3, 6, 0, tzinfo=UTC),  # New York fall back
+    datetime(2024, 3, 31, 1, 0, tzinfo=UTC),  # London spring forward
+    datetime(2024, 4, 6, 15, 0, tzinfo=UTC),  # Lord Howe (30 min DST)
+    datetime(2024, 1, 31, 15, 0, tzinfo=UTC),  # Tokyo midnight
+    datetime(2024, 2, 29, 18, 30, tzinfo=UTC),  # Kolkata midnight
+    datetime(2024, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+]
+ZONES = ["UTC", "Asia/Tokyo", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe"]
+CHANNEL_ADDRESS = {
+    Channel.EMAIL: "someone@example.com",
+    Channel.SMS: "+819012345678",
+    Channel.LINE: "U" + "0123456789abcdef" * 2,
+}
+
+instants = st.one_of(
+    st.integers(0, 366 * 86_400).map(lambda s: BASE + timedelta(seconds=s)),
+    st.tuples(st.sampled_from(CRITICAL), st.integers(-7200, 7200)).map(
+        lambda t: t[0] + timedelta(seconds=t[1])
+    ),
+)
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[list[Message], list[Event]]:
+    n = draw(st.integers(0, 10))
+    messages = []
+    for i in range(n):
+        channel = draw(st.sampled_from(sorted(CHANNEL_ADDRESS)))
+        provider = draw(st.sampled_from([None, "sg", "tw"]))
+        messages.append(
+            Message(
+                message_id=f"m{i}",
+                channel=channel,
+                direction=draw(st.sampled_from([Direction.OUTBOUND] * 4 + [Direction.INBOUND])),
+                contact_id=f"c{draw(st.integers(0, 3))}",
+                address=CHANNEL_ADDRESS[channel],
+                sent_at=draw(instants),
+                purpose=draw(st.sampled_from(list(Purpose))),
+                campaign_id=draw(st.sampled_from([None, "spring", "summer"])),
+                variant=draw(st.sampled_from([None, "A", "B"])),
+                provider=provider,
+                provider_message_id=None if provider is None else f"p{i}",
+            )
+        )
+    events = []
+    for j in range(draw(st.integers(0, 25))):
+        target = draw(st.integers(-1, n - 1))
+        etype = draw(st.sampled_from(list(EventType)))
+        ref: dict[str, Any]
+        if target < 0:
+            ref = draw(
+                st.sampled_from(
+                    [{"message_id": "nowhere"}, {"provider": "sg", "provider_message_id": "px"}]
+                )
+            )
+        else:
+            m = messages[target]
+            by_pair = m.provider is not None and draw(st.booleans())
+            ref = (
+                {"provider": m.provider, "provider_message_id": m.provider_message_id}
+                if by_pair
+                else {"message_id": m.message_id}
+            )
+        extra: dict[str, Any] = {}
+        if etype is EventType.BOUNCED:
+            extra["bounce"] = draw(st.sampled_from([None, *BounceClass]))
+        if etype is EventType.CONVERTED and draw(st.booleans()):
+            extra["revenue"] = Decimal(draw(st.integers(-500, 500_000))) / 100
+            extra["currency"] = draw(st.sampled_from(["JPY", "USD"]))
+        events.append(
+            Event(
+                event_id=f"e{j}",
+                type=etype,
+                occurred_at=BASE + timedelta(minutes=j),
+                machine=draw(st.booleans()),
+                **ref,
+                **extra,
+            )
+        )
+    return messages, events
+
+
+def _ordered(q: dict[str, Any]) -> bool:
+    return q["since"] is None or q["until"] is None or bool(q["since"] <= q["until"])
+
+
+queries: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
+    {
+        "by": st.lists(
+            st.sampled_from(["campaign_id", "variant", "channel", "provider", "purpose"]),
+            unique=True,
+            max_size=3,
+        ).flatmap(
+            lambda keys: st.sampled_from([None, "day", "week", "month"]).map(
+                lambda p: tuple(keys) + (() if p is None else (p,))
+            )
+        ),
+        "tz": st.sampled_from(ZONES),
+        "exclude_machine": st.booleans(),
+        "since": st.none() | instants,
+        "until": st.none() | instants,
+    }
+).filter(_ordered)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sql_repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SQLRepository]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'kpi.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    repo = open_repository(url, Keyring.generate())
+    try:
+        yield repo
+    finally:
+        repo.close()
+
+
+def _clear(repo: SQLRepository) -> None:
+    with repo.transaction() as conn:
+        for table in ("events", "messages", "addresses", "consent_events", "contacts"):
+            conn.exec_driver_sql(f"DELETE FROM {table}")
+    repo.forget_cached_keys()
+    repo._message_contacts.clear()
+    repo._pair_messages.clear()
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(history=histories(), query=queries, events_first=st.booleans())
+def test_sql_engine_equals_memory_engine(
+    sql_repo: SQLRepository,
+    history: tuple[list[Message], list[Event]],
+    query: dict[str, Any],
+    events_first: bool,
+) -> None:
+    messages, events = history
+    _clear(sql_repo)
+    memory = MemoryRepository()
+    for repo in (sql_repo, memory):
+        if events_first:
+            repo.record_events(events)
+            repo.record_messages(messages)
+        else:
+            repo.record_messages(messages)
+            repo.record_events(events)
+    expected = compute(messages, events, **query)
+    assert sql_repo.kpis(**query) == expected
+    assert memory.kpis(**query) == expected
+
+
+def test_offset_segments_find_each_dst_change_to_the_microsecond() -> None:
+    from zoneinfo import ZoneInfo
+
+    from commhistory.kpi.sql import offset_segments
+
+    def us(moment: datetime) -> int:
+        return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+    hour = 3_600_000_000
+    segments = offset_segments(
+        ZoneInfo("America/New_York"), us(datetime(2024, 1, 1, tzinfo=UTC)), us(BASE.replace(2025))
+    )
+    assert segments == [
+        (us(datetime(2024, 1, 1, tzinfo=UTC)), -5 * hour),
+        (us(datetime(2024, 3, 10, 7, tzinfo=UTC)), -4 * hour),
+        (us(datetime(2024, 11, 3, 6, tzinfo=UTC)), -5 * hour),
+    ]
+    tokyo = offset_segments(ZoneInfo("Asia/Tokyo"), 0, us(BASE))
+    assert tokyo == [(0, 9 * hour)]
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Europe/London", "Australia/Lord_Howe"])
+def test_days_around_dst_changes_agree(sql_repo: SQLRepository, zone: str) -> None:
+    # One message a minute for two hours either side of each change: local days
+    # split at the zone's midnight, which moves with the offset.
+    messages = [
+        Message(
+            message_id=f"m{k}-{i}",
+            channel=Channel.LINE,
+            direction=Direction.OUTBOUND,
+            contact_id="c1",
+            address=CHANNEL_ADDRESS[Channel.LINE],
+            sent_at=moment + timedelta(minutes=i * 7),
+            variant="A" if i % 2 else "B",
+        )
+        for k, moment in enumerate(CRITICAL[:4])
+        for i in range(-40, 40)
+    ] + [
+        Message(
+            message_id=f"mid{d}",
+            channel=Channel.LINE,
+            direction=Direction.OUTBOUND,
+            contact_id="c1",
+            address=CHANNEL_ADDRESS[Channel.LINE],
+            sent_at=BASE + timedelta(days=d, hours=h),
+        )
+        for d in range(0, 366, 5)
+        for h in (0, 4, 11, 13, 22)
+    ]
+    sql_repo.record_messages(messages)
+    for period in ("day", "week", "month"):
+        expected = compute(messages, [], by=(period, "variant"), tz=zone)
+        assert len(expected) > 10
+        assert repository_kpis(sql_repo, by=(period, "variant"), tz=zone) == expected
