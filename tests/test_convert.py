@@ -366,3 +366,21 @@ def test_unknown_suffix(tmp_path: Path) -> None:
 def test_parsed_line_ok_flag() -> None:
     bad = ParsedLine(line=1, raw="x", error=ch.PayloadError(field="a", reason="b"))
     assert not bad.ok
+
+
+def test_explicit_null_keeps_a_bounce_unclassified() -> None:
+    obj = {
+        "kind": "event",
+        "event_id": "e1",
+        "message_id": "m",
+        "type": "bounced",
+        "occurred_at": 1775001600,
+        "reason": "550 5.1.1 user unknown",
+    }
+    derived = structure(obj)
+    assert isinstance(derived, ch.Event)
+    assert (derived.status_code, derived.bounce) == ("5.1.1", ch.BounceClass.HARD)
+    kept = structure({**obj, "status_code": None, "bounce": None})
+    assert isinstance(kept, ch.Event)
+    assert (kept.status_code, kept.bounce) == (None, None)
+    assert loads(dumps(kept)) == kept

@@ -26,7 +26,7 @@ import functools
 import io
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from datetime import datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -255,7 +255,7 @@ def _normalize_event_address(address: object) -> object:
     return text
 
 
-def _prepare(kind: str, data: dict[str, Any]) -> None:
+def _prepare(kind: str, data: dict[str, Any], *, explicit_null: Set[str]) -> None:
     """Normalize fields that depend on each other, in place, before structuring."""
     if kind == "message":
         if "address" in data:
@@ -263,20 +263,21 @@ def _prepare(kind: str, data: dict[str, Any]) -> None:
     elif kind == "event":
         if data.get("address") is not None:
             data["address"] = _normalize_event_address(data["address"])
-        _derive_bounce(data)
+        _derive_bounce(data, explicit_null)
 
 
-def _derive_bounce(data: dict[str, Any]) -> None:
-    """Fill an event's status code and bounce class from its diagnostic when missing."""
+def _derive_bounce(data: dict[str, Any], explicit_null: Set[str]) -> None:
+    """Fill an event's status code and bounce class from its diagnostic when absent."""
     reason = data.get("reason")
     status = data.get("status_code")
-    if status is None and isinstance(reason, str):
+    if status is None and isinstance(reason, str) and "status_code" not in explicit_null:
         enhanced = parse_smtp_reply(reason).enhanced
         if enhanced is not None:
             data["status_code"] = status = enhanced
     if (
         data.get("type") == EventType.BOUNCED.value
         and data.get("bounce") is None
+        and "bounce" not in explicit_null
         and (status is None or isinstance(status, str))
     ):
         data["bounce"] = classify_bounce(status, reason if isinstance(reason, str) else None).value
@@ -310,7 +311,9 @@ def structure(obj: Mapping[str, Any], *, default_tz: tzinfo | str | None = None)
     if cls is None:
         raise PayloadError(field="kind", reason="expected one of: message, event, consent")
     data = {key: value for key, value in obj.items() if key != "kind" and value is not None}
-    _prepare(kind, data)
+    # An explicit null says "unknown, do not derive": it keeps a record without a
+    # derived status code or bounce class the same through dumps() and loads().
+    _prepare(kind, data, explicit_null=obj.keys() - data.keys())
     try:
         return _converter(default_tz).structure(data, cls)
     except InvalidInputError:
@@ -333,6 +336,16 @@ def unstructure(record: Record) -> dict[str, Any]:
         if field.name == "machine" and value is False:
             continue
         out[field.name] = _OUT.unstructure(value)
+    if isinstance(record, Event):
+        # Say "unknown" where reading the line back would otherwise derive a value.
+        if (
+            record.status_code is None
+            and record.reason is not None
+            and parse_smtp_reply(record.reason).enhanced is not None
+        ):
+            out["status_code"] = None
+        if record.type is EventType.BOUNCED and record.bounce is None:
+            out["bounce"] = None
     return out
 
 
