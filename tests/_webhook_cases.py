@@ -1,0 +1,97 @@
+"""End-to-end webhook cases shared by the web receiver tests (one per provider)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+from commhistory.crypto import Keyring
+from commhistory.providers import (
+    KeyedContactResolver,
+    LineAdapter,
+    SendGridAdapter,
+    TwilioAdapter,
+    WebhookAdapter,
+)
+from commhistory.store import Repository, open_repository
+from commhistory.testing import SignedWebhook, sendgrid_keys, signed_webhook
+
+PAYLOADS = Path(__file__).parent / "payloads"
+RESOLVER = KeyedContactResolver(b"web-test-resolver-key")
+NOW = 1775002000.0
+
+
+@attrs.frozen
+class Case:
+    """One provider: its adapter, a valid signed request, a forged one, and the count."""
+
+    provider: str
+    adapter: WebhookAdapter
+    good: SignedWebhook
+    forged: SignedWebhook
+    inserted: int
+    refused_status: int = 403
+
+
+CaseBuilder = Callable[[str], Case]
+
+
+def _form(name: str) -> dict[str, str]:
+    from urllib.parse import parse_qsl
+
+    return dict(parse_qsl((PAYLOADS / "twilio" / name).read_text()))
+
+
+def sendgrid_case(base_url: str) -> Case:
+    keys, other = sendgrid_keys(), sendgrid_keys()
+    events = json.loads((PAYLOADS / "sendgrid" / "batch.json").read_text())
+    url = f"{base_url}/webhooks/sendgrid"
+    return Case(
+        "sendgrid",
+        SendGridAdapter(keys.public_key, clock=lambda: NOW),
+        signed_webhook("sendgrid", events, keys, url=url, timestamp=NOW),
+        signed_webhook("sendgrid", events, other, url=url, timestamp=NOW),
+        13,
+    )
+
+
+def twilio_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/twilio"
+    params = _form("inbound_stop.txt")
+    return Case(
+        "twilio",
+        TwilioAdapter("tw-token", clock=lambda: NOW, contact_resolver=RESOLVER),
+        signed_webhook("twilio", params, "tw-token", url=url),
+        signed_webhook("twilio", params, "not-the-token", url=url),
+        2,
+    )
+
+
+def line_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/line"
+    body = json.loads((PAYLOADS / "line" / "events.json").read_text())
+    return Case(
+        "line",
+        LineAdapter("line-secret", contact_resolver=RESOLVER),
+        signed_webhook("line", body, "line-secret", url=url),
+        signed_webhook("line", body, "other-secret", url=url),
+        6,
+    )
+
+
+CASES: list[CaseBuilder] = [sendgrid_case, twilio_case, line_case]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def web_repository(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repository]:
+    """An encrypted repository on SQLite or PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'web.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    with open_repository(url, Keyring.generate()) as repo:
+        yield repo
