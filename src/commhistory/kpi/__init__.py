@@ -13,6 +13,15 @@ Use it as ``ch.kpi``:
 
 from __future__ import annotations
 
+from commhistory.kpi.abtest import (
+    ABResult,
+    ArmStats,
+    ChiSquare,
+    Comparison,
+    compare,
+    sample_size,
+    wilson_interval,
+)
 from commhistory.kpi.compute import compute
 from commhistory.kpi.metrics import COUNTS, GROUP_KEYS, PERIODS, RATES, KpiRow, KpiTable
 
@@ -21,7 +30,14 @@ __all__ = [
     "GROUP_KEYS",
     "PERIODS",
     "RATES",
+    "ABResult",
+    "ArmStats",
+    "ChiSquare",
+    "Comparison",
     "KpiRow",
     "KpiTable",
+    "compare",
     "compute",
+    "sample_size",
+    "wilson_interval",
 ]
