@@ -14,12 +14,12 @@ import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import attrs
 
 from commhistory.errors import NotFoundError, StorageError
-from commhistory.model import ConsentEvent, Event, Message
+from commhistory.model import Channel, ConsentEvent, Event, Message, Purpose
 from commhistory.store._common import (
     ADDRESS_KINDS,
     Batch,
@@ -31,7 +31,9 @@ from commhistory.store._common import (
 from commhistory.store.protocol import DeadLetter, IngestReport, TimelineEntry
 
 if TYPE_CHECKING:
+    from commhistory.consent import ConsentLedger, SendDecision, SuppressionList
     from commhistory.convert import ParsedLine
+    from commhistory.privacy import ErasureReport
     from commhistory.kpi.metrics import KpiTable
 
 __all__ = ["MemoryRepository"]
@@ -177,6 +179,10 @@ class MemoryRepository:
                     raw=raw,
                 )
             )
+        if batch.messages or batch.events:
+            from commhistory.consent._feed import feed_memory  # noqa: PLC0415 - imports store
+
+            feed_memory(self, batch)
         return IngestReport(
             inserted=inserted, duplicates=duplicates, rejected=len(batch.rejects), linked=linked
         )
@@ -221,6 +227,9 @@ class MemoryRepository:
         s = self._s
         if contact_id not in s.contacts:
             raise NotFoundError(kind="contact", identifier=contact_id)
+        privacy = getattr(self, "_privacy_state", None)
+        if privacy is not None and contact_id in privacy.erased:
+            return []
         messages = sorted(
             (m for m in s.messages.values() if m.contact_id == contact_id),
             key=lambda m: (m.sent_at, m.message_id),
@@ -277,6 +286,60 @@ class MemoryRepository:
         found = [d for d in self._s.dead_letters if source is None or d.source == source]
         found.sort(key=lambda d: (d.received_at, d.source, d.line or 0, d.id))
         return found if limit is None else found[:limit]
+
+    # ------------------------------------------------------------------ consent and privacy
+
+    @property
+    def consent(self) -> ConsentLedger:
+        """The consent ledger (see :class:`~commhistory.consent.ConsentLedger`)."""
+        from commhistory.consent import ConsentLedger  # noqa: PLC0415 - imports store
+
+        return ConsentLedger(self)
+
+    @property
+    def suppression(self) -> SuppressionList:
+        """The suppression list (see :class:`~commhistory.consent.SuppressionList`)."""
+        from commhistory.consent import SuppressionList  # noqa: PLC0415
+
+        return SuppressionList(self)
+
+    def can_send(
+        self,
+        contact_id: str,
+        channel: Channel | str,
+        purpose: Purpose | str,
+        at: datetime | None = None,
+        *,
+        address: str | None = None,
+    ) -> SendDecision:
+        """Decide whether a message may be sent; see :func:`commhistory.consent.can_send`."""
+        from commhistory.consent import can_send  # noqa: PLC0415
+
+        return can_send(self, contact_id, channel, purpose, at, address=address)
+
+    def filter_sendable(
+        self,
+        contact_ids: Iterable[str],
+        channel: Channel | str,
+        purpose: Purpose | str,
+        at: datetime | None = None,
+    ) -> list[str]:
+        """Keep the sendable contacts of a list; see :func:`commhistory.consent.filter_sendable`."""
+        from commhistory.consent import filter_sendable  # noqa: PLC0415
+
+        return filter_sendable(self, contact_ids, channel, purpose, at)
+
+    def export_subject(self, contact_id: str) -> dict[str, Any]:
+        """Export everything held on a person; see :func:`commhistory.privacy.export_subject`."""
+        from commhistory.privacy import export_subject  # noqa: PLC0415
+
+        return export_subject(self, contact_id)
+
+    def erase_subject(self, contact_id: str) -> ErasureReport:
+        """Erase a person; see :func:`commhistory.privacy.erase_subject`."""
+        from commhistory.privacy import erase_subject  # noqa: PLC0415
+
+        return erase_subject(self, contact_id)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -1,0 +1,208 @@
+"""``can_send``: consent, suppression and purpose combined into one decision with reasons.
+
+The rules, in order:
+
+1. An erased contact is never sent to.
+2. A suppression entry in force on the contact's address (on the channel, for
+   the purpose or for all purposes) refuses the send. An opt-out entry
+   (unsubscribe, complaint, SMS keyword, LINE unfollow, erasure) yields to a
+   grant the contact made *after* it for the same channel and purpose.
+3. ``marketing`` needs consent granted for the channel at the instant.
+   ``transactional`` and ``service`` need no consent, but an explicit
+   withdrawal for that very purpose refuses, and suppression (a hard bounce)
+   still applies.
+
+Without ``address``, the entries on every address the store knows for the
+contact on that channel count; pass ``address`` to decide for one address.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from commhistory.consent._data import BULK_THRESHOLD, ConsentRow, data_for, kind_of, normalize_address
+from commhistory.consent._records import (
+    CONSENT_REASONS,
+    ConsentState,
+    SendDecision,
+    SuppressionEntry,
+    _iso,
+)
+from commhistory.consent.ledger import coerce, latest, when
+from commhistory.model import Channel, ConsentAction, Purpose
+
+__all__ = ["can_send", "decide_many", "filter_sendable"]
+
+
+def can_send(
+    repo: Any,
+    contact_id: str,
+    channel: Channel | str,
+    purpose: Purpose | str,
+    at: datetime | None = None,
+    *,
+    address: str | None = None,
+) -> SendDecision:
+    """Decide whether a message may be sent to a contact.
+
+    Args:
+        repo: A SQL or memory repository.
+        contact_id: The contact.
+        channel: The channel (``"email"`` or :class:`Channel`).
+        purpose: The purpose (``"marketing"`` or :class:`Purpose`).
+        at: The instant to decide for (default: now); past instants answer as then.
+        address: Decide for this address only (normalized here).
+
+    Returns:
+        The decision; ``bool(decision)`` is ``decision.allowed``.
+
+    Raises:
+        PayloadError: Unknown channel or purpose value.
+        NormalizationError: *at* is naive, or *address* is invalid for the channel.
+    """
+    ch = coerce(Channel, channel, "channel")
+    pu = coerce(Purpose, purpose, "purpose")
+    t = when(at)
+    data = data_for(repo)
+    known = data.known([contact_id])
+    rows = data.consent_rows([contact_id], ch, pu, t)
+    if address is not None:
+        kind, value = normalize_address(ch, address)
+        found = [e for e in data.entries(data.keys_of(kind, value), ch) if e.since <= t]
+    else:
+        found = data.contact_entries([contact_id], ch, t).get(contact_id, [])
+    return _decide(
+        contact_id, ch, pu, t,
+        known=contact_id in known, erased_at=known.get(contact_id),
+        row=latest(rows).get(contact_id), entries=found,
+    )  # fmt: skip
+
+
+def decide_many(
+    repo: Any,
+    contact_ids: Iterable[str],
+    channel: Channel | str,
+    purpose: Purpose | str,
+    at: datetime | None = None,
+) -> dict[str, SendDecision]:
+    """Decide for many contacts at once (a send list), in a few set-wise queries.
+
+    Args:
+        repo: A SQL or memory repository.
+        contact_ids: The contacts (duplicates are decided once).
+        channel: The channel.
+        purpose: The purpose.
+        at: The instant (default: now).
+
+    Returns:
+        A decision per contact, in input order.
+
+    Raises:
+        PayloadError: Unknown channel or purpose value.
+    """
+    ch = coerce(Channel, channel, "channel")
+    pu = coerce(Purpose, purpose, "purpose")
+    t = when(at)
+    ids = list(dict.fromkeys(contact_ids))
+    data = data_for(repo)
+    scan: Sequence[str] | None = None if len(ids) > BULK_THRESHOLD else ids
+    if scan is None:
+        erased: dict[str, datetime | None] = dict(data.erased())
+        known = None
+    else:
+        erased = {cid: at_ for cid, at_ in data.known(ids).items() if at_ is not None}
+        known = set(data.known(ids)) if scan else set()
+    decided = latest(data.consent_rows(scan, ch, pu, t))
+    entries = data.contact_entries(scan, ch, t) if kind_of(ch) is not None else {}
+    return {
+        cid: _decide(
+            cid, ch, pu, t,
+            known=True if known is None else cid in known,
+            erased_at=erased.get(cid), row=decided.get(cid), entries=entries.get(cid, ()),
+        )  # fmt: skip
+        for cid in ids
+    }
+
+
+def filter_sendable(
+    repo: Any,
+    contact_ids: Iterable[str],
+    channel: Channel | str,
+    purpose: Purpose | str,
+    at: datetime | None = None,
+) -> list[str]:
+    """Return the contacts of a send list that may be sent to, in input order.
+
+    Raises:
+        PayloadError: Unknown channel or purpose value.
+    """
+    return [cid for cid, d in decide_many(repo, contact_ids, channel, purpose, at).items() if d]
+
+
+def _decide(
+    contact_id: str,
+    channel: Channel,
+    purpose: Purpose,
+    at: datetime,
+    *,
+    known: bool,
+    erased_at: datetime | None,
+    row: ConsentRow | None,
+    entries: Iterable[SuppressionEntry],
+) -> SendDecision:
+    reasons: list[str] = []
+    refused = False
+    state = ConsentState.NONE
+    if row is not None:
+        state = ConsentState.GRANTED if row.action is ConsentAction.GRANT else ConsentState.WITHDRAWN
+    if erased_at is not None and erased_at <= at:
+        refused = True
+        reasons.append(f"contact was erased at {_iso(erased_at)}")
+    blocking: list[SuppressionEntry] = []
+    for e in sorted(entries, key=lambda e: (e.since, e.suppression_id)):
+        if not (e.active_at(at) and e.covers(purpose)):
+            continue
+        if (
+            e.reason in CONSENT_REASONS
+            and state is ConsentState.GRANTED
+            and row is not None
+            and row.occurred_at > e.since
+        ):
+            reasons.append(
+                f"{e.reason.value} suppression since {_iso(e.since)} overridden by a later "
+                f"grant (consent {row.consent_id})"
+            )
+            continue
+        blocking.append(e)
+        refused = True
+        reasons.append(e.describe())
+    what = f"{purpose.value} consent on {channel.value}"
+    if row is not None:
+        verb = "granted" if state is ConsentState.GRANTED else "withdrawn"
+        said = f"{what} {verb} at {_iso(row.occurred_at)} ({row.method.value}, consent {row.consent_id})"
+    else:
+        said = f"no {what} recorded" + ("" if known else " (unknown contact)")
+    if purpose is Purpose.MARKETING:
+        if state is not ConsentState.GRANTED:
+            refused = True
+        reasons.append(said)
+    elif state is ConsentState.WITHDRAWN:
+        refused = True
+        reasons.append(said)
+    else:
+        reasons.append(f"{purpose.value} messages need no marketing consent")
+    return SendDecision(
+        contact_id=contact_id,
+        channel=channel,
+        purpose=purpose,
+        at=at,
+        allowed=not refused,
+        reasons=tuple(reasons),
+        consent=state,
+        consent_id=None if row is None else row.consent_id,
+        suppressions=tuple(blocking),
+    )

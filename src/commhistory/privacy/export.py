@@ -1,0 +1,165 @@
+"""Subject access and portability: everything held on one person as one JSON document.
+
+:func:`export_subject` (``repo.export_subject``; ``commhistory export-subject``)
+answers a disclosure request (APPI Art. 33) and an access or portability
+request (GDPR Art. 15 and 20). The document's schema is versioned
+(:data:`EXPORT_SCHEMA`) and described in ``docs/privacy.md``::
+
+    {
+      "schema": "commhistory.subject-export/1",
+      "exported_at": "2026-05-01T00:00:00Z",
+      "contact": {"contact_id": "c1", "created_at": "...", "erased_at": null},
+      "addresses": [{"kind": "email", "address": "taro@example.com"}],
+      "messages": [{"kind": "message", ..., "events": [{"kind": "event", ...}]}],
+      "consent": [{"kind": "consent", ...}],
+      "consent_status": [{"channel": "email", "purpose": "marketing", "state": "granted",
+                          "consent_id": "..."}],
+      "suppression": [{"channel": "email", "purpose": null, "reason": "hard_bounce", ...}]
+    }
+
+Messages and events use the canonical JSON-lines shapes (:mod:`commhistory.convert`).
+For an erased contact only what was kept is exported (retained consent evidence).
+
+.. versionadded:: 0.1.0
+"""
+
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from commhistory.consent._data import ConsentRow, data_for
+from commhistory.consent._records import ConsentState, _iso
+from commhistory.consent.ledger import latest
+from commhistory.consent.suppression import SuppressionList
+from commhistory.convert import unstructure
+from commhistory.errors import NotFoundError
+from commhistory.model import ConsentEvent
+from commhistory.store._common import from_micros
+from commhistory.store.memory import MemoryRepository
+
+__all__ = ["EXPORT_SCHEMA", "export_subject"]
+
+EXPORT_SCHEMA: Final = "commhistory.subject-export/1"
+"""The name and version of the export document's schema."""
+
+
+def export_subject(repo: Any, contact_id: str) -> dict[str, Any]:
+    """Export everything held on a person as one JSON-serialisable document.
+
+    Args:
+        repo: A SQL or memory repository.
+        contact_id: The contact.
+
+    Returns:
+        The document (see the module docs for its schema).
+
+    Raises:
+        NotFoundError: No such contact (``kind="contact"``).
+        StorageError: The database failed.
+    """
+    data = data_for(repo)
+    known = data.known([contact_id])
+    if contact_id not in known:
+        raise NotFoundError(kind="contact", identifier=contact_id)
+    erased_at = known[contact_id]
+    if isinstance(repo, MemoryRepository):
+        created_at = None
+        addresses = [
+            {"kind": kind, "address": value}
+            for (kind, value), cids in sorted(repo._s.addresses.items())  # noqa: SLF001
+            if contact_id in cids
+        ]
+        consents = repo.consent_history(contact_id)
+    else:
+        created_at, addresses = _sql_contact(repo, contact_id)
+        consents = _sql_consents(repo, contact_id, erased=erased_at is not None)
+    timeline = repo.timeline(contact_id)
+    messages = []
+    for entry in timeline:
+        doc = unstructure(entry.message)
+        doc["events"] = [unstructure(e) for e in entry.events]
+        messages.append(doc)
+    statuses = []
+    groups: dict[tuple[str, str], list[ConsentEvent]] = {}
+    for c in consents:
+        groups.setdefault((c.channel.value, c.purpose.value), []).append(c)
+    for (channel, purpose), events in sorted(groups.items()):
+        rows = [
+            ConsentRow(e.contact_id, e.action, e.occurred_at, e.consent_id or "", e.method)
+            for e in events
+        ]
+        row = latest(rows)[contact_id]
+        statuses.append(
+            {
+                "channel": channel,
+                "purpose": purpose,
+                "state": ConsentState.GRANTED.value
+                if row.action.value == "grant"
+                else ConsentState.WITHDRAWN.value,
+                "consent_id": row.consent_id,
+            }
+        )
+    suppression = [
+        {
+            "suppression_id": e.suppression_id,
+            "kind": e.kind,
+            "channel": e.channel.value,
+            "purpose": None if e.purpose is None else e.purpose.value,
+            "reason": e.reason.value,
+            "since": _iso(e.since),
+            "cause_id": e.cause_id,
+            "lifted_at": None if e.lifted_at is None else _iso(e.lifted_at),
+        }
+        for e in SuppressionList(repo).for_contact(contact_id)
+    ]
+    return {
+        "schema": EXPORT_SCHEMA,
+        "exported_at": _iso(datetime.now(UTC)),
+        "contact": {
+            "contact_id": contact_id,
+            "created_at": None if created_at is None else _iso(created_at),
+            "erased_at": None if erased_at is None else _iso(erased_at),
+        },
+        "addresses": addresses,
+        "messages": messages,
+        "consent": [unstructure(c) for c in consents],
+        "consent_status": statuses,
+        "suppression": suppression,
+    }
+
+
+def _sql_contact(repo: Any, contact_id: str) -> tuple[datetime | None, list[dict[str, str]]]:
+    from commhistory.store.sql import address_row_id  # noqa: PLC0415
+
+    ph = repo.backend.ph
+    with repo.transaction(read=True) as conn:
+        created = conn.exec_driver_sql(
+            f"SELECT created_at FROM contacts WHERE contact_id = {ph}", (contact_id,)
+        ).scalar()
+        rows = conn.exec_driver_sql(
+            f"SELECT kind, blind_index, address FROM addresses WHERE contact_id = {ph} "
+            "ORDER BY kind, created_at",
+            (contact_id,),
+        ).all()
+        cipher = repo.contact_cipher(conn, contact_id) if rows else None
+    addresses = []
+    for kind, bidx, blob in rows:
+        assert cipher is not None
+        text = cipher.decrypt_text(
+            bytes(blob), table="addresses", column="address",
+            row_id=address_row_id(kind, bytes(bidx)),
+        )  # fmt: skip
+        addresses.append({"kind": kind, "address": text or ""})
+    return (None if created is None else from_micros(int(created))), addresses
+
+
+def _sql_consents(repo: Any, contact_id: str, *, erased: bool) -> list[ConsentEvent]:
+    if not erased:
+        events: list[ConsentEvent] = repo.consent_history(contact_id)
+        return events
+    from commhistory.privacy.erase import read_retained  # noqa: PLC0415
+
+    return read_retained(repo, contact_id)

@@ -1,0 +1,281 @@
+"""Retention: how long each kind of record is kept, and purging what is due.
+
+The default keeps consent evidence until one month after sending to the
+person stops (the Specified Electronic Mail Act, 特定電子メール法 Art. 5-2 and its
+ordinance: records of consent are kept until one month has passed since the
+last message sent on it); set ``consent_evidence_months=36`` for mail-order
+advertising (特定商取引法: three years). Sending stops at a withdrawal (the
+latest event for that channel and purpose is a withdrawal) or at an erasure.
+
+:func:`purge` deletes what is due: consent events that a later withdrawal
+superseded (the withdrawal itself is kept, since an opt-out must keep being
+honoured), an erased contact's retained evidence, and old dead letters.
+Messages and events are kept: they carry the KPIs (set your own policy first).
+
+.. versionadded:: 0.1.0
+"""
+
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import calendar
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+
+from commhistory.consent.ledger import when
+from commhistory.errors import InvalidInputError
+from commhistory.model import ConsentAction
+from commhistory.store._common import from_micros, to_micros
+from commhistory.store.memory import MemoryRepository
+
+__all__ = ["PurgeItem", "PurgeReport", "RetentionPolicy", "add_months", "purge"]
+
+
+def add_months(value: datetime, months: int) -> datetime:
+    """Return *value* plus whole calendar months (the day is clamped to the month's end)."""
+    index = value.month - 1 + months
+    year, month = value.year + index // 12, index % 12 + 1
+    day = min(value.day, calendar.monthrange(year, month)[1])
+    return value.replace(year=year, month=month, day=day)
+
+
+def _non_negative(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | timedelta):
+        raise InvalidInputError(field=attr.name, reason="expected a whole number or a timedelta")
+    if (isinstance(value, int) and value < 0) or (
+        isinstance(value, timedelta) and value < timedelta(0)
+    ):
+        raise InvalidInputError(field=attr.name, reason="must not be negative")
+
+
+@attrs.frozen(kw_only=True)
+class RetentionPolicy:
+    """How long records are kept.
+
+    Attributes:
+        consent_evidence_months: Months consent evidence is kept after sending
+            stops (default 1, the Specified Electronic Mail Act).
+        dead_letters: How long rejected input is kept (default 90 days); ``None`` keeps it.
+
+    .. versionadded:: 0.1.0
+    """
+
+    consent_evidence_months: int = attrs.field(default=1, validator=_non_negative)
+    dead_letters: timedelta | None = attrs.field(
+        default=timedelta(days=90), validator=_non_negative
+    )
+
+    def consent_until(self, stopped_at: datetime) -> datetime:
+        """When evidence of consent whose sending stopped at *stopped_at* is due."""
+        return add_months(stopped_at, self.consent_evidence_months)
+
+
+@attrs.frozen(kw_only=True)
+class PurgeItem:
+    """One kind of record due for purging.
+
+    Attributes:
+        kind: ``"consent_events"``, ``"erased_consent_evidence"`` or ``"dead_letters"``.
+        count: How many records.
+        rule: The rule that made them due.
+    """
+
+    kind: str
+    count: int
+    rule: str
+
+
+@attrs.frozen(kw_only=True)
+class PurgeReport:
+    """What :func:`purge` deleted (or, with ``dry_run``, would delete).
+
+    Attributes:
+        now: The instant the policy was applied at.
+        dry_run: Whether nothing was deleted.
+        items: One item per kind of record.
+
+    .. versionadded:: 0.1.0
+    """
+
+    now: datetime
+    dry_run: bool
+    items: tuple[PurgeItem, ...]
+
+    @property
+    def total(self) -> int:
+        """Records due, all kinds together."""
+        return sum(i.count for i in self.items)
+
+
+def purge(
+    repo: Any,
+    policy: RetentionPolicy | None = None,
+    *,
+    now: datetime | None = None,
+    dry_run: bool = True,
+) -> PurgeReport:
+    """Delete what the retention policy says is due (by default only report it).
+
+    Args:
+        repo: A SQL or memory repository.
+        policy: The policy (default :class:`RetentionPolicy()`).
+        now: The instant to apply it at (default: now).
+        dry_run: Only count (the default); pass ``False`` to delete.
+
+    Returns:
+        What is (or was) due, by kind.
+
+    Raises:
+        StorageError: The database failed; nothing was deleted.
+    """
+    policy = policy or RetentionPolicy()
+    t = when(now, "now")
+    if isinstance(repo, MemoryRepository):
+        return _purge_memory(repo, policy, t, dry_run)
+    return _purge_sql(repo, policy, t, dry_run)
+
+
+def _superseded(
+    rows: list[tuple[str, str, str, str, int, str]],
+    last_sent: dict[tuple[str, str, str], int],
+    policy: RetentionPolicy,
+    now: datetime,
+) -> list[str]:
+    """Consent ids superseded by a withdrawal whose retention has run out.
+
+    Args:
+        rows: ``(consent_id, contact_id, channel, purpose, occurred_at_us, action)``.
+        last_sent: Last outbound ``sent_at`` per (contact, channel, purpose).
+        policy: The policy.
+        now: The instant.
+    """
+    groups: dict[tuple[str, str, str], list[tuple[int, str, str]]] = {}
+    for cid, contact, ch, pu, occ, action in rows:
+        groups.setdefault((contact, ch, pu), []).append((occ, action, cid))
+    due: list[str] = []
+    for key, events in groups.items():
+        events.sort(key=lambda e: (e[0], e[1] == ConsentAction.WITHDRAW.value, e[2]))
+        occ, action, last_id = events[-1]
+        if action != ConsentAction.WITHDRAW.value:
+            continue
+        stopped = max(occ, last_sent.get(key, 0))
+        if policy.consent_until(from_micros(stopped)) > now:
+            continue
+        due.extend(cid for _, _, cid in events[:-1])
+    return due
+
+
+def _purge_sql(repo: Any, policy: RetentionPolicy, now: datetime, dry_run: bool) -> PurgeReport:
+    ph = repo.backend.ph
+    now_us = to_micros(now)
+    with repo.transaction() as conn:
+        rows = [
+            tuple(r)
+            for r in conn.exec_driver_sql(
+                "SELECT c.consent_id, c.contact_id, c.channel, c.purpose, c.occurred_at, c.action "
+                "FROM consent_events c JOIN contacts k ON k.contact_id = c.contact_id "
+                "WHERE k.erased_at IS NULL"
+            )
+        ]
+        last_sent = {
+            (r[0], r[1], r[2]): int(r[3])
+            for r in conn.exec_driver_sql(
+                "SELECT contact_id, channel, purpose, MAX(sent_at) FROM messages "
+                "WHERE direction = 'outbound' GROUP BY contact_id, channel, purpose"
+            )
+        }
+        superseded = _superseded(rows, last_sent, policy, now)  # type: ignore[arg-type]
+        erased = [
+            r[0]
+            for r in conn.exec_driver_sql(
+                "SELECT consent_id FROM consent_events "
+                f"WHERE retain_until IS NOT NULL AND retain_until <= {ph}",
+                (now_us,),
+            )
+        ]
+        dead = 0
+        if policy.dead_letters is not None:
+            cutoff = to_micros(now - policy.dead_letters)
+            dead = int(
+                conn.exec_driver_sql(
+                    f"SELECT COUNT(*) FROM dead_letters WHERE received_at < {ph}", (cutoff,)
+                ).scalar_one()
+            )
+        if not dry_run:
+            repo.backend.executemany(
+                conn,
+                f"DELETE FROM consent_events WHERE consent_id = {ph}",
+                [(cid,) for cid in [*superseded, *erased]],
+            )
+            if policy.dead_letters is not None:
+                conn.exec_driver_sql(f"DELETE FROM dead_letters WHERE received_at < {ph}", (cutoff,))
+    return _report(now, dry_run, policy, len(superseded), len(erased), dead)
+
+
+def _report(
+    now: datetime, dry_run: bool, policy: RetentionPolicy, superseded: int, erased: int, dead: int
+) -> PurgeReport:
+    months = policy.consent_evidence_months
+    items = [
+        PurgeItem(
+            kind="consent_events",
+            count=superseded,
+            rule=f"superseded by a withdrawal; kept {months} month(s) after sending stopped",
+        ),
+        PurgeItem(
+            kind="erased_consent_evidence",
+            count=erased,
+            rule="evidence of an erased contact past its retain_until date",
+        ),
+    ]
+    if policy.dead_letters is not None:
+        items.append(
+            PurgeItem(
+                kind="dead_letters",
+                count=dead,
+                rule=f"rejected input older than {policy.dead_letters.days} days",
+            )
+        )
+    return PurgeReport(now=now, dry_run=dry_run, items=tuple(items))
+
+
+def _purge_memory(
+    repo: MemoryRepository, policy: RetentionPolicy, now: datetime, dry_run: bool
+) -> PurgeReport:
+    from commhistory.consent._data import memory_state  # noqa: PLC0415
+    from commhistory.privacy.erase import memory_retain_until  # noqa: PLC0415
+
+    s = repo._s  # noqa: SLF001 - the in-memory store's own package
+    erased_state = memory_state(repo).erased
+    rows = [
+        (cid, c.contact_id, c.channel.value, c.purpose.value, to_micros(c.occurred_at), c.action.value)
+        for cid, c in s.consents.items()
+        if c.contact_id not in erased_state
+    ]
+    last_sent: dict[tuple[str, str, str], int] = {}
+    for m in s.messages.values():
+        if m.direction.value == "outbound":
+            key = (m.contact_id, m.channel.value, m.purpose.value)
+            last_sent[key] = max(last_sent.get(key, 0), to_micros(m.sent_at))
+    superseded = _superseded(rows, last_sent, policy, now)
+    retained = memory_retain_until(repo)
+    erased = [cid for cid, until in retained.items() if until <= now]
+    dead = (
+        [d for d in s.dead_letters if d.received_at < now - policy.dead_letters]
+        if policy.dead_letters is not None
+        else []
+    )
+    if not dry_run:
+        for cid in [*superseded, *erased]:
+            s.consents.pop(cid, None)
+            retained.pop(cid, None)
+        s.dead_letters[:] = [d for d in s.dead_letters if d not in dead]
+    return _report(now, dry_run, policy, len(superseded), len(erased), len(dead))
+
+
+_ = UTC
