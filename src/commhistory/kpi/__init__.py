@@ -23,6 +23,7 @@ from commhistory.kpi.abtest import (
     wilson_interval,
 )
 from commhistory.kpi.compute import compute
+from commhistory.kpi.machine import MachineRules, classify, mark_machine
 from commhistory.kpi.metrics import COUNTS, GROUP_KEYS, PERIODS, RATES, KpiRow, KpiTable
 
 __all__ = [
@@ -36,8 +37,11 @@ __all__ = [
     "Comparison",
     "KpiRow",
     "KpiTable",
+    "MachineRules",
+    "classify",
     "compare",
     "compute",
+    "mark_machine",
     "sample_size",
     "wilson_interval",
 ]
