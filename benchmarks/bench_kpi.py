@@ -1,0 +1,298 @@
+"""``repo.kpis(by=("campaign_id", "variant"))`` against hand-written SQL and Python aggregation.
+
+What is measured (``kpi.sqlite.*``, and ``kpi.postgres.*`` when the server answers):
+
+* **Data (untimed)**: 200,000 outbound messages (4 campaigns x 2 variants) and
+  1,000,000 events (``$COMMHISTORY_BENCH_KPI_EVENTS``): deliveries, bounces,
+  opens (some machine), clicks, conversions with JPY revenue. Rows are written
+  straight into the schema's tables (no personal fields: KPI queries never read
+  them), on a schema made by ``open_repository``.
+* **Candidate**: ``repo.kpis(by=("campaign_id", "variant"))``.
+* **Baseline ``vs_sql``**: a hand-written query computing the same numbers
+  (per-message flags from events grouped by message, then summed per group),
+  on a raw driver connection. Goal: candidate <= 1.5x.
+* **Baseline ``vs_python``**: fetching the messages' keys and the events'
+  message id, type, bounce, machine flag and revenue, and aggregating in
+  Python. Goal: candidate >= 5x faster (ratio <= 0.2).
+* Both are also run with the covering index
+  ``CREATE INDEX ix_events_kpi ON events (message_id, type, machine, bounce,
+  revenue_micros, currency)``, created here to show its effect.
+
+Run: ``python -m benchmarks.bench_kpi``.
+"""
+
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import sqlalchemy as sa
+
+from benchmarks._harness import Benchmark, Goal, main
+from commhistory.crypto import Keyring
+from commhistory.store import SQLRepository, open_repository
+
+EVENTS: Final = int(os.environ.get("COMMHISTORY_BENCH_KPI_EVENTS", "1000000"))
+MESSAGES: Final = EVENTS // 5
+PG_ENV: Final = "COMMHISTORY_TEST_POSTGRES_URL"
+INDEX: Final = (
+    "CREATE INDEX ix_events_kpi ON events "
+    "(message_id, type, machine, bounce, revenue_micros, currency)"
+)
+
+HAND_SQL: Final = """
+SELECT m.campaign_id, m.variant, COUNT(*) AS sent,
+  SUM(CASE WHEN COALESCE(e.b, 0) = 0 AND COALESCE(e.f, 0) = 0 THEN 1 ELSE 0 END),
+  SUM(COALESCE(e.b, 0)), SUM(COALESCE(e.hb, 0)),
+  SUM(CASE WHEN COALESCE(e.b, 0) = 0 THEN COALESCE(e.f, 0) ELSE 0 END),
+  SUM(CASE WHEN COALESCE(e.b, 0) = 0 AND COALESCE(e.f, 0) = 0
+           AND (e.o = 1 OR e.c = 1) THEN 1 ELSE 0 END),
+  SUM(CASE WHEN COALESCE(e.b, 0) = 0 AND COALESCE(e.f, 0) = 0 THEN e.c ELSE 0 END),
+  SUM(CASE WHEN COALESCE(e.b, 0) = 0 AND COALESCE(e.f, 0) = 0 THEN e.cv ELSE 0 END),
+  SUM(CASE WHEN COALESCE(e.b, 0) = 0 AND COALESCE(e.f, 0) = 0 THEN e.u ELSE 0 END),
+  SUM(CASE WHEN COALESCE(e.b, 0) = 0 AND COALESCE(e.f, 0) = 0 THEN e.cp ELSE 0 END),
+  SUM(CASE WHEN COALESCE(e.b, 0) = 0 AND COALESCE(e.f, 0) = 0 THEN e.rev END)
+FROM messages m LEFT JOIN (
+  SELECT message_id,
+    MAX(CASE WHEN type = 'rejected' THEN 1 ELSE 0 END) AS rj,
+    MAX(CASE WHEN type = 'bounced' THEN 1 ELSE 0 END) AS b,
+    MAX(CASE WHEN type = 'bounced' AND bounce = 'hard' THEN 1 ELSE 0 END) AS hb,
+    MAX(CASE WHEN type = 'failed' THEN 1 ELSE 0 END) AS f,
+    MAX(CASE WHEN type = 'opened' AND NOT machine THEN 1 ELSE 0 END) AS o,
+    MAX(CASE WHEN type = 'clicked' AND NOT machine THEN 1 ELSE 0 END) AS c,
+    MAX(CASE WHEN type = 'converted' AND NOT machine THEN 1 ELSE 0 END) AS cv,
+    MAX(CASE WHEN type = 'unsubscribed' AND NOT machine THEN 1 ELSE 0 END) AS u,
+    MAX(CASE WHEN type = 'complained' AND NOT machine THEN 1 ELSE 0 END) AS cp,
+    SUM(CASE WHEN type = 'converted' AND NOT machine THEN revenue_micros END) AS rev
+  FROM events GROUP BY message_id
+) e ON e.message_id = m.message_id
+WHERE m.direction = 'outbound' AND COALESCE(e.rj, 0) = 0
+GROUP BY m.campaign_id, m.variant
+"""
+
+
+def _rows(rng: random.Random) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    messages, events = [], []
+    base = 1_711_929_600_000_000
+    eid = 0
+    for i in range(MESSAGES):
+        mid = f"m{i}"
+        sent = base + i * 1_000_000
+        messages.append(
+            (mid, f"c{i % 50_000}", "email", "outbound", "marketing", f"camp{i % 4}",
+             "AB"[i % 2], "sendgrid", f"p{i}", sent, b"x")
+        )  # fmt: skip
+        kinds: list[tuple[str, str | None, bool, int | None]] = []
+        if rng.random() < 0.03:
+            kinds.append(("bounced", "hard" if rng.random() < 0.5 else "soft", False, None))
+        else:
+            kinds.append(("delivered", None, False, None))
+        while len(kinds) < 5:
+            x = rng.random()
+            if x < 0.5:
+                kinds.append(("opened", None, rng.random() < 0.4, None))
+            elif x < 0.9:
+                kinds.append(("clicked", None, rng.random() < 0.2, None))
+            else:
+                kinds.append(("converted", None, False, rng.choice((1980, 4980)) * 1_000_000))
+        for kind, bounce, machine, rev in kinds:
+            eid += 1
+            events.append(
+                (f"e{eid}", mid, f"c{i % 50_000}", kind, sent + eid, bounce, machine,
+                 None if rev is None else str(rev // 1_000_000), rev,
+                 None if rev is None else "JPY")
+            )  # fmt: skip
+    return messages, events
+
+
+_M_COLS: Final = (
+    "message_id, contact_id, channel, direction, purpose, campaign_id, variant, provider, "
+    "provider_message_id, sent_at, address"
+)
+_E_COLS: Final = (
+    "event_id, message_id, contact_id, type, occurred_at, bounce, machine, revenue, "
+    "revenue_micros, currency"
+)
+
+
+def _load(repo: SQLRepository, messages: list[Any], events: list[Any]) -> None:
+    ph = repo.backend.ph
+    with repo.transaction() as conn:
+        raw: Any = conn.connection.driver_connection
+        cur = raw.cursor()
+        contacts = sorted({m[1] for m in messages})
+        cur.executemany(
+            f"INSERT INTO contacts (contact_id, created_at) VALUES ({ph}, 0)",
+            [(c,) for c in contacts],
+        )
+        cur.executemany(
+            f"INSERT INTO messages ({_M_COLS}) VALUES ({', '.join([ph] * 11)})", messages
+        )
+        cur.executemany(f"INSERT INTO events ({_E_COLS}) VALUES ({', '.join([ph] * 10)})", events)
+        cur.close()
+    with repo.transaction() as conn:
+        conn.exec_driver_sql("ANALYZE")
+
+
+def _fetch_python(repo: SQLRepository) -> dict[tuple[str, str], list[int]]:
+    with repo.transaction(read=True) as conn:
+        keys = {
+            mid: (c, v)
+            for mid, c, v in conn.exec_driver_sql(
+                "SELECT message_id, campaign_id, variant FROM messages "
+                "WHERE direction = 'outbound'"
+            )
+        }
+        flags: dict[str, set[str]] = {}
+        revenue: dict[str, int] = {}
+        for mid, kind, bounce, machine, rev in conn.exec_driver_sql(
+            "SELECT message_id, type, bounce, machine, revenue_micros FROM events"
+        ):
+            if machine and kind in ("opened", "clicked", "converted"):
+                continue
+            s = flags.setdefault(mid, set())
+            s.add(kind)
+            if kind == "bounced" and bounce == "hard":
+                s.add("hard")
+            if kind == "converted" and rev is not None:
+                revenue[mid] = revenue.get(mid, 0) + rev
+    out: dict[tuple[str, str], list[int]] = {}
+    for mid, key in keys.items():
+        s = flags.get(mid, set())
+        if "rejected" in s:
+            continue
+        row = out.setdefault(key, [0] * 11)
+        b = "bounced" in s
+        f = not b and "failed" in s
+        d = not b and not f
+        row[0] += 1
+        row[1] += d
+        row[2] += b
+        row[3] += "hard" in s
+        row[4] += f
+        row[5] += d and ("opened" in s or "clicked" in s)
+        row[6] += d and "clicked" in s
+        row[7] += d and "converted" in s
+        row[8] += d and "unsubscribed" in s
+        row[9] += d and "complained" in s
+        row[10] += revenue.get(mid, 0) if d else 0
+    return out
+
+
+def _setup(name: str, url: str, messages: list[Any], events: list[Any]) -> list[Benchmark]:
+    repo = open_repository(url, Keyring.generate())
+    _load(repo, messages, events)
+
+    def hand() -> object:
+        with repo.transaction(read=True) as conn:
+            return conn.exec_driver_sql(HAND_SQL).all()
+
+    def candidate() -> object:
+        return repo.kpis(("campaign_id", "variant"))
+
+    # The candidate's numbers must equal the hand-written query's.
+    table = repo.kpis(("campaign_id", "variant"))
+    hand_rows = {(r[0], r[1]): [int(x or 0) for x in r[2:]] for r in hand()}
+    py_rows = _fetch_python(repo)
+    for row in table.rows:
+        key = (row.group["campaign_id"], row.group["variant"])
+        assert hand_rows[key][:10] == py_rows[key][:10] == [
+            row.sent, row.delivered, row.bounced, row.hard_bounced, row.failed,
+            row.unique_opens, row.unique_clicks, row.conversions, row.unsubscribes,
+            row.complaints,
+        ], key  # fmt: skip
+
+    def with_index() -> None:
+        with repo.transaction() as conn:
+            conn.exec_driver_sql(INDEX)
+            conn.exec_driver_sql("ANALYZE")
+
+    sql_goal = Goal(text="<= 1.5x hand-written SQL", max_ratio=1.5)
+    py_goal = Goal(text=">= 5x faster than fetch + Python", max_ratio=0.2)
+
+    def make(suffix: str) -> list[Benchmark]:
+        return [
+            Benchmark(
+                name=f"kpi.{name}.vs_sql{suffix}",
+                candidate=candidate,
+                baseline=hand,
+                goal=sql_goal,
+                repeats=3,
+                items=len(events),
+            ),
+            Benchmark(
+                name=f"kpi.{name}.vs_python{suffix}",
+                candidate=candidate,
+                baseline=lambda: _fetch_python(repo),
+                goal=py_goal,
+                repeats=2,
+                items=len(events),
+            ),
+        ]
+
+    plain = make("")
+    indexed = make("_indexed")
+    # Index creation runs between the two groups: wrap the first indexed benchmark.
+    first = indexed[0]
+    done: list[bool] = []
+
+    def setup_index() -> None:
+        if not done:
+            with_index()
+            done.append(True)
+
+    indexed[0] = Benchmark(
+        name=first.name,
+        candidate=first.candidate,
+        baseline=first.baseline,
+        goal=first.goal,
+        repeats=first.repeats,
+        items=first.items,
+        setup=setup_index,
+    )
+    return [*plain, *indexed]
+
+
+def benchmarks() -> list[Benchmark]:
+    """Build the KPI benchmarks (slow: writes 1M events per database)."""
+    rng = random.Random(7)  # noqa: S311 - synthetic data
+    messages, events = _rows(rng)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-kpi-"))
+    out = _setup("sqlite", f"sqlite:///{tmp / 'kpi.db'}", messages, events)
+    pg = os.environ.get(PG_ENV)
+    if pg:
+        base = "postgresql+psycopg://" + pg.removeprefix("postgresql://")
+        schema = f"bench_kpi_{uuid.uuid4().hex[:8]}"
+        admin = sa.create_engine(base, poolclass=sa.NullPool)
+        try:
+            with admin.begin() as conn:
+                conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+            sep = "&" if "?" in base else "?"
+            out += _setup(
+                "postgres", f"{base}{sep}options=-csearch_path%3D{schema}", messages, events
+            )
+        except sa.exc.OperationalError:
+            print("PostgreSQL unreachable; skipping", file=sys.stderr)
+        _drop: Callable[[], None] = lambda: _drop_schema(admin, schema)  # noqa: E731
+        import atexit  # noqa: PLC0415
+
+        atexit.register(_drop)
+    return out
+
+
+def _drop_schema(admin: sa.Engine, schema: str) -> None:
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    admin.dispose()
+
+
+if __name__ == "__main__":
+    sys.exit(main([benchmarks]))
