@@ -21,8 +21,6 @@ What is measured (``kpi.sqlite.*``, and ``kpi.postgres.*`` when the server answe
 Run: ``python -m benchmarks.bench_kpi``.
 """
 
-# ruff: noqa: S608
-
 from __future__ import annotations
 
 import os
@@ -263,7 +261,7 @@ def _setup(name: str, url: str, messages: list[Any], events: list[Any]) -> list[
 
 def benchmarks() -> list[Benchmark]:
     """Build the KPI benchmarks (slow: writes 1M events per database)."""
-    rng = random.Random(7)  # noqa: S311 - synthetic data
+    rng = random.Random(7)
     messages, events = _rows(rng)
     tmp = Path(tempfile.mkdtemp(prefix="bench-kpi-"))
     out = _setup("sqlite", f"sqlite:///{tmp / 'kpi.db'}", messages, events)
@@ -282,7 +280,7 @@ def benchmarks() -> list[Benchmark]:
         except sa.exc.OperationalError:
             print("PostgreSQL unreachable; skipping", file=sys.stderr)
         _drop: Callable[[], None] = lambda: _drop_schema(admin, schema)  # noqa: E731
-        import atexit  # noqa: PLC0415
+        import atexit
 
         atexit.register(_drop)
     return out
