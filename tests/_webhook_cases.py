@@ -13,12 +13,15 @@ from commhistory.crypto import Keyring
 from commhistory.providers import (
     KeyedContactResolver,
     LineAdapter,
+    MailgunAdapter,
+    PostmarkAdapter,
     SendGridAdapter,
+    SesAdapter,
     TwilioAdapter,
     WebhookAdapter,
 )
 from commhistory.store import Repository, open_repository
-from commhistory.testing import SignedWebhook, sendgrid_keys, signed_webhook
+from commhistory.testing import SignedWebhook, sendgrid_keys, signed_webhook, sns_test_signer
 
 PAYLOADS = Path(__file__).parent / "payloads"
 RESOLVER = KeyedContactResolver(b"web-test-resolver-key")
@@ -35,6 +38,8 @@ class Case:
     forged: SignedWebhook
     inserted: int
     refused_status: int = 403
+    retry: SignedWebhook | None = None
+    """The provider's retry of ``good`` when it differs (Mailgun signs a fresh token)."""
 
 
 CaseBuilder = Callable[[str], Case]
@@ -67,7 +72,7 @@ def twilio_case(base_url: str) -> Case:
         TwilioAdapter("tw-token", clock=lambda: NOW, contact_resolver=RESOLVER),
         signed_webhook("twilio", params, "tw-token", url=url),
         signed_webhook("twilio", params, "not-the-token", url=url),
-        2,
+        1,
     )
 
 
@@ -83,7 +88,56 @@ def line_case(base_url: str) -> Case:
     )
 
 
-CASES: list[CaseBuilder] = [sendgrid_case, twilio_case, line_case]
+def mailgun_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/mailgun"
+    event = json.loads((PAYLOADS / "mailgun" / "events.json").read_text())[1]
+    return Case(
+        "mailgun",
+        MailgunAdapter("mg-key", clock=lambda: NOW),
+        signed_webhook("mailgun", event, "mg-key", url=url, timestamp=NOW),
+        signed_webhook("mailgun", event, "not-mg-key", url=url, timestamp=NOW),
+        1,
+        retry=signed_webhook("mailgun", event, "mg-key", url=url, timestamp=NOW),
+    )
+
+
+def postmark_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/postmark"
+    record = json.loads((PAYLOADS / "postmark" / "records.json").read_text())["bounce"]
+    return Case(
+        "postmark",
+        PostmarkAdapter("hooks", "pw"),
+        signed_webhook("postmark", record, "hooks:pw", url=url),
+        signed_webhook("postmark", record, "hooks:guess", url=url),
+        1,
+        refused_status=401,
+    )
+
+
+_SNS = sns_test_signer()
+
+
+def ses_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/ses"
+    note = json.loads((PAYLOADS / "ses" / "notifications.json").read_text())["delivery"]
+    forger = sns_test_signer(topic_arn=_SNS.topic_arn)  # same URL and topic, another key
+    return Case(
+        "ses",
+        SesAdapter([_SNS.topic_arn], certificate_fetcher=_SNS.fetch, clock=lambda: NOW),
+        signed_webhook("ses", note, _SNS, url=url, timestamp=NOW),
+        signed_webhook("ses", note, forger, url=url, timestamp=NOW),
+        2,
+    )
+
+
+CASES: list[CaseBuilder] = [
+    sendgrid_case,
+    twilio_case,
+    line_case,
+    mailgun_case,
+    postmark_case,
+    ses_case,
+]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -140,22 +140,23 @@ def test_inbound_message() -> None:
     assert message.message_id == "twilio:SM33333333333333333333333333333333"
 
 
-@pytest.mark.parametrize(
-    ("name", "action", "source"),
-    [
-        ("inbound_stop.txt", ConsentAction.WITHDRAW, "sms_keyword:STOP"),
-        ("inbound_start.txt", ConsentAction.GRANT, "sms_keyword:START"),
-    ],
-)
-def test_keywords_become_consent(name: str, action: ConsentAction, source: str) -> None:
-    message, consent = adapter().parse(request(name)).records
+@pytest.mark.parametrize("name", ["inbound_stop.txt", "inbound_start.txt"])
+def test_standard_keywords_are_left_to_the_repository(name: str) -> None:
+    [message] = adapter().parse(request(name)).records
+    assert isinstance(message, Message)
+
+
+def test_advanced_opt_out_type_becomes_consent() -> None:
+    params = load("inbound.txt") | {"Body": "please stop texting me", "OptOutType": "STOP"}
+    req = signed_webhook("twilio", params, TOKEN, url=URL).request()
+    message, consent = adapter().parse(req).records
     assert isinstance(message, Message)
     assert isinstance(consent, ConsentEvent)
-    assert consent.action is action
+    assert consent.action is ConsentAction.WITHDRAW
     assert consent.method is ConsentMethod.SMS_KEYWORD
     assert consent.channel is Channel.SMS
     assert consent.contact_id == message.contact_id
-    assert consent.source == source
+    assert consent.source == "sms_keyword:STOP"
 
 
 def test_custom_keywords() -> None:
@@ -178,10 +179,11 @@ def test_inbound_without_resolver_is_dead_lettered_not_dropped() -> None:
 def test_handle_inbound_stop_stores_message_and_consent() -> None:
     repo = MemoryRepository()
     outcome = adapter().handle(request("inbound_stop.txt"), repo)
-    assert outcome.report.inserted == 2
+    assert outcome.report.inserted == 1
     contact = RESOLVER(Channel.SMS, "+819012345678")
-    [consent] = repo.consent_history(contact)
+    [consent] = repo.consent_history(contact)  # derived by the repository, once
     assert consent.action is ConsentAction.WITHDRAW
+    assert consent.method is ConsentMethod.SMS_KEYWORD
 
 
 def test_unknown_status_kept() -> None:

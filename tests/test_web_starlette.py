@@ -47,8 +47,12 @@ def test_end_to_end(framework: str, build: CaseBuilder, web_repository: Reposito
     good = client.post(path, content=case.good.body, headers=dict(case.good.headers))
     assert good.status_code == 200, good.text
     assert good.json() == {"inserted": case.inserted, "duplicates": 0, "rejected": 0}
-    again = client.post(path, content=case.good.body, headers=dict(case.good.headers))
+    retry = case.retry or case.good
+    again = client.post(path, content=retry.body, headers=dict(retry.headers))
     assert again.json() == {"inserted": 0, "duplicates": case.inserted, "rejected": 0}
+    if case.retry is not None:  # the very same request again is a replay
+        replay = client.post(path, content=case.good.body, headers=dict(case.good.headers))
+        assert replay.status_code == case.refused_status
     assert web_repository.dead_letters() == []
 
 

@@ -4,7 +4,10 @@ One module per provider over a shared base (:mod:`commhistory.providers.base`):
 
 * :class:`SendGridAdapter`: SendGrid Event Webhook (ECDSA P-256);
 * :class:`TwilioAdapter`: Twilio SMS status callbacks and inbound SMS (HMAC-SHA1);
-* :class:`LineAdapter`: LINE Messaging API (HMAC-SHA256).
+* :class:`LineAdapter`: LINE Messaging API (HMAC-SHA256);
+* :class:`MailgunAdapter`: Mailgun (HMAC-SHA256, token replay cache);
+* :class:`PostmarkAdapter`: Postmark (HTTP basic auth);
+* :class:`SesAdapter`: Amazon SES through SNS (RSA signature versions 1 and 2).
 
 Each adapter verifies a :class:`WebhookRequest` (:meth:`~WebhookAdapter.verify`),
 parses it into a :class:`WebhookResult` (:meth:`~WebhookAdapter.parse`), or does
@@ -31,7 +34,10 @@ from commhistory.providers.base import (
     WebhookResult,
 )
 from commhistory.providers.line import LineAdapter
+from commhistory.providers.mailgun import MailgunAdapter
+from commhistory.providers.postmark import PostmarkAdapter
 from commhistory.providers.sendgrid import SendGridAdapter
+from commhistory.providers.ses import SesAdapter
 from commhistory.providers.twilio import TwilioAdapter
 
 __all__ = [
@@ -42,8 +48,11 @@ __all__ = [
     "HandleOutcome",
     "KeyedContactResolver",
     "LineAdapter",
+    "MailgunAdapter",
+    "PostmarkAdapter",
     "RepositoryContactResolver",
     "SendGridAdapter",
+    "SesAdapter",
     "TwilioAdapter",
     "WebhookAdapter",
     "WebhookRequest",
@@ -51,6 +60,14 @@ __all__ = [
 ]
 
 ADAPTERS: Final[Mapping[str, type[WebhookAdapter]]] = {
-    cls.name: cls for cls in (LineAdapter, SendGridAdapter, TwilioAdapter)
+    cls.name: cls
+    for cls in (
+        LineAdapter,
+        MailgunAdapter,
+        PostmarkAdapter,
+        SendGridAdapter,
+        SesAdapter,
+        TwilioAdapter,
+    )
 }
 """Every adapter class by provider name."""

@@ -310,6 +310,18 @@ def get_str(item: Mapping[str, Any], key: str, *, required: bool = False) -> str
     return str(value)
 
 
+def require_str(item: Mapping[str, Any], key: str) -> str:
+    """Return ``item[key]`` as a non-empty string.
+
+    Raises:
+        PayloadError: The value is missing, empty or not a string.
+    """
+    value = get_str(item, key)
+    if value is None:
+        raise PayloadError(field=key, reason="required")
+    return value
+
+
 def get_mapping(item: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     """Return ``item[key]`` as an object (empty when absent).
 

@@ -52,6 +52,7 @@ from commhistory.providers.base import (
     hmac_equal,
     json_type,
     line_address,
+    require_str,
 )
 
 __all__ = ["CONSENT_EVENTS", "SIGNATURE_HEADER", "LineAdapter", "line_signature"]
@@ -114,8 +115,7 @@ class LineAdapter(WebhookAdapter):
 
     def _parse_event(self, event: Any) -> list[Record]:
         item = as_object(event)
-        kind = get_str(item, "type", required=True)
-        assert kind is not None
+        kind = require_str(item, "type")
         key = get_str(item, "webhookEventId") or content_hash(item)
         record_id, provider_event_id = self.ids(key)
         occurred_at = epoch(item.get("timestamp"), field="timestamp", millis=True)

@@ -38,6 +38,7 @@ from commhistory.providers.base import (
     get_str,
     json_type,
     optional_email,
+    require_str,
 )
 
 __all__ = [
@@ -145,8 +146,7 @@ class SendGridAdapter(WebhookAdapter):
 
     def _parse_event(self, event: Any) -> list[Record]:
         item = as_object(event)
-        name = get_str(item, "event", required=True)
-        assert name is not None
+        name = require_str(item, "event")
         type_ = EVENT_TYPES.get(name, EventType.UNKNOWN)
         sg_message_id = get_str(item, "sg_message_id")
         if sg_message_id is not None:

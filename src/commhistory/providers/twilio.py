@@ -13,10 +13,14 @@ callbacks are deduplicated instead.
   linked by ``provider="twilio"`` + ``MessageSid``. Twilio gives it no time
   and no event id: ``occurred_at`` is when it was received and the dedupe key
   is a hash of ``MessageSid``, ``MessageStatus`` and ``ErrorCode``.
-* An inbound SMS becomes an inbound :class:`~commhistory.Message`; when its
-  body is an opt-out keyword (``STOP``...) or opt-in keyword (``START``...),
-  also a :class:`~commhistory.ConsentEvent` (method ``sms_keyword``) for
-  marketing SMS. Twilio's ``OptOutType`` parameter wins when present.
+* An inbound SMS becomes an inbound :class:`~commhistory.Message`. When its
+  whole body is a standard opt-out (``STOP``...) or opt-in (``START``...)
+  keyword, the repository derives the consent change and the suppression from
+  that message when it is stored (:mod:`commhistory.consent.suppression`).
+  When only Twilio's ``OptOutType`` parameter (Advanced Opt-Out) or one of
+  the adapter's extra keywords says so, the adapter adds the
+  :class:`~commhistory.ConsentEvent` itself (method ``sms_keyword``, SMS
+  marketing).
 
 .. versionadded:: 0.1.0
 """
@@ -31,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 from urllib.parse import urlsplit, urlunsplit
 
+from commhistory.consent import sms_keyword
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.model import (
     BounceClass,
@@ -269,7 +274,10 @@ class TwilioAdapter(WebhookAdapter):
             )
         ]
         action, keyword = self._keyword_action(item, body)
-        if action is not None:
+        if action is not None and sms_keyword(body) is None:
+            # A body that is itself a standard keyword needs no consent record
+            # here: the repository derives the consent change (and the
+            # suppression) from the inbound message when it is stored.
             records.append(
                 ConsentEvent(
                     consent_id=f"{self.name}:{sid}:consent",

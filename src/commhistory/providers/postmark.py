@@ -1,0 +1,156 @@
+"""Postmark webhooks: one JSON record per request, protected by HTTP basic auth.
+
+Postmark does not sign webhooks; configure the webhook URL with credentials
+(``https://user:password@host/webhooks/postmark``) and give the same to the
+adapter, which compares them in constant time and answers 401 otherwise.
+Postmark's published IP ranges can be enforced in front of it as well.
+
+The record's ``RecordType`` decides the event: ``Delivery``, ``Bounce``,
+``SpamComplaint``, ``Open``, ``Click``, ``SubscriptionChange``. Events link by
+``provider="postmark"`` + ``MessageID``. The dedupe key is the bounce ``ID``
+for bounces and complaints, and a content hash for the others (Postmark gives
+them no id).
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Final
+
+from commhistory.errors import InvalidInputError, SignatureError
+from commhistory.model import BounceClass, Event, EventType, Record
+from commhistory.providers.base import (
+    WebhookAdapter,
+    WebhookRequest,
+    as_object,
+    bounce_details,
+    content_hash,
+    get_mapping,
+    get_str,
+    hmac_equal,
+    iso_time,
+    optional_email,
+    require_str,
+)
+
+__all__ = ["BOUNCE_TYPES", "RECORD_TYPES", "PostmarkAdapter"]
+
+RECORD_TYPES: Final[Mapping[str, EventType]] = {
+    "Delivery": EventType.DELIVERED,
+    "Bounce": EventType.BOUNCED,
+    "SpamComplaint": EventType.COMPLAINED,
+    "Open": EventType.OPENED,
+    "Click": EventType.CLICKED,
+    "SubscriptionChange": EventType.UNSUBSCRIBED,  # SuppressSending false: SUBSCRIBED
+}
+"""Postmark's ``RecordType`` values; any other becomes ``UNKNOWN``."""
+
+BOUNCE_TYPES: Final[Mapping[str, tuple[EventType, BounceClass | None]]] = {
+    "HardBounce": (EventType.BOUNCED, BounceClass.HARD),
+    "BadEmailAddress": (EventType.BOUNCED, BounceClass.HARD),
+    "ManuallyDeactivated": (EventType.BOUNCED, BounceClass.HARD),
+    "Unknown": (EventType.BOUNCED, None),
+    "SoftBounce": (EventType.BOUNCED, BounceClass.SOFT),
+    "Transient": (EventType.DEFERRED, None),
+    "DnsError": (EventType.BOUNCED, BounceClass.SOFT),
+    "AutoResponder": (EventType.UNKNOWN, None),
+    "AddressChange": (EventType.UNKNOWN, None),
+    "Blocked": (EventType.BOUNCED, BounceClass.BLOCK),
+    "SMTPApiError": (EventType.FAILED, None),
+    "InboundError": (EventType.FAILED, None),
+    "DMARCPolicy": (EventType.BOUNCED, BounceClass.BLOCK),
+    "TemplateRenderingFailed": (EventType.FAILED, None),
+    "SpamNotification": (EventType.BOUNCED, BounceClass.BLOCK),
+    "SpamComplaint": (EventType.COMPLAINED, None),
+    "ChallengeVerification": (EventType.UNKNOWN, None),
+    "VirusNotification": (EventType.BOUNCED, BounceClass.BLOCK),
+    "Subscribe": (EventType.SUBSCRIBED, None),
+    "Unsubscribe": (EventType.UNSUBSCRIBED, None),
+}
+"""Postmark bounce ``Type`` values: the event type and, for bounces, the class."""
+
+_TIME_FIELDS: Final = ("DeliveredAt", "BouncedAt", "ReceivedAt", "ChangedAt")
+
+
+class PostmarkAdapter(WebhookAdapter):
+    """Checks the basic-auth credentials of Postmark webhooks and parses them.
+
+    Args:
+        username: The user name in the webhook URL.
+        password: The password in the webhook URL.
+        **options: :class:`~commhistory.providers.base.WebhookAdapter` options.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: ClassVar[str] = "postmark"
+    auth_failure_status: ClassVar[int] = 401
+
+    def __init__(self, username: str, password: str, **options: Any) -> None:
+        super().__init__(**options)
+        user: object = username
+        secret: object = password
+        if not isinstance(user, str) or not isinstance(secret, str) or not secret:
+            raise InvalidInputError(field="password", reason="give a user name and a password")
+        self._expected = f"{username}:{password}".encode()
+
+    def _verify(self, request: WebhookRequest) -> None:
+        header = request.header("Authorization")
+        if not header:
+            raise SignatureError("missing Authorization header (basic auth)")
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() != "basic":
+            raise SignatureError("Authorization: expected the Basic scheme")
+        try:
+            given = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise SignatureError("Authorization: not valid base64") from None
+        if not hmac_equal(self._expected, given):
+            raise SignatureError("Authorization: wrong user name or password")
+
+    def _events(self, payload: Any, request: WebhookRequest) -> Sequence[Any]:
+        as_object(payload, field="<body>")
+        return [payload]
+
+    def _parse_event(self, event: Any) -> list[Record]:
+        item = as_object(event)
+        record_type = require_str(item, "RecordType")
+        type_ = RECORD_TYPES.get(record_type, EventType.UNKNOWN)
+        message_id = require_str(item, "MessageID")
+        bounce: BounceClass | None = None
+        status_code: str | None = None
+        reason = get_str(item, "Description") or get_str(item, "Details")
+        if record_type in ("Bounce", "SpamComplaint"):
+            type_, given = BOUNCE_TYPES.get(get_str(item, "Type") or "", (EventType.UNKNOWN, None))
+            if record_type == "SpamComplaint":
+                type_ = EventType.COMPLAINED
+            if type_ is EventType.BOUNCED:
+                status_code, bounce = bounce_details(None, get_str(item, "Details"), bounce=given)
+        if record_type == "SubscriptionChange" and item.get("SuppressSending") is False:
+            type_ = EventType.SUBSCRIBED
+        key = get_str(item, "ID") or content_hash(item)
+        event_id, provider_event_id = self.ids(key)
+        when = next((item[f] for f in _TIME_FIELDS if item.get(f)), None)
+        address = item.get("Recipient") or item.get("Email")
+        return [
+            Event(
+                event_id=event_id,
+                type=type_,
+                occurred_at=iso_time(when, field="ReceivedAt"),
+                provider=self.name,
+                provider_message_id=message_id,
+                provider_event_id=provider_event_id,
+                address=optional_email(address),
+                status_code=status_code,
+                bounce=bounce,
+                reason=reason,
+                url=get_str(item, "OriginalLink") if type_ is EventType.CLICKED else None,
+                user_agent=get_str(item, "UserAgent"),
+                ip=get_str(get_mapping(item, "Geo"), "IP"),
+                metadata={"provider_raw": dict(item)},
+            )
+        ]

@@ -1,0 +1,435 @@
+"""Amazon SES event and feedback notifications delivered by Amazon SNS over HTTPS.
+
+SNS POSTs a JSON envelope (``Type``: ``Notification``,
+``SubscriptionConfirmation`` or ``UnsubscribeConfirmation``) signed with
+RSA: ``SignatureVersion`` ``"1"`` is SHA1withRSA, ``"2"`` SHA256withRSA, over
+one ``Key``/``Value`` line pair per envelope field in a fixed order. The
+signing certificate is fetched from ``SigningCertURL``, which must be
+``https://sns.<region>.amazonaws.com/...pem`` (anything else is refused before
+any network access), through an injectable :data:`CertificateFetcher`; the
+default :class:`CachingCertificateFetcher` keeps certificates in memory.
+Only topics in the ``topic_arns`` allow-list are accepted, and the signed
+``Timestamp`` must be within the tolerance window.
+
+A verified ``SubscriptionConfirmation`` produces no records; its
+``SubscribeURL`` (checked to be an SNS endpoint) is in
+:attr:`WebhookResult.subscribe_url` and is passed to ``confirm_subscription``
+when one is configured.
+
+Each ``Notification`` carries one SES notification (event publishing's
+``eventType`` or feedback's ``notificationType``); it becomes one event per
+recipient, linked by ``provider="ses"`` + ``mail.messageId``. The dedupe key
+is the SNS ``MessageId`` (stable across SNS retries) and the recipient's index.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import re
+import threading
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Final
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from commhistory.errors import InvalidInputError, PayloadError, SignatureError
+from commhistory.model import BounceClass, Event, EventType, Record
+from commhistory.providers.base import (
+    WebhookAdapter,
+    WebhookRequest,
+    as_object,
+    bounce_details,
+    decode_json,
+    get_mapping,
+    get_str,
+    iso_time,
+    json_type,
+    optional_email,
+    require_str,
+)
+
+__all__ = [
+    "BOUNCE_CLASSES",
+    "EVENT_TYPES",
+    "CachingCertificateFetcher",
+    "CertificateFetcher",
+    "SesAdapter",
+    "check_sns_url",
+    "sns_string_to_sign",
+]
+
+CertificateFetcher = Callable[[str], bytes]
+"""Returns the PEM bytes of the certificate at an (already checked) SNS URL."""
+
+EVENT_TYPES: Final[Mapping[str, EventType]] = {
+    "Send": EventType.QUEUED,
+    "Delivery": EventType.DELIVERED,
+    "Bounce": EventType.BOUNCED,
+    "Complaint": EventType.COMPLAINED,
+    "Reject": EventType.REJECTED,
+    "Open": EventType.OPENED,
+    "Click": EventType.CLICKED,
+    "DeliveryDelay": EventType.DEFERRED,
+    "Rendering Failure": EventType.FAILED,
+    "Subscription": EventType.UNSUBSCRIBED,
+}
+"""SES ``eventType``/``notificationType`` values; any other becomes ``UNKNOWN``."""
+
+BOUNCE_CLASSES: Final[Mapping[tuple[str, str], BounceClass]] = {
+    ("Permanent", "General"): BounceClass.HARD,
+    ("Permanent", "NoEmail"): BounceClass.HARD,
+    ("Permanent", "Suppressed"): BounceClass.HARD,
+    ("Permanent", "OnAccountSuppressionList"): BounceClass.HARD,
+    ("Transient", "General"): BounceClass.SOFT,
+    ("Transient", "MailboxFull"): BounceClass.SOFT,
+    ("Transient", "MessageTooLarge"): BounceClass.SOFT,
+    ("Transient", "ContentRejected"): BounceClass.BLOCK,
+    ("Transient", "AttachmentRejected"): BounceClass.BLOCK,
+}
+"""Bounce classes by SES ``(bounceType, bounceSubType)``; others use the SMTP diagnostic."""
+
+# Where each notification type keeps its details, and its list of recipients.
+_DETAIL: Final[Mapping[str, tuple[str, str | None]]] = {
+    "Bounce": ("bounce", "bouncedRecipients"),
+    "Complaint": ("complaint", "complainedRecipients"),
+    "Delivery": ("delivery", "recipients"),
+    "DeliveryDelay": ("deliveryDelay", "delayedRecipients"),
+    "Open": ("open", None),
+    "Click": ("click", None),
+    "Reject": ("reject", None),
+    "Send": ("send", None),
+    "Rendering Failure": ("failure", None),
+    "Subscription": ("subscription", None),
+}
+
+_CONFIRMATION_FIELDS: Final = (
+    "Message",
+    "MessageId",
+    "SubscribeURL",
+    "Timestamp",
+    "Token",
+    "TopicArn",
+    "Type",
+)
+_SIGNED_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
+    "SubscriptionConfirmation": _CONFIRMATION_FIELDS,
+    "UnsubscribeConfirmation": _CONFIRMATION_FIELDS,
+    "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
+}
+_SNS_HOST: Final = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
+_HASHES: Final[Mapping[str, Callable[[], hashes.HashAlgorithm]]] = {
+    "1": hashes.SHA1,
+    "2": hashes.SHA256,
+}
+
+
+def check_sns_url(url: object, *, field: str, pem: bool = False) -> str:
+    """Check that *url* is an HTTPS URL on an SNS endpoint host.
+
+    Args:
+        url: The URL from the envelope.
+        field: The envelope field, for the error.
+        pem: Also require the path to end in ``.pem`` (certificate URLs).
+
+    Returns:
+        The URL.
+
+    Raises:
+        SignatureError: It is not ``https://sns.<region>.amazonaws.com/...``.
+    """
+    if not isinstance(url, str):
+        raise SignatureError(f"{field}: missing")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise SignatureError(f"{field}: not a URL") from None
+    host = parts.hostname or ""
+    ok = (
+        parts.scheme == "https"
+        and port is None
+        and "@" not in parts.netloc
+        and _SNS_HOST.fullmatch(host) is not None
+        and parts.netloc == host
+    )
+    if ok and pem:
+        ok = parts.path.endswith(".pem") and not parts.query and not parts.fragment
+    if not ok:
+        shape = "https://sns.<region>.amazonaws.com/...pem" if pem else "https://sns.<region>..."
+        raise SignatureError(f"{field}: not an Amazon SNS URL (expected {shape})")
+    return url
+
+
+def sns_string_to_sign(envelope: Mapping[str, Any]) -> bytes:
+    """Return the bytes SNS signs for an envelope.
+
+    Raises:
+        SignatureError: The message type is unknown or a signed field is missing.
+    """
+    kind = envelope.get("Type")
+    names = _SIGNED_FIELDS.get(kind) if isinstance(kind, str) else None
+    if names is None:
+        raise SignatureError("Type: not an SNS message type")
+    parts: list[str] = []
+    for name in names:
+        value = envelope.get(name)
+        if value is None and name == "Subject":
+            continue
+        if not isinstance(value, str):
+            raise SignatureError(f"{name}: missing from the SNS message")
+        parts.append(f"{name}\n{value}\n")
+    return "".join(parts).encode("utf-8")
+
+
+def _urlopen_fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - URL checked
+        data: bytes = response.read(64 * 1024)
+    return data
+
+
+class CachingCertificateFetcher:
+    """A :data:`CertificateFetcher` that keeps fetched certificates in memory.
+
+    Args:
+        fetch: Fetches the PEM bytes of a URL (default: an HTTPS GET).
+        max_entries: How many certificates to keep (least recently used go first).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, fetch: CertificateFetcher = _urlopen_fetch, *, max_entries: int = 16):
+        self._fetch = fetch
+        self._max = max_entries
+        self._cache: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.fetches = 0
+
+    def __call__(self, url: str) -> bytes:
+        """Return the PEM at *url*, fetching it only the first time."""
+        with self._lock:
+            if url in self._cache:
+                self._cache.move_to_end(url)
+                return self._cache[url]
+        data = self._fetch(url)
+        with self._lock:
+            self.fetches += 1
+            self._cache[url] = data
+            while len(self._cache) > self._max:
+                self._cache.popitem(last=False)
+        return data
+
+
+class SesAdapter(WebhookAdapter):
+    """Verifies SNS messages and parses the SES notifications they carry.
+
+    Args:
+        topic_arns: The SNS topics accepted (at least one).
+        certificate_fetcher: Fetches signing certificates (default: a caching
+            HTTPS fetcher; inject one in tests, there is no network there).
+        confirm_subscription: Called with the ``SubscribeURL`` of a verified
+            subscription confirmation (e.g. a function that GETs it).
+        **options: :class:`~commhistory.providers.base.WebhookAdapter` options.
+            SNS signs its original publish time, and retries keep it: raise
+            ``tolerance`` if your endpoint may be down longer than 5 minutes.
+
+    Raises:
+        InvalidInputError: ``topic_arns`` is empty.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: ClassVar[str] = "ses"
+
+    def __init__(
+        self,
+        topic_arns: Iterable[str],
+        *,
+        certificate_fetcher: CertificateFetcher | None = None,
+        confirm_subscription: Callable[[str], None] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self._topics = frozenset(topic_arns)
+        if not self._topics:
+            raise InvalidInputError(field="topic_arns", reason="give at least one topic ARN")
+        self._fetch = certificate_fetcher or CachingCertificateFetcher()
+        self._confirm = confirm_subscription
+
+    # ------------------------------------------------------------------ verification
+
+    def _verify(self, request: WebhookRequest) -> None:
+        try:
+            envelope = as_object(decode_json(request.body), field="<body>")
+        except PayloadError as exc:
+            raise SignatureError(f"not an SNS message ({exc.reason})") from None
+        topic = envelope.get("TopicArn")
+        if topic not in self._topics:
+            raise SignatureError("TopicArn: not in the allow-list of topics")
+        version = envelope.get("SignatureVersion")
+        algorithm = _HASHES.get(version) if isinstance(version, str) else None
+        if algorithm is None:
+            raise SignatureError("SignatureVersion: expected '1' or '2'")
+        cert_url = check_sns_url(envelope.get("SigningCertURL"), field="SigningCertURL", pem=True)
+        signature = envelope.get("Signature")
+        if not isinstance(signature, str):
+            raise SignatureError("Signature: missing")
+        try:
+            raw_signature = base64.b64decode(signature, validate=True)
+        except (binascii.Error, ValueError):
+            raise SignatureError("Signature: not valid base64") from None
+        data = sns_string_to_sign(envelope)
+        key = self._public_key(cert_url)
+        try:
+            key.verify(raw_signature, data, padding.PKCS1v15(), algorithm())
+        except InvalidSignature:
+            raise SignatureError(
+                "signature does not match the message (altered, or not signed by SNS)"
+            ) from None
+        try:
+            sent = iso_time(envelope.get("Timestamp"), field="Timestamp")
+        except PayloadError as exc:
+            raise SignatureError(f"Timestamp: {exc.reason}") from None
+        self.check_timestamp(sent.timestamp(), what="Timestamp")
+        if envelope.get("Type") == "SubscriptionConfirmation":
+            check_sns_url(envelope.get("SubscribeURL"), field="SubscribeURL")
+
+    def _public_key(self, url: str) -> rsa.RSAPublicKey:
+        try:
+            pem = self._fetch(url)
+        except OSError as exc:
+            raise SignatureError(
+                f"SigningCertURL: the certificate cannot be fetched ({type(exc).__name__})"
+            ) from None
+        try:
+            cert = x509.load_pem_x509_certificate(pem)
+        except ValueError:
+            raise SignatureError("SigningCertURL: not a PEM certificate") from None
+        now = datetime.fromtimestamp(self.clock(), tz=UTC)
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            raise SignatureError("SigningCertURL: the certificate is not valid now")
+        key = cert.public_key()
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise SignatureError("SigningCertURL: not an RSA certificate")
+        return key
+
+    # ------------------------------------------------------------------ parsing
+
+    def _events(self, payload: Any, request: WebhookRequest) -> Sequence[Any]:
+        envelope = as_object(payload, field="<body>")
+        kind = envelope.get("Type")
+        if kind not in _SIGNED_FIELDS:
+            raise PayloadError(field="Type", reason="not an SNS message type")
+        return [envelope] if kind == "Notification" else []
+
+    def _subscribe_url(self, payload: Any) -> str | None:
+        if isinstance(payload, Mapping) and payload.get("Type") == "SubscriptionConfirmation":
+            url = payload.get("SubscribeURL")
+            return url if isinstance(url, str) else None
+        return None
+
+    def _on_subscribe(self, url: str) -> None:
+        if self._confirm is not None:
+            self._confirm(url)
+
+    def _parse_event(self, event: Any) -> list[Record]:
+        envelope = as_object(event)
+        sns_id = require_str(envelope, "MessageId")
+        text = envelope.get("Message")
+        if not isinstance(text, str):
+            raise PayloadError(field="Message", reason=f"expected a string, got {json_type(text)}")
+        try:
+            notification = as_object(decode_json(text.encode("utf-8")), field="Message")
+        except PayloadError as exc:
+            raise PayloadError(field="Message", reason=exc.reason) from None
+        kind = get_str(notification, "eventType") or get_str(notification, "notificationType")
+        if kind is None:
+            raise PayloadError(field="Message.eventType", reason="required")
+        mail = get_mapping(notification, "mail")
+        message_id = get_str(mail, "messageId")
+        if message_id is None:
+            raise PayloadError(field="Message.mail.messageId", reason="required")
+        type_ = EVENT_TYPES.get(kind, EventType.UNKNOWN)
+        detail_key, recipients_key = _DETAIL.get(kind, ("", None))
+        detail = get_mapping(notification, detail_key) if detail_key else {}
+        when_text = detail.get("timestamp") or mail.get("timestamp") or envelope.get("Timestamp")
+        occurred_at = iso_time(when_text, field="timestamp")
+        if recipients_key is not None:
+            raw_recipients = detail.get(recipients_key)
+            if not isinstance(raw_recipients, list) or not raw_recipients:
+                raw_recipients = [None]
+        else:
+            raw_recipients = [None]
+        raw = {"provider_raw": {"sns_message_id": sns_id, "notification": dict(notification)}}
+        if type_ is EventType.UNSUBSCRIBED:
+            prefs = get_mapping(detail, "newTopicPreferences")
+            if prefs.get("unsubscribeAll") is not True:
+                type_ = EventType.SUBSCRIBED
+        records: list[Record] = []
+        for index, recipient in enumerate(raw_recipients):
+            key = f"{sns_id}:{index}"
+            records.append(
+                self._event(type_, key, message_id, occurred_at, detail, recipient, raw)
+            )
+        return records
+
+    def _event(  # noqa: PLR0917 - private
+        self,
+        type_: EventType,
+        key: str,
+        message_id: str,
+        occurred_at: datetime,
+        detail: Mapping[str, Any],
+        recipient: object,
+        raw: Mapping[str, Any],
+    ) -> Event:
+        event_id, provider_event_id = self.ids(key)
+        address: str | None = None
+        status_code: str | None = None
+        bounce: BounceClass | None = None
+        reason: str | None = None
+        if isinstance(recipient, str):
+            address = optional_email(recipient)
+        elif isinstance(recipient, Mapping):
+            address = optional_email(recipient.get("emailAddress"))
+            diagnostic = recipient.get("diagnosticCode")
+            reason = diagnostic if isinstance(diagnostic, str) else None
+            if type_ in (EventType.BOUNCED, EventType.DEFERRED):
+                given = None
+                if type_ is EventType.BOUNCED:
+                    given = BOUNCE_CLASSES.get(
+                        (str(detail.get("bounceType")), str(detail.get("bounceSubType")))
+                    )
+                status_code, found = bounce_details(recipient.get("status"), reason, bounce=given)
+                bounce = found if type_ is EventType.BOUNCED else None
+        if type_ is EventType.BOUNCED and bounce is None:
+            bounce = BounceClass.UNDETERMINED
+        if type_ is EventType.DELIVERED and reason is None:
+            smtp = detail.get("smtpResponse")
+            reason = smtp if isinstance(smtp, str) else None
+        url = get_str(detail, "link") if type_ is EventType.CLICKED else None
+        return Event(
+            event_id=event_id,
+            type=type_,
+            occurred_at=occurred_at,
+            provider=self.name,
+            provider_message_id=message_id,
+            provider_event_id=provider_event_id,
+            address=address,
+            status_code=status_code,
+            bounce=bounce,
+            reason=reason if reason is not None else get_str(detail, "reason"),
+            url=url,
+            user_agent=get_str(detail, "userAgent"),
+            ip=get_str(detail, "ipAddress"),
+            metadata=raw,
+        )
