@@ -40,11 +40,23 @@ def store(tmp_path: Path) -> list[str]:
     return ["--db", db, "--keyring", str(path)]
 
 
-def test_can_send_exit_codes_and_json(store: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_can_send_exit_codes_and_json(
+    store: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert _run(["can-send", "c1", "--channel", "email", "--purpose", "marketing", *store]) == 0
     assert "allowed" in capsys.readouterr().out
     code = _run(
-        ["can-send", "c2", "--channel", "email", "--purpose", "transactional", "--format", "json", *store]
+        [
+            "can-send",
+            "c2",
+            "--channel",
+            "email",
+            "--purpose",
+            "transactional",
+            "--format",
+            "json",
+            *store,
+        ]
     )
     assert code == cli_consent.EXIT_REFUSED
     doc = json.loads(capsys.readouterr().out)

@@ -50,7 +50,9 @@ def test_regrant_after_withdrawal_and_same_instant_tie(repo: Any) -> None:
     repo.consent.grant("c1", "email", "marketing", method="web_form", occurred_at=at(1))
     repo.consent.withdraw("c1", "email", "marketing", method="one_click", occurred_at=at(2))
     repo.consent.grant("c1", "email", "marketing", method="checkbox", occurred_at=at(5))
-    assert repo.consent.status("c1", "email", "marketing", at=at(3)).state is ConsentState.WITHDRAWN
+    assert (
+        repo.consent.status("c1", "email", "marketing", at=at(3)).state is ConsentState.WITHDRAWN
+    )
     assert repo.consent.status("c1", "email", "marketing", at=at(6)).granted
 
     repo.consent.grant("c2", "email", "marketing", method="web_form", occurred_at=at(1))
@@ -81,7 +83,7 @@ def test_ledger_is_append_only(repo: Any) -> None:
     assert not hasattr(repo.consent, "update")
     assert not hasattr(repo.consent, "delete")
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
-        history[0].action = ConsentAction.WITHDRAW  # type: ignore[misc]
+        history[0].action = ConsentAction.WITHDRAW
 
 
 @pytest.mark.parametrize(
@@ -107,10 +109,10 @@ def test_unknown_values_name_the_field(repo: Any, kwargs: dict[str, str], field:
 
 
 def test_naive_times_and_mismatched_notice_hash_are_errors(repo: Any) -> None:
-    from datetime import datetime  # noqa: PLC0415
+    from datetime import datetime
 
     with pytest.raises(NormalizationError, match="naive"):
-        repo.consent.status("c1", "email", "marketing", at=datetime(2026, 1, 1))  # noqa: DTZ001
+        repo.consent.status("c1", "email", "marketing", at=datetime(2026, 1, 1))
     with pytest.raises(PayloadError, match="notice_hash"):
         repo.consent.grant(
             "c1", "email", "marketing", method="web_form", notice_text="a", notice_hash="sha256:0"
@@ -118,16 +120,16 @@ def test_naive_times_and_mismatched_notice_hash_are_errors(repo: Any) -> None:
 
 
 def test_consent_lines_import_through_ingest(repo: Any) -> None:
-    from commhistory.convert import read_records  # noqa: PLC0415
+    from commhistory.convert import read_records
 
     text = (
         '{"kind": "consent", "contact_id": "c9", "channel": "email", "purpose": "marketing",'
         ' "action": "grant", "occurred_at": "2026-04-01T09:00:00+09:00",'
         ' "method": "double_opt_in", "source": "https://example.com/f"}\n'
     )
-    import io  # noqa: PLC0415
-    import tempfile  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
+    import io
+    import tempfile
+    from pathlib import Path
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "c.jsonl"

@@ -25,9 +25,7 @@ def make_repo(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iter
         yield MemoryRepository()
         return
     url = (
-        f"sqlite:///{tmp_path / 'c.db'}"
-        if kind == "sqlite"
-        else request.getfixturevalue("pg_url")
+        f"sqlite:///{tmp_path / 'c.db'}" if kind == "sqlite" else request.getfixturevalue("pg_url")
     )
     with open_repository(url, Keyring.generate()) as repo:
         yield repo

@@ -111,7 +111,10 @@ def test_five_consecutive_soft_bounces_suppress(repo: Any, delivered_between: bo
         assert decision.suppressions[0].since == at(4.1)
 
 
-@pytest.mark.parametrize("word", ["STOP", "stop", " Stop. ", "ＳＴＯＰ", "optout", "QUIT"])
+FULL_WIDTH_STOP = "\uff33\uff34\uff2f\uff30"
+
+
+@pytest.mark.parametrize("word", ["STOP", "stop", " Stop. ", FULL_WIDTH_STOP, "optout", "QUIT"])
 def test_sms_opt_out_keyword_then_start(repo: Any, word: str) -> None:
     _grant(repo, channel="sms")
     repo.record_messages([msg("m1", channel=Channel.SMS, day=1)])
@@ -131,7 +134,15 @@ def test_non_keyword_inbound_sms_changes_nothing(repo: Any) -> None:
     _grant(repo, channel="sms")
     repo.record_messages([msg("m1", channel=Channel.SMS, day=1)])
     repo.record_messages(
-        [msg("in1", channel=Channel.SMS, direction=Direction.INBOUND, day=2, body="please stop by")]
+        [
+            msg(
+                "in1",
+                channel=Channel.SMS,
+                direction=Direction.INBOUND,
+                day=2,
+                body="please stop by",
+            )
+        ]
     )
     assert repo.can_send("c1", "sms", "marketing", at=at(3)).allowed
 
@@ -186,22 +197,18 @@ def test_bulk_filter_matches_single_decisions(repo: Any) -> None:
     single = [cid for cid in ids if repo.can_send(cid, "email", "marketing", at=at(2))]
     assert repo.filter_sendable(ids, "email", "marketing", at=at(2)) == single
     assert single == [f"c{i}" for i in range(30) if i % 2 == 0 and i % 5 != 0]
-    from commhistory.consent import decide_many  # noqa: PLC0415
-    from commhistory.consent import _data  # noqa: PLC0415
+    from commhistory.consent import decide_many
 
-    old = _data.BULK_THRESHOLD
-    import commhistory.consent.policy as policy  # noqa: PLC0415
-
-    policy.BULK_THRESHOLD = 3  # force the scanning path
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("commhistory.consent.policy.BULK_THRESHOLD", 3)  # force the scanning path
         many = decide_many(repo, ids, "email", "marketing", at=at(2))
-    finally:
-        policy.BULK_THRESHOLD = old
     assert [cid for cid, d in many.items() if d] == single
     assert many["c5"].reasons == repo.can_send("c5", "email", "marketing", at=at(2)).reasons
 
 
-@given(st.sampled_from(sorted(OPT_OUT_KEYWORDS | OPT_IN_KEYWORDS)), st.sampled_from(["", " ", "!"]))
+@given(
+    st.sampled_from(sorted(OPT_OUT_KEYWORDS | OPT_IN_KEYWORDS)), st.sampled_from(["", " ", "!"])
+)
 def test_sms_keyword_recognizes_whole_message_keywords(word: str, tail: str) -> None:
     assert sms_keyword(word.lower() + tail) == word
     assert sms_keyword(f"{word} now please") is None

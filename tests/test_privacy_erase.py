@@ -36,9 +36,14 @@ def _history(repo: Any) -> None:
             ev("e1", "m1", EventType.DELIVERED, day=1.1),
             ev("e2", "m1", EventType.OPENED, day=1.2),
             Event(
-                event_id="e3", message_id="m1", type=EventType.CONVERTED, occurred_at=at(1.3),
-                revenue=Decimal("4980"), currency="JPY", ip="198.51.100.7",
-            ),  # fmt: skip
+                event_id="e3",
+                message_id="m1",
+                type=EventType.CONVERTED,
+                occurred_at=at(1.3),
+                revenue=Decimal("4980"),
+                currency="JPY",
+                ip="198.51.100.7",
+            ),
             ev("e4", "m2", EventType.UNSUBSCRIBED, day=2.5),
             ev("e5", "m3", EventType.DELIVERED, day=1.1),
         ]

@@ -89,7 +89,9 @@ def run_can_send(args: argparse.Namespace) -> int:
         print(json.dumps(decision.to_dict(), ensure_ascii=False, indent=2))
     else:
         verdict = "allowed" if decision.allowed else "refused"
-        print(f"{decision.contact_id} {decision.channel.value}/{decision.purpose.value}: {verdict}")
+        print(
+            f"{decision.contact_id} {decision.channel.value}/{decision.purpose.value}: {verdict}"
+        )
         for reason in decision.reasons:
             print(f"  - {reason}")
     return EXIT_OK if decision.allowed else EXIT_REFUSED

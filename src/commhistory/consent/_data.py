@@ -152,7 +152,9 @@ class ConsentData:
         """Return the keys a normalized address may be stored under (every index key)."""
         raise NotImplementedError
 
-    def entries(self, keys: Sequence[AddressKey], channel: Channel | None) -> list[SuppressionEntry]:
+    def entries(
+        self, keys: Sequence[AddressKey], channel: Channel | None, conn: Any = None
+    ) -> list[SuppressionEntry]:
         """Return the suppression entries on these addresses (on *channel*, or any)."""
         raise NotImplementedError
 
@@ -166,7 +168,7 @@ class ConsentData:
         """Store entries (existing ids are skipped); return how many were new."""
         raise NotImplementedError
 
-    def lift(
+    def lift(  # noqa: PLR0917 - private storage interface
         self,
         keys: Sequence[AddressKey],
         channel: Channel,
@@ -238,7 +240,9 @@ class SQLConsentData(ConsentData):
                     conn, sql + " AND contact_id IN ({in})", contact_ids, extra=params
                 )
         return [
-            ConsentRow(r[0], ConsentAction(r[1]), from_micros(int(r[2])), r[3], ConsentMethod(r[4]))
+            ConsentRow(
+                r[0], ConsentAction(r[1]), from_micros(int(r[2])), r[3], ConsentMethod(r[4])
+            )
             for r in rows
         ]
 
@@ -328,7 +332,7 @@ class SQLConsentData(ConsentData):
         with self._write(conn) as c:
             return self.repo.backend.insert(c, schema.suppressions, SUPPRESSION_COLUMNS, rows)
 
-    def lift(
+    def lift(  # noqa: PLR0917 - private storage interface
         self,
         keys: Sequence[AddressKey],
         channel: Channel,
@@ -403,7 +407,7 @@ def memory_state(repo: MemoryRepository) -> MemoryPrivacyState:
     state: MemoryPrivacyState | None = getattr(repo, "_privacy_state", None)
     if state is None:
         state = MemoryPrivacyState()
-        repo._privacy_state = state  # type: ignore[attr-defined]  # noqa: SLF001
+        repo._privacy_state = state  # type: ignore[attr-defined]
     return state
 
 
@@ -417,14 +421,12 @@ class MemoryConsentData(ConsentData):
 
     def __init__(self, repo: MemoryRepository) -> None:
         self.repo = repo
-        self.s = repo._s  # noqa: SLF001 - the in-memory store's own package
+        self.s = repo._s
         self.state = memory_state(repo)
 
     def known(self, contact_ids: Iterable[str]) -> dict[str, datetime | None]:
         """See :meth:`ConsentData.known`."""
-        return {
-            cid: self.state.erased.get(cid) for cid in contact_ids if cid in self.s.contacts
-        }
+        return {cid: self.state.erased.get(cid) for cid in contact_ids if cid in self.s.contacts}
 
     def erased(self) -> dict[str, datetime]:
         """See :meth:`ConsentData.erased`."""
@@ -500,7 +502,7 @@ class MemoryConsentData(ConsentData):
                 added += 1
         return added
 
-    def lift(
+    def lift(  # noqa: PLR0917 - private storage interface
         self,
         keys: Sequence[AddressKey],
         channel: Channel,
@@ -545,5 +547,6 @@ def data_for(repo: object) -> ConsentData:
     if isinstance(repo, MemoryRepository):
         return MemoryConsentData(repo)
     raise PayloadError(
-        field="repository", reason=f"consent needs a SQL or memory repository, not {type(repo).__name__}"
+        field="repository",
+        reason=f"consent needs a SQL or memory repository, not {type(repo).__name__}",
     )

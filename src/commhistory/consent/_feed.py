@@ -37,9 +37,7 @@ Outcome = tuple[datetime, str, EventType, BounceClass | None]
 
 def _inbound(batch: Batch) -> list[Message]:
     return [
-        m
-        for m in batch.messages
-        if m.direction is Direction.INBOUND and m.channel is Channel.SMS
+        m for m in batch.messages if m.direction is Direction.INBOUND and m.channel is Channel.SMS
     ]
 
 
@@ -77,7 +75,9 @@ def feed_sql(repo: Any, conn: sa.Connection, batch: Batch, pending: Any) -> None
         cipher = ciphers.get(r[5])
         if cipher is None:
             continue
-        address = cipher.decrypt_text(bytes(r[10]), table="messages", column="address", row_id=r[4])
+        address = cipher.decrypt_text(
+            bytes(r[10]), table="messages", column="address", row_id=r[4]
+        )
         pairs.append((_event(r), _message(r, address or "")))
 
     def outcomes(m: Message) -> list[Outcome]:
@@ -97,7 +97,12 @@ def feed_sql(repo: Any, conn: sa.Connection, batch: Batch, pending: Any) -> None
             addr = cipher.decrypt_text(bytes(blob), table="messages", column="address", row_id=mid)
             if addr == m.address:
                 out.append(
-                    (from_micros(int(t)), eid, EventType(typ), None if bounce is None else BounceClass(bounce))
+                    (
+                        from_micros(int(t)),
+                        eid,
+                        EventType(typ),
+                        None if bounce is None else BounceClass(bounce),
+                    )
                 )
         return out
 

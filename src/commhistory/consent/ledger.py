@@ -25,7 +25,14 @@ from typing import Any, TypeVar
 from commhistory.consent._data import ConsentData, ConsentRow, data_for
 from commhistory.consent._records import ConsentState, ConsentStatus
 from commhistory.errors import NormalizationError, PayloadError, StorageError
-from commhistory.model import Channel, ConsentAction, ConsentEvent, ConsentMethod, JSONValue, Purpose
+from commhistory.model import (
+    Channel,
+    ConsentAction,
+    ConsentEvent,
+    ConsentMethod,
+    JSONValue,
+    Purpose,
+)
 from commhistory.store._common import consent_id_of
 
 __all__ = ["ConsentLedger", "coerce", "latest", "notice_hash", "when"]

@@ -24,7 +24,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from commhistory.consent._data import BULK_THRESHOLD, ConsentRow, data_for, kind_of, normalize_address
+from commhistory.consent._data import (
+    BULK_THRESHOLD,
+    ConsentRow,
+    data_for,
+    kind_of,
+    normalize_address,
+)
 from commhistory.consent._records import (
     CONSENT_REASONS,
     ConsentState,
@@ -120,10 +126,15 @@ def decide_many(
     entries = data.contact_entries(scan, ch, t) if kind_of(ch) is not None else {}
     return {
         cid: _decide(
-            cid, ch, pu, t,
+            cid,
+            ch,
+            pu,
+            t,
             known=True if known is None else cid in known,
-            erased_at=erased.get(cid), row=decided.get(cid), entries=entries.get(cid, ()),
-        )  # fmt: skip
+            erased_at=erased.get(cid),
+            row=decided.get(cid),
+            entries=entries.get(cid, ()),
+        )
         for cid in ids
     }
 
@@ -158,7 +169,9 @@ def _decide(
     refused = False
     state = ConsentState.NONE
     if row is not None:
-        state = ConsentState.GRANTED if row.action is ConsentAction.GRANT else ConsentState.WITHDRAWN
+        state = (
+            ConsentState.GRANTED if row.action is ConsentAction.GRANT else ConsentState.WITHDRAWN
+        )
     if erased_at is not None and erased_at <= at:
         refused = True
         reasons.append(f"contact was erased at {_iso(erased_at)}")
@@ -183,7 +196,8 @@ def _decide(
     what = f"{purpose.value} consent on {channel.value}"
     if row is not None:
         verb = "granted" if state is ConsentState.GRANTED else "withdrawn"
-        said = f"{what} {verb} at {_iso(row.occurred_at)} ({row.method.value}, consent {row.consent_id})"
+        how = f"{row.method.value}, consent {row.consent_id}"
+        said = f"{what} {verb} at {_iso(row.occurred_at)} ({how})"
     else:
         said = f"no {what} recorded" + ("" if known else " (unknown contact)")
     if purpose is Purpose.MARKETING:

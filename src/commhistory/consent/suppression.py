@@ -83,7 +83,7 @@ def sms_keyword(text: str | None) -> str | None:
     """
     if not text:
         return None
-    word = unicodedata.normalize("NFKC", text).strip().rstrip(".!。！").strip().upper()
+    word = unicodedata.normalize("NFKC", text).strip().rstrip(".!\u3002\uff01").strip().upper()
     word = word.replace(" ", "").replace("-", "")
     if word in OPT_OUT_KEYWORDS or word in OPT_IN_KEYWORDS:
         return word
@@ -116,7 +116,7 @@ def _entry(
     )  # fmt: skip
 
 
-def _consent(
+def _consent(  # noqa: PLR0917
     m: Message,
     channel: Channel,
     purpose: Purpose,
@@ -133,7 +133,7 @@ def _consent(
 
 
 def signals(pairs: Iterable[tuple[Event, Message]], inbound: Iterable[Message]) -> FeedActions:
-    """Derive suppression and consent actions from events (with their messages) and inbound messages.
+    """Derive suppression and consent actions from events and inbound messages.
 
     Args:
         pairs: Stored events of interest with the message each belongs to.
@@ -152,13 +152,21 @@ def signals(pairs: Iterable[tuple[Event, Message]], inbound: Iterable[Message]) 
         if e.type is EventType.BOUNCED:
             if e.bounce is BounceClass.HARD:
                 out.entries.append(
-                    (ch.value, m.address, _entry(ch, None, SuppressionReason.HARD_BOUNCE, t, cause))
+                    (
+                        ch.value,
+                        m.address,
+                        _entry(ch, None, SuppressionReason.HARD_BOUNCE, t, cause),
+                    )
                 )
             elif e.bounce is BounceClass.SOFT:
                 out.soft_bounces.append((m, e))
         elif e.type is EventType.COMPLAINED:
             out.entries.append(
-                (ch.value, m.address, _entry(ch, Purpose.MARKETING, SuppressionReason.COMPLAINT, t, cause))
+                (
+                    ch.value,
+                    m.address,
+                    _entry(ch, Purpose.MARKETING, SuppressionReason.COMPLAINT, t, cause),
+                )
             )
             for every in Channel:
                 out.consents.append(
@@ -168,7 +176,11 @@ def signals(pairs: Iterable[tuple[Event, Message]], inbound: Iterable[Message]) 
         elif e.type is EventType.UNSUBSCRIBED:
             if ch is Channel.LINE:
                 out.entries.append(
-                    (ch.value, m.address, _entry(ch, None, SuppressionReason.LINE_UNFOLLOW, t, cause))
+                    (
+                        ch.value,
+                        m.address,
+                        _entry(ch, None, SuppressionReason.LINE_UNFOLLOW, t, cause),
+                    )
                 )
                 out.consents.append(
                     _consent(m, ch, Purpose.MARKETING, ConsentAction.WITHDRAW,
@@ -176,7 +188,11 @@ def signals(pairs: Iterable[tuple[Event, Message]], inbound: Iterable[Message]) 
                 )  # fmt: skip
             else:
                 out.entries.append(
-                    (ch.value, m.address, _entry(ch, m.purpose, SuppressionReason.UNSUBSCRIBE, t, cause))
+                    (
+                        ch.value,
+                        m.address,
+                        _entry(ch, m.purpose, SuppressionReason.UNSUBSCRIBE, t, cause),
+                    )
                 )
                 out.consents.append(
                     _consent(m, ch, m.purpose, ConsentAction.WITHDRAW,
@@ -195,7 +211,11 @@ def signals(pairs: Iterable[tuple[Event, Message]], inbound: Iterable[Message]) 
         cause = m.message_id
         if word in OPT_OUT_KEYWORDS:
             out.entries.append(
-                ("sms", m.address, _entry(Channel.SMS, None, SuppressionReason.SMS_KEYWORD, m.sent_at, cause))
+                (
+                    "sms",
+                    m.address,
+                    _entry(Channel.SMS, None, SuppressionReason.SMS_KEYWORD, m.sent_at, cause),
+                )
             )
             action = ConsentAction.WITHDRAW
         else:
@@ -211,7 +231,9 @@ def signals(pairs: Iterable[tuple[Event, Message]], inbound: Iterable[Message]) 
     return out
 
 
-def soft_bounce_streak(outcomes: Sequence[tuple[datetime, str, EventType, BounceClass | None]]) -> list[str]:
+def soft_bounce_streak(
+    outcomes: Sequence[tuple[datetime, str, EventType, BounceClass | None]],
+) -> list[str]:
     """Return the event ids of the trailing run of soft bounces (newest last).
 
     Args:
@@ -227,7 +249,9 @@ def soft_bounce_streak(outcomes: Sequence[tuple[datetime, str, EventType, Bounce
     return run
 
 
-def keyed(data: ConsentData, kind: str, address: str, entry: SuppressionEntry) -> list[SuppressionEntry]:
+def keyed(
+    data: ConsentData, kind: str, address: str, entry: SuppressionEntry
+) -> list[SuppressionEntry]:
     """Give an entry its address key (the current index key) and derived id."""
     key = data.keys_of(kind, address)[0]
     return [_keyed(key, entry)]
@@ -239,7 +263,9 @@ def _keyed(key: AddressKey, entry: SuppressionEntry) -> SuppressionEntry:
         kind=key.kind,
         address_key=key.digest,
         index_key_id=key.key_id,
-        suppression_id=suppression_id(key, entry.channel, entry.purpose, entry.reason, entry.cause_id),
+        suppression_id=suppression_id(
+            key, entry.channel, entry.purpose, entry.reason, entry.cause_id
+        ),
     )
 
 
@@ -406,7 +432,7 @@ def apply_feed(
             if len(run) >= soft_bounce_limit:
                 cause = run[soft_bounce_limit - 1]
                 key = data.keys_of(kind, m.address)[0]
-                existing = data.entries([key], m.channel, conn=conn) if conn is not None else data.entries([key], m.channel)
+                existing = data.entries([key], m.channel, conn=conn)
                 if any(
                     x.reason is SuppressionReason.SOFT_BOUNCE_LIMIT and x.lifted_at is None
                     for x in existing
@@ -414,7 +440,10 @@ def apply_feed(
                     continue
                 since = next(t for t, eid, _, _ in sorted(outcomes(m)) if eid == cause)
                 entries.append(
-                    _keyed(key, _entry(m.channel, None, SuppressionReason.SOFT_BOUNCE_LIMIT, since, cause))
+                    _keyed(
+                        key,
+                        _entry(m.channel, None, SuppressionReason.SOFT_BOUNCE_LIMIT, since, cause),
+                    )
                 )
     if actions.consents:
         data.append_consents(actions.consents, conn=conn)

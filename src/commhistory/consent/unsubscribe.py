@@ -155,7 +155,8 @@ class UnsubscribeTokens:
         Raises:
             PayloadError: Unknown channel or purpose, or an empty contact id.
         """
-        if not isinstance(contact_id, str) or not contact_id.strip():
+        given: object = contact_id  # callers may pass anything
+        if not isinstance(given, str) or not given.strip():
             raise PayloadError(field="contact_id", reason="must be a non-empty string")
         ch = coerce(Channel, channel, "channel")
         pu = coerce(Purpose, purpose, "purpose")
@@ -236,7 +237,8 @@ def list_unsubscribe_headers(
     Raises:
         PayloadError: *url_base* is not an HTTPS URL (RFC 8058 requires HTTPS).
     """
-    if not isinstance(url_base, str) or not url_base.startswith("https://"):
+    given: object = url_base
+    if not isinstance(given, str) or not given.startswith("https://"):
         raise PayloadError(field="url_base", reason="must be an https:// URL (RFC 8058)")
     links = [f"<{url_base.rstrip('/')}/{quote(token, safe='')}>"]
     if mailto:

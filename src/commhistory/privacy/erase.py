@@ -232,7 +232,9 @@ def _report(
     )
 
 
-def _erase_sql(repo: Any, contact_id: str, policy: RetentionPolicy, now: datetime) -> ErasureReport:
+def _erase_sql(
+    repo: Any, contact_id: str, policy: RetentionPolicy, now: datetime
+) -> ErasureReport:
     be = repo.backend
     ph = be.ph
     lock = " FOR UPDATE" if repo.dialect == "postgresql" else ""
@@ -266,7 +268,8 @@ def _erase_sql(repo: Any, contact_id: str, policy: RetentionPolicy, now: datetim
             keys = [
                 AddressKey(r[0], bytes(r[1]), r[2])
                 for r in conn.exec_driver_sql(
-                    f"SELECT kind, blind_index, index_key_id FROM addresses WHERE contact_id = {ph}",
+                    "SELECT kind, blind_index, index_key_id FROM addresses "
+                    f"WHERE contact_id = {ph}",
                     (contact_id,),
                 )
             ]
@@ -337,7 +340,7 @@ def _redact(record: Any, **values: Any) -> Any:
 def _erase_memory(
     repo: MemoryRepository, contact_id: str, policy: RetentionPolicy, now: datetime
 ) -> ErasureReport:
-    s = repo._s  # noqa: SLF001 - the in-memory store's own package
+    s = repo._s
     state = memory_state(repo)
     if contact_id not in s.contacts:
         raise NotFoundError(kind="contact", identifier=contact_id)
@@ -347,7 +350,9 @@ def _erase_memory(
     counts = {"messages": len(message_ids), "events": len(event_ids), "consent": len(consent_ids)}
     if contact_id in state.erased:
         until = max((state.retained[c] for c in consent_ids if c in state.retained), default=None)
-        return _report(contact_id, state.erased[contact_id], already=True, counts=counts, until=until)
+        return _report(
+            contact_id, state.erased[contact_id], already=True, counts=counts, until=until
+        )
     keys = []
     for (kind, value), cids in list(s.addresses.items()):
         if contact_id in cids:
@@ -358,10 +363,18 @@ def _erase_memory(
     for e in _entries_for(keys, contact_id, now):
         state.entries.setdefault(e.suppression_id, e)
     for mid in message_ids:
-        s.messages[mid] = _redact(s.messages[mid], address="", subject=None, body=None, metadata={})
+        s.messages[mid] = _redact(
+            s.messages[mid], address="", subject=None, body=None, metadata={}
+        )
     for eid in event_ids:
         s.events[eid] = _redact(
-            s.events[eid], address=None, reason=None, url=None, user_agent=None, ip=None, metadata={}
+            s.events[eid],
+            address=None,
+            reason=None,
+            url=None,
+            user_agent=None,
+            ip=None,
+            metadata={},
         )
     until = policy.consent_until(now)
     for cid in consent_ids:

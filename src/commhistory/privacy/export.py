@@ -69,7 +69,7 @@ def export_subject(repo: Any, contact_id: str) -> dict[str, Any]:
         created_at = None
         addresses = [
             {"kind": kind, "address": value}
-            for (kind, value), cids in sorted(repo._s.addresses.items())  # noqa: SLF001
+            for (kind, value), cids in sorted(repo._s.addresses.items())
             if contact_id in cids
         ]
         consents = repo.consent_history(contact_id)

@@ -160,7 +160,7 @@ def _superseded(
     due: list[str] = []
     for key, events in groups.items():
         events.sort(key=lambda e: (e[0], e[1] == ConsentAction.WITHDRAW.value, e[2]))
-        occ, action, last_id = events[-1]
+        occ, action, _last_id = events[-1]
         if action != ConsentAction.WITHDRAW.value:
             continue
         stopped = max(occ, last_sent.get(key, 0))
@@ -189,7 +189,7 @@ def _purge_sql(repo: Any, policy: RetentionPolicy, now: datetime, dry_run: bool)
                 "WHERE direction = 'outbound' GROUP BY contact_id, channel, purpose"
             )
         }
-        superseded = _superseded(rows, last_sent, policy, now)  # type: ignore[arg-type]
+        superseded = _superseded(rows, last_sent, policy, now)
         erased = [
             r[0]
             for r in conn.exec_driver_sql(
@@ -213,11 +213,13 @@ def _purge_sql(repo: Any, policy: RetentionPolicy, now: datetime, dry_run: bool)
                 [(cid,) for cid in [*superseded, *erased]],
             )
             if policy.dead_letters is not None:
-                conn.exec_driver_sql(f"DELETE FROM dead_letters WHERE received_at < {ph}", (cutoff,))
+                conn.exec_driver_sql(
+                    f"DELETE FROM dead_letters WHERE received_at < {ph}", (cutoff,)
+                )
     return _report(now, dry_run, policy, len(superseded), len(erased), dead)
 
 
-def _report(
+def _report(  # noqa: PLR0917
     now: datetime, dry_run: bool, policy: RetentionPolicy, superseded: int, erased: int, dead: int
 ) -> PurgeReport:
     months = policy.consent_evidence_months
@@ -250,10 +252,17 @@ def _purge_memory(
     from commhistory.consent._data import memory_state  # noqa: PLC0415
     from commhistory.privacy.erase import memory_retain_until  # noqa: PLC0415
 
-    s = repo._s  # noqa: SLF001 - the in-memory store's own package
+    s = repo._s
     erased_state = memory_state(repo).erased
     rows = [
-        (cid, c.contact_id, c.channel.value, c.purpose.value, to_micros(c.occurred_at), c.action.value)
+        (
+            cid,
+            c.contact_id,
+            c.channel.value,
+            c.purpose.value,
+            to_micros(c.occurred_at),
+            c.action.value,
+        )
         for cid, c in s.consents.items()
         if c.contact_id not in erased_state
     ]
