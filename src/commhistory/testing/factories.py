@@ -39,8 +39,8 @@ _COUNTER = itertools.count(1)
 
 _ADDRESSES: Final = {
     Channel.EMAIL: lambda n: f"customer{n}@example.com",
-    Channel.SMS: lambda n: f"+8190{n % 100_000_000:08d}",
-    Channel.VOICE: lambda n: f"+8190{n % 100_000_000:08d}",
+    Channel.SMS: lambda n: f"+81901{n % 10_000_000:07d}",
+    Channel.VOICE: lambda n: f"+81901{n % 10_000_000:07d}",
     Channel.LINE: lambda n: f"U{n:032x}",
 }
 
