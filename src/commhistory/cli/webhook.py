@@ -1,0 +1,239 @@
+"""Webhook commands: ``parse-webhook``, ``ingest-webhook`` and ``verify-webhook``.
+
+* ``parse-webhook --provider NAME FILE``: print the canonical JSON lines of a
+  saved provider payload (no verification); events that cannot be parsed are
+  reported on standard error. Exit 1 when any was.
+* ``ingest-webhook --provider NAME FILE``: store them (``--db``/``--keyring``);
+  unparseable events, or a whole unparseable body, become dead letters.
+* ``verify-webhook --provider NAME FILE --secret S [--url U] [--header 'N: v']``:
+  check a saved request's signature; exit 0 when valid, 4 when not, saying why.
+  ``--secret`` is what the adapter is configured with: SendGrid's public key,
+  Twilio's auth token, LINE's channel secret, Mailgun's signing key,
+  Postmark's ``user:password``, or the SNS topic ARN for SES (the certificate
+  is then fetched from Amazon).
+
+Inbound messages and consent changes need a contact id: set
+``$COMMHISTORY_CONTACT_KEY`` (hex, at least 16 bytes) to derive pseudonymous
+ids (:class:`~commhistory.providers.KeyedContactResolver`); ``ingest-webhook``
+first looks the sender up in the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import sys
+from typing import Any, Final
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from commhistory.cli._common import EXIT_OK, EXIT_REJECTED, CommandError, add_store_options
+from commhistory.convert import ParsedLine, dumps
+from commhistory.errors import InvalidInputError, PayloadError, SignatureError
+from commhistory.providers import (
+    ADAPTERS,
+    ContactResolver,
+    KeyedContactResolver,
+    RepositoryContactResolver,
+    WebhookAdapter,
+    WebhookRequest,
+    WebhookResult,
+)
+from commhistory.providers.line import LineAdapter
+from commhistory.providers.mailgun import MailgunAdapter
+from commhistory.providers.postmark import PostmarkAdapter
+from commhistory.providers.sendgrid import SendGridAdapter
+from commhistory.providers.ses import SesAdapter
+from commhistory.providers.twilio import TwilioAdapter
+
+__all__ = [
+    "EXIT_INVALID",
+    "build_adapter",
+    "register",
+    "run_ingest",
+    "run_parse",
+    "run_verify",
+]
+
+EXIT_INVALID: Final = 4
+"""``verify-webhook``'s exit code when the request does not verify."""
+
+CONTACT_KEY_ENV: Final = "COMMHISTORY_CONTACT_KEY"
+
+
+def _header(value: str) -> tuple[str, str]:
+    name, sep, text = value.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected 'Name: value', got {value!r}")
+    return name.strip(), text.strip()
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the webhook commands."""
+    providers = sorted(ADAPTERS)
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("file", metavar="FILE", help="the saved request body")
+        parser.add_argument("--provider", required=True, choices=providers)
+        parser.add_argument("--content-type", default=None, metavar="T")
+        parser.add_argument(
+            "--header",
+            dest="headers",
+            type=_header,
+            action="append",
+            default=[],
+            metavar="'NAME: VALUE'",
+            help="a request header (repeatable)",
+        )
+        parser.add_argument("--url", default=None, metavar="U", help="the URL the provider called")
+
+    parse = subparsers.add_parser(
+        "parse-webhook", help="print the canonical JSON lines of a saved provider payload"
+    )
+    common(parse)
+    parse.set_defaults(run=run_parse)
+
+    ingest = subparsers.add_parser(
+        "ingest-webhook", help="store a saved provider payload; bad events become dead letters"
+    )
+    common(ingest)
+    add_store_options(ingest)
+    ingest.set_defaults(run=run_ingest)
+
+    verify = subparsers.add_parser(
+        "verify-webhook",
+        help="check a saved request's signature (exit 0 valid, 4 invalid)",
+    )
+    common(verify)
+    verify.add_argument("--secret", required=True, metavar="S")
+    verify.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="accepted age of signed timestamps (default 300)",
+    )
+    verify.set_defaults(run=run_verify)
+
+
+def _resolver() -> ContactResolver | None:
+    key = os.environ.get(CONTACT_KEY_ENV)
+    if not key:
+        return None
+    try:
+        return KeyedContactResolver(bytes.fromhex(key))
+    except (ValueError, InvalidInputError):
+        raise CommandError(f"${CONTACT_KEY_ENV} must be at least 16 bytes of hex") from None
+
+
+def build_adapter(provider: str, secret: str | None, **options: Any) -> WebhookAdapter:
+    """Build an adapter from one secret string (``None``: a parse-only adapter).
+
+    Args:
+        provider: The provider's name.
+        secret: See the module docstring; ``None`` when only parsing.
+        **options: Adapter options.
+
+    Raises:
+        CommandError: The provider is unknown or the secret unusable.
+    """
+    try:
+        if provider == "sendgrid":
+            if secret is None:
+                der = (
+                    ec.generate_private_key(ec.SECP256R1())
+                    .public_key()
+                    .public_bytes(
+                        serialization.Encoding.DER,
+                        serialization.PublicFormat.SubjectPublicKeyInfo,
+                    )
+                )
+                secret = base64.b64encode(der).decode()
+            return SendGridAdapter(secret, **options)
+        if provider == "twilio":
+            return TwilioAdapter(secret or "-", **options)
+        if provider == "line":
+            return LineAdapter(secret or "-", **options)
+        if provider == "mailgun":
+            return MailgunAdapter(secret or "-", **options)
+        if provider == "postmark":
+            user, _, password = (secret or "-:-").partition(":")
+            return PostmarkAdapter(user, password, **options)
+        if provider == "ses":
+            return SesAdapter([secret or "-"], **options)
+    except InvalidInputError as exc:
+        raise CommandError(f"--secret: {exc.reason}") from None
+    raise CommandError(f"unknown provider {provider!r}")
+
+
+def _request(args: argparse.Namespace) -> WebhookRequest:
+    path = args.file
+    if not os.path.isfile(path):
+        raise CommandError(f"no such file: {path}")
+    with open(path, "rb") as handle:
+        body = handle.read()
+    headers = list(args.headers)
+    if args.content_type:
+        headers.append(("Content-Type", args.content_type))
+    return WebhookRequest(body=body, headers=headers, url=args.url)
+
+
+def _report_errors(lines: tuple[ParsedLine, ...]) -> int:
+    errors = 0
+    for line in lines:
+        if line.error is not None:
+            errors += 1
+            print(f"event {line.line}: {line.error.field}: {line.error.reason}", file=sys.stderr)
+    return errors
+
+
+def run_parse(args: argparse.Namespace) -> int:
+    """Print the canonical JSON lines of a saved payload."""
+    adapter = build_adapter(args.provider, None, contact_resolver=_resolver())
+    try:
+        result: WebhookResult = adapter.parse(_request(args))
+    except PayloadError as exc:
+        raise CommandError(f"{args.file}: {exc}", exit_code=EXIT_REJECTED) from None
+    for record in result.records:
+        print(dumps(record))
+    return EXIT_REJECTED if _report_errors(result.lines) else EXIT_OK
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    """Store a saved payload; unparseable parts become dead letters."""
+    from commhistory.cli.store import repository  # noqa: PLC0415 - heavy imports
+
+    request = _request(args)
+    with repository(args, create=True) as repo:
+        resolver = RepositoryContactResolver(repo, fallback=_resolver())
+        adapter = build_adapter(args.provider, None, contact_resolver=resolver)
+        try:
+            lines = adapter.parse(request).lines
+        except PayloadError as exc:
+            raw = request.body.decode("utf-8", errors="replace")
+            lines = (ParsedLine(line=1, raw=raw, error=exc),)
+        _report_errors(lines)
+        report = repo.ingest(lines, source=adapter.source)
+    print(
+        f"{args.file}: {report.total} records: {report.inserted} inserted, "
+        f"{report.duplicates} duplicates, {report.rejected} rejected (dead letters)"
+    )
+    return EXIT_REJECTED if report.rejected else EXIT_OK
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Check a saved request's signature."""
+    options: dict[str, Any] = {}
+    if args.tolerance is not None:
+        options["tolerance"] = args.tolerance
+    adapter = build_adapter(args.provider, args.secret, **options)
+    request = _request(args)
+    try:
+        adapter.verify(request)
+    except (SignatureError, PayloadError) as exc:
+        print(f"invalid: {exc}")
+        return EXIT_INVALID
+    print(f"valid: the {args.provider} signature verifies")
+    return EXIT_OK

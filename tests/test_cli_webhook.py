@@ -1,0 +1,110 @@
+"""The webhook commands, through a locally built parser (cli/__init__ registers them later)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from commhistory.cli import webhook
+from commhistory.cli._common import CommandError
+from commhistory.testing import sendgrid_keys, signed_webhook
+
+PAYLOADS = Path(__file__).parent / "payloads"
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="commhistory")
+    webhook.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except CommandError as exc:
+        return exc.exit_code
+    return code
+
+
+def test_parse_prints_canonical_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    path = PAYLOADS / "sendgrid" / "batch.json"
+    assert run(["parse-webhook", "--provider", "sendgrid", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 13
+    first = json.loads(lines[0])
+    assert (first["kind"], first["type"], first["provider"]) == ("event", "queued", "sendgrid")
+
+
+def test_parse_reports_bad_events(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps([{"event": "open"}, "x"]))
+    assert run(["parse-webhook", "--provider", "sendgrid", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "event 1: sg_message_id: required" in err
+    assert "event 2: <event>" in err
+
+
+def test_parse_twilio_form_and_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
+    path = PAYLOADS / "twilio" / "status_delivered.txt"
+    assert run(["parse-webhook", "--provider", "twilio", str(path)]) == 0
+    assert '"delivered"' in capsys.readouterr().out
+    assert run(["parse-webhook", "--provider", "twilio", "/nonexistent"]) == 2
+
+
+def test_ingest_stores_and_dead_letters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = ["--db", f"sqlite:///{tmp_path / 'h.db'}", "--keyring", str(tmp_path / "k")]
+    path = PAYLOADS / "line" / "events.json"
+    # Without a contact key, LINE items need a resolver: all but the unknown event are kept
+    # as dead letters, not dropped.
+    assert run(["ingest-webhook", "--provider", "line", str(path), *store]) == 1
+    assert "1 inserted" in capsys.readouterr().out
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert run(["ingest-webhook", "--provider", "line", str(broken), *store]) == 1
+    assert "1 rejected" in capsys.readouterr().out
+
+
+def test_ingest_with_contact_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMMHISTORY_CONTACT_KEY", "00" * 16)
+    store = ["--db", f"sqlite:///{tmp_path / 'h.db'}", "--keyring", str(tmp_path / "k")]
+    path = PAYLOADS / "line" / "events.json"
+    assert run(["ingest-webhook", "--provider", "line", str(path), *store]) == 0
+    assert "6 inserted" in capsys.readouterr().out
+
+
+def test_verify_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    keys = sendgrid_keys()
+    hook = signed_webhook("sendgrid", [{"event": "open"}], keys)
+    body = tmp_path / "body.json"
+    body.write_bytes(hook.body)
+    headers = [
+        arg for name, value in hook.headers.items() for arg in ("--header", f"{name}: {value}")
+    ]
+    base = ["verify-webhook", "--provider", "sendgrid", str(body), *headers]
+    assert run([*base, "--secret", keys.public_key]) == 0
+    assert "valid" in capsys.readouterr().out
+    assert run([*base, "--secret", sendgrid_keys().public_key]) == 4
+    assert "invalid: signature does not match" in capsys.readouterr().out
+    assert run([*base, "--secret", "garbage"]) == 2
+
+
+def test_verify_twilio_published_example(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = tmp_path / "twilio.txt"
+    body.write_bytes(
+        b"CallSid=CA1234567890ABCDE&Caller=%2B14158675309&Digits=1234"
+        b"&From=%2B14158675309&To=%2B18005551212"
+    )
+    argv = [
+        "verify-webhook", "--provider", "twilio", str(body), "--secret", "12345",
+        "--url", "https://mycompany.com/myapp.php?foo=1&bar=2",
+        "--header", "X-Twilio-Signature: RSOYDt4T1cUTdK1PDd93/VVr8B8=",
+    ]  # fmt: skip
+    assert run(argv) == 0
+    assert run([*argv[:-1], "X-Twilio-Signature: AAAA"]) == 4
+    assert "URL differs" in capsys.readouterr().out
