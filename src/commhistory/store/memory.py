@@ -33,8 +33,8 @@ from commhistory.store.protocol import DeadLetter, IngestReport, TimelineEntry
 if TYPE_CHECKING:
     from commhistory.consent import ConsentLedger, SendDecision, SuppressionList
     from commhistory.convert import ParsedLine
-    from commhistory.privacy import ErasureReport
     from commhistory.kpi.metrics import KpiTable
+    from commhistory.privacy import ErasureReport
 
 __all__ = ["MemoryRepository"]
 
@@ -324,7 +324,7 @@ class MemoryRepository:
         purpose: Purpose | str,
         at: datetime | None = None,
     ) -> list[str]:
-        """Keep the sendable contacts of a list; see :func:`commhistory.consent.filter_sendable`."""
+        """Keep the sendable contacts; see :func:`commhistory.consent.filter_sendable`."""
         from commhistory.consent import filter_sendable  # noqa: PLC0415
 
         return filter_sendable(self, contact_ids, channel, purpose, at)

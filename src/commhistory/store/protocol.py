@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 import attrs
 
@@ -21,8 +21,11 @@ from commhistory.errors import InvalidInputError
 from commhistory.model import ConsentEvent, Event, Message
 
 if TYPE_CHECKING:
+    from commhistory.consent import ConsentLedger, SendDecision, SuppressionList
     from commhistory.convert import ParsedLine
     from commhistory.kpi.metrics import KpiTable
+    from commhistory.model import Channel, Purpose
+    from commhistory.privacy import ErasureReport
 
 __all__ = ["DeadLetter", "IngestReport", "Repository", "TimelineEntry"]
 
@@ -266,6 +269,44 @@ class Repository(Protocol):
 
         Returns:
             The dead letters.
+        """
+        ...
+
+    @property
+    def consent(self) -> ConsentLedger:
+        """The consent ledger: ``grant``, ``withdraw``, ``status(..., at=)``."""
+        ...
+
+    @property
+    def suppression(self) -> SuppressionList:
+        """The address-level suppression list."""
+        ...
+
+    def can_send(
+        self,
+        contact_id: str,
+        channel: Channel | str,
+        purpose: Purpose | str,
+        at: datetime | None = None,
+        *,
+        address: str | None = None,
+    ) -> SendDecision:
+        """Decide whether a message may be sent, with reasons (see ``docs/consent.md``)."""
+        ...
+
+    def export_subject(self, contact_id: str) -> dict[str, Any]:
+        """Everything held on a person as one JSON-serialisable document.
+
+        Raises:
+            NotFoundError: The contact is unknown.
+        """
+        ...
+
+    def erase_subject(self, contact_id: str) -> ErasureReport:
+        """Crypto-shred a person; idempotent (see ``docs/privacy.md``).
+
+        Raises:
+            NotFoundError: The contact is unknown.
         """
         ...
 
