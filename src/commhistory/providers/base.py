@@ -706,6 +706,9 @@ class WebhookAdapter(abc.ABC):
 
 def _raw(item: object) -> str:
     try:
-        return json.dumps(item, ensure_ascii=False, sort_keys=True, default=str)
+        return _ENCODE(item)
     except (TypeError, ValueError, RecursionError):
-        return repr(type(item))
+        return json.dumps(item, ensure_ascii=False, default=str)
+
+
+_ENCODE: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode

@@ -182,6 +182,6 @@ class SendGridAdapter(WebhookAdapter):
                 user_agent=get_str(item, "useragent"),
                 ip=get_str(item, "ip"),
                 machine=machine,
-                metadata={"provider_raw": dict(item)},
+                metadata={"provider_raw": item},
             )
         ]
