@@ -8,6 +8,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
+from commhistory import kpi
 from commhistory.crypto import KeyProvider, Keyring
 from commhistory.errors import (
     CommHistoryError,
@@ -24,6 +25,7 @@ from commhistory.errors import (
     SignatureError,
     StorageError,
 )
+from commhistory.kpi import ABResult, KpiRow, KpiTable
 from commhistory.model import (
     BounceClass,
     Channel,
@@ -55,6 +57,7 @@ except _PackageNotFoundError:  # pragma: no cover - running from a source tree w
     __version__ = "0.0.0"
 
 __all__ = [
+    "ABResult",
     "BounceClass",
     "Channel",
     "CommHistoryError",
@@ -73,6 +76,8 @@ __all__ = [
     "KeyNotFoundError",
     "KeyProvider",
     "Keyring",
+    "KpiRow",
+    "KpiTable",
     "MemoryRepository",
     "Message",
     "NormalizationError",
@@ -88,6 +93,7 @@ __all__ = [
     "StorageError",
     "TimelineEntry",
     "__version__",
+    "kpi",
     "normalize_email",
     "normalize_phone",
     "open_repository",
