@@ -202,6 +202,8 @@ def test_bulk_filter_matches_single_decisions(repo: Any) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("commhistory.consent.policy.BULK_THRESHOLD", 3)  # force the scanning path
         many = decide_many(repo, ids, "email", "marketing", at=at(2))
+        scanned = repo.filter_sendable(ids, "email", "marketing", at=at(2))
+    assert scanned == single
     assert [cid for cid, d in many.items() if d] == single
     assert many["c5"].reasons == repo.can_send("c5", "email", "marketing", at=at(2)).reasons
 
@@ -217,3 +219,23 @@ def test_sms_keyword_recognizes_whole_message_keywords(word: str, tail: str) -> 
 @given(st.text(max_size=30))
 def test_sms_keyword_only_returns_known_keywords(text: str) -> None:
     assert sms_keyword(text) in OPT_OUT_KEYWORDS | OPT_IN_KEYWORDS | {None}
+
+
+def test_bulk_filter_honours_overrides_and_erasure(repo: Any) -> None:
+    for cid in ("a", "b", "c"):
+        _grant(repo, cid)
+        repo.record_messages([msg(f"m{cid}", cid, day=1)])
+    repo.record_events([ev("ua", "ma", EventType.UNSUBSCRIBED, day=2)])
+    repo.record_events([ev("ub", "mb", EventType.UNSUBSCRIBED, day=2)])
+    repo.consent.grant("b", "email", "marketing", method="web_form", occurred_at=at(3))
+    from commhistory.privacy import erase_subject
+
+    erase_subject(repo, "c", now=at(3.5))
+    ids = ["a", "b", "c", "zz"]
+    expected = [cid for cid in ids if repo.can_send(cid, "email", "marketing", at=at(4))]
+    assert expected == ["b"]
+    assert repo.filter_sendable(ids, "email", "marketing", at=at(4)) == expected
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("commhistory.consent.policy.BULK_THRESHOLD", 1)
+        assert repo.filter_sendable(ids, "email", "marketing", at=at(4)) == expected
+    assert repo.filter_sendable(ids, "email", "transactional", at=at(4)) == ["a", "b", "zz"]

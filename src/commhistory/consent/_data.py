@@ -144,6 +144,21 @@ class ConsentData:
         """Return the ledger rows for (channel, purpose) up to *at* (all contacts: ``None``)."""
         raise NotImplementedError
 
+    def latest_actions(
+        self, contact_ids: Sequence[str] | None, channel: Channel, purpose: Purpose, at: datetime
+    ) -> dict[str, tuple[int, bool, str]]:
+        """Return each contact's deciding ledger row as ``(occurred_us, is_withdraw, id)``.
+
+        The bulk path of ``filter_sendable``: plain values, no records built.
+        """
+        best: dict[str, tuple[int, bool, str]] = {}
+        for r in self.consent_rows(contact_ids, channel, purpose, at):
+            key = (to_micros(r.occurred_at), r.action is ConsentAction.WITHDRAW, r.consent_id)
+            old = best.get(r.contact_id)
+            if old is None or key > old:
+                best[r.contact_id] = key
+        return best
+
     def contact_keys(self, contact_ids: Sequence[str], kind: str) -> dict[str, list[AddressKey]]:
         """Return the address keys of each contact's addresses of *kind*."""
         raise NotImplementedError
@@ -245,6 +260,37 @@ class SQLConsentData(ConsentData):
             )
             for r in rows
         ]
+
+    def latest_actions(
+        self, contact_ids: Sequence[str] | None, channel: Channel, purpose: Purpose, at: datetime
+    ) -> dict[str, tuple[int, bool, str]]:
+        """See :meth:`ConsentData.latest_actions`."""
+        ph = self.ph
+        sql = (
+            "SELECT contact_id, occurred_at, action, consent_id FROM consent_events "
+            f"WHERE channel = {ph} AND purpose = {ph} AND occurred_at <= {ph}"
+        )
+        params = (channel.value, purpose.value, to_micros(at))
+        with self.repo.transaction(read=True) as conn:
+            if contact_ids is None:
+                cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    cur.execute(sql, params)
+                    rows = cur.fetchall()
+                finally:
+                    cur.close()
+            else:
+                rows = self.repo.backend.select_in(
+                    conn, sql + " AND contact_id IN ({in})", contact_ids, extra=params
+                )
+        best: dict[str, tuple[int, bool, str]] = {}
+        get = best.get
+        for cid, occ, action, consent_id in rows:
+            key = (occ, action == "withdraw", consent_id)
+            old = get(cid)
+            if old is None or key > old:
+                best[cid] = key
+        return best
 
     def contact_keys(self, contact_ids: Sequence[str], kind: str) -> dict[str, list[AddressKey]]:
         """See :meth:`ConsentData.contact_keys`."""

@@ -40,6 +40,7 @@ from commhistory.consent._records import (
 )
 from commhistory.consent.ledger import coerce, latest, when
 from commhistory.model import Channel, ConsentAction, Purpose
+from commhistory.store._common import to_micros
 
 __all__ = ["can_send", "decide_many", "filter_sendable"]
 
@@ -151,7 +152,37 @@ def filter_sendable(
     Raises:
         PayloadError: Unknown channel or purpose value.
     """
-    return [cid for cid, d in decide_many(repo, contact_ids, channel, purpose, at).items() if d]
+    ch = coerce(Channel, channel, "channel")
+    pu = coerce(Purpose, purpose, "purpose")
+    t = when(at)
+    ids = list(dict.fromkeys(contact_ids))
+    data = data_for(repo)
+    scan: Sequence[str] | None = None if len(ids) > BULK_THRESHOLD else ids
+    erased: dict[str, datetime | None] = dict(data.erased()) if scan is None else data.known(ids)
+    decided = data.latest_actions(scan, ch, pu, t)
+    entries = data.contact_entries(scan, ch, t) if kind_of(ch) is not None else {}
+    marketing = pu is Purpose.MARKETING
+    out = []
+    for cid in ids:
+        gone = erased.get(cid)
+        if gone is not None and gone <= t:
+            continue
+        row = decided.get(cid)
+        granted = row is not None and not row[1]
+        if (marketing and not granted) or (row is not None and row[1]):
+            continue
+        blocked = False
+        for e in entries.get(cid, ()):
+            if not (e.active_at(t) and e.covers(pu)):
+                continue
+            overridden = e.reason in CONSENT_REASONS and granted and row is not None
+            if overridden and row is not None and row[0] > to_micros(e.since):
+                continue
+            blocked = True
+            break
+        if not blocked:
+            out.append(cid)
+    return out
 
 
 def _decide(
