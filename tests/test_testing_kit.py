@@ -77,14 +77,13 @@ DOWNSTREAM_TEST = '''
 
 
 def test_pytest_plugin_in_a_downstream_project(tmp_path: Path) -> None:
+    # The plugin loads through the pytest11 entry point of the installed package.
     (tmp_path / "test_downstream.py").write_text(textwrap.dedent(DOWNSTREAM_TEST))
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "pytest",
-            "-p",
-            "commhistory.testing.pytest_plugin",
             "-q",
             "-p",
             "no:cacheprovider",
