@@ -379,13 +379,16 @@ class ParsedLine:
 
     Attributes:
         line: The 1-based line number (for CSV, the row's first line in the file).
-        raw: The line's raw text. Personal: kept out of ``repr()``.
+        raw: The line's raw text, kept for dead letters. Personal: kept out of
+            ``repr()``. ``None`` when a valid record was not read from a line of text
+            (a webhook adapter builds records from decoded JSON and spares the
+            serialization): a store that must keep it serializes the record.
         record: The canonical record, when the line is valid.
         error: Why the line is invalid, when it is not.
     """
 
     line: int
-    raw: str = attrs.field(repr=False)
+    raw: str | None = attrs.field(repr=False)
     record: Record | None = None
     error: InvalidInputError | None = None
 

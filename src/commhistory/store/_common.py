@@ -231,7 +231,7 @@ def batches(items: Iterable[object], batch_size: int, *, parsed: bool = False) -
                 error = pl.error
                 field = error.field if error is not None else "<line>"
                 reason = error.reason if error is not None else "no record"
-                batch.reject(pl.line, field, reason, pl.raw)
+                batch.reject(pl.line, field, reason, pl.raw or "")
         else:
             batch.add(item, position, None)
         if batch.size >= batch_size:
