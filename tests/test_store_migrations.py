@@ -32,6 +32,7 @@ TABLES = {
     "events",
     "key_metadata",
     "messages",
+    "suppressions",
 }
 
 

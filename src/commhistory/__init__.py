@@ -9,6 +9,15 @@ from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
 from commhistory import kpi
+from commhistory.consent import (
+    ConsentLedger,
+    ConsentState,
+    ConsentStatus,
+    SendDecision,
+    SuppressionEntry,
+    SuppressionList,
+    SuppressionReason,
+)
 from commhistory.crypto import KeyProvider, Keyring
 from commhistory.errors import (
     CommHistoryError,
@@ -39,6 +48,7 @@ from commhistory.model import (
     Purpose,
 )
 from commhistory.normalize import normalize_email, normalize_phone
+from commhistory.privacy import ErasureReport, RetentionPolicy
 from commhistory.store import (
     DeadLetter,
     IngestReport,
@@ -63,12 +73,16 @@ __all__ = [
     "CommHistoryError",
     "ConsentAction",
     "ConsentEvent",
+    "ConsentLedger",
     "ConsentMethod",
     "ConsentRequired",
+    "ConsentState",
+    "ConsentStatus",
     "CryptoError",
     "DeadLetter",
     "DecryptionError",
     "Direction",
+    "ErasureReport",
     "Event",
     "EventType",
     "IngestReport",
@@ -86,11 +100,16 @@ __all__ = [
     "PermissionDenied",
     "Purpose",
     "Repository",
+    "RetentionPolicy",
     "RotationReport",
     "SQLRepository",
     "SchemaError",
+    "SendDecision",
     "SignatureError",
     "StorageError",
+    "SuppressionEntry",
+    "SuppressionList",
+    "SuppressionReason",
     "TimelineEntry",
     "__version__",
     "kpi",

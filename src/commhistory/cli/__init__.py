@@ -18,13 +18,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from commhistory.cli import demo, report, store, validate, webhook
+from commhistory.cli import consent, demo, report, store, validate, webhook
 from commhistory.cli._common import EXIT_USAGE, CommandError
 from commhistory.errors import CommHistoryError
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (validate, store, webhook, report, demo)
+_COMMANDS = (validate, store, webhook, report, demo, consent)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -56,7 +56,17 @@ ROOT_KEY_SIZE: Final = 32
 KEYRING_FORMAT: Final = 1
 """The ``"format"`` number written to, and required in, keyring files."""
 
-SUBKEY_PURPOSES: Final = ("audit", "blind-index", "data-key-wrap", "dead-letter", "token")
+SUBKEY_PURPOSES: Final = (
+    "audit",
+    "blind-index",
+    "consent-evidence",
+    "data-key-wrap",
+    "dead-letter",
+    "dead-letter-fingerprint",
+    "orphan-event",
+    "token",
+    "token-enc",
+)
 """The purposes commhistory derives subkeys for (see :func:`derive_subkey`)."""
 
 _HKDF_INFO_PREFIX: Final = b"commhistory/v1/"
