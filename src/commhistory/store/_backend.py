@@ -160,9 +160,13 @@ class PostgresBackend(Backend):
                 write = copy.write_row
                 for row in rows:
                     write(row)
+            # Insert in primary-key order: two writers adding overlapping keys then
+            # take their row locks in the same order, so one waits instead of both
+            # deadlocking.
+            order = ", ".join(c.name for c in table.primary_key.columns)
             cur.execute(
                 f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM {stage} "
-                "ON CONFLICT DO NOTHING"
+                f"ORDER BY {order} ON CONFLICT DO NOTHING"
             )
             inserted = int(cur.rowcount)
             cur.execute(f"TRUNCATE {stage}")

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
 import secrets
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -112,6 +114,18 @@ DEAD_LETTER_COLUMNS: Final = (
     "dead_letter_id", "fingerprint", "received_at", "source", "line", "field", "reason",
     "key_id", "raw",
 )  # fmt: skip
+
+
+_BATCH_ATTEMPTS: Final = 5
+"""How often a batch is tried when the database aborts it to break a deadlock."""
+
+_RETRYABLE_SQLSTATES: Final = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+
+
+def _retryable(exc: StorageError) -> bool:
+    """Whether the database aborted the transaction only to resolve a conflict."""
+    orig = getattr(exc.__cause__, "orig", exc.__cause__)
+    return getattr(orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
 
 
 def _now_us() -> int:
@@ -365,14 +379,22 @@ class SQLRepository:
     def _write(self, parts: Iterable[Batch], source: str) -> IngestReport:
         report = IngestReport()
         for batch in parts:
-            pending = _Pending()
-            try:
-                with self.transaction() as conn:
-                    part = self._write_batch(conn, batch, source, pending)
-            except BaseException:
-                # Nothing of the batch was committed: forget what it taught us.
-                self._ciphers.clear()
-                raise
+            for attempt in range(1, _BATCH_ATTEMPTS + 1):
+                pending = _Pending()
+                try:
+                    with self.transaction() as conn:
+                        part = self._write_batch(conn, batch, source, pending)
+                except StorageError as exc:
+                    # Nothing of the batch was committed: forget what it taught us.
+                    self._ciphers.clear()
+                    if attempt == _BATCH_ATTEMPTS or not _retryable(exc):
+                        raise
+                    time.sleep(random.uniform(0.01, 0.05) * attempt)  # noqa: S311 - jitter
+                    continue
+                except BaseException:
+                    self._ciphers.clear()
+                    raise
+                break
             self._ciphers.update(pending.ciphers)
             self._message_contacts.update(pending.messages)
             self._pair_messages.update(pending.pairs)
