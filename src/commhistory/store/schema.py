@@ -160,6 +160,10 @@ events: Final = sa.Table(
     sa.UniqueConstraint("provider", "provider_event_id"),
     sa.Index(None, "contact_id", "occurred_at"),
     sa.Index(None, "message_id"),
+    # Covers the KPI engine's per-message pass over events (migration 0003).
+    sa.Index(
+        "ix_events_kpi", "message_id", "type", "machine", "bounce", "revenue_micros", "currency"
+    ),
     sa.Index(
         "ix_events_orphans",
         "provider",
