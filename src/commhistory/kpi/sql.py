@@ -115,20 +115,81 @@ def _local_day_sql(segments: list[tuple[int, int]]) -> str:
     return _floor_div(f"(m.sent_at + {offset})", _DAY_US)
 
 
+_FLAG_CODES: Final = (
+    # (name, event type, counts only human events when excluding machines, SQLite char, bit)
+    ("o", "opened", True, "o", 16),
+    ("c", "clicked", True, "c", 32),
+    ("cv", "converted", True, "v", 64),
+    ("u", "unsubscribed", True, "u", 128),
+    ("cp", "complained", True, "p", 256),
+    ("f", "failed", False, "F", 8),
+    ("rj", "rejected", False, "R", 1),
+)
+"""The per-message flags folded from events: one code per event, OR-ed per message."""
+
+_BOUNCE_SOFT: Final = ("B", 2)
+_BOUNCE_HARD: Final = ("H", 4)
+
+
+def _event_code(dialect: str, exclude_machine: bool) -> str:
+    """One ``CASE`` per event giving its flag code, or NULL for events that set none."""
+    pg = dialect == "postgresql"
+
+    def code(char: str, bit: int) -> str:
+        return str(bit) if pg else f"'{char}'"
+
+    def human(value: str) -> str:
+        return f"CASE WHEN machine THEN NULL ELSE {value} END" if exclude_machine else value
+
+    whens = []
+    for _name, kind, reaction, char, bit in _FLAG_CODES[:2]:
+        whens.append(
+            f"WHEN '{kind}' THEN {human(code(char, bit)) if reaction else code(char, bit)}"
+        )
+    # The most frequent type that sets no flag, early, so most events stop here.
+    whens.append("WHEN 'delivered' THEN NULL")
+    whens.append(
+        f"WHEN 'bounced' THEN CASE WHEN bounce = 'hard' THEN {code(*_BOUNCE_HARD)} "
+        f"ELSE {code(*_BOUNCE_SOFT)} END"
+    )
+    for _name, kind, reaction, char, bit in _FLAG_CODES[2:]:
+        whens.append(
+            f"WHEN '{kind}' THEN {human(code(char, bit)) if reaction else code(char, bit)}"
+        )
+    return f"CASE type {' '.join(whens)} END"
+
+
+def _has(dialect: str, char: str, bit: int) -> str:
+    """A condition on the joined per-message code ``e.k`` (NULL without events)."""
+    if dialect == "postgresql":
+        return f"((COALESCE(e.k, 0) & {bit}) <> 0)"
+    return f"(instr(COALESCE(e.k, ''), '{char}') > 0)"
+
+
 def kpi_query(
     *,
     keys: tuple[str, ...],
     local_day_sql: str | None,
     where: str,
     exclude_machine: bool,
+    dialect: str = "sqlite",
 ) -> tuple[str, str]:
     """Build the KPI SQL: the main aggregate and the mixed-currency revenue query.
+
+    Events are folded per message first, in one pass over ``events`` (which
+    the covering index ``ix_events_kpi`` answers alone, in ``message_id``
+    order): each event becomes a flag code, and the codes of a message are
+    OR-ed (``bit_or`` of bits on PostgreSQL; on SQLite, which has no bitwise
+    aggregate, ``group_concat`` of one-letter codes tested with ``instr``).
+    Only then are the per-message rows joined to ``messages`` and summed per
+    group.
 
     Args:
         keys: The non-period grouping keys (message columns).
         local_day_sql: The local-day expression, when grouping by a period.
         where: The ``WHERE`` condition on ``messages m`` (with placeholders).
         exclude_machine: Leave out machine reactions.
+        dialect: ``"sqlite"`` or ``"postgresql"``.
 
     Returns:
         ``(main_sql, mixed_currency_sql)``. The main query's columns are the
@@ -136,62 +197,53 @@ def kpi_query(
         the counts in :data:`~commhistory.kpi.metrics.COUNTS` order and the
         revenue micros.
     """
-    human = "NOT e.machine" if exclude_machine else "TRUE"
+    agg = "bit_or" if dialect == "postgresql" else "group_concat"
+    sep = "" if dialect == "postgresql" else ", ''"
+    human = " AND NOT machine" if exclude_machine else ""
+    conv = f"revenue_micros IS NOT NULL AND type = 'converted'{human}"
+    inner = (
+        f"SELECT message_id, {agg}({_event_code(dialect, exclude_machine)}{sep}) AS k, "
+        f"SUM(CASE WHEN {conv} THEN revenue_micros END) AS rev, "
+        f"MIN(CASE WHEN {conv} THEN currency END) AS cur_lo, "
+        f"MAX(CASE WHEN {conv} THEN currency END) AS cur_hi "
+        "FROM events GROUP BY message_id"
+    )
+    has = {name: _has(dialect, char, bit) for name, _k, _r, char, bit in _FLAG_CODES}
+    b = f"({_has(dialect, *_BOUNCE_SOFT)} OR {_has(dialect, *_BOUNCE_HARD)})"
+    hb = _has(dialect, *_BOUNCE_HARD)
+    d = f"(NOT {b} AND NOT {has['f']})"
 
-    def flag(cond: str) -> str:
-        return f"MAX(CASE WHEN {cond} THEN 1 ELSE 0 END)"
+    def count(cond: str) -> str:
+        return f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END)"
 
-    conv = f"e.type = 'converted' AND {human}"
+    failed = f"NOT {b} AND {has['f']}"
+    opened = f"{d} AND ({has['o']} OR {has['c']})"
+
     group_cols = [f"m.{k}" for k in keys]
     if local_day_sql is not None:
-        group_cols.append(f"{local_day_sql}")
-    inner_cols = [f"{c} AS g{i}" for i, c in enumerate(group_cols)]
-    flags = [
-        ("rj", "e.type = 'rejected'"),
-        ("b", "e.type = 'bounced'"),
-        ("hb", "e.type = 'bounced' AND e.bounce = 'hard'"),
-        ("f", "e.type = 'failed'"),
-        ("o", f"e.type = 'opened' AND {human}"),
-        ("c", f"e.type = 'clicked' AND {human}"),
-        ("cv", conv),
-        ("u", f"e.type = 'unsubscribed' AND {human}"),
-        ("cp", f"e.type = 'complained' AND {human}"),
-    ]
-    inner = (
-        "SELECT m.message_id AS mid, "
-        + "".join(f"{c}, " for c in inner_cols)
-        + "".join(f"{flag(cond)} AS {name}, " for name, cond in flags)
-        + f"SUM(CASE WHEN {conv} THEN e.revenue_micros END) AS rev, "
-        f"MIN(CASE WHEN {conv} THEN e.currency END) AS cur_lo, "
-        f"MAX(CASE WHEN {conv} THEN e.currency END) AS cur_hi "
-        "FROM messages m LEFT JOIN events e ON e.message_id = m.message_id "
-        f"WHERE {where} "
-        "GROUP BY m.message_id" + "".join(f", {c}" for c in group_cols)
+        group_cols.append(local_day_sql)
+    gsql = "".join(f"{c}, " for c in group_cols)
+    mixed_flag = "CASE WHEN e.cur_lo <> e.cur_hi THEN 1 ELSE 0 END"
+    joined = (
+        f"FROM messages m LEFT JOIN ({inner}) e ON e.message_id = m.message_id "
+        f"WHERE {where} AND NOT {has['rj']} "
     )
-    g = [f"g{i}" for i in range(len(group_cols))]
-    d = "(b = 0 AND f = 0)"
-    outer_keys = "".join(f"{x}, " for x in g)
     main = (
-        f"SELECT {outer_keys}cur_lo, CASE WHEN cur_lo <> cur_hi THEN 1 ELSE 0 END AS mixed, "
-        "COUNT(*), "
-        f"SUM(CASE WHEN {d} THEN 1 ELSE 0 END), "
-        "SUM(b), SUM(hb), "
-        "SUM(CASE WHEN b = 0 THEN f ELSE 0 END), "
-        f"SUM(CASE WHEN {d} AND (o = 1 OR c = 1) THEN 1 ELSE 0 END), "
-        f"SUM(CASE WHEN {d} THEN c ELSE 0 END), "
-        f"SUM(CASE WHEN {d} THEN cv ELSE 0 END), "
-        f"SUM(CASE WHEN {d} THEN u ELSE 0 END), "
-        f"SUM(CASE WHEN {d} THEN cp ELSE 0 END), "
-        f"SUM(CASE WHEN {d} THEN rev END) "
-        f"FROM ({inner}) pm WHERE rj = 0 "
-        f"GROUP BY {outer_keys}cur_lo, CASE WHEN cur_lo <> cur_hi THEN 1 ELSE 0 END"
+        f"SELECT {gsql}e.cur_lo, {mixed_flag}, COUNT(*), {count(d)}, {count(b)}, {count(hb)}, "
+        f"{count(failed)}, {count(opened)}, "
+        + ", ".join(count(f"{d} AND {has[n]}") for n in ("c", "cv", "u", "cp"))
+        + f", SUM(CASE WHEN {d} THEN e.rev END) "
+        + joined
+        + f"GROUP BY {gsql}e.cur_lo, {mixed_flag}"
     )
+    x_conv = f"x.type = 'converted'{' AND NOT x.machine' if exclude_machine else ''}"
     mixed = (
-        f"SELECT {''.join(f'pm.{x}, ' for x in g)}e.currency, SUM(e.revenue_micros) "
-        f"FROM ({inner}) pm JOIN events e ON e.message_id = pm.mid "
-        f"WHERE pm.rj = 0 AND pm.b = 0 AND pm.f = 0 AND pm.cur_lo <> pm.cur_hi "
-        f"AND {conv} AND e.currency IS NOT NULL "
-        f"GROUP BY {''.join(f'pm.{x}, ' for x in g)}e.currency"
+        f"SELECT {gsql}x.currency, SUM(x.revenue_micros) "
+        f"FROM messages m JOIN ({inner}) e ON e.message_id = m.message_id "
+        "JOIN events x ON x.message_id = m.message_id "
+        f"WHERE {where} AND NOT {has['rj']} AND {d} AND e.cur_lo <> e.cur_hi "
+        f"AND {x_conv} AND x.revenue_micros IS NOT NULL AND x.currency IS NOT NULL "
+        f"GROUP BY {gsql}x.currency"
     )
     return main, mixed
 
@@ -238,6 +290,11 @@ def repository_kpis(
         params.append((until - _EPOCH) // _US)
     acc = Accumulator(keys)
     with repo.transaction(read=True) as conn:
+        if repo.dialect == "postgresql":
+            # The per-message aggregate sits on the build side of the join; a
+            # parallel plan runs it once per process (measured: 1.5 s against
+            # 0.9 s serial, 1M events). SET LOCAL ends with this transaction.
+            conn.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")
         unmatched = int(
             conn.exec_driver_sql(
                 "SELECT COUNT(*) FROM events WHERE contact_id IS NULL"
@@ -255,7 +312,11 @@ def repository_kpis(
                 )
             local_day_sql = _local_day_sql(offset_segments(zone, int(lo), int(hi)))
         main, mixed = kpi_query(
-            keys=columns, local_day_sql=local_day_sql, where=where, exclude_machine=exclude_machine
+            keys=columns,
+            local_day_sql=local_day_sql,
+            where=where,
+            exclude_machine=exclude_machine,
+            dialect=repo.dialect,
         )
         rows = conn.exec_driver_sql(main, tuple(params)).all()
         mixed_rows: Sequence[Any] = ()
