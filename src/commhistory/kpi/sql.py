@@ -1,8 +1,10 @@
 """The SQL KPI engine: DESIGN section 5 as aggregates run by SQLite or PostgreSQL.
 
-One query does the work. The inner ``SELECT`` folds each message's events into
-flags (``MAX(CASE ...)``), grouped by message; the outer one sums the flags per
-group. Nothing personal is read, and no row is decrypted.
+One query does the work. The inner ``SELECT`` folds ``events`` per message in
+one pass over the covering index ``ix_events_kpi``: each event becomes a flag
+code, OR-ed per message (``bit_or`` on PostgreSQL, ``group_concat`` of letters
+on SQLite); the outer one joins those rows to ``messages`` and sums the flags
+per group. Nothing personal is read, and no row is decrypted.
 
 Two things are added up in Python afterwards, exactly, because counts per
 message are additive across any partition of the messages:
