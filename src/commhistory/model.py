@@ -20,8 +20,9 @@ for you. A record that exists is therefore always canonical:
 from __future__ import annotations
 
 import enum
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -138,13 +139,25 @@ class ConsentMethod(enum.StrEnum):
 
 
 # --------------------------------------------------------------------------- validators
+#
+# Each record has ONE attrs validator, on its last field (attrs runs validators
+# after every field is set, and only while attrs.validators are enabled). It
+# first tries a fast pass that only answers "certainly valid" for the common
+# shapes (exact ``str``, ``datetime`` in UTC, enum members, ``None``...), and
+# otherwise runs the per-field checks below in declaration order, so the first
+# bad field is the one reported, with the same error as ever.
 
 _LINE_USER_ID: Final = re.compile(r"U[0-9a-f]{32}")
 _STATUS_CODE: Final = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
+_status_code_match: Final = _STATUS_CODE.fullmatch
+
+_Check = Callable[[str, object], None]
 
 
 def _to_utc(value: object) -> object:
     """Convert an aware datetime to UTC; anything else is left for the validator."""
+    if type(value) is datetime and value.tzinfo is UTC:
+        return value  # what astimezone(UTC) would return
     if isinstance(value, datetime) and value.utcoffset() is not None:
         return value.astimezone(UTC)
     return value
@@ -154,67 +167,114 @@ def _optional_to_utc(value: object) -> object:
     return None if value is None else _to_utc(value)
 
 
-def _aware(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+def _aware(field: str, value: object) -> None:
     if not isinstance(value, datetime):
-        raise PayloadError(field=attr.name, reason=f"expected a datetime, got {_kind(value)}")
+        raise PayloadError(field=field, reason=f"expected a datetime, got {_kind(value)}")
     if value.utcoffset() is None:
         raise NormalizationError(
-            field=attr.name, reason="naive datetime; give a time zone offset or a default zone"
+            field=field, reason="naive datetime; give a time zone offset or a default zone"
         )
 
 
-def _optional_aware(inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+def _optional_aware(field: str, value: object) -> None:
     if value is not None:
-        _aware(inst, attr, value)
+        _aware(field, value)
 
 
-def _identifier(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+def _identifier(field: str, value: object) -> None:
     if not isinstance(value, str):
-        raise PayloadError(field=attr.name, reason=f"expected a string id, got {_kind(value)}")
+        raise PayloadError(field=field, reason=f"expected a string id, got {_kind(value)}")
     if not value.strip():
-        raise PayloadError(field=attr.name, reason="must not be empty")
+        raise PayloadError(field=field, reason="must not be empty")
 
 
-def _optional_identifier(inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+def _optional_identifier(field: str, value: object) -> None:
     if value is not None:
-        _identifier(inst, attr, value)
+        _identifier(field, value)
 
 
-def _optional_text(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+def _optional_text(field: str, value: object) -> None:
     if value is not None and not isinstance(value, str):
-        raise PayloadError(field=attr.name, reason=f"expected a string, got {_kind(value)}")
+        raise PayloadError(field=field, reason=f"expected a string, got {_kind(value)}")
 
 
-def _enum(cls: type[enum.Enum]) -> Any:
-    def check(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+def _enum(cls: type[enum.Enum]) -> _Check:
+    def check(field: str, value: object) -> None:
         if not isinstance(value, cls):
             allowed = ", ".join(str(m.value) for m in cls)
-            raise PayloadError(field=attr.name, reason=f"expected one of: {allowed}")
+            raise PayloadError(field=field, reason=f"expected one of: {allowed}")
 
     return check
 
 
-def _optional_enum(cls: type[enum.Enum]) -> Any:
+def _optional_enum(cls: type[enum.Enum]) -> _Check:
     inner = _enum(cls)
 
-    def check(inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    def check(field: str, value: object) -> None:
         if value is not None:
-            inner(inst, attr, value)
+            inner(field, value)
 
     return check
 
 
-def _metadata(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+def _status_code(field: str, value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not _STATUS_CODE.fullmatch(value):
+        raise NormalizationError(
+            field=field, reason="expected an enhanced status code like '5.1.1'"
+        )
+
+
+def _boolean(field: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise PayloadError(field=field, reason=f"expected a boolean, got {_kind(value)}")
+
+
+def _unchecked(_field: str, _value: object) -> None:
+    return
+
+
+def _metadata(field: str, value: object) -> None:
     if not isinstance(value, Mapping):
-        raise PayloadError(field=attr.name, reason=f"expected an object, got {_kind(value)}")
+        raise PayloadError(field=field, reason=f"expected an object, got {_kind(value)}")
     for key in value:
         if not isinstance(key, str):
-            raise PayloadError(field=attr.name, reason="keys must be strings")
+            raise PayloadError(field=field, reason="keys must be strings")
+
+
+def _run_checks(record: object, checks: tuple[tuple[str, _Check], ...]) -> None:
+    """Run per-field checks in order: the first bad field raises."""
+    for name, check in checks:
+        check(name, getattr(record, name))
+
+
+def _plain_metadata(value: object) -> bool:
+    """Whether *value* is certainly valid metadata (a dict with str keys)."""
+    if type(value) is not dict:
+        return False
+    for key in value:  # noqa: SIM110 - a plain loop is faster than all() over a generator
+        if type(key) is not str:
+            return False
+    return True
+
+
+_TEXT: Final = (str, type(None))
+"""The exact types an optional text field certainly accepts."""
 
 
 def _kind(value: object) -> str:
     """Name a value's type without showing the value (it may be personal)."""
     return type(value).__name__
+
+
+@functools.cache
+def _normalizers() -> tuple[Callable[[str], str], Callable[[str], str]]:
+    # Imported on first use, once: the normalizers import this module's enums.
+    from commhistory.normalize.email import normalize_email  # noqa: PLC0415
+    from commhistory.normalize.phone import normalize_phone  # noqa: PLC0415
+
+    return normalize_email, normalize_phone
 
 
 def check_address(channel: Channel, address: str, *, field: str = "address") -> None:
@@ -228,10 +288,7 @@ def check_address(channel: Channel, address: str, *, field: str = "address") -> 
     Raises:
         NormalizationError: The address is not in the canonical form for the channel.
     """
-    # Imported here: the normalizers import this module's enums.
-    from commhistory.normalize.email import normalize_email  # noqa: PLC0415
-    from commhistory.normalize.phone import normalize_phone  # noqa: PLC0415
-
+    normalize_email, normalize_phone = _normalizers()
     if channel is Channel.EMAIL:
         try:
             canonical = normalize_email(address)
@@ -287,27 +344,60 @@ class Message:
     .. versionadded:: 0.1.0
     """
 
-    message_id: str = attrs.field(validator=_identifier)
-    channel: Channel = attrs.field(validator=_enum(Channel))
-    direction: Direction = attrs.field(validator=_enum(Direction))
-    contact_id: str = attrs.field(validator=_identifier)
-    address: str = attrs.field(repr=False, validator=_optional_text)
-    sent_at: datetime = attrs.field(converter=_to_utc, validator=_aware)
-    purpose: Purpose = attrs.field(default=Purpose.MARKETING, validator=_enum(Purpose))
-    campaign_id: str | None = attrs.field(default=None, validator=_optional_identifier)
-    variant: str | None = attrs.field(default=None, validator=_optional_identifier)
-    subject: str | None = attrs.field(default=None, repr=False, validator=_optional_text)
-    body: str | None = attrs.field(default=None, repr=False, validator=_optional_text)
-    provider: str | None = attrs.field(default=None, validator=_optional_identifier)
-    provider_message_id: str | None = attrs.field(default=None, validator=_optional_identifier)
-    metadata: Mapping[str, JSONValue] = attrs.field(
-        factory=dict, repr=False, hash=False, validator=_metadata
-    )
+    message_id: str
+    channel: Channel
+    direction: Direction
+    contact_id: str
+    address: str = attrs.field(repr=False)
+    sent_at: datetime = attrs.field(converter=_to_utc)
+    purpose: Purpose = Purpose.MARKETING
+    campaign_id: str | None = None
+    variant: str | None = None
+    subject: str | None = attrs.field(default=None, repr=False)
+    body: str | None = attrs.field(default=None, repr=False)
+    provider: str | None = None
+    provider_message_id: str | None = None
+    metadata: Mapping[str, JSONValue] = attrs.field(factory=dict, repr=False, hash=False)
+
+    @metadata.validator
+    def _validate(self, _attr: attrs.Attribute[Any], metadata: object) -> None:
+        # The only attrs validator, on the last field: checks every field.
+        message_id: object = self.message_id
+        contact_id: object = self.contact_id
+        sent_at: object = self.sent_at
+        campaign_id: object = self.campaign_id
+        variant: object = self.variant
+        provider: object = self.provider
+        provider_message_id: object = self.provider_message_id
+        if not (
+            type(message_id) is str
+            and message_id.strip()
+            and type(self.channel) is Channel
+            and type(self.direction) is Direction
+            and type(contact_id) is str
+            and contact_id.strip()
+            and type(self.address) in _TEXT
+            and type(sent_at) is datetime
+            and sent_at.tzinfo is UTC
+            and type(self.purpose) is Purpose
+            and (campaign_id is None or (type(campaign_id) is str and campaign_id.strip()))
+            and (variant is None or (type(variant) is str and variant.strip()))
+            and type(self.subject) in _TEXT
+            and type(self.body) in _TEXT
+            and (provider is None or (type(provider) is str and provider.strip()))
+            and (
+                provider_message_id is None
+                or (type(provider_message_id) is str and provider_message_id.strip())
+            )
+            and _plain_metadata(metadata)
+        ):
+            _run_checks(self, _MESSAGE_CHECKS)
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.address, str):
+        address: object = self.address
+        if not isinstance(address, str):
             raise PayloadError(field="address", reason="required")
-        check_address(self.channel, self.address)
+        check_address(self.channel, address)
 
 
 @attrs.frozen(kw_only=True)
@@ -342,40 +432,67 @@ class Event:
     .. versionadded:: 0.1.0
     """
 
-    event_id: str = attrs.field(validator=_identifier)
-    type: EventType = attrs.field(validator=_enum(EventType))
-    occurred_at: datetime = attrs.field(converter=_to_utc, validator=_aware)
-    message_id: str | None = attrs.field(default=None, validator=_optional_identifier)
-    provider: str | None = attrs.field(default=None, validator=_optional_identifier)
-    provider_message_id: str | None = attrs.field(default=None, validator=_optional_identifier)
-    provider_event_id: str | None = attrs.field(default=None, validator=_optional_identifier)
-    address: str | None = attrs.field(default=None, repr=False, validator=_optional_text)
-    status_code: str | None = attrs.field(default=None)
-    bounce: BounceClass | None = attrs.field(default=None, validator=_optional_enum(BounceClass))
-    reason: str | None = attrs.field(default=None, repr=False, validator=_optional_text)
-    url: str | None = attrs.field(default=None, repr=False, validator=_optional_text)
-    user_agent: str | None = attrs.field(default=None, repr=False, validator=_optional_text)
-    ip: str | None = attrs.field(default=None, repr=False, validator=_optional_text)
-    machine: bool = attrs.field(default=False)
-    revenue: Decimal | None = attrs.field(default=None)
-    currency: str | None = attrs.field(default=None)
-    metadata: Mapping[str, JSONValue] = attrs.field(
-        factory=dict, repr=False, hash=False, validator=_metadata
-    )
+    event_id: str
+    type: EventType
+    occurred_at: datetime = attrs.field(converter=_to_utc)
+    message_id: str | None = None
+    provider: str | None = None
+    provider_message_id: str | None = None
+    provider_event_id: str | None = None
+    address: str | None = attrs.field(default=None, repr=False)
+    status_code: str | None = None
+    bounce: BounceClass | None = None
+    reason: str | None = attrs.field(default=None, repr=False)
+    url: str | None = attrs.field(default=None, repr=False)
+    user_agent: str | None = attrs.field(default=None, repr=False)
+    ip: str | None = attrs.field(default=None, repr=False)
+    machine: bool = False
+    revenue: Decimal | None = None
+    currency: str | None = None
+    metadata: Mapping[str, JSONValue] = attrs.field(factory=dict, repr=False, hash=False)
 
-    @status_code.validator
-    def _check_status_code(self, _attr: attrs.Attribute[Any], value: object) -> None:
-        if value is None:
-            return
-        if not isinstance(value, str) or not _STATUS_CODE.fullmatch(value):
-            raise NormalizationError(
-                field="status_code", reason="expected an enhanced status code like '5.1.1'"
+    @metadata.validator
+    def _validate(self, _attr: attrs.Attribute[Any], metadata: object) -> None:
+        # The only attrs validator, on the last field: checks every field.
+        event_id: object = self.event_id
+        occurred_at: object = self.occurred_at
+        message_id: object = self.message_id
+        provider: object = self.provider
+        provider_message_id: object = self.provider_message_id
+        provider_event_id: object = self.provider_event_id
+        status_code: object = self.status_code
+        bounce: object = self.bounce
+        machine: object = self.machine
+        if not (
+            type(event_id) is str
+            and event_id.strip()
+            and type(self.type) is EventType
+            and type(occurred_at) is datetime
+            and occurred_at.tzinfo is UTC
+            and (message_id is None or (type(message_id) is str and message_id.strip()))
+            and (provider is None or (type(provider) is str and provider.strip()))
+            and (
+                provider_message_id is None
+                or (type(provider_message_id) is str and provider_message_id.strip())
             )
-
-    @machine.validator
-    def _check_machine(self, _attr: attrs.Attribute[Any], value: object) -> None:
-        if not isinstance(value, bool):
-            raise PayloadError(field="machine", reason=f"expected a boolean, got {_kind(value)}")
+            and (
+                provider_event_id is None
+                or (type(provider_event_id) is str and provider_event_id.strip())
+            )
+            and type(self.address) in _TEXT
+            and (
+                status_code is None
+                or (type(status_code) is str and _status_code_match(status_code) is not None)
+            )
+            and (bounce is None or type(bounce) is BounceClass)
+            and type(self.reason) in _TEXT
+            and type(self.url) in _TEXT
+            and type(self.user_agent) in _TEXT
+            and type(self.ip) in _TEXT
+            and (machine is True or machine is False)
+            and _plain_metadata(metadata)
+        ):
+            _run_checks(self, _EVENT_CHECKS)
 
     def __attrs_post_init__(self) -> None:
         if self.message_id is None and (self.provider is None or self.provider_message_id is None):
@@ -383,7 +500,8 @@ class Event:
                 field="message_id",
                 reason="required, or give both provider and provider_message_id",
             )
-        _check_money(self.revenue, self.currency)
+        if self.revenue is not None or self.currency is not None:
+            _check_money(self.revenue, self.currency)
 
 
 def _check_money(revenue: object, currency: object) -> None:
@@ -427,25 +545,107 @@ class ConsentEvent:
     .. versionadded:: 0.1.0
     """
 
-    contact_id: str = attrs.field(validator=_identifier)
-    channel: Channel = attrs.field(validator=_enum(Channel))
-    purpose: Purpose = attrs.field(validator=_enum(Purpose))
-    action: ConsentAction = attrs.field(validator=_enum(ConsentAction))
-    occurred_at: datetime = attrs.field(converter=_to_utc, validator=_aware)
-    method: ConsentMethod = attrs.field(validator=_enum(ConsentMethod))
-    consent_id: str | None = attrs.field(default=None, validator=_optional_identifier)
-    recorded_at: datetime | None = attrs.field(
-        default=None, converter=_optional_to_utc, validator=_optional_aware
-    )
-    source: str | None = attrs.field(default=None, validator=_optional_text)
-    notice_version: str | None = attrs.field(default=None, validator=_optional_text)
-    notice_hash: str | None = attrs.field(default=None, validator=_optional_text)
-    ip: str | None = attrs.field(default=None, repr=False, validator=_optional_text)
-    user_agent: str | None = attrs.field(default=None, repr=False, validator=_optional_text)
-    actor: str | None = attrs.field(default=None, validator=_optional_text)
-    metadata: Mapping[str, JSONValue] = attrs.field(
-        factory=dict, repr=False, hash=False, validator=_metadata
-    )
+    contact_id: str
+    channel: Channel
+    purpose: Purpose
+    action: ConsentAction
+    occurred_at: datetime = attrs.field(converter=_to_utc)
+    method: ConsentMethod
+    consent_id: str | None = None
+    recorded_at: datetime | None = attrs.field(default=None, converter=_optional_to_utc)
+    source: str | None = None
+    notice_version: str | None = None
+    notice_hash: str | None = None
+    ip: str | None = attrs.field(default=None, repr=False)
+    user_agent: str | None = attrs.field(default=None, repr=False)
+    actor: str | None = None
+    metadata: Mapping[str, JSONValue] = attrs.field(factory=dict, repr=False, hash=False)
+
+    @metadata.validator
+    def _validate(self, _attr: attrs.Attribute[Any], metadata: object) -> None:
+        # The only attrs validator, on the last field: checks every field.
+        contact_id: object = self.contact_id
+        occurred_at: object = self.occurred_at
+        consent_id: object = self.consent_id
+        recorded_at: object = self.recorded_at
+        if not (
+            type(contact_id) is str
+            and contact_id.strip()
+            and type(self.channel) is Channel
+            and type(self.purpose) is Purpose
+            and type(self.action) is ConsentAction
+            and type(occurred_at) is datetime
+            and occurred_at.tzinfo is UTC
+            and type(self.method) is ConsentMethod
+            and (consent_id is None or (type(consent_id) is str and consent_id.strip()))
+            and (
+                recorded_at is None
+                or (type(recorded_at) is datetime and recorded_at.tzinfo is UTC)
+            )
+            and type(self.source) in _TEXT
+            and type(self.notice_version) in _TEXT
+            and type(self.notice_hash) in _TEXT
+            and type(self.ip) in _TEXT
+            and type(self.user_agent) in _TEXT
+            and type(self.actor) in _TEXT
+            and _plain_metadata(metadata)
+        ):
+            _run_checks(self, _CONSENT_CHECKS)
+
+
+_MESSAGE_CHECKS: Final[tuple[tuple[str, _Check], ...]] = (
+    ("message_id", _identifier),
+    ("channel", _enum(Channel)),
+    ("direction", _enum(Direction)),
+    ("contact_id", _identifier),
+    ("address", _optional_text),  # None is refused after every field check
+    ("sent_at", _aware),
+    ("purpose", _enum(Purpose)),
+    ("campaign_id", _optional_identifier),
+    ("variant", _optional_identifier),
+    ("subject", _optional_text),
+    ("body", _optional_text),
+    ("provider", _optional_identifier),
+    ("provider_message_id", _optional_identifier),
+    ("metadata", _metadata),
+)
+_EVENT_CHECKS: Final[tuple[tuple[str, _Check], ...]] = (
+    ("event_id", _identifier),
+    ("type", _enum(EventType)),
+    ("occurred_at", _aware),
+    ("message_id", _optional_identifier),
+    ("provider", _optional_identifier),
+    ("provider_message_id", _optional_identifier),
+    ("provider_event_id", _optional_identifier),
+    ("address", _optional_text),
+    ("status_code", _status_code),
+    ("bounce", _optional_enum(BounceClass)),
+    ("reason", _optional_text),
+    ("url", _optional_text),
+    ("user_agent", _optional_text),
+    ("ip", _optional_text),
+    ("machine", _boolean),
+    ("metadata", _metadata),
+)
+_CONSENT_CHECKS: Final[tuple[tuple[str, _Check], ...]] = (
+    ("contact_id", _identifier),
+    ("channel", _enum(Channel)),
+    ("purpose", _enum(Purpose)),
+    ("action", _enum(ConsentAction)),
+    ("occurred_at", _aware),
+    ("method", _enum(ConsentMethod)),
+    ("consent_id", _optional_identifier),
+    ("recorded_at", _optional_aware),
+    ("source", _optional_text),
+    ("notice_version", _optional_text),
+    ("notice_hash", _optional_text),
+    ("ip", _optional_text),
+    ("user_agent", _optional_text),
+    ("actor", _optional_text),
+    ("metadata", _metadata),
+)
+# The per-field checks of each record, in declaration order (the slow path of
+# its validator; revenue and currency are checked together after them).
 
 
 Record = Message | Event | ConsentEvent
