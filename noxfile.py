@@ -73,4 +73,4 @@ def bench(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """Run the quickstart's main job in a fresh environment."""
     _install(session, extras="")
-    session.run("commhistory", "validate", "examples/history.jsonl")
+    session.run("commhistory", "demo", *session.posargs)

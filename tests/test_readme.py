@@ -30,7 +30,6 @@ def test_quickstart_is_exactly_two_commands() -> None:
     (block,) = re.findall(r"```console\n(.*?)```", section, re.S)
     commands = block.strip().splitlines()
     assert commands == [
-        "python -m pip install -e . && commhistory validate examples/history.jsonl",
+        "python -m pip install -e . && commhistory demo",
         "python -m pip install nox && nox -s tests",
     ]
-    assert (Path(__file__).resolve().parent.parent / "examples" / "history.jsonl").is_file()

@@ -147,3 +147,18 @@ def test_demo_is_deterministic_and_stores_no_plaintext(demo_db: tuple[Path, Path
     first = [(m.message_id, len(e)) for m, e in generate(contacts=200, seed=7)]
     assert first == [(m.message_id, len(e)) for m, e in generate(contacts=200, seed=7)]
     assert b"customer1@example.com" not in demo_db[0].read_bytes()
+
+
+def test_demo_defaults_are_replaced_on_every_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The quickstart runs `commhistory demo` as it is; running it twice must work.
+    monkeypatch.chdir(tmp_path)
+    args = _parser().parse_args(["demo", "--contacts", "200"])
+    assert args.run(args) == 0
+    first = Keyring.load(tmp_path / "commhistory-demo.db.keyring").current_key_id
+    assert args.run(args) == 0
+    second = Keyring.load(tmp_path / "commhistory-demo.db.keyring").current_key_id
+    assert first != second  # a new demo database and keyring, not a mix of two
+    assert (tmp_path / "commhistory-demo.html").exists()
+    capsys.readouterr()

@@ -13,6 +13,10 @@ from commhistory.kpi.report import render_table
 __all__ = ["register", "run"]
 
 
+DEFAULT_DB = "commhistory-demo.db"
+"""The demo's database file, in the working directory."""
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``demo`` command."""
     parser = subparsers.add_parser(
@@ -23,7 +27,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "one customer's timeline, and writes the HTML report.",
     )
     parser.add_argument(
-        "--db", default="commhistory-demo.db", metavar="FILE", help="SQLite file to create"
+        "--db",
+        default=None,
+        metavar="FILE",
+        help=f"SQLite file to create (default {DEFAULT_DB}, replaced on every run)",
     )
     parser.add_argument(
         "--keyring", default=None, metavar="PATH", help="keyring to create (default DB.keyring)"
@@ -34,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--contacts", type=int, default=10_000, metavar="N")
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument(
-        "--force", action="store_true", help="replace an existing demo database and keyring"
+        "--force", action="store_true", help="replace an existing --db file and its keyring"
     )
     parser.set_defaults(run=run)
 
@@ -43,11 +50,14 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo."""
     if args.contacts < 1:
         raise CommandError("--contacts must be at least 1")
-    db = Path(args.db)
+    # The default files are the demo's own, so a second run simply replaces them;
+    # a file the user named is only replaced with --force.
+    replace = args.force or args.db is None
+    db = Path(args.db or DEFAULT_DB)
     keyring = Path(args.keyring) if args.keyring else db.with_name(db.name + ".keyring")
-    for path in (db, keyring):
+    for path in (db, keyring, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         if path.exists():
-            if not args.force:
+            if not replace:
                 raise CommandError(f"{path} exists; use --force to replace it")
             path.unlink()
     progress = Progress(args.contacts, label="recording")
