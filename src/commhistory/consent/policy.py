@@ -59,8 +59,8 @@ def can_send(
     Args:
         repo: A SQL or memory repository.
         contact_id: The contact.
-        channel: The channel (``"email"`` or :class:`Channel`).
-        purpose: The purpose (``"marketing"`` or :class:`Purpose`).
+        channel: The channel (``"email"`` or :class:`~commhistory.Channel`).
+        purpose: The purpose (``"marketing"`` or :class:`~commhistory.Purpose`).
         at: The instant to decide for (default: now); past instants answer as then.
         address: Decide for this address only (normalized here).
 

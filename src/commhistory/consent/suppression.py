@@ -5,7 +5,7 @@ hash), so an opt-out outlives the erasure of the person who made it without
 keeping the address. ``repo.suppression`` is a :class:`SuppressionList`.
 
 Recorded messages and events feed it automatically at ingest
-(:func:`signals`): a hard bounce suppresses the address on its channel for
+(``signals()``): a hard bounce suppresses the address on its channel for
 every purpose; a complaint suppresses marketing to the address and withdraws
 marketing consent on every channel; an unsubscribe suppresses and withdraws the
 message's purpose on its channel; :data:`SOFT_BOUNCE_LIMIT` consecutive soft

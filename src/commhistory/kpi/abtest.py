@@ -227,6 +227,7 @@ def sample_size(
             *difference*, or alpha/power outside (0, 1).
 
     Example:
+        >>> from commhistory.kpi import sample_size
         >>> sample_size(0.10, difference=0.02)
         3841
     """
@@ -432,6 +433,7 @@ def compare(
             counts out of order, or alpha outside (0, 1).
 
     Example:
+        >>> from commhistory.kpi import compare
         >>> r = compare({"A": (120, 1000), "B": (165, 1000)})
         >>> r.winner, round(r.comparisons[0].p_value, 4)
         ('B', 0.004)

@@ -93,6 +93,7 @@ def compute(
     Example:
         >>> from datetime import datetime, UTC
         >>> from commhistory import Channel, Direction, Event, EventType, Message
+        >>> from commhistory.kpi import compute
         >>> m = Message(message_id="m1", channel=Channel.SMS, direction=Direction.OUTBOUND,
         ...             contact_id="c1", address="+819012345678",
         ...             sent_at=datetime(2024, 5, 1, tzinfo=UTC), campaign_id="spring")

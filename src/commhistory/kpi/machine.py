@@ -136,7 +136,7 @@ def classify(
         rules: The settings.
 
     Returns:
-        A code from :data:`REASONS`, or ``None`` for a person.
+        A code from :data:`~commhistory.kpi.machine.REASONS`, or ``None`` for a person.
     """
     if event.type not in (EventType.OPENED, EventType.CLICKED):
         return None

@@ -65,7 +65,7 @@ GROUP_KEYS: Final = ("campaign_id", "variant", "channel", "provider", "purpose")
 """Message attributes a table can be grouped by."""
 
 PERIODS: Final = ("day", "week", "month")
-"""Period keys: a message belongs to the local day, ISO week or month of its ``sent_at``."""
+"""The period keys; a message belongs to the local day, ISO week or month of its ``sent_at``."""
 
 COUNTS: Final = (
     "sent",

@@ -123,7 +123,7 @@ def purge(
 
     Args:
         repo: A SQL or memory repository.
-        policy: The policy (default :class:`RetentionPolicy()`).
+        policy: The policy (default: a :class:`~commhistory.RetentionPolicy` with its defaults).
         now: The instant to apply it at (default: now).
         dry_run: Only count (the default); pass ``False`` to delete.
 

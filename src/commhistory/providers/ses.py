@@ -13,8 +13,8 @@ Only topics in the ``topic_arns`` allow-list are accepted, and the signed
 
 A verified ``SubscriptionConfirmation`` produces no records; its
 ``SubscribeURL`` (checked to be an SNS endpoint) is in
-:attr:`WebhookResult.subscribe_url` and is passed to ``confirm_subscription``
-when one is configured.
+:attr:`~commhistory.providers.WebhookResult.subscribe_url` and is passed to
+``confirm_subscription`` when one is configured.
 
 Each ``Notification`` carries one SES notification (event publishing's
 ``eventType`` or feedback's ``notificationType``); it becomes one event per

@@ -62,7 +62,7 @@ class IngestReport:
 
     @property
     def total(self) -> int:
-        """The number of items given: ``inserted + duplicates + rejected``."""
+        """The number of items given, ``inserted + duplicates + rejected``."""
         return self.inserted + self.duplicates + self.rejected
 
     def __add__(self, other: object) -> IngestReport:
@@ -274,7 +274,7 @@ class Repository(Protocol):
 
     @property
     def consent(self) -> ConsentLedger:
-        """The consent ledger: ``grant``, ``withdraw``, ``status(..., at=)``."""
+        """The consent ledger, with ``grant``, ``withdraw`` and ``status(..., at=)``."""
         ...
 
     @property

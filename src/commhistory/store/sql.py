@@ -150,8 +150,8 @@ class SQLRepository:
     open one per thread or process (the database serializes their writes).
 
     Args:
-        engine: An engine from :func:`commhistory.store._engine.create_engine`
-            (SQLite pragmas and write locks matter).
+        engine: An engine set up as :func:`~commhistory.open_repository` sets
+            it up (SQLite pragmas and write locks matter).
         keyring: The key provider.
         batch_size: Items per write transaction.
         cache_size: Contacts whose unwrapped data keys are kept in memory.

@@ -232,7 +232,7 @@ def signed_webhook(
         secret: What the provider signs with: SendGrid a :class:`SendGridKeys`
             or EC private key; Twilio the auth token; LINE the channel secret;
             Mailgun the signing key; Postmark ``"user:password"``; SES an
-            :class:`~commhistory.testing.sns.SnsTestSigner`.
+            :class:`~commhistory.testing.SnsTestSigner`.
         url: The URL the request is sent to (Twilio signs it).
         timestamp: The signing time in epoch seconds (default: now).
 

@@ -4,16 +4,16 @@ The framework integrations (:mod:`commhistory.web.starlette` for Starlette and
 FastAPI, :mod:`commhistory.web.flask`, :mod:`commhistory.web.django`) are thin
 shells around :class:`WebhookReceiver`, which decides every answer:
 
-======================================  =======  ===================================
-outcome                                 status   body
-======================================  =======  ===================================
-stored (some items may be dead letters) 200      ``{"inserted", "duplicates", "rejected"}``
-verified, body unparseable              200      the same (kept as one dead letter)
-signature, credentials or time refused  401/403  ``{"error": "<why>"}``
-body larger than the limit              413      ``{"error": "<why>"}``
-unknown provider / wrong method         404/405
-storage failed                          503      the provider retries later
-======================================  =======  ===================================
+========================================  =======  ===================================
+outcome                                   status   body
+========================================  =======  ===================================
+stored (some items may be dead letters)   200      ``{"inserted", "duplicates", "rejected"}``
+verified, body unparseable                200      the same (kept as one dead letter)
+signature, credentials or time refused    401/403  ``{"error": "<why>"}``
+body larger than the limit                413      ``{"error": "<why>"}``
+unknown provider / wrong method           404/405
+storage failed                            503      the provider retries later
+========================================  =======  ===================================
 
 The framework modules import their framework lazily, so the core installs
 without any of them (extras ``commhistory[fastapi]``, ``[flask]``, ``[django]``).
