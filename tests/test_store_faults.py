@@ -288,7 +288,7 @@ def test_import_killed_midway_then_rerun_stores_everything_once(
     tmp_path: Path, url: str, keyring_file: Path, db: sa.Engine
 ) -> None:
     batch_size = 200
-    records = history(3000)  # 18,000 lines: a few seconds of importing
+    records = history(2000)  # 12,000 lines: a couple of seconds of importing
     n = len(records)
     path = write_jsonl(tmp_path / "history.jsonl", records)
     command = import_command(path, url, keyring_file, batch_size)
@@ -328,7 +328,7 @@ def test_two_processes_importing_overlapping_files_store_each_record_once(
 ) -> None:
     batch_size = 100
     # Few contacts: both processes create the same new contacts at the same time.
-    records = history(1500, n_contacts=13)  # 9,000 records
+    records = history(1000, n_contacts=13)  # 6,000 records
     n = len(records)
     cut_a, cut_b = n * 6 // 10, n * 4 // 10  # A: [0, 60%), B: [40%, 100%)
     overlap = cut_a - cut_b
@@ -365,7 +365,7 @@ def test_two_processes_creating_the_same_new_contacts_at_once(
 ) -> None:
     # SQLite serializes writers (BEGIN IMMEDIATE), so a few rounds show it; PostgreSQL
     # runs both transactions at once, and needs more rounds to meet every interleaving.
-    rounds, size = (10 if url.startswith("postgresql") else 3), 1000
+    rounds, size = (8 if url.startswith("postgresql") else 3), 800
     # Create the schema first, so both processes start on equal terms.
     report_of(start(script_command(write_jsonl(tmp_path / "empty.jsonl", []), url,
                                    keyring_file, 10)))  # fmt: skip
