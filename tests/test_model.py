@@ -15,9 +15,10 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from commhistory import model
 from commhistory.errors import InvalidInputError, NormalizationError, PayloadError
 from commhistory.model import (
     BounceClass,
@@ -617,3 +618,94 @@ def test_disabling_attrs_validators_skips_field_checks_only() -> None:
             Message(**{**MESSAGE, "address": None})
         assert (info.value.field, info.value.reason) == ("address", "required")
     assert not attrs.validators.get_disabled()
+
+
+# --------------------------------------------------------------------------- fast pass
+
+
+def test_slow_path_checks_every_field_in_declaration_order() -> None:
+    # Each record's validator falls back to these per-field checks; a field left
+    # out of them would go unchecked whenever the fast pass declines.
+    for cls, checks, together in (
+        (Message, model._MESSAGE_CHECKS, set()),
+        (Event, model._EVENT_CHECKS, {"revenue", "currency"}),
+        (ConsentEvent, model._CONSENT_CHECKS, set()),
+    ):
+        declared = [a.name for a in attrs.fields(cls) if a.name not in together]
+        assert [name for name, _check in checks] == declared
+
+
+_ANY: st.SearchStrategy[object] = st.sampled_from(
+    [
+        None,
+        "",
+        " ",
+        "x",
+        "5.1.1",
+        "550",
+        _Text("t"),
+        _Text(" "),
+        0,
+        1,
+        True,
+        False,
+        1.5,
+        b"x",
+        [],
+        {},
+        {"k": 1},
+        {1: 1},
+        WHEN,
+        datetime(2026, 4, 1),
+        datetime(2026, 4, 1, tzinfo=JST),
+        _Moment(2026, 4, 1, tzinfo=UTC),
+        Channel.EMAIL,
+        EventType.OPENED,
+        BounceClass.SOFT,
+        Decimal(1),
+    ]
+)
+
+
+def _error_of(call: Callable[[], object]) -> tuple[type[Exception], str, str] | None:
+    try:
+        call()
+    except InvalidInputError as exc:
+        return type(exc), exc.field, exc.reason
+    return None
+
+
+@settings(max_examples=400)
+@given(data=st.data())
+def test_fast_pass_agrees_with_the_per_field_checks(data: st.DataObject) -> None:
+    kind = data.draw(st.sampled_from(sorted(BAD)))
+    factory, base = BUILD[kind]
+    checks = {"message": model._MESSAGE_CHECKS, "event": model._EVENT_CHECKS}.get(
+        kind, model._CONSENT_CHECKS
+    )
+    # A message's address is also checked against its channel: pinned above.
+    names = [name for name, _check in checks if (kind, name) != ("message", "address")]
+    changed = data.draw(st.sets(st.sampled_from(names), max_size=4))
+    kwargs = {**base, **{name: data.draw(_ANY, label=name) for name in sorted(changed)}}
+    got = _error_of(lambda: factory(**kwargs))
+    expected = _error_of(lambda: model._run_checks(_Fields(kwargs), checks))
+    if expected is not None:
+        # The first failing per-field check decides, whatever the fast pass thought.
+        assert got == expected
+    elif got is not None:
+        # Every field is fine on its own: only a cross-field check may refuse.
+        assert got[1] in {"message_id", "revenue", "currency"}
+
+
+class _Fields:
+    """Attribute access over keyword arguments, converted as the records convert them."""
+
+    def __init__(self, values: Mapping[str, object]) -> None:
+        for name, value in values.items():
+            if name in {"sent_at", "occurred_at", "recorded_at"}:
+                value = model._optional_to_utc(value)  # noqa: PLW2901
+            setattr(self, name, value)
+
+    def __getattr__(self, name: str) -> object:
+        defaults = {"purpose": Purpose.MARKETING, "machine": False, "metadata": {}}
+        return defaults.get(name)

@@ -145,7 +145,9 @@ class ConsentMethod(enum.StrEnum):
 # first tries a fast pass that only answers "certainly valid" for the common
 # shapes (exact ``str``, ``datetime`` in UTC, enum members, ``None``...), and
 # otherwise runs the per-field checks below in declaration order, so the first
-# bad field is the one reported, with the same error as ever.
+# bad field is reported with its own check's error (type, field and reason are
+# pinned by tests/test_model.py). Cross-field checks run after, in
+# __attrs_post_init__.
 
 _LINE_USER_ID: Final = re.compile(r"U[0-9a-f]{32}")
 _STATUS_CODE: Final = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
@@ -229,10 +231,6 @@ def _status_code(field: str, value: object) -> None:
 def _boolean(field: str, value: object) -> None:
     if not isinstance(value, bool):
         raise PayloadError(field=field, reason=f"expected a boolean, got {_kind(value)}")
-
-
-def _unchecked(_field: str, _value: object) -> None:
-    return
 
 
 def _metadata(field: str, value: object) -> None:
@@ -593,6 +591,8 @@ class ConsentEvent:
             _run_checks(self, _CONSENT_CHECKS)
 
 
+# The per-field checks of each record, in declaration order: the slow path of its
+# validator. (An event's revenue and currency are checked together, after them.)
 _MESSAGE_CHECKS: Final[tuple[tuple[str, _Check], ...]] = (
     ("message_id", _identifier),
     ("channel", _enum(Channel)),
@@ -644,9 +644,6 @@ _CONSENT_CHECKS: Final[tuple[tuple[str, _Check], ...]] = (
     ("actor", _optional_text),
     ("metadata", _metadata),
 )
-# The per-field checks of each record, in declaration order (the slow path of
-# its validator; revenue and currency are checked together after them).
-
 
 Record = Message | Event | ConsentEvent
 """Any canonical record."""
