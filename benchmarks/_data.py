@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -44,6 +45,7 @@ __all__ = [
     "events",
     "messages",
     "records",
+    "source_revision",
     "write_jsonl",
 ]
 
@@ -326,3 +328,30 @@ def write_jsonl(
             lines += 1
         size = out.tell()
     return lines, size
+
+
+def source_revision() -> str:
+    """Name the code being measured: the git commit, ``+dirty`` when ``src/`` has edits.
+
+    Returns:
+        ``"<short hash>"``, ``"<short hash>+dirty"``, or ``"unknown"`` outside a checkout.
+    """
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}+dirty" if dirty else head

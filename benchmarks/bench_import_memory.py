@@ -160,6 +160,7 @@ class ImportMemory:
         report = json.loads(figures["stdout"])
         peak_mb = figures["maxrss_kib"] / 1024
         out: dict[str, Any] = {
+            "source_revision": _data.source_revision(),
             "driver": self.driver,
             "events": self.sizes[size],
             "lines": lines,

@@ -238,7 +238,7 @@ class PostgresIngest:
 
     def extra(self) -> dict[str, Any]:
         """Check both schemas hold every event once; drop them; return the figures."""
-        out = dict(self.figures)
+        out = dict(self.figures, source_revision=_data.source_revision())
         if self.report is not None:
             out["report"] = {
                 "inserted": self.report.inserted,

@@ -241,7 +241,7 @@ class SQLiteIngest:
 
     def extra(self) -> dict[str, Any]:
         """Check both databases hold every event once; return the figures."""
-        out = dict(self.figures)
+        out = dict(self.figures, source_revision=_data.source_revision())
         if self.report is not None:
             out["report"] = {
                 "inserted": self.report.inserted,
