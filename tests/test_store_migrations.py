@@ -26,6 +26,7 @@ from commhistory.store.schema import metadata
 
 TABLES = {
     "addresses",
+    "audit_log",
     "consent_events",
     "contacts",
     "dead_letters",

@@ -32,6 +32,7 @@ __all__ = [
     "NAMING_CONVENTION",
     "UTCTimestamp",
     "addresses",
+    "audit_log",
     "consent_events",
     "contacts",
     "dead_letters",
@@ -254,4 +255,30 @@ key_metadata: Final = sa.Table(
     sa.Column("is_current", sa.Boolean(), nullable=False),
     sa.Column("is_index", sa.Boolean(), nullable=False),
     comment="Keyring key ids this database has seen (ids only, never key material).",
+)
+
+audit_log: Final = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("seq", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("recorded_at", UTCTimestamp(), nullable=False),
+    sa.Column("actor_id", sa.Text(), nullable=False),
+    sa.Column("roles", sa.Text(), nullable=False),
+    sa.Column("action", sa.Text(), nullable=False),
+    sa.Column("permission", sa.Text(), nullable=True),
+    sa.Column("contact_id", sa.Text(), nullable=True),
+    sa.Column("targets", sa.Text(), nullable=False),
+    sa.Column("purpose", sa.Text(), nullable=False),
+    sa.Column("outcome", sa.Text(), nullable=False),
+    sa.Column("key_id", sa.Text(), nullable=False),
+    sa.Column("prev_mac", sa.LargeBinary(), nullable=False),
+    sa.Column("mac", sa.LargeBinary(), nullable=False),
+    sa.Index(None, "contact_id"),
+    sa.Index(None, "actor_id"),
+    sa.Index(None, "recorded_at"),
+    comment=(
+        "Append-only audit log: who did what to which ids, why and with what outcome "
+        "(ids only, never personal values); each row HMAC-chained to the one before "
+        "under the keyring's audit subkey of key_id."
+    ),
 )

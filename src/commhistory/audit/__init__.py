@@ -1,0 +1,50 @@
+"""Access control and the tamper-evident audit log.
+
+* :mod:`~commhistory.audit.access`: :class:`Actor`, :class:`Permission`, the
+  built-in roles, :class:`Policy`, and :func:`as_actor`, the guarded view of a
+  repository that checks every call and audits what must be audited;
+* :mod:`~commhistory.audit.log`: :class:`AuditLog`, append-only entries in one
+  HMAC chain under the keyring's ``"audit"`` subkey, and
+  :meth:`AuditLog.verify_chain`.
+
+Without a guarded view nothing is checked or audited: a repository used
+directly behaves exactly as before. See ``docs/access.md``.
+
+.. versionadded:: 0.3.0
+"""
+
+from __future__ import annotations
+
+from commhistory.audit.access import (
+    BUILTIN_ROLES,
+    Actor,
+    GuardedConsent,
+    GuardedRepository,
+    GuardedSuppression,
+    Permission,
+    Policy,
+    as_actor,
+)
+from commhistory.audit.log import (
+    AUDIT_SUBKEY_PURPOSE,
+    AuditEntry,
+    AuditLog,
+    ChainReport,
+    Outcome,
+)
+
+__all__ = [
+    "AUDIT_SUBKEY_PURPOSE",
+    "BUILTIN_ROLES",
+    "Actor",
+    "AuditEntry",
+    "AuditLog",
+    "ChainReport",
+    "GuardedConsent",
+    "GuardedRepository",
+    "GuardedSuppression",
+    "Outcome",
+    "Permission",
+    "Policy",
+    "as_actor",
+]

@@ -1,0 +1,759 @@
+"""Actors, roles, permissions, a policy, and the guarded view of a repository.
+
+Access control is opt-in. A repository used directly checks nothing and
+audits nothing: its behaviour is exactly as without this module. A *guarded
+view*, from :func:`as_actor` (or ``repo.as_actor(...)``), is bound to one
+:class:`Actor` and a stated purpose; every call on it checks the permission it
+needs under a :class:`Policy`, raises :class:`~commhistory.errors.PermissionDenied`
+(and audits the denial) when the actor lacks it, and audits personal-data reads,
+exports, erasures, consent and suppression changes and key operations. Hand
+staff code the view, never the repository.
+
+Built-in roles (:data:`BUILTIN_ROLES`)::
+
+    analyst          read_metrics read_history_masked
+    operator         read_metrics read_history_masked write_history manage_consent
+    privacy_officer  read_history_masked read_personal manage_consent
+                     export_subject erase_subject
+    admin            every permission
+
+.. versionadded:: 0.3.0
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
+
+import attrs
+
+from commhistory.audit.log import AuditLog, Outcome
+from commhistory.errors import InvalidInputError, PermissionDenied
+
+if TYPE_CHECKING:
+    from commhistory.consent import SendDecision, SuppressionEntry
+    from commhistory.convert import ParsedLine
+    from commhistory.kpi.metrics import KpiTable
+    from commhistory.model import Channel, ConsentEvent, Event, Message, Purpose
+    from commhistory.privacy import ErasureReport
+    from commhistory.store.protocol import DeadLetter, IngestReport, Repository, TimelineEntry
+    from commhistory.store.rotation import RotationReport
+
+__all__ = [
+    "BUILTIN_ROLES",
+    "Actor",
+    "GuardedConsent",
+    "GuardedRepository",
+    "GuardedSuppression",
+    "Permission",
+    "Policy",
+    "as_actor",
+]
+
+_T = TypeVar("_T")
+_NAME_RE: Final = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+
+
+class Permission(enum.StrEnum):
+    """What an actor may do; each value is its lower-case name.
+
+    .. versionadded:: 0.3.0
+    """
+
+    READ_METRICS = "read_metrics"
+    """Compute KPIs (aggregates only)."""
+    READ_HISTORY_MASKED = "read_history_masked"
+    """Read timelines with personal values masked or withheld; consent status; can-send."""
+    READ_PERSONAL = "read_personal"
+    """Read decrypted personal data: timelines, consent evidence, dead letters, lookups."""
+    WRITE_HISTORY = "write_history"
+    """Record messages and events, ingest files."""
+    MANAGE_CONSENT = "manage_consent"
+    """Grant or withdraw consent; add or lift suppressions."""
+    EXPORT_SUBJECT = "export_subject"
+    """Export everything held on a person."""
+    ERASE_SUBJECT = "erase_subject"
+    """Crypto-shred a person."""
+    MANAGE_KEYS = "manage_keys"
+    """Rotate keys and re-wrap data keys."""
+
+
+P = Permission
+
+BUILTIN_ROLES: Final[Mapping[str, frozenset[Permission]]] = MappingProxyType(
+    {
+        "analyst": frozenset({P.READ_METRICS, P.READ_HISTORY_MASKED}),
+        "operator": frozenset(
+            {P.READ_METRICS, P.READ_HISTORY_MASKED, P.WRITE_HISTORY, P.MANAGE_CONSENT}
+        ),
+        "privacy_officer": frozenset(
+            {
+                P.READ_HISTORY_MASKED,
+                P.READ_PERSONAL,
+                P.MANAGE_CONSENT,
+                P.EXPORT_SUBJECT,
+                P.ERASE_SUBJECT,
+            }
+        ),
+        "admin": frozenset(Permission),
+    }
+)
+"""The built-in roles and their permissions."""
+
+
+def _check_name(value: object, field: str) -> str:
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+        raise InvalidInputError(
+            field=field, reason="must be a lower-case name of letters, digits, '_', '.', '-'"
+        )
+    return value
+
+
+def _roles(value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    names = tuple(sorted({_check_name(v, "roles") for v in value}))
+    if not names:
+        raise InvalidInputError(field="roles", reason="an actor needs at least one role")
+    return names
+
+
+def _actor_id(_inst: object, _attr: object, value: Any) -> None:
+    if not isinstance(value, str) or not value or len(value) > 200 or not value.isprintable():
+        raise InvalidInputError(field="id", reason="must be a printable, non-empty string")
+
+
+@attrs.frozen
+class Actor:
+    """Someone (a person or a service) acting on the repository.
+
+    Args:
+        id: An opaque staff or service id (``"staff-042"``). It is written to
+            the audit log, so use an id, not an email address.
+        roles: Role names, built-in or defined by the host's :class:`Policy`.
+
+    Raises:
+        InvalidInputError: An empty or unprintable id, no role, a malformed role name.
+
+    .. versionadded:: 0.3.0
+    """
+
+    id: str = attrs.field(validator=_actor_id)
+    roles: tuple[str, ...] = attrs.field(converter=_roles)
+
+
+def _permissions(role: str, value: Iterable[Permission | str]) -> frozenset[Permission]:
+    out: set[Permission] = set()
+    for item in value:
+        try:
+            out.add(Permission(item))
+        except ValueError as exc:
+            raise InvalidInputError(
+                field=f"roles.{role}", reason="names an unknown permission"
+            ) from exc
+    return frozenset(out)
+
+
+class Policy:
+    """Which permissions each role grants: the built-in roles plus the host's own.
+
+    Args:
+        roles: Host-defined roles, name to permissions. A host role may also
+            redefine a built-in one (``{"analyst": ["read_metrics"]}``).
+        builtin: Include :data:`BUILTIN_ROLES` (default ``True``).
+
+    Raises:
+        InvalidInputError: A malformed role name or an unknown permission.
+
+    .. versionadded:: 0.3.0
+    """
+
+    def __init__(
+        self,
+        roles: Mapping[str, Iterable[Permission | str]] | None = None,
+        *,
+        builtin: bool = True,
+    ) -> None:
+        table: dict[str, frozenset[Permission]] = dict(BUILTIN_ROLES) if builtin else {}
+        for name, perms in (roles or {}).items():
+            table[_check_name(name, "roles")] = _permissions(name, perms)
+        self._roles: Mapping[str, frozenset[Permission]] = MappingProxyType(table)
+
+    def __repr__(self) -> str:
+        return f"Policy(roles={sorted(self._roles)!r})"
+
+    @property
+    def roles(self) -> Mapping[str, frozenset[Permission]]:
+        """Every role this policy knows, with its permissions."""
+        return self._roles
+
+    def check_actor(self, actor: Actor) -> None:
+        """Check that every role of *actor* is known.
+
+        Raises:
+            InvalidInputError: A role is not defined (``field="roles"``).
+        """
+        for role in actor.roles:
+            if role not in self._roles:
+                raise InvalidInputError(field="roles", reason=f"unknown role {role!r}")
+
+    def permissions_of(self, actor: Actor) -> frozenset[Permission]:
+        """Return the union of the permissions of the actor's known roles."""
+        out: frozenset[Permission] = frozenset()
+        for role in actor.roles:
+            out |= self._roles.get(role, frozenset())
+        return out
+
+    def allows(self, actor: Actor, permission: Permission | str) -> bool:
+        """Return whether *actor* holds *permission*.
+
+        Raises:
+            InvalidInputError: *permission* is not a known permission.
+        """
+        try:
+            perm = Permission(permission)
+        except ValueError as exc:
+            raise InvalidInputError(field="permission", reason="unknown permission") from exc
+        return perm in self.permissions_of(actor)
+
+
+DEFAULT_POLICY: Final = Policy()
+"""The built-in roles only."""
+
+
+def _default_log(repo: object) -> AuditLog:
+    from commhistory.store.sql import SQLRepository  # noqa: PLC0415 - store imports are heavy
+
+    if isinstance(repo, SQLRepository):
+        return AuditLog.for_repository(repo)
+    raise InvalidInputError(
+        field="audit",
+        reason="this repository keeps no audit log; pass audit=AuditLog.in_memory(...)",
+    )
+
+
+def as_actor(
+    repo: Repository,
+    actor: Actor,
+    *,
+    purpose: str,
+    policy: Policy | None = None,
+    audit: AuditLog | None = None,
+) -> GuardedRepository:
+    """Return a view of *repo* that acts as *actor*, checking and auditing every call.
+
+    Args:
+        repo: The repository.
+        actor: Who acts.
+        purpose: Why (``"ticket 4711"``, ``"monthly report"``); recorded with
+            every audit entry. Keep personal data out of it.
+        policy: The roles and their permissions (default: the built-in roles).
+        audit: The audit log (default: the repository's own ``audit_log`` table;
+            required for repositories other than
+            :class:`~commhistory.store.sql.SQLRepository`).
+
+    Returns:
+        The guarded view.
+
+    Raises:
+        InvalidInputError: An unknown role, an empty purpose, or no audit log.
+    """
+    return GuardedRepository(repo, actor, purpose=purpose, policy=policy, audit=audit)
+
+
+class GuardedRepository:
+    """A repository bound to one actor and purpose; see :func:`as_actor`.
+
+    Offers the :class:`~commhistory.store.protocol.Repository` methods (plus
+    ``filter_sendable`` and ``rotate_keys``), each checked against the policy.
+    Anything else of the repository (its engine, keyring, backend) is not
+    reachable through the view. Closing the view does not close the repository.
+
+    .. versionadded:: 0.3.0
+    """
+
+    def __init__(
+        self,
+        repo: Repository,
+        actor: Actor,
+        *,
+        purpose: str,
+        policy: Policy | None = None,
+        audit: AuditLog | None = None,
+    ) -> None:
+        given: object = actor
+        if not isinstance(given, Actor):
+            raise InvalidInputError(field="actor", reason="must be an Actor")
+        stated: object = purpose
+        if not isinstance(stated, str) or not stated.strip():
+            raise InvalidInputError(field="purpose", reason="must be a non-empty string")
+        self._policy = DEFAULT_POLICY if policy is None else policy
+        self._policy.check_actor(actor)
+        self._repo = repo
+        self._actor = actor
+        self._purpose = purpose
+        self._audit = _default_log(repo) if audit is None else audit
+        self._granted = self._policy.permissions_of(actor)
+
+    def __repr__(self) -> str:
+        return f"GuardedRepository(actor={self._actor.id!r}, roles={self._actor.roles!r})"
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def actor(self) -> Actor:
+        """The actor this view acts as."""
+        return self._actor
+
+    @property
+    def purpose(self) -> str:
+        """The purpose stated for this view."""
+        return self._purpose
+
+    @property
+    def audit_log(self) -> AuditLog:
+        """The audit log this view appends to."""
+        return self._audit
+
+    def allows(self, permission: Permission | str) -> bool:
+        """Return whether this view's actor holds *permission* (nothing is audited)."""
+        return self._policy.allows(self._actor, permission)
+
+    def _record(
+        self,
+        action: str,
+        permission: Permission | None,
+        outcome: str,
+        contact_id: str | None = None,
+        targets: Iterable[str] = (),
+    ) -> None:
+        self._audit.append(
+            actor_id=self._actor.id,
+            roles=self._actor.roles,
+            action=action,
+            purpose=self._purpose,
+            outcome=outcome,
+            permission=None if permission is None else str(permission),
+            contact_id=contact_id,
+            targets=targets,
+        )
+
+    def _require(self, permission: Permission, action: str, contact_id: str | None = None) -> None:
+        if permission not in self._granted:
+            self._record(action, permission, Outcome.DENIED, _id_or_none(contact_id))
+            raise PermissionDenied(permission=str(permission), actor=self._actor.id)
+
+    def _audited(
+        self,
+        permission: Permission,
+        action: str,
+        call: Callable[[], _T],
+        contact_id: str | None = None,
+        targets: Callable[[_T], Iterable[str]] | None = None,
+    ) -> _T:
+        self._require(permission, action, contact_id)
+        cid = _id_or_none(contact_id)
+        try:
+            result = call()
+        except Exception as exc:
+            self._record(action, permission, f"{Outcome.FAILED}:{type(exc).__name__}", cid)
+            raise
+        self._record(action, permission, Outcome.OK, cid, targets(result) if targets else ())
+        return result
+
+    def _checked(self, permission: Permission, action: str, call: Callable[[], _T]) -> _T:
+        self._require(permission, action)
+        return call()
+
+    # ------------------------------------------------------------------ writes
+
+    def record_messages(self, items: Iterable[Message]) -> IngestReport:
+        """Store messages (needs ``write_history``); see :meth:`Repository.record_messages`."""
+        return self._checked(
+            P.WRITE_HISTORY, "record_messages", lambda: self._repo.record_messages(items)
+        )
+
+    def record_events(self, items: Iterable[Event]) -> IngestReport:
+        """Store events (needs ``write_history``); see :meth:`Repository.record_events`."""
+        return self._checked(
+            P.WRITE_HISTORY, "record_events", lambda: self._repo.record_events(items)
+        )
+
+    def ingest(self, lines: Iterable[ParsedLine], *, source: str) -> IngestReport:
+        """Store parsed lines (needs ``write_history``); see :meth:`Repository.ingest`."""
+        return self._checked(
+            P.WRITE_HISTORY, "ingest", lambda: self._repo.ingest(lines, source=source)
+        )
+
+    def record_consent(self, items: Iterable[ConsentEvent]) -> IngestReport:
+        """Append consent events (needs ``manage_consent``; audited with the contact ids).
+
+        Args:
+            items: The consent events.
+
+        Returns:
+            What was stored.
+
+        Raises:
+            PermissionDenied: The actor lacks ``manage_consent``.
+        """
+        batch = list(items)
+        contacts = sorted({str(getattr(e, "contact_id", "")) for e in batch} - {""})
+        return self._audited(
+            P.MANAGE_CONSENT,
+            "record_consent",
+            lambda: self._repo.record_consent(batch),
+            targets=lambda _r: contacts,
+        )
+
+    # ------------------------------------------------------------------ reads
+
+    def timeline(self, contact_id: str) -> list[TimelineEntry]:
+        """Return a contact's decrypted timeline (needs ``read_personal``; audited).
+
+        Actors with only ``read_history_masked`` use :meth:`masked_timeline`.
+
+        Raises:
+            PermissionDenied: The actor lacks ``read_personal``.
+            NotFoundError: The contact is unknown.
+        """
+        return self._audited(
+            P.READ_PERSONAL,
+            "timeline",
+            lambda: self._repo.timeline(contact_id),
+            contact_id,
+            lambda entries: [e.message.message_id for e in entries],
+        )
+
+    def consent_history(self, contact_id: str) -> list[ConsentEvent]:
+        """Return a contact's consent events with evidence (needs ``read_personal``; audited).
+
+        Raises:
+            PermissionDenied: The actor lacks ``read_personal``.
+            NotFoundError: The contact is unknown.
+        """
+        return self._audited(
+            P.READ_PERSONAL,
+            "consent_history",
+            lambda: self._repo.consent_history(contact_id),
+            contact_id,
+        )
+
+    def find_contacts(
+        self,
+        *,
+        email: str | None = None,
+        phone: str | None = None,
+        line_user_id: str | None = None,
+    ) -> list[str]:
+        """Find contacts by address (needs ``read_personal``; audited with the ids found).
+
+        The address searched for is not recorded.
+
+        Raises:
+            PermissionDenied: The actor lacks ``read_personal``.
+        """
+        return self._audited(
+            P.READ_PERSONAL,
+            "find_contacts",
+            lambda: self._repo.find_contacts(email=email, phone=phone, line_user_id=line_user_id),
+            targets=lambda ids: ids,
+        )
+
+    def dead_letters(
+        self, *, source: str | None = None, limit: int | None = None
+    ) -> list[DeadLetter]:
+        """Return decrypted dead letters (needs ``read_personal``; audited with their ids).
+
+        Raises:
+            PermissionDenied: The actor lacks ``read_personal``.
+        """
+        return self._audited(
+            P.READ_PERSONAL,
+            "dead_letters",
+            lambda: self._repo.dead_letters(source=source, limit=limit),
+            targets=lambda letters: [d.id for d in letters],
+        )
+
+    def kpis(
+        self,
+        by: str | Iterable[str] = (),
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        tz: str = "UTC",
+        exclude_machine: bool = True,
+    ) -> KpiTable:
+        """Compute KPIs (needs ``read_metrics``); see :meth:`Repository.kpis`."""
+        return self._checked(
+            P.READ_METRICS,
+            "kpis",
+            lambda: self._repo.kpis(
+                by, since=since, until=until, tz=tz, exclude_machine=exclude_machine
+            ),
+        )
+
+    def can_send(
+        self,
+        contact_id: str,
+        channel: Channel | str,
+        purpose: Purpose | str,
+        at: datetime | None = None,
+        *,
+        address: str | None = None,
+    ) -> SendDecision:
+        """Decide whether a message may be sent (needs ``read_history_masked``)."""
+        return self._checked(
+            P.READ_HISTORY_MASKED,
+            "can_send",
+            lambda: self._repo.can_send(contact_id, channel, purpose, at, address=address),
+        )
+
+    def filter_sendable(
+        self,
+        contact_ids: Iterable[str],
+        channel: Channel | str,
+        purpose: Purpose | str,
+        at: datetime | None = None,
+    ) -> list[str]:
+        """Keep the sendable contacts (needs ``read_history_masked``).
+
+        Raises:
+            PermissionDenied: The actor lacks ``read_history_masked``.
+            InvalidInputError: The repository has no ``filter_sendable``.
+        """
+        fn = getattr(self._repo, "filter_sendable", None)
+        if fn is None:
+            raise InvalidInputError(
+                field="filter_sendable", reason="not offered by this repository"
+            )
+        result: list[str] = self._checked(
+            P.READ_HISTORY_MASKED,
+            "filter_sendable",
+            lambda: fn(contact_ids, channel, purpose, at),
+        )
+        return result
+
+    # ------------------------------------------------------------------ consent and privacy
+
+    @property
+    def consent(self) -> GuardedConsent:
+        """The consent ledger, guarded (see :class:`GuardedConsent`)."""
+        return GuardedConsent(self)
+
+    @property
+    def suppression(self) -> GuardedSuppression:
+        """The suppression list, guarded (see :class:`GuardedSuppression`)."""
+        return GuardedSuppression(self)
+
+    def export_subject(self, contact_id: str) -> dict[str, Any]:
+        """Export everything held on a person (needs ``export_subject``; audited).
+
+        Raises:
+            PermissionDenied: The actor lacks ``export_subject``.
+            NotFoundError: The contact is unknown.
+        """
+        return self._audited(
+            P.EXPORT_SUBJECT,
+            "export_subject",
+            lambda: self._repo.export_subject(contact_id),
+            contact_id,
+        )
+
+    def erase_subject(self, contact_id: str) -> ErasureReport:
+        """Crypto-shred a person (needs ``erase_subject``; audited).
+
+        Raises:
+            PermissionDenied: The actor lacks ``erase_subject``.
+            NotFoundError: The contact is unknown.
+        """
+        return self._audited(
+            P.ERASE_SUBJECT,
+            "erase_subject",
+            lambda: self._repo.erase_subject(contact_id),
+            contact_id,
+        )
+
+    def rotate_keys(self, *, batch_size: int = 1000, reindex: bool = False) -> RotationReport:
+        """Re-wrap data keys under the keyring's current key (needs ``manage_keys``; audited).
+
+        Args:
+            batch_size: Rows per transaction.
+            reindex: Also recompute blind indexes.
+
+        Returns:
+            What was moved (see :func:`commhistory.store.rotation.rotate_keys`).
+
+        Raises:
+            PermissionDenied: The actor lacks ``manage_keys``.
+            InvalidInputError: The repository is not a SQL repository.
+        """
+        from commhistory.store.rotation import rotate_keys  # noqa: PLC0415
+        from commhistory.store.sql import SQLRepository  # noqa: PLC0415
+
+        repo = self._repo
+        if not isinstance(repo, SQLRepository):
+            self._require(P.MANAGE_KEYS, "rotate_keys")
+            raise InvalidInputError(field="rotate_keys", reason="needs a SQL repository")
+        return self._audited(
+            P.MANAGE_KEYS,
+            "rotate_keys",
+            lambda: rotate_keys(repo, batch_size=batch_size, reindex=reindex),
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Do nothing: the repository belongs to whoever opened it."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _id_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+class GuardedConsent:
+    """The consent ledger seen through a :class:`GuardedRepository`.
+
+    ``grant`` and ``withdraw`` need ``manage_consent`` and are audited;
+    ``status`` and ``statuses`` need ``read_history_masked``; ``history``
+    (evidence included) needs ``read_personal`` and is audited.
+
+    .. versionadded:: 0.3.0
+    """
+
+    def __init__(self, view: GuardedRepository) -> None:
+        self._view = view
+
+    def __repr__(self) -> str:
+        return f"GuardedConsent(actor={self._view.actor.id!r})"
+
+    def grant(self, contact_id: str, *args: Any, **kwargs: Any) -> ConsentEvent:
+        """Record consent; arguments as :meth:`ConsentLedger.grant`."""
+        v = self._view
+        return v._audited(
+            P.MANAGE_CONSENT,
+            "consent.grant",
+            lambda: v._repo.consent.grant(contact_id, *args, **kwargs),
+            contact_id,
+            lambda e: [e.consent_id] if e.consent_id else [],
+        )
+
+    def withdraw(self, contact_id: str, *args: Any, **kwargs: Any) -> ConsentEvent:
+        """Record a withdrawal; arguments as :meth:`ConsentLedger.withdraw`."""
+        v = self._view
+        return v._audited(
+            P.MANAGE_CONSENT,
+            "consent.withdraw",
+            lambda: v._repo.consent.withdraw(contact_id, *args, **kwargs),
+            contact_id,
+            lambda e: [e.consent_id] if e.consent_id else [],
+        )
+
+    def status(self, contact_id: str, *args: Any, **kwargs: Any) -> Any:
+        """Return the consent status; arguments as :meth:`ConsentLedger.status`."""
+        v = self._view
+        return v._checked(
+            P.READ_HISTORY_MASKED,
+            "consent.status",
+            lambda: v._repo.consent.status(contact_id, *args, **kwargs),
+        )
+
+    def statuses(self, *args: Any, **kwargs: Any) -> Any:
+        """Return many consent states; arguments as :meth:`ConsentLedger.statuses`."""
+        v = self._view
+        return v._checked(
+            P.READ_HISTORY_MASKED,
+            "consent.statuses",
+            lambda: v._repo.consent.statuses(*args, **kwargs),
+        )
+
+    def history(self, contact_id: str, *args: Any, **kwargs: Any) -> list[ConsentEvent]:
+        """Return ledger events with evidence; arguments as :meth:`ConsentLedger.history`."""
+        v = self._view
+        return v._audited(
+            P.READ_PERSONAL,
+            "consent.history",
+            lambda: v._repo.consent.history(contact_id, *args, **kwargs),
+            contact_id,
+        )
+
+
+class GuardedSuppression:
+    """The suppression list seen through a :class:`GuardedRepository`.
+
+    ``add`` and ``lift`` need ``manage_consent`` and are audited (with the
+    suppression ids, never the address); ``check`` needs ``read_history_masked``;
+    ``entries`` and ``for_contact`` need ``read_personal`` and are audited.
+
+    .. versionadded:: 0.3.0
+    """
+
+    def __init__(self, view: GuardedRepository) -> None:
+        self._view = view
+
+    def __repr__(self) -> str:
+        return f"GuardedSuppression(actor={self._view.actor.id!r})"
+
+    def add(self, *args: Any, **kwargs: Any) -> SuppressionEntry:
+        """Suppress an address; arguments as :meth:`SuppressionList.add`."""
+        v = self._view
+        return v._audited(
+            P.MANAGE_CONSENT,
+            "suppression.add",
+            lambda: v._repo.suppression.add(*args, **kwargs),
+            targets=lambda e: [e.suppression_id],
+        )
+
+    def lift(self, *args: Any, **kwargs: Any) -> int:
+        """Lift suppressions; arguments as :meth:`SuppressionList.lift`."""
+        v = self._view
+        return v._audited(
+            P.MANAGE_CONSENT,
+            "suppression.lift",
+            lambda: v._repo.suppression.lift(*args, **kwargs),
+        )
+
+    def check(self, *args: Any, **kwargs: Any) -> tuple[SuppressionEntry, ...]:
+        """Return entries in force; arguments as :meth:`SuppressionList.check`."""
+        v = self._view
+        return v._checked(
+            P.READ_HISTORY_MASKED,
+            "suppression.check",
+            lambda: v._repo.suppression.check(*args, **kwargs),
+        )
+
+    def entries(self, *args: Any, **kwargs: Any) -> list[SuppressionEntry]:
+        """Return every entry for an address; arguments as :meth:`SuppressionList.entries`."""
+        v = self._view
+        return v._audited(
+            P.READ_PERSONAL,
+            "suppression.entries",
+            lambda: v._repo.suppression.entries(*args, **kwargs),
+            targets=lambda found: [e.suppression_id for e in found],
+        )
+
+    def for_contact(self, contact_id: str) -> list[SuppressionEntry]:
+        """Return a contact's entries; see :meth:`SuppressionList.for_contact`."""
+        v = self._view
+        return v._audited(
+            P.READ_PERSONAL,
+            "suppression.for_contact",
+            lambda: v._repo.suppression.for_contact(contact_id),
+            contact_id,
+            lambda found: [e.suppression_id for e in found],
+        )

@@ -1,0 +1,301 @@
+"""Access control: each built-in role against each operation, denials and audit entries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from commhistory.audit import (
+    BUILTIN_ROLES,
+    Actor,
+    AuditLog,
+    GuardedRepository,
+    Outcome,
+    Permission,
+    Policy,
+    as_actor,
+)
+from commhistory.crypto import Keyring
+from commhistory.errors import InvalidInputError, NotFoundError, PermissionDenied
+from commhistory.model import EventType
+from commhistory.store import MemoryRepository, SQLRepository, open_repository
+from tests.test_consent_support import ev, msg
+
+P = Permission
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SQLRepository]:
+    """A SQL repository with two contacts' history."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'access.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    with open_repository(url, Keyring.generate()) as r:
+        r.consent.grant("c1", "email", "marketing", method="web_form", ip="198.51.100.7")
+        r.record_messages([msg("m1", "c1", body="hidden body text"), msg("m2", "c2")])
+        r.record_events([ev("e1", "m1", EventType.DELIVERED, day=0.1)])
+        yield r
+
+
+Op = tuple[str, Permission, bool, Callable[[GuardedRepository], Any]]
+
+# (action, permission needed, audited when allowed, call)
+OPERATIONS: list[Op] = [
+    ("kpis", P.READ_METRICS, False, lambda v: v.kpis(by="campaign_id")),
+    ("can_send", P.READ_HISTORY_MASKED, False, lambda v: v.can_send("c1", "email", "marketing")),
+    (
+        "filter_sendable",
+        P.READ_HISTORY_MASKED,
+        False,
+        lambda v: v.filter_sendable(["c1", "c2"], "email", "marketing"),
+    ),
+    (
+        "consent.status",
+        P.READ_HISTORY_MASKED,
+        False,
+        lambda v: v.consent.status("c1", "email", "marketing"),
+    ),
+    (
+        "suppression.check",
+        P.READ_HISTORY_MASKED,
+        False,
+        lambda v: v.suppression.check("email", "c1@example.com"),
+    ),
+    ("timeline", P.READ_PERSONAL, True, lambda v: v.timeline("c1")),
+    ("consent_history", P.READ_PERSONAL, True, lambda v: v.consent_history("c1")),
+    ("consent.history", P.READ_PERSONAL, True, lambda v: v.consent.history("c1")),
+    ("find_contacts", P.READ_PERSONAL, True, lambda v: v.find_contacts(email="c1@example.com")),
+    ("dead_letters", P.READ_PERSONAL, True, lambda v: v.dead_letters()),
+    ("suppression.for_contact", P.READ_PERSONAL, True, lambda v: v.suppression.for_contact("c1")),
+    (
+        "suppression.entries",
+        P.READ_PERSONAL,
+        True,
+        lambda v: v.suppression.entries("email", "c1@example.com"),
+    ),
+    ("record_messages", P.WRITE_HISTORY, False, lambda v: v.record_messages([msg("m9", "c1")])),
+    (
+        "record_events",
+        P.WRITE_HISTORY,
+        False,
+        lambda v: v.record_events([ev("e9", "m1", EventType.OPENED, day=0.2)]),
+    ),
+    (
+        "consent.grant",
+        P.MANAGE_CONSENT,
+        True,
+        lambda v: v.consent.grant("c2", "email", "marketing", method="web_form"),
+    ),
+    (
+        "consent.withdraw",
+        P.MANAGE_CONSENT,
+        True,
+        lambda v: v.consent.withdraw("c2", "email", "marketing", method="web_form"),
+    ),
+    (
+        "suppression.add",
+        P.MANAGE_CONSENT,
+        True,
+        lambda v: v.suppression.add("email", "x@example.com"),
+    ),
+    (
+        "suppression.lift",
+        P.MANAGE_CONSENT,
+        True,
+        lambda v: v.suppression.lift("email", "x@example.com"),
+    ),
+    ("export_subject", P.EXPORT_SUBJECT, True, lambda v: v.export_subject("c1")),
+    ("rotate_keys", P.MANAGE_KEYS, True, lambda v: v.rotate_keys()),
+    ("erase_subject", P.ERASE_SUBJECT, True, lambda v: v.erase_subject("c2")),  # keep last
+]
+
+EXPECTED: dict[str, set[Permission]] = {
+    "analyst": {P.READ_METRICS, P.READ_HISTORY_MASKED},
+    "operator": {P.READ_METRICS, P.READ_HISTORY_MASKED, P.WRITE_HISTORY, P.MANAGE_CONSENT},
+    "privacy_officer": {
+        P.READ_HISTORY_MASKED,
+        P.READ_PERSONAL,
+        P.MANAGE_CONSENT,
+        P.EXPORT_SUBJECT,
+        P.ERASE_SUBJECT,
+    },
+    "admin": set(Permission),
+}
+
+
+def test_builtin_roles_are_as_documented() -> None:
+    assert {k: set(v) for k, v in BUILTIN_ROLES.items()} == EXPECTED
+
+
+def test_every_permission_has_an_operation() -> None:
+    assert {op[1] for op in OPERATIONS} == set(Permission)
+
+
+@pytest.mark.parametrize("role", sorted(EXPECTED))
+def test_each_role_against_each_operation(repo: SQLRepository, role: str) -> None:
+    log = AuditLog.for_repository(repo)
+    view = as_actor(repo, Actor("staff-1", [role]), purpose="table test")
+    for action, permission, audited, call in OPERATIONS:
+        before = len(log.entries())
+        if permission in EXPECTED[role]:
+            call(view)
+            after = log.entries()
+            if audited:
+                assert len(after) == before + 1, action
+                entry = after[-1]
+                assert (entry.action, entry.outcome) == (action, Outcome.OK)
+                assert entry.permission == permission
+                assert entry.actor_id == "staff-1"
+                assert entry.roles == (role,)
+                assert entry.purpose == "table test"
+            else:
+                assert len(after) == before, action
+        else:
+            with pytest.raises(PermissionDenied) as info:
+                call(view)
+            assert info.value.permission == permission, action
+            assert info.value.actor == "staff-1"
+            entry = log.entries()[-1]
+            assert len(log.entries()) == before + 1, action
+            assert (entry.action, entry.outcome, entry.permission) == (
+                action,
+                Outcome.DENIED,
+                permission,
+            )
+    assert log.verify_chain().intact
+
+
+def test_denied_write_changes_nothing(repo: SQLRepository) -> None:
+    view = as_actor(repo, Actor("a-1", ["analyst"]), purpose="p")
+    with pytest.raises(PermissionDenied):
+        view.record_messages([msg("m7", "c1")])
+    with pytest.raises(PermissionDenied):
+        view.erase_subject("c1")
+    assert [e.message.message_id for e in repo.timeline("c1")] == ["m1"]
+
+
+def test_audit_entries_hold_ids_not_personal_values(repo: SQLRepository) -> None:
+    view = as_actor(repo, Actor("po-1", ["privacy_officer"]), purpose="request 7")
+    view.timeline("c1")
+    view.find_contacts(email="c1@example.com")
+    view.export_subject("c1")
+    view.consent_history("c1")
+    entries = AuditLog.for_repository(repo).entries()
+    assert [e.action for e in entries] == [
+        "timeline",
+        "find_contacts",
+        "export_subject",
+        "consent_history",
+    ]
+    assert entries[0].contact_id == "c1"
+    assert entries[0].targets == ("m1",)
+    assert entries[1].targets == ("c1",)
+    with repo.engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT * FROM audit_log")).all()
+    text = repr(rows)
+    for personal in ("example.com", "198.51.100.7", "hidden body", "+8190"):
+        assert personal not in text
+
+
+def test_failed_operation_is_audited_as_failed(repo: SQLRepository) -> None:
+    view = as_actor(repo, Actor("po-1", ["privacy_officer"]), purpose="p")
+    with pytest.raises(NotFoundError):
+        view.export_subject("nobody")
+    entry = AuditLog.for_repository(repo).entries()[-1]
+    assert entry.outcome == "failed:NotFoundError"
+    assert entry.contact_id == "nobody"
+
+
+def test_plain_repository_is_unchanged_and_unaudited(repo: SQLRepository) -> None:
+    assert repo.timeline("c1")
+    assert repo.export_subject("c1")["messages"]
+    assert AuditLog.for_repository(repo).entries() == []
+
+
+def test_view_exposes_no_backdoor(repo: SQLRepository) -> None:
+    view = as_actor(repo, Actor("a-1", ["analyst"]), purpose="p")
+    for name in ("engine", "keyring", "backend", "transaction", "_repo_engine"):
+        assert not hasattr(view, name)
+    with view as same:
+        assert same is view
+    assert repo.timeline("c1")  # leaving the view does not close the repository
+    assert "staff" not in repr(view)
+    assert view.allows("read_metrics")
+    assert not view.allows(P.READ_PERSONAL)
+
+
+# ---------------------------------------------------------------------- policy
+
+
+def test_host_defined_role() -> None:
+    policy = Policy({"support": ["read_history_masked", P.MANAGE_CONSENT]})
+    actor = Actor("s-1", ["support"])
+    assert policy.permissions_of(actor) == {P.READ_HISTORY_MASKED, P.MANAGE_CONSENT}
+    assert policy.allows(actor, "manage_consent")
+    assert not policy.allows(actor, P.READ_PERSONAL)
+    assert "analyst" in policy.roles
+
+
+def test_host_may_redefine_or_drop_builtin_roles() -> None:
+    narrowed = Policy({"analyst": ["read_metrics"]})
+    assert narrowed.permissions_of(Actor("a", ["analyst"])) == {P.READ_METRICS}
+    bare = Policy({"auditor": []}, builtin=False)
+    assert set(bare.roles) == {"auditor"}
+
+
+def test_roles_union() -> None:
+    actor = Actor("x", ["analyst", "operator"])
+    assert Policy().permissions_of(actor) == EXPECTED["analyst"] | EXPECTED["operator"]
+
+
+def test_policy_errors() -> None:
+    with pytest.raises(InvalidInputError) as info:
+        Policy({"support": ["read_everything"]})
+    assert info.value.field == "roles.support"
+    with pytest.raises(InvalidInputError) as info:
+        Policy({"Bad Role": []})
+    assert info.value.field == "roles"
+    with pytest.raises(InvalidInputError) as info:
+        Policy().allows(Actor("a", ["admin"]), "nope")
+    assert info.value.field == "permission"
+
+
+def test_actor_errors() -> None:
+    with pytest.raises(InvalidInputError) as info:
+        Actor("", ["admin"])
+    assert info.value.field == "id"
+    with pytest.raises(InvalidInputError) as info:
+        Actor("a", [])
+    assert info.value.field == "roles"
+    assert Actor("a", "admin").roles == ("admin",)
+    assert Actor("a", ["operator", "admin", "admin"]).roles == ("admin", "operator")
+
+
+def test_unknown_role_and_bad_purpose_are_refused(repo: SQLRepository) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        as_actor(repo, Actor("a", ["ghost"]), purpose="p")
+    assert info.value.field == "roles"
+    assert "ghost" in str(info.value)
+    with pytest.raises(InvalidInputError) as info:
+        as_actor(repo, Actor("a", ["admin"]), purpose="  ")
+    assert info.value.field == "purpose"
+
+
+def test_memory_repository_needs_an_explicit_log() -> None:
+    mem = MemoryRepository()
+    mem.record_messages([msg("m1", "c1")])
+    with pytest.raises(InvalidInputError) as info:
+        as_actor(mem, Actor("a", ["admin"]), purpose="p")
+    assert info.value.field == "audit"
+    log = AuditLog.in_memory(Keyring.generate())
+    view = as_actor(mem, Actor("a", ["admin"]), purpose="p", audit=log)
+    assert [e.message.message_id for e in view.timeline("c1")] == ["m1"]
+    with pytest.raises(InvalidInputError):
+        view.rotate_keys()
+    assert [e.action for e in log.entries()] == ["timeline"]
+    assert log.verify_chain().intact
