@@ -299,3 +299,35 @@ def test_memory_repository_needs_an_explicit_log() -> None:
         view.rotate_keys()
     assert [e.action for e in log.entries()] == ["timeline"]
     assert log.verify_chain().intact
+
+
+# ---------------------------------------------------------------------- repo.as_actor
+
+
+def test_repo_as_actor_on_sql(repo: SQLRepository) -> None:
+    view = repo.as_actor(Actor("a-1", ["analyst"]), purpose="weekly report")
+    assert isinstance(view, GuardedRepository)
+    assert view.kpis(by="campaign_id").rows
+    with pytest.raises(PermissionDenied):
+        view.timeline("c1")
+    entries = AuditLog.for_repository(repo).entries(actor_id="a-1")
+    assert [(e.action, e.outcome, e.purpose) for e in entries] == [
+        ("timeline", Outcome.DENIED, "weekly report")
+    ]
+
+
+def test_repo_as_actor_on_memory_shares_one_log() -> None:
+    mem = MemoryRepository()
+    mem.record_messages([msg("m1", "c1")])
+    first = mem.as_actor(Actor("a", ["admin"]), purpose="p")
+    second = mem.as_actor(Actor("b", ["analyst"]), purpose="q")
+    first.timeline("c1")
+    with pytest.raises(PermissionDenied):
+        second.export_subject("c1")
+    log = first.audit_log
+    assert second.audit_log is log
+    assert [(e.actor_id, e.outcome) for e in log.entries()] == [
+        ("a", Outcome.OK),
+        ("b", Outcome.DENIED),
+    ]
+    assert log.verify_chain().intact

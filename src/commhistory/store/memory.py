@@ -31,6 +31,7 @@ from commhistory.store._common import (
 from commhistory.store.protocol import DeadLetter, IngestReport, TimelineEntry
 
 if TYPE_CHECKING:
+    from commhistory.audit import Actor, AuditLog, GuardedRepository, Policy
     from commhistory.consent import ConsentLedger, SendDecision, SuppressionList
     from commhistory.convert import ParsedLine
     from commhistory.kpi.metrics import KpiTable
@@ -340,6 +341,40 @@ class MemoryRepository:
         from commhistory.privacy import erase_subject  # noqa: PLC0415
 
         return erase_subject(self, contact_id)
+
+    def as_actor(
+        self,
+        actor: Actor,
+        *,
+        purpose: str,
+        policy: Policy | None = None,
+        audit: AuditLog | None = None,
+    ) -> GuardedRepository:
+        """Return a view that acts as *actor*, checking and auditing every call.
+
+        This repository itself checks nothing; see :func:`commhistory.audit.as_actor`.
+
+        Args:
+            actor: Who acts.
+            purpose: Why; recorded with every audit entry.
+            policy: Roles and permissions (default: the built-in roles).
+            audit: The audit log (default: one in memory, kept by this
+                repository and shared by all its views, under a fresh keyring).
+
+        Returns:
+            The guarded view.
+
+        .. versionadded:: 0.3.0
+        """
+        from commhistory.audit import AuditLog, as_actor  # noqa: PLC0415 - audit imports the store
+        from commhistory.crypto import Keyring  # noqa: PLC0415
+
+        if audit is None:
+            audit = getattr(self, "_audit_log", None)
+            if audit is None:
+                audit = AuditLog.in_memory(Keyring.generate())
+                self._audit_log = audit
+        return as_actor(self, actor, purpose=purpose, policy=policy, audit=audit)
 
     # ------------------------------------------------------------------ lifecycle
 

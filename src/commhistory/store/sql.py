@@ -73,6 +73,7 @@ from commhistory.store._lru import LRU
 from commhistory.store.protocol import DeadLetter, IngestReport, TimelineEntry
 
 if TYPE_CHECKING:
+    from commhistory.audit import Actor, AuditLog, GuardedRepository, Policy
     from commhistory.consent import ConsentLedger, SendDecision, SuppressionList
     from commhistory.convert import ParsedLine
     from commhistory.kpi.metrics import KpiTable
@@ -948,6 +949,33 @@ class SQLRepository:
         from commhistory.privacy import erase_subject  # noqa: PLC0415
 
         return erase_subject(self, contact_id)
+
+    def as_actor(
+        self,
+        actor: Actor,
+        *,
+        purpose: str,
+        policy: Policy | None = None,
+        audit: AuditLog | None = None,
+    ) -> GuardedRepository:
+        """Return a view that acts as *actor*, checking and auditing every call.
+
+        This repository itself checks nothing; see :func:`commhistory.audit.as_actor`.
+
+        Args:
+            actor: Who acts.
+            purpose: Why; recorded with every audit entry.
+            policy: Roles and permissions (default: the built-in roles).
+            audit: The audit log (default: this database's ``audit_log`` table).
+
+        Returns:
+            The guarded view.
+
+        .. versionadded:: 0.3.0
+        """
+        from commhistory.audit import as_actor  # noqa: PLC0415 - audit imports the store
+
+        return as_actor(self, actor, purpose=purpose, policy=policy, audit=audit)
 
     # ------------------------------------------------------------------ lifecycle
 
