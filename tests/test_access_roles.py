@@ -66,6 +66,7 @@ OPERATIONS: list[Op] = [
         False,
         lambda v: v.suppression.check("email", "c1@example.com"),
     ),
+    ("masked_timeline", P.READ_HISTORY_MASKED, False, lambda v: v.masked_timeline("c1")),
     ("timeline", P.READ_PERSONAL, True, lambda v: v.timeline("c1")),
     ("consent_history", P.READ_PERSONAL, True, lambda v: v.consent_history("c1")),
     ("consent.history", P.READ_PERSONAL, True, lambda v: v.consent.history("c1")),

@@ -5,7 +5,9 @@
   repository that checks every call and audits what must be audited;
 * :mod:`~commhistory.audit.log`: :class:`AuditLog`, append-only entries in one
   HMAC chain under the keyring's ``"audit"`` subkey, and
-  :meth:`AuditLog.verify_chain`.
+  :meth:`AuditLog.verify_chain`;
+* :mod:`~commhistory.audit.masked`: masked timelines read from plain columns
+  only (nothing decrypted) and the masking of addresses.
 
 Without a guarded view nothing is checked or audited: a repository used
 directly behaves exactly as before. See ``docs/access.md``.
@@ -32,6 +34,15 @@ from commhistory.audit.log import (
     ChainReport,
     Outcome,
 )
+from commhistory.audit.masked import (
+    MaskedEntry,
+    MaskedEvent,
+    MaskedMessage,
+    mask_email,
+    mask_line_user_id,
+    mask_phone,
+    masked_timeline,
+)
 
 __all__ = [
     "AUDIT_SUBKEY_PURPOSE",
@@ -43,8 +54,15 @@ __all__ = [
     "GuardedConsent",
     "GuardedRepository",
     "GuardedSuppression",
+    "MaskedEntry",
+    "MaskedEvent",
+    "MaskedMessage",
     "Outcome",
     "Permission",
     "Policy",
     "as_actor",
+    "mask_email",
+    "mask_line_user_id",
+    "mask_phone",
+    "masked_timeline",
 ]

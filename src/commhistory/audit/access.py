@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 import attrs
 
 from commhistory.audit.log import AuditLog, Outcome
+from commhistory.audit.masked import MaskedEntry, masked_timeline
 from commhistory.errors import InvalidInputError, PermissionDenied
 
 if TYPE_CHECKING:
@@ -415,7 +416,8 @@ class GuardedRepository:
     def timeline(self, contact_id: str) -> list[TimelineEntry]:
         """Return a contact's decrypted timeline (needs ``read_personal``; audited).
 
-        Actors with only ``read_history_masked`` use :meth:`masked_timeline`.
+        Actors with only ``read_history_masked`` use :meth:`masked_timeline`,
+        which decrypts nothing.
 
         Raises:
             PermissionDenied: The actor lacks ``read_personal``.
@@ -427,6 +429,22 @@ class GuardedRepository:
             lambda: self._repo.timeline(contact_id),
             contact_id,
             lambda entries: [e.message.message_id for e in entries],
+        )
+
+    def masked_timeline(self, contact_id: str) -> list[MaskedEntry]:
+        """Return a contact's timeline, personal fields withheld (needs ``read_history_masked``).
+
+        Nothing is decrypted (see :func:`commhistory.audit.masked.masked_timeline`),
+        so the read is not audited.
+
+        Raises:
+            PermissionDenied: The actor lacks ``read_history_masked``.
+            NotFoundError: The contact is unknown.
+        """
+        return self._checked(
+            P.READ_HISTORY_MASKED,
+            "masked_timeline",
+            lambda: masked_timeline(self._repo, contact_id),
         )
 
     def consent_history(self, contact_id: str) -> list[ConsentEvent]:

@@ -1,0 +1,279 @@
+"""Masked history: what an actor without ``read_personal`` may see, read without decryption.
+
+A masked timeline keeps what the database stores in the clear (ids, channel,
+direction, purpose, campaign, variant, provider, times, event types, bounce
+class, status codes, revenue) and withholds every encrypted field: the address,
+subject, body, reason, URL, user agent, IP and metadata. It is read from the
+plain columns only, so no data key is unwrapped and nothing is decrypted.
+
+Addresses are withheld (``address`` is ``None``) because no masked form of an
+address is stored yet; :func:`mask_email`, :func:`mask_phone` and
+:func:`mask_line_user_id` give the form to store at ingest once the schema has
+a column for it (``t***@example.com``, ``+81 90-****-5678``).
+
+.. versionadded:: 0.3.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import phonenumbers
+import sqlalchemy as sa
+
+from commhistory.errors import NotFoundError
+from commhistory.model import BounceClass, Channel, Direction, EventType, Purpose
+from commhistory.store import schema
+
+if TYPE_CHECKING:
+    from commhistory.store.protocol import Repository
+
+__all__ = [
+    "MaskedEntry",
+    "MaskedEvent",
+    "MaskedMessage",
+    "mask_email",
+    "mask_line_user_id",
+    "mask_phone",
+    "masked_timeline",
+]
+
+
+def mask_email(address: str) -> str:
+    """Mask a normalized email address: the first character of the local part, then ``***``.
+
+    >>> mask_email("taro@example.com")
+    't***@example.com'
+
+    Args:
+        address: A normalized address (``local@domain``).
+
+    Returns:
+        The masked form; ``***`` alone when there is no ``@``.
+    """
+    local, sep, domain = address.rpartition("@")
+    if not sep or not local:
+        return "***"
+    return f"{local[0]}***@{domain}"
+
+
+def mask_phone(number: str) -> str:
+    """Mask an E.164 number: country code, first two and last four national digits.
+
+    >>> mask_phone("+819012345678")
+    '+81 90-****-5678'
+
+    Args:
+        number: An E.164 number (``+819012345678``).
+
+    Returns:
+        The masked form; ``+CC ****`` when the national number is shorter than
+        eight digits, ``***`` when the number cannot be read.
+    """
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return "***"
+    national = phonenumbers.national_significant_number(parsed)
+    if len(national) < 8:
+        return f"+{parsed.country_code} ****"
+    return f"+{parsed.country_code} {national[:2]}-****-{national[-4:]}"
+
+
+def mask_line_user_id(user_id: str) -> str:
+    """Mask a LINE user id: its first character and last four.
+
+    >>> mask_line_user_id("U" + "0123456789abcdef" * 2)
+    'U***cdef'
+    """
+    if len(user_id) < 9:
+        return "***"
+    return f"{user_id[0]}***{user_id[-4:]}"
+
+
+@attrs.frozen(kw_only=True)
+class MaskedEvent:
+    """An event with its personal fields withheld.
+
+    .. versionadded:: 0.3.0
+    """
+
+    event_id: str
+    type: EventType
+    occurred_at: datetime
+    status_code: str | None = None
+    bounce: BounceClass | None = None
+    machine: bool = False
+    revenue: str | None = None
+    currency: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class MaskedMessage:
+    """A message with its address, subject, body and metadata withheld.
+
+    Attributes:
+        address: The masked address when one is stored, else ``None`` (withheld).
+        has_subject: Whether the message has a subject (its text is withheld).
+        has_body: Whether the message has a body (its text is withheld).
+
+    .. versionadded:: 0.3.0
+    """
+
+    message_id: str
+    channel: Channel
+    direction: Direction
+    contact_id: str
+    sent_at: datetime
+    purpose: Purpose
+    campaign_id: str | None = None
+    variant: str | None = None
+    provider: str | None = None
+    address: str | None = None
+    has_subject: bool = False
+    has_body: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class MaskedEntry:
+    """One message of a masked timeline, with its events.
+
+    .. versionadded:: 0.3.0
+    """
+
+    message: MaskedMessage
+    events: tuple[MaskedEvent, ...] = ()
+
+
+def _sql_rows(repo: Any, contact_id: str) -> tuple[Sequence[Any], Sequence[Any]] | None:
+    c, m, e = schema.contacts, schema.messages, schema.events
+    with repo.transaction(read=True) as conn:
+        row = conn.execute(
+            sa.select(c.c.data_key.is_(None)).where(c.c.contact_id == contact_id)
+        ).first()
+        if row is None:
+            raise NotFoundError(kind="contact", identifier=contact_id)
+        if row[0]:  # erased
+            return None
+        messages = conn.execute(
+            sa.select(
+                m.c.message_id, m.c.channel, m.c.direction, m.c.contact_id, m.c.sent_at,
+                m.c.purpose, m.c.campaign_id, m.c.variant, m.c.provider,
+                m.c.subject.is_not(None), m.c.body.is_not(None),
+            )
+            .where(m.c.contact_id == contact_id)
+            .order_by(m.c.sent_at, m.c.message_id)
+        ).all()  # fmt: skip
+        events = conn.execute(
+            sa.select(
+                e.c.event_id, e.c.message_id, e.c.type, e.c.occurred_at, e.c.status_code,
+                e.c.bounce, e.c.machine, e.c.revenue, e.c.currency,
+            )
+            .where(e.c.contact_id == contact_id)
+            .order_by(e.c.occurred_at, e.c.event_id)
+        ).all()  # fmt: skip
+    return messages, events
+
+
+def _from_sql(repo: Any, contact_id: str) -> list[MaskedEntry]:
+    found = _sql_rows(repo, contact_id)
+    if found is None:
+        return []
+    message_rows, event_rows = found
+    by_message: dict[str, list[MaskedEvent]] = {}
+    for r in event_rows:
+        by_message.setdefault(r[1], []).append(
+            MaskedEvent(
+                event_id=r[0],
+                type=EventType(r[2]),
+                occurred_at=r[3],
+                status_code=r[4],
+                bounce=None if r[5] is None else BounceClass(r[5]),
+                machine=bool(r[6]),
+                revenue=r[7],
+                currency=r[8],
+            )
+        )
+    return [
+        MaskedEntry(
+            message=MaskedMessage(
+                message_id=r[0],
+                channel=Channel(r[1]),
+                direction=Direction(r[2]),
+                contact_id=r[3],
+                sent_at=r[4],
+                purpose=Purpose(r[5]),
+                campaign_id=r[6],
+                variant=r[7],
+                provider=r[8],
+                has_subject=bool(r[9]),
+                has_body=bool(r[10]),
+            ),
+            events=tuple(by_message.get(r[0], ())),
+        )
+        for r in message_rows
+    ]
+
+
+def _from_records(repo: Repository, contact_id: str) -> list[MaskedEntry]:
+    # Repositories that keep records in the clear (in memory): strip them.
+    return [
+        MaskedEntry(
+            message=MaskedMessage(
+                message_id=e.message.message_id,
+                channel=e.message.channel,
+                direction=e.message.direction,
+                contact_id=e.message.contact_id,
+                sent_at=e.message.sent_at,
+                purpose=e.message.purpose,
+                campaign_id=e.message.campaign_id,
+                variant=e.message.variant,
+                provider=e.message.provider,
+                has_subject=e.message.subject is not None,
+                has_body=e.message.body is not None,
+            ),
+            events=tuple(
+                MaskedEvent(
+                    event_id=ev.event_id,
+                    type=ev.type,
+                    occurred_at=ev.occurred_at,
+                    status_code=ev.status_code,
+                    bounce=ev.bounce,
+                    machine=ev.machine,
+                    revenue=None if ev.revenue is None else str(ev.revenue),
+                    currency=ev.currency,
+                )
+                for ev in e.events
+            ),
+        )
+        for e in repo.timeline(contact_id)
+    ]
+
+
+def masked_timeline(repo: Repository, contact_id: str) -> list[MaskedEntry]:
+    """Return a contact's timeline with every personal field withheld.
+
+    On a :class:`~commhistory.store.sql.SQLRepository` only plain columns are
+    read: no data key is unwrapped and nothing is decrypted. Other repositories
+    are read through ``timeline()`` and stripped (the in-memory one holds no
+    ciphertext).
+
+    Args:
+        repo: The repository.
+        contact_id: The contact.
+
+    Returns:
+        The entries, messages by ``sent_at`` then id, events by ``occurred_at``
+        then id; empty for an erased contact.
+
+    Raises:
+        NotFoundError: The contact is unknown.
+    """
+    from commhistory.store.sql import SQLRepository  # noqa: PLC0415
+
+    if isinstance(repo, SQLRepository):
+        return _from_sql(repo, contact_id)
+    return _from_records(repo, contact_id)
