@@ -31,6 +31,7 @@ from commhistory.audit.log import (
     AUDIT_SUBKEY_PURPOSE,
     AuditEntry,
     AuditLog,
+    AuditStore,
     ChainReport,
     Outcome,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "Actor",
     "AuditEntry",
     "AuditLog",
+    "AuditStore",
     "ChainReport",
     "GuardedConsent",
     "GuardedRepository",

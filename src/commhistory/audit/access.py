@@ -68,13 +68,13 @@ class Permission(enum.StrEnum):
     READ_METRICS = "read_metrics"
     """Compute KPIs (aggregates only)."""
     READ_HISTORY_MASKED = "read_history_masked"
-    """Read timelines with personal values masked or withheld; consent status; can-send."""
+    """Read timelines with personal values withheld, consent status and can-send."""
     READ_PERSONAL = "read_personal"
-    """Read decrypted personal data: timelines, consent evidence, dead letters, lookups."""
+    """Read decrypted personal data (timelines, consent evidence, dead letters, lookups)."""
     WRITE_HISTORY = "write_history"
     """Record messages and events, ingest files."""
     MANAGE_CONSENT = "manage_consent"
-    """Grant or withdraw consent; add or lift suppressions."""
+    """Grant or withdraw consent, add or lift suppressions."""
     EXPORT_SUBJECT = "export_subject"
     """Export everything held on a person."""
     ERASE_SUBJECT = "erase_subject"
@@ -165,7 +165,7 @@ class Policy:
     Args:
         roles: Host-defined roles, name to permissions. A host role may also
             redefine a built-in one (``{"analyst": ["read_metrics"]}``).
-        builtin: Include :data:`BUILTIN_ROLES` (default ``True``).
+        builtin: Include the built-in roles (``BUILTIN_ROLES``) (default ``True``).
 
     Raises:
         InvalidInputError: A malformed role name or an unknown permission.
@@ -373,19 +373,28 @@ class GuardedRepository:
     # ------------------------------------------------------------------ writes
 
     def record_messages(self, items: Iterable[Message]) -> IngestReport:
-        """Store messages (needs ``write_history``); see :meth:`Repository.record_messages`."""
+        """Store messages (needs ``write_history``).
+
+        See :meth:`commhistory.store.protocol.Repository.record_messages`.
+        """
         return self._checked(
             P.WRITE_HISTORY, "record_messages", lambda: self._repo.record_messages(items)
         )
 
     def record_events(self, items: Iterable[Event]) -> IngestReport:
-        """Store events (needs ``write_history``); see :meth:`Repository.record_events`."""
+        """Store events (needs ``write_history``).
+
+        See :meth:`commhistory.store.protocol.Repository.record_events`.
+        """
         return self._checked(
             P.WRITE_HISTORY, "record_events", lambda: self._repo.record_events(items)
         )
 
     def ingest(self, lines: Iterable[ParsedLine], *, source: str) -> IngestReport:
-        """Store parsed lines (needs ``write_history``); see :meth:`Repository.ingest`."""
+        """Store parsed lines (needs ``write_history``).
+
+        See :meth:`commhistory.store.protocol.Repository.ingest`.
+        """
         return self._checked(
             P.WRITE_HISTORY, "ingest", lambda: self._repo.ingest(lines, source=source)
         )
@@ -506,7 +515,10 @@ class GuardedRepository:
         tz: str = "UTC",
         exclude_machine: bool = True,
     ) -> KpiTable:
-        """Compute KPIs (needs ``read_metrics``); see :meth:`Repository.kpis`."""
+        """Compute KPIs (needs ``read_metrics``).
+
+        See :meth:`commhistory.store.protocol.Repository.kpis`.
+        """
         return self._checked(
             P.READ_METRICS,
             "kpis",
@@ -661,7 +673,7 @@ class GuardedConsent:
         return f"GuardedConsent(actor={self._view.actor.id!r})"
 
     def grant(self, contact_id: str, *args: Any, **kwargs: Any) -> ConsentEvent:
-        """Record consent; arguments as :meth:`ConsentLedger.grant`."""
+        """Record consent; arguments as :meth:`commhistory.consent.ConsentLedger.grant`."""
         v = self._view
         return v._audited(
             P.MANAGE_CONSENT,
@@ -672,7 +684,7 @@ class GuardedConsent:
         )
 
     def withdraw(self, contact_id: str, *args: Any, **kwargs: Any) -> ConsentEvent:
-        """Record a withdrawal; arguments as :meth:`ConsentLedger.withdraw`."""
+        """Record a withdrawal; arguments as :meth:`commhistory.consent.ConsentLedger.withdraw`."""
         v = self._view
         return v._audited(
             P.MANAGE_CONSENT,
@@ -683,7 +695,10 @@ class GuardedConsent:
         )
 
     def status(self, contact_id: str, *args: Any, **kwargs: Any) -> Any:
-        """Return the consent status; arguments as :meth:`ConsentLedger.status`."""
+        """Return the consent status.
+
+        Arguments as :meth:`commhistory.consent.ConsentLedger.status`.
+        """
         v = self._view
         return v._checked(
             P.READ_HISTORY_MASKED,
@@ -692,7 +707,10 @@ class GuardedConsent:
         )
 
     def statuses(self, *args: Any, **kwargs: Any) -> Any:
-        """Return many consent states; arguments as :meth:`ConsentLedger.statuses`."""
+        """Return many consent states.
+
+        Arguments as :meth:`commhistory.consent.ConsentLedger.statuses`.
+        """
         v = self._view
         return v._checked(
             P.READ_HISTORY_MASKED,
@@ -701,7 +719,10 @@ class GuardedConsent:
         )
 
     def history(self, contact_id: str, *args: Any, **kwargs: Any) -> list[ConsentEvent]:
-        """Return ledger events with evidence; arguments as :meth:`ConsentLedger.history`."""
+        """Return ledger events with evidence.
+
+        Arguments as :meth:`commhistory.consent.ConsentLedger.history`.
+        """
         v = self._view
         return v._audited(
             P.READ_PERSONAL,
@@ -728,7 +749,7 @@ class GuardedSuppression:
         return f"GuardedSuppression(actor={self._view.actor.id!r})"
 
     def add(self, *args: Any, **kwargs: Any) -> SuppressionEntry:
-        """Suppress an address; arguments as :meth:`SuppressionList.add`."""
+        """Suppress an address; arguments as :meth:`commhistory.consent.SuppressionList.add`."""
         v = self._view
         return v._audited(
             P.MANAGE_CONSENT,
@@ -738,7 +759,7 @@ class GuardedSuppression:
         )
 
     def lift(self, *args: Any, **kwargs: Any) -> int:
-        """Lift suppressions; arguments as :meth:`SuppressionList.lift`."""
+        """Lift suppressions; arguments as :meth:`commhistory.consent.SuppressionList.lift`."""
         v = self._view
         return v._audited(
             P.MANAGE_CONSENT,
@@ -747,7 +768,10 @@ class GuardedSuppression:
         )
 
     def check(self, *args: Any, **kwargs: Any) -> tuple[SuppressionEntry, ...]:
-        """Return entries in force; arguments as :meth:`SuppressionList.check`."""
+        """Return entries in force.
+
+        Arguments as :meth:`commhistory.consent.SuppressionList.check`.
+        """
         v = self._view
         return v._checked(
             P.READ_HISTORY_MASKED,
@@ -756,7 +780,10 @@ class GuardedSuppression:
         )
 
     def entries(self, *args: Any, **kwargs: Any) -> list[SuppressionEntry]:
-        """Return every entry for an address; arguments as :meth:`SuppressionList.entries`."""
+        """Return every entry for an address.
+
+        Arguments as :meth:`commhistory.consent.SuppressionList.entries`.
+        """
         v = self._view
         return v._audited(
             P.READ_PERSONAL,
@@ -766,7 +793,10 @@ class GuardedSuppression:
         )
 
     def for_contact(self, contact_id: str) -> list[SuppressionEntry]:
-        """Return a contact's entries; see :meth:`SuppressionList.for_contact`."""
+        """Return a contact's entries.
+
+        See :meth:`commhistory.consent.SuppressionList.for_contact`.
+        """
         v = self._view
         return v._audited(
             P.READ_PERSONAL,

@@ -51,6 +51,7 @@ __all__ = [
     "AUDIT_SUBKEY_PURPOSE",
     "AuditEntry",
     "AuditLog",
+    "AuditStore",
     "ChainReport",
     "Outcome",
 ]
@@ -152,8 +153,14 @@ def _canonical(row: dict[str, Any]) -> bytes:
     return json.dumps(fields, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
-class _Store(Protocol):
-    """Where the chain's rows live: appends under a writer lock, reads in order."""
+class AuditStore(Protocol):
+    """Where the audit chain's rows live: appends under a writer lock, reads in order.
+
+    Internal: :meth:`AuditLog.for_repository` and :meth:`AuditLog.in_memory`
+    choose one.
+
+    .. versionadded:: 0.3.0
+    """
 
     def append(self, build: Callable[[int, bytes], dict[str, Any]]) -> dict[str, Any]:
         """Lock, read the head, insert ``build(next_seq, head_mac)`` and return it."""
@@ -258,7 +265,7 @@ class AuditLog:
     .. versionadded:: 0.3.0
     """
 
-    def __init__(self, keyring: KeyProvider, store: _Store) -> None:
+    def __init__(self, keyring: KeyProvider, store: AuditStore) -> None:
         self._keyring = keyring
         self._store = store
         self._keys: dict[str, bytes] = {}

@@ -45,6 +45,7 @@ __all__ = [
 def mask_email(address: str) -> str:
     """Mask a normalized email address: the first character of the local part, then ``***``.
 
+    >>> from commhistory.audit import mask_email
     >>> mask_email("taro@example.com")
     't***@example.com'
 
@@ -63,6 +64,7 @@ def mask_email(address: str) -> str:
 def mask_phone(number: str) -> str:
     """Mask an E.164 number: country code, first two and last four national digits.
 
+    >>> from commhistory.audit import mask_phone
     >>> mask_phone("+819012345678")
     '+81 90-****-5678'
 
@@ -86,6 +88,7 @@ def mask_phone(number: str) -> str:
 def mask_line_user_id(user_id: str) -> str:
     """Mask a LINE user id: its first character and last four.
 
+    >>> from commhistory.audit import mask_line_user_id
     >>> mask_line_user_id("U" + "0123456789abcdef" * 2)
     'U***cdef'
     """
