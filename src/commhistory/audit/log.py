@@ -176,22 +176,29 @@ class AuditStore(Protocol):
 _COLUMNS: Final = tuple(c.name for c in schema.audit_log.columns)
 
 
+_HEAD_SQL: Final = "SELECT seq, mac FROM audit_log ORDER BY seq DESC LIMIT 1"
+_INSERT_COLUMNS: Final = ", ".join(_COLUMNS)
+
+
 class _SQLStore:
     def __init__(self, repo: SQLRepository) -> None:
         self._repo = repo
         self._postgres = repo.dialect == "postgresql"
+        marks = ", ".join([repo.backend.ph] * len(_COLUMNS))
+        # Table and column names come from the schema, values are bound: plain
+        # driver SQL here skips SQLAlchemy's per-statement work on the hot path.
+        self._insert = (
+            "INSERT INTO audit_log (" + _INSERT_COLUMNS + ") VALUES (" + marks + ")"  # noqa: S608
+        )
 
     def append(self, build: Callable[[int, bytes], dict[str, Any]]) -> dict[str, Any]:
-        t = schema.audit_log
         with self._repo.transaction() as conn:
             if self._postgres:
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_KEY})
-            head = conn.execute(
-                sa.select(t.c.seq, t.c.mac).order_by(t.c.seq.desc()).limit(1)
-            ).first()
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK_KEY,))
+            head = conn.exec_driver_sql(_HEAD_SQL).first()
             seq, prev = (1, _GENESIS) if head is None else (int(head[0]) + 1, bytes(head[1]))
             row = build(seq, prev)
-            conn.execute(t.insert(), [{**row, "recorded_at": int(row["recorded_at"])}])
+            conn.exec_driver_sql(self._insert, tuple(row[name] for name in _COLUMNS))
         return row
 
     def rows(
