@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import phonenumbers
@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from commhistory.errors import NotFoundError
 from commhistory.model import BounceClass, Channel, Direction, EventType, Purpose
 from commhistory.store import schema
+from commhistory.store._common import from_micros
 
 if TYPE_CHECKING:
     from commhistory.store.protocol import Repository
@@ -151,8 +152,20 @@ class MaskedEntry:
     events: tuple[MaskedEvent, ...] = ()
 
 
+_MESSAGE_SQL: Final = (
+    "SELECT message_id, channel, direction, contact_id, sent_at, purpose, campaign_id, "
+    "variant, provider, subject IS NOT NULL, body IS NOT NULL FROM messages "
+    "WHERE contact_id = {ph} ORDER BY sent_at, message_id"
+)
+_EVENT_SQL: Final = (
+    "SELECT event_id, message_id, type, occurred_at, status_code, bounce, machine, revenue, "
+    "currency FROM events WHERE contact_id = {ph} ORDER BY occurred_at, event_id"
+)
+
+
 def _sql_rows(repo: Any, contact_id: str) -> tuple[Sequence[Any], Sequence[Any]] | None:
-    c, m, e = schema.contacts, schema.messages, schema.events
+    c = schema.contacts
+    ph = repo.backend.ph
     with repo.transaction(read=True) as conn:
         row = conn.execute(
             sa.select(c.c.data_key.is_(None)).where(c.c.contact_id == contact_id)
@@ -161,23 +174,16 @@ def _sql_rows(repo: Any, contact_id: str) -> tuple[Sequence[Any], Sequence[Any]]
             raise NotFoundError(kind="contact", identifier=contact_id)
         if row[0]:  # erased
             return None
-        messages = conn.execute(
-            sa.select(
-                m.c.message_id, m.c.channel, m.c.direction, m.c.contact_id, m.c.sent_at,
-                m.c.purpose, m.c.campaign_id, m.c.variant, m.c.provider,
-                m.c.subject.is_not(None), m.c.body.is_not(None),
-            )
-            .where(m.c.contact_id == contact_id)
-            .order_by(m.c.sent_at, m.c.message_id)
-        ).all()  # fmt: skip
-        events = conn.execute(
-            sa.select(
-                e.c.event_id, e.c.message_id, e.c.type, e.c.occurred_at, e.c.status_code,
-                e.c.bounce, e.c.machine, e.c.revenue, e.c.currency,
-            )
-            .where(e.c.contact_id == contact_id)
-            .order_by(e.c.occurred_at, e.c.event_id)
-        ).all()  # fmt: skip
+        # Plain DB-API rows, as the repository's own timeline reads them; only
+        # plain columns are selected, so nothing here can decrypt.
+        cur: Any = conn.connection.driver_connection.cursor()
+        try:
+            cur.execute(_MESSAGE_SQL.format(ph=ph), (contact_id,))
+            messages = cur.fetchall()
+            cur.execute(_EVENT_SQL.format(ph=ph), (contact_id,))
+            events = cur.fetchall()
+        finally:
+            cur.close()
     return messages, events
 
 
@@ -192,7 +198,7 @@ def _from_sql(repo: Any, contact_id: str) -> list[MaskedEntry]:
             MaskedEvent(
                 event_id=r[0],
                 type=EventType(r[2]),
-                occurred_at=r[3],
+                occurred_at=from_micros(int(r[3])),
                 status_code=r[4],
                 bounce=None if r[5] is None else BounceClass(r[5]),
                 machine=bool(r[6]),
@@ -207,7 +213,7 @@ def _from_sql(repo: Any, contact_id: str) -> list[MaskedEntry]:
                 channel=Channel(r[1]),
                 direction=Direction(r[2]),
                 contact_id=r[3],
-                sent_at=r[4],
+                sent_at=from_micros(int(r[4])),
                 purpose=Purpose(r[5]),
                 campaign_id=r[6],
                 variant=r[7],
