@@ -109,9 +109,17 @@ def test_masked_timeline_of_unknown_and_erased_contacts(repo: Any) -> None:
     assert masked_timeline(repo, "c2") == []
 
 
-def test_masked_reads_never_decrypt(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_masked_reads_never_decrypt(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     keyring = CountingKeyring()
-    with open_repository(f"sqlite:///{tmp_path / 'n.db'}", keyring) as repo:
+    url = (
+        f"sqlite:///{tmp_path / 'n.db'}" if kind == "sqlite" else request.getfixturevalue("pg_url")
+    )
+    with open_repository(url, keyring) as repo:
         _history(repo)
         view = repo.as_actor(Actor("an-1", ["analyst"]), purpose="support")
         repo.forget_cached_keys()
