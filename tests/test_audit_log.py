@@ -18,12 +18,12 @@ from commhistory.store import SQLRepository, open_repository
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Keyring]]:
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Keyring]:
     """A database URL (SQLite file or isolated PostgreSQL schema) and its keyring."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'audit.db'}"
     else:
-        url = request.getfixturevalue("pg_url")
+        url = str(request.getfixturevalue("pg_url"))
     return url, Keyring.generate()
 
 
