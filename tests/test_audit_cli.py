@@ -15,6 +15,7 @@ from commhistory.cli.audit import EXIT_TAMPERED
 from commhistory.crypto import Keyring
 from commhistory.errors import PermissionDenied
 from commhistory.store import open_repository
+from tests.test_audit_log import drop_guards
 from tests.test_consent_support import msg
 
 
@@ -74,6 +75,7 @@ def test_verify_tampered(
 ) -> None:
     engine = sa.create_engine(store[1])
     with engine.begin() as conn:
+        drop_guards(conn)
         for statement in sql.split(";"):
             conn.exec_driver_sql(statement)
     engine.dispose()

@@ -48,9 +48,32 @@ def _fill(log: AuditLog, n: int = 5) -> None:
         )
 
 
+def drop_guards(conn: sa.Connection) -> None:
+    """Drop the append-only triggers, as someone with full database access could."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log")
+        conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log")
+    else:
+        conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_log_no_update")
+        conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_log_no_delete")
+
+
 def _exec(repo: SQLRepository, sql: str, **params: Any) -> None:
     with repo.engine.begin() as conn:
+        drop_guards(conn)
         conn.execute(sa.text(sql), params)
+
+
+@pytest.mark.parametrize(
+    "sql", ["UPDATE audit_log SET outcome = 'ok'", "DELETE FROM audit_log WHERE seq = 1"]
+)
+def test_the_database_refuses_changes(repo: SQLRepository, sql: str) -> None:
+    log = AuditLog.for_repository(repo)
+    _fill(log, 2)
+    with pytest.raises(sa.exc.DBAPIError), repo.engine.begin() as conn:
+        conn.exec_driver_sql(sql)
+    assert log.verify_chain().intact
+    assert log.verify_chain().entries == 2
 
 
 def test_entries_chain_and_verify(repo: SQLRepository) -> None:

@@ -6,6 +6,10 @@ personal value. ``mac`` is an HMAC-SHA256, under the keyring's ``audit`` subkey
 of ``key_id``, over the previous row's ``mac`` and this row's fields, so a row
 that is altered, removed, inserted or moved breaks the chain.
 
+Triggers make the table append-only in the database too: ``UPDATE``, ``DELETE``
+(and on PostgreSQL ``TRUNCATE``) are refused. Someone who can drop the triggers
+can still change rows; the chain is what detects that.
+
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-23 08:00:00.000000
@@ -27,6 +31,22 @@ _COMMENT = (
     "Append-only audit log: who did what to which ids, why and with what outcome "
     "(ids only, never personal values); each row HMAC-chained to the one before "
     "under the keyring's audit subkey of key_id."
+)
+
+
+_SQLITE_TRIGGERS = (
+    "CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log "
+    "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+    "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log "
+    "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+)
+_PG_TRIGGERS = (
+    "CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$",
+    "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log "
+    "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
+    "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
+    "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
 )
 
 
@@ -56,6 +76,9 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_audit_log_recorded_at"), ["recorded_at"], unique=False
         )
+    postgres = op.get_bind().dialect.name == "postgresql"
+    for statement in _PG_TRIGGERS if postgres else _SQLITE_TRIGGERS:
+        op.execute(statement)
 
 
 def downgrade() -> None:
@@ -64,4 +87,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_audit_log_recorded_at"))
         batch_op.drop_index(batch_op.f("ix_audit_log_actor_id"))
         batch_op.drop_index(batch_op.f("ix_audit_log_contact_id"))
-    op.drop_table("audit_log")
+    op.drop_table("audit_log")  # its triggers go with it
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS audit_log_append_only()")
