@@ -22,6 +22,7 @@ PUBLIC_MODULES = [
     "commhistory.privacy",
     "commhistory.providers",
     "commhistory.testing",
+    "commhistory.audit",
 ]
 
 

@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
 from commhistory import kpi
+from commhistory.audit import Actor, Permission, Policy
 from commhistory.consent import (
     ConsentLedger,
     ConsentState,
@@ -68,6 +69,7 @@ except _PackageNotFoundError:  # pragma: no cover - running from a source tree w
 
 __all__ = [
     "ABResult",
+    "Actor",
     "BounceClass",
     "Channel",
     "CommHistoryError",
@@ -97,7 +99,9 @@ __all__ = [
     "NormalizationError",
     "NotFoundError",
     "PayloadError",
+    "Permission",
     "PermissionDenied",
+    "Policy",
     "Purpose",
     "Repository",
     "RetentionPolicy",

@@ -6,7 +6,10 @@ Handlers return the exit code:
 
 * 0: success;
 * 1: some records were rejected (kept as dead letters, or reported);
-* 2: usage or input error (bad option, missing file, unknown time zone).
+* 2: usage or input error (bad option, missing file, unknown time zone);
+* 3: ``can-send``: the send is not allowed;
+* 4: ``verify-webhook``: the signature does not verify;
+* 5: ``audit verify``: the audit log was tampered with.
 
 Errors from commhistory are printed as one line without a traceback; they never
 contain personal data, so they are safe in logs.
@@ -18,13 +21,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from commhistory.cli import consent, demo, report, store, validate, webhook
+from commhistory.cli import audit, consent, demo, report, store, validate, webhook
 from commhistory.cli._common import EXIT_USAGE, CommandError
 from commhistory.errors import CommHistoryError
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (validate, store, webhook, report, demo, consent)
+_COMMANDS = (validate, store, webhook, report, demo, consent, audit)
 
 
 def build_parser() -> argparse.ArgumentParser:
