@@ -14,12 +14,12 @@ import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 
 import attrs
 
 from commhistory.errors import NotFoundError, StorageError
-from commhistory.model import Channel, ConsentEvent, Event, Message, Purpose
+from commhistory.model import ConsentEvent, Event, Message
 from commhistory.store._common import (
     ADDRESS_KINDS,
     Batch,
@@ -28,14 +28,13 @@ from commhistory.store._common import (
     consent_id_of,
     one_criterion,
 )
+from commhistory.store._compliance import ComplianceMethods
 from commhistory.store.protocol import DeadLetter, IngestReport, TimelineEntry
 
 if TYPE_CHECKING:
     from commhistory.audit import Actor, AuditLog, GuardedRepository, Policy
-    from commhistory.consent import ConsentLedger, SendDecision, SuppressionList
     from commhistory.convert import ParsedLine
     from commhistory.kpi.metrics import KpiTable
-    from commhistory.privacy import ErasureReport
 
 __all__ = ["MemoryRepository"]
 
@@ -69,7 +68,7 @@ class _State:
         self.dead_letters: list[DeadLetter] = []
 
 
-class MemoryRepository:
+class MemoryRepository(ComplianceMethods):
     """A :class:`~commhistory.store.protocol.Repository` held in memory (for tests).
 
     Nothing is encrypted or persisted. Each batch is applied atomically: a batch
@@ -289,58 +288,6 @@ class MemoryRepository:
         return found if limit is None else found[:limit]
 
     # ------------------------------------------------------------------ consent and privacy
-
-    @property
-    def consent(self) -> ConsentLedger:
-        """The consent ledger (see :class:`~commhistory.consent.ConsentLedger`)."""
-        from commhistory.consent import ConsentLedger  # noqa: PLC0415 - imports store
-
-        return ConsentLedger(self)
-
-    @property
-    def suppression(self) -> SuppressionList:
-        """The suppression list (see :class:`~commhistory.consent.SuppressionList`)."""
-        from commhistory.consent import SuppressionList  # noqa: PLC0415
-
-        return SuppressionList(self)
-
-    def can_send(
-        self,
-        contact_id: str,
-        channel: Channel | str,
-        purpose: Purpose | str,
-        at: datetime | None = None,
-        *,
-        address: str | None = None,
-    ) -> SendDecision:
-        """Decide whether a message may be sent; see :func:`commhistory.consent.can_send`."""
-        from commhistory.consent import can_send  # noqa: PLC0415
-
-        return can_send(self, contact_id, channel, purpose, at, address=address)
-
-    def filter_sendable(
-        self,
-        contact_ids: Iterable[str],
-        channel: Channel | str,
-        purpose: Purpose | str,
-        at: datetime | None = None,
-    ) -> list[str]:
-        """Keep the sendable contacts; see :func:`commhistory.consent.filter_sendable`."""
-        from commhistory.consent import filter_sendable  # noqa: PLC0415
-
-        return filter_sendable(self, contact_ids, channel, purpose, at)
-
-    def export_subject(self, contact_id: str) -> dict[str, Any]:
-        """Export everything held on a person; see :func:`commhistory.privacy.export_subject`."""
-        from commhistory.privacy import export_subject  # noqa: PLC0415
-
-        return export_subject(self, contact_id)
-
-    def erase_subject(self, contact_id: str) -> ErasureReport:
-        """Erase a person; see :func:`commhistory.privacy.erase_subject`."""
-        from commhistory.privacy import erase_subject  # noqa: PLC0415
-
-        return erase_subject(self, contact_id)
 
     def as_actor(
         self,

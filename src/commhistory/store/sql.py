@@ -68,16 +68,15 @@ from commhistory.store._common import (
     one_criterion,
     to_micros,
 )
+from commhistory.store._compliance import ComplianceMethods
 from commhistory.store._engine import READ, create_engine
 from commhistory.store._lru import LRU
 from commhistory.store.protocol import DeadLetter, IngestReport, TimelineEntry
 
 if TYPE_CHECKING:
     from commhistory.audit import Actor, AuditLog, GuardedRepository, Policy
-    from commhistory.consent import ConsentLedger, SendDecision, SuppressionList
     from commhistory.convert import ParsedLine
     from commhistory.kpi.metrics import KpiTable
-    from commhistory.privacy import ErasureReport
 
 __all__ = ["DATA_KEY_REF", "ORPHAN_PURPOSE", "SQLRepository", "open_repository"]
 
@@ -144,7 +143,7 @@ class _Pending:
         self.pairs: dict[tuple[str, str], tuple[str, str]] = {}
 
 
-class SQLRepository:
+class SQLRepository(ComplianceMethods):
     """The encrypted :class:`~commhistory.store.protocol.Repository` on SQLite or PostgreSQL.
 
     Open one with :func:`open_repository`. Not safe to share between threads;
@@ -900,58 +899,6 @@ class SQLRepository:
         return out
 
     # ------------------------------------------------------------------ consent and privacy
-
-    @property
-    def consent(self) -> ConsentLedger:
-        """The consent ledger (see :class:`~commhistory.consent.ConsentLedger`)."""
-        from commhistory.consent import ConsentLedger  # noqa: PLC0415 - imports store
-
-        return ConsentLedger(self)
-
-    @property
-    def suppression(self) -> SuppressionList:
-        """The suppression list (see :class:`~commhistory.consent.SuppressionList`)."""
-        from commhistory.consent import SuppressionList  # noqa: PLC0415
-
-        return SuppressionList(self)
-
-    def can_send(
-        self,
-        contact_id: str,
-        channel: Channel | str,
-        purpose: Purpose | str,
-        at: datetime | None = None,
-        *,
-        address: str | None = None,
-    ) -> SendDecision:
-        """Decide whether a message may be sent; see :func:`commhistory.consent.can_send`."""
-        from commhistory.consent import can_send  # noqa: PLC0415
-
-        return can_send(self, contact_id, channel, purpose, at, address=address)
-
-    def filter_sendable(
-        self,
-        contact_ids: Iterable[str],
-        channel: Channel | str,
-        purpose: Purpose | str,
-        at: datetime | None = None,
-    ) -> list[str]:
-        """Keep the sendable contacts; see :func:`commhistory.consent.filter_sendable`."""
-        from commhistory.consent import filter_sendable  # noqa: PLC0415
-
-        return filter_sendable(self, contact_ids, channel, purpose, at)
-
-    def export_subject(self, contact_id: str) -> dict[str, Any]:
-        """Export everything held on a person; see :func:`commhistory.privacy.export_subject`."""
-        from commhistory.privacy import export_subject  # noqa: PLC0415
-
-        return export_subject(self, contact_id)
-
-    def erase_subject(self, contact_id: str) -> ErasureReport:
-        """Crypto-shred a person; see :func:`commhistory.privacy.erase_subject`."""
-        from commhistory.privacy import erase_subject  # noqa: PLC0415
-
-        return erase_subject(self, contact_id)
 
     def as_actor(
         self,
