@@ -28,7 +28,7 @@ from commhistory.store._common import (
     consent_id_of,
     one_criterion,
 )
-from commhistory.store._compliance import ComplianceMethods
+from commhistory.store.compliance import ComplianceMethods
 from commhistory.store.protocol import DeadLetter, IngestReport, TimelineEntry
 
 if TYPE_CHECKING:
