@@ -68,9 +68,9 @@ from commhistory.store._common import (
     one_criterion,
     to_micros,
 )
-from commhistory.store.compliance import ComplianceMethods
 from commhistory.store._engine import READ, create_engine
 from commhistory.store._lru import LRU
+from commhistory.store.compliance import ComplianceMethods
 from commhistory.store.protocol import DeadLetter, IngestReport, TimelineEntry
 
 if TYPE_CHECKING:
