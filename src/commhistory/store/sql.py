@@ -452,8 +452,8 @@ class SQLRepository(ComplianceMethods):
                 (r[0], r[1])
                 for r in be.select_pairs(
                     conn,
-                    "SELECT provider, provider_message_id FROM messages "
-                    "WHERE (provider, provider_message_id) IN ({pairs})",
+                    "SELECT m.provider, m.provider_message_id FROM _pairs p JOIN messages m "
+                    "ON m.provider = p.a AND m.provider_message_id = p.b",
                     pairs,
                 )
             }
@@ -539,10 +539,10 @@ class SQLRepository(ComplianceMethods):
             found += be.select_pairs(
                 conn,
                 f"SELECT e.event_id, e.orphan_key_id, m.message_id, m.contact_id, {cols} "
-                "FROM events e JOIN messages m ON m.provider = e.provider "
-                "AND m.provider_message_id = e.provider_message_id "
-                "WHERE e.contact_id IS NULL AND e.message_id IS NULL "
-                "AND (e.provider, e.provider_message_id) IN ({pairs})",
+                "FROM _pairs p JOIN events e ON e.provider = p.a "
+                "AND e.provider_message_id = p.b "
+                "JOIN messages m ON m.provider = p.a AND m.provider_message_id = p.b "
+                "WHERE e.contact_id IS NULL AND e.message_id IS NULL",
                 pairs,
             )
         if not found:
@@ -633,8 +633,9 @@ class SQLRepository(ComplianceMethods):
         if want_pairs:
             for prov, pmid, mid, cid in be.select_pairs(
                 conn,
-                "SELECT provider, provider_message_id, message_id, contact_id FROM messages "
-                "WHERE (provider, provider_message_id) IN ({pairs})",
+                "SELECT m.provider, m.provider_message_id, m.message_id, m.contact_id "
+                "FROM _pairs p JOIN messages m "
+                "ON m.provider = p.a AND m.provider_message_id = p.b",
                 want_pairs,
             ):
                 by_pair[(prov, pmid)] = (mid, cid)
