@@ -13,6 +13,7 @@ Run: ``python -m benchmarks.bench_can_send [--contacts N]``.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import tempfile
@@ -174,8 +175,17 @@ def _fresh_pg_schema() -> str:
     name = f"bench_cs_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {name}")
+    atexit.register(_drop_pg_schema, base, name)
     sep = "&" if "?" in base else "?"
     return f"{base}{sep}options=-csearch_path%3D{name}"
+
+
+def _drop_pg_schema(base: str, name: str) -> None:
+    """Leave the test database as the benchmark found it."""
+    import psycopg
+
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
 
 
 def postgres_reachable() -> bool:
