@@ -155,3 +155,23 @@ def test_import_into_postgres(
     assert main(["timeline", "c-1002", *args, "--format", "json"]) == 0
     entries = json.loads(capsys.readouterr().out)
     assert [e["message"]["message_id"] for e in entries] == ["m-0003", "m-0004"]
+
+
+def test_import_batch_size_reaches_the_repository(
+    store_args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import commhistory.cli.store as cli_store
+
+    seen: list[int] = []
+    real = ch.open_repository
+
+    def spy(*args: object, **kwargs: object) -> ch.SQLRepository:
+        repo = real(*args, **kwargs)  # type: ignore[arg-type]
+        seen.append(repo._batch_size)
+        return repo
+
+    monkeypatch.setattr(cli_store, "open_repository", spy)
+    path = str(EXAMPLES / "history.jsonl")
+    assert main(["import", path, *store_args, "--batch-size", "3"]) == 0
+    assert seen == [3]
+    assert "15 inserted" in capsys.readouterr().out

@@ -20,14 +20,14 @@ from commhistory.cli._common import (
     EXIT_OK,
     EXIT_REJECTED,
     CommandError,
-    Progress,
+    add_input_options,
     add_store_options,
-    column_mapping,
     database_url,
+    input_records,
     keyring_path,
     time_zone,
 )
-from commhistory.convert import KINDS, read_records, unstructure
+from commhistory.convert import unstructure
 from commhistory.crypto import Keyring
 from commhistory.model import Event
 from commhistory.store import (
@@ -55,21 +55,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Store every record of the file. Duplicates are counted, not stored "
         "again; invalid lines are kept as dead letters. Exit 1 when any line was rejected.",
     )
-    imp.add_argument("file", metavar="FILE")
+    add_input_options(imp, file_help="a .jsonl (canonical) or .csv file")
     add_store_options(imp)
     imp.add_argument("--format", choices=("text", "json"), default="text")
-    imp.add_argument(
-        "--map",
-        dest="mapping",
-        metavar="COLUMN=FIELD",
-        type=column_mapping,
-        action="append",
-        default=[],
-        help="CSV: read COLUMN as FIELD (see 'validate')",
-    )
-    imp.add_argument("--tz", type=time_zone, default=None, metavar="ZONE")
-    imp.add_argument("--kind", choices=sorted(KINDS), default=None)
-    imp.add_argument("--encoding", default="utf-8-sig")
     imp.add_argument("--batch-size", type=_positive, default=5000, metavar="N")
     imp.set_defaults(run=run_import)
 
@@ -149,29 +137,15 @@ def run_init(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     """Store a history file."""
-    path = args.file
-    if not os.path.isfile(path):
-        raise CommandError(f"no such file: {path}")
-    mapping = dict(args.mapping)
-    if mapping and not path.lower().endswith((".csv", ".tsv")):
-        raise CommandError("--map applies to .csv files only")
-    progress = Progress(os.path.getsize(path), label="importing")
-    with repository(args, create=True) as repo:
-        lines = read_records(
-            path,
-            default_tz=args.tz,
-            mapping=mapping,
-            kind=args.kind,
-            encoding=args.encoding,
-            progress=progress.update,
-        )
-        try:
-            report = repo.ingest(lines, source=os.path.basename(path))
-        except LookupError:
-            raise CommandError(f"unknown encoding {args.encoding!r}") from None
-        finally:
-            progress.close()
-    _print_report(path, report, args.format)
+    keyring = load_keyring(args, create=True)
+    with (
+        input_records(args, label="importing") as (lines, _progress),
+        open_repository(
+            database_url(args), keyring, upgrade=True, batch_size=args.batch_size
+        ) as repo,
+    ):
+        report = repo.ingest(lines, source=os.path.basename(args.file))
+    _print_report(args.file, report, args.format)
     return EXIT_REJECTED if report.rejected else EXIT_OK
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import Counter
 from typing import Any, Final
@@ -17,12 +16,9 @@ from typing import Any, Final
 from commhistory.cli._common import (
     EXIT_OK,
     EXIT_REJECTED,
-    CommandError,
-    Progress,
-    column_mapping,
-    time_zone,
+    add_input_options,
+    input_records,
 )
-from commhistory.convert import KINDS, read_records
 
 MAX_JSON_ERRORS: Final = 1000
 """How many line errors ``--format json`` lists before it only counts them."""
@@ -38,60 +34,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Bad lines are reported as 'LINE: field: reason'."
         ),
     )
-    parser.add_argument("file", metavar="FILE", help="a .jsonl (canonical) or .csv file")
+    add_input_options(parser, file_help="a .jsonl (canonical) or .csv file")
     parser.add_argument(
         "--format", choices=("text", "json"), default="text", help="output format (default text)"
-    )
-    parser.add_argument(
-        "--map",
-        dest="mapping",
-        metavar="COLUMN=FIELD",
-        type=column_mapping,
-        action="append",
-        default=[],
-        help="CSV: read COLUMN as FIELD (FIELD may be metadata.KEY; empty ignores the column)",
-    )
-    parser.add_argument(
-        "--tz",
-        type=time_zone,
-        default=None,
-        metavar="ZONE",
-        help="time zone for timestamps without an offset, e.g. Asia/Tokyo",
-    )
-    parser.add_argument(
-        "--kind",
-        choices=sorted(KINDS),
-        default=None,
-        help="CSV: the record kind of rows without a 'kind' column (default message)",
-    )
-    parser.add_argument(
-        "--encoding", default="utf-8-sig", help="text encoding, e.g. cp932 (default utf-8)"
     )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Validate the file; returns the exit code."""
-    path = args.file
-    if not os.path.isfile(path):
-        raise CommandError(f"no such file: {path}")
-    mapping = dict(args.mapping)
-    if mapping and not path.lower().endswith((".csv", ".tsv")):
-        raise CommandError("--map applies to .csv files only")
-    progress = Progress(os.path.getsize(path), label="validating")
     text = args.format == "text"
     valid: Counter[str] = Counter()
     invalid = 0
     errors: list[dict[str, Any]] = []
-    try:
-        for parsed in read_records(
-            path,
-            default_tz=args.tz,
-            mapping=mapping,
-            kind=args.kind,
-            encoding=args.encoding,
-            progress=progress.update,
-        ):
+    with input_records(args, label="validating") as (lines, progress):
+        for parsed in lines:
             if parsed.record is not None:
                 valid[type(parsed.record).__name__] += 1
                 continue
@@ -108,10 +65,6 @@ def run(args: argparse.Namespace) -> int:
                         "reason": parsed.error.reason,
                     }
                 )
-    except LookupError:
-        raise CommandError(f"unknown encoding {args.encoding!r}") from None
-    finally:
-        progress.close()
     total = sum(valid.values()) + invalid
     counts = {
         "messages": valid["Message"],
@@ -121,12 +74,12 @@ def run(args: argparse.Namespace) -> int:
     if text:
         kinds = ", ".join(f"{n} {k}" for k, n in counts.items())
         print(
-            f"{path}: {total} records, {total - invalid} valid ({kinds}), {invalid} invalid",
+            f"{args.file}: {total} records, {total - invalid} valid ({kinds}), {invalid} invalid",
             file=sys.stdout,
         )
     else:
         summary = {
-            "file": path,
+            "file": args.file,
             "records": total,
             "valid": total - invalid,
             "invalid": invalid,
