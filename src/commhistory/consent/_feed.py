@@ -45,10 +45,14 @@ def _needed(batch: Batch) -> bool:
     return any(e.type in INTERESTING for e in batch.events) or bool(batch.messages)
 
 
-def feed_sql(repo: Any, conn: sa.Connection, batch: Batch, pending: Any) -> None:
-    """Feed from a batch just written by a :class:`~commhistory.store.sql.SQLRepository`."""
+def feed_sql(repo: Any, conn: sa.Connection, batch: Batch, pending: Any) -> list[str]:
+    """Feed from a batch just written by a :class:`~commhistory.store.sql.SQLRepository`.
+
+    Returns:
+        The ids of what changed (see :func:`~commhistory.consent.suppression.apply_feed`).
+    """
     if not _needed(batch):
-        return
+        return []
     data = SQLConsentData(repo)
     be = repo.backend
     types = ", ".join(f"'{t}'" for t in _TYPES)
@@ -68,7 +72,7 @@ def feed_sql(repo: Any, conn: sa.Connection, batch: Batch, pending: Any) -> None
             rows[r[0]] = r
     inbound = _inbound(batch)
     if not rows and not inbound:
-        return
+        return []
     ciphers = repo.ciphers(conn, {r[5] for r in rows.values()}, pending, create=False)
     pairs = []
     for r in rows.values():
@@ -106,7 +110,7 @@ def feed_sql(repo: Any, conn: sa.Connection, batch: Batch, pending: Any) -> None
                 )
         return out
 
-    apply_feed(
+    return apply_feed(
         data,
         signals(pairs, inbound),
         conn=conn,
@@ -137,10 +141,10 @@ def _message(r: tuple[Any, ...], address: str) -> Message:
     )
 
 
-def feed_memory(repo: Any, batch: Batch) -> None:
+def feed_memory(repo: Any, batch: Batch) -> list[str]:
     """Feed from a batch just applied by a :class:`~commhistory.store.memory.MemoryRepository`."""
     if not _needed(batch):
-        return
+        return []
     data = MemoryConsentData(repo)
     s = data.s
     chosen: dict[str, Event] = {}
@@ -160,7 +164,7 @@ def feed_memory(repo: Any, batch: Batch) -> None:
             pairs.append((e, m))
     inbound = _inbound(batch)
     if not pairs and not inbound:
-        return
+        return []
 
     def outcomes(m: Message) -> list[Outcome]:
         out: list[Outcome] = []
@@ -177,7 +181,7 @@ def feed_memory(repo: Any, batch: Batch) -> None:
                 out.append((e.occurred_at, e.event_id, e.type, e.bounce))
         return out
 
-    apply_feed(
+    return apply_feed(
         data,
         signals(pairs, inbound),
         outcomes=outcomes,

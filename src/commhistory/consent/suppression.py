@@ -404,8 +404,8 @@ def apply_feed(
     conn: Any = None,
     outcomes: Any = None,
     soft_bounce_limit: int = SOFT_BOUNCE_LIMIT,
-) -> None:
-    """Apply feed actions to a store.
+) -> list[str]:
+    """Apply feed actions to a store; return the ids of what changed.
 
     Args:
         data: The store.
@@ -414,6 +414,11 @@ def apply_feed(
         outcomes: ``outcomes(message) -> [(occurred_at, event_id, type, bounce)]``
             for the soft-bounce streak of a message's address.
         soft_bounce_limit: Consecutive soft bounces that suppress.
+
+    Returns:
+        The contact ids of the consent events appended, the suppression ids of
+        the entries added (or already there) and the ids of the records that
+        lifted suppressions: what an audit entry names, never an address.
     """
     entries: list[SuppressionEntry] = []
     for kind_channel, address, entry in actions.entries:
@@ -449,10 +454,14 @@ def apply_feed(
         data.append_consents(actions.consents, conn=conn)
     if entries:
         data.add_entries(entries, conn=conn)
+    changed = [c.contact_id for c in actions.consents] + [e.suppression_id for e in entries]
     for kind_channel, address, ch, reasons, at, by in actions.lifts:
         kind = kind_of(Channel(kind_channel))
-        if kind is not None:
-            data.lift(data.keys_of(kind, address), ch, reasons, at, by, conn=conn)
+        if kind is not None and data.lift(
+            data.keys_of(kind, address), ch, reasons, at, by, conn=conn
+        ):
+            changed.append(by)
+    return changed
 
 
 def now() -> datetime:

@@ -15,11 +15,18 @@ from __future__ import annotations
 
 from commhistory.store.memory import MemoryRepository
 from commhistory.store.migrate import current_revision, downgrade_to_base, head_revision, upgrade
-from commhistory.store.protocol import DeadLetter, IngestReport, Repository, TimelineEntry
+from commhistory.store.protocol import (
+    BatchOutcome,
+    DeadLetter,
+    IngestReport,
+    Repository,
+    TimelineEntry,
+)
 from commhistory.store.rotation import RotationReport, rotate_keys
 from commhistory.store.sql import SQLRepository, open_repository
 
 __all__ = [
+    "BatchOutcome",
     "DeadLetter",
     "IngestReport",
     "MemoryRepository",

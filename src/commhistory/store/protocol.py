@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from commhistory.model import Channel, Purpose
     from commhistory.privacy import ErasureReport
 
-__all__ = ["DeadLetter", "IngestReport", "Repository", "TimelineEntry"]
+__all__ = ["BatchOutcome", "DeadLetter", "IngestReport", "Repository", "TimelineEntry"]
 
 
 def _non_negative(_inst: object, attr: attrs.Attribute[int], value: object) -> None:
@@ -74,6 +74,28 @@ class IngestReport:
             rejected=self.rejected + other.rejected,
             linked=self.linked + other.linked,
         )
+
+
+@attrs.frozen(kw_only=True)
+class BatchOutcome:
+    """What one write batch did, as a batch hook sees it before the batch commits.
+
+    See :meth:`commhistory.store.sql.SQLRepository.batch_hook`.
+
+    Attributes:
+        source: The source name given to ``ingest`` (or the method's name).
+        report: The batch's own counts.
+        changed: Ids of what the batch changed in consent and suppression, sorted:
+            the contact ids of consent events it stored (given, or derived
+            from SMS STOP/START and unsubscribes) and the suppression ids it
+            added (hard bounces, complaints, soft-bounce streaks). Never an address.
+
+    .. versionadded:: 0.3.0
+    """
+
+    source: str
+    report: IngestReport
+    changed: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import random
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -71,14 +72,20 @@ from commhistory.store._common import (
 from commhistory.store._engine import READ, create_engine
 from commhistory.store._lru import LRU
 from commhistory.store.compliance import ComplianceMethods
-from commhistory.store.protocol import DeadLetter, IngestReport, TimelineEntry
+from commhistory.store.protocol import BatchOutcome, DeadLetter, IngestReport, TimelineEntry
 
 if TYPE_CHECKING:
     from commhistory.audit import Actor, AuditLog, GuardedRepository, Policy
     from commhistory.convert import ParsedLine
     from commhistory.kpi.metrics import KpiTable
 
-__all__ = ["DATA_KEY_REF", "ORPHAN_PURPOSE", "SQLRepository", "open_repository"]
+__all__ = [
+    "DATA_KEY_REF",
+    "ORPHAN_PURPOSE",
+    "BatchHook",
+    "SQLRepository",
+    "open_repository",
+]
 
 DATA_KEY_REF: Final = "dk1"
 """The ``key_ref`` in the envelopes of fields encrypted under a contact's data key."""
@@ -126,6 +133,15 @@ def _retryable(exc: StorageError) -> bool:
     """Whether the database aborted the transaction only to resolve a conflict."""
     orig = getattr(exc.__cause__, "orig", exc.__cause__)
     return getattr(orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
+def _storage_error(exc: BaseException) -> StorageError:
+    reason = getattr(getattr(exc, "orig", exc), "sqlstate", None) or type(exc).__name__
+    return StorageError(f"the database refused the operation ({reason})")
+
+
+BatchHook = Callable[[sa.Connection, "BatchOutcome"], None]
+"""``hook(conn, outcome)``: see :meth:`SQLRepository.batch_hook`."""
 
 
 def _now_us() -> int:
@@ -180,6 +196,7 @@ class SQLRepository(ComplianceMethods):
         self._pair_messages: LRU[tuple[str, str], tuple[str, str]] = LRU(cache_size * 4)
         self._keyed: dict[tuple[str, str], FieldCipher] = {}
         self._indexers: dict[str, BlindIndexer] = {}
+        self._local = threading.local()
         self._closed = False
 
     # ------------------------------------------------------------------ plumbing
@@ -215,21 +232,96 @@ class SQLRepository(ComplianceMethods):
     def transaction(self, *, read: bool = False) -> Iterator[sa.Connection]:
         """Run one transaction; database errors become :class:`StorageError`.
 
+        Transactions nest: inside an open ``transaction()`` of this repository
+        (in the same thread), a nested call joins the outer transaction instead
+        of opening a second one, so everything commits or rolls back together.
+        Every repository method runs in ``transaction()``, so
+
+        .. code-block:: python
+
+            with repo.transaction():
+                repo.record_messages(messages)
+                repo.record_events(events)
+
+        stores both or neither. A joined write batch is not retried on a
+        deadlock (the outer transaction is already aborted); the error is
+        raised and the outer transaction rolls back.
+
         Args:
             read: A read-only transaction (on SQLite: deferred, not ``IMMEDIATE``).
+                Ignored when joining an outer transaction.
 
         Raises:
-            StorageError: The database failed; the transaction was rolled back.
+            StorageError: The database failed; the transaction was rolled back;
+                or a write was asked for inside a read-only transaction.
+
+        .. versionchanged:: 0.3.0
+           Nested calls join the outer transaction.
         """
         self._check_open()
+        local = self._local
+        outer: sa.Connection | None = getattr(local, "conn", None)
+        if outer is not None:
+            if not read and local.read:
+                raise StorageError("a write cannot join a read-only transaction")
+            if not read:
+                local.joined_write = True
+            try:
+                yield outer
+            except (sa.exc.SQLAlchemyError, self._dbapi_error) as exc:
+                raise _storage_error(exc) from exc
+            return
         try:
             with self._engine.connect() as plain:
                 conn = plain.execution_options(**READ) if read else plain
                 with conn.begin():
-                    yield conn
+                    local.conn, local.read, local.joined_write = conn, read, False
+                    try:
+                        yield conn
+                    except BaseException:
+                        if local.joined_write:
+                            # Caches learned by joined batches were never committed.
+                            self._forget_learned()
+                        raise
+                    finally:
+                        local.conn = None
         except (sa.exc.SQLAlchemyError, self._dbapi_error) as exc:
-            reason = getattr(getattr(exc, "orig", exc), "sqlstate", None) or type(exc).__name__
-            raise StorageError(f"the database refused the operation ({reason})") from exc
+            raise _storage_error(exc) from exc
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether this thread is inside :meth:`transaction` of this repository."""
+        return getattr(self._local, "conn", None) is not None
+
+    @contextmanager
+    def batch_hook(self, hook: BatchHook) -> Iterator[None]:
+        """Call *hook* inside every write batch's transaction, before it commits.
+
+        While the block runs (in this thread), each batch written by
+        ``record_messages``, ``record_events``, ``record_consent`` or ``ingest``
+        calls ``hook(conn, outcome)`` with the batch's open connection and a
+        :class:`BatchOutcome`. What the hook writes on *conn* commits with the
+        batch or not at all; an exception from the hook rolls the batch back
+        and propagates. The guarded view (:mod:`commhistory.audit`) uses this
+        to write one audit entry per batch, atomically with it.
+
+        Args:
+            hook: Called once per batch (retried batches call it again).
+
+        .. versionadded:: 0.3.0
+        """
+        local = self._local
+        previous: BatchHook | None = getattr(local, "hook", None)
+        local.hook = hook
+        try:
+            yield
+        finally:
+            local.hook = previous
+
+    def _forget_learned(self) -> None:
+        self._ciphers.clear()
+        self._message_contacts.clear()
+        self._pair_messages.clear()
 
     def keyed_cipher(self, key_id: str, purpose: str) -> FieldCipher:
         """Return the cipher of a keyring-derived subkey (orphan events, dead letters)."""
@@ -381,16 +473,20 @@ class SQLRepository(ComplianceMethods):
 
     def _write(self, parts: Iterable[Batch], source: str) -> IngestReport:
         report = IngestReport()
+        joined = self.in_transaction
+        hook: BatchHook | None = getattr(self._local, "hook", None)
         for batch in parts:
             for attempt in range(1, _BATCH_ATTEMPTS + 1):
                 pending = _Pending()
                 try:
                     with self.transaction() as conn:
-                        part = self._write_batch(conn, batch, source, pending)
+                        part, changed = self._write_batch(conn, batch, source, pending)
+                        if hook is not None:
+                            hook(conn, BatchOutcome(source=source, report=part, changed=changed))
                 except StorageError as exc:
                     # Nothing of the batch was committed: forget what it taught us.
                     self._ciphers.clear()
-                    if attempt == _BATCH_ATTEMPTS or not _retryable(exc):
+                    if joined or attempt == _BATCH_ATTEMPTS or not _retryable(exc):
                         raise
                     time.sleep(random.uniform(0.01, 0.05) * attempt)  # noqa: S311 - jitter
                     continue
@@ -398,6 +494,8 @@ class SQLRepository(ComplianceMethods):
                     self._ciphers.clear()
                     raise
                 break
+            # Inside an outer transaction these are learned early; the outer
+            # transaction forgets them all if it rolls back.
             self._ciphers.update(pending.ciphers)
             self._message_contacts.update(pending.messages)
             self._pair_messages.update(pending.pairs)
@@ -406,8 +504,9 @@ class SQLRepository(ComplianceMethods):
 
     def _write_batch(
         self, conn: sa.Connection, batch: Batch, source: str, pending: _Pending
-    ) -> IngestReport:
+    ) -> tuple[IngestReport, tuple[str, ...]]:
         inserted = duplicates = linked = 0
+        changed: list[str] = []
         if batch.messages:
             ins, dup, linked = self._write_messages(conn, batch, pending)
             inserted += ins
@@ -420,15 +519,17 @@ class SQLRepository(ComplianceMethods):
             ins, dup = self._write_consents(conn, batch, pending)
             inserted += ins
             duplicates += dup
+            changed.extend(c.contact_id for c in batch.consents)
         if batch.messages or batch.events:
             from commhistory.consent._feed import feed_sql  # noqa: PLC0415 - imports store
 
-            feed_sql(self, conn, batch, pending)
+            changed.extend(feed_sql(self, conn, batch, pending))
         if batch.rejects:
             self._write_dead_letters(conn, batch, source)
-        return IngestReport(
+        report = IngestReport(
             inserted=inserted, duplicates=duplicates, rejected=len(batch.rejects), linked=linked
         )
+        return report, tuple(sorted(set(changed)))
 
     def _existing_messages(
         self, conn: sa.Connection, items: list[Message]
