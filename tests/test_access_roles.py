@@ -79,11 +79,11 @@ OPERATIONS: list[Op] = [
         True,
         lambda v: v.suppression.entries("email", "c1@example.com"),
     ),
-    ("record_messages", P.WRITE_HISTORY, False, lambda v: v.record_messages([msg("m9", "c1")])),
+    ("record_messages", P.WRITE_HISTORY, True, lambda v: v.record_messages([msg("m9", "c1")])),
     (
         "record_events",
         P.WRITE_HISTORY,
-        False,
+        True,
         lambda v: v.record_events([ev("e9", "m1", EventType.OPENED, day=0.2)]),
     ),
     (

@@ -6,8 +6,10 @@ view*, from :func:`as_actor` (or ``repo.as_actor(...)``), is bound to one
 :class:`Actor` and a stated purpose; every call on it checks the permission it
 needs under a :class:`Policy`, raises :class:`~commhistory.errors.PermissionDenied`
 (and audits the denial) when the actor lacks it, and audits personal-data reads,
-exports, erasures, consent and suppression changes and key operations. Hand
-staff code the view, never the repository.
+exports, erasures, consent and suppression changes, key operations and history
+writes (one entry per batch). When the log is the repository's own table, a call
+and its entry commit in one transaction. Hand staff code the view, never the
+repository.
 
 Built-in roles (:data:`BUILTIN_ROLES`)::
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
 from datetime import datetime
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
@@ -41,8 +44,15 @@ if TYPE_CHECKING:
     from commhistory.kpi.metrics import KpiTable
     from commhistory.model import Channel, ConsentEvent, Event, Message, Purpose
     from commhistory.privacy import ErasureReport
-    from commhistory.store.protocol import DeadLetter, IngestReport, Repository, TimelineEntry
+    from commhistory.store.protocol import (
+        BatchOutcome,
+        DeadLetter,
+        IngestReport,
+        Repository,
+        TimelineEntry,
+    )
     from commhistory.store.rotation import RotationReport
+    from commhistory.store.sql import SQLRepository
 
 __all__ = [
     "BUILTIN_ROLES",
@@ -299,6 +309,9 @@ class GuardedRepository:
         self._purpose = purpose
         self._audit = _default_log(repo) if audit is None else audit
         self._granted = self._policy.permissions_of(actor)
+        # When the log lives in the repository's own database, an audited call
+        # and its entry share one transaction: both commit, or neither.
+        self._shared = _shared_sql(repo, self._audit)
 
     def __repr__(self) -> str:
         return f"GuardedRepository(actor={self._actor.id!r}, roles={self._actor.roles!r})"
@@ -359,45 +372,58 @@ class GuardedRepository:
         self._require(permission, action, contact_id)
         cid = _id_or_none(contact_id)
         try:
-            result = call()
+            with self._shared.transaction() if self._shared is not None else nullcontext():
+                result = call()
+                self._record(
+                    action, permission, Outcome.OK, cid, targets(result) if targets else ()
+                )
         except Exception as exc:
             self._record(action, permission, f"{Outcome.FAILED}:{type(exc).__name__}", cid)
             raise
-        self._record(action, permission, Outcome.OK, cid, targets(result) if targets else ())
         return result
 
     def _checked(self, permission: Permission, action: str, call: Callable[[], _T]) -> _T:
         self._require(permission, action)
         return call()
 
+    def _write(self, action: str, call: Callable[[], IngestReport]) -> IngestReport:
+        """Run a history write, with one audit entry per batch (in the batch's transaction)."""
+        self._require(P.WRITE_HISTORY, action)
+        shared = self._shared
+        if shared is None:
+            # Another store: one entry for the whole call, after it.
+            report = call()
+            self._record(action, P.WRITE_HISTORY, Outcome.OK)
+            return report
+
+        def audit_batch(_conn: object, outcome: BatchOutcome) -> None:
+            self._record(action, P.WRITE_HISTORY, Outcome.OK, targets=outcome.changed)
+
+        with shared.batch_hook(audit_batch):
+            return call()
+
     # ------------------------------------------------------------------ writes
 
     def record_messages(self, items: Iterable[Message]) -> IngestReport:
-        """Store messages (needs ``write_history``).
+        """Store messages (needs ``write_history``; one audit entry per batch).
 
         See :meth:`commhistory.store.protocol.Repository.record_messages`.
         """
-        return self._checked(
-            P.WRITE_HISTORY, "record_messages", lambda: self._repo.record_messages(items)
-        )
+        return self._write("record_messages", lambda: self._repo.record_messages(items))
 
     def record_events(self, items: Iterable[Event]) -> IngestReport:
-        """Store events (needs ``write_history``).
+        """Store events (needs ``write_history``; one audit entry per batch).
 
         See :meth:`commhistory.store.protocol.Repository.record_events`.
         """
-        return self._checked(
-            P.WRITE_HISTORY, "record_events", lambda: self._repo.record_events(items)
-        )
+        return self._write("record_events", lambda: self._repo.record_events(items))
 
     def ingest(self, lines: Iterable[ParsedLine], *, source: str) -> IngestReport:
-        """Store parsed lines (needs ``write_history``).
+        """Store parsed lines (needs ``write_history``; one audit entry per batch).
 
         See :meth:`commhistory.store.protocol.Repository.ingest`.
         """
-        return self._checked(
-            P.WRITE_HISTORY, "ingest", lambda: self._repo.ingest(lines, source=source)
-        )
+        return self._write("ingest", lambda: self._repo.ingest(lines, source=source))
 
     def record_consent(self, items: Iterable[ConsentEvent]) -> IngestReport:
         """Append consent events (needs ``manage_consent``; audited with the contact ids).
@@ -650,6 +676,14 @@ class GuardedRepository:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _shared_sql(repo: object, log: AuditLog) -> SQLRepository | None:
+    from commhistory.store.sql import SQLRepository  # noqa: PLC0415 - store imports are heavy
+
+    if isinstance(repo, SQLRepository) and log.stored_in(repo):
+        return repo
+    return None
 
 
 def _id_or_none(value: object) -> str | None:

@@ -182,6 +182,7 @@ _INSERT_COLUMNS: Final = ", ".join(_COLUMNS)
 
 class _SQLStore:
     def __init__(self, repo: SQLRepository) -> None:
+        self.repo = repo
         self._repo = repo
         self._postgres = repo.dialect == "postgresql"
         marks = ", ".join([repo.backend.ph] * len(_COLUMNS))
@@ -193,12 +194,19 @@ class _SQLStore:
 
     def append(self, build: Callable[[int, bytes], dict[str, Any]]) -> dict[str, Any]:
         with self._repo.transaction() as conn:
-            if self._postgres:
-                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK_KEY,))
-            head = conn.exec_driver_sql(_HEAD_SQL).first()
-            seq, prev = (1, _GENESIS) if head is None else (int(head[0]) + 1, bytes(head[1]))
-            row = build(seq, prev)
-            conn.exec_driver_sql(self._insert, tuple(row[name] for name in _COLUMNS))
+            # The driver's cursor: an audited read pays for these three
+            # statements, so they skip SQLAlchemy's per-statement work.
+            cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                if self._postgres:
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK_KEY,))
+                cur.execute(_HEAD_SQL)
+                head = cur.fetchone()
+                seq, prev = (1, _GENESIS) if head is None else (int(head[0]) + 1, bytes(head[1]))
+                row = build(seq, prev)
+                cur.execute(self._insert, tuple(row[name] for name in _COLUMNS))
+            finally:
+                cur.close()
         return row
 
     def rows(
@@ -303,6 +311,15 @@ class AuditLog:
 
     def __repr__(self) -> str:
         return f"AuditLog(store={type(self._store).__name__})"
+
+    def stored_in(self, repo: object) -> bool:
+        """Whether this log is *repo*'s own ``audit_log`` table.
+
+        Then an append made inside ``repo.transaction()`` joins that
+        transaction, so an audited operation and its entry commit together.
+        """
+        store = self._store
+        return isinstance(store, _SQLStore) and store.repo is repo
 
     def _key(self, key_id: str) -> bytes:
         key = self._keys.get(key_id)

@@ -1,0 +1,118 @@
+"""An audited operation and its audit entry commit together, or neither does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from commhistory.audit import Actor, AuditLog, Outcome, as_actor
+from commhistory.crypto import Keyring
+from commhistory.errors import NotFoundError, StorageError
+from commhistory.model import BounceClass, EventType
+from commhistory.store import MemoryRepository, SQLRepository, open_repository
+from tests.test_consent_support import ev, msg
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SQLRepository]:
+    """A SQL repository on each database, batches of two."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'atomic.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    with open_repository(url, Keyring.generate(), batch_size=2) as r:
+        yield r
+
+
+def _break_audit_log(repo: SQLRepository) -> None:
+    """Make every audit append fail in the database (the table is gone)."""
+    with repo.transaction() as conn:
+        conn.exec_driver_sql("ALTER TABLE audit_log RENAME TO audit_log_moved")
+
+
+def test_a_change_is_undone_when_its_entry_cannot_be_written(repo: SQLRepository) -> None:
+    repo.record_messages([msg("m1", "c1")])
+    view = as_actor(repo, Actor("dpo-1", ["privacy_officer"]), purpose="ticket 9")
+    _break_audit_log(repo)
+    with pytest.raises(StorageError):
+        view.consent.grant("c1", "email", "marketing", method="web_form")
+    with pytest.raises(StorageError):
+        view.erase_subject("c1")
+    # Neither change was kept without its entry.
+    assert repo.consent.history("c1") == []
+    assert repo.timeline("c1")[0].message.address == "c1@example.com"
+
+
+def test_a_personal_read_is_refused_when_its_entry_cannot_be_written(
+    repo: SQLRepository,
+) -> None:
+    repo.record_messages([msg("m1", "c1")])
+    view = as_actor(repo, Actor("dpo-1", ["privacy_officer"]), purpose="ticket 9")
+    _break_audit_log(repo)
+    with pytest.raises(StorageError):
+        view.timeline("c1")
+
+
+def test_audited_reads_and_changes_share_the_chain(repo: SQLRepository) -> None:
+    repo.record_messages([msg("m1", "c1"), msg("m2", "c1")])
+    view = as_actor(repo, Actor("dpo-1", ["privacy_officer"]), purpose="ticket 9")
+    assert len(view.timeline("c1")) == 2
+    view.consent.withdraw("c1", "email", "marketing", method="support_request")
+    with pytest.raises(NotFoundError):
+        view.timeline("nobody")
+    log = AuditLog.for_repository(repo)
+    entries = log.entries()
+    assert [(e.action, e.outcome) for e in entries] == [
+        ("timeline", Outcome.OK),
+        ("consent.withdraw", Outcome.OK),
+        ("timeline", "failed:NotFoundError"),
+    ]
+    assert entries[0].targets == ("m1", "m2")
+    assert log.verify_chain().intact
+
+
+def test_guarded_ingest_writes_one_entry_per_batch(repo: SQLRepository) -> None:
+    view = as_actor(repo, Actor("svc-import", ["operator"]), purpose="nightly import")
+    view.record_messages([msg("m1", "c1"), msg("m2", "c2"), msg("m3", "c3")])  # two batches
+    view.record_events(
+        [
+            ev("e1", "m1", EventType.DELIVERED),
+            ev("e2", "m2", EventType.BOUNCED, bounce=BounceClass.HARD),
+        ]
+    )
+    view.consent.grant("c3", "email", "marketing", method="web_form")
+    log = AuditLog.for_repository(repo)
+    entries = log.entries()
+    assert [e.action for e in entries] == [
+        "record_messages",
+        "record_messages",
+        "record_events",
+        "consent.grant",
+    ]
+    assert all(e.actor_id == "svc-import" and e.purpose == "nightly import" for e in entries)
+    (bounced,) = repo.suppression.for_contact("c2")
+    assert entries[2].targets == (bounced.suppression_id,)
+    assert entries[0].targets == entries[1].targets == ()
+    assert log.verify_chain().intact
+    # An auditor asking about c3 finds the consent change.
+    assert [e.action for e in log.entries(contact_id="c3")] == ["consent.grant"]
+
+
+def test_guarded_ingest_stores_nothing_it_cannot_audit(repo: SQLRepository) -> None:
+    view = as_actor(repo, Actor("svc-import", ["operator"]), purpose="nightly import")
+    _break_audit_log(repo)
+    with pytest.raises(StorageError):
+        view.record_messages([msg("m1", "c1"), msg("m2", "c1")])
+    with pytest.raises(NotFoundError):
+        repo.timeline("c1")
+
+
+def test_memory_repository_gets_one_entry_per_write() -> None:
+    repo = MemoryRepository(batch_size=2)
+    log = AuditLog.in_memory(Keyring.generate())
+    view = as_actor(repo, Actor("svc", ["operator"]), purpose="test", audit=log)
+    view.record_messages([msg("m1", "c1"), msg("m2", "c2"), msg("m3", "c3")])
+    assert [e.action for e in log.entries()] == ["record_messages"]
+    assert log.verify_chain().intact
