@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,3 +117,41 @@ def test_memory_repository_gets_one_entry_per_write() -> None:
     view.record_messages([msg("m1", "c1"), msg("m2", "c2"), msg("m3", "c3")])
     assert [e.action for e in log.entries()] == ["record_messages"]
     assert log.verify_chain().intact
+
+
+def test_concurrent_guarded_writers_and_readers_keep_one_chain(repo: SQLRepository) -> None:
+    url = str(repo.engine.url.render_as_string(hide_password=False))
+    keyring = repo.keyring
+    repo.record_messages([msg("seed", "c0")])
+    errors: list[BaseException] = []
+    writers, readers, reads = 3, 2, 10
+
+    def write(n: int) -> None:
+        try:
+            with open_repository(url, keyring, batch_size=2) as r:
+                view = as_actor(r, Actor(f"w{n}", ["operator"]), purpose="load")
+                # Overlapping contacts: writers race to create the same ones.
+                view.record_messages([msg(f"w{n}-m{i}", f"c{i % 3}") for i in range(6)])
+        except BaseException as exc:
+            errors.append(exc)
+
+    def read(n: int) -> None:
+        try:
+            with open_repository(url, keyring) as r:
+                view = as_actor(r, Actor(f"r{n}", ["privacy_officer"]), purpose="load")
+                for _ in range(reads):
+                    view.timeline("c0")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    threads += [threading.Thread(target=read, args=(n,)) for n in range(readers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    report = AuditLog.for_repository(repo).verify_chain()
+    assert report.intact
+    assert report.entries == writers * 3 + readers * reads  # three batches per writer
+    assert len(repo.timeline("c1")) == writers * 2
