@@ -9,7 +9,9 @@ Handlers return the exit code:
 * 2: usage or input error (bad option, missing file, unknown time zone);
 * 3: ``can-send``: the send is not allowed;
 * 4: ``verify-webhook``: the signature does not verify;
-* 5: ``audit verify``: the audit log was tampered with.
+* 5: ``audit verify``: the audit log was tampered with;
+* 6: permission denied: the ``--actor`` lacks the permission the command needs
+  (the denial is in the audit log), or an actor is required and none was given.
 
 Errors from commhistory are printed as one line without a traceback; they never
 contain personal data, so they are safe in logs.
@@ -22,8 +24,8 @@ import sys
 from collections.abc import Sequence
 
 from commhistory.cli import audit, consent, demo, report, store, validate, webhook
-from commhistory.cli._common import EXIT_USAGE, CommandError
-from commhistory.errors import CommHistoryError
+from commhistory.cli._common import EXIT_DENIED, EXIT_USAGE, CommandError
+from commhistory.errors import CommHistoryError, PermissionDenied
 
 __all__ = ["build_parser", "main"]
 
@@ -61,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         print(f"commhistory {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except PermissionDenied as exc:
+        # Names the actor and the permission; the guarded view has audited it.
+        print(f"commhistory {args.command}: permission denied: {exc}", file=sys.stderr)
+        return EXIT_DENIED
     except CommHistoryError as exc:
         print(f"commhistory {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

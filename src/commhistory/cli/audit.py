@@ -7,7 +7,11 @@ It prints the chain's head MAC: keep a copy elsewhere and compare, since
 removing entries from the end leaves a shorter chain that still verifies.
 
 ``audit show [--contact ID] [--actor ID] [--since T]`` lists entries, oldest
-first, as text or JSON lines. Entries hold ids only, never personal values.
+first, as text or JSON lines: who (actor id and roles), what (action, the
+permission it needed, contact and target ids), why (the stated purpose) and the
+outcome. Entries hold ids only, never personal values. The other commands write
+entries when run with ``--actor``; their purpose is ``--purpose``, or
+``commhistory COMMAND`` for a check that needed none.
 """
 
 from __future__ import annotations
@@ -105,6 +109,8 @@ def _line(entry: AuditEntry) -> str:
         parts.append(f"contact={entry.contact_id}")
     if entry.targets:
         parts.append(f"targets={','.join(entry.targets)}")
+    if entry.permission:
+        parts.append(f"permission={entry.permission}")
     parts.append(f"purpose={entry.purpose!r}")
     return "  ".join(parts)
 

@@ -3,6 +3,12 @@
 Each takes ``--db`` and ``--keyring`` like the storage commands. ``can-send``
 exits 0 when sending is allowed and 3 when it is not, so scripts can branch on
 it; ``erase-subject`` asks for ``--yes`` because it cannot be undone.
+
+Each also takes ``--actor``, ``--role``, ``--purpose`` (``--access-purpose`` on
+``can-send``, whose ``--purpose`` is the message purpose) and ``--policy``: with
+an actor the command goes through the guarded view (exit 6 when denied).
+``purge`` has no guarded method yet; for an actor it needs ``erase_subject`` and
+is audited here (action ``purge``; a dry run is checked, not audited).
 """
 
 from __future__ import annotations
@@ -10,12 +16,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from commhistory.cli._common import EXIT_OK, CommandError, add_store_options
+from commhistory.cli._common import (
+    EXIT_OK,
+    Access,
+    CommandError,
+    add_actor_options,
+    add_store_options,
+    resolve_access,
+)
 from commhistory.cli.store import repository
 from commhistory.model import Channel, Purpose
 from commhistory.normalize.time import parse_timestamp
+
+if TYPE_CHECKING:
+    from commhistory.privacy import PurgeReport, RetentionPolicy
+    from commhistory.store import SQLRepository
 
 __all__ = ["EXIT_REFUSED", "register"]
 
@@ -38,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     can.add_argument("--address", default=None, help="decide for this address only")
     can.add_argument("--format", choices=("text", "json"), default="text")
     add_store_options(can)
+    add_actor_options(can, purpose_flag=False)
     can.set_defaults(run=run_can_send)
 
     export = subparsers.add_parser(
@@ -47,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     export.add_argument("contact_id", metavar="CONTACT_ID")
     export.add_argument("--out", default=None, metavar="FILE", help="write here, not stdout")
     add_store_options(export)
+    add_actor_options(export)
     export.set_defaults(run=run_export)
 
     erase = subparsers.add_parser(
@@ -59,6 +78,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     erase.add_argument("--yes", action="store_true", help="confirm the irreversible erasure")
     erase.add_argument("--format", choices=("text", "json"), default="text")
     add_store_options(erase)
+    add_actor_options(erase)
     erase.set_defaults(run=run_erase)
 
     purge = subparsers.add_parser(
@@ -75,14 +95,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     purge.add_argument("--dead-letter-days", type=int, default=90, metavar="N")
     purge.add_argument("--format", choices=("text", "json"), default="text")
     add_store_options(purge)
+    add_actor_options(purge)
     purge.set_defaults(run=run_purge)
 
 
 def run_can_send(args: argparse.Namespace) -> int:
     """Print the decision; exit 0 when allowed, 3 when not."""
     at = None if args.at is None else parse_timestamp(args.at, field="--at")
+    access = resolve_access(args)
     with repository(args, create=False) as repo:
-        decision = repo.can_send(
+        view = access.view(repo)
+        decision = (repo if view is None else view).can_send(
             args.contact_id, args.channel, args.purpose, at, address=args.address
         )
     if args.format == "json":
@@ -99,8 +122,12 @@ def run_can_send(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """Write the subject's export document."""
+    from commhistory.audit import Permission  # noqa: PLC0415
+
+    access = resolve_access(args, audited=Permission.EXPORT_SUBJECT)
     with repository(args, create=False) as repo:
-        doc = repo.export_subject(args.contact_id)
+        view = access.view(repo)
+        doc = (repo if view is None else view).export_subject(args.contact_id)
     text = json.dumps(doc, ensure_ascii=False, indent=2)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
@@ -115,8 +142,12 @@ def run_erase(args: argparse.Namespace) -> int:
     """Erase one contact and print the report."""
     if not args.yes:
         raise CommandError("erasure cannot be undone; pass --yes to confirm")
+    from commhistory.audit import Permission  # noqa: PLC0415
+
+    access = resolve_access(args, audited=Permission.ERASE_SUBJECT)
     with repository(args, create=False) as repo:
-        report = repo.erase_subject(args.contact_id)
+        view = access.view(repo)
+        report = (repo if view is None else view).erase_subject(args.contact_id)
     if args.format == "json":
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
         return EXIT_OK
@@ -132,12 +163,55 @@ def run_erase(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _purge(
+    repo: SQLRepository, access: Access, policy: RetentionPolicy, *, dry_run: bool
+) -> PurgeReport:
+    """Purge as the actor: needs ``erase_subject``; a real purge and a denial are audited.
+
+    The guarded view has no ``purge`` method, so the check and the audit entry
+    are made here with the view's public parts (its actor, purpose and log).
+    """
+    from commhistory.audit import Outcome, Permission  # noqa: PLC0415
+    from commhistory.errors import PermissionDenied  # noqa: PLC0415
+    from commhistory.privacy import purge  # noqa: PLC0415
+
+    view = access.view(repo)
+    if view is None:
+        return purge(repo, policy, dry_run=dry_run)
+    needed = Permission.ERASE_SUBJECT
+    action = "purge.dry_run" if dry_run else "purge"
+
+    def record(outcome: str) -> None:
+        view.audit_log.append(
+            actor_id=view.actor.id,
+            roles=view.actor.roles,
+            action=action,
+            purpose=view.purpose,
+            outcome=outcome,
+            permission=needed.value,
+        )
+
+    if not view.allows(needed):
+        record(Outcome.DENIED)
+        raise PermissionDenied(permission=needed.value, actor=view.actor.id)
+    if dry_run:
+        return purge(repo, policy, dry_run=True)
+    try:
+        report = purge(repo, policy, dry_run=False)
+    except Exception as exc:
+        record(f"{Outcome.FAILED}:{type(exc).__name__}")
+        raise
+    record(Outcome.OK)
+    return report
+
+
 def run_purge(args: argparse.Namespace) -> int:
     """Purge (or with --dry-run list) what is due."""
     from datetime import timedelta  # noqa: PLC0415
 
+    from commhistory.audit import Permission  # noqa: PLC0415
     from commhistory.errors import InvalidInputError  # noqa: PLC0415
-    from commhistory.privacy import RetentionPolicy, purge  # noqa: PLC0415
+    from commhistory.privacy import RetentionPolicy  # noqa: PLC0415
 
     try:
         policy = RetentionPolicy(
@@ -146,8 +220,9 @@ def run_purge(args: argparse.Namespace) -> int:
         )
     except InvalidInputError as exc:
         raise CommandError(str(exc)) from None
+    access = resolve_access(args, audited=None if args.dry_run else Permission.ERASE_SUBJECT)
     with repository(args, create=False) as repo:
-        report = purge(repo, policy, dry_run=args.dry_run)
+        report = _purge(repo, access, policy, dry_run=args.dry_run)
     if args.format == "json":
         print(
             json.dumps(

@@ -1,4 +1,8 @@
-"""``commhistory report``: KPIs from the repository as a table, JSON, CSV or an HTML report."""
+"""``commhistory report``: KPIs from the repository as a table, JSON, CSV or an HTML report.
+
+With ``--actor`` (see :func:`commhistory.cli._common.resolve_access`) the KPIs are
+read through the guarded view: the actor needs ``read_metrics`` (exit 6 when denied).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,14 @@ from datetime import datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from commhistory.cli._common import EXIT_OK, CommandError, add_store_options, time_zone
+from commhistory.cli._common import (
+    EXIT_OK,
+    CommandError,
+    add_actor_options,
+    add_store_options,
+    resolve_access,
+    time_zone,
+)
 from commhistory.cli.store import repository
 from commhistory.kpi.metrics import GROUP_KEYS, PERIODS, RATES, check_by
 from commhistory.kpi.report import (
@@ -66,6 +77,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="day",
         help="period of the HTML report's rates-over-time chart (default day)",
     )
+    add_actor_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -94,9 +106,11 @@ def run(args: argparse.Namespace) -> int:
     zone: ZoneInfo = args.tz
     since = parse_bound(args.since, zone, field="since")
     until = parse_bound(args.until, zone, field="until")
+    access = resolve_access(args)
     with repository(args, create=False) as repo:
+        view = access.view(repo)
         data = build_report(
-            repo,
+            repo if view is None else view,
             by=by,
             since=since,
             until=until,

@@ -4,27 +4,40 @@ Each takes ``--db`` (default ``$COMMHISTORY_DB``, else ``sqlite:///commhistory.d
 and ``--keyring`` (default ``$COMMHISTORY_KEYRING``, else ``commhistory.keyring``).
 ``init`` and ``import`` create the keyring (mode 0600) when it is absent; the
 other commands need an existing one, since a new keyring cannot read old data.
+
+``import``, ``timeline`` and ``rotate-keys`` also take ``--actor``, ``--role``,
+``--purpose`` and ``--policy`` (see :func:`commhistory.cli._common.resolve_access`):
+with an actor they go through the repository's guarded view, so permissions are
+checked (exit 6 when denied) and audited operations are logged. ``timeline``
+shows the masked timeline to an actor without ``read_personal``, or with
+``--masked``.
 """
 
 from __future__ import annotations
 
 import argparse
+import enum
 import json
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from commhistory.cli._common import (
     EXIT_OK,
     EXIT_REJECTED,
     CommandError,
+    add_actor_options,
     add_input_options,
     add_store_options,
     database_url,
     input_records,
     keyring_path,
+    resolve_access,
     time_zone,
 )
 from commhistory.convert import unstructure
@@ -39,6 +52,9 @@ from commhistory.store import (
     rotate_keys,
     upgrade,
 )
+
+if TYPE_CHECKING:
+    from commhistory.audit import MaskedEntry, MaskedEvent
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,10 +75,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_store_options(imp)
     imp.add_argument("--format", choices=("text", "json"), default="text")
     imp.add_argument("--batch-size", type=_positive, default=5000, metavar="N")
+    add_actor_options(imp)
     imp.set_defaults(run=run_import)
 
     timeline = subparsers.add_parser(
-        "timeline", help="show a contact's messages and events, decrypted, in time order"
+        "timeline",
+        help="show a contact's messages and events, decrypted, in time order",
+        description="Show a contact's timeline. With --masked, or for an actor without "
+        "read_personal, personal values are withheld and nothing is decrypted.",
     )
     timeline.add_argument("contact_id", metavar="CONTACT_ID")
     add_store_options(timeline)
@@ -70,6 +90,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     timeline.add_argument(
         "--tz", type=time_zone, default=None, metavar="ZONE", help="show times in this zone"
     )
+    timeline.add_argument(
+        "--masked",
+        action="store_true",
+        help="withhold addresses, subjects and bodies; decrypt nothing (not audited)",
+    )
+    add_actor_options(timeline)
     timeline.set_defaults(run=run_timeline)
 
     rotate = subparsers.add_parser(
@@ -90,6 +116,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="do not add a key; finish re-wrapping under the current one",
     )
     rotate.add_argument("--batch-size", type=_positive, default=1000, metavar="N")
+    add_actor_options(rotate)
     rotate.set_defaults(run=run_rotate)
 
 
@@ -136,7 +163,8 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    """Store a history file."""
+    """Store a history file (as the actor, when one is given: needs ``write_history``)."""
+    access = resolve_access(args)
     keyring = load_keyring(args, create=True)
     with (
         input_records(args, label="importing") as (lines, _progress),
@@ -144,7 +172,9 @@ def run_import(args: argparse.Namespace) -> int:
             database_url(args), keyring, upgrade=True, batch_size=args.batch_size
         ) as repo,
     ):
-        report = repo.ingest(lines, source=os.path.basename(args.file))
+        view = access.view(repo)
+        target = repo if view is None else view
+        report = target.ingest(lines, source=os.path.basename(args.file))
     _print_report(args.file, report, args.format)
     return EXIT_REJECTED if report.rejected else EXIT_OK
 
@@ -173,9 +203,34 @@ def _print_report(path: str, report: IngestReport, fmt: str) -> None:
 
 
 def run_timeline(args: argparse.Namespace) -> int:
-    """Show one contact's timeline."""
+    """Show one contact's timeline, masked for actors without ``read_personal``."""
+    from commhistory.audit import Permission, masked_timeline  # noqa: PLC0415
+
+    access = resolve_access(args, audited=None if args.masked else Permission.READ_PERSONAL)
     with repository(args, create=False) as repo:
-        entries = repo.timeline(args.contact_id)
+        view = access.view(repo)
+        masked: list[MaskedEntry] | None = None
+        if view is None:
+            if args.masked:
+                masked = masked_timeline(repo, args.contact_id)
+            else:
+                entries = repo.timeline(args.contact_id)
+        elif args.masked or not view.allows(Permission.READ_PERSONAL):
+            if not args.masked and view.allows(Permission.READ_HISTORY_MASKED):
+                print(
+                    f"showing the masked timeline: actor {view.actor.id!r} lacks "
+                    f"permission {Permission.READ_PERSONAL.value!r}",
+                    file=sys.stderr,
+                )
+            masked = view.masked_timeline(args.contact_id)
+        else:
+            entries = view.timeline(args.contact_id)
+    if masked is not None:
+        if args.format == "json":
+            print(json.dumps([_masked_json(e) for e in masked], ensure_ascii=False, indent=2))
+        else:
+            print(format_masked_timeline(args.contact_id, masked, tz=args.tz))
+        return EXIT_OK
     if args.format == "json":
         doc = [
             {
@@ -212,6 +267,59 @@ def format_timeline(contact_id: str, entries: list[TimelineEntry], *, tz: tzinfo
     return "\n".join(lines)
 
 
+def _masked_json(entry: MaskedEntry) -> dict[str, Any]:
+    def plain(_inst: object, _field: object, value: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, enum.Enum):
+            return value.value
+        return value
+
+    return {
+        "masked": True,
+        "message": attrs.asdict(entry.message, value_serializer=plain),
+        "events": [attrs.asdict(e, value_serializer=plain) for e in entry.events],
+    }
+
+
+def format_masked_timeline(
+    contact_id: str, entries: list[MaskedEntry], *, tz: tzinfo | None
+) -> str:
+    """Render a masked timeline like :func:`format_timeline`, personal values withheld."""
+    lines = [f"contact {contact_id}: {len(entries)} messages (masked: personal values withheld)"]
+    for entry in entries:
+        msg = entry.message
+        arrow = "->" if msg.direction.value == "outbound" else "<-"
+        campaign = f" {msg.campaign_id}" if msg.campaign_id else ""
+        variant = f"/{msg.variant}" if msg.variant else ""
+        address = msg.address if msg.address is not None else "(address withheld)"
+        lines.append("")
+        lines.append(
+            f"{_when(msg.sent_at, tz)}  {arrow} {msg.channel.value:<6} {address}"
+            f"  [{msg.purpose.value}{campaign}{variant}] {msg.message_id}"
+        )
+        if msg.has_subject:
+            lines.append(f"{'':<22}subject: (withheld)")
+        if msg.has_body:
+            lines.append(f"{'':<22}body:    (withheld)")
+        for event in entry.events:
+            lines.append(f"{_when(event.occurred_at, tz)}     {_describe_masked(event)}")
+    return "\n".join(lines)
+
+
+def _describe_masked(event: MaskedEvent) -> str:
+    parts = [event.type.value]
+    if event.bounce is not None:
+        parts.append(
+            f"({event.bounce.value}{' ' + event.status_code if event.status_code else ''})"
+        )
+    if event.machine:
+        parts.append("[machine]")
+    if event.revenue is not None:
+        parts.append(f"{event.revenue} {event.currency}")
+    return " ".join(parts)
+
+
 def _when(moment: datetime, tz: tzinfo | None) -> str:
     shown = moment.astimezone(tz) if tz is not None else moment
     return shown.strftime("%Y-%m-%d %H:%M:%S") + ("" if tz is not None else "Z")
@@ -238,15 +346,27 @@ def _describe(event: Event) -> str:
 
 
 def run_rotate(args: argparse.Namespace) -> int:
-    """Rotate the keyring's current key and re-wrap data keys under it."""
+    """Rotate the keyring's current key and re-wrap data keys under it.
+
+    With an actor, ``manage_keys`` is checked before the keyring is touched; a
+    denied actor changes nothing and the denial is audited.
+    """
+    from commhistory.audit import Permission  # noqa: PLC0415
+
+    access = resolve_access(args, audited=Permission.MANAGE_KEYS)
     keyring = load_keyring(args, create=False)
     path = keyring_path(args)
-    if not args.resume:
+    if not args.resume and access.allows(Permission.MANAGE_KEYS):
         new_id = keyring.rotate(index=args.reindex)
         keyring.save(path)
         print(f"new current key {new_id} saved to {path}", file=sys.stderr)
     with open_repository(database_url(args), keyring, upgrade=False) as repo:
-        report = rotate_keys(repo, keyring, batch_size=args.batch_size, reindex=args.reindex)
+        view = access.view(repo)
+        if view is None:
+            report = rotate_keys(repo, keyring, batch_size=args.batch_size, reindex=args.reindex)
+        else:
+            # A denied actor gets PermissionDenied here, audited, before anything runs.
+            report = view.rotate_keys(batch_size=args.batch_size, reindex=args.reindex)
     print(_rotation_summary(report))
     return EXIT_OK
 

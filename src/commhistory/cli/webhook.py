@@ -16,6 +16,10 @@ Inbound messages and consent changes need a contact id: set
 ``$COMMHISTORY_CONTACT_KEY`` (hex, at least 16 bytes) to derive pseudonymous
 ids (:class:`~commhistory.providers.KeyedContactResolver`); ``ingest-webhook``
 first looks the sender up in the repository.
+
+``ingest-webhook`` takes ``--actor``, ``--role``, ``--purpose`` and ``--policy``:
+with an actor it stores through the guarded view (``write_history``), and its
+sender look-ups need ``read_personal`` and are audited (exit 6 when denied).
 """
 
 from __future__ import annotations
@@ -24,12 +28,19 @@ import argparse
 import base64
 import os
 import sys
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from commhistory.cli._common import EXIT_OK, EXIT_REJECTED, CommandError, add_store_options
+from commhistory.cli._common import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    CommandError,
+    add_actor_options,
+    add_store_options,
+    resolve_access,
+)
 from commhistory.convert import ParsedLine, dumps
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.providers import (
@@ -47,6 +58,9 @@ from commhistory.providers.postmark import PostmarkAdapter
 from commhistory.providers.sendgrid import SendGridAdapter
 from commhistory.providers.ses import SesAdapter
 from commhistory.providers.twilio import TwilioAdapter
+
+if TYPE_CHECKING:
+    from commhistory.store.protocol import Repository
 
 __all__ = [
     "EXIT_INVALID",
@@ -100,6 +114,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     common(ingest)
     add_store_options(ingest)
+    add_actor_options(ingest)
     ingest.set_defaults(run=run_ingest)
 
     verify = subparsers.add_parser(
@@ -203,11 +218,19 @@ def run_parse(args: argparse.Namespace) -> int:
 
 def run_ingest(args: argparse.Namespace) -> int:
     """Store a saved payload; unparseable parts become dead letters."""
-    from commhistory.cli.store import repository  # noqa: PLC0415 - heavy imports
+    from commhistory.audit import Permission  # noqa: PLC0415 - heavy imports
+    from commhistory.cli.store import repository  # noqa: PLC0415
 
+    access = resolve_access(args, audited=Permission.READ_PERSONAL)
     request = _request(args)
+    fallback = _resolver()
     with repository(args, create=True) as repo:
-        resolver = RepositoryContactResolver(repo, fallback=_resolver())
+        view = access.view(repo)
+        target = repo if view is None else view
+        # Through the view, each sender look-up needs read_personal and is audited.
+        # The resolver only calls find_contacts(), which the view offers; the view
+        # is not typed as a Repository because its consent/suppression are guarded.
+        resolver = RepositoryContactResolver(cast("Repository", target), fallback=fallback)
         adapter = build_adapter(args.provider, None, contact_resolver=resolver)
         try:
             lines = adapter.parse(request).lines
@@ -215,7 +238,7 @@ def run_ingest(args: argparse.Namespace) -> int:
             raw = request.body.decode("utf-8", errors="replace")
             lines = (ParsedLine(line=1, raw=raw, error=exc),)
         _report_errors(lines)
-        report = repo.ingest(lines, source=adapter.source)
+        report = target.ingest(lines, source=adapter.source)
     print(
         f"{args.file}: {report.total} records: {report.inserted} inserted, "
         f"{report.duplicates} duplicates, {report.rejected} rejected (dead letters)"
