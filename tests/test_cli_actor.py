@@ -104,9 +104,9 @@ TABLE: dict[str, tuple[list[str], dict[str, Expect]]] = {
         ["import", HISTORY, *PURPOSE],
         {
             "analyst": denied("ingest", "write_history"),
-            "operator": ok(),
+            "operator": ok("ingest", "write_history"),
             "privacy_officer": denied("ingest", "write_history"),
-            "admin": ok(),
+            "admin": ok("ingest", "write_history"),
             "nothing": denied("ingest", "write_history"),
         },
     ),
@@ -114,9 +114,9 @@ TABLE: dict[str, tuple[list[str], dict[str, Expect]]] = {
         ["ingest-webhook", "--provider", "twilio", TWILIO_STATUS, *PURPOSE],
         {
             "analyst": denied("ingest", "write_history"),
-            "operator": ok(),
+            "operator": ok("ingest", "write_history"),
             "privacy_officer": denied("ingest", "write_history"),
-            "admin": ok(),
+            "admin": ok("ingest", "write_history"),
             "nothing": denied("ingest", "write_history"),
         },
     ),
@@ -549,6 +549,7 @@ def test_webhook_sender_lookup_needs_read_personal(
     assert got == [
         ("op-1", "find_contacts", "denied", "read_personal"),
         ("ad-1", "find_contacts", "ok", "read_personal"),
+        ("ad-1", "ingest", "ok", "write_history"),
     ]
     assert store.entries()[1].targets == ("c-1002",)
 
