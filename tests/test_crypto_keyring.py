@@ -10,8 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from commhistory.crypto import SUBKEY_PURPOSES, KeyProvider, Keyring, derive_subkey
+from commhistory.crypto import (
+    SUBKEY_PURPOSES,
+    BlindIndexer,
+    KeyProvider,
+    Keyring,
+    derive_subkey,
+    lookup_key_ids,
+)
 from commhistory.errors import CryptoError, KeyNotFoundError
+
+_B64_KEY = base64.b64encode(bytes(range(32))).decode()
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
 
@@ -383,3 +392,61 @@ def test_host_provider_with_a_short_key_is_refused() -> None:
     provider = _DictProvider({"kms-1": b"short"})
     with pytest.raises(CryptoError, match="32 bytes"):
         derive_subkey(provider, "kms-1", "token")
+
+
+# ---------------------------------------------------------------------- lookup subkeys
+
+
+def test_retire_keeps_only_the_blind_index_subkey(tmp_path: Path) -> None:
+    keyring = Keyring.generate()
+    old = keyring.current_key_id
+    before = BlindIndexer.from_provider(keyring, old).index("email", "taro@example.com")
+    wrap_subkey = derive_subkey(keyring, old, "data-key-wrap")
+    keyring.rotate(index=True)
+    keyring.retire(old)
+    assert keyring.lookup_key_ids() == (old,)
+    assert lookup_key_ids(keyring) == (keyring.current_key_id, old)
+    # Lookups under the retired key still match...
+    kept = BlindIndexer.from_provider(keyring, old)
+    assert kept.index("email", "taro@example.com") == before
+    # ...but nothing else derives from it any more.
+    with pytest.raises(KeyNotFoundError):
+        derive_subkey(keyring, old, "data-key-wrap")
+    assert keyring.lookup_subkey(old) != wrap_subkey
+    path = tmp_path / "k"
+    keyring.save(path)
+    loaded = Keyring.load(path)
+    assert loaded.lookup_subkey(old) == keyring.lookup_subkey(old)
+    document = path.read_text()
+    assert base64.b64encode(keyring.lookup_subkey(old)).decode() in document
+    subkey = keyring.lookup_subkey(old)
+    assert base64.b64encode(subkey).decode() not in repr(loaded)
+    assert subkey.hex() not in repr(loaded)
+    with pytest.raises(KeyNotFoundError, match="no lookup subkey"):
+        loaded.lookup_subkey(loaded.current_key_id)
+
+
+@pytest.mark.parametrize(
+    ("lookup", "message"),
+    [
+        ({}, "must be a list"),
+        ([1], "must be an object"),
+        ([{"id": "k1-00000000", "material": "AAAA"}], "must be an object"),
+        ([{"id": "k1-00000000", "purpose": "blind-index", "material": "AAAA"}], "32 bytes"),
+        (
+            [{"id": "k9-00000000", "purpose": "blind-index", "material": _B64_KEY}],
+            "is not a retired key",
+        ),
+    ],
+)
+def test_malformed_lookup_keys_are_named(tmp_path: Path, lookup: object, message: str) -> None:
+    keyring = Keyring.generate()
+    path = tmp_path / "k"
+    keyring.save(path)
+    document = json.loads(path.read_text())
+    document["lookup_keys"] = lookup
+    path.write_text(json.dumps(document))
+    path.chmod(0o600)
+    with pytest.raises(CryptoError, match=message) as info:
+        Keyring.load(path)
+    assert str(path) in str(info.value)

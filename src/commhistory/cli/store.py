@@ -374,7 +374,8 @@ def run_rotate(args: argparse.Namespace) -> int:
 def _rotation_summary(report: RotationReport) -> str:
     text = (
         f"current key {report.key_id}: {report.rewrapped} data keys re-wrapped, "
-        f"{report.orphans} waiting events and {report.dead_letters} dead letters re-encrypted "
+        f"{report.orphans} waiting events, {report.dead_letters} dead letters and "
+        f"{report.evidence} retained consent evidence records re-encrypted "
         f"in {report.batches} batches"
     )
     if report.reindexed:

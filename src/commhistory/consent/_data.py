@@ -18,6 +18,7 @@ from typing import Any, Final, NamedTuple
 import sqlalchemy as sa
 
 from commhistory.consent._records import SuppressionEntry, SuppressionReason
+from commhistory.crypto import lookup_key_ids
 from commhistory.errors import PayloadError
 from commhistory.model import Channel, ConsentAction, ConsentEvent, ConsentMethod, Purpose
 from commhistory.store import schema
@@ -310,7 +311,9 @@ class SQLConsentData(ConsentData):
     def keys_of(self, kind: str, value: str) -> list[AddressKey]:
         """See :meth:`ConsentData.keys_of`."""
         keys = []
-        for key_id in self.repo.keyring.key_ids():
+        # Retired keys' kept blind-index subkeys too: the opt-outs of erased
+        # people can never be re-indexed under a new index key.
+        for key_id in lookup_key_ids(self.repo.keyring):
             keys.append(AddressKey(kind, self.repo.indexer(key_id).index(kind, value), key_id))
         return keys
 

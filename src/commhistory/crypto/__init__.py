@@ -36,6 +36,7 @@ from commhistory.crypto.keyring import (
     KeyProvider,
     Keyring,
     derive_subkey,
+    lookup_key_ids,
 )
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "TextOpener",
     "derive_subkey",
     "envelope_key_ref",
+    "lookup_key_ids",
     "new_data_key",
     "rewrap_data_key",
     "unwrap_data_key",

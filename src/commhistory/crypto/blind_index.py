@@ -21,7 +21,7 @@ import re
 from typing import Final
 
 from commhistory.crypto.keyring import KeyProvider, derive_subkey
-from commhistory.errors import CryptoError, InvalidInputError
+from commhistory.errors import CryptoError, InvalidInputError, KeyNotFoundError
 
 __all__ = ["BLIND_INDEX_KINDS", "BlindIndexer"]
 
@@ -95,7 +95,15 @@ class BlindIndexer:
             InvalidInputError: *size* is outside 8-32.
         """
         key_id = provider.index_key_id if key_id is None else key_id
-        return cls(derive_subkey(provider, key_id, _PURPOSE), key_id=key_id, size=size)
+        try:
+            subkey = derive_subkey(provider, key_id, _PURPOSE)
+        except KeyNotFoundError:
+            # A retired key: its blind-index subkey may have been kept for lookups.
+            kept = getattr(provider, "lookup_subkey", None)
+            if kept is None:
+                raise
+            subkey = kept(key_id)
+        return cls(subkey, key_id=key_id, size=size)
 
     @property
     def key_id(self) -> str:

@@ -48,7 +48,11 @@ __all__ = [
     "KeyProvider",
     "Keyring",
     "derive_subkey",
+    "lookup_key_ids",
 ]
+
+BLIND_INDEX_PURPOSE: Final = "blind-index"
+"""The subkey purpose blind indexes are made with (kept for retired keys)."""
 
 ROOT_KEY_SIZE: Final = 32
 """Length in bytes of every root key and every derived subkey (256 bits)."""
@@ -112,6 +116,24 @@ class KeyProvider(Protocol):
             KeyNotFoundError: *key_id* is unknown or retired.
         """
         ...
+
+
+def lookup_key_ids(provider: KeyProvider) -> tuple[str, ...]:
+    """Return every key id blind-index lookups must try: live keys, then retired ones kept for it.
+
+    A provider may keep the blind-index subkeys of retired keys by offering
+    ``lookup_key_ids()`` and ``lookup_subkey(key_id)`` (:class:`Keyring` does);
+    providers that do not simply contribute their live keys.
+
+    Args:
+        provider: The key provider.
+
+    Returns:
+        The ids, live keys first.
+    """
+    kept = getattr(provider, "lookup_key_ids", None)
+    extra: tuple[str, ...] = tuple(kept()) if callable(kept) else ()
+    return tuple(provider.key_ids()) + extra
 
 
 @lru_cache(maxsize=1024)
@@ -186,6 +208,9 @@ class Keyring:
         retired: Ids of keys whose material was destroyed; asking for them
             raises :class:`~commhistory.errors.KeyNotFoundError` with a hint saying so.
         created_at: When each key was made (defaults to now).
+        lookup_keys: The ``"blind-index"`` subkeys of retired keys, by key id,
+            kept by :meth:`retire` so that lookups (suppressions of erased
+            people above all) keep matching; they decrypt nothing.
 
     Raises:
         CryptoError: A key id is malformed, a key is not 32 bytes, or *current*
@@ -194,7 +219,7 @@ class Keyring:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_current", "_index", "_keys", "_retired")
+    __slots__ = ("_current", "_index", "_keys", "_lookup", "_retired")
 
     def __init__(
         self,
@@ -204,6 +229,7 @@ class Keyring:
         index: str | None = None,
         retired: Iterable[str] = (),
         created_at: Mapping[str, datetime] | None = None,
+        lookup_keys: Mapping[str, bytes] | None = None,
     ) -> None:
         now = datetime.now(UTC)
         created = created_at or {}
@@ -214,6 +240,13 @@ class Keyring:
                 raise CryptoError(f"root key {key_id!r} must be {ROOT_KEY_SIZE} bytes")
             self._keys[key_id] = _KeyEntry(material, created.get(key_id, now))
         self._retired: set[str] = {k for k in retired if k not in self._keys}
+        self._lookup: dict[str, bytes] = {}
+        for key_id, subkey in (lookup_keys or {}).items():
+            if key_id not in self._retired:
+                raise CryptoError(f"lookup key {key_id!r} is not a retired key")
+            if not _is_key(subkey):
+                raise CryptoError(f"lookup key {key_id!r} must be {ROOT_KEY_SIZE} bytes")
+            self._lookup[key_id] = subkey
         index = current if index is None else index
         for role, key_id in (("current", current), ("index", index)):
             if key_id not in self._keys:
@@ -302,8 +335,16 @@ class Keyring:
             raise CryptoError(f"{where}: 'current' and 'index' must be key ids")
         if not isinstance(retired, list) or not all(isinstance(r, str) for r in retired):
             raise CryptoError(f"{where}: 'retired' must be a list of key ids")
+        lookup = _parse_lookup(doc.get("lookup_keys", []), where)
         try:
-            return cls(keys, current=current, index=index, retired=retired, created_at=created)
+            return cls(
+                keys,
+                current=current,
+                index=index,
+                retired=retired,
+                created_at=created,
+                lookup_keys=lookup,
+            )
         except CryptoError as exc:
             raise CryptoError(f"{where}: {exc}") from exc
 
@@ -353,6 +394,14 @@ class Keyring:
                 for key_id, entry in self._keys.items()
             ],
             "retired": sorted(self._retired),
+            "lookup_keys": [
+                {
+                    "id": key_id,
+                    "purpose": BLIND_INDEX_PURPOSE,
+                    "material": base64.b64encode(subkey).decode("ascii"),
+                }
+                for key_id, subkey in sorted(self._lookup.items())
+            ],
         }
 
     # -- the KeyProvider protocol -----------------------------------------------------
@@ -391,6 +440,21 @@ class Keyring:
                 hint = "this keyring has " + ", ".join(repr(k) for k in self._keys)
             raise KeyNotFoundError(key_id, hint=hint)
         return entry.material
+
+    def lookup_key_ids(self) -> tuple[str, ...]:
+        """Return the ids of retired keys whose blind-index subkey is kept, sorted."""
+        return tuple(sorted(self._lookup))
+
+    def lookup_subkey(self, key_id: str) -> bytes:
+        """Return the kept ``"blind-index"`` subkey of retired key *key_id*.
+
+        Raises:
+            KeyNotFoundError: No lookup subkey is kept for *key_id*.
+        """
+        subkey = self._lookup.get(key_id)
+        if subkey is None:
+            raise KeyNotFoundError(key_id, hint="no lookup subkey is kept for it")
+        return subkey
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -432,6 +496,14 @@ class Keyring:
         Anything still wrapped under it becomes unreadable (a crypto-shred), so
         re-wrap first. The id is remembered, so later lookups say it was retired.
 
+        The key's ``"blind-index"`` subkey is kept (:meth:`lookup_subkey`):
+        suppression entries are keyed by blind indexes, and those of erased
+        people (whose addresses are gone) can never be recomputed under a new
+        index key, so without it they would silently stop matching. The subkey
+        is an HMAC key derived one-way from the root key: it unwraps and
+        decrypts nothing, and tells only whether a guessed address matches an
+        index made under the retired key.
+
         Args:
             key_id: The key to retire.
 
@@ -443,6 +515,7 @@ class Keyring:
         for role, in_use in (("current", self._current), ("index", self._index)):
             if key_id == in_use:
                 raise CryptoError(f"key {key_id!r} is the {role} key and cannot be retired")
+        self._lookup[key_id] = _hkdf(self._keys[key_id].material, BLIND_INDEX_PURPOSE)
         del self._keys[key_id]
         self._retired.add(key_id)
 
@@ -491,6 +564,21 @@ def _parse_entry(entry: object, where: str) -> tuple[str, bytes, datetime]:
     if when is None or when.tzinfo is None:
         raise CryptoError(f"{where}: 'created_at' must be an ISO 8601 time with an offset")
     return key_id, decoded, when.astimezone(UTC)
+
+
+def _parse_lookup(entries: object, where: str) -> dict[str, bytes]:
+    if not isinstance(entries, list):
+        raise CryptoError(f"{where}: 'lookup_keys' must be a list")
+    out: dict[str, bytes] = {}
+    for position, entry in enumerate(entries):
+        at = f"{where}: lookup_keys[{position}]"
+        if not isinstance(entry, dict) or entry.get("purpose") != BLIND_INDEX_PURPOSE:
+            raise CryptoError(f"{at} must be an object with 'id', 'purpose' and 'material'")
+        key_id, material, _ = _parse_entry(
+            {**entry, "created_at": "1970-01-01T00:00:00+00:00"}, at
+        )
+        out[key_id] = material
+    return out
 
 
 def _check_key_id_in(key_id: str, where: str) -> None:

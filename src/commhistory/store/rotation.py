@@ -38,7 +38,7 @@ from commhistory.store.sql import (
 
 __all__ = ["RotationReport", "rotate_keys"]
 
-_STEPS: Final = ("contacts", "orphan events", "dead letters", "addresses")
+_STEPS: Final = ("contacts", "orphan events", "dead letters", "consent evidence", "addresses")
 
 
 @attrs.frozen(kw_only=True)
@@ -51,6 +51,8 @@ class RotationReport:
         rewrapped: Contact data keys re-wrapped under the current key.
         orphans: Orphan events re-encrypted under the current key's orphan subkey.
         dead_letters: Dead letters re-encrypted under the current key.
+        evidence: Consent events of erased contacts whose retained evidence was
+            re-encrypted under the current key's ``consent-evidence`` subkey.
         reindexed: Blind indexes recomputed under the index key (with ``reindex``).
         batches: Transactions committed.
 
@@ -62,6 +64,7 @@ class RotationReport:
     rewrapped: int = 0
     orphans: int = 0
     dead_letters: int = 0
+    evidence: int = 0
     reindexed: int = 0
     batches: int = 0
 
@@ -77,7 +80,8 @@ def rotate_keys(
     """Move every stored key-dependent value under the keyring's current keys.
 
     Re-wraps contact data keys not wrapped by the current key; re-encrypts
-    orphan events and dead letters (encrypted under keyring subkeys) likewise;
+    orphan events, dead letters and the consent evidence retained after an
+    erasure (all encrypted under keyring subkeys) likewise;
     with *reindex*, recomputes blind indexes not made with the index key.
     Field ciphertexts under contacts' data keys are untouched: the data keys
     themselves do not change.
@@ -110,6 +114,7 @@ def rotate_keys(
         ("contacts", _rewrap_contacts),
         ("orphan events", _reencrypt_orphans),
         ("dead letters", _reencrypt_dead_letters),
+        ("consent evidence", _reencrypt_evidence),
     ]
     if reindex:
         steps.append(("addresses", _reindex_addresses))
@@ -128,6 +133,7 @@ def rotate_keys(
         rewrapped=counts["contacts"],
         orphans=counts["orphan events"],
         dead_letters=counts["dead letters"],
+        evidence=counts["consent evidence"],
         reindexed=counts["addresses"],
         batches=batches,
     )
@@ -220,6 +226,46 @@ def _reencrypt_dead_letters(repo: SQLRepository, kr: KeyProvider, limit: int) ->
             conn,
             f"UPDATE dead_letters SET key_id = {ph}, raw = {ph} "
             f"WHERE dead_letter_id = {ph} AND key_id = {ph}",
+            updates,
+        )
+    return len(rows)
+
+
+def _reencrypt_evidence(repo: SQLRepository, kr: KeyProvider, limit: int) -> int:
+    # An erased contact's consent evidence is kept, until its retention date,
+    # under a keyring subkey (its data key is gone); retiring that key without
+    # this step would destroy evidence the law says to keep.
+    from commhistory.privacy.erase import EVIDENCE_COLUMNS, EVIDENCE_PURPOSE  # noqa: PLC0415
+
+    ph = repo.backend.ph
+    current = kr.current_key_id
+    new = _keyed(kr, current, EVIDENCE_PURPOSE)
+    cols = ", ".join(EVIDENCE_COLUMNS)
+    with repo.transaction() as conn:
+        rows = conn.exec_driver_sql(
+            f"SELECT consent_id, evidence_key_id, {cols} FROM consent_events "
+            f"WHERE evidence_key_id IS NOT NULL AND evidence_key_id <> {ph} "
+            f"ORDER BY consent_id LIMIT {int(limit)}{_lock_clause(repo)}",
+            (current,),
+        ).all()
+        updates = []
+        for consent_id, old_id, *blobs in rows:
+            old = _keyed(kr, old_id, EVIDENCE_PURPOSE)
+            values = []
+            for column, blob in zip(EVIDENCE_COLUMNS, blobs, strict=True):
+                plain = old.decrypt(
+                    None if blob is None else bytes(blob),
+                    table="consent_events", column=column, row_id=consent_id,
+                )  # fmt: skip
+                values.append(
+                    new.encrypt(plain, table="consent_events", column=column, row_id=consent_id)
+                )
+            updates.append((current, *values, consent_id, old_id))
+        sets = ", ".join(f"{c} = {ph}" for c in EVIDENCE_COLUMNS)
+        repo.backend.executemany(
+            conn,
+            f"UPDATE consent_events SET evidence_key_id = {ph}, {sets} "
+            f"WHERE consent_id = {ph} AND evidence_key_id = {ph}",
             updates,
         )
     return len(rows)

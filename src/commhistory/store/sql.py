@@ -34,6 +34,7 @@ from commhistory.crypto import (
     FieldCipher,
     KeyProvider,
     derive_subkey,
+    lookup_key_ids,
     new_data_key,
     unwrap_data_key,
     wrap_data_key,
@@ -953,7 +954,7 @@ class SQLRepository(ComplianceMethods):
         # Every key the keyring holds: rows indexed before an index-key change
         # stay findable until --reindex has recomputed them.
         wanted: dict[bytes, set[str]] = {}
-        for key_id in self._keyring.key_ids():
+        for key_id in lookup_key_ids(self._keyring):
             wanted.setdefault(self.indexer(key_id).index(kind, value), set()).add(key_id)
         ph = self._backend.ph
         with self.transaction(read=True) as conn:
