@@ -1,0 +1,126 @@
+"""Masked addresses: stored at ingest, shown to masked readers, deleted by erasure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from commhistory.audit import masked_timeline
+from commhistory.crypto import Keyring
+from commhistory.model import Channel, EventType
+from commhistory.store import SQLRepository, open_repository
+from tests.test_consent_support import ev, msg, repo
+
+__all__ = ["repo"]
+
+LINE_ID = "U" + "0123456789abcdef" * 2
+VOICE = "+81312345678"
+
+
+def _history(repo: Any) -> None:
+    repo.record_messages(
+        [
+            msg("m1", "c1", address="taro@example.com", day=1),
+            msg("s1", "c1", channel=Channel.SMS, day=2),
+            msg("v1", "c1", channel=Channel.VOICE, address=VOICE, day=3),
+            msg("l1", "c1", channel=Channel.LINE, day=4),
+            msg("p1", "c1", channel=Channel.PUSH, address="fcm:token-0123456789", day=5),
+            msg("o1", "c1", channel=Channel.POSTAL, address="1-2-3 Chiyoda, Tokyo", day=6),
+            msg("m2", "c2", day=1),
+        ]
+    )
+    repo.record_events(
+        [
+            ev("e1", "m1", EventType.DELIVERED, day=1.1),
+            ev("e2", "m1", EventType.OPENED, day=1.2),
+            ev("e3", "s1", EventType.DELIVERED, day=2.1),
+            ev("e4", "m2", EventType.CLICKED, day=1.3),
+        ]
+    )
+
+
+C1_MASKS = [
+    "t***@example.com",
+    "+81 90-****-5678",
+    "+81 31-****-5678",
+    "U***cdef",
+    None,  # a push token has no mask
+    None,  # nor has a postal address
+]
+
+
+def _stored_masks(repo: SQLRepository, contact_id: str) -> list[str | None]:
+    ph = repo.backend.ph
+    with repo.transaction(read=True) as conn:
+        return [
+            r[0]
+            for r in conn.exec_driver_sql(
+                f"SELECT address_masked FROM messages WHERE contact_id = {ph} "
+                "ORDER BY sent_at, message_id",
+                (contact_id,),
+            )
+        ]
+
+
+def test_masked_timeline_shows_the_same_masks_on_every_repository(repo: Any) -> None:
+    _history(repo)
+    entries = masked_timeline(repo, "c1")
+    assert [e.message.address for e in entries] == C1_MASKS
+    assert [e.message.address for e in masked_timeline(repo, "c2")] == ["c***@example.com"]
+    if isinstance(repo, SQLRepository):
+        assert _stored_masks(repo, "c1") == C1_MASKS
+
+
+def test_duplicates_keep_the_first_mask(repo: Any) -> None:
+    repo.record_messages([msg("m1", "c1", day=1)])
+    repo.record_messages([msg("m1", "c1", day=1, address="other@example.org")])
+    assert [e.message.address for e in masked_timeline(repo, "c1")] == ["c***@example.com"]
+
+
+def _kpis(repo: Any) -> Any:
+    return repo.kpis(by=("campaign_id", "variant"))
+
+
+def test_erasure_deletes_the_masks_and_keeps_kpis(repo: Any) -> None:
+    _history(repo)
+    before = _kpis(repo)
+
+    report = repo.erase_subject("c1")
+
+    destroyed = {item.what: item for item in report.destroyed}
+    assert destroyed["masked_addresses"].count == 4  # email, SMS, voice, LINE
+    assert _kpis(repo) == before
+    assert masked_timeline(repo, "c1") == []
+    assert [e.message.address for e in masked_timeline(repo, "c2")] == ["c***@example.com"]
+    if isinstance(repo, SQLRepository):
+        assert _stored_masks(repo, "c1") == [None] * 6
+        assert _stored_masks(repo, "c2") == ["c***@example.com"]
+    again = repo.erase_subject("c1")
+    assert {i.what: i.count for i in again.destroyed}["masked_addresses"] == 0
+
+
+def _files(directory: Path, stem: str) -> bytes:
+    return b"".join(p.read_bytes() for p in directory.iterdir() if p.name.startswith(stem))
+
+
+def test_sqlite_file_and_wal_hold_masks_never_addresses_and_no_mask_after_erasure(
+    tmp_path: Path,
+) -> None:
+    masks = [m.encode() for m in C1_MASKS if m is not None]
+    addresses = [b"taro@example.com", b"+819012345678", VOICE.encode(), LINE_ID.encode()]
+    with open_repository(f"sqlite:///{tmp_path / 'e.db'}", Keyring.generate()) as repo:
+        _history(repo)
+        stored = _files(tmp_path, "e.db")
+        assert all(m in stored for m in masks)  # the masks are there, in the clear
+        assert not any(a in stored for a in addresses)
+
+        repo.erase_subject("c1")
+
+        # Still open: the erasure overwrote the rows and truncated the WAL.
+        after = _files(tmp_path, "e.db")
+        assert not any(m in after for m in masks)
+        assert b"c***@example.com" in after  # c2's mask stays: the scan does see masks
+    closed = _files(tmp_path, "e.db")
+    assert not any(m in closed for m in masks)
+    assert b"c***@example.com" in closed
+    assert not any(a in closed for a in addresses)
