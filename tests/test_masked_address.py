@@ -5,10 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+from alembic import command
+
 from commhistory.audit import masked_timeline
+from commhistory.cli import main
 from commhistory.crypto import Keyring
+from commhistory.errors import InvalidInputError
 from commhistory.model import Channel, EventType
-from commhistory.store import SQLRepository, open_repository
+from commhistory.store import (
+    MaskBackfillReport,
+    SQLRepository,
+    backfill_masks,
+    head_revision,
+    open_repository,
+    upgrade,
+)
+from commhistory.store._engine import create_engine
+from commhistory.store.migrate import _config
+from tests.test_cli_store import EXAMPLES
 from tests.test_consent_support import ev, msg, repo
 
 __all__ = ["repo"]
@@ -124,3 +139,110 @@ def test_sqlite_file_and_wal_hold_masks_never_addresses_and_no_mask_after_erasur
     assert not any(m in closed for m in masks)
     assert b"c***@example.com" in closed
     assert not any(a in closed for a in addresses)
+
+
+# ---------------------------------------------------------------------- backfill
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'b.db'}"
+    pg: str = request.getfixturevalue("pg_url")
+    return pg
+
+
+def _back_to_0004_and_up(url: str) -> None:
+    """Make every stored message a pre-0005 row: drop the column, add it back empty."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            command.downgrade(_config(conn), "0004")
+            conn.commit()
+    finally:
+        engine.dispose()
+    assert upgrade(url) == head_revision()
+
+
+def _pre_0005_history(url: str, keyring: Keyring) -> None:
+    with open_repository(url, keyring) as repo:
+        _history(repo)
+        repo.record_messages([msg("m3", "c3", day=1)])
+        repo.erase_subject("c3")
+    _back_to_0004_and_up(url)
+
+
+def test_backfill_masks_rows_stored_before_0005_and_skips_erased_contacts(url: str) -> None:
+    keyring = Keyring.generate()
+    _pre_0005_history(url, keyring)
+    with open_repository(url, keyring) as repo:
+        assert [e.message.address for e in masked_timeline(repo, "c1")] == [None] * 6
+        seen: list[int] = []
+
+        report = backfill_masks(repo, batch_size=2, progress=seen.append)
+
+        assert report == MaskBackfillReport(masked=5, batches=3)  # c1: 4, c2: 1
+        assert seen == [2, 4, 5]
+        assert [e.message.address for e in masked_timeline(repo, "c1")] == C1_MASKS
+        assert _stored_masks(repo, "c2") == ["c***@example.com"]
+        assert _stored_masks(repo, "c3") == [None]  # erased: nothing to decrypt, nothing shown
+        assert backfill_masks(repo) == MaskBackfillReport()  # nothing left: writes nothing
+
+
+class _InterruptedError(Exception):
+    pass
+
+
+def test_an_interrupted_backfill_keeps_its_batches_and_resumes(url: str) -> None:
+    keyring = Keyring.generate()
+    _pre_0005_history(url, keyring)
+
+    def stop(done: int) -> None:
+        raise _InterruptedError
+
+    with open_repository(url, keyring) as repo:
+        with pytest.raises(_InterruptedError):
+            backfill_masks(repo, batch_size=3, progress=stop)
+        first = _stored_masks(repo, "c1") + _stored_masks(repo, "c2")
+        assert sum(m is not None for m in first) == 3  # the first batch was committed
+
+        assert backfill_masks(repo, batch_size=3) == MaskBackfillReport(masked=2, batches=1)
+        assert _stored_masks(repo, "c1") == C1_MASKS
+
+
+def test_backfill_refuses_a_bad_batch_size(url: str) -> None:
+    with (
+        open_repository(url, Keyring.generate()) as repo,
+        pytest.raises(InvalidInputError) as info,
+    ):
+        backfill_masks(repo, batch_size=0)
+    assert info.value.field == "batch_size"
+
+
+def test_backfill_masks_command(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--db", url, "--keyring", str(tmp_path / "k.keyring")]
+    assert main(["import", str(EXAMPLES / "history.jsonl"), *args]) == 0
+    _back_to_0004_and_up(url)
+    capsys.readouterr()
+
+    assert main(["backfill-masks", *args, "--batch-size", "2"]) == 0
+    out = capsys.readouterr().out
+    with open_repository(url, Keyring.load(tmp_path / "k.keyring")) as repo:
+        ph = repo.backend.ph
+        with repo.transaction(read=True) as conn:
+            masks: dict[str, str | None] = dict(
+                conn.exec_driver_sql(
+                    f"SELECT message_id, address_masked FROM messages WHERE contact_id = {ph}",
+                    ("c-1003",),
+                ).all()
+            )
+            stored = conn.exec_driver_sql(
+                "SELECT COUNT(address_masked) FROM messages"
+            ).scalar_one()
+    assert out == f"{stored} masked addresses stored in {(stored + 1) // 2} batches\n"
+    assert set(masks.values()) == {"h***@example.net"}
+
+    assert main(["backfill-masks", *args]) == 0
+    assert capsys.readouterr().out == "0 masked addresses stored in 0 batches\n"

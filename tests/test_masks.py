@@ -18,6 +18,7 @@ from commhistory.normalize.mask import (
     mask_line_user_id,
     mask_phone,
 )
+from commhistory.store._common import ADDRESS_KINDS
 from tests.strategies import phone_spellings, world_phone_numbers
 
 
@@ -94,3 +95,16 @@ def test_public_names_stay_where_they_were() -> None:
         assert getattr(audit, name) is getattr(masked, name)
     assert audit.mask_email is mask_email
     assert audit.mask_line_user_id is mask_line_user_id
+
+
+def test_the_masked_channels_are_the_indexed_ones() -> None:
+    # backfill_masks selects rows by ADDRESS_KINDS; ingest masks by mask_address.
+    samples = {
+        Channel.EMAIL: "taro@example.com",
+        Channel.SMS: "+819012345678",
+        Channel.VOICE: "+819012345678",
+        Channel.LINE: "U" + "0123456789abcdef" * 2,
+    }
+    for channel in Channel:
+        masked_value = mask_address(channel, samples.get(channel, "some address"))
+        assert (masked_value is not None) == (channel in ADDRESS_KINDS), channel
