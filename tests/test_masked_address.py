@@ -241,8 +241,18 @@ def test_backfill_masks_command(
             stored = conn.exec_driver_sql(
                 "SELECT COUNT(address_masked) FROM messages"
             ).scalar_one()
+    assert stored > 2
     assert out == f"{stored} masked addresses stored in {(stored + 1) // 2} batches\n"
     assert set(masks.values()) == {"h***@example.net"}
 
     assert main(["backfill-masks", *args]) == 0
     assert capsys.readouterr().out == "0 masked addresses stored in 0 batches\n"
+    with (
+        open_repository(url, Keyring.load(tmp_path / "k.keyring")) as repo,
+        repo.engine.begin() as conn,
+    ):
+        conn.exec_driver_sql(
+            "UPDATE messages SET address_masked = NULL WHERE message_id = 'm-0002'"
+        )
+    assert main(["backfill-masks", *args]) == 0
+    assert capsys.readouterr().out == "1 masked address stored in 1 batch\n"

@@ -278,5 +278,7 @@ def run_backfill_masks(args: argparse.Namespace) -> int:
     """Store the masked addresses of messages stored without one."""
     with repository(args, create=False) as repo:
         report = backfill_masks(repo, batch_size=args.batch_size)
-    print(f"{report.masked} masked addresses stored in {report.batches} batches")
+    addresses = "address" if report.masked == 1 else "addresses"
+    batches = "batch" if report.batches == 1 else "batches"
+    print(f"{report.masked} masked {addresses} stored in {report.batches} {batches}")
     return EXIT_OK
