@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
+import phonenumbers
+from hypothesis import reject
 from hypothesis import strategies as st
 
 __all__ = [
@@ -16,6 +18,7 @@ __all__ = [
     "phone_spellings",
     "smtp_diagnostics",
     "timestamp_spellings",
+    "world_phone_numbers",
     "zones",
 ]
 
@@ -88,6 +91,45 @@ def phone_spellings(draw: st.DrawFn) -> str:
     if style == "tel":
         return "tel:+81-" + national[1:]
     return national
+
+
+_PHONE_TYPES = [
+    phonenumbers.PhoneNumberType.MOBILE,
+    phonenumbers.PhoneNumberType.FIXED_LINE,
+    phonenumbers.PhoneNumberType.TOLL_FREE,
+    phonenumbers.PhoneNumberType.VOIP,
+]
+
+
+@st.composite
+def world_phone_numbers(draw: st.DrawFn) -> str:
+    """A valid E.164 number of any region or non-geographic entity, e.g. ``"+390612345678"``.
+
+    Starts from the numbering plan's example number and redraws up to its last
+    five digits, keeping the result only when it is still valid.
+    """
+    if draw(st.booleans()):
+        region = draw(st.sampled_from(sorted(phonenumbers.SUPPORTED_REGIONS)))
+        example = phonenumbers.example_number_for_type(region, draw(st.sampled_from(_PHONE_TYPES)))
+        if example is None:
+            example = phonenumbers.example_number(region)
+    else:
+        code = draw(st.sampled_from(sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)))
+        example = phonenumbers.example_number_for_non_geo_entity(code)
+    if example is None:
+        reject()
+    nsn = phonenumbers.national_significant_number(example)
+    k = draw(st.integers(min_value=0, max_value=min(5, len(nsn) - 1)))
+    tail = draw(st.text(alphabet="0123456789", min_size=k, max_size=k))
+    candidate = f"+{example.country_code}{nsn[: len(nsn) - k]}{tail}"
+    try:
+        number = phonenumbers.parse(candidate, None)
+    except phonenumbers.NumberParseException:
+        number = example
+    if not phonenumbers.is_valid_number(number):
+        number = example
+    e164: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return e164
 
 
 # --------------------------------------------------------------------------- LINE

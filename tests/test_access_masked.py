@@ -89,7 +89,7 @@ def test_masked_timeline_matches_the_plain_fields(repo: Any) -> None:
         assert m.message.sent_at == f.message.sent_at
         assert m.message.channel == f.message.channel
         assert m.message.campaign_id == f.message.campaign_id
-        assert m.message.address is None
+        assert m.message.address == "c***@example.com"
         assert m.message.has_subject == (f.message.subject is not None)
         assert m.message.has_body == (f.message.body is not None)
         assert [(e.event_id, e.type, e.occurred_at) for e in m.events] == [
@@ -99,7 +99,7 @@ def test_masked_timeline_matches_the_plain_fields(repo: Any) -> None:
     assert (bounce.bounce, bounce.status_code) == (BounceClass.HARD, "5.1.1")
     assert "user unknown" not in repr(masked)
     assert "hidden" not in repr(masked)
-    assert "example.com" not in repr(masked)
+    assert "c1@example.com" not in repr(masked)
 
 
 def test_masked_timeline_of_unknown_and_erased_contacts(repo: Any) -> None:
@@ -126,6 +126,7 @@ def test_masked_reads_never_decrypt(
         keyring.calls = 0
         entries = view.masked_timeline("c1")
         assert len(entries) == 2
+        assert [e.message.address for e in entries] == ["c***@example.com"] * 2
         assert keyring.calls == 0  # no data key unwrapped, no subkey derived
         with pytest.raises(PermissionDenied):
             view.timeline("c1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -134,3 +135,69 @@ def test_offline_mode_emits_sql() -> None:
     sql = out.getvalue()
     assert "CREATE TABLE events" in sql
     assert "WHERE contact_id IS NULL" in sql
+
+
+def _messages_shape(engine: sa.Engine) -> dict[str, Any]:
+    inspector = sa.inspect(engine)
+    return {
+        "columns": [
+            (c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns("messages")
+        ],
+        "pk": inspector.get_pk_constraint("messages")["constrained_columns"],
+        "indexes": sorted(
+            (ix["name"], tuple(ix["column_names"])) for ix in inspector.get_indexes("messages")
+        ),
+        "unique": sorted(
+            (uq["name"], tuple(uq["column_names"]))
+            for uq in inspector.get_unique_constraints("messages")
+        ),
+        "fks": sorted(
+            (fk["name"], tuple(fk["constrained_columns"]), fk["referred_table"])
+            for fk in inspector.get_foreign_keys("messages")
+        ),
+    }
+
+
+def test_0005_adds_address_masked_and_downgrades_without_losing_rows(url: str) -> None:
+    upgrade(url, "0004")
+    engine = create_engine(url)
+    row = (
+        "m1", "c1", "email", "outbound", "marketing", "sp", "A", "sendgrid", "sg-1", 1, b"\x01",
+    )  # fmt: skip
+    columns = (
+        "message_id, contact_id, channel, direction, purpose, campaign_id, variant, provider, "
+        "provider_message_id, sent_at, address"
+    )
+    ph = ", ".join(["?" if engine.dialect.name == "sqlite" else "%s"] * len(row))
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO contacts (contact_id, data_key, wrap_key_id, created_at) "
+                "VALUES ('c1', NULL, NULL, 0)"
+            )
+            conn.exec_driver_sql(f"INSERT INTO messages ({columns}) VALUES ({ph})", row)
+        before = _messages_shape(engine)
+        assert "address_masked" not in [c[0] for c in before["columns"]]
+
+        assert upgrade(engine, "0005") == "0005"
+
+        after = _messages_shape(engine)
+        assert ("address_masked", "TEXT", True) in after["columns"]
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT address_masked FROM messages").all() == [(None,)]
+            diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+        if current_revision(engine) == head_revision():
+            assert diffs == []
+
+        with engine.connect() as conn:
+            command.downgrade(_config(conn), "0004")
+            conn.commit()
+
+        assert current_revision(engine) == "0004"
+        assert _messages_shape(engine) == before
+        with engine.connect() as conn:
+            kept = conn.exec_driver_sql(f"SELECT {columns} FROM messages").all()
+        assert [tuple(r[:-1]) for r in kept] == [row[:-1]]
+        assert bytes(kept[0][-1]) == row[-1]
+    finally:
+        engine.dispose()

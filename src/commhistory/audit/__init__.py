@@ -7,7 +7,8 @@
   HMAC chain under the keyring's ``"audit"`` subkey, and
   :meth:`AuditLog.verify_chain`;
 * :mod:`~commhistory.audit.masked`: masked timelines read from plain columns
-  only (nothing decrypted) and the masking of addresses.
+  only (nothing decrypted), with the masked addresses stored at ingest; the
+  masks themselves live in :mod:`commhistory.normalize.mask`.
 
 Without a guarded view nothing is checked or audited: a repository used
 directly behaves exactly as before. See ``docs/access.md``.
@@ -39,6 +40,7 @@ from commhistory.audit.masked import (
     MaskedEntry,
     MaskedEvent,
     MaskedMessage,
+    mask_address,
     mask_email,
     mask_line_user_id,
     mask_phone,
@@ -63,6 +65,7 @@ __all__ = [
     "Permission",
     "Policy",
     "as_actor",
+    "mask_address",
     "mask_email",
     "mask_line_user_id",
     "mask_phone",

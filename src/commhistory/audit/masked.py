@@ -2,14 +2,17 @@
 
 A masked timeline keeps what the database stores in the clear (ids, channel,
 direction, purpose, campaign, variant, provider, times, event types, bounce
-class, status codes, revenue) and withholds every encrypted field: the address,
-subject, body, reason, URL, user agent, IP and metadata. It is read from the
-plain columns only, so no data key is unwrapped and nothing is decrypted.
+class, status codes, revenue, and the masked address) and withholds every
+encrypted field: the address itself, subject, body, reason, URL, user agent,
+IP and metadata. It is read from the plain columns only, so no data key is
+unwrapped and nothing is decrypted.
 
-Addresses are withheld (``address`` is ``None``) because no masked form of an
-address is stored yet; :func:`mask_email`, :func:`mask_phone` and
-:func:`mask_line_user_id` give the form to store at ingest once the schema has
-a column for it (``t***@example.com``, ``+81 90-****-5678``).
+The masked address (``t***@example.com``, ``+81 90-****-5678``, ``U***cdef``)
+is computed at ingest by :func:`~commhistory.normalize.mask.mask_address` and
+stored in ``messages.address_masked``; it is ``None`` for channels without a
+mask (push, chat, postal, web), for rows stored before schema revision 0005
+until :func:`~commhistory.store.backfill_masks` has run, and never present for
+an erased contact.
 
 .. versionadded:: 0.3.0
 """
@@ -21,11 +24,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
-import phonenumbers
 import sqlalchemy as sa
 
 from commhistory.errors import NotFoundError
 from commhistory.model import BounceClass, Channel, Direction, EventType, Purpose
+from commhistory.normalize.mask import mask_address, mask_email, mask_line_user_id, mask_phone
 from commhistory.store import schema
 from commhistory.store._common import from_micros
 
@@ -36,66 +39,12 @@ __all__ = [
     "MaskedEntry",
     "MaskedEvent",
     "MaskedMessage",
+    "mask_address",
     "mask_email",
     "mask_line_user_id",
     "mask_phone",
     "masked_timeline",
 ]
-
-
-def mask_email(address: str) -> str:
-    """Mask a normalized email address: the first character of the local part, then ``***``.
-
-    >>> from commhistory.audit import mask_email
-    >>> mask_email("taro@example.com")
-    't***@example.com'
-
-    Args:
-        address: A normalized address (``local@domain``).
-
-    Returns:
-        The masked form; ``***`` alone when there is no ``@``.
-    """
-    local, sep, domain = address.rpartition("@")
-    if not sep or not local:
-        return "***"
-    return f"{local[0]}***@{domain}"
-
-
-def mask_phone(number: str) -> str:
-    """Mask an E.164 number: country code, first two and last four national digits.
-
-    >>> from commhistory.audit import mask_phone
-    >>> mask_phone("+819012345678")
-    '+81 90-****-5678'
-
-    Args:
-        number: An E.164 number (``+819012345678``).
-
-    Returns:
-        The masked form; ``+CC ****`` when the national number is shorter than
-        eight digits, ``***`` when the number cannot be read.
-    """
-    try:
-        parsed = phonenumbers.parse(number, None)
-    except phonenumbers.NumberParseException:
-        return "***"
-    national = phonenumbers.national_significant_number(parsed)
-    if len(national) < 8:
-        return f"+{parsed.country_code} ****"
-    return f"+{parsed.country_code} {national[:2]}-****-{national[-4:]}"
-
-
-def mask_line_user_id(user_id: str) -> str:
-    """Mask a LINE user id: its first character and last four.
-
-    >>> from commhistory.audit import mask_line_user_id
-    >>> mask_line_user_id("U" + "0123456789abcdef" * 2)
-    'U***cdef'
-    """
-    if len(user_id) < 9:
-        return "***"
-    return f"{user_id[0]}***{user_id[-4:]}"
 
 
 @attrs.frozen(kw_only=True)
@@ -117,10 +66,11 @@ class MaskedEvent:
 
 @attrs.frozen(kw_only=True)
 class MaskedMessage:
-    """A message with its address, subject, body and metadata withheld.
+    """A message with its address masked and its subject, body and metadata withheld.
 
     Attributes:
-        address: The masked address when one is stored, else ``None`` (withheld).
+        address: The masked address (``t***@example.com``), or ``None`` (withheld)
+            when the channel has no mask or none is stored.
         has_subject: Whether the message has a subject (its text is withheld).
         has_body: Whether the message has a body (its text is withheld).
 
@@ -154,7 +104,7 @@ class MaskedEntry:
 
 _MESSAGE_SQL: Final = (
     "SELECT message_id, channel, direction, contact_id, sent_at, purpose, campaign_id, "
-    "variant, provider, subject IS NOT NULL, body IS NOT NULL FROM messages "
+    "variant, provider, subject IS NOT NULL, body IS NOT NULL, address_masked FROM messages "
     "WHERE contact_id = {ph} ORDER BY sent_at, message_id"
 )
 _EVENT_SQL: Final = (
@@ -220,6 +170,7 @@ def _from_sql(repo: Any, contact_id: str) -> list[MaskedEntry]:
                 provider=r[8],
                 has_subject=bool(r[9]),
                 has_body=bool(r[10]),
+                address=r[11],
             ),
             events=tuple(by_message.get(r[0], ())),
         )
@@ -241,6 +192,7 @@ def _from_records(repo: Repository, contact_id: str) -> list[MaskedEntry]:
                 campaign_id=e.message.campaign_id,
                 variant=e.message.variant,
                 provider=e.message.provider,
+                address=mask_address(e.message.channel, e.message.address),
                 has_subject=e.message.subject is not None,
                 has_body=e.message.body is not None,
             ),
@@ -263,11 +215,13 @@ def _from_records(repo: Repository, contact_id: str) -> list[MaskedEntry]:
 
 
 def masked_timeline(repo: Repository, contact_id: str) -> list[MaskedEntry]:
-    """Return a contact's timeline with every personal field withheld.
+    """Return a contact's timeline with every personal field withheld or masked.
 
     On a :class:`~commhistory.store.sql.SQLRepository` only plain columns are
-    read: no data key is unwrapped and nothing is decrypted. Other repositories
-    are read through ``timeline()`` and stripped (the in-memory one holds no
+    read, the stored masked address among them: no data key is unwrapped and
+    nothing is decrypted. Other repositories are read through ``timeline()``,
+    stripped, and their addresses masked with the same
+    :func:`~commhistory.normalize.mask.mask_address` (the in-memory one holds no
     ciphertext).
 
     Args:

@@ -1,4 +1,4 @@
-"""Storage commands: ``init``, ``import``, ``timeline`` and ``rotate-keys``.
+"""Storage commands: ``init``, ``import``, ``timeline``, ``rotate-keys`` and ``backfill-masks``.
 
 Each takes ``--db`` (default ``$COMMHISTORY_DB``, else ``sqlite:///commhistory.db``)
 and ``--keyring`` (default ``$COMMHISTORY_KEYRING``, else ``commhistory.keyring``).
@@ -48,6 +48,7 @@ from commhistory.store import (
     RotationReport,
     SQLRepository,
     TimelineEntry,
+    backfill_masks,
     open_repository,
     rotate_keys,
     upgrade,
@@ -118,6 +119,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     rotate.add_argument("--batch-size", type=_positive, default=1000, metavar="N")
     add_actor_options(rotate)
     rotate.set_defaults(run=run_rotate)
+
+    backfill = subparsers.add_parser(
+        "backfill-masks",
+        help="store the masked addresses of messages imported before schema revision 0005",
+        description="Decrypts the address of every message stored without a masked form "
+        "and stores the mask (t***@example.com), in batches; erased contacts are skipped. "
+        "Safe to interrupt and run again.",
+    )
+    add_store_options(backfill)
+    backfill.add_argument("--batch-size", type=_positive, default=1000, metavar="N")
+    backfill.set_defaults(run=run_backfill_masks)
 
 
 def _positive(value: str) -> int:
@@ -381,3 +393,13 @@ def _rotation_summary(report: RotationReport) -> str:
     if report.reindexed:
         text += f"; {report.reindexed} blind indexes recomputed under {report.index_key_id}"
     return text
+
+
+def run_backfill_masks(args: argparse.Namespace) -> int:
+    """Store the masked addresses of messages stored without one."""
+    with repository(args, create=False) as repo:
+        report = backfill_masks(repo, batch_size=args.batch_size)
+    addresses = "address" if report.masked == 1 else "addresses"
+    batches = "batch" if report.batches == 1 else "batches"
+    print(f"{report.masked} masked {addresses} stored in {report.batches} {batches}")
+    return EXIT_OK

@@ -6,6 +6,8 @@
   (addresses, subjects, bodies, event details, consent evidence) can never be
   decrypted again, in the database or in any backup of it;
 * deletes the contact's blind-index rows, so no lookup by address finds them;
+* deletes the masked addresses of the contact's messages
+  (``messages.address_masked``, kept in the clear for masked reads);
 * adds an ``erasure`` suppression (marketing) on each of their addresses, kept
   as a keyed hash only, and keeps existing opt-out and bounce entries, which
   are address-level already: an opt-out must keep being honoured;
@@ -26,10 +28,14 @@ Erasing twice is harmless (the second report says ``already_erased``).
 from __future__ import annotations
 
 import copy
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import attrs
+import sqlalchemy as sa
 
 from commhistory.consent._data import (
     AddressKey,
@@ -41,6 +47,7 @@ from commhistory.consent._data import (
 from commhistory.consent._records import SuppressionEntry, SuppressionReason, _iso
 from commhistory.errors import NotFoundError
 from commhistory.model import Channel, ConsentEvent, Purpose
+from commhistory.normalize.mask import mask_address
 from commhistory.privacy.retention import RetentionPolicy
 from commhistory.store._common import from_micros, to_micros
 from commhistory.store.memory import MemoryRepository
@@ -191,6 +198,11 @@ def _report(
             why="addresses, subjects, bodies and metadata unreadable (under the destroyed key)",
         ),
         ErasureItem(
+            what="masked_addresses",
+            count=counts.get("masked", 0),
+            why="the masked addresses kept in the clear for masked reads are deleted",
+        ),
+        ErasureItem(
             what="event_details",
             count=counts.get("events", 0),
             why="addresses, reasons, URLs, user agents and IPs unreadable",
@@ -303,18 +315,78 @@ def _erase_sql(
                 updates,
             )
             counts["addresses"] = len(keys)
-            conn.exec_driver_sql(f"DELETE FROM addresses WHERE contact_id = {ph}", (contact_id,))
-            conn.exec_driver_sql(
-                f"UPDATE contacts SET data_key = NULL, wrap_key_id = NULL, erased_at = {ph} "
-                f"WHERE contact_id = {ph}",
-                (to_micros(now), contact_id),
-            )
+            with _overwriting(conn, repo.dialect):
+                conn.exec_driver_sql(
+                    f"DELETE FROM addresses WHERE contact_id = {ph}", (contact_id,)
+                )
+                counts["masked"] = conn.exec_driver_sql(
+                    "UPDATE messages SET address_masked = NULL "
+                    f"WHERE contact_id = {ph} AND address_masked IS NOT NULL",
+                    (contact_id,),
+                ).rowcount
+                conn.exec_driver_sql(
+                    f"UPDATE contacts SET data_key = NULL, wrap_key_id = NULL, erased_at = {ph} "
+                    f"WHERE contact_id = {ph}",
+                    (to_micros(now), contact_id),
+                )
             counts["data_key"] = 1
     finally:
         repo.forget_cached_keys()
+    if repo.dialect == "sqlite":
+        _truncate_wal(repo)
     return _report(
         contact_id, now, already=False, counts=counts, until=until if counts["consent"] else None
     )
+
+
+@contextmanager
+def _overwriting(conn: Any, dialect: str) -> Iterator[None]:
+    """On SQLite, overwrite deleted and replaced content with zeros (``secure_delete``).
+
+    The masked addresses are plain text: without it, the bytes of an erased
+    mask could stay in the page's free space. Restored afterwards, since the
+    connection goes back to the pool.
+    """
+    if dialect != "sqlite":
+        yield
+        return
+    before = int(conn.exec_driver_sql("PRAGMA secure_delete").scalar_one())
+    conn.exec_driver_sql("PRAGMA secure_delete = ON")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA secure_delete = {before}")
+
+
+_WAL_BUSY_MS: Final = 1000
+"""How long the post-erasure checkpoint waits for other readers before giving up."""
+
+
+def _truncate_wal(repo: Any) -> None:
+    """Checkpoint and truncate SQLite's WAL, best-effort, so no frame keeps an erased mask.
+
+    Frames written before the erasure still hold the old pages (masked
+    addresses in the clear) until the WAL is reset. When another connection is
+    reading, the checkpoint gives up after :data:`_WAL_BUSY_MS`; those frames
+    are then overwritten by later writes instead. The erasure itself is
+    already committed, so a failure here is not an error.
+    """
+    try:
+        raw = repo.engine.raw_connection()
+    except sa.exc.SQLAlchemyError:  # pragma: no cover - the erasure just used it
+        return
+    try:
+        driver: Any = raw.driver_connection
+        timeout = int(driver.execute("PRAGMA busy_timeout").fetchone()[0])
+        driver.execute(f"PRAGMA busy_timeout = {_WAL_BUSY_MS}")
+        try:
+            driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            driver.execute(f"PRAGMA busy_timeout = {timeout}")
+    except sqlite3.Error:  # pragma: no cover - busy readers; not an error
+        pass
+    finally:
+        raw.close()
 
 
 def _count(conn: Any, table: str, ph: str, contact_id: str) -> int:
@@ -362,6 +434,9 @@ def _erase_memory(
                 del s.addresses[(kind, value)]
     for e in _entries_for(keys, contact_id, now):
         state.entries.setdefault(e.suppression_id, e)
+    counts["masked"] = sum(
+        1 for mid in message_ids if mask_address(s.messages[mid].channel, s.messages[mid].address)
+    )
     for mid in message_ids:
         s.messages[mid] = _redact(
             s.messages[mid], address="", subject=None, body=None, metadata={}

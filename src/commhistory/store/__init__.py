@@ -4,6 +4,8 @@
 * :class:`SQLRepository` / :func:`open_repository`: encrypted, on SQLite or PostgreSQL;
 * :class:`MemoryRepository`: in memory, for tests;
 * :func:`rotate_keys`: move stored keys under the keyring's current key;
+* :func:`backfill_masks`: write the masked addresses of messages stored before
+  schema revision 0005;
 * :mod:`~commhistory.store.migrate`: schema migrations (Alembic, shipped in the package).
 
 See ``docs/storage.md``.
@@ -13,6 +15,7 @@ See ``docs/storage.md``.
 
 from __future__ import annotations
 
+from commhistory.store.masks import MaskBackfillReport, backfill_masks
 from commhistory.store.memory import MemoryRepository
 from commhistory.store.migrate import current_revision, downgrade_to_base, head_revision, upgrade
 from commhistory.store.protocol import (
@@ -29,11 +32,13 @@ __all__ = [
     "BatchOutcome",
     "DeadLetter",
     "IngestReport",
+    "MaskBackfillReport",
     "MemoryRepository",
     "Repository",
     "RotationReport",
     "SQLRepository",
     "TimelineEntry",
+    "backfill_masks",
     "current_revision",
     "downgrade_to_base",
     "head_revision",

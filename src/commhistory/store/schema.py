@@ -8,7 +8,9 @@ Conventions (see ``docs/storage.md``):
   zone or text-format ambiguity.
 * Personal fields are ``BLOB``/``BYTEA`` AES-256-GCM envelopes
   (:class:`~commhistory.crypto.FieldCipher`), their AAD bound to table, column
-  and the row's id. Identifiers, enums, timestamps and money stay plain.
+  and the row's id. Identifiers, enums, timestamps and money stay plain, and so
+  does ``messages.address_masked``, the masked form of a message's address
+  (:mod:`commhistory.normalize.mask`).
 * Revenue is kept twice: ``revenue`` (the exact decimal string) and
   ``revenue_micros`` (an exact ``BIGINT`` of millionths), which SQL sums exactly.
 * Strings are ``TEXT`` (no length limit), so both databases accept the same values.
@@ -78,6 +80,13 @@ class UTCTimestamp(sa.TypeDecorator[datetime]):
         return None if value is None else from_micros(int(value))
 
 
+ADDRESS_MASKED_COMMENT: Final = (
+    "The address masked at ingest (first character and domain, country code and "
+    "2 + last 4 digits, or first and last 4 characters), in the clear; NULL when the "
+    "channel has no mask, before a backfill, and after erasure."
+)
+
+
 def _id(name: str, *args: Any, **kw: Any) -> sa.Column[str]:
     return sa.Column(name, sa.Text(), *args, **kw)
 
@@ -129,6 +138,9 @@ messages: Final = sa.Table(
     _blob("subject"),
     _blob("body"),
     _blob("metadata"),
+    # Migration 0005: the address masked at ingest (t***@example.com), plain, so a
+    # reader without read_personal sees it without decryption; erasure sets it NULL.
+    sa.Column("address_masked", sa.Text(), nullable=True, comment=ADDRESS_MASKED_COMMENT),
     sa.UniqueConstraint("provider", "provider_message_id"),
     sa.Index(None, "contact_id", "sent_at"),
     comment="Messages; address, subject, body and metadata encrypted.",

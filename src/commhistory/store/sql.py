@@ -57,6 +57,7 @@ from commhistory.model import (
     Message,
     Purpose,
 )
+from commhistory.normalize.mask import mask_address
 from commhistory.store import migrate, schema
 from commhistory.store._backend import Backend, Row, backend_for
 from commhistory.store._common import (
@@ -103,6 +104,8 @@ MESSAGE_COLUMNS: Final = (
     "message_id", "contact_id", "channel", "direction", "purpose", "campaign_id", "variant",
     "provider", "provider_message_id", "sent_at", "address", "subject", "body", "metadata",
 )  # fmt: skip
+MESSAGE_WRITE_COLUMNS: Final = (*MESSAGE_COLUMNS, "address_masked")
+"""What ingest writes: the columns reads decode, and the plain masked address."""
 EVENT_COLUMNS: Final = (
     "event_id", "message_id", "contact_id", "provider", "provider_message_id",
     "provider_event_id", "type", "occurred_at", "status_code", "bounce", "machine", "revenue",
@@ -587,9 +590,10 @@ class SQLRepository(ComplianceMethods):
             cid = m.contact_id
             enc = ciphers[cid].encrypt
             address = m.address
+            channel = m.channel
             rows.append(
                 (
-                    mid, cid, m.channel.value, m.direction.value, m.purpose.value,
+                    mid, cid, channel.value, m.direction.value, m.purpose.value,
                     m.campaign_id, m.variant, m.provider, m.provider_message_id,
                     (m.sent_at - EPOCH) // _US_DELTA,
                     enc(address, table="messages", column="address", row_id=mid),
@@ -599,9 +603,10 @@ class SQLRepository(ComplianceMethods):
                     else enc(m.body, table="messages", column="body", row_id=mid),
                     None if meta is None
                     else enc(meta, table="messages", column="metadata", row_id=mid),
+                    mask_address(channel, address),
                 )
             )  # fmt: skip
-            kind = ADDRESS_KINDS.get(m.channel)
+            kind = ADDRESS_KINDS.get(channel)
             if kind is not None:
                 bidx = indexer.index(kind, address)
                 key = (kind, bidx, cid)
@@ -612,7 +617,7 @@ class SQLRepository(ComplianceMethods):
                             row_id=address_row_id(kind, bidx)),
                         now,
                     )  # fmt: skip
-        inserted = self._backend.insert(conn, schema.messages, MESSAGE_COLUMNS, rows)
+        inserted = self._backend.insert(conn, schema.messages, MESSAGE_WRITE_COLUMNS, rows)
         self._backend.insert(conn, schema.addresses, ADDRESS_COLUMNS, list(addresses.values()))
         for m, _ in fresh:
             pending.messages[m.message_id] = m.contact_id
