@@ -30,7 +30,10 @@ NOW = 1775002000.0
 
 @attrs.frozen
 class Case:
-    """One provider: its adapter, a valid signed request, a forged one, and the count."""
+    """One provider: its adapter, a valid signed request, a forged one, and the count.
+
+    POST each request to its ``path`` (some providers sign a query string).
+    """
 
     provider: str
     adapter: WebhookAdapter
@@ -73,6 +76,18 @@ def twilio_case(base_url: str) -> Case:
         signed_webhook("twilio", params, "tw-token", url=url),
         signed_webhook("twilio", params, "not-the-token", url=url),
         1,
+    )
+
+
+def twilio_json_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/twilio"
+    events = json.loads((PAYLOADS / "twilio" / "event_streams.json").read_text())
+    return Case(
+        "twilio",
+        TwilioAdapter("tw-token", clock=lambda: NOW, contact_resolver=RESOLVER),
+        signed_webhook("twilio", events, "tw-token", url=url),
+        signed_webhook("twilio", events, "not-the-token", url=url),
+        3,
     )
 
 
@@ -133,6 +148,7 @@ def ses_case(base_url: str) -> Case:
 CASES: list[CaseBuilder] = [
     sendgrid_case,
     twilio_case,
+    twilio_json_case,
     line_case,
     mailgun_case,
     postmark_case,

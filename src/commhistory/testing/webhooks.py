@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import attrs
 from cryptography import x509
@@ -31,7 +31,7 @@ from commhistory.providers.line import line_signature
 from commhistory.providers.sendgrid import SIGNATURE_HEADER as SENDGRID_SIGNATURE
 from commhistory.providers.sendgrid import TIMESTAMP_HEADER as SENDGRID_TIMESTAMP
 from commhistory.providers.ses import sns_string_to_sign
-from commhistory.providers.twilio import twilio_signature
+from commhistory.providers.twilio import twilio_body_url, twilio_signature
 
 __all__ = [
     "DEFAULT_URL",
@@ -62,6 +62,15 @@ class SignedWebhook:
     body: bytes = attrs.field(repr=False)
     headers: Mapping[str, str] = attrs.field(repr=False)
     url: str
+
+    @property
+    def path(self) -> str:
+        """The path and query string of :attr:`url`, what a framework's test client POSTs to.
+
+        .. versionadded:: 0.3.0
+        """
+        parts = urlsplit(self.url)
+        return f"{parts.path}?{parts.query}" if parts.query else parts.path
 
     def request(self) -> WebhookRequest:
         """Return it as a :class:`~commhistory.providers.WebhookRequest`."""
@@ -226,7 +235,9 @@ def signed_webhook(
         provider: ``"sendgrid"``, ``"twilio"``, ``"line"``, ``"mailgun"``,
             ``"postmark"`` or ``"ses"``.
         events: The provider payload: SendGrid a list of events; Twilio a dict
-            of POST parameters; LINE a list of events (or the whole body);
+            of POST parameters (a form post), or a list of Event Streams events
+            (a JSON body, signed with the ``bodySHA256`` rule; the returned
+            ``url`` carries ``bodySHA256``: POST to it); LINE a list of events (or the whole body);
             Mailgun the ``event-data`` object; Postmark the record object; SES
             the SES notification object (or an SNS envelope without signature).
         secret: What the provider signs with: SendGrid a :class:`SendGridKeys`
@@ -261,6 +272,14 @@ def signed_webhook(
         }
         return SignedWebhook(provider=provider, body=body, headers=headers, url=target)
     if provider == "twilio":
+        if isinstance(events, list):  # Event Streams: JSON, signed with bodySHA256
+            body = _json(events)
+            signed_url = twilio_body_url(target, body)
+            headers = {
+                "Content-Type": "application/json",
+                "X-Twilio-Signature": twilio_signature(str(secret), signed_url, {}),
+            }
+            return SignedWebhook(provider=provider, body=body, headers=headers, url=signed_url)
         params = dict(events)
         body = urlencode(params, doseq=True).encode("utf-8")
         headers = {
