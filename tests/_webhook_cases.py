@@ -129,6 +129,19 @@ def postmark_case(base_url: str) -> Case:
     )
 
 
+def postmark_inbound_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/postmark"
+    record = json.loads((PAYLOADS / "postmark" / "inbound.json").read_text())
+    return Case(
+        "postmark",
+        PostmarkAdapter("hooks", "pw", contact_resolver=RESOLVER),
+        signed_webhook("postmark", record, "hooks:pw", url=url),
+        signed_webhook("postmark", record, "hooks:guess", url=url),
+        1,
+        refused_status=401,
+    )
+
+
 _SNS = sns_test_signer()
 
 
@@ -152,6 +165,7 @@ CASES: list[CaseBuilder] = [
     line_case,
     mailgun_case,
     postmark_case,
+    postmark_inbound_case,
     ses_case,
 ]
 
