@@ -158,6 +158,25 @@ def ses_case(base_url: str) -> Case:
     )
 
 
+def ses_raw_case(base_url: str) -> Case:
+    """Raw message delivery, allowed: only the topic header is checked."""
+    url = f"{base_url}/webhooks/ses"
+    note = json.loads((PAYLOADS / "ses" / "notifications.json").read_text())["delivery"]
+    elsewhere = sns_test_signer(topic_arn="arn:aws:sns:ap-northeast-1:123456789012:other")
+    return Case(
+        "ses",
+        SesAdapter(
+            [_SNS.topic_arn],
+            certificate_fetcher=_SNS.fetch,
+            clock=lambda: NOW,
+            allow_raw_delivery=True,
+        ),
+        _SNS.raw_delivery(note, url=url),
+        elsewhere.raw_delivery(note, url=url),
+        2,
+    )
+
+
 CASES: list[CaseBuilder] = [
     sendgrid_case,
     twilio_case,
@@ -167,6 +186,7 @@ CASES: list[CaseBuilder] = [
     postmark_case,
     postmark_inbound_case,
     ses_case,
+    ses_raw_case,
 ]
 
 
