@@ -30,7 +30,10 @@ NOW = 1775002000.0
 
 @attrs.frozen
 class Case:
-    """One provider: its adapter, a valid signed request, a forged one, and the count."""
+    """One provider: its adapter, a valid signed request, a forged one, and the count.
+
+    POST each request to its ``path`` (some providers sign a query string).
+    """
 
     provider: str
     adapter: WebhookAdapter
@@ -76,6 +79,18 @@ def twilio_case(base_url: str) -> Case:
     )
 
 
+def twilio_json_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/twilio"
+    events = json.loads((PAYLOADS / "twilio" / "event_streams.json").read_text())
+    return Case(
+        "twilio",
+        TwilioAdapter("tw-token", clock=lambda: NOW, contact_resolver=RESOLVER),
+        signed_webhook("twilio", events, "tw-token", url=url),
+        signed_webhook("twilio", events, "not-the-token", url=url),
+        3,
+    )
+
+
 def line_case(base_url: str) -> Case:
     url = f"{base_url}/webhooks/line"
     body = json.loads((PAYLOADS / "line" / "events.json").read_text())
@@ -114,6 +129,19 @@ def postmark_case(base_url: str) -> Case:
     )
 
 
+def postmark_inbound_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/postmark"
+    record = json.loads((PAYLOADS / "postmark" / "inbound.json").read_text())
+    return Case(
+        "postmark",
+        PostmarkAdapter("hooks", "pw", contact_resolver=RESOLVER),
+        signed_webhook("postmark", record, "hooks:pw", url=url),
+        signed_webhook("postmark", record, "hooks:guess", url=url),
+        1,
+        refused_status=401,
+    )
+
+
 _SNS = sns_test_signer()
 
 
@@ -130,13 +158,35 @@ def ses_case(base_url: str) -> Case:
     )
 
 
+def ses_raw_case(base_url: str) -> Case:
+    """Raw message delivery, allowed: only the topic header is checked."""
+    url = f"{base_url}/webhooks/ses"
+    note = json.loads((PAYLOADS / "ses" / "notifications.json").read_text())["delivery"]
+    elsewhere = sns_test_signer(topic_arn="arn:aws:sns:ap-northeast-1:123456789012:other")
+    return Case(
+        "ses",
+        SesAdapter(
+            [_SNS.topic_arn],
+            certificate_fetcher=_SNS.fetch,
+            clock=lambda: NOW,
+            allow_raw_delivery=True,
+        ),
+        _SNS.raw_delivery(note, url=url),
+        elsewhere.raw_delivery(note, url=url),
+        2,
+    )
+
+
 CASES: list[CaseBuilder] = [
     sendgrid_case,
     twilio_case,
+    twilio_json_case,
     line_case,
     mailgun_case,
     postmark_case,
+    postmark_inbound_case,
     ses_case,
+    ses_raw_case,
 ]
 
 

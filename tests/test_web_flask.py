@@ -30,14 +30,13 @@ def client(adapters: list[WebhookAdapter], repo: Repository) -> FlaskClient:
 def test_end_to_end(build: CaseBuilder, web_repository: Repository) -> None:
     case = build(BASE)
     c = client([case.adapter], web_repository)
-    path = f"/webhooks/{case.provider}"
-    forged = c.post(path, data=case.forged.body, headers=dict(case.forged.headers))
+    forged = c.post(case.forged.path, data=case.forged.body, headers=dict(case.forged.headers))
     assert forged.status_code == case.refused_status
-    good = c.post(path, data=case.good.body, headers=dict(case.good.headers))
+    good = c.post(case.good.path, data=case.good.body, headers=dict(case.good.headers))
     assert good.status_code == 200, good.get_data(as_text=True)
     assert good.get_json() == {"inserted": case.inserted, "duplicates": 0, "rejected": 0}
     retry = case.retry or case.good
-    again = c.post(path, data=retry.body, headers=dict(retry.headers))
+    again = c.post(retry.path, data=retry.body, headers=dict(retry.headers))
     assert again.get_json() == {"inserted": 0, "duplicates": case.inserted, "rejected": 0}
     assert web_repository.dead_letters() == []
 

@@ -409,6 +409,22 @@ def phone_address(value: object, *, field: str, region: str) -> str:
         raise PayloadError(field=field, reason=exc.reason) from None
 
 
+def email_address(value: object, *, field: str) -> str:
+    """Normalize an email address (a sender's, which must be readable).
+
+    Raises:
+        PayloadError: The value is missing or not an email address.
+
+    .. versionadded:: 0.3.0
+    """
+    if not isinstance(value, str) or not value:
+        raise PayloadError(field=field, reason="required")
+    try:
+        return normalize_email(value)
+    except InvalidInputError as exc:
+        raise PayloadError(field=field, reason=exc.reason) from None
+
+
 def line_address(value: object, *, field: str) -> str:
     """Check a LINE user id.
 

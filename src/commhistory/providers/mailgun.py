@@ -11,6 +11,12 @@ Events link by ``provider="mailgun"`` + the message's ``Message-Id`` header
 (``event-data.message.headers.message-id``, without angle brackets); the
 dedupe key is ``event-data.id``.
 
+Mailgun's legacy webhooks (form-encoded posts with the signature fields in the
+form) are not accepted: Mailgun made them read-only in April 2023 and retired
+them later that year, and its current documentation describes only the JSON
+format. A form-encoded request is refused with a :class:`~commhistory.SignatureError`
+that says so.
+
 .. versionadded:: 0.1.0
 """
 
@@ -55,6 +61,7 @@ EVENT_TYPES: Final[Mapping[str, EventType]] = {
 """Mailgun's ``event`` names; any other becomes ``UNKNOWN``."""
 
 _SUPPRESSED: Final = frozenset({"suppress-bounce", "suppress-complaint", "suppress-unsubscribe"})
+_FORM_TYPES: Final = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
 def mailgun_signature(signing_key: str, timestamp: str, token: str) -> str:
@@ -87,6 +94,12 @@ class MailgunAdapter(WebhookAdapter):
         self._lock = threading.Lock()
 
     def _verify(self, request: WebhookRequest) -> None:
+        if request.content_type in _FORM_TYPES:
+            raise SignatureError(
+                "a form-encoded post is a legacy Mailgun webhook, which this adapter does"
+                " not accept (Mailgun retired them in 2023): configure the current JSON"
+                " webhooks (signature + event-data) instead"
+            )
         try:
             body = as_object(decode_json(request.body), field="<body>")
             block = get_mapping(body, "signature")

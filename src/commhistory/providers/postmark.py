@@ -11,24 +11,52 @@ The record's ``RecordType`` decides the event: ``Delivery``, ``Bounce``,
 for bounces and complaints, and a content hash for the others (Postmark gives
 them no id).
 
+The inbound webhook (an email received by the server's inbound stream) has no
+``RecordType`` (or ``"Inbound"``) and carries ``FromFull``/``From``: it becomes
+an inbound :class:`~commhistory.Message` on the email channel, id
+``postmark:<MessageID>``. The sender (``FromFull.Email``, else the address in
+``From``) is normalized, and its contact id comes from the adapter's
+``contact_resolver`` (a :class:`~commhistory.providers.KeyedContactResolver`
+gives a pseudonymous keyed hash, never the address). ``Subject`` and
+``TextBody`` (else ``StrippedTextReply``) become the encrypted subject and
+body; ``sent_at`` is the message's ``Date`` header, or the time received when
+that is missing or unreadable. The raw record is kept in
+``metadata["provider_raw"]`` without attachment contents (``Attachments[].Content``)
+or ``RawEmail``: their names, types and sizes stay.
+
 .. versionadded:: 0.1.0
+.. versionchanged:: 0.3.0
+   Inbound emails (the inbound webhook) become inbound messages.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from email.utils import parseaddr, parsedate_to_datetime
 from typing import Any, ClassVar, Final
 
-from commhistory.errors import InvalidInputError, SignatureError
-from commhistory.model import BounceClass, Event, EventType, Record
+from commhistory.errors import InvalidInputError, PayloadError, SignatureError
+from commhistory.model import (
+    BounceClass,
+    Channel,
+    Direction,
+    Event,
+    EventType,
+    Message,
+    Purpose,
+    Record,
+)
 from commhistory.providers.base import (
     WebhookAdapter,
     WebhookRequest,
     as_object,
     bounce_details,
     content_hash,
+    email_address,
     get_mapping,
     get_str,
     hmac_equal,
@@ -74,6 +102,42 @@ BOUNCE_TYPES: Final[Mapping[str, tuple[EventType, BounceClass | None]]] = {
 """Postmark bounce ``Type`` values: the event type and, for bounces, the class."""
 
 _TIME_FIELDS: Final = ("DeliveredAt", "BouncedAt", "ReceivedAt", "ChangedAt")
+_COLON_OFFSET: Final = re.compile(r"([+-]\d\d):(\d\d)\s*$")
+_DROPPED: Final = frozenset({"RawEmail"})
+"""Inbound fields not kept in ``provider_raw`` (the whole MIME message)."""
+
+
+def _mail_date(value: object) -> datetime | None:
+    """Read an email ``Date`` (RFC 5322, or ISO 8601) as UTC; ``None`` when unreadable."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = _COLON_OFFSET.sub(r"\1\2", value.strip())  # "-04:00" is read as no zone otherwise
+    try:
+        parsed = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        try:
+            return iso_time(value, field="Date")
+        except PayloadError:
+            return None
+    if parsed.tzinfo is None:
+        # RFC 5322: "-0000" is UTC with no local zone; no zone at all is a guess we refuse.
+        return parsed.replace(tzinfo=UTC) if text.endswith("-0000") else None
+    try:
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _inbound_raw(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The inbound record without attachment contents or the raw MIME message."""
+    raw = {k: v for k, v in item.items() if k not in _DROPPED}
+    attachments = raw.get("Attachments")
+    if isinstance(attachments, list):
+        raw["Attachments"] = [
+            {k: v for k, v in a.items() if k != "Content"} if isinstance(a, Mapping) else a
+            for a in attachments
+        ]
+    return raw
 
 
 class PostmarkAdapter(WebhookAdapter):
@@ -82,7 +146,9 @@ class PostmarkAdapter(WebhookAdapter):
     Args:
         username: The user name in the webhook URL.
         password: The password in the webhook URL.
-        **options: :class:`~commhistory.providers.base.WebhookAdapter` options.
+        **options: :class:`~commhistory.providers.base.WebhookAdapter` options;
+            inbound emails need ``contact_resolver``. Inbound emails with
+            attachments can be larger than the default ``max_body_bytes``.
 
     .. versionadded:: 0.1.0
     """
@@ -118,7 +184,13 @@ class PostmarkAdapter(WebhookAdapter):
 
     def _parse_event(self, event: Any) -> list[Record]:
         item = as_object(event)
-        record_type = require_str(item, "RecordType")
+        record_type = get_str(item, "RecordType")
+        if record_type == "Inbound" or (
+            record_type is None and ("FromFull" in item or "From" in item)
+        ):
+            return [self._inbound(item)]
+        if record_type is None:
+            raise PayloadError(field="RecordType", reason="required")
         type_ = RECORD_TYPES.get(record_type, EventType.UNKNOWN)
         message_id = require_str(item, "MessageID")
         bounce: BounceClass | None = None
@@ -154,3 +226,28 @@ class PostmarkAdapter(WebhookAdapter):
                 metadata={"provider_raw": dict(item)},
             )
         ]
+
+    def _inbound(self, item: Mapping[str, Any]) -> Message:
+        message_id = require_str(item, "MessageID")
+        sender = get_mapping(item, "FromFull")
+        if sender.get("Email") is not None:
+            address = email_address(sender.get("Email"), field="FromFull.Email")
+        else:
+            given = get_str(item, "From")
+            address = email_address(parseaddr(given)[1] if given else None, field="From")
+        contact = self.resolve_contact(Channel.EMAIL, address)
+        sent_at = _mail_date(item.get("Date")) or datetime.fromtimestamp(self.clock(), tz=UTC)
+        return Message(
+            message_id=f"{self.name}:{message_id}",
+            channel=Channel.EMAIL,
+            direction=Direction.INBOUND,
+            contact_id=contact,
+            address=address,
+            sent_at=sent_at,
+            purpose=Purpose.SERVICE,
+            subject=get_str(item, "Subject"),
+            body=get_str(item, "TextBody") or get_str(item, "StrippedTextReply"),
+            provider=self.name,
+            provider_message_id=message_id,
+            metadata={"provider_raw": _inbound_raw(item)},
+        )

@@ -11,6 +11,23 @@ default :class:`CachingCertificateFetcher` keeps certificates in memory.
 Only topics in the ``topic_arns`` allow-list are accepted, and the signed
 ``Timestamp`` must be within the tolerance window.
 
+The signing certificate is trusted because it was fetched over HTTPS from an
+SNS host (the TLS connection validates that host's certificate chain); its own
+chain is not validated by default, since SNS serves the signing certificate
+without its intermediates and the adapter makes no other network request (AWS's
+own SDKs check the same things). Give ``certificate_roots`` (and the issuing
+``certificate_intermediates``) to validate the chain offline as well, with
+:mod:`cryptography.x509.verification`: the certificate must then chain to one
+of the roots, be valid now, be fit for TLS servers and name an SNS signing host.
+
+With *raw message delivery* turned on for the subscription, SNS posts the bare
+message (``x-amz-sns-rawdelivery: true``) without the envelope, and so without
+any signature: such a request cannot be verified and is refused with
+:class:`SnsRawDeliveryError`, unless the adapter is built with
+``allow_raw_delivery=True`` (then only the ``x-amz-sns-topic-arn`` header is
+checked against the allow-list, and the endpoint must be protected some other
+way).
+
 A verified ``SubscriptionConfirmation`` produces no records; its
 ``SubscribeURL`` (checked to be an SNS endpoint) is in
 :attr:`~commhistory.providers.WebhookResult.subscribe_url` and is passed to
@@ -20,8 +37,14 @@ Each ``Notification`` carries one SES notification (event publishing's
 ``eventType`` or feedback's ``notificationType``); it becomes one event per
 recipient, linked by ``provider="ses"`` + ``mail.messageId``. The dedupe key
 is the SNS ``MessageId`` (stable across SNS retries) and the recipient's index.
+A raw-delivered message (when allowed) is parsed the same way, its SNS message
+id read from the ``x-amz-sns-message-id`` header, so it dedupes against the
+same message delivered with its envelope.
 
 .. versionadded:: 0.1.0
+.. versionchanged:: 0.3.0
+   Raw message delivery is refused with :class:`SnsRawDeliveryError` unless
+   allowed; optional offline chain validation (``certificate_roots``).
 """
 
 from __future__ import annotations
@@ -37,10 +60,12 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 from urllib.parse import urlsplit
 
+import cryptography.x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509 import verification
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.model import BounceClass, Event, EventType, Record
@@ -61,12 +86,36 @@ from commhistory.providers.base import (
 __all__ = [
     "BOUNCE_CLASSES",
     "EVENT_TYPES",
+    "RAW_DELIVERY_HEADER",
     "CachingCertificateFetcher",
     "CertificateFetcher",
     "SesAdapter",
+    "SnsRawDeliveryError",
     "check_sns_url",
     "sns_string_to_sign",
 ]
+
+RAW_DELIVERY_HEADER: Final = "x-amz-sns-rawdelivery"
+"""The header SNS sets to ``true`` on a raw-delivered (unsigned) message."""
+
+_MESSAGE_ID_HEADER: Final = "x-amz-sns-message-id"
+_TOPIC_HEADER: Final = "x-amz-sns-topic-arn"
+_TYPE_HEADER: Final = "x-amz-sns-message-type"
+_SIGNING_NAME: Final = re.compile(r"sns(-signing\.[a-z0-9-]+|-[a-z0-9-]+)?\.amazonaws\.com(\.cn)?")
+"""DNS names of SNS signing certificates (``sns.amazonaws.com``, ``sns-signing.<region>...``)."""
+
+
+class SnsRawDeliveryError(SignatureError):
+    """An SNS message arrived by raw message delivery, which carries no signature.
+
+    Raw delivery strips the SNS envelope, and the signature with it, so the
+    adapter cannot tell the message came from SNS. Turn raw message delivery
+    off for the subscription, or build the adapter with
+    ``allow_raw_delivery=True`` and authenticate the endpoint another way.
+
+    .. versionadded:: 0.3.0
+    """
+
 
 CertificateFetcher = Callable[[str], bytes]
 """Returns the PEM bytes of the certificate at an (already checked) SNS URL."""
@@ -229,6 +278,25 @@ class CachingCertificateFetcher:
         return data
 
 
+class _RawDelivery(dict[str, Any]):
+    """An envelope made up for a raw-delivered message (so its records say so)."""
+
+    __slots__ = ()
+
+
+def _is_raw_delivery(request: WebhookRequest) -> bool:
+    return (request.header(RAW_DELIVERY_HEADER) or "").strip().lower() == "true"
+
+
+def _looks_like_a_bare_notification(envelope: Mapping[str, Any]) -> bool:
+    """An SES notification without its SNS envelope (raw delivery without the header)."""
+    return (
+        "Type" not in envelope
+        and "Signature" not in envelope
+        and ("mail" in envelope or "eventType" in envelope or "notificationType" in envelope)
+    )
+
+
 class SesAdapter(WebhookAdapter):
     """Verifies SNS messages and parses the SES notifications they carry.
 
@@ -238,12 +306,20 @@ class SesAdapter(WebhookAdapter):
             HTTPS fetcher; inject one in tests, there is no network there).
         confirm_subscription: Called with the ``SubscribeURL`` of a verified
             subscription confirmation (e.g. a function that GETs it).
+        allow_raw_delivery: Accept raw-delivered messages, which carry no
+            signature (only their topic header is checked). Off by default:
+            they are refused with :class:`SnsRawDeliveryError`.
+        certificate_roots: Trust anchors; when given, the signing certificate
+            must chain to one of them (validated offline).
+        certificate_intermediates: Intermediate CA certificates to build that
+            chain with (SNS serves the signing certificate alone).
         **options: :class:`~commhistory.providers.base.WebhookAdapter` options.
             SNS signs its original publish time, and retries keep it: raise
             ``tolerance`` if your endpoint may be down longer than 5 minutes.
 
     Raises:
-        InvalidInputError: ``topic_arns`` is empty.
+        InvalidInputError: ``topic_arns`` is empty, or ``certificate_roots`` is
+            given but empty.
 
     .. versionadded:: 0.1.0
     """
@@ -256,6 +332,9 @@ class SesAdapter(WebhookAdapter):
         *,
         certificate_fetcher: CertificateFetcher | None = None,
         confirm_subscription: Callable[[str], None] | None = None,
+        allow_raw_delivery: bool = False,
+        certificate_roots: Iterable[cryptography.x509.Certificate] | None = None,
+        certificate_intermediates: Iterable[cryptography.x509.Certificate] = (),
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -264,14 +343,33 @@ class SesAdapter(WebhookAdapter):
             raise InvalidInputError(field="topic_arns", reason="give at least one topic ARN")
         self._fetch = certificate_fetcher or CachingCertificateFetcher()
         self._confirm = confirm_subscription
+        self._allow_raw = allow_raw_delivery
+        self._store: verification.Store | None = None
+        if certificate_roots is not None:
+            roots = list(certificate_roots)
+            if not roots:
+                raise InvalidInputError(
+                    field="certificate_roots", reason="give at least one root certificate"
+                )
+            self._store = verification.Store(roots)
+        self._intermediates = list(certificate_intermediates)
 
     # ------------------------------------------------------------------ verification
 
     def _verify(self, request: WebhookRequest) -> None:
+        if _is_raw_delivery(request):
+            self._verify_raw(request)
+            return
         try:
             envelope = as_object(decode_json(request.body), field="<body>")
         except PayloadError as exc:
             raise SignatureError(f"not an SNS message ({exc.reason})") from None
+        if _looks_like_a_bare_notification(envelope):
+            raise SnsRawDeliveryError(
+                "the body is an SES notification without its SNS envelope (raw message"
+                " delivery), so it carries no signature and cannot be verified; turn raw"
+                " message delivery off for this subscription"
+            )
         topic = envelope.get("TopicArn")
         if topic not in self._topics:
             raise SignatureError("TopicArn: not in the allow-list of topics")
@@ -303,6 +401,23 @@ class SesAdapter(WebhookAdapter):
         if envelope.get("Type") == "SubscriptionConfirmation":
             check_sns_url(envelope.get("SubscribeURL"), field="SubscribeURL")
 
+    def _verify_raw(self, request: WebhookRequest) -> None:
+        """A raw-delivered message: refused unless allowed; then only its headers are checked."""
+        if not self._allow_raw:
+            raise SnsRawDeliveryError(
+                f"{RAW_DELIVERY_HEADER}: raw message delivery strips the SNS envelope and"
+                " its signature, so the message cannot be verified; turn raw message"
+                " delivery off for this subscription (or pass allow_raw_delivery=True and"
+                " authenticate the endpoint another way)"
+            )
+        if request.header(_TOPIC_HEADER) not in self._topics:
+            raise SignatureError(f"{_TOPIC_HEADER}: not in the allow-list of topics")
+        kind = request.header(_TYPE_HEADER)
+        if kind is not None and kind != "Notification":
+            raise SignatureError(f"{_TYPE_HEADER}: only notifications are delivered raw")
+        if not request.header(_MESSAGE_ID_HEADER):
+            raise SignatureError(f"{_MESSAGE_ID_HEADER}: missing")
+
     def _public_key(self, url: str) -> rsa.RSAPublicKey:
         try:
             pem = self._fetch(url)
@@ -311,18 +426,71 @@ class SesAdapter(WebhookAdapter):
                 f"SigningCertURL: the certificate cannot be fetched ({type(exc).__name__})"
             ) from None
         try:
-            cert = x509.load_pem_x509_certificate(pem)
+            certs = x509.load_pem_x509_certificates(pem)
         except ValueError:
             raise SignatureError("SigningCertURL: not a PEM certificate") from None
+        cert = certs[0]
         now = datetime.fromtimestamp(self.clock(), tz=UTC)
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise SignatureError("SigningCertURL: the certificate is not valid now")
+        if self._store is not None:
+            self._check_chain(self._store, cert, certs[1:], now)
         key = cert.public_key()
         if not isinstance(key, rsa.RSAPublicKey):
             raise SignatureError("SigningCertURL: not an RSA certificate")
         return key
 
+    def _check_chain(
+        self,
+        store: verification.Store,
+        cert: x509.Certificate,
+        extra: Sequence[x509.Certificate],
+        now: datetime,
+    ) -> None:
+        """Validate the certificate's chain to the configured roots, offline."""
+        try:
+            names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            dns_names = names.value.get_values_for_type(x509.DNSName)
+        except x509.ExtensionNotFound:
+            dns_names = []
+        name = next((n for n in dns_names if _SIGNING_NAME.fullmatch(n.lower())), None)
+        if name is None:
+            raise SignatureError("SigningCertURL: the certificate names no SNS signing host")
+        verifier = (
+            verification.PolicyBuilder()
+            .store(store)
+            .time(now)
+            .build_server_verifier(x509.DNSName(name))
+        )
+        try:
+            verifier.verify(cert, [*extra, *self._intermediates])
+        except verification.VerificationError as exc:
+            raise SignatureError(
+                f"SigningCertURL: the certificate does not chain to a trusted root ({exc})"
+            ) from None
+
     # ------------------------------------------------------------------ parsing
+
+    def _decode(self, request: WebhookRequest) -> Any:
+        if not _is_raw_delivery(request):
+            return decode_json(request.body)
+        if not self._allow_raw:
+            raise PayloadError(
+                field=RAW_DELIVERY_HEADER, reason="raw message delivery is not allowed"
+            )
+        message_id = request.header(_MESSAGE_ID_HEADER)
+        if not message_id:
+            raise PayloadError(field=_MESSAGE_ID_HEADER, reason="required")
+        try:
+            text = request.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PayloadError(field="<body>", reason="not valid UTF-8") from None
+        return _RawDelivery(
+            Type="Notification",
+            MessageId=message_id,
+            TopicArn=request.header(_TOPIC_HEADER),
+            Message=text,
+        )
 
     def _events(self, payload: Any, request: WebhookRequest) -> Sequence[Any]:
         envelope = as_object(payload, field="<body>")
@@ -369,7 +537,10 @@ class SesAdapter(WebhookAdapter):
                 raw_recipients = [None]
         else:
             raw_recipients = [None]
-        raw = {"provider_raw": {"sns_message_id": sns_id, "notification": dict(notification)}}
+        kept: dict[str, Any] = {"sns_message_id": sns_id, "notification": dict(notification)}
+        if isinstance(envelope, _RawDelivery):
+            kept["sns_raw_delivery"] = True  # arrived unsigned (allow_raw_delivery)
+        raw = {"provider_raw": kept}
         if type_ is EventType.UNSUBSCRIBED:
             prefs = get_mapping(detail, "newTopicPreferences")
             if prefs.get("unsubscribeAll") is not True:

@@ -9,6 +9,13 @@ libraries, it also accepts the URL with the scheme's default port added or
 removed. Twilio signs no timestamp, so there is no staleness check; retried
 callbacks are deduplicated instead.
 
+Webhooks with a JSON body (Event Streams webhook sinks) are signed another
+way, since a JSON body has no parameters: Twilio appends a ``bodySHA256``
+query parameter, the hex SHA-256 of the raw body, to the URL, and signs that
+URL alone. The adapter checks the signature over the URL, then that
+``bodySHA256`` is the hash of the body it received. A request whose URL carries
+``bodySHA256``, or whose content type is JSON, is verified this way.
+
 * A status callback (``MessageStatus``) becomes an :class:`~commhistory.Event`
   linked by ``provider="twilio"`` + ``MessageSid``. Twilio gives it no time
   and no event id: ``occurred_at`` is when it was received and the dedupe key
@@ -21,8 +28,17 @@ callbacks are deduplicated instead.
   the adapter's extra keywords says so, the adapter adds the
   :class:`~commhistory.ConsentEvent` itself (method ``sms_keyword``, SMS
   marketing).
+* A JSON body is an array of Event Streams CloudEvents (or one of them).
+  ``com.twilio.messaging.message.<status>`` becomes an event like a status
+  callback, timed by ``data.timestamp``;
+  ``com.twilio.messaging.inbound-message.received`` becomes an inbound message
+  like an inbound SMS (``data.optOutType`` playing ``OptOutType``'s part); the
+  sink's test event produces nothing. Both keep the form callbacks' ids, so a
+  message reported both ways is stored once.
 
 .. versionadded:: 0.1.0
+.. versionchanged:: 0.3.0
+   JSON-bodied webhooks signed with ``bodySHA256`` (Event Streams).
 """
 
 from __future__ import annotations
@@ -33,7 +49,7 @@ import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from commhistory.consent import sms_keyword
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
@@ -53,24 +69,48 @@ from commhistory.model import (
 from commhistory.providers.base import (
     WebhookAdapter,
     WebhookRequest,
+    as_object,
     content_hash,
     decode_form,
+    decode_json,
+    get_mapping,
     get_str,
     hmac_equal,
+    iso_time,
+    json_type,
     phone_address,
+    require_str,
 )
 
 __all__ = [
+    "BODY_HASH_PARAMETER",
     "BOUNCE_BY_ERROR",
+    "INBOUND_EVENT_TYPE",
     "OPT_IN_KEYWORDS",
     "OPT_OUT_KEYWORDS",
     "SIGNATURE_HEADER",
+    "STATUS_EVENT_PREFIX",
     "STATUS_TYPES",
+    "TEST_EVENT_TYPE",
     "TwilioAdapter",
+    "twilio_body_hash",
+    "twilio_body_url",
     "twilio_signature",
 ]
 
 SIGNATURE_HEADER: Final = "X-Twilio-Signature"
+
+BODY_HASH_PARAMETER: Final = "bodySHA256"
+"""The query parameter carrying the hex SHA-256 of a JSON body."""
+
+STATUS_EVENT_PREFIX: Final = "com.twilio.messaging.message."
+"""Event Streams types of outbound message status changes (``...delivered``)."""
+
+INBOUND_EVENT_TYPE: Final = "com.twilio.messaging.inbound-message.received"
+"""The Event Streams type of an inbound message."""
+
+TEST_EVENT_TYPE: Final = "com.twilio.eventstreams.test-event"
+"""The event Twilio sends to test a sink; it produces no records."""
 
 STATUS_TYPES: Final[Mapping[str, EventType]] = {
     "accepted": EventType.QUEUED,
@@ -84,7 +124,7 @@ STATUS_TYPES: Final[Mapping[str, EventType]] = {
     "read": EventType.OPENED,
     "canceled": EventType.REJECTED,
 }
-"""Twilio's ``MessageStatus`` values; any other becomes ``UNKNOWN``."""
+"""Twilio's ``MessageStatus`` values (lower case); any other becomes ``UNKNOWN``."""
 
 BOUNCE_BY_ERROR: Final[Mapping[str, BounceClass]] = {
     "30003": BounceClass.SOFT,  # unreachable destination handset
@@ -114,6 +154,7 @@ def twilio_signature(auth_token: str, url: str, params: Mapping[str, Any]) -> st
         auth_token: The account's auth token.
         url: The full URL, with the query string.
         params: The POST parameters; a list value is a repeated parameter.
+            Empty for a JSON-bodied request (whose URL carries ``bodySHA256``).
 
     Returns:
         The base64 HMAC-SHA1 signature.
@@ -125,6 +166,47 @@ def twilio_signature(auth_token: str, url: str, params: Mapping[str, Any]) -> st
         parts.extend(f"{key}{v}" for v in sorted(str(v) for v in values))
     mac = hmac.new(auth_token.encode("utf-8"), "".join(parts).encode("utf-8"), hashlib.sha1)
     return base64.b64encode(mac.digest()).decode("ascii")
+
+
+def twilio_body_hash(body: bytes) -> str:
+    """Return the ``bodySHA256`` value of a raw body: its SHA-256, in lower-case hex.
+
+    .. versionadded:: 0.3.0
+    """
+    return hashlib.sha256(body).hexdigest()
+
+
+def twilio_body_url(url: str, body: bytes) -> str:
+    """Return *url* with ``bodySHA256`` appended, the URL Twilio signs for a JSON body.
+
+    Args:
+        url: The webhook URL as configured at Twilio.
+        body: The raw JSON body.
+
+    .. versionadded:: 0.3.0
+    """
+    return _with_body_hash(url, twilio_body_hash(body))
+
+
+def _with_body_hash(url: str, digest: str) -> str:
+    parts = urlsplit(url)
+    pair = f"{BODY_HASH_PARAMETER}={digest}"
+    return urlunsplit(parts._replace(query=f"{parts.query}&{pair}" if parts.query else pair))
+
+
+def _body_hashes(url: str | None) -> list[str]:
+    """The ``bodySHA256`` values in a URL's query string."""
+    if not url or BODY_HASH_PARAMETER not in url:
+        return []
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return []
+    return [v for k, v in parse_qsl(query, keep_blank_values=True) if k == BODY_HASH_PARAMETER]
+
+
+def _is_json_type(content_type: str) -> bool:
+    return content_type == "application/json" or content_type.endswith("+json")
 
 
 def _url_variants(url: str) -> Iterable[str]:
@@ -147,13 +229,24 @@ def _url_variants(url: str) -> Iterable[str]:
         yield urlunsplit(parts._replace(netloc=f"{prefix}{host}"))
 
 
+class _CloudEvent(dict[str, Any]):
+    """An Event Streams event from a JSON body (tells it apart from form parameters)."""
+
+    __slots__ = ()
+
+
 class TwilioAdapter(WebhookAdapter):
     """Verifies and parses Twilio SMS status callbacks and inbound SMS.
+
+    Form-encoded callbacks and JSON-bodied Event Streams deliveries are both
+    accepted; see the module documentation for how each is verified.
 
     Args:
         auth_token: The account's auth token (the HMAC key).
         url: The public URL Twilio calls, when every request arrives at the
-            same one; otherwise each request's ``url`` is used.
+            same one; otherwise each request's ``url`` is used. For JSON
+            bodies, give it without ``bodySHA256``: the hash of each body is
+            appended to it.
         region: The region for phone numbers without a country code.
         opt_out_keywords: Bodies that withdraw SMS marketing consent.
         opt_in_keywords: Bodies that grant it again.
@@ -185,6 +278,8 @@ class TwilioAdapter(WebhookAdapter):
         self._opt_out = frozenset(k.strip().upper() for k in opt_out_keywords)
         self._opt_in = frozenset(k.strip().upper() for k in opt_in_keywords)
 
+    # ------------------------------------------------------------------ verification
+
     def _verify(self, request: WebhookRequest) -> None:
         signature = request.header(SIGNATURE_HEADER)
         if not signature:
@@ -192,48 +287,169 @@ class TwilioAdapter(WebhookAdapter):
         url = self._url or request.url
         if not url:
             raise SignatureError("the request URL is needed to verify Twilio signatures")
+        if (
+            _body_hashes(request.url)
+            or _body_hashes(self._url)
+            or _is_json_type(request.content_type)
+        ):
+            self._verify_body_hash(request, url, signature.strip())
+            return
         try:
             params = decode_form(request.body)
         except PayloadError as exc:
             raise SignatureError(f"the body cannot be read as form data ({exc.reason})") from None
+        self._check_signature(url, params, signature.strip())
+
+    def _verify_body_hash(self, request: WebhookRequest, url: str, signature: str) -> None:
+        """The JSON rule: the URL with ``bodySHA256`` is signed; the hash covers the body."""
+        actual = twilio_body_hash(request.body)
+        given = _body_hashes(url)
+        appended = not given
+        if appended and self._url is not None:
+            given = _body_hashes(request.url)  # Twilio appended it to the configured URL
+        if len(given) > 1:
+            raise SignatureError(f"{BODY_HASH_PARAMETER}: given more than once in the URL")
+        if appended:
+            # Without a bodySHA256 to read, sign over the body's own hash: a match
+            # then proves the body too.
+            url = _with_body_hash(url, given[0] if given else actual)
+        self._check_signature(url, {}, signature)
+        if given and not hmac_equal(actual, given[0].lower()):
+            raise SignatureError(
+                f"{BODY_HASH_PARAMETER} does not match the body (the body was altered, or"
+                " re-encoded before it reached the adapter: pass the raw bytes)"
+            )
+
+    def _check_signature(self, url: str, params: Mapping[str, Any], signature: str) -> None:
         for candidate in _url_variants(url):
-            if hmac_equal(twilio_signature(self._token, candidate, params), signature.strip()):
+            if hmac_equal(twilio_signature(self._token, candidate, params), signature):
                 return
         raise SignatureError(
             "signature does not match (wrong auth token, or the URL differs from the one"
             " Twilio called: check the scheme, host, port and query string)"
         )
 
+    # ------------------------------------------------------------------ decoding
+
     def _decode(self, request: WebhookRequest) -> Any:
-        return decode_form(request.body)
+        body = request.body
+        if (
+            _is_json_type(request.content_type)
+            or _body_hashes(request.url)
+            or body.lstrip()[:1] in (b"[", b"{")
+        ):
+            payload = decode_json(body)
+            if isinstance(payload, list):
+                items = payload
+            elif isinstance(payload, dict):
+                items = [payload]
+            else:
+                raise PayloadError(
+                    field="<body>",
+                    reason=f"expected an event or an array of events, got {json_type(payload)}",
+                )
+            return [_CloudEvent(item) if isinstance(item, dict) else item for item in items]
+        return decode_form(body)
 
     def _events(self, payload: Any, request: WebhookRequest) -> Sequence[Any]:
+        if isinstance(payload, list):
+            return payload
         if not payload:
             raise PayloadError(field="<body>", reason="no parameters")
         return [payload]
 
+    # ------------------------------------------------------------------ parsing
+
     def _parse_event(self, event: Any) -> list[Record]:
+        if isinstance(event, _CloudEvent):
+            return self._cloud_event(event)
+        if type(event) is not dict:  # an element of a JSON array that is not an object
+            as_object(event)
         item: Mapping[str, Any] = event
         sid = get_str(item, "MessageSid") or get_str(item, "SmsSid")
         if sid is None:
             raise PayloadError(field="MessageSid", reason="required")
         status = get_str(item, "MessageStatus") or get_str(item, "SmsStatus") or ""
+        raw = {"provider_raw": dict(item)}
         if status == "received" or (not get_str(item, "MessageStatus") and "Body" in item):
-            return self._inbound(item, sid)
-        return [self._status(item, sid, status)]
+            return self._inbound(
+                sid,
+                sender=item.get("From"),
+                sender_field="From",
+                body=get_str(item, "Body") or "",
+                opt_out_type=get_str(item, "OptOutType"),
+                received=self._now(),
+                raw=raw,
+            )
+        return [
+            self._status(
+                sid,
+                status=status,
+                error_code=get_str(item, "ErrorCode"),
+                to=get_str(item, "To"),
+                occurred_at=self._now(),
+                raw=raw,
+            )
+        ]
+
+    def _cloud_event(self, item: Mapping[str, Any]) -> list[Record]:
+        kind = require_str(item, "type")
+        if kind == TEST_EVENT_TYPE:
+            return []
+        if "data" not in item:
+            raise PayloadError(field="data", reason="required")
+        data = get_mapping(item, "data")
+        sid = get_str(data, "messageSid")
+        if sid is None:
+            raise PayloadError(field="data.messageSid", reason="required")
+        when = data.get("timestamp") or item.get("time")
+        occurred_at = iso_time(when, field="data.timestamp")
+        raw = {"provider_raw": dict(item)}
+        if kind == INBOUND_EVENT_TYPE:
+            return self._inbound(
+                sid,
+                sender=data.get("from"),
+                sender_field="data.from",
+                body=get_str(data, "body") or "",
+                opt_out_type=get_str(data, "optOutType"),
+                received=occurred_at,
+                raw=raw,
+            )
+        if kind.startswith(STATUS_EVENT_PREFIX):
+            status = kind.removeprefix(STATUS_EVENT_PREFIX)
+        else:
+            status = (get_str(data, "messageStatus") or "").lower()
+        return [
+            self._status(
+                sid,
+                status=status,
+                error_code=get_str(data, "errorCode"),
+                to=get_str(data, "to"),
+                occurred_at=occurred_at,
+                raw=raw,
+            )
+        ]
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), tz=UTC)
 
-    def _status(self, item: Mapping[str, Any], sid: str, status: str) -> Event:
+    def _status(
+        self,
+        sid: str,
+        *,
+        status: str,
+        error_code: str | None,
+        to: str | None,
+        occurred_at: datetime,
+        raw: Mapping[str, Any],
+    ) -> Event:
         type_ = STATUS_TYPES.get(status, EventType.UNKNOWN)
-        error_code = get_str(item, "ErrorCode")
+        # The same key for a form callback and an Event Streams event: one fact, one record.
         key = content_hash([sid, status, error_code])
         event_id, provider_event_id = self.ids(key)
         bounce = None
         if type_ is EventType.BOUNCED:
             bounce = BOUNCE_BY_ERROR.get(error_code or "", BounceClass.UNDETERMINED)
-        to = get_str(item, "To")
         address = None
         if to is not None:
             try:
@@ -243,37 +459,45 @@ class TwilioAdapter(WebhookAdapter):
         return Event(
             event_id=event_id,
             type=type_,
-            occurred_at=self._now(),
+            occurred_at=occurred_at,
             provider=self.name,
             provider_message_id=sid,
             provider_event_id=provider_event_id,
             address=address,
             bounce=bounce,
             reason=f"twilio error {error_code}" if error_code else None,
-            metadata={"provider_raw": dict(item)},
+            metadata=raw,
         )
 
-    def _inbound(self, item: Mapping[str, Any], sid: str) -> list[Record]:
-        sender = phone_address(item.get("From"), field="From", region=self._region)
-        contact = self.resolve_contact(Channel.SMS, sender)
-        body = get_str(item, "Body") or ""
-        received = self._now()
+    def _inbound(
+        self,
+        sid: str,
+        *,
+        sender: object,
+        sender_field: str,
+        body: str,
+        opt_out_type: str | None,
+        received: datetime,
+        raw: Mapping[str, Any],
+    ) -> list[Record]:
+        address = phone_address(sender, field=sender_field, region=self._region)
+        contact = self.resolve_contact(Channel.SMS, address)
         records: list[Record] = [
             Message(
                 message_id=f"{self.name}:{sid}",
                 channel=Channel.SMS,
                 direction=Direction.INBOUND,
                 contact_id=contact,
-                address=sender,
+                address=address,
                 sent_at=received,
                 purpose=Purpose.SERVICE,
                 body=body,
                 provider=self.name,
                 provider_message_id=sid,
-                metadata={"provider_raw": dict(item)},
+                metadata=raw,
             )
         ]
-        action, keyword = self._keyword_action(item, body)
+        action, keyword = self._keyword_action(opt_out_type, body)
         if action is not None and sms_keyword(body) is None:
             # A body that is itself a standard keyword needs no consent record
             # here: the repository derives the consent change (and the
@@ -288,15 +512,15 @@ class TwilioAdapter(WebhookAdapter):
                     occurred_at=received,
                     method=ConsentMethod.SMS_KEYWORD,
                     source=f"sms_keyword:{keyword}",
-                    metadata={"provider_raw": dict(item)},
+                    metadata=raw,
                 )
             )
         return records
 
     def _keyword_action(
-        self, item: Mapping[str, Any], body: str
+        self, opt_out_type: str | None, body: str
     ) -> tuple[ConsentAction | None, str]:
-        opt = (get_str(item, "OptOutType") or "").upper()
+        opt = (opt_out_type or "").upper()
         if opt == "STOP":
             return ConsentAction.WITHDRAW, opt
         if opt == "START":

@@ -17,13 +17,13 @@ import secrets
 import time
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from commhistory.errors import InvalidInputError
 from commhistory.providers.base import WebhookRequest
@@ -31,7 +31,7 @@ from commhistory.providers.line import line_signature
 from commhistory.providers.sendgrid import SIGNATURE_HEADER as SENDGRID_SIGNATURE
 from commhistory.providers.sendgrid import TIMESTAMP_HEADER as SENDGRID_TIMESTAMP
 from commhistory.providers.ses import sns_string_to_sign
-from commhistory.providers.twilio import twilio_signature
+from commhistory.providers.twilio import twilio_body_url, twilio_signature
 
 __all__ = [
     "DEFAULT_URL",
@@ -62,6 +62,15 @@ class SignedWebhook:
     body: bytes = attrs.field(repr=False)
     headers: Mapping[str, str] = attrs.field(repr=False)
     url: str
+
+    @property
+    def path(self) -> str:
+        """The path and query string of :attr:`url`, what a framework's test client POSTs to.
+
+        .. versionadded:: 0.3.0
+        """
+        parts = urlsplit(self.url)
+        return f"{parts.path}?{parts.query}" if parts.query else parts.path
 
     def request(self) -> WebhookRequest:
         """Return it as a :class:`~commhistory.providers.WebhookRequest`."""
@@ -96,14 +105,21 @@ class SnsTestSigner:
     """A stand-in for Amazon SNS: an RSA key, its certificate and where it "lives".
 
     Give :meth:`fetch` to :class:`~commhistory.providers.SesAdapter` as its
-    ``certificate_fetcher`` and :attr:`topic_arn` in its ``topic_arns``.
+    ``certificate_fetcher`` and :attr:`topic_arn` in its ``topic_arns``. The
+    certificate (``sns.amazonaws.com``, fit for TLS servers) is issued by a
+    test intermediate CA under a test root, like SNS's: give
+    :attr:`root_certificate` as ``certificate_roots`` and
+    :attr:`intermediate_certificate` as ``certificate_intermediates`` to test
+    chain validation.
 
     Attributes:
         private_key: Signs envelopes.
-        certificate_pem: The self-signed certificate of the key.
+        certificate_pem: The certificate of the key (PEM, the leaf alone, as SNS serves it).
         cert_url: The ``SigningCertURL`` put in envelopes.
         topic_arn: The ``TopicArn`` put in envelopes.
         version: The ``SignatureVersion`` used (``"1"`` SHA1, ``"2"`` SHA256).
+        root_certificate: The test root CA.
+        intermediate_certificate: The test CA that issued :attr:`certificate_pem`.
     """
 
     private_key: rsa.RSAPrivateKey = attrs.field(repr=False)
@@ -111,6 +127,8 @@ class SnsTestSigner:
     cert_url: str
     topic_arn: str
     version: str = "2"
+    root_certificate: x509.Certificate | None = attrs.field(default=None, repr=False)
+    intermediate_certificate: x509.Certificate | None = attrs.field(default=None, repr=False)
 
     def fetch(self, url: str) -> bytes:
         """A certificate fetcher serving only :attr:`cert_url` (no network)."""
@@ -142,6 +160,29 @@ class SnsTestSigner:
                 "UnsubscribeURL": "https://sns.ap-northeast-1.amazonaws.com/?Action=Unsubscribe",
             }
         )
+
+    def raw_delivery(
+        self, message: Any, *, url: str | None = None, message_id: str | None = None
+    ) -> SignedWebhook:
+        """Return what SNS POSTs with raw message delivery on: the bare message, unsigned.
+
+        The body is *message* (JSON-encoded unless a string) with SNS's
+        ``x-amz-sns-*`` headers and ``x-amz-sns-rawdelivery: true``, and no
+        signature: an adapter refuses it unless built with ``allow_raw_delivery=True``.
+
+        .. versionadded:: 0.3.0
+        """
+        body = message if isinstance(message, str) else json.dumps(message)
+        headers = {
+            "Content-Type": "text/plain; charset=UTF-8",
+            "x-amz-sns-message-type": "Notification",
+            "x-amz-sns-message-id": message_id or _uuid(),
+            "x-amz-sns-topic-arn": self.topic_arn,
+            "x-amz-sns-subscription-arn": f"{self.topic_arn}:{_uuid()}",
+            "x-amz-sns-rawdelivery": "true",
+        }
+        target = url or DEFAULT_URL.format(provider="ses")
+        return SignedWebhook(provider="ses", body=body.encode(), headers=headers, url=target)
 
     def subscription_confirmation(self, *, timestamp: float | None = None) -> dict[str, Any]:
         """Return a signed ``SubscriptionConfirmation`` envelope."""
@@ -176,17 +217,21 @@ def sns_test_signer(
         version: The ``SignatureVersion`` to sign with.
     """
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    root = _ca_certificate("commhistory test root", root_key, None, root_key)
+    intermediate = _ca_certificate("commhistory test SNS CA", ca_key, root, root_key)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
-    start = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start.replace(year=2100))
-        .sign(key, hashes.SHA256())
+        _builder(name, intermediate.subject, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("sns.amazonaws.com")]), False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(_key_usage(ca=False), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
     )
     return SnsTestSigner(
         private_key=key,
@@ -194,7 +239,58 @@ def sns_test_signer(
         cert_url=f"https://sns.{region}.amazonaws.com/SimpleNotificationService-test.pem",
         topic_arn=topic_arn or f"arn:aws:sns:{region}:123456789012:ses-events",
         version=version,
+        root_certificate=root,
+        intermediate_certificate=intermediate,
     )
+
+
+_START: Final = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, key: Any) -> x509.CertificateBuilder:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_START)
+        .not_valid_after(_START.replace(year=2100))
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key), critical=False)
+    )
+
+
+def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=not ca,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _ca_certificate(
+    common_name: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Certificate | None,
+    issuer_key: ec.EllipticCurvePrivateKey,
+) -> x509.Certificate:
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    builder = (
+        _builder(subject, issuer.subject if issuer else subject, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(_key_usage(ca=True), critical=True)
+    )
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
 
 
 def _iso(when: float) -> str:
@@ -226,7 +322,9 @@ def signed_webhook(
         provider: ``"sendgrid"``, ``"twilio"``, ``"line"``, ``"mailgun"``,
             ``"postmark"`` or ``"ses"``.
         events: The provider payload: SendGrid a list of events; Twilio a dict
-            of POST parameters; LINE a list of events (or the whole body);
+            of POST parameters (a form post), or a list of Event Streams events
+            (a JSON body, signed with the ``bodySHA256`` rule; the returned
+            ``url`` carries ``bodySHA256``: POST to it); LINE a list of events (or the whole body);
             Mailgun the ``event-data`` object; Postmark the record object; SES
             the SES notification object (or an SNS envelope without signature).
         secret: What the provider signs with: SendGrid a :class:`SendGridKeys`
@@ -261,6 +359,14 @@ def signed_webhook(
         }
         return SignedWebhook(provider=provider, body=body, headers=headers, url=target)
     if provider == "twilio":
+        if isinstance(events, list):  # Event Streams: JSON, signed with bodySHA256
+            body = _json(events)
+            signed_url = twilio_body_url(target, body)
+            headers = {
+                "Content-Type": "application/json",
+                "X-Twilio-Signature": twilio_signature(str(secret), signed_url, {}),
+            }
+            return SignedWebhook(provider=provider, body=body, headers=headers, url=signed_url)
         params = dict(events)
         body = urlencode(params, doseq=True).encode("utf-8")
         headers = {
