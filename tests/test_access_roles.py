@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import sqlalchemy as sa
 
@@ -112,6 +113,9 @@ OPERATIONS: list[Op] = [
     ),
     ("export_subject", P.EXPORT_SUBJECT, True, lambda v: v.export_subject("c1")),
     ("rotate_keys", P.MANAGE_KEYS, True, lambda v: v.rotate_keys()),
+    ("backfill_masks", P.MANAGE_KEYS, True, lambda v: v.backfill_masks()),
+    ("purge", P.ERASE_SUBJECT, True, lambda v: v.purge(dry_run=False)),
+    ("purge.dry_run", P.ERASE_SUBJECT, False, lambda v: v.purge()),
     ("erase_subject", P.ERASE_SUBJECT, True, lambda v: v.erase_subject("c2")),  # keep last
 ]
 
@@ -332,3 +336,25 @@ def test_repo_as_actor_on_memory_shares_one_log() -> None:
         ("b", Outcome.DENIED),
     ]
     assert log.verify_chain().intact
+
+
+def test_consent_lines_in_an_ingest_need_manage_consent(repo: SQLRepository) -> None:
+    from commhistory.convert import ParsedLine
+
+    grant = repo.consent_history("c1")[0]
+    policy = Policy({"loader": ["write_history"]})
+    view = as_actor(repo, Actor("svc-1", ["loader"]), purpose="import", policy=policy)
+    lines = [
+        ParsedLine(line=1, raw=None, record=msg("m7", "c2")),
+        ParsedLine(line=2, raw=None, record=attrs.evolve(grant, consent_id="other-1")),
+    ]
+    with pytest.raises(PermissionDenied) as info:
+        view.ingest(lines, source="file.jsonl")
+    assert info.value.permission == P.MANAGE_CONSENT
+    # The batch holding the consent line stored nothing.
+    assert [e.message.message_id for e in repo.timeline("c2")] == ["m2"]
+    assert len(repo.consent_history("c1")) == 1
+    last = AuditLog.for_repository(repo).entries()[-1]
+    assert (last.action, last.outcome, last.permission) == ("ingest", "denied", "manage_consent")
+    # Messages alone are fine.
+    assert view.ingest(lines[:1], source="file.jsonl").inserted == 1

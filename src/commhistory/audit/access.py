@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from datetime import datetime
 from types import MappingProxyType, TracebackType
@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     from commhistory.convert import ParsedLine
     from commhistory.kpi.metrics import KpiTable
     from commhistory.model import Channel, ConsentEvent, Event, Message, Purpose
-    from commhistory.privacy import ErasureReport
+    from commhistory.privacy import ErasureReport, PurgeReport, RetentionPolicy
+    from commhistory.store.masks import MaskBackfillReport
     from commhistory.store.protocol import (
         BatchOutcome,
         DeadLetter,
@@ -423,7 +424,22 @@ class GuardedRepository:
 
         See :meth:`commhistory.store.protocol.Repository.ingest`.
         """
-        return self._write("ingest", lambda: self._repo.ingest(lines, source=source))
+        return self._write(
+            "ingest", lambda: self._repo.ingest(self._consent_checked(lines), source=source)
+        )
+
+    def _consent_checked(self, lines: Iterable[ParsedLine]) -> Iterator[ParsedLine]:
+        """Pass lines through; a consent event among them needs ``manage_consent``.
+
+        A batch is read whole before it is written, so a denial stores nothing of
+        the batch holding the consent line (earlier batches stay, as for any error).
+        """
+        from commhistory.model import ConsentEvent  # noqa: PLC0415
+
+        for line in lines:
+            if isinstance(line.record, ConsentEvent):
+                self._require(P.MANAGE_CONSENT, "ingest")
+            yield line
 
     def record_consent(self, items: Iterable[ConsentEvent]) -> IngestReport:
         """Append consent events (needs ``manage_consent``; audited with the contact ids).
@@ -632,6 +648,54 @@ class GuardedRepository:
             "erase_subject",
             lambda: self._repo.erase_subject(contact_id),
             contact_id,
+        )
+
+    def purge(self, policy: RetentionPolicy | None = None, *, dry_run: bool = True) -> PurgeReport:
+        """Delete what the retention policy says is due (needs ``erase_subject``).
+
+        A real purge runs in one transaction with its audit entry (action
+        ``purge``); a dry run (the default) is checked but not audited, since it
+        deletes and reveals nothing. See :func:`commhistory.privacy.purge`.
+
+        Args:
+            policy: The retention policy (default: its defaults).
+            dry_run: Only count (the default).
+
+        Returns:
+            What is (or was) due, by kind.
+
+        Raises:
+            PermissionDenied: The actor lacks ``erase_subject``.
+        """
+        from commhistory.privacy import purge  # noqa: PLC0415
+
+        if dry_run:
+            return self._checked(
+                P.ERASE_SUBJECT, "purge.dry_run", lambda: purge(self._repo, policy, dry_run=True)
+            )
+        return self._audited(
+            P.ERASE_SUBJECT, "purge", lambda: purge(self._repo, policy, dry_run=False)
+        )
+
+    def backfill_masks(self, *, batch_size: int = 1000) -> MaskBackfillReport:
+        """Store masked addresses for older messages (needs ``manage_keys``; audited).
+
+        It decrypts every stored address, so it is an administrator's key-level
+        operation. See :func:`commhistory.store.masks.backfill_masks`.
+
+        Raises:
+            PermissionDenied: The actor lacks ``manage_keys``.
+            InvalidInputError: The repository is not a SQL repository.
+        """
+        from commhistory.store.masks import backfill_masks  # noqa: PLC0415
+        from commhistory.store.sql import SQLRepository  # noqa: PLC0415
+
+        repo = self._repo
+        if not isinstance(repo, SQLRepository):
+            self._require(P.MANAGE_KEYS, "backfill_masks")
+            raise InvalidInputError(field="backfill_masks", reason="needs a SQL repository")
+        return self._audited(
+            P.MANAGE_KEYS, "backfill_masks", lambda: backfill_masks(repo, batch_size=batch_size)
         )
 
     def rotate_keys(self, *, batch_size: int = 1000, reindex: bool = False) -> RotationReport:

@@ -7,8 +7,8 @@ it; ``erase-subject`` asks for ``--yes`` because it cannot be undone.
 Each also takes ``--actor``, ``--role``, ``--purpose`` (``--access-purpose`` on
 ``can-send``, whose ``--purpose`` is the message purpose) and ``--policy``: with
 an actor the command goes through the guarded view (exit 6 when denied).
-``purge`` has no guarded method yet; for an actor it needs ``erase_subject`` and
-is audited here (action ``purge``; a dry run is checked, not audited).
+``purge`` goes through the guarded view's ``purge``: it needs ``erase_subject``
+and is audited (action ``purge``; a dry run is checked, not audited).
 """
 
 from __future__ import annotations
@@ -166,43 +166,13 @@ def run_erase(args: argparse.Namespace) -> int:
 def _purge(
     repo: SQLRepository, access: Access, policy: RetentionPolicy, *, dry_run: bool
 ) -> PurgeReport:
-    """Purge as the actor: needs ``erase_subject``; a real purge and a denial are audited.
-
-    The guarded view has no ``purge`` method, so the check and the audit entry
-    are made here with the view's public parts (its actor, purpose and log).
-    """
-    from commhistory.audit import Outcome, Permission  # noqa: PLC0415
-    from commhistory.errors import PermissionDenied  # noqa: PLC0415
+    """Purge, as the actor when one is given (``erase_subject``; a real purge is audited)."""
     from commhistory.privacy import purge  # noqa: PLC0415
 
     view = access.view(repo)
     if view is None:
         return purge(repo, policy, dry_run=dry_run)
-    needed = Permission.ERASE_SUBJECT
-    action = "purge.dry_run" if dry_run else "purge"
-
-    def record(outcome: str) -> None:
-        view.audit_log.append(
-            actor_id=view.actor.id,
-            roles=view.actor.roles,
-            action=action,
-            purpose=view.purpose,
-            outcome=outcome,
-            permission=needed.value,
-        )
-
-    if not view.allows(needed):
-        record(Outcome.DENIED)
-        raise PermissionDenied(permission=needed.value, actor=view.actor.id)
-    if dry_run:
-        return purge(repo, policy, dry_run=True)
-    try:
-        report = purge(repo, policy, dry_run=False)
-    except Exception as exc:
-        record(f"{Outcome.FAILED}:{type(exc).__name__}")
-        raise
-    record(Outcome.OK)
-    return report
+    return view.purge(policy, dry_run=dry_run)
 
 
 def run_purge(args: argparse.Namespace) -> int:
