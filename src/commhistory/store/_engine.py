@@ -48,6 +48,10 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
+        # Overwrite deleted content with zeros, whatever the build's default:
+        # erasure clears masked addresses and wrapped keys, and their old bytes
+        # must not linger in free pages.
+        cursor.execute("PRAGMA secure_delete = ON")
     finally:
         cursor.close()
 
@@ -65,7 +69,7 @@ def _sqlite_begin(conn: sa.Connection) -> None:
 def create_engine(url: str | sa.URL, **kwargs: Any) -> sa.Engine:
     """Create an engine for the store.
 
-    SQLite: WAL journal, ``synchronous=NORMAL``, a busy timeout, foreign keys on,
+    SQLite: WAL journal, ``synchronous=NORMAL``, a busy timeout, foreign keys on, ``secure_delete``,
     and ``BEGIN IMMEDIATE`` for write transactions. PostgreSQL: psycopg 3.
 
     Args:
