@@ -155,3 +155,16 @@ def test_concurrent_guarded_writers_and_readers_keep_one_chain(repo: SQLReposito
     assert report.intact
     assert report.entries == writers * 3 + readers * reads  # three batches per writer
     assert len(repo.timeline("c1")) == writers * 2
+
+
+def test_guarded_erasure_truncates_the_sqlite_wal_after_commit(tmp_path: Path) -> None:
+    # The erasure empties the WAL once committed, so no frame keeps an erased
+    # mask; under a guarded view the commit is the view's, after the audit entry.
+    path = tmp_path / "wal.db"
+    with open_repository(f"sqlite:///{path}", Keyring.generate()) as repo:
+        repo.record_messages([msg("m1", "c1"), msg("m2", "c2")])
+        view = as_actor(repo, Actor("dpo-1", ["privacy_officer"]), purpose="request 7")
+        view.erase_subject("c1")
+        wal = path.with_name(path.name + "-wal")
+        assert not wal.exists() or wal.stat().st_size == 0
+        assert AuditLog.for_repository(repo).entries()[-1].action == "erase_subject"

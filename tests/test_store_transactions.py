@@ -150,3 +150,17 @@ def test_batch_hook_writes_commit_with_the_batch(repo: SQLRepository) -> None:
     with pytest.raises(AbortError):
         abort(repo, write)
     assert not repo.suppression.check("email", "blocked@example.com")
+
+
+def test_after_commit_waits_for_the_outer_transaction(repo: SQLRepository) -> None:
+    ran: list[str] = []
+    repo.after_commit(lambda: ran.append("now"))
+    assert ran == ["now"]
+    with repo.transaction():
+        with repo.transaction():
+            repo.after_commit(lambda: ran.append("inner"))
+        assert ran == ["now"]  # the inner block ended, but nothing committed yet
+    assert ran == ["now", "inner"]
+    with pytest.raises(AbortError):
+        abort(repo, lambda: repo.after_commit(lambda: ran.append("rolled back")))
+    assert ran == ["now", "inner"]

@@ -333,7 +333,10 @@ def _erase_sql(
     finally:
         repo.forget_cached_keys()
     if repo.dialect == "sqlite":
-        _truncate_wal(repo)
+        # After the commit, also of an outer transaction this one joined (a
+        # guarded erasure commits with its audit entry): a checkpoint cannot
+        # take frames that are not committed yet.
+        repo.after_commit(lambda: _truncate_wal(repo))
     return _report(
         contact_id, now, already=False, counts=counts, until=until if counts["consent"] else None
     )

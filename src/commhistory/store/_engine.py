@@ -69,8 +69,8 @@ def _sqlite_begin(conn: sa.Connection) -> None:
 def create_engine(url: str | sa.URL, **kwargs: Any) -> sa.Engine:
     """Create an engine for the store.
 
-    SQLite: WAL journal, ``synchronous=NORMAL``, a busy timeout, foreign keys on, ``secure_delete``,
-    and ``BEGIN IMMEDIATE`` for write transactions. PostgreSQL: psycopg 3.
+    SQLite: WAL journal, ``synchronous=NORMAL``, a busy timeout, foreign keys on,
+    ``secure_delete``, and ``BEGIN IMMEDIATE`` for write transactions. PostgreSQL: psycopg 3.
 
     Args:
         url: The database URL.

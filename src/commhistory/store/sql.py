@@ -275,11 +275,13 @@ class SQLRepository(ComplianceMethods):
             except (sa.exc.SQLAlchemyError, self._dbapi_error) as exc:
                 raise _storage_error(exc) from exc
             return
+        after: list[Callable[[], object]] = []
         try:
             with self._engine.connect() as plain:
                 conn = plain.execution_options(**READ) if read else plain
                 with conn.begin():
                     local.conn, local.read, local.joined_write = conn, read, False
+                    local.after = after
                     try:
                         yield conn
                     except BaseException:
@@ -291,6 +293,23 @@ class SQLRepository(ComplianceMethods):
                         local.conn = None
         except (sa.exc.SQLAlchemyError, self._dbapi_error) as exc:
             raise _storage_error(exc) from exc
+        for call in after:
+            call()
+
+    def after_commit(self, call: Callable[[], object]) -> None:
+        """Run *call* once the current transaction has committed (at once when none is open).
+
+        Work that must see committed data, or must not run inside the
+        transaction (a SQLite WAL checkpoint after an erasure), goes here, so it
+        also waits for an outer transaction the current one joined. Nothing
+        runs if the transaction rolls back.
+
+        .. versionadded:: 0.3.0
+        """
+        if self.in_transaction:
+            self._local.after.append(call)
+        else:
+            call()
 
     @property
     def in_transaction(self) -> bool:
