@@ -78,6 +78,9 @@ BytesLike: TypeAlias = bytes | bytearray | memoryview
 _PREFIXES: dict[bytes, dict[tuple[str, str], bytes]] = {}
 """AAD prefixes by envelope header, then by (table, column); shared by all ciphers."""
 
+_ROW_PREFIXES: dict[tuple[bytes, str, tuple[str, ...]], tuple[bytes, ...]] = {}
+"""The AAD prefixes of :meth:`FieldCipher.row_sealer`, by (header, table, columns)."""
+
 TextOpener: TypeAlias = Callable[[BytesLike | None, str], str | None]
 """``opener(blob, row_id) -> str | None``: see :meth:`FieldCipher.text_opener`."""
 
@@ -453,10 +456,10 @@ class FieldCipher:
         if not isinstance(nonces, NoncePool):
             raise CryptoError("nonces must be a NoncePool")
         header, seal = self._header, self._aead.encrypt
-        prefixes = tuple(
-            self._prefixes.get((table, column)) or self._prefix(table, column)
-            for column in columns
-        )
+        shape = (self._header, table, tuple(columns))
+        prefixes = _ROW_PREFIXES.get(shape)
+        if prefixes is None:  # a bulk write makes a sealer per contact: build this once
+            prefixes = _ROW_PREFIXES[shape] = tuple(self._prefix(table, c) for c in columns)
         take = nonces._next  # the pool's own class, same module: skip a call layer
 
         def sealer(row_id: str, values: Sequence[str | bytes | None]) -> list[bytes | None]:
