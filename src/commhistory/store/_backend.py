@@ -62,11 +62,11 @@ class Backend:
 
     name: str = ""
     ph: str = "?"
-    checks_keys_first: bool = False
-    """Whether inserting rows known to be new is much cheaper than skipping conflicts.
+    copies_new_rows: bool = False
+    """Whether :meth:`insert_new` is much cheaper than :meth:`insert` for rows that are new.
 
-    True on PostgreSQL, where rows whose keys :meth:`existing_keys` did not find
-    are copied straight into their table (:meth:`insert_new`); on SQLite
+    True on PostgreSQL, where :meth:`insert_new` copies rows straight into their
+    table and :meth:`insert` goes through a staging table; on SQLite
     ``INSERT ... ON CONFLICT DO NOTHING`` already costs what a plain insert does.
     """
 
@@ -83,10 +83,11 @@ class Backend:
     def insert_new(
         self, conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Iterable[Row]
     ) -> int:
-        """Insert rows whose unique keys were just looked up and not found.
+        """Insert rows that are probably new: none repeats another's unique key.
 
-        A concurrent writer may still have stored one of the keys since: such
-        rows are skipped, as :meth:`insert` skips them.
+        Rows whose key is stored already (the caller did not look, or a concurrent
+        writer stored it since) are skipped, as :meth:`insert` skips them; only
+        the cost differs.
 
         Args:
             conn: The connection, inside the batch's transaction.
@@ -106,18 +107,11 @@ class Backend:
         columns: Sequence[str],
         keys: Collection[tuple[Any, ...]],
     ) -> set[tuple[Any, ...]]:
-        """Return which of *keys* (values of *columns*, one or two) are stored in *table*."""
-        if not keys:
-            return set()
-        if len(columns) == 1:
-            (col,) = columns
-            sql = f"SELECT {col} FROM {table.name} WHERE {col} IN ({{in}})"
-            return {tuple(r) for r in self.select_in(conn, sql, [k[0] for k in keys])}
-        a, b = columns
-        sql = (
-            f"SELECT t.{a}, t.{b} FROM _pairs p JOIN {table.name} t ON t.{a} = p.a AND t.{b} = p.b"
-        )
-        return set(self.select_pairs(conn, sql, keys))
+        """Return which of *keys* (values of *columns*, one or two) are stored in *table*.
+
+        Used only where :attr:`copies_new_rows` is true (PostgreSQL).
+        """
+        raise NotImplementedError
 
     def placeholders(self, n: int) -> str:
         """Return ``n`` comma-separated placeholders."""
@@ -205,7 +199,7 @@ class PostgresBackend(Backend):
 
     name = "postgresql"
     ph = "%s"
-    checks_keys_first = True
+    copies_new_rows = True
 
     def select_in(
         self, conn: sa.Connection, sql: str, values: Iterable[Any], *, extra: Row = ()
@@ -263,12 +257,18 @@ class PostgresBackend(Backend):
     ) -> int:
         """Copy rows straight into the table; fall back to :meth:`insert` on a key conflict.
 
-        The ``COPY`` runs inside a savepoint. Rows are written as *rows* yields
-        them, so the server stores the first rows while later ones are still
-        being built. If another writer stored one of the keys meanwhile (a unique
-        violation), the savepoint is rolled back and every row goes through the
-        staging table with ``ON CONFLICT DO NOTHING``. Any other error propagates
-        and fails the transaction, as in :meth:`insert`.
+        The ``COPY`` runs inside a savepoint, in the order *rows* come (the caller
+        sorts them by primary key, as :meth:`insert` orders its ``INSERT``), and
+        rows are written as *rows* yields them, so the server stores the first
+        rows while later ones are still being built. If one of the keys is stored
+        already (by an earlier batch, or by a concurrent writer meanwhile), the
+        server reports a unique violation: the savepoint is rolled back and every
+        row goes through :meth:`insert`, which skips the stored ones. Any other
+        error propagates and fails the transaction, as in :meth:`insert`; a
+        deadlock (``40P01``) is retried with the whole batch by the repository.
+        The server logs the unique violation (with the key, an id, never a
+        personal field), so callers look keys up first where stored rows are
+        likely.
         """
         from psycopg.errors import UniqueViolation  # noqa: PLC0415 - the postgres extra
 

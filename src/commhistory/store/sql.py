@@ -658,7 +658,7 @@ class SQLRepository(ComplianceMethods):
         events = batch.events
         metas = batch.event_meta
         revenues = batch.event_revenue
-        if be.checks_keys_first:
+        if be.copies_new_rows:
             events, metas, revenues = self._new_events(conn, events, metas, revenues)
             if not events:
                 return 0
@@ -687,7 +687,7 @@ class SQLRepository(ComplianceMethods):
         for cid in contacts - ciphers.keys():  # the message's contact was erased
             raise StorageError(f"contact {cid!r} has no data key")
         rows = self._event_rows(events, metas, revenues, by_id, by_pair, ciphers)
-        if not be.checks_keys_first:
+        if not be.copies_new_rows:
             return be.insert(conn, schema.events, EVENT_COLUMNS, list(rows))
         inserted = be.insert_new(conn, schema.events, EVENT_COLUMNS, rows)
         if inserted < len(events):  # stored already: look them up first next time
