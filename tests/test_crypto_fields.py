@@ -319,8 +319,8 @@ EVENT_SECRETS = ("address", "reason", "url", "user_agent", "ip", "metadata")
 def test_row_sealer_matches_encrypt_per_column(
     values: list[str | bytes | None], row_id: str
 ) -> None:
-    sealer = CIPHER.row_sealer("events", EVENT_SECRETS, NoncePool())
-    blobs = sealer(row_id, values)
+    sealer = CIPHER.row_sealer("events", EVENT_SECRETS)
+    blobs = sealer(row_id, values, NoncePool())
     assert len(blobs) == len(values)
     for column, value, blob in zip(EVENT_SECRETS, values, blobs, strict=True):
         if value is None:
@@ -334,7 +334,7 @@ def test_row_sealer_matches_encrypt_per_column(
 
 
 def test_row_sealer_binds_table_column_and_row() -> None:
-    (blob,) = CIPHER.row_sealer("events", ["url"], NoncePool())("e1", ["https://x.test/"])
+    (blob,) = CIPHER.row_sealer("events", ["url"])("e1", ["https://x.test/"], NoncePool())
     assert blob is not None
     for place in (
         {"table": "messages", "column": "url", "row_id": "e1"},
@@ -348,12 +348,12 @@ def test_row_sealer_binds_table_column_and_row() -> None:
 def test_sealers_sharing_a_pool_never_repeat_a_nonce() -> None:
     pool = NoncePool()
     other = FieldCipher(new_data_key(), key_ref="c1")
-    seal_a = CIPHER.row_sealer("events", EVENT_SECRETS, pool)
-    seal_b = other.row_sealer("events", EVENT_SECRETS, pool)
+    seal_a = CIPHER.row_sealer("events", EVENT_SECRETS)
+    seal_b = other.row_sealer("events", EVENT_SECRETS)
     nonces = []
     for n in range(700):  # past several CSPRNG blocks (16, 32, ... 1,024 nonces)
         for seal in (seal_a, seal_b):
-            for blob in seal(f"e{n}", ["a", None, "b", "c", None, b"d"]):
+            for blob in seal(f"e{n}", ["a", None, "b", "c", None, b"d"], pool):
                 if blob is not None:
                     nonces.append(blob[4:16])  # header b"\x01\x02c1", then the nonce
     assert len(nonces) == 700 * 2 * 4
@@ -364,11 +364,12 @@ def test_sealers_sharing_a_pool_never_repeat_a_nonce() -> None:
 
 
 def test_row_sealer_needs_one_value_per_column_and_a_pool() -> None:
-    sealer = CIPHER.row_sealer("events", ["url", "ip"], NoncePool())
+    sealer = CIPHER.row_sealer("events", ["url", "ip"])
+    assert CIPHER.row_sealer("events", ("url", "ip")) is sealer  # kept by the cipher
     with pytest.raises(ValueError, match="zip"):
-        sealer("e1", ["only one"])
+        sealer("e1", ["only one"], NoncePool())
     with pytest.raises(CryptoError, match="NoncePool"):
-        CIPHER.row_sealer("events", ["url"], iter([b"\x00" * 12]))  # type: ignore[arg-type]
+        sealer("e1", ["a", "b"], iter([b"\x00" * 12]))  # type: ignore[arg-type]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

@@ -84,8 +84,10 @@ _ROW_PREFIXES: dict[tuple[bytes, str, tuple[str, ...]], tuple[bytes, ...]] = {}
 TextOpener: TypeAlias = Callable[[BytesLike | None, str], str | None]
 """``opener(blob, row_id) -> str | None``: see :meth:`FieldCipher.text_opener`."""
 
-RowSealer: TypeAlias = Callable[[str, Sequence[str | bytes | None]], list[bytes | None]]
-"""``sealer(row_id, values) -> envelopes``: see :meth:`FieldCipher.row_sealer`."""
+RowSealer: TypeAlias = Callable[
+    [str, Sequence[str | bytes | None], "NoncePool"], list[bytes | None]
+]
+"""``sealer(row_id, values, nonces) -> envelopes``: see :meth:`FieldCipher.row_sealer`."""
 
 _FORKS: Final = [0]
 """How many times this process is a child of :func:`os.fork` (pools check it)."""
@@ -126,7 +128,7 @@ class NoncePool:
     and never again: slices of one CSPRNG output are as random and as
     independent as separate draws, and a draw costs about a microsecond here.
 
-    Create one for a batch of writes in one thread, use it with
+    Create one for a batch of writes in one thread, give it to the sealers of
     :meth:`FieldCipher.row_sealer`, and drop it. It never hands out a nonce
     twice: a pool used by two threads at once raises :class:`ValueError`, and a
     pool used in a process forked after it was created (which would repeat the
@@ -344,7 +346,7 @@ class FieldCipher:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_aead", "_header", "_header_len", "_key_ref", "_prefixes")
+    __slots__ = ("_aead", "_header", "_header_len", "_key_ref", "_prefixes", "_sealers")
 
     def __init__(self, data_key: bytes, *, key_ref: str) -> None:
         _check_data_key(data_key)
@@ -357,6 +359,7 @@ class FieldCipher:
         # the column, so every cipher with the same key_ref shares one table: a
         # repository caching thousands of contact ciphers keeps one copy, not one each.
         self._prefixes = _PREFIXES.setdefault(self._header, {})
+        self._sealers: dict[tuple[str, tuple[str, ...]], RowSealer] = {}
 
     @property
     def key_ref(self) -> str:
@@ -429,40 +432,47 @@ class FieldCipher:
             out[column] = header + nonce + seal(nonce, data, prefix + row_aad)
         return out
 
-    def row_sealer(self, table: str, columns: Sequence[str], nonces: NoncePool) -> RowSealer:
+    def row_sealer(self, table: str, columns: Sequence[str]) -> RowSealer:
         """Return a function encrypting the fields of one row at a time: the bulk write path.
 
-        ``sealer(row_id, values)`` returns, for each of *columns* in order, what
-        ``encrypt(value, table=table, column=column, row_id=row_id)`` returns
-        (``None`` for ``None``), but with the column's AAD prefix and the cipher
-        bound once and the nonces taken from *nonces*, which draws them from the
-        CSPRNG in blocks. For three fields that is about 3.6 µs instead of 5.3 µs.
+        ``sealer(row_id, values, nonces)`` returns, for each of *columns* in
+        order, what ``encrypt(value, table=table, column=column, row_id=row_id)``
+        returns (``None`` for ``None``), but with the columns' AAD prefixes and
+        the cipher bound once and the nonces taken from *nonces*, a
+        :class:`NoncePool` that draws them from the CSPRNG in blocks. For three
+        fields that is about 3.6 µs instead of 5.3 µs. The cipher keeps the
+        sealer, so asking again for the same table and columns is cheap.
 
         Args:
             table: The table the envelopes will be stored in.
             columns: The columns of the values the sealer is given, in order.
-            nonces: The pool of the write (one per batch and thread; see
-                :class:`NoncePool`). Several sealers may share it.
 
         Returns:
-            ``sealer(row_id, values) -> list of envelopes``; it raises
-            :class:`ValueError` when *values* does not have one value per column.
-
-        Raises:
-            CryptoError: *nonces* is not a :class:`NoncePool`.
+            ``sealer(row_id, values, nonces) -> list of envelopes``. It raises
+            :class:`ValueError` when *values* does not have one value per column,
+            and :class:`~commhistory.errors.CryptoError` when *nonces* is not a
+            :class:`NoncePool` (one per batch and thread; several sealers may
+            share it).
 
         .. versionadded:: 0.1.0
         """
-        if not isinstance(nonces, NoncePool):
-            raise CryptoError("nonces must be a NoncePool")
+        shape = (table, tuple(columns))
+        found = self._sealers.get(shape)
+        if found is not None:
+            return found
         header, seal = self._header, self._aead.encrypt
-        shape = (self._header, table, tuple(columns))
-        prefixes = _ROW_PREFIXES.get(shape)
-        if prefixes is None:  # a bulk write makes a sealer per contact: build this once
-            prefixes = _ROW_PREFIXES[shape] = tuple(self._prefix(table, c) for c in columns)
-        take = nonces._next  # the pool's own class, same module: skip a call layer
+        key = (header, *shape)
+        prefixes = _ROW_PREFIXES.get(key)
+        if prefixes is None:  # shared by every cipher with this envelope header
+            prefixes = _ROW_PREFIXES[key] = tuple(self._prefix(table, c) for c in columns)
+        pool_type = NoncePool
 
-        def sealer(row_id: str, values: Sequence[str | bytes | None]) -> list[bytes | None]:
+        def sealer(
+            row_id: str, values: Sequence[str | bytes | None], nonces: NoncePool
+        ) -> list[bytes | None]:
+            if type(nonces) is not pool_type:
+                raise CryptoError("nonces must be a NoncePool")
+            take = nonces._next  # the pool's own class, same module: skip a call layer
             row = row_id.encode("utf-8")
             aad_row = len(row).to_bytes(4, "big") + row
             out: list[bytes | None] = []
@@ -476,6 +486,7 @@ class FieldCipher:
                 append(header + nonce + seal(nonce, data, prefix + aad_row))
             return out
 
+        self._sealers[shape] = sealer
         return sealer
 
     def decrypt(

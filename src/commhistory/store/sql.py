@@ -770,9 +770,7 @@ class SQLRepository(ComplianceMethods):
         orphan_key_id = self._keyring.current_key_id
         nonces = NoncePool()  # this batch's nonces, dropped with it
         table, columns = "events", EVENT_SECRET_COLUMNS
-        orphan = self.keyed_cipher(orphan_key_id, ORPHAN_PURPOSE).row_sealer(
-            table, columns, nonces
-        )
+        orphan = self.keyed_cipher(orphan_key_id, ORPHAN_PURPOSE).row_sealer(table, columns)
         sealers: dict[str, RowSealer] = {}
         for e, meta, rev in zip(events, metas, revenues, strict=True):
             eid = e.event_id
@@ -791,7 +789,7 @@ class SQLRepository(ComplianceMethods):
             else:
                 found = sealers.get(cid)
                 if found is None:
-                    found = sealers[cid] = ciphers[cid].row_sealer(table, columns, nonces)
+                    found = sealers[cid] = ciphers[cid].row_sealer(table, columns)
                 seal = found
                 okid = None
             bounce = e.bounce
@@ -800,7 +798,7 @@ class SQLRepository(ComplianceMethods):
                 e.type.value, (e.occurred_at - EPOCH) // _US_DELTA, e.status_code,
                 None if bounce is None else bounce.value, e.machine,
                 None if rev is None else str(e.revenue), rev, e.currency, okid,
-                *seal(eid, (e.address, e.reason, e.url, e.user_agent, e.ip, meta)),
+                *seal(eid, (e.address, e.reason, e.url, e.user_agent, e.ip, meta), nonces),
             )  # fmt: skip
 
     def _write_consents(
