@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,6 +14,7 @@ from commhistory.crypto import (
     ENVELOPE_FORMAT,
     FieldCipher,
     Keyring,
+    NoncePool,
     envelope_key_ref,
     new_data_key,
     rewrap_data_key,
@@ -299,6 +304,121 @@ def test_encrypt_row_matches_encrypt_per_column(values: dict[str, str | bytes | 
         assert plain == expected
     nonces = [b[4:16] for b in blobs.values() if b is not None]
     assert len(set(nonces)) == len(nonces)
+
+
+# -- bulk writes: row sealers and nonce pools --------------------------------------------
+
+
+EVENT_SECRETS = ("address", "reason", "url", "user_agent", "ip", "metadata")
+
+
+@given(
+    values=st.lists(st.one_of(st.none(), st.text(), st.binary()), min_size=6, max_size=6),
+    row_id=names,
+)
+def test_row_sealer_matches_encrypt_per_column(
+    values: list[str | bytes | None], row_id: str
+) -> None:
+    sealer = CIPHER.row_sealer("events", EVENT_SECRETS)
+    blobs = sealer(row_id, values, NoncePool())
+    assert len(blobs) == len(values)
+    for column, value, blob in zip(EVENT_SECRETS, values, blobs, strict=True):
+        if value is None:
+            assert blob is None
+            continue
+        assert blob is not None
+        expected = value.encode() if isinstance(value, str) else value
+        assert CIPHER.decrypt(blob, table="events", column=column, row_id=row_id) == expected
+        # The same envelope layout as encrypt: header, nonce, ciphertext + tag.
+        assert len(blob) == len(CIPHER.encrypt(value, table="t", column="c", row_id="r") or b"")
+
+
+def test_row_sealer_binds_table_column_and_row() -> None:
+    (blob,) = CIPHER.row_sealer("events", ["url"])("e1", ["https://x.test/"], NoncePool())
+    assert blob is not None
+    for place in (
+        {"table": "messages", "column": "url", "row_id": "e1"},
+        {"table": "events", "column": "ip", "row_id": "e1"},
+        {"table": "events", "column": "url", "row_id": "e2"},
+    ):
+        with pytest.raises(DecryptionError):
+            CIPHER.decrypt(blob, **place)
+
+
+def test_sealers_sharing_a_pool_never_repeat_a_nonce() -> None:
+    pool = NoncePool()
+    other = FieldCipher(new_data_key(), key_ref="c1")
+    seal_a = CIPHER.row_sealer("events", EVENT_SECRETS)
+    seal_b = other.row_sealer("events", EVENT_SECRETS)
+    nonces = []
+    for n in range(700):  # past several CSPRNG blocks (16, 32, ... 1,024 nonces)
+        for seal in (seal_a, seal_b):
+            for blob in seal(f"e{n}", ["a", None, "b", "c", None, b"d"], pool):
+                if blob is not None:
+                    nonces.append(blob[4:16])  # header b"\x01\x02c1", then the nonce
+    assert len(nonces) == 700 * 2 * 4
+    assert len(set(nonces)) == len(nonces)
+    assert all(len(n) == 12 for n in nonces)
+    fresh = [NoncePool().take() for _ in range(100)]  # new pools draw new blocks
+    assert len(set(fresh)) == 100
+
+
+def test_row_sealer_needs_one_value_per_column_and_a_pool() -> None:
+    sealer = CIPHER.row_sealer("events", ["url", "ip"])
+    assert CIPHER.row_sealer("events", ("url", "ip")) is sealer  # kept by the cipher
+    with pytest.raises(ValueError, match="zip"):
+        sealer("e1", ["only one"], NoncePool())
+    with pytest.raises(CryptoError, match="NoncePool"):
+        sealer("e1", ["a", "b"], iter([b"\x00" * 12]))  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_pool_refuses_to_work_in_a_forked_child() -> None:
+    pool = NoncePool()
+    pool.take()  # the parent has a block in hand: a child must not reuse it
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        os.close(read)
+        try:
+            pool.take()
+            verdict = b"handed out a nonce"
+        except CryptoError:
+            verdict = b"refused"
+        os.write(write, verdict)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        verdict = pipe.read()
+    os.waitpid(pid, 0)
+    assert verdict == b"refused"
+    assert len(pool.take()) == 12  # the parent's pool goes on
+
+
+def test_a_pool_used_by_two_threads_at_once_fails_rather_than_repeats() -> None:
+    pool = NoncePool()
+    seen: list[bytes] = []
+    errors: list[BaseException] = []
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+
+        def work() -> None:
+            for _ in range(20_000):
+                try:
+                    seen.append(pool.take())
+                except ValueError as exc:  # "generator already executing"
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert len(set(seen)) == len(seen)
+    assert len(seen) + len(errors) == 80_000
 
 
 def test_full_chain_from_keyring_to_field() -> None:

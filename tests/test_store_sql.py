@@ -94,6 +94,47 @@ def test_database_error_midway_rolls_back_the_whole_batch(repo: SQLRepository) -
     assert repo.record_events(items) == IngestReport(inserted=3, duplicates=3)
 
 
+def test_a_failure_inside_a_large_batch_rolls_it_back_whole(url: str, keyring: Keyring) -> None:
+    # Batches of 600 events: on PostgreSQL large enough to be copied straight into
+    # events (no lookup first), so the failure happens inside that COPY.
+    with open_repository(url, keyring, batch_size=600) as repo:
+        repo.record_messages([message(1)])
+        _boom_on(repo, "e900")
+        items = [event(n) for n in range(1200)]
+        with pytest.raises(StorageError):
+            repo.record_events(items)
+        assert _scalar(repo, "SELECT count(*) FROM events") == 600
+        assert _scalar(repo, "SELECT count(*) FROM events WHERE event_id = 'e599'") == 1
+        assert _scalar(repo, "SELECT count(*) FROM events WHERE event_id = 'e600'") == 0
+        _drop_boom(repo)
+        assert repo.record_events(items) == IngestReport(inserted=600, duplicates=600)
+
+
+def _boom_on(repo: SQLRepository, event_id: str) -> None:
+    with repo.engine.begin() as conn:
+        if repo.dialect == "sqlite":
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.event_id = '{event_id}' "
+                "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF NEW.event_id = '{event_id}' THEN RAISE EXCEPTION 'injected failure'; "
+                "END IF; RETURN NEW; END $$"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER boom BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION boom()"
+            )
+
+
+def _drop_boom(repo: SQLRepository) -> None:
+    with repo.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "DROP TRIGGER boom" + (" ON events" if repo.dialect != "sqlite" else "")
+        )
+
+
 def _line(n: int, record: Any) -> Any:
     from commhistory.convert import ParsedLine, dumps
 
@@ -339,6 +380,71 @@ def test_two_processes_ingesting_overlapping_input(
         assert sum(len(e.events) for e in repo.timeline("c1")) == sum(
             1 for n in range(300) if (n % 300) % 13 == 1
         )
+
+
+def _bulk_event(n: int) -> Any:
+    """An event with a provider id; every seventh names a message that never arrives."""
+    return full_event(n, "mx99" if n % 7 == 0 else f"m{n % 20}")
+
+
+def test_large_batches_skip_stored_and_repeated_events(url: str, keyring: Keyring) -> None:
+    # Batches of 1,000: on PostgreSQL large batches are copied straight into events
+    # until one meets stored events (its COPY fails, the batch goes through the
+    # staging table), after which batches look their events up first.
+    with open_repository(url, keyring, batch_size=1000) as repo:
+        repo.record_messages([message(n, contact=f"c{n % 3}") for n in range(20)])
+        assert repo.record_events([_bulk_event(n) for n in range(500, 800)]) == IngestReport(
+            inserted=300
+        )
+        renamed = event("x9", "m1", provider="sendgrid", provider_event_id="sg-ev-2060")
+        base = [_bulk_event(n) for n in range(3000)]  # e500-e799 stored already
+        items = [
+            *base[:2100],
+            _bulk_event(2050),  # repeated in its batch (the third, copied straight in)
+            renamed,  # another id for the provider event of e2060, in the same batch
+            *base[2100:],
+        ]
+        report = repo.record_events(items)
+        assert report == IngestReport(inserted=2700, duplicates=302)
+        assert repo.record_events(items) == IngestReport(duplicates=3002)
+        assert repo.record_events([_bulk_event(n) for n in range(3000, 4200)]) == IngestReport(
+            inserted=1200
+        )
+        assert _scalar(repo, "SELECT count(*) FROM events") == 4200
+        assert _scalar(repo, "SELECT count(*) FROM events WHERE contact_id IS NULL") == 600
+        assert _scalar(repo, "SELECT count(*) FROM events WHERE event_id = 'ex9'") == 0
+        # The orphans are linked when their message arrives.
+        assert repo.record_messages([message("x99", contact="c9")]).linked == 600
+        assert len(repo.timeline("c9")[0].events) == 600
+        events = [e for entry in repo.timeline("c1") for e in entry.events]
+        assert {e.url for e in events} == {"https://example.com/?t=secret"}
+
+
+def _bulk_range(url: str, keyring_path: str, reverse: bool) -> tuple[int, int]:
+    keyring = Keyring.load(keyring_path)
+    items = [_bulk_event(n) for n in range(3000)]
+    with open_repository(url, keyring, batch_size=1000) as repo:
+        report = repo.record_events(reversed(items) if reverse else items)
+    return report.inserted, report.duplicates
+
+
+def test_two_bulk_writers_racing_over_the_same_events(
+    url: str, keyring: Keyring, tmp_path: Path
+) -> None:
+    path = tmp_path / "kr.json"
+    keyring.save(path)
+    with open_repository(url, keyring) as repo:
+        repo.record_messages([message(n, contact=f"c{n % 3}") for n in range(20)])
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        results = pool.starmap(_bulk_range, [(url, str(path), False), (url, str(path), True)])
+    assert sum(r[0] for r in results) == 3000
+    assert sum(r[1] for r in results) == 3000
+    with open_repository(url, keyring) as repo:
+        assert _scalar(repo, "SELECT count(*) FROM events") == 3000
+        assert _scalar(repo, "SELECT count(DISTINCT event_id) FROM events") == 3000
+        stored = sum(len(entry.events) for c in ("c0", "c1", "c2") for entry in repo.timeline(c))
+        assert stored == 3000 - 429  # all but the orphans (every seventh)
 
 
 def test_postgres_url_scheme_maps_to_psycopg() -> None:
