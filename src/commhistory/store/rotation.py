@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Final
 
 import attrs
@@ -107,14 +108,50 @@ def rotate_keys(
         raise InvalidInputError(
             field="keyring", reason="must be the keyring the repository was opened with"
         )
+    from commhistory.privacy.erase import EVIDENCE_COLUMNS, EVIDENCE_PURPOSE  # noqa: PLC0415
+
     repo.sync_key_metadata()
     counts = dict.fromkeys(_STEPS, 0)
     batches = 0
     steps: list[tuple[str, Callable[[SQLRepository, KeyProvider, int], int]]] = [
         ("contacts", _rewrap_contacts),
-        ("orphan events", _reencrypt_orphans),
-        ("dead letters", _reencrypt_dead_letters),
-        ("consent evidence", _reencrypt_evidence),
+        (
+            "orphan events",
+            partial(
+                _reencrypt,
+                table="events",
+                id_column="event_id",
+                key_column="orphan_key_id",
+                columns=EVENT_SECRET_COLUMNS,
+                purpose=ORPHAN_PURPOSE,
+                scope="contact_id IS NULL",
+            ),
+        ),
+        (
+            "dead letters",
+            partial(
+                _reencrypt,
+                table="dead_letters",
+                id_column="dead_letter_id",
+                key_column="key_id",
+                columns=("raw",),
+                purpose=DEAD_LETTER_PURPOSE,
+            ),
+        ),
+        # An erased contact's consent evidence is kept, until its retention
+        # date, under a keyring subkey (its data key is gone); retiring that key
+        # without this step would destroy evidence the law says to keep.
+        (
+            "consent evidence",
+            partial(
+                _reencrypt,
+                table="consent_events",
+                id_column="consent_id",
+                key_column="evidence_key_id",
+                columns=EVIDENCE_COLUMNS,
+                purpose=EVIDENCE_PURPOSE,
+            ),
+        ),
     ]
     if reindex:
         steps.append(("addresses", _reindex_addresses))
@@ -172,100 +209,52 @@ def _keyed(kr: KeyProvider, key_id: str, purpose: str) -> FieldCipher:
     return FieldCipher(derive_subkey(kr, key_id, purpose), key_ref=key_id)
 
 
-def _reencrypt_orphans(repo: SQLRepository, kr: KeyProvider, limit: int) -> int:
+def _reencrypt(
+    repo: SQLRepository,
+    kr: KeyProvider,
+    limit: int,
+    *,
+    table: str,
+    id_column: str,
+    key_column: str,
+    columns: tuple[str, ...],
+    purpose: str,
+    scope: str = "",
+) -> int:
+    """Re-encrypt one batch of rows whose *columns* are under a keyring subkey of *purpose*.
+
+    Rows are those of *table* (within *scope*, a SQL condition) whose
+    *key_column* names another key than the current one; each is decrypted
+    under its own key's subkey and encrypted under the current key's.
+    """
     ph = repo.backend.ph
     current = kr.current_key_id
-    new = _keyed(kr, current, ORPHAN_PURPOSE)
-    cols = ", ".join(EVENT_SECRET_COLUMNS)
+    new = _keyed(kr, current, purpose)
+    within = f"{scope} AND " if scope else ""
     with repo.transaction() as conn:
         rows = conn.exec_driver_sql(
-            f"SELECT event_id, orphan_key_id, {cols} FROM events "
-            f"WHERE contact_id IS NULL AND orphan_key_id <> {ph} "
-            f"ORDER BY event_id LIMIT {int(limit)}{_lock_clause(repo)}",
+            f"SELECT {id_column}, {key_column}, {', '.join(columns)} FROM {table} "
+            f"WHERE {within}{key_column} <> {ph} "
+            f"ORDER BY {id_column} LIMIT {int(limit)}{_lock_clause(repo)}",
             (current,),
         ).all()
         updates = []
-        for event_id, old_id, *blobs in rows:
-            old = _keyed(kr, old_id, ORPHAN_PURPOSE)
+        for row_id, old_id, *blobs in rows:
+            old = _keyed(kr, old_id, purpose)
             values = []
-            for column, blob in zip(EVENT_SECRET_COLUMNS, blobs, strict=True):
+            for column, blob in zip(columns, blobs, strict=True):
                 plain = old.decrypt(
                     None if blob is None else bytes(blob),
-                    table="events", column=column, row_id=event_id,
+                    table=table, column=column, row_id=row_id,
                 )  # fmt: skip
-                values.append(new.encrypt(plain, table="events", column=column, row_id=event_id))
-            updates.append((current, *values, event_id, old_id))
-        sets = ", ".join(f"{c} = {ph}" for c in EVENT_SECRET_COLUMNS)
+                values.append(new.encrypt(plain, table=table, column=column, row_id=row_id))
+            updates.append((current, *values, row_id, old_id))
+        sets = ", ".join(f"{c} = {ph}" for c in columns)
         repo.backend.executemany(
             conn,
-            f"UPDATE events SET orphan_key_id = {ph}, {sets} "
-            f"WHERE event_id = {ph} AND orphan_key_id = {ph} AND contact_id IS NULL",
-            updates,
-        )
-    return len(rows)
-
-
-def _reencrypt_dead_letters(repo: SQLRepository, kr: KeyProvider, limit: int) -> int:
-    ph = repo.backend.ph
-    current = kr.current_key_id
-    new = _keyed(kr, current, DEAD_LETTER_PURPOSE)
-    with repo.transaction() as conn:
-        rows = conn.exec_driver_sql(
-            f"SELECT dead_letter_id, key_id, raw FROM dead_letters WHERE key_id <> {ph} "
-            f"ORDER BY dead_letter_id LIMIT {int(limit)}{_lock_clause(repo)}",
-            (current,),
-        ).all()
-        updates = []
-        for dl_id, old_id, raw in rows:
-            plain = _keyed(kr, old_id, DEAD_LETTER_PURPOSE).decrypt(
-                bytes(raw), table="dead_letters", column="raw", row_id=dl_id
-            )
-            blob = new.encrypt(plain, table="dead_letters", column="raw", row_id=dl_id)
-            updates.append((current, blob, dl_id, old_id))
-        repo.backend.executemany(
-            conn,
-            f"UPDATE dead_letters SET key_id = {ph}, raw = {ph} "
-            f"WHERE dead_letter_id = {ph} AND key_id = {ph}",
-            updates,
-        )
-    return len(rows)
-
-
-def _reencrypt_evidence(repo: SQLRepository, kr: KeyProvider, limit: int) -> int:
-    # An erased contact's consent evidence is kept, until its retention date,
-    # under a keyring subkey (its data key is gone); retiring that key without
-    # this step would destroy evidence the law says to keep.
-    from commhistory.privacy.erase import EVIDENCE_COLUMNS, EVIDENCE_PURPOSE  # noqa: PLC0415
-
-    ph = repo.backend.ph
-    current = kr.current_key_id
-    new = _keyed(kr, current, EVIDENCE_PURPOSE)
-    cols = ", ".join(EVIDENCE_COLUMNS)
-    with repo.transaction() as conn:
-        rows = conn.exec_driver_sql(
-            f"SELECT consent_id, evidence_key_id, {cols} FROM consent_events "
-            f"WHERE evidence_key_id IS NOT NULL AND evidence_key_id <> {ph} "
-            f"ORDER BY consent_id LIMIT {int(limit)}{_lock_clause(repo)}",
-            (current,),
-        ).all()
-        updates = []
-        for consent_id, old_id, *blobs in rows:
-            old = _keyed(kr, old_id, EVIDENCE_PURPOSE)
-            values = []
-            for column, blob in zip(EVIDENCE_COLUMNS, blobs, strict=True):
-                plain = old.decrypt(
-                    None if blob is None else bytes(blob),
-                    table="consent_events", column=column, row_id=consent_id,
-                )  # fmt: skip
-                values.append(
-                    new.encrypt(plain, table="consent_events", column=column, row_id=consent_id)
-                )
-            updates.append((current, *values, consent_id, old_id))
-        sets = ", ".join(f"{c} = {ph}" for c in EVIDENCE_COLUMNS)
-        repo.backend.executemany(
-            conn,
-            f"UPDATE consent_events SET evidence_key_id = {ph}, {sets} "
-            f"WHERE consent_id = {ph} AND evidence_key_id = {ph}",
+            f"UPDATE {table} SET {key_column} = {ph}, {sets} "
+            f"WHERE {id_column} = {ph} AND {key_column} = {ph}"
+            + (f" AND {scope}" if scope else ""),
             updates,
         )
     return len(rows)
