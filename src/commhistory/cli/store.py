@@ -55,7 +55,8 @@ from commhistory.store import (
 )
 
 if TYPE_CHECKING:
-    from commhistory.audit import MaskedEntry, MaskedEvent
+    from commhistory.audit import MaskedEntry, MaskedEvent, MaskedMessage
+    from commhistory.model import Message
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -262,14 +263,8 @@ def format_timeline(contact_id: str, entries: list[TimelineEntry], *, tz: tzinfo
     lines = [f"contact {contact_id}: {len(entries)} messages"]
     for entry in entries:
         msg = entry.message
-        arrow = "->" if msg.direction.value == "outbound" else "<-"
-        campaign = f" {msg.campaign_id}" if msg.campaign_id else ""
-        variant = f"/{msg.variant}" if msg.variant else ""
         lines.append("")
-        lines.append(
-            f"{_when(msg.sent_at, tz)}  {arrow} {msg.channel.value:<6} {msg.address}"
-            f"  [{msg.purpose.value}{campaign}{variant}] {msg.message_id}"
-        )
+        lines.append(_message_line(msg, msg.address, tz))
         if msg.subject:
             lines.append(f"{'':<22}subject: {_clip(msg.subject)}")
         if msg.body:
@@ -277,6 +272,17 @@ def format_timeline(contact_id: str, entries: list[TimelineEntry], *, tz: tzinfo
         for event in entry.events:
             lines.append(f"{_when(event.occurred_at, tz)}     {_describe(event)}")
     return "\n".join(lines)
+
+
+def _message_line(msg: Message | MaskedMessage, address: str, tz: tzinfo | None) -> str:
+    """A message's header line: time, direction, channel, address, purpose, campaign, id."""
+    arrow = "->" if msg.direction.value == "outbound" else "<-"
+    campaign = f" {msg.campaign_id}" if msg.campaign_id else ""
+    variant = f"/{msg.variant}" if msg.variant else ""
+    return (
+        f"{_when(msg.sent_at, tz)}  {arrow} {msg.channel.value:<6} {address}"
+        f"  [{msg.purpose.value}{campaign}{variant}] {msg.message_id}"
+    )
 
 
 def _masked_json(entry: MaskedEntry) -> dict[str, Any]:
@@ -301,15 +307,9 @@ def format_masked_timeline(
     lines = [f"contact {contact_id}: {len(entries)} messages (masked: personal values withheld)"]
     for entry in entries:
         msg = entry.message
-        arrow = "->" if msg.direction.value == "outbound" else "<-"
-        campaign = f" {msg.campaign_id}" if msg.campaign_id else ""
-        variant = f"/{msg.variant}" if msg.variant else ""
         address = msg.address if msg.address is not None else "(address withheld)"
         lines.append("")
-        lines.append(
-            f"{_when(msg.sent_at, tz)}  {arrow} {msg.channel.value:<6} {address}"
-            f"  [{msg.purpose.value}{campaign}{variant}] {msg.message_id}"
-        )
+        lines.append(_message_line(msg, address, tz))
         if msg.has_subject:
             lines.append(f"{'':<22}subject: (withheld)")
         if msg.has_body:
