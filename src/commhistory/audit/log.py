@@ -183,7 +183,6 @@ _INSERT_COLUMNS: Final = ", ".join(_COLUMNS)
 class _SQLStore:
     def __init__(self, repo: SQLRepository) -> None:
         self.repo = repo
-        self._repo = repo
         self._postgres = repo.dialect == "postgresql"
         marks = ", ".join([repo.backend.ph] * len(_COLUMNS))
         # Table and column names come from the schema, values are bound: plain
@@ -193,7 +192,7 @@ class _SQLStore:
         )
 
     def append(self, build: Callable[[int, bytes], dict[str, Any]]) -> dict[str, Any]:
-        with self._repo.transaction() as conn:
+        with self.repo.transaction() as conn:
             # The driver's cursor: an audited read pays for these three
             # statements, so they skip SQLAlchemy's per-statement work.
             cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -224,7 +223,7 @@ class _SQLStore:
             query = query.where(t.c.actor_id == actor_id)
         if since is not None:
             query = query.where(sa.type_coerce(t.c.recorded_at, sa.BigInteger()) >= since)
-        with self._repo.transaction(read=True) as conn:
+        with self.repo.transaction(read=True) as conn:
             result = conn.execute(query).all()
         for r in result:
             row = dict(zip(_COLUMNS, r, strict=True))
