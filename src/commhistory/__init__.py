@@ -50,6 +50,7 @@ from commhistory.model import (
 )
 from commhistory.normalize import normalize_email, normalize_phone
 from commhistory.privacy import ErasureReport, RetentionPolicy
+from commhistory.facade import CommHistory, GuardedRepository, open_repository, rotate_keys
 from commhistory.store import (
     DeadLetter,
     IngestReport,
@@ -58,8 +59,6 @@ from commhistory.store import (
     RotationReport,
     SQLRepository,
     TimelineEntry,
-    open_repository,
-    rotate_keys,
 )
 
 try:
@@ -72,6 +71,7 @@ __all__ = [
     "Actor",
     "BounceClass",
     "Channel",
+    "CommHistory",
     "CommHistoryError",
     "ConsentAction",
     "ConsentEvent",
@@ -87,6 +87,7 @@ __all__ = [
     "ErasureReport",
     "Event",
     "EventType",
+    "GuardedRepository",
     "IngestReport",
     "InvalidInputError",
     "KeyNotFoundError",

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import enum
 import functools
+import hashlib
 import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
@@ -33,6 +34,7 @@ from commhistory._currencies import ISO_4217
 from commhistory.errors import NormalizationError, PayloadError
 
 __all__ = [
+    "ADDRESS_KINDS",
     "BounceClass",
     "Channel",
     "ConsentAction",
@@ -45,7 +47,10 @@ __all__ = [
     "Message",
     "Purpose",
     "Record",
+    "SuppressionEntry",
+    "SuppressionReason",
     "check_address",
+    "consent_id_of",
 ]
 
 JSONValue = Any
@@ -647,3 +652,118 @@ _CONSENT_CHECKS: Final[tuple[tuple[str, _Check], ...]] = (
 
 Record = Message | Event | ConsentEvent
 """Any canonical record."""
+
+
+# ---------------------------------------------------------------------- suppression
+
+
+class SuppressionReason(enum.StrEnum):
+    """Why an address is suppressed.
+
+    .. versionadded:: 0.1.0
+    """
+
+    HARD_BOUNCE = "hard_bounce"
+    SOFT_BOUNCE_LIMIT = "soft_bounce_limit"
+    COMPLAINT = "complaint"
+    UNSUBSCRIBE = "unsubscribe"
+    SMS_KEYWORD = "sms_keyword"
+    LINE_UNFOLLOW = "line_unfollow"
+    MANUAL = "manual"
+    ERASURE = "erasure"
+
+
+@attrs.frozen(kw_only=True)
+class SuppressionEntry:
+    """One address-level suppression: the address is known only by its keyed blind index.
+
+    Attributes:
+        suppression_id: The entry's id (derived from its cause, so feeding twice is a no-op).
+        kind: The address kind: ``"email"``, ``"phone"`` or ``"line"``.
+        channel: The channel it applies to.
+        purpose: The purpose it applies to; ``None`` for every purpose.
+        reason: Why.
+        since: When it started (the cause's time), UTC.
+        cause_id: The event, message or consent id that caused it, if any.
+        lifted_at: When it was lifted, if it was.
+        lifted_by: What lifted it (a message id, consent id or ``"manual"``).
+        address_key: The blind index of the address. Not shown in ``repr()``.
+        index_key_id: The keyring key the blind index was computed under.
+
+    .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       Defined in :mod:`commhistory.model` (the store returns it); still exported by
+       :mod:`commhistory.consent`.
+    """
+
+    suppression_id: str
+    kind: str
+    channel: Channel
+    purpose: Purpose | None
+    reason: SuppressionReason
+    since: datetime
+    cause_id: str | None = None
+    lifted_at: datetime | None = None
+    lifted_by: str | None = None
+    address_key: bytes = attrs.field(default=b"", repr=False)
+    index_key_id: str = ""
+
+    def active_at(self, at: datetime) -> bool:
+        """Whether the entry is in force at *at*."""
+        return self.since <= at and (self.lifted_at is None or self.lifted_at > at)
+
+    def covers(self, purpose: Purpose) -> bool:
+        """Whether the entry applies to messages of *purpose*."""
+        return self.purpose is None or self.purpose is purpose
+
+    def describe(self) -> str:
+        """A human-readable, personal-data-free sentence about the entry."""
+        scope = "all purposes" if self.purpose is None else self.purpose.value
+        cause = f", cause {self.cause_id}" if self.cause_id else ""
+        since = self.since.isoformat().replace("+00:00", "Z")
+        return (
+            f"{self.kind} address suppressed on {self.channel.value} ({scope}) since "
+            f"{since}: {self.reason.value}{cause}"
+        )
+
+
+ADDRESS_KINDS: Final[Mapping[Channel, str]] = {
+    Channel.EMAIL: "email",
+    Channel.SMS: "phone",
+    Channel.VOICE: "phone",
+    Channel.LINE: "line",
+}
+"""The blind-index kind of a message address, by channel (other channels are not indexed)."""
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(value: datetime) -> int:
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def consent_id_of(item: ConsentEvent) -> str:
+    """Return the consent event's id, derived from its content when it has none.
+
+    The derived id hashes only the non-personal fields (not ip, user agent,
+    source or metadata), so the id reveals nothing that is stored encrypted.
+
+    .. versionadded:: 0.4.0
+    """
+    if item.consent_id is not None:
+        return item.consent_id
+    parts = (
+        item.contact_id,
+        item.channel.value,
+        item.purpose.value,
+        item.action.value,
+        str(_micros(item.occurred_at)),
+        item.method.value,
+        "" if item.recorded_at is None else str(_micros(item.recorded_at)),
+        item.notice_version or "",
+        item.notice_hash or "",
+        item.actor or "",
+    )
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+    return f"sha256:{digest[:32]}"

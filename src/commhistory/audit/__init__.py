@@ -1,8 +1,9 @@
 """Access control and the tamper-evident audit log.
 
 * :mod:`~commhistory.audit.access`: :class:`Actor`, :class:`Permission`, the
-  built-in roles, :class:`Policy`, and :func:`as_actor`, the guarded view of a
-  repository that checks every call and audits what must be audited;
+  built-in roles and :class:`Policy`; the guarded view that checks every call
+  and audits what must be audited is the facade's
+  (:class:`~commhistory.facade.guarded.GuardedRepository`, ``repo.as_actor(...)``);
 * :mod:`~commhistory.audit.log`: :class:`AuditLog`, append-only entries in one
   HMAC chain under the keyring's ``"audit"`` subkey, and
   :meth:`AuditLog.verify_chain`;
@@ -18,16 +19,7 @@ directly behaves exactly as before. See ``docs/access.md``.
 
 from __future__ import annotations
 
-from commhistory.audit.access import (
-    BUILTIN_ROLES,
-    Actor,
-    GuardedConsent,
-    GuardedRepository,
-    GuardedSuppression,
-    Permission,
-    Policy,
-    as_actor,
-)
+from commhistory.audit.access import BUILTIN_ROLES, DEFAULT_POLICY, Actor, Permission, Policy
 from commhistory.audit.log import (
     AUDIT_SUBKEY_PURPOSE,
     AuditEntry,
@@ -55,16 +47,13 @@ __all__ = [
     "AuditLog",
     "AuditStore",
     "ChainReport",
-    "GuardedConsent",
-    "GuardedRepository",
-    "GuardedSuppression",
+    "DEFAULT_POLICY",
     "MaskedEntry",
     "MaskedEvent",
     "MaskedMessage",
     "Outcome",
     "Permission",
     "Policy",
-    "as_actor",
     "mask_address",
     "mask_email",
     "mask_line_user_id",

@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from commhistory.crypto import KeyProvider, derive_subkey
 from commhistory.errors import CommHistoryError, InvalidInputError
 from commhistory.store import schema
-from commhistory.store._common import from_micros, to_micros
+from commhistory.normalize.time import from_micros, to_micros
 
 if TYPE_CHECKING:
     from commhistory.store.sql import SQLRepository
@@ -505,3 +505,13 @@ def _entry(row: dict[str, Any]) -> AuditEntry:
         key_id=row["key_id"],
         mac=bytes(row["mac"]).hex(),
     )
+
+
+def default_audit_log(repo: object) -> AuditLog:
+    """Return the audit log a repository keeps: its own table, or one in memory."""
+    from commhistory.crypto import Keyring  # noqa: PLC0415 - TEMPORARY until the audit port
+    from commhistory.store.sql import SQLRepository  # noqa: PLC0415 - TEMPORARY
+
+    if isinstance(repo, SQLRepository):
+        return AuditLog.for_repository(repo)
+    return AuditLog.in_memory(Keyring.generate())

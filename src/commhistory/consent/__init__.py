@@ -15,7 +15,7 @@ See ``docs/consent.md`` and ``docs/compliance.md``.
 
 from __future__ import annotations
 
-from commhistory.consent._records import (
+from commhistory.consent.records import (
     ConsentState,
     ConsentStatus,
     SendDecision,

@@ -22,8 +22,9 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from commhistory.consent._data import ConsentData, ConsentRow, data_for
-from commhistory.consent._records import ConsentState, ConsentStatus
+import attrs
+
+from commhistory.consent.records import ConsentState, ConsentStatus
 from commhistory.errors import NormalizationError, PayloadError, StorageError
 from commhistory.model import (
     Channel,
@@ -32,8 +33,10 @@ from commhistory.model import (
     ConsentMethod,
     JSONValue,
     Purpose,
+    consent_id_of,
 )
-from commhistory.store._common import consent_id_of
+from commhistory.store.consent import BULK_THRESHOLD, ConsentRow, ConsentStore
+from commhistory.store.protocol import Repository
 
 __all__ = ["ConsentLedger", "coerce", "latest", "notice_hash", "when"]
 
@@ -99,15 +102,14 @@ class ConsentLedger:
     """The consent ledger of one repository (``repo.consent``).
 
     Args:
-        repo: A :class:`~commhistory.store.sql.SQLRepository` or
-            :class:`~commhistory.store.memory.MemoryRepository`.
+        repo: The repository (its consent store and ``record_consent``).
 
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, repo: Any) -> None:
+    def __init__(self, repo: Repository) -> None:
         self._repo = repo
-        self._data: ConsentData = data_for(repo)
+        self._data: ConsentStore = repo.consent_store
 
     def __repr__(self) -> str:
         return f"ConsentLedger({type(self._repo).__name__})"
@@ -323,8 +325,6 @@ class ConsentLedger:
         Raises:
             PayloadError: An unknown channel or purpose value.
         """
-        from commhistory.consent._data import BULK_THRESHOLD  # noqa: PLC0415
-
         ch = coerce(Channel, channel, "channel")
         pu = coerce(Purpose, purpose, "purpose")
         ids = list(dict.fromkeys(contact_ids))
@@ -376,6 +376,4 @@ def _hash_notice(text: str) -> str:
 
 
 def _with_id(event: ConsentEvent) -> ConsentEvent:
-    import attrs  # noqa: PLC0415
-
     return attrs.evolve(event, consent_id=consent_id_of(event))

@@ -22,31 +22,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
-
-from commhistory.consent._data import (
-    BULK_THRESHOLD,
-    ConsentRow,
-    data_for,
-    kind_of,
-    normalize_address,
-)
-from commhistory.consent._records import (
+from commhistory.consent.keys import kind_of, normalize_address
+from commhistory.consent.ledger import coerce, latest, when
+from commhistory.consent.records import (
     CONSENT_REASONS,
     ConsentState,
     SendDecision,
-    SuppressionEntry,
     _iso,
 )
-from commhistory.consent.ledger import coerce, latest, when
-from commhistory.model import Channel, ConsentAction, Purpose
-from commhistory.store._common import to_micros
+from commhistory.model import Channel, ConsentAction, Purpose, SuppressionEntry
+from commhistory.normalize.time import to_micros
+from commhistory.store.consent import BULK_THRESHOLD, ConsentRow
+from commhistory.store.protocol import Repository
 
 __all__ = ["can_send", "decide_many", "filter_sendable"]
 
 
 def can_send(
-    repo: Any,
+    repo: Repository,
     contact_id: str,
     channel: Channel | str,
     purpose: Purpose | str,
@@ -57,7 +50,7 @@ def can_send(
     """Decide whether a message may be sent to a contact.
 
     Args:
-        repo: A SQL or memory repository.
+        repo: The repository (its consent store is read).
         contact_id: The contact.
         channel: The channel (``"email"`` or :class:`~commhistory.Channel`).
         purpose: The purpose (``"marketing"`` or :class:`~commhistory.Purpose`).
@@ -74,7 +67,7 @@ def can_send(
     ch = coerce(Channel, channel, "channel")
     pu = coerce(Purpose, purpose, "purpose")
     t = when(at)
-    data = data_for(repo)
+    data = repo.consent_store
     known = data.known([contact_id])
     rows = data.consent_rows([contact_id], ch, pu, t)
     if address is not None:
@@ -90,7 +83,7 @@ def can_send(
 
 
 def decide_many(
-    repo: Any,
+    repo: Repository,
     contact_ids: Iterable[str],
     channel: Channel | str,
     purpose: Purpose | str,
@@ -99,7 +92,7 @@ def decide_many(
     """Decide for many contacts at once (a send list), in a few set-wise queries.
 
     Args:
-        repo: A SQL or memory repository.
+        repo: The repository (its consent store is read).
         contact_ids: The contacts (duplicates are decided once).
         channel: The channel.
         purpose: The purpose.
@@ -115,7 +108,7 @@ def decide_many(
     pu = coerce(Purpose, purpose, "purpose")
     t = when(at)
     ids = list(dict.fromkeys(contact_ids))
-    data = data_for(repo)
+    data = repo.consent_store
     scan: Sequence[str] | None = None if len(ids) > BULK_THRESHOLD else ids
     if scan is None:
         erased: dict[str, datetime | None] = dict(data.erased())
@@ -141,7 +134,7 @@ def decide_many(
 
 
 def filter_sendable(
-    repo: Any,
+    repo: Repository,
     contact_ids: Iterable[str],
     channel: Channel | str,
     purpose: Purpose | str,
@@ -156,7 +149,7 @@ def filter_sendable(
     pu = coerce(Purpose, purpose, "purpose")
     t = when(at)
     ids = list(dict.fromkeys(contact_ids))
-    data = data_for(repo)
+    data = repo.consent_store
     scan: Sequence[str] | None = None if len(ids) > BULK_THRESHOLD else ids
     erased: dict[str, datetime | None] = dict(data.erased()) if scan is None else data.known(ids)
     decided = data.latest_actions(scan, ch, pu, t)

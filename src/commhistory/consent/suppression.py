@@ -21,21 +21,13 @@ id and a ``subscribed`` event (follow) lifts it.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import attrs
 
-from commhistory.consent._data import (
-    AddressKey,
-    ConsentData,
-    data_for,
-    kind_of,
-    normalize_address,
-    suppression_id,
-)
-from commhistory.consent._records import SuppressionEntry, SuppressionReason
+from commhistory.consent.keys import kind_of, normalize_address, suppression_id
 from commhistory.consent.ledger import coerce, when
 from commhistory.errors import PayloadError
 from commhistory.model import (
@@ -49,7 +41,11 @@ from commhistory.model import (
     EventType,
     Message,
     Purpose,
+    SuppressionEntry,
+    SuppressionReason,
 )
+from commhistory.store.consent import AddressKey, ConsentStore
+from commhistory.store.protocol import DeliveryOutcome, Repository
 
 __all__ = [
     "OPT_IN_KEYWORDS",
@@ -250,7 +246,7 @@ def soft_bounce_streak(
 
 
 def keyed(
-    data: ConsentData, kind: str, address: str, entry: SuppressionEntry
+    data: ConsentStore, kind: str, address: str, entry: SuppressionEntry
 ) -> list[SuppressionEntry]:
     """Give an entry its address key (the current index key) and derived id."""
     key = data.keys_of(kind, address)[0]
@@ -273,14 +269,14 @@ class SuppressionList:
     """The suppression list of one repository (``repo.suppression``).
 
     Args:
-        repo: A SQL or memory repository.
+        repo: The repository (its consent store is used).
 
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, repo: Any) -> None:
+    def __init__(self, repo: Repository) -> None:
         self._repo = repo
-        self._data = data_for(repo)
+        self._data = repo.consent_store
 
     def __repr__(self) -> str:
         return f"SuppressionList({type(self._repo).__name__})"
@@ -398,11 +394,10 @@ class SuppressionList:
 
 
 def apply_feed(
-    data: ConsentData,
+    data: ConsentStore,
     actions: FeedActions,
     *,
-    conn: Any = None,
-    outcomes: Any = None,
+    outcomes: Callable[[Message], Sequence[DeliveryOutcome]] | None = None,
     soft_bounce_limit: int = SOFT_BOUNCE_LIMIT,
 ) -> list[str]:
     """Apply feed actions to a store; return the ids of what changed.
@@ -410,7 +405,6 @@ def apply_feed(
     Args:
         data: The store.
         actions: From :func:`signals`.
-        conn: The open ingest transaction (SQL).
         outcomes: ``outcomes(message) -> [(occurred_at, event_id, type, bounce)]``
             for the soft-bounce streak of a message's address.
         soft_bounce_limit: Consecutive soft bounces that suppress.
@@ -437,7 +431,7 @@ def apply_feed(
             if len(run) >= soft_bounce_limit:
                 cause = run[soft_bounce_limit - 1]
                 key = data.keys_of(kind, m.address)[0]
-                existing = data.entries([key], m.channel, conn=conn)
+                existing = data.entries([key], m.channel)
                 if any(
                     x.reason is SuppressionReason.SOFT_BOUNCE_LIMIT and x.lifted_at is None
                     for x in existing
@@ -451,14 +445,14 @@ def apply_feed(
                     )
                 )
     if actions.consents:
-        data.append_consents(actions.consents, conn=conn)
+        data.append_consents(actions.consents)
     if entries:
-        data.add_entries(entries, conn=conn)
+        data.add_entries(entries)
     changed = [c.contact_id for c in actions.consents] + [e.suppression_id for e in entries]
     for kind_channel, address, ch, reasons, at, by in actions.lifts:
         kind = kind_of(Channel(kind_channel))
         if kind is not None and data.lift(
-            data.keys_of(kind, address), ch, reasons, at, by, conn=conn
+            data.keys_of(kind, address), ch, reasons, at, by
         ):
             changed.append(by)
     return changed

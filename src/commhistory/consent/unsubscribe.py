@@ -34,7 +34,7 @@ import hmac
 import json
 import os
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qs, quote
 
 import attrs
@@ -43,8 +43,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from commhistory.consent.ledger import ConsentLedger, coerce, when
 from commhistory.crypto import KeyProvider, derive_subkey
-from commhistory.errors import CryptoError, PayloadError, SignatureError
-from commhistory.model import Channel, ConsentMethod, Purpose
+from commhistory.errors import CryptoError, NotFoundError, PayloadError, SignatureError
+from commhistory.model import Channel, ConsentEvent, ConsentMethod, Purpose
 
 __all__ = [
     "ONE_CLICK_BODY",
@@ -260,8 +260,26 @@ def is_one_click(body: bytes | str | None, content_type: str | None = None) -> b
     return "One-Click" in parse_qs(text.strip()).get("List-Unsubscribe", [])
 
 
+class ConsentHolder(Protocol):
+    """What :func:`handle_unsubscribe` needs: a ledger and a contact's consent history.
+
+    The facade (:class:`~commhistory.CommHistory`) and its guarded view are both.
+
+    .. versionadded:: 0.4.0
+    """
+
+    @property
+    def consent(self) -> ConsentLedger:
+        """The consent ledger."""
+        ...
+
+    def consent_history(self, contact_id: str) -> list[ConsentEvent]:
+        """A contact's consent events (raises ``NotFoundError`` for an unknown contact)."""
+        ...
+
+
 def handle_unsubscribe(
-    repo: Any,
+    repo: ConsentHolder,
     tokens: UnsubscribeTokens,
     *,
     method: str,
@@ -277,7 +295,7 @@ def handle_unsubscribe(
     never unsubscribes.
 
     Args:
-        repo: The repository.
+        repo: The repository facade (``open_repository(...)``) or its guarded view.
         tokens: The token verifier.
         method: The HTTP method.
         token: The token from the URL.
@@ -302,7 +320,7 @@ def handle_unsubscribe(
         )
     consent_id = f"one-click:{claim.nonce}"
     if not _recorded(repo, claim.contact_id, consent_id):
-        ConsentLedger(repo).withdraw(
+        repo.consent.withdraw(
             claim.contact_id, claim.channel, claim.purpose, method=ConsentMethod.ONE_CLICK,
             occurred_at=when(now, "now"), consent_id=consent_id, actor="commhistory:one-click",
             source=None if claim.message_id is None else f"message:{claim.message_id}",
@@ -310,9 +328,9 @@ def handle_unsubscribe(
     return UnsubscribeResult(unsubscribed=True, claim=claim, consent_id=consent_id)
 
 
-def _recorded(repo: Any, contact_id: str, consent_id: str) -> bool:
-    from commhistory.consent._data import data_for  # noqa: PLC0415
-
-    if contact_id not in data_for(repo).known([contact_id]):
+def _recorded(repo: ConsentHolder, contact_id: str, consent_id: str) -> bool:
+    try:
+        history = repo.consent_history(contact_id)
+    except NotFoundError:
         return False
-    return any(e.consent_id == consent_id for e in repo.consent_history(contact_id))
+    return any(e.consent_id == consent_id for e in history)

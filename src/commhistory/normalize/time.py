@@ -213,3 +213,24 @@ def _legacy(text: str, field: str) -> datetime:
         )
     except ValueError:
         raise NormalizationError(field=field, reason="not a valid calendar date or time") from None
+
+
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+"""The Unix epoch, aware UTC: stored instants count microseconds from here."""
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+
+def to_micros(value: datetime) -> int:
+    """Return an aware datetime as integer microseconds since the Unix epoch (UTC).
+
+    .. versionadded:: 0.4.0
+    """
+    return (value - EPOCH) // _MICROSECOND
+
+
+def from_micros(value: int) -> datetime:
+    """Return the aware UTC datetime of integer microseconds since the Unix epoch.
+
+    .. versionadded:: 0.4.0
+    """
+    return EPOCH + timedelta(microseconds=value)

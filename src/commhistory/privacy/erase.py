@@ -37,27 +37,25 @@ from typing import Any, Final
 import attrs
 import sqlalchemy as sa
 
-from commhistory.consent._data import (
-    AddressKey,
-    SQLConsentData,
-    memory_digest,
-    memory_state,
-    suppression_id,
-)
-from commhistory.consent._records import SuppressionEntry, SuppressionReason, _iso
+from commhistory.consent.keys import suppression_id
+from commhistory.consent.records import _iso
 from commhistory.errors import NotFoundError
-from commhistory.model import Channel, ConsentEvent, Purpose
+from commhistory.model import (
+    Channel,
+    ConsentEvent,
+    Purpose,
+    SuppressionEntry,
+    SuppressionReason,
+)
 from commhistory.normalize.mask import mask_address
 from commhistory.privacy.retention import RetentionPolicy
-from commhistory.store._common import from_micros, to_micros
+from commhistory.normalize.time import from_micros, to_micros
+from commhistory.store.consent import AddressKey, memory_digest
+from commhistory.store.layout import EVIDENCE_COLUMNS, EVIDENCE_PURPOSE
 from commhistory.store.memory import MemoryRepository
 
 __all__ = ["EVIDENCE_PURPOSE", "ErasureItem", "ErasureReport", "erase_subject"]
 
-EVIDENCE_PURPOSE: Final = "consent-evidence"
-"""Keyring subkey purpose that encrypts an erased contact's retained consent evidence."""
-
-EVIDENCE_COLUMNS: Final = ("source", "ip", "user_agent", "metadata")
 
 CHANNELS_OF_KIND: Final[dict[str, tuple[Channel, ...]]] = {
     "email": (Channel.EMAIL,),
@@ -250,7 +248,7 @@ def _erase_sql(
     be = repo.backend
     ph = be.ph
     lock = " FOR UPDATE" if repo.dialect == "postgresql" else ""
-    data = SQLConsentData(repo)
+    data = repo.consent_store
     try:
         with repo.transaction() as conn:
             row = conn.exec_driver_sql(
@@ -286,8 +284,8 @@ def _erase_sql(
                 )
             ]
             entries = _entries_for(keys, contact_id, now)
-            data.add_entries(entries, conn=conn)
-            counts["suppression"] = len(data.entries(keys, None, conn=conn))
+            data.add_entries(entries)
+            counts["suppression"] = len(data.entries(keys, None))
             until = policy.consent_until(now)
             key_id = repo.keyring.current_key_id
             keeper = repo.keyed_cipher(key_id, EVIDENCE_PURPOSE)
@@ -402,7 +400,7 @@ def _count(conn: Any, table: str, ph: str, contact_id: str) -> int:
 
 def memory_retain_until(repo: MemoryRepository) -> dict[str, datetime]:
     """The retained consent ids of erased contacts in a memory repository, with due dates."""
-    return memory_state(repo).retained
+    return repo._s.retained
 
 
 def _redact(record: Any, **values: Any) -> Any:
@@ -416,7 +414,7 @@ def _erase_memory(
     repo: MemoryRepository, contact_id: str, policy: RetentionPolicy, now: datetime
 ) -> ErasureReport:
     s = repo._s
-    state = memory_state(repo)
+    state = repo._s
     if contact_id not in s.contacts:
         raise NotFoundError(kind="contact", identifier=contact_id)
     message_ids = {mid for mid, m in s.messages.items() if m.contact_id == contact_id}
@@ -436,7 +434,7 @@ def _erase_memory(
             if not cids:
                 del s.addresses[(kind, value)]
     for e in _entries_for(keys, contact_id, now):
-        state.entries.setdefault(e.suppression_id, e)
+        state.suppressions.setdefault(e.suppression_id, e)
     counts["masked"] = sum(
         1 for mid in message_ids if mask_address(s.messages[mid].channel, s.messages[mid].address)
     )
@@ -462,7 +460,7 @@ def _erase_memory(
     counts["data_key"] = 1
     wanted = {(k.kind, k.digest) for k in keys}
     counts["suppression"] = sum(
-        1 for e in state.entries.values() if (e.kind, e.address_key) in wanted
+        1 for e in state.suppressions.values() if (e.kind, e.address_key) in wanted
     )
     return _report(
         contact_id, now, already=False, counts=counts, until=until if consent_ids else None

@@ -30,14 +30,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from commhistory.consent._data import ConsentRow, data_for
-from commhistory.consent._records import ConsentState, _iso
+from commhistory.consent.records import ConsentState, _iso
 from commhistory.consent.ledger import latest
 from commhistory.consent.suppression import SuppressionList
 from commhistory.convert import unstructure
 from commhistory.errors import NotFoundError
 from commhistory.model import ConsentEvent
-from commhistory.store._common import from_micros
+from commhistory.normalize.time import from_micros
+from commhistory.store.consent import ConsentRow
 from commhistory.store.memory import MemoryRepository
 
 __all__ = ["EXPORT_SCHEMA", "export_subject"]
@@ -60,7 +60,7 @@ def export_subject(repo: Any, contact_id: str) -> dict[str, Any]:
         NotFoundError: No such contact (``kind="contact"``).
         StorageError: The database failed.
     """
-    data = data_for(repo)
+    data = repo.consent_store
     known = data.known([contact_id])
     if contact_id not in known:
         raise NotFoundError(kind="contact", identifier=contact_id)

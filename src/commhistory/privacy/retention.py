@@ -28,7 +28,7 @@ import attrs
 from commhistory.consent.ledger import when
 from commhistory.errors import InvalidInputError
 from commhistory.model import ConsentAction
-from commhistory.store._common import from_micros, to_micros
+from commhistory.normalize.time import from_micros, to_micros
 from commhistory.store.memory import MemoryRepository
 
 __all__ = ["PurgeItem", "PurgeReport", "RetentionPolicy", "add_months", "purge"]
@@ -249,11 +249,10 @@ def _report(  # noqa: PLR0917
 def _purge_memory(
     repo: MemoryRepository, policy: RetentionPolicy, now: datetime, dry_run: bool
 ) -> PurgeReport:
-    from commhistory.consent._data import memory_state  # noqa: PLC0415
     from commhistory.privacy.erase import memory_retain_until  # noqa: PLC0415
 
     s = repo._s
-    erased_state = memory_state(repo).erased
+    erased_state = s.erased
     rows = [
         (
             cid,

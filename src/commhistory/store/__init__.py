@@ -1,14 +1,19 @@
 """Where communication history is kept: the repository protocol and its implementations.
 
-* :class:`Repository`: the protocol every store implements;
-* :class:`SQLRepository` / :func:`open_repository`: encrypted, on SQLite or PostgreSQL;
+* :class:`Repository`: the storage protocol every store implements (ingest,
+  reads, key material, units of work, and the ports the domain packages use);
+* :class:`SQLRepository` / :func:`open_sql_repository`: encrypted, on SQLite or PostgreSQL;
 * :class:`MemoryRepository`: in memory, for tests;
 * :func:`rotate_keys`: move stored keys under the keyring's current key;
 * :func:`backfill_masks`: write the masked addresses of messages stored before
   schema revision 0005;
 * :mod:`~commhistory.store.migrate`: schema migrations (Alembic, shipped in the package).
 
-See ``docs/storage.md``.
+The store is the only package that speaks SQL. It knows nothing of the domain
+packages above it: consent, KPIs, privacy and audit reach it through the typed
+ports, and the facade (:class:`commhistory.CommHistory`, what
+:func:`commhistory.open_repository` returns) composes them. See
+``docs/storage.md`` and ``docs/design/architecture.md``.
 
 .. versionadded:: 0.1.0
 """
@@ -19,16 +24,21 @@ from commhistory.store.masks import MaskBackfillReport, backfill_masks
 from commhistory.store.memory import MemoryRepository
 from commhistory.store.migrate import current_revision, downgrade_to_base, head_revision, upgrade
 from commhistory.store.protocol import (
+    BatchFeed,
+    BatchHook,
     BatchOutcome,
     DeadLetter,
     IngestReport,
     Repository,
+    StoredBatch,
     TimelineEntry,
 )
 from commhistory.store.rotation import RotationReport, rotate_keys
-from commhistory.store.sql import SQLRepository, open_repository
+from commhistory.store.sql import SQLRepository, open_sql_repository
 
 __all__ = [
+    "BatchFeed",
+    "BatchHook",
     "BatchOutcome",
     "DeadLetter",
     "IngestReport",
@@ -37,12 +47,13 @@ __all__ = [
     "Repository",
     "RotationReport",
     "SQLRepository",
+    "StoredBatch",
     "TimelineEntry",
     "backfill_masks",
     "current_revision",
     "downgrade_to_base",
     "head_revision",
-    "open_repository",
+    "open_sql_repository",
     "rotate_keys",
     "upgrade",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Generic, TypeVar
 
-__all__ = ["LRU"]
+__all__ = ["LRU", "Pending"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -54,3 +54,14 @@ class LRU(Generic[K, V]):
     def clear(self) -> None:
         """Forget every entry."""
         self._data.clear()
+
+
+class Pending:
+    """Cache entries learned inside a transaction, applied only after it commits."""
+
+    __slots__ = ("ciphers", "messages", "pairs")
+
+    def __init__(self) -> None:
+        self.ciphers: dict[str, FieldCipher] = {}
+        self.messages: dict[str, str] = {}
+        self.pairs: dict[tuple[str, str], tuple[str, str]] = {}

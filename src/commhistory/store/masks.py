@@ -25,13 +25,17 @@ contact).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
 from commhistory.normalize.mask import mask_address
-from commhistory.store._common import ADDRESS_KINDS, check_batch_size
-from commhistory.store.sql import SQLRepository, _Pending
+from commhistory.model import ADDRESS_KINDS
+from commhistory.store._lru import Pending
+from commhistory.store.batching import check_batch_size
+
+if TYPE_CHECKING:
+    from commhistory.store.sql import SQLRepository
 
 __all__ = ["MaskBackfillReport", "backfill_masks"]
 
@@ -124,7 +128,7 @@ def _backfill_batch(repo: SQLRepository, after: str, limit: int) -> tuple[int, s
             }
         else:  # SQLite: write transactions are serialized (BEGIN IMMEDIATE)
             live = set(contact_ids)
-        ciphers = repo.ciphers(conn, sorted(live), _Pending(), create=False)
+        ciphers = repo.ciphers(conn, sorted(live), Pending(), create=False)
         updates = []
         for message_id, contact_id, channel, blob in rows:
             cipher = ciphers.get(contact_id)

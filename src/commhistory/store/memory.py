@@ -11,48 +11,68 @@ against both), so host code can test against it without a database.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 import attrs
 
-from commhistory.errors import NotFoundError, StorageError
-from commhistory.model import ConsentEvent, Event, Message
-from commhistory.store._common import (
+from commhistory.errors import InvalidInputError, NotFoundError, StorageError
+from commhistory.model import (
     ADDRESS_KINDS,
-    Batch,
-    batches,
-    check_batch_size,
+    ConsentEvent,
+    Event,
+    Message,
+    SuppressionEntry,
     consent_id_of,
-    one_criterion,
 )
-from commhistory.store.compliance import ComplianceMethods
-from commhistory.store.protocol import DeadLetter, IngestReport, TimelineEntry
+from commhistory.store.batching import Batch, batches, check_batch_size, one_criterion
+from commhistory.store.consent import MemoryConsentStore
+from commhistory.store.feed import MemoryStoredBatch
+from commhistory.store.protocol import (
+    BatchFeed,
+    BatchHook,
+    BatchOutcome,
+    DeadLetter,
+    IngestReport,
+    TimelineEntry,
+)
 
 if TYPE_CHECKING:
-    from commhistory.audit import Actor, AuditLog, GuardedRepository, Policy
     from commhistory.convert import ParsedLine
     from commhistory.kpi.metrics import KpiTable
+    from commhistory.store.masks import MaskBackfillReport
+    from commhistory.store.rotation import RotationReport
 
-__all__ = ["MemoryRepository"]
+__all__ = ["MemoryRepository", "MemoryState"]
 
 
-class _State:
-    """Everything stored."""
+class MemoryState:
+    """Everything a :class:`MemoryRepository` stores, in plain Python containers.
+
+    The memory implementations of the storage ports (:mod:`commhistory.store.consent`,
+    :mod:`commhistory.store.feed`) read and write it.
+
+    .. versionadded:: 0.4.0
+    """
 
     __slots__ = (
         "addresses",
         "consents",
         "contacts",
         "dead_letters",
+        "erased",
         "event_contact",
         "events",
         "messages",
         "orphans",
         "pairs",
         "provider_events",
+        "retained",
+        "suppressions",
     )
 
     def __init__(self) -> None:
@@ -66,13 +86,19 @@ class _State:
         self.consents: dict[str, ConsentEvent] = {}
         self.addresses: dict[tuple[str, str], set[str]] = {}
         self.dead_letters: list[DeadLetter] = []
+        self.suppressions: dict[str, SuppressionEntry] = {}
+        self.erased: dict[str, datetime] = {}
+        self.retained: dict[str, datetime] = {}
+        """Consent ids of erased contacts, with the date their evidence is due."""
 
 
-class MemoryRepository(ComplianceMethods):
+class MemoryRepository:
     """A :class:`~commhistory.store.protocol.Repository` held in memory (for tests).
 
     Nothing is encrypted or persisted. Each batch is applied atomically: a batch
-    whose input fails midway leaves nothing behind.
+    whose input fails midway leaves nothing behind. Storage only: wrap it in
+    :class:`~commhistory.CommHistory` (``CommHistory.in_memory()``) for consent,
+    KPIs, privacy and access control.
 
     Args:
         batch_size: Items per batch (as in the SQL repository).
@@ -82,8 +108,11 @@ class MemoryRepository(ComplianceMethods):
 
     def __init__(self, *, batch_size: int = 5000) -> None:
         self._batch_size = check_batch_size(batch_size)
-        self._s = _State()
+        self._s = MemoryState()
         self._closed = False
+        self._feeds: dict[str, BatchFeed] = {}
+        self._consent_store = MemoryConsentStore(self._s)
+        self._local = threading.local()
 
     def __repr__(self) -> str:
         s = self._s
@@ -114,8 +143,17 @@ class MemoryRepository(ComplianceMethods):
     def _write(self, parts: Iterable[Batch], source: str) -> IngestReport:
         self._check_open()
         report = IngestReport()
+        hook: BatchHook | None = getattr(self._local, "hook", None)
         for batch in parts:
-            report += self._apply(batch, source)
+            part = self._apply(batch, source)
+            changed = [c.contact_id for c in batch.consents]
+            if self._feeds:
+                stored = MemoryStoredBatch(self._s, batch, source)
+                for feed in self._feeds.values():
+                    changed.extend(feed(stored))
+            if hook is not None:
+                hook(BatchOutcome(source=source, report=part, changed=tuple(sorted(set(changed)))))
+            report += part
         return report
 
     def _apply(self, batch: Batch, source: str) -> IngestReport:
@@ -179,16 +217,12 @@ class MemoryRepository(ComplianceMethods):
                     raw=raw,
                 )
             )
-        if batch.messages or batch.events:
-            from commhistory.consent._feed import feed_memory  # noqa: PLC0415 - imports store
-
-            feed_memory(self, batch)
         return IngestReport(
             inserted=inserted, duplicates=duplicates, rejected=len(batch.rejects), linked=linked
         )
 
     @staticmethod
-    def _message_of(s: _State, e: Event) -> Message | None:
+    def _message_of(s: MemoryState, e: Event) -> Message | None:
         if e.message_id is not None:
             return s.messages.get(e.message_id)
         if e.provider is None or e.provider_message_id is None:  # pragma: no cover - model forbids
@@ -197,7 +231,7 @@ class MemoryRepository(ComplianceMethods):
         return None if mid is None else s.messages[mid]
 
     @staticmethod
-    def _link(s: _State, fresh: list[Message]) -> int:
+    def _link(s: MemoryState, fresh: list[Message]) -> int:
         by_id = {m.message_id: m for m in fresh}
         by_pair = {
             (m.provider, m.provider_message_id): m
@@ -227,8 +261,7 @@ class MemoryRepository(ComplianceMethods):
         s = self._s
         if contact_id not in s.contacts:
             raise NotFoundError(kind="contact", identifier=contact_id)
-        privacy = getattr(self, "_privacy_state", None)
-        if privacy is not None and contact_id in privacy.erased:
+        if contact_id in s.erased:
             return []
         messages = sorted(
             (m for m in s.messages.values() if m.contact_id == contact_id),
@@ -287,41 +320,104 @@ class MemoryRepository(ComplianceMethods):
         found.sort(key=lambda d: (d.received_at, d.source, d.line or 0, d.id))
         return found if limit is None else found[:limit]
 
-    # ------------------------------------------------------------------ consent and privacy
+    # ------------------------------------------------------------------ ports and units of work
 
-    def as_actor(
-        self,
-        actor: Actor,
-        *,
-        purpose: str,
-        policy: Policy | None = None,
-        audit: AuditLog | None = None,
-    ) -> GuardedRepository:
-        """Return a view that acts as *actor*, checking and auditing every call.
+    @property
+    def state(self) -> MemoryState:
+        """Everything stored (for the memory implementations of the storage ports).
 
-        This repository itself checks nothing; see :func:`commhistory.audit.as_actor`.
-
-        Args:
-            actor: Who acts.
-            purpose: Why; recorded with every audit entry.
-            policy: Roles and permissions (default: the built-in roles).
-            audit: The audit log (default: one in memory, kept by this
-                repository and shared by all its views, under a fresh keyring).
-
-        Returns:
-            The guarded view.
-
-        .. versionadded:: 0.3.0
+        .. versionadded:: 0.4.0
         """
-        from commhistory.audit import AuditLog, as_actor  # noqa: PLC0415 - audit imports the store
-        from commhistory.crypto import Keyring  # noqa: PLC0415
+        return self._s
 
-        if audit is None:
-            audit = getattr(self, "_audit_log", None)
-            if audit is None:
-                audit = AuditLog.in_memory(Keyring.generate())
-                self._audit_log = audit
-        return as_actor(self, actor, purpose=purpose, policy=policy, audit=audit)
+    @property
+    def consent_store(self) -> MemoryConsentStore:
+        """The consent and suppression storage port.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._consent_store
+
+    def set_batch_feed(self, name: str, feed: BatchFeed | None) -> None:
+        """Install (or remove) a batch feed; see :meth:`Repository.set_batch_feed`.
+
+        .. versionadded:: 0.4.0
+        """
+        if feed is None:
+            self._feeds.pop(name, None)
+        else:
+            self._feeds[name] = feed
+
+    @contextmanager
+    def batch_hook(self, hook: BatchHook) -> Iterator[None]:
+        """Call *hook* with each batch's outcome while the block runs; see the protocol.
+
+        .. versionadded:: 0.4.0
+        """
+        local = self._local
+        previous: BatchHook | None = getattr(local, "hook", None)
+        local.hook = hook
+        try:
+            yield
+        finally:
+            local.hook = previous
+
+    @contextmanager
+    def transaction(self, *, read: bool = False) -> Iterator[None]:
+        """A unit of work; in memory, calls apply at once and nothing rolls back.
+
+        Work given to :meth:`after_commit` inside it runs when the outermost
+        block exits without an exception.
+
+        .. versionadded:: 0.4.0
+        """
+        self._check_open()
+        local = self._local
+        depth: int = getattr(local, "depth", 0)
+        if depth == 0:
+            local.after = []
+        local.depth = depth + 1
+        try:
+            yield
+        except BaseException:
+            local.depth = depth
+            if depth == 0:
+                local.after = []
+            raise
+        local.depth = depth
+        if depth == 0:
+            after: list[Callable[[], object]] = local.after
+            local.after = []
+            for call in after:
+                call()
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether this thread is inside :meth:`transaction`."""
+        return getattr(self._local, "depth", 0) > 0
+
+    def after_commit(self, call: Callable[[], object]) -> None:
+        """Run *call* when the current transaction ends (at once when none is open)."""
+        if self.in_transaction:
+            self._local.after.append(call)
+        else:
+            call()
+
+    def rotate_keys(self, *, batch_size: int = 1000, reindex: bool = False) -> RotationReport:
+        """Refuse: the memory repository keeps no keys.
+
+        Raises:
+            InvalidInputError: Always.
+        """
+        raise InvalidInputError(field="rotate_keys", reason="needs a SQL repository")
+
+    def backfill_masks(self, *, batch_size: int = 1000) -> MaskBackfillReport:
+        """Refuse: the memory repository stores no masks.
+
+        Raises:
+            InvalidInputError: Always.
+        """
+        raise InvalidInputError(field="backfill_masks", reason="needs a SQL repository")
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -10,24 +10,34 @@ it with the same semantics, checked by one contract test suite.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
 import attrs
 
 from commhistory.errors import InvalidInputError
-from commhistory.model import ConsentEvent, Event, Message
+from commhistory.model import BounceClass, ConsentEvent, Event, EventType, Message
 
 if TYPE_CHECKING:
-    from commhistory.consent import ConsentLedger, SendDecision, SuppressionList
     from commhistory.convert import ParsedLine
-    from commhistory.kpi.metrics import KpiTable
-    from commhistory.model import Channel, Purpose
-    from commhistory.privacy import ErasureReport
+    from commhistory.store.consent import ConsentStore
+    from commhistory.store.masks import MaskBackfillReport
+    from commhistory.store.rotation import RotationReport
 
-__all__ = ["BatchOutcome", "DeadLetter", "IngestReport", "Repository", "TimelineEntry"]
+__all__ = [
+    "BatchFeed",
+    "BatchHook",
+    "BatchOutcome",
+    "DeadLetter",
+    "DeliveryOutcome",
+    "IngestReport",
+    "Repository",
+    "StoredBatch",
+    "TimelineEntry",
+]
 
 
 def _non_negative(_inst: object, attr: attrs.Attribute[int], value: object) -> None:
@@ -80,7 +90,7 @@ class IngestReport:
 class BatchOutcome:
     """What one write batch did, as a batch hook sees it before the batch commits.
 
-    See :meth:`commhistory.store.sql.SQLRepository.batch_hook`.
+    See :meth:`Repository.batch_hook`.
 
     Attributes:
         source: The source name given to ``ingest`` (or the method's name).
@@ -96,6 +106,59 @@ class BatchOutcome:
     source: str
     report: IngestReport
     changed: tuple[str, ...] = ()
+
+
+BatchHook = Callable[[BatchOutcome], None]
+"""``hook(outcome)``: see :meth:`Repository.batch_hook`."""
+
+DeliveryOutcome = tuple[datetime, str, EventType, BounceClass | None]
+"""``(occurred_at, event_id, type, bounce)`` of one delivery or bounce of an address."""
+
+
+class StoredBatch(Protocol):
+    """One write batch as a batch feed sees it: inside the batch's transaction, before commit.
+
+    The records are the batch's own, in memory; the two lookups read what the
+    batch stored together with what was stored before. Whatever a feed writes
+    through the repository's ports joins the batch's transaction.
+
+    .. versionadded:: 0.4.0
+    """
+
+    @property
+    def source(self) -> str:
+        """The source name given to ``ingest`` (or the method's name)."""
+        ...
+
+    @property
+    def messages(self) -> Sequence[Message]:
+        """The batch's messages (new and duplicate), in input order."""
+        ...
+
+    @property
+    def events(self) -> Sequence[Event]:
+        """The batch's events (new and duplicate), in input order."""
+        ...
+
+    def reactions(self, types: Collection[EventType]) -> list[tuple[Event, Message]]:
+        """Return the stored events of *types* that this batch stored or linked, with messages.
+
+        An event counts when the batch holds it, or when it waited for one of the
+        batch's messages (an orphan linked now). Each comes with its message,
+        address decrypted; events of erased contacts are left out.
+        """
+        ...
+
+    def deliveries(self, message: Message) -> list[DeliveryOutcome]:
+        """Return the latest deliveries and bounces (at most 500) of *message*'s address.
+
+        Only messages of the same contact and channel to the same address count.
+        """
+        ...
+
+
+BatchFeed = Callable[[StoredBatch], Iterable[str]]
+"""``feed(batch) -> changed ids``: see :meth:`Repository.set_batch_feed`."""
 
 
 @attrs.frozen(kw_only=True)
@@ -295,40 +358,74 @@ class Repository(Protocol):
         ...
 
     @property
-    def consent(self) -> ConsentLedger:
-        """The consent ledger, with ``grant``, ``withdraw`` and ``status(..., at=)``."""
-        ...
+    def consent_store(self) -> ConsentStore:
+        """The consent and suppression storage port (see :mod:`commhistory.store.consent`).
 
-    @property
-    def suppression(self) -> SuppressionList:
-        """The address-level suppression list."""
-        ...
-
-    def can_send(
-        self,
-        contact_id: str,
-        channel: Channel | str,
-        purpose: Purpose | str,
-        at: datetime | None = None,
-        *,
-        address: str | None = None,
-    ) -> SendDecision:
-        """Decide whether a message may be sent, with reasons (see ``docs/consent.md``)."""
-        ...
-
-    def export_subject(self, contact_id: str) -> dict[str, Any]:
-        """Everything held on a person as one JSON-serialisable document.
-
-        Raises:
-            NotFoundError: The contact is unknown.
+        .. versionadded:: 0.4.0
         """
         ...
 
-    def erase_subject(self, contact_id: str) -> ErasureReport:
-        """Crypto-shred a person; idempotent (see ``docs/privacy.md``).
+    def set_batch_feed(self, name: str, feed: BatchFeed | None) -> None:
+        """Run *feed* inside every write batch's transaction, after the batch is written.
+
+        The facade installs the consent feed here (suppressions from bounces,
+        complaints, STOP keywords). A feed returns the ids of what it changed;
+        they reach the batch hooks in :attr:`BatchOutcome.changed`. An
+        exception from a feed rolls the batch back and propagates.
+
+        Args:
+            name: The feed's name; setting a name again replaces its feed.
+            feed: The feed, or ``None`` to remove it.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def batch_hook(self, hook: BatchHook) -> AbstractContextManager[None]:
+        """Call *hook* with each write batch's outcome, inside its transaction, while open.
+
+        For this thread, while the returned context is entered. What the hook
+        writes through the repository joins the batch's transaction.
+
+        .. versionadded:: 0.3.0
+        .. versionchanged:: 0.4.0
+           The hook receives only the :class:`BatchOutcome`.
+        """
+        ...
+
+    def transaction(self, *, read: bool = False) -> AbstractContextManager[object]:
+        """Open a unit of work; repository calls inside it join it (see ``docs/storage.md``).
+
+        .. versionadded:: 0.3.0
+        """
+        ...
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether this thread is inside :meth:`transaction`."""
+        ...
+
+    def after_commit(self, call: Callable[[], object]) -> None:
+        """Run *call* once the current transaction commits (at once when none is open)."""
+        ...
+
+    def rotate_keys(self, *, batch_size: int = 1000, reindex: bool = False) -> RotationReport:
+        """Move stored keys under the keyring's current key (see ``docs/keys.md``).
 
         Raises:
-            NotFoundError: The contact is unknown.
+            InvalidInputError: The repository keeps no keys.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def backfill_masks(self, *, batch_size: int = 1000) -> MaskBackfillReport:
+        """Store masked addresses for messages stored before schema revision 0005.
+
+        Raises:
+            InvalidInputError: The repository stores no masks.
+
+        .. versionadded:: 0.4.0
         """
         ...
 
@@ -347,33 +444,4 @@ class Repository(Protocol):
         tb: TracebackType | None,
     ) -> None:
         """Close the repository."""
-        ...
-
-    def kpis(
-        self,
-        by: str | Iterable[str] = (),
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        tz: str = "UTC",
-        exclude_machine: bool = True,
-    ) -> KpiTable:
-        """Compute the KPIs of DESIGN section 5 over the stored history.
-
-        Args:
-            by: Grouping keys: any of ``campaign_id``, ``variant``, ``channel``,
-                ``provider``, ``purpose`` and at most one of ``day``, ``week``, ``month``.
-            since: Only messages sent at or after this aware datetime.
-            until: Only messages sent before this aware datetime.
-            tz: The IANA time zone periods are computed in.
-            exclude_machine: Leave out reactions flagged ``machine`` (the default).
-
-        Returns:
-            The table (see :mod:`commhistory.kpi.metrics`).
-
-        Raises:
-            InvalidInputError: Unknown grouping keys, zone, or ``since`` after ``until``.
-
-        .. versionadded:: 0.2.0
-        """
         ...

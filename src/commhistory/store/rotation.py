@@ -19,23 +19,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
 from commhistory.crypto import FieldCipher, KeyProvider, derive_subkey, rewrap_data_key
 from commhistory.errors import InvalidInputError
 from commhistory.store import schema
-from commhistory.store._common import check_batch_size, to_micros
-from commhistory.store.sql import (
+from commhistory.normalize.time import to_micros
+from commhistory.store._lru import Pending
+from commhistory.store.batching import check_batch_size
+from commhistory.store.layout import (
     ADDRESS_COLUMNS,
     DEAD_LETTER_PURPOSE,
     EVENT_SECRET_COLUMNS,
+    EVIDENCE_COLUMNS,
+    EVIDENCE_PURPOSE,
     ORPHAN_PURPOSE,
-    SQLRepository,
-    _Pending,
     address_row_id,
 )
+
+if TYPE_CHECKING:
+    from commhistory.store.sql import SQLRepository
 
 __all__ = ["RotationReport", "rotate_keys"]
 
@@ -108,8 +113,6 @@ def rotate_keys(
         raise InvalidInputError(
             field="keyring", reason="must be the keyring the repository was opened with"
         )
-    from commhistory.privacy.erase import EVIDENCE_COLUMNS, EVIDENCE_PURPOSE  # noqa: PLC0415
-
     repo.sync_key_metadata()
     counts = dict.fromkeys(_STEPS, 0)
     batches = 0
@@ -274,7 +277,7 @@ def _reindex_addresses(repo: SQLRepository, kr: KeyProvider, limit: int) -> int:
         ).all()
         if not rows:
             return 0
-        pending = _Pending()
+        pending = Pending()
         ciphers = repo.ciphers(conn, {r[2] for r in rows}, pending, create=False)
         now = to_micros(datetime.now(UTC))
         inserts = []

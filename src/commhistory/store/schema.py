@@ -28,7 +28,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from commhistory.store._common import from_micros, to_micros
+from commhistory.normalize.time import from_micros, to_micros
 
 __all__ = [
     "NAMING_CONVENTION",

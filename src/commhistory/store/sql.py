@@ -1,6 +1,6 @@
 """The encrypted repository on SQLite and PostgreSQL.
 
-:func:`open_repository` is the entry point. Writes stream in batches, each one
+:func:`open_sql_repository` opens one. Writes stream in batches, each one
 transaction; personal fields are encrypted with the contact's data key before
 they reach the database (see ``docs/storage.md``).
 
@@ -48,6 +48,7 @@ from commhistory.errors import (
     StorageError,
 )
 from commhistory.model import (
+    ADDRESS_KINDS,
     BounceClass,
     Channel,
     ConsentAction,
@@ -62,72 +63,55 @@ from commhistory.model import (
 from commhistory.normalize.mask import mask_address
 from commhistory.store import migrate, schema
 from commhistory.store._backend import Backend, Row, backend_for
-from commhistory.store._common import (
-    ADDRESS_KINDS,
-    EPOCH,
+from commhistory.normalize.time import EPOCH, from_micros, to_micros
+from commhistory.store.batching import (
     Batch,
     batches,
     check_batch_size,
-    from_micros,
     load_metadata,
     one_criterion,
-    to_micros,
 )
 from commhistory.store._engine import READ, create_engine
-from commhistory.store._lru import LRU
-from commhistory.store.compliance import ComplianceMethods
-from commhistory.store.protocol import BatchOutcome, DeadLetter, IngestReport, TimelineEntry
+from commhistory.store._lru import LRU, Pending
+from commhistory.store.layout import (
+    ADDRESS_COLUMNS,
+    DATA_KEY_REF,
+    DEAD_LETTER_PURPOSE,
+    FINGERPRINT_PURPOSE,
+    CONSENT_COLUMNS,
+    DEAD_LETTER_COLUMNS,
+    EVENT_COLUMNS,
+    EVENT_SECRET_COLUMNS,
+    MESSAGE_COLUMNS,
+    MESSAGE_WRITE_COLUMNS,
+    ORPHAN_PURPOSE,
+    address_row_id,
+)
+from commhistory.store.masks import backfill_masks
+from commhistory.store.rotation import rotate_keys
+from commhistory.store.consent import SQLConsentStore
+from commhistory.store.feed import SQLStoredBatch
+from commhistory.store.protocol import (
+    BatchFeed,
+    BatchHook,
+    BatchOutcome,
+    DeadLetter,
+    IngestReport,
+    TimelineEntry,
+)
 
 if TYPE_CHECKING:
-    from commhistory.audit import Actor, AuditLog, GuardedRepository, Policy
     from commhistory.convert import ParsedLine
     from commhistory.kpi.metrics import KpiTable
+    from commhistory.store.masks import MaskBackfillReport
+    from commhistory.store.rotation import RotationReport
 
 __all__ = [
-    "DATA_KEY_REF",
-    "ORPHAN_PURPOSE",
-    "BatchHook",
     "SQLRepository",
-    "open_repository",
+    "open_sql_repository",
 ]
 
-DATA_KEY_REF: Final = "dk1"
-"""The ``key_ref`` in the envelopes of fields encrypted under a contact's data key."""
-
-ORPHAN_PURPOSE: Final = "orphan-event"
-"""Subkey purpose that encrypts an orphan event's personal fields until it is linked."""
-
-DEAD_LETTER_PURPOSE: Final = "dead-letter"
-FINGERPRINT_PURPOSE: Final = "dead-letter-fingerprint"
-
 _US_DELTA: Final = timedelta(microseconds=1)
-
-MESSAGE_COLUMNS: Final = (
-    "message_id", "contact_id", "channel", "direction", "purpose", "campaign_id", "variant",
-    "provider", "provider_message_id", "sent_at", "address", "subject", "body", "metadata",
-)  # fmt: skip
-MESSAGE_WRITE_COLUMNS: Final = (*MESSAGE_COLUMNS, "address_masked")
-"""What ingest writes: the columns reads decode, and the plain masked address."""
-EVENT_COLUMNS: Final = (
-    "event_id", "message_id", "contact_id", "provider", "provider_message_id",
-    "provider_event_id", "type", "occurred_at", "status_code", "bounce", "machine", "revenue",
-    "revenue_micros", "currency", "orphan_key_id", "address", "reason", "url", "user_agent",
-    "ip", "metadata",
-)  # fmt: skip
-EVENT_SECRET_COLUMNS: Final = ("address", "reason", "url", "user_agent", "ip", "metadata")
-CONSENT_COLUMNS: Final = (
-    "consent_id", "contact_id", "channel", "purpose", "action", "method", "occurred_at",
-    "recorded_at", "notice_version", "notice_hash", "actor", "source", "ip", "user_agent",
-    "metadata",
-)  # fmt: skip
-ADDRESS_COLUMNS: Final = (
-    "kind", "blind_index", "contact_id", "index_key_id", "address", "created_at",
-)  # fmt: skip
-DEAD_LETTER_COLUMNS: Final = (
-    "dead_letter_id", "fingerprint", "received_at", "source", "line", "field", "reason",
-    "key_id", "raw",
-)  # fmt: skip
-
 
 _BATCH_ATTEMPTS: Final = 5
 """How often a batch is tried when the database aborts it to break a deadlock."""
@@ -155,29 +139,17 @@ def _storage_error(exc: BaseException) -> StorageError:
     return StorageError(f"the database refused the operation ({reason})")
 
 
-BatchHook = Callable[[sa.Connection, "BatchOutcome"], None]
-"""``hook(conn, outcome)``: see :meth:`SQLRepository.batch_hook`."""
-
-
 def _now_us() -> int:
     return to_micros(datetime.now(UTC))
 
 
-class _Pending:
-    """Cache entries learned inside a transaction, applied only after it commits."""
-
-    __slots__ = ("ciphers", "messages", "pairs")
-
-    def __init__(self) -> None:
-        self.ciphers: dict[str, FieldCipher] = {}
-        self.messages: dict[str, str] = {}
-        self.pairs: dict[tuple[str, str], tuple[str, str]] = {}
-
-
-class SQLRepository(ComplianceMethods):
+class SQLRepository:
     """The encrypted :class:`~commhistory.store.protocol.Repository` on SQLite or PostgreSQL.
 
-    Open one with :func:`open_repository`. Not safe to share between threads;
+    Storage only: the facade :class:`~commhistory.CommHistory` (what
+    :func:`~commhistory.open_repository` returns) adds consent, KPIs, privacy
+    and access control on top. Open one with :func:`open_sql_repository`. Not
+    safe to share between threads;
     open one per thread or process (the database serializes their writes).
 
     Args:
@@ -214,6 +186,8 @@ class SQLRepository(ComplianceMethods):
         self._local = threading.local()
         self._closed = False
         self._look_up_events = False
+        self._feeds: dict[str, BatchFeed] = {}
+        self._consent_store = SQLConsentStore(self)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -334,16 +308,18 @@ class SQLRepository(ComplianceMethods):
 
         While the block runs (in this thread), each batch written by
         ``record_messages``, ``record_events``, ``record_consent`` or ``ingest``
-        calls ``hook(conn, outcome)`` with the batch's open connection and a
-        :class:`BatchOutcome`. What the hook writes on *conn* commits with the
-        batch or not at all; an exception from the hook rolls the batch back
-        and propagates. The guarded view (:mod:`commhistory.audit`) uses this
-        to write one audit entry per batch, atomically with it.
+        calls ``hook(outcome)`` with a :class:`BatchOutcome`, after the batch
+        feeds ran. What the hook writes through this repository joins the
+        batch's transaction, so it commits with the batch or not at all; an
+        exception from the hook rolls the batch back and propagates. The guarded
+        view uses this to write one audit entry per batch, atomically with it.
 
         Args:
             hook: Called once per batch (retried batches call it again).
 
         .. versionadded:: 0.3.0
+        .. versionchanged:: 0.4.0
+           The hook receives only the outcome; it writes through the repository.
         """
         local = self._local
         previous: BatchHook | None = getattr(local, "hook", None)
@@ -352,6 +328,24 @@ class SQLRepository(ComplianceMethods):
             yield
         finally:
             local.hook = previous
+
+    def set_batch_feed(self, name: str, feed: BatchFeed | None) -> None:
+        """Install (or, with ``None``, remove) a batch feed; see :meth:`Repository.set_batch_feed`.
+
+        .. versionadded:: 0.4.0
+        """
+        if feed is None:
+            self._feeds.pop(name, None)
+        else:
+            self._feeds[name] = feed
+
+    @property
+    def consent_store(self) -> SQLConsentStore:
+        """The consent and suppression storage port (:class:`SQLConsentStore`).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._consent_store
 
     def _forget_learned(self) -> None:
         self._ciphers.clear()
@@ -427,7 +421,7 @@ class SQLRepository(ComplianceMethods):
     # ------------------------------------------------------------------ data keys
 
     def ciphers(
-        self, conn: sa.Connection, contact_ids: Iterable[str], pending: _Pending, *, create: bool
+        self, conn: sa.Connection, contact_ids: Iterable[str], pending: Pending, *, create: bool
     ) -> dict[str, FieldCipher]:
         """Return the field ciphers of contacts, creating missing contacts when *create*.
 
@@ -483,7 +477,7 @@ class SQLRepository(ComplianceMethods):
 
     def contact_cipher(self, conn: sa.Connection, contact_id: str) -> FieldCipher | None:
         """Return one contact's cipher, or ``None`` when the contact does not exist."""
-        pending = _Pending()
+        pending = Pending()
         found = self.ciphers(conn, [contact_id], pending, create=False)
         self._ciphers.update(pending.ciphers)
         return found.get(contact_id)
@@ -512,12 +506,12 @@ class SQLRepository(ComplianceMethods):
         hook: BatchHook | None = getattr(self._local, "hook", None)
         for batch in parts:
             for attempt in range(1, _BATCH_ATTEMPTS + 1):
-                pending = _Pending()
+                pending = Pending()
                 try:
                     with self.transaction() as conn:
                         part, changed = self._write_batch(conn, batch, source, pending)
                         if hook is not None:
-                            hook(conn, BatchOutcome(source=source, report=part, changed=changed))
+                            hook(BatchOutcome(source=source, report=part, changed=changed))
                 except StorageError as exc:
                     # Nothing of the batch was committed: forget what it taught us.
                     self._ciphers.clear()
@@ -538,7 +532,7 @@ class SQLRepository(ComplianceMethods):
         return report
 
     def _write_batch(
-        self, conn: sa.Connection, batch: Batch, source: str, pending: _Pending
+        self, conn: sa.Connection, batch: Batch, source: str, pending: Pending
     ) -> tuple[IngestReport, tuple[str, ...]]:
         inserted = duplicates = linked = 0
         changed: list[str] = []
@@ -555,10 +549,17 @@ class SQLRepository(ComplianceMethods):
             inserted += ins
             duplicates += dup
             changed.extend(c.contact_id for c in batch.consents)
-        if batch.messages or batch.events:
-            from commhistory.consent._feed import feed_sql  # noqa: PLC0415 - imports store
-
-            changed.extend(feed_sql(self, conn, batch, pending))
+        if self._feeds:
+            stored = SQLStoredBatch(
+                conn,
+                batch,
+                source,
+                ph=self._backend.ph,
+                select_in=self._backend.select_in,
+                ciphers=lambda ids: self.ciphers(conn, ids, pending, create=False),
+            )
+            for feed in self._feeds.values():
+                changed.extend(feed(stored))
         if batch.rejects:
             self._write_dead_letters(conn, batch, source)
         report = IngestReport(
@@ -596,7 +597,7 @@ class SQLRepository(ComplianceMethods):
         return found_ids, found_pairs
 
     def _write_messages(
-        self, conn: sa.Connection, batch: Batch, pending: _Pending
+        self, conn: sa.Connection, batch: Batch, pending: Pending
     ) -> tuple[int, int, int]:
         found_ids, found_pairs = self._existing_messages(conn, batch.messages)
         fresh: list[tuple[Message, bytes | None]] = []
@@ -657,7 +658,7 @@ class SQLRepository(ComplianceMethods):
         linked = self._link_orphans(conn, [m for m, _ in fresh], pending)
         return inserted, len(batch.messages) - inserted, linked
 
-    def _link_orphans(self, conn: sa.Connection, fresh: list[Message], pending: _Pending) -> int:
+    def _link_orphans(self, conn: sa.Connection, fresh: list[Message], pending: Pending) -> int:
         be = self._backend
         be.lock_linking(conn)
         cols = ", ".join(f"e.{c}" for c in EVENT_SECRET_COLUMNS)
@@ -711,7 +712,7 @@ class SQLRepository(ComplianceMethods):
         )
 
     def _resolve(
-        self, conn: sa.Connection, events: list[Event], pending: _Pending
+        self, conn: sa.Connection, events: list[Event], pending: Pending
     ) -> tuple[dict[str, str], dict[tuple[str, str], tuple[str, str]]]:
         """Find the contact of each event's message: by id, or by provider pair."""
         by_id: dict[str, str] = {}
@@ -757,7 +758,7 @@ class SQLRepository(ComplianceMethods):
         want_pairs: set[tuple[str, str]],
         by_id: dict[str, str],
         by_pair: dict[tuple[str, str], tuple[str, str]],
-        pending: _Pending,
+        pending: Pending,
     ) -> None:
         be = self._backend
         if want_ids:
@@ -779,7 +780,7 @@ class SQLRepository(ComplianceMethods):
                 by_pair[(prov, pmid)] = (mid, cid)
                 pending.pairs[(prov, pmid)] = (mid, cid)
 
-    def _write_events(self, conn: sa.Connection, batch: Batch, pending: _Pending) -> int:
+    def _write_events(self, conn: sa.Connection, batch: Batch, pending: Pending) -> int:
         be = self._backend
         events = batch.events
         metas = batch.event_meta
@@ -928,7 +929,7 @@ class SQLRepository(ComplianceMethods):
             )  # fmt: skip
 
     def _write_consents(
-        self, conn: sa.Connection, batch: Batch, pending: _Pending
+        self, conn: sa.Connection, batch: Batch, pending: Pending
     ) -> tuple[int, int]:
         existing = {
             r[0]
@@ -1117,32 +1118,19 @@ class SQLRepository(ComplianceMethods):
 
     # ------------------------------------------------------------------ consent and privacy
 
-    def as_actor(
-        self,
-        actor: Actor,
-        *,
-        purpose: str,
-        policy: Policy | None = None,
-        audit: AuditLog | None = None,
-    ) -> GuardedRepository:
-        """Return a view that acts as *actor*, checking and auditing every call.
+    def rotate_keys(self, *, batch_size: int = 1000, reindex: bool = False) -> RotationReport:
+        """Re-wrap data keys under the keyring's current key; see :func:`rotate_keys`.
 
-        This repository itself checks nothing; see :func:`commhistory.audit.as_actor`.
-
-        Args:
-            actor: Who acts.
-            purpose: Why; recorded with every audit entry.
-            policy: Roles and permissions (default: the built-in roles).
-            audit: The audit log (default: this database's ``audit_log`` table).
-
-        Returns:
-            The guarded view.
-
-        .. versionadded:: 0.3.0
+        .. versionadded:: 0.4.0
         """
-        from commhistory.audit import as_actor  # noqa: PLC0415 - audit imports the store
+        return rotate_keys(self, batch_size=batch_size, reindex=reindex)
 
-        return as_actor(self, actor, purpose=purpose, policy=policy, audit=audit)
+    def backfill_masks(self, *, batch_size: int = 1000) -> MaskBackfillReport:
+        """Store masked addresses for messages stored before 0005; see :func:`backfill_masks`.
+
+        .. versionadded:: 0.4.0
+        """
+        return backfill_masks(self, batch_size=batch_size)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -1201,11 +1189,6 @@ class SQLRepository(ComplianceMethods):
 
 Decrypt = Callable[..., bytes | None]
 _R = TypeVar("_R", Message, Event, ConsentEvent)
-
-
-def address_row_id(kind: str, blind_index: bytes) -> str:
-    """The AAD row id of an ``addresses`` row (its key within the contact)."""
-    return f"{kind}:{blind_index.hex()}"
 
 
 def _text(decrypt: Decrypt, blob: Any, table: str, column: str, row_id: str) -> str | None:
@@ -1342,7 +1325,7 @@ def _consent_from_row(r: Row, decrypt: Decrypt) -> ConsentEvent:
 # ---------------------------------------------------------------------- opening
 
 
-def open_repository(
+def open_sql_repository(
     url: str,
     keyring: KeyProvider,
     *,

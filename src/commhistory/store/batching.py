@@ -1,4 +1,4 @@
-"""What every repository shares: batching, storage checks, derived ids, time encoding.
+"""Input split into write batches, with what storage derives from each record.
 
 Both the SQL and the in-memory repository split their input with
 :func:`batches`, so they accept, reject and count the same items.
@@ -6,54 +6,33 @@ Both the SQL and the in-memory repository split their input with
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
+from commhistory.convert import dumps
 from commhistory.errors import InvalidInputError, PayloadError
-from commhistory.model import Channel, ConsentEvent, Event, Message
+from commhistory.model import ConsentEvent, Event, Message, consent_id_of
+from commhistory.normalize import normalize_email, normalize_line_user_id, normalize_phone
 
 if TYPE_CHECKING:
     from commhistory.convert import ParsedLine
 
 __all__ = [
-    "ADDRESS_KINDS",
     "Batch",
     "batches",
-    "consent_id_of",
-    "from_micros",
+    "check_batch_size",
+    "load_metadata",
     "metadata_bytes",
+    "one_criterion",
     "revenue_micros",
-    "to_micros",
 ]
 
-EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_US: Final = timedelta(microseconds=1)
 REVENUE_SCALE: Final = 1_000_000
 """``revenue_micros = revenue * REVENUE_SCALE``: six decimal places, exact."""
 _INT64_MAX: Final = 2**63 - 1
-
-ADDRESS_KINDS: Final[Mapping[Channel, str]] = {
-    Channel.EMAIL: "email",
-    Channel.SMS: "phone",
-    Channel.VOICE: "phone",
-    Channel.LINE: "line",
-}
-"""The blind-index kind of a message address, by channel (other channels are not indexed)."""
-
-
-def to_micros(value: datetime) -> int:
-    """Return an aware datetime as integer microseconds since the Unix epoch (UTC)."""
-    return (value - EPOCH) // _US
-
-
-def from_micros(value: int) -> datetime:
-    """Return the aware UTC datetime of integer microseconds since the Unix epoch."""
-    return EPOCH + timedelta(microseconds=value)
-
 
 def revenue_micros(value: Decimal) -> int:
     """Return revenue in millionths of the currency unit, exactly.
@@ -92,30 +71,6 @@ def load_metadata(value: bytes | None) -> dict[str, Any]:
         return {}
     loaded: dict[str, Any] = json.loads(value)
     return loaded
-
-
-def consent_id_of(item: ConsentEvent) -> str:
-    """Return the consent event's id, derived from its content when it has none.
-
-    The derived id hashes only the non-personal fields (not ip, user agent,
-    source or metadata), so the id reveals nothing that is stored encrypted.
-    """
-    if item.consent_id is not None:
-        return item.consent_id
-    parts = (
-        item.contact_id,
-        item.channel.value,
-        item.purpose.value,
-        item.action.value,
-        str(to_micros(item.occurred_at)),
-        item.method.value,
-        "" if item.recorded_at is None else str(to_micros(item.recorded_at)),
-        item.notice_version or "",
-        item.notice_hash or "",
-        item.actor or "",
-    )
-    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
-    return f"sha256:{digest[:32]}"
 
 
 class Batch:
@@ -202,8 +157,6 @@ class Batch:
 
 
 def _raw_of(record: object) -> str:
-    from commhistory.convert import dumps  # noqa: PLC0415 - convert imports heavy deps
-
     if isinstance(record, Message | Event | ConsentEvent):
         return dumps(record)
     return ""
@@ -264,12 +217,6 @@ def one_criterion(
         InvalidInputError: Not exactly one criterion.
         NormalizationError: The value is invalid for its kind.
     """
-    from commhistory.normalize import (  # noqa: PLC0415
-        normalize_email,
-        normalize_line_user_id,
-        normalize_phone,
-    )
-
     given = [
         (name, value)
         for name, value in (("email", email), ("phone", phone), ("line_user_id", line_user_id))

@@ -1,4 +1,8 @@
-"""Value types of the consent package: consent status, suppression entries, send decisions."""
+"""Value types of the consent package: consent status and send decisions.
+
+:class:`~commhistory.model.SuppressionEntry` and :class:`~commhistory.model.SuppressionReason`
+live in :mod:`commhistory.model` (the store returns them) and are re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,13 @@ from datetime import datetime
 
 import attrs
 
-from commhistory.model import Channel, ConsentEvent, Purpose
+from commhistory.model import (
+    Channel,
+    ConsentEvent,
+    Purpose,
+    SuppressionEntry,
+    SuppressionReason,
+)
 
 __all__ = [
     "ConsentState",
@@ -24,19 +34,6 @@ class ConsentState(enum.StrEnum):
     GRANTED = "granted"
     WITHDRAWN = "withdrawn"
     NONE = "none"
-
-
-class SuppressionReason(enum.StrEnum):
-    """Why an address is suppressed."""
-
-    HARD_BOUNCE = "hard_bounce"
-    SOFT_BOUNCE_LIMIT = "soft_bounce_limit"
-    COMPLAINT = "complaint"
-    UNSUBSCRIBE = "unsubscribe"
-    SMS_KEYWORD = "sms_keyword"
-    LINE_UNFOLLOW = "line_unfollow"
-    MANUAL = "manual"
-    ERASURE = "erasure"
 
 
 CONSENT_REASONS: frozenset[SuppressionReason] = frozenset(
@@ -77,56 +74,6 @@ class ConsentStatus:
     def granted(self) -> bool:
         """Whether consent is granted at :attr:`at`."""
         return self.state is ConsentState.GRANTED
-
-
-@attrs.frozen(kw_only=True)
-class SuppressionEntry:
-    """One address-level suppression: the address is known only by its keyed blind index.
-
-    Attributes:
-        suppression_id: The entry's id (derived from its cause, so feeding twice is a no-op).
-        kind: The address kind: ``"email"``, ``"phone"`` or ``"line"``.
-        channel: The channel it applies to.
-        purpose: The purpose it applies to; ``None`` for every purpose.
-        reason: Why.
-        since: When it started (the cause's time), UTC.
-        cause_id: The event, message or consent id that caused it, if any.
-        lifted_at: When it was lifted, if it was.
-        lifted_by: What lifted it (a message id, consent id or ``"manual"``).
-        address_key: The blind index of the address. Not shown in ``repr()``.
-        index_key_id: The keyring key the blind index was computed under.
-
-    .. versionadded:: 0.1.0
-    """
-
-    suppression_id: str
-    kind: str
-    channel: Channel
-    purpose: Purpose | None
-    reason: SuppressionReason
-    since: datetime
-    cause_id: str | None = None
-    lifted_at: datetime | None = None
-    lifted_by: str | None = None
-    address_key: bytes = attrs.field(default=b"", repr=False)
-    index_key_id: str = ""
-
-    def active_at(self, at: datetime) -> bool:
-        """Whether the entry is in force at *at*."""
-        return self.since <= at and (self.lifted_at is None or self.lifted_at > at)
-
-    def covers(self, purpose: Purpose) -> bool:
-        """Whether the entry applies to messages of *purpose*."""
-        return self.purpose is None or self.purpose is purpose
-
-    def describe(self) -> str:
-        """A human-readable, personal-data-free sentence about the entry."""
-        scope = "all purposes" if self.purpose is None else self.purpose.value
-        cause = f", cause {self.cause_id}" if self.cause_id else ""
-        return (
-            f"{self.kind} address suppressed on {self.channel.value} ({scope}) since "
-            f"{_iso(self.since)}: {self.reason.value}{cause}"
-        )
 
 
 @attrs.frozen(kw_only=True)

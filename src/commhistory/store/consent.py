@@ -1,9 +1,17 @@
-"""The storage side of consent and suppression, for the SQL and the in-memory repository.
+"""Consent and suppression storage: the port the consent rules use, on SQL and in memory.
 
-Everything that reads or writes tables lives here, behind one small interface
-(:class:`ConsentData`), so the ledger, the suppression list and ``can_send``
-hold only the rules. SQL statements are built from schema identifiers and
-placeholders; every value is bound.
+:class:`ConsentStore` is everything :mod:`commhistory.consent` needs from a
+repository: the ledger's plain columns, address keys, suppression entries.
+:class:`SQLConsentStore` and :class:`MemoryConsentStore` implement it; a
+repository hands its own out as ``repo.consent_store``. Writes join the
+transaction that is open (an ingest batch's, when the consent feed runs inside
+one), so what a batch implies commits with it.
+
+SQL statements are built from schema identifiers and placeholders; every value
+is bound.
+
+.. versionadded:: 0.4.0
+   Moved here from ``commhistory.consent._data``; the consent package keeps the rules.
 """
 
 # ruff: noqa: S608
@@ -13,20 +21,39 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
-import sqlalchemy as sa
+import attrs
 
-from commhistory.consent._records import SuppressionEntry, SuppressionReason
 from commhistory.crypto import lookup_key_ids
-from commhistory.errors import PayloadError
-from commhistory.model import Channel, ConsentAction, ConsentEvent, ConsentMethod, Purpose
+from commhistory.model import (
+    ADDRESS_KINDS,
+    Channel,
+    ConsentAction,
+    ConsentEvent,
+    ConsentMethod,
+    Purpose,
+    SuppressionEntry,
+    SuppressionReason,
+    consent_id_of,
+)
+from commhistory.normalize.time import from_micros, to_micros
 from commhistory.store import schema
-from commhistory.store._common import ADDRESS_KINDS, consent_id_of, from_micros, to_micros
-from commhistory.store.memory import MemoryRepository
-from commhistory.store.sql import CONSENT_COLUMNS, SQLRepository
+from commhistory.store.layout import CONSENT_COLUMNS
 
-__all__ = ["AddressKey", "ConsentData", "ConsentRow", "data_for", "kind_of"]
+if TYPE_CHECKING:
+    from commhistory.store.memory import MemoryState
+    from commhistory.store.sql import SQLRepository
+
+__all__ = [
+    "BULK_THRESHOLD",
+    "AddressKey",
+    "ConsentRow",
+    "ConsentStore",
+    "MemoryConsentStore",
+    "SQLConsentStore",
+    "memory_digest",
+]
 
 BULK_THRESHOLD: Final = 2000
 """Above this many contact ids, bulk reads scan the channel instead of ``IN`` lists."""
@@ -59,55 +86,6 @@ class ConsentRow(NamedTuple):
     method: ConsentMethod
 
 
-def kind_of(channel: Channel) -> str | None:
-    """The blind-index kind of a channel's addresses (``None``: not address-indexed)."""
-    return ADDRESS_KINDS.get(channel)
-
-
-def normalize_address(channel: Channel, address: str) -> tuple[str, str]:
-    """Return ``(kind, normalized address)`` for a channel.
-
-    Raises:
-        PayloadError: The channel has no indexed addresses.
-        NormalizationError: The address is invalid for the channel.
-    """
-    from commhistory.normalize import (  # noqa: PLC0415
-        normalize_email,
-        normalize_line_user_id,
-        normalize_phone,
-    )
-
-    kind = kind_of(channel)
-    if kind is None:
-        raise PayloadError(field="channel", reason="channel has no address-level suppression")
-    if not isinstance(address, str):
-        raise PayloadError(field="address", reason="expected a string")
-    if kind == "email":
-        return kind, normalize_email(address)
-    if kind == "phone":
-        return kind, normalize_phone(address)
-    return kind, normalize_line_user_id(address)
-
-
-def suppression_id(
-    key: AddressKey,
-    channel: Channel,
-    purpose: Purpose | None,
-    reason: SuppressionReason,
-    cause_id: str | None,
-) -> str:
-    """Derive a suppression entry's id from its content (idempotent feeding)."""
-    parts = (
-        key.kind,
-        key.digest.hex(),
-        channel.value,
-        "*" if purpose is None else purpose.value,
-        reason.value,
-        cause_id or "",
-    )
-    return "sup:" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
-
-
 def _entry(r: Sequence[Any]) -> SuppressionEntry:
     return SuppressionEntry(
         suppression_id=r[0],
@@ -124,26 +102,28 @@ def _entry(r: Sequence[Any]) -> SuppressionEntry:
     )
 
 
-class ConsentData:
-    """What consent, suppression and ``can_send`` need from a repository (the storage role).
+class ConsentStore(Protocol):
+    """The storage port of consent, suppression and ``can_send``.
 
-    Methods taking ``conn`` accept the connection of an open transaction (SQL
-    only, used by the ingest hook); without it they run their own.
+    Every method runs in the repository's current transaction when one is open
+    (the ingest batch's, for the consent feed), else in one of its own.
+
+    .. versionadded:: 0.4.0
     """
 
     def known(self, contact_ids: Iterable[str]) -> dict[str, datetime | None]:
         """Return the known contacts among *contact_ids*, each with its erasure time."""
-        raise NotImplementedError
+        ...
 
     def erased(self) -> dict[str, datetime]:
         """Return every erased contact with its erasure time."""
-        raise NotImplementedError
+        ...
 
     def consent_rows(
         self, contact_ids: Sequence[str] | None, channel: Channel, purpose: Purpose, at: datetime
     ) -> list[ConsentRow]:
         """Return the ledger rows for (channel, purpose) up to *at* (all contacts: ``None``)."""
-        raise NotImplementedError
+        ...
 
     def latest_actions(
         self, contact_ids: Sequence[str] | None, channel: Channel, purpose: Purpose, at: datetime
@@ -162,27 +142,27 @@ class ConsentData:
 
     def contact_keys(self, contact_ids: Sequence[str], kind: str) -> dict[str, list[AddressKey]]:
         """Return the address keys of each contact's addresses of *kind*."""
-        raise NotImplementedError
+        ...
 
     def keys_of(self, kind: str, value: str) -> list[AddressKey]:
         """Return the keys a normalized address may be stored under (every index key)."""
-        raise NotImplementedError
+        ...
 
     def entries(
-        self, keys: Sequence[AddressKey], channel: Channel | None, conn: Any = None
+        self, keys: Sequence[AddressKey], channel: Channel | None
     ) -> list[SuppressionEntry]:
         """Return the suppression entries on these addresses (on *channel*, or any)."""
-        raise NotImplementedError
+        ...
 
     def contact_entries(
         self, contact_ids: Sequence[str] | None, channel: Channel, at: datetime
     ) -> dict[str, list[SuppressionEntry]]:
         """Return the entries on each contact's addresses for *channel* begun by *at*."""
-        raise NotImplementedError
+        ...
 
-    def add_entries(self, entries: Sequence[SuppressionEntry], conn: Any = None) -> int:
+    def add_entries(self, entries: Sequence[SuppressionEntry]) -> int:
         """Store entries (existing ids are skipped); return how many were new."""
-        raise NotImplementedError
+        ...
 
     def lift(  # noqa: PLR0917 - private storage interface
         self,
@@ -191,38 +171,27 @@ class ConsentData:
         reasons: Iterable[SuppressionReason],
         at: datetime,
         by: str,
-        conn: Any = None,
     ) -> int:
         """Lift the entries of *reasons* begun by *at* on these addresses; return how many."""
-        raise NotImplementedError
+        ...
 
-    def append_consents(self, items: Sequence[ConsentEvent], conn: Any = None) -> int:
+    def append_consents(self, items: Sequence[ConsentEvent]) -> int:
         """Append evidence-free ledger events (fed from provider events); return how many."""
-        raise NotImplementedError
+        ...
 
 
 # ---------------------------------------------------------------------- SQL
 
 
-class SQLConsentData(ConsentData):
-    """:class:`ConsentData` over :class:`~commhistory.store.sql.SQLRepository`."""
+class SQLConsentStore(ConsentStore):
+    """:class:`ConsentStore` over :class:`~commhistory.store.sql.SQLRepository`."""
 
     def __init__(self, repo: SQLRepository) -> None:
         self.repo = repo
         self.ph = repo.backend.ph
 
-    def _read(self, conn: Any) -> Any:
-        if conn is not None:
-            return _Given(conn)
-        return self.repo.transaction(read=True)
-
-    def _write(self, conn: Any) -> Any:
-        if conn is not None:
-            return _Given(conn)
-        return self.repo.transaction()
-
     def known(self, contact_ids: Iterable[str]) -> dict[str, datetime | None]:
-        """See :meth:`ConsentData.known`."""
+        """See :meth:`ConsentStore.known`."""
         with self.repo.transaction(read=True) as conn:
             rows = self.repo.backend.select_in(
                 conn, "SELECT contact_id, erased_at FROM contacts WHERE contact_id IN ({in})",
@@ -231,7 +200,7 @@ class SQLConsentData(ConsentData):
         return {r[0]: None if r[1] is None else from_micros(int(r[1])) for r in rows}
 
     def erased(self) -> dict[str, datetime]:
-        """See :meth:`ConsentData.erased`."""
+        """See :meth:`ConsentStore.erased`."""
         with self.repo.transaction(read=True) as conn:
             rows = conn.exec_driver_sql(
                 "SELECT contact_id, erased_at FROM contacts WHERE erased_at IS NOT NULL"
@@ -241,7 +210,7 @@ class SQLConsentData(ConsentData):
     def consent_rows(
         self, contact_ids: Sequence[str] | None, channel: Channel, purpose: Purpose, at: datetime
     ) -> list[ConsentRow]:
-        """See :meth:`ConsentData.consent_rows`."""
+        """See :meth:`ConsentStore.consent_rows`."""
         ph = self.ph
         sql = (
             "SELECT contact_id, action, occurred_at, consent_id, method FROM consent_events "
@@ -265,7 +234,7 @@ class SQLConsentData(ConsentData):
     def latest_actions(
         self, contact_ids: Sequence[str] | None, channel: Channel, purpose: Purpose, at: datetime
     ) -> dict[str, tuple[int, bool, str]]:
-        """See :meth:`ConsentData.latest_actions`."""
+        """See :meth:`ConsentStore.latest_actions`."""
         ph = self.ph
         sql = (
             "SELECT contact_id, occurred_at, action, consent_id FROM consent_events "
@@ -294,7 +263,7 @@ class SQLConsentData(ConsentData):
         return best
 
     def contact_keys(self, contact_ids: Sequence[str], kind: str) -> dict[str, list[AddressKey]]:
-        """See :meth:`ConsentData.contact_keys`."""
+        """See :meth:`ConsentStore.contact_keys`."""
         with self.repo.transaction(read=True) as conn:
             rows = self.repo.backend.select_in(
                 conn,
@@ -309,7 +278,7 @@ class SQLConsentData(ConsentData):
         return out
 
     def keys_of(self, kind: str, value: str) -> list[AddressKey]:
-        """See :meth:`ConsentData.keys_of`."""
+        """See :meth:`ConsentStore.keys_of`."""
         keys = []
         # Retired keys' kept blind-index subkeys too: the opt-outs of erased
         # people can never be re-indexed under a new index key.
@@ -318,9 +287,9 @@ class SQLConsentData(ConsentData):
         return keys
 
     def entries(
-        self, keys: Sequence[AddressKey], channel: Channel | None, conn: Any = None
+        self, keys: Sequence[AddressKey], channel: Channel | None
     ) -> list[SuppressionEntry]:
-        """See :meth:`ConsentData.entries`."""
+        """See :meth:`ConsentStore.entries`."""
         if not keys:
             return []
         ph = self.ph
@@ -328,7 +297,7 @@ class SQLConsentData(ConsentData):
         by_kind: dict[str, list[bytes]] = {}
         for key in keys:
             by_kind.setdefault(key.kind, []).append(key.digest)
-        with self._read(conn) as c:
+        with self.repo.transaction(read=True) as c:
             for kind, digests in by_kind.items():
                 sql = f"SELECT {_ENTRY_SELECT} FROM suppressions s WHERE s.kind = {ph}"
                 extra: tuple[Any, ...] = (kind,)
@@ -344,7 +313,7 @@ class SQLConsentData(ConsentData):
     def contact_entries(
         self, contact_ids: Sequence[str] | None, channel: Channel, at: datetime
     ) -> dict[str, list[SuppressionEntry]]:
-        """See :meth:`ConsentData.contact_entries`."""
+        """See :meth:`ConsentStore.contact_entries`."""
         ph = self.ph
         sql = (
             f"SELECT a.contact_id, {_ENTRY_SELECT} FROM suppressions s JOIN addresses a "
@@ -364,8 +333,8 @@ class SQLConsentData(ConsentData):
             out.setdefault(r[0], []).append(_entry(r[1:]))
         return out
 
-    def add_entries(self, entries: Sequence[SuppressionEntry], conn: Any = None) -> int:
-        """See :meth:`ConsentData.add_entries`."""
+    def add_entries(self, entries: Sequence[SuppressionEntry]) -> int:
+        """See :meth:`ConsentStore.add_entries`."""
         if not entries:
             return 0
         now = to_micros(datetime.now(UTC))
@@ -378,7 +347,7 @@ class SQLConsentData(ConsentData):
             )
             for e in entries
         ]  # fmt: skip
-        with self._write(conn) as c:
+        with self.repo.transaction() as c:
             return self.repo.backend.insert(c, schema.suppressions, SUPPRESSION_COLUMNS, rows)
 
     def lift(  # noqa: PLR0917 - private storage interface
@@ -388,14 +357,13 @@ class SQLConsentData(ConsentData):
         reasons: Iterable[SuppressionReason],
         at: datetime,
         by: str,
-        conn: Any = None,
     ) -> int:
-        """See :meth:`ConsentData.lift`."""
+        """See :meth:`ConsentStore.lift`."""
         wanted = {r.value for r in reasons}
-        with self._write(conn) as c:
+        with self.repo.transaction() as c:
             ids = [
                 e.suppression_id
-                for e in self.entries(keys, channel, conn=c)
+                for e in self.entries(keys, channel)
                 if e.reason.value in wanted and e.lifted_at is None and e.since <= at
             ]
             if not ids:
@@ -408,8 +376,8 @@ class SQLConsentData(ConsentData):
                 [(to_micros(at), by, sid) for sid in ids],
             )
 
-    def append_consents(self, items: Sequence[ConsentEvent], conn: Any = None) -> int:
-        """See :meth:`ConsentData.append_consents`."""
+    def append_consents(self, items: Sequence[ConsentEvent]) -> int:
+        """See :meth:`ConsentStore.append_consents`."""
         if not items:
             return 0
         rows = [
@@ -421,43 +389,11 @@ class SQLConsentData(ConsentData):
             )
             for c in items
         ]  # fmt: skip
-        with self._write(conn) as c:
+        with self.repo.transaction() as c:
             return self.repo.backend.insert(c, schema.consent_events, CONSENT_COLUMNS, rows)
 
 
-class _Given:
-    """A context manager yielding an already open connection."""
-
-    def __init__(self, conn: sa.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sa.Connection:
-        return self.conn
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 # ---------------------------------------------------------------------- memory
-
-
-class MemoryPrivacyState:
-    """Suppression entries and erasures of a :class:`MemoryRepository`."""
-
-    def __init__(self) -> None:
-        self.entries: dict[str, SuppressionEntry] = {}
-        self.erased: dict[str, datetime] = {}
-        self.retained: dict[str, datetime] = {}
-        """Consent ids of erased contacts, with the date their evidence is due."""
-
-
-def memory_state(repo: MemoryRepository) -> MemoryPrivacyState:
-    """Return (creating it once) the privacy state kept alongside a memory repository."""
-    state: MemoryPrivacyState | None = getattr(repo, "_privacy_state", None)
-    if state is None:
-        state = MemoryPrivacyState()
-        repo._privacy_state = state  # type: ignore[attr-defined]
-    return state
 
 
 def memory_digest(kind: str, value: str) -> bytes:
@@ -465,26 +401,24 @@ def memory_digest(kind: str, value: str) -> bytes:
     return hashlib.sha256(f"{kind}\x00{value}".encode()).digest()[:16]
 
 
-class MemoryConsentData(ConsentData):
-    """:class:`ConsentData` over :class:`~commhistory.store.memory.MemoryRepository`."""
+class MemoryConsentStore(ConsentStore):
+    """:class:`ConsentStore` over :class:`~commhistory.store.memory.MemoryRepository`."""
 
-    def __init__(self, repo: MemoryRepository) -> None:
-        self.repo = repo
-        self.s = repo._s
-        self.state = memory_state(repo)
+    def __init__(self, state: MemoryState) -> None:
+        self.s = state
 
     def known(self, contact_ids: Iterable[str]) -> dict[str, datetime | None]:
-        """See :meth:`ConsentData.known`."""
-        return {cid: self.state.erased.get(cid) for cid in contact_ids if cid in self.s.contacts}
+        """See :meth:`ConsentStore.known`."""
+        return {cid: self.s.erased.get(cid) for cid in contact_ids if cid in self.s.contacts}
 
     def erased(self) -> dict[str, datetime]:
-        """See :meth:`ConsentData.erased`."""
-        return dict(self.state.erased)
+        """See :meth:`ConsentStore.erased`."""
+        return dict(self.s.erased)
 
     def consent_rows(
         self, contact_ids: Sequence[str] | None, channel: Channel, purpose: Purpose, at: datetime
     ) -> list[ConsentRow]:
-        """See :meth:`ConsentData.consent_rows`."""
+        """See :meth:`ConsentStore.consent_rows`."""
         wanted = None if contact_ids is None else set(contact_ids)
         return [
             ConsentRow(c.contact_id, c.action, c.occurred_at, cid, c.method)
@@ -496,7 +430,7 @@ class MemoryConsentData(ConsentData):
         ]
 
     def contact_keys(self, contact_ids: Sequence[str], kind: str) -> dict[str, list[AddressKey]]:
-        """See :meth:`ConsentData.contact_keys`."""
+        """See :meth:`ConsentStore.contact_keys`."""
         wanted = set(contact_ids)
         out: dict[str, list[AddressKey]] = {}
         for (k, value), cids in self.s.addresses.items():
@@ -507,25 +441,25 @@ class MemoryConsentData(ConsentData):
         return out
 
     def keys_of(self, kind: str, value: str) -> list[AddressKey]:
-        """See :meth:`ConsentData.keys_of`."""
+        """See :meth:`ConsentStore.keys_of`."""
         return [AddressKey(kind, memory_digest(kind, value), "memory")]
 
     def entries(
-        self, keys: Sequence[AddressKey], channel: Channel | None, conn: Any = None
+        self, keys: Sequence[AddressKey], channel: Channel | None
     ) -> list[SuppressionEntry]:
-        """See :meth:`ConsentData.entries`."""
+        """See :meth:`ConsentStore.entries`."""
         wanted = {(k.kind, k.digest) for k in keys}
         return [
             e
-            for e in self.state.entries.values()
+            for e in self.s.suppressions.values()
             if (e.kind, e.address_key) in wanted and (channel is None or e.channel is channel)
         ]
 
     def contact_entries(
         self, contact_ids: Sequence[str] | None, channel: Channel, at: datetime
     ) -> dict[str, list[SuppressionEntry]]:
-        """See :meth:`ConsentData.contact_entries`."""
-        kind = kind_of(channel)
+        """See :meth:`ConsentStore.contact_entries`."""
+        kind = ADDRESS_KINDS.get(channel)
         if kind is None:
             return {}
         by_digest: dict[bytes, set[str]] = {}
@@ -536,18 +470,18 @@ class MemoryConsentData(ConsentData):
                 if hit:
                     by_digest.setdefault(memory_digest(k, value), set()).update(hit)
         out: dict[str, list[SuppressionEntry]] = {}
-        for e in self.state.entries.values():
+        for e in self.s.suppressions.values():
             if e.channel is channel and e.since <= at and e.kind == kind:
                 for cid in by_digest.get(e.address_key, ()):
                     out.setdefault(cid, []).append(e)
         return out
 
-    def add_entries(self, entries: Sequence[SuppressionEntry], conn: Any = None) -> int:
-        """See :meth:`ConsentData.add_entries`."""
+    def add_entries(self, entries: Sequence[SuppressionEntry]) -> int:
+        """See :meth:`ConsentStore.add_entries`."""
         added = 0
         for e in entries:
-            if e.suppression_id not in self.state.entries:
-                self.state.entries[e.suppression_id] = e
+            if e.suppression_id not in self.s.suppressions:
+                self.s.suppressions[e.suppression_id] = e
                 added += 1
         return added
 
@@ -558,23 +492,18 @@ class MemoryConsentData(ConsentData):
         reasons: Iterable[SuppressionReason],
         at: datetime,
         by: str,
-        conn: Any = None,
     ) -> int:
-        """See :meth:`ConsentData.lift`."""
-        import attrs  # noqa: PLC0415
-
+        """See :meth:`ConsentStore.lift`."""
         wanted = set(reasons)
         lifted = 0
         for e in self.entries(keys, channel):
             if e.reason in wanted and e.lifted_at is None and e.since <= at:
-                self.state.entries[e.suppression_id] = attrs.evolve(e, lifted_at=at, lifted_by=by)
+                self.s.suppressions[e.suppression_id] = attrs.evolve(e, lifted_at=at, lifted_by=by)
                 lifted += 1
         return lifted
 
-    def append_consents(self, items: Sequence[ConsentEvent], conn: Any = None) -> int:
-        """See :meth:`ConsentData.append_consents`."""
-        import attrs  # noqa: PLC0415
-
+    def append_consents(self, items: Sequence[ConsentEvent]) -> int:
+        """See :meth:`ConsentStore.append_consents`."""
         added = 0
         for c in items:
             cid = consent_id_of(c)
@@ -583,19 +512,3 @@ class MemoryConsentData(ConsentData):
                 self.s.contacts.add(c.contact_id)
                 added += 1
         return added
-
-
-def data_for(repo: object) -> ConsentData:
-    """Return the :class:`ConsentData` of a repository.
-
-    Raises:
-        PayloadError: The repository is neither SQL nor in-memory.
-    """
-    if isinstance(repo, SQLRepository):
-        return SQLConsentData(repo)
-    if isinstance(repo, MemoryRepository):
-        return MemoryConsentData(repo)
-    raise PayloadError(
-        field="repository",
-        reason=f"consent needs a SQL or memory repository, not {type(repo).__name__}",
-    )

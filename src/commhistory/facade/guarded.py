@@ -1,0 +1,647 @@
+"""The guarded view: the facade bound to one actor and purpose, checked and audited.
+
+:meth:`CommHistory.as_actor() <commhistory.facade.history.CommHistory.as_actor>`
+returns a :class:`GuardedRepository`. Every call on it checks the permission it
+needs under a :class:`~commhistory.audit.Policy`, raises
+:class:`~commhistory.errors.PermissionDenied` (and audits the denial) when the
+actor lacks it, and audits personal-data reads, exports, erasures, consent and
+suppression changes, key operations and history writes (one entry per batch).
+When the log is the repository's own table, a call and its entry commit in one
+transaction. It wraps the same facade the host uses; it declares each call once
+more only to check and audit it.
+
+.. versionadded:: 0.3.0
+.. versionchanged:: 0.4.0
+   Moved from ``commhistory.audit.access``; it wraps the facade.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+from commhistory.audit import DEFAULT_POLICY, Actor, AuditLog, Outcome, Permission, Policy
+from commhistory.audit.masked import MaskedEntry
+from commhistory.errors import InvalidInputError, PermissionDenied
+from commhistory.model import ConsentEvent
+
+if TYPE_CHECKING:
+    from commhistory.consent import SendDecision, SuppressionEntry
+    from commhistory.convert import ParsedLine
+    from commhistory.facade.history import CommHistory
+    from commhistory.kpi.metrics import KpiTable
+    from commhistory.model import Channel, Event, Message, Purpose
+    from commhistory.privacy import ErasureReport, PurgeReport, RetentionPolicy
+    from commhistory.store.masks import MaskBackfillReport
+    from commhistory.store.protocol import (
+        BatchOutcome,
+        DeadLetter,
+        IngestReport,
+        TimelineEntry,
+    )
+    from commhistory.store.rotation import RotationReport
+
+__all__ = ["GuardedConsent", "GuardedRepository", "GuardedSuppression"]
+
+_T = TypeVar("_T")
+P = Permission
+
+
+class GuardedRepository:
+    """A repository bound to one actor and purpose; see :func:`as_actor`.
+
+    Offers the :class:`~commhistory.store.protocol.Repository` methods (plus
+    ``filter_sendable`` and ``rotate_keys``), each checked against the policy.
+    Anything else of the repository (its engine, keyring, backend) is not
+    reachable through the view. Closing the view does not close the repository.
+
+    .. versionadded:: 0.3.0
+    """
+
+    def __init__(
+        self,
+        repo: CommHistory,
+        actor: Actor,
+        *,
+        purpose: str,
+        policy: Policy | None = None,
+        audit: AuditLog | None = None,
+    ) -> None:
+        given: object = actor
+        if not isinstance(given, Actor):
+            raise InvalidInputError(field="actor", reason="must be an Actor")
+        stated: object = purpose
+        if not isinstance(stated, str) or not stated.strip():
+            raise InvalidInputError(field="purpose", reason="must be a non-empty string")
+        self._policy = DEFAULT_POLICY if policy is None else policy
+        self._policy.check_actor(actor)
+        self._repo = repo
+        self._actor = actor
+        self._purpose = purpose
+        self._audit = repo.audit_log if audit is None else audit
+        self._granted = self._policy.permissions_of(actor)
+        # When the log lives in the repository's own database, an audited call
+        # and its entry share one transaction: both commit, or neither.
+        self._shared = repo if self._audit.stored_in(repo.store) else None
+
+    def __repr__(self) -> str:
+        return f"GuardedRepository(actor={self._actor.id!r}, roles={self._actor.roles!r})"
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def actor(self) -> Actor:
+        """The actor this view acts as."""
+        return self._actor
+
+    @property
+    def purpose(self) -> str:
+        """The purpose stated for this view."""
+        return self._purpose
+
+    @property
+    def audit_log(self) -> AuditLog:
+        """The audit log this view appends to."""
+        return self._audit
+
+    def allows(self, permission: Permission | str) -> bool:
+        """Return whether this view's actor holds *permission* (nothing is audited)."""
+        return self._policy.allows(self._actor, permission)
+
+    def _record(
+        self,
+        action: str,
+        permission: Permission | None,
+        outcome: str,
+        contact_id: str | None = None,
+        targets: Iterable[str] = (),
+    ) -> None:
+        self._audit.append(
+            actor_id=self._actor.id,
+            roles=self._actor.roles,
+            action=action,
+            purpose=self._purpose,
+            outcome=outcome,
+            permission=None if permission is None else str(permission),
+            contact_id=contact_id,
+            targets=targets,
+        )
+
+    def _require(self, permission: Permission, action: str, contact_id: str | None = None) -> None:
+        if permission not in self._granted:
+            self._record(action, permission, Outcome.DENIED, _id_or_none(contact_id))
+            raise PermissionDenied(permission=str(permission), actor=self._actor.id)
+
+    def _audited(
+        self,
+        permission: Permission,
+        action: str,
+        call: Callable[[], _T],
+        contact_id: str | None = None,
+        targets: Callable[[_T], Iterable[str]] | None = None,
+    ) -> _T:
+        self._require(permission, action, contact_id)
+        cid = _id_or_none(contact_id)
+        try:
+            with self._shared.transaction() if self._shared is not None else nullcontext():
+                result = call()
+                self._record(
+                    action, permission, Outcome.OK, cid, targets(result) if targets else ()
+                )
+        except Exception as exc:
+            self._record(action, permission, f"{Outcome.FAILED}:{type(exc).__name__}", cid)
+            raise
+        return result
+
+    def _checked(self, permission: Permission, action: str, call: Callable[[], _T]) -> _T:
+        self._require(permission, action)
+        return call()
+
+    def _write(self, action: str, call: Callable[[], IngestReport]) -> IngestReport:
+        """Run a history write, with one audit entry per batch (in the batch's transaction)."""
+        self._require(P.WRITE_HISTORY, action)
+        shared = self._shared
+        if shared is None:
+            # Another store: one entry for the whole call, after it.
+            report = call()
+            self._record(action, P.WRITE_HISTORY, Outcome.OK)
+            return report
+
+        def audit_batch(outcome: BatchOutcome) -> None:
+            self._record(action, P.WRITE_HISTORY, Outcome.OK, targets=outcome.changed)
+
+        with shared.batch_hook(audit_batch):
+            return call()
+
+    # ------------------------------------------------------------------ writes
+
+    def record_messages(self, items: Iterable[Message]) -> IngestReport:
+        """Store messages (needs ``write_history``; one audit entry per batch).
+
+        See :meth:`commhistory.store.protocol.Repository.record_messages`.
+        """
+        return self._write("record_messages", lambda: self._repo.record_messages(items))
+
+    def record_events(self, items: Iterable[Event]) -> IngestReport:
+        """Store events (needs ``write_history``; one audit entry per batch).
+
+        See :meth:`commhistory.store.protocol.Repository.record_events`.
+        """
+        return self._write("record_events", lambda: self._repo.record_events(items))
+
+    def ingest(self, lines: Iterable[ParsedLine], *, source: str) -> IngestReport:
+        """Store parsed lines (needs ``write_history``; one audit entry per batch).
+
+        See :meth:`commhistory.store.protocol.Repository.ingest`.
+        """
+        return self._write(
+            "ingest", lambda: self._repo.ingest(self._consent_checked(lines), source=source)
+        )
+
+    def _consent_checked(self, lines: Iterable[ParsedLine]) -> Iterator[ParsedLine]:
+        """Pass lines through; a consent event among them needs ``manage_consent``.
+
+        A batch is read whole before it is written, so a denial stores nothing of
+        the batch holding the consent line (earlier batches stay, as for any error).
+        """
+        for line in lines:
+            if isinstance(line.record, ConsentEvent):
+                self._require(P.MANAGE_CONSENT, "ingest")
+            yield line
+
+    def record_consent(self, items: Iterable[ConsentEvent]) -> IngestReport:
+        """Append consent events (needs ``manage_consent``; audited with the contact ids).
+
+        Args:
+            items: The consent events.
+
+        Returns:
+            What was stored.
+
+        Raises:
+            PermissionDenied: The actor lacks ``manage_consent``.
+        """
+        batch = list(items)
+        contacts = sorted({str(getattr(e, "contact_id", "")) for e in batch} - {""})
+        return self._audited(
+            P.MANAGE_CONSENT,
+            "record_consent",
+            lambda: self._repo.record_consent(batch),
+            targets=lambda _r: contacts,
+        )
+
+    # ------------------------------------------------------------------ reads
+
+    def timeline(self, contact_id: str) -> list[TimelineEntry]:
+        """Return a contact's decrypted timeline (needs ``read_personal``; audited).
+
+        Actors with only ``read_history_masked`` use :meth:`masked_timeline`,
+        which decrypts nothing.
+
+        Raises:
+            PermissionDenied: The actor lacks ``read_personal``.
+            NotFoundError: The contact is unknown.
+        """
+        return self._audited(
+            P.READ_PERSONAL,
+            "timeline",
+            lambda: self._repo.timeline(contact_id),
+            contact_id,
+            lambda entries: [e.message.message_id for e in entries],
+        )
+
+    def masked_timeline(self, contact_id: str) -> list[MaskedEntry]:
+        """Return a contact's timeline, personal fields withheld (needs ``read_history_masked``).
+
+        Nothing is decrypted (see :func:`commhistory.audit.masked.masked_timeline`),
+        so the read is not audited.
+
+        Raises:
+            PermissionDenied: The actor lacks ``read_history_masked``.
+            NotFoundError: The contact is unknown.
+        """
+        return self._checked(
+            P.READ_HISTORY_MASKED,
+            "masked_timeline",
+            lambda: self._repo.masked_timeline(contact_id),
+        )
+
+    def consent_history(self, contact_id: str) -> list[ConsentEvent]:
+        """Return a contact's consent events with evidence (needs ``read_personal``; audited).
+
+        Raises:
+            PermissionDenied: The actor lacks ``read_personal``.
+            NotFoundError: The contact is unknown.
+        """
+        return self._audited(
+            P.READ_PERSONAL,
+            "consent_history",
+            lambda: self._repo.consent_history(contact_id),
+            contact_id,
+        )
+
+    def find_contacts(
+        self,
+        *,
+        email: str | None = None,
+        phone: str | None = None,
+        line_user_id: str | None = None,
+    ) -> list[str]:
+        """Find contacts by address (needs ``read_personal``; audited with the ids found).
+
+        The address searched for is not recorded.
+
+        Raises:
+            PermissionDenied: The actor lacks ``read_personal``.
+        """
+        return self._audited(
+            P.READ_PERSONAL,
+            "find_contacts",
+            lambda: self._repo.find_contacts(email=email, phone=phone, line_user_id=line_user_id),
+            targets=lambda ids: ids,
+        )
+
+    def dead_letters(
+        self, *, source: str | None = None, limit: int | None = None
+    ) -> list[DeadLetter]:
+        """Return decrypted dead letters (needs ``read_personal``; audited with their ids).
+
+        Raises:
+            PermissionDenied: The actor lacks ``read_personal``.
+        """
+        return self._audited(
+            P.READ_PERSONAL,
+            "dead_letters",
+            lambda: self._repo.dead_letters(source=source, limit=limit),
+            targets=lambda letters: [d.id for d in letters],
+        )
+
+    def kpis(
+        self,
+        by: str | Iterable[str] = (),
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        tz: str = "UTC",
+        exclude_machine: bool = True,
+    ) -> KpiTable:
+        """Compute KPIs (needs ``read_metrics``).
+
+        See :meth:`commhistory.store.protocol.Repository.kpis`.
+        """
+        return self._checked(
+            P.READ_METRICS,
+            "kpis",
+            lambda: self._repo.kpis(
+                by, since=since, until=until, tz=tz, exclude_machine=exclude_machine
+            ),
+        )
+
+    def can_send(
+        self,
+        contact_id: str,
+        channel: Channel | str,
+        purpose: Purpose | str,
+        at: datetime | None = None,
+        *,
+        address: str | None = None,
+    ) -> SendDecision:
+        """Decide whether a message may be sent (needs ``read_history_masked``)."""
+        return self._checked(
+            P.READ_HISTORY_MASKED,
+            "can_send",
+            lambda: self._repo.can_send(contact_id, channel, purpose, at, address=address),
+        )
+
+    def filter_sendable(
+        self,
+        contact_ids: Iterable[str],
+        channel: Channel | str,
+        purpose: Purpose | str,
+        at: datetime | None = None,
+    ) -> list[str]:
+        """Keep the sendable contacts (needs ``read_history_masked``).
+
+        Raises:
+            PermissionDenied: The actor lacks ``read_history_masked``.
+        """
+        return self._checked(
+            P.READ_HISTORY_MASKED,
+            "filter_sendable",
+            lambda: self._repo.filter_sendable(contact_ids, channel, purpose, at),
+        )
+
+    # ------------------------------------------------------------------ consent and privacy
+
+    @property
+    def consent(self) -> GuardedConsent:
+        """The consent ledger, guarded (see :class:`GuardedConsent`)."""
+        return GuardedConsent(self)
+
+    @property
+    def suppression(self) -> GuardedSuppression:
+        """The suppression list, guarded (see :class:`GuardedSuppression`)."""
+        return GuardedSuppression(self)
+
+    def export_subject(self, contact_id: str) -> dict[str, Any]:
+        """Export everything held on a person (needs ``export_subject``; audited).
+
+        Raises:
+            PermissionDenied: The actor lacks ``export_subject``.
+            NotFoundError: The contact is unknown.
+        """
+        return self._audited(
+            P.EXPORT_SUBJECT,
+            "export_subject",
+            lambda: self._repo.export_subject(contact_id),
+            contact_id,
+        )
+
+    def erase_subject(self, contact_id: str) -> ErasureReport:
+        """Crypto-shred a person (needs ``erase_subject``; audited).
+
+        Raises:
+            PermissionDenied: The actor lacks ``erase_subject``.
+            NotFoundError: The contact is unknown.
+        """
+        return self._audited(
+            P.ERASE_SUBJECT,
+            "erase_subject",
+            lambda: self._repo.erase_subject(contact_id),
+            contact_id,
+        )
+
+    def purge(self, policy: RetentionPolicy | None = None, *, dry_run: bool = True) -> PurgeReport:
+        """Delete what the retention policy says is due (needs ``erase_subject``).
+
+        A real purge runs in one transaction with its audit entry (action
+        ``purge``); a dry run (the default) is checked but not audited, since it
+        deletes and reveals nothing. See :func:`commhistory.privacy.purge`.
+
+        Args:
+            policy: The retention policy (default: its defaults).
+            dry_run: Only count (the default).
+
+        Returns:
+            What is (or was) due, by kind.
+
+        Raises:
+            PermissionDenied: The actor lacks ``erase_subject``.
+        """
+        if dry_run:
+            return self._checked(
+                P.ERASE_SUBJECT, "purge.dry_run", lambda: self._repo.purge(policy, dry_run=True)
+            )
+        return self._audited(
+            P.ERASE_SUBJECT, "purge", lambda: self._repo.purge(policy, dry_run=False)
+        )
+
+    def backfill_masks(self, *, batch_size: int = 1000) -> MaskBackfillReport:
+        """Store masked addresses for older messages (needs ``manage_keys``; audited).
+
+        It decrypts every stored address, so it is an administrator's key-level
+        operation. See :func:`commhistory.store.masks.backfill_masks`.
+
+        Raises:
+            PermissionDenied: The actor lacks ``manage_keys``.
+            InvalidInputError: The repository is not a SQL repository.
+        """
+        return self._audited(
+            P.MANAGE_KEYS,
+            "backfill_masks",
+            lambda: self._repo.backfill_masks(batch_size=batch_size),
+        )
+
+    def rotate_keys(self, *, batch_size: int = 1000, reindex: bool = False) -> RotationReport:
+        """Re-wrap data keys under the keyring's current key (needs ``manage_keys``; audited).
+
+        Args:
+            batch_size: Rows per transaction.
+            reindex: Also recompute blind indexes.
+
+        Returns:
+            What was moved (see :func:`commhistory.store.rotation.rotate_keys`).
+
+        Raises:
+            PermissionDenied: The actor lacks ``manage_keys``.
+            InvalidInputError: The repository is not a SQL repository.
+        """
+        return self._audited(
+            P.MANAGE_KEYS,
+            "rotate_keys",
+            lambda: self._repo.rotate_keys(batch_size=batch_size, reindex=reindex),
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Do nothing: the repository belongs to whoever opened it."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _id_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+class GuardedConsent:
+    """The consent ledger seen through a :class:`GuardedRepository`.
+
+    ``grant`` and ``withdraw`` need ``manage_consent`` and are audited;
+    ``status`` and ``statuses`` need ``read_history_masked``; ``history``
+    (evidence included) needs ``read_personal`` and is audited.
+
+    .. versionadded:: 0.3.0
+    """
+
+    def __init__(self, view: GuardedRepository) -> None:
+        self._view = view
+
+    def __repr__(self) -> str:
+        return f"GuardedConsent(actor={self._view.actor.id!r})"
+
+    def grant(self, contact_id: str, *args: Any, **kwargs: Any) -> ConsentEvent:
+        """Record consent; arguments as :meth:`commhistory.consent.ConsentLedger.grant`."""
+        v = self._view
+        return v._audited(
+            P.MANAGE_CONSENT,
+            "consent.grant",
+            lambda: v._repo.consent.grant(contact_id, *args, **kwargs),
+            contact_id,
+            lambda e: [e.consent_id] if e.consent_id else [],
+        )
+
+    def withdraw(self, contact_id: str, *args: Any, **kwargs: Any) -> ConsentEvent:
+        """Record a withdrawal; arguments as :meth:`commhistory.consent.ConsentLedger.withdraw`."""
+        v = self._view
+        return v._audited(
+            P.MANAGE_CONSENT,
+            "consent.withdraw",
+            lambda: v._repo.consent.withdraw(contact_id, *args, **kwargs),
+            contact_id,
+            lambda e: [e.consent_id] if e.consent_id else [],
+        )
+
+    def status(self, contact_id: str, *args: Any, **kwargs: Any) -> Any:
+        """Return the consent status.
+
+        Arguments as :meth:`commhistory.consent.ConsentLedger.status`.
+        """
+        v = self._view
+        return v._checked(
+            P.READ_HISTORY_MASKED,
+            "consent.status",
+            lambda: v._repo.consent.status(contact_id, *args, **kwargs),
+        )
+
+    def statuses(self, *args: Any, **kwargs: Any) -> Any:
+        """Return many consent states.
+
+        Arguments as :meth:`commhistory.consent.ConsentLedger.statuses`.
+        """
+        v = self._view
+        return v._checked(
+            P.READ_HISTORY_MASKED,
+            "consent.statuses",
+            lambda: v._repo.consent.statuses(*args, **kwargs),
+        )
+
+    def history(self, contact_id: str, *args: Any, **kwargs: Any) -> list[ConsentEvent]:
+        """Return ledger events with evidence.
+
+        Arguments as :meth:`commhistory.consent.ConsentLedger.history`.
+        """
+        v = self._view
+        return v._audited(
+            P.READ_PERSONAL,
+            "consent.history",
+            lambda: v._repo.consent.history(contact_id, *args, **kwargs),
+            contact_id,
+        )
+
+
+class GuardedSuppression:
+    """The suppression list seen through a :class:`GuardedRepository`.
+
+    ``add`` and ``lift`` need ``manage_consent`` and are audited (with the
+    suppression ids, never the address); ``check`` needs ``read_history_masked``;
+    ``entries`` and ``for_contact`` need ``read_personal`` and are audited.
+
+    .. versionadded:: 0.3.0
+    """
+
+    def __init__(self, view: GuardedRepository) -> None:
+        self._view = view
+
+    def __repr__(self) -> str:
+        return f"GuardedSuppression(actor={self._view.actor.id!r})"
+
+    def add(self, *args: Any, **kwargs: Any) -> SuppressionEntry:
+        """Suppress an address; arguments as :meth:`commhistory.consent.SuppressionList.add`."""
+        v = self._view
+        return v._audited(
+            P.MANAGE_CONSENT,
+            "suppression.add",
+            lambda: v._repo.suppression.add(*args, **kwargs),
+            targets=lambda e: [e.suppression_id],
+        )
+
+    def lift(self, *args: Any, **kwargs: Any) -> int:
+        """Lift suppressions; arguments as :meth:`commhistory.consent.SuppressionList.lift`."""
+        v = self._view
+        return v._audited(
+            P.MANAGE_CONSENT,
+            "suppression.lift",
+            lambda: v._repo.suppression.lift(*args, **kwargs),
+        )
+
+    def check(self, *args: Any, **kwargs: Any) -> tuple[SuppressionEntry, ...]:
+        """Return entries in force.
+
+        Arguments as :meth:`commhistory.consent.SuppressionList.check`.
+        """
+        v = self._view
+        return v._checked(
+            P.READ_HISTORY_MASKED,
+            "suppression.check",
+            lambda: v._repo.suppression.check(*args, **kwargs),
+        )
+
+    def entries(self, *args: Any, **kwargs: Any) -> list[SuppressionEntry]:
+        """Return every entry for an address.
+
+        Arguments as :meth:`commhistory.consent.SuppressionList.entries`.
+        """
+        v = self._view
+        return v._audited(
+            P.READ_PERSONAL,
+            "suppression.entries",
+            lambda: v._repo.suppression.entries(*args, **kwargs),
+            targets=lambda found: [e.suppression_id for e in found],
+        )
+
+    def for_contact(self, contact_id: str) -> list[SuppressionEntry]:
+        """Return a contact's entries.
+
+        See :meth:`commhistory.consent.SuppressionList.for_contact`.
+        """
+        v = self._view
+        return v._audited(
+            P.READ_PERSONAL,
+            "suppression.for_contact",
+            lambda: v._repo.suppression.for_contact(contact_id),
+            contact_id,
+            lambda found: [e.suppression_id for e in found],
+        )

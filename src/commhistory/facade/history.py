@@ -1,0 +1,412 @@
+"""The facade: one object for a business's communication history, over any storage.
+
+:class:`CommHistory` is what :func:`open_repository` returns. It composes the
+domain services over one storage :class:`~commhistory.store.protocol.Repository`:
+the consent ledger, the suppression list and ``can_send``
+(:mod:`commhistory.consent`), KPIs (:mod:`commhistory.kpi`), subject export,
+erasure and retention (:mod:`commhistory.privacy`), and the guarded, audited
+view (:mod:`commhistory.audit`, :mod:`commhistory.facade.guarded`). It speaks
+no SQL; the store below it is the only room that does.
+
+Data flows one way: records go down through the facade into the store, whose
+write batches call the consent feed the facade installed; rows come up from the
+store's ports into the domain rules and out through the facade.
+
+.. versionadded:: 0.4.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from commhistory.audit import Actor, AuditLog, Policy
+from commhistory.audit.log import default_audit_log
+from commhistory.audit.masked import MaskedEntry, masked_timeline
+from commhistory.consent import (
+    SOFT_BOUNCE_LIMIT,
+    ConsentLedger,
+    SendDecision,
+    SuppressionList,
+    can_send,
+    filter_sendable,
+)
+from commhistory.consent.feed import batch_feed
+from commhistory.crypto import KeyProvider
+from commhistory.facade.guarded import GuardedRepository
+from commhistory.kpi.metrics import KpiTable
+from commhistory.model import Channel, ConsentEvent, Event, Message, Purpose
+from commhistory.privacy import (
+    ErasureReport,
+    PurgeReport,
+    RetentionPolicy,
+    erase_subject,
+    export_subject,
+    purge,
+)
+from commhistory.store.masks import MaskBackfillReport
+from commhistory.store.memory import MemoryRepository
+from commhistory.store.protocol import (
+    BatchHook,
+    DeadLetter,
+    IngestReport,
+    Repository,
+    TimelineEntry,
+)
+from commhistory.store.rotation import RotationReport
+from commhistory.store.sql import open_sql_repository
+
+if TYPE_CHECKING:
+    from commhistory.convert import ParsedLine
+
+__all__ = ["CommHistory", "open_repository", "rotate_keys"]
+
+CONSENT_FEED = "consent"
+"""The name the facade's consent feed is installed under on its repository."""
+
+
+class CommHistory:
+    """A business's communication history: record, read, consent, KPIs, privacy, access.
+
+    Composes the domain services over one storage repository; every documented
+    call of ``repo = ch.open_repository(...)`` is a method here. Creating it
+    installs the consent feed on *store*, so recorded bounces, complaints,
+    unsubscribes and STOP keywords update suppression and consent in the same
+    transaction as the batch that carried them. Use one facade per store.
+
+    Args:
+        store: The storage: a :class:`~commhistory.store.sql.SQLRepository`,
+            a :class:`~commhistory.store.memory.MemoryRepository` or a host's
+            own :class:`~commhistory.store.protocol.Repository`.
+        soft_bounce_limit: Consecutive soft bounces that suppress an address.
+
+    Attributes:
+        soft_bounce_limit: As given; may be changed at any time.
+
+    .. versionadded:: 0.4.0
+    """
+
+    def __init__(self, store: Repository, *, soft_bounce_limit: int = SOFT_BOUNCE_LIMIT) -> None:
+        self._store = store
+        self.soft_bounce_limit = soft_bounce_limit
+        self._audit: AuditLog | None = None
+        store.set_batch_feed(
+            CONSENT_FEED, batch_feed(store.consent_store, lambda: self.soft_bounce_limit)
+        )
+
+    @classmethod
+    def in_memory(cls, *, batch_size: int = 5000) -> CommHistory:
+        """Return a facade over a new :class:`~commhistory.store.memory.MemoryRepository`.
+
+        For tests of host code: same semantics, nothing encrypted or persisted.
+        """
+        return cls(MemoryRepository(batch_size=batch_size))
+
+    def __repr__(self) -> str:
+        return f"CommHistory({self._store!r})"
+
+    @property
+    def store(self) -> Repository:
+        """The storage repository this facade composes (storage calls only)."""
+        return self._store
+
+    # ------------------------------------------------------------------ history
+
+    def record_messages(self, items: Iterable[Message]) -> IngestReport:
+        """Store messages; see :meth:`Repository.record_messages <commhistory.store.protocol.Repository.record_messages>`."""  # noqa: E501
+        return self._store.record_messages(items)
+
+    def record_events(self, items: Iterable[Event]) -> IngestReport:
+        """Store events; see :meth:`Repository.record_events <commhistory.store.protocol.Repository.record_events>`."""  # noqa: E501
+        return self._store.record_events(items)
+
+    def record_consent(self, items: Iterable[ConsentEvent]) -> IngestReport:
+        """Append consent events; see :meth:`Repository.record_consent <commhistory.store.protocol.Repository.record_consent>`."""  # noqa: E501
+        return self._store.record_consent(items)
+
+    def ingest(self, lines: Iterable[ParsedLine], *, source: str) -> IngestReport:
+        """Store parsed lines; see :meth:`Repository.ingest <commhistory.store.protocol.Repository.ingest>`."""  # noqa: E501
+        return self._store.ingest(lines, source=source)
+
+    def timeline(self, contact_id: str) -> list[TimelineEntry]:
+        """A contact's messages with their events, decrypted, in time order.
+
+        Raises:
+            NotFoundError: The contact is unknown.
+        """
+        return self._store.timeline(contact_id)
+
+    def masked_timeline(self, contact_id: str) -> list[MaskedEntry]:
+        """A contact's timeline with every personal field withheld or masked.
+
+        See :func:`commhistory.audit.masked.masked_timeline`.
+
+        Raises:
+            NotFoundError: The contact is unknown.
+        """
+        return masked_timeline(self._store, contact_id)
+
+    def consent_history(self, contact_id: str) -> list[ConsentEvent]:
+        """A contact's consent events, decrypted, in time order.
+
+        Raises:
+            NotFoundError: The contact is unknown.
+        """
+        return self._store.consent_history(contact_id)
+
+    def find_contacts(
+        self,
+        *,
+        email: str | None = None,
+        phone: str | None = None,
+        line_user_id: str | None = None,
+    ) -> list[str]:
+        """Find contacts by address, through the keyed blind index.
+
+        Raises:
+            InvalidInputError: Not exactly one criterion was given.
+            NormalizationError: The value is not a valid address of its kind.
+        """
+        return self._store.find_contacts(email=email, phone=phone, line_user_id=line_user_id)
+
+    def dead_letters(
+        self, *, source: str | None = None, limit: int | None = None
+    ) -> list[DeadLetter]:
+        """The rejected input items, decrypted, oldest first."""
+        return self._store.dead_letters(source=source, limit=limit)
+
+    # ------------------------------------------------------------------ consent
+
+    @property
+    def consent(self) -> ConsentLedger:
+        """The consent ledger (see :class:`~commhistory.consent.ConsentLedger`)."""
+        return ConsentLedger(self._store)
+
+    @property
+    def suppression(self) -> SuppressionList:
+        """The suppression list (see :class:`~commhistory.consent.SuppressionList`)."""
+        return SuppressionList(self._store)
+
+    def can_send(
+        self,
+        contact_id: str,
+        channel: Channel | str,
+        purpose: Purpose | str,
+        at: datetime | None = None,
+        *,
+        address: str | None = None,
+    ) -> SendDecision:
+        """Decide whether a message may be sent; see :func:`commhistory.consent.can_send`."""
+        return can_send(self._store, contact_id, channel, purpose, at, address=address)
+
+    def filter_sendable(
+        self,
+        contact_ids: Iterable[str],
+        channel: Channel | str,
+        purpose: Purpose | str,
+        at: datetime | None = None,
+    ) -> list[str]:
+        """Keep the sendable contacts; see :func:`commhistory.consent.filter_sendable`."""
+        return filter_sendable(self._store, contact_ids, channel, purpose, at)
+
+    # ------------------------------------------------------------------ KPIs
+
+    def kpis(
+        self,
+        by: str | Iterable[str] = (),
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        tz: str = "UTC",
+        exclude_machine: bool = True,
+    ) -> KpiTable:
+        """Compute the KPIs of DESIGN section 5 over the stored history, in the database.
+
+        Args:
+            by: Grouping keys: any of ``campaign_id``, ``variant``, ``channel``,
+                ``provider``, ``purpose`` and at most one of ``day``, ``week``, ``month``.
+            since: Only messages sent at or after this aware datetime.
+            until: Only messages sent before this aware datetime.
+            tz: The IANA time zone periods are computed in.
+            exclude_machine: Leave out reactions flagged ``machine`` (the default).
+
+        Returns:
+            The table (see :mod:`commhistory.kpi.metrics`).
+
+        Raises:
+            InvalidInputError: Unknown grouping keys, zone, or ``since`` after ``until``.
+            StorageError: The database failed.
+        """
+        return self._store.kpis(  # type: ignore[attr-defined,no-any-return]
+            by, since=since, until=until, tz=tz, exclude_machine=exclude_machine
+        )
+
+    # ------------------------------------------------------------------ privacy
+
+    def export_subject(self, contact_id: str) -> dict[str, Any]:
+        """Everything held on a person; see :func:`commhistory.privacy.export_subject`.
+
+        Raises:
+            NotFoundError: The contact is unknown.
+        """
+        return export_subject(self._store, contact_id)
+
+    def erase_subject(self, contact_id: str) -> ErasureReport:
+        """Crypto-shred a person; see :func:`commhistory.privacy.erase_subject`.
+
+        Raises:
+            NotFoundError: The contact is unknown.
+        """
+        return erase_subject(self._store, contact_id)
+
+    def purge(self, policy: RetentionPolicy | None = None, *, dry_run: bool = True) -> PurgeReport:
+        """Delete what the retention policy says is due; see :func:`commhistory.privacy.purge`."""
+        return purge(self._store, policy, dry_run=dry_run)
+
+    # ------------------------------------------------------------------ keys
+
+    def rotate_keys(self, *, batch_size: int = 1000, reindex: bool = False) -> RotationReport:
+        """Move stored keys under the keyring's current key; see :func:`rotate_keys`."""
+        return self._store.rotate_keys(batch_size=batch_size, reindex=reindex)
+
+    def backfill_masks(self, *, batch_size: int = 1000) -> MaskBackfillReport:
+        """Store masked addresses of messages stored before schema revision 0005."""
+        return self._store.backfill_masks(batch_size=batch_size)
+
+    # ------------------------------------------------------------------ access
+
+    @property
+    def audit_log(self) -> AuditLog:
+        """The audit log guarded views append to by default (the store's own)."""
+        if self._audit is None:
+            self._audit = default_audit_log(self._store)
+        return self._audit
+
+    def as_actor(
+        self,
+        actor: Actor,
+        *,
+        purpose: str,
+        policy: Policy | None = None,
+        audit: AuditLog | None = None,
+    ) -> GuardedRepository:
+        """Return a view that acts as *actor*, checking and auditing every call.
+
+        This facade itself checks nothing; see :mod:`commhistory.facade.guarded`.
+
+        Args:
+            actor: Who acts.
+            purpose: Why (``"ticket 4711"``); recorded with every audit entry.
+            policy: Roles and permissions (default: the built-in roles).
+            audit: The audit log (default: :attr:`audit_log`).
+
+        Returns:
+            The guarded view.
+
+        Raises:
+            InvalidInputError: An unknown role or an empty purpose.
+        """
+        return GuardedRepository(self, actor, purpose=purpose, policy=policy, audit=audit)
+
+    # ------------------------------------------------------------------ units of work
+
+    def transaction(self, *, read: bool = False) -> AbstractContextManager[object]:
+        """One unit of work: calls inside it commit or roll back together.
+
+        See :meth:`commhistory.store.sql.SQLRepository.transaction`.
+        """
+        return self._store.transaction(read=read)
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether this thread is inside :meth:`transaction`."""
+        return self._store.in_transaction
+
+    def after_commit(self, call: Callable[[], object]) -> None:
+        """Run *call* once the current transaction has committed."""
+        self._store.after_commit(call)
+
+    def batch_hook(self, hook: BatchHook) -> AbstractContextManager[None]:
+        """Call *hook* with each write batch's outcome, inside its transaction."""
+        return self._store.batch_hook(hook)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Close the store."""
+        self._store.set_batch_feed(CONSENT_FEED, None)
+        self._store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def open_repository(
+    url: str,
+    keyring: KeyProvider,
+    *,
+    upgrade: bool = True,
+    batch_size: int = 5000,
+) -> CommHistory:
+    """Open the encrypted history at a database URL.
+
+    Args:
+        url: ``sqlite:///path/to/file.db`` or ``postgresql://user@host/db``
+            (``postgresql://`` uses psycopg 3).
+        keyring: The key provider (usually a :class:`~commhistory.Keyring`).
+        upgrade: Bring the schema to the newest revision when it is behind
+            (under a lock, so concurrent openers are safe). With ``False`` a
+            schema that is not current is an error.
+        batch_size: Items written per transaction.
+
+    Returns:
+        The facade over a :class:`~commhistory.store.sql.SQLRepository`; use it
+        as a context manager or call ``close()``.
+
+    Raises:
+        SchemaError: The schema is not current and *upgrade* is false, or the
+            database holds a newer schema than this version knows.
+        KeyNotFoundError: The database was written with another keyring.
+        StorageError: The database cannot be reached or the URL is unusable.
+
+    .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       Returns a :class:`CommHistory`.
+    """
+    return CommHistory(
+        open_sql_repository(url, keyring, upgrade=upgrade, batch_size=batch_size)
+    )
+
+
+def rotate_keys(
+    repo: CommHistory, *, batch_size: int = 1000, reindex: bool = False
+) -> RotationReport:
+    """Move every stored key under the keyring's current key (see ``docs/keys.md``).
+
+    Args:
+        repo: The history, from :func:`open_repository`.
+        batch_size: Rows per transaction.
+        reindex: Also recompute blind indexes under the current index key.
+
+    Returns:
+        What was moved.
+
+    Raises:
+        InvalidInputError: The store keeps no keys (in memory).
+
+    .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       Takes the facade; :func:`commhistory.store.rotate_keys` takes the SQL store.
+    """
+    return repo.rotate_keys(batch_size=batch_size, reindex=reindex)
