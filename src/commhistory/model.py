@@ -20,7 +20,6 @@ for you. A record that exists is therefore always canonical:
 from __future__ import annotations
 
 import enum
-import functools
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -31,6 +30,12 @@ import attrs
 
 from commhistory._currencies import ISO_4217
 from commhistory.errors import NormalizationError, PayloadError
+from commhistory.normalize.email import normalize_email
+from commhistory.normalize.phone import normalize_phone
+
+# Re-exported: the bounce classes live with the SMTP normalizer that assigns them,
+# below this module, and are part of the record model's public surface.
+from commhistory.normalize.smtp import BounceClass
 
 __all__ = [
     "BounceClass",
@@ -103,15 +108,6 @@ class EventType(enum.StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     SUBSCRIBED = "subscribed"
     UNKNOWN = "unknown"
-
-
-class BounceClass(enum.StrEnum):
-    """How permanent a bounce is (RFC 3463 classes, see :mod:`commhistory.normalize.smtp`)."""
-
-    HARD = "hard"
-    SOFT = "soft"
-    BLOCK = "block"
-    UNDETERMINED = "undetermined"
 
 
 class ConsentAction(enum.StrEnum):
@@ -266,15 +262,6 @@ def _kind(value: object) -> str:
     return type(value).__name__
 
 
-@functools.cache
-def _normalizers() -> tuple[Callable[[str], str], Callable[[str], str]]:
-    # Imported on first use, once: the normalizers import this module's enums.
-    from commhistory.normalize.email import normalize_email  # noqa: PLC0415
-    from commhistory.normalize.phone import normalize_phone  # noqa: PLC0415
-
-    return normalize_email, normalize_phone
-
-
 def check_address(channel: Channel, address: str, *, field: str = "address") -> None:
     """Check that *address* is the canonical form for *channel*.
 
@@ -286,7 +273,6 @@ def check_address(channel: Channel, address: str, *, field: str = "address") -> 
     Raises:
         NormalizationError: The address is not in the canonical form for the channel.
     """
-    normalize_email, normalize_phone = _normalizers()
     if channel is Channel.EMAIL:
         try:
             canonical = normalize_email(address)
