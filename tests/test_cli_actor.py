@@ -16,7 +16,7 @@ import pytest
 
 from commhistory.audit import AuditEntry, AuditLog
 from commhistory.cli import build_parser, main
-from commhistory.cli._common import EXIT_DENIED, EXIT_USAGE
+from commhistory.cli._exits import EXIT_DENIED, EXIT_USAGE
 from commhistory.crypto import Keyring
 from commhistory.store import open_repository
 

@@ -10,7 +10,7 @@ import pytest
 
 from commhistory.cli import consent as cli_consent
 from commhistory.cli import store as cli_store
-from commhistory.cli._common import CommandError
+from commhistory.cli._exits import CommandError
 from commhistory.crypto import Keyring
 from commhistory.model import BounceClass, EventType
 from commhistory.store import open_repository

@@ -11,7 +11,7 @@ import pytest
 
 import commhistory as ch
 from commhistory.cli import main
-from commhistory.cli._common import Progress
+from commhistory.cli._progress import Progress
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from commhistory.cli import webhook
-from commhistory.cli._common import CommandError
+from commhistory.cli._exits import CommandError
 from commhistory.testing import sendgrid_keys, signed_webhook
 
 PAYLOADS = Path(__file__).parent / "payloads"

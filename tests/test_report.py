@@ -12,7 +12,7 @@ import pytest
 
 from commhistory.cli import demo as demo_cmd
 from commhistory.cli import report as report_cmd
-from commhistory.cli._common import CommandError
+from commhistory.cli._exits import CommandError
 from commhistory.crypto import Keyring
 from commhistory.demo import generate, run_demo
 from commhistory.errors import InvalidInputError

@@ -20,11 +20,10 @@ for you. A record that exists is therefore always canonical:
 from __future__ import annotations
 
 import enum
-import functools
 import hashlib
 import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -32,6 +31,13 @@ import attrs
 
 from commhistory._currencies import ISO_4217
 from commhistory.errors import NormalizationError, PayloadError
+from commhistory.normalize.email import normalize_email
+from commhistory.normalize.phone import normalize_phone
+
+# Re-exported: the bounce classes live with the SMTP normalizer that assigns them,
+# below this module, and are part of the record model's public surface.
+from commhistory.normalize.smtp import BounceClass
+from commhistory.normalize.time import to_micros
 
 __all__ = [
     "ADDRESS_KINDS",
@@ -108,15 +114,6 @@ class EventType(enum.StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     SUBSCRIBED = "subscribed"
     UNKNOWN = "unknown"
-
-
-class BounceClass(enum.StrEnum):
-    """How permanent a bounce is (RFC 3463 classes, see :mod:`commhistory.normalize.smtp`)."""
-
-    HARD = "hard"
-    SOFT = "soft"
-    BLOCK = "block"
-    UNDETERMINED = "undetermined"
 
 
 class ConsentAction(enum.StrEnum):
@@ -271,15 +268,6 @@ def _kind(value: object) -> str:
     return type(value).__name__
 
 
-@functools.cache
-def _normalizers() -> tuple[Callable[[str], str], Callable[[str], str]]:
-    # Imported on first use, once: the normalizers import this module's enums.
-    from commhistory.normalize.email import normalize_email  # noqa: PLC0415
-    from commhistory.normalize.phone import normalize_phone  # noqa: PLC0415
-
-    return normalize_email, normalize_phone
-
-
 def check_address(channel: Channel, address: str, *, field: str = "address") -> None:
     """Check that *address* is the canonical form for *channel*.
 
@@ -291,7 +279,6 @@ def check_address(channel: Channel, address: str, *, field: str = "address") -> 
     Raises:
         NormalizationError: The address is not in the canonical form for the channel.
     """
-    normalize_email, normalize_phone = _normalizers()
     if channel is Channel.EMAIL:
         try:
             canonical = normalize_email(address)
@@ -736,13 +723,6 @@ ADDRESS_KINDS: Final[Mapping[Channel, str]] = {
 """The blind-index kind of a message address, by channel (other channels are not indexed)."""
 
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _micros(value: datetime) -> int:
-    return (value - _EPOCH) // timedelta(microseconds=1)
-
-
 def consent_id_of(item: ConsentEvent) -> str:
     """Return the consent event's id, derived from its content when it has none.
 
@@ -758,9 +738,9 @@ def consent_id_of(item: ConsentEvent) -> str:
         item.channel.value,
         item.purpose.value,
         item.action.value,
-        str(_micros(item.occurred_at)),
+        str(to_micros(item.occurred_at)),
         item.method.value,
-        "" if item.recorded_at is None else str(_micros(item.recorded_at)),
+        "" if item.recorded_at is None else str(to_micros(item.recorded_at)),
         item.notice_version or "",
         item.notice_hash or "",
         item.actor or "",

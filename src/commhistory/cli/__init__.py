@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 
 from commhistory.cli import audit, consent, demo, report, store, validate, webhook
-from commhistory.cli._common import EXIT_DENIED, EXIT_USAGE, CommandError
+from commhistory.cli._exits import EXIT_DENIED, EXIT_USAGE, CommandError
 from commhistory.errors import CommHistoryError, PermissionDenied
 
 __all__ = ["build_parser", "main"]

@@ -22,7 +22,8 @@ from datetime import datetime
 from typing import Final
 
 from commhistory.audit import AuditEntry, AuditLog
-from commhistory.cli._common import EXIT_OK, add_store_options, database_url
+from commhistory.cli._exits import EXIT_OK
+from commhistory.cli._store_options import add_store_options, database_url
 from commhistory.cli.store import load_keyring
 from commhistory.errors import NormalizationError
 from commhistory.normalize.time import parse_timestamp

@@ -18,14 +18,9 @@ import json
 import sys
 from typing import TYPE_CHECKING, Final
 
-from commhistory.cli._common import (
-    EXIT_OK,
-    Access,
-    CommandError,
-    add_actor_options,
-    add_store_options,
-    resolve_access,
-)
+from commhistory.cli._access import Access, add_actor_options, resolve_access
+from commhistory.cli._exits import EXIT_OK, CommandError
+from commhistory.cli._store_options import add_store_options
 from commhistory.cli.store import repository
 from commhistory.model import Channel, Purpose
 from commhistory.normalize.time import parse_timestamp

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from commhistory.cli._common import EXIT_OK, CommandError, Progress
+from commhistory.cli._exits import EXIT_OK, CommandError
+from commhistory.cli._progress import Progress
 from commhistory.cli.store import format_timeline
 from commhistory.demo import run_demo
 from commhistory.kpi.report import render_table

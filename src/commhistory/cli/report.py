@@ -1,6 +1,6 @@
 """``commhistory report``: KPIs from the repository as a table, JSON, CSV or an HTML report.
 
-With ``--actor`` (see :func:`commhistory.cli._common.resolve_access`) the KPIs are
+With ``--actor`` (see :func:`commhistory.cli._access.resolve_access`) the KPIs are
 read through the guarded view: the actor needs ``read_metrics`` (exit 6 when denied).
 """
 
@@ -12,14 +12,10 @@ from datetime import datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from commhistory.cli._common import (
-    EXIT_OK,
-    CommandError,
-    add_actor_options,
-    add_store_options,
-    resolve_access,
-    time_zone,
-)
+from commhistory.cli._access import add_actor_options, resolve_access
+from commhistory.cli._argtypes import time_zone
+from commhistory.cli._exits import EXIT_OK, CommandError
+from commhistory.cli._store_options import add_store_options
 from commhistory.cli.store import repository
 from commhistory.kpi.metrics import GROUP_KEYS, PERIODS, RATES, check_by
 from commhistory.kpi.report import (

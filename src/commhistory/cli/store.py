@@ -6,7 +6,7 @@ and ``--keyring`` (default ``$COMMHISTORY_KEYRING``, else ``commhistory.keyring`
 other commands need an existing one, since a new keyring cannot read old data.
 
 ``import``, ``timeline`` and ``rotate-keys`` also take ``--actor``, ``--role``,
-``--purpose`` and ``--policy`` (see :func:`commhistory.cli._common.resolve_access`):
+``--purpose`` and ``--policy`` (see :func:`commhistory.cli._access.resolve_access`):
 with an actor they go through the repository's guarded view, so permissions are
 checked (exit 6 when denied) and audited operations are logged. ``timeline``
 shows the masked timeline to an actor without ``read_personal``, or with
@@ -27,19 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from commhistory.cli._common import (
-    EXIT_OK,
-    EXIT_REJECTED,
-    CommandError,
-    add_actor_options,
-    add_input_options,
-    add_store_options,
-    database_url,
-    input_records,
-    keyring_path,
-    resolve_access,
-    time_zone,
-)
+from commhistory.cli._access import add_actor_options, resolve_access
+from commhistory.cli._argtypes import time_zone
+from commhistory.cli._exits import EXIT_OK, EXIT_REJECTED, CommandError
+from commhistory.cli._inputs import add_input_options, input_records
+from commhistory.cli._store_options import add_store_options, database_url, keyring_path
 from commhistory.convert import unstructure
 from commhistory.crypto import Keyring
 from commhistory.model import Event

@@ -13,12 +13,8 @@ import sys
 from collections import Counter
 from typing import Any, Final
 
-from commhistory.cli._common import (
-    EXIT_OK,
-    EXIT_REJECTED,
-    add_input_options,
-    input_records,
-)
+from commhistory.cli._exits import EXIT_OK, EXIT_REJECTED
+from commhistory.cli._inputs import add_input_options, input_records
 
 MAX_JSON_ERRORS: Final = 1000
 """How many line errors ``--format json`` lists before it only counts them."""

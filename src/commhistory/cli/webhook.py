@@ -33,14 +33,9 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from commhistory.cli._common import (
-    EXIT_OK,
-    EXIT_REJECTED,
-    CommandError,
-    add_actor_options,
-    add_store_options,
-    resolve_access,
-)
+from commhistory.cli._access import add_actor_options, resolve_access
+from commhistory.cli._exits import EXIT_OK, EXIT_REJECTED, CommandError
+from commhistory.cli._store_options import add_store_options
 from commhistory.convert import ParsedLine, dumps
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.providers import (

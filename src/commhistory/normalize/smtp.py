@@ -38,14 +38,13 @@ then at a few well-known phrases in the diagnostic (``"user unknown"`` is
 
 from __future__ import annotations
 
+import enum
 import re
 from typing import Final
 
 import attrs
 
-from commhistory.model import BounceClass
-
-__all__ = ["SmtpReply", "classify_bounce", "parse_smtp_reply"]
+__all__ = ["BounceClass", "SmtpReply", "classify_bounce", "parse_smtp_reply"]
 
 _MAX_TEXT: Final = 4096
 
@@ -60,6 +59,18 @@ _LEADING_ENHANCED: Final = re.compile(_ENH, re.ASCII)
 # Anywhere in the text: "... '550 5.1.1 ...'" or a lone "5.1.1".
 _PAIR: Final = re.compile(r"(?<![\w.])" + _BASIC + r"[ \t-]+" + _ENH, re.ASCII)
 _ENHANCED: Final = re.compile(r"(?<![\w.])" + _ENH, re.ASCII)
+
+
+# Defined here, below the record model, and re-exported unchanged as
+# ``commhistory.model.BounceClass`` and ``commhistory.BounceClass``: the model
+# validates addresses with the normalizers, so the normalizers must not import it.
+class BounceClass(enum.StrEnum):
+    """How permanent a bounce is (RFC 3463 classes, see :mod:`commhistory.normalize.smtp`)."""
+
+    HARD = "hard"
+    SOFT = "soft"
+    BLOCK = "block"
+    UNDETERMINED = "undetermined"
 
 
 @attrs.frozen(kw_only=True)

@@ -1,211 +1,21 @@
-"""What the commands share: exit codes, option parsing helpers, the progress bar, actors."""
+"""Acting as an actor: the actor options, the policy file, and who a command acts as."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Final, TextIO
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from commhistory.convert import KINDS, ParsedLine, read_records
+from commhistory.audit import Actor, Permission, Policy
+from commhistory.cli._exits import EXIT_DENIED, CommandError
+from commhistory.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from commhistory.audit import Actor, GuardedRepository, Permission, Policy
+    from commhistory.audit import GuardedRepository
     from commhistory.store import SQLRepository
-
-EXIT_OK: Final = 0
-EXIT_REJECTED: Final = 1
-EXIT_USAGE: Final = 2
-
-
-class CommandError(Exception):
-    """A command cannot run as asked; printed as one line, without a traceback."""
-
-    def __init__(self, message: str, *, exit_code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def time_zone(value: str) -> ZoneInfo:
-    """``argparse`` type for an IANA time zone name such as ``Asia/Tokyo``."""
-    try:
-        return ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise argparse.ArgumentTypeError(f"unknown time zone {value!r}") from None
-
-
-def column_mapping(value: str) -> tuple[str, str]:
-    """``argparse`` type for ``COLUMN=FIELD`` (an empty FIELD ignores the column)."""
-    column, sep, field = value.partition("=")
-    if not sep or not column.strip():
-        raise argparse.ArgumentTypeError(f"expected COLUMN=FIELD, got {value!r}")
-    return column.strip(), field.strip()
-
-
-class Progress:
-    """A one-line progress bar on a terminal; silent when the stream is not one.
-
-    Args:
-        total: The amount of work (bytes of the input file), or 0 when unknown.
-        label: What is being done.
-        stream: Where to draw (standard error by default).
-        enabled: Force drawing on or off (default: only on a terminal).
-    """
-
-    WIDTH: Final = 30
-
-    def __init__(
-        self,
-        total: int,
-        *,
-        label: str,
-        stream: TextIO | None = None,
-        enabled: bool | None = None,
-    ) -> None:
-        self.total = total
-        self.label = label
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
-        self._last = 0.0
-        self._drawn = False
-
-    def update(self, done: int) -> None:
-        """Redraw for *done* units of work, at most ten times a second."""
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.1 and done < self.total:
-            return
-        self._last = now
-        if self.total > 0:
-            fraction = min(done / self.total, 1.0)
-            filled = int(fraction * self.WIDTH)
-            bar = "#" * filled + "-" * (self.WIDTH - filled)
-            text = f"\r{self.label} [{bar}] {fraction:4.0%}"
-        else:
-            text = f"\r{self.label} {done:,}"
-        self.stream.write(text)
-        self.stream.flush()
-        self._drawn = True
-
-    def close(self) -> None:
-        """Clear the bar's line."""
-        if self.enabled and self._drawn:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-
-
-def add_input_options(parser: argparse.ArgumentParser, *, file_help: str) -> None:
-    """Add ``FILE`` and the options that say how to read it (``validate``, ``import``)."""
-    parser.add_argument("file", metavar="FILE", help=file_help)
-    parser.add_argument(
-        "--map",
-        dest="mapping",
-        metavar="COLUMN=FIELD",
-        type=column_mapping,
-        action="append",
-        default=[],
-        help="CSV: read COLUMN as FIELD (FIELD may be metadata.KEY; empty ignores the column)",
-    )
-    parser.add_argument(
-        "--tz",
-        type=time_zone,
-        default=None,
-        metavar="ZONE",
-        help="time zone for timestamps without an offset, e.g. Asia/Tokyo",
-    )
-    parser.add_argument(
-        "--kind",
-        choices=sorted(KINDS),
-        default=None,
-        help="CSV: the record kind of rows without a 'kind' column (default message)",
-    )
-    parser.add_argument(
-        "--encoding", default="utf-8-sig", help="text encoding, e.g. cp932 (default utf-8)"
-    )
-
-
-@contextmanager
-def input_records(
-    args: argparse.Namespace, *, label: str
-) -> Iterator[tuple[Iterator[ParsedLine], Progress]]:
-    """Check the input options and stream the file's parsed lines with a progress bar.
-
-    Yields:
-        The parsed lines (read lazily) and the progress bar drawing as they are read.
-
-    Raises:
-        CommandError: The file is missing, ``--map`` is given for a non-CSV file, or
-            the encoding is unknown.
-    """
-    path = args.file
-    if not os.path.isfile(path):
-        raise CommandError(f"no such file: {path}")
-    mapping = dict(args.mapping)
-    if mapping and not path.lower().endswith((".csv", ".tsv")):
-        raise CommandError("--map applies to .csv files only")
-    progress = Progress(os.path.getsize(path), label=label)
-    lines = read_records(
-        path,
-        default_tz=args.tz,
-        mapping=mapping,
-        kind=args.kind,
-        encoding=args.encoding,
-        progress=progress.update,
-    )
-    try:
-        yield lines, progress
-    except LookupError:
-        raise CommandError(f"unknown encoding {args.encoding!r}") from None
-    finally:
-        progress.close()
-
-
-DEFAULT_DB: Final = "sqlite:///commhistory.db"
-DEFAULT_KEYRING: Final = "commhistory.keyring"
-
-
-def add_store_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--db`` and ``--keyring`` with their environment defaults."""
-    parser.add_argument(
-        "--db",
-        default=None,
-        metavar="URL",
-        help=f"database URL (default $COMMHISTORY_DB, else {DEFAULT_DB})",
-    )
-    parser.add_argument(
-        "--keyring",
-        default=None,
-        metavar="PATH",
-        help=f"keyring file (default $COMMHISTORY_KEYRING, else {DEFAULT_KEYRING})",
-    )
-
-
-def database_url(args: argparse.Namespace) -> str:
-    """The database URL from ``--db``, ``$COMMHISTORY_DB`` or the default."""
-    import os  # noqa: PLC0415
-
-    return str(args.db or os.environ.get("COMMHISTORY_DB") or DEFAULT_DB)
-
-
-def keyring_path(args: argparse.Namespace) -> str:
-    """The keyring path from ``--keyring``, ``$COMMHISTORY_KEYRING`` or the default."""
-    import os  # noqa: PLC0415
-
-    return str(args.keyring or os.environ.get("COMMHISTORY_KEYRING") or DEFAULT_KEYRING)
-
-
-# --------------------------------------------------------------------------- acting as an actor
-
-EXIT_DENIED: Final = 6
-"""The actor lacks the permission the command needs, or an actor is required and none given."""
 
 ACTOR_ENV: Final = "COMMHISTORY_ACTOR"
 ROLES_ENV: Final = "COMMHISTORY_ROLES"
@@ -287,8 +97,6 @@ def load_policy(path: str) -> PolicyFile:
         CommandError: The file is missing, not JSON, or not a policy; the message
             names the file and the problem.
     """
-    from commhistory.audit import Permission, Policy  # noqa: PLC0415 - heavy imports
-    from commhistory.errors import InvalidInputError  # noqa: PLC0415
 
     def problem(text: str) -> CommandError:
         return CommandError(f"policy file {path}: {text}")
@@ -398,9 +206,6 @@ def resolve_access(args: argparse.Namespace, *, audited: Permission | None = Non
         CommandError: A malformed policy file or option, a missing purpose
             (exit 2), or no actor where one is required (exit 6).
     """
-    from commhistory.audit import Actor, Policy  # noqa: PLC0415 - heavy imports
-    from commhistory.errors import InvalidInputError  # noqa: PLC0415
-
     policy_path = args.policy_file or os.environ.get(POLICY_ENV) or None
     loaded = load_policy(policy_path) if policy_path else PolicyFile(policy=Policy())
     require_actor = loaded.require_actor or _env_flag(REQUIRE_ACTOR_ENV)

@@ -1,0 +1,79 @@
+"""The input file of ``validate`` and ``import``: its options, and reading it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from commhistory.cli._argtypes import column_mapping, time_zone
+from commhistory.cli._exits import CommandError
+from commhistory.cli._progress import Progress
+from commhistory.convert import KINDS, ParsedLine, read_records
+
+
+def add_input_options(parser: argparse.ArgumentParser, *, file_help: str) -> None:
+    """Add ``FILE`` and the options that say how to read it (``validate``, ``import``)."""
+    parser.add_argument("file", metavar="FILE", help=file_help)
+    parser.add_argument(
+        "--map",
+        dest="mapping",
+        metavar="COLUMN=FIELD",
+        type=column_mapping,
+        action="append",
+        default=[],
+        help="CSV: read COLUMN as FIELD (FIELD may be metadata.KEY; empty ignores the column)",
+    )
+    parser.add_argument(
+        "--tz",
+        type=time_zone,
+        default=None,
+        metavar="ZONE",
+        help="time zone for timestamps without an offset, e.g. Asia/Tokyo",
+    )
+    parser.add_argument(
+        "--kind",
+        choices=sorted(KINDS),
+        default=None,
+        help="CSV: the record kind of rows without a 'kind' column (default message)",
+    )
+    parser.add_argument(
+        "--encoding", default="utf-8-sig", help="text encoding, e.g. cp932 (default utf-8)"
+    )
+
+
+@contextmanager
+def input_records(
+    args: argparse.Namespace, *, label: str
+) -> Iterator[tuple[Iterator[ParsedLine], Progress]]:
+    """Check the input options and stream the file's parsed lines with a progress bar.
+
+    Yields:
+        The parsed lines (read lazily) and the progress bar drawing as they are read.
+
+    Raises:
+        CommandError: The file is missing, ``--map`` is given for a non-CSV file, or
+            the encoding is unknown.
+    """
+    path = args.file
+    if not os.path.isfile(path):
+        raise CommandError(f"no such file: {path}")
+    mapping = dict(args.mapping)
+    if mapping and not path.lower().endswith((".csv", ".tsv")):
+        raise CommandError("--map applies to .csv files only")
+    progress = Progress(os.path.getsize(path), label=label)
+    lines = read_records(
+        path,
+        default_tz=args.tz,
+        mapping=mapping,
+        kind=args.kind,
+        encoding=args.encoding,
+        progress=progress.update,
+    )
+    try:
+        yield lines, progress
+    except LookupError:
+        raise CommandError(f"unknown encoding {args.encoding!r}") from None
+    finally:
+        progress.close()
