@@ -35,6 +35,7 @@ from commhistory.errors import (
     SignatureError,
     StorageError,
 )
+from commhistory.facade import CommHistory, GuardedRepository, open_repository, rotate_keys
 from commhistory.kpi import ABResult, KpiRow, KpiTable
 from commhistory.model import (
     BounceClass,
@@ -50,7 +51,6 @@ from commhistory.model import (
 )
 from commhistory.normalize import normalize_email, normalize_phone
 from commhistory.privacy import ErasureReport, RetentionPolicy
-from commhistory.facade import CommHistory, GuardedRepository, open_repository, rotate_keys
 from commhistory.store import (
     DeadLetter,
     IngestReport,

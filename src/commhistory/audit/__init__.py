@@ -42,12 +42,12 @@ from commhistory.audit.masked import (
 __all__ = [
     "AUDIT_SUBKEY_PURPOSE",
     "BUILTIN_ROLES",
+    "DEFAULT_POLICY",
     "Actor",
     "AuditEntry",
     "AuditLog",
     "AuditStore",
     "ChainReport",
-    "DEFAULT_POLICY",
     "MaskedEntry",
     "MaskedEvent",
     "MaskedMessage",

@@ -40,8 +40,8 @@ import sqlalchemy as sa
 
 from commhistory.crypto import KeyProvider, derive_subkey
 from commhistory.errors import CommHistoryError, InvalidInputError
-from commhistory.store import schema
 from commhistory.normalize.time import from_micros, to_micros
+from commhistory.store import schema
 
 if TYPE_CHECKING:
     from commhistory.store.sql import SQLRepository

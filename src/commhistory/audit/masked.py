@@ -29,8 +29,8 @@ import sqlalchemy as sa
 from commhistory.errors import NotFoundError
 from commhistory.model import BounceClass, Channel, Direction, EventType, Purpose
 from commhistory.normalize.mask import mask_address, mask_email, mask_line_user_id, mask_phone
-from commhistory.store import schema
 from commhistory.normalize.time import from_micros
+from commhistory.store import schema
 
 if TYPE_CHECKING:
     from commhistory.store.protocol import Repository

@@ -14,8 +14,7 @@ from commhistory.cli._exits import EXIT_DENIED, CommandError
 from commhistory.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from commhistory.audit import GuardedRepository
-    from commhistory.store import SQLRepository
+    from commhistory.facade import CommHistory, GuardedRepository
 
 ACTOR_ENV: Final = "COMMHISTORY_ACTOR"
 ROLES_ENV: Final = "COMMHISTORY_ROLES"
@@ -167,7 +166,7 @@ class Access:
         """Return whether the actor holds *permission* (always true without an actor)."""
         return self.actor is None or self.policy.allows(self.actor, permission)
 
-    def view(self, repo: SQLRepository) -> GuardedRepository | None:
+    def view(self, repo: CommHistory[Any]) -> GuardedRepository | None:
         """Return the guarded view of *repo* for the actor, or ``None`` without one."""
         if self.actor is None:
             return None

@@ -21,13 +21,13 @@ import json
 from datetime import datetime
 from typing import Final
 
-from commhistory.audit import AuditEntry, AuditLog
+from commhistory.audit import AuditEntry
 from commhistory.cli._exits import EXIT_OK
 from commhistory.cli._store_options import add_store_options, database_url
 from commhistory.cli.store import load_keyring
 from commhistory.errors import NormalizationError
 from commhistory.normalize.time import parse_timestamp
-from commhistory.store import open_repository
+from commhistory.facade import open_repository
 
 __all__ = ["EXIT_TAMPERED", "register", "run_show", "run_verify"]
 
@@ -78,7 +78,7 @@ def run_verify(args: argparse.Namespace) -> int:
     """Verify the chain; 0 when intact, :data:`EXIT_TAMPERED` otherwise."""
     keyring = load_keyring(args, create=False)
     with open_repository(database_url(args), keyring, upgrade=False) as repo:
-        report = AuditLog.for_repository(repo).verify_chain()
+        report = repo.audit_log.verify_chain()
     if args.format == "json":
         print(
             json.dumps(
@@ -120,7 +120,7 @@ def run_show(args: argparse.Namespace) -> int:
     """List entries matching the filters."""
     keyring = load_keyring(args, create=False)
     with open_repository(database_url(args), keyring, upgrade=False) as repo:
-        entries = AuditLog.for_repository(repo).entries(
+        entries = repo.audit_log.entries(
             contact_id=args.contact, actor_id=args.actor, since=args.since
         )
     for entry in entries:

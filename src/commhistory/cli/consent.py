@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from commhistory.cli._access import Access, add_actor_options, resolve_access
 from commhistory.cli._exits import EXIT_OK, CommandError
@@ -27,7 +27,7 @@ from commhistory.normalize.time import parse_timestamp
 
 if TYPE_CHECKING:
     from commhistory.privacy import PurgeReport, RetentionPolicy
-    from commhistory.store import SQLRepository
+    from commhistory.facade import CommHistory
 
 __all__ = ["EXIT_REFUSED", "register"]
 
@@ -159,14 +159,12 @@ def run_erase(args: argparse.Namespace) -> int:
 
 
 def _purge(
-    repo: SQLRepository, access: Access, policy: RetentionPolicy, *, dry_run: bool
+    repo: CommHistory[Any], access: Access, policy: RetentionPolicy, *, dry_run: bool
 ) -> PurgeReport:
     """Purge, as the actor when one is given (``erase_subject``; a real purge is audited)."""
-    from commhistory.privacy import purge  # noqa: PLC0415
-
     view = access.view(repo)
     if view is None:
-        return purge(repo, policy, dry_run=dry_run)
+        return repo.purge(policy, dry_run=dry_run)
     return view.purge(policy, dry_run=dry_run)
 
 

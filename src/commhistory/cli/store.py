@@ -34,17 +34,9 @@ from commhistory.cli._inputs import add_input_options, input_records
 from commhistory.cli._store_options import add_store_options, database_url, keyring_path
 from commhistory.convert import unstructure
 from commhistory.crypto import Keyring
+from commhistory.facade import CommHistory, open_repository
 from commhistory.model import Event
-from commhistory.store import (
-    IngestReport,
-    RotationReport,
-    SQLRepository,
-    TimelineEntry,
-    backfill_masks,
-    open_repository,
-    rotate_keys,
-    upgrade,
-)
+from commhistory.store import IngestReport, RotationReport, SQLRepository, TimelineEntry, upgrade
 
 if TYPE_CHECKING:
     from commhistory.audit import MaskedEntry, MaskedEvent, MaskedMessage
@@ -152,7 +144,7 @@ def load_keyring(args: argparse.Namespace, *, create: bool) -> Keyring:
 
 
 @contextmanager
-def repository(args: argparse.Namespace, *, create: bool) -> Iterator[SQLRepository]:
+def repository(args: argparse.Namespace, *, create: bool) -> Iterator[CommHistory[SQLRepository]]:
     """Open the repository named by the arguments."""
     keyring = load_keyring(args, create=create)
     with open_repository(database_url(args), keyring, upgrade=create) as repo:
@@ -209,7 +201,7 @@ def _print_report(path: str, report: IngestReport, fmt: str) -> None:
 
 def run_timeline(args: argparse.Namespace) -> int:
     """Show one contact's timeline, masked for actors without ``read_personal``."""
-    from commhistory.audit import Permission, masked_timeline  # noqa: PLC0415
+    from commhistory.audit import Permission  # noqa: PLC0415
 
     access = resolve_access(args, audited=None if args.masked else Permission.READ_PERSONAL)
     with repository(args, create=False) as repo:
@@ -217,7 +209,7 @@ def run_timeline(args: argparse.Namespace) -> int:
         masked: list[MaskedEntry] | None = None
         if view is None:
             if args.masked:
-                masked = masked_timeline(repo, args.contact_id)
+                masked = repo.masked_timeline(args.contact_id)
             else:
                 entries = repo.timeline(args.contact_id)
         elif args.masked or not view.allows(Permission.READ_PERSONAL):
@@ -367,7 +359,7 @@ def run_rotate(args: argparse.Namespace) -> int:
     with open_repository(database_url(args), keyring, upgrade=False) as repo:
         view = access.view(repo)
         if view is None:
-            report = rotate_keys(repo, keyring, batch_size=args.batch_size, reindex=args.reindex)
+            report = repo.rotate_keys(batch_size=args.batch_size, reindex=args.reindex)
         else:
             # A denied actor gets PermissionDenied here, audited, before anything runs.
             report = view.rotate_keys(batch_size=args.batch_size, reindex=args.reindex)
@@ -390,7 +382,7 @@ def _rotation_summary(report: RotationReport) -> str:
 def run_backfill_masks(args: argparse.Namespace) -> int:
     """Store the masked addresses of messages stored without one."""
     with repository(args, create=False) as repo:
-        report = backfill_masks(repo, batch_size=args.batch_size)
+        report = repo.backfill_masks(batch_size=args.batch_size)
     addresses = "address" if report.masked == 1 else "addresses"
     batches = "batch" if report.batches == 1 else "batches"
     print(f"{report.masked} masked {addresses} stored in {report.batches} {batches}")

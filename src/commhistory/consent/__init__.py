@@ -15,6 +15,8 @@ See ``docs/consent.md`` and ``docs/compliance.md``.
 
 from __future__ import annotations
 
+from commhistory.consent.ledger import ConsentLedger, notice_hash
+from commhistory.consent.policy import can_send, decide_many, filter_sendable
 from commhistory.consent.records import (
     ConsentState,
     ConsentStatus,
@@ -22,8 +24,6 @@ from commhistory.consent.records import (
     SuppressionEntry,
     SuppressionReason,
 )
-from commhistory.consent.ledger import ConsentLedger, notice_hash
-from commhistory.consent.policy import can_send, decide_many, filter_sendable
 from commhistory.consent.suppression import (
     OPT_IN_KEYWORDS,
     OPT_OUT_KEYWORDS,

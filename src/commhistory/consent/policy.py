@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+
 from commhistory.consent.keys import kind_of, normalize_address
 from commhistory.consent.ledger import coerce, latest, when
 from commhistory.consent.records import (

@@ -34,7 +34,7 @@ import hmac
 import json
 import os
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 from urllib.parse import parse_qs, quote
 
 import attrs

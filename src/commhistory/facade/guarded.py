@@ -63,7 +63,7 @@ class GuardedRepository:
 
     def __init__(
         self,
-        repo: CommHistory,
+        repo: CommHistory[Any],
         actor: Actor,
         *,
         purpose: str,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from commhistory.audit import Actor, AuditLog, Policy
 from commhistory.audit.log import default_audit_log
@@ -57,18 +57,21 @@ from commhistory.store.protocol import (
     TimelineEntry,
 )
 from commhistory.store.rotation import RotationReport
-from commhistory.store.sql import open_sql_repository
+from commhistory.store.sql import SQLRepository, open_sql_repository
 
 if TYPE_CHECKING:
     from commhistory.convert import ParsedLine
 
 __all__ = ["CommHistory", "open_repository", "rotate_keys"]
 
+S = TypeVar("S", bound=Repository)
+"""The storage a :class:`CommHistory` composes (its :attr:`~CommHistory.store`)."""
+
 CONSENT_FEED = "consent"
 """The name the facade's consent feed is installed under on its repository."""
 
 
-class CommHistory:
+class CommHistory(Generic[S]):
     """A business's communication history: record, read, consent, KPIs, privacy, access.
 
     Composes the domain services over one storage repository; every documented
@@ -89,7 +92,7 @@ class CommHistory:
     .. versionadded:: 0.4.0
     """
 
-    def __init__(self, store: Repository, *, soft_bounce_limit: int = SOFT_BOUNCE_LIMIT) -> None:
+    def __init__(self, store: S, *, soft_bounce_limit: int = SOFT_BOUNCE_LIMIT) -> None:
         self._store = store
         self.soft_bounce_limit = soft_bounce_limit
         self._audit: AuditLog | None = None
@@ -97,19 +100,19 @@ class CommHistory:
             CONSENT_FEED, batch_feed(store.consent_store, lambda: self.soft_bounce_limit)
         )
 
-    @classmethod
-    def in_memory(cls, *, batch_size: int = 5000) -> CommHistory:
+    @staticmethod
+    def in_memory(*, batch_size: int = 5000) -> CommHistory[MemoryRepository]:
         """Return a facade over a new :class:`~commhistory.store.memory.MemoryRepository`.
 
         For tests of host code: same semantics, nothing encrypted or persisted.
         """
-        return cls(MemoryRepository(batch_size=batch_size))
+        return CommHistory(MemoryRepository(batch_size=batch_size))
 
     def __repr__(self) -> str:
         return f"CommHistory({self._store!r})"
 
     @property
-    def store(self) -> Repository:
+    def store(self) -> S:
         """The storage repository this facade composes (storage calls only)."""
         return self._store
 
@@ -358,7 +361,7 @@ def open_repository(
     *,
     upgrade: bool = True,
     batch_size: int = 5000,
-) -> CommHistory:
+) -> CommHistory[SQLRepository]:
     """Open the encrypted history at a database URL.
 
     Args:
@@ -390,7 +393,7 @@ def open_repository(
 
 
 def rotate_keys(
-    repo: CommHistory, *, batch_size: int = 1000, reindex: bool = False
+    repo: CommHistory[Any], *, batch_size: int = 1000, reindex: bool = False
 ) -> RotationReport:
     """Move every stored key under the keyring's current key (see ``docs/keys.md``).
 

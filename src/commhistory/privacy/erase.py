@@ -48,8 +48,8 @@ from commhistory.model import (
     SuppressionReason,
 )
 from commhistory.normalize.mask import mask_address
-from commhistory.privacy.retention import RetentionPolicy
 from commhistory.normalize.time import from_micros, to_micros
+from commhistory.privacy.retention import RetentionPolicy
 from commhistory.store.consent import AddressKey, memory_digest
 from commhistory.store.layout import EVIDENCE_COLUMNS, EVIDENCE_PURPOSE
 from commhistory.store.memory import MemoryRepository
@@ -477,7 +477,8 @@ def read_retained(repo: Any, contact_id: str) -> list[ConsentEvent]:
     Returns:
         The events still kept (none once purged).
     """
-    from commhistory.store.sql import CONSENT_COLUMNS, _consent_from_row  # noqa: PLC0415
+    from commhistory.store.layout import CONSENT_COLUMNS  # noqa: PLC0415
+    from commhistory.store.sql import _consent_from_row  # noqa: PLC0415
 
     ph = repo.backend.ph
     with repo.transaction(read=True) as conn:

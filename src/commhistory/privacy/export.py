@@ -30,8 +30,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from commhistory.consent.records import ConsentState, _iso
 from commhistory.consent.ledger import latest
+from commhistory.consent.records import ConsentState, _iso
 from commhistory.consent.suppression import SuppressionList
 from commhistory.convert import unstructure
 from commhistory.errors import NotFoundError
@@ -132,7 +132,7 @@ def export_subject(repo: Any, contact_id: str) -> dict[str, Any]:
 
 
 def _sql_contact(repo: Any, contact_id: str) -> tuple[datetime | None, list[dict[str, str]]]:
-    from commhistory.store.sql import address_row_id  # noqa: PLC0415
+    from commhistory.store.layout import address_row_id  # noqa: PLC0415
 
     ph = repo.backend.ph
     with repo.transaction(read=True) as conn:

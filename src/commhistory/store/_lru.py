@@ -1,9 +1,12 @@
-"""A small bounded mapping that forgets the least recently used entries."""
+"""Caches of the SQL store: a bounded LRU mapping, and what a transaction learned."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from commhistory.crypto import FieldCipher
 
 __all__ = ["LRU", "Pending"]
 

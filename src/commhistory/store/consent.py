@@ -164,7 +164,7 @@ class ConsentStore(Protocol):
         """Store entries (existing ids are skipped); return how many were new."""
         ...
 
-    def lift(  # noqa: PLR0917 - private storage interface
+    def lift(
         self,
         keys: Sequence[AddressKey],
         channel: Channel,
@@ -350,7 +350,7 @@ class SQLConsentStore(ConsentStore):
         with self.repo.transaction() as c:
             return self.repo.backend.insert(c, schema.suppressions, SUPPRESSION_COLUMNS, rows)
 
-    def lift(  # noqa: PLR0917 - private storage interface
+    def lift(
         self,
         keys: Sequence[AddressKey],
         channel: Channel,
@@ -485,7 +485,7 @@ class MemoryConsentStore(ConsentStore):
                 added += 1
         return added
 
-    def lift(  # noqa: PLR0917 - private storage interface
+    def lift(
         self,
         keys: Sequence[AddressKey],
         channel: Channel,

@@ -13,19 +13,19 @@ from typing import Final
 
 __all__ = [
     "ADDRESS_COLUMNS",
+    "CONSENT_COLUMNS",
     "DATA_KEY_REF",
+    "DEAD_LETTER_COLUMNS",
     "DEAD_LETTER_PURPOSE",
+    "EVENT_COLUMNS",
+    "EVENT_SECRET_COLUMNS",
     "EVIDENCE_COLUMNS",
     "EVIDENCE_PURPOSE",
     "FINGERPRINT_PURPOSE",
-    "ORPHAN_PURPOSE",
-    "address_row_id",
-    "CONSENT_COLUMNS",
-    "DEAD_LETTER_COLUMNS",
-    "EVENT_COLUMNS",
-    "EVENT_SECRET_COLUMNS",
     "MESSAGE_COLUMNS",
     "MESSAGE_WRITE_COLUMNS",
+    "ORPHAN_PURPOSE",
+    "address_row_id",
 ]
 
 MESSAGE_COLUMNS: Final = (

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from commhistory.normalize.mask import mask_address
 from commhistory.model import ADDRESS_KINDS
+from commhistory.normalize.mask import mask_address
 from commhistory.store._lru import Pending
 from commhistory.store.batching import check_batch_size
 

@@ -25,8 +25,8 @@ import attrs
 
 from commhistory.crypto import FieldCipher, KeyProvider, derive_subkey, rewrap_data_key
 from commhistory.errors import InvalidInputError
-from commhistory.store import schema
 from commhistory.normalize.time import to_micros
+from commhistory.store import schema
 from commhistory.store._lru import Pending
 from commhistory.store.batching import check_batch_size
 from commhistory.store.layout import (

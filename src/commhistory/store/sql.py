@@ -61,9 +61,11 @@ from commhistory.model import (
     Purpose,
 )
 from commhistory.normalize.mask import mask_address
+from commhistory.normalize.time import EPOCH, from_micros, to_micros
 from commhistory.store import migrate, schema
 from commhistory.store._backend import Backend, Row, backend_for
-from commhistory.normalize.time import EPOCH, from_micros, to_micros
+from commhistory.store._engine import READ, create_engine
+from commhistory.store._lru import LRU, Pending
 from commhistory.store.batching import (
     Batch,
     batches,
@@ -71,26 +73,23 @@ from commhistory.store.batching import (
     load_metadata,
     one_criterion,
 )
-from commhistory.store._engine import READ, create_engine
-from commhistory.store._lru import LRU, Pending
+from commhistory.store.consent import SQLConsentStore
+from commhistory.store.feed import SQLStoredBatch
 from commhistory.store.layout import (
     ADDRESS_COLUMNS,
-    DATA_KEY_REF,
-    DEAD_LETTER_PURPOSE,
-    FINGERPRINT_PURPOSE,
     CONSENT_COLUMNS,
+    DATA_KEY_REF,
     DEAD_LETTER_COLUMNS,
+    DEAD_LETTER_PURPOSE,
     EVENT_COLUMNS,
     EVENT_SECRET_COLUMNS,
+    FINGERPRINT_PURPOSE,
     MESSAGE_COLUMNS,
     MESSAGE_WRITE_COLUMNS,
     ORPHAN_PURPOSE,
     address_row_id,
 )
 from commhistory.store.masks import backfill_masks
-from commhistory.store.rotation import rotate_keys
-from commhistory.store.consent import SQLConsentStore
-from commhistory.store.feed import SQLStoredBatch
 from commhistory.store.protocol import (
     BatchFeed,
     BatchHook,
@@ -99,6 +98,7 @@ from commhistory.store.protocol import (
     IngestReport,
     TimelineEntry,
 )
+from commhistory.store.rotation import rotate_keys
 
 if TYPE_CHECKING:
     from commhistory.convert import ParsedLine

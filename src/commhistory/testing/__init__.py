@@ -2,7 +2,9 @@
 
 * :func:`make_message`, :func:`make_event`, :func:`make_consent`: valid records
   with defaults, overridable field by field;
-* :class:`MemoryRepository`: the repository in memory, same semantics as SQL;
+* :class:`MemoryRepository`: the storage in memory, same semantics as SQL; wrap it
+  as ``CommHistory(MemoryRepository())`` (or :meth:`CommHistory.in_memory
+  <commhistory.CommHistory.in_memory>`) for consent, KPIs and privacy;
 * :func:`signed_webhook`: a provider request signed so a real endpoint accepts it
   (:func:`sendgrid_keys` and :func:`sns_test_signer` make stand-in provider keys);
 * the pytest plugin (:mod:`commhistory.testing.pytest_plugin`): fixtures.

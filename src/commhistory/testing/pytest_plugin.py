@@ -5,8 +5,9 @@ or explicitly with ``pytest -p commhistory.testing.pytest_plugin``.
 
 Fixtures (all prefixed ``commhistory_`` so they never clash with yours):
 
-* ``commhistory_repository``: a fresh in-memory repository;
-* ``commhistory_sql_repository``: a fresh encrypted SQLite repository in ``tmp_path``;
+* ``commhistory_repository``: a fresh in-memory history (:meth:`CommHistory.in_memory
+  <commhistory.CommHistory.in_memory>`);
+* ``commhistory_sql_repository``: a fresh encrypted SQLite history in ``tmp_path``;
 * ``commhistory_keyring``: a fresh keyring;
 * ``commhistory_sendgrid_keys``: a SendGrid-style signing key pair;
 * ``commhistory_signed_webhook``: :func:`commhistory.testing.signed_webhook`.
@@ -22,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from commhistory.crypto import Keyring
-from commhistory.store import MemoryRepository, SQLRepository, open_repository
+from commhistory.facade import CommHistory, open_repository
+from commhistory.store import MemoryRepository, SQLRepository
 from commhistory.testing.webhooks import SendGridKeys, SignedWebhook, sendgrid_keys, signed_webhook
 
 __all__ = [
@@ -35,9 +37,9 @@ __all__ = [
 
 
 @pytest.fixture
-def commhistory_repository() -> Iterator[MemoryRepository]:
-    """A fresh in-memory repository, closed after the test."""
-    repo = MemoryRepository()
+def commhistory_repository() -> Iterator[CommHistory[MemoryRepository]]:
+    """A fresh in-memory history, closed after the test."""
+    repo = CommHistory.in_memory()
     yield repo
     repo.close()
 
@@ -51,8 +53,8 @@ def commhistory_keyring() -> Keyring:
 @pytest.fixture
 def commhistory_sql_repository(
     tmp_path: Path, commhistory_keyring: Keyring
-) -> Iterator[SQLRepository]:
-    """A fresh encrypted SQLite repository in the test's temporary directory."""
+) -> Iterator[CommHistory[SQLRepository]]:
+    """A fresh encrypted SQLite history in the test's temporary directory."""
     with open_repository(f"sqlite:///{tmp_path / 'commhistory.db'}", commhistory_keyring) as repo:
         yield repo
 
