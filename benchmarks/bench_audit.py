@@ -40,9 +40,10 @@ from benchmarks import _data
 from benchmarks._harness import Benchmark, Goal, main
 from benchmarks.bench_ingest_sqlite import parse_size
 from benchmarks.bench_timeline import postgres_reachable, postgres_url
-from commhistory.audit import Actor, AuditLog, GuardedRepository
+from commhistory.audit import Actor
 from commhistory.crypto import Keyring
-from commhistory.store import SQLRepository, open_repository
+from commhistory.facade import CommHistory, GuardedRepository, open_repository
+from commhistory.store import SQLRepository
 
 EVENTS_ENV: Final = "COMMHISTORY_BENCH_AUDIT_EVENTS"
 DEFAULT_EVENTS: Final = 100_000
@@ -83,7 +84,7 @@ class _Databases:
         sep = "&" if "?" in server else "?"
         return f"{server}{sep}options={quote(f'-csearch_path={schema}', safe='')}"
 
-    def open(self, keyring: Keyring) -> SQLRepository:
+    def open(self, keyring: Keyring) -> CommHistory[SQLRepository]:
         """Open a repository on a new database; it is closed before its database is dropped."""
         repo = open_repository(self.new_url(), keyring)
         self._close.insert(0, repo.close)
@@ -101,7 +102,7 @@ class TimelineAudit:
     def __init__(self, backend: str) -> None:
         self.dbs = _Databases(backend)
         self.keyring = Keyring.generate()
-        self.repo: SQLRepository | None = None
+        self.repo: CommHistory[SQLRepository] | None = None
         self.view: GuardedRepository | None = None
         self.contacts: dict[int, str] = {}
         self.checked: dict[int, bool] = {}
@@ -157,7 +158,7 @@ class TimelineAudit:
 
         def figures() -> dict[str, Any]:
             assert self.repo is not None
-            report = AuditLog.for_repository(self.repo).verify_chain()
+            report = self.repo.audit_log.verify_chain()
             return {
                 "messages": size,
                 "events": size * EVENTS_PER_MESSAGE,
@@ -179,7 +180,7 @@ class IngestAudit:
         self.spec = _data.HistorySpec.for_events(n_events, prefix="i-", seed=5)
         self.messages = list(_data.messages(self.spec))
         self.events = list(_data.events(self.spec))
-        self.repo: SQLRepository | None = None
+        self.repo: CommHistory[SQLRepository] | None = None
         self.entries = 0
 
     def setup(self) -> None:
@@ -200,7 +201,7 @@ class IngestAudit:
         view = self.repo.as_actor(Actor("svc-import", ["operator"]), purpose="benchmark")
         view.record_messages(self.messages)
         view.record_events(self.events)
-        self.entries = AuditLog.for_repository(self.repo).verify_chain().entries
+        self.entries = self.repo.audit_log.verify_chain().entries
 
     def extra(self) -> dict[str, Any]:
         """Figures: the sizes and the audit entries the guarded run wrote."""

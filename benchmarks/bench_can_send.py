@@ -23,6 +23,7 @@ from typing import Any
 
 from benchmarks._harness import Benchmark, Goal, main
 from commhistory.crypto import Keyring
+from commhistory.facade import CommHistory, open_repository
 from commhistory.model import (
     BounceClass,
     Channel,
@@ -35,8 +36,8 @@ from commhistory.model import (
     Message,
     Purpose,
 )
-from commhistory.store import SQLRepository, open_repository
-from commhistory.store._common import to_micros
+from commhistory.normalize.time import to_micros
+from commhistory.store import SQLRepository
 
 CONTACTS_ENV = "COMMHISTORY_BENCH_CAN_SEND_CONTACTS"
 URL_ENV = "COMMHISTORY_TEST_POSTGRES_URL"
@@ -72,7 +73,7 @@ def contact_count() -> int:
     return int(os.environ.get(CONTACTS_ENV, "100000"))
 
 
-def populate(repo: SQLRepository, n: int) -> None:
+def populate(repo: CommHistory[SQLRepository], n: int) -> None:
     """Store the synthetic history (see the module docs)."""
     repo.record_messages(
         Message(
@@ -121,7 +122,7 @@ class CanSendBench:
         self.backend = backend
         self.n = n
         self.ids = [f"c{i}" for i in range(n)]
-        self.repo: SQLRepository | None = None
+        self.repo: CommHistory[SQLRepository] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.candidate_result: list[str] = []
         self.baseline_result: list[str] = []
@@ -137,7 +138,7 @@ class CanSendBench:
             url = _fresh_pg_schema()
         self.repo = open_repository(url, Keyring.generate())
         populate(self.repo, self.n)
-        with self.repo.transaction() as conn:  # fresh statistics for both contenders
+        with self.repo.store.transaction() as conn:  # fresh statistics for both contenders
             conn.exec_driver_sql("ANALYZE")
 
     def candidate(self) -> None:
@@ -148,9 +149,9 @@ class CanSendBench:
     def baseline(self) -> None:
         """Answer with the one hand-written query."""
         assert self.repo is not None
-        ph = self.repo.backend.ph
+        ph = self.repo.store.backend.ph
         at = to_micros(AT)
-        with self.repo.transaction(read=True) as conn:
+        with self.repo.store.transaction(read=True) as conn:
             rows = conn.exec_driver_sql(BASELINE_SQL.replace("{ph}", ph), (at, at, at, at))
             allowed = {r[0] for r in rows}
         self.baseline_result = [cid for cid in self.ids if cid in allowed]

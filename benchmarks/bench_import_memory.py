@@ -61,7 +61,7 @@ _IMPORT_SCRIPT: Final = """
 import json, os, sys
 from commhistory.convert import read_records
 from commhistory.crypto import Keyring
-from commhistory.store import open_repository
+from commhistory.facade import CommHistory, open_repository
 path, url, keyring = sys.argv[1:4]
 with open_repository(url, Keyring.load(keyring)) as repo:
     report = repo.ingest(read_records(path), source=os.path.basename(path))

@@ -50,8 +50,9 @@ from benchmarks.bench_ingest_sqlite import (
     parse_size,
 )
 from commhistory.crypto import Keyring
+from commhistory.facade import CommHistory, open_repository
 from commhistory.model import Event
-from commhistory.store import SQLRepository, open_repository
+from commhistory.store import SQLRepository
 from commhistory.store import schema as store_schema
 from commhistory.store.migrate import upgrade
 from commhistory.store.protocol import IngestReport
@@ -158,7 +159,7 @@ class PostgresIngest:
         self.schemas = Schemas(server_url())
         self.spec: _data.HistorySpec | None = None
         self.events: list[Event] = []
-        self.repo: SQLRepository | None = None
+        self.repo: CommHistory[SQLRepository] | None = None
         self.repo_schema: str | None = None
         self.repo_used = False
         self.raw_conn: psycopg.Connection[Any] | None = None

@@ -57,8 +57,9 @@ from sqlalchemy import orm
 from benchmarks import _data
 from benchmarks._harness import Benchmark, Goal, main
 from commhistory.crypto import Keyring
+from commhistory.facade import CommHistory, open_repository
 from commhistory.model import Event
-from commhistory.store import SQLRepository, open_repository
+from commhistory.store import SQLRepository
 from commhistory.store import schema as store_schema
 from commhistory.store.migrate import upgrade
 from commhistory.store.protocol import IngestReport
@@ -161,7 +162,7 @@ class SQLiteIngest:
         self.raw_template = self.workdir / "raw-template.db"
         self.repo_db = self.workdir / "repo.db"
         self.raw_db = self.workdir / "raw.db"
-        self.repo: SQLRepository | None = None
+        self.repo: CommHistory[SQLRepository] | None = None
         self.repo_used = False
         self.raw_conn: sqlite3.Connection | None = None
         self.raw_used = False

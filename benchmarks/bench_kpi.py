@@ -40,7 +40,8 @@ import sqlalchemy as sa
 
 from benchmarks._harness import Benchmark, Goal, main
 from commhistory.crypto import Keyring
-from commhistory.store import SQLRepository, open_repository
+from commhistory.facade import CommHistory, open_repository
+from commhistory.store import SQLRepository
 
 EVENTS: Final = int(os.environ.get("COMMHISTORY_BENCH_KPI_EVENTS", "1000000"))
 MESSAGES: Final = EVENTS // 5
@@ -121,9 +122,11 @@ _E_COLS: Final = (
 )
 
 
-def _load(repo: SQLRepository, url: str, messages: list[Any], events: list[Any]) -> None:
-    ph = repo.backend.ph
-    with repo.transaction() as conn:
+def _load(
+    repo: CommHistory[SQLRepository], url: str, messages: list[Any], events: list[Any]
+) -> None:
+    ph = repo.store.backend.ph
+    with repo.store.transaction() as conn:
         raw: Any = conn.connection.driver_connection
         cur = raw.cursor()
         contacts = sorted({m[1] for m in messages})
@@ -136,18 +139,20 @@ def _load(repo: SQLRepository, url: str, messages: list[Any], events: list[Any])
         )
         cur.executemany(f"INSERT INTO events ({_E_COLS}) VALUES ({', '.join([ph] * 10)})", events)
         cur.close()
-    if repo.dialect == "postgresql":
+    if repo.store.dialect == "postgresql":
         maintenance = sa.create_engine(url, poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
         with maintenance.connect() as conn:
             conn.exec_driver_sql("VACUUM ANALYZE events, messages")
         maintenance.dispose()
     else:
-        with repo.transaction() as conn:
+        with repo.store.transaction() as conn:
             conn.exec_driver_sql("ANALYZE")
 
 
-def _fetch_python(repo: SQLRepository) -> dict[tuple[str, str], tuple[list[int], dict[str, int]]]:
-    with repo.transaction(read=True) as conn:
+def _fetch_python(
+    repo: CommHistory[SQLRepository],
+) -> dict[tuple[str, str], tuple[list[int], dict[str, int]]]:
+    with repo.store.transaction(read=True) as conn:
         keys = {
             mid: (c, v)
             for mid, c, v in conn.exec_driver_sql(
@@ -199,8 +204,8 @@ def _setup(name: str, url: str, messages: list[Any], events: list[Any]) -> list[
     _load(repo, url, messages, events)
 
     def hand() -> Sequence[Any]:
-        with repo.transaction(read=True) as conn:
-            if repo.dialect == "postgresql":
+        with repo.store.transaction(read=True) as conn:
+            if repo.store.dialect == "postgresql":
                 conn.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")
             return conn.exec_driver_sql(HAND_SQL).all()
 

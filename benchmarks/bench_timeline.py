@@ -56,6 +56,7 @@ from benchmarks import _data
 from benchmarks._harness import Benchmark, Goal, main
 from benchmarks.bench_ingest_sqlite import parse_size
 from commhistory.crypto import FieldCipher, Keyring, unwrap_data_key
+from commhistory.facade import CommHistory, open_repository
 from commhistory.model import (
     BounceClass,
     Channel,
@@ -65,8 +66,8 @@ from commhistory.model import (
     Message,
     Purpose,
 )
-from commhistory.store import SQLRepository, TimelineEntry, open_repository
-from commhistory.store.sql import DATA_KEY_REF
+from commhistory.store import SQLRepository, TimelineEntry
+from commhistory.store.layout import DATA_KEY_REF
 
 MESSAGES_ENV: Final = "COMMHISTORY_BENCH_TIMELINE_MESSAGES"
 DEFAULT_MESSAGES: Final = 1000
@@ -252,7 +253,7 @@ class TimelineBench:
         self.keyring = Keyring.generate()
         self.focus, self.noise = _specs(n_messages)
         self.contact_id = self.focus.contact_id(0)
-        self.repo: SQLRepository | None = None
+        self.repo: CommHistory[SQLRepository] | None = None
         self.query: Query | None = None
         self.ph = "?"
         self._close: list[Callable[[], object]] = []

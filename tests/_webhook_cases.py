@@ -10,6 +10,7 @@ import attrs
 import pytest
 
 from commhistory.crypto import Keyring
+from commhistory.facade import CommHistory, open_repository
 from commhistory.providers import (
     KeyedContactResolver,
     LineAdapter,
@@ -20,7 +21,7 @@ from commhistory.providers import (
     TwilioAdapter,
     WebhookAdapter,
 )
-from commhistory.store import Repository, open_repository
+from commhistory.store import SQLRepository
 from commhistory.testing import SignedWebhook, sendgrid_keys, signed_webhook, sns_test_signer
 
 PAYLOADS = Path(__file__).parent / "payloads"
@@ -191,7 +192,9 @@ CASES: list[CaseBuilder] = [
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def web_repository(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repository]:
+def web_repository(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[CommHistory[SQLRepository]]:
     """An encrypted repository on SQLite or PostgreSQL."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'web.db'}"

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from commhistory.audit import (
     Actor,
-    AuditLog,
     mask_email,
     mask_line_user_id,
     mask_phone,
@@ -20,9 +19,9 @@ from commhistory.audit import (
 )
 from commhistory.crypto import Keyring
 from commhistory.errors import NormalizationError, NotFoundError, PermissionDenied
+from commhistory.facade import CommHistory, open_repository
 from commhistory.model import BounceClass, Event, EventType
 from commhistory.normalize import normalize_email, normalize_phone
-from commhistory.store import MemoryRepository, open_repository
 from tests.strategies import email_addresses, jp_mobile_numbers, line_user_ids
 from tests.test_consent_support import at, ev, msg
 
@@ -68,7 +67,7 @@ def _history(repo: Any) -> None:
 )
 def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     if request.param == "memory":
-        r: Any = MemoryRepository()
+        r: Any = CommHistory.in_memory()
     else:
         url = (
             f"sqlite:///{tmp_path / 'm.db'}"
@@ -83,7 +82,7 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
 
 def test_masked_timeline_matches_the_plain_fields(repo: Any) -> None:
     full = repo.timeline("c1")
-    masked = masked_timeline(repo, "c1")
+    masked = masked_timeline(repo.store, "c1")
     assert [e.message.message_id for e in masked] == ["m1", "m2"]
     for f, m in zip(full, masked, strict=True):
         assert m.message.sent_at == f.message.sent_at
@@ -104,9 +103,9 @@ def test_masked_timeline_matches_the_plain_fields(repo: Any) -> None:
 
 def test_masked_timeline_of_unknown_and_erased_contacts(repo: Any) -> None:
     with pytest.raises(NotFoundError):
-        masked_timeline(repo, "nobody")
+        masked_timeline(repo.store, "nobody")
     repo.erase_subject("c2")
-    assert masked_timeline(repo, "c2") == []
+    assert masked_timeline(repo.store, "c2") == []
 
 
 @pytest.mark.parametrize(
@@ -122,7 +121,7 @@ def test_masked_reads_never_decrypt(
     with open_repository(url, keyring) as repo:
         _history(repo)
         view = repo.as_actor(Actor("an-1", ["analyst"]), purpose="support")
-        repo.forget_cached_keys()
+        repo.store.forget_cached_keys()
         keyring.calls = 0
         entries = view.masked_timeline("c1")
         assert len(entries) == 2
@@ -133,7 +132,7 @@ def test_masked_reads_never_decrypt(
         keyring.calls = 0
         repo.timeline("c1")
         assert keyring.calls > 0  # the full read does unwrap: the counter works
-        assert AuditLog.for_repository(repo).entries()[-1].action == "timeline"
+        assert repo.audit_log.entries()[-1].action == "timeline"
 
 
 # ---------------------------------------------------------------------- masking

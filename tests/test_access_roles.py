@@ -14,23 +14,22 @@ from commhistory.audit import (
     BUILTIN_ROLES,
     Actor,
     AuditLog,
-    GuardedRepository,
     Outcome,
     Permission,
     Policy,
-    as_actor,
 )
 from commhistory.crypto import Keyring
 from commhistory.errors import InvalidInputError, NotFoundError, PermissionDenied
+from commhistory.facade import CommHistory, GuardedRepository, open_repository
 from commhistory.model import EventType
-from commhistory.store import MemoryRepository, SQLRepository, open_repository
+from commhistory.store import SQLRepository
 from tests.test_consent_support import ev, msg
 
 P = Permission
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SQLRepository]:
+def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHistory[SQLRepository]]:
     """A SQL repository with two contacts' history."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'access.db'}"
@@ -142,9 +141,9 @@ def test_every_permission_has_an_operation() -> None:
 
 
 @pytest.mark.parametrize("role", sorted(EXPECTED))
-def test_each_role_against_each_operation(repo: SQLRepository, role: str) -> None:
-    log = AuditLog.for_repository(repo)
-    view = as_actor(repo, Actor("staff-1", [role]), purpose="table test")
+def test_each_role_against_each_operation(repo: CommHistory[SQLRepository], role: str) -> None:
+    log = repo.audit_log
+    view = repo.as_actor(Actor("staff-1", [role]), purpose="table test")
     for action, permission, audited, call in OPERATIONS:
         before = len(log.entries())
         if permission in EXPECTED[role]:
@@ -175,8 +174,8 @@ def test_each_role_against_each_operation(repo: SQLRepository, role: str) -> Non
     assert log.verify_chain().intact
 
 
-def test_denied_write_changes_nothing(repo: SQLRepository) -> None:
-    view = as_actor(repo, Actor("a-1", ["analyst"]), purpose="p")
+def test_denied_write_changes_nothing(repo: CommHistory[SQLRepository]) -> None:
+    view = repo.as_actor(Actor("a-1", ["analyst"]), purpose="p")
     with pytest.raises(PermissionDenied):
         view.record_messages([msg("m7", "c1")])
     with pytest.raises(PermissionDenied):
@@ -184,13 +183,13 @@ def test_denied_write_changes_nothing(repo: SQLRepository) -> None:
     assert [e.message.message_id for e in repo.timeline("c1")] == ["m1"]
 
 
-def test_audit_entries_hold_ids_not_personal_values(repo: SQLRepository) -> None:
-    view = as_actor(repo, Actor("po-1", ["privacy_officer"]), purpose="request 7")
+def test_audit_entries_hold_ids_not_personal_values(repo: CommHistory[SQLRepository]) -> None:
+    view = repo.as_actor(Actor("po-1", ["privacy_officer"]), purpose="request 7")
     view.timeline("c1")
     view.find_contacts(email="c1@example.com")
     view.export_subject("c1")
     view.consent_history("c1")
-    entries = AuditLog.for_repository(repo).entries()
+    entries = repo.audit_log.entries()
     assert [e.action for e in entries] == [
         "timeline",
         "find_contacts",
@@ -200,30 +199,30 @@ def test_audit_entries_hold_ids_not_personal_values(repo: SQLRepository) -> None
     assert entries[0].contact_id == "c1"
     assert entries[0].targets == ("m1",)
     assert entries[1].targets == ("c1",)
-    with repo.engine.connect() as conn:
+    with repo.store.engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT * FROM audit_log")).all()
     text = repr(rows)
     for personal in ("example.com", "198.51.100.7", "hidden body", "+8190"):
         assert personal not in text
 
 
-def test_failed_operation_is_audited_as_failed(repo: SQLRepository) -> None:
-    view = as_actor(repo, Actor("po-1", ["privacy_officer"]), purpose="p")
+def test_failed_operation_is_audited_as_failed(repo: CommHistory[SQLRepository]) -> None:
+    view = repo.as_actor(Actor("po-1", ["privacy_officer"]), purpose="p")
     with pytest.raises(NotFoundError):
         view.export_subject("nobody")
-    entry = AuditLog.for_repository(repo).entries()[-1]
+    entry = repo.audit_log.entries()[-1]
     assert entry.outcome == "failed:NotFoundError"
     assert entry.contact_id == "nobody"
 
 
-def test_plain_repository_is_unchanged_and_unaudited(repo: SQLRepository) -> None:
+def test_plain_repository_is_unchanged_and_unaudited(repo: CommHistory[SQLRepository]) -> None:
     assert repo.timeline("c1")
     assert repo.export_subject("c1")["messages"]
-    assert AuditLog.for_repository(repo).entries() == []
+    assert repo.audit_log.entries() == []
 
 
-def test_view_exposes_no_backdoor(repo: SQLRepository) -> None:
-    view = as_actor(repo, Actor("a-1", ["analyst"]), purpose="p")
+def test_view_exposes_no_backdoor(repo: CommHistory[SQLRepository]) -> None:
+    view = repo.as_actor(Actor("a-1", ["analyst"]), purpose="p")
     for name in ("engine", "keyring", "backend", "transaction", "_repo_engine"):
         assert not hasattr(view, name)
     with view as same:
@@ -281,48 +280,49 @@ def test_actor_errors() -> None:
     assert Actor("a", ["operator", "admin", "admin"]).roles == ("admin", "operator")
 
 
-def test_unknown_role_and_bad_purpose_are_refused(repo: SQLRepository) -> None:
+def test_unknown_role_and_bad_purpose_are_refused(repo: CommHistory[SQLRepository]) -> None:
     with pytest.raises(InvalidInputError) as info:
-        as_actor(repo, Actor("a", ["ghost"]), purpose="p")
+        repo.as_actor(Actor("a", ["ghost"]), purpose="p")
     assert info.value.field == "roles"
     assert "ghost" in str(info.value)
     with pytest.raises(InvalidInputError) as info:
-        as_actor(repo, Actor("a", ["admin"]), purpose="  ")
+        repo.as_actor(Actor("a", ["admin"]), purpose="  ")
     assert info.value.field == "purpose"
 
 
-def test_memory_repository_needs_an_explicit_log() -> None:
-    mem = MemoryRepository()
+def test_memory_repository_takes_an_explicit_log() -> None:
+    mem = CommHistory.in_memory()
     mem.record_messages([msg("m1", "c1")])
-    with pytest.raises(InvalidInputError) as info:
-        as_actor(mem, Actor("a", ["admin"]), purpose="p")
-    assert info.value.field == "audit"
     log = AuditLog.in_memory(Keyring.generate())
-    view = as_actor(mem, Actor("a", ["admin"]), purpose="p", audit=log)
+    view = mem.as_actor(Actor("a", ["admin"]), purpose="p", audit=log)
     assert [e.message.message_id for e in view.timeline("c1")] == ["m1"]
     with pytest.raises(InvalidInputError):
         view.rotate_keys()
-    assert [e.action for e in log.entries()] == ["timeline"]
+    # The refused key operation is audited as a failure.
+    assert [(e.action, e.outcome) for e in log.entries()] == [
+        ("timeline", "ok"),
+        ("rotate_keys", "failed:InvalidInputError"),
+    ]
     assert log.verify_chain().intact
 
 
 # ---------------------------------------------------------------------- repo.as_actor
 
 
-def test_repo_as_actor_on_sql(repo: SQLRepository) -> None:
+def test_repo_as_actor_on_sql(repo: CommHistory[SQLRepository]) -> None:
     view = repo.as_actor(Actor("a-1", ["analyst"]), purpose="weekly report")
     assert isinstance(view, GuardedRepository)
     assert view.kpis(by="campaign_id").rows
     with pytest.raises(PermissionDenied):
         view.timeline("c1")
-    entries = AuditLog.for_repository(repo).entries(actor_id="a-1")
+    entries = repo.audit_log.entries(actor_id="a-1")
     assert [(e.action, e.outcome, e.purpose) for e in entries] == [
         ("timeline", Outcome.DENIED, "weekly report")
     ]
 
 
 def test_repo_as_actor_on_memory_shares_one_log() -> None:
-    mem = MemoryRepository()
+    mem = CommHistory.in_memory()
     mem.record_messages([msg("m1", "c1")])
     first = mem.as_actor(Actor("a", ["admin"]), purpose="p")
     second = mem.as_actor(Actor("b", ["analyst"]), purpose="q")
@@ -338,12 +338,12 @@ def test_repo_as_actor_on_memory_shares_one_log() -> None:
     assert log.verify_chain().intact
 
 
-def test_consent_lines_in_an_ingest_need_manage_consent(repo: SQLRepository) -> None:
+def test_consent_lines_in_an_ingest_need_manage_consent(repo: CommHistory[SQLRepository]) -> None:
     from commhistory.convert import ParsedLine
 
     grant = repo.consent_history("c1")[0]
     policy = Policy({"loader": ["write_history"]})
-    view = as_actor(repo, Actor("svc-1", ["loader"]), purpose="import", policy=policy)
+    view = repo.as_actor(Actor("svc-1", ["loader"]), purpose="import", policy=policy)
     lines = [
         ParsedLine(line=1, raw=None, record=msg("m7", "c2")),
         ParsedLine(line=2, raw=None, record=attrs.evolve(grant, consent_id="other-1")),
@@ -354,7 +354,7 @@ def test_consent_lines_in_an_ingest_need_manage_consent(repo: SQLRepository) -> 
     # The batch holding the consent line stored nothing.
     assert [e.message.message_id for e in repo.timeline("c2")] == ["m2"]
     assert len(repo.consent_history("c1")) == 1
-    last = AuditLog.for_repository(repo).entries()[-1]
+    last = repo.audit_log.entries()[-1]
     assert (last.action, last.outcome, last.permission) == ("ingest", "denied", "manage_consent")
     # Messages alone are fine.
     assert view.ingest(lines[:1], source="file.jsonl").inserted == 1

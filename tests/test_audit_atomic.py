@@ -8,16 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from commhistory.audit import Actor, AuditLog, Outcome, as_actor
+from commhistory.audit import Actor, AuditLog, Outcome
 from commhistory.crypto import Keyring
 from commhistory.errors import NotFoundError, StorageError
+from commhistory.facade import CommHistory, open_repository
 from commhistory.model import BounceClass, EventType
-from commhistory.store import MemoryRepository, SQLRepository, open_repository
+from commhistory.store import SQLRepository
 from tests.test_consent_support import ev, msg
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SQLRepository]:
+def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHistory[SQLRepository]]:
     """A SQL repository on each database, batches of two."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'atomic.db'}"
@@ -27,15 +28,17 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SQLReposito
         yield r
 
 
-def _break_audit_log(repo: SQLRepository) -> None:
+def _break_audit_log(repo: CommHistory[SQLRepository]) -> None:
     """Make every audit append fail in the database (the table is gone)."""
-    with repo.transaction() as conn:
+    with repo.store.transaction() as conn:
         conn.exec_driver_sql("ALTER TABLE audit_log RENAME TO audit_log_moved")
 
 
-def test_a_change_is_undone_when_its_entry_cannot_be_written(repo: SQLRepository) -> None:
+def test_a_change_is_undone_when_its_entry_cannot_be_written(
+    repo: CommHistory[SQLRepository],
+) -> None:
     repo.record_messages([msg("m1", "c1")])
-    view = as_actor(repo, Actor("dpo-1", ["privacy_officer"]), purpose="ticket 9")
+    view = repo.as_actor(Actor("dpo-1", ["privacy_officer"]), purpose="ticket 9")
     _break_audit_log(repo)
     with pytest.raises(StorageError):
         view.consent.grant("c1", "email", "marketing", method="web_form")
@@ -47,23 +50,23 @@ def test_a_change_is_undone_when_its_entry_cannot_be_written(repo: SQLRepository
 
 
 def test_a_personal_read_is_refused_when_its_entry_cannot_be_written(
-    repo: SQLRepository,
+    repo: CommHistory[SQLRepository],
 ) -> None:
     repo.record_messages([msg("m1", "c1")])
-    view = as_actor(repo, Actor("dpo-1", ["privacy_officer"]), purpose="ticket 9")
+    view = repo.as_actor(Actor("dpo-1", ["privacy_officer"]), purpose="ticket 9")
     _break_audit_log(repo)
     with pytest.raises(StorageError):
         view.timeline("c1")
 
 
-def test_audited_reads_and_changes_share_the_chain(repo: SQLRepository) -> None:
+def test_audited_reads_and_changes_share_the_chain(repo: CommHistory[SQLRepository]) -> None:
     repo.record_messages([msg("m1", "c1"), msg("m2", "c1")])
-    view = as_actor(repo, Actor("dpo-1", ["privacy_officer"]), purpose="ticket 9")
+    view = repo.as_actor(Actor("dpo-1", ["privacy_officer"]), purpose="ticket 9")
     assert len(view.timeline("c1")) == 2
     view.consent.withdraw("c1", "email", "marketing", method="support_request")
     with pytest.raises(NotFoundError):
         view.timeline("nobody")
-    log = AuditLog.for_repository(repo)
+    log = repo.audit_log
     entries = log.entries()
     assert [(e.action, e.outcome) for e in entries] == [
         ("timeline", Outcome.OK),
@@ -74,8 +77,8 @@ def test_audited_reads_and_changes_share_the_chain(repo: SQLRepository) -> None:
     assert log.verify_chain().intact
 
 
-def test_guarded_ingest_writes_one_entry_per_batch(repo: SQLRepository) -> None:
-    view = as_actor(repo, Actor("svc-import", ["operator"]), purpose="nightly import")
+def test_guarded_ingest_writes_one_entry_per_batch(repo: CommHistory[SQLRepository]) -> None:
+    view = repo.as_actor(Actor("svc-import", ["operator"]), purpose="nightly import")
     view.record_messages([msg("m1", "c1"), msg("m2", "c2"), msg("m3", "c3")])  # two batches
     view.record_events(
         [
@@ -84,7 +87,7 @@ def test_guarded_ingest_writes_one_entry_per_batch(repo: SQLRepository) -> None:
         ]
     )
     view.consent.grant("c3", "email", "marketing", method="web_form")
-    log = AuditLog.for_repository(repo)
+    log = repo.audit_log
     entries = log.entries()
     assert [e.action for e in entries] == [
         "record_messages",
@@ -101,8 +104,8 @@ def test_guarded_ingest_writes_one_entry_per_batch(repo: SQLRepository) -> None:
     assert [e.action for e in log.entries(contact_id="c3")] == ["consent.grant"]
 
 
-def test_guarded_ingest_stores_nothing_it_cannot_audit(repo: SQLRepository) -> None:
-    view = as_actor(repo, Actor("svc-import", ["operator"]), purpose="nightly import")
+def test_guarded_ingest_stores_nothing_it_cannot_audit(repo: CommHistory[SQLRepository]) -> None:
+    view = repo.as_actor(Actor("svc-import", ["operator"]), purpose="nightly import")
     _break_audit_log(repo)
     with pytest.raises(StorageError):
         view.record_messages([msg("m1", "c1"), msg("m2", "c1")])
@@ -111,17 +114,19 @@ def test_guarded_ingest_stores_nothing_it_cannot_audit(repo: SQLRepository) -> N
 
 
 def test_memory_repository_gets_one_entry_per_write() -> None:
-    repo = MemoryRepository(batch_size=2)
+    repo = CommHistory.in_memory(batch_size=2)
     log = AuditLog.in_memory(Keyring.generate())
-    view = as_actor(repo, Actor("svc", ["operator"]), purpose="test", audit=log)
+    view = repo.as_actor(Actor("svc", ["operator"]), purpose="test", audit=log)
     view.record_messages([msg("m1", "c1"), msg("m2", "c2"), msg("m3", "c3")])
     assert [e.action for e in log.entries()] == ["record_messages"]
     assert log.verify_chain().intact
 
 
-def test_concurrent_guarded_writers_and_readers_keep_one_chain(repo: SQLRepository) -> None:
-    url = str(repo.engine.url.render_as_string(hide_password=False))
-    keyring = repo.keyring
+def test_concurrent_guarded_writers_and_readers_keep_one_chain(
+    repo: CommHistory[SQLRepository],
+) -> None:
+    url = str(repo.store.engine.url.render_as_string(hide_password=False))
+    keyring = repo.store.keyring
     repo.record_messages([msg("seed", "c0")])
     errors: list[BaseException] = []
     writers, readers, reads = 3, 2, 10
@@ -129,7 +134,7 @@ def test_concurrent_guarded_writers_and_readers_keep_one_chain(repo: SQLReposito
     def write(n: int) -> None:
         try:
             with open_repository(url, keyring, batch_size=2) as r:
-                view = as_actor(r, Actor(f"w{n}", ["operator"]), purpose="load")
+                view = r.as_actor(Actor(f"w{n}", ["operator"]), purpose="load")
                 # Overlapping contacts: writers race to create the same ones.
                 view.record_messages([msg(f"w{n}-m{i}", f"c{i % 3}") for i in range(6)])
         except BaseException as exc:
@@ -138,7 +143,7 @@ def test_concurrent_guarded_writers_and_readers_keep_one_chain(repo: SQLReposito
     def read(n: int) -> None:
         try:
             with open_repository(url, keyring) as r:
-                view = as_actor(r, Actor(f"r{n}", ["privacy_officer"]), purpose="load")
+                view = r.as_actor(Actor(f"r{n}", ["privacy_officer"]), purpose="load")
                 for _ in range(reads):
                     view.timeline("c0")
         except BaseException as exc:
@@ -151,7 +156,7 @@ def test_concurrent_guarded_writers_and_readers_keep_one_chain(repo: SQLReposito
     for t in threads:
         t.join()
     assert errors == []
-    report = AuditLog.for_repository(repo).verify_chain()
+    report = repo.audit_log.verify_chain()
     assert report.intact
     assert report.entries == writers * 3 + readers * reads  # three batches per writer
     assert len(repo.timeline("c1")) == writers * 2
@@ -163,8 +168,8 @@ def test_guarded_erasure_truncates_the_sqlite_wal_after_commit(tmp_path: Path) -
     path = tmp_path / "wal.db"
     with open_repository(f"sqlite:///{path}", Keyring.generate()) as repo:
         repo.record_messages([msg("m1", "c1"), msg("m2", "c2")])
-        view = as_actor(repo, Actor("dpo-1", ["privacy_officer"]), purpose="request 7")
+        view = repo.as_actor(Actor("dpo-1", ["privacy_officer"]), purpose="request 7")
         view.erase_subject("c1")
         wal = path.with_name(path.name + "-wal")
         assert not wal.exists() or wal.stat().st_size == 0
-        assert AuditLog.for_repository(repo).entries()[-1].action == "erase_subject"
+        assert repo.audit_log.entries()[-1].action == "erase_subject"

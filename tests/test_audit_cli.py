@@ -14,7 +14,7 @@ from commhistory.cli import audit as audit_cli
 from commhistory.cli.audit import EXIT_TAMPERED
 from commhistory.crypto import Keyring
 from commhistory.errors import PermissionDenied
-from commhistory.store import open_repository
+from commhistory.facade import open_repository
 from tests.test_audit_log import drop_guards
 from tests.test_consent_support import msg
 

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from commhistory.audit import AuditLog, Outcome
 from commhistory.crypto import Keyring
 from commhistory.errors import InvalidInputError
-from commhistory.store import SQLRepository, open_repository
+from commhistory.facade import CommHistory, open_repository
+from commhistory.store import SQLRepository
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -28,7 +29,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Keyring]:
 
 
 @pytest.fixture
-def repo(db: tuple[str, Keyring]) -> Iterator[SQLRepository]:
+def repo(db: tuple[str, Keyring]) -> Iterator[CommHistory[SQLRepository]]:
     url, keyring = db
     with open_repository(url, keyring) as r:
         yield r
@@ -58,8 +59,8 @@ def drop_guards(conn: sa.Connection) -> None:
         conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_log_no_delete")
 
 
-def _exec(repo: SQLRepository, sql: str, **params: Any) -> None:
-    with repo.engine.begin() as conn:
+def _exec(repo: CommHistory[SQLRepository], sql: str, **params: Any) -> None:
+    with repo.store.engine.begin() as conn:
         drop_guards(conn)
         conn.execute(sa.text(sql), params)
 
@@ -67,17 +68,17 @@ def _exec(repo: SQLRepository, sql: str, **params: Any) -> None:
 @pytest.mark.parametrize(
     "sql", ["UPDATE audit_log SET outcome = 'ok'", "DELETE FROM audit_log WHERE seq = 1"]
 )
-def test_the_database_refuses_changes(repo: SQLRepository, sql: str) -> None:
-    log = AuditLog.for_repository(repo)
+def test_the_database_refuses_changes(repo: CommHistory[SQLRepository], sql: str) -> None:
+    log = repo.audit_log
     _fill(log, 2)
-    with pytest.raises(sa.exc.DBAPIError), repo.engine.begin() as conn:
+    with pytest.raises(sa.exc.DBAPIError), repo.store.engine.begin() as conn:
         conn.exec_driver_sql(sql)
     assert log.verify_chain().intact
     assert log.verify_chain().entries == 2
 
 
-def test_entries_chain_and_verify(repo: SQLRepository) -> None:
-    log = AuditLog.for_repository(repo)
+def test_entries_chain_and_verify(repo: CommHistory[SQLRepository]) -> None:
+    log = repo.audit_log
     assert log.verify_chain().intact
     assert log.verify_chain().entries == 0
     _fill(log)
@@ -94,8 +95,8 @@ def test_entries_chain_and_verify(repo: SQLRepository) -> None:
     assert entries[0].recorded_at.tzinfo is not None
 
 
-def test_filters(repo: SQLRepository) -> None:
-    log = AuditLog.for_repository(repo)
+def test_filters(repo: CommHistory[SQLRepository]) -> None:
+    log = repo.audit_log
     _fill(log)
     log.append(
         actor_id="staff-9", roles=["admin"], action="find_contacts", purpose="p",
@@ -111,8 +112,8 @@ def test_filters(repo: SQLRepository) -> None:
     assert info.value.field == "since"
 
 
-def test_append_rejects_empty_fields(repo: SQLRepository) -> None:
-    log = AuditLog.for_repository(repo)
+def test_append_rejects_empty_fields(repo: CommHistory[SQLRepository]) -> None:
+    log = repo.audit_log
     with pytest.raises(InvalidInputError) as info:
         log.append(actor_id="", roles=["a"], action="x", purpose="p", outcome="ok")
     assert info.value.field == "actor_id"
@@ -122,9 +123,11 @@ def test_append_rejects_empty_fields(repo: SQLRepository) -> None:
     assert log.verify_chain().entries == 0
 
 
-def test_another_keyring_cannot_verify(db: tuple[str, Keyring], repo: SQLRepository) -> None:
-    _fill(AuditLog.for_repository(repo))
-    other = AuditLog(Keyring.generate(), AuditLog.for_repository(repo)._store)
+def test_another_keyring_cannot_verify(
+    db: tuple[str, Keyring], repo: CommHistory[SQLRepository]
+) -> None:
+    _fill(repo.audit_log)
+    other = AuditLog(Keyring.generate(), repo.audit_log._store)
     report = other.verify_chain()
     assert not report.intact
     assert report.first_bad == 1
@@ -133,8 +136,8 @@ def test_another_keyring_cannot_verify(db: tuple[str, Keyring], repo: SQLReposit
 # ---------------------------------------------------------------------- tampering
 
 
-def test_modified_row_is_named(repo: SQLRepository) -> None:
-    log = AuditLog.for_repository(repo)
+def test_modified_row_is_named(repo: CommHistory[SQLRepository]) -> None:
+    log = repo.audit_log
     _fill(log)
     _exec(repo, "UPDATE audit_log SET outcome = 'denied' WHERE seq = 3")
     report = log.verify_chain()
@@ -149,15 +152,17 @@ def test_modified_row_is_named(repo: SQLRepository) -> None:
     [("actor_id", "someone-else"), ("contact_id", "c9"), ("targets", '["m9"]'),
      ("purpose", "other"), ("action", "kpis"), ("recorded_at", 0)],
 )  # fmt: skip
-def test_every_authenticated_column_counts(repo: SQLRepository, column: str, value: Any) -> None:
-    log = AuditLog.for_repository(repo)
+def test_every_authenticated_column_counts(
+    repo: CommHistory[SQLRepository], column: str, value: Any
+) -> None:
+    log = repo.audit_log
     _fill(log)
     _exec(repo, f"UPDATE audit_log SET {column} = :v WHERE seq = 2", v=value)
     assert log.verify_chain().first_bad == 2
 
 
-def test_deleted_row_is_named(repo: SQLRepository) -> None:
-    log = AuditLog.for_repository(repo)
+def test_deleted_row_is_named(repo: CommHistory[SQLRepository]) -> None:
+    log = repo.audit_log
     _fill(log)
     _exec(repo, "DELETE FROM audit_log WHERE seq = 2")
     report = log.verify_chain()
@@ -167,8 +172,8 @@ def test_deleted_row_is_named(repo: SQLRepository) -> None:
     assert "missing" in report.problem
 
 
-def test_deleted_and_renumbered_rows_are_named(repo: SQLRepository) -> None:
-    log = AuditLog.for_repository(repo)
+def test_deleted_and_renumbered_rows_are_named(repo: CommHistory[SQLRepository]) -> None:
+    log = repo.audit_log
     _fill(log)
     _exec(repo, "DELETE FROM audit_log WHERE seq = 2")
     for seq in (3, 4, 5):
@@ -178,8 +183,8 @@ def test_deleted_and_renumbered_rows_are_named(repo: SQLRepository) -> None:
     assert report.first_bad == 2
 
 
-def test_inserted_row_is_named(repo: SQLRepository) -> None:
-    log = AuditLog.for_repository(repo)
+def test_inserted_row_is_named(repo: CommHistory[SQLRepository]) -> None:
+    log = repo.audit_log
     _fill(log)
     # A forger copies row 5 as row 6 (a replay) and fabricates row 7.
     _exec(
@@ -191,8 +196,8 @@ def test_inserted_row_is_named(repo: SQLRepository) -> None:
     assert log.verify_chain().first_bad == 6
 
 
-def test_inserted_row_in_the_middle_is_named(repo: SQLRepository) -> None:
-    log = AuditLog.for_repository(repo)
+def test_inserted_row_in_the_middle_is_named(repo: CommHistory[SQLRepository]) -> None:
+    log = repo.audit_log
     _fill(log)
     for seq in (5, 4, 3):  # make room at 3
         _exec(repo, "UPDATE audit_log SET seq = :n WHERE seq = :o", n=seq + 1, o=seq)
@@ -207,8 +212,8 @@ def test_inserted_row_in_the_middle_is_named(repo: SQLRepository) -> None:
     assert report.first_bad == 3
 
 
-def test_reordered_rows_are_named(repo: SQLRepository) -> None:
-    log = AuditLog.for_repository(repo)
+def test_reordered_rows_are_named(repo: CommHistory[SQLRepository]) -> None:
+    log = repo.audit_log
     _fill(log)
     _exec(repo, "UPDATE audit_log SET seq = 100 WHERE seq = 2")
     _exec(repo, "UPDATE audit_log SET seq = 2 WHERE seq = 4")
@@ -218,8 +223,8 @@ def test_reordered_rows_are_named(repo: SQLRepository) -> None:
     assert report.first_bad == 2
 
 
-def test_truncated_tail_changes_the_head(repo: SQLRepository) -> None:
-    log = AuditLog.for_repository(repo)
+def test_truncated_tail_changes_the_head(repo: CommHistory[SQLRepository]) -> None:
+    log = repo.audit_log
     _fill(log)
     head = log.verify_chain().head
     _exec(repo, "DELETE FROM audit_log WHERE seq = 5")
@@ -240,7 +245,7 @@ def test_concurrent_writers_keep_one_chain(db: tuple[str, Keyring]) -> None:
     def work(n: int) -> None:
         try:
             with open_repository(url, keyring) as r:
-                log = AuditLog.for_repository(r)
+                log = r.audit_log
                 for i in range(per_writer):
                     log.append(
                         actor_id=f"w{n}", roles=["operator"], action="export_subject",
@@ -256,7 +261,7 @@ def test_concurrent_writers_keep_one_chain(db: tuple[str, Keyring]) -> None:
         t.join()
     assert errors == []
     with open_repository(url, keyring) as r:
-        report = AuditLog.for_repository(r).verify_chain()
+        report = r.audit_log.verify_chain()
     assert report.intact
     assert report.entries == writers * per_writer
 

@@ -14,11 +14,11 @@ from typing import NamedTuple
 
 import pytest
 
-from commhistory.audit import AuditEntry, AuditLog
+from commhistory.audit import AuditEntry
 from commhistory.cli import build_parser, main
 from commhistory.cli._exits import EXIT_DENIED, EXIT_USAGE
 from commhistory.crypto import Keyring
-from commhistory.store import open_repository
+from commhistory.facade import open_repository
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PAYLOADS = Path(__file__).resolve().parent / "payloads"
@@ -54,7 +54,7 @@ class Store(NamedTuple):
 
     def entries(self) -> list[AuditEntry]:
         with open_repository(self.url, Keyring.load(self.keyring), upgrade=False) as repo:
-            return AuditLog.for_repository(repo).entries()
+            return repo.audit_log.entries()
 
     def key_ids(self) -> list[str]:
         return list(Keyring.load(self.keyring).key_ids())

@@ -12,8 +12,8 @@ from commhistory.cli import consent as cli_consent
 from commhistory.cli import store as cli_store
 from commhistory.cli._exits import CommandError
 from commhistory.crypto import Keyring
+from commhistory.facade import open_repository
 from commhistory.model import BounceClass, EventType
-from commhistory.store import open_repository
 from tests.test_consent_support import at, ev, msg
 
 

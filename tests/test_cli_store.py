@@ -165,9 +165,9 @@ def test_import_batch_size_reaches_the_repository(
     seen: list[int] = []
     real = ch.open_repository
 
-    def spy(*args: object, **kwargs: object) -> ch.SQLRepository:
+    def spy(*args: object, **kwargs: object) -> ch.CommHistory[ch.SQLRepository]:
         repo = real(*args, **kwargs)  # type: ignore[arg-type]
-        seen.append(repo._batch_size)
+        seen.append(repo.store._batch_size)
         return repo
 
     monkeypatch.setattr(cli_store, "open_repository", spy)

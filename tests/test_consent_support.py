@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from commhistory.crypto import Keyring
+from commhistory.facade import CommHistory, open_repository
 from commhistory.model import BounceClass, Channel, Direction, Event, EventType, Message, Purpose
-from commhistory.store import MemoryRepository, open_repository
 
 T0 = datetime(2026, 4, 1, tzinfo=UTC)
 
@@ -22,7 +22,7 @@ def at(days: float) -> datetime:
 
 def make_repo(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     if kind == "memory":
-        yield MemoryRepository()
+        yield CommHistory.in_memory()
         return
     url = (
         f"sqlite:///{tmp_path / 'c.db'}" if kind == "sqlite" else request.getfixturevalue("pg_url")

@@ -201,7 +201,7 @@ def test_bulk_filter_matches_single_decisions(repo: Any) -> None:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("commhistory.consent.policy.BULK_THRESHOLD", 3)  # force the scanning path
-        many = decide_many(repo, ids, "email", "marketing", at=at(2))
+        many = decide_many(repo.store, ids, "email", "marketing", at=at(2))
         scanned = repo.filter_sendable(ids, "email", "marketing", at=at(2))
     assert scanned == single
     assert [cid for cid, d in many.items() if d] == single
@@ -230,7 +230,7 @@ def test_bulk_filter_honours_overrides_and_erasure(repo: Any) -> None:
     repo.consent.grant("b", "email", "marketing", method="web_form", occurred_at=at(3))
     from commhistory.privacy import erase_subject
 
-    erase_subject(repo, "c", now=at(3.5))
+    erase_subject(repo.store, "c", now=at(3.5))
     ids = ["a", "b", "c", "zz"]
     expected = [cid for cid in ids if repo.can_send(cid, "email", "marketing", at=at(4))]
     assert expected == ["b"]

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from commhistory.crypto import Keyring
+from commhistory.facade import CommHistory, open_repository
 from commhistory.kpi import compute
 from commhistory.kpi.sql import repository_kpis
 from commhistory.model import (
@@ -28,7 +29,7 @@ from commhistory.model import (
     Message,
     Purpose,
 )
-from commhistory.store import MemoryRepository, SQLRepository, open_repository
+from commhistory.store import SQLRepository
 
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
 # Instants near offset changes and midnights of the zones below.
@@ -140,7 +141,9 @@ queries: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def sql_repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SQLRepository]:
+def sql_repo(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[CommHistory[SQLRepository]]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'kpi.db'}"
     else:
@@ -152,13 +155,13 @@ def sql_repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SQLRepo
         repo.close()
 
 
-def _clear(repo: SQLRepository) -> None:
-    with repo.transaction() as conn:
+def _clear(repo: CommHistory[SQLRepository]) -> None:
+    with repo.store.transaction() as conn:
         for table in ("events", "messages", "addresses", "consent_events", "contacts"):
             conn.exec_driver_sql(f"DELETE FROM {table}")
-    repo.forget_cached_keys()
-    repo._message_contacts.clear()
-    repo._pair_messages.clear()
+    repo.store.forget_cached_keys()
+    repo.store._message_contacts.clear()
+    repo.store._pair_messages.clear()
 
 
 @settings(
@@ -168,14 +171,14 @@ def _clear(repo: SQLRepository) -> None:
 )
 @given(history=histories(), query=queries, events_first=st.booleans())
 def test_sql_engine_equals_memory_engine(
-    sql_repo: SQLRepository,
+    sql_repo: CommHistory[SQLRepository],
     history: tuple[list[Message], list[Event]],
     query: dict[str, Any],
     events_first: bool,
 ) -> None:
     messages, events = history
     _clear(sql_repo)
-    memory = MemoryRepository()
+    memory = CommHistory.in_memory()
     for repo in (sql_repo, memory):
         if events_first:
             repo.record_events(events)
@@ -210,7 +213,7 @@ def test_offset_segments_find_each_dst_change_to_the_microsecond() -> None:
 
 
 @pytest.mark.parametrize("zone", ["America/New_York", "Europe/London", "Australia/Lord_Howe"])
-def test_days_around_dst_changes_agree(sql_repo: SQLRepository, zone: str) -> None:
+def test_days_around_dst_changes_agree(sql_repo: CommHistory[SQLRepository], zone: str) -> None:
     # One message a minute for two hours either side of each change: local days
     # split at the zone's midnight, which moves with the offset.
     messages = [
@@ -241,4 +244,4 @@ def test_days_around_dst_changes_agree(sql_repo: SQLRepository, zone: str) -> No
     for period in ("day", "week", "month"):
         expected = compute(messages, [], by=(period, "variant"), tz=zone)
         assert len(expected) > 10
-        assert repository_kpis(sql_repo, by=(period, "variant"), tz=zone) == expected
+        assert repository_kpis(sql_repo.store, by=(period, "variant"), tz=zone) == expected

@@ -12,13 +12,13 @@ from commhistory.audit import masked_timeline
 from commhistory.cli import main
 from commhistory.crypto import Keyring
 from commhistory.errors import InvalidInputError
+from commhistory.facade import CommHistory, open_repository
 from commhistory.model import Channel, EventType
 from commhistory.store import (
     MaskBackfillReport,
     SQLRepository,
     backfill_masks,
     head_revision,
-    open_repository,
     upgrade,
 )
 from commhistory.store._engine import create_engine
@@ -64,9 +64,9 @@ C1_MASKS = [
 ]
 
 
-def _stored_masks(repo: SQLRepository, contact_id: str) -> list[str | None]:
-    ph = repo.backend.ph
-    with repo.transaction(read=True) as conn:
+def _stored_masks(repo: CommHistory[SQLRepository], contact_id: str) -> list[str | None]:
+    ph = repo.store.backend.ph
+    with repo.store.transaction(read=True) as conn:
         return [
             r[0]
             for r in conn.exec_driver_sql(
@@ -79,17 +79,17 @@ def _stored_masks(repo: SQLRepository, contact_id: str) -> list[str | None]:
 
 def test_masked_timeline_shows_the_same_masks_on_every_repository(repo: Any) -> None:
     _history(repo)
-    entries = masked_timeline(repo, "c1")
+    entries = masked_timeline(repo.store, "c1")
     assert [e.message.address for e in entries] == C1_MASKS
-    assert [e.message.address for e in masked_timeline(repo, "c2")] == ["c***@example.com"]
-    if isinstance(repo, SQLRepository):
+    assert [e.message.address for e in masked_timeline(repo.store, "c2")] == ["c***@example.com"]
+    if isinstance(repo.store, SQLRepository):
         assert _stored_masks(repo, "c1") == C1_MASKS
 
 
 def test_duplicates_keep_the_first_mask(repo: Any) -> None:
     repo.record_messages([msg("m1", "c1", day=1)])
     repo.record_messages([msg("m1", "c1", day=1, address="other@example.org")])
-    assert [e.message.address for e in masked_timeline(repo, "c1")] == ["c***@example.com"]
+    assert [e.message.address for e in masked_timeline(repo.store, "c1")] == ["c***@example.com"]
 
 
 def _kpis(repo: Any) -> Any:
@@ -105,9 +105,9 @@ def test_erasure_deletes_the_masks_and_keeps_kpis(repo: Any) -> None:
     destroyed = {item.what: item for item in report.destroyed}
     assert destroyed["masked_addresses"].count == 4  # email, SMS, voice, LINE
     assert _kpis(repo) == before
-    assert masked_timeline(repo, "c1") == []
-    assert [e.message.address for e in masked_timeline(repo, "c2")] == ["c***@example.com"]
-    if isinstance(repo, SQLRepository):
+    assert masked_timeline(repo.store, "c1") == []
+    assert [e.message.address for e in masked_timeline(repo.store, "c2")] == ["c***@example.com"]
+    if isinstance(repo.store, SQLRepository):
         assert _stored_masks(repo, "c1") == [None] * 6
         assert _stored_masks(repo, "c2") == ["c***@example.com"]
     again = repo.erase_subject("c1")
@@ -176,17 +176,17 @@ def test_backfill_masks_rows_stored_before_0005_and_skips_erased_contacts(url: s
     keyring = Keyring.generate()
     _pre_0005_history(url, keyring)
     with open_repository(url, keyring) as repo:
-        assert [e.message.address for e in masked_timeline(repo, "c1")] == [None] * 6
+        assert [e.message.address for e in masked_timeline(repo.store, "c1")] == [None] * 6
         seen: list[int] = []
 
-        report = backfill_masks(repo, batch_size=2, progress=seen.append)
+        report = backfill_masks(repo.store, batch_size=2, progress=seen.append)
 
         assert report == MaskBackfillReport(masked=5, batches=3)  # c1: 4, c2: 1
         assert seen == [2, 4, 5]
-        assert [e.message.address for e in masked_timeline(repo, "c1")] == C1_MASKS
+        assert [e.message.address for e in masked_timeline(repo.store, "c1")] == C1_MASKS
         assert _stored_masks(repo, "c2") == ["c***@example.com"]
         assert _stored_masks(repo, "c3") == [None]  # erased: nothing to decrypt, nothing shown
-        assert backfill_masks(repo) == MaskBackfillReport()  # nothing left: writes nothing
+        assert backfill_masks(repo.store) == MaskBackfillReport()  # nothing left: writes nothing
 
 
 class _InterruptedError(Exception):
@@ -202,11 +202,11 @@ def test_an_interrupted_backfill_keeps_its_batches_and_resumes(url: str) -> None
 
     with open_repository(url, keyring) as repo:
         with pytest.raises(_InterruptedError):
-            backfill_masks(repo, batch_size=3, progress=stop)
+            backfill_masks(repo.store, batch_size=3, progress=stop)
         first = _stored_masks(repo, "c1") + _stored_masks(repo, "c2")
         assert sum(m is not None for m in first) == 3  # the first batch was committed
 
-        assert backfill_masks(repo, batch_size=3) == MaskBackfillReport(masked=2, batches=1)
+        assert backfill_masks(repo.store, batch_size=3) == MaskBackfillReport(masked=2, batches=1)
         assert _stored_masks(repo, "c1") == C1_MASKS
 
 
@@ -215,7 +215,7 @@ def test_backfill_refuses_a_bad_batch_size(url: str) -> None:
         open_repository(url, Keyring.generate()) as repo,
         pytest.raises(InvalidInputError) as info,
     ):
-        backfill_masks(repo, batch_size=0)
+        backfill_masks(repo.store, batch_size=0)
     assert info.value.field == "batch_size"
 
 
@@ -230,8 +230,8 @@ def test_backfill_masks_command(
     assert main(["backfill-masks", *args, "--batch-size", "2"]) == 0
     out = capsys.readouterr().out
     with open_repository(url, Keyring.load(tmp_path / "k.keyring")) as repo:
-        ph = repo.backend.ph
-        with repo.transaction(read=True) as conn:
+        ph = repo.store.backend.ph
+        with repo.store.transaction(read=True) as conn:
             masks: dict[str, str | None] = dict(
                 conn.exec_driver_sql(
                     f"SELECT message_id, address_masked FROM messages WHERE contact_id = {ph}",
@@ -249,7 +249,7 @@ def test_backfill_masks_command(
     assert capsys.readouterr().out == "0 masked addresses stored in 0 batches\n"
     with (
         open_repository(url, Keyring.load(tmp_path / "k.keyring")) as repo,
-        repo.engine.begin() as conn,
+        repo.store.engine.begin() as conn,
     ):
         conn.exec_driver_sql(
             "UPDATE messages SET address_masked = NULL WHERE message_id = 'm-0002'"

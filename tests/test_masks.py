@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from commhistory import audit
 from commhistory.audit import masked
 from commhistory.errors import NormalizationError
-from commhistory.model import Channel
+from commhistory.model import ADDRESS_KINDS, Channel
 from commhistory.normalize import normalize_phone
 from commhistory.normalize.mask import (
     mask_address,
@@ -18,7 +18,6 @@ from commhistory.normalize.mask import (
     mask_line_user_id,
     mask_phone,
 )
-from commhistory.store._common import ADDRESS_KINDS
 from tests.strategies import phone_spellings, world_phone_numbers
 
 

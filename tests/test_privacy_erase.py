@@ -126,11 +126,11 @@ def test_kpis_identical_before_and_after(repo: Any) -> None:
 def test_sql_erasure_destroys_the_key_and_reencrypts_retained_evidence(
     repo: Any,
 ) -> None:
-    if not isinstance(repo, SQLRepository):
+    if not isinstance(repo.store, SQLRepository):
         pytest.skip("SQL storage only")
     _history(repo)
     repo.erase_subject("c1")
-    with repo.transaction(read=True) as conn:
+    with repo.store.transaction(read=True) as conn:
         key = conn.exec_driver_sql(
             "SELECT data_key, wrap_key_id, erased_at FROM contacts WHERE contact_id = 'c1'"
         ).one()

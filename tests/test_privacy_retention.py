@@ -26,14 +26,14 @@ def test_superseded_consent_is_due_a_month_after_sending_stops(repo: Any) -> Non
     repo.consent.grant("c2", "email", "marketing", method="web_form", occurred_at=at(0))
 
     # Sending stopped at the last message (day 10): due one month later.
-    early = purge(repo, now=at(35))
+    early = purge(repo.store, now=at(35))
     assert _counts(early)["consent_events"] == 0
-    due = purge(repo, now=at(45))
+    due = purge(repo.store, now=at(45))
     assert due.dry_run
     assert _counts(due)["consent_events"] == 1
     assert len(repo.consent.history("c1")) == 2  # a dry run deletes nothing
 
-    purge(repo, now=at(45), dry_run=False)
+    purge(repo.store, now=at(45), dry_run=False)
     history = repo.consent.history("c1")
     assert [e.action.value for e in history] == ["withdraw"]  # the opt-out is kept
     assert not repo.can_send("c1", "email", "marketing", at=at(46))
@@ -41,7 +41,7 @@ def test_superseded_consent_is_due_a_month_after_sending_stops(repo: Any) -> Non
     # A longer policy (mail-order advertising: 3 years) keeps it.
     repo.consent.grant("c3", "email", "marketing", method="web_form", occurred_at=at(0))
     repo.consent.withdraw("c3", "email", "marketing", method="paper", occurred_at=at(1))
-    long = purge(repo, RetentionPolicy(consent_evidence_months=36), now=at(100))
+    long = purge(repo.store, RetentionPolicy(consent_evidence_months=36), now=at(100))
     assert _counts(long)["consent_events"] == 0
 
 
@@ -50,9 +50,12 @@ def test_erased_evidence_is_purged_after_its_date(repo: Any) -> None:
     report = repo.erase_subject("c1")
     until = next(i.until for i in report.kept if i.what == "consent_evidence")
     assert until is not None
-    assert _counts(purge(repo, now=until - timedelta(seconds=1)))["erased_consent_evidence"] == 0
-    assert _counts(purge(repo, now=until))["erased_consent_evidence"] == 1
-    purge(repo, now=until, dry_run=False)
+    assert (
+        _counts(purge(repo.store, now=until - timedelta(seconds=1)))["erased_consent_evidence"]
+        == 0
+    )
+    assert _counts(purge(repo.store, now=until))["erased_consent_evidence"] == 1
+    purge(repo.store, now=until, dry_run=False)
     assert repo.export_subject("c1")["consent"] == []
 
 

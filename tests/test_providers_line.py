@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from commhistory.errors import SignatureError
+from commhistory.facade import CommHistory
 from commhistory.model import (
     Channel,
     ConsentAction,
@@ -25,7 +26,6 @@ from commhistory.model import (
 )
 from commhistory.providers import KeyedContactResolver, LineAdapter, WebhookRequest
 from commhistory.providers.line import line_signature
-from commhistory.store import MemoryRepository
 from commhistory.testing import signed_webhook
 from tests._webhook_props import JSON, parse_or_payload_error
 
@@ -94,7 +94,7 @@ def test_mapping() -> None:
 
 
 def test_redelivery_is_duplicate() -> None:
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     webhook = signed_webhook("line", json.loads(body()), SECRET)
     first = adapter().handle(webhook.request(), repo)
     assert first.report.inserted == 6
@@ -106,7 +106,7 @@ def test_redelivery_is_duplicate() -> None:
 
 
 def test_unfollow_withdraws_consent_in_the_ledger() -> None:
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     adapter().handle(signed_webhook("line", json.loads(body()), SECRET).request(), repo)
     history = repo.consent_history(RESOLVER(Channel.LINE, USER))
     assert [c.action for c in history] == [ConsentAction.GRANT, ConsentAction.WITHDRAW]

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from commhistory.errors import SignatureError
+from commhistory.facade import CommHistory
 from commhistory.model import BounceClass, Event, EventType
 from commhistory.providers.mailgun import MailgunAdapter, mailgun_signature
-from commhistory.store import MemoryRepository
 from commhistory.testing import signed_webhook
 from tests._webhook_props import JSON, parse_or_payload_error
 
@@ -88,7 +88,7 @@ def test_mapping() -> None:
 
 
 def test_handle_twice_is_duplicate_even_with_fresh_token() -> None:
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     a = adapter()
     first = a.handle(signed_webhook("mailgun", EVENTS[0], KEY, timestamp=NOW).request(), repo)
     second = a.handle(signed_webhook("mailgun", EVENTS[0], KEY, timestamp=NOW).request(), repo)

@@ -7,9 +7,9 @@ from urllib.parse import urlencode
 import pytest
 
 from commhistory.errors import SignatureError
+from commhistory.facade import CommHistory
 from commhistory.providers import WebhookRequest
 from commhistory.providers.mailgun import MailgunAdapter, mailgun_signature
-from commhistory.store import MemoryRepository
 from commhistory.web import WebhookReceiver
 
 KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
@@ -40,7 +40,7 @@ def test_legacy_form_post_is_refused_saying_why(content_type: str) -> None:
 
 
 def test_receiver_answers_403_and_stores_nothing() -> None:
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     receiver = WebhookReceiver([MailgunAdapter(KEY, clock=lambda: NOW)], repo)
     answer = receiver.receive("mailgun", legacy_post("application/x-www-form-urlencoded"))
     assert answer.status == 403

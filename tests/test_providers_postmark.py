@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from commhistory.errors import SignatureError
+from commhistory.facade import CommHistory
 from commhistory.model import BounceClass, Event, EventType
 from commhistory.providers import WebhookRequest
 from commhistory.providers.postmark import PostmarkAdapter
-from commhistory.store import MemoryRepository
 from commhistory.testing import signed_webhook
 from tests._webhook_props import JSON, parse_or_payload_error
 
@@ -68,7 +68,7 @@ def test_mapping() -> None:
 
 
 def test_content_hash_dedupes_retries() -> None:
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     request = signed_webhook("postmark", RECORDS["open"], CREDENTIALS).request()
     assert ADAPTER.handle(request, repo).report.inserted == 1
     assert ADAPTER.handle(request, repo).report.duplicates == 1

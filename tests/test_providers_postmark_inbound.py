@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from commhistory.crypto import Keyring
 from commhistory.errors import SignatureError
+from commhistory.facade import CommHistory, open_repository
 from commhistory.model import Channel, Direction, Message, Purpose
 from commhistory.providers import KeyedContactResolver, PostmarkAdapter
-from commhistory.store import MemoryRepository, Repository, open_repository
+from commhistory.store import Repository
 from commhistory.testing import signed_webhook
 from tests._webhook_props import JSON, parse_or_payload_error
 
@@ -127,7 +128,7 @@ def test_text_body_falls_back_to_the_stripped_reply() -> None:
     ],
 )
 def test_bad_inbound_is_a_dead_letter_naming_the_field(fields: dict[str, Any], field: str) -> None:
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     request = signed_webhook("postmark", changed(**fields), CREDENTIALS).request()
     outcome = adapter().handle(request, repo)
     assert outcome.report.rejected == 1
@@ -136,7 +137,7 @@ def test_bad_inbound_is_a_dead_letter_naming_the_field(fields: dict[str, Any], f
 
 
 def test_without_resolver_the_email_is_kept_as_a_dead_letter() -> None:
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     request = signed_webhook("postmark", INBOUND, CREDENTIALS).request()
     outcome = PostmarkAdapter("hooks", "correct horse battery staple").handle(request, repo)
     assert outcome.report.rejected == 1
@@ -151,7 +152,7 @@ def test_credentials_still_required() -> None:
 
 
 def test_outbound_record_without_record_type_is_still_refused() -> None:
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     record = {"MessageID": "m1", "Recipient": "taro@example.com"}
     adapter().handle(signed_webhook("postmark", record, CREDENTIALS).request(), repo)
     [letter] = repo.dead_letters()
@@ -159,7 +160,7 @@ def test_outbound_record_without_record_type_is_still_refused() -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def sql_repository(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repository]:
+def sql_repository(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHistory[Any]]:
     url = (
         f"sqlite:///{tmp_path / 'inbound.db'}"
         if request.param == "sqlite"

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
+from commhistory.facade import CommHistory
 from commhistory.model import BounceClass, Event, EventType
 from commhistory.providers import SendGridAdapter, WebhookRequest
 from commhistory.providers.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER
-from commhistory.store import MemoryRepository
 from commhistory.testing import sendgrid_keys, signed_webhook
 from tests._webhook_props import JSON, mutate_keys, parse_or_payload_error
 
@@ -168,7 +168,7 @@ def test_batch_mapping() -> None:
 
 def test_handle_stores_and_retry_is_duplicate() -> None:
     adapter, request = batch_adapter()
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     first = adapter.handle(request, repo)
     assert (first.report.inserted, first.report.rejected) == (13, 0)
     again = adapter.handle(request, repo)
@@ -202,7 +202,7 @@ def test_bad_events_become_errors_others_kept() -> None:
     assert len(result.records) == 1
     fields = [line.error.field for line in result.errors if line.error is not None]
     assert fields == ["<event>", "sg_message_id", "timestamp", "<event>"]
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     report = repo.ingest(result.lines, source=adapter.source)
     assert (report.inserted, report.rejected) == (1, 4)
     letters = repo.dead_letters(source="webhook:sendgrid")
@@ -224,7 +224,7 @@ def test_unparseable_verified_body_is_dead_lettered() -> None:
     keys = sendgrid_keys()
     adapter = SendGridAdapter(keys.public_key, clock=lambda: NOW)
     webhook = signed_webhook("sendgrid", {"not": "a list"}, keys, timestamp=NOW)
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     outcome = adapter.handle(webhook.request(), repo)
     assert outcome.dead_lettered
     assert outcome.report.rejected == 1
@@ -237,7 +237,7 @@ def test_forged_request_stores_nothing() -> None:
     keys, other = sendgrid_keys(), sendgrid_keys()
     adapter = SendGridAdapter(keys.public_key, clock=lambda: NOW)
     webhook = signed_webhook("sendgrid", [{"event": "open"}], other, timestamp=NOW)
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     with pytest.raises(SignatureError):
         adapter.handle(webhook.request(), repo)
     assert repo.dead_letters() == []

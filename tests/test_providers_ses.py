@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from commhistory.errors import InvalidInputError, SignatureError
+from commhistory.facade import CommHistory
 from commhistory.model import BounceClass, Event, EventType
 from commhistory.providers import WebhookRequest
 from commhistory.providers.ses import CachingCertificateFetcher, SesAdapter, check_sns_url
-from commhistory.store import MemoryRepository
 from commhistory.testing import signed_webhook, sns_test_signer
 from tests._webhook_props import JSON, parse_or_payload_error
 
@@ -113,7 +113,7 @@ def test_subscription_confirmation_is_confirmed_and_stores_nothing() -> None:
     confirmed: list[str] = []
     a = adapter(confirm_subscription=confirmed.append)
     envelope = SIGNER.subscription_confirmation(timestamp=NOW)
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     outcome = a.handle(request_for(envelope), repo)
     assert outcome.report.total == 0
     assert confirmed == [envelope["SubscribeURL"]]
@@ -161,7 +161,7 @@ def test_mapping() -> None:
 
 
 def test_retry_of_same_sns_message_is_duplicate() -> None:
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     envelope = SIGNER.notification(NOTES["delivery"], timestamp=NOW)
     assert adapter().handle(request_for(envelope), repo).report.inserted == 2
     assert adapter().handle(request_for(envelope), repo).report.duplicates == 2

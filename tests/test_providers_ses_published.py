@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from commhistory.errors import InvalidInputError, SignatureError
+from commhistory.facade import CommHistory
 from commhistory.providers import WebhookRequest
 from commhistory.providers.ses import SesAdapter, SnsRawDeliveryError
-from commhistory.store import MemoryRepository
 from commhistory.testing import sns_test_signer
 
 AWS = Path(__file__).parent / "payloads" / "ses" / "aws"
@@ -91,7 +91,7 @@ def test_real_confirmation_is_confirmed_once_verified() -> None:
     envelope = load("subscription_confirmation.json")
     confirmed: list[str] = []
     outcome = aws_adapter(envelope, confirm_subscription=confirmed.append).handle(
-        request_for(envelope), MemoryRepository()
+        request_for(envelope), CommHistory.in_memory()
     )
     assert confirmed == [envelope["SubscribeURL"]]
     assert outcome.report.total == 0

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from commhistory.errors import PayloadError, SignatureError
+from commhistory.facade import CommHistory
 from commhistory.model import Event, EventType
 from commhistory.providers import WebhookRequest
 from commhistory.providers.ses import RAW_DELIVERY_HEADER, SesAdapter, SnsRawDeliveryError
-from commhistory.store import MemoryRepository
 from commhistory.testing import signed_webhook, sns_test_signer
 from commhistory.web import WebhookReceiver
 from tests._webhook_props import JSON, parse_or_payload_error
@@ -46,7 +46,7 @@ def test_bare_notification_without_the_header_is_refused_too() -> None:
 
 
 def test_receiver_answers_403_and_stores_nothing() -> None:
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     answer = WebhookReceiver([adapter()], repo).receive(
         "ses", SIGNER.raw_delivery(NOTES["delivery"]).request()
     )
@@ -75,7 +75,7 @@ def test_allowed_raw_delivery_is_parsed_and_marked_unsigned() -> None:
 
 
 def test_allowed_raw_delivery_dedupes_against_the_signed_envelope() -> None:
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     a = adapter(allow_raw_delivery=True)
     envelope = SIGNER.notification(NOTES["delivery"], timestamp=NOW)
     first = a.handle(WebhookRequest(body=json.dumps(envelope).encode()), repo)
@@ -110,7 +110,7 @@ def test_signed_envelopes_still_verify_when_raw_delivery_is_allowed() -> None:
 
 
 def test_unparseable_raw_body_is_one_dead_letter() -> None:
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     outcome = adapter(allow_raw_delivery=True).handle(
         SIGNER.raw_delivery("not json").request(), repo
     )
@@ -141,7 +141,7 @@ def test_refusal_through_a_web_framework() -> None:
     flask = pytest.importorskip("flask")
     from commhistory.web.flask import webhook_blueprint
 
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     app = flask.Flask("raw")
     app.register_blueprint(webhook_blueprint([adapter()], repo), url_prefix="/webhooks")
     webhook = SIGNER.raw_delivery(NOTES["delivery"], url="http://localhost/webhooks/ses")

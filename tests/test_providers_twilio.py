@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from commhistory.errors import SignatureError
+from commhistory.facade import CommHistory
 from commhistory.model import (
     BounceClass,
     Channel,
@@ -23,7 +24,6 @@ from commhistory.model import (
 )
 from commhistory.providers import KeyedContactResolver, TwilioAdapter, WebhookRequest
 from commhistory.providers.twilio import twilio_signature
-from commhistory.store import MemoryRepository
 from commhistory.testing import signed_webhook
 from tests._webhook_props import parse_or_payload_error
 
@@ -120,7 +120,7 @@ def test_undelivered_status_is_classified_bounce() -> None:
 
 
 def test_status_dedupe_is_stable_across_retries() -> None:
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     first = TwilioAdapter(TOKEN, clock=lambda: NOW).handle(request("status_delivered.txt"), repo)
     later = TwilioAdapter(TOKEN, clock=lambda: NOW + 60).handle(
         request("status_delivered.txt"), repo
@@ -168,7 +168,7 @@ def test_custom_keywords() -> None:
 
 
 def test_inbound_without_resolver_is_dead_lettered_not_dropped() -> None:
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     outcome = TwilioAdapter(TOKEN, clock=lambda: NOW).handle(request("inbound_stop.txt"), repo)
     assert outcome.report.rejected == 1
     [letter] = repo.dead_letters()
@@ -177,7 +177,7 @@ def test_inbound_without_resolver_is_dead_lettered_not_dropped() -> None:
 
 
 def test_handle_inbound_stop_stores_message_and_consent() -> None:
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     outcome = adapter().handle(request("inbound_stop.txt"), repo)
     assert outcome.report.inserted == 1
     contact = RESOLVER(Channel.SMS, "+819012345678")

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from commhistory.errors import PayloadError, SignatureError
+from commhistory.facade import CommHistory
 from commhistory.model import (
     BounceClass,
     Channel,
@@ -24,7 +25,6 @@ from commhistory.model import (
 )
 from commhistory.providers import KeyedContactResolver, TwilioAdapter, WebhookRequest
 from commhistory.providers.twilio import twilio_body_hash, twilio_body_url, twilio_signature
-from commhistory.store import MemoryRepository
 from commhistory.testing import signed_webhook
 from tests._webhook_props import JSON, parse_or_payload_error
 
@@ -170,7 +170,7 @@ def test_opt_out_type_of_an_inbound_event_becomes_consent() -> None:
 def test_same_fact_by_form_callback_and_event_streams_is_stored_once() -> None:
     form = dict(parse_qsl((PAYLOADS / "status_delivered.txt").read_text()))
     inbound_form = dict(parse_qsl((PAYLOADS / "inbound.txt").read_text()))
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     a = adapter()
     for params in (form, inbound_form):
         first = a.handle(signed_webhook("twilio", params, TOKEN, url=URL).request(), repo)
@@ -182,7 +182,7 @@ def test_same_fact_by_form_callback_and_event_streams_is_stored_once() -> None:
 
 
 def test_retry_is_a_duplicate() -> None:
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     request = signed_webhook("twilio", EVENTS, TOKEN, url=URL).request()
     assert adapter().handle(request, repo).report.inserted == 3
     assert adapter().handle(request, repo).report.duplicates == 3
@@ -202,7 +202,7 @@ def test_retry_is_a_duplicate() -> None:
 def test_bad_event_is_a_dead_letter_naming_the_field(change: Any, field: str) -> None:
     broken = json.loads(json.dumps(EVENTS[0]))
     change(broken)
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     request = signed_webhook("twilio", [broken, EVENTS[1]], TOKEN, url=URL).request()
     outcome = adapter().handle(request, repo)
     assert (outcome.report.inserted, outcome.report.rejected) == (1, 1)
@@ -211,7 +211,7 @@ def test_bad_event_is_a_dead_letter_naming_the_field(change: Any, field: str) ->
 
 
 def test_inbound_without_resolver_is_dead_lettered() -> None:
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     request = signed_webhook("twilio", [EVENTS[2]], TOKEN, url=URL).request()
     outcome = TwilioAdapter(TOKEN, clock=lambda: NOW).handle(request, repo)
     assert outcome.report.rejected == 1
@@ -220,7 +220,7 @@ def test_inbound_without_resolver_is_dead_lettered() -> None:
 
 
 def test_a_json_body_that_is_not_events_is_one_dead_letter() -> None:
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     webhook = signed_webhook("twilio", [], TOKEN, url=URL)
     body = b'"just a string"'
     request = WebhookRequest(

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from commhistory.crypto import Keyring
-from commhistory.store import open_repository, rotate_keys
+from commhistory.facade import open_repository
+from commhistory.store import rotate_keys
 from tests.test_consent_support import msg
 
 
@@ -37,10 +38,10 @@ def test_retained_evidence_survives_rotation_and_retirement(url: str) -> None:
     _erase_with_evidence(url, keyring)
     keyring.rotate(index=True)
     with open_repository(url, keyring) as repo:
-        report = rotate_keys(repo, keyring, batch_size=1, reindex=True)
+        report = rotate_keys(repo.store, keyring, batch_size=1, reindex=True)
         assert report.evidence == 2
         assert report.batches == 2  # one consent event per batch; no data keys left
-        assert rotate_keys(repo, keyring).evidence == 0  # nothing left under the old key
+        assert rotate_keys(repo.store, keyring).evidence == 0  # nothing left under the old key
     keyring.retire(old)
     with open_repository(url, keyring) as repo:
         kept = repo.export_subject("c1")

@@ -20,6 +20,7 @@ from commhistory.errors import (
     NotFoundError,
     PayloadError,
 )
+from commhistory.facade import CommHistory, open_repository
 from commhistory.model import (
     BounceClass,
     Channel,
@@ -38,7 +39,6 @@ from commhistory.store import (
     Repository,
     SQLRepository,
     TimelineEntry,
-    open_repository,
 )
 
 T0 = datetime(2026, 4, 1, 0, 0, tzinfo=UTC)
@@ -130,7 +130,7 @@ def keyring() -> Keyring:
 def repo(request: pytest.FixtureRequest, tmp_path: Path, keyring: Keyring) -> Iterator[Any]:
     """Every repository implementation, with a small batch size to exercise batching."""
     if request.param == "memory":
-        with MemoryRepository(batch_size=3) as mem:
+        with CommHistory(MemoryRepository(batch_size=3)) as mem:
             yield mem
         return
     if request.param == "sqlite":
@@ -141,11 +141,11 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path, keyring: Keyring) -> It
         yield sql
 
 
-def test_implements_protocol(repo: Repository) -> None:
-    assert isinstance(repo, Repository)
+def test_implements_protocol(repo: CommHistory[Any]) -> None:
+    assert isinstance(repo.store, Repository)
 
 
-def test_round_trip_through_timeline(repo: Repository) -> None:
+def test_round_trip_through_timeline(repo: CommHistory[Any]) -> None:
     m1 = message(1)
     m2 = message(2, channel=Channel.SMS, address="+819012345678", subject=None, metadata={})
     m0 = message(0, direction=Direction.INBOUND, provider=None, provider_message_id=None)
@@ -163,7 +163,7 @@ def test_round_trip_through_timeline(repo: Repository) -> None:
     assert all(isinstance(e, TimelineEntry) for e in timeline)
 
 
-def test_timeline_of_unknown_contact_is_not_found(repo: Repository) -> None:
+def test_timeline_of_unknown_contact_is_not_found(repo: CommHistory[Any]) -> None:
     repo.record_messages([message(1)])
     with pytest.raises(NotFoundError) as info:
         repo.timeline("nobody")
@@ -171,12 +171,12 @@ def test_timeline_of_unknown_contact_is_not_found(repo: Repository) -> None:
     assert info.value.identifier == "nobody"
 
 
-def test_contact_with_only_consent_has_an_empty_timeline(repo: Repository) -> None:
+def test_contact_with_only_consent_has_an_empty_timeline(repo: CommHistory[Any]) -> None:
     repo.record_consent([consent(contact_id="c9")])
     assert repo.timeline("c9") == []
 
 
-def test_duplicate_messages_are_counted_not_stored(repo: Repository) -> None:
+def test_duplicate_messages_are_counted_not_stored(repo: CommHistory[Any]) -> None:
     m = message(1)
     same_provider_id = message(2, provider_message_id="sg-1")
     report = repo.record_messages([m, m, message(3), same_provider_id])  # within batches
@@ -186,7 +186,7 @@ def test_duplicate_messages_are_counted_not_stored(repo: Repository) -> None:
     assert [e.message.message_id for e in repo.timeline("c1")] == ["m1", "m3", "m4"]
 
 
-def test_duplicate_events_are_counted_not_stored(repo: Repository) -> None:
+def test_duplicate_events_are_counted_not_stored(repo: CommHistory[Any]) -> None:
     repo.record_messages([message(1)])
     e1 = event(1, provider="sendgrid", provider_event_id="p1")
     retried = event(2, provider="sendgrid", provider_event_id="p1")  # same provider event
@@ -198,7 +198,7 @@ def test_duplicate_events_are_counted_not_stored(repo: Repository) -> None:
     assert [e.event_id for e in entry.events] == ["e1", "e3", "e4", "e5"]
 
 
-def test_event_before_its_message_is_linked_when_it_arrives(repo: Repository) -> None:
+def test_event_before_its_message_is_linked_when_it_arrives(repo: CommHistory[Any]) -> None:
     early = event(5, "m1", reason="queued before send", ip="192.0.2.1")
     by_provider = event(
         6, None, provider="sendgrid", provider_message_id="sg-1", type=EventType.OPENED
@@ -217,14 +217,14 @@ def test_event_before_its_message_is_linked_when_it_arrives(repo: Repository) ->
     assert repo.record_events([early]) == IngestReport(duplicates=1)
 
 
-def test_event_names_its_message_by_provider_id(repo: Repository) -> None:
+def test_event_names_its_message_by_provider_id(repo: CommHistory[Any]) -> None:
     repo.record_messages([message(1)])
     e = event(1, None, provider="sendgrid", provider_message_id="sg-1")
     assert repo.record_events([e]) == IngestReport(inserted=1)
     assert repo.timeline("c1")[0].events == (attrs.evolve(e, message_id="m1"),)
 
 
-def test_ingest_links_event_and_message_of_the_same_batch(repo: Repository) -> None:
+def test_ingest_links_event_and_message_of_the_same_batch(repo: CommHistory[Any]) -> None:
     lines = parsed([event(1, "m1"), message(1)])
     assert repo.ingest(lines, source="mixed.jsonl") == IngestReport(inserted=2)
     assert [e.event_id for e in repo.timeline("c1")[0].events] == ["e1"]
@@ -268,7 +268,7 @@ def test_ingest_totals_and_dead_letters(repo: Repository, tmp_path: Path) -> Non
     assert len(repo.dead_letters(limit=2)) == 2
 
 
-def test_records_the_store_cannot_hold_are_rejected(repo: Repository) -> None:
+def test_records_the_store_cannot_hold_are_rejected(repo: CommHistory[Any]) -> None:
     too_precise = event(1, revenue=Decimal("1.0000001"), currency="USD")
     report = repo.record_events([too_precise, event(2), "not a record"])  # type: ignore[list-item]
     assert report == IngestReport(inserted=1, rejected=2)
@@ -279,9 +279,9 @@ def test_records_the_store_cannot_hold_are_rejected(repo: Repository) -> None:
 
 @pytest.mark.parametrize("batch_size", [1, 2, 5, 100])
 def test_totals_invariant_over_batch_sizes(
-    repo: Repository, batch_size: int, monkeypatch: pytest.MonkeyPatch
+    repo: CommHistory[Any], batch_size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(repo, "_batch_size", batch_size)
+    monkeypatch.setattr(repo.store, "_batch_size", batch_size)
     msgs = [message(n % 6) for n in range(1, 15)]  # m0..m5, many repeats
     evs = [event(n % 9, f"m{n % 7}") for n in range(1, 30)]  # m6 never arrives: orphans
     r1 = repo.record_messages(msgs)
@@ -293,7 +293,7 @@ def test_totals_invariant_over_batch_sizes(
     assert stored == 8  # e0..e8 except the one on m6 (an orphan)
 
 
-def test_a_batch_that_fails_midway_leaves_nothing(repo: Repository) -> None:
+def test_a_batch_that_fails_midway_leaves_nothing(repo: CommHistory[Any]) -> None:
     def stream() -> Iterator[Message]:
         for n in range(1, 6):  # batch size 3: m1-m3 commit, m4-m5 are in the failing batch
             yield message(n)
@@ -305,7 +305,7 @@ def test_a_batch_that_fails_midway_leaves_nothing(repo: Repository) -> None:
     assert repo.record_messages([message(4)]) == IngestReport(inserted=1)
 
 
-def test_find_contacts_by_email_phone_and_line(repo: Repository) -> None:
+def test_find_contacts_by_email_phone_and_line(repo: CommHistory[Any]) -> None:
     repo.record_messages(
         [
             message(1, contact="c1", address="taro@example.com"),
@@ -355,13 +355,13 @@ def test_reports_add_up() -> None:
         raise PayloadError(field="x", reason="y")
 
 
-def test_closed_repository_refuses_work(repo: Repository) -> None:
+def test_closed_repository_refuses_work(repo: CommHistory[Any]) -> None:
     repo.close()
     with pytest.raises(Exception, match="closed"):
         repo.record_messages([message(1)])
 
 
-def test_many_contacts_and_batches(repo: Repository) -> None:
+def test_many_contacts_and_batches(repo: CommHistory[Any]) -> None:
     msgs = [message(n, contact=f"c{n % 11}") for n in range(40)]
     evs = [event(n, f"m{n % 40}") for n in range(120)]
     mixed = list(itertools.chain(msgs[:20], evs, msgs[20:]))
@@ -375,5 +375,5 @@ def test_many_contacts_and_batches(repo: Repository) -> None:
     assert counted == 120
 
 
-def test_sql_repository_type(repo: Repository) -> None:
-    assert isinstance(repo, MemoryRepository | SQLRepository)
+def test_sql_repository_type(repo: CommHistory[Any]) -> None:
+    assert isinstance(repo.store, MemoryRepository | SQLRepository)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from commhistory.crypto import Keyring
-from commhistory.store import open_repository
+from commhistory.facade import open_repository
 
 
 def test_sqlite_connections_are_configured(tmp_path: Path) -> None:
     with open_repository(f"sqlite:///{tmp_path / 'e.db'}", Keyring.generate()) as repo:
         for _ in range(2):  # a fresh and a pooled connection alike
-            with repo.transaction(read=True) as conn:
+            with repo.store.transaction(read=True) as conn:
 
                 def pragma(name: str) -> object:
                     return conn.exec_driver_sql(f"PRAGMA {name}").scalar()

@@ -40,7 +40,7 @@ IMPORT_SCRIPT = """
 import json, os, sys, time
 from commhistory.convert import read_records
 from commhistory.crypto import Keyring
-from commhistory.store import open_repository
+from commhistory.facade import CommHistory, open_repository
 path, url, keyring, batch_size, barrier = sys.argv[1:6]
 with open_repository(url, Keyring.load(keyring), batch_size=int(batch_size)) as repo:
     if barrier:
@@ -60,7 +60,8 @@ import json, os, sys, time
 from datetime import UTC, datetime
 from commhistory.crypto import Keyring
 from commhistory.model import Channel, Direction, Message
-from commhistory.store import IngestReport, open_repository
+from commhistory.store import IngestReport
+from commhistory.facade import CommHistory, open_repository
 url, keyring, tag, other, rounds, size, workdir = sys.argv[1:8]
 order = range(int(size)) if tag == "a" else range(int(size) - 1, -1, -1)
 when = datetime(2026, 4, 1, tzinfo=UTC)

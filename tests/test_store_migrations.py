@@ -14,13 +14,8 @@ from alembic.runtime.migration import MigrationContext
 
 from commhistory.crypto import Keyring
 from commhistory.errors import SchemaError
-from commhistory.store import (
-    current_revision,
-    downgrade_to_base,
-    head_revision,
-    open_repository,
-    upgrade,
-)
+from commhistory.facade import open_repository
+from commhistory.store import current_revision, downgrade_to_base, head_revision, upgrade
 from commhistory.store._engine import create_engine
 from commhistory.store.migrate import _config
 from commhistory.store.schema import metadata
@@ -92,7 +87,7 @@ def test_open_without_upgrade_names_the_fix(url: str) -> None:
     with pytest.raises(SchemaError, match="commhistory init"):
         open_repository(url, Keyring.generate(), upgrade=False)
     with open_repository(url, Keyring.generate()) as repo:  # upgrades
-        assert repo.dialect in ("sqlite", "postgresql")
+        assert repo.store.dialect in ("sqlite", "postgresql")
     assert current_revision(url) == head_revision()
 
 

@@ -15,8 +15,9 @@ from commhistory.errors import (
     KeyNotFoundError,
     StorageError,
 )
+from commhistory.facade import CommHistory, open_repository
 from commhistory.model import Channel
-from commhistory.store import IngestReport, SQLRepository, open_repository, rotate_keys
+from commhistory.store import IngestReport, SQLRepository, rotate_keys
 from tests.test_store_contract import LINE_ID, consent, event, full_event, message
 
 SQL_BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -36,17 +37,17 @@ def keyring() -> Keyring:
 
 
 @pytest.fixture
-def repo(url: str, keyring: Keyring) -> Iterator[SQLRepository]:
+def repo(url: str, keyring: Keyring) -> Iterator[CommHistory[SQLRepository]]:
     with open_repository(url, keyring, batch_size=3) as r:
         yield r
 
 
-def _scalar(repo: SQLRepository, sql: str) -> Any:
-    with repo.engine.connect() as conn:
+def _scalar(repo: CommHistory[SQLRepository], sql: str) -> Any:
+    with repo.store.engine.connect() as conn:
         return conn.exec_driver_sql(sql).scalar()
 
 
-def _fill(repo: SQLRepository) -> None:
+def _fill(repo: CommHistory[SQLRepository]) -> None:
     repo.record_messages([message(n, contact=f"c{n % 4}") for n in range(1, 9)])
     repo.record_events([full_event(1, "m1"), event(2, "m2"), event(3, "m-later")])
     repo.record_events(["junk"])  # type: ignore[list-item]
@@ -56,10 +57,12 @@ def _fill(repo: SQLRepository) -> None:
 # ---------------------------------------------------------------- faults
 
 
-def test_database_error_midway_rolls_back_the_whole_batch(repo: SQLRepository) -> None:
+def test_database_error_midway_rolls_back_the_whole_batch(
+    repo: CommHistory[SQLRepository],
+) -> None:
     repo.record_messages([message(1)])
-    with repo.engine.begin() as conn:
-        if repo.dialect == "sqlite":
+    with repo.store.engine.begin() as conn:
+        if repo.store.dialect == "sqlite":
             conn.exec_driver_sql(
                 "CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.event_id = 'e5' "
                 "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
@@ -85,9 +88,9 @@ def test_database_error_midway_rolls_back_the_whole_batch(repo: SQLRepository) -
     assert _scalar(repo, "SELECT count(*) FROM events") == 3
     assert _scalar(repo, "SELECT count(*) FROM messages") == 1
     assert [e.event_id for e in repo.timeline("c1")[0].events] == ["e1", "e2", "e3"]
-    with repo.engine.begin() as conn:
+    with repo.store.engine.begin() as conn:
         conn.exec_driver_sql(
-            "DROP TRIGGER boom" + (" ON events" if repo.dialect != "sqlite" else "")
+            "DROP TRIGGER boom" + (" ON events" if repo.store.dialect != "sqlite" else "")
         )
     # The failed batch left no stale cache: retrying stores it completely.
     assert repo.record_messages([message(2)]) == IngestReport(inserted=1)
@@ -110,9 +113,9 @@ def test_a_failure_inside_a_large_batch_rolls_it_back_whole(url: str, keyring: K
         assert repo.record_events(items) == IngestReport(inserted=600, duplicates=600)
 
 
-def _boom_on(repo: SQLRepository, event_id: str) -> None:
-    with repo.engine.begin() as conn:
-        if repo.dialect == "sqlite":
+def _boom_on(repo: CommHistory[SQLRepository], event_id: str) -> None:
+    with repo.store.engine.begin() as conn:
+        if repo.store.dialect == "sqlite":
             conn.exec_driver_sql(
                 f"CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.event_id = '{event_id}' "
                 "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
@@ -128,10 +131,10 @@ def _boom_on(repo: SQLRepository, event_id: str) -> None:
             )
 
 
-def _drop_boom(repo: SQLRepository) -> None:
-    with repo.engine.begin() as conn:
+def _drop_boom(repo: CommHistory[SQLRepository]) -> None:
+    with repo.store.engine.begin() as conn:
         conn.exec_driver_sql(
-            "DROP TRIGGER boom" + (" ON events" if repo.dialect != "sqlite" else "")
+            "DROP TRIGGER boom" + (" ON events" if repo.store.dialect != "sqlite" else "")
         )
 
 
@@ -141,7 +144,7 @@ def _line(n: int, record: Any) -> Any:
     return ParsedLine(line=n, raw=dumps(record), record=record)
 
 
-def test_storage_errors_do_not_leak_values(repo: SQLRepository) -> None:
+def test_storage_errors_do_not_leak_values(repo: CommHistory[SQLRepository]) -> None:
     repo.close()
     with pytest.raises(StorageError, match="closed"):
         repo.timeline("c1")
@@ -197,27 +200,29 @@ def _bad_line() -> Any:
     )
 
 
-def test_ciphertext_moved_to_another_row_fails_to_decrypt(repo: SQLRepository) -> None:
+def test_ciphertext_moved_to_another_row_fails_to_decrypt(
+    repo: CommHistory[SQLRepository],
+) -> None:
     repo.record_messages([message(1), message(2)])
-    with repo.engine.begin() as conn:
+    with repo.store.engine.begin() as conn:
         body = conn.exec_driver_sql("SELECT body FROM messages WHERE message_id = 'm1'").scalar()
-        ph = repo.backend.ph
+        ph = repo.store.backend.ph
         conn.exec_driver_sql(f"UPDATE messages SET body = {ph} WHERE message_id = 'm2'", (body,))
     with pytest.raises(DecryptionError) as info:
         repo.timeline("c1")
     assert "Dear customer" not in str(info.value)
 
 
-def test_orphans_are_encrypted_and_linked(repo: SQLRepository) -> None:
+def test_orphans_are_encrypted_and_linked(repo: CommHistory[SQLRepository]) -> None:
     repo.record_events([full_event(1, "m1")])
     assert _scalar(repo, "SELECT count(*) FROM events WHERE contact_id IS NULL") == 1
-    assert _scalar(repo, "SELECT orphan_key_id FROM events") == repo.keyring.current_key_id
+    assert _scalar(repo, "SELECT orphan_key_id FROM events") == repo.store.keyring.current_key_id
     assert repo.record_messages([message(1)]).linked == 1
     assert _scalar(repo, "SELECT count(*) FROM events WHERE orphan_key_id IS NULL") == 1
     assert repo.timeline("c1")[0].events == (full_event(1, "m1"),)
 
 
-def test_revenue_is_stored_exactly_for_sql_sums(repo: SQLRepository) -> None:
+def test_revenue_is_stored_exactly_for_sql_sums(repo: CommHistory[SQLRepository]) -> None:
     from decimal import Decimal
 
     repo.record_messages([message(1)])
@@ -276,7 +281,7 @@ def test_rotation_rewraps_everything_and_reads_keep_working(url: str, keyring: K
         # Writes work mid-rotation: new contacts are wrapped under the new key.
         repo.record_messages([message(20, contact="c-new")])
 
-        report = rotate_keys(repo, keyring, batch_size=2, reindex=True)
+        report = rotate_keys(repo.store, keyring, batch_size=2, reindex=True)
 
         assert report.key_id == new
         assert report.rewrapped == 4  # c0..c3; c-new was already under the new key
@@ -285,7 +290,7 @@ def test_rotation_rewraps_everything_and_reads_keep_working(url: str, keyring: K
         assert report.reindexed == 4
         assert report.batches == 2 + 1 + 1 + 2
         assert _scalar(repo, f"SELECT count(*) FROM contacts WHERE wrap_key_id <> '{new}'") == 0
-        assert rotate_keys(repo, keyring).batches == 0  # nothing left to do
+        assert rotate_keys(repo.store, keyring).batches == 0  # nothing left to do
     keyring.retire(old)
     with open_repository(url, keyring) as repo:
         assert repo.timeline("c1") == before
@@ -306,12 +311,12 @@ def test_interrupted_rotation_resumes(url: str, keyring: Keyring) -> None:
             raise StopError
 
         with pytest.raises(StopError):
-            rotate_keys(repo, keyring, batch_size=1, progress=stop_after_first)
+            rotate_keys(repo.store, keyring, batch_size=1, progress=stop_after_first)
         moved = _scalar(
             repo, f"SELECT count(*) FROM contacts WHERE wrap_key_id = '{keyring.current_key_id}'"
         )
         assert moved == 1
-        rest = rotate_keys(repo, keyring, batch_size=1)
+        rest = rotate_keys(repo.store, keyring, batch_size=1)
         assert rest.rewrapped == 3
         assert repo.timeline("c1")
 
@@ -330,7 +335,7 @@ def test_reindex_after_index_key_change(url: str, keyring: Keyring) -> None:
         assert repo.find_contacts(email="taro@example.com") == ["c1"]
         repo.record_messages([message(3, contact="c3", address="taro@example.com")])
 
-        report = rotate_keys(repo, keyring, reindex=True)
+        report = rotate_keys(repo.store, keyring, reindex=True)
 
         assert report.reindexed == 2
         assert _scalar(repo, f"SELECT count(*) FROM addresses WHERE index_key_id <> '{new}'") == 0
@@ -340,8 +345,10 @@ def test_reindex_after_index_key_change(url: str, keyring: Keyring) -> None:
         assert repo.find_contacts(phone="+819012345678") == ["c2"]
 
 
-def test_key_metadata_records_key_ids_only(repo: SQLRepository, keyring: Keyring) -> None:
-    with repo.engine.connect() as conn:
+def test_key_metadata_records_key_ids_only(
+    repo: CommHistory[SQLRepository], keyring: Keyring
+) -> None:
+    with repo.store.engine.connect() as conn:
         rows = conn.exec_driver_sql("SELECT key_id, is_current, is_index FROM key_metadata").all()
     assert [(r[0], bool(r[1]), bool(r[2])) for r in rows] == [(keyring.current_key_id, True, True)]
 

@@ -9,13 +9,14 @@ import pytest
 
 from commhistory.crypto import Keyring
 from commhistory.errors import NotFoundError, StorageError
+from commhistory.facade import CommHistory, open_repository
 from commhistory.model import BounceClass, EventType
-from commhistory.store import BatchOutcome, SQLRepository, open_repository
+from commhistory.store import BatchOutcome, SQLRepository
 from tests.test_consent_support import ev, msg
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SQLRepository]:
+def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHistory[SQLRepository]]:
     """An empty SQL repository on each database, with small batches."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'tx.db'}"
@@ -29,19 +30,19 @@ class AbortError(Exception):
     """Raised by a test to abort a transaction."""
 
 
-def inside(repo: SQLRepository) -> bool:
+def inside(repo: CommHistory[SQLRepository]) -> bool:
     """Whether the repository is in a transaction (a call, so type checkers don't narrow it)."""
     return repo.in_transaction
 
 
-def abort(repo: SQLRepository, body: Callable[[], object]) -> None:
+def abort(repo: CommHistory[SQLRepository], body: Callable[[], object]) -> None:
     """Run *body* in a transaction, then abort it."""
     with repo.transaction():
         body()
         raise AbortError
 
 
-def test_nested_writes_commit_together(repo: SQLRepository) -> None:
+def test_nested_writes_commit_together(repo: CommHistory[SQLRepository]) -> None:
     with repo.transaction():
         assert inside(repo)
         repo.record_messages([msg("m1", "c1"), msg("m2", "c1"), msg("m3", "c2")])
@@ -51,7 +52,7 @@ def test_nested_writes_commit_together(repo: SQLRepository) -> None:
     assert repo.timeline("c1")[0].events[0].event_id == "e1"
 
 
-def test_nested_writes_roll_back_together(repo: SQLRepository) -> None:
+def test_nested_writes_roll_back_together(repo: CommHistory[SQLRepository]) -> None:
     reports = []
 
     def write() -> None:
@@ -65,7 +66,7 @@ def test_nested_writes_roll_back_together(repo: SQLRepository) -> None:
         repo.timeline("c1")
 
 
-def test_rolled_back_contacts_get_a_fresh_key(repo: SQLRepository) -> None:
+def test_rolled_back_contacts_get_a_fresh_key(repo: CommHistory[SQLRepository]) -> None:
     # The first attempt creates c1's data key inside a transaction that rolls
     # back; a cached copy of that key would encrypt the retry's rows with a key
     # the database never stored, and the timeline could not be read.
@@ -78,7 +79,7 @@ def test_rolled_back_contacts_get_a_fresh_key(repo: SQLRepository) -> None:
     assert [e.event_id for e in entry.events] == ["e1"]
 
 
-def test_a_write_cannot_join_a_read(repo: SQLRepository) -> None:
+def test_a_write_cannot_join_a_read(repo: CommHistory[SQLRepository]) -> None:
     with (
         pytest.raises(StorageError, match="read-only transaction"),
         repo.transaction(read=True),
@@ -88,9 +89,11 @@ def test_a_write_cannot_join_a_read(repo: SQLRepository) -> None:
         repo.timeline("c1")
 
 
-def test_database_errors_inside_a_joined_call_are_storage_errors(repo: SQLRepository) -> None:
+def test_database_errors_inside_a_joined_call_are_storage_errors(
+    repo: CommHistory[SQLRepository],
+) -> None:
     def nested() -> None:
-        with repo.transaction() as conn, repo.transaction() as inner:
+        with repo.store.transaction() as conn, repo.store.transaction() as inner:
             assert inner is conn
             inner.exec_driver_sql("SELECT * FROM no_such_table")
 
@@ -99,10 +102,10 @@ def test_database_errors_inside_a_joined_call_are_storage_errors(repo: SQLReposi
     assert not inside(repo)
 
 
-def test_batch_hook_sees_every_batch_and_what_changed(repo: SQLRepository) -> None:
+def test_batch_hook_sees_every_batch_and_what_changed(repo: CommHistory[SQLRepository]) -> None:
     seen: list[BatchOutcome] = []
     repo.record_messages([msg("m1", "c1"), msg("m2", "c2")])
-    with repo.batch_hook(lambda _conn, outcome: seen.append(outcome)):
+    with repo.batch_hook(seen.append):
         repo.record_events(
             [
                 ev("e1", "m1", EventType.DELIVERED),
@@ -122,10 +125,10 @@ def test_batch_hook_sees_every_batch_and_what_changed(repo: SQLRepository) -> No
     assert "example.com" not in repr(seen)
 
 
-def test_batch_hook_failure_rolls_back_its_batch_only(repo: SQLRepository) -> None:
+def test_batch_hook_failure_rolls_back_its_batch_only(repo: CommHistory[SQLRepository]) -> None:
     calls = 0
 
-    def hook(conn: object, outcome: BatchOutcome) -> None:
+    def hook(outcome: BatchOutcome) -> None:
         nonlocal calls
         calls += 1
         if calls == 2:
@@ -137,8 +140,8 @@ def test_batch_hook_failure_rolls_back_its_batch_only(repo: SQLRepository) -> No
     assert [e.message.message_id for e in repo.timeline("c1")] == ["m0", "m1"]
 
 
-def test_batch_hook_writes_commit_with_the_batch(repo: SQLRepository) -> None:
-    def hook(conn: object, outcome: BatchOutcome) -> None:
+def test_batch_hook_writes_commit_with_the_batch(repo: CommHistory[SQLRepository]) -> None:
+    def hook(outcome: BatchOutcome) -> None:
         assert inside(repo)
         # A repository call in the hook joins the batch's transaction.
         repo.suppression.add("email", "blocked@example.com")
@@ -152,7 +155,7 @@ def test_batch_hook_writes_commit_with_the_batch(repo: SQLRepository) -> None:
     assert not repo.suppression.check("email", "blocked@example.com")
 
 
-def test_after_commit_waits_for_the_outer_transaction(repo: SQLRepository) -> None:
+def test_after_commit_waits_for_the_outer_transaction(repo: CommHistory[SQLRepository]) -> None:
     ran: list[str] = []
     repo.after_commit(lambda: ran.append("now"))
     assert ran == ["now"]

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from commhistory.errors import InvalidInputError
+from commhistory.facade import CommHistory
 from commhistory.model import Channel, ConsentAction, EventType
-from commhistory.store import MemoryRepository
 from commhistory.testing import make_consent, make_event, make_message, signed_webhook
 
 
@@ -21,7 +21,7 @@ def test_factories_make_valid_linked_records() -> None:
     assert event.message_id == message.message_id
     assert event.type is EventType.CLICKED
     assert event.occurred_at > message.sent_at
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     assert repo.record_messages([message, make_message(channel="sms")]).inserted == 2
     assert repo.record_events([event]).inserted == 1
     [entry] = repo.timeline(message.contact_id)

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from commhistory.facade import CommHistory
+
 pytest.importorskip("django")
 
 import django  # type: ignore[import-untyped]
@@ -27,7 +29,7 @@ from django.test import Client  # type: ignore[import-untyped]
 from django.urls import clear_url_caches, include, path  # type: ignore[import-untyped]
 
 from commhistory.providers import LineAdapter, WebhookAdapter
-from commhistory.store import MemoryRepository, Repository
+from commhistory.store import HistoryWriter, SQLRepository
 from commhistory.testing import signed_webhook
 from commhistory.web.django import webhook_urls
 from tests._webhook_cases import CASES, CaseBuilder, web_repository
@@ -39,7 +41,7 @@ _URLS = types.ModuleType("tests_django_urls")
 sys.modules["tests_django_urls"] = _URLS
 
 
-def client(adapters: list[WebhookAdapter], repo: Repository) -> Any:
+def client(adapters: list[WebhookAdapter], repo: HistoryWriter) -> Any:
     _URLS.urlpatterns = [path("webhooks/", include(webhook_urls(adapters, repo)))]  # type: ignore[attr-defined]
     clear_url_caches()
     return Client(enforce_csrf_checks=True)
@@ -51,7 +53,7 @@ def post(c: Any, url: str, body: bytes, headers: dict[str, str]) -> Any:
 
 
 @pytest.mark.parametrize("build", CASES, ids=lambda b: b.__name__.removesuffix("_case"))
-def test_end_to_end(build: CaseBuilder, web_repository: Repository) -> None:
+def test_end_to_end(build: CaseBuilder, web_repository: CommHistory[SQLRepository]) -> None:
     case = build(BASE)
     c = client([case.adapter], web_repository)
     forged = post(c, case.forged.path, case.forged.body, dict(case.forged.headers))
@@ -66,7 +68,7 @@ def test_end_to_end(build: CaseBuilder, web_repository: Repository) -> None:
 
 
 def test_unparseable_oversized_unknown_get() -> None:
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     c = client([LineAdapter("s3cret", max_body_bytes=100)], repo)
     webhook = signed_webhook("line", {"events": 1}, "s3cret")
     answer = post(c, "/webhooks/line", webhook.body, dict(webhook.headers))

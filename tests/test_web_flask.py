@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from commhistory.facade import CommHistory
+
 pytest.importorskip("flask")
 
 import flask
 from flask.testing import FlaskClient
 
 from commhistory.providers import LineAdapter, WebhookAdapter
-from commhistory.store import MemoryRepository, Repository
+from commhistory.store import HistoryWriter, SQLRepository
 from commhistory.testing import signed_webhook
 from commhistory.web.flask import webhook_blueprint
 from tests._webhook_cases import CASES, CaseBuilder, web_repository
@@ -20,14 +22,14 @@ __all__ = ["web_repository"]
 BASE = "http://localhost"
 
 
-def client(adapters: list[WebhookAdapter], repo: Repository) -> FlaskClient:
+def client(adapters: list[WebhookAdapter], repo: HistoryWriter) -> FlaskClient:
     app = flask.Flask("test")
     app.register_blueprint(webhook_blueprint(adapters, repo), url_prefix="/webhooks")
     return app.test_client()
 
 
 @pytest.mark.parametrize("build", CASES, ids=lambda b: b.__name__.removesuffix("_case"))
-def test_end_to_end(build: CaseBuilder, web_repository: Repository) -> None:
+def test_end_to_end(build: CaseBuilder, web_repository: CommHistory[SQLRepository]) -> None:
     case = build(BASE)
     c = client([case.adapter], web_repository)
     forged = c.post(case.forged.path, data=case.forged.body, headers=dict(case.forged.headers))
@@ -42,7 +44,7 @@ def test_end_to_end(build: CaseBuilder, web_repository: Repository) -> None:
 
 
 def test_unparseable_oversized_unknown_get() -> None:
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     c = client([LineAdapter("s3cret", max_body_bytes=100)], repo)
     webhook = signed_webhook("line", {"events": 1}, "s3cret")
     answer = c.post("/webhooks/line", data=webhook.body, headers=dict(webhook.headers))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from commhistory.facade import CommHistory
+
 pytest.importorskip("starlette")
 pytest.importorskip("httpx2")
 
@@ -12,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from commhistory.store import MemoryRepository, Repository
+from commhistory.store import HistoryWriter, SQLRepository
 from commhistory.web.starlette import webhook_app, webhook_router
 from tests._webhook_cases import CASES, CaseBuilder, web_repository
 
@@ -21,12 +23,12 @@ __all__ = ["web_repository"]
 BASE = "http://testserver"
 
 
-def starlette_client(case_adapters: list, repo: Repository) -> TestClient:  # type: ignore[type-arg]
+def starlette_client(case_adapters: list, repo: HistoryWriter) -> TestClient:  # type: ignore[type-arg]
     app = Starlette(routes=[Mount("/webhooks", app=webhook_app(case_adapters, repo))])
     return TestClient(app)
 
 
-def fastapi_client(case_adapters: list, repo: Repository) -> TestClient:  # type: ignore[type-arg]
+def fastapi_client(case_adapters: list, repo: HistoryWriter) -> TestClient:  # type: ignore[type-arg]
     app = FastAPI()
     app.include_router(webhook_router(case_adapters, repo), prefix="/webhooks")
     return TestClient(app)
@@ -37,7 +39,9 @@ CLIENTS = {"starlette": starlette_client, "fastapi": fastapi_client}
 
 @pytest.mark.parametrize("framework", sorted(CLIENTS))
 @pytest.mark.parametrize("build", CASES, ids=lambda b: b.__name__.removesuffix("_case"))
-def test_end_to_end(framework: str, build: CaseBuilder, web_repository: Repository) -> None:
+def test_end_to_end(
+    framework: str, build: CaseBuilder, web_repository: CommHistory[SQLRepository]
+) -> None:
     case = build(BASE)
     client = CLIENTS[framework]([case.adapter], web_repository)
     forged = client.post(
@@ -64,7 +68,7 @@ def test_unparseable_verified_body_is_kept_and_answered_2xx(framework: str) -> N
     from commhistory.providers import LineAdapter
     from commhistory.testing import signed_webhook
 
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     client = CLIENTS[framework]([LineAdapter("s3cret")], repo)
     webhook = signed_webhook("line", {"events": "not a list"}, "s3cret")
     answer = client.post("/webhooks/line", content=webhook.body, headers=dict(webhook.headers))
@@ -78,7 +82,7 @@ def test_unparseable_verified_body_is_kept_and_answered_2xx(framework: str) -> N
 def test_oversized_unknown_and_get(framework: str) -> None:
     from commhistory.providers import LineAdapter
 
-    repo = MemoryRepository()
+    repo = CommHistory.in_memory()
     client = CLIENTS[framework]([LineAdapter("s3cret", max_body_bytes=10)], repo)
     assert client.post("/webhooks/line", content=b"x" * 11).status_code == 413
     assert client.post("/webhooks/nope", content=b"{}").status_code == 404

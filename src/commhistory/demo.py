@@ -25,12 +25,12 @@ from typing import Final
 import attrs
 
 from commhistory.crypto import Keyring
+from commhistory.facade import open_repository
 from commhistory.kpi.abtest import ABResult
 from commhistory.kpi.machine import mark_machine
 from commhistory.kpi.metrics import KpiTable
 from commhistory.kpi.report import build_report, render_html
 from commhistory.model import BounceClass, Channel, Direction, Event, EventType, Message, Purpose
-from commhistory.facade import open_repository
 from commhistory.store.protocol import TimelineEntry
 
 __all__ = ["Campaign", "DemoResult", "generate", "run_demo"]

@@ -26,8 +26,8 @@ from commhistory.cli._exits import EXIT_OK
 from commhistory.cli._store_options import add_store_options, database_url
 from commhistory.cli.store import load_keyring
 from commhistory.errors import NormalizationError
-from commhistory.normalize.time import parse_timestamp
 from commhistory.facade import open_repository
+from commhistory.normalize.time import parse_timestamp
 
 __all__ = ["EXIT_TAMPERED", "register", "run_show", "run_verify"]
 

@@ -26,8 +26,8 @@ from commhistory.model import Channel, Purpose
 from commhistory.normalize.time import parse_timestamp
 
 if TYPE_CHECKING:
-    from commhistory.privacy import PurgeReport, RetentionPolicy
     from commhistory.facade import CommHistory
+    from commhistory.privacy import PurgeReport, RetentionPolicy
 
 __all__ = ["EXIT_REFUSED", "register"]
 

@@ -28,7 +28,7 @@ import argparse
 import base64
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -55,7 +55,7 @@ from commhistory.providers.ses import SesAdapter
 from commhistory.providers.twilio import TwilioAdapter
 
 if TYPE_CHECKING:
-    from commhistory.store.protocol import Repository
+    pass
 
 __all__ = [
     "EXIT_INVALID",
@@ -223,9 +223,7 @@ def run_ingest(args: argparse.Namespace) -> int:
         view = access.view(repo)
         target = repo if view is None else view
         # Through the view, each sender look-up needs read_personal and is audited.
-        # The resolver only calls find_contacts(), which the view offers; the view
-        # is not typed as a Repository because its consent/suppression are guarded.
-        resolver = RepositoryContactResolver(cast("Repository", target), fallback=fallback)
+        resolver = RepositoryContactResolver(target, fallback=fallback)
         adapter = build_adapter(args.provider, None, contact_resolver=resolver)
         try:
             lines = adapter.parse(request).lines

@@ -451,9 +451,7 @@ def apply_feed(
     changed = [c.contact_id for c in actions.consents] + [e.suppression_id for e in entries]
     for kind_channel, address, ch, reasons, at, by in actions.lifts:
         kind = kind_of(Channel(kind_channel))
-        if kind is not None and data.lift(
-            data.keys_of(kind, address), ch, reasons, at, by
-        ):
+        if kind is not None and data.lift(data.keys_of(kind, address), ch, reasons, at, by):
             changed.append(by)
     return changed
 

@@ -387,9 +387,7 @@ def open_repository(
     .. versionchanged:: 0.4.0
        Returns a :class:`CommHistory`.
     """
-    return CommHistory(
-        open_sql_repository(url, keyring, upgrade=upgrade, batch_size=batch_size)
-    )
+    return CommHistory(open_sql_repository(url, keyring, upgrade=upgrade, batch_size=batch_size))
 
 
 def rotate_keys(

@@ -56,7 +56,7 @@ from commhistory.normalize import (
 )
 
 if TYPE_CHECKING:
-    from commhistory.store.protocol import IngestReport, Repository
+    from commhistory.store.protocol import HistoryWriter, IngestReport
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -244,7 +244,7 @@ class RepositoryContactResolver:
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, repository: Repository, fallback: ContactResolver | None = None) -> None:
+    def __init__(self, repository: HistoryWriter, fallback: ContactResolver | None = None) -> None:
         self._repository = repository
         self._fallback = fallback
 
@@ -643,7 +643,7 @@ class WebhookAdapter(abc.ABC):
                 lines.append(ParsedLine(line=number, raw=None, record=record))
         return WebhookResult(lines=tuple(lines), subscribe_url=self._subscribe_url(payload))
 
-    def handle(self, request: WebhookRequest, repository: Repository) -> HandleOutcome:
+    def handle(self, request: WebhookRequest, repository: HistoryWriter) -> HandleOutcome:
         """Verify, parse and store a request; what web receivers call.
 
         A body that verifies but cannot be parsed is stored as one dead letter

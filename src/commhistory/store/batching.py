@@ -33,6 +33,7 @@ REVENUE_SCALE: Final = 1_000_000
 """``revenue_micros = revenue * REVENUE_SCALE``: six decimal places, exact."""
 _INT64_MAX: Final = 2**63 - 1
 
+
 def revenue_micros(value: Decimal) -> int:
     """Return revenue in millionths of the currency unit, exactly.
 

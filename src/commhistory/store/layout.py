@@ -68,6 +68,7 @@ def address_row_id(kind: str, blind_index: bytes) -> str:
     """The AAD row id of an ``addresses`` row (its key within the contact)."""
     return f"{kind}:{blind_index.hex()}"
 
+
 EVIDENCE_PURPOSE: Final = "consent-evidence"
 """Subkey purpose that keeps an erased contact's consent evidence until its retention date."""
 

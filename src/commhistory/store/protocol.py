@@ -33,6 +33,7 @@ __all__ = [
     "BatchOutcome",
     "DeadLetter",
     "DeliveryOutcome",
+    "HistoryWriter",
     "IngestReport",
     "Repository",
     "StoredBatch",
@@ -201,6 +202,31 @@ class DeadLetter:
     field: str
     reason: str
     raw: str = attrs.field(repr=False)
+
+
+class HistoryWriter(Protocol):
+    """What webhook receivers and contact resolvers need: ingest, and address lookups.
+
+    The facade (:class:`~commhistory.CommHistory`), its guarded view and every
+    :class:`Repository` are history writers. Hand receivers the facade, so the
+    consent feed it installs runs for every batch.
+
+    .. versionadded:: 0.4.0
+    """
+
+    def ingest(self, lines: Iterable[ParsedLine], *, source: str) -> IngestReport:
+        """Store parsed lines; see :meth:`Repository.ingest`."""
+        ...
+
+    def find_contacts(
+        self,
+        *,
+        email: str | None = None,
+        phone: str | None = None,
+        line_user_id: str | None = None,
+    ) -> list[str]:
+        """Find contacts by address; see :meth:`Repository.find_contacts`."""
+        ...
 
 
 @runtime_checkable

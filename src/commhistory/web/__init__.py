@@ -31,7 +31,7 @@ import attrs
 
 from commhistory.errors import PayloadError, SignatureError, StorageError
 from commhistory.providers.base import WebhookAdapter, WebhookRequest
-from commhistory.store.protocol import Repository
+from commhistory.store.protocol import HistoryWriter
 
 __all__ = ["WebhookReceiver", "WebhookResponse"]
 
@@ -67,7 +67,7 @@ class WebhookReceiver:
     def __init__(
         self,
         adapters: Iterable[WebhookAdapter] | Mapping[str, WebhookAdapter],
-        repository: Repository,
+        repository: HistoryWriter,
     ) -> None:
         if isinstance(adapters, Mapping):
             self.adapters: dict[str, WebhookAdapter] = dict(adapters)

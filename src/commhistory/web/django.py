@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from commhistory.providers.base import WebhookAdapter, WebhookRequest
-from commhistory.store.protocol import Repository
+from commhistory.store.protocol import HistoryWriter
 from commhistory.web import WebhookReceiver
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ __all__ = ["webhook_urls", "webhook_view"]
 
 
 def webhook_view(
-    adapters: Iterable[WebhookAdapter] | Mapping[str, WebhookAdapter], repository: Repository
+    adapters: Iterable[WebhookAdapter] | Mapping[str, WebhookAdapter], repository: HistoryWriter
 ) -> Callable[..., HttpResponse]:
     """Return a Django view ``view(request, provider)`` serving every adapter.
 
@@ -63,7 +63,7 @@ def webhook_view(
 
 
 def webhook_urls(
-    adapters: Iterable[WebhookAdapter] | Mapping[str, WebhookAdapter], repository: Repository
+    adapters: Iterable[WebhookAdapter] | Mapping[str, WebhookAdapter], repository: HistoryWriter
 ) -> list[Any]:
     """Return URL patterns (``<provider>``) for :func:`webhook_view`; ``include()`` them.
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from commhistory.providers.base import WebhookAdapter, WebhookRequest
-from commhistory.store.protocol import Repository
+from commhistory.store.protocol import HistoryWriter
 from commhistory.web import WebhookReceiver
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ __all__ = ["webhook_blueprint"]
 
 def webhook_blueprint(
     adapters: Iterable[WebhookAdapter] | Mapping[str, WebhookAdapter],
-    repository: Repository,
+    repository: HistoryWriter,
     *,
     name: str = "commhistory_webhooks",
 ) -> Blueprint:

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from commhistory.providers.base import WebhookAdapter, WebhookRequest
-from commhistory.store.protocol import Repository
+from commhistory.store.protocol import HistoryWriter
 from commhistory.web import WebhookReceiver
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def _endpoint(receiver: WebhookReceiver, provider: str) -> Any:
 
 
 def webhook_routes(
-    adapters: Iterable[WebhookAdapter] | Mapping[str, WebhookAdapter], repository: Repository
+    adapters: Iterable[WebhookAdapter] | Mapping[str, WebhookAdapter], repository: HistoryWriter
 ) -> list[Route]:
     """Return one Starlette ``Route`` per adapter, at ``/{provider}``.
 
@@ -86,7 +86,7 @@ def webhook_routes(
 
 
 def webhook_app(
-    adapters: Iterable[WebhookAdapter] | Mapping[str, WebhookAdapter], repository: Repository
+    adapters: Iterable[WebhookAdapter] | Mapping[str, WebhookAdapter], repository: HistoryWriter
 ) -> Starlette:
     """Return a Starlette app serving the webhook routes (mount it anywhere).
 
@@ -100,7 +100,7 @@ def webhook_app(
 
 
 def webhook_router(
-    adapters: Iterable[WebhookAdapter] | Mapping[str, WebhookAdapter], repository: Repository
+    adapters: Iterable[WebhookAdapter] | Mapping[str, WebhookAdapter], repository: HistoryWriter
 ) -> APIRouter:
     """Return a FastAPI ``APIRouter`` with one ``POST /{provider}`` route per adapter.
 
