@@ -303,7 +303,9 @@ def _load_entry_point(entry_point: importlib.metadata.EntryPoint) -> None:
         broken(f"{type(exc).__name__}: {exc}").__cause__ = exc
         return
     if not isinstance(loaded, ProviderSpec):
-        broken(f"it is a {type(loaded).__name__}, not a ProviderSpec")
+        kind = type(loaded).__name__
+        what = f"the class {loaded.__name__}" if isinstance(loaded, type) else f"a {kind} object"
+        broken(f"it is {what}, not a ProviderSpec")
     elif loaded.name != entry_point.name:
         broken(f"its adapter is named {loaded.name!r}; name the entry point after it")
     else:
