@@ -10,8 +10,8 @@
   ``--secret`` is what the adapter is configured with: SendGrid's public key,
   Twilio's auth token, LINE's channel secret, Mailgun's signing key,
   Postmark's ``user:password``, or the SNS topic ARN for SES (the certificate
-  is then fetched from Amazon). Each provider module says how it reads it
-  (:attr:`ProviderSpec.from_secret <commhistory.providers.ProviderSpec.from_secret>`).
+  is then fetched from Amazon); the provider's module reads it (its
+  :attr:`~commhistory.providers.ProviderSpec.from_secret`).
 
 ``--provider`` takes any provider in the registry
 (:mod:`commhistory.providers.registry`), third-party ones included.

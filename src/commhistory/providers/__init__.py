@@ -90,7 +90,7 @@ __all__ = [
 ]
 
 ADAPTERS: Final[Mapping[str, type[WebhookAdapter]]] = registered_adapters()
-"""Every adapter class by provider name: a live, read-only view of the provider registry.
+"""Every adapter class by provider name, as a live, read-only view of the provider registry.
 
 .. versionchanged:: 0.4.0
    A view of the registry (:func:`registered_adapters`), no longer a dict: it

@@ -199,7 +199,9 @@ def _sign(events: Any, secret: Any, /, *, url: str, timestamp: float) -> SignedR
 PROVIDER: Final = register_provider(
     ProviderSpec(adapter=LineAdapter, from_secret=_from_secret, signer=_sign)
 )
-"""LINE in the provider registry: ``--secret`` and the test secret are the channel secret.
+"""LINE's entry in the provider registry.
+
+``--secret`` and the test secret are the channel secret.
 
 .. versionadded:: 0.4.0
 """

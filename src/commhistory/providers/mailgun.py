@@ -209,7 +209,9 @@ def _sign(events: Any, secret: Any, /, *, url: str, timestamp: float) -> SignedR
 PROVIDER: Final = register_provider(
     ProviderSpec(adapter=MailgunAdapter, from_secret=_from_secret, signer=_sign)
 )
-"""Mailgun in the provider registry: ``--secret`` and the test secret are the signing key.
+"""Mailgun's entry in the provider registry.
+
+``--secret`` and the test secret are the signing key.
 
 .. versionadded:: 0.4.0
 """

@@ -274,7 +274,9 @@ def _sign(events: Any, secret: Any, /, *, url: str, timestamp: float) -> SignedR
 PROVIDER: Final = register_provider(
     ProviderSpec(adapter=PostmarkAdapter, from_secret=_from_secret, signer=_sign)
 )
-"""Postmark in the provider registry: ``--secret`` and the test secret are ``user:password``.
+"""Postmark's entry in the provider registry.
+
+``--secret`` and the test secret are ``user:password``.
 
 .. versionadded:: 0.4.0
 """

@@ -263,7 +263,7 @@ def register_provider(spec: ProviderSpec) -> ProviderSpec:
         spec: The provider.
 
     Returns:
-        *spec*, so a module can keep it: ``PROVIDER: Final = register_provider(...)``.
+        The spec given, so that a module can keep it as ``PROVIDER``.
 
     Raises:
         DuplicateProviderError: Another provider already has the name.

@@ -253,8 +253,9 @@ def _sign(events: Any, secret: Any, /, *, url: str, timestamp: float) -> SignedR
 PROVIDER: Final = register_provider(
     ProviderSpec(adapter=SendGridAdapter, from_secret=_from_secret, signer=_sign)
 )
-"""SendGrid in the provider registry: ``--secret`` is the public key; tests sign
-with :func:`commhistory.testing.sendgrid_keys`.
+"""SendGrid's entry in the provider registry.
+
+``--secret`` is the public key; tests sign with :func:`commhistory.testing.sendgrid_keys`.
 
 .. versionadded:: 0.4.0
 """

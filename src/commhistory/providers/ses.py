@@ -645,8 +645,9 @@ def _sign(events: Any, secret: Any, /, *, url: str, timestamp: float) -> SignedR
 PROVIDER: Final = register_provider(
     ProviderSpec(adapter=SesAdapter, from_secret=_from_secret, signer=_sign)
 )
-"""Amazon SES (through SNS) in the provider registry: ``--secret`` is the SNS topic ARN;
-tests sign with :func:`commhistory.testing.sns_test_signer`.
+"""Amazon SES's entry in the provider registry.
+
+``--secret`` is the SNS topic ARN; tests sign with :func:`commhistory.testing.sns_test_signer`.
 
 .. versionadded:: 0.4.0
 """

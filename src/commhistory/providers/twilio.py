@@ -567,7 +567,9 @@ def _sign(events: Any, secret: Any, /, *, url: str, timestamp: float) -> SignedR
 PROVIDER: Final = register_provider(
     ProviderSpec(adapter=TwilioAdapter, from_secret=_from_secret, signer=_sign)
 )
-"""Twilio in the provider registry: ``--secret`` and the test secret are the auth token.
+"""Twilio's entry in the provider registry.
+
+``--secret`` and the test secret are the auth token.
 
 .. versionadded:: 0.4.0
 """
