@@ -10,7 +10,11 @@
   ``--secret`` is what the adapter is configured with: SendGrid's public key,
   Twilio's auth token, LINE's channel secret, Mailgun's signing key,
   Postmark's ``user:password``, or the SNS topic ARN for SES (the certificate
-  is then fetched from Amazon).
+  is then fetched from Amazon); the provider's module reads it (its
+  :attr:`~commhistory.providers.ProviderSpec.from_secret`).
+
+``--provider`` takes any provider in the registry
+(:mod:`commhistory.providers.registry`), third-party ones included.
 
 Inbound messages and consent changes need a contact id: set
 ``$COMMHISTORY_CONTACT_KEY`` (hex, at least 16 bytes) to derive pseudonymous
@@ -25,37 +29,26 @@ sender look-ups need ``read_personal`` and are audited (exit 6 when denied).
 from __future__ import annotations
 
 import argparse
-import base64
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Final
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from typing import Any, Final
 
 from commhistory.cli._access import add_actor_options, resolve_access
 from commhistory.cli._exits import EXIT_OK, EXIT_REJECTED, CommandError
 from commhistory.cli._store_options import add_store_options
 from commhistory.convert import ParsedLine, dumps
-from commhistory.errors import InvalidInputError, PayloadError, SignatureError
+from commhistory.errors import InvalidInputError, NotFoundError, PayloadError, SignatureError
 from commhistory.providers import (
-    ADAPTERS,
     ContactResolver,
     KeyedContactResolver,
+    ProviderLoadError,
     RepositoryContactResolver,
     WebhookAdapter,
     WebhookRequest,
     WebhookResult,
+    get_provider,
+    provider_names,
 )
-from commhistory.providers.line import LineAdapter
-from commhistory.providers.mailgun import MailgunAdapter
-from commhistory.providers.postmark import PostmarkAdapter
-from commhistory.providers.sendgrid import SendGridAdapter
-from commhistory.providers.ses import SesAdapter
-from commhistory.providers.twilio import TwilioAdapter
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "EXIT_INVALID",
@@ -81,7 +74,7 @@ def _header(value: str) -> tuple[str, str]:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the webhook commands."""
-    providers = sorted(ADAPTERS)
+    providers = provider_names()
 
     def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("file", metavar="FILE", help="the saved request body")
@@ -141,41 +134,29 @@ def _resolver() -> ContactResolver | None:
 def build_adapter(provider: str, secret: str | None, **options: Any) -> WebhookAdapter:
     """Build an adapter from one secret string (``None``: a parse-only adapter).
 
+    The provider is looked up in the registry
+    (:func:`~commhistory.providers.get_provider`), which builds the adapter
+    with its :attr:`~commhistory.providers.ProviderSpec.from_secret`.
+
     Args:
         provider: The provider's name.
         secret: See the module docstring; ``None`` when only parsing.
         **options: Adapter options.
 
     Raises:
-        CommandError: The provider is unknown or the secret unusable.
+        CommandError: The provider is unknown, its entry point broken, or the
+            secret unusable.
     """
     try:
-        if provider == "sendgrid":
-            if secret is None:
-                der = (
-                    ec.generate_private_key(ec.SECP256R1())
-                    .public_key()
-                    .public_bytes(
-                        serialization.Encoding.DER,
-                        serialization.PublicFormat.SubjectPublicKeyInfo,
-                    )
-                )
-                secret = base64.b64encode(der).decode()
-            return SendGridAdapter(secret, **options)
-        if provider == "twilio":
-            return TwilioAdapter(secret or "-", **options)
-        if provider == "line":
-            return LineAdapter(secret or "-", **options)
-        if provider == "mailgun":
-            return MailgunAdapter(secret or "-", **options)
-        if provider == "postmark":
-            user, _, password = (secret or "-:-").partition(":")
-            return PostmarkAdapter(user, password, **options)
-        if provider == "ses":
-            return SesAdapter([secret or "-"], **options)
+        spec = get_provider(provider)
+    except NotFoundError:
+        raise CommandError(f"unknown provider {provider!r}") from None
+    except ProviderLoadError as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        return spec.from_secret(secret, **options)
     except InvalidInputError as exc:
         raise CommandError(f"--secret: {exc.reason}") from None
-    raise CommandError(f"unknown provider {provider!r}")
 
 
 def _request(args: argparse.Namespace) -> WebhookRequest:

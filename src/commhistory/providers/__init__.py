@@ -14,6 +14,12 @@ parses it into a :class:`WebhookResult` (:meth:`~WebhookAdapter.parse`), or does
 both and stores the records (:meth:`~WebhookAdapter.handle`). See
 ``docs/providers/``.
 
+Each provider module registers itself by name in the provider registry
+(:mod:`commhistory.providers.registry`: :class:`ProviderSpec`,
+:func:`register_provider`, :func:`get_provider`), where the command line and
+the testing kit look providers up; third-party adapters join it through the
+``commhistory.providers`` entry point group.
+
 .. versionadded:: 0.1.0
 """
 
@@ -36,6 +42,19 @@ from commhistory.providers.base import (
 from commhistory.providers.line import LineAdapter
 from commhistory.providers.mailgun import MailgunAdapter
 from commhistory.providers.postmark import PostmarkAdapter
+from commhistory.providers.registry import (
+    ENTRY_POINT_GROUP,
+    AdapterFactory,
+    DuplicateProviderError,
+    PayloadSigner,
+    ProviderLoadError,
+    ProviderSpec,
+    SignedRequest,
+    get_provider,
+    provider_names,
+    register_provider,
+    registered_adapters,
+)
 from commhistory.providers.sendgrid import SendGridAdapter
 from commhistory.providers.ses import SesAdapter
 from commhistory.providers.twilio import TwilioAdapter
@@ -44,30 +63,36 @@ __all__ = [
     "ADAPTERS",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_TOLERANCE",
+    "ENTRY_POINT_GROUP",
+    "AdapterFactory",
     "ContactResolver",
+    "DuplicateProviderError",
     "HandleOutcome",
     "KeyedContactResolver",
     "LineAdapter",
     "MailgunAdapter",
+    "PayloadSigner",
     "PostmarkAdapter",
+    "ProviderLoadError",
+    "ProviderSpec",
     "RepositoryContactResolver",
     "SendGridAdapter",
     "SesAdapter",
+    "SignedRequest",
     "TwilioAdapter",
     "WebhookAdapter",
     "WebhookRequest",
     "WebhookResult",
+    "get_provider",
+    "provider_names",
+    "register_provider",
+    "registered_adapters",
 ]
 
-ADAPTERS: Final[Mapping[str, type[WebhookAdapter]]] = {
-    cls.name: cls
-    for cls in (
-        LineAdapter,
-        MailgunAdapter,
-        PostmarkAdapter,
-        SendGridAdapter,
-        SesAdapter,
-        TwilioAdapter,
-    )
-}
-"""Every adapter class by provider name."""
+ADAPTERS: Final[Mapping[str, type[WebhookAdapter]]] = registered_adapters()
+"""Every adapter class by provider name, as a live, read-only view of the provider registry.
+
+.. versionchanged:: 0.4.0
+   A view of the registry (:func:`registered_adapters`), no longer a dict: it
+   also holds third-party providers, loaded from their entry points on first use.
+"""

@@ -54,8 +54,14 @@ from commhistory.providers.base import (
     line_address,
     require_str,
 )
+from commhistory.providers.registry import (
+    ProviderSpec,
+    SignedRequest,
+    json_body,
+    register_provider,
+)
 
-__all__ = ["CONSENT_EVENTS", "SIGNATURE_HEADER", "LineAdapter", "line_signature"]
+__all__ = ["CONSENT_EVENTS", "PROVIDER", "SIGNATURE_HEADER", "LineAdapter", "line_signature"]
 
 SIGNATURE_HEADER: Final = "X-Line-Signature"
 
@@ -173,3 +179,29 @@ class LineAdapter(WebhookAdapter):
                 metadata=raw,
             )
         ]
+
+
+def _from_secret(secret: str | None, /, **options: Any) -> LineAdapter:
+    return LineAdapter(secret or "-", **options)
+
+
+def _sign(events: Any, secret: Any, /, *, url: str, timestamp: float) -> SignedRequest:
+    # events: a list of events, or the whole body; secret: the channel secret.
+    payload = events if isinstance(events, Mapping) else {"destination": "U0", "events": events}
+    body = json_body(payload)
+    headers = {
+        "Content-Type": "application/json",
+        SIGNATURE_HEADER: line_signature(str(secret), body),
+    }
+    return SignedRequest(body=body, headers=headers, url=url)
+
+
+PROVIDER: Final = register_provider(
+    ProviderSpec(adapter=LineAdapter, from_secret=_from_secret, signer=_sign)
+)
+"""LINE's entry in the provider registry.
+
+``--secret`` and the test secret are the channel secret.
+
+.. versionadded:: 0.4.0
+"""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import hmac
+import secrets
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final
@@ -45,8 +46,14 @@ from commhistory.providers.base import (
     optional_email,
     require_str,
 )
+from commhistory.providers.registry import (
+    ProviderSpec,
+    SignedRequest,
+    json_body,
+    register_provider,
+)
 
-__all__ = ["EVENT_TYPES", "MailgunAdapter", "mailgun_signature"]
+__all__ = ["EVENT_TYPES", "PROVIDER", "MailgunAdapter", "mailgun_signature"]
 
 EVENT_TYPES: Final[Mapping[str, EventType]] = {
     "accepted": EventType.QUEUED,
@@ -177,3 +184,34 @@ class MailgunAdapter(WebhookAdapter):
                 metadata={"provider_raw": dict(item)},
             )
         ]
+
+
+def _from_secret(secret: str | None, /, **options: Any) -> MailgunAdapter:
+    return MailgunAdapter(secret or "-", **options)
+
+
+def _sign(events: Any, secret: Any, /, *, url: str, timestamp: float) -> SignedRequest:
+    # events: the "event-data" object; secret: the signing key.
+    stamp = str(int(timestamp))
+    token = secrets.token_hex(25)
+    payload = {
+        "signature": {
+            "timestamp": stamp,
+            "token": token,
+            "signature": mailgun_signature(str(secret), stamp, token),
+        },
+        "event-data": events,
+    }
+    headers = {"Content-Type": "application/json"}
+    return SignedRequest(body=json_body(payload), headers=headers, url=url)
+
+
+PROVIDER: Final = register_provider(
+    ProviderSpec(adapter=MailgunAdapter, from_secret=_from_secret, signer=_sign)
+)
+"""Mailgun's entry in the provider registry.
+
+``--secret`` and the test secret are the signing key.
+
+.. versionadded:: 0.4.0
+"""

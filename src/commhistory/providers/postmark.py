@@ -64,8 +64,14 @@ from commhistory.providers.base import (
     optional_email,
     require_str,
 )
+from commhistory.providers.registry import (
+    ProviderSpec,
+    SignedRequest,
+    json_body,
+    register_provider,
+)
 
-__all__ = ["BOUNCE_TYPES", "RECORD_TYPES", "PostmarkAdapter"]
+__all__ = ["BOUNCE_TYPES", "PROVIDER", "RECORD_TYPES", "PostmarkAdapter"]
 
 RECORD_TYPES: Final[Mapping[str, EventType]] = {
     "Delivery": EventType.DELIVERED,
@@ -251,3 +257,26 @@ class PostmarkAdapter(WebhookAdapter):
             provider_message_id=message_id,
             metadata={"provider_raw": _inbound_raw(item)},
         )
+
+
+def _from_secret(secret: str | None, /, **options: Any) -> PostmarkAdapter:
+    user, _, password = (secret or "-:-").partition(":")
+    return PostmarkAdapter(user, password, **options)
+
+
+def _sign(events: Any, secret: Any, /, *, url: str, timestamp: float) -> SignedRequest:
+    # events: the record object; secret: "user:password".
+    credentials = base64.b64encode(str(secret).encode("utf-8")).decode("ascii")
+    headers = {"Content-Type": "application/json", "Authorization": f"Basic {credentials}"}
+    return SignedRequest(body=json_body(events), headers=headers, url=url)
+
+
+PROVIDER: Final = register_provider(
+    ProviderSpec(adapter=PostmarkAdapter, from_secret=_from_secret, signer=_sign)
+)
+"""Postmark's entry in the provider registry.
+
+``--secret`` and the test secret are ``user:password``.
+
+.. versionadded:: 0.4.0
+"""

@@ -41,9 +41,16 @@ from commhistory.providers.base import (
     optional_email,
     require_str,
 )
+from commhistory.providers.registry import (
+    ProviderSpec,
+    SignedRequest,
+    json_body,
+    register_provider,
+)
 
 __all__ = [
     "EVENT_TYPES",
+    "PROVIDER",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "SendGridAdapter",
@@ -213,3 +220,42 @@ class SendGridAdapter(WebhookAdapter):
                 metadata={"provider_raw": item},
             )
         ]
+
+
+def _from_secret(secret: str | None, /, **options: Any) -> SendGridAdapter:
+    if secret is None:  # parse only: the adapter needs a key, any will do
+        return SendGridAdapter(ec.generate_private_key(ec.SECP256R1()).public_key(), **options)
+    return SendGridAdapter(secret, **options)
+
+
+def _sign(events: Any, secret: Any, /, *, url: str, timestamp: float) -> SignedRequest:
+    # secret: a commhistory.testing.SendGridKeys, an EC private key, or its PEM.
+    key: object = getattr(secret, "private_key", secret)
+    if isinstance(key, str | bytes):
+        key = serialization.load_pem_private_key(
+            key.encode() if isinstance(key, str) else key, password=None
+        )
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise InvalidInputError(
+            field="secret", reason="give a SendGridKeys or an EC private key for 'sendgrid'"
+        )
+    body = json_body(events)
+    stamp = str(int(timestamp))
+    signature = key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    headers = {
+        "Content-Type": "application/json",
+        SIGNATURE_HEADER: base64.b64encode(signature).decode("ascii"),
+        TIMESTAMP_HEADER: stamp,
+    }
+    return SignedRequest(body=body, headers=headers, url=url)
+
+
+PROVIDER: Final = register_provider(
+    ProviderSpec(adapter=SendGridAdapter, from_secret=_from_secret, signer=_sign)
+)
+"""SendGrid's entry in the provider registry.
+
+``--secret`` is the public key; tests sign with :func:`commhistory.testing.sendgrid_keys`.
+
+.. versionadded:: 0.4.0
+"""

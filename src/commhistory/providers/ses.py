@@ -57,7 +57,7 @@ import threading
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import cryptography.x509
@@ -82,10 +82,17 @@ from commhistory.providers.base import (
     optional_email,
     require_str,
 )
+from commhistory.providers.registry import (
+    ProviderSpec,
+    SignedRequest,
+    json_body,
+    register_provider,
+)
 
 __all__ = [
     "BOUNCE_CLASSES",
     "EVENT_TYPES",
+    "PROVIDER",
     "RAW_DELIVERY_HEADER",
     "CachingCertificateFetcher",
     "CertificateFetcher",
@@ -604,3 +611,43 @@ class SesAdapter(WebhookAdapter):
             ip=get_str(detail, "ipAddress"),
             metadata=raw,
         )
+
+
+@runtime_checkable
+class _SnsSigner(Protocol):
+    """What signs SNS envelopes in tests: :class:`commhistory.testing.SnsTestSigner`."""
+
+    def sign(self, envelope: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def notification(self, message: Any, *, timestamp: float | None = None) -> dict[str, Any]: ...
+
+
+def _from_secret(secret: str | None, /, **options: Any) -> SesAdapter:
+    # The topic ARN; SesAdapter fetches the signing certificate from Amazon.
+    return SesAdapter([secret or "-"], **options)
+
+
+def _sign(events: Any, secret: Any, /, *, url: str, timestamp: float) -> SignedRequest:
+    # events: the SES notification object, or an SNS envelope without signature.
+    if not isinstance(secret, _SnsSigner):
+        raise InvalidInputError(field="secret", reason="give an SnsTestSigner for 'ses'")
+    if isinstance(events, Mapping) and "Type" in events:
+        envelope = secret.sign(events)
+    else:
+        envelope = secret.notification(events, timestamp=timestamp)
+    headers = {
+        "Content-Type": "text/plain; charset=UTF-8",
+        _TYPE_HEADER: str(envelope["Type"]),
+    }
+    return SignedRequest(body=json_body(envelope), headers=headers, url=url)
+
+
+PROVIDER: Final = register_provider(
+    ProviderSpec(adapter=SesAdapter, from_secret=_from_secret, signer=_sign)
+)
+"""Amazon SES's entry in the provider registry.
+
+``--secret`` is the SNS topic ARN; tests sign with :func:`commhistory.testing.sns_test_signer`.
+
+.. versionadded:: 0.4.0
+"""

@@ -49,7 +49,7 @@ import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from commhistory.consent import sms_keyword
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
@@ -81,6 +81,12 @@ from commhistory.providers.base import (
     phone_address,
     require_str,
 )
+from commhistory.providers.registry import (
+    ProviderSpec,
+    SignedRequest,
+    json_body,
+    register_provider,
+)
 
 __all__ = [
     "BODY_HASH_PARAMETER",
@@ -88,6 +94,7 @@ __all__ = [
     "INBOUND_EVENT_TYPE",
     "OPT_IN_KEYWORDS",
     "OPT_OUT_KEYWORDS",
+    "PROVIDER",
     "SIGNATURE_HEADER",
     "STATUS_EVENT_PREFIX",
     "STATUS_TYPES",
@@ -531,3 +538,38 @@ class TwilioAdapter(WebhookAdapter):
         if word in self._opt_in:
             return ConsentAction.GRANT, word
         return None, ""
+
+
+def _from_secret(secret: str | None, /, **options: Any) -> TwilioAdapter:
+    return TwilioAdapter(secret or "-", **options)
+
+
+def _sign(events: Any, secret: Any, /, *, url: str, timestamp: float) -> SignedRequest:
+    # events: a dict of POST parameters (a form post), or a list of Event Streams
+    # events (JSON, signed with the bodySHA256 rule: POST to the returned url).
+    if isinstance(events, list):
+        body = json_body(events)
+        signed_url = twilio_body_url(url, body)
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: twilio_signature(str(secret), signed_url, {}),
+        }
+        return SignedRequest(body=body, headers=headers, url=signed_url)
+    params = dict(events)
+    body = urlencode(params, doseq=True).encode("utf-8")
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        SIGNATURE_HEADER: twilio_signature(str(secret), url, params),
+    }
+    return SignedRequest(body=body, headers=headers, url=url)
+
+
+PROVIDER: Final = register_provider(
+    ProviderSpec(adapter=TwilioAdapter, from_secret=_from_secret, signer=_sign)
+)
+"""Twilio's entry in the provider registry.
+
+``--secret`` and the test secret are the auth token.
+
+.. versionadded:: 0.4.0
+"""

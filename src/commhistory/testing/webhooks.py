@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import base64
 import datetime
-import hashlib
-import hmac
 import json
 import secrets
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import attrs
 from cryptography import x509
@@ -25,13 +24,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from commhistory.errors import InvalidInputError
+from commhistory.errors import InvalidInputError, NotFoundError
 from commhistory.providers.base import WebhookRequest
-from commhistory.providers.line import line_signature
-from commhistory.providers.sendgrid import SIGNATURE_HEADER as SENDGRID_SIGNATURE
-from commhistory.providers.sendgrid import TIMESTAMP_HEADER as SENDGRID_TIMESTAMP
+from commhistory.providers.registry import get_provider
 from commhistory.providers.ses import sns_string_to_sign
-from commhistory.providers.twilio import twilio_body_url, twilio_signature
 
 __all__ = [
     "DEFAULT_URL",
@@ -299,13 +295,7 @@ def _iso(when: float) -> str:
 
 
 def _uuid() -> str:
-    import uuid  # noqa: PLC0415
-
     return str(uuid.uuid4())
-
-
-def _json(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def signed_webhook(
@@ -318,9 +308,14 @@ def signed_webhook(
 ) -> SignedWebhook:
     """Build a request signed the way *provider* signs its webhooks.
 
+    The provider is looked up in the registry
+    (:func:`~commhistory.providers.get_provider`) and signs with its
+    :attr:`~commhistory.providers.ProviderSpec.signer`, so a third-party
+    provider that registers one works here too.
+
     Args:
         provider: ``"sendgrid"``, ``"twilio"``, ``"line"``, ``"mailgun"``,
-            ``"postmark"`` or ``"ses"``.
+            ``"postmark"``, ``"ses"`` or any other registered provider.
         events: The provider payload: SendGrid a list of events; Twilio a dict
             of POST parameters (a form post), or a list of Event Streams events
             (a JSON body, signed with the ``bodySHA256`` rule; the returned
@@ -338,76 +333,21 @@ def signed_webhook(
         The signed request.
 
     Raises:
-        InvalidInputError: ``field="provider"``; the provider is unknown.
+        InvalidInputError: ``field="provider"``; the provider is unknown or
+            registered no signer. ``field="secret"``; the provider cannot sign
+            with *secret*.
+        ~commhistory.providers.ProviderLoadError: The provider's entry point
+            cannot be loaded.
     """
+    try:
+        spec = get_provider(provider)
+    except NotFoundError:
+        raise InvalidInputError(field="provider", reason="unknown provider") from None
+    if spec.signer is None:
+        raise InvalidInputError(field="provider", reason="the provider registered no signer")
     now = time.time() if timestamp is None else timestamp
     target = url or DEFAULT_URL.format(provider=provider)
-    if provider == "sendgrid":
-        key = secret.private_key if isinstance(secret, SendGridKeys) else secret
-        if isinstance(key, str | bytes):
-            data = key.encode() if isinstance(key, str) else key
-            loaded = serialization.load_pem_private_key(data, password=None)
-            assert isinstance(loaded, ec.EllipticCurvePrivateKey)
-            key = loaded
-        body = _json(events)
-        stamp = str(int(now))
-        signature = key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-        headers = {
-            "Content-Type": "application/json",
-            SENDGRID_SIGNATURE: base64.b64encode(signature).decode("ascii"),
-            SENDGRID_TIMESTAMP: stamp,
-        }
-        return SignedWebhook(provider=provider, body=body, headers=headers, url=target)
-    if provider == "twilio":
-        if isinstance(events, list):  # Event Streams: JSON, signed with bodySHA256
-            body = _json(events)
-            signed_url = twilio_body_url(target, body)
-            headers = {
-                "Content-Type": "application/json",
-                "X-Twilio-Signature": twilio_signature(str(secret), signed_url, {}),
-            }
-            return SignedWebhook(provider=provider, body=body, headers=headers, url=signed_url)
-        params = dict(events)
-        body = urlencode(params, doseq=True).encode("utf-8")
-        headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "X-Twilio-Signature": twilio_signature(str(secret), target, params),
-        }
-        return SignedWebhook(provider=provider, body=body, headers=headers, url=target)
-    if provider == "line":
-        payload = (
-            events if isinstance(events, Mapping) else {"destination": "U0", "events": events}
-        )
-        body = _json(payload)
-        headers = {
-            "Content-Type": "application/json",
-            "X-Line-Signature": line_signature(str(secret), body),
-        }
-        return SignedWebhook(provider=provider, body=body, headers=headers, url=target)
-    if provider == "mailgun":
-        stamp = str(int(now))
-        token = secrets.token_hex(25)
-        mac = hmac.new(str(secret).encode(), (stamp + token).encode(), hashlib.sha256)
-        payload = {
-            "signature": {"timestamp": stamp, "token": token, "signature": mac.hexdigest()},
-            "event-data": events,
-        }
-        headers = {"Content-Type": "application/json"}
-        return SignedWebhook(provider=provider, body=_json(payload), headers=headers, url=target)
-    if provider == "postmark":
-        credentials = base64.b64encode(str(secret).encode("utf-8")).decode("ascii")
-        headers = {"Content-Type": "application/json", "Authorization": f"Basic {credentials}"}
-        return SignedWebhook(provider=provider, body=_json(events), headers=headers, url=target)
-    if provider == "ses":
-        if not isinstance(secret, SnsTestSigner):
-            raise InvalidInputError(field="secret", reason="give an SnsTestSigner for 'ses'")
-        if isinstance(events, Mapping) and "Type" in events:
-            envelope = secret.sign(events)
-        else:
-            envelope = secret.notification(events, timestamp=now)
-        headers = {
-            "Content-Type": "text/plain; charset=UTF-8",
-            "x-amz-sns-message-type": str(envelope["Type"]),
-        }
-        return SignedWebhook(provider=provider, body=_json(envelope), headers=headers, url=target)
-    raise InvalidInputError(field="provider", reason="unknown provider")
+    signed = spec.signer(events, secret, url=target, timestamp=now)
+    return SignedWebhook(
+        provider=provider, body=signed.body, headers=signed.headers, url=signed.url
+    )
