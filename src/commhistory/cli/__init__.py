@@ -23,6 +23,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from commhistory import __version__
 from commhistory.cli import audit, consent, demo, report, store, validate, webhook
 from commhistory.cli._exits import EXIT_DENIED, EXIT_USAGE, CommandError
 from commhistory.errors import CommHistoryError, PermissionDenied
@@ -34,8 +35,6 @@ _COMMANDS = (validate, store, webhook, report, demo, consent, audit)
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every command registered."""
-    from commhistory import __version__  # noqa: PLC0415 - avoid a cycle at import time
-
     parser = argparse.ArgumentParser(
         prog="commhistory",
         description="Capture, protect and measure a business's communication history.",

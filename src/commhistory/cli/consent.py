@@ -16,14 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+from commhistory.audit import Permission
 from commhistory.cli._access import Access, add_actor_options, resolve_access
 from commhistory.cli._exits import EXIT_OK, CommandError
 from commhistory.cli._store_options import add_store_options
 from commhistory.cli.store import repository
+from commhistory.errors import InvalidInputError
 from commhistory.model import Channel, Purpose
 from commhistory.normalize.time import parse_timestamp
+from commhistory.privacy import RetentionPolicy
 
 if TYPE_CHECKING:
     from commhistory.facade import CommHistory
@@ -117,8 +121,6 @@ def run_can_send(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """Write the subject's export document."""
-    from commhistory.audit import Permission  # noqa: PLC0415
-
     access = resolve_access(args, audited=Permission.EXPORT_SUBJECT)
     with repository(args, create=False) as repo:
         view = access.view(repo)
@@ -137,7 +139,6 @@ def run_erase(args: argparse.Namespace) -> int:
     """Erase one contact and print the report."""
     if not args.yes:
         raise CommandError("erasure cannot be undone; pass --yes to confirm")
-    from commhistory.audit import Permission  # noqa: PLC0415
 
     access = resolve_access(args, audited=Permission.ERASE_SUBJECT)
     with repository(args, create=False) as repo:
@@ -170,12 +171,6 @@ def _purge(
 
 def run_purge(args: argparse.Namespace) -> int:
     """Purge (or with --dry-run list) what is due."""
-    from datetime import timedelta  # noqa: PLC0415
-
-    from commhistory.audit import Permission  # noqa: PLC0415
-    from commhistory.errors import InvalidInputError  # noqa: PLC0415
-    from commhistory.privacy import RetentionPolicy  # noqa: PLC0415
-
     try:
         policy = RetentionPolicy(
             consent_evidence_months=args.consent_months,

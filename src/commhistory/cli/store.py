@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from commhistory.audit import Permission
 from commhistory.cli._access import add_actor_options, resolve_access
 from commhistory.cli._argtypes import time_zone
 from commhistory.cli._exits import EXIT_OK, EXIT_REJECTED, CommandError
@@ -201,8 +202,6 @@ def _print_report(path: str, report: IngestReport, fmt: str) -> None:
 
 def run_timeline(args: argparse.Namespace) -> int:
     """Show one contact's timeline, masked for actors without ``read_personal``."""
-    from commhistory.audit import Permission  # noqa: PLC0415
-
     access = resolve_access(args, audited=None if args.masked else Permission.READ_PERSONAL)
     with repository(args, create=False) as repo:
         view = access.view(repo)
@@ -347,8 +346,6 @@ def run_rotate(args: argparse.Namespace) -> int:
     With an actor, ``manage_keys`` is checked before the keyring is touched; a
     denied actor changes nothing and the denial is audited.
     """
-    from commhistory.audit import Permission  # noqa: PLC0415
-
     access = resolve_access(args, audited=Permission.MANAGE_KEYS)
     keyring = load_keyring(args, create=False)
     path = keyring_path(args)

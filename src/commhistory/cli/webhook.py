@@ -33,9 +33,11 @@ import os
 import sys
 from typing import Any, Final
 
+from commhistory.audit import Permission
 from commhistory.cli._access import add_actor_options, resolve_access
 from commhistory.cli._exits import EXIT_OK, EXIT_REJECTED, CommandError
 from commhistory.cli._store_options import add_store_options
+from commhistory.cli.store import repository
 from commhistory.convert import ParsedLine, dumps
 from commhistory.errors import InvalidInputError, NotFoundError, PayloadError, SignatureError
 from commhistory.providers import (
@@ -194,9 +196,6 @@ def run_parse(args: argparse.Namespace) -> int:
 
 def run_ingest(args: argparse.Namespace) -> int:
     """Store a saved payload; unparseable parts become dead letters."""
-    from commhistory.audit import Permission  # noqa: PLC0415 - heavy imports
-    from commhistory.cli.store import repository  # noqa: PLC0415
-
     access = resolve_access(args, audited=Permission.READ_PERSONAL)
     request = _request(args)
     fallback = _resolver()
