@@ -75,6 +75,11 @@ nitpick_ignore = [
     # A private type in a public signature (``SQLRepository.backend``); it is
     # deliberately not documented.
     ("py:class", "commhistory.store._backend.Backend"),
+    # The type variable of ``CommHistory[S]`` (the store it composes); autodoc
+    # prints it in signatures but a TypeVar has no page of its own.
+    ("py:class", "S"),
+    ("py:class", "commhistory.facade.history.S"),
+    ("py:obj", "commhistory.facade.history.S"),
     # TEMPORARY: the module docstring of commhistory/providers/base.py names
     # ``EventType.UNKNOWN``, which that module does not import. Remove this entry
     # once it reads :attr:`~commhistory.EventType.UNKNOWN`.

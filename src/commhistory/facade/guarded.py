@@ -51,7 +51,7 @@ P = Permission
 
 
 class GuardedRepository:
-    """A repository bound to one actor and purpose; see :func:`as_actor`.
+    """The facade bound to one actor and purpose; see :meth:`commhistory.CommHistory.as_actor`.
 
     Offers the :class:`~commhistory.store.protocol.Repository` methods (plus
     ``filter_sendable`` and ``rotate_keys``), each checked against the policy.
@@ -330,7 +330,7 @@ class GuardedRepository:
     ) -> KpiTable:
         """Compute KPIs (needs ``read_metrics``).
 
-        See :meth:`commhistory.store.protocol.Repository.kpis`.
+        See :meth:`CommHistory.kpis <commhistory.facade.history.CommHistory.kpis>`.
         """
         return self._checked(
             P.READ_METRICS,
