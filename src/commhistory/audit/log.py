@@ -30,21 +30,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
-import sqlalchemy as sa
 
 from commhistory.crypto import KeyProvider, derive_subkey
 from commhistory.errors import CommHistoryError, InvalidInputError
 from commhistory.normalize.time import from_micros, to_micros
-from commhistory.store import schema
+from commhistory.store.audit import AUDIT_LOCK_KEY, GENESIS_MAC, AuditStore, MemoryAuditStore
 
 if TYPE_CHECKING:
-    from commhistory.store.sql import SQLRepository
+    from commhistory.store.protocol import Repository
 
 __all__ = [
     "AUDIT_LOCK_KEY",
@@ -59,11 +57,8 @@ __all__ = [
 AUDIT_SUBKEY_PURPOSE: Final = "audit"
 """The keyring subkey purpose the audit MACs are computed under."""
 
-AUDIT_LOCK_KEY: Final = 0x636F_6D6D_6175_6469
-"""The PostgreSQL advisory lock id writers hold while extending the chain."""
-
 _DOMAIN: Final = b"commhistory-audit/v1"
-_GENESIS: Final = bytes(32)
+_GENESIS: Final = GENESIS_MAC
 
 
 class Outcome:
@@ -153,111 +148,6 @@ def _canonical(row: dict[str, Any]) -> bytes:
     return json.dumps(fields, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
-class AuditStore(Protocol):
-    """Where the audit chain's rows live: appends under a writer lock, reads in order.
-
-    Internal: :meth:`AuditLog.for_repository` and :meth:`AuditLog.in_memory`
-    choose one.
-
-    .. versionadded:: 0.3.0
-    """
-
-    def append(self, build: Callable[[int, bytes], dict[str, Any]]) -> dict[str, Any]:
-        """Lock, read the head, insert ``build(next_seq, head_mac)`` and return it."""
-        ...
-
-    def rows(
-        self, *, contact_id: str | None, actor_id: str | None, since: int | None
-    ) -> Iterable[dict[str, Any]]:
-        """Yield rows in ``seq`` order, filtered."""
-        ...
-
-
-_COLUMNS: Final = tuple(c.name for c in schema.audit_log.columns)
-
-
-_HEAD_SQL: Final = "SELECT seq, mac FROM audit_log ORDER BY seq DESC LIMIT 1"
-_INSERT_COLUMNS: Final = ", ".join(_COLUMNS)
-
-
-class _SQLStore:
-    def __init__(self, repo: SQLRepository) -> None:
-        self.repo = repo
-        self._postgres = repo.dialect == "postgresql"
-        marks = ", ".join([repo.backend.ph] * len(_COLUMNS))
-        # Table and column names come from the schema, values are bound: plain
-        # driver SQL here skips SQLAlchemy's per-statement work on the hot path.
-        self._insert = (
-            "INSERT INTO audit_log (" + _INSERT_COLUMNS + ") VALUES (" + marks + ")"  # noqa: S608
-        )
-
-    def append(self, build: Callable[[int, bytes], dict[str, Any]]) -> dict[str, Any]:
-        with self.repo.transaction() as conn:
-            # The driver's cursor: an audited read pays for these three
-            # statements, so they skip SQLAlchemy's per-statement work.
-            cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            try:
-                if self._postgres:
-                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK_KEY,))
-                cur.execute(_HEAD_SQL)
-                head = cur.fetchone()
-                seq, prev = (1, _GENESIS) if head is None else (int(head[0]) + 1, bytes(head[1]))
-                row = build(seq, prev)
-                cur.execute(self._insert, tuple(row[name] for name in _COLUMNS))
-            finally:
-                cur.close()
-        return row
-
-    def rows(
-        self, *, contact_id: str | None, actor_id: str | None, since: int | None
-    ) -> Iterable[dict[str, Any]]:
-        t = schema.audit_log
-        cols = [
-            sa.type_coerce(t.c[name], sa.BigInteger()) if name == "recorded_at" else t.c[name]
-            for name in _COLUMNS
-        ]
-        query = sa.select(*cols).order_by(t.c.seq)
-        if contact_id is not None:
-            query = query.where(t.c.contact_id == contact_id)
-        if actor_id is not None:
-            query = query.where(t.c.actor_id == actor_id)
-        if since is not None:
-            query = query.where(sa.type_coerce(t.c.recorded_at, sa.BigInteger()) >= since)
-        with self.repo.transaction(read=True) as conn:
-            result = conn.execute(query).all()
-        for r in result:
-            row = dict(zip(_COLUMNS, r, strict=True))
-            row["prev_mac"] = bytes(row["prev_mac"])
-            row["mac"] = bytes(row["mac"])
-            yield row
-
-
-class _MemoryStore:
-    def __init__(self) -> None:
-        self.table: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def append(self, build: Callable[[int, bytes], dict[str, Any]]) -> dict[str, Any]:
-        with self._lock:
-            head = self.table[-1] if self.table else None
-            seq, prev = (1, _GENESIS) if head is None else (head["seq"] + 1, head["mac"])
-            row = build(seq, prev)
-            self.table.append(dict(row))
-        return row
-
-    def rows(
-        self, *, contact_id: str | None, actor_id: str | None, since: int | None
-    ) -> Iterable[dict[str, Any]]:
-        for row in sorted(self.table, key=lambda r: r["seq"]):
-            if contact_id is not None and row["contact_id"] != contact_id:
-                continue
-            if actor_id is not None and row["actor_id"] != actor_id:
-                continue
-            if since is not None and row["recorded_at"] < since:
-                continue
-            yield dict(row)
-
-
 def _check_text(value: object, field: str, *, optional: bool = False) -> None:
     if value is None and optional:
         return
@@ -268,13 +158,15 @@ def _check_text(value: object, field: str, *, optional: bool = False) -> None:
 class AuditLog:
     """The hash-chained, HMAC-authenticated audit log of one repository.
 
-    Open it with :meth:`for_repository` (the ``audit_log`` table of a
-    :class:`~commhistory.store.sql.SQLRepository`) or :meth:`in_memory`.
+    Open it with :meth:`for_repository` (the repository's own audit store: the
+    ``audit_log`` table of a SQL repository) or
+    :meth:`in_memory`.
 
     Args:
         keyring: The key provider; entries are authenticated under the
             ``"audit"`` subkey of its current key.
-        store: Where the rows live (internal; use the class methods).
+        store: Where the rows live (a repository's ``audit_store``; or use the
+            class methods).
 
     .. versionadded:: 0.3.0
     """
@@ -285,16 +177,18 @@ class AuditLog:
         self._keys: dict[str, bytes] = {}
 
     @classmethod
-    def for_repository(cls, repo: SQLRepository) -> AuditLog:
-        """Return the audit log kept in a SQL repository's database.
+    def for_repository(cls, repo: Repository) -> AuditLog:
+        """Return the audit log a repository keeps (``repo.audit_store``).
 
         Args:
-            repo: The repository; its keyring authenticates the entries.
+            repo: The repository; the key provider its audit store names (a SQL
+                repository's keyring) authenticates the entries.
 
         Returns:
             The log.
         """
-        return cls(repo.keyring, _SQLStore(repo))
+        store = repo.audit_store
+        return cls(store.keyring, store)
 
     @classmethod
     def in_memory(cls, keyring: KeyProvider) -> AuditLog:
@@ -306,19 +200,19 @@ class AuditLog:
         Returns:
             An empty log.
         """
-        return cls(keyring, _MemoryStore())
+        return cls(keyring, MemoryAuditStore(keyring))
 
     def __repr__(self) -> str:
         return f"AuditLog(store={type(self._store).__name__})"
 
-    def stored_in(self, repo: object) -> bool:
-        """Whether this log is *repo*'s own ``audit_log`` table.
+    def stored_in(self, repo: Repository) -> bool:
+        """Whether this log is *repo*'s own audit store, sharing its transactions.
 
         Then an append made inside ``repo.transaction()`` joins that
         transaction, so an audited operation and its entry commit together.
         """
         store = self._store
-        return isinstance(store, _SQLStore) and store.repo is repo
+        return store is repo.audit_store and store.shares_transactions
 
     def _key(self, key_id: str) -> bytes:
         key = self._keys.get(key_id)
@@ -507,11 +401,6 @@ def _entry(row: dict[str, Any]) -> AuditEntry:
     )
 
 
-def default_audit_log(repo: object) -> AuditLog:
-    """Return the audit log a repository keeps: its own table, or one in memory."""
-    from commhistory.crypto import Keyring  # noqa: PLC0415 - TEMPORARY until the audit port
-    from commhistory.store.sql import SQLRepository  # noqa: PLC0415 - TEMPORARY
-
-    if isinstance(repo, SQLRepository):
-        return AuditLog.for_repository(repo)
-    return AuditLog.in_memory(Keyring.generate())
+def default_audit_log(repo: Repository) -> AuditLog:
+    """Return the audit log a repository keeps (its own audit store)."""
+    return AuditLog.for_repository(repo)

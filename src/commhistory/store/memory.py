@@ -29,6 +29,7 @@ from commhistory.model import (
     SuppressionEntry,
     consent_id_of,
 )
+from commhistory.store.audit import MemoryAuditStore, MemoryMaskedHistory
 from commhistory.store.batching import Batch, batches, check_batch_size, one_criterion
 from commhistory.store.consent import MemoryConsentStore
 from commhistory.store.feed import MemoryStoredBatch
@@ -112,6 +113,8 @@ class MemoryRepository:
         self._closed = False
         self._feeds: dict[str, BatchFeed] = {}
         self._consent_store = MemoryConsentStore(self._s)
+        self._audit_store = MemoryAuditStore()
+        self._masked_history = MemoryMaskedHistory(self._s, self._check_open)
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -337,6 +340,22 @@ class MemoryRepository:
         .. versionadded:: 0.4.0
         """
         return self._consent_store
+
+    @property
+    def audit_store(self) -> MemoryAuditStore:
+        """The audit log storage port; a generated keyring authenticates its entries.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._audit_store
+
+    @property
+    def masked_history(self) -> MemoryMaskedHistory:
+        """Plain-field history reads, addresses masked.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._masked_history
 
     def set_batch_feed(self, name: str, feed: BatchFeed | None) -> None:
         """Install (or remove) a batch feed; see :meth:`Repository.set_batch_feed`.

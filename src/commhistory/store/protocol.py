@@ -23,6 +23,7 @@ from commhistory.model import BounceClass, ConsentEvent, Event, EventType, Messa
 
 if TYPE_CHECKING:
     from commhistory.convert import ParsedLine
+    from commhistory.store.audit import AuditStore, MaskedHistory
     from commhistory.store.consent import ConsentStore
     from commhistory.store.masks import MaskBackfillReport
     from commhistory.store.rotation import RotationReport
@@ -386,6 +387,22 @@ class Repository(Protocol):
     @property
     def consent_store(self) -> ConsentStore:
         """The consent and suppression storage port (see :mod:`commhistory.store.consent`).
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    @property
+    def audit_store(self) -> AuditStore:
+        """The audit log storage port (see :mod:`commhistory.store.audit`).
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    @property
+    def masked_history(self) -> MaskedHistory:
+        """Plain-column history reads, nothing decrypted (see :mod:`commhistory.store.audit`).
 
         .. versionadded:: 0.4.0
         """

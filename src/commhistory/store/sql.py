@@ -66,6 +66,7 @@ from commhistory.store import migrate, schema
 from commhistory.store._backend import Backend, Row, backend_for
 from commhistory.store._engine import READ, create_engine
 from commhistory.store._lru import LRU, Pending
+from commhistory.store.audit import SQLAuditStore, SQLMaskedHistory
 from commhistory.store.batching import (
     Batch,
     batches,
@@ -188,6 +189,8 @@ class SQLRepository:
         self._look_up_events = False
         self._feeds: dict[str, BatchFeed] = {}
         self._consent_store = SQLConsentStore(self)
+        self._audit_store = SQLAuditStore(self)
+        self._masked_history = SQLMaskedHistory(self)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -346,6 +349,22 @@ class SQLRepository:
         .. versionadded:: 0.4.0
         """
         return self._consent_store
+
+    @property
+    def audit_store(self) -> SQLAuditStore:
+        """The audit log storage port (:class:`~commhistory.store.audit.SQLAuditStore`).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._audit_store
+
+    @property
+    def masked_history(self) -> SQLMaskedHistory:
+        """Plain-column history reads (:class:`~commhistory.store.audit.SQLMaskedHistory`).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._masked_history
 
     def _forget_learned(self) -> None:
         self._ciphers.clear()
