@@ -32,6 +32,7 @@ from commhistory.model import (
 from commhistory.store.batching import Batch, batches, check_batch_size, one_criterion
 from commhistory.store.consent import MemoryConsentStore
 from commhistory.store.feed import MemoryStoredBatch
+from commhistory.store.privacy import MemoryPrivacyStore
 from commhistory.store.protocol import (
     BatchFeed,
     BatchHook,
@@ -112,6 +113,7 @@ class MemoryRepository:
         self._closed = False
         self._feeds: dict[str, BatchFeed] = {}
         self._consent_store = MemoryConsentStore(self._s)
+        self._privacy_store = MemoryPrivacyStore(self._s)
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -337,6 +339,14 @@ class MemoryRepository:
         .. versionadded:: 0.4.0
         """
         return self._consent_store
+
+    @property
+    def privacy_store(self) -> MemoryPrivacyStore:
+        """The erasure, subject export and retention storage port.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._privacy_store
 
     def set_batch_feed(self, name: str, feed: BatchFeed | None) -> None:
         """Install (or remove) a batch feed; see :meth:`Repository.set_batch_feed`.
