@@ -47,8 +47,8 @@ from commhistory.errors import CryptoError, NotFoundError, PayloadError, Signatu
 from commhistory.model import Channel, ConsentEvent, ConsentMethod, Purpose
 
 __all__ = [
-    "ConsentHolder",
     "ONE_CLICK_BODY",
+    "ConsentHolder",
     "UnsubscribeClaim",
     "UnsubscribeResult",
     "UnsubscribeTokens",

@@ -23,36 +23,25 @@ Erasing twice is harmless (the second report says ``already_erased``).
 .. versionadded:: 0.1.0
 """
 
-# ruff: noqa: S608
-
 from __future__ import annotations
 
-import copy
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import attrs
-import sqlalchemy as sa
 
 from commhistory.consent.keys import suppression_id
 from commhistory.consent.records import _iso
-from commhistory.errors import NotFoundError
 from commhistory.model import (
     Channel,
-    ConsentEvent,
     Purpose,
     SuppressionEntry,
     SuppressionReason,
 )
-from commhistory.normalize.mask import mask_address
-from commhistory.normalize.time import from_micros, to_micros
 from commhistory.privacy.retention import RetentionPolicy
-from commhistory.store.consent import AddressKey, memory_digest
-from commhistory.store.layout import EVIDENCE_COLUMNS, EVIDENCE_PURPOSE
-from commhistory.store.memory import MemoryRepository
+from commhistory.store.consent import AddressKey
+from commhistory.store.layout import EVIDENCE_PURPOSE
+from commhistory.store.protocol import Repository
 
 __all__ = ["EVIDENCE_PURPOSE", "ErasureItem", "ErasureReport", "erase_subject"]
 
@@ -120,7 +109,7 @@ class ErasureReport:
 
 
 def erase_subject(
-    repo: Any,
+    repo: Repository,
     contact_id: str,
     *,
     policy: RetentionPolicy | None = None,
@@ -129,7 +118,7 @@ def erase_subject(
     """Erase a person (GDPR Art. 17, APPI Art. 35) by crypto-shredding their data key.
 
     Args:
-        repo: A SQL or memory repository.
+        repo: The repository (its privacy and consent stores are used).
         contact_id: The contact.
         policy: The retention policy that dates the kept consent evidence.
         now: The erasure time (default: now).
@@ -143,9 +132,32 @@ def erase_subject(
     """
     policy = policy or RetentionPolicy()
     t = (now or datetime.now(UTC)).astimezone(UTC)
-    if isinstance(repo, MemoryRepository):
-        return _erase_memory(repo, contact_id, policy, t)
-    return _erase_sql(repo, contact_id, policy, t)
+    store, data = repo.privacy_store, repo.consent_store
+    with repo.transaction():
+        held = store.holdings(contact_id)
+        counts = {
+            "messages": held.messages,
+            "events": held.events,
+            "consent": held.consent_events,
+        }
+        if held.erased_at is not None:
+            return _report(
+                contact_id, held.erased_at, already=True, counts=counts, until=held.retained_until
+            )
+        keys: list[AddressKey] = []
+        for kind in CHANNELS_OF_KIND:
+            keys.extend(data.contact_keys([contact_id], kind).get(contact_id, []))
+        # Opt-outs must outlive the person: an erasure entry per address, as keyed hashes.
+        data.add_entries(_entries_for(keys, contact_id, t))
+        counts["suppression"] = len(data.entries(keys, None))
+        until = policy.consent_until(t)
+        shred = store.shred_contact(contact_id, at=t, evidence_until=until)
+        counts["addresses"] = shred.addresses
+        counts["masked"] = shred.masked_addresses
+        counts["data_key"] = 1
+    return _report(
+        contact_id, t, already=False, counts=counts, until=until if counts["consent"] else None
+    )
 
 
 def _entries_for(keys: list[AddressKey], contact_id: str, at: datetime) -> list[SuppressionEntry]:
@@ -240,258 +252,3 @@ def _report(
         destroyed=destroyed,
         kept=kept,
     )
-
-
-def _erase_sql(
-    repo: Any, contact_id: str, policy: RetentionPolicy, now: datetime
-) -> ErasureReport:
-    be = repo.backend
-    ph = be.ph
-    lock = " FOR UPDATE" if repo.dialect == "postgresql" else ""
-    data = repo.consent_store
-    try:
-        with repo.transaction() as conn:
-            row = conn.exec_driver_sql(
-                f"SELECT data_key, erased_at FROM contacts WHERE contact_id = {ph}{lock}",
-                (contact_id,),
-            ).first()
-            if row is None:
-                raise NotFoundError(kind="contact", identifier=contact_id)
-            counts = {
-                "messages": _count(conn, "messages", ph, contact_id),
-                "events": _count(conn, "events", ph, contact_id),
-                "consent": _count(conn, "consent_events", ph, contact_id),
-            }
-            if row[1] is not None:
-                until = conn.exec_driver_sql(
-                    f"SELECT MAX(retain_until) FROM consent_events WHERE contact_id = {ph}",
-                    (contact_id,),
-                ).scalar()
-                return _report(
-                    contact_id,
-                    from_micros(int(row[1])),
-                    already=True,
-                    counts=counts,
-                    until=None if until is None else from_micros(int(until)),
-                )
-            cipher = repo.contact_cipher(conn, contact_id)
-            keys = [
-                AddressKey(r[0], bytes(r[1]), r[2])
-                for r in conn.exec_driver_sql(
-                    "SELECT kind, blind_index, index_key_id FROM addresses "
-                    f"WHERE contact_id = {ph}",
-                    (contact_id,),
-                )
-            ]
-            entries = _entries_for(keys, contact_id, now)
-            data.add_entries(entries)
-            counts["suppression"] = len(data.entries(keys, None))
-            until = policy.consent_until(now)
-            key_id = repo.keyring.current_key_id
-            keeper = repo.keyed_cipher(key_id, EVIDENCE_PURPOSE)
-            cols = ", ".join(EVIDENCE_COLUMNS)
-            updates = []
-            for cid, *blobs in conn.exec_driver_sql(
-                f"SELECT consent_id, {cols} FROM consent_events WHERE contact_id = {ph}",
-                (contact_id,),
-            ):
-                values = []
-                for column, blob in zip(EVIDENCE_COLUMNS, blobs, strict=True):
-                    plain = cipher.decrypt(
-                        None if blob is None else bytes(blob),
-                        table="consent_events", column=column, row_id=cid,
-                    )  # fmt: skip
-                    values.append(
-                        keeper.encrypt(plain, table="consent_events", column=column, row_id=cid)
-                    )
-                updates.append((*values, key_id, to_micros(until), cid))
-            sets = ", ".join(f"{c} = {ph}" for c in EVIDENCE_COLUMNS)
-            be.executemany(
-                conn,
-                f"UPDATE consent_events SET {sets}, evidence_key_id = {ph}, retain_until = {ph} "
-                f"WHERE consent_id = {ph}",
-                updates,
-            )
-            counts["addresses"] = len(keys)
-            with _overwriting(conn, repo.dialect):
-                conn.exec_driver_sql(
-                    f"DELETE FROM addresses WHERE contact_id = {ph}", (contact_id,)
-                )
-                counts["masked"] = conn.exec_driver_sql(
-                    "UPDATE messages SET address_masked = NULL "
-                    f"WHERE contact_id = {ph} AND address_masked IS NOT NULL",
-                    (contact_id,),
-                ).rowcount
-                conn.exec_driver_sql(
-                    f"UPDATE contacts SET data_key = NULL, wrap_key_id = NULL, erased_at = {ph} "
-                    f"WHERE contact_id = {ph}",
-                    (to_micros(now), contact_id),
-                )
-            counts["data_key"] = 1
-    finally:
-        repo.forget_cached_keys()
-    if repo.dialect == "sqlite":
-        # After the commit, also of an outer transaction this one joined (a
-        # guarded erasure commits with its audit entry): a checkpoint cannot
-        # take frames that are not committed yet.
-        repo.after_commit(lambda: _truncate_wal(repo))
-    return _report(
-        contact_id, now, already=False, counts=counts, until=until if counts["consent"] else None
-    )
-
-
-@contextmanager
-def _overwriting(conn: Any, dialect: str) -> Iterator[None]:
-    """On SQLite, overwrite deleted and replaced content with zeros (``secure_delete``).
-
-    The masked addresses are plain text: without it, the bytes of an erased
-    mask could stay in the page's free space. Restored afterwards, since the
-    connection goes back to the pool.
-    """
-    if dialect != "sqlite":
-        yield
-        return
-    before = int(conn.exec_driver_sql("PRAGMA secure_delete").scalar_one())
-    conn.exec_driver_sql("PRAGMA secure_delete = ON")
-    try:
-        yield
-    finally:
-        conn.exec_driver_sql(f"PRAGMA secure_delete = {before}")
-
-
-_WAL_BUSY_MS: Final = 1000
-"""How long the post-erasure checkpoint waits for other readers before giving up."""
-
-
-def _truncate_wal(repo: Any) -> None:
-    """Checkpoint and truncate SQLite's WAL, best-effort, so no frame keeps an erased mask.
-
-    Frames written before the erasure still hold the old pages (masked
-    addresses in the clear) until the WAL is reset. When another connection is
-    reading, the checkpoint gives up after :data:`_WAL_BUSY_MS`; those frames
-    are then overwritten by later writes instead. The erasure itself is
-    already committed, so a failure here is not an error.
-    """
-    try:
-        raw = repo.engine.raw_connection()
-    except sa.exc.SQLAlchemyError:  # pragma: no cover - the erasure just used it
-        return
-    try:
-        driver: Any = raw.driver_connection
-        timeout = int(driver.execute("PRAGMA busy_timeout").fetchone()[0])
-        driver.execute(f"PRAGMA busy_timeout = {_WAL_BUSY_MS}")
-        try:
-            driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        finally:
-            driver.execute(f"PRAGMA busy_timeout = {timeout}")
-    except sqlite3.Error:  # pragma: no cover - busy readers; not an error
-        pass
-    finally:
-        raw.close()
-
-
-def _count(conn: Any, table: str, ph: str, contact_id: str) -> int:
-    return int(
-        conn.exec_driver_sql(
-            f"SELECT COUNT(*) FROM {table} WHERE contact_id = {ph}", (contact_id,)
-        ).scalar_one()
-    )
-
-
-def memory_retain_until(repo: MemoryRepository) -> dict[str, datetime]:
-    """The retained consent ids of erased contacts in a memory repository, with due dates."""
-    return repo._s.retained
-
-
-def _redact(record: Any, **values: Any) -> Any:
-    clone = copy.copy(record)
-    for name, value in values.items():
-        object.__setattr__(clone, name, value)
-    return clone
-
-
-def _erase_memory(
-    repo: MemoryRepository, contact_id: str, policy: RetentionPolicy, now: datetime
-) -> ErasureReport:
-    s = repo._s
-    state = repo._s
-    if contact_id not in s.contacts:
-        raise NotFoundError(kind="contact", identifier=contact_id)
-    message_ids = {mid for mid, m in s.messages.items() if m.contact_id == contact_id}
-    event_ids = [eid for eid, c in s.event_contact.items() if c == contact_id]
-    consent_ids = [cid for cid, c in s.consents.items() if c.contact_id == contact_id]
-    counts = {"messages": len(message_ids), "events": len(event_ids), "consent": len(consent_ids)}
-    if contact_id in state.erased:
-        until = max((state.retained[c] for c in consent_ids if c in state.retained), default=None)
-        return _report(
-            contact_id, state.erased[contact_id], already=True, counts=counts, until=until
-        )
-    keys = []
-    for (kind, value), cids in list(s.addresses.items()):
-        if contact_id in cids:
-            keys.append(AddressKey(kind, memory_digest(kind, value), "memory"))
-            cids.discard(contact_id)
-            if not cids:
-                del s.addresses[(kind, value)]
-    for e in _entries_for(keys, contact_id, now):
-        state.suppressions.setdefault(e.suppression_id, e)
-    counts["masked"] = sum(
-        1 for mid in message_ids if mask_address(s.messages[mid].channel, s.messages[mid].address)
-    )
-    for mid in message_ids:
-        s.messages[mid] = _redact(
-            s.messages[mid], address="", subject=None, body=None, metadata={}
-        )
-    for eid in event_ids:
-        s.events[eid] = _redact(
-            s.events[eid],
-            address=None,
-            reason=None,
-            url=None,
-            user_agent=None,
-            ip=None,
-            metadata={},
-        )
-    until = policy.consent_until(now)
-    for cid in consent_ids:
-        state.retained[cid] = until
-    state.erased[contact_id] = now
-    counts["addresses"] = len(keys)
-    counts["data_key"] = 1
-    wanted = {(k.kind, k.digest) for k in keys}
-    counts["suppression"] = sum(
-        1 for e in state.suppressions.values() if (e.kind, e.address_key) in wanted
-    )
-    return _report(
-        contact_id, now, already=False, counts=counts, until=until if consent_ids else None
-    )
-
-
-def read_retained(repo: Any, contact_id: str) -> list[ConsentEvent]:
-    """Read an erased contact's retained consent events, evidence decrypted, in time order.
-
-    Args:
-        repo: A SQL repository.
-        contact_id: The erased contact.
-
-    Returns:
-        The events still kept (none once purged).
-    """
-    from commhistory.store.layout import CONSENT_COLUMNS  # noqa: PLC0415
-    from commhistory.store.sql import _consent_from_row  # noqa: PLC0415
-
-    ph = repo.backend.ph
-    with repo.transaction(read=True) as conn:
-        rows = conn.exec_driver_sql(
-            f"SELECT {', '.join(CONSENT_COLUMNS)}, evidence_key_id FROM consent_events "
-            f"WHERE contact_id = {ph} ORDER BY occurred_at, consent_id",
-            (contact_id,),
-        ).all()
-    out = []
-    for r in rows:
-        key_id = r[-1]
-        if key_id is None:
-            continue
-        keeper = repo.keyed_cipher(key_id, EVIDENCE_PURPOSE)
-        out.append(_consent_from_row(tuple(r[:-1]), keeper.decrypt))
-    return out

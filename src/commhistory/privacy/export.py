@@ -23,8 +23,6 @@ For an erased contact only what was kept is exported (retained consent evidence)
 .. versionadded:: 0.1.0
 """
 
-# ruff: noqa: S608
-
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -36,9 +34,8 @@ from commhistory.consent.suppression import SuppressionList
 from commhistory.convert import unstructure
 from commhistory.errors import NotFoundError
 from commhistory.model import ConsentEvent
-from commhistory.normalize.time import from_micros
 from commhistory.store.consent import ConsentRow
-from commhistory.store.memory import MemoryRepository
+from commhistory.store.protocol import Repository
 
 __all__ = ["EXPORT_SCHEMA", "export_subject"]
 
@@ -46,11 +43,11 @@ EXPORT_SCHEMA: Final = "commhistory.subject-export/1"
 """The name and version of the export document's schema."""
 
 
-def export_subject(repo: Any, contact_id: str) -> dict[str, Any]:
+def export_subject(repo: Repository, contact_id: str) -> dict[str, Any]:
     """Export everything held on a person as one JSON-serialisable document.
 
     Args:
-        repo: A SQL or memory repository.
+        repo: The repository (its privacy and consent stores are used).
         contact_id: The contact.
 
     Returns:
@@ -65,17 +62,17 @@ def export_subject(repo: Any, contact_id: str) -> dict[str, Any]:
     if contact_id not in known:
         raise NotFoundError(kind="contact", identifier=contact_id)
     erased_at = known[contact_id]
-    if isinstance(repo, MemoryRepository):
-        created_at = None
-        addresses = [
-            {"kind": kind, "address": value}
-            for (kind, value), cids in sorted(repo._s.addresses.items())
-            if contact_id in cids
-        ]
-        consents = repo.consent_history(contact_id)
-    else:
-        created_at, addresses = _sql_contact(repo, contact_id)
-        consents = _sql_consents(repo, contact_id, erased=erased_at is not None)
+    store = repo.privacy_store
+    created_at = store.created_at(contact_id)
+    addresses = [
+        {"kind": a.kind, "address": a.address} for a in store.subject_addresses(contact_id)
+    ]
+    # For an erased contact only what was kept: the retained consent evidence.
+    consents = (
+        repo.consent_history(contact_id)
+        if erased_at is None
+        else store.retained_consents(contact_id)
+    )
     timeline = repo.timeline(contact_id)
     messages = []
     for entry in timeline:
@@ -129,37 +126,3 @@ def export_subject(repo: Any, contact_id: str) -> dict[str, Any]:
         "consent_status": statuses,
         "suppression": suppression,
     }
-
-
-def _sql_contact(repo: Any, contact_id: str) -> tuple[datetime | None, list[dict[str, str]]]:
-    from commhistory.store.layout import address_row_id  # noqa: PLC0415
-
-    ph = repo.backend.ph
-    with repo.transaction(read=True) as conn:
-        created = conn.exec_driver_sql(
-            f"SELECT created_at FROM contacts WHERE contact_id = {ph}", (contact_id,)
-        ).scalar()
-        rows = conn.exec_driver_sql(
-            f"SELECT kind, blind_index, address FROM addresses WHERE contact_id = {ph} "
-            "ORDER BY kind, created_at",
-            (contact_id,),
-        ).all()
-        cipher = repo.contact_cipher(conn, contact_id) if rows else None
-    addresses = []
-    for kind, bidx, blob in rows:
-        assert cipher is not None
-        text = cipher.decrypt_text(
-            bytes(blob), table="addresses", column="address",
-            row_id=address_row_id(kind, bytes(bidx)),
-        )  # fmt: skip
-        addresses.append({"kind": kind, "address": text or ""})
-    return (None if created is None else from_micros(int(created))), addresses
-
-
-def _sql_consents(repo: Any, contact_id: str, *, erased: bool) -> list[ConsentEvent]:
-    if not erased:
-        events: list[ConsentEvent] = repo.consent_history(contact_id)
-        return events
-    from commhistory.privacy.erase import read_retained  # noqa: PLC0415
-
-    return read_retained(repo, contact_id)

@@ -15,12 +15,10 @@ Messages and events are kept: they carry the KPIs (set your own policy first).
 .. versionadded:: 0.1.0
 """
 
-# ruff: noqa: S608
-
 from __future__ import annotations
 
 import calendar
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
@@ -28,8 +26,9 @@ import attrs
 from commhistory.consent.ledger import when
 from commhistory.errors import InvalidInputError
 from commhistory.model import ConsentAction
-from commhistory.normalize.time import from_micros, to_micros
-from commhistory.store.memory import MemoryRepository
+from commhistory.normalize.time import from_micros
+from commhistory.store.privacy import LedgerRow
+from commhistory.store.protocol import Repository
 
 __all__ = ["PurgeItem", "PurgeReport", "RetentionPolicy", "add_months", "purge"]
 
@@ -113,7 +112,7 @@ class PurgeReport:
 
 
 def purge(
-    repo: Any,
+    repo: Repository,
     policy: RetentionPolicy | None = None,
     *,
     now: datetime | None = None,
@@ -122,7 +121,7 @@ def purge(
     """Delete what the retention policy says is due (by default only report it).
 
     Args:
-        repo: A SQL or memory repository.
+        repo: The repository (its privacy store is used).
         policy: The policy (default: a :class:`~commhistory.RetentionPolicy` with its defaults).
         now: The instant to apply it at (default: now).
         dry_run: Only count (the default); pass ``False`` to delete.
@@ -135,13 +134,21 @@ def purge(
     """
     policy = policy or RetentionPolicy()
     t = when(now, "now")
-    if isinstance(repo, MemoryRepository):
-        return _purge_memory(repo, policy, t, dry_run)
-    return _purge_sql(repo, policy, t, dry_run)
+    store = repo.privacy_store
+    cutoff = None if policy.dead_letters is None else t - policy.dead_letters
+    with repo.transaction():
+        superseded = _superseded(store.consent_ledger(), store.last_outbound(), policy, t)
+        erased = store.expired_evidence(t)
+        dead = 0 if cutoff is None else store.count_dead_letters(cutoff)
+        if not dry_run:
+            store.delete_consents([*superseded, *erased])
+            if cutoff is not None:
+                store.delete_dead_letters(cutoff)
+    return _report(t, dry_run, policy, len(superseded), len(erased), dead)
 
 
 def _superseded(
-    rows: list[tuple[str, str, str, str, int, str]],
+    rows: list[LedgerRow],
     last_sent: dict[tuple[str, str, str], int],
     policy: RetentionPolicy,
     now: datetime,
@@ -170,55 +177,6 @@ def _superseded(
     return due
 
 
-def _purge_sql(repo: Any, policy: RetentionPolicy, now: datetime, dry_run: bool) -> PurgeReport:
-    ph = repo.backend.ph
-    now_us = to_micros(now)
-    with repo.transaction() as conn:
-        rows = [
-            tuple(r)
-            for r in conn.exec_driver_sql(
-                "SELECT c.consent_id, c.contact_id, c.channel, c.purpose, c.occurred_at, c.action "
-                "FROM consent_events c JOIN contacts k ON k.contact_id = c.contact_id "
-                "WHERE k.erased_at IS NULL"
-            )
-        ]
-        last_sent = {
-            (r[0], r[1], r[2]): int(r[3])
-            for r in conn.exec_driver_sql(
-                "SELECT contact_id, channel, purpose, MAX(sent_at) FROM messages "
-                "WHERE direction = 'outbound' GROUP BY contact_id, channel, purpose"
-            )
-        }
-        superseded = _superseded(rows, last_sent, policy, now)
-        erased = [
-            r[0]
-            for r in conn.exec_driver_sql(
-                "SELECT consent_id FROM consent_events "
-                f"WHERE retain_until IS NOT NULL AND retain_until <= {ph}",
-                (now_us,),
-            )
-        ]
-        dead = 0
-        if policy.dead_letters is not None:
-            cutoff = to_micros(now - policy.dead_letters)
-            dead = int(
-                conn.exec_driver_sql(
-                    f"SELECT COUNT(*) FROM dead_letters WHERE received_at < {ph}", (cutoff,)
-                ).scalar_one()
-            )
-        if not dry_run:
-            repo.backend.executemany(
-                conn,
-                f"DELETE FROM consent_events WHERE consent_id = {ph}",
-                [(cid,) for cid in [*superseded, *erased]],
-            )
-            if policy.dead_letters is not None:
-                conn.exec_driver_sql(
-                    f"DELETE FROM dead_letters WHERE received_at < {ph}", (cutoff,)
-                )
-    return _report(now, dry_run, policy, len(superseded), len(erased), dead)
-
-
 def _report(  # noqa: PLR0917
     now: datetime, dry_run: bool, policy: RetentionPolicy, superseded: int, erased: int, dead: int
 ) -> PurgeReport:
@@ -244,46 +202,3 @@ def _report(  # noqa: PLR0917
             )
         )
     return PurgeReport(now=now, dry_run=dry_run, items=tuple(items))
-
-
-def _purge_memory(
-    repo: MemoryRepository, policy: RetentionPolicy, now: datetime, dry_run: bool
-) -> PurgeReport:
-    from commhistory.privacy.erase import memory_retain_until  # noqa: PLC0415
-
-    s = repo._s
-    erased_state = s.erased
-    rows = [
-        (
-            cid,
-            c.contact_id,
-            c.channel.value,
-            c.purpose.value,
-            to_micros(c.occurred_at),
-            c.action.value,
-        )
-        for cid, c in s.consents.items()
-        if c.contact_id not in erased_state
-    ]
-    last_sent: dict[tuple[str, str, str], int] = {}
-    for m in s.messages.values():
-        if m.direction.value == "outbound":
-            key = (m.contact_id, m.channel.value, m.purpose.value)
-            last_sent[key] = max(last_sent.get(key, 0), to_micros(m.sent_at))
-    superseded = _superseded(rows, last_sent, policy, now)
-    retained = memory_retain_until(repo)
-    erased = [cid for cid, until in retained.items() if until <= now]
-    dead = (
-        [d for d in s.dead_letters if d.received_at < now - policy.dead_letters]
-        if policy.dead_letters is not None
-        else []
-    )
-    if not dry_run:
-        for cid in [*superseded, *erased]:
-            s.consents.pop(cid, None)
-            retained.pop(cid, None)
-        s.dead_letters[:] = [d for d in s.dead_letters if d not in dead]
-    return _report(now, dry_run, policy, len(superseded), len(erased), len(dead))
-
-
-_ = UTC

@@ -33,6 +33,7 @@ from commhistory.store.audit import MemoryAuditStore, MemoryMaskedHistory
 from commhistory.store.batching import Batch, batches, check_batch_size, one_criterion
 from commhistory.store.consent import MemoryConsentStore
 from commhistory.store.feed import MemoryStoredBatch
+from commhistory.store.privacy import MemoryPrivacyStore
 from commhistory.store.protocol import (
     BatchFeed,
     BatchHook,
@@ -115,6 +116,7 @@ class MemoryRepository:
         self._consent_store = MemoryConsentStore(self._s)
         self._audit_store = MemoryAuditStore()
         self._masked_history = MemoryMaskedHistory(self._s, self._check_open)
+        self._privacy_store = MemoryPrivacyStore(self._s)
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -356,6 +358,14 @@ class MemoryRepository:
         .. versionadded:: 0.4.0
         """
         return self._masked_history
+
+    @property
+    def privacy_store(self) -> MemoryPrivacyStore:
+        """The erasure, subject export and retention storage port.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._privacy_store
 
     def set_batch_feed(self, name: str, feed: BatchFeed | None) -> None:
         """Install (or remove) a batch feed; see :meth:`Repository.set_batch_feed`.

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from commhistory.store.audit import AuditStore, MaskedHistory
     from commhistory.store.consent import ConsentStore
     from commhistory.store.masks import MaskBackfillReport
+    from commhistory.store.privacy import PrivacyStore
     from commhistory.store.rotation import RotationReport
 
 __all__ = [
@@ -387,6 +388,14 @@ class Repository(Protocol):
     @property
     def consent_store(self) -> ConsentStore:
         """The consent and suppression storage port (see :mod:`commhistory.store.consent`).
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    @property
+    def privacy_store(self) -> PrivacyStore:
+        """The erasure, subject export and retention port (see :mod:`commhistory.store.privacy`).
 
         .. versionadded:: 0.4.0
         """

@@ -91,6 +91,7 @@ from commhistory.store.layout import (
     address_row_id,
 )
 from commhistory.store.masks import backfill_masks
+from commhistory.store.privacy import SQLPrivacyStore
 from commhistory.store.protocol import (
     BatchFeed,
     BatchHook,
@@ -191,6 +192,7 @@ class SQLRepository:
         self._consent_store = SQLConsentStore(self)
         self._audit_store = SQLAuditStore(self)
         self._masked_history = SQLMaskedHistory(self)
+        self._privacy_store = SQLPrivacyStore(self, _consent_from_row)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -365,6 +367,14 @@ class SQLRepository:
         .. versionadded:: 0.4.0
         """
         return self._masked_history
+
+    @property
+    def privacy_store(self) -> SQLPrivacyStore:
+        """The erasure, subject export and retention storage port (:class:`SQLPrivacyStore`).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._privacy_store
 
     def _forget_learned(self) -> None:
         self._ciphers.clear()
