@@ -37,6 +37,7 @@ from commhistory.consent import (
 from commhistory.consent.feed import batch_feed
 from commhistory.crypto import KeyProvider
 from commhistory.facade.guarded import GuardedRepository
+from commhistory.kpi.aggregate import repository_kpis
 from commhistory.kpi.metrics import KpiTable
 from commhistory.model import Channel, ConsentEvent, Event, Message, Purpose
 from commhistory.privacy import (
@@ -243,8 +244,8 @@ class CommHistory(Generic[S]):
             InvalidInputError: Unknown grouping keys, zone, or ``since`` after ``until``.
             StorageError: The database failed.
         """
-        return self._store.kpis(  # type: ignore[attr-defined,no-any-return]
-            by, since=since, until=until, tz=tz, exclude_machine=exclude_machine
+        return repository_kpis(
+            self._store, by=by, since=since, until=until, tz=tz, exclude_machine=exclude_machine
         )
 
     # ------------------------------------------------------------------ privacy

@@ -3,7 +3,7 @@
 Use it as ``ch.kpi``:
 
 * :func:`compute` computes a :class:`KpiTable` from records in memory;
-  ``repo.kpis(...)`` computes the same table in the database.
+  ``ch.kpis(...)`` computes the same table in the database.
 * :func:`compare` tests A/B variants (:class:`ABResult`); :func:`sample_size`
   plans a test.
 * :func:`classify` and :func:`mark_machine` flag machine opens and scanner clicks.

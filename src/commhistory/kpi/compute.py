@@ -1,7 +1,7 @@
 """The in-memory KPI engine: :func:`compute` over records you hold.
 
 It implements DESIGN section 5 directly, one message at a time, and is the
-reference the SQL engine (:mod:`commhistory.kpi.sql`) is tested against.
+reference the store engines (:mod:`commhistory.store.kpi`) are tested against.
 
 .. versionadded:: 0.2.0
 """

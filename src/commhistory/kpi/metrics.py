@@ -44,6 +44,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import attrs
 
 from commhistory.errors import InvalidInputError
+from commhistory.store.kpi import COUNTS, GROUP_KEYS
 
 __all__ = [
     "COUNTS",
@@ -61,25 +62,8 @@ __all__ = [
 
 Period = Literal["day", "week", "month"]
 
-GROUP_KEYS: Final = ("campaign_id", "variant", "channel", "provider", "purpose")
-"""Message attributes a table can be grouped by."""
-
 PERIODS: Final = ("day", "week", "month")
 """The period keys; a message belongs to the local day, ISO week or month of its ``sent_at``."""
-
-COUNTS: Final = (
-    "sent",
-    "delivered",
-    "bounced",
-    "hard_bounced",
-    "failed",
-    "unique_opens",
-    "unique_clicks",
-    "conversions",
-    "unsubscribes",
-    "complaints",
-)
-"""The count columns, in report order."""
 
 RATES: Final[Mapping[str, tuple[str, str]]] = {
     "delivery_rate": ("delivered", "sent"),

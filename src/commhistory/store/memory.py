@@ -33,6 +33,7 @@ from commhistory.store.audit import MemoryAuditStore, MemoryMaskedHistory
 from commhistory.store.batching import Batch, batches, check_batch_size, one_criterion
 from commhistory.store.consent import MemoryConsentStore
 from commhistory.store.feed import MemoryStoredBatch
+from commhistory.store.kpi import MemoryKpiStore
 from commhistory.store.privacy import MemoryPrivacyStore
 from commhistory.store.protocol import (
     BatchFeed,
@@ -45,7 +46,6 @@ from commhistory.store.protocol import (
 
 if TYPE_CHECKING:
     from commhistory.convert import ParsedLine
-    from commhistory.kpi.metrics import KpiTable
     from commhistory.store.masks import MaskBackfillReport
     from commhistory.store.rotation import RotationReport
 
@@ -117,6 +117,7 @@ class MemoryRepository:
         self._audit_store = MemoryAuditStore()
         self._masked_history = MemoryMaskedHistory(self._s, self._check_open)
         self._privacy_store = MemoryPrivacyStore(self._s)
+        self._kpi_store = MemoryKpiStore(self._s)
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -367,6 +368,14 @@ class MemoryRepository:
         """
         return self._privacy_store
 
+    @property
+    def kpi_store(self) -> MemoryKpiStore:
+        """The KPI aggregate storage port.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._kpi_store
+
     def set_batch_feed(self, name: str, feed: BatchFeed | None) -> None:
         """Install (or remove) a batch feed; see :meth:`Repository.set_batch_feed`.
 
@@ -464,42 +473,3 @@ class MemoryRepository:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    def kpis(
-        self,
-        by: str | Iterable[str] = (),
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        tz: str = "UTC",
-        exclude_machine: bool = True,
-    ) -> KpiTable:
-        """Compute KPIs in memory; see :meth:`Repository.kpis`.
-
-        Args:
-            by: Grouping keys: any of ``campaign_id``, ``variant``, ``channel``,
-                ``provider``, ``purpose`` and at most one of ``day``, ``week``, ``month``.
-            since: Only messages sent at or after this aware datetime.
-            until: Only messages sent before this aware datetime.
-            tz: The IANA time zone periods are computed in.
-            exclude_machine: Leave out reactions flagged ``machine`` (the default).
-
-        Returns:
-            The table (see :mod:`commhistory.kpi.metrics`).
-
-        Raises:
-            InvalidInputError: Unknown grouping keys, zone, or ``since`` after ``until``.
-        """
-        from commhistory.kpi.compute import compute  # noqa: PLC0415 - kpi imports the store
-
-        self._check_open()
-        s = self._s
-        return compute(
-            s.messages.values(),
-            s.events.values(),
-            by=by,
-            since=since,
-            until=until,
-            tz=tz,
-            exclude_machine=exclude_machine,
-        )

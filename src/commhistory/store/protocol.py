@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from commhistory.convert import ParsedLine
     from commhistory.store.audit import AuditStore, MaskedHistory
     from commhistory.store.consent import ConsentStore
+    from commhistory.store.kpi import KpiStore
     from commhistory.store.masks import MaskBackfillReport
     from commhistory.store.privacy import PrivacyStore
     from commhistory.store.rotation import RotationReport
@@ -388,6 +389,14 @@ class Repository(Protocol):
     @property
     def consent_store(self) -> ConsentStore:
         """The consent and suppression storage port (see :mod:`commhistory.store.consent`).
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    @property
+    def kpi_store(self) -> KpiStore:
+        """The KPI aggregate storage port (see :mod:`commhistory.store.kpi`).
 
         .. versionadded:: 0.4.0
         """

@@ -76,6 +76,7 @@ from commhistory.store.batching import (
 )
 from commhistory.store.consent import SQLConsentStore
 from commhistory.store.feed import SQLStoredBatch
+from commhistory.store.kpi import SQLKpiStore
 from commhistory.store.layout import (
     ADDRESS_COLUMNS,
     CONSENT_COLUMNS,
@@ -104,7 +105,6 @@ from commhistory.store.rotation import rotate_keys
 
 if TYPE_CHECKING:
     from commhistory.convert import ParsedLine
-    from commhistory.kpi.metrics import KpiTable
     from commhistory.store.masks import MaskBackfillReport
     from commhistory.store.rotation import RotationReport
 
@@ -193,6 +193,7 @@ class SQLRepository:
         self._audit_store = SQLAuditStore(self)
         self._masked_history = SQLMaskedHistory(self)
         self._privacy_store = SQLPrivacyStore(self, _consent_from_row)
+        self._kpi_store = SQLKpiStore(self)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -375,6 +376,14 @@ class SQLRepository:
         .. versionadded:: 0.4.0
         """
         return self._privacy_store
+
+    @property
+    def kpi_store(self) -> SQLKpiStore:
+        """The KPI aggregate storage port (:class:`SQLKpiStore`).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._kpi_store
 
     def _forget_learned(self) -> None:
         self._ciphers.clear()
@@ -1180,38 +1189,6 @@ class SQLRepository:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    def kpis(
-        self,
-        by: str | Iterable[str] = (),
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        tz: str = "UTC",
-        exclude_machine: bool = True,
-    ) -> KpiTable:
-        """Compute KPIs as SQL aggregates in the database; see :meth:`Repository.kpis`.
-
-        Args:
-            by: Grouping keys: any of ``campaign_id``, ``variant``, ``channel``,
-                ``provider``, ``purpose`` and at most one of ``day``, ``week``, ``month``.
-            since: Only messages sent at or after this aware datetime.
-            until: Only messages sent before this aware datetime.
-            tz: The IANA time zone periods are computed in.
-            exclude_machine: Leave out reactions flagged ``machine`` (the default).
-
-        Returns:
-            The table (see :mod:`commhistory.kpi.metrics`).
-
-        Raises:
-            InvalidInputError: Unknown grouping keys, zone, or ``since`` after ``until``.
-            StorageError: The database failed.
-        """
-        from commhistory.kpi.sql import repository_kpis  # noqa: PLC0415 - kpi imports the store
-
-        return repository_kpis(
-            self, by=by, since=since, until=until, tz=tz, exclude_machine=exclude_machine
-        )
 
 
 # ---------------------------------------------------------------------- row decoding
