@@ -37,10 +37,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff lint and format check."""
-    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    """Ruff lint and format check, and the import-linter layer contract."""
+    _install(session, "lint", extras="")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # The rooms of docs/design/architecture.md, contract in pyproject.toml.
+    session.run("lint-imports")
 
 
 @nox.session

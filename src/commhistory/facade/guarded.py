@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from commhistory.kpi.metrics import KpiTable
     from commhistory.model import Channel, Event, Message, Purpose
     from commhistory.privacy import ErasureReport, PurgeReport, RetentionPolicy
-    from commhistory.store.masks import MaskBackfillReport
+    from commhistory.store.mask_backfill import MaskBackfillReport
     from commhistory.store.protocol import (
         BatchOutcome,
         DeadLetter,
@@ -443,7 +443,7 @@ class GuardedRepository:
         """Store masked addresses for older messages (needs ``manage_keys``; audited).
 
         It decrypts every stored address, so it is an administrator's key-level
-        operation. See :func:`commhistory.store.masks.backfill_masks`.
+        operation. See :func:`commhistory.store.mask_backfill.backfill_masks`.
 
         Raises:
             PermissionDenied: The actor lacks ``manage_keys``.

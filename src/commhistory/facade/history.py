@@ -48,7 +48,7 @@ from commhistory.privacy import (
     export_subject,
     purge,
 )
-from commhistory.store.masks import MaskBackfillReport
+from commhistory.store.mask_backfill import MaskBackfillReport
 from commhistory.store.memory import MemoryRepository
 from commhistory.store.protocol import (
     BatchHook,

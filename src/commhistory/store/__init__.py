@@ -20,7 +20,7 @@ ports, and the facade (:class:`commhistory.CommHistory`, what
 
 from __future__ import annotations
 
-from commhistory.store.masks import MaskBackfillReport, backfill_masks
+from commhistory.store.mask_backfill import MaskBackfillReport, backfill_masks
 from commhistory.store.memory import MemoryRepository, MemoryState
 from commhistory.store.migrate import current_revision, downgrade_to_base, head_revision, upgrade
 from commhistory.store.protocol import (

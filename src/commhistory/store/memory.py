@@ -46,7 +46,7 @@ from commhistory.store.protocol import (
 
 if TYPE_CHECKING:
     from commhistory.convert import ParsedLine
-    from commhistory.store.masks import MaskBackfillReport
+    from commhistory.store.mask_backfill import MaskBackfillReport
     from commhistory.store.rotation import RotationReport
 
 __all__ = ["MemoryRepository", "MemoryState"]

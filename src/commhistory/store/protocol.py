@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from commhistory.store.audit import AuditStore, MaskedHistory
     from commhistory.store.consent import ConsentStore
     from commhistory.store.kpi import KpiStore
-    from commhistory.store.masks import MaskBackfillReport
+    from commhistory.store.mask_backfill import MaskBackfillReport
     from commhistory.store.privacy import PrivacyStore
     from commhistory.store.rotation import RotationReport
 

@@ -1,0 +1,617 @@
+"""Batched, atomic, idempotent ingest into the SQL repository.
+
+:class:`SQLIngest` is the write part of :class:`~commhistory.store.sql.SQLRepository`:
+it splits input into batches, writes each batch in one transaction (retried on a
+deadlock), dedupes messages, events and consent events, encrypts personal fields
+under each contact's data key, links orphan events, runs the batch feeds and the
+batch hook, and keeps rejected lines as dead letters.
+
+.. versionadded:: 0.4.0
+"""
+
+# SQL text here is built only from schema identifiers, placeholders and integers;
+# every value is bound as a parameter.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+import sqlalchemy as sa
+
+from commhistory.crypto import (
+    FieldCipher,
+    NoncePool,
+    RowSealer,
+    derive_subkey,
+)
+from commhistory.errors import (
+    StorageError,
+)
+from commhistory.model import (
+    ADDRESS_KINDS,
+    ConsentEvent,
+    Event,
+    Message,
+)
+from commhistory.normalize.mask import mask_address
+from commhistory.normalize.time import EPOCH, to_micros
+from commhistory.store import schema
+from commhistory.store._backend import Row
+from commhistory.store._lru import Pending
+from commhistory.store.batching import (
+    Batch,
+    batches,
+)
+from commhistory.store.feed import SQLStoredBatch
+from commhistory.store.layout import (
+    ADDRESS_COLUMNS,
+    CONSENT_COLUMNS,
+    DEAD_LETTER_COLUMNS,
+    DEAD_LETTER_PURPOSE,
+    EVENT_COLUMNS,
+    EVENT_SECRET_COLUMNS,
+    FINGERPRINT_PURPOSE,
+    MESSAGE_WRITE_COLUMNS,
+    ORPHAN_PURPOSE,
+    address_row_id,
+)
+from commhistory.store.protocol import (
+    BatchHook,
+    BatchOutcome,
+    IngestReport,
+)
+from commhistory.store.sql_core import SQLCore
+
+if TYPE_CHECKING:
+    from commhistory.convert import ParsedLine
+
+__all__ = ["SQLIngest"]
+
+_US_DELTA: Final = timedelta(microseconds=1)
+
+_BATCH_ATTEMPTS: Final = 5
+"""How often a batch is tried when the database aborts it to break a deadlock."""
+
+_LOOKUP_BELOW: Final = 500
+"""Batches of at most this many events look up which are stored before writing (PostgreSQL).
+
+Larger batches are copied straight into ``events`` and look up first only after
+a batch met stored events: a bulk import of new events skips the lookups (about
+a tenth of the cost of writing), a re-import or a retried webhook does not fail
+a ``COPY`` (and log a unique violation on the server) for each batch.
+"""
+
+_RETRYABLE_SQLSTATES: Final = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+
+
+def _retryable(exc: StorageError) -> bool:
+    """Whether the database aborted the transaction only to resolve a conflict."""
+    orig = getattr(exc.__cause__, "orig", exc.__cause__)
+    return getattr(orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
+def _storage_error(exc: BaseException) -> StorageError:
+    reason = getattr(getattr(exc, "orig", exc), "sqlstate", None) or type(exc).__name__
+    return StorageError(f"the database refused the operation ({reason})")
+
+
+def _now_us() -> int:
+    return to_micros(datetime.now(UTC))
+
+
+class SQLIngest(SQLCore):
+    """The write part of :class:`~commhistory.store.sql.SQLRepository`."""
+
+    def record_messages(self, items: Iterable[Message]) -> IngestReport:
+        """Store messages; see :meth:`Repository.record_messages`."""
+        return self._write(batches(items, self._batch_size), "record_messages")
+
+    def record_events(self, items: Iterable[Event]) -> IngestReport:
+        """Store events; see :meth:`Repository.record_events`."""
+        return self._write(batches(items, self._batch_size), "record_events")
+
+    def record_consent(self, items: Iterable[ConsentEvent]) -> IngestReport:
+        """Append consent events; see :meth:`Repository.record_consent`."""
+        return self._write(batches(items, self._batch_size), "record_consent")
+
+    def ingest(self, lines: Iterable[ParsedLine], *, source: str) -> IngestReport:
+        """Store parsed lines; see :meth:`Repository.ingest`."""
+        return self._write(batches(lines, self._batch_size, parsed=True), source)
+
+    def _write(self, parts: Iterable[Batch], source: str) -> IngestReport:
+        report = IngestReport()
+        joined = self.in_transaction
+        hook: BatchHook | None = getattr(self._local, "hook", None)
+        for batch in parts:
+            for attempt in range(1, _BATCH_ATTEMPTS + 1):
+                pending = Pending()
+                try:
+                    with self.transaction() as conn:
+                        part, changed = self._write_batch(conn, batch, source, pending)
+                        if hook is not None:
+                            hook(BatchOutcome(source=source, report=part, changed=changed))
+                except StorageError as exc:
+                    # Nothing of the batch was committed: forget what it taught us.
+                    self._ciphers.clear()
+                    if joined or attempt == _BATCH_ATTEMPTS or not _retryable(exc):
+                        raise
+                    time.sleep(random.uniform(0.01, 0.05) * attempt)  # noqa: S311 - jitter
+                    continue
+                except BaseException:
+                    self._ciphers.clear()
+                    raise
+                break
+            # Inside an outer transaction these are learned early; the outer
+            # transaction forgets them all if it rolls back.
+            self._ciphers.update(pending.ciphers)
+            self._message_contacts.update(pending.messages)
+            self._pair_messages.update(pending.pairs)
+            report += part
+        return report
+
+    def _write_batch(
+        self, conn: sa.Connection, batch: Batch, source: str, pending: Pending
+    ) -> tuple[IngestReport, tuple[str, ...]]:
+        inserted = duplicates = linked = 0
+        changed: list[str] = []
+        if batch.messages:
+            ins, dup, linked = self._write_messages(conn, batch, pending)
+            inserted += ins
+            duplicates += dup
+        if batch.events:
+            ins = self._write_events(conn, batch, pending)
+            inserted += ins
+            duplicates += len(batch.events) - ins
+        if batch.consents:
+            ins, dup = self._write_consents(conn, batch, pending)
+            inserted += ins
+            duplicates += dup
+            changed.extend(c.contact_id for c in batch.consents)
+        if self._feeds:
+            stored = SQLStoredBatch(
+                conn,
+                batch,
+                source,
+                ph=self._backend.ph,
+                select_in=self._backend.select_in,
+                ciphers=lambda ids: self.ciphers(conn, ids, pending, create=False),
+            )
+            for feed in self._feeds.values():
+                changed.extend(feed(stored))
+        if batch.rejects:
+            self._write_dead_letters(conn, batch, source)
+        report = IngestReport(
+            inserted=inserted, duplicates=duplicates, rejected=len(batch.rejects), linked=linked
+        )
+        return report, tuple(sorted(set(changed)))
+
+    def _existing_messages(
+        self, conn: sa.Connection, items: list[Message]
+    ) -> tuple[set[str], set[tuple[str, str]]]:
+        be = self._backend
+        ids = {m.message_id for m in items}
+        found_ids = {
+            r[0]
+            for r in be.select_in(
+                conn, "SELECT message_id FROM messages WHERE message_id IN ({in})", ids
+            )
+        }
+        pairs = {
+            (m.provider, m.provider_message_id)
+            for m in items
+            if m.provider is not None and m.provider_message_id is not None
+        }
+        found_pairs: set[tuple[str, str]] = set()
+        if pairs:
+            found_pairs = {
+                (r[0], r[1])
+                for r in be.select_pairs(
+                    conn,
+                    "SELECT m.provider, m.provider_message_id FROM _pairs p JOIN messages m "
+                    "ON m.provider = p.a AND m.provider_message_id = p.b",
+                    pairs,
+                )
+            }
+        return found_ids, found_pairs
+
+    def _write_messages(
+        self, conn: sa.Connection, batch: Batch, pending: Pending
+    ) -> tuple[int, int, int]:
+        found_ids, found_pairs = self._existing_messages(conn, batch.messages)
+        fresh: list[tuple[Message, bytes | None]] = []
+        for m, meta in zip(batch.messages, batch.message_meta, strict=True):
+            pair = (m.provider, m.provider_message_id)
+            if m.message_id in found_ids or pair in found_pairs:
+                continue
+            found_ids.add(m.message_id)
+            if pair[0] is not None and pair[1] is not None:
+                found_pairs.add(pair)  # type: ignore[arg-type]
+            fresh.append((m, meta))
+        if not fresh:
+            return 0, len(batch.messages), 0
+        ciphers = self.ciphers(conn, {m.contact_id for m, _ in fresh}, pending, create=True)
+        rows: list[Row] = []
+        addresses: dict[tuple[str, bytes, str], Row] = {}
+        indexer = self.indexer()
+        index_key_id = indexer.key_id
+        now = _now_us()
+        for m, meta in fresh:
+            mid = m.message_id
+            cid = m.contact_id
+            enc = ciphers[cid].encrypt
+            address = m.address
+            channel = m.channel
+            rows.append(
+                (
+                    mid, cid, channel.value, m.direction.value, m.purpose.value,
+                    m.campaign_id, m.variant, m.provider, m.provider_message_id,
+                    (m.sent_at - EPOCH) // _US_DELTA,
+                    enc(address, table="messages", column="address", row_id=mid),
+                    None if m.subject is None
+                    else enc(m.subject, table="messages", column="subject", row_id=mid),
+                    None if m.body is None
+                    else enc(m.body, table="messages", column="body", row_id=mid),
+                    None if meta is None
+                    else enc(meta, table="messages", column="metadata", row_id=mid),
+                    mask_address(channel, address),
+                )
+            )  # fmt: skip
+            kind = ADDRESS_KINDS.get(channel)
+            if kind is not None:
+                bidx = indexer.index(kind, address)
+                key = (kind, bidx, cid)
+                if key not in addresses:
+                    addresses[key] = (
+                        kind, bidx, cid, index_key_id,
+                        enc(address, table="addresses", column="address",
+                            row_id=address_row_id(kind, bidx)),
+                        now,
+                    )  # fmt: skip
+        inserted = self._backend.insert(conn, schema.messages, MESSAGE_WRITE_COLUMNS, rows)
+        self._backend.insert(conn, schema.addresses, ADDRESS_COLUMNS, list(addresses.values()))
+        for m, _ in fresh:
+            pending.messages[m.message_id] = m.contact_id
+            if m.provider is not None and m.provider_message_id is not None:
+                pending.pairs[(m.provider, m.provider_message_id)] = (m.message_id, m.contact_id)
+        linked = self._link_orphans(conn, [m for m, _ in fresh], pending)
+        return inserted, len(batch.messages) - inserted, linked
+
+    def _link_orphans(self, conn: sa.Connection, fresh: list[Message], pending: Pending) -> int:
+        be = self._backend
+        be.lock_linking(conn)
+        cols = ", ".join(f"e.{c}" for c in EVENT_SECRET_COLUMNS)
+        found = be.select_in(
+            conn,
+            f"SELECT e.event_id, e.orphan_key_id, m.message_id, m.contact_id, {cols} "
+            "FROM events e JOIN messages m ON m.message_id = e.message_id "
+            "WHERE e.contact_id IS NULL AND e.message_id IN ({in})",
+            [m.message_id for m in fresh],
+        )
+        pairs = {
+            (m.provider, m.provider_message_id)
+            for m in fresh
+            if m.provider is not None and m.provider_message_id is not None
+        }
+        if pairs:
+            found += be.select_pairs(
+                conn,
+                f"SELECT e.event_id, e.orphan_key_id, m.message_id, m.contact_id, {cols} "
+                "FROM _pairs p JOIN events e ON e.provider = p.a "
+                "AND e.provider_message_id = p.b "
+                "JOIN messages m ON m.provider = p.a AND m.provider_message_id = p.b "
+                "WHERE e.contact_id IS NULL AND e.message_id IS NULL",
+                pairs,
+            )
+        if not found:
+            return 0
+        ciphers = self.ciphers(conn, {r[3] for r in found}, pending, create=False)
+        updates: list[Row] = []
+        for event_id, okid, mid, cid, *secrets_ in found:
+            orphan = self.keyed_cipher(okid, ORPHAN_PURPOSE)
+            enc = ciphers[cid].encrypt
+            values = []
+            for column, blob in zip(EVENT_SECRET_COLUMNS, secrets_, strict=True):
+                plain = orphan.decrypt(
+                    None if blob is None else bytes(blob),
+                    table="events", column=column, row_id=event_id,
+                )  # fmt: skip
+                values.append(
+                    None
+                    if plain is None
+                    else enc(plain, table="events", column=column, row_id=event_id)
+                )
+            updates.append((mid, cid, *values, event_id))
+        sets = ", ".join(f"{c} = {be.ph}" for c in EVENT_SECRET_COLUMNS)
+        return be.executemany(
+            conn,
+            f"UPDATE events SET message_id = {be.ph}, contact_id = {be.ph}, "
+            f"orphan_key_id = NULL, {sets} WHERE event_id = {be.ph} AND contact_id IS NULL",
+            updates,
+        )
+
+    def _resolve(
+        self, conn: sa.Connection, events: list[Event], pending: Pending
+    ) -> tuple[dict[str, str], dict[tuple[str, str], tuple[str, str]]]:
+        """Find the contact of each event's message: by id, or by provider pair."""
+        by_id: dict[str, str] = {}
+        by_pair: dict[tuple[str, str], tuple[str, str]] = {}
+        want_ids: set[str] = set()
+        want_pairs: set[tuple[str, str]] = set()
+        cache_ids = self._message_contacts
+        cache_pairs = self._pair_messages
+        for e in events:
+            mid = e.message_id
+            if mid is not None:
+                if mid in by_id:
+                    continue
+                cid = pending.messages.get(mid) or cache_ids.get(mid)
+                if cid is None:
+                    want_ids.add(mid)
+                else:
+                    by_id[mid] = cid
+            else:
+                pair = (e.provider, e.provider_message_id)
+                if pair in by_pair:
+                    continue
+                hit = pending.pairs.get(pair) or cache_pairs.get(pair)  # type: ignore[arg-type]
+                if hit is None:
+                    want_pairs.add(pair)  # type: ignore[arg-type]
+                else:
+                    by_pair[pair] = hit  # type: ignore[index]
+        self._lookup_messages(
+            conn,
+            want_ids=want_ids,
+            want_pairs=want_pairs,
+            by_id=by_id,
+            by_pair=by_pair,
+            pending=pending,
+        )
+        return by_id, by_pair
+
+    def _lookup_messages(
+        self,
+        conn: sa.Connection,
+        *,
+        want_ids: set[str],
+        want_pairs: set[tuple[str, str]],
+        by_id: dict[str, str],
+        by_pair: dict[tuple[str, str], tuple[str, str]],
+        pending: Pending,
+    ) -> None:
+        be = self._backend
+        if want_ids:
+            for mid, cid in be.select_in(
+                conn,
+                "SELECT message_id, contact_id FROM messages WHERE message_id IN ({in})",
+                want_ids,
+            ):
+                by_id[mid] = cid
+                pending.messages[mid] = cid
+        if want_pairs:
+            for prov, pmid, mid, cid in be.select_pairs(
+                conn,
+                "SELECT m.provider, m.provider_message_id, m.message_id, m.contact_id "
+                "FROM _pairs p JOIN messages m "
+                "ON m.provider = p.a AND m.provider_message_id = p.b",
+                want_pairs,
+            ):
+                by_pair[(prov, pmid)] = (mid, cid)
+                pending.pairs[(prov, pmid)] = (mid, cid)
+
+    def _write_events(self, conn: sa.Connection, batch: Batch, pending: Pending) -> int:
+        be = self._backend
+        events = batch.events
+        metas = batch.event_meta
+        revenues = batch.event_revenue
+        if be.copies_new_rows:
+            events, metas, revenues = self._new_events(conn, events, metas, revenues)
+            if not events:
+                return 0
+        by_id, by_pair = self._resolve(conn, events, pending)
+        unresolved_ids = {e.message_id for e in events if e.message_id is not None} - by_id.keys()
+        unresolved_pairs = {
+            (e.provider or "", e.provider_message_id or "")  # both set: the model checks
+            for e in events
+            if e.message_id is None
+        } - by_pair.keys()
+        if unresolved_ids or unresolved_pairs:
+            # Orphans ahead. Under the linking lock, look again: a message committed
+            # by another process since is seen now, and one committed later will
+            # find these orphans when it links (PostgreSQL; SQLite is serial anyway).
+            be.lock_linking(conn)
+            self._lookup_messages(
+                conn,
+                want_ids=unresolved_ids,
+                want_pairs=unresolved_pairs,
+                by_id=by_id,
+                by_pair=by_pair,
+                pending=pending,
+            )
+        contacts = set(by_id.values()) | {cid for _, cid in by_pair.values()}
+        ciphers = self.ciphers(conn, contacts, pending, create=False) if contacts else {}
+        for cid in contacts - ciphers.keys():  # the message's contact was erased
+            raise StorageError(f"contact {cid!r} has no data key")
+        rows = self._event_rows(events, metas, revenues, by_id, by_pair, ciphers)
+        if not be.copies_new_rows:
+            return be.insert(conn, schema.events, EVENT_COLUMNS, list(rows))
+        inserted = be.insert_new(conn, schema.events, EVENT_COLUMNS, rows)
+        if inserted < len(events):  # stored already: look them up first next time
+            self._look_up_events = True
+        return inserted
+
+    def _new_events(
+        self,
+        conn: sa.Connection,
+        events: list[Event],
+        metas: list[bytes | None],
+        revenues: list[int | None],
+    ) -> tuple[list[Event], list[bytes | None], list[int | None]]:
+        """Return the events of a batch to write, in ``event_id`` order.
+
+        What ``INSERT ... SELECT ... ORDER BY event_id ON CONFLICT DO NOTHING``
+        would keep: an event whose id or ``(provider, provider_event_id)`` comes
+        earlier in ``event_id`` order in the batch is a duplicate and left out
+        (among equal ids, the first in the input stays). When the batch is small,
+        or the previous batch met stored events, the events already stored are
+        looked up and left out too; otherwise they are not looked for, and
+        :meth:`Backend.insert_new` skips them when its ``COPY`` meets them.
+        """
+        order = sorted(range(len(events)), key=lambda i: events[i].event_id)
+        ids = [events[i].event_id for i in order]
+        pairs = [
+            (e.provider, e.provider_event_id)
+            for e in (events[i] for i in order)
+            if e.provider is not None and e.provider_event_id is not None
+        ]
+        found_ids: set[str] = set()
+        found_pairs: set[tuple[Any, ...]] = set()
+        if self._look_up_events or len(events) <= _LOOKUP_BELOW:
+            be = self._backend
+            found_ids = {
+                k[0]
+                for k in be.existing_keys(conn, schema.events, ("event_id",), [(i,) for i in ids])
+            }
+            found_pairs = be.existing_keys(
+                conn, schema.events, ("provider", "provider_event_id"), pairs
+            )
+            self._look_up_events = bool(found_ids or found_pairs)
+        if (
+            not found_ids
+            and not found_pairs
+            and len(set(ids)) == len(ids)
+            and len(set(pairs)) == len(pairs)
+        ):  # the common case: nothing to leave out
+            return (
+                [events[i] for i in order],
+                [metas[i] for i in order],
+                [revenues[i] for i in order],
+            )
+        keep_e: list[Event] = []
+        keep_m: list[bytes | None] = []
+        keep_r: list[int | None] = []
+        for i in order:
+            e = events[i]
+            pair = (e.provider, e.provider_event_id)
+            if e.event_id in found_ids or pair in found_pairs:
+                continue
+            found_ids.add(e.event_id)
+            if pair[0] is not None and pair[1] is not None:
+                found_pairs.add(pair)
+            keep_e.append(e)
+            keep_m.append(metas[i])
+            keep_r.append(revenues[i])
+        return keep_e, keep_m, keep_r
+
+    def _event_rows(  # noqa: PLR0917 - private, called once
+        self,
+        events: list[Event],
+        metas: list[bytes | None],
+        revenues: list[int | None],
+        by_id: dict[str, str],
+        by_pair: dict[tuple[str, str], tuple[str, str]],
+        ciphers: dict[str, FieldCipher],
+    ) -> Iterator[Row]:
+        """Yield the events' rows, personal fields encrypted, as they are written."""
+        orphan_key_id = self._keyring.current_key_id
+        nonces = NoncePool()  # this batch's nonces, dropped with it
+        table, columns = "events", EVENT_SECRET_COLUMNS
+        orphan = self.keyed_cipher(orphan_key_id, ORPHAN_PURPOSE).row_sealer(table, columns)
+        sealers: dict[str, RowSealer] = {}
+        for e, meta, rev in zip(events, metas, revenues, strict=True):
+            eid = e.event_id
+            mid = e.message_id
+            if mid is not None:
+                cid = by_id.get(mid)
+            else:
+                hit = by_pair.get((e.provider, e.provider_message_id))  # type: ignore[arg-type]
+                if hit is None:
+                    cid = None
+                else:
+                    mid, cid = hit
+            if cid is None:
+                seal = orphan
+                okid: str | None = orphan_key_id
+            else:
+                found = sealers.get(cid)
+                if found is None:
+                    found = sealers[cid] = ciphers[cid].row_sealer(table, columns)
+                seal = found
+                okid = None
+            bounce = e.bounce
+            yield (
+                eid, mid, cid, e.provider, e.provider_message_id, e.provider_event_id,
+                e.type.value, (e.occurred_at - EPOCH) // _US_DELTA, e.status_code,
+                None if bounce is None else bounce.value, e.machine,
+                None if rev is None else str(e.revenue), rev, e.currency, okid,
+                *seal(eid, (e.address, e.reason, e.url, e.user_agent, e.ip, meta), nonces),
+            )  # fmt: skip
+
+    def _write_consents(
+        self, conn: sa.Connection, batch: Batch, pending: Pending
+    ) -> tuple[int, int]:
+        existing = {
+            r[0]
+            for r in self._backend.select_in(
+                conn,
+                "SELECT consent_id FROM consent_events WHERE consent_id IN ({in})",
+                set(batch.consent_ids),
+            )
+        }
+        fresh: list[tuple[ConsentEvent, str, bytes | None]] = []
+        for c, cid_, meta in zip(
+            batch.consents, batch.consent_ids, batch.consent_meta, strict=True
+        ):
+            if cid_ in existing:
+                continue
+            existing.add(cid_)
+            fresh.append((c, cid_, meta))
+        if not fresh:
+            return 0, len(batch.consents)
+        ciphers = self.ciphers(conn, {c.contact_id for c, _, _ in fresh}, pending, create=True)
+        rows: list[Row] = []
+        for c, rid, meta in fresh:
+            enc = ciphers[c.contact_id].encrypt
+            rows.append(
+                (
+                    rid, c.contact_id, c.channel.value, c.purpose.value, c.action.value,
+                    c.method.value, to_micros(c.occurred_at),
+                    None if c.recorded_at is None else to_micros(c.recorded_at),
+                    c.notice_version, c.notice_hash, c.actor,
+                    enc(c.source, table="consent_events", column="source", row_id=rid),
+                    enc(c.ip, table="consent_events", column="ip", row_id=rid),
+                    enc(c.user_agent, table="consent_events", column="user_agent", row_id=rid),
+                    enc(meta, table="consent_events", column="metadata", row_id=rid),
+                )
+            )  # fmt: skip
+        inserted = self._backend.insert(conn, schema.consent_events, CONSENT_COLUMNS, rows)
+        return inserted, len(batch.consents) - inserted
+
+    def _write_dead_letters(self, conn: sa.Connection, batch: Batch, source: str) -> None:
+        kr = self._keyring
+        key_id = kr.current_key_id
+        cipher = self.keyed_cipher(key_id, DEAD_LETTER_PURPOSE)
+        fp_key = derive_subkey(kr, kr.index_key_id, FINGERPRINT_PURPOSE)
+        now = _now_us()
+        rows: list[Row] = []
+        for line, field, reason, raw in batch.rejects:
+            dl_id = secrets.token_hex(16)
+            fingerprint = hmac.new(
+                fp_key,
+                b"\x00".join((source.encode(), str(line).encode(), raw.encode())),
+                hashlib.sha256,
+            ).digest()[:16]
+            rows.append(
+                (
+                    dl_id, fingerprint, now, source, line, field, reason, key_id,
+                    cipher.encrypt(raw, table="dead_letters", column="raw", row_id=dl_id),
+                )
+            )  # fmt: skip
+        self._backend.insert(conn, schema.dead_letters, DEAD_LETTER_COLUMNS, rows)
