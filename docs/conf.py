@@ -80,6 +80,11 @@ nitpick_ignore = [
     ("py:class", "S"),
     ("py:class", "commhistory.facade.history.S"),
     ("py:obj", "commhistory.facade.history.S"),
+    # The parts SQLRepository is built from (``sql_core``, ``sql_ingest``,
+    # ``sql_reads``), shown as its bases; their methods are documented on it.
+    ("py:class", "commhistory.store.sql_core.SQLCore"),
+    ("py:class", "commhistory.store.sql_ingest.SQLIngest"),
+    ("py:class", "commhistory.store.sql_reads.SQLReads"),
     # TEMPORARY: the module docstring of commhistory/providers/base.py names
     # ``EventType.UNKNOWN``, which that module does not import. Remove this entry
     # once it reads :attr:`~commhistory.EventType.UNKNOWN`.

@@ -320,7 +320,7 @@ class CommHistory(Generic[S]):
     def transaction(self, *, read: bool = False) -> AbstractContextManager[object]:
         """One unit of work: calls inside it commit or roll back together.
 
-        See :meth:`commhistory.store.sql.SQLRepository.transaction`.
+        Calls made inside it join it; see ``docs/storage.md``.
         """
         return self._store.transaction(read=read)
 

@@ -88,7 +88,8 @@ def check_by(by: str | Iterable[str]) -> tuple[str, ...]:
     """Validate grouping keys.
 
     Args:
-        by: A key or keys from :data:`GROUP_KEYS` and at most one of :data:`PERIODS`.
+        by: A key or keys from :data:`~commhistory.store.kpi.GROUP_KEYS` and at most one of
+            :data:`PERIODS`.
 
     Returns:
         The keys as a tuple, in the order given.

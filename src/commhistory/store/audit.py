@@ -104,7 +104,7 @@ _INSERT_COLUMNS: Final = ", ".join(AUDIT_COLUMNS)
 
 
 class SQLAuditStore:
-    """:class:`AuditStore` over the ``audit_log`` table of a :class:`SQLRepository`.
+    """:class:`AuditStore` over the ``audit_log`` table of an SQL repository.
 
     Appends join the repository's open transaction, so an audited operation
     and its entry commit together.
@@ -288,7 +288,7 @@ _EVENT_SQL: Final = (
 
 
 class SQLMaskedHistory:
-    """:class:`MaskedHistory` over a :class:`SQLRepository`: plain columns, nothing decrypted."""
+    """:class:`MaskedHistory` over an SQL repository: plain columns, nothing decrypted."""
 
     def __init__(self, repo: SQLRepository) -> None:
         self.repo = repo

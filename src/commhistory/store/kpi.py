@@ -126,13 +126,12 @@ class KpiQuery:
 class KpiRowData(NamedTuple):
     """One partial aggregate; partials of the same group add up.
 
-    Attributes:
-        group: The values of the query's columns (text, ``None`` where unset).
-        local_day: The local day number (days since 1970-01-01), or ``None``
-            when the query asks for no period.
-        counts: Per-message counts in :data:`COUNTS` order.
-        currency: The currency of *revenue_micros*, or ``None``.
-        revenue_micros: Conversion revenue in millionths, or ``None``.
+    Its fields, in order: ``group``, the values of the query's columns (text,
+    ``None`` where unset); ``local_day``, the local day number (days since
+    1970-01-01), or ``None`` when the query asks for no period; ``counts``,
+    per-message counts in :data:`COUNTS` order; ``currency``, the currency of
+    ``revenue_micros``, or ``None``; ``revenue_micros``, conversion revenue in
+    millionths, or ``None``.
     """
 
     group: tuple[str | None, ...]

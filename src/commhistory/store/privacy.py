@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
@@ -42,6 +42,7 @@ from commhistory.store.layout import (
     EVIDENCE_PURPOSE,
     address_row_id,
 )
+from commhistory.store.sql_rows import consent_from_row
 
 if TYPE_CHECKING:
     from commhistory.store.memory import MemoryState
@@ -56,9 +57,6 @@ __all__ = [
     "ShredCounts",
     "SubjectAddress",
 ]
-
-ConsentDecoder = Callable[[tuple[Any, ...], Callable[..., bytes | None]], ConsentEvent]
-"""Builds a consent event from a ``CONSENT_COLUMNS`` row and a decrypt function."""
 
 
 @attrs.frozen(kw_only=True)
@@ -191,14 +189,11 @@ class SQLPrivacyStore(PrivacyStore):
 
     Args:
         repo: The repository.
-        decode_consent: Builds a consent event from a ``CONSENT_COLUMNS`` row
-            (the repository's own decoder).
     """
 
-    def __init__(self, repo: SQLRepository, decode_consent: ConsentDecoder) -> None:
+    def __init__(self, repo: SQLRepository) -> None:
         self.repo = repo
         self.ph = repo.backend.ph
-        self._decode_consent = decode_consent
 
     def _count(self, conn: sa.Connection, table: str, contact_id: str) -> int:
         return int(
@@ -377,7 +372,7 @@ class SQLPrivacyStore(PrivacyStore):
             if key_id is None:
                 continue
             keeper = self.repo.keyed_cipher(key_id, EVIDENCE_PURPOSE)
-            out.append(self._decode_consent(tuple(r[:-1]), keeper.decrypt))
+            out.append(consent_from_row(tuple(r[:-1]), keeper.decrypt))
         return out
 
     def consent_ledger(self) -> list[LedgerRow]:

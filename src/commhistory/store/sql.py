@@ -4,11 +4,12 @@
 transaction; personal fields are encrypted with the contact's data key before
 they reach the database (see ``docs/storage.md``).
 
-:class:`SQLRepository` is made of parts with one job each, in a line:
-:class:`~commhistory.store.sql_core.SQLCore` (units of work, caches, data keys,
-ciphers, blind indexers), :class:`~commhistory.store.sql_ingest.SQLIngest`
-(batched writes) and :class:`~commhistory.store.sql_reads.SQLReads` (decrypted
-reads) build on it; this module adds the storage ports and the lifecycle.
+:class:`SQLRepository` is made of parts with one job each:
+:mod:`~commhistory.store.sql_core` (units of work, caches, data keys, ciphers,
+blind indexers), :mod:`~commhistory.store.sql_ingest` (batched writes) and
+:mod:`~commhistory.store.sql_reads` (decrypted reads) build on it,
+:mod:`~commhistory.store.sql_rows` turns rows back into records; this module
+adds the storage ports and the lifecycle.
 
 .. versionadded:: 0.1.0
 """
@@ -42,7 +43,6 @@ from commhistory.store.privacy import SQLPrivacyStore
 from commhistory.store.rotation import rotate_keys
 from commhistory.store.sql_ingest import SQLIngest
 from commhistory.store.sql_reads import SQLReads
-from commhistory.store.sql_rows import consent_from_row
 
 if TYPE_CHECKING:
     from commhistory.store.mask_backfill import MaskBackfillReport
@@ -88,7 +88,7 @@ class SQLRepository(SQLIngest, SQLReads):
         self._consent_store = SQLConsentStore(self)
         self._audit_store = SQLAuditStore(self)
         self._masked_history = SQLMaskedHistory(self)
-        self._privacy_store = SQLPrivacyStore(self, consent_from_row)
+        self._privacy_store = SQLPrivacyStore(self)
         self._kpi_store = SQLKpiStore(self)
 
     def __repr__(self) -> str:
@@ -120,7 +120,7 @@ class SQLRepository(SQLIngest, SQLReads):
 
     @property
     def privacy_store(self) -> SQLPrivacyStore:
-        """The erasure, subject export and retention storage port (:class:`SQLPrivacyStore`).
+        """The erasure, subject export and retention port (:mod:`commhistory.store.privacy`).
 
         .. versionadded:: 0.4.0
         """
@@ -128,7 +128,7 @@ class SQLRepository(SQLIngest, SQLReads):
 
     @property
     def kpi_store(self) -> SQLKpiStore:
-        """The KPI aggregate storage port (:class:`SQLKpiStore`).
+        """The KPI aggregate storage port (:class:`~commhistory.store.kpi.SQLKpiStore`).
 
         .. versionadded:: 0.4.0
         """
