@@ -36,6 +36,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -535,7 +536,8 @@ class WebhookAdapter(abc.ABC):
 
     Args:
         max_body_bytes: The largest body accepted.
-        tolerance: Seconds a signed timestamp may differ from now, either way.
+        tolerance: Seconds a signed timestamp may differ from now, either way
+            (finite and non-negative).
         clock: Returns the current time in epoch seconds (inject one in tests).
         contact_resolver: Maps inbound senders to contact ids; without one,
             inbound messages and consent changes become dead letters.
@@ -561,8 +563,11 @@ class WebhookAdapter(abc.ABC):
         window: object = tolerance
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
             raise InvalidInputError(field="max_body_bytes", reason="must be a positive integer")
-        if not isinstance(window, int | float) or window < 0:
-            raise InvalidInputError(field="tolerance", reason="must be a non-negative number")
+        if not isinstance(window, int | float) or not math.isfinite(window) or window < 0:
+            # NaN would compare false against every age and accept any timestamp.
+            raise InvalidInputError(
+                field="tolerance", reason="must be a finite, non-negative number"
+            )
         self.max_body_bytes = max_body_bytes
         self.tolerance = float(tolerance)
         self.clock = clock
@@ -709,11 +714,18 @@ class WebhookAdapter(abc.ABC):
         return
 
     def check_timestamp(self, signed: float, *, what: str = "timestamp") -> None:
-        """Refuse a signed timestamp outside ``now ± tolerance``.
+        """Refuse a signed timestamp outside ``now ± tolerance``, or not a finite number.
 
         Raises:
-            SignatureError: The timestamp is stale or in the future.
+            SignatureError: The timestamp is stale, in the future, or NaN or
+                infinite (``float("nan")`` is no nearer or farther than any
+                window, so it would otherwise pass).
+
+        .. versionchanged:: 0.4.0
+           NaN and infinite timestamps are refused.
         """
+        if not math.isfinite(signed):
+            raise SignatureError(f"{what}: not a finite number")
         now = self.clock()
         if abs(now - signed) > self.tolerance:
             direction = "old" if signed < now else "far in the future"
