@@ -50,9 +50,12 @@ def test_before_body_answers_without_the_body() -> None:
     assert receiver.before_body("line", "POST", None) is None
     assert receiver.before_body("line", "POST", "junk") is None  # the stream still counts
     too_large = receiver.before_body("line", "POST", "11")
-    assert too_large is not None and too_large.status == 413
+    assert too_large is not None
+    assert too_large.status == 413
     assert too_large.body == {"error": "<body>: larger than the limit of 10 bytes"}
     unknown = receiver.before_body("nope", "POST", "1")
-    assert unknown is not None and unknown.status == 404
+    assert unknown is not None
+    assert unknown.status == 404
     get = receiver.before_body("line", "GET", None)
-    assert get is not None and (get.status, get.headers) == (405, {"Allow": "POST"})
+    assert get is not None
+    assert (get.status, get.headers) == (405, {"Allow": "POST"})

@@ -13,10 +13,10 @@ from commhistory.facade import CommHistory
 pytest.importorskip("starlette")
 pytest.importorskip("httpx2")
 
+import httpx2
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.routing import Mount
-import httpx2
 from starlette.testclient import TestClient
 
 from commhistory.store import HistoryWriter, SQLRepository

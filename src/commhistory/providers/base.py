@@ -33,9 +33,9 @@ from __future__ import annotations
 import abc
 import base64
 import binascii
+import collections
 import hashlib
 import hmac
-import collections
 import json
 import math
 import threading
@@ -155,12 +155,12 @@ class InMemoryReplayStore:
         """See :meth:`ReplayStore.remember`."""
         with self._lock:
             while self._seen:
-                oldest, until = next(iter(self._seen.items()))
-                if now <= until and len(self._seen) < self.max_size:
+                oldest, kept_until = next(iter(self._seen.items()))
+                if now <= kept_until and len(self._seen) < self.max_size:
                     break
                 del self._seen[oldest]
-            until = self._seen.get(key)
-            if until is not None and now <= until:
+            known = self._seen.get(key)
+            if known is not None and now <= known:
                 return False
             self._seen[key] = expires_at
             self._seen.move_to_end(key)
