@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from commhistory.facade import CommHistory
@@ -11,10 +13,11 @@ pytest.importorskip("flask")
 import flask
 from flask.testing import FlaskClient
 
-from commhistory.providers import LineAdapter, WebhookAdapter
+from commhistory.providers import KeyedContactResolver, LineAdapter, WebhookAdapter
 from commhistory.store import HistoryWriter, SQLRepository
 from commhistory.testing import signed_webhook
 from commhistory.web.flask import webhook_blueprint
+from tests._big_body import HUGE, LIMIT, PEAK_BOUND, LazyStream, just_under_limit, peak_bytes
 from tests._webhook_cases import CASES, CaseBuilder, web_repository
 
 __all__ = ["web_repository"]
@@ -53,3 +56,59 @@ def test_unparseable_oversized_unknown_get() -> None:
     assert c.post("/webhooks/line", data=b"x" * 101).status_code == 413
     assert c.post("/webhooks/nope", data=b"{}").status_code == 404
     assert c.get("/webhooks/line").status_code == 405
+
+
+# --------------------------------------------------------------------------- body limits
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_huge_body_is_refused_without_buffering(framing: str) -> None:
+    """Announced (Content-Length) or streamed (chunked, ``wsgi.input_terminated``)."""
+    repo = CommHistory.in_memory()
+    c = client([LineAdapter("s3cret")], repo)
+    stream = LazyStream(HUGE)
+    headers, environ = {}, {}
+    if framing == "chunked":
+        # No usable length (the test client derives Content-Length from the
+        # stream; announce 0, which chunked encoding overrides): read until the limit.
+        stream = LazyStream(HUGE, announced=0)
+        headers = {"Transfer-Encoding": "chunked"}
+        environ = {"wsgi.input_terminated": True}  # what a server that de-chunks sets
+
+    def post() -> Any:
+        return c.post(
+            "/webhooks/line", input_stream=stream, headers=headers, environ_overrides=environ
+        )
+
+    answer, peak = peak_bytes(post)
+    assert answer.status_code == 413
+    assert "larger than the limit" in answer.get_json()["error"]
+    assert peak < PEAK_BOUND, f"peak {peak / 2**20:.1f} MiB while refusing {HUGE / 2**20:.0f} MiB"
+    if framing == "content-length":
+        assert stream.read_bytes == 0  # refused on the header alone
+    else:
+        assert LIMIT < stream.read_bytes <= LIMIT + 64 * 1024
+    assert repo.dead_letters() == []
+
+
+def test_flask_max_content_length_is_answered_as_json_413() -> None:
+    app = flask.Flask("test")
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    app.register_blueprint(
+        webhook_blueprint([LineAdapter("s3cret")], CommHistory.in_memory()), url_prefix="/webhooks"
+    )
+    answer = app.test_client().post("/webhooks/line", data=b"x" * 2000)
+    assert answer.status_code == 413
+    assert "error" in answer.get_json()
+
+
+def test_body_just_under_the_limit_is_stored() -> None:
+    repo = CommHistory.in_memory()
+    adapter = LineAdapter("s3cret", contact_resolver=KeyedContactResolver(b"0123456789abcdef"))
+    c = client([adapter], repo)
+    webhook = just_under_limit("s3cret")
+    answer = c.post("/webhooks/line", data=webhook.body, headers=dict(webhook.headers))
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.get_json() == {"inserted": 1, "duplicates": 0, "rejected": 0}
+    over = c.post("/webhooks/line", data=webhook.body + b" " * 100, headers=dict(webhook.headers))
+    assert over.status_code == 413

@@ -29,6 +29,7 @@ sender look-ups need ``read_personal`` and are audited (exit 6 when denied).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import Any, Final
@@ -74,6 +75,19 @@ def _header(value: str) -> tuple[str, str]:
     return name.strip(), text.strip()
 
 
+def _tolerance(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {value!r}") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        # NaN compares false against every age: it would accept any timestamp.
+        raise argparse.ArgumentTypeError(
+            f"must be a finite, non-negative number of seconds, got {value!r}"
+        )
+    return seconds
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the webhook commands."""
     providers = provider_names()
@@ -115,7 +129,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify.add_argument("--secret", required=True, metavar="S")
     verify.add_argument(
         "--tolerance",
-        type=float,
+        type=_tolerance,
         default=None,
         metavar="SECONDS",
         help="accepted age of signed timestamps (default 300)",

@@ -5,7 +5,9 @@ One module per provider over a shared base (:mod:`commhistory.providers.base`):
 * :class:`SendGridAdapter`: SendGrid Event Webhook (ECDSA P-256);
 * :class:`TwilioAdapter`: Twilio SMS status callbacks and inbound SMS (HMAC-SHA1);
 * :class:`LineAdapter`: LINE Messaging API (HMAC-SHA256);
-* :class:`MailgunAdapter`: Mailgun (HMAC-SHA256, token replay cache);
+* :class:`MailgunAdapter`: Mailgun (HMAC-SHA256, token replay store: a
+  :class:`ReplayStore`, per process by default (:class:`InMemoryReplayStore`),
+  shared between workers when given one);
 * :class:`PostmarkAdapter`: Postmark (HTTP basic auth);
 * :class:`SesAdapter`: Amazon SES through SNS (RSA signature versions 1 and 2).
 
@@ -33,7 +35,9 @@ from commhistory.providers.base import (
     DEFAULT_TOLERANCE,
     ContactResolver,
     HandleOutcome,
+    InMemoryReplayStore,
     KeyedContactResolver,
+    ReplayStore,
     RepositoryContactResolver,
     WebhookAdapter,
     WebhookRequest,
@@ -68,6 +72,7 @@ __all__ = [
     "ContactResolver",
     "DuplicateProviderError",
     "HandleOutcome",
+    "InMemoryReplayStore",
     "KeyedContactResolver",
     "LineAdapter",
     "MailgunAdapter",
@@ -75,6 +80,7 @@ __all__ = [
     "PostmarkAdapter",
     "ProviderLoadError",
     "ProviderSpec",
+    "ReplayStore",
     "RepositoryContactResolver",
     "SendGridAdapter",
     "SesAdapter",

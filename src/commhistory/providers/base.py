@@ -33,13 +33,16 @@ from __future__ import annotations
 import abc
 import base64
 import binascii
+import collections
 import hashlib
 import hmac
 import json
+import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 from urllib.parse import parse_qsl
 
 import attrs
@@ -63,7 +66,9 @@ __all__ = [
     "DEFAULT_TOLERANCE",
     "ContactResolver",
     "HandleOutcome",
+    "InMemoryReplayStore",
     "KeyedContactResolver",
+    "ReplayStore",
     "RepositoryContactResolver",
     "WebhookAdapter",
     "WebhookRequest",
@@ -86,6 +91,80 @@ number, LINE user id, email). Returns the contact id, or ``None`` when the
 sender is not known (the item then becomes a dead letter, kept for replay).
 Contact ids are stored in the clear: never return an address itself.
 """
+
+
+class ReplayStore(Protocol):
+    """Remembers one-time values (signature tokens) so a captured request cannot be replayed.
+
+    An adapter that checks replays (:class:`~commhistory.providers.MailgunAdapter`)
+    calls :meth:`remember` once per verified request. The default,
+    :class:`InMemoryReplayStore`, is per process: with several workers or
+    hosts, give every adapter one store they share (Redis ``SET NX EX``, or an
+    ``INSERT`` into a table of your own with the key as primary key), or a
+    request replayed to another worker passes. See ``docs/providers/mailgun.md``.
+
+    .. versionadded:: 0.4.0
+    """
+
+    def remember(self, key: str, *, expires_at: float, now: float) -> bool:
+        """Record *key* as used until *expires_at*; ``False`` when it already is.
+
+        Must be atomic: of concurrent calls with the same unexpired key, exactly
+        one returns ``True``. May forget a key once ``now`` is past its
+        ``expires_at`` (the signed timestamp is refused by then anyway).
+
+        Args:
+            key: The value, namespaced by the adapter (``"mailgun:<token>"``).
+            expires_at: Epoch seconds after which the key need not be kept.
+            now: The adapter's current time (epoch seconds).
+
+        Returns:
+            ``True`` for a first use, ``False`` for a replay.
+        """
+        ...
+
+
+class InMemoryReplayStore:
+    """A bounded, thread-safe :class:`ReplayStore` in this process's memory.
+
+    Share one instance between adapters of the same process; it does not reach
+    other processes. When more than *max_size* unexpired keys are held, the
+    oldest are forgotten (a replay of one of them would then pass).
+
+    Args:
+        max_size: The most keys kept.
+
+    .. versionadded:: 0.4.0
+    """
+
+    def __init__(self, max_size: int = 100_000) -> None:
+        size: object = max_size
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            raise InvalidInputError(field="max_size", reason="must be a positive integer")
+        self.max_size = max_size
+        self._seen: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"InMemoryReplayStore(max_size={self.max_size})"
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def remember(self, key: str, *, expires_at: float, now: float) -> bool:
+        """See :meth:`ReplayStore.remember`."""
+        with self._lock:
+            while self._seen:
+                oldest, kept_until = next(iter(self._seen.items()))
+                if now <= kept_until and len(self._seen) < self.max_size:
+                    break
+                del self._seen[oldest]
+            known = self._seen.get(key)
+            if known is not None and now <= known:
+                return False
+            self._seen[key] = expires_at
+            self._seen.move_to_end(key)
+            return True
 
 
 def _lower_headers(value: Mapping[str, str] | Iterable[tuple[str, str]]) -> Mapping[str, str]:
@@ -535,7 +614,8 @@ class WebhookAdapter(abc.ABC):
 
     Args:
         max_body_bytes: The largest body accepted.
-        tolerance: Seconds a signed timestamp may differ from now, either way.
+        tolerance: Seconds a signed timestamp may differ from now, either way
+            (finite and non-negative).
         clock: Returns the current time in epoch seconds (inject one in tests).
         contact_resolver: Maps inbound senders to contact ids; without one,
             inbound messages and consent changes become dead letters.
@@ -561,8 +641,11 @@ class WebhookAdapter(abc.ABC):
         window: object = tolerance
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
             raise InvalidInputError(field="max_body_bytes", reason="must be a positive integer")
-        if not isinstance(window, int | float) or window < 0:
-            raise InvalidInputError(field="tolerance", reason="must be a non-negative number")
+        if not isinstance(window, int | float) or not math.isfinite(window) or window < 0:
+            # NaN would compare false against every age and accept any timestamp.
+            raise InvalidInputError(
+                field="tolerance", reason="must be a finite, non-negative number"
+            )
         self.max_body_bytes = max_body_bytes
         self.tolerance = float(tolerance)
         self.clock = clock
@@ -709,11 +792,18 @@ class WebhookAdapter(abc.ABC):
         return
 
     def check_timestamp(self, signed: float, *, what: str = "timestamp") -> None:
-        """Refuse a signed timestamp outside ``now ± tolerance``.
+        """Refuse a signed timestamp outside ``now ± tolerance``, or not a finite number.
 
         Raises:
-            SignatureError: The timestamp is stale or in the future.
+            SignatureError: The timestamp is stale, in the future, or NaN or
+                infinite (``float("nan")`` is no nearer or farther than any
+                window, so it would otherwise pass).
+
+        .. versionchanged:: 0.4.0
+           NaN and infinite timestamps are refused.
         """
+        if not math.isfinite(signed):
+            raise SignatureError(f"{what}: not a finite number")
         now = self.clock()
         if abs(now - signed) > self.tolerance:
             direction = "old" if signed < now else "far in the future"

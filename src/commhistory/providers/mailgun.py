@@ -4,8 +4,13 @@ Mailgun POSTs ``{"signature": {"timestamp", "token", "signature"}, "event-data":
 {...}}``. ``signature`` is the hex HMAC-SHA256, under the account's *HTTP
 webhook signing key*, of ``timestamp`` followed by ``token``. The adapter
 refuses timestamps outside the tolerance window and tokens it has already seen
-within that window (a bounded replay cache), so a captured request cannot be
-replayed.
+within that window (a :class:`~commhistory.providers.ReplayStore`).
+
+The signature covers only the timestamp and the token, not the body: a captured
+request can be replayed with a changed body (a new ``event-data.id``, so the
+repository's dedupe sees no duplicate) within the window. Only the replay store
+stops that, and the default one is per process: with several workers, give
+them one shared store (``replay_store=``).
 
 Events link by ``provider="mailgun"`` + the message's ``Message-Id`` header
 (``event-data.message.headers.message-id``, without angle brackets); the
@@ -22,17 +27,17 @@ that says so.
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import hmac
 import secrets
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.model import BounceClass, Event, EventType, Record
 from commhistory.providers.base import (
+    InMemoryReplayStore,
+    ReplayStore,
     WebhookAdapter,
     WebhookRequest,
     as_object,
@@ -82,23 +87,36 @@ class MailgunAdapter(WebhookAdapter):
 
     Args:
         signing_key: The HTTP webhook signing key.
-        replay_cache_size: How many recent tokens to remember.
+        replay_cache_size: How many recent tokens the default (in-process)
+            replay store remembers.
+        replay_store: Where used tokens are remembered; default: a new
+            :class:`~commhistory.providers.InMemoryReplayStore` for this adapter.
+            With several workers, give them all one shared store.
         **options: :class:`~commhistory.providers.base.WebhookAdapter` options.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       ``replay_store``.
     """
 
     name: ClassVar[str] = "mailgun"
 
-    def __init__(self, signing_key: str, *, replay_cache_size: int = 100_000, **options: Any):
+    def __init__(
+        self,
+        signing_key: str,
+        *,
+        replay_cache_size: int = 100_000,
+        replay_store: ReplayStore | None = None,
+        **options: Any,
+    ):
         super().__init__(**options)
         secret: object = signing_key
         if not isinstance(secret, str) or not secret:
             raise InvalidInputError(field="signing_key", reason="must be a non-empty string")
         self._key = signing_key
-        self._seen: collections.OrderedDict[str, float] = collections.OrderedDict()
-        self._seen_max = replay_cache_size
-        self._lock = threading.Lock()
+        self.replay_store: ReplayStore = (
+            InMemoryReplayStore(replay_cache_size) if replay_store is None else replay_store
+        )
 
     def _verify(self, request: WebhookRequest) -> None:
         if request.content_type in _FORM_TYPES:
@@ -127,16 +145,13 @@ class MailgunAdapter(WebhookAdapter):
         self._check_replay(token, signed_at)
 
     def _check_replay(self, token: str, signed_at: float) -> None:
-        now = self.clock()
-        with self._lock:
-            while self._seen:
-                oldest, at = next(iter(self._seen.items()))
-                if now - at <= self.tolerance and len(self._seen) < self._seen_max:
-                    break
-                del self._seen[oldest]
-            if token in self._seen:
-                raise SignatureError("signature.token was already used (a replayed request)")
-            self._seen[token] = signed_at
+        # A token is refused while its timestamp is within the window; after
+        # that the timestamp check refuses the request anyway.
+        first = self.replay_store.remember(
+            f"{self.name}:{token}", expires_at=signed_at + self.tolerance, now=self.clock()
+        )
+        if not first:
+            raise SignatureError("signature.token was already used (a replayed request)")
 
     def _events(self, payload: Any, request: WebhookRequest) -> Sequence[Any]:
         body = as_object(payload, field="<body>")

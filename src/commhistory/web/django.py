@@ -11,6 +11,15 @@
 The view is CSRF-exempt (providers cannot send a CSRF token; each request is
 authenticated by its signature instead). Needs ``commhistory[django]``.
 
+The view reads the body itself, with ``request.read()`` in chunks against the
+adapter's limit (5 MiB by default), in place of Django's
+``DATA_UPLOAD_MAX_MEMORY_SIZE`` check on ``request.body`` (2.5 MB by
+default, which would refuse valid webhooks between the two): a
+``CONTENT_LENGTH`` over the limit is answered 413 unread, and reading stops at
+the limit. Under ASGI, Django itself spools the whole body to a temporary file
+(in memory up to ``FILE_UPLOAD_MAX_MEMORY_SIZE``) before any view runs: cap
+request sizes at the server or proxy there.
+
 .. versionadded:: 0.1.0
 """
 
@@ -21,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from commhistory.providers.base import WebhookAdapter, WebhookRequest
 from commhistory.store.protocol import HistoryWriter
-from commhistory.web import WebhookReceiver
+from commhistory.web import WebhookReceiver, WebhookResponse, read_body
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponse  # type: ignore[import-untyped]
@@ -45,14 +54,24 @@ def webhook_view(
 
     receiver = WebhookReceiver(adapters, repository)
 
-    def view(request: HttpRequest, provider: str) -> HttpResponse:
+    def answer_for(request: HttpRequest, provider: str) -> WebhookResponse:
+        method = request.method or "POST"
+        early = receiver.before_body(provider, method, request.META.get("CONTENT_LENGTH"))
+        if early is not None:
+            return early
+        body = read_body(request.read, receiver.body_limit(provider) or 0)
+        if body is None:
+            return receiver.too_large(provider)
         incoming = WebhookRequest(
-            body=request.body,
+            body=body,
             headers=list(request.headers.items()),
             url=request.build_absolute_uri(),
-            method=request.method or "POST",
+            method=method,
         )
-        answer = receiver.receive(provider, incoming)
+        return receiver.receive(provider, incoming)
+
+    def view(request: HttpRequest, provider: str) -> HttpResponse:
+        answer = answer_for(request, provider)
         response = JsonResponse(dict(answer.body), status=answer.status)
         for key, value in answer.headers.items():
             response[key] = value

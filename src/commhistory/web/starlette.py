@@ -14,6 +14,10 @@ FastAPI::
 
     app.include_router(webhook_router([sendgrid, twilio], repo), prefix="/webhooks")
 
+The body is read from ``request.stream()`` against the adapter's limit and
+refused (413) as soon as it crosses it, or before reading when
+``Content-Length`` announces more; see :mod:`commhistory.web`.
+
 The repository is called in Starlette's thread pool, so a blocking database
 driver does not stall the event loop. Needs ``commhistory[fastapi]``.
 
@@ -23,11 +27,12 @@ driver does not stall the event loop. Needs ``commhistory[fastapi]``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from commhistory.providers.base import WebhookAdapter, WebhookRequest
 from commhistory.store.protocol import HistoryWriter
-from commhistory.web import WebhookReceiver
+from commhistory.web import WebhookReceiver, read_body_async
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -45,8 +50,23 @@ def _endpoint(receiver: WebhookReceiver, provider: str) -> Any:
     from starlette.responses import JSONResponse  # noqa: PLC0415
     from starlette.responses import Response as RuntimeResponse  # noqa: PLC0415
 
+    limit = receiver.body_limit(provider) or 0
+
     async def endpoint(request: Request) -> Response:
-        body = await request.body()
+        early = receiver.before_body(
+            provider, request.method, request.headers.get("content-length")
+        )
+        if early is None:
+            async with aclosing(request.stream()) as chunks:
+                body = await read_body_async(chunks, limit)
+            if body is not None:
+                return await _answer(request, body)
+            early = receiver.too_large(provider)
+        return JSONResponse(
+            dict(early.body), status_code=early.status, headers=dict(early.headers)
+        )
+
+    async def _answer(request: Request, body: bytes) -> Response:
         incoming = WebhookRequest(
             body=body,
             headers=list(request.headers.items()),
