@@ -98,7 +98,7 @@ MAX_NESTING: Final = 64
 """
 
 MAX_CELL_LENGTH: Final = 131_072
-"""The most characters one CSV cell may hold (the :mod:`csv` module's default limit).
+"""The most characters one CSV cell may hold (the ``csv`` module's default limit).
 
 .. versionadded:: 0.5.0
 """

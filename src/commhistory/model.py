@@ -7,7 +7,7 @@ or read canonical JSON lines through :mod:`commhistory.convert`, which does it
 for you. A record that exists is therefore always canonical:
 
 * every timestamp is timezone-aware and held in UTC;
-* every id is a non-empty string of at most :data:`MAX_ID_LENGTH` characters, without
+* every id is a non-empty string of at most ``MAX_ID_LENGTH`` (255) characters, without
   a NUL character (PostgreSQL cannot store one in text) or a lone surrogate;
 * no text field holds a lone surrogate (it cannot be encoded as UTF-8);
 * the address fits the channel: a normalized email for ``EMAIL``, E.164 for
