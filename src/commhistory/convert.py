@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import decimal
 import functools
 import io
 import json
@@ -151,7 +152,32 @@ def _structure_decimal(value: object, _type: object) -> Decimal:
         raise NormalizationError(field="<value>", reason="not a decimal number") from None
     if not amount.is_finite():
         raise NormalizationError(field="<value>", reason="must be a finite number")
+    _check_storable_amount(amount)
     return amount
+
+
+_MICRO: Final = Decimal("1e-6")
+_MONEY: Final = decimal.Context(
+    prec=40, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN, traps=[decimal.InvalidOperation]
+)
+_INT64_MAX: Final = 2**63 - 1
+
+
+def _check_storable_amount(amount: Decimal) -> None:
+    """Refuse an amount storage cannot hold exactly (millionths in a signed 64-bit integer).
+
+    The same limits as the store's ``revenue_micros``, checked when a line is read,
+    so ``validate`` refuses what ``import`` would.
+    """
+    if amount and amount.adjusted() >= 13:  # |amount| >= 10**13: over 2**63 millionths
+        raise NormalizationError(field="<value>", reason="too large to store")
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -6 and _MONEY.quantize(amount, _MICRO) != amount:
+        raise NormalizationError(
+            field="<value>", reason="more than 6 decimal places cannot be stored"
+        )
+    if abs(int(_MONEY.scaleb(amount, 6))) > _INT64_MAX:
+        raise NormalizationError(field="<value>", reason="too large to store")
 
 
 def _structure_mapping(value: object, _type: object) -> Mapping[str, Any]:

@@ -12,8 +12,7 @@ for you. A record that exists is therefore always canonical:
 * no text field holds a lone surrogate (it cannot be encoded as UTF-8);
 * the address fits the channel: a normalized email for ``EMAIL``, E.164 for
   ``SMS`` and ``VOICE``, a LINE user id (``U`` + 32 hex digits) for ``LINE``;
-* revenue is a :class:`~decimal.Decimal` with an ISO 4217 currency, at most six
-  decimal places and less than 10 ** 13 in magnitude (what storage holds exactly);
+* revenue is a :class:`~decimal.Decimal` with an ISO 4217 currency;
 * personal fields (address, subject, body, reason, url, user agent, ip, consent
   source, metadata) are left out of ``repr()``.
 
@@ -22,7 +21,6 @@ for you. A record that exists is therefore always canonical:
 
 from __future__ import annotations
 
-import decimal
 import enum
 import hashlib
 import re
@@ -169,11 +167,6 @@ stored in the clear and indexed; PostgreSQL refuses an index entry over about
 _LINE_USER_ID: Final = re.compile(r"U[0-9a-f]{32}")
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _NOT_PLAIN: Final = re.compile("[\x00\ud800-\udfff]")
-_MICRO: Final = Decimal("1e-6")
-_MONEY: Final = decimal.Context(
-    prec=40, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN, traps=[decimal.InvalidOperation]
-)
-_INT64_MAX: Final = 2**63 - 1
 _STATUS_CODE: Final = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
 _status_code_match: Final = _STATUS_CODE.fullmatch
 
@@ -596,24 +589,10 @@ def _check_money(revenue: object, currency: object) -> None:
         raise PayloadError(field="revenue", reason=f"expected a Decimal, got {_kind(revenue)}")
     if not revenue.is_finite():
         raise NormalizationError(field="revenue", reason="must be a finite number")
-    _check_storable_amount(revenue)
     if not isinstance(currency, str) or currency not in ISO_4217:
         raise NormalizationError(
             field="currency", reason="expected an ISO 4217 code in upper case, like 'JPY'"
         )
-
-
-def _check_storable_amount(revenue: Decimal) -> None:
-    """Check that storage holds *revenue* exactly: in millionths, in a signed 64-bit integer."""
-    if revenue and revenue.adjusted() >= 13:
-        raise NormalizationError(field="revenue", reason="too large to store")
-    exponent = revenue.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -6 and _MONEY.quantize(revenue, _MICRO) != revenue:
-        raise NormalizationError(
-            field="revenue", reason="more than 6 decimal places cannot be stored"
-        )
-    if abs(int(_MONEY.scaleb(revenue, 6))) > _INT64_MAX:
-        raise NormalizationError(field="revenue", reason="too large to store")
 
 
 @attrs.frozen(kw_only=True)
