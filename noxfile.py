@@ -1,4 +1,4 @@
-"""Tasks: ``nox -s tests lint typecheck docs bench demo``.
+"""Tasks: ``nox -s tests lint typecheck docs bench demo`` (and ``fuzz``, never by default).
 
 Every session installs from ``pyproject.toml``: the package with its extras,
 and the PEP 735 dependency group named after the session.
@@ -33,6 +33,24 @@ def tests(session: nox.Session) -> None:
     """
     _install(session, "test", extras="postgres,fastapi,flask,django")
     session.run("pytest", *session.posargs, env={"PYTHONHASHSEED": "0"})
+
+
+@nox.session(default=False)
+def fuzz(session: nox.Session) -> None:
+    """Fuzz the input readers with a large Hypothesis budget (not part of the default sessions).
+
+    ``COMMHISTORY_FUZZ_EXAMPLES`` sets the examples per test (default 20000);
+    ``nox -s fuzz -- -x`` passes options on to pytest.
+    """
+    _install(session, "test", extras="postgres")
+    session.run(
+        "pytest",
+        "tests/test_fuzz_inputs.py",
+        "--hypothesis-profile=fuzz",
+        "--hypothesis-show-statistics",
+        *session.posargs,
+        env={"PYTHONHASHSEED": "0"},
+    )
 
 
 @nox.session

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 POSTGRES_ENV = "COMMHISTORY_TEST_POSTGRES_URL"
 
@@ -53,3 +54,13 @@ def pg_url(postgres_url: str) -> Iterator[str]:
         with admin.begin() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA {name} CASCADE")
         admin.dispose()
+
+
+# ``--hypothesis-profile=fuzz`` (``nox -s fuzz``): a large budget for the input fuzz tests
+# (tests/test_fuzz_inputs.py); COMMHISTORY_FUZZ_EXAMPLES sets how many examples each runs.
+settings.register_profile(
+    "fuzz",
+    max_examples=int(os.environ.get("COMMHISTORY_FUZZ_EXAMPLES", "20000")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)

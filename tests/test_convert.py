@@ -349,8 +349,11 @@ def test_read_csv_in_shift_jis(tmp_path: Path) -> None:
         "m1,c1,email,outbound,a@example.jp,2025-10-01T09:00:00+09:00,秋の新商品\n"
     )
     path.write_bytes(text.encode("cp932"))
-    with pytest.raises(ch.PayloadError, match="cannot be decoded"):
-        list(read_records(path))
+    # Read as UTF-8, the row alone is rejected (the header is ASCII): line, field, reason.
+    (wrong,) = read_records(path)
+    assert wrong.error is not None
+    assert (wrong.line, wrong.error.field) == (2, "<line>")
+    assert "cannot be decoded as utf-8-sig" in wrong.error.reason
     (parsed,) = read_records(path, encoding="cp932")
     assert isinstance(parsed.record, ch.Message)
     assert parsed.record.subject == "秋の新商品"

@@ -21,14 +21,19 @@ or :class:`~commhistory.NormalizationError` naming the field.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import decimal
 import functools
 import io
 import json
+import math
 import os
+import re
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from datetime import datetime, tzinfo
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, DecimalException
 from pathlib import Path
 from typing import IO, Any, Final, Literal
 
@@ -62,6 +67,8 @@ from commhistory.normalize import (
 
 __all__ = [
     "KINDS",
+    "MAX_CELL_LENGTH",
+    "MAX_NESTING",
     "FileFormat",
     "ParsedLine",
     "dumps",
@@ -85,6 +92,33 @@ _ENUMS: Final = (BounceClass, Channel, ConsentAction, ConsentMethod, Direction, 
 FileFormat = Literal["jsonl", "csv"]
 """The file formats :func:`read_records` understands."""
 
+MAX_NESTING: Final = 64
+"""How deeply arrays and objects may nest inside ``metadata``.
+
+.. versionadded:: 0.5.0
+"""
+
+MAX_CELL_LENGTH: Final = 131_072
+"""The most characters one CSV cell may hold (the ``csv`` module's default limit).
+
+.. versionadded:: 0.5.0
+"""
+
+_MAX_DECIMAL_LENGTH: Final = 64
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_PLAIN_KEY: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+def _key_name(key: object) -> str | None:
+    """An unknown or repeated key's name when it is safe to show (identifier-like), else None.
+
+    A key is arbitrary text and may be personal (an address typed into a header),
+    so only plain identifier-like names are ever echoed in errors and dead letters.
+    """
+    if isinstance(key, str) and _PLAIN_KEY.fullmatch(key):
+        return key
+    return None
+
 
 # --------------------------------------------------------------------------- converter
 
@@ -106,20 +140,93 @@ def _structure_decimal(value: object, _type: object) -> Decimal:
         raise PayloadError(
             field="<value>", reason=f"expected a decimal string, got {_json_type(value)}"
         )
+    # str() of a float is its shortest round-tripping form: 4980.5 -> "4980.5".
+    text = str(value).strip()
+    if len(text) > _MAX_DECIMAL_LENGTH:
+        raise NormalizationError(
+            field="<value>", reason=f"longer than {_MAX_DECIMAL_LENGTH} characters"
+        )
     try:
-        # str() of a float is its shortest round-tripping form: 4980.5 -> "4980.5".
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
+        amount = Decimal(text)
+    except DecimalException:
         raise NormalizationError(field="<value>", reason="not a decimal number") from None
     if not amount.is_finite():
         raise NormalizationError(field="<value>", reason="must be a finite number")
+    _check_storable_amount(amount)
     return amount
+
+
+_MICRO: Final = Decimal("1e-6")
+_MONEY: Final = decimal.Context(
+    prec=40, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN, traps=[decimal.InvalidOperation]
+)
+_INT64_MAX: Final = 2**63 - 1
+
+
+def _check_storable_amount(amount: Decimal) -> None:
+    """Refuse an amount storage cannot hold exactly (millionths in a signed 64-bit integer).
+
+    The same limits as the store's ``revenue_micros``, checked when a line is read,
+    so ``validate`` refuses what ``import`` would.
+    """
+    if amount and amount.adjusted() >= 13:  # |amount| >= 10**13: over 2**63 millionths
+        raise NormalizationError(field="<value>", reason="too large to store")
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -6 and _MONEY.quantize(amount, _MICRO) != amount:
+        raise NormalizationError(
+            field="<value>", reason="more than 6 decimal places cannot be stored"
+        )
+    if abs(int(_MONEY.scaleb(amount, 6))) > _INT64_MAX:
+        raise NormalizationError(field="<value>", reason="too large to store")
 
 
 def _structure_mapping(value: object, _type: object) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise PayloadError(field="<value>", reason=f"expected an object, got {_json_type(value)}")
+    _check_json_value(value)
     return dict(value)
+
+
+def _check_json_value(value: object, *, field: str = "<value>") -> None:
+    """Check that *value* is JSON that storage can serialize exactly as it was read.
+
+    Strings and keys must be valid Unicode (no lone surrogates), numbers finite,
+    keys strings, and arrays and objects nested at most :data:`MAX_NESTING` deep.
+    Iterative, so hostile nesting cannot exhaust the stack.
+
+    Raises:
+        PayloadError: The value is not storable JSON (the reason names why, never the value).
+    """
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if item is None or isinstance(item, bool | int):
+            continue
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item):
+                raise PayloadError(
+                    field=field, reason="a string contains a lone surrogate (not valid Unicode)"
+                )
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise PayloadError(field=field, reason="NaN and Infinity are not JSON numbers")
+        elif isinstance(item, Mapping | list | tuple):
+            if depth >= MAX_NESTING:
+                raise PayloadError(field=field, reason=f"nested more than {MAX_NESTING} levels")
+            if isinstance(item, Mapping):
+                for key in item:
+                    if not isinstance(key, str):
+                        raise PayloadError(field=field, reason="keys must be strings")
+                    if not key.isascii() and _SURROGATE.search(key):
+                        raise PayloadError(
+                            field=field,
+                            reason="a key contains a lone surrogate (not valid Unicode)",
+                        )
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                stack.extend((v, depth + 1) for v in item)
+        else:
+            raise PayloadError(field=field, reason=f"not a JSON value ({_json_type(item)})")
 
 
 def _enum_hook(cls: type[Any]) -> Callable[[object, object], Any]:
@@ -203,8 +310,15 @@ def _translate_leaf(exc: BaseException, cls: type) -> InvalidInputError:
     if isinstance(exc, ClassValidationError):
         return _translate(exc, cls)
     if isinstance(exc, ForbiddenExtraKeysError):
-        key = sorted(exc.extra_fields)[0]
-        return PayloadError(field=key, reason="unknown key; put custom data in 'metadata'")
+        names = sorted(name for name in map(_key_name, exc.extra_fields) if name is not None)
+        if len(names) == len(exc.extra_fields):
+            return PayloadError(
+                field=names[0], reason="unknown key; put custom data in 'metadata'"
+            )
+        return PayloadError(
+            field="<record>",
+            reason="an unknown key (its name is not shown); put custom data in 'metadata'",
+        )
     if isinstance(exc, InvalidInputError):
         if exc.field == "<value>" and field is not None:
             return type(exc)(field=field, reason=exc.reason)
@@ -357,7 +471,9 @@ def loads(line: str | bytes, *, default_tz: tzinfo | str | None = None) -> Recor
         NormalizationError: A value in it is invalid.
     """
     try:
-        obj = json.loads(line)
+        obj = json.loads(line, object_pairs_hook=_unique_keys)
+    except InvalidInputError:
+        raise
     except json.JSONDecodeError as exc:
         # exc.msg describes the syntax problem without quoting the document.
         raise PayloadError(
@@ -365,7 +481,33 @@ def loads(line: str | bytes, *, default_tz: tzinfo | str | None = None) -> Recor
         ) from None
     except UnicodeDecodeError:
         raise PayloadError(field="<line>", reason="not valid UTF-8") from None
+    except RecursionError:
+        raise PayloadError(
+            field="<line>", reason=f"invalid JSON: nested more than {MAX_NESTING} levels"
+        ) from None
+    except ValueError:
+        # Python refuses to convert integers of more than 4,300 digits.
+        raise PayloadError(
+            field="<line>", reason="invalid JSON: a number has too many digits"
+        ) from None
     return structure(obj, default_tz=default_tz)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Build a JSON object, refusing a key that appears twice (the last would win silently)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                name = _key_name(key)
+                if name is None:
+                    raise PayloadError(
+                        field="<line>", reason="a key appears more than once in an object"
+                    )
+                raise PayloadError(field="<line>", reason=f"duplicate key {name!r}")
+            seen.add(key)
+    return obj
 
 
 def dumps(record: Record) -> str:
@@ -412,7 +554,11 @@ def read_records(
 
     Lines are read one at a time, so memory does not grow with the file. Blank
     lines are skipped; every other line yields exactly one :class:`ParsedLine`,
-    valid or not, so nothing is silently dropped.
+    valid or not, so nothing is silently dropped. Lines are decoded one by one:
+    a line that is not valid in *encoding* is rejected on its own and the rest
+    of the file is still read. A CSV cell longer than :data:`MAX_CELL_LENGTH`
+    characters, or a quoted cell never closed, rejects the line it starts on and
+    reading resumes on the next line.
 
     Args:
         path: The file.
@@ -427,25 +573,78 @@ def read_records(
         progress: Called with the number of bytes read so far, now and then.
 
     Raises:
-        PayloadError: The format is unknown, the file cannot be decoded, or a CSV
-            header is unusable (these concern the whole file, not one line).
+        PayloadError: The format is unknown, a ``utf-16`` or ``utf-32`` file has no
+            byte order mark, or a CSV header is unusable or undecodable (these
+            concern the whole file, not one line).
+        LookupError: The encoding is unknown.
         OSError: The file cannot be opened.
     """
     path = Path(path)
     fmt = format or _format_of(path)
     if kind is not None and kind not in KINDS:
         raise PayloadError(field="kind", reason="expected one of: message, event, consent")
+    codec = codecs.lookup(encoding)
     with path.open("rb") as handle:
-        text = io.TextIOWrapper(handle, encoding=encoding, newline="")
+        _check_byte_order_mark(handle, codec.name, encoding)
+        text = io.TextIOWrapper(handle, encoding=encoding, errors=_MARK_ERRORS, newline="")
         try:
             if fmt == "jsonl":
-                yield from _read_jsonl(text, default_tz, handle, progress)
+                yield from _read_jsonl(text, default_tz, handle, progress, encoding)
             else:
-                yield from _read_csv(text, default_tz, mapping or {}, kind, handle, progress)
-        except UnicodeDecodeError:
+                yield from _read_csv(
+                    text, default_tz, mapping or {}, kind, handle, progress, encoding
+                )
+        except UnicodeError:
             raise PayloadError(
                 field="<file>", reason=f"cannot be decoded as {encoding}; pass the encoding"
             ) from None
+
+
+_MARK_ERRORS: Final = "commhistory.mark-undecodable"
+
+
+def _mark_undecodable(exc: UnicodeError) -> tuple[str, int]:
+    """Decode each undecodable byte as a lone surrogate (U+DC00 + byte).
+
+    A strict decoder never produces a lone surrogate, so one in decoded text marks
+    a line that was not valid in its encoding; that line alone is rejected.
+    """
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    bad = exc.object[exc.start : exc.end]
+    return "".join(chr(0xDC00 + byte) for byte in bad), exc.end
+
+
+codecs.register_error(_MARK_ERRORS, _mark_undecodable)
+
+_BOMS: Final = {
+    "utf-16": (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE),
+    "utf-32": (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE),
+}
+
+
+def _check_byte_order_mark(handle: IO[bytes], codec: str, encoding: str) -> None:
+    """Refuse a ``utf-16``/``utf-32`` file without a BOM: its byte order is unknown."""
+    boms = _BOMS.get(codec)
+    if boms is None:
+        return
+    head = handle.read(4)
+    handle.seek(0)
+    if head and not head.startswith(boms):
+        raise PayloadError(
+            field="<file>",
+            reason=f"{encoding} without a byte order mark; pass {codec}-le or {codec}-be",
+        )
+
+
+def _undecodable(text: str) -> bool:
+    """Whether decoded text holds bytes that were not valid in the file's encoding."""
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def _shown(text: str) -> str:
+    r"""Text with each undecodable byte written as ``\xNN`` (a dead letter's raw text)."""
+    return _SURROGATE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", text)
 
 
 def _format_of(path: Path) -> FileFormat:
@@ -467,12 +666,19 @@ def _read_jsonl(
     default_tz: tzinfo | str | None,
     handle: IO[bytes],
     progress: Callable[[int], None] | None,
+    encoding: str,
 ) -> Iterator[ParsedLine]:
     for number, raw in enumerate(text, start=1):
         if progress is not None and number % _PROGRESS_EVERY == 0:
             progress(handle.tell())
         line = raw.rstrip("\r\n")
         if not line.strip():
+            continue
+        if _undecodable(line):
+            error = PayloadError(
+                field="<line>", reason=f"cannot be decoded as {encoding}; pass the encoding"
+            )
+            yield ParsedLine(line=number, raw=_shown(line), error=error)
             continue
         try:
             yield ParsedLine(line=number, raw=line, record=loads(line, default_tz=default_tz))
@@ -496,14 +702,63 @@ def _read_csv(  # noqa: PLR0917 - private; arguments mirror read_records
     kind: str | None,
     handle: IO[bytes],
     progress: Callable[[int], None] | None,
+    encoding: str,
 ) -> Iterator[ParsedLine]:
     sample = text.readline()
+    if _undecodable(sample):
+        raise PayloadError(
+            field="<header>", reason=f"cannot be decoded as {encoding}; pass the encoding"
+        )
     dialect: type[csv.Dialect] = (
         csv.excel_tab if sample.count("\t") > sample.count(",") else csv.excel
     )
-    header = next(csv.reader([sample], dialect), None)
+    try:
+        header = next(csv.reader([sample], dialect), None)
+    except csv.Error:
+        header = None
     if not header:
         raise PayloadError(field="<header>", reason="the CSV file has no header row")
+    columns = _csv_columns(header, mapping)
+    lines = _Lines(text, first=2)  # the header was line 1
+    rows = csv.reader(lines, dialect)
+    while True:
+        lines.start_row()
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            yield _csv_reject(lines, _csv_error_reason(exc))
+            rows = csv.reader(lines, dialect)
+            continue
+        number = lines.row_start
+        if progress is not None and number % _PROGRESS_EVERY == 0:
+            progress(handle.tell())
+        if lines.ended_in_quotes:
+            yield _csv_reject(lines, "a quoted cell opened on this line is never closed")
+            rows = csv.reader(lines, dialect)
+            continue
+        if not any(cell.strip() for cell in row):
+            continue
+        if any(_undecodable(line) for line in lines.row):
+            error = PayloadError(
+                field="<line>", reason=f"cannot be decoded as {encoding}; pass the encoding"
+            )
+            yield ParsedLine(
+                line=number, raw=_shown("".join(lines.row).rstrip("\r\n")), error=error
+            )
+            continue
+        raw = _csv_raw(row, dialect)
+        try:
+            obj = _csv_object(row, columns, kind)
+            yield ParsedLine(line=number, raw=raw, record=structure(obj, default_tz=default_tz))
+        except InvalidInputError as exc:
+            yield ParsedLine(line=number, raw=raw, error=exc)
+    if progress is not None:
+        progress(handle.tell())
+
+
+def _csv_columns(header: list[str], mapping: Mapping[str, str]) -> list[str]:
     columns = [_map_column(col.strip(), mapping) for col in header]
     seen: set[str] = set()
     for col in columns:
@@ -518,32 +773,67 @@ def _read_csv(  # noqa: PLR0917 - private; arguments mirror read_records
                 "to metadata with COLUMN=metadata.KEY, or ignore it with COLUMN=",
             )
         seen.add(col)
-    rows = csv.reader(_Lines(text), dialect)
-    consumed = 0  # lines consumed after the header; a quoted cell may span several
-    for row in rows:
-        number, consumed = consumed + 2, rows.line_num  # the header was line 1
-        if progress is not None and number % _PROGRESS_EVERY == 0:
-            progress(handle.tell())
-        if not any(cell.strip() for cell in row):
-            continue
-        raw = _csv_raw(row, dialect)
-        try:
-            obj = _csv_object(row, columns, kind)
-            yield ParsedLine(line=number, raw=raw, record=structure(obj, default_tz=default_tz))
-        except InvalidInputError as exc:
-            yield ParsedLine(line=number, raw=raw, error=exc)
-    if progress is not None:
-        progress(handle.tell())
+    return columns
+
+
+def _csv_error_reason(exc: csv.Error) -> str:
+    """Say why the csv module refused a row, in our words (its messages never quote data)."""
+    if "field larger than field limit" in str(exc):
+        return f"a cell is longer than {MAX_CELL_LENGTH} characters"
+    return f"not a valid CSV row ({exc})"
+
+
+def _csv_reject(lines: _Lines, reason: str) -> ParsedLine:
+    """Reject the first line of the row being read and read its other lines again.
+
+    An unclosed quote or an oversized cell would otherwise swallow the lines that
+    follow; only the line it starts on is rejected, and reading resumes after it.
+    """
+    first, rest = lines.row[0], lines.row[1:]
+    lines.replay(rest)
+    error = PayloadError(field="<row>", reason=reason)
+    return ParsedLine(line=lines.row_start, raw=_shown(first.rstrip("\r\n")), error=error)
 
 
 class _Lines:
-    """Iterate a text stream's lines (``csv.reader`` counts them for line numbers)."""
+    """The lines ``csv.reader`` reads, remembering those of the row being read.
 
-    def __init__(self, text: IO[str]) -> None:
-        self._text = text
+    Lines handed back with :meth:`replay` are read again, so a row the reader
+    could not finish is rejected on its first line and the rest re-read.
+    """
+
+    def __init__(self, text: IO[str], *, first: int) -> None:
+        self._text = iter(text)
+        self._pending: deque[str] = deque()
+        self._next = first  # the number of the next line handed out
+        self.row: list[str] = []
+        self.row_start = first
+        self.ended_in_quotes = False
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._text)
+        return self
+
+    def __next__(self) -> str:
+        line = self._pending.popleft() if self._pending else next(self._text, None)
+        if line is None:
+            # The reader asks for more of a row only while inside a quoted cell.
+            self.ended_in_quotes = bool(self.row)
+            raise StopIteration
+        if not self.row:
+            self.row_start = self._next
+        self.row.append(line)
+        self._next += 1
+        return line
+
+    def start_row(self) -> None:
+        """Forget the lines of the previous row."""
+        self.row = []
+        self.ended_in_quotes = False
+
+    def replay(self, lines: list[str]) -> None:
+        """Hand *lines* out again, first of all."""
+        self._pending.extendleft(reversed(lines))
+        self._next -= len(lines)
 
 
 def _map_column(column: str, mapping: Mapping[str, str]) -> str:

@@ -7,12 +7,14 @@ or read canonical JSON lines through :mod:`commhistory.convert`, which does it
 for you. A record that exists is therefore always canonical:
 
 * every timestamp is timezone-aware and held in UTC;
-* every id is a non-empty string;
+* every id is a non-empty string of at most ``MAX_ID_LENGTH`` (255) characters, without
+  a NUL character (PostgreSQL cannot store one in text) or a lone surrogate;
+* no text field holds a lone surrogate (it cannot be encoded as UTF-8);
 * the address fits the channel: a normalized email for ``EMAIL``, E.164 for
   ``SMS`` and ``VOICE``, a LINE user id (``U`` + 32 hex digits) for ``LINE``;
 * revenue is a :class:`~decimal.Decimal` with an ISO 4217 currency;
-* personal fields (address, subject, body, reason, url, user agent, ip,
-  metadata) are left out of ``repr()``.
+* personal fields (address, subject, body, reason, url, user agent, ip, consent
+  source, metadata) are left out of ``repr()``.
 
 .. versionadded:: 0.1.0
 """
@@ -41,6 +43,7 @@ from commhistory.normalize.time import to_micros
 
 __all__ = [
     "ADDRESS_KINDS",
+    "MAX_ID_LENGTH",
     "BounceClass",
     "Channel",
     "ConsentAction",
@@ -151,7 +154,19 @@ class ConsentMethod(enum.StrEnum):
 # pinned by tests/test_model.py). Cross-field checks run after, in
 # __attrs_post_init__.
 
+MAX_ID_LENGTH: Final = 255
+"""The most characters an id or other short plain-text field may have.
+
+Ids, campaign ids, variants, provider names and the consent notice fields are
+stored in the clear and indexed; PostgreSQL refuses an index entry over about
+2,700 bytes, and 255 characters of UTF-8 stay well below it.
+
+.. versionadded:: 0.5.0
+"""
+
 _LINE_USER_ID: Final = re.compile(r"U[0-9a-f]{32}")
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_NOT_PLAIN: Final = re.compile("[\x00\ud800-\udfff]")
 _STATUS_CODE: Final = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
 _status_code_match: Final = _STATUS_CODE.fullmatch
 
@@ -185,11 +200,32 @@ def _optional_aware(field: str, value: object) -> None:
         _aware(field, value)
 
 
+def _plain(value: str) -> bool:
+    """Whether *value* is certainly storable as plain text: short, ASCII, no NUL."""
+    return len(value) <= MAX_ID_LENGTH and value.isascii() and "\x00" not in value
+
+
+def _clean(value: str) -> bool:
+    """Whether *value* is certainly free of lone surrogates (encodable as UTF-8)."""
+    return value.isascii() or _SURROGATE.search(value) is None
+
+
+def _check_plain(field: str, value: str) -> None:
+    if len(value) > MAX_ID_LENGTH:
+        raise PayloadError(field=field, reason=f"longer than {MAX_ID_LENGTH} characters")
+    found = _NOT_PLAIN.search(value)
+    if found is not None:
+        if found.group() == "\x00":
+            raise PayloadError(field=field, reason="contains a NUL character")
+        raise PayloadError(field=field, reason="contains a lone surrogate (not valid Unicode)")
+
+
 def _identifier(field: str, value: object) -> None:
     if not isinstance(value, str):
         raise PayloadError(field=field, reason=f"expected a string id, got {_kind(value)}")
     if not value.strip():
         raise PayloadError(field=field, reason="must not be empty")
+    _check_plain(field, value)
 
 
 def _optional_identifier(field: str, value: object) -> None:
@@ -198,8 +234,19 @@ def _optional_identifier(field: str, value: object) -> None:
 
 
 def _optional_text(field: str, value: object) -> None:
-    if value is not None and not isinstance(value, str):
+    if value is None:
+        return
+    if not isinstance(value, str):
         raise PayloadError(field=field, reason=f"expected a string, got {_kind(value)}")
+    if not _clean(value):
+        raise PayloadError(field=field, reason="contains a lone surrogate (not valid Unicode)")
+
+
+def _optional_plain_text(field: str, value: object) -> None:
+    _optional_text(field, value)
+    if value is not None:
+        assert isinstance(value, str)
+        _check_plain(field, value)
 
 
 def _enum(cls: type[enum.Enum]) -> _Check:
@@ -241,6 +288,10 @@ def _metadata(field: str, value: object) -> None:
     for key in value:
         if not isinstance(key, str):
             raise PayloadError(field=field, reason="keys must be strings")
+        if not _clean(key):
+            raise PayloadError(
+                field=field, reason="a key contains a lone surrogate (not valid Unicode)"
+            )
 
 
 def _run_checks(record: object, checks: tuple[tuple[str, _Check], ...]) -> None:
@@ -253,14 +304,20 @@ def _plain_metadata(value: object) -> bool:
     """Whether *value* is certainly valid metadata (a dict with str keys)."""
     if type(value) is not dict:
         return False
-    for key in value:  # noqa: SIM110 - a plain loop is faster than all() over a generator
-        if type(key) is not str:
+    for key in value:
+        if type(key) is not str or not (key.isascii() or _SURROGATE.search(key) is None):
             return False
     return True
 
 
-_TEXT: Final = (str, type(None))
-"""The exact types an optional text field certainly accepts."""
+def _text_ok(value: object) -> bool:
+    """Whether *value* is certainly a valid optional text field."""
+    return value is None or (type(value) is str and _clean(value))
+
+
+def _plain_text_ok(value: object) -> bool:
+    """Whether *value* is certainly a valid optional short plain-text field."""
+    return value is None or (type(value) is str and _plain(value))
 
 
 def _kind(value: object) -> str:
@@ -362,22 +419,34 @@ class Message:
         if not (
             type(message_id) is str
             and message_id.strip()
+            and _plain(message_id)
             and type(self.channel) is Channel
             and type(self.direction) is Direction
             and type(contact_id) is str
             and contact_id.strip()
-            and type(self.address) in _TEXT
+            and _plain(contact_id)
+            and _text_ok(self.address)
             and type(sent_at) is datetime
             and sent_at.tzinfo is UTC
             and type(self.purpose) is Purpose
-            and (campaign_id is None or (type(campaign_id) is str and campaign_id.strip()))
-            and (variant is None or (type(variant) is str and variant.strip()))
-            and type(self.subject) in _TEXT
-            and type(self.body) in _TEXT
-            and (provider is None or (type(provider) is str and provider.strip()))
+            and (
+                campaign_id is None
+                or (type(campaign_id) is str and campaign_id.strip() and _plain(campaign_id))
+            )
+            and (variant is None or (type(variant) is str and variant.strip() and _plain(variant)))
+            and _text_ok(self.subject)
+            and _text_ok(self.body)
+            and (
+                provider is None
+                or (type(provider) is str and provider.strip() and _plain(provider))
+            )
             and (
                 provider_message_id is None
-                or (type(provider_message_id) is str and provider_message_id.strip())
+                or (
+                    type(provider_message_id) is str
+                    and provider_message_id.strip()
+                    and _plain(provider_message_id)
+                )
             )
             and _plain_metadata(metadata)
         ):
@@ -456,29 +525,44 @@ class Event:
         if not (
             type(event_id) is str
             and event_id.strip()
+            and _plain(event_id)
             and type(self.type) is EventType
             and type(occurred_at) is datetime
             and occurred_at.tzinfo is UTC
-            and (message_id is None or (type(message_id) is str and message_id.strip()))
-            and (provider is None or (type(provider) is str and provider.strip()))
+            and (
+                message_id is None
+                or (type(message_id) is str and message_id.strip() and _plain(message_id))
+            )
+            and (
+                provider is None
+                or (type(provider) is str and provider.strip() and _plain(provider))
+            )
             and (
                 provider_message_id is None
-                or (type(provider_message_id) is str and provider_message_id.strip())
+                or (
+                    type(provider_message_id) is str
+                    and provider_message_id.strip()
+                    and _plain(provider_message_id)
+                )
             )
             and (
                 provider_event_id is None
-                or (type(provider_event_id) is str and provider_event_id.strip())
+                or (
+                    type(provider_event_id) is str
+                    and provider_event_id.strip()
+                    and _plain(provider_event_id)
+                )
             )
-            and type(self.address) in _TEXT
+            and _text_ok(self.address)
             and (
                 status_code is None
                 or (type(status_code) is str and _status_code_match(status_code) is not None)
             )
             and (bounce is None or type(bounce) is BounceClass)
-            and type(self.reason) in _TEXT
-            and type(self.url) in _TEXT
-            and type(self.user_agent) in _TEXT
-            and type(self.ip) in _TEXT
+            and _text_ok(self.reason)
+            and _text_ok(self.url)
+            and _text_ok(self.user_agent)
+            and _text_ok(self.ip)
             and (machine is True or machine is False)
             and _plain_metadata(metadata)
         ):
@@ -524,7 +608,8 @@ class ConsentEvent:
         method: How it was given or withdrawn.
         consent_id: A unique id for this event; derived from its content when absent.
         recorded_at: When the business recorded it (defaults to ``occurred_at``).
-        source: Where it happened: a form URL, a form id, a keyword.
+        source: Where it happened: a form URL, a form id, a keyword. Personal (a form
+            URL may carry the customer's address).
         notice_version: The version of the consent notice shown.
         notice_hash: A hash of the notice's wording.
         ip: The customer's IP address. Personal.
@@ -543,7 +628,7 @@ class ConsentEvent:
     method: ConsentMethod
     consent_id: str | None = None
     recorded_at: datetime | None = attrs.field(default=None, converter=_optional_to_utc)
-    source: str | None = None
+    source: str | None = attrs.field(default=None, repr=False)
     notice_version: str | None = None
     notice_hash: str | None = None
     ip: str | None = attrs.field(default=None, repr=False)
@@ -561,23 +646,27 @@ class ConsentEvent:
         if not (
             type(contact_id) is str
             and contact_id.strip()
+            and _plain(contact_id)
             and type(self.channel) is Channel
             and type(self.purpose) is Purpose
             and type(self.action) is ConsentAction
             and type(occurred_at) is datetime
             and occurred_at.tzinfo is UTC
             and type(self.method) is ConsentMethod
-            and (consent_id is None or (type(consent_id) is str and consent_id.strip()))
+            and (
+                consent_id is None
+                or (type(consent_id) is str and consent_id.strip() and _plain(consent_id))
+            )
             and (
                 recorded_at is None
                 or (type(recorded_at) is datetime and recorded_at.tzinfo is UTC)
             )
-            and type(self.source) in _TEXT
-            and type(self.notice_version) in _TEXT
-            and type(self.notice_hash) in _TEXT
-            and type(self.ip) in _TEXT
-            and type(self.user_agent) in _TEXT
-            and type(self.actor) in _TEXT
+            and _text_ok(self.source)
+            and _plain_text_ok(self.notice_version)
+            and _plain_text_ok(self.notice_hash)
+            and _text_ok(self.ip)
+            and _text_ok(self.user_agent)
+            and _plain_text_ok(self.actor)
             and _plain_metadata(metadata)
         ):
             _run_checks(self, _CONSENT_CHECKS)
@@ -629,11 +718,11 @@ _CONSENT_CHECKS: Final[tuple[tuple[str, _Check], ...]] = (
     ("consent_id", _optional_identifier),
     ("recorded_at", _optional_aware),
     ("source", _optional_text),
-    ("notice_version", _optional_text),
-    ("notice_hash", _optional_text),
+    ("notice_version", _optional_plain_text),
+    ("notice_hash", _optional_plain_text),
     ("ip", _optional_text),
     ("user_agent", _optional_text),
-    ("actor", _optional_text),
+    ("actor", _optional_plain_text),
     ("metadata", _metadata),
 )
 
