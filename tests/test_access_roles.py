@@ -49,6 +49,12 @@ OPERATIONS: list[Op] = [
     ("kpis", P.READ_METRICS, False, lambda v: v.kpis(by="campaign_id")),
     ("can_send", P.READ_HISTORY_MASKED, False, lambda v: v.can_send("c1", "email", "marketing")),
     (
+        "can_send.address",
+        P.READ_PERSONAL,
+        True,
+        lambda v: v.can_send("c1", "email", "marketing", address="c1@example.com"),
+    ),
+    (
         "filter_sendable",
         P.READ_HISTORY_MASKED,
         False,
@@ -62,8 +68,8 @@ OPERATIONS: list[Op] = [
     ),
     (
         "suppression.check",
-        P.READ_HISTORY_MASKED,
-        False,
+        P.READ_PERSONAL,
+        True,
         lambda v: v.suppression.check("email", "c1@example.com"),
     ),
     ("masked_timeline", P.READ_HISTORY_MASKED, False, lambda v: v.masked_timeline("c1")),

@@ -150,9 +150,11 @@ def test_sql_erasure_destroys_the_key_and_reencrypts_retained_evidence(
     assert n_addr == 0
     assert kept == 2
     assert tuple(aggregates) == (4, 4980 * 10**6)
-    # Writes for the erased contact are refused, even with keys cached before.
-    with pytest.raises(StorageError):
-        repo.record_messages([msg("m99", "c1", day=5)])
+    # Writes for the erased contact are refused record by record, even with keys
+    # cached before: counted as rejected, nothing of them stored.
+    refused = repo.record_messages([msg("m99", "c1", day=5)])
+    assert (refused.inserted, refused.rejected) == (0, 1)
+    assert repo.timeline("c1") == []
     exported = repo.export_subject("c1")
     assert exported["messages"] == []
     assert exported["addresses"] == []

@@ -52,6 +52,7 @@ __all__ = [
     "envelope_key_ref",
     "new_data_key",
     "rewrap_data_key",
+    "stored_bytes",
     "unwrap_data_key",
     "wrap_data_key",
     "wrapped_key_id",
@@ -511,7 +512,7 @@ class FieldCipher:
         if blob is None:
             return None
         if type(blob) is not bytes:
-            blob = bytes(blob)
+            blob = stored_bytes(blob, f"{table}.{column}")
         # The read hot path (a timeline decrypts thousands of fields): no work
         # on success that only an error message needs.
         hl = self._header_len
@@ -566,7 +567,7 @@ class FieldCipher:
             if blob is None:
                 return None
             if type(blob) is not bytes:
-                blob = bytes(blob)
+                blob = stored_bytes(blob, f"{table}.{column}")
             if blob[:hl] == header and len(blob) >= shortest:
                 row = row_id.encode("utf-8")
                 try:
@@ -605,3 +606,26 @@ class FieldCipher:
 
     def __repr__(self) -> str:
         return f"FieldCipher(key_ref={self._key_ref!r})"
+
+
+def stored_bytes(value: object, where: str) -> bytes:
+    """Return a stored binary value as ``bytes``, refusing anything that is not binary.
+
+    A ciphertext column holding text (or a number) was written by something
+    other than this library: the value is refused as undecryptable, naming the
+    column and the type, never the value.
+
+    Args:
+        value: What the database returned.
+        where: ``"table.column"``, for the message.
+
+    Raises:
+        DecryptionError: *value* is not ``bytes``, ``bytearray`` or ``memoryview``.
+
+    .. versionadded:: 0.4.0
+    """
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise DecryptionError(
+        f"{where} holds a {type(value).__name__}, not a ciphertext (written outside commhistory?)"
+    )

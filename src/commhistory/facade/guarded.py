@@ -349,12 +349,22 @@ class GuardedRepository:
         *,
         address: str | None = None,
     ) -> SendDecision:
-        """Decide whether a message may be sent (needs ``read_history_masked``)."""
-        return self._checked(
-            P.READ_HISTORY_MASKED,
-            "can_send",
-            lambda: self._repo.can_send(contact_id, channel, purpose, at, address=address),
-        )
+        """Decide whether a message may be sent (needs ``read_history_masked``).
+
+        Deciding for a full *address* needs ``read_personal`` and is audited (the
+        address is not recorded): the decision tells whether that address is
+        suppressed, and its cause id links it to a contact.
+
+        .. versionchanged:: 0.4.0
+           ``address=`` needs ``read_personal``.
+        """
+
+        def call() -> SendDecision:
+            return self._repo.can_send(contact_id, channel, purpose, at, address=address)
+
+        if address is not None:
+            return self._audited(P.READ_PERSONAL, "can_send.address", call, contact_id)
+        return self._checked(P.READ_HISTORY_MASKED, "can_send", call)
 
     def filter_sendable(
         self,
@@ -608,15 +618,21 @@ class GuardedSuppression:
         )
 
     def check(self, *args: Any, **kwargs: Any) -> tuple[SuppressionEntry, ...]:
-        """Return entries in force.
+        """Return entries in force for a full address (needs ``read_personal``; audited).
 
-        Arguments as :meth:`commhistory.consent.SuppressionList.check`.
+        Arguments as :meth:`commhistory.consent.SuppressionList.check`. Looking a
+        full address up tells whether it is suppressed and, through the cause
+        id, whose it is: the same permission as any personal read.
+
+        .. versionchanged:: 0.4.0
+           Needs ``read_personal`` (was ``read_history_masked``).
         """
         v = self._view
-        return v._checked(
-            P.READ_HISTORY_MASKED,
+        return v._audited(
+            P.READ_PERSONAL,
             "suppression.check",
             lambda: v._repo.suppression.check(*args, **kwargs),
+            targets=lambda found: [e.suppression_id for e in found],
         )
 
     def entries(self, *args: Any, **kwargs: Any) -> list[SuppressionEntry]:

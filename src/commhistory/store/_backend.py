@@ -69,6 +69,10 @@ class Backend:
     table and :meth:`insert` goes through a staging table; on SQLite
     ``INSERT ... ON CONFLICT DO NOTHING`` already costs what a plain insert does.
     """
+    key_share: str = ""
+    """Appended to a ``SELECT`` of ``contacts`` rows a write depends on: a lock that an
+    erasure's ``FOR UPDATE`` waits for (PostgreSQL ``FOR KEY SHARE``). Empty on SQLite,
+    whose write transactions are serialized already."""
 
     def insert(
         self, conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: list[Row]
@@ -109,9 +113,31 @@ class Backend:
     ) -> set[tuple[Any, ...]]:
         """Return which of *keys* (values of *columns*, one or two) are stored in *table*.
 
-        Used only where :attr:`copies_new_rows` is true (PostgreSQL).
+        The generic form searches the unique index through ``IN`` lists (one
+        column) or the joined ``_pairs`` (two); PostgreSQL overrides it with
+        array-bound statements for the bulk path.
         """
-        raise NotImplementedError
+        keys = list(keys)
+        if not keys:
+            return set()
+        name = table.name
+        if len(columns) == 1:
+            (col,) = columns
+            return {
+                (r[0],)
+                for r in self.select_in(
+                    conn, f"SELECT {col} FROM {name} WHERE {col} IN ({{in}})", [k[0] for k in keys]
+                )
+            }
+        a, b = columns
+        return {
+            (r[0], r[1])
+            for r in self.select_pairs(
+                conn,
+                f"SELECT t.{a}, t.{b} FROM _pairs p JOIN {name} t ON t.{a} = p.a AND t.{b} = p.b",
+                [(k[0], k[1]) for k in keys],
+            )
+        }
 
     def placeholders(self, n: int) -> str:
         """Return ``n`` comma-separated placeholders."""
@@ -200,6 +226,7 @@ class PostgresBackend(Backend):
     name = "postgresql"
     ph = "%s"
     copies_new_rows = True
+    key_share = " FOR KEY SHARE"
 
     def select_in(
         self, conn: sa.Connection, sql: str, values: Iterable[Any], *, extra: Row = ()

@@ -58,13 +58,22 @@ class LRU(Generic[K, V]):
         """Forget every entry."""
         self._data.clear()
 
+    def discard(self, key: K) -> None:
+        """Forget *key* if it is there."""
+        self._data.pop(key, None)
+
 
 class Pending:
     """Cache entries learned inside a transaction, applied only after it commits."""
 
-    __slots__ = ("ciphers", "messages", "pairs")
+    __slots__ = ("ciphers", "erased", "messages", "pairs", "refused")
 
     def __init__(self) -> None:
         self.ciphers: dict[str, FieldCipher] = {}
+        self.erased: set[str] = set()
+        """Contacts found erased in this transaction: their records are refused."""
+        self.refused: set[str | tuple[str, str]] = set()
+        """Message ids and ``(provider, provider_message_id)`` pairs refused in this
+        batch: events naming them are refused too, not kept as orphans."""
         self.messages: dict[str, str] = {}
         self.pairs: dict[tuple[str, str], tuple[str, str]] = {}

@@ -78,11 +78,14 @@ class Batch:
 
     Attributes:
         messages: New-looking messages, in input order.
+        message_lines: Each message's line (or position) in the input.
         message_meta: Each message's serialized metadata.
         events: Events, in input order.
+        event_lines: Each event's line (or position) in the input.
         event_meta: Each event's serialized metadata.
         event_revenue: Each event's revenue in micros (or ``None``).
         consents: Consent events, in input order.
+        consent_lines: Each consent event's line (or position) in the input.
         consent_ids: Each consent event's id (given or derived).
         consent_meta: Each consent event's serialized metadata.
         rejects: ``(line, field, reason, raw)`` of each rejected item.
@@ -91,11 +94,14 @@ class Batch:
 
     __slots__ = (
         "consent_ids",
+        "consent_lines",
         "consent_meta",
         "consents",
+        "event_lines",
         "event_meta",
         "event_revenue",
         "events",
+        "message_lines",
         "message_meta",
         "messages",
         "rejects",
@@ -104,11 +110,14 @@ class Batch:
 
     def __init__(self) -> None:
         self.messages: list[Message] = []
+        self.message_lines: list[int | None] = []
         self.message_meta: list[bytes | None] = []
         self.events: list[Event] = []
+        self.event_lines: list[int | None] = []
         self.event_meta: list[bytes | None] = []
         self.event_revenue: list[int | None] = []
         self.consents: list[ConsentEvent] = []
+        self.consent_lines: list[int | None] = []
         self.consent_ids: list[str] = []
         self.consent_meta: list[bytes | None] = []
         self.rejects: list[tuple[int | None, str, str, str]] = []
@@ -130,18 +139,21 @@ class Batch:
                 meta = metadata_bytes(record.metadata)
                 rev = None if record.revenue is None else revenue_micros(record.revenue)
                 self.events.append(record)
+                self.event_lines.append(line)
                 self.event_meta.append(meta)
                 self.event_revenue.append(rev)
             elif cls is Message:
                 assert isinstance(record, Message)
                 meta = metadata_bytes(record.metadata)
                 self.messages.append(record)
+                self.message_lines.append(line)
                 self.message_meta.append(meta)
             elif cls is ConsentEvent:
                 assert isinstance(record, ConsentEvent)
                 meta = metadata_bytes(record.metadata)
                 self.consent_ids.append(consent_id_of(record))
                 self.consents.append(record)
+                self.consent_lines.append(line)
                 self.consent_meta.append(meta)
             else:
                 raise PayloadError(
@@ -154,6 +166,37 @@ class Batch:
     def reject(self, line: int | None, field: str, reason: str, raw: str) -> None:
         """Record an item that cannot be stored (counted in ``size`` by :meth:`add`)."""
         self.rejects.append((line, field, reason, raw))
+
+    def refuse_erased(self, record: Message | Event | ConsentEvent, line: int | None) -> None:
+        """Reject a record of an erased contact, keeping only its ids (:func:`ids_only`)."""
+        self.rejects.append((line, "contact_id", ERASED_REASON, ids_only(record)))
+
+
+ERASED_REASON: Final = "the contact was erased; nothing more is stored for it"
+"""The reason of a record refused because its contact was erased."""
+
+
+def ids_only(record: Message | Event | ConsentEvent) -> str:
+    """The raw text kept for a refused record of an erased contact: its ids, nothing personal.
+
+    Keeping the whole line would collect the erased person's data again (an
+    address, a body), so the dead letter holds only what names the record.
+    """
+    if isinstance(record, Message):
+        doc: dict[str, str | None] = {
+            "kind": "message", "message_id": record.message_id, "contact_id": record.contact_id,
+        }  # fmt: skip
+    elif isinstance(record, Event):
+        doc = {
+            "kind": "event", "event_id": record.event_id, "message_id": record.message_id,
+            "provider": record.provider, "provider_event_id": record.provider_event_id,
+        }  # fmt: skip
+    else:
+        doc = {
+            "kind": "consent", "consent_id": consent_id_of(record),
+            "contact_id": record.contact_id,
+        }  # fmt: skip
+    return json.dumps(doc, separators=(",", ":"))
 
 
 def _raw_of(record: object) -> str:

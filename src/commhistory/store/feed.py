@@ -133,9 +133,7 @@ class SQLStoredBatch(_BatchRecords):
             cipher = self._known.get(r[5])
             if cipher is None:
                 continue
-            address = cipher.decrypt_text(
-                bytes(r[10]), table="messages", column="address", row_id=r[4]
-            )
+            address = cipher.decrypt_text(r[10], table="messages", column="address", row_id=r[4])
             out.append((_event(r), _message(r, address or "")))
         return out
 
@@ -155,7 +153,7 @@ class SQLStoredBatch(_BatchRecords):
         if cipher is None:
             return out
         for t, eid, typ, bounce, mid, blob in found:
-            addr = cipher.decrypt_text(bytes(blob), table="messages", column="address", row_id=mid)
+            addr = cipher.decrypt_text(blob, table="messages", column="address", row_id=mid)
             if addr == message.address:
                 out.append(
                     (

@@ -135,7 +135,7 @@ def _backfill_batch(repo: SQLRepository, after: str, limit: int) -> tuple[int, s
             if cipher is None:  # erased meanwhile
                 continue
             address = cipher.decrypt_text(
-                bytes(blob), table="messages", column="address", row_id=message_id
+                blob, table="messages", column="address", row_id=message_id
             )
             updates.append((mask_address(channel, address or ""), message_id))
         written = be.executemany(

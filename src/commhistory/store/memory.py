@@ -152,7 +152,7 @@ class MemoryRepository:
         hook: BatchHook | None = getattr(self._local, "hook", None)
         for batch in parts:
             part = self._apply(batch, source)
-            changed = [c.contact_id for c in batch.consents]
+            changed = [c.contact_id for c in batch.consents if c.contact_id not in self._s.erased]
             if self._feeds:
                 stored = MemoryStoredBatch(self._s, batch, source)
                 for feed in self._feeds.values():
@@ -168,10 +168,18 @@ class MemoryRepository:
         s = self._s
         inserted = duplicates = linked = 0
         fresh: list[Message] = []
-        for m in batch.messages:
+        refused: set[str] = set()  # ids refused in this batch: a repeat is a duplicate
+        refused_messages: set[str | tuple[str, str]] = set()
+        for m, line in zip(batch.messages, batch.message_lines, strict=True):
             pair = (m.provider, m.provider_message_id)
-            if m.message_id in s.messages or pair in s.pairs:
+            if m.message_id in s.messages or pair in s.pairs or m.message_id in refused_messages:
                 duplicates += 1
+                continue
+            if m.contact_id in s.erased:
+                batch.refuse_erased(m, line)
+                refused_messages.add(m.message_id)
+                if m.provider is not None and m.provider_message_id is not None:
+                    refused_messages.add((m.provider, m.provider_message_id))
                 continue
             s.messages[m.message_id] = m
             if m.provider is not None and m.provider_message_id is not None:
@@ -184,12 +192,23 @@ class MemoryRepository:
             inserted += 1
         if fresh:
             linked = self._link(s, fresh)
-        for e in batch.events:
+        for e, line in zip(batch.events, batch.event_lines, strict=True):
             pe = (e.provider, e.provider_event_id)
-            if e.event_id in s.events or pe in s.provider_events:
+            if e.event_id in s.events or pe in s.provider_events or e.event_id in refused:
                 duplicates += 1
                 continue
             message = self._message_of(s, e)
+            named = (
+                e.message_id
+                if e.message_id is not None
+                else (e.provider or "", e.provider_message_id or "")
+            )
+            if named in refused_messages or (
+                message is not None and message.contact_id in s.erased
+            ):
+                batch.refuse_erased(e, line)
+                refused.add(e.event_id)
+                continue
             stored = e if message is None else attrs.evolve(e, message_id=message.message_id)
             s.events[e.event_id] = stored
             s.event_contact[e.event_id] = None if message is None else message.contact_id
@@ -198,10 +217,14 @@ class MemoryRepository:
             if e.provider is not None and e.provider_event_id is not None:
                 s.provider_events.add((e.provider, e.provider_event_id))
             inserted += 1
-        for c in batch.consents:
+        for c, line in zip(batch.consents, batch.consent_lines, strict=True):
             cid = consent_id_of(c)
-            if cid in s.consents:
+            if cid in s.consents or cid in refused:
                 duplicates += 1
+                continue
+            if c.contact_id in s.erased:
+                batch.refuse_erased(c, line)
+                refused.add(cid)
                 continue
             s.consents[cid] = attrs.evolve(c, consent_id=cid)
             s.contacts.add(c.contact_id)

@@ -248,7 +248,7 @@ class SQLPrivacyStore(PrivacyStore):
                     values = []
                     for column, blob in zip(EVIDENCE_COLUMNS, blobs, strict=True):
                         plain = cipher.decrypt(
-                            None if blob is None else bytes(blob),
+                            blob,
                             table="consent_events", column=column, row_id=cid,
                         )  # fmt: skip
                         values.append(
@@ -352,7 +352,7 @@ class SQLPrivacyStore(PrivacyStore):
         for kind, bidx, blob in rows:
             assert cipher is not None
             text = cipher.decrypt_text(
-                bytes(blob), table="addresses", column="address",
+                blob, table="addresses", column="address",
                 row_id=address_row_id(kind, bytes(bidx)),
             )  # fmt: skip
             out.append(SubjectAddress(kind, text or ""))

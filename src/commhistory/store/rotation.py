@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Final
 import attrs
 
 from commhistory.crypto import FieldCipher, KeyProvider, derive_subkey, rewrap_data_key
+from commhistory.crypto.fields import stored_bytes
 from commhistory.errors import InvalidInputError
 from commhistory.normalize.time import to_micros
 from commhistory.store import schema
@@ -196,7 +197,12 @@ def _rewrap_contacts(repo: SQLRepository, kr: KeyProvider, limit: int) -> int:
             (current,),
         ).all()
         updates = [
-            (rewrap_data_key(kr, bytes(blob), contact_id=cid), current, cid, old)
+            (
+                rewrap_data_key(kr, stored_bytes(blob, "contacts.data_key"), contact_id=cid),
+                current,
+                cid,
+                old,
+            )
             for cid, blob, old in rows
         ]
         repo.backend.executemany(
@@ -247,7 +253,7 @@ def _reencrypt(
             values = []
             for column, blob in zip(columns, blobs, strict=True):
                 plain = old.decrypt(
-                    None if blob is None else bytes(blob),
+                    blob,
                     table=table, column=column, row_id=row_id,
                 )  # fmt: skip
                 values.append(new.encrypt(plain, table=table, column=column, row_id=row_id))
@@ -286,7 +292,7 @@ def _reindex_addresses(repo: SQLRepository, kr: KeyProvider, limit: int) -> int:
             old_index = bytes(stored_index)
             cipher = ciphers[cid]
             address = cipher.decrypt_text(
-                bytes(blob),
+                blob,
                 table="addresses", column="address", row_id=address_row_id(kind, old_index),
             )  # fmt: skip
             assert address is not None

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -34,6 +34,7 @@ from commhistory.crypto import (
     unwrap_data_key,
     wrap_data_key,
 )
+from commhistory.crypto.fields import stored_bytes
 from commhistory.errors import (
     KeyNotFoundError,
     StorageError,
@@ -326,23 +327,23 @@ class SQLCore:
         *,
         create: bool,
     ) -> dict[str, FieldCipher]:
-        """Return the field ciphers of contacts, creating missing contacts when *create*.
+        """Return the field ciphers of the contacts a write depends on, checked now.
 
-        New contacts are inserted with ``ON CONFLICT DO NOTHING`` and their keys
-        read back, so racing writers all use the data key that won.
+        Every call reads the contacts' rows in the caller's transaction, cached
+        key or not, and (PostgreSQL) locks them ``FOR KEY SHARE``, which an
+        erasure's ``FOR UPDATE`` waits for. So a key cached before another
+        process erased the contact is never used again: erased contacts are left
+        out of the result, forgotten from the cache and added to
+        ``pending.erased``, and the caller refuses their records. Missing contacts
+        are created when *create* (``ON CONFLICT DO NOTHING``, then read back, so
+        racing writers all use the data key that won).
         """
+        ids = list(dict.fromkeys(contact_ids))
+        if not ids:
+            return {}
         out: dict[str, FieldCipher] = {}
-        missing: list[str] = []
-        for cid in contact_ids:
-            cipher = pending.ciphers.get(cid) or self._ciphers.get(cid)
-            if cipher is None:
-                missing.append(cid)
-            else:
-                out[cid] = cipher
-        if not missing:
-            return out
-        found = self._load_ciphers(conn, missing)
-        absent = [cid for cid in missing if cid not in found]
+        found = self._contact_rows(conn, ids)
+        absent = [cid for cid in ids if cid not in found]
         if absent and create:
             kr = self._keyring
             now = _now_us()
@@ -357,30 +358,53 @@ class SQLCore:
                 ("contact_id", "data_key", "wrap_key_id", "created_at"),
                 rows,
             )
-            found.update(self._load_ciphers(conn, absent))
-        pending.ciphers.update(found)
-        out.update(found)
+            found.update(self._contact_rows(conn, absent))
+        kr = self._keyring
+        for cid, blob in found.items():
+            if blob is None:  # erased, possibly by another process since we cached its key
+                pending.erased.add(cid)
+                pending.ciphers.pop(cid, None)
+                self._ciphers.discard(cid)
+                continue
+            cipher = pending.ciphers.get(cid) or self._ciphers.get(cid)
+            if cipher is None:
+                cipher = FieldCipher(
+                    unwrap_data_key(kr, stored_bytes(blob, "contacts.data_key"), contact_id=cid),
+                    key_ref=DATA_KEY_REF,
+                )
+                pending.ciphers[cid] = cipher
+            out[cid] = cipher
         return out
 
-    def _load_ciphers(self, conn: sa.Connection, contact_ids: list[str]) -> dict[str, FieldCipher]:
+    def _contact_rows(self, conn: sa.Connection, contact_ids: list[str]) -> dict[str, Any]:
+        """Return ``{contact_id: wrapped data key or None when erased}``, locking the rows."""
         rows = self._backend.select_in(
             conn,
-            "SELECT contact_id, data_key FROM contacts WHERE contact_id IN ({in})",
+            "SELECT contact_id, data_key FROM contacts WHERE contact_id IN ({in})"
+            + self._backend.key_share,
             contact_ids,
         )
-        out: dict[str, FieldCipher] = {}
-        kr = self._keyring
-        for cid, blob in rows:
-            if blob is None:
-                raise StorageError(f"contact {cid!r} was erased; its data cannot be written")
-            out[cid] = FieldCipher(
-                unwrap_data_key(kr, bytes(blob), contact_id=cid), key_ref=DATA_KEY_REF
-            )
-        return out
+        return dict(rows)
 
     def contact_cipher(self, conn: sa.Connection, contact_id: str) -> FieldCipher | None:
         """Return one contact's cipher, or ``None`` when the contact does not exist."""
-        pending = Pending()
-        found = self.ciphers(conn, [contact_id], pending, create=False)
-        self._ciphers.update(pending.ciphers)
-        return found.get(contact_id)
+        cached = self._ciphers.get(contact_id)
+        if cached is not None:
+            return cached
+        blob = self._backend.select_in(
+            conn,
+            "SELECT contact_id, data_key FROM contacts WHERE contact_id IN ({in})",
+            [contact_id],
+        )
+        if not blob:
+            return None
+        if blob[0][1] is None:
+            raise StorageError(f"contact {contact_id!r} was erased; its data cannot be read")
+        cipher = FieldCipher(
+            unwrap_data_key(
+                self._keyring, stored_bytes(blob[0][1], "contacts.data_key"), contact_id=contact_id
+            ),
+            key_ref=DATA_KEY_REF,
+        )
+        self._ciphers.put(contact_id, cipher)
+        return cipher

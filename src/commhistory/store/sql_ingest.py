@@ -20,7 +20,7 @@ import hmac
 import random
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
@@ -167,14 +167,16 @@ class SQLIngest(SQLCore):
             inserted += ins
             duplicates += dup
         if batch.events:
-            ins = self._write_events(conn, batch, pending)
+            ins, refused = self._write_events(conn, batch, pending)
             inserted += ins
-            duplicates += len(batch.events) - ins
+            duplicates += len(batch.events) - ins - refused
         if batch.consents:
             ins, dup = self._write_consents(conn, batch, pending)
             inserted += ins
             duplicates += dup
-            changed.extend(c.contact_id for c in batch.consents)
+            changed.extend(
+                c.contact_id for c in batch.consents if c.contact_id not in pending.erased
+            )
         if self._feeds:
             stored = SQLStoredBatch(
                 conn,
@@ -227,7 +229,10 @@ class SQLIngest(SQLCore):
     ) -> tuple[int, int, int]:
         found_ids, found_pairs = self._existing_messages(conn, batch.messages)
         fresh: list[tuple[Message, bytes | None]] = []
-        for m, meta in zip(batch.messages, batch.message_meta, strict=True):
+        lines: list[int | None] = []
+        for m, meta, line in zip(
+            batch.messages, batch.message_meta, batch.message_lines, strict=True
+        ):
             pair = (m.provider, m.provider_message_id)
             if m.message_id in found_ids or pair in found_pairs:
                 continue
@@ -235,9 +240,25 @@ class SQLIngest(SQLCore):
             if pair[0] is not None and pair[1] is not None:
                 found_pairs.add(pair)  # type: ignore[arg-type]
             fresh.append((m, meta))
+            lines.append(line)
         if not fresh:
             return 0, len(batch.messages), 0
         ciphers = self.ciphers(conn, {m.contact_id for m, _ in fresh}, pending, create=True)
+        refused = 0
+        if pending.erased:
+            kept = []
+            for (m, meta), line in zip(fresh, lines, strict=True):
+                if m.contact_id in pending.erased:
+                    batch.refuse_erased(m, line)
+                    refused += 1
+                    pending.refused.add(m.message_id)
+                    if m.provider is not None and m.provider_message_id is not None:
+                        pending.refused.add((m.provider, m.provider_message_id))
+                else:
+                    kept.append((m, meta))
+            fresh = kept
+            if not fresh:
+                return 0, len(batch.messages) - refused, 0
         rows: list[Row] = []
         addresses: dict[tuple[str, bytes, str], Row] = {}
         indexer = self.indexer()
@@ -282,7 +303,7 @@ class SQLIngest(SQLCore):
             if m.provider is not None and m.provider_message_id is not None:
                 pending.pairs[(m.provider, m.provider_message_id)] = (m.message_id, m.contact_id)
         linked = self._link_orphans(conn, [m for m, _ in fresh], pending)
-        return inserted, len(batch.messages) - inserted, linked
+        return inserted, len(batch.messages) - inserted - refused, linked
 
     def _link_orphans(self, conn: sa.Connection, fresh: list[Message], pending: Pending) -> int:
         be = self._backend
@@ -315,12 +336,14 @@ class SQLIngest(SQLCore):
         ciphers = self.ciphers(conn, {r[3] for r in found}, pending, create=False)
         updates: list[Row] = []
         for event_id, okid, mid, cid, *secrets_ in found:
+            if cid not in ciphers:  # erased meanwhile: its orphans stay unlinked
+                continue
             orphan = self.keyed_cipher(okid, ORPHAN_PURPOSE)
             enc = ciphers[cid].encrypt
             values = []
             for column, blob in zip(EVENT_SECRET_COLUMNS, secrets_, strict=True):
                 plain = orphan.decrypt(
-                    None if blob is None else bytes(blob),
+                    blob,
                     table="events", column=column, row_id=event_id,
                 )  # fmt: skip
                 values.append(
@@ -406,7 +429,10 @@ class SQLIngest(SQLCore):
                 by_pair[(prov, pmid)] = (mid, cid)
                 pending.pairs[(prov, pmid)] = (mid, cid)
 
-    def _write_events(self, conn: sa.Connection, batch: Batch, pending: Pending) -> int:
+    def _write_events(
+        self, conn: sa.Connection, batch: Batch, pending: Pending
+    ) -> tuple[int, int]:
+        """Write a batch's events; return ``(inserted, refused)`` (erased contacts)."""
         be = self._backend
         events = batch.events
         metas = batch.event_meta
@@ -414,7 +440,7 @@ class SQLIngest(SQLCore):
         if be.copies_new_rows:
             events, metas, revenues = self._new_events(conn, events, metas, revenues)
             if not events:
-                return 0
+                return 0, 0
         by_id, by_pair = self._resolve(conn, events, pending)
         unresolved_ids = {e.message_id for e in events if e.message_id is not None} - by_id.keys()
         unresolved_pairs = {
@@ -437,15 +463,96 @@ class SQLIngest(SQLCore):
             )
         contacts = set(by_id.values()) | {cid for _, cid in by_pair.values()}
         ciphers = self.ciphers(conn, contacts, pending, create=False) if contacts else {}
-        for cid in contacts - ciphers.keys():  # the message's contact was erased
-            raise StorageError(f"contact {cid!r} has no data key")
+        refused = 0
+        if contacts - ciphers.keys() or pending.refused:  # some contacts were erased
+            events, metas, revenues, refused = self._refuse_erased(
+                conn,
+                batch,
+                (events, metas, revenues),
+                by_id=by_id,
+                by_pair=by_pair,
+                live=ciphers.keys(),
+                batch_refused=pending.refused,
+            )
+            if not events:
+                return 0, refused
         rows = self._event_rows(events, metas, revenues, by_id, by_pair, ciphers)
         if not be.copies_new_rows:
-            return be.insert(conn, schema.events, EVENT_COLUMNS, list(rows))
+            return be.insert(conn, schema.events, EVENT_COLUMNS, list(rows)), refused
         inserted = be.insert_new(conn, schema.events, EVENT_COLUMNS, rows)
         if inserted < len(events):  # stored already: look them up first next time
             self._look_up_events = True
-        return inserted
+        return inserted, refused
+
+    def _refuse_erased(
+        self,
+        conn: sa.Connection,
+        batch: Batch,
+        columns: tuple[list[Event], list[bytes | None], list[int | None]],
+        *,
+        by_id: dict[str, str],
+        by_pair: dict[tuple[str, str], tuple[str, str]],
+        live: Collection[str],
+        batch_refused: Collection[str | tuple[str, str]],
+    ) -> tuple[list[Event], list[bytes | None], list[int | None], int]:
+        """Split off the events of erased contacts: stored ones are duplicates, new ones refused.
+
+        Returns the events to write (with their metadata and revenue) and how
+        many were refused, each kept as a dead letter holding only its ids.
+        """
+        events, metas, revenues = columns
+        keep_e: list[Event] = []
+        keep_m: list[bytes | None] = []
+        keep_r: list[int | None] = []
+        gone: list[Event] = []
+        for e, meta, rev in zip(events, metas, revenues, strict=True):
+            if e.message_id is not None:
+                cid = by_id.get(e.message_id)
+                named: str | tuple[str, str] = e.message_id
+            else:
+                named = (e.provider or "", e.provider_message_id or "")
+                hit = by_pair.get(named)
+                cid = None if hit is None else hit[1]
+            if named in batch_refused:  # its message was refused just now
+                gone.append(e)
+            elif cid is None or cid in live:  # an orphan, or a live contact's
+                keep_e.append(e)
+                keep_m.append(meta)
+                keep_r.append(rev)
+            else:
+                gone.append(e)
+        if not gone:
+            return keep_e, keep_m, keep_r, 0
+        stored = {
+            k[0]
+            for k in self._backend.existing_keys(
+                conn, schema.events, ("event_id",), [(e.event_id,) for e in gone]
+            )
+        }
+        stored_pairs = self._backend.existing_keys(
+            conn,
+            schema.events,
+            ("provider", "provider_event_id"),
+            [
+                (e.provider, e.provider_event_id)
+                for e in gone
+                if e.provider is not None and e.provider_event_id is not None
+            ],
+        )
+        line_of = dict(zip((e.event_id for e in batch.events), batch.event_lines, strict=True))
+        refused = 0
+        seen: set[str] = set()
+        for e in gone:
+            if (
+                e.event_id in stored
+                or (e.provider, e.provider_event_id) in stored_pairs
+                or e.event_id in seen
+            ):
+                continue  # a duplicate of what was stored before the erasure
+            seen.add(e.event_id)
+            batch.refuse_erased(e, line_of.get(e.event_id))
+            refused += 1
+        return keep_e, keep_m, keep_r, refused
 
     def _new_events(
         self,
@@ -566,16 +673,30 @@ class SQLIngest(SQLCore):
             )
         }
         fresh: list[tuple[ConsentEvent, str, bytes | None]] = []
-        for c, cid_, meta in zip(
-            batch.consents, batch.consent_ids, batch.consent_meta, strict=True
+        lines: list[int | None] = []
+        for c, cid_, meta, line in zip(
+            batch.consents, batch.consent_ids, batch.consent_meta, batch.consent_lines, strict=True
         ):
             if cid_ in existing:
                 continue
             existing.add(cid_)
             fresh.append((c, cid_, meta))
+            lines.append(line)
         if not fresh:
             return 0, len(batch.consents)
         ciphers = self.ciphers(conn, {c.contact_id for c, _, _ in fresh}, pending, create=True)
+        refused = 0
+        if pending.erased:
+            kept = []
+            for (c, rid, meta), line in zip(fresh, lines, strict=True):
+                if c.contact_id in pending.erased:
+                    batch.refuse_erased(c, line)
+                    refused += 1
+                else:
+                    kept.append((c, rid, meta))
+            fresh = kept
+            if not fresh:
+                return 0, len(batch.consents) - refused
         rows: list[Row] = []
         for c, rid, meta in fresh:
             enc = ciphers[c.contact_id].encrypt
@@ -592,7 +713,7 @@ class SQLIngest(SQLCore):
                 )
             )  # fmt: skip
         inserted = self._backend.insert(conn, schema.consent_events, CONSENT_COLUMNS, rows)
-        return inserted, len(batch.consents) - inserted
+        return inserted, len(batch.consents) - inserted - refused
 
     def _write_dead_letters(self, conn: sa.Connection, batch: Batch, source: str) -> None:
         kr = self._keyring

@@ -16,9 +16,7 @@ from typing import TYPE_CHECKING, Any
 from commhistory.crypto import (
     lookup_key_ids,
 )
-from commhistory.errors import (
-    NotFoundError,
-)
+from commhistory.errors import NotFoundError, StorageError
 from commhistory.model import (
     ConsentEvent,
     Event,
@@ -55,12 +53,17 @@ class SQLReads(SQLCore):
         ph = self._backend.ph
         with self.transaction(read=True) as conn:
             row = conn.exec_driver_sql(
-                f"SELECT data_key FROM contacts WHERE contact_id = {ph}", (contact_id,)
+                f"SELECT data_key, erased_at FROM contacts WHERE contact_id = {ph}", (contact_id,)
             ).first()
             if row is None:
                 raise NotFoundError(kind="contact", identifier=contact_id)
-            if row[0] is None:  # erased: nothing can be decrypted
-                return []
+            if row[0] is None:
+                if row[1] is not None:  # erased: nothing can be decrypted
+                    return []
+                raise StorageError(
+                    f"contact {contact_id!r} has no data key but was never erased: "
+                    "the database was altered outside commhistory"
+                )
             cipher = self.contact_cipher(conn, contact_id)
             assert cipher is not None
             # Plain DB-API rows: two indexed queries, no per-row SQLAlchemy work.

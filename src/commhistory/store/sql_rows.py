@@ -47,14 +47,14 @@ _R = TypeVar("_R", Message, Event, ConsentEvent)
 def _text(decrypt: Decrypt, blob: Any, table: str, column: str, row_id: str) -> str | None:
     if blob is None:
         return None
-    data = decrypt(bytes(blob), table=table, column=column, row_id=row_id)
+    data = decrypt(blob, table=table, column=column, row_id=row_id)
     return None if data is None else data.decode("utf-8")
 
 
 def _meta(decrypt: Decrypt, blob: Any, table: str, row_id: str) -> dict[str, Any]:
     if blob is None:
         return {}
-    return load_metadata(decrypt(bytes(blob), table=table, column="metadata", row_id=row_id))
+    return load_metadata(decrypt(blob, table=table, column="metadata", row_id=row_id))
 
 
 def _builder(cls: type[_R]) -> Callable[..., _R]:
