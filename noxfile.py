@@ -7,6 +7,7 @@ and the PEP 735 dependency group named after the session.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import nox
 
@@ -37,15 +38,20 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def fuzz(session: nox.Session) -> None:
-    """Fuzz the input readers with a large Hypothesis budget (not part of the default sessions).
+    """Fuzz every input path with a large Hypothesis budget (not part of the default sessions).
 
+    The canonical JSON lines and CSV readers (``tests/test_fuzz_inputs.py``) and
+    each provider's parser (the Hypothesis tests in ``tests/test_providers_*.py``):
+    the only outcomes are records and typed rejections.
     ``COMMHISTORY_FUZZ_EXAMPLES`` sets the examples per test (default 20000);
     ``nox -s fuzz -- -x`` passes options on to pytest.
     """
     _install(session, "test", extras="postgres")
+    providers = sorted(str(p) for p in Path("tests").glob("test_providers_*.py"))
     session.run(
         "pytest",
         "tests/test_fuzz_inputs.py",
+        *providers,
         "--hypothesis-profile=fuzz",
         "--hypothesis-show-statistics",
         *session.posargs,

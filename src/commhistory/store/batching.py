@@ -27,6 +27,7 @@ __all__ = [
     "metadata_bytes",
     "one_criterion",
     "revenue_micros",
+    "storable_source",
 ]
 
 REVENUE_SCALE: Final = 1_000_000
@@ -167,6 +168,14 @@ class Batch:
         """Record an item that cannot be stored (counted in ``size`` by :meth:`add`)."""
         self.rejects.append((line, field, reason, raw))
 
+    def conflict(self, record: Message, line: int | None) -> None:
+        """Reject a message whose id is stored with a different contact, channel or direction.
+
+        The whole record is kept (encrypted) as the dead letter: it is new data
+        that would otherwise be dropped as a duplicate.
+        """
+        self.rejects.append((line, "message_id", CONFLICT_REASON, dumps(record)))
+
     def refuse_erased(self, record: Message | Event | ConsentEvent, line: int | None) -> None:
         """Reject a record of an erased contact, keeping only its ids (:func:`ids_only`)."""
         self.rejects.append((line, "contact_id", ERASED_REASON, ids_only(record)))
@@ -174,6 +183,11 @@ class Batch:
 
 ERASED_REASON: Final = "the contact was erased; nothing more is stored for it"
 """The reason of a record refused because its contact was erased."""
+
+CONFLICT_REASON: Final = (
+    "a message with this id is stored with another contact, channel or direction"
+)
+"""The reason of a message refused because its id names a different stored message."""
 
 
 def ids_only(record: Message | Event | ConsentEvent) -> str:
@@ -279,3 +293,20 @@ def one_criterion(
     if name == "phone":
         return "phone", normalize_phone(value)
     return "line", normalize_line_user_id(value)
+
+
+SOURCE_MAX: Final = 255
+"""The longest source name kept with dead letters (longer ones are cut)."""
+
+
+def storable_source(source: str) -> str:
+    """Return a source name every database stores: no NUL, no lone surrogate, bounded.
+
+    A file name may hold bytes that are not valid in its file system's
+    encoding (Python keeps them as lone surrogates), which PostgreSQL refuses;
+    they become U+FFFD, so the batch's dead letters are still kept.
+
+    .. versionadded:: 0.4.0
+    """
+    text = str(source).encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+    return text[:SOURCE_MAX]

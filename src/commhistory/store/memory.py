@@ -30,7 +30,13 @@ from commhistory.model import (
     consent_id_of,
 )
 from commhistory.store.audit import MemoryAuditStore, MemoryMaskedHistory
-from commhistory.store.batching import Batch, batches, check_batch_size, one_criterion
+from commhistory.store.batching import (
+    Batch,
+    batches,
+    check_batch_size,
+    one_criterion,
+    storable_source,
+)
 from commhistory.store.consent import MemoryConsentStore
 from commhistory.store.feed import MemoryStoredBatch
 from commhistory.store.kpi import MemoryKpiStore
@@ -148,6 +154,7 @@ class MemoryRepository:
 
     def _write(self, parts: Iterable[Batch], source: str) -> IngestReport:
         self._check_open()
+        source = storable_source(source)
         report = IngestReport()
         hook: BatchHook | None = getattr(self._local, "hook", None)
         for batch in parts:
@@ -172,6 +179,14 @@ class MemoryRepository:
         refused_messages: set[str | tuple[str, str]] = set()
         for m, line in zip(batch.messages, batch.message_lines, strict=True):
             pair = (m.provider, m.provider_message_id)
+            prior = s.messages.get(m.message_id)
+            if prior is not None and (prior.contact_id, prior.channel, prior.direction) != (
+                m.contact_id,
+                m.channel,
+                m.direction,
+            ):
+                batch.conflict(m, line)
+                continue
             if m.message_id in s.messages or pair in s.pairs or m.message_id in refused_messages:
                 duplicates += 1
                 continue

@@ -49,6 +49,7 @@ from commhistory.store._lru import Pending
 from commhistory.store.batching import (
     Batch,
     batches,
+    storable_source,
 )
 from commhistory.store.feed import SQLStoredBatch
 from commhistory.store.layout import (
@@ -127,6 +128,7 @@ class SQLIngest(SQLCore):
         return self._write(batches(lines, self._batch_size, parsed=True), source)
 
     def _write(self, parts: Iterable[Batch], source: str) -> IngestReport:
+        source = storable_source(source)
         report = IngestReport()
         joined = self.in_transaction
         hook: BatchHook | None = getattr(self._local, "hook", None)
@@ -197,13 +199,23 @@ class SQLIngest(SQLCore):
 
     def _existing_messages(
         self, conn: sa.Connection, items: list[Message]
-    ) -> tuple[set[str], set[tuple[str, str]]]:
+    ) -> tuple[dict[str, tuple[str, str, str]], set[tuple[str, str]]]:
+        """Return the stored messages among *items*: ``{id: identity}`` and provider pairs.
+
+        A message's identity is ``(contact_id, channel, direction)``; a repeated
+        id whose identity differs is a conflict, not a duplicate. The send time
+        is not part of it: the same message may arrive in two formats that time
+        it differently (a Twilio form callback and its Event Streams event).
+        """
         be = self._backend
         ids = {m.message_id for m in items}
         found_ids = {
-            r[0]
+            r[0]: (r[1], r[2], r[3])
             for r in be.select_in(
-                conn, "SELECT message_id FROM messages WHERE message_id IN ({in})", ids
+                conn,
+                "SELECT message_id, contact_id, channel, direction FROM messages "
+                "WHERE message_id IN ({in})",
+                ids,
             )
         }
         pairs = {
@@ -230,21 +242,28 @@ class SQLIngest(SQLCore):
         found_ids, found_pairs = self._existing_messages(conn, batch.messages)
         fresh: list[tuple[Message, bytes | None]] = []
         lines: list[int | None] = []
+        conflicts = 0
         for m, meta, line in zip(
             batch.messages, batch.message_meta, batch.message_lines, strict=True
         ):
             pair = (m.provider, m.provider_message_id)
-            if m.message_id in found_ids or pair in found_pairs:
+            stored = found_ids.get(m.message_id)
+            if stored is not None:
+                if stored != _identity(m):
+                    batch.conflict(m, line)
+                    conflicts += 1
                 continue
-            found_ids.add(m.message_id)
+            if pair in found_pairs:
+                continue
+            found_ids[m.message_id] = _identity(m)
             if pair[0] is not None and pair[1] is not None:
                 found_pairs.add(pair)  # type: ignore[arg-type]
             fresh.append((m, meta))
             lines.append(line)
         if not fresh:
-            return 0, len(batch.messages), 0
+            return 0, len(batch.messages) - conflicts, 0
         ciphers = self.ciphers(conn, {m.contact_id for m, _ in fresh}, pending, create=True)
-        refused = 0
+        refused = conflicts
         if pending.erased:
             kept = []
             for (m, meta), line in zip(fresh, lines, strict=True):
@@ -736,3 +755,8 @@ class SQLIngest(SQLCore):
                 )
             )  # fmt: skip
         self._backend.insert(conn, schema.dead_letters, DEAD_LETTER_COLUMNS, rows)
+
+
+def _identity(m: Message) -> tuple[str, str, str]:
+    """The plain fields that make a repeated message id the same message."""
+    return (m.contact_id, m.channel.value, m.direction.value)
