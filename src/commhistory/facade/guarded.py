@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from datetime import datetime
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from commhistory._lifecycle import ClosesOnExit
 from commhistory.audit import DEFAULT_POLICY, Actor, AuditLog, Outcome, Permission, Policy
 from commhistory.audit.masked import MaskedEntry
 from commhistory.errors import InvalidInputError, PermissionDenied
@@ -50,7 +50,7 @@ _T = TypeVar("_T")
 P = Permission
 
 
-class GuardedRepository:
+class GuardedRepository(ClosesOnExit):
     """The facade bound to one actor and purpose; see :meth:`commhistory.CommHistory.as_actor`.
 
     Offers the :class:`~commhistory.store.protocol.Repository` methods (plus
@@ -489,17 +489,6 @@ class GuardedRepository:
 
     def close(self) -> None:
         """Do nothing: the repository belongs to whoever opened it."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _id_or_none(value: object) -> str | None:

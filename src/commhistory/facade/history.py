@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from datetime import datetime
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from commhistory._lifecycle import ClosesOnExit
 from commhistory.audit import Actor, AuditLog, Policy
 from commhistory.audit.log import default_audit_log
 from commhistory.audit.masked import MaskedEntry, masked_timeline
@@ -72,7 +72,7 @@ CONSENT_FEED = "consent"
 """The name the facade's consent feed is installed under on its repository."""
 
 
-class CommHistory(Generic[S]):
+class CommHistory(ClosesOnExit, Generic[S]):
     """A business's communication history: record, read, consent, KPIs, privacy, access.
 
     Composes the domain services over one storage repository; every documented
@@ -343,17 +343,6 @@ class CommHistory(Generic[S]):
         """Close the store."""
         self._store.set_batch_feed(CONSENT_FEED, None)
         self._store.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def open_repository(

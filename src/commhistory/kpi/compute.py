@@ -1,7 +1,8 @@
 """The in-memory KPI engine: :func:`compute` over records you hold.
 
-It implements DESIGN section 5 directly, one message at a time, and is the
-reference the store engines (:mod:`commhistory.store.kpi`) are tested against.
+It applies DESIGN section 5 one message at a time, with the same per-message
+rules (:func:`commhistory.store.kpi.message_counts`) as the in-memory store; the
+SQL engine encodes them as SQL and is tested against this one.
 
 .. versionadded:: 0.2.0
 """
@@ -9,8 +10,7 @@ reference the store engines (:mod:`commhistory.store.kpi`) are tested against.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from commhistory.kpi.metrics import (
@@ -23,37 +23,10 @@ from commhistory.kpi.metrics import (
     check_tz,
     period_label,
 )
-from commhistory.model import BounceClass, Direction, Event, EventType, Message
+from commhistory.model import Direction, Event, Message
+from commhistory.store.kpi import REACTIONS, local_day, message_counts
 
 __all__ = ["REACTIONS", "compute", "local_day"]
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
-_DAY_US = 86_400_000_000
-_REVENUE_SCALE = 1_000_000
-
-REACTIONS = frozenset(
-    {
-        EventType.OPENED,
-        EventType.CLICKED,
-        EventType.CONVERTED,
-        EventType.UNSUBSCRIBED,
-        EventType.COMPLAINED,
-    }
-)
-"""Event types left out when flagged ``machine`` and ``exclude_machine`` is true."""
-
-
-def local_day(moment: datetime, zone: ZoneInfo) -> int:
-    """Return the day number (days since 1970-01-01) of *moment*'s local date in *zone*."""
-    utc_us = (moment - _EPOCH) // _US
-    offset = moment.astimezone(zone).utcoffset()
-    assert offset is not None  # a ZoneInfo always knows the offset of an instant
-    return (utc_us + offset // _US) // _DAY_US
-
-
-def _micros(amount: Decimal) -> int:
-    return int(amount * _REVENUE_SCALE)
 
 
 def compute(
@@ -148,7 +121,7 @@ def compute(
             continue
         if until is not None and m.sent_at >= until:
             continue
-        counts, revenue = _message_counts(per_message.get(mid, ()), exclude_machine)
+        counts, revenue = message_counts(per_message.get(mid, ()), exclude_machine)
         if counts is None:
             continue
         key = tuple(_key_value(m, k, period, zone) for k in keys)
@@ -162,44 +135,3 @@ def _key_value(m: Message, key: str, period: str | None, zone: ZoneInfo) -> str 
         return None if value is None else str(value)
     assert period is not None
     return period_label(period, local_day(m.sent_at, zone))
-
-
-def _message_counts(
-    events: Iterable[Event], exclude_machine: bool
-) -> tuple[list[int] | None, dict[str, int]]:
-    """Return one message's counts in :data:`~commhistory.kpi.metrics.COUNTS` order.
-
-    ``None`` when the message was rejected (it was never sent).
-    """
-    seen: set[EventType] = set()
-    hard = False
-    revenue: dict[str, int] = {}
-    for e in events:
-        if exclude_machine and e.machine and e.type in REACTIONS:
-            continue
-        seen.add(e.type)
-        if e.type is EventType.BOUNCED and e.bounce is BounceClass.HARD:
-            hard = True
-        if e.type is EventType.CONVERTED and e.revenue is not None and e.currency is not None:
-            revenue[e.currency] = revenue.get(e.currency, 0) + _micros(e.revenue)
-    if EventType.REJECTED in seen:
-        return None, {}
-    bounced = EventType.BOUNCED in seen
-    failed = not bounced and EventType.FAILED in seen
-    delivered = not bounced and not failed
-    clicked = delivered and EventType.CLICKED in seen
-    opened = clicked or (delivered and EventType.OPENED in seen)
-    converted = delivered and EventType.CONVERTED in seen
-    counts = [
-        1,
-        int(delivered),
-        int(bounced),
-        int(bounced and hard),
-        int(failed),
-        int(opened),
-        int(clicked),
-        int(converted),
-        int(delivered and EventType.UNSUBSCRIBED in seen),
-        int(delivered and EventType.COMPLAINED in seen),
-    ]
-    return counts, (revenue if converted else {})

@@ -18,9 +18,11 @@ from commhistory.normalize import normalize_email, normalize_line_user_id, norma
 
 if TYPE_CHECKING:
     from commhistory.convert import ParsedLine
+    from commhistory.store.protocol import IngestReport
 
 __all__ = [
     "Batch",
+    "BatchedWrites",
     "batches",
     "check_batch_size",
     "load_metadata",
@@ -310,3 +312,34 @@ def storable_source(source: str) -> str:
     """
     text = str(source).encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
     return text[:SOURCE_MAX]
+
+
+class BatchedWrites:
+    """The write entry points every repository shares: input split by :func:`batches`.
+
+    A repository sets ``_batch_size`` and implements ``_write(parts, source)``,
+    which stores each batch in its own unit of work; the source name is made
+    storable (:func:`storable_source`) first.
+    """
+
+    __slots__ = ()
+    _batch_size: int
+
+    def _write(self, parts: Iterable[Batch], source: str) -> IngestReport:
+        raise NotImplementedError
+
+    def record_messages(self, items: Iterable[Message]) -> IngestReport:
+        """Store messages; see :meth:`Repository.record_messages`."""
+        return self._write(batches(items, self._batch_size), "record_messages")
+
+    def record_events(self, items: Iterable[Event]) -> IngestReport:
+        """Store events; see :meth:`Repository.record_events`."""
+        return self._write(batches(items, self._batch_size), "record_events")
+
+    def record_consent(self, items: Iterable[ConsentEvent]) -> IngestReport:
+        """Append consent events; see :meth:`Repository.record_consent`."""
+        return self._write(batches(items, self._batch_size), "record_consent")
+
+    def ingest(self, lines: Iterable[ParsedLine], *, source: str) -> IngestReport:
+        """Store parsed lines; see :meth:`Repository.ingest`."""
+        return self._write(batches(lines, self._batch_size, parsed=True), storable_source(source))

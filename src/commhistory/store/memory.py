@@ -15,11 +15,11 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import attrs
 
+from commhistory._lifecycle import ClosesOnExit
 from commhistory.errors import InvalidInputError, NotFoundError, StorageError
 from commhistory.model import (
     ADDRESS_KINDS,
@@ -32,10 +32,9 @@ from commhistory.model import (
 from commhistory.store.audit import MemoryAuditStore, MemoryMaskedHistory
 from commhistory.store.batching import (
     Batch,
-    batches,
+    BatchedWrites,
     check_batch_size,
     one_criterion,
-    storable_source,
 )
 from commhistory.store.consent import MemoryConsentStore
 from commhistory.store.feed import MemoryStoredBatch
@@ -51,7 +50,6 @@ from commhistory.store.protocol import (
 )
 
 if TYPE_CHECKING:
-    from commhistory.convert import ParsedLine
     from commhistory.store.mask_backfill import MaskBackfillReport
     from commhistory.store.rotation import RotationReport
 
@@ -100,7 +98,7 @@ class MemoryState:
         """Consent ids of erased contacts, with the date their evidence is due."""
 
 
-class MemoryRepository:
+class MemoryRepository(BatchedWrites, ClosesOnExit):
     """A :class:`~commhistory.store.protocol.Repository` held in memory (for tests).
 
     Nothing is encrypted or persisted. Each batch is applied atomically: a batch
@@ -136,25 +134,8 @@ class MemoryRepository:
 
     # ------------------------------------------------------------------ writes
 
-    def record_messages(self, items: Iterable[Message]) -> IngestReport:
-        """Store messages; see :meth:`Repository.record_messages`."""
-        return self._write(batches(items, self._batch_size), "record_messages")
-
-    def record_events(self, items: Iterable[Event]) -> IngestReport:
-        """Store events; see :meth:`Repository.record_events`."""
-        return self._write(batches(items, self._batch_size), "record_events")
-
-    def record_consent(self, items: Iterable[ConsentEvent]) -> IngestReport:
-        """Append consent events; see :meth:`Repository.record_consent`."""
-        return self._write(batches(items, self._batch_size), "record_consent")
-
-    def ingest(self, lines: Iterable[ParsedLine], *, source: str) -> IngestReport:
-        """Store parsed lines; see :meth:`Repository.ingest`."""
-        return self._write(batches(lines, self._batch_size, parsed=True), source)
-
     def _write(self, parts: Iterable[Batch], source: str) -> IngestReport:
         self._check_open()
-        source = storable_source(source)
         report = IngestReport()
         hook: BatchHook | None = getattr(self._local, "hook", None)
         for batch in parts:
@@ -500,14 +481,3 @@ class MemoryRepository:
     def close(self) -> None:
         """Mark the repository closed (its data stays readable by nobody)."""
         self._closed = True
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -19,11 +19,11 @@ adds the storage ports and the lifecycle.
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from commhistory._lifecycle import ClosesOnExit
 from commhistory.crypto import (
     KeyProvider,
 )
@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 
-class SQLRepository(SQLIngest, SQLReads):
+class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
     """The encrypted :class:`~commhistory.store.protocol.Repository` on SQLite or PostgreSQL.
 
     Storage only: the facade :class:`~commhistory.CommHistory` (what
@@ -158,17 +158,6 @@ class SQLRepository(SQLIngest, SQLReads):
             self._closed = True
             self.forget_cached_keys()
             self._engine.dispose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 # ---------------------------------------------------------------------- opening

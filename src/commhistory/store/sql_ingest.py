@@ -48,8 +48,7 @@ from commhistory.store._backend import Row
 from commhistory.store._lru import Pending
 from commhistory.store.batching import (
     Batch,
-    batches,
-    storable_source,
+    BatchedWrites,
 )
 from commhistory.store.feed import SQLStoredBatch
 from commhistory.store.layout import (
@@ -72,7 +71,7 @@ from commhistory.store.protocol import (
 from commhistory.store.sql_core import SQLCore
 
 if TYPE_CHECKING:
-    from commhistory.convert import ParsedLine
+    pass
 
 __all__ = ["SQLIngest"]
 
@@ -108,27 +107,10 @@ def _now_us() -> int:
     return to_micros(datetime.now(UTC))
 
 
-class SQLIngest(SQLCore):
+class SQLIngest(SQLCore, BatchedWrites):
     """The write part of :class:`~commhistory.store.sql.SQLRepository`."""
 
-    def record_messages(self, items: Iterable[Message]) -> IngestReport:
-        """Store messages; see :meth:`Repository.record_messages`."""
-        return self._write(batches(items, self._batch_size), "record_messages")
-
-    def record_events(self, items: Iterable[Event]) -> IngestReport:
-        """Store events; see :meth:`Repository.record_events`."""
-        return self._write(batches(items, self._batch_size), "record_events")
-
-    def record_consent(self, items: Iterable[ConsentEvent]) -> IngestReport:
-        """Append consent events; see :meth:`Repository.record_consent`."""
-        return self._write(batches(items, self._batch_size), "record_consent")
-
-    def ingest(self, lines: Iterable[ParsedLine], *, source: str) -> IngestReport:
-        """Store parsed lines; see :meth:`Repository.ingest`."""
-        return self._write(batches(lines, self._batch_size, parsed=True), source)
-
     def _write(self, parts: Iterable[Batch], source: str) -> IngestReport:
-        source = storable_source(source)
         report = IngestReport()
         joined = self.in_transaction
         hook: BatchHook | None = getattr(self._local, "hook", None)
