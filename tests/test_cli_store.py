@@ -136,7 +136,7 @@ def test_rotate_keys_then_read_and_retire_old_key(
     keyring = ch.Keyring.load(store_args[3])
     assert keyring.current_key_id != old
     keyring.retire(old)
-    keyring.save(store_args[3])
+    keyring.save(store_args[3], overwrite=True)
     assert main(["timeline", "c-1001", *store_args, "--format", "json"]) == 0
     (entry,) = json.loads(capsys.readouterr().out)
     assert entry["message"]["subject"] == "春のセールのお知らせ"

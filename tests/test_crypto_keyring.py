@@ -18,7 +18,7 @@ from commhistory.crypto import (
     derive_subkey,
     lookup_key_ids,
 )
-from commhistory.errors import CryptoError, KeyNotFoundError
+from commhistory.errors import CryptoError, KeyNotFoundError, KeyringExistsError
 
 _B64_KEY = base64.b64encode(bytes(range(32))).decode()
 
@@ -85,15 +85,61 @@ def test_saved_file_has_mode_0600_even_with_a_lax_umask(tmp_path: Path) -> None:
 
 
 @posix_only
-def test_save_replaces_an_existing_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+def test_save_refuses_to_overwrite_an_existing_keyring(tmp_path: Path) -> None:
+    path = tmp_path / "k.json"
+    first = Keyring.generate()
+    first.save(path)
+    before = path.read_bytes()
+    with pytest.raises(KeyringExistsError, match="already exists and was not replaced") as info:
+        Keyring.generate().save(path)
+    assert info.value.path == str(path)
+    assert isinstance(info.value, CryptoError)
+    assert isinstance(info.value, FileExistsError)
+    assert "overwrite=True" in str(info.value)
+    assert path.read_bytes() == before
+    assert Keyring.load(path).current_key_id == first.current_key_id
+    assert [p.name for p in tmp_path.iterdir()] == ["k.json"]  # no temporary left behind
+
+
+def test_save_refuses_any_existing_file_even_a_broken_one(tmp_path: Path) -> None:
+    path = tmp_path / "k.json"
+    path.write_text("old")
+    with pytest.raises(KeyringExistsError):
+        Keyring.generate().save(path)
+    assert path.read_text() == "old"
+
+
+def test_save_overwrite_backs_up_the_old_file_then_replaces_it(tmp_path: Path) -> None:
     path = tmp_path / "k.json"
     path.write_text("old")
     path.chmod(0o644)
     keyring = Keyring.generate()
-    keyring.save(path)
+    backup = keyring.save(path, overwrite=True)
+    assert backup is not None
+    assert backup.parent == tmp_path
+    assert backup.name.startswith("k.json.bak-")
+    assert backup.read_text() == "old"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(backup).st_mode) == 0o600
     assert Keyring.load(path).current_key_id == keyring.current_key_id
-    assert [p.name for p in tmp_path.iterdir()] == ["k.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.json", backup.name]
+
+
+def test_save_overwrite_twice_keeps_both_backups(tmp_path: Path) -> None:
+    path = tmp_path / "k.json"
+    keyring = Keyring.generate()
+    assert keyring.save(path, overwrite=True) is None  # nothing to back up
+    first = path.read_bytes()
+    keyring.rotate()
+    one = keyring.save(path, overwrite=True)
+    second = path.read_bytes()
+    keyring.rotate()
+    two = keyring.save(path, overwrite=True)
+    assert one is not None
+    assert two is not None
+    assert one != two
+    assert (one.read_bytes(), two.read_bytes()) == (first, second)
+    assert Keyring.load(one).current_key_id != Keyring.load(path).current_key_id
 
 
 def test_save_into_missing_directory_is_a_crypto_error(tmp_path: Path) -> None:

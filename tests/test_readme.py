@@ -33,3 +33,18 @@ def test_quickstart_is_exactly_two_commands() -> None:
         "python -m pip install -e . && commhistory demo",
         "python -m pip install nox && nox -s tests",
     ]
+
+
+def test_python_session_run_twice_keeps_the_first_keyring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (code,) = re.findall(r"```python\n(.*?)```", README, re.S)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    first = (tmp_path / "commhistory.keyring").read_bytes()
+    with pytest.raises(ch.KeyringExistsError, match=r"commhistory\.keyring"):
+        exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "commhistory.keyring").read_bytes() == first
+    keyring = ch.Keyring.load(tmp_path / "commhistory.keyring")
+    with ch.open_repository("sqlite:///commhistory.db", keyring) as repo:
+        assert repo.find_contacts(email="Taro@EXAMPLE.com") == ["c1"]

@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from commhistory.crypto import Keyring
-from commhistory.errors import SchemaError
+from commhistory.errors import DatabaseNotFoundError, SchemaError
 from commhistory.facade import open_repository
 from commhistory.store import current_revision, downgrade_to_base, head_revision, upgrade
 from commhistory.store._engine import create_engine
@@ -84,7 +84,9 @@ def test_partial_index_on_orphans_exists(url: str) -> None:
 
 
 def test_open_without_upgrade_names_the_fix(url: str) -> None:
-    with pytest.raises(SchemaError, match="commhistory init"):
+    # A missing SQLite file is not created (DatabaseNotFoundError); an empty
+    # PostgreSQL database has no schema (SchemaError). Both name the fix.
+    with pytest.raises((SchemaError, DatabaseNotFoundError), match="commhistory init"):
         open_repository(url, Keyring.generate(), upgrade=False)
     with open_repository(url, Keyring.generate()) as repo:  # upgrades
         assert repo.store.dialect in ("sqlite", "postgresql")

@@ -332,7 +332,7 @@ def _translate_leaf(exc: BaseException, cls: type) -> InvalidInputError:
 # --------------------------------------------------------------------------- normalizing
 
 
-def _normalize_address(channel: object, address: object) -> object:
+def _normalize_address(channel: object, address: object, region: str = "JP") -> object:
     """Bring a message's address to the canonical form of its channel."""
     if not isinstance(address, str) or not isinstance(channel, str):
         return address  # the model reports the types
@@ -344,7 +344,7 @@ def _normalize_address(channel: object, address: object) -> object:
         if channel is Channel.EMAIL:
             return normalize_email(address)
         if channel in (Channel.SMS, Channel.VOICE):
-            return normalize_phone(address)
+            return normalize_phone(address, region)
         if channel is Channel.LINE:
             return normalize_line_user_id(address)
     except InvalidInputError as exc:
@@ -352,7 +352,7 @@ def _normalize_address(channel: object, address: object) -> object:
     return address.strip()
 
 
-def _normalize_event_address(address: object) -> object:
+def _normalize_event_address(address: object, region: str = "JP") -> object:
     """Normalize an event's address by its shape (events carry no channel)."""
     if not isinstance(address, str):
         return address
@@ -363,20 +363,22 @@ def _normalize_event_address(address: object) -> object:
         if text[:1] == "U" and len(text) == 33:
             return normalize_line_user_id(text)
         if text[:1] == "+" or text[:1].isdigit():
-            return normalize_phone(text)
+            return normalize_phone(text, region)
     except InvalidInputError as exc:
         raise NormalizationError(field="address", reason=exc.reason) from None
     return text
 
 
-def _prepare(kind: str, data: dict[str, Any], *, explicit_null: Set[str]) -> None:
+def _prepare(
+    kind: str, data: dict[str, Any], *, explicit_null: Set[str], region: str = "JP"
+) -> None:
     """Normalize fields that depend on each other, in place, before structuring."""
     if kind == "message":
         if "address" in data:
-            data["address"] = _normalize_address(data.get("channel"), data["address"])
+            data["address"] = _normalize_address(data.get("channel"), data["address"], region)
     elif kind == "event":
         if data.get("address") is not None:
-            data["address"] = _normalize_event_address(data["address"])
+            data["address"] = _normalize_event_address(data["address"], region)
         _derive_bounce(data, explicit_null)
 
 
@@ -400,13 +402,20 @@ def _derive_bounce(data: dict[str, Any], explicit_null: Set[str]) -> None:
 # --------------------------------------------------------------------------- public API
 
 
-def structure(obj: Mapping[str, Any], *, default_tz: tzinfo | str | None = None) -> Record:
+def structure(
+    obj: Mapping[str, Any], *, default_tz: tzinfo | str | None = None, region: str = "JP"
+) -> Record:
     """Build a canonical record from a decoded JSON object.
 
     Args:
         obj: The object; its ``kind`` key says which record it is.
         default_tz: The zone for naive timestamps (a :class:`~datetime.tzinfo` or an
             IANA name such as ``"Asia/Tokyo"``); without it naive timestamps are an error.
+        region: The ISO 3166-1 alpha-2 region of phone numbers written without a
+            ``+`` country code (``"US"``, ``"GB"``; default ``"JP"``).
+
+    .. versionchanged:: 0.5.0
+       The *region* argument.
 
     Returns:
         A :class:`~commhistory.Message`, :class:`~commhistory.Event` or
@@ -427,7 +436,7 @@ def structure(obj: Mapping[str, Any], *, default_tz: tzinfo | str | None = None)
     data = {key: value for key, value in obj.items() if key != "kind" and value is not None}
     # An explicit null says "unknown, do not derive": it keeps a record without a
     # derived status code or bounce class the same through dumps() and loads().
-    _prepare(kind, data, explicit_null=obj.keys() - data.keys())
+    _prepare(kind, data, explicit_null=obj.keys() - data.keys(), region=region)
     try:
         return _converter(default_tz).structure(data, cls)
     except InvalidInputError:
@@ -463,8 +472,12 @@ def unstructure(record: Record) -> dict[str, Any]:
     return out
 
 
-def loads(line: str | bytes, *, default_tz: tzinfo | str | None = None) -> Record:
+def loads(
+    line: str | bytes, *, default_tz: tzinfo | str | None = None, region: str = "JP"
+) -> Record:
     """Parse one canonical JSON line into a record.
+
+    *default_tz* and *region* are as in :func:`structure`.
 
     Raises:
         PayloadError: The line is not a JSON object or does not fit the model.
@@ -490,7 +503,7 @@ def loads(line: str | bytes, *, default_tz: tzinfo | str | None = None) -> Recor
         raise PayloadError(
             field="<line>", reason="invalid JSON: a number has too many digits"
         ) from None
-    return structure(obj, default_tz=default_tz)
+    return structure(obj, default_tz=default_tz, region=region)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -549,6 +562,7 @@ def read_records(
     kind: str | None = None,
     encoding: str = "utf-8-sig",
     progress: Callable[[int], None] | None = None,
+    region: str = "JP",
 ) -> Iterator[ParsedLine]:
     """Stream the records of a canonical ``.jsonl`` file or a legacy ``.csv`` sheet.
 
@@ -571,8 +585,11 @@ def read_records(
             (default ``"message"``).
         encoding: The file's text encoding (``"cp932"`` for Shift_JIS sheets).
         progress: Called with the number of bytes read so far, now and then.
+        region: The ISO 3166-1 alpha-2 region of phone numbers written without a
+            ``+`` country code (``"US"``, ``"GB"``; default ``"JP"``).
 
     Raises:
+        NormalizationError: ``field="region"``: *region* is not a region code.
         PayloadError: The format is unknown, a ``utf-16`` or ``utf-32`` file has no
             byte order mark, or a CSV header is unusable or undecodable (these
             concern the whole file, not one line).
@@ -583,16 +600,17 @@ def read_records(
     fmt = format or _format_of(path)
     if kind is not None and kind not in KINDS:
         raise PayloadError(field="kind", reason="expected one of: message, event, consent")
+    _check_region(region)
     codec = codecs.lookup(encoding)
     with path.open("rb") as handle:
         _check_byte_order_mark(handle, codec.name, encoding)
         text = io.TextIOWrapper(handle, encoding=encoding, errors=_MARK_ERRORS, newline="")
         try:
             if fmt == "jsonl":
-                yield from _read_jsonl(text, default_tz, handle, progress, encoding)
+                yield from _read_jsonl(text, default_tz, handle, progress, encoding, region)
             else:
                 yield from _read_csv(
-                    text, default_tz, mapping or {}, kind, handle, progress, encoding
+                    text, default_tz, mapping or {}, kind, handle, progress, encoding, region
                 )
         except UnicodeError:
             raise PayloadError(
@@ -661,12 +679,18 @@ def _format_of(path: Path) -> FileFormat:
 _PROGRESS_EVERY: Final = 4096
 
 
-def _read_jsonl(
+def _check_region(region: str) -> None:
+    """Refuse a phone region phonenumbers does not know (``NormalizationError``, field region)."""
+    normalize_phone("+81 90 1234 5678", region)  # a valid number: only the region can fail
+
+
+def _read_jsonl(  # noqa: PLR0917 - private; arguments mirror read_records
     text: IO[str],
     default_tz: tzinfo | str | None,
     handle: IO[bytes],
     progress: Callable[[int], None] | None,
     encoding: str,
+    region: str,
 ) -> Iterator[ParsedLine]:
     for number, raw in enumerate(text, start=1):
         if progress is not None and number % _PROGRESS_EVERY == 0:
@@ -681,7 +705,9 @@ def _read_jsonl(
             yield ParsedLine(line=number, raw=_shown(line), error=error)
             continue
         try:
-            yield ParsedLine(line=number, raw=line, record=loads(line, default_tz=default_tz))
+            yield ParsedLine(
+                line=number, raw=line, record=loads(line, default_tz=default_tz, region=region)
+            )
         except InvalidInputError as exc:
             yield ParsedLine(line=number, raw=line, error=exc)
     if progress is not None:
@@ -703,6 +729,7 @@ def _read_csv(  # noqa: PLR0917 - private; arguments mirror read_records
     handle: IO[bytes],
     progress: Callable[[int], None] | None,
     encoding: str,
+    region: str,
 ) -> Iterator[ParsedLine]:
     sample = text.readline()
     if _undecodable(sample):
@@ -751,7 +778,9 @@ def _read_csv(  # noqa: PLR0917 - private; arguments mirror read_records
         raw = _csv_raw(row, dialect)
         try:
             obj = _csv_object(row, columns, kind)
-            yield ParsedLine(line=number, raw=raw, record=structure(obj, default_tz=default_tz))
+            yield ParsedLine(
+                line=number, raw=raw, record=structure(obj, default_tz=default_tz, region=region)
+            )
         except InvalidInputError as exc:
             yield ParsedLine(line=number, raw=raw, error=exc)
     if progress is not None:

@@ -9,9 +9,12 @@
     ├── SignatureError (ValueError)               a signature or token does not verify
     ├── CryptoError
     │   ├── KeyNotFoundError (KeyError)           .key_id is not in the keyring
+    │   ├── KeyringExistsError (FileExistsError)  .path: save() will not overwrite a keyring
     │   └── DecryptionError                       ciphertext altered, moved or under a lost key
     ├── StorageError                              the database refused or is not ready
-    │   └── SchemaError                           the schema is missing or not at head
+    │   ├── SchemaError                           the schema is missing or not at head
+    │   └── DatabaseUnavailableError              .target .reason .detail: cannot be reached
+    │       └── DatabaseNotFoundError             the database (file or name) does not exist
     ├── NotFoundError (LookupError)               .kind .identifier
     ├── PermissionDenied (PermissionError)        .permission
     └── ConsentRequired                           .reasons
@@ -32,9 +35,12 @@ __all__ = [
     "CommHistoryError",
     "ConsentRequired",
     "CryptoError",
+    "DatabaseNotFoundError",
+    "DatabaseUnavailableError",
     "DecryptionError",
     "InvalidInputError",
     "KeyNotFoundError",
+    "KeyringExistsError",
     "NormalizationError",
     "NotFoundError",
     "PayloadError",
@@ -122,6 +128,36 @@ class KeyNotFoundError(CryptoError, KeyError):
         return (type(self), (self.key_id,), {"hint": self.hint})
 
 
+class KeyringExistsError(CryptoError, FileExistsError):
+    """:meth:`~commhistory.Keyring.save` refused to replace an existing keyring file.
+
+    A keyring file holds the only copy of the keys its database was written
+    with; replacing it by mistake makes that database unreadable for good.
+    Load the file with :meth:`~commhistory.Keyring.load`, choose another path,
+    or pass ``overwrite=True`` (which first writes a backup beside the file).
+
+    Attributes:
+        path: The keyring file that already exists.
+
+    .. versionadded:: 0.5.0
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        CommHistoryError.__init__(self, path)
+
+    def __str__(self) -> str:
+        return (
+            f"keyring file {self.path!r} already exists and was not replaced "
+            "(a database written with it would become unreadable); load it with "
+            "Keyring.load(path), save to another path, or pass overwrite=True, "
+            "which keeps a backup beside it"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.path,))
+
+
 class DecryptionError(CryptoError):
     """A ciphertext cannot be decrypted: altered, moved to another row or column, or bad key."""
 
@@ -132,6 +168,41 @@ class StorageError(CommHistoryError):
 
 class SchemaError(StorageError):
     """The database schema is missing or not at the revision this version expects."""
+
+
+class DatabaseUnavailableError(StorageError):
+    """The database cannot be reached or opened: names what and why, never a credential.
+
+    Attributes:
+        target: What was opened, without user name or password: ``"SQLite file
+            'data/h.db'"`` or ``"PostgreSQL database 'crm' at 127.0.0.1:5432"``.
+        reason: Why, in words a user can act on (``"nothing is listening on that
+            port; is the server running, is the port right?"``).
+        detail: The database driver's own message (credentials removed), or ``""``.
+
+    .. versionadded:: 0.5.0
+    """
+
+    def __init__(self, *, target: str, reason: str, detail: str = "") -> None:
+        self.target = target
+        self.reason = reason
+        self.detail = detail
+        text = f"cannot open {target}: {reason}"
+        super().__init__(f"{text} (driver: {detail})" if detail else text)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), dict(self.__dict__)))
+
+
+class DatabaseNotFoundError(DatabaseUnavailableError):
+    """The database does not exist: a missing SQLite file or an unknown PostgreSQL database.
+
+    Only ``commhistory init`` and ``import`` (and ``open_repository`` with
+    ``upgrade=True``) create a SQLite database file; every other command and
+    ``upgrade=False`` raise this instead of creating an empty one.
+
+    .. versionadded:: 0.5.0
+    """
 
 
 class NotFoundError(CommHistoryError, LookupError):

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from commhistory.errors import NormalizationError
+from commhistory.normalize import normalize_phone
 
 
 def time_zone(value: str) -> ZoneInfo:
@@ -20,3 +24,44 @@ def column_mapping(value: str) -> tuple[str, str]:
     if not sep or not column.strip():
         raise argparse.ArgumentTypeError(f"expected COLUMN=FIELD, got {value!r}")
     return column.strip(), field.strip()
+
+
+REGION_ENV = "COMMHISTORY_REGION"
+"""The environment variable giving ``--region``'s default."""
+
+
+def phone_region(value: str) -> str:
+    """``argparse`` type for a phone region: an ISO 3166-1 alpha-2 code such as ``US``."""
+    region = value.strip().upper()
+    try:
+        normalize_phone("+81 90 1234 5678", region)  # a valid number: only the region can fail
+    except NormalizationError:
+        raise argparse.ArgumentTypeError(
+            f"unknown phone region {value!r}: expected an ISO 3166-1 alpha-2 code like JP, "
+            "US or GB"
+        ) from None
+    return region
+
+
+def add_region_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--region`` (default ``$COMMHISTORY_REGION``, else JP)."""
+    parser.add_argument(
+        "--region",
+        type=phone_region,
+        default=None,
+        metavar="CC",
+        help="region of phone numbers written without +country code, e.g. US or GB "
+        f"(default ${REGION_ENV}, else JP)",
+    )
+
+
+def region_of(args: argparse.Namespace) -> str:
+    """The phone region from ``--region``, ``$COMMHISTORY_REGION`` or ``JP``.
+
+    Raises:
+        argparse.ArgumentTypeError: ``$COMMHISTORY_REGION`` is not a region code.
+    """
+    if args.region:
+        return str(args.region)
+    env = os.environ.get(REGION_ENV, "").strip()
+    return phone_region(env) if env else "JP"

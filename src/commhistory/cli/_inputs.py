@@ -7,7 +7,13 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from commhistory.cli._argtypes import column_mapping, time_zone
+from commhistory.cli._argtypes import (
+    REGION_ENV,
+    add_region_option,
+    column_mapping,
+    region_of,
+    time_zone,
+)
 from commhistory.cli._exits import CommandError
 from commhistory.cli._progress import Progress
 from commhistory.convert import KINDS, ParsedLine, read_records
@@ -41,6 +47,7 @@ def add_input_options(parser: argparse.ArgumentParser, *, file_help: str) -> Non
     parser.add_argument(
         "--encoding", default="utf-8-sig", help="text encoding, e.g. cp932 (default utf-8)"
     )
+    add_region_option(parser)
 
 
 @contextmanager
@@ -62,6 +69,10 @@ def input_records(
     mapping = dict(args.mapping)
     if mapping and not path.lower().endswith((".csv", ".tsv")):
         raise CommandError("--map applies to .csv files only")
+    try:
+        region = region_of(args)
+    except argparse.ArgumentTypeError as exc:
+        raise CommandError(f"${REGION_ENV}: {exc}") from None
     progress = Progress(os.path.getsize(path), label=label)
     lines = read_records(
         path,
@@ -70,6 +81,7 @@ def input_records(
         kind=args.kind,
         encoding=args.encoding,
         progress=progress.update,
+        region=region,
     )
     try:
         yield lines, progress

@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from commhistory.audit import Permission
 from commhistory.cli._access import Access, add_actor_options, resolve_access
+from commhistory.cli._argtypes import REGION_ENV, add_region_option, region_of
 from commhistory.cli._exits import EXIT_OK, CommandError
 from commhistory.cli._store_options import add_store_options
 from commhistory.cli.store import repository
 from commhistory.errors import InvalidInputError
 from commhistory.model import Channel, Purpose
+from commhistory.normalize import normalize_phone
 from commhistory.normalize.time import parse_timestamp
 from commhistory.privacy import RetentionPolicy
 
@@ -52,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     can.add_argument("--purpose", required=True, choices=[p.value for p in Purpose])
     can.add_argument("--at", default=None, metavar="TIME", help="ISO 8601 instant with offset")
     can.add_argument("--address", default=None, help="decide for this address only")
+    add_region_option(can)
     can.add_argument("--format", choices=("text", "json"), default="text")
     add_store_options(can)
     add_actor_options(can, purpose_flag=False)
@@ -98,14 +101,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     purge.set_defaults(run=run_purge)
 
 
+def _region(args: argparse.Namespace) -> str:
+    try:
+        return region_of(args)
+    except argparse.ArgumentTypeError as exc:
+        raise CommandError(f"${REGION_ENV}: {exc}") from None
+
+
 def run_can_send(args: argparse.Namespace) -> int:
     """Print the decision; exit 0 when allowed, 3 when not."""
     at = None if args.at is None else parse_timestamp(args.at, field="--at")
+    address = args.address
+    if address is not None and args.channel in ("sms", "voice"):
+        # E.164 first, in --region: the consent rules then read it the same in any region.
+        address = normalize_phone(address, _region(args))
     access = resolve_access(args)
     with repository(args, create=False) as repo:
         view = access.view(repo)
         decision = (repo if view is None else view).can_send(
-            args.contact_id, args.channel, args.purpose, at, address=args.address
+            args.contact_id, args.channel, args.purpose, at, address=address
         )
     if args.format == "json":
         print(json.dumps(decision.to_dict(), ensure_ascii=False, indent=2))

@@ -37,7 +37,14 @@ from commhistory.convert import unstructure
 from commhistory.crypto import Keyring
 from commhistory.facade import CommHistory, open_repository
 from commhistory.model import Event
-from commhistory.store import IngestReport, RotationReport, SQLRepository, TimelineEntry, upgrade
+from commhistory.store import (
+    IngestReport,
+    RotationReport,
+    SQLRepository,
+    TimelineEntry,
+    current_revision,
+    upgrade,
+)
 
 if TYPE_CHECKING:
     from commhistory.audit import MaskedEntry, MaskedEvent, MaskedMessage
@@ -129,19 +136,30 @@ def _positive(value: str) -> int:
 
 
 def load_keyring(args: argparse.Namespace, *, create: bool) -> Keyring:
-    """Load the keyring, creating it (mode 0600) when absent and *create* is true."""
+    """Load the keyring, creating it (mode 0600) when absent and *create* is true.
+
+    Before a new keyring is written the database is reached (a SQLite file is
+    created then, as ``init`` and ``import`` may): a database that cannot be
+    reached raises and leaves no keyring behind. Without *create*, a missing
+    SQLite file is refused rather than created.
+    """
     path = keyring_path(args)
     if os.path.exists(path):
         return Keyring.load(path)
     if not create:
         raise CommandError(f"no keyring at {path}; run 'commhistory init' or pass --keyring")
+    current_revision(database_url(args))  # DatabaseUnavailableError before any file is written
     keyring = Keyring.generate()
-    keyring.save(path)
+    _save_new_keyring(keyring, path)
+    return keyring
+
+
+def _save_new_keyring(keyring: Keyring, path: str) -> None:
+    keyring.save(path)  # exclusive: never replaces a keyring made meanwhile
     print(
         f"created keyring {path} (keep it safe: without it the data cannot be read)",
         file=sys.stderr,
     )
-    return keyring
 
 
 @contextmanager
@@ -153,9 +171,18 @@ def repository(args: argparse.Namespace, *, create: bool) -> Iterator[CommHistor
 
 
 def run_init(args: argparse.Namespace) -> int:
-    """Create or upgrade the schema, and the keyring if absent."""
-    load_keyring(args, create=True)
+    """Create or upgrade the schema, and the keyring if absent.
+
+    The schema comes first: a database that cannot be reached raises before the
+    keyring (or, for SQLite in a missing folder, any file) is written.
+    """
+    path = keyring_path(args)
+    new_keyring = None if os.path.exists(path) else Keyring.generate()
+    if new_keyring is None:
+        Keyring.load(path)  # a keyring that cannot be read stops init before the schema
     revision = upgrade(database_url(args))
+    if new_keyring is not None:
+        _save_new_keyring(new_keyring, path)
     print(f"schema at revision {revision}; keyring {keyring_path(args)}")
     return EXIT_OK
 
@@ -351,8 +378,11 @@ def run_rotate(args: argparse.Namespace) -> int:
     path = keyring_path(args)
     if not args.resume and access.allows(Permission.MANAGE_KEYS):
         new_id = keyring.rotate(index=args.reindex)
-        keyring.save(path)
-        print(f"new current key {new_id} saved to {path}", file=sys.stderr)
+        backup = keyring.save(path, overwrite=True)
+        print(
+            f"new current key {new_id} saved to {path} (previous keyring kept as {backup})",
+            file=sys.stderr,
+        )
     with open_repository(database_url(args), keyring, upgrade=False) as repo:
         view = access.view(repo)
         if view is None:

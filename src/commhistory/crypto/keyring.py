@@ -39,7 +39,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from commhistory.errors import CryptoError, KeyNotFoundError
+from commhistory.errors import CryptoError, KeyNotFoundError, KeyringExistsError
 
 __all__ = [
     "KEYRING_FORMAT",
@@ -348,22 +348,42 @@ class Keyring:
         except CryptoError as exc:
             raise CryptoError(f"{where}: {exc}") from exc
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the keyring to *path* atomically, readable by its owner only.
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path | None:
+        """Write the keyring to *path*, readable by its owner only; never clobber one by mistake.
 
         The keys are written to a temporary file created with mode ``0600`` in the
-        same directory, flushed to disk, then renamed over *path*; a crash leaves
-        either the old file or the new one, never a torn one.
+        same directory and flushed to disk, then put in place: a crash leaves either
+        the old file or the new one, never a torn one.
+
+        An existing file at *path* is refused
+        (:class:`~commhistory.errors.KeyringExistsError`): it may hold the only copy
+        of the keys a database was written with. With ``overwrite=True`` (key
+        rotation) it is replaced, but only after a byte-for-byte backup is written
+        beside it, ``PATH.bak-YYYYmmddTHHMMSSZ`` with mode ``0600``; delete the
+        backup once the new file is safely backed up elsewhere.
 
         Args:
             path: The keyring file; its directory must exist.
+            overwrite: Replace an existing file (after backing it up).
+
+        Returns:
+            The backup's path when an existing file was replaced, else ``None``.
 
         Raises:
-            CryptoError: The file cannot be written (the message names the path).
+            KeyringExistsError: *path* exists and *overwrite* is false.
+            CryptoError: The file or its backup cannot be written (the message
+                names the path).
+
+        .. versionchanged:: 0.5.0
+           Refuses to overwrite an existing file unless ``overwrite=True``, and
+           backs the old file up first.
         """
         p = Path(path)
+        if not overwrite and os.path.lexists(p):
+            raise KeyringExistsError(str(p))
         data = json.dumps(self._document(), indent=2).encode("utf-8") + b"\n"
         tmp = p.with_name(f".{p.name}.{secrets.token_hex(4)}.tmp")
+        backup: Path | None = None
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -371,14 +391,20 @@ class Keyring:
                     handle.write(data)
                     handle.flush()
                     os.fsync(handle.fileno())
-                os.replace(tmp, p)
-            except BaseException:
+                if overwrite:
+                    backup = _backup_file(p)
+                    os.replace(tmp, p)
+                else:
+                    _link_exclusive(tmp, p)
+            finally:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
-                raise
+        except KeyringExistsError:
+            raise
         except OSError as exc:
             raise CryptoError(f"cannot write keyring file {str(p)!r}: {exc.strerror}") from exc
         _fsync_directory(p.parent)
+        return backup
 
     def _document(self) -> dict[str, Any]:
         return {
@@ -605,6 +631,53 @@ def _read_private_file(fd: int, path: Path, *, check_permissions: bool) -> bytes
     except OSError as exc:
         raise CryptoError(f"cannot read keyring file {str(path)!r}: {exc.strerror}") from exc
     return b"".join(chunks)
+
+
+def _link_exclusive(tmp: Path, path: Path) -> None:
+    """Put the finished *tmp* file at *path* only if nothing is there (atomic on POSIX)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise KeyringExistsError(str(path)) from None
+    except OSError:  # pragma: no cover - a file system without hard links
+        fd = _create_exclusive(path)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(tmp.read_bytes())
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def _create_exclusive(path: Path) -> int:
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyringExistsError(str(path)) from None
+
+
+def _backup_file(path: Path) -> Path | None:
+    """Copy an existing keyring file to ``PATH.bak-<UTC time>`` (mode 0600); None if absent."""
+    try:
+        source = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        raw = _read_private_file(source, path, check_permissions=False)
+    finally:
+        os.close(source)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for attempt in range(100):
+        suffix = f".bak-{stamp}" if attempt == 0 else f".bak-{stamp}-{attempt}"
+        backup = path.with_name(path.name + suffix)
+        try:
+            fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(raw)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return backup
+    raise CryptoError(f"cannot choose a backup name for keyring file {str(path)!r}")
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -371,6 +371,9 @@ def open_repository(
         SchemaError: The schema is not current and *upgrade* is false, or the
             database holds a newer schema than this version knows.
         KeyNotFoundError: The database was written with another keyring.
+        DatabaseUnavailableError: The database cannot be reached, or does not
+            exist (:class:`~commhistory.errors.DatabaseNotFoundError`); the message
+            says which file, or which host, port and database, and why.
         StorageError: The database cannot be reached or the URL is unusable.
 
     .. versionadded:: 0.1.0

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from commhistory.errors import StorageError
+from commhistory.errors import DatabaseNotFoundError, DatabaseUnavailableError, StorageError
 
-__all__ = ["READ", "create_engine", "normalize_url"]
+__all__ = [
+    "READ",
+    "connect",
+    "create_engine",
+    "describe_target",
+    "driver_message",
+    "normalize_url",
+    "require_existing",
+    "sqlite_file",
+    "unavailable",
+]
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 60_000
 """How long a SQLite writer waits for another process's write transaction."""
@@ -91,3 +105,139 @@ def create_engine(url: str | sa.URL, **kwargs: Any) -> sa.Engine:
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+# -- errors that say why -----------------------------------------------------------------
+
+
+def sqlite_file(url: sa.URL) -> str | None:
+    """The SQLite database file a URL names; ``None`` for another backend or in memory."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return database
+
+
+def describe_target(url: sa.URL) -> str:
+    """What a URL opens, for messages: never a user name or password."""
+    path = sqlite_file(url)
+    if url.get_backend_name() == "sqlite":
+        return f"SQLite file {path!r}" if path is not None else "the in-memory SQLite database"
+    where = f"{url.host or 'localhost'}:{url.port or 5432}"
+    return f"PostgreSQL database {url.database or '(default)'!r} at {where}"
+
+
+def driver_message(exc: BaseException, url: sa.URL | None = None) -> str:
+    """The driver's own message, on one line, with the URL's credentials removed."""
+    orig = getattr(exc, "orig", None) or exc
+    text = " ".join(str(orig).split())
+    if url is not None:
+        for secret in (url.password, url.username):
+            if secret:
+                text = text.replace(str(secret), "***")
+    return text[:300]
+
+
+_PG_REASONS: Final = (
+    (
+        re.compile(r"database \S+ does not exist"),
+        "the database does not exist on that server; "
+        "create it (createdb NAME) or fix the name in the URL",
+    ),
+    (
+        re.compile(r"Connection refused|No such file or directory"),
+        "nothing is listening there; "
+        "is the PostgreSQL server running, and are the host and port right?",
+    ),
+    (
+        re.compile(
+            r"could not translate host name|Name or service not known|nodename nor servname"
+        ),
+        "the host name cannot be resolved; check the host in the URL",
+    ),
+    (
+        re.compile(r"password authentication failed|authentication failed|no password supplied"),
+        "the server refused the user name or password; check the credentials",
+    ),
+    (
+        re.compile(r"no pg_hba.conf entry"),
+        "the server does not accept this user or host (pg_hba.conf); ask its administrator",
+    ),
+    (re.compile(r"role \S+ does not exist"), "that user does not exist on the server"),
+    (
+        re.compile(r"timeout|timed out", re.I),
+        "the server did not answer in time; check the host, port and firewall",
+    ),
+)
+
+
+def unavailable(url: sa.URL, exc: BaseException) -> DatabaseUnavailableError:
+    """Translate a failure to connect into an error naming what failed and why."""
+    target = describe_target(url)
+    detail = driver_message(exc, url)
+    path = sqlite_file(url)
+    if url.get_backend_name() == "sqlite":
+        if path is not None:
+            folder = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(folder):
+                return DatabaseUnavailableError(
+                    target=target,
+                    reason=f"the folder {folder!r} does not exist; "
+                    "create it or fix the database URL (--db)",
+                    detail=detail,
+                )
+            if "readonly" in detail or not os.access(folder, os.W_OK):
+                return DatabaseUnavailableError(
+                    target=target,
+                    reason="permission denied: the file or its folder is not writable "
+                    "by this user",
+                    detail=detail,
+                )
+            if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+                return DatabaseUnavailableError(
+                    target=target,
+                    reason="permission denied: this user cannot read and write the file",
+                    detail=detail,
+                )
+        return DatabaseUnavailableError(
+            target=target, reason="SQLite cannot open it", detail=detail
+        )
+    for pattern, reason in _PG_REASONS:
+        if pattern.search(detail):
+            missing = pattern is _PG_REASONS[0][0]
+            cls = DatabaseNotFoundError if missing else DatabaseUnavailableError
+            return cls(target=target, reason=reason, detail=detail)
+    return DatabaseUnavailableError(
+        target=target, reason="the server cannot be reached", detail=detail
+    )
+
+
+def require_existing(url: str | sa.URL) -> None:
+    """Refuse a SQLite URL whose file does not exist, before anything creates it.
+
+    Raises:
+        DatabaseNotFoundError: The file is missing (the message names it and the fix).
+    """
+    parsed = normalize_url(url)
+    path = sqlite_file(parsed)
+    if path is not None and not os.path.exists(path):
+        folder = os.path.dirname(os.path.abspath(path))
+        hint = "" if os.path.isdir(folder) else f" (nor does its folder {folder!r})"
+        raise DatabaseNotFoundError(
+            target=describe_target(parsed),
+            reason=f"the file does not exist{hint}; check --db (or $COMMHISTORY_DB), "
+            "or create the database with `commhistory init`",
+        )
+
+
+@contextmanager
+def connect(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """Connect, translating a failure into :class:`DatabaseUnavailableError`."""
+    try:
+        conn = engine.connect()
+    except sa.exc.DBAPIError as exc:
+        raise unavailable(engine.url, exc) from exc
+    with conn:
+        yield conn

@@ -23,7 +23,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
 from commhistory.errors import SchemaError, StorageError
-from commhistory.store._engine import create_engine
+from commhistory.store._engine import connect, create_engine, driver_message
 
 __all__ = [
     "current_revision",
@@ -76,14 +76,17 @@ def current_revision(url_or_engine: str | sa.Engine) -> str | None:
         url_or_engine: A database URL or an engine.
 
     Raises:
-        StorageError: The database cannot be reached.
+        DatabaseUnavailableError: The database cannot be reached (the message says
+            which and why).
+        StorageError: The revision cannot be read.
     """
-    with _engine_for(url_or_engine) as engine:
+    with _engine_for(url_or_engine) as engine, connect(engine) as conn:
         try:
-            with engine.connect() as conn:
-                return MigrationContext.configure(conn).get_current_revision()
+            return MigrationContext.configure(conn).get_current_revision()
         except sa.exc.SQLAlchemyError as exc:
-            raise StorageError(f"cannot read the schema revision: {type(exc).__name__}") from exc
+            raise StorageError(
+                f"cannot read the schema revision: {type(exc).__name__}: {driver_message(exc)}"
+            ) from exc
 
 
 @contextmanager
@@ -115,16 +118,20 @@ def upgrade(url_or_engine: str | sa.Engine, revision: str = "head") -> str:
         The database's revision afterwards.
 
     Raises:
+        DatabaseUnavailableError: The database cannot be reached.
         SchemaError: The migration failed.
     """
     with _engine_for(url_or_engine) as engine:
-        try:
-            with engine.connect() as conn, _migration_lock(conn):
-                command.upgrade(_config(conn), revision)
-                conn.commit()
-                rev = MigrationContext.configure(conn).get_current_revision()
-        except (sa.exc.SQLAlchemyError, CommandError) as exc:
-            raise SchemaError(f"schema upgrade failed: {type(exc).__name__}") from exc
+        with connect(engine) as conn:
+            try:
+                with _migration_lock(conn):
+                    command.upgrade(_config(conn), revision)
+                    conn.commit()
+                    rev = MigrationContext.configure(conn).get_current_revision()
+            except (sa.exc.SQLAlchemyError, CommandError) as exc:
+                raise SchemaError(
+                    f"schema upgrade failed: {type(exc).__name__}: {driver_message(exc)}"
+                ) from exc
         return rev or ""
 
 
@@ -135,12 +142,15 @@ def downgrade_to_base(url_or_engine: str | sa.Engine) -> None:
         url_or_engine: A database URL or an engine.
 
     Raises:
+        DatabaseUnavailableError: The database cannot be reached.
         SchemaError: The migration failed.
     """
-    with _engine_for(url_or_engine) as engine:
+    with _engine_for(url_or_engine) as engine, connect(engine) as conn:
         try:
-            with engine.connect() as conn, _migration_lock(conn):
+            with _migration_lock(conn):
                 command.downgrade(_config(conn), "base")
                 conn.commit()
         except (sa.exc.SQLAlchemyError, CommandError) as exc:
-            raise SchemaError(f"schema downgrade failed: {type(exc).__name__}") from exc
+            raise SchemaError(
+                f"schema downgrade failed: {type(exc).__name__}: {driver_message(exc)}"
+            ) from exc

@@ -31,7 +31,7 @@ from commhistory.errors import (
     SchemaError,
 )
 from commhistory.store import migrate
-from commhistory.store._engine import create_engine
+from commhistory.store._engine import create_engine, require_existing
 from commhistory.store.audit import SQLAuditStore, SQLMaskedHistory
 from commhistory.store.batching import (
     check_batch_size,
@@ -177,8 +177,9 @@ def open_sql_repository(
             (``postgresql://`` uses psycopg 3).
         keyring: The key provider (usually a :class:`~commhistory.Keyring`).
         upgrade: Bring the schema to the newest revision when it is behind
-            (under a lock, so concurrent openers are safe). With ``False`` a
-            schema that is not current is an error.
+            (under a lock, so concurrent openers are safe), creating a missing
+            SQLite file. With ``False`` a schema that is not current is an
+            error, and a missing SQLite file is refused, never created.
         batch_size: Items written per transaction.
 
     Returns:
@@ -188,11 +189,20 @@ def open_sql_repository(
         SchemaError: The schema is not current and *upgrade* is false, or the
             database holds a newer schema than this version knows.
         KeyNotFoundError: The database was written with another keyring.
-        StorageError: The database cannot be reached or the URL is unusable.
+        DatabaseNotFoundError: The database does not exist (a missing SQLite
+            file with ``upgrade=False``, an unknown PostgreSQL database name).
+        DatabaseUnavailableError: The database cannot be reached; the message
+            names the file or host, port and database, and why.
+        StorageError: The URL is unusable (every error above is one).
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.5.0
+       Connection failures raise :class:`~commhistory.errors.DatabaseUnavailableError`
+       naming the cause; ``upgrade=False`` no longer creates a missing SQLite file.
     """
     check_batch_size(batch_size)
+    if not upgrade:
+        require_existing(url)
     engine = create_engine(url)
     try:
         head = migrate.head_revision()
