@@ -12,7 +12,7 @@ import pytest
 
 import commhistory as ch
 from commhistory import CommHistory, open_repository
-from commhistory.audit import Actor
+from commhistory.audit import Actor, Policy
 from commhistory.cli import main
 from commhistory.convert import read_records
 from commhistory.errors import NotFoundError, PermissionDenied
@@ -148,6 +148,23 @@ def test_guarded_show_needs_read_personal_and_replay_needs_write_history(
     assert entries[-1].targets == (listed[0].id,)
     operator = repo.as_actor(Actor("ops-1", ["operator"]), purpose="replay")
     assert operator.replay_dead_letters(default_tz="UTC").parsed == 1
+
+
+def test_guarded_replay_of_a_consent_line_needs_manage_consent(repo: Any, tmp_path: Path) -> None:
+    path = tmp_path / "consent.jsonl"
+    line = (
+        '{"kind":"consent","contact_id":"c-9","channel":"email","purpose":"marketing",'
+        '"action":"grant","method":"web_form","occurred_at":"2025-10-01T09:00:00"}'
+    )
+    path.write_text(line + "\n", encoding="utf-8")
+    repo.ingest(read_records(path), source="consent.jsonl")
+    assert len(repo.list_dead_letters()) == 1
+    policy = Policy({"writer": ["write_history"]})
+    writer = repo.as_actor(Actor("bot-1", ["writer"]), purpose="replay", policy=policy)
+    with pytest.raises(PermissionDenied):
+        writer.replay_dead_letters(default_tz="UTC")
+    operator = repo.as_actor(Actor("ops-1", ["operator"]), purpose="replay")
+    assert operator.replay_dead_letters(default_tz="UTC").stored.inserted == 1
 
 
 # ---------------------------------------------------------------------- command line

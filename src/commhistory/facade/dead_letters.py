@@ -19,7 +19,7 @@ A second replay finds nothing of the first: each line is stored once.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +81,7 @@ def replay_dead_letters(
     mapping: Mapping[str, str] | None = None,
     kind: str | None = None,
     header: str | None = None,
+    check: Callable[[ParsedLine], None] | None = None,
 ) -> ReplayReport:
     """Replay dead letters; see the module docstring.
 
@@ -92,6 +93,9 @@ def replay_dead_letters(
         mapping: CSV: ``{column: field}``, as for ``import --map``.
         kind: CSV: the kind of rows without a ``kind`` column.
         header: CSV: the sheet's header row.
+        check: Called with each line that now parses, before anything is written
+            (the guarded view raises ``PermissionDenied`` for a consent line when
+            the actor lacks ``manage_consent``).
 
     Raises:
         NotFoundError: An id names no dead letter (``kind="dead_letter"``).
@@ -126,6 +130,8 @@ def replay_dead_letters(
                 port.set_reason(letter.id, field=parsed.error.field, reason=parsed.error.reason)
                 failed += 1
                 continue
+            if check is not None:
+                check(parsed)
             by_source.setdefault(letter.source, []).append(parsed)
             done.append(letter.id)
         # Deleted first: a line the store still refuses is kept again as a new letter.

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 from commhistory.audit import DEFAULT_POLICY, Actor, AuditLog, Outcome, Permission, Policy
 from commhistory.audit.masked import MaskedEntry
 from commhistory.errors import InvalidInputError, PermissionDenied
+from commhistory.facade.dead_letters import replay_dead_letters
 from commhistory.model import ConsentEvent
 
 if TYPE_CHECKING:
@@ -214,6 +215,11 @@ class GuardedRepository:
                 self._require(P.MANAGE_CONSENT, "ingest")
             yield line
 
+    def _consent_line_checked(self, line: ParsedLine) -> None:
+        """A consent event replayed from a dead letter needs ``manage_consent``."""
+        if isinstance(line.record, ConsentEvent):
+            self._require(P.MANAGE_CONSENT, "replay_dead_letters")
+
     def record_consent(self, items: Iterable[ConsentEvent]) -> IngestReport:
         """Append consent events (needs ``manage_consent``; audited with the contact ids).
 
@@ -384,7 +390,8 @@ class GuardedRepository:
     ) -> ReplayReport:
         """Replay dead letters (needs ``write_history``; audited, in the replay's transaction).
 
-        The raw text is decrypted only to be parsed, never shown. See
+        The raw text is decrypted only to be parsed, never shown. A consent line
+        among those that now parse also needs ``manage_consent``, as for :meth:`ingest`. See
         :meth:`CommHistory.replay_dead_letters
         <commhistory.facade.history.CommHistory.replay_dead_letters>`.
 
@@ -397,13 +404,15 @@ class GuardedRepository:
         return self._audited(
             P.WRITE_HISTORY,
             "replay_dead_letters",
-            lambda: self._repo.replay_dead_letters(
+            lambda: replay_dead_letters(
+                self._repo,
                 ids,
                 source=source,
                 default_tz=default_tz,
                 mapping=mapping,
                 kind=kind,
                 header=header,
+                check=self._consent_line_checked,
             ),
         )
 
