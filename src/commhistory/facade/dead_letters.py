@@ -19,8 +19,8 @@ A second replay finds nothing of the first: each line is stored once.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Collection, Mapping
-from datetime import tzinfo
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -77,7 +77,7 @@ def replay_dead_letters(
     ids: Collection[str] | None = None,
     *,
     source: str | None = None,
-    default_tz: tzinfo | str | None = None,
+    default_tz: datetime.tzinfo | str | None = None,
     mapping: Mapping[str, str] | None = None,
     kind: str | None = None,
     header: str | None = None,
