@@ -74,6 +74,7 @@ __all__ = [
     "dumps",
     "loads",
     "read_records",
+    "reparse",
     "structure",
     "unstructure",
     "write_records",
@@ -95,13 +96,13 @@ FileFormat = Literal["jsonl", "csv"]
 MAX_NESTING: Final = 64
 """How deeply arrays and objects may nest inside ``metadata``.
 
-.. versionadded:: 0.5.0
+.. versionadded:: 0.4.0
 """
 
 MAX_CELL_LENGTH: Final = 131_072
 """The most characters one CSV cell may hold (the ``csv`` module's default limit).
 
-.. versionadded:: 0.5.0
+.. versionadded:: 0.4.0
 """
 
 _MAX_DECIMAL_LENGTH: Final = 64
@@ -414,7 +415,7 @@ def structure(
         region: The ISO 3166-1 alpha-2 region of phone numbers written without a
             ``+`` country code (``"US"``, ``"GB"``; default ``"JP"``).
 
-    .. versionchanged:: 0.5.0
+    .. versionchanged:: 0.4.0
        The *region* argument.
 
     Returns:
@@ -913,3 +914,61 @@ def write_records(records: Iterable[Record], out: IO[str]) -> int:
         out.write("\n")
         count += 1
     return count
+
+
+def reparse(
+    raw: str,
+    *,
+    line: int,
+    format: FileFormat = "jsonl",
+    header: str | None = None,
+    default_tz: tzinfo | str | None = None,
+    mapping: Mapping[str, str] | None = None,
+    kind: str | None = None,
+    region: str = "JP",
+) -> ParsedLine:
+    """Parse one kept raw line again, through the reader :func:`read_records` uses.
+
+    Replaying a dead letter after the mapping, the time zone or the code was
+    fixed: the line is read exactly as it would be in a file of its format.
+
+    Args:
+        raw: The line's raw text (a dead letter's ``raw``).
+        line: The line number to report (the dead letter's).
+        format: ``"jsonl"``, or ``"csv"`` for a row of a CSV sheet.
+        header: CSV only: the sheet's header row (a CSV row means nothing without it).
+        default_tz: The zone for naive timestamps.
+        mapping: CSV only: ``{column: field}``, as for :func:`read_records`.
+        kind: CSV only: the record kind of rows without a ``kind`` column.
+        region: The region national phone numbers are read in.
+
+    Returns:
+        The parsed line: its record, or why it holds none. A blank line, or a CSV
+        row without a header, is an error line.
+
+    Raises:
+        PayloadError: The CSV header is unusable (it concerns every row).
+
+    .. versionadded:: 0.4.0
+    """
+    if kind is not None and kind not in KINDS:
+        raise PayloadError(field="kind", reason="expected one of: message, event, consent")
+    if format == "csv" and header is None:
+        error = PayloadError(field="<row>", reason="a CSV row needs its header; pass the header")
+        return ParsedLine(line=line, raw=raw, error=error)
+    text = raw if format == "jsonl" else f"{header}\n{raw}"
+    handle = io.BytesIO()
+    stream = io.StringIO(text + "\n", newline="")
+    if format == "jsonl":
+        parsed = list(_read_jsonl(stream, default_tz, handle, None, "utf-8", region))
+    else:
+        parsed = list(
+            _read_csv(stream, default_tz, mapping or {}, kind, handle, None, "utf-8", region)
+        )
+    if len(parsed) != 1:
+        error = PayloadError(
+            field="<line>",
+            reason="blank" if not parsed else f"holds {len(parsed)} rows, expected one",
+        )
+        return ParsedLine(line=line, raw=raw, error=error)
+    return attrs.evolve(parsed[0], line=line, raw=raw)

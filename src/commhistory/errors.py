@@ -139,7 +139,7 @@ class KeyringExistsError(CryptoError, FileExistsError):
     Attributes:
         path: The keyring file that already exists.
 
-    .. versionadded:: 0.5.0
+    .. versionadded:: 0.4.0
     """
 
     def __init__(self, path: str) -> None:
@@ -180,7 +180,7 @@ class DatabaseUnavailableError(StorageError):
             port; is the server running, is the port right?"``).
         detail: The database driver's own message (credentials removed), or ``""``.
 
-    .. versionadded:: 0.5.0
+    .. versionadded:: 0.4.0
     """
 
     def __init__(self, *, target: str, reason: str, detail: str = "") -> None:
@@ -201,7 +201,7 @@ class DatabaseNotFoundError(DatabaseUnavailableError):
     ``upgrade=True``) create a SQLite database file; every other command and
     ``upgrade=False`` raise this instead of creating an empty one.
 
-    .. versionadded:: 0.5.0
+    .. versionadded:: 0.4.0
     """
 
 

@@ -161,7 +161,7 @@ Ids, campaign ids, variants, provider names and the consent notice fields are
 stored in the clear and indexed; PostgreSQL refuses an index entry over about
 2,700 bytes, and 255 characters of UTF-8 stay well below it.
 
-.. versionadded:: 0.5.0
+.. versionadded:: 0.4.0
 """
 
 _LINE_USER_ID: Final = re.compile(r"U[0-9a-f]{32}")

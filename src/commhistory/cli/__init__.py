@@ -24,13 +24,22 @@ import sys
 from collections.abc import Sequence
 
 from commhistory import __version__
-from commhistory.cli import audit, consent, demo, report, store, validate, webhook
+from commhistory.cli import (
+    audit,
+    consent,
+    dead_letters,
+    demo,
+    report,
+    store,
+    validate,
+    webhook,
+)
 from commhistory.cli._exits import EXIT_DENIED, EXIT_USAGE, CommandError
 from commhistory.errors import CommHistoryError, PermissionDenied
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (validate, store, webhook, report, demo, consent, audit)
+_COMMANDS = (validate, store, webhook, report, demo, consent, audit, dead_letters)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,10 +20,10 @@ import enum
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Final
 
 import attrs
 
@@ -48,6 +48,7 @@ from commhistory.store import (
 
 if TYPE_CHECKING:
     from commhistory.audit import MaskedEntry, MaskedEvent, MaskedMessage
+    from commhistory.convert import ParsedLine
     from commhistory.model import Message
 
 
@@ -69,6 +70,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_store_options(imp)
     imp.add_argument("--format", choices=("text", "json"), default="text")
     imp.add_argument("--batch-size", type=_positive, default=5000, metavar="N")
+    imp.add_argument(
+        "--errors",
+        dest="errors_file",
+        metavar="FILE",
+        default=None,
+        help="write every rejected line as a JSON line (line, field, reason; no content)",
+    )
     add_actor_options(imp)
     imp.set_defaults(run=run_import)
 
@@ -199,9 +207,62 @@ def run_import(args: argparse.Namespace) -> int:
     ):
         view = access.view(repo)
         target = repo if view is None else view
-        report = target.ingest(lines, source=os.path.basename(args.file))
+        with _rejected_lines(args.errors_file) as rejected:
+            report = target.ingest(
+                _noting_rejects(lines, rejected), source=os.path.basename(args.file)
+            )
+    if args.format == "text":
+        _print_rejects(rejected, report)
     _print_report(args.file, report, args.format)
     return EXIT_REJECTED if report.rejected else EXIT_OK
+
+
+SHOWN_REJECTS: Final = 10
+"""How many rejected lines ``import`` prints (``--errors FILE`` writes them all)."""
+
+
+@attrs.define
+class _Rejects:
+    """The rejected lines of an import: the first few kept, all counted, all written."""
+
+    shown: list[tuple[int, str, str]] = attrs.Factory(list)
+    count: int = 0
+    out: IO[str] | None = None
+
+
+@contextmanager
+def _rejected_lines(path: str | None) -> Iterator[_Rejects]:
+    if path is None:
+        yield _Rejects()
+        return
+    with open(path, "w", encoding="utf-8") as out:
+        yield _Rejects(out=out)
+
+
+def _noting_rejects(lines: Iterable[ParsedLine], rejects: _Rejects) -> Iterator[ParsedLine]:
+    """Pass the lines on, noting each line that does not parse (never its content)."""
+    for parsed in lines:
+        if parsed.error is not None:
+            rejects.count += 1
+            item = (parsed.line, parsed.error.field, parsed.error.reason)
+            if len(rejects.shown) < SHOWN_REJECTS:
+                rejects.shown.append(item)
+            if rejects.out is not None:
+                doc = {"line": item[0], "field": item[1], "reason": item[2]}
+                rejects.out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        yield parsed
+
+
+def _print_rejects(rejects: _Rejects, report: IngestReport) -> None:
+    """Print the first rejected lines as ``LINE: field: reason``, as ``validate`` does."""
+    for line, field, reason in rejects.shown:
+        print(f"{line}: {field}: {reason}")
+    more = rejects.count - len(rejects.shown)
+    if more > 0:
+        print(f"... and {more} more rejected lines (--errors FILE writes them all)")
+    refused = report.rejected - rejects.count
+    if refused > 0:
+        print(f"{refused} records refused by the store (see 'commhistory dead-letters list')")
 
 
 def _print_report(path: str, report: IngestReport, fmt: str) -> None:

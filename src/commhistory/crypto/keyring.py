@@ -374,7 +374,7 @@ class Keyring:
             CryptoError: The file or its backup cannot be written (the message
                 names the path).
 
-        .. versionchanged:: 0.5.0
+        .. versionchanged:: 0.4.0
            Refuses to overwrite an existing file unless ``overwrite=True``, and
            backs the old file up first.
         """

@@ -17,24 +17,27 @@ more only to check and audit it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import nullcontext
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from commhistory._lifecycle import ClosesOnExit
 from commhistory.audit import DEFAULT_POLICY, Actor, AuditLog, Outcome, Permission, Policy
 from commhistory.audit.masked import MaskedEntry
 from commhistory.errors import InvalidInputError, PermissionDenied
+from commhistory.facade.dead_letters import replay_dead_letters
 from commhistory.model import ConsentEvent
 
 if TYPE_CHECKING:
     from commhistory.consent import SendDecision, SuppressionEntry
     from commhistory.convert import ParsedLine
+    from commhistory.facade.dead_letters import ReplayReport
     from commhistory.facade.history import CommHistory
     from commhistory.kpi.metrics import KpiTable
     from commhistory.model import Channel, Event, Message, Purpose
     from commhistory.privacy import ErasureReport, PurgeReport, RetentionPolicy
+    from commhistory.store.dead_letters import DeadLetterInfo
     from commhistory.store.mask_backfill import MaskBackfillReport
     from commhistory.store.protocol import (
         BatchOutcome,
@@ -212,6 +215,11 @@ class GuardedRepository(ClosesOnExit):
                 self._require(P.MANAGE_CONSENT, "ingest")
             yield line
 
+    def _consent_line_checked(self, line: ParsedLine) -> None:
+        """A consent event replayed from a dead letter needs ``manage_consent``."""
+        if isinstance(line.record, ConsentEvent):
+            self._require(P.MANAGE_CONSENT, "replay_dead_letters")
+
     def record_consent(self, items: Iterable[ConsentEvent]) -> IngestReport:
         """Append consent events (needs ``manage_consent``; audited with the contact ids).
 
@@ -317,6 +325,119 @@ class GuardedRepository(ClosesOnExit):
             "dead_letters",
             lambda: self._repo.dead_letters(source=source, limit=limit),
             targets=lambda letters: [d.id for d in letters],
+        )
+
+    def list_dead_letters(
+        self, *, source: str | None = None, limit: int | None = None
+    ) -> list[DeadLetterInfo]:
+        """List dead letters without their raw text (needs ``read_history_masked``).
+
+        Nothing personal is shown, so nothing is audited.
+
+        Raises:
+            PermissionDenied: The actor lacks ``read_history_masked``.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._checked(
+            P.READ_HISTORY_MASKED,
+            "list_dead_letters",
+            lambda: self._repo.list_dead_letters(source=source, limit=limit),
+        )
+
+    def dead_letter(self, letter_id: str) -> DeadLetter:
+        """Return one dead letter, raw text decrypted (needs ``read_personal``; audited).
+
+        The audit entry names the letter's id, never its content.
+
+        Raises:
+            PermissionDenied: The actor lacks ``read_personal``.
+            NotFoundError: No dead letter has this id.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._audited(
+            P.READ_PERSONAL,
+            "dead_letter",
+            lambda: self._repo.dead_letter(letter_id),
+            targets=lambda letter: [letter.id],
+        )
+
+    def masked_dead_letter(self, letter_id: str) -> DeadLetterInfo:
+        """Return one dead letter without its raw text (needs ``read_history_masked``).
+
+        Raises:
+            PermissionDenied: The actor lacks ``read_history_masked``.
+            NotFoundError: No dead letter has this id.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._checked(
+            P.READ_HISTORY_MASKED,
+            "masked_dead_letter",
+            lambda: self._repo.masked_dead_letter(letter_id),
+        )
+
+    def replay_dead_letters(
+        self,
+        ids: Collection[str] | None = None,
+        *,
+        source: str | None = None,
+        default_tz: tzinfo | str | None = None,
+        mapping: Mapping[str, str] | None = None,
+        kind: str | None = None,
+        header: str | None = None,
+        region: str = "JP",
+    ) -> ReplayReport:
+        """Replay dead letters (needs ``write_history``; audited, in the replay's transaction).
+
+        The raw text is decrypted only to be parsed, never shown. A consent line
+        among those that now parse also needs ``manage_consent``, as for :meth:`ingest`. See
+        :meth:`CommHistory.replay_dead_letters
+        <commhistory.facade.history.CommHistory.replay_dead_letters>`.
+
+        Raises:
+            PermissionDenied: The actor lacks ``write_history``.
+            NotFoundError: An id names no dead letter.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._audited(
+            P.WRITE_HISTORY,
+            "replay_dead_letters",
+            lambda: replay_dead_letters(
+                self._repo,
+                ids,
+                source=source,
+                default_tz=default_tz,
+                mapping=mapping,
+                kind=kind,
+                header=header,
+                region=region,
+                check=self._consent_line_checked,
+            ),
+        )
+
+    def purge_dead_letters(self, before: datetime, *, dry_run: bool = False) -> int:
+        """Delete the dead letters received before *before* (needs ``erase_subject``).
+
+        As :meth:`purge`: a real purge is audited, a dry run only checked.
+
+        Raises:
+            PermissionDenied: The actor lacks ``erase_subject``.
+
+        .. versionadded:: 0.4.0
+        """
+        if dry_run:
+            return self._checked(
+                P.ERASE_SUBJECT,
+                "purge_dead_letters.dry_run",
+                lambda: self._repo.purge_dead_letters(before, dry_run=True),
+            )
+        return self._audited(
+            P.ERASE_SUBJECT,
+            "purge_dead_letters",
+            lambda: self._repo.purge_dead_letters(before, dry_run=False),
         )
 
     def kpis(

@@ -17,9 +17,9 @@ store's ports into the domain rules and out through the facade.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from commhistory._lifecycle import ClosesOnExit
@@ -36,6 +36,8 @@ from commhistory.consent import (
 )
 from commhistory.consent.feed import batch_feed
 from commhistory.crypto import KeyProvider
+from commhistory.errors import NotFoundError
+from commhistory.facade.dead_letters import ReplayReport, replay_dead_letters
 from commhistory.facade.guarded import GuardedRepository
 from commhistory.kpi.aggregate import repository_kpis
 from commhistory.kpi.metrics import KpiTable
@@ -48,6 +50,7 @@ from commhistory.privacy import (
     export_subject,
     purge,
 )
+from commhistory.store.dead_letters import DeadLetterInfo
 from commhistory.store.mask_backfill import MaskBackfillReport
 from commhistory.store.memory import MemoryRepository
 from commhistory.store.protocol import (
@@ -181,6 +184,81 @@ class CommHistory(ClosesOnExit, Generic[S]):
     ) -> list[DeadLetter]:
         """The rejected input items, decrypted, oldest first."""
         return self._store.dead_letters(source=source, limit=limit)
+
+    def list_dead_letters(
+        self, *, source: str | None = None, limit: int | None = None
+    ) -> list[DeadLetterInfo]:
+        """The rejected input items without their raw text (nothing decrypted), oldest first.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._store.dead_letter_store.letters(source=source, limit=limit)
+
+    def dead_letter(self, letter_id: str) -> DeadLetter:
+        """One dead letter with its raw text decrypted.
+
+        Raises:
+            NotFoundError: No dead letter has this id (``kind="dead_letter"``).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._store.dead_letter_store.get(letter_id)
+
+    def masked_dead_letter(self, letter_id: str) -> DeadLetterInfo:
+        """One dead letter without its raw text (nothing decrypted).
+
+        Raises:
+            NotFoundError: No dead letter has this id (``kind="dead_letter"``).
+
+        .. versionadded:: 0.4.0
+        """
+        found = self._store.dead_letter_store.letters(ids=[letter_id])
+        if not found:
+            raise NotFoundError(kind="dead_letter", identifier=letter_id)
+        return found[0]
+
+    def replay_dead_letters(
+        self,
+        ids: Collection[str] | None = None,
+        *,
+        source: str | None = None,
+        default_tz: tzinfo | str | None = None,
+        mapping: Mapping[str, str] | None = None,
+        kind: str | None = None,
+        header: str | None = None,
+        region: str = "JP",
+    ) -> ReplayReport:
+        """Parse dead letters again and store what now parses, each line once.
+
+        See :func:`commhistory.facade.dead_letters.replay_dead_letters`.
+
+        Raises:
+            NotFoundError: An id names no dead letter.
+
+        .. versionadded:: 0.4.0
+        """
+        return replay_dead_letters(
+            self,
+            ids,
+            source=source,
+            default_tz=default_tz,
+            mapping=mapping,
+            kind=kind,
+            header=header,
+            region=region,
+        )
+
+    def purge_dead_letters(self, before: datetime, *, dry_run: bool = False) -> int:
+        """Delete the dead letters received before *before* (count them with *dry_run*).
+
+        Returns:
+            How many were (or, with *dry_run*, would be) deleted.
+
+        .. versionadded:: 0.4.0
+        """
+        if dry_run:
+            return self._store.privacy_store.count_dead_letters(before)
+        return self._store.privacy_store.delete_dead_letters(before)
 
     # ------------------------------------------------------------------ consent
 

@@ -37,6 +37,7 @@ from commhistory.store.batching import (
     one_criterion,
 )
 from commhistory.store.consent import MemoryConsentStore
+from commhistory.store.dead_letters import MemoryDeadLetterStore
 from commhistory.store.feed import MemoryStoredBatch
 from commhistory.store.kpi import MemoryKpiStore
 from commhistory.store.privacy import MemoryPrivacyStore
@@ -122,6 +123,7 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
         self._masked_history = MemoryMaskedHistory(self._s, self._check_open)
         self._privacy_store = MemoryPrivacyStore(self._s)
         self._kpi_store = MemoryKpiStore(self._s)
+        self._dead_letter_store = MemoryDeadLetterStore(self._s)
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -394,6 +396,15 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
         .. versionadded:: 0.4.0
         """
         return self._kpi_store
+
+    @property
+    def dead_letter_store(self) -> MemoryDeadLetterStore:
+        """The dead-letter storage port (list, read one, re-word, delete).
+
+        .. versionadded:: 0.4.0
+        """
+        self._check_open()
+        return self._dead_letter_store
 
     def set_batch_feed(self, name: str, feed: BatchFeed | None) -> None:
         """Install (or remove) a batch feed; see :meth:`Repository.set_batch_feed`.

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from commhistory.convert import ParsedLine
     from commhistory.store.audit import AuditStore, MaskedHistory
     from commhistory.store.consent import ConsentStore
+    from commhistory.store.dead_letters import DeadLetterStore
     from commhistory.store.kpi import KpiStore
     from commhistory.store.mask_backfill import MaskBackfillReport
     from commhistory.store.privacy import PrivacyStore
@@ -405,6 +406,14 @@ class Repository(Protocol):
     @property
     def privacy_store(self) -> PrivacyStore:
         """The erasure, subject export and retention port (see :mod:`commhistory.store.privacy`).
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    @property
+    def dead_letter_store(self) -> DeadLetterStore:
+        """The dead-letter storage port (see :mod:`commhistory.store.dead_letters`).
 
         .. versionadded:: 0.4.0
         """

@@ -37,6 +37,7 @@ from commhistory.store.batching import (
     check_batch_size,
 )
 from commhistory.store.consent import SQLConsentStore
+from commhistory.store.dead_letters import SQLDeadLetterStore
 from commhistory.store.kpi import SQLKpiStore
 from commhistory.store.mask_backfill import backfill_masks
 from commhistory.store.privacy import SQLPrivacyStore
@@ -90,6 +91,7 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         self._masked_history = SQLMaskedHistory(self)
         self._privacy_store = SQLPrivacyStore(self)
         self._kpi_store = SQLKpiStore(self)
+        self._dead_letter_store = SQLDeadLetterStore(self)
 
     def __repr__(self) -> str:
         return f"SQLRepository(dialect={self.dialect!r})"
@@ -133,6 +135,14 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         .. versionadded:: 0.4.0
         """
         return self._kpi_store
+
+    @property
+    def dead_letter_store(self) -> SQLDeadLetterStore:
+        """The dead-letter storage port (:class:`SQLDeadLetterStore`).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._dead_letter_store
 
     # ------------------------------------------------------------------ consent and privacy
 
@@ -196,7 +206,7 @@ def open_sql_repository(
         StorageError: The URL is unusable (every error above is one).
 
     .. versionadded:: 0.1.0
-    .. versionchanged:: 0.5.0
+    .. versionchanged:: 0.4.0
        Connection failures raise :class:`~commhistory.errors.DatabaseUnavailableError`
        naming the cause; ``upgrade=False`` no longer creates a missing SQLite file.
     """
