@@ -6,6 +6,7 @@ import argparse
 import os
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from commhistory.cli._exits import CommandError
 from commhistory.errors import NormalizationError
 from commhistory.normalize import normalize_phone
 
@@ -59,9 +60,12 @@ def region_of(args: argparse.Namespace) -> str:
     """The phone region from ``--region``, ``$COMMHISTORY_REGION`` or ``JP``.
 
     Raises:
-        argparse.ArgumentTypeError: ``$COMMHISTORY_REGION`` is not a region code.
+        CommandError: ``$COMMHISTORY_REGION`` is not a region code (a usage error).
     """
     if args.region:
         return str(args.region)
     env = os.environ.get(REGION_ENV, "").strip()
-    return phone_region(env) if env else "JP"
+    try:
+        return phone_region(env) if env else "JP"
+    except argparse.ArgumentTypeError as exc:
+        raise CommandError(f"${REGION_ENV}: {exc}") from None

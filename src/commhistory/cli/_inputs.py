@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from commhistory.cli._argtypes import (
-    REGION_ENV,
     add_region_option,
     column_mapping,
     region_of,
@@ -69,10 +68,7 @@ def input_records(
     mapping = dict(args.mapping)
     if mapping and not path.lower().endswith((".csv", ".tsv")):
         raise CommandError("--map applies to .csv files only")
-    try:
-        region = region_of(args)
-    except argparse.ArgumentTypeError as exc:
-        raise CommandError(f"${REGION_ENV}: {exc}") from None
+    region = region_of(args)
     progress = Progress(os.path.getsize(path), label=label)
     lines = read_records(
         path,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from commhistory.audit import Permission
 from commhistory.cli._access import Access, add_actor_options, resolve_access
-from commhistory.cli._argtypes import REGION_ENV, add_region_option, region_of
+from commhistory.cli._argtypes import add_region_option, region_of
 from commhistory.cli._exits import EXIT_OK, CommandError
 from commhistory.cli._store_options import add_store_options
 from commhistory.cli.store import repository
@@ -101,20 +101,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     purge.set_defaults(run=run_purge)
 
 
-def _region(args: argparse.Namespace) -> str:
-    try:
-        return region_of(args)
-    except argparse.ArgumentTypeError as exc:
-        raise CommandError(f"${REGION_ENV}: {exc}") from None
-
-
 def run_can_send(args: argparse.Namespace) -> int:
     """Print the decision; exit 0 when allowed, 3 when not."""
     at = None if args.at is None else parse_timestamp(args.at, field="--at")
     address = args.address
     if address is not None and args.channel in ("sms", "voice"):
         # E.164 first, in --region: the consent rules then read it the same in any region.
-        address = normalize_phone(address, _region(args))
+        address = normalize_phone(address, region_of(args))
     access = resolve_access(args)
     with repository(args, create=False) as repo:
         view = access.view(repo)

@@ -28,7 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 from commhistory.audit import Permission
 from commhistory.cli._access import add_actor_options, resolve_access
-from commhistory.cli._argtypes import add_region_option, column_mapping, time_zone
+from commhistory.cli._argtypes import (
+    add_region_option,
+    column_mapping,
+    region_of,
+    time_zone,
+)
 from commhistory.cli._exits import EXIT_OK, EXIT_REJECTED, CommandError
 from commhistory.cli._store_options import add_store_options
 from commhistory.cli.store import repository
@@ -262,7 +267,7 @@ def run_replay(args: argparse.Namespace) -> int:
             mapping=dict(args.mapping),
             kind=args.kind,
             header=header,
-            region=args.region,
+            region=region_of(args),
         )
     _print_replay(report, args.format)
     return EXIT_REJECTED if report.failed or report.stored.rejected else EXIT_OK
