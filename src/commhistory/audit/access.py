@@ -219,7 +219,7 @@ DEFAULT_POLICY: Final = Policy()
 def process_user() -> str:
     """Return the operating-system user running this process, for default actor ids.
 
-    :func:`getpass.getuser` (the login name from the environment or the password
+    ``getpass.getuser()`` (the login name from the environment or the password
     database); ``uid-<n>`` when neither names one, ``unknown`` without uids.
 
     .. versionadded:: 0.5.0

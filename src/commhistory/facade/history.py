@@ -109,7 +109,7 @@ class CommHistory(Generic[S]):
             own :class:`~commhistory.store.protocol.Repository`.
         soft_bounce_limit: Consecutive soft bounces that suppress an address.
         default_actor: Who the facade's own audit entries name (default
-            :func:`default_api_actor`: ``api:<process user>``, role ``admin``).
+            ``default_api_actor()``: ``api:<process user>``, role ``admin``).
             Its roles are recorded, not checked: the facade checks nothing.
         default_purpose: The purpose those entries record.
 
