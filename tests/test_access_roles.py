@@ -195,7 +195,8 @@ def test_audit_entries_hold_ids_not_personal_values(repo: CommHistory[SQLReposit
     view.find_contacts(email="c1@example.com")
     view.export_subject("c1")
     view.consent_history("c1")
-    entries = repo.audit_log.entries()
+    # (The fixture's own consent grant is audited too, as the facade's default actor.)
+    entries = repo.audit_log.entries(actor_id="po-1")
     assert [e.action for e in entries] == [
         "timeline",
         "find_contacts",
@@ -221,10 +222,17 @@ def test_failed_operation_is_audited_as_failed(repo: CommHistory[SQLRepository])
     assert entry.contact_id == "nobody"
 
 
-def test_plain_repository_is_unchanged_and_unaudited(repo: CommHistory[SQLRepository]) -> None:
-    assert repo.timeline("c1")
-    assert repo.export_subject("c1")["messages"]
-    assert repo.audit_log.entries() == []
+def test_plain_repository_checks_nothing_and_audits_only_changes_and_exports(
+    repo: CommHistory[SQLRepository],
+) -> None:
+    before = len(repo.audit_log.entries())
+    assert repo.timeline("c1")  # a read without a bound actor: not audited
+    assert len(repo.audit_log.entries()) == before
+    assert repo.export_subject("c1")["messages"]  # audited as the default actor
+    entry = repo.audit_log.entries()[-1]
+    assert (entry.action, entry.outcome, entry.contact_id) == ("export_subject", "ok", "c1")
+    assert entry.actor_id == repo.default_actor.id
+    assert entry.actor_id.startswith("api:")
 
 
 def test_view_exposes_no_backdoor(repo: CommHistory[SQLRepository]) -> None:

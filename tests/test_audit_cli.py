@@ -107,3 +107,39 @@ def test_show_rejects_naive_since(store: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
         _run(["audit", "show", *store, "--since", "2026-01-01T00:00:00"])
     assert info.value.code == 2
+
+
+def test_show_action_filter_and_table(
+    store: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What a privacy officer asks: who exported or erased whom, when, why.
+    url, keyring = store[1], Keyring.load(store[3])
+    with open_repository(url, keyring) as repo:
+        repo.erase_subject("c1")  # the Python API, no view: audited as api:<user>
+    assert _run(["audit", "show", *store, "--action", "export_subject,erase_subject"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert "po-1 (privacy_officer)  export_subject  ok  contact=c2" in lines[0]
+    assert "(admin)  erase_subject  ok  contact=c1" in lines[1]
+    argv = ["audit", "show", *store, "--action", "export_subject", "--action", "erase_subject"]
+    assert _run([*argv, "--format", "json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["action"], r["contact_id"], r["roles"]) for r in rows] == [
+        ("export_subject", "c2", ["privacy_officer"]),
+        ("erase_subject", "c1", ["admin"]),
+    ]
+    assert {"recorded_at", "actor_id", "purpose", "outcome"} <= set(rows[0])
+    assert _run([*argv, "--format", "table"]) == 0
+    header, first, second = capsys.readouterr().out.splitlines()
+    assert header.split() == [
+        "time", "(UTC)", "actor", "roles", "action", "purpose", "contact", "outcome",
+    ]  # fmt: skip
+    assert first.split()[2:] == ["po-1", "privacy_officer", "export_subject", "request", "7",
+                                 "c2", "ok"]  # fmt: skip
+    assert second.split()[3:] == ["admin", "erase_subject", "commhistory", "api", "c1", "ok"]
+    assert second.split()[2].startswith("api:")
+    # Columns line up: every field starts where its header does.
+    assert first.index("export_subject") == header.index("action") == second.index("erase")
+    assert _run(["audit", "show", *store, "--action", "purge", "--format", "table"]) == 0
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", "no audit entries match\n")

@@ -8,6 +8,7 @@ exit code and the audit entry it leaves (or that it leaves none).
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -47,12 +48,17 @@ class Store(NamedTuple):
     url: str
     keyring: Path
     policy: Path
+    setup_entries: int = 0  # the import that made the store is audited too (as os:<user>)
 
     @property
     def args(self) -> list[str]:
         return ["--db", self.url, "--keyring", str(self.keyring)]
 
     def entries(self) -> list[AuditEntry]:
+        """The entries written after the store was set up."""
+        return self.all_entries()[self.setup_entries :]
+
+    def all_entries(self) -> list[AuditEntry]:
         with open_repository(self.url, Keyring.load(self.keyring), upgrade=False) as repo:
             return repo.audit_log.entries()
 
@@ -66,7 +72,8 @@ def _make_store(url: str, tmp_path: Path) -> Store:
     # A host role with no permission at all, for the commands every built-in role may run.
     policy.write_text(json.dumps({"roles": {"nothing": []}}))
     assert main(["import", HISTORY, "--db", url, "--keyring", str(keyring)]) == 0
-    return Store(url, keyring, policy)
+    made = Store(url, keyring, policy)
+    return made._replace(setup_entries=len(made.all_entries()))
 
 
 @pytest.fixture
@@ -280,13 +287,41 @@ def test_the_table_covers_every_guarded_command() -> None:
 # --------------------------------------------------------------------------- behaviour
 
 
-def test_without_an_actor_nothing_is_checked_or_audited(
+def test_without_an_actor_the_os_user_acts_as_admin_and_is_audited(
     store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["export-subject", "c-1001", *store.args]) == 0
+    # Issue 13 item 5: no command leaves no trace. The setup import itself was audited.
+    (setup,) = store.all_entries()
+    user = f"os:{getpass.getuser()}"
+    assert (setup.actor_id, setup.roles, setup.action) == (user, ("admin",), "ingest")
     assert main(["timeline", "c-1001", *store.args]) == 0
+    assert main(["export-subject", "c-1001", *store.args]) == 0
     assert "Taro.Yamada" in capsys.readouterr().out
-    assert store.entries() == []
+    assert main(["erase-subject", "c-1001", "--yes", *store.args]) == 0
+    got = [
+        (e.actor_id, e.roles, e.action, e.outcome, e.contact_id, e.purpose)
+        for e in store.entries()
+    ]
+    assert got == [
+        (user, ("admin",), "timeline", "ok", "c-1001", "commhistory timeline"),
+        (user, ("admin",), "export_subject", "ok", "c-1001", "commhistory export-subject"),
+        (user, ("admin",), "erase_subject", "ok", "c-1001", "commhistory erase-subject"),
+    ]
+
+
+def test_the_os_user_wins_over_nothing_but_an_actor_wins_over_it(
+    store: Store, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMMHISTORY_ACTOR", "po-9")
+    monkeypatch.setenv("COMMHISTORY_ROLES", "privacy_officer")
+    monkeypatch.setenv("COMMHISTORY_PURPOSE", "request 3")
+    assert main(["export-subject", "c-1001", *store.args]) == 0
+    (entry,) = store.entries()
+    assert (entry.actor_id, entry.roles, entry.purpose) == (
+        "po-9",
+        ("privacy_officer",),
+        "request 3",
+    )
 
 
 def test_masked_timeline_text_and_json(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
@@ -562,7 +597,7 @@ def test_audit_show_lists_cli_entries_with_actor_and_purpose(
     assert main(["rotate-keys", *store.args, "--actor", "an-1", "--role", "analyst"]) == 6
     capsys.readouterr()
     assert main(["audit", "show", *store.args]) == 0
-    first, second = capsys.readouterr().out.splitlines()
+    first, second = capsys.readouterr().out.splitlines()[store.setup_entries :]
     assert "po-1 (privacy_officer)  export_subject  ok  contact=c-1001" in first
     assert "permission=export_subject  purpose='request 12'" in first
     assert "an-1 (analyst)  rotate_keys  denied" in second

@@ -11,15 +11,23 @@
   only (nothing decrypted), with the masked addresses stored at ingest; the
   masks themselves live in :mod:`commhistory.normalize.mask`.
 
-Without a guarded view nothing is checked or audited: a repository used
-directly behaves exactly as before. See ``docs/access.md``.
+Without a guarded view nothing is checked; the facade still audits erasure,
+subject export, key rotation, a real purge and consent and suppression changes
+as its default actor (``api:<process user>``). See ``docs/access.md``.
 
 .. versionadded:: 0.3.0
 """
 
 from __future__ import annotations
 
-from commhistory.audit.access import BUILTIN_ROLES, DEFAULT_POLICY, Actor, Permission, Policy
+from commhistory.audit.access import (
+    BUILTIN_ROLES,
+    DEFAULT_POLICY,
+    Actor,
+    Permission,
+    Policy,
+    process_user,
+)
 from commhistory.audit.log import (
     AUDIT_SUBKEY_PURPOSE,
     AuditEntry,
@@ -59,4 +67,5 @@ __all__ = [
     "mask_line_user_id",
     "mask_phone",
     "masked_timeline",
+    "process_user",
 ]

@@ -26,6 +26,8 @@ Built-in roles (:data:`BUILTIN_ROLES`)::
 from __future__ import annotations
 
 import enum
+import getpass
+import os
 import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
@@ -41,6 +43,7 @@ __all__ = [
     "Actor",
     "Permission",
     "Policy",
+    "process_user",
 ]
 
 _NAME_RE: Final = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
@@ -211,3 +214,22 @@ class Policy:
 
 DEFAULT_POLICY: Final = Policy()
 """The built-in roles only."""
+
+
+def process_user() -> str:
+    """Return the operating-system user running this process, for default actor ids.
+
+    ``getpass.getuser()`` (the login name from the environment or the password
+    database); ``uid-<n>`` when neither names one, ``unknown`` without uids.
+
+    .. versionadded:: 0.5.0
+    """
+    try:
+        name = getpass.getuser()
+    except (OSError, KeyError, ImportError):
+        name = ""
+    name = "".join(ch for ch in name if ch.isprintable()).strip()[:100]
+    if name:
+        return name
+    getuid = getattr(os, "getuid", None)
+    return f"uid-{getuid()}" if getuid is not None else "unknown"

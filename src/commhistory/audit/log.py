@@ -296,6 +296,7 @@ class AuditLog:
         contact_id: str | None = None,
         actor_id: str | None = None,
         since: datetime | None = None,
+        actions: Iterable[str] | None = None,
     ) -> list[AuditEntry]:
         """Return entries in chain order, optionally filtered.
 
@@ -304,6 +305,11 @@ class AuditLog:
                 among the targets).
             actor_id: Only entries by this actor.
             since: Only entries recorded at or after this aware datetime.
+            actions: Only entries of these actions (``"export_subject"``,
+                ``"erase_subject"``...).
+
+        .. versionchanged:: 0.5.0
+           ``actions=``.
 
         Returns:
             The entries.
@@ -317,6 +323,9 @@ class AuditLog:
         rows = self._store.rows(
             contact_id=None, actor_id=actor_id, since=None if since is None else to_micros(since)
         )
+        if actions is not None:
+            wanted = frozenset(actions)
+            rows = [r for r in rows if r["action"] in wanted]
         out = [_entry(r) for r in rows]
         if contact_id is not None:
             out = [e for e in out if e.contact_id == contact_id or contact_id in e.targets]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from commhistory.audit import Actor, Permission, Policy
+from commhistory.audit import DEFAULT_POLICY, Actor, Permission, Policy, process_user
 from commhistory.cli._exits import EXIT_DENIED, CommandError
 from commhistory.errors import InvalidInputError
 
@@ -21,6 +21,11 @@ ROLES_ENV: Final = "COMMHISTORY_ROLES"
 PURPOSE_ENV: Final = "COMMHISTORY_PURPOSE"
 POLICY_ENV: Final = "COMMHISTORY_POLICY"
 REQUIRE_ACTOR_ENV: Final = "COMMHISTORY_REQUIRE_ACTOR"
+
+OS_ACTOR_PREFIX: Final = "os:"
+"""Without ``--actor``, a command acts as ``os:<user>`` (the operating-system user)."""
+OS_ACTOR_ROLE: Final = "admin"
+"""The built-in role the operating-system user acts with."""
 
 _POLICY_KEYS: Final = ("roles", "require_actor", "builtin_roles")
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
@@ -152,15 +157,20 @@ class Access:
     """Who a command acts as, and why; see :func:`resolve_access`.
 
     Attributes:
-        actor: The actor, or ``None`` for anonymous use (nothing checked or audited).
+        actor: The actor: the one named, or the operating-system user
+            (``os:<user>``, role ``admin``) when none was; ``None`` only when
+            built by hand (nothing checked or audited).
         purpose: The stated purpose (or ``commhistory COMMAND`` when none was
             needed and none given).
-        policy: The roles and their permissions.
+        policy: The roles and their permissions (the built-in roles for the
+            operating-system user).
+        implicit: The actor is the operating-system user, not one named.
     """
 
     actor: Actor | None
     purpose: str
     policy: Policy
+    implicit: bool = False
 
     def allows(self, permission: Permission) -> bool:
         """Return whether the actor holds *permission* (always true without an actor)."""
@@ -171,6 +181,11 @@ class Access:
         if self.actor is None:
             return None
         return repo.as_actor(self.actor, purpose=self.purpose, policy=self.policy)
+
+
+def os_actor() -> Actor:
+    """The actor a command acts as when none is named: ``os:<user>``, role ``admin``."""
+    return Actor(f"{OS_ACTOR_PREFIX}{process_user()}", [OS_ACTOR_ROLE])
 
 
 def _env_flag(name: str) -> bool:
@@ -198,8 +213,13 @@ def resolve_access(args: argparse.Namespace, *, audited: Permission | None = Non
         audited: The permission of the audited operation the command performs,
             if any: when the actor holds it, a purpose must be stated.
 
+    Without an actor (and unless one is required), the command acts as the
+    operating-system user (:func:`os_actor`) with the built-in ``admin`` role
+    and the purpose ``commhistory COMMAND``: it is checked and audited like any
+    actor.
+
     Returns:
-        The actor (or none), the purpose and the policy.
+        The actor, the purpose and the policy.
 
     Raises:
         CommandError: A malformed policy file or option, a missing purpose
@@ -223,7 +243,11 @@ def resolve_access(args: argparse.Namespace, *, audited: Permission | None = Non
                 f"or set ${ACTOR_ENV} and ${ROLES_ENV}",
                 exit_code=EXIT_DENIED,
             )
-        return Access(actor=None, purpose=default_purpose, policy=loaded.policy)
+        # Nobody named: the operating-system user, with the built-in admin role,
+        # audited as usual through the guarded view.
+        return Access(
+            actor=os_actor(), purpose=default_purpose, policy=DEFAULT_POLICY, implicit=True
+        )
     roles = _split_roles(args.roles or [os.environ.get(ROLES_ENV, "")])
     if not roles:
         raise CommandError(f"--actor needs at least one --role (or ${ROLES_ENV})")

@@ -6,18 +6,21 @@ first entry that was altered, removed, inserted or reordered. Exit codes:
 It prints the chain's head MAC: keep a copy elsewhere and compare, since
 removing entries from the end leaves a shorter chain that still verifies.
 
-``audit show [--contact ID] [--actor ID] [--since T]`` lists entries, oldest
-first, as text or JSON lines: who (actor id and roles), what (action, the
-permission it needed, contact and target ids), why (the stated purpose) and the
-outcome. Entries hold ids only, never personal values. The other commands write
-entries when run with ``--actor``; their purpose is ``--purpose``, or
-``commhistory COMMAND`` for a check that needed none.
+``audit show [--contact ID] [--actor ID] [--action A,B] [--since T]`` lists
+entries, oldest first, as text, an aligned table (``--format table``: time,
+actor, roles, action, purpose, contact, outcome) or JSON lines: who (actor id
+and roles), what (action, the permission it needed, contact and target ids),
+why (the stated purpose) and the outcome. Entries hold ids only, never personal
+values. The other commands write entries as the ``--actor`` named, or as the
+operating-system user (``os:<user>``, role ``admin``); their purpose is
+``--purpose``, or ``commhistory COMMAND``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import datetime
 from typing import Final
 
@@ -64,13 +67,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.add_argument("--contact", metavar="ID", default=None, help="entries about this contact")
     show.add_argument("--actor", metavar="ID", default=None, help="entries by this actor")
     show.add_argument(
+        "--action",
+        dest="actions",
+        metavar="ACTION",
+        action="append",
+        default=None,
+        help="entries of these actions, comma-separated or repeated "
+        "(e.g. export_subject,erase_subject)",
+    )
+    show.add_argument(
         "--since",
         metavar="T",
         type=_when,
         default=None,
         help="entries recorded at or after T (ISO 8601 with an offset)",
     )
-    show.add_argument("--format", choices=("text", "json"), default="text")
+    show.add_argument(
+        "--format",
+        choices=("text", "table", "json"),
+        default="text",
+        help="text: one line per entry; table: aligned columns time, actor, roles, action, "
+        "purpose, contact, outcome; json: one object per line",
+    )
     show.set_defaults(run=run_show)
 
 
@@ -116,13 +134,52 @@ def _line(entry: AuditEntry) -> str:
     return "  ".join(parts)
 
 
+_TABLE_HEADER: Final = ("time (UTC)", "actor", "roles", "action", "purpose", "contact", "outcome")
+
+
+def _table(entries: list[AuditEntry]) -> str:
+    """Aligned columns: who did what to whom, when, why, and how it ended."""
+    rows = [_TABLE_HEADER] + [
+        (
+            entry.recorded_at.strftime("%Y-%m-%d %H:%M:%S"),
+            entry.actor_id,
+            ",".join(entry.roles),
+            entry.action,
+            entry.purpose,
+            entry.contact_id or "-",
+            entry.outcome,
+        )
+        for entry in entries
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE_HEADER))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _split_actions(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    return [a.strip() for value in values for a in value.split(",") if a.strip()]
+
+
 def run_show(args: argparse.Namespace) -> int:
     """List entries matching the filters."""
     keyring = load_keyring(args, create=False)
     with open_repository(database_url(args), keyring, upgrade=False) as repo:
         entries = repo.audit_log.entries(
-            contact_id=args.contact, actor_id=args.actor, since=args.since
+            contact_id=args.contact,
+            actor_id=args.actor,
+            since=args.since,
+            actions=_split_actions(getattr(args, "actions", None)),
         )
+    if args.format == "table":
+        if entries:
+            print(_table(entries))
+        else:
+            print("no audit entries match", file=sys.stderr)
+        return EXIT_OK
     for entry in entries:
         if args.format == "json":
             print(

@@ -18,7 +18,8 @@ more only to check and audit it.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -47,10 +48,33 @@ if TYPE_CHECKING:
     )
     from commhistory.store.rotation import RotationReport
 
-__all__ = ["GuardedConsent", "GuardedRepository", "GuardedSuppression"]
+__all__ = ["GuardedConsent", "GuardedRepository", "GuardedSuppression", "in_guarded_call"]
 
 _T = TypeVar("_T")
 P = Permission
+
+_IN_VIEW: ContextVar[bool] = ContextVar("commhistory_in_guarded_call", default=False)
+"""Set while a view runs the facade's call: the facade then records nothing of its own."""
+
+
+def in_guarded_call() -> bool:
+    """Whether a guarded view is running the current facade call (it audits it itself).
+
+    The facade audits its changes as its default actor only outside such a call,
+    so an audited operation gets one entry, the view's.
+
+    .. versionadded:: 0.5.0
+    """
+    return _IN_VIEW.get()
+
+
+@contextmanager
+def _guarded_call() -> Iterator[None]:
+    token = _IN_VIEW.set(True)
+    try:
+        yield
+    finally:
+        _IN_VIEW.reset(token)
 
 
 class GuardedRepository(ClosesOnExit):
@@ -145,11 +169,14 @@ class GuardedRepository(ClosesOnExit):
         call: Callable[[], _T],
         contact_id: str | None = None,
         targets: Callable[[_T], Iterable[str]] | None = None,
+        *,
+        atomic: bool = True,
     ) -> _T:
         self._require(permission, action, contact_id)
         cid = _id_or_none(contact_id)
+        shared = self._shared if atomic else None
         try:
-            with self._shared.transaction() if self._shared is not None else nullcontext():
+            with shared.transaction() if shared is not None else nullcontext(), _guarded_call():
                 result = call()
                 self._record(
                     action, permission, Outcome.OK, cid, targets(result) if targets else ()
@@ -161,7 +188,8 @@ class GuardedRepository(ClosesOnExit):
 
     def _checked(self, permission: Permission, action: str, call: Callable[[], _T]) -> _T:
         self._require(permission, action)
-        return call()
+        with _guarded_call():
+            return call()
 
     def _write(self, action: str, call: Callable[[], IngestReport]) -> IngestReport:
         """Run a history write, with one audit entry per batch (in the batch's transaction)."""
@@ -169,14 +197,15 @@ class GuardedRepository(ClosesOnExit):
         shared = self._shared
         if shared is None:
             # Another store: one entry for the whole call, after it.
-            report = call()
+            with _guarded_call():
+                report = call()
             self._record(action, P.WRITE_HISTORY, Outcome.OK)
             return report
 
         def audit_batch(outcome: BatchOutcome) -> None:
             self._record(action, P.WRITE_HISTORY, Outcome.OK, targets=outcome.changed)
 
-        with shared.batch_hook(audit_batch):
+        with shared.batch_hook(audit_batch), _guarded_call():
             return call()
 
     # ------------------------------------------------------------------ writes
@@ -599,11 +628,16 @@ class GuardedRepository(ClosesOnExit):
         Raises:
             PermissionDenied: The actor lacks ``manage_keys``.
             InvalidInputError: The repository is not a SQL repository.
+
+        .. versionchanged:: 0.5.0
+           The rotation keeps its resumable per-batch transactions; the entry is
+           appended once, after it ends (before, it ran in one transaction).
         """
         return self._audited(
             P.MANAGE_KEYS,
             "rotate_keys",
             lambda: self._repo.rotate_keys(batch_size=batch_size, reindex=reindex),
+            atomic=False,
         )
 
     # ------------------------------------------------------------------ lifecycle

@@ -23,22 +23,23 @@ from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from commhistory._lifecycle import ClosesOnExit
-from commhistory.audit import Actor, AuditLog, Policy
+from commhistory.audit import Actor, AuditLog, Permission, Policy, process_user
 from commhistory.audit.log import default_audit_log
 from commhistory.audit.masked import MaskedEntry, masked_timeline
 from commhistory.consent import (
     SOFT_BOUNCE_LIMIT,
     ConsentLedger,
     SendDecision,
+    SuppressionEntry,
     SuppressionList,
     can_send,
     filter_sendable,
 )
 from commhistory.consent.feed import batch_feed
 from commhistory.crypto import KeyProvider
-from commhistory.errors import NotFoundError
+from commhistory.errors import InvalidInputError, NotFoundError
 from commhistory.facade.dead_letters import ReplayReport, replay_dead_letters
-from commhistory.facade.guarded import GuardedRepository
+from commhistory.facade.guarded import GuardedRepository, in_guarded_call
 from commhistory.kpi.aggregate import repository_kpis
 from commhistory.kpi.metrics import KpiTable
 from commhistory.model import Channel, ConsentEvent, Event, Message, Purpose
@@ -66,13 +67,33 @@ from commhistory.store.sql import SQLRepository, open_sql_repository
 if TYPE_CHECKING:
     from commhistory.convert import ParsedLine
 
-__all__ = ["CommHistory", "open_repository", "rotate_keys"]
+__all__ = [
+    "DEFAULT_API_PURPOSE",
+    "CommHistory",
+    "default_api_actor",
+    "open_repository",
+    "rotate_keys",
+]
 
 S = TypeVar("S", bound=Repository)
 """The storage a :class:`CommHistory` composes (its :attr:`~CommHistory.store`)."""
 
 CONSENT_FEED = "consent"
 """The name the facade's consent feed is installed under on its repository."""
+
+DEFAULT_API_PURPOSE = "commhistory api"
+"""The purpose the facade's default actor records (``default_purpose=``)."""
+
+
+def default_api_actor() -> Actor:
+    """The actor the facade audits its changes as when none is configured.
+
+    ``api:<process user>`` (see :func:`commhistory.audit.process_user`) with the
+    role ``admin``.
+
+    .. versionadded:: 0.5.0
+    """
+    return Actor(f"api:{process_user()}", ["admin"])
 
 
 class CommHistory(ClosesOnExit, Generic[S]):
@@ -89,17 +110,50 @@ class CommHistory(ClosesOnExit, Generic[S]):
             a :class:`~commhistory.store.memory.MemoryRepository` or a host's
             own :class:`~commhistory.store.protocol.Repository`.
         soft_bounce_limit: Consecutive soft bounces that suppress an address.
+        default_actor: Who the facade's own audit entries name (default
+            ``default_api_actor()``: ``api:<process user>``, role ``admin``).
+            Its roles are recorded, not checked: the facade checks nothing.
+        default_purpose: The purpose those entries record.
 
     Attributes:
         soft_bounce_limit: As given; may be changed at any time.
 
+    Erasure, subject export, key rotation, a real purge and consent and
+    suppression changes (``consent.grant``/``withdraw``,
+    ``suppression.add``/``lift``) always write an audit entry, in the same
+    transaction as the change when the log is the store's own: called on a
+    guarded view, as its actor; called here, as *default_actor*. Reads are
+    audited only through a guarded view (:meth:`as_actor`).
+
+    Raises:
+        InvalidInputError: *default_actor* is not an :class:`~commhistory.audit.Actor`
+            or *default_purpose* is empty.
+
     .. versionadded:: 0.4.0
+    .. versionchanged:: 0.5.0
+       Changes are audited without a guarded view (``default_actor``, ``default_purpose``).
     """
 
-    def __init__(self, store: S, *, soft_bounce_limit: int = SOFT_BOUNCE_LIMIT) -> None:
+    def __init__(
+        self,
+        store: S,
+        *,
+        soft_bounce_limit: int = SOFT_BOUNCE_LIMIT,
+        default_actor: Actor | None = None,
+        default_purpose: str = DEFAULT_API_PURPOSE,
+    ) -> None:
+        actor: object = default_api_actor() if default_actor is None else default_actor
+        if not isinstance(actor, Actor):
+            raise InvalidInputError(field="default_actor", reason="must be an Actor")
+        stated: object = default_purpose
+        if not isinstance(stated, str) or not stated.strip():
+            raise InvalidInputError(field="default_purpose", reason="must be a non-empty string")
         self._store = store
         self.soft_bounce_limit = soft_bounce_limit
         self._audit: AuditLog | None = None
+        self._default_actor = actor
+        self._default_purpose = default_purpose
+        self._default_view: GuardedRepository | None = None
         store.set_batch_feed(
             CONSENT_FEED, batch_feed(store.consent_store, lambda: self.soft_bounce_limit)
         )
@@ -264,13 +318,19 @@ class CommHistory(ClosesOnExit, Generic[S]):
 
     @property
     def consent(self) -> ConsentLedger:
-        """The consent ledger (see :class:`~commhistory.consent.ConsentLedger`)."""
-        return ConsentLedger(self._store)
+        """The consent ledger (see :class:`~commhistory.consent.ConsentLedger`).
+
+        ``grant`` and ``withdraw`` are audited as the default actor.
+        """
+        return _AuditedLedger(self)
 
     @property
     def suppression(self) -> SuppressionList:
-        """The suppression list (see :class:`~commhistory.consent.SuppressionList`)."""
-        return SuppressionList(self._store)
+        """The suppression list (see :class:`~commhistory.consent.SuppressionList`).
+
+        ``add`` and ``lift`` are audited as the default actor.
+        """
+        return _AuditedSuppression(self)
 
     def can_send(
         self,
@@ -331,28 +391,55 @@ class CommHistory(ClosesOnExit, Generic[S]):
     def export_subject(self, contact_id: str) -> dict[str, Any]:
         """Everything held on a person; see :func:`commhistory.privacy.export_subject`.
 
+        Audited (action ``export_subject``) as the default actor.
+
         Raises:
             NotFoundError: The contact is unknown.
+            StorageError: The database failed, or the audit entry could not be written.
         """
-        return export_subject(self._store, contact_id)
+        view = self._unattended()
+        if view is None:
+            return export_subject(self._store, contact_id)
+        return view.export_subject(contact_id)
 
     def erase_subject(self, contact_id: str) -> ErasureReport:
         """Crypto-shred a person; see :func:`commhistory.privacy.erase_subject`.
 
+        Audited (action ``erase_subject``) as the default actor, in the
+        erasure's transaction: an erasure whose entry cannot be written is
+        rolled back.
+
         Raises:
             NotFoundError: The contact is unknown.
+            StorageError: The database failed, or the audit entry could not be written.
         """
-        return erase_subject(self._store, contact_id)
+        view = self._unattended()
+        if view is None:
+            return erase_subject(self._store, contact_id)
+        return view.erase_subject(contact_id)
 
     def purge(self, policy: RetentionPolicy | None = None, *, dry_run: bool = True) -> PurgeReport:
-        """Delete what the retention policy says is due; see :func:`commhistory.privacy.purge`."""
-        return purge(self._store, policy, dry_run=dry_run)
+        """Delete what the retention policy says is due; see :func:`commhistory.privacy.purge`.
+
+        A real purge is audited (action ``purge``) as the default actor; a dry
+        run is not.
+        """
+        view = None if dry_run else self._unattended()
+        if view is None:
+            return purge(self._store, policy, dry_run=dry_run)
+        return view.purge(policy, dry_run=False)
 
     # ------------------------------------------------------------------ keys
 
     def rotate_keys(self, *, batch_size: int = 1000, reindex: bool = False) -> RotationReport:
-        """Move stored keys under the keyring's current key; see :func:`rotate_keys`."""
-        return self._store.rotate_keys(batch_size=batch_size, reindex=reindex)
+        """Move stored keys under the keyring's current key; see :func:`rotate_keys`.
+
+        Audited (action ``rotate_keys``) as the default actor, once it ends.
+        """
+        view = self._unattended()
+        if view is None:
+            return self._store.rotate_keys(batch_size=batch_size, reindex=reindex)
+        return view.rotate_keys(batch_size=batch_size, reindex=reindex)
 
     def backfill_masks(self, *, batch_size: int = 1000) -> MaskBackfillReport:
         """Store masked addresses of messages stored before schema revision 0005."""
@@ -366,6 +453,28 @@ class CommHistory(ClosesOnExit, Generic[S]):
         if self._audit is None:
             self._audit = default_audit_log(self._store)
         return self._audit
+
+    @property
+    def default_actor(self) -> Actor:
+        """Who the facade's own audit entries name (see the class description)."""
+        return self._default_actor
+
+    def _unattended(self) -> GuardedRepository | None:
+        """The view this facade audits its own changes through, or ``None``.
+
+        ``None`` inside a guarded view's call: the view records the operation.
+        The default actor's roles grant every permission here (the facade
+        checks nothing), so the view only records.
+        """
+        if in_guarded_call():
+            return None
+        view = self._default_view
+        if view is None:
+            actor = self._default_actor
+            policy = Policy({r: list(Permission) for r in actor.roles}, builtin=False)
+            view = GuardedRepository(self, actor, purpose=self._default_purpose, policy=policy)
+            self._default_view = view
+        return view
 
     def as_actor(
         self,
@@ -421,6 +530,50 @@ class CommHistory(ClosesOnExit, Generic[S]):
         """Close the store."""
         self._store.set_batch_feed(CONSENT_FEED, None)
         self._store.close()
+
+
+class _AuditedLedger(ConsentLedger):
+    """The facade's consent ledger: ``grant`` and ``withdraw`` audited as its default actor."""
+
+    def __init__(self, facade: CommHistory[Any]) -> None:
+        super().__init__(facade.store)
+        self._facade = facade
+
+    def grant(self, contact_id: str, *args: Any, **kwargs: Any) -> ConsentEvent:
+        """See :meth:`commhistory.consent.ConsentLedger.grant`; audited."""
+        view = self._facade._unattended()
+        if view is None:
+            return super().grant(contact_id, *args, **kwargs)
+        return view.consent.grant(contact_id, *args, **kwargs)
+
+    def withdraw(self, contact_id: str, *args: Any, **kwargs: Any) -> ConsentEvent:
+        """See :meth:`commhistory.consent.ConsentLedger.withdraw`; audited."""
+        view = self._facade._unattended()
+        if view is None:
+            return super().withdraw(contact_id, *args, **kwargs)
+        return view.consent.withdraw(contact_id, *args, **kwargs)
+
+
+class _AuditedSuppression(SuppressionList):
+    """The facade's suppression list: ``add`` and ``lift`` audited as its default actor."""
+
+    def __init__(self, facade: CommHistory[Any]) -> None:
+        super().__init__(facade.store)
+        self._facade = facade
+
+    def add(self, *args: Any, **kwargs: Any) -> SuppressionEntry:
+        """See :meth:`commhistory.consent.SuppressionList.add`; audited."""
+        view = self._facade._unattended()
+        if view is None:
+            return super().add(*args, **kwargs)
+        return view.suppression.add(*args, **kwargs)
+
+    def lift(self, *args: Any, **kwargs: Any) -> int:
+        """See :meth:`commhistory.consent.SuppressionList.lift`; audited."""
+        view = self._facade._unattended()
+        if view is None:
+            return super().lift(*args, **kwargs)
+        return view.suppression.lift(*args, **kwargs)
 
 
 def open_repository(
