@@ -60,9 +60,14 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
 
     Storage only: the facade :class:`~commhistory.CommHistory` (what
     :func:`~commhistory.open_repository` returns) adds consent, KPIs, privacy
-    and access control on top. Open one with :func:`open_sql_repository`. Not
-    safe to share between threads;
-    open one per thread or process (the database serializes their writes).
+    and access control on top. Open one with :func:`open_sql_repository`.
+
+    Safe to share between threads (the web receivers do): each thread's calls
+    run in that thread's own transaction and connection from the engine's pool,
+    and the shared key caches lock themselves; see decision 14 in
+    ``docs/design/decisions.md``. Processes each open their own (the database
+    serializes their writes). An in-memory SQLite URL (``sqlite://``) gives
+    each thread its own empty database: share a file or a server.
 
     Args:
         engine: An engine set up as :func:`~commhistory.open_repository` sets

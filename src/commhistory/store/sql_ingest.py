@@ -161,7 +161,8 @@ class SQLIngest(SQLCore, BatchedWrites):
             changed.extend(
                 c.contact_id for c in batch.consents if c.contact_id not in pending.erased
             )
-        if self._feeds:
+        feeds = self._feeds  # one snapshot: set_batch_feed replaces the dict
+        if feeds:
             stored = SQLStoredBatch(
                 conn,
                 batch,
@@ -170,7 +171,7 @@ class SQLIngest(SQLCore, BatchedWrites):
                 select_in=self._backend.select_in,
                 ciphers=lambda ids: self.ciphers(conn, ids, pending, create=False),
             )
-            for feed in self._feeds.values():
+            for feed in feeds.values():
                 changed.extend(feed(stored))
         if batch.rejects:
             self._write_dead_letters(conn, batch, source)
