@@ -343,7 +343,7 @@ def _normalize_address(channel: object, address: object) -> object:
     try:
         if channel is Channel.EMAIL:
             return normalize_email(address)
-        if channel in (Channel.SMS, Channel.VOICE):
+        if channel in (Channel.SMS, Channel.VOICE, Channel.WHATSAPP):
             return normalize_phone(address)
         if channel is Channel.LINE:
             return normalize_line_user_id(address)

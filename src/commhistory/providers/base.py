@@ -331,7 +331,7 @@ class RepositoryContactResolver:
         """Return the contact id of *address* on *channel*, or ``None``."""
         if channel is Channel.EMAIL:
             found = self._repository.find_contacts(email=address)
-        elif channel in (Channel.SMS, Channel.VOICE):
+        elif channel in (Channel.SMS, Channel.VOICE, Channel.WHATSAPP):
             found = self._repository.find_contacts(phone=address)
         elif channel is Channel.LINE:
             found = self._repository.find_contacts(line_user_id=address)
