@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -16,33 +15,24 @@ V = TypeVar("V")
 
 
 class LRU(Generic[K, V]):
-    """A bounded least-recently-used cache, safe to share between threads.
-
-    Every operation holds one lock for its whole read-modify-write (an
-    uncontended acquire costs tens of nanoseconds); :meth:`update` takes it
-    once for all its entries.
+    """A bounded least-recently-used cache (not thread-safe).
 
     Args:
         maxsize: The most entries kept.
-
-    .. versionchanged:: 0.5.0
-       Thread-safe (it was not).
     """
 
-    __slots__ = ("_data", "_lock", "_maxsize")
+    __slots__ = ("_data", "_maxsize")
 
     def __init__(self, maxsize: int) -> None:
         self._data: OrderedDict[K, V] = OrderedDict()
         self._maxsize = maxsize
-        self._lock = threading.Lock()
 
     def get(self, key: K) -> V | None:
         """Return the value for *key* (marking it recently used), or ``None``."""
         data = self._data
-        with self._lock:
-            value = data.get(key)
-            if value is not None:
-                data.move_to_end(key)
+        value = data.get(key)
+        if value is not None:
+            data.move_to_end(key)
         return value
 
     def __contains__(self, key: object) -> bool:
@@ -53,10 +43,6 @@ class LRU(Generic[K, V]):
 
     def put(self, key: K, value: V) -> None:
         """Store *value* under *key*, evicting the oldest entry when full."""
-        with self._lock:
-            self._put(key, value)
-
-    def _put(self, key: K, value: V) -> None:  # the caller holds the lock
         data = self._data
         data[key] = value
         data.move_to_end(key)
@@ -64,22 +50,17 @@ class LRU(Generic[K, V]):
             data.popitem(last=False)
 
     def update(self, items: dict[K, V]) -> None:
-        """Store several entries (atomically: another thread sees all or none)."""
-        if not items:
-            return
-        with self._lock:
-            for key, value in items.items():
-                self._put(key, value)
+        """Store several entries."""
+        for key, value in items.items():
+            self.put(key, value)
 
     def clear(self) -> None:
         """Forget every entry."""
-        with self._lock:
-            self._data.clear()
+        self._data.clear()
 
     def discard(self, key: K) -> None:
         """Forget *key* if it is there."""
-        with self._lock:
-            self._data.pop(key, None)
+        self._data.pop(key, None)
 
 
 class Pending:

@@ -96,14 +96,8 @@ class SQLCore:
         self._indexers: dict[str, BlindIndexer] = {}
         self._local = threading.local()
         self._closed = False
-        # A hint only (look stored events up before a COPY); a stale value
-        # costs a lookup or a fallback insert, never a wrong row.
         self._look_up_events = False
-        # Replaced, never mutated: a batch iterates the dict it read, whatever
-        # another thread installs meanwhile.
         self._feeds: dict[str, BatchFeed] = {}
-        # Serializes filling _keyed and _indexers (the LRU caches lock themselves).
-        self._derive_lock = threading.Lock()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -247,12 +241,10 @@ class SQLCore:
 
         .. versionadded:: 0.4.0
         """
-        feeds = dict(self._feeds)
         if feed is None:
-            feeds.pop(name, None)
+            self._feeds.pop(name, None)
         else:
-            feeds[name] = feed
-        self._feeds = feeds
+            self._feeds[name] = feed
 
     def _forget_learned(self) -> None:
         self._ciphers.clear()
@@ -263,13 +255,8 @@ class SQLCore:
         """Return the cipher of a keyring-derived subkey (orphan events, dead letters)."""
         cipher = self._keyed.get((key_id, purpose))
         if cipher is None:
-            with self._derive_lock:
-                cipher = self._keyed.get((key_id, purpose))
-                if cipher is None:
-                    cipher = FieldCipher(
-                        derive_subkey(self._keyring, key_id, purpose), key_ref=key_id
-                    )
-                    self._keyed[(key_id, purpose)] = cipher
+            cipher = FieldCipher(derive_subkey(self._keyring, key_id, purpose), key_ref=key_id)
+            self._keyed[(key_id, purpose)] = cipher
         return cipher
 
     def indexer(self, key_id: str | None = None) -> BlindIndexer:
@@ -277,19 +264,15 @@ class SQLCore:
         key_id = self._keyring.index_key_id if key_id is None else key_id
         indexer = self._indexers.get(key_id)
         if indexer is None:
-            with self._derive_lock:
-                indexer = self._indexers.get(key_id)
-                if indexer is None:
-                    indexer = BlindIndexer.from_provider(self._keyring, key_id)
-                    self._indexers[key_id] = indexer
+            indexer = BlindIndexer.from_provider(self._keyring, key_id)
+            self._indexers[key_id] = indexer
         return indexer
 
     def forget_cached_keys(self) -> None:
         """Drop every unwrapped data key and derived cipher held in memory."""
         self._ciphers.clear()
-        with self._derive_lock:
-            self._keyed.clear()
-            self._indexers.clear()
+        self._keyed.clear()
+        self._indexers.clear()
 
     def sync_key_metadata(self) -> None:
         """Check the keyring against the key ids this database has seen, and record it.

@@ -179,8 +179,7 @@ class SQLIngest(SQLCore):
             changed.extend(
                 c.contact_id for c in batch.consents if c.contact_id not in pending.erased
             )
-        feeds = self._feeds  # one snapshot: set_batch_feed replaces the dict
-        if feeds:
+        if self._feeds:
             stored = SQLStoredBatch(
                 conn,
                 batch,
@@ -189,7 +188,7 @@ class SQLIngest(SQLCore):
                 select_in=self._backend.select_in,
                 ciphers=lambda ids: self.ciphers(conn, ids, pending, create=False),
             )
-            for feed in feeds.values():
+            for feed in self._feeds.values():
                 changed.extend(feed(stored))
         if batch.rejects:
             self._write_dead_letters(conn, batch, source)
