@@ -44,7 +44,7 @@ def messages(draw: st.DrawFn) -> ch.Message:
     channel = draw(st.sampled_from(list(ch.Channel)))
     if channel is ch.Channel.EMAIL:
         address = ch.normalize_email(draw(emails))
-    elif channel in (ch.Channel.SMS, ch.Channel.VOICE):
+    elif channel in (ch.Channel.SMS, ch.Channel.VOICE, ch.Channel.WHATSAPP):
         address = draw(phones)
     elif channel is ch.Channel.LINE:
         address = draw(line_ids)

@@ -56,10 +56,9 @@ def test_ingest_stores_and_dead_letters(
 ) -> None:
     store = ["--db", f"sqlite:///{tmp_path / 'h.db'}", "--keyring", str(tmp_path / "k")]
     path = PAYLOADS / "line" / "events.json"
-    # Without a contact key, LINE items need a resolver: all but the unknown event are kept
-    # as dead letters, not dropped.
-    assert run(["ingest-webhook", "--provider", "line", str(path), *store]) == 1
-    assert "1 inserted" in capsys.readouterr().out
+    # Without a contact key, LINE items get keyring-derived pseudonymous contacts (issue 14).
+    assert run(["ingest-webhook", "--provider", "line", str(path), *store]) == 0
+    assert "6 inserted" in capsys.readouterr().out
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     assert run(["ingest-webhook", "--provider", "line", str(broken), *store]) == 1
@@ -108,3 +107,67 @@ def test_verify_twilio_published_example(
     assert run(argv) == 0
     assert run([*argv[:-1], "X-Twilio-Signature: AAAA"]) == 4
     assert "URL differs" in capsys.readouterr().out
+
+
+# Issue 14, item 6: inbound items on a fresh install, with no contact key and no setup. The
+# payload is Twilio's incoming-message webhook (tests/payloads/twilio/inbound_stop.txt, shaped
+# after https://www.twilio.com/docs/messaging/guides/webhook-request).
+def test_parse_inbound_sms_on_a_fresh_install(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COMMHISTORY_CONTACT_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    path = PAYLOADS / "twilio" / "inbound_stop.txt"
+    assert run(["parse-webhook", "--provider", "twilio", str(path)]) == 0
+    out = capsys.readouterr()
+    [line] = out.out.splitlines()
+    record = json.loads(line)
+    assert record["kind"] == "message"
+    assert record["contact_id"].startswith("c_")
+    assert "819012345678" not in record["contact_id"]
+    assert "key of this run" in out.err
+    # With a keyring the ids are stable, and the same as ingest-webhook derives.
+    keyring = str(tmp_path / "k")
+    store = ["--db", f"sqlite:///{tmp_path / 'h.db'}", "--keyring", keyring]
+    assert run(["ingest-webhook", "--provider", "twilio", str(path), *store]) == 0
+    capsys.readouterr()
+    ids = set()
+    for _ in range(2):
+        assert run(["parse-webhook", "--provider", "twilio", str(path), "--keyring", keyring]) == 0
+        ids.add(json.loads(capsys.readouterr().out)["contact_id"])
+    assert len(ids) == 1
+
+
+def test_ingest_stop_from_a_number_never_messaged_suppresses_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from commhistory.crypto import Keyring
+    from commhistory.facade import open_repository
+    from commhistory.model import Channel
+
+    monkeypatch.delenv("COMMHISTORY_CONTACT_KEY", raising=False)
+    db, keyring = f"sqlite:///{tmp_path / 'h.db'}", str(tmp_path / "k")
+    path = PAYLOADS / "twilio" / "inbound_stop.txt"
+    argv = ["ingest-webhook", "--provider", "twilio", str(path), "--db", db, "--keyring", keyring]
+    assert run(argv) == 0
+    assert "1 inserted" in capsys.readouterr().out
+    with open_repository(db, Keyring.load(keyring)) as repo:
+        [entry] = repo.suppression.entries(Channel.SMS, "+819012345678")
+        assert entry.reason.value == "sms_keyword"
+
+
+def test_ingest_verifies_with_secret(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    keys = sendgrid_keys()
+    events = json.loads((PAYLOADS / "sendgrid" / "batch.json").read_text())
+    hook = signed_webhook("sendgrid", events, keys)
+    body = tmp_path / "body.json"
+    body.write_bytes(hook.body)
+    headers = [
+        arg for name, value in hook.headers.items() for arg in ("--header", f"{name}: {value}")
+    ]
+    store = ["--db", f"sqlite:///{tmp_path / 'h.db'}", "--keyring", str(tmp_path / "k")]
+    base = ["ingest-webhook", "--provider", "sendgrid", str(body), *headers, *store]
+    assert run([*base, "--secret", sendgrid_keys().public_key]) == 4
+    assert "invalid: signature does not match" in capsys.readouterr().out
+    assert run([*base, "--secret", keys.public_key, "--tolerance", "600"]) == 0
+    assert "13 inserted" in capsys.readouterr().out

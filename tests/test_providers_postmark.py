@@ -86,3 +86,101 @@ def test_fuzz_wrong_types(name: str, key: str, value: object) -> None:
     changed = dict(RECORDS[name])
     changed[key] = value
     parse_or_payload_error(ADAPTER, json.dumps(changed).encode())
+
+
+# Issue 14, bugs 2 and 3. Postmark's SubscriptionChange webhook
+# (https://postmarkapp.com/developer/webhooks/subscription-change-webhook) publishes this
+# record, whose SuppressionReason is one of HardBounce, SpamComplaint, ManualSuppression.
+def subscription_change(reason: str) -> dict[str, object]:
+    return {
+        "RecordType": "SubscriptionChange",
+        "MessageID": "00000000-0000-0000-0000-000000000000",
+        "ServerID": 23,
+        "MessageStream": "outbound",
+        "ChangedAt": "2020-02-01T10:53:34.416071Z",
+        "Recipient": "bounced-address@wildbit.com",
+        "Origin": "Recipient",
+        "SuppressSending": True,
+        "SuppressionReason": reason,
+        "Tag": "my-tag",
+        "Metadata": {"example": "value", "example_2": "value"},
+    }
+
+
+def parse_record(record: dict[str, object]) -> Event:
+    request = signed_webhook("postmark", record, CREDENTIALS).request()
+    [event] = ADAPTER.parse(request).records
+    assert isinstance(event, Event)
+    return event
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected", "bounce"),
+    [
+        ("HardBounce", EventType.BOUNCED, BounceClass.HARD),
+        ("SpamComplaint", EventType.COMPLAINED, None),
+        ("ManualSuppression", EventType.UNSUBSCRIBED, None),
+    ],
+)
+def test_subscription_change_follows_its_suppression_reason(
+    reason: str, expected: EventType, bounce: BounceClass | None
+) -> None:
+    event = parse_record(subscription_change(reason))
+    assert (event.type, event.bounce) == (expected, bounce)
+
+
+def test_subscription_change_hard_bounce_suppresses_the_address_for_every_purpose() -> None:
+    from commhistory.model import Channel, Purpose
+    from commhistory.testing import make_message
+
+    repo = CommHistory.in_memory()
+    message = make_message(
+        provider="postmark",
+        provider_message_id="00000000-0000-0000-0000-000000000000",
+        address="bounced-address@wildbit.com",
+        purpose=Purpose.TRANSACTIONAL,
+    )
+    repo.record_messages([message])
+    request = signed_webhook("postmark", subscription_change("HardBounce"), CREDENTIALS)
+    ADAPTER.handle(request.request(), repo)
+    [entry] = repo.suppression.entries(Channel.EMAIL, "bounced-address@wildbit.com")
+    assert entry.purpose is None  # every purpose, not one
+    assert entry.reason.value == "hard_bounce"
+    assert repo.consent_history(message.contact_id) == []  # no invented unsubscribe
+
+
+# Postmark's bounce webhook (https://postmarkapp.com/developer/webhooks/bounce-webhook) with
+# Type "Unsubscribe" (TypeCode 16, https://postmarkapp.com/developer/api/bounce-api#bounce-types)
+# and, as seen in the wild, no BouncedAt.
+UNSUBSCRIBE_BOUNCE: dict[str, object] = {
+    "ID": 4323372036854775807,
+    "Type": "Unsubscribe",
+    "RecordType": "Bounce",
+    "TypeCode": 16,
+    "Tag": "Invitation",
+    "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
+    "Details": "Unsubscribe request",
+    "Email": "john@example.com",
+    "From": "sender@example.com",
+    "Inactive": True,
+    "DumpAvailable": False,
+    "CanActivate": True,
+    "Subject": "Test subject",
+    "ServerID": 1234,
+    "MessageStream": "outbound",
+    "Name": "Unsubscribe request",
+    "Description": "Unsubscribe request",
+}
+
+
+def test_bounce_without_time_is_timed_on_receipt_and_kept() -> None:
+    adapter = PostmarkAdapter("hooks", "correct horse battery staple", clock=lambda: 1775002000.0)
+    request = signed_webhook("postmark", UNSUBSCRIBE_BOUNCE, CREDENTIALS).request()
+    result = adapter.parse(request)
+    assert result.errors == []
+    [event] = result.records
+    assert isinstance(event, Event)
+    assert event.type is EventType.UNSUBSCRIBED
+    assert event.occurred_at.timestamp() == 1775002000.0
+    assert event.metadata["time_source"] == "received"
+    assert "time_source" not in parse("bounce").metadata

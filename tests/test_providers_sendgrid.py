@@ -162,7 +162,8 @@ def test_batch_mapping() -> None:
     assert events["ev-blocked-1"].bounce is BounceClass.BLOCK
     assert events["ev-deferred-1"].status_code == "4.4.1"
     assert events["ev-deferred-1"].bounce is None
-    assert {e.provider_message_id for e in events.values()} == {"14c5d75ce93"}
+    # The X-Message-Id has dots; it ends where ".filter0001..." begins.
+    assert {e.provider_message_id for e in events.values()} == {"14c5d75ce93.dfd.64b469"}
     assert events["ev-new-1"].metadata["provider_raw"]["event"] == "brand_new_event"
 
 
@@ -273,3 +274,80 @@ def test_fuzz_wrong_types(event: dict[str, object], key: str, value: object) -> 
 def test_truncated_json(cut: int) -> None:
     body = (PAYLOADS / "batch.json").read_bytes()[:cut]
     parse_or_payload_error(_FUZZ_ADAPTER, body)
+
+
+# Issue 14, bug 1. SendGrid's Event Webhook Reference
+# (https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/event) gives every
+# delivery event "smtp-id": "<14c5d75ce93.dfd.64b469@ismtpd-555>"; its glossary
+# (https://sendgrid.com/docs/Glossary/message_id.html) shows an sg_message_id as
+# "<X-Message-Id>.filter0905p1mdw1-4434-59E0C6FF-3.0", and the X-Message-ID page
+# (https://www.twilio.com/docs/sendgrid/glossary/x-message-id) says to correlate events by
+# the X-Message-Id the send returned. Older events carry only the filter part.
+SENDGRID_DOCS_EVENTS = [
+    {
+        "email": "example@test.com",
+        "timestamp": 1513299569,
+        "smtp-id": "<14c5d75ce93.dfd.64b469@ismtpd-555>",
+        "event": "processed",
+        "category": "cat facts",
+        "sg_event_id": "docs-processed",
+        "sg_message_id": "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0",
+    },
+    {
+        "email": "example@test.com",
+        "timestamp": 1513299569,
+        "smtp-id": "<14c5d75ce93.dfd.64b469@ismtpd-555>",
+        "event": "dropped",
+        "category": "cat facts",
+        "sg_event_id": "docs-dropped",
+        "sg_message_id": "filter0001p1las1-16648-5515E0B88-0.0",
+        "reason": "Bounced Address",
+        "status": "5.0.0",
+    },
+    {
+        "email": "example@test.com",
+        "timestamp": 1513299569,
+        "event": "delivered",
+        "sg_event_id": "docs-delivered",
+        "sg_message_id": "XBg2anf2TqCy6WXKQFhieQ.filter0905p1mdw1-4434-59E0C6FF-3.0",
+    },
+    {
+        "email": "example@test.com",
+        "timestamp": 1513299569,
+        "event": "open",
+        "sg_event_id": "docs-open",
+        "sg_message_id": "Z8lsd2gSTByHHa_0JKMXKA.recvd-5d4d4d5b5f-qwe5x-1-5FD2A6B2-27.0",
+    },
+]
+
+
+def test_message_ids_with_dots_and_filter_only_ids_link_to_the_message() -> None:
+    keys = sendgrid_keys()
+    adapter = SendGridAdapter(keys.public_key, clock=lambda: NOW)
+    webhook = signed_webhook("sendgrid", SENDGRID_DOCS_EVENTS, keys, timestamp=NOW)
+    result = adapter.parse(webhook.request())
+    assert result.errors == []
+    ids = {
+        r.provider_event_id: r.provider_message_id for r in result.records if isinstance(r, Event)
+    }
+    assert ids == {
+        "docs-processed": "14c5d75ce93.dfd.64b469",
+        "docs-dropped": "14c5d75ce93.dfd.64b469",
+        "docs-delivered": "XBg2anf2TqCy6WXKQFhieQ",
+        "docs-open": "Z8lsd2gSTByHHa_0JKMXKA",
+    }
+
+
+def test_dropped_and_processed_events_link_to_the_stored_message() -> None:
+    from commhistory.testing import make_message
+
+    keys = sendgrid_keys()
+    adapter = SendGridAdapter(keys.public_key, clock=lambda: NOW)
+    repo = CommHistory.in_memory()
+    message = make_message(provider="sendgrid", provider_message_id="14c5d75ce93.dfd.64b469")
+    repo.record_messages([message])
+    webhook = signed_webhook("sendgrid", SENDGRID_DOCS_EVENTS[:2], keys, timestamp=NOW)
+    outcome = adapter.handle(webhook.request(), repo)
+    assert (outcome.report.inserted, outcome.report.rejected) == (2, 0)
+    [entry] = repo.timeline(message.contact_id)
+    assert {e.type for e in entry.events} == {EventType.QUEUED, EventType.REJECTED}

@@ -194,3 +194,70 @@ def test_fuzz_wrong_types(name: str, key: str, value: object) -> None:
 def test_fuzz_message(value: object) -> None:
     envelope = {"Type": "Notification", "MessageId": "m", "Message": json.dumps(value)}
     parse_or_payload_error(_FUZZ, json.dumps(envelope).encode())
+
+
+# Issue 14, bug 5. SES's one-time test notification when an SNS topic is set up as an event
+# destination, as posted in ope-tech/laravel-ses issue #10
+# (https://github.com/ope-tech/laravel-ses/issues/10): a Notification whose Message is plain text.
+def test_topic_validation_notice_is_acknowledged_and_ignored() -> None:
+    text = "Successfully validated SNS topic for Amazon SES event publishing."
+    envelope = SIGNER.notification(text, timestamp=NOW)
+    a = adapter()
+    a.verify(request_for(envelope))
+    repo = CommHistory.in_memory()
+    outcome = a.handle(request_for(envelope), repo)
+    assert (outcome.report.total, outcome.dead_lettered) == (0, False)
+    assert repo.dead_letters(source="webhook:ses") == []
+
+
+# Open, Send and Reject records from AWS's "Examples of event data that Amazon SES publishes
+# to Amazon SNS" (https://docs.aws.amazon.com/ses/latest/dg/event-publishing-retrieving-sns-examples.html):
+# they have no recipient list; the recipient is in mail.destination.
+def _ses_mail(destination: list[str]) -> dict[str, Any]:
+    return {
+        "timestamp": "2017-08-09T22:00:19.652Z",
+        "source": "sender@example.com",
+        "sourceArn": "arn:aws:ses:us-east-1:123456789012:identity/sender@example.com",
+        "sendingAccountId": "123456789012",
+        "messageId": "EXAMPLE7c191be45-e9aedb9a-02f9-4d12-a87d-dd0099a07f8a-000000",
+        "destination": destination,
+        "headersTruncated": False,
+        "tags": {"ses:configuration-set": ["ConfigSet"]},
+    }
+
+
+def test_open_send_and_reject_take_the_recipient_from_mail_destination() -> None:
+    opened = {
+        "eventType": "Open",
+        "mail": _ses_mail(["recipient@example.com"]),
+        "open": {
+            "ipAddress": "192.0.2.1",
+            "timestamp": "2017-08-09T22:00:24.044Z",
+            "userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 10_3_3 like Mac OS X)",
+        },
+    }
+    sent = {
+        "eventType": "Send",
+        "mail": _ses_mail(["recipient@example.com", "second@example.com"]),
+        "send": {},
+    }
+    rejected = {
+        "eventType": "Reject",
+        "mail": _ses_mail(["recipient@example.com"]),
+        "reject": {"reason": "Bad content"},
+    }
+    a = adapter()
+    found: dict[str, list[str | None]] = {}
+    for name, note in (("open", opened), ("send", sent), ("reject", rejected)):
+        records = a.parse(request_for(SIGNER.notification(note, timestamp=NOW))).records
+        found[name] = [r.address for r in records if isinstance(r, Event)]
+    assert found == {
+        "open": ["recipient@example.com"],
+        "send": ["recipient@example.com", "second@example.com"],
+        "reject": ["recipient@example.com"],
+    }
+    # An open of a message sent to several: which recipient opened it is not said.
+    several = dict(opened, mail=_ses_mail(["a@example.com", "b@example.com"]))
+    [event] = a.parse(request_for(SIGNER.notification(several, timestamp=NOW))).records
+    assert isinstance(event, Event)
+    assert event.address is None

@@ -215,3 +215,42 @@ def test_fuzz_params(params: dict[str, str]) -> None:
     from urllib.parse import urlencode
 
     parse_or_payload_error(_FUZZ, urlencode(params).encode())
+
+
+# Issue 14, bug 4. Twilio's "Twilio's request to your incoming message Webhook URL"
+# (https://www.twilio.com/docs/messaging/guides/webhook-request) sends WhatsApp senders as
+# "whatsapp:+E.164" (with ProfileName and WaId) and RCS senders as "rcs:+E.164".
+def test_inbound_whatsapp_is_whatsapp_not_sms() -> None:
+    message, consent = adapter().parse(request("inbound_whatsapp_stop.txt")).records
+    assert isinstance(message, Message)
+    assert (message.channel, message.address) == (Channel.WHATSAPP, "+31612345678")
+    assert message.contact_id == RESOLVER(Channel.WHATSAPP, "+31612345678")
+    # The repository derives consent from inbound SMS only; a WhatsApp STOP is recorded here.
+    assert isinstance(consent, ConsentEvent)
+    assert (consent.channel, consent.action) == (Channel.WHATSAPP, ConsentAction.WITHDRAW)
+
+
+def test_whatsapp_stop_does_not_change_sms_consent() -> None:
+    from commhistory.testing import make_message
+
+    repo = CommHistory.in_memory()
+    sms_contact = RESOLVER(Channel.SMS, "+31612345678")
+    sms = make_message(channel=Channel.SMS, address="+31612345678", contact_id=sms_contact)
+    repo.record_messages([sms])
+    outcome = adapter().handle(request("inbound_whatsapp_stop.txt"), repo)
+    assert outcome.report.rejected == 0
+    assert repo.consent_history(sms_contact) == []
+    assert repo.suppression.entries(Channel.SMS, "+31612345678") == []
+    whatsapp_contact = RESOLVER(Channel.WHATSAPP, "+31612345678")
+    [consent] = repo.consent_history(whatsapp_contact)
+    assert (consent.channel, consent.action) == (Channel.WHATSAPP, ConsentAction.WITHDRAW)
+
+
+def test_inbound_rcs_is_sms_on_the_same_number() -> None:
+    [message] = adapter().parse(request("inbound_rcs_stop.txt")).records
+    assert isinstance(message, Message)
+    assert (message.channel, message.address) == (Channel.SMS, "+31612345678")
+    repo = CommHistory.in_memory()
+    adapter().handle(request("inbound_rcs_stop.txt"), repo)
+    [entry] = repo.suppression.entries(Channel.SMS, "+31612345678")
+    assert entry.reason.value == "sms_keyword"

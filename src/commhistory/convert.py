@@ -344,7 +344,7 @@ def _normalize_address(channel: object, address: object, region: str = "JP") -> 
     try:
         if channel is Channel.EMAIL:
             return normalize_email(address)
-        if channel in (Channel.SMS, Channel.VOICE):
+        if channel in (Channel.SMS, Channel.VOICE, Channel.WHATSAPP):
             return normalize_phone(address, region)
         if channel is Channel.LINE:
             return normalize_line_user_id(address)

@@ -77,6 +77,12 @@ class Channel(enum.StrEnum):
     VOICE = "voice"
     POSTAL = "postal"
     WEB = "web"
+    WHATSAPP = "whatsapp"
+    """WhatsApp messages; the address is the E.164 phone number. Consent and
+    suppression are its own, not SMS's.
+
+    .. versionadded:: 0.5.0
+    """
 
 
 class Direction(enum.StrEnum):
@@ -345,7 +351,7 @@ def check_address(channel: Channel, address: str, *, field: str = "address") -> 
             raise NormalizationError(
                 field=field, reason="email address is not normalized (use normalize_email)"
             )
-    elif channel in (Channel.SMS, Channel.VOICE):
+    elif channel in (Channel.SMS, Channel.VOICE, Channel.WHATSAPP):
         if not address.startswith("+"):
             raise NormalizationError(
                 field=field, reason="phone number must be E.164 (use normalize_phone)"
@@ -808,6 +814,7 @@ ADDRESS_KINDS: Final[Mapping[Channel, str]] = {
     Channel.SMS: "phone",
     Channel.VOICE: "phone",
     Channel.LINE: "line",
+    Channel.WHATSAPP: "phone",
 }
 """The blind-index kind of a message address, by channel (other channels are not indexed)."""
 

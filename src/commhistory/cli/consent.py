@@ -105,7 +105,7 @@ def run_can_send(args: argparse.Namespace) -> int:
     """Print the decision; exit 0 when allowed, 3 when not."""
     at = None if args.at is None else parse_timestamp(args.at, field="--at")
     address = args.address
-    if address is not None and args.channel in ("sms", "voice"):
+    if address is not None and args.channel in ("sms", "voice", "whatsapp"):
         # E.164 first, in --region: the consent rules then read it the same in any region.
         address = normalize_phone(address, region_of(args))
     access = resolve_access(args)

@@ -16,10 +16,23 @@
 ``--provider`` takes any provider in the registry
 (:mod:`commhistory.providers.registry`), third-party ones included.
 
-Inbound messages and consent changes need a contact id: set
-``$COMMHISTORY_CONTACT_KEY`` (hex, at least 16 bytes) to derive pseudonymous
-ids (:class:`~commhistory.providers.KeyedContactResolver`); ``ingest-webhook``
-first looks the sender up in the repository.
+Inbound messages and consent changes need a contact id, and get one with no
+setup. ``ingest-webhook`` looks the sender up in the repository (by the blind
+index of the normalized address: the contact earlier messages to that address
+went to); a sender it does not know gets a pseudonymous id derived from a keyed
+hash of the channel and the normalized address
+(:meth:`KeyedContactResolver.from_keyring
+<commhistory.providers.KeyedContactResolver.from_keyring>`: ``c_`` and 32 hex
+digits, stable for the keyring, never the address). An opt-out from a number
+never messaged is therefore stored and suppresses that address.
+``parse-webhook`` derives the same ids from the keyring when it exists
+(``--keyring``), and from a key of its own run otherwise (the ids then differ
+from run to run; it says so). ``$COMMHISTORY_CONTACT_KEY`` (hex, at least 16
+bytes) replaces the keyring-derived key in both.
+
+``ingest-webhook --secret S`` (with ``--url``, ``--header`` and ``--tolerance``,
+as ``verify-webhook``) verifies the saved request first and stores nothing when
+it does not verify (exit 4).
 
 ``ingest-webhook`` takes ``--actor``, ``--role``, ``--purpose`` and ``--policy``:
 with an actor it stores through the guarded view (``write_history``), and its
@@ -31,15 +44,17 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import secrets
 import sys
 from typing import Any, Final
 
 from commhistory.audit import Permission
 from commhistory.cli._access import add_actor_options, resolve_access
 from commhistory.cli._exits import EXIT_OK, EXIT_REJECTED, CommandError
-from commhistory.cli._store_options import add_store_options
-from commhistory.cli.store import repository
+from commhistory.cli._store_options import add_store_options, keyring_path
+from commhistory.cli.store import load_keyring, repository
 from commhistory.convert import ParsedLine, dumps
+from commhistory.crypto import Keyring
 from commhistory.errors import InvalidInputError, NotFoundError, PayloadError, SignatureError
 from commhistory.providers import (
     ContactResolver,
@@ -107,10 +122,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         )
         parser.add_argument("--url", default=None, metavar="U", help="the URL the provider called")
 
+    def verification(parser: argparse.ArgumentParser, *, required: bool) -> None:
+        parser.add_argument(
+            "--secret",
+            required=required,
+            default=None,
+            metavar="S",
+            help="what the adapter is configured with (see verify-webhook)",
+        )
+        parser.add_argument(
+            "--tolerance",
+            type=_tolerance,
+            default=None,
+            metavar="SECONDS",
+            help="accepted age of signed timestamps (default 300)",
+        )
+
     parse = subparsers.add_parser(
         "parse-webhook", help="print the canonical JSON lines of a saved provider payload"
     )
     common(parse)
+    parse.add_argument(
+        "--keyring",
+        default=None,
+        metavar="PATH",
+        help="keyring deriving inbound contact ids (default $COMMHISTORY_KEYRING, if it exists)",
+    )
     parse.set_defaults(run=run_parse)
 
     ingest = subparsers.add_parser(
@@ -119,6 +156,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     common(ingest)
     add_store_options(ingest)
     add_actor_options(ingest)
+    verification(ingest, required=False)
     ingest.set_defaults(run=run_ingest)
 
     verify = subparsers.add_parser(
@@ -126,14 +164,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="check a saved request's signature (exit 0 valid, 4 invalid)",
     )
     common(verify)
-    verify.add_argument("--secret", required=True, metavar="S")
-    verify.add_argument(
-        "--tolerance",
-        type=_tolerance,
-        default=None,
-        metavar="SECONDS",
-        help="accepted age of signed timestamps (default 300)",
-    )
+    verification(verify, required=True)
     verify.set_defaults(run=run_verify)
 
 
@@ -145,6 +176,37 @@ def _resolver() -> ContactResolver | None:
         return KeyedContactResolver(bytes.fromhex(key))
     except (ValueError, InvalidInputError):
         raise CommandError(f"${CONTACT_KEY_ENV} must be at least 16 bytes of hex") from None
+
+
+def _parse_resolver(args: argparse.Namespace) -> ContactResolver:
+    given = _resolver()
+    if given is not None:
+        return given
+    path = keyring_path(args)
+    if os.path.exists(path):
+        return KeyedContactResolver.from_keyring(Keyring.load(path))
+    print(
+        f"note: no keyring at {path}: inbound contact ids are derived from a key of this run"
+        " only (pass --keyring or set $COMMHISTORY_CONTACT_KEY for stable ids)",
+        file=sys.stderr,
+    )
+    return KeyedContactResolver(secrets.token_bytes(32))
+
+
+def _verify_first(args: argparse.Namespace, request: WebhookRequest) -> bool:
+    """Verify *request* with ``--secret`` when given; print why and return False if invalid."""
+    if args.secret is None:
+        return True
+    options: dict[str, Any] = {}
+    if args.tolerance is not None:
+        options["tolerance"] = args.tolerance
+    adapter = build_adapter(args.provider, args.secret, **options)
+    try:
+        adapter.verify(request)
+    except (SignatureError, PayloadError) as exc:
+        print(f"invalid: {exc}")
+        return False
+    return True
 
 
 def build_adapter(provider: str, secret: str | None, **options: Any) -> WebhookAdapter:
@@ -198,7 +260,7 @@ def _report_errors(lines: tuple[ParsedLine, ...]) -> int:
 
 def run_parse(args: argparse.Namespace) -> int:
     """Print the canonical JSON lines of a saved payload."""
-    adapter = build_adapter(args.provider, None, contact_resolver=_resolver())
+    adapter = build_adapter(args.provider, None, contact_resolver=_parse_resolver(args))
     try:
         result: WebhookResult = adapter.parse(_request(args))
     except PayloadError as exc:
@@ -212,7 +274,9 @@ def run_ingest(args: argparse.Namespace) -> int:
     """Store a saved payload; unparseable parts become dead letters."""
     access = resolve_access(args, audited=Permission.READ_PERSONAL)
     request = _request(args)
-    fallback = _resolver()
+    if not _verify_first(args, request):
+        return EXIT_INVALID
+    fallback = _resolver() or KeyedContactResolver.from_keyring(load_keyring(args, create=True))
     with repository(args, create=True) as repo:
         view = access.view(repo)
         target = repo if view is None else view

@@ -133,6 +133,7 @@ _MASKS: Final[Mapping[str, Callable[[str], str]]] = {
     "email": mask_email,
     "sms": mask_phone,
     "voice": mask_phone,
+    "whatsapp": mask_phone,
     "line": mask_line_user_id,
 }
 """The mask of each channel's addresses, by channel value (other channels have none)."""
@@ -153,7 +154,7 @@ def mask_address(channel: str, address: str) -> str | None:
         address: The address, normalized for the channel.
 
     Returns:
-        The masked form for email, SMS, voice and LINE; ``None`` (withheld) for
+        The masked form for email, SMS, voice, WhatsApp and LINE; ``None`` (withheld) for
         every other channel and for an empty address.
     """
     mask = _MASKS.get(channel)

@@ -48,7 +48,7 @@ __all__ = ["EVIDENCE_PURPOSE", "ErasureItem", "ErasureReport", "erase_subject"]
 
 CHANNELS_OF_KIND: Final[dict[str, tuple[Channel, ...]]] = {
     "email": (Channel.EMAIL,),
-    "phone": (Channel.SMS, Channel.VOICE),
+    "phone": (Channel.SMS, Channel.VOICE, Channel.WHATSAPP),
     "line": (Channel.LINE,),
 }
 

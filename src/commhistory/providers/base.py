@@ -48,6 +48,7 @@ from urllib.parse import parse_qsl
 import attrs
 
 from commhistory.convert import ParsedLine
+from commhistory.crypto import KeyProvider, derive_subkey
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.model import BounceClass, Channel, Record
 from commhistory.normalize import (
@@ -79,6 +80,9 @@ __all__ = [
 
 DEFAULT_MAX_BODY_BYTES: Final = 5 * 1024 * 1024
 """The largest body an adapter accepts by default (5 MiB)."""
+
+CONTACT_KEY_PURPOSE: Final = "inbound-contact"
+"""The keyring subkey purpose of :meth:`KeyedContactResolver.from_keyring`."""
 
 DEFAULT_TOLERANCE: Final = 300.0
 """How far (in seconds, either way) a signed timestamp may be from now by default."""
@@ -303,6 +307,20 @@ class KeyedContactResolver:
     def __repr__(self) -> str:
         return "KeyedContactResolver(key=<hidden>)"
 
+    @classmethod
+    def from_keyring(cls, keys: KeyProvider) -> KeyedContactResolver:
+        """Return the resolver keyed by the keyring: what the CLI uses when nothing is set.
+
+        The key is the HKDF subkey ``"inbound-contact"`` of the keyring's blind-index
+        key (:attr:`~commhistory.crypto.KeyProvider.index_key_id`), so the ids stay
+        the same across ordinary key rotations and change only with an index-key
+        rotation, like the blind indexes. Without the keyring, the ids reveal nothing
+        about the addresses.
+
+        .. versionadded:: 0.5.0
+        """
+        return cls(derive_subkey(keys, keys.index_key_id, CONTACT_KEY_PURPOSE))
+
     def __call__(self, channel: Channel, address: str) -> str:
         """Return the pseudonymous contact id of *address* on *channel*."""
         mac = hmac.new(self._key, f"{channel.value}:{address}".encode(), hashlib.sha256)
@@ -331,7 +349,7 @@ class RepositoryContactResolver:
         """Return the contact id of *address* on *channel*, or ``None``."""
         if channel is Channel.EMAIL:
             found = self._repository.find_contacts(email=address)
-        elif channel in (Channel.SMS, Channel.VOICE):
+        elif channel in (Channel.SMS, Channel.VOICE, Channel.WHATSAPP):
             found = self._repository.find_contacts(phone=address)
         elif channel is Channel.LINE:
             found = self._repository.find_contacts(line_user_id=address)

@@ -6,7 +6,12 @@ adapter, which compares them in constant time and answers 401 otherwise.
 Postmark's published IP ranges can be enforced in front of it as well.
 
 The record's ``RecordType`` decides the event: ``Delivery``, ``Bounce``,
-``SpamComplaint``, ``Open``, ``Click``, ``SubscriptionChange``. Events link by
+``SpamComplaint``, ``Open``, ``Click``, ``SubscriptionChange`` (by its
+``SuppressionReason``: ``HardBounce`` is a hard bounce, ``SpamComplaint`` a
+complaint, ``ManualSuppression`` an unsubscribe; ``SuppressSending: false`` a
+resubscription). A record without any time field (``DeliveredAt``,
+``BouncedAt``, ``ReceivedAt``, ``ChangedAt``) is timed when it was received,
+marked ``metadata["time_source"] = "received"``. Events link by
 ``provider="postmark"`` + ``MessageID``. The dedupe key is the bounce ``ID``
 for bounces and complaints, and a content hash for the others (Postmark gives
 them no id).
@@ -27,6 +32,9 @@ or ``RawEmail``: their names, types and sizes stay.
 .. versionadded:: 0.1.0
 .. versionchanged:: 0.3.0
    Inbound emails (the inbound webhook) become inbound messages.
+.. versionchanged:: 0.5.0
+   ``SubscriptionChange`` follows ``SuppressionReason``; a record with no time
+   is timed on receipt instead of becoming a dead letter.
 """
 
 from __future__ import annotations
@@ -71,7 +79,7 @@ from commhistory.providers.registry import (
     register_provider,
 )
 
-__all__ = ["BOUNCE_TYPES", "PROVIDER", "RECORD_TYPES", "PostmarkAdapter"]
+__all__ = ["BOUNCE_TYPES", "PROVIDER", "RECORD_TYPES", "SUPPRESSION_REASONS", "PostmarkAdapter"]
 
 RECORD_TYPES: Final[Mapping[str, EventType]] = {
     "Delivery": EventType.DELIVERED,
@@ -106,6 +114,18 @@ BOUNCE_TYPES: Final[Mapping[str, tuple[EventType, BounceClass | None]]] = {
     "Unsubscribe": (EventType.UNSUBSCRIBED, None),
 }
 """Postmark bounce ``Type`` values: the event type and, for bounces, the class."""
+
+SUPPRESSION_REASONS: Final[Mapping[str, tuple[EventType, BounceClass | None]]] = {
+    "HardBounce": (EventType.BOUNCED, BounceClass.HARD),
+    "SpamComplaint": (EventType.COMPLAINED, None),
+    "ManualSuppression": (EventType.UNSUBSCRIBED, None),
+}
+"""A ``SubscriptionChange``'s ``SuppressionReason``: what made Postmark stop sending.
+
+A hard bounce suppresses the dead address for every purpose, a complaint
+withdraws marketing consent; only a manual suppression (the recipient's
+unsubscribe, or yours) is an unsubscribe. An unknown reason stays an unsubscribe.
+"""
 
 _TIME_FIELDS: Final = ("DeliveredAt", "BouncedAt", "ReceivedAt", "ChangedAt")
 _COLON_OFFSET: Final = re.compile(r"([+-]\d\d):(\d\d)\s*$")
@@ -208,17 +228,30 @@ class PostmarkAdapter(WebhookAdapter):
                 type_ = EventType.COMPLAINED
             if type_ is EventType.BOUNCED:
                 status_code, bounce = bounce_details(None, get_str(item, "Details"), bounce=given)
-        if record_type == "SubscriptionChange" and item.get("SuppressSending") is False:
-            type_ = EventType.SUBSCRIBED
+        if record_type == "SubscriptionChange":
+            if item.get("SuppressSending") is False:
+                type_ = EventType.SUBSCRIBED
+            else:
+                type_, bounce = SUPPRESSION_REASONS.get(
+                    get_str(item, "SuppressionReason") or "", (EventType.UNSUBSCRIBED, None)
+                )
         key = get_str(item, "ID") or content_hash(item)
         event_id, provider_event_id = self.ids(key)
         when = next((item[f] for f in _TIME_FIELDS if item.get(f)), None)
+        metadata: dict[str, Any] = {"provider_raw": dict(item)}
+        if when is None:
+            # Postmark omitted the time (seen on bounces of Type "Unsubscribe"): use the
+            # time of receipt and say so, rather than lose the record (an opt-out).
+            occurred_at = datetime.fromtimestamp(self.clock(), tz=UTC)
+            metadata["time_source"] = "received"
+        else:
+            occurred_at = iso_time(when, field="ReceivedAt")
         address = item.get("Recipient") or item.get("Email")
         return [
             Event(
                 event_id=event_id,
                 type=type_,
-                occurred_at=iso_time(when, field="ReceivedAt"),
+                occurred_at=occurred_at,
                 provider=self.name,
                 provider_message_id=message_id,
                 provider_event_id=provider_event_id,
@@ -229,7 +262,7 @@ class PostmarkAdapter(WebhookAdapter):
                 url=get_str(item, "OriginalLink") if type_ is EventType.CLICKED else None,
                 user_agent=get_str(item, "UserAgent"),
                 ip=get_str(get_mapping(item, "Geo"), "IP"),
-                metadata={"provider_raw": dict(item)},
+                metadata=metadata,
             )
         ]
 

@@ -7,9 +7,18 @@ followed by the raw body. The verification key is the public key SendGrid
 shows in its settings (base64 DER, or PEM).
 
 Events link to their message by ``provider="sendgrid"`` and the
-``X-Message-Id`` the send API returned, which is the part of ``sg_message_id``
-before its first dot. The dedupe key is ``sg_event_id`` (a content hash when
-absent).
+``X-Message-Id`` the send API returned (:func:`message_id_of`). SendGrid's
+``sg_message_id`` is that id followed by a dot and the id of the filter node
+that processed the message (``.filter...``, ``.recvd-...``). The id itself may
+contain dots (``14c5d75ce93.dfd.64b469``), so it ends where the node part
+begins, not at the first dot. An event whose ``sg_message_id`` has no id
+before the node part, or that has none, is linked through ``smtp-id``, whose
+local part (before ``@``) is the same id on SendGrid's hosts. The dedupe key
+is ``sg_event_id`` (a content hash when absent).
+
+.. versionchanged:: 0.5.0
+   Message ids containing dots, and ``sg_message_id`` values with no id, link
+   to their message.
 
 .. versionadded:: 0.1.0
 """
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final
 
@@ -55,6 +65,7 @@ __all__ = [
     "TIMESTAMP_HEADER",
     "SendGridAdapter",
     "load_public_key",
+    "message_id_of",
 ]
 
 SIGNATURE_HEADER: Final = "X-Twilio-Email-Event-Webhook-Signature"
@@ -80,6 +91,41 @@ _BOUNCE_TYPES: Final[Mapping[str, BounceClass]] = {
     # SendGrid's bounce "type": "blocked" is a block, "bounce" is decided by the code.
     "blocked": BounceClass.BLOCK,
 }
+
+
+_NODE_PART: Final = re.compile(r"(?:^|\.)(?:filter|recvd)", re.IGNORECASE)
+"""Where the filter node's part of ``sg_message_id`` begins (``.filter0001...``,
+``.filterdrecv-...``, ``.recvd-...``), or a value that is only a node part."""
+
+_SENDGRID_HOSTS: Final = re.compile(r"(?:^ismtpd|\.sendgrid\.net$)", re.IGNORECASE)
+
+
+def message_id_of(sg_message_id: str | None, smtp_id: str | None) -> str | None:
+    """Return the ``X-Message-Id`` an event belongs to, or ``None`` when it has none.
+
+    >>> message_id_of("14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0", None)
+    '14c5d75ce93.dfd.64b469'
+    >>> message_id_of("filter0001p1las1-2718-5A1B2C3D-7.0", "<LRzXl_NHSt@ismtpd-555>")
+    'LRzXl_NHSt'
+
+    Args:
+        sg_message_id: The event's ``sg_message_id``.
+        smtp_id: The event's ``smtp-id`` (``<id@ismtpd...>``).
+
+    .. versionadded:: 0.5.0
+    """
+    if sg_message_id:
+        found = _NODE_PART.search(sg_message_id)
+        head = sg_message_id if found is None else sg_message_id[: found.start()]
+        if head:
+            return head
+    if not smtp_id:
+        return None
+    bare = smtp_id.strip().strip("<>").strip()
+    local, at, host = bare.rpartition("@")
+    if at and local and _SENDGRID_HOSTS.search(host):
+        return local
+    return bare or None
 
 
 def load_public_key(key: str | bytes | ec.EllipticCurvePublicKey) -> ec.EllipticCurvePublicKey:
@@ -165,13 +211,11 @@ class SendGridAdapter(WebhookAdapter):
         sg_message_id = get("sg_message_id")
         if type(sg_message_id) is not str or not sg_message_id:
             sg_message_id = get_str(item, "sg_message_id")
-        if sg_message_id is not None:
-            provider_message_id = sg_message_id.split(".", 1)[0]
-        else:
-            smtp_id = get_str(item, "smtp-id")
-            if smtp_id is None:
+        provider_message_id = message_id_of(sg_message_id, None)
+        if provider_message_id is None:
+            provider_message_id = message_id_of(None, get_str(item, "smtp-id"))
+            if provider_message_id is None:
                 raise PayloadError(field="sg_message_id", reason="required")
-            provider_message_id = smtp_id.strip("<>")
         key = get("sg_event_id")
         if type(key) is not str or not key:
             key = get_str(item, "sg_event_id") or content_hash(item)

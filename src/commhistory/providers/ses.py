@@ -37,6 +37,10 @@ Each ``Notification`` carries one SES notification (event publishing's
 ``eventType`` or feedback's ``notificationType``); it becomes one event per
 recipient, linked by ``provider="ses"`` + ``mail.messageId``. The dedupe key
 is the SNS ``MessageId`` (stable across SNS retries) and the recipient's index.
+Send, reject and rendering-failure events, which have no recipient list, give
+one event per ``mail.destination``; opens and clicks take the destination when
+there is exactly one. SES's one-time "Successfully validated SNS topic"
+notification (plain text) produces nothing.
 A raw-delivered message (when allowed) is parsed the same way, its SNS message
 id read from the ``x-amz-sns-message-id`` header, so it dedupes against the
 same message delivered with its envelope.
@@ -45,6 +49,8 @@ same message delivered with its envelope.
 .. versionchanged:: 0.3.0
    Raw message delivery is refused with :class:`SnsRawDeliveryError` unless
    allowed; optional offline chain validation (``certificate_roots``).
+.. versionchanged:: 0.5.0
+   Recipients from ``mail.destination``; the topic validation notice is ignored.
 """
 
 from __future__ import annotations
@@ -167,6 +173,12 @@ _DETAIL: Final[Mapping[str, tuple[str, str | None]]] = {
     "Rendering Failure": ("failure", None),
     "Subscription": ("subscription", None),
 }
+
+_PER_DESTINATION: Final = frozenset({"Send", "Reject", "Rendering Failure"})
+"""Message-level events without a recipient list: one event per ``mail.destination``."""
+
+_TOPIC_VALIDATED: Final = "Successfully validated SNS topic"
+"""How SES's one-time test notification (a plain-text ``Message``) begins."""
 
 _CONFIRMATION_FIELDS: Final = (
     "Message",
@@ -522,6 +534,8 @@ class SesAdapter(WebhookAdapter):
         text = envelope.get("Message")
         if not isinstance(text, str):
             raise PayloadError(field="Message", reason=f"expected a string, got {json_type(text)}")
+        if text.lstrip().startswith(_TOPIC_VALIDATED):
+            return []  # SES's test notification when the topic is set up: nothing happened
         try:
             notification = as_object(decode_json(text.encode("utf-8")), field="Message")
         except PayloadError as exc:
@@ -544,6 +558,18 @@ class SesAdapter(WebhookAdapter):
                 raw_recipients = [None]
         else:
             raw_recipients = [None]
+        if raw_recipients == [None]:
+            # Open, click, send, reject: no recipient list of their own. A message-level
+            # event concerns every destination; an open or click the one destination, when
+            # there is one (with several, which recipient acted is not said).
+            destination = mail.get("destination")
+            single = isinstance(destination, list) and len(destination) == 1
+            if (
+                isinstance(destination, list)
+                and destination
+                and (kind in _PER_DESTINATION or (single and recipients_key is None))
+            ):
+                raw_recipients = list(destination)
         kept: dict[str, Any] = {"sns_message_id": sns_id, "notification": dict(notification)}
         if isinstance(envelope, _RawDelivery):
             kept["sns_raw_delivery"] = True  # arrived unsigned (allow_raw_delivery)

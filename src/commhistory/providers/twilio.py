@@ -28,6 +28,10 @@ URL alone. The adapter checks the signature over the URL, then that
   the adapter's extra keywords says so, the adapter adds the
   :class:`~commhistory.ConsentEvent` itself (method ``sms_keyword``, SMS
   marketing).
+* The channel of an inbound message is its sender's: ``From: whatsapp:+31...``
+  is :attr:`~commhistory.Channel.WHATSAPP` (its keywords change WhatsApp
+  consent, never SMS consent), ``rcs:+31...`` is SMS (see
+  :func:`sender_channel`), a bare number is SMS.
 * A JSON body is an array of Event Streams CloudEvents (or one of them).
   ``com.twilio.messaging.message.<status>`` becomes an event like a status
   callback, timed by ``data.timestamp``;
@@ -39,6 +43,8 @@ URL alone. The adapter checks the signature over the URL, then that
 .. versionadded:: 0.1.0
 .. versionchanged:: 0.3.0
    JSON-bodied webhooks signed with ``bodySHA256`` (Event Streams).
+.. versionchanged:: 0.5.0
+   Inbound WhatsApp messages are on the WhatsApp channel, not SMS.
 """
 
 from __future__ import annotations
@@ -99,7 +105,9 @@ __all__ = [
     "STATUS_EVENT_PREFIX",
     "STATUS_TYPES",
     "TEST_EVENT_TYPE",
+    "WHATSAPP_PREFIX",
     "TwilioAdapter",
+    "sender_channel",
     "twilio_body_hash",
     "twilio_body_url",
     "twilio_signature",
@@ -117,6 +125,8 @@ INBOUND_EVENT_TYPE: Final = "com.twilio.messaging.inbound-message.received"
 """The Event Streams type of an inbound message."""
 
 TEST_EVENT_TYPE: Final = "com.twilio.eventstreams.test-event"
+WHATSAPP_PREFIX: Final = "whatsapp:"
+"""How Twilio writes a WhatsApp address (``whatsapp:+14155238886``)."""
 """The event Twilio sends to test a sink; it produces no records."""
 
 STATUS_TYPES: Final[Mapping[str, EventType]] = {
@@ -487,12 +497,13 @@ class TwilioAdapter(WebhookAdapter):
         received: datetime,
         raw: Mapping[str, Any],
     ) -> list[Record]:
+        channel = sender_channel(sender)
         address = phone_address(sender, field=sender_field, region=self._region)
-        contact = self.resolve_contact(Channel.SMS, address)
+        contact = self.resolve_contact(channel, address)
         records: list[Record] = [
             Message(
                 message_id=f"{self.name}:{sid}",
-                channel=Channel.SMS,
+                channel=channel,
                 direction=Direction.INBOUND,
                 contact_id=contact,
                 address=address,
@@ -505,15 +516,16 @@ class TwilioAdapter(WebhookAdapter):
             )
         ]
         action, keyword = self._keyword_action(opt_out_type, body)
-        if action is not None and sms_keyword(body) is None:
-            # A body that is itself a standard keyword needs no consent record
+        if action is not None and (channel is not Channel.SMS or sms_keyword(body) is None):
+            # An SMS whose body is itself a standard keyword needs no consent record
             # here: the repository derives the consent change (and the
-            # suppression) from the inbound message when it is stored.
+            # suppression) from the inbound message when it is stored. It does so
+            # for SMS only: a WhatsApp keyword is recorded here, on WhatsApp.
             records.append(
                 ConsentEvent(
                     consent_id=f"{self.name}:{sid}:consent",
                     contact_id=contact,
-                    channel=Channel.SMS,
+                    channel=channel,
                     purpose=Purpose.MARKETING,
                     action=action,
                     occurred_at=received,
@@ -538,6 +550,22 @@ class TwilioAdapter(WebhookAdapter):
         if word in self._opt_in:
             return ConsentAction.GRANT, word
         return None, ""
+
+
+def sender_channel(sender: object) -> Channel:
+    """Return the channel of an inbound message by its Twilio sender address.
+
+    ``whatsapp:+31...`` is WhatsApp. ``rcs:+31...`` (RCS business messaging) is
+    SMS: it reaches the same phone number through the carrier, Twilio falls back
+    from RCS to SMS on the same sender, and a STOP there opts the number out of
+    both, so it shares SMS's consent and suppression. Anything else is SMS.
+
+    .. versionadded:: 0.5.0
+    """
+    text = sender.strip().lower() if isinstance(sender, str) else ""
+    if text.startswith(WHATSAPP_PREFIX):
+        return Channel.WHATSAPP
+    return Channel.SMS
 
 
 def _from_secret(secret: str | None, /, **options: Any) -> TwilioAdapter:

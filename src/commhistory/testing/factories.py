@@ -42,6 +42,7 @@ _ADDRESSES: Final = {
     Channel.SMS: lambda n: f"+81901{n % 10_000_000:07d}",
     Channel.VOICE: lambda n: f"+81901{n % 10_000_000:07d}",
     Channel.LINE: lambda n: f"U{n:032x}",
+    Channel.WHATSAPP: lambda n: f"+81901{n % 10_000_000:07d}",
 }
 
 
