@@ -85,6 +85,9 @@ nitpick_ignore = [
     ("py:class", "commhistory.store.sql_core.SQLCore"),
     ("py:class", "commhistory.store.sql_ingest.SQLIngest"),
     ("py:class", "commhistory.store.sql_reads.SQLReads"),
+    # Shared private bases: the write entry points and the context-manager shape.
+    ("py:class", "commhistory.store.batching.BatchedWrites"),
+    ("py:class", "commhistory._lifecycle.ClosesOnExit"),
     # TEMPORARY: the module docstring of commhistory/providers/base.py names
     # ``EventType.UNKNOWN``, which that module does not import. Remove this entry
     # once it reads :attr:`~commhistory.EventType.UNKNOWN`.
