@@ -103,6 +103,7 @@ _SENDGRID_HOSTS: Final = re.compile(r"(?:^ismtpd|\.sendgrid\.net$)", re.IGNORECA
 def message_id_of(sg_message_id: str | None, smtp_id: str | None) -> str | None:
     """Return the ``X-Message-Id`` an event belongs to, or ``None`` when it has none.
 
+    >>> from commhistory.providers.sendgrid import message_id_of
     >>> message_id_of("14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0", None)
     '14c5d75ce93.dfd.64b469'
     >>> message_id_of("filter0001p1las1-2718-5A1B2C3D-7.0", "<LRzXl_NHSt@ismtpd-555>")
