@@ -81,7 +81,7 @@ class Channel(enum.StrEnum):
     """WhatsApp messages; the address is the E.164 phone number. Consent and
     suppression are its own, not SMS's.
 
-    .. versionadded:: 0.5.0
+    .. versionadded:: 0.4.0
     """
 
 

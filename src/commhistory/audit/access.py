@@ -222,7 +222,7 @@ def process_user() -> str:
     ``getpass.getuser()`` (the login name from the environment or the password
     database); ``uid-<n>`` when neither names one, ``unknown`` without uids.
 
-    .. versionadded:: 0.5.0
+    .. versionadded:: 0.4.0
     """
     try:
         name = getpass.getuser()

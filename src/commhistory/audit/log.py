@@ -308,7 +308,7 @@ class AuditLog:
             actions: Only entries of these actions (``"export_subject"``,
                 ``"erase_subject"``...).
 
-        .. versionchanged:: 0.5.0
+        .. versionchanged:: 0.4.0
            ``actions=``.
 
         Returns:

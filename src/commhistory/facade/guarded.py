@@ -63,7 +63,7 @@ def in_guarded_call() -> bool:
     The facade audits its changes as its default actor only outside such a call,
     so an audited operation gets one entry, the view's.
 
-    .. versionadded:: 0.5.0
+    .. versionadded:: 0.4.0
     """
     return _IN_VIEW.get()
 
@@ -629,7 +629,7 @@ class GuardedRepository(ClosesOnExit):
             PermissionDenied: The actor lacks ``manage_keys``.
             InvalidInputError: The repository is not a SQL repository.
 
-        .. versionchanged:: 0.5.0
+        .. versionchanged:: 0.4.0
            The rotation keeps its resumable per-batch transactions; the entry is
            appended once, after it ends (before, it ran in one transaction).
         """

@@ -91,7 +91,7 @@ def default_api_actor() -> Actor:
     ``api:<process user>`` (see :func:`commhistory.audit.process_user`) with the
     role ``admin``.
 
-    .. versionadded:: 0.5.0
+    .. versionadded:: 0.4.0
     """
     return Actor(f"api:{process_user()}", ["admin"])
 
@@ -130,8 +130,6 @@ class CommHistory(ClosesOnExit, Generic[S]):
             or *default_purpose* is empty.
 
     .. versionadded:: 0.4.0
-    .. versionchanged:: 0.5.0
-       Changes are audited without a guarded view (``default_actor``, ``default_purpose``).
     """
 
     def __init__(

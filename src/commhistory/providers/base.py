@@ -317,7 +317,7 @@ class KeyedContactResolver:
         rotation, like the blind indexes. Without the keyring, the ids reveal nothing
         about the addresses.
 
-        .. versionadded:: 0.5.0
+        .. versionadded:: 0.4.0
         """
         return cls(derive_subkey(keys, keys.index_key_id, CONTACT_KEY_PURPOSE))
 

@@ -32,7 +32,7 @@ or ``RawEmail``: their names, types and sizes stay.
 .. versionadded:: 0.1.0
 .. versionchanged:: 0.3.0
    Inbound emails (the inbound webhook) become inbound messages.
-.. versionchanged:: 0.5.0
+.. versionchanged:: 0.4.0
    ``SubscriptionChange`` follows ``SuppressionReason``; a record with no time
    is timed on receipt instead of becoming a dead letter.
 """

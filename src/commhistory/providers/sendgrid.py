@@ -16,7 +16,7 @@ before the node part, or that has none, is linked through ``smtp-id``, whose
 local part (before ``@``) is the same id on SendGrid's hosts. The dedupe key
 is ``sg_event_id`` (a content hash when absent).
 
-.. versionchanged:: 0.5.0
+.. versionchanged:: 0.4.0
    Message ids containing dots, and ``sg_message_id`` values with no id, link
    to their message.
 
@@ -113,7 +113,7 @@ def message_id_of(sg_message_id: str | None, smtp_id: str | None) -> str | None:
         sg_message_id: The event's ``sg_message_id``.
         smtp_id: The event's ``smtp-id`` (``<id@ismtpd...>``).
 
-    .. versionadded:: 0.5.0
+    .. versionadded:: 0.4.0
     """
     if sg_message_id:
         found = _NODE_PART.search(sg_message_id)

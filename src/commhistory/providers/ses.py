@@ -49,7 +49,7 @@ same message delivered with its envelope.
 .. versionchanged:: 0.3.0
    Raw message delivery is refused with :class:`SnsRawDeliveryError` unless
    allowed; optional offline chain validation (``certificate_roots``).
-.. versionchanged:: 0.5.0
+.. versionchanged:: 0.4.0
    Recipients from ``mail.destination``; the topic validation notice is ignored.
 """
 

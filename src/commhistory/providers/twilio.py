@@ -43,7 +43,7 @@ URL alone. The adapter checks the signature over the URL, then that
 .. versionadded:: 0.1.0
 .. versionchanged:: 0.3.0
    JSON-bodied webhooks signed with ``bodySHA256`` (Event Streams).
-.. versionchanged:: 0.5.0
+.. versionchanged:: 0.4.0
    Inbound WhatsApp messages are on the WhatsApp channel, not SMS.
 """
 
@@ -560,7 +560,7 @@ def sender_channel(sender: object) -> Channel:
     from RCS to SMS on the same sender, and a STOP there opts the number out of
     both, so it shares SMS's consent and suppression. Anything else is SMS.
 
-    .. versionadded:: 0.5.0
+    .. versionadded:: 0.4.0
     """
     text = sender.strip().lower() if isinstance(sender, str) else ""
     if text.startswith(WHATSAPP_PREFIX):

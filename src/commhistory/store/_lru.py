@@ -25,7 +25,7 @@ class LRU(Generic[K, V]):
     Args:
         maxsize: The most entries kept.
 
-    .. versionchanged:: 0.5.0
+    .. versionchanged:: 0.4.0
        Thread-safe (it was not).
     """
 
