@@ -175,19 +175,19 @@ class CommHistory(ClosesOnExit, Generic[S]):
     # ------------------------------------------------------------------ history
 
     def record_messages(self, items: Iterable[Message]) -> IngestReport:
-        """Store messages; see :meth:`Repository.record_messages <commhistory.store.protocol.Repository.record_messages>`."""  # noqa: E501
+        """Store messages; see :meth:`~commhistory.store.protocol.Repository.record_messages`."""
         return self._store.record_messages(items)
 
     def record_events(self, items: Iterable[Event]) -> IngestReport:
-        """Store events; see :meth:`Repository.record_events <commhistory.store.protocol.Repository.record_events>`."""  # noqa: E501
+        """Store events; see :meth:`~commhistory.store.protocol.Repository.record_events`."""
         return self._store.record_events(items)
 
     def record_consent(self, items: Iterable[ConsentEvent]) -> IngestReport:
-        """Append consent events; see :meth:`Repository.record_consent <commhistory.store.protocol.Repository.record_consent>`."""  # noqa: E501
+        """Append consent events; see :meth:`~commhistory.store.protocol.Repository.record_consent`."""
         return self._store.record_consent(items)
 
     def ingest(self, lines: Iterable[ParsedLine], *, source: str) -> IngestReport:
-        """Store parsed lines; see :meth:`Repository.ingest <commhistory.store.protocol.Repository.ingest>`."""  # noqa: E501
+        """Store parsed lines; see :meth:`~commhistory.store.protocol.Repository.ingest`."""
         return self._store.ingest(lines, source=source)
 
     def timeline(self, contact_id: str) -> list[TimelineEntry]:
