@@ -183,7 +183,10 @@ class CommHistory(ClosesOnExit, Generic[S]):
         return self._store.record_events(items)
 
     def record_consent(self, items: Iterable[ConsentEvent]) -> IngestReport:
-        """Append consent events; see :meth:`~commhistory.store.protocol.Repository.record_consent`."""
+        """Append consent events.
+
+        See :meth:`~commhistory.store.protocol.Repository.record_consent`.
+        """
         return self._store.record_consent(items)
 
     def ingest(self, lines: Iterable[ParsedLine], *, source: str) -> IngestReport:
