@@ -3,8 +3,9 @@
 The facade installs :func:`batch_feed` on its repository
 (``set_batch_feed("consent", ...)``). The repository calls it inside every write
 batch's transaction with a :class:`~commhistory.store.protocol.StoredBatch`;
-the rules here turn the batch's bounces, complaints, unsubscribes and SMS
-keywords into suppression entries and ledger events, written through the
+the rules here turn the batch's bounces, complaints, unsubscribes, SMS and
+WhatsApp keywords and LINE follows and unfollows into suppression entries and
+ledger events, written through the
 repository's :class:`~commhistory.store.consent.ConsentStore`, so a batch and
 what it implies are stored together or not at all.
 
@@ -17,17 +18,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from commhistory.consent.suppression import apply_feed, signals
+from commhistory.consent.suppression import KEYWORD_CHANNELS, apply_feed, signals
 from commhistory.model import Channel, Direction, EventType
 from commhistory.store.consent import ConsentStore
 from commhistory.store.protocol import BatchFeed, StoredBatch
 
-__all__ = ["INTERESTING", "batch_feed", "feed"]
+__all__ = ["CONSENT_CHANNELS", "INTERESTING", "batch_feed", "feed"]
 
 INTERESTING: Final = frozenset(
     {EventType.BOUNCED, EventType.COMPLAINED, EventType.UNSUBSCRIBED, EventType.SUBSCRIBED}
 )
 """The event types that can change suppression or consent."""
+
+CONSENT_CHANNELS: Final = KEYWORD_CHANNELS | {Channel.LINE}
+"""The channels whose consent events the rules read (keyword dedupe, LINE follows)."""
 
 
 def feed(store: ConsentStore, batch: StoredBatch, *, soft_bounce_limit: int) -> list[str]:
@@ -41,17 +45,24 @@ def feed(store: ConsentStore, batch: StoredBatch, *, soft_bounce_limit: int) -> 
     Returns:
         See :func:`~commhistory.consent.suppression.apply_feed`.
     """
-    if not batch.messages and not any(e.type in INTERESTING for e in batch.events):
+    consents = [c for c in batch.consents if c.channel in CONSENT_CHANNELS]
+    if (
+        not batch.messages
+        and not consents
+        and not any(e.type in INTERESTING for e in batch.events)
+    ):
         return []
     pairs = batch.reactions(INTERESTING)
     inbound = [
-        m for m in batch.messages if m.direction is Direction.INBOUND and m.channel is Channel.SMS
+        m
+        for m in batch.messages
+        if m.direction is Direction.INBOUND and m.channel in KEYWORD_CHANNELS
     ]
-    if not pairs and not inbound:
+    if not pairs and not inbound and not consents:
         return []
     return apply_feed(
         store,
-        signals(pairs, inbound),
+        signals(pairs, inbound, consents),
         outcomes=batch.deliveries,
         soft_bounce_limit=soft_bounce_limit,
     )

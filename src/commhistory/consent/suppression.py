@@ -9,11 +9,12 @@ Recorded messages and events feed it automatically at ingest
 every purpose; a complaint suppresses marketing to the address and withdraws
 marketing consent on every channel; an unsubscribe suppresses and withdraws the
 message's purpose on its channel; :data:`SOFT_BOUNCE_LIMIT` consecutive soft
-bounces (no delivery in between) suppress the address; an inbound SMS whose
-whole text is an opt-out keyword (``STOP``...) suppresses the number on SMS and
-withdraws SMS marketing, an opt-in keyword (``START``...) lifts that and grants
-it again; a LINE ``unsubscribed`` event (unfollow or block) suppresses the LINE
-id and a ``subscribed`` event (follow) lifts it.
+bounces (no delivery in between) suppress the address; an inbound SMS or
+WhatsApp message whose whole text is an opt-out keyword (``STOP``...) suppresses
+the number on its channel and withdraws marketing there, an opt-in keyword
+(``START``...) lifts that and grants it again; a LINE ``unsubscribed`` event or
+a LINE unfollow (a withdrawal with method ``line_block``) suppresses the LINE id
+for every purpose, and a ``subscribed`` event or a follow lifts it.
 
 .. versionadded:: 0.1.0
 """
@@ -43,6 +44,7 @@ from commhistory.model import (
     Purpose,
     SuppressionEntry,
     SuppressionReason,
+    consent_id_of,
 )
 from commhistory.store.consent import AddressKey, ConsentStore
 from commhistory.store.protocol import DeliveryOutcome, Repository
@@ -97,6 +99,12 @@ class FeedActions:
     )
     consents: list[ConsentEvent] = attrs.field(factory=list)
     soft_bounces: list[tuple[Message, Event]] = attrs.field(factory=list)
+    contact_entries: list[tuple[str, SuppressionEntry]] = attrs.field(factory=list)
+    """``(contact id, entry)`` to add on each address the store knows for the contact."""
+    contact_lifts: list[tuple[str, Channel, frozenset[SuppressionReason], datetime, str]] = (
+        attrs.field(factory=list)
+    )
+    """``(contact id, channel, reasons, at, by)`` to lift on each of the contact's addresses."""
 
 
 def _entry(
@@ -128,15 +136,30 @@ def _consent(  # noqa: PLR0917
     )  # fmt: skip
 
 
-def signals(pairs: Iterable[tuple[Event, Message]], inbound: Iterable[Message]) -> FeedActions:
-    """Derive suppression and consent actions from events and inbound messages.
+KEYWORD_CHANNELS: Final = frozenset({Channel.SMS, Channel.WHATSAPP})
+"""The channels whose inbound opt-out and opt-in keywords are read (each on its own)."""
+
+
+def signals(
+    pairs: Iterable[tuple[Event, Message]],
+    inbound: Iterable[Message],
+    consents: Sequence[ConsentEvent] = (),
+) -> FeedActions:
+    """Derive suppression and consent actions from events, inbound messages and consents.
 
     Args:
         pairs: Stored events of interest with the message each belongs to.
-        inbound: Inbound messages (SMS keywords are read from their body).
+        inbound: Inbound messages (SMS and WhatsApp keywords are read from their body).
+        consents: The batch's consent events: a LINE unfollow (withdrawal, method
+            ``line_block``) suppresses the contact's LINE ids, a follow lifts that.
+            A keyword's ledger event is not derived again when the batch already
+            holds the same change (an adapter may record it itself).
 
     Returns:
         The actions; applying them twice changes nothing (ids derive from causes).
+
+    .. versionchanged:: 0.4.0
+       WhatsApp keywords, on WhatsApp; LINE follow and unfollow consent events.
     """
     out = FeedActions()
     for e, m in pairs:
@@ -198,8 +221,10 @@ def signals(pairs: Iterable[tuple[Event, Message]], inbound: Iterable[Message]) 
             out.lifts.append(
                 (ch.value, m.address, ch, frozenset({SuppressionReason.LINE_UNFOLLOW}), t, cause)
             )
+    recorded = {(c.contact_id, c.channel, c.purpose, c.action, c.occurred_at) for c in consents}
     for m in inbound:
-        if m.direction is not Direction.INBOUND or m.channel is not Channel.SMS:
+        ch = m.channel
+        if m.direction is not Direction.INBOUND or ch not in KEYWORD_CHANNELS:
             continue
         word = sms_keyword(m.body)
         if word is None:
@@ -208,22 +233,40 @@ def signals(pairs: Iterable[tuple[Event, Message]], inbound: Iterable[Message]) 
         if word in OPT_OUT_KEYWORDS:
             out.entries.append(
                 (
-                    "sms",
+                    ch.value,
                     m.address,
-                    _entry(Channel.SMS, None, SuppressionReason.SMS_KEYWORD, m.sent_at, cause),
+                    _entry(ch, None, SuppressionReason.SMS_KEYWORD, m.sent_at, cause),
                 )
             )
             action = ConsentAction.WITHDRAW
         else:
             out.lifts.append(
-                ("sms", m.address, Channel.SMS, frozenset({SuppressionReason.SMS_KEYWORD}),
+                (ch.value, m.address, ch, frozenset({SuppressionReason.SMS_KEYWORD}),
                  m.sent_at, cause)
             )  # fmt: skip
             action = ConsentAction.GRANT
-        out.consents.append(
-            _consent(m, Channel.SMS, Purpose.MARKETING, action, ConsentMethod.SMS_KEYWORD,
-                     m.sent_at, cause)
-        )  # fmt: skip
+        if (m.contact_id, ch, Purpose.MARKETING, action, m.sent_at) not in recorded:
+            out.consents.append(
+                _consent(m, ch, Purpose.MARKETING, action, ConsentMethod.SMS_KEYWORD,
+                         m.sent_at, cause)
+            )  # fmt: skip
+    for c in consents:
+        if c.channel is not Channel.LINE or c.method is not ConsentMethod.LINE_BLOCK:
+            continue
+        cause = c.consent_id or consent_id_of(c)
+        if c.action is ConsentAction.WITHDRAW:
+            out.contact_entries.append(
+                (
+                    c.contact_id,
+                    _entry(Channel.LINE, None, SuppressionReason.LINE_UNFOLLOW, c.occurred_at,
+                           cause),
+                )
+            )  # fmt: skip
+        else:
+            out.contact_lifts.append(
+                (c.contact_id, Channel.LINE, frozenset({SuppressionReason.LINE_UNFOLLOW}),
+                 c.occurred_at, cause)
+            )  # fmt: skip
     return out
 
 
@@ -444,6 +487,11 @@ def apply_feed(
                         _entry(m.channel, None, SuppressionReason.SOFT_BOUNCE_LIMIT, since, cause),
                     )
                 )
+    for contact_id, entry in actions.contact_entries:
+        kind = kind_of(entry.channel)
+        if kind is not None:
+            for key in data.contact_keys([contact_id], kind).get(contact_id, []):
+                entries.append(_keyed(key, entry))
     if actions.consents:
         data.append_consents(actions.consents)
     if entries:
@@ -452,6 +500,11 @@ def apply_feed(
     for kind_channel, address, ch, reasons, at, by in actions.lifts:
         kind = kind_of(Channel(kind_channel))
         if kind is not None and data.lift(data.keys_of(kind, address), ch, reasons, at, by):
+            changed.append(by)
+    for contact_id, ch, reasons, at, by in actions.contact_lifts:
+        kind = kind_of(ch)
+        keys = [] if kind is None else data.contact_keys([contact_id], kind).get(contact_id, [])
+        if keys and data.lift(keys, ch, reasons, at, by):
             changed.append(by)
     return changed
 

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from commhistory.model import (
     BounceClass,
     Channel,
+    ConsentEvent,
     Direction,
     Event,
     EventType,
@@ -71,6 +72,11 @@ class _BatchRecords:
     def events(self) -> Sequence[Event]:
         """The batch's events, in input order."""
         return self._batch.events
+
+    @property
+    def consents(self) -> Sequence[ConsentEvent]:
+        """The batch's consent events, in input order."""
+        return self._batch.consents
 
 
 class SQLStoredBatch(_BatchRecords):

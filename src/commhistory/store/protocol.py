@@ -145,6 +145,14 @@ class StoredBatch(Protocol):
         """The batch's events (new and duplicate), in input order."""
         ...
 
+    @property
+    def consents(self) -> Sequence[ConsentEvent]:
+        """The batch's consent events (new and duplicate), in input order.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
     def reactions(self, types: Collection[EventType]) -> list[tuple[Event, Message]]:
         """Return the stored events of *types* that this batch stored or linked, with messages.
 
