@@ -225,7 +225,7 @@ def test_inbound_whatsapp_is_whatsapp_not_sms() -> None:
     assert isinstance(message, Message)
     assert (message.channel, message.address) == (Channel.WHATSAPP, "+31612345678")
     assert message.contact_id == RESOLVER(Channel.WHATSAPP, "+31612345678")
-    # The repository derives consent from inbound SMS only; a WhatsApp STOP is recorded here.
+    # A WhatsApp STOP is recorded here, on WhatsApp (the feed adds its suppression).
     assert isinstance(consent, ConsentEvent)
     assert (consent.channel, consent.action) == (Channel.WHATSAPP, ConsentAction.WITHDRAW)
 

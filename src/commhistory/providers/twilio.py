@@ -519,8 +519,9 @@ class TwilioAdapter(WebhookAdapter):
         if action is not None and (channel is not Channel.SMS or sms_keyword(body) is None):
             # An SMS whose body is itself a standard keyword needs no consent record
             # here: the repository derives the consent change (and the
-            # suppression) from the inbound message when it is stored. It does so
-            # for SMS only: a WhatsApp keyword is recorded here, on WhatsApp.
+            # suppression) from the inbound message when it is stored. A WhatsApp
+            # keyword is also recorded here, on WhatsApp; the repository's feed then
+            # adds only the WhatsApp suppression (it does not withdraw twice).
             records.append(
                 ConsentEvent(
                     consent_id=f"{self.name}:{sid}:consent",
