@@ -326,6 +326,7 @@ def text_width(text: str, font_size: float) -> float:
 def nice_ticks(peak: float, *, count: int = 4, limit: float = 1.0) -> list[float]:
     """Return axis ticks from 0 on a 1-2-5 x 10^n step, the last one at or above *peak*.
 
+    >>> from commhistory.kpi.report import nice_ticks
     >>> nice_ticks(0.141)
     [0.0, 0.05, 0.1, 0.15]
     >>> nice_ticks(0.0)
@@ -539,6 +540,7 @@ def plain_verdict(result: ABResult) -> str:
     """Say what an A/B result means in a marketer's words (the statistics go beneath).
 
     >>> from commhistory.kpi import compare
+    >>> from commhistory.kpi.report import plain_verdict
     >>> plain_verdict(compare({"A": (74, 2000), "B": (136, 2000)}))
     "B's click rate is higher: 6.8% vs 3.7%, very unlikely to be chance."
     """
