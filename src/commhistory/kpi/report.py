@@ -13,23 +13,28 @@ import csv
 import html
 import io
 import json
+import math
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Final, Protocol
 
 import attrs
 
-from commhistory.kpi.abtest import ABResult, compare
+from commhistory.kpi.abtest import ABResult, ArmStats, compare
 from commhistory.kpi.metrics import COUNTS, RATES, KpiRow, KpiTable
 
 __all__ = [
     "KpiSource",
     "ReportData",
     "build_report",
+    "nice_ticks",
+    "period_start",
+    "plain_verdict",
     "render_csv",
     "render_html",
     "render_json",
     "render_table",
+    "text_width",
 ]
 
 _SHORT: Final = {
@@ -250,25 +255,33 @@ def build_report(
 # --------------------------------------------------------------------------- HTML
 
 _CSS: Final = """
+*{box-sizing:border-box}
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;
-background:#f6f7f9;color:#1d2433}
+background:#f6f7f9;color:#1d2433;overflow-wrap:anywhere}
 main{max-width:1180px;margin:0 auto;padding:24px}
-h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:28px 0 10px}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:28px 0 10px}h3{font-size:16px}
 .sub{color:#5b6478;margin:0 0 18px}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:12px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(140px,1fr));gap:12px}
 .card,.panel{background:#fff;border-radius:10px;box-shadow:0 1px 3px rgba(20,30,60,.08);
-padding:14px 16px}
+padding:14px 16px;min-width:0}
 .card b{display:block;font-size:24px}.card span{color:#5b6478;font-size:13px}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:14px}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,440px),1fr));gap:14px}
+svg{display:block;width:100%;height:auto}
+.narrow{display:none}
+.scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;width:100%;font-size:13px;background:#fff}
 th,td{padding:6px 8px;border-bottom:1px solid #e7e9ef;text-align:right;white-space:nowrap}
 th:first-child,td:first-child,th.k,td.k{text-align:left}
 th{background:#eef1f6;font-weight:600}
-.verdict{margin:6px 0 0;font-weight:600}.win{color:#11804a}.none{color:#8a5a00}
+tfoot td{font-weight:600;border-top:2px solid #c9cfdc}
+.verdict{margin:8px 0 4px;font-weight:600}.win{color:#11804a}.none{color:#8a5a00}
+.stats{margin:0;color:#5b6478;font-size:13px}
 .legend span{display:inline-block;margin-right:14px;font-size:13px}
 .legend i{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:5px;
 vertical-align:-1px}
 footer{color:#5b6478;font-size:12px;margin-top:26px}
+@media (max-width:640px){main{padding:12px}h1{font-size:22px}
+.card,.panel{padding:10px 12px}.wide{display:none}.narrow{display:block}}
 """
 _FUNNEL: Final = (
     ("sent", "Sent", "#5470c6"),
@@ -283,136 +296,331 @@ _LINES: Final = (
     ("conversion_rate", "Conversion rate", "#e3a21a"),
     ("bounce_rate", "Bounce rate", "#d9534f"),
 )
+_HTML_COUNTS: Final = (
+    "sent",
+    "delivered",
+    "bounced",
+    "failed",
+    "unique_opens",
+    "unique_clicks",
+    "conversions",
+    "unsubscribes",
+)
+_HTML_HEAD: Final = {"failed": "failed (undelivered)"}
+_CHAR_W: Final = 0.62
+"""The widest average glyph advance of the report's sans-serif fonts, in em, for digits,
+Latin letters and punctuation: the layout sizes every SVG text box with it."""
+_MAX_SCALE: Final = 1.25
+"""How much an SVG may grow beyond its own size (so fonts never double on a wide screen)."""
 
 
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+def text_width(text: str, font_size: float) -> float:
+    """Return the width the layout reserves for *text* at *font_size* (user units)."""
+    return len(text) * font_size * _CHAR_W
+
+
+def nice_ticks(peak: float, *, count: int = 4, limit: float = 1.0) -> list[float]:
+    """Return axis ticks from 0 on a 1-2-5 x 10^n step, the last one at or above *peak*.
+
+    >>> from commhistory.kpi.report import nice_ticks
+    >>> nice_ticks(0.141)
+    [0.0, 0.05, 0.1, 0.15]
+    >>> nice_ticks(0.0)
+    [0.0, 0.01]
+    """
+    peak = min(max(peak, 0.0), limit)
+    if peak <= 0.0:
+        return [0.0, 0.01]
+    raw = peak / count
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw - 1e-12)
+    n = math.ceil(peak / step - 1e-9)
+    return [round(k * step, 12) for k in range(n + 1)]
+
+
+def _tick_label(value: float, ticks: Sequence[float]) -> str:
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 0.01
+    decimals = max(0, -math.floor(math.log10(step * 100) + 1e-9))
+    return f"{value * 100:.{decimals}f}%"
+
+
+def _svg_open(width: float, height: float, label: str, cls: str = "") -> str:
+    klass = f' class="{cls}"' if cls else ""
+    return (
+        f'<svg{klass} viewBox="0 0 {width:g} {height:g}" style="max-width:'
+        f'{width * _MAX_SCALE:g}px" preserveAspectRatio="xMinYMin meet" role="img" '
+        f'aria-label="{_e(label)}">'
+    )
+
+
 def _funnel_svg(row: KpiRow) -> str:
-    width, bar_h, gap, left = 500, 26, 8, 92
+    size, bar_h, gap = 13, 26, 8
     top = max(row.sent, 1)
-    parts = [
-        f'<svg viewBox="0 0 {width} {len(_FUNNEL) * (bar_h + gap)}" width="100%" '
-        f'role="img" aria-label="funnel">'
-    ]
-    for i, (name, label, color) in enumerate(_FUNNEL):
-        value = getattr(row, name)
+    values = [
+        (label, color, getattr(row, name), f"{getattr(row, name):,} "
+         f"({getattr(row, name) / top:.1%})" if row.sent else f"{getattr(row, name):,}")
+        for name, label, color in _FUNNEL
+    ]  # fmt: skip
+    left = max(text_width(label, size) for label, _, _, _ in values) + 8
+    right = max(text_width(text, size) for _, _, _, text in values) + 8
+    width = math.ceil(max(400.0, left + right + 120))
+    plot = width - left - right
+    parts = [_svg_open(width, len(_FUNNEL) * (bar_h + gap), "funnel")]
+    for i, (label, color, value, text) in enumerate(values):
         y = i * (bar_h + gap)
-        w = max(2.0, (width - left - 120) * value / top)
-        share = f"{value / top:.1%}" if row.sent else "-"
+        w = max(2.0, plot * value / top)
         parts.append(
-            f'<text x="0" y="{y + 18}" font-size="13" fill="#1d2433">{label}</text>'
-            f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" rx="4" fill="{color}"/>'
-            f'<text x="{left + w + 6:.1f}" y="{y + 18}" font-size="13" fill="#1d2433">'
-            f"{value:,} ({share})</text>"
+            f'<text x="0" y="{y + 18}" font-size="{size}" fill="#1d2433">{label}</text>'
+            f'<rect x="{left:.1f}" y="{y}" width="{w:.1f}" height="{bar_h}" rx="4" '
+            f'fill="{color}"/><text x="{left + w + 6:.1f}" y="{y + 18}" font-size="{size}" '
+            f'fill="#1d2433">{_e(text)}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _timeline_svg(table: KpiTable, period: str) -> str:
-    rows = list(table.rows)
-    width, height, left, right, top, bottom = 1100, 300, 50, 44, 16, 44
-    if not rows:
-        return "<p>No messages in range.</p>"
+def period_start(period: str, label: str) -> date:
+    """Return the first day of a period label (``2024-03-31``, ``2024-W13``, ``2024-03``)."""
+    if period == "week":
+        year, week = label.split("-W")
+        return date.fromisocalendar(int(year), int(week), 1)
+    if period == "month":
+        return date.fromisoformat(label + "-01")
+    return date.fromisoformat(label)
+
+
+_PERIOD_DAYS: Final = {"day": 1, "week": 7, "month": 31}
+
+
+def _timeline_svg(table: KpiTable, period: str, *, width: int, cls: str) -> str:
+    rows = [r for r in table.rows if r.group.get(period) is not None]
+    height, left, right, top, bottom, size = (300 if width > 500 else 260), 48, 40, 12, 40, 12
+    days = [period_start(period, str(r.group[period])).toordinal() for r in rows]
+    first, last = min(days), max(days)
     peak = max((getattr(r, n) or 0.0 for r in rows for n, _, _ in _LINES), default=0.0)
-    ceiling = max(0.05, min(1.0, peak * 1.15))
+    ticks = nice_ticks(peak)
+    ceiling = ticks[-1]
     plot_w, plot_h = width - left - right, height - top - bottom
 
-    def x(i: int) -> float:
-        return left + (plot_w * i / (len(rows) - 1) if len(rows) > 1 else plot_w / 2)
+    def x(day: int) -> float:
+        return left + (plot_w * (day - first) / (last - first) if last > first else plot_w / 2)
 
     def y(v: float) -> float:
         return top + plot_h * (1 - v / ceiling)
 
-    parts = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="rates">']
-    for k in range(5):
-        v = ceiling * k / 4
+    parts = [_svg_open(width, height, f"rates per {period}", cls)]
+    for v in ticks:
         parts.append(
             f'<line x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
-            f'stroke="#e3e6ee"/><text x="{left - 6}" y="{y(v) + 4:.1f}" font-size="11" '
-            f'text-anchor="end" fill="#5b6478">{v:.0%}</text>'
+            f'stroke="#e3e6ee"/><text x="{left - 6}" y="{y(v) + 4:.1f}" font-size="{size}" '
+            f'text-anchor="end" fill="#5b6478">{_tick_label(v, ticks)}</text>'
         )
-    step = max(1, len(rows) // 10)
-    for i, r in enumerate(rows):
-        if i % step == 0 or i == len(rows) - 1:
+    shown = -math.inf
+    for day, r in zip(days, rows, strict=True):
+        label = str(r.group[period])
+        half = text_width(label, size) / 2
+        if x(day) - half >= shown + 8 and x(day) + half <= width and x(day) - half >= 0:
+            shown = x(day) + half
             parts.append(
-                f'<text x="{x(i):.1f}" y="{height - bottom + 18}" font-size="11" '
-                f'text-anchor="middle" fill="#5b6478">{_e(r.group[period])}</text>'
+                f'<text x="{x(day):.1f}" y="{height - bottom + 18}" font-size="{size}" '
+                f'text-anchor="middle" fill="#5b6478">{_e(label)}</text>'
             )
+    gap = _PERIOD_DAYS.get(period, 1)
     for name, _, color in _LINES:
-        points = [(x(i), getattr(r, name)) for i, r in enumerate(rows)]
-        coords = " ".join(f"{px:.1f},{y(v):.1f}" for px, v in points if v is not None)
-        parts.append(
-            f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="2.2"/>'
-        )
-        parts.extend(
-            f'<circle cx="{px:.1f}" cy="{y(v):.1f}" r="2.6" fill="{color}"/>'
-            for px, v in points
-            if v is not None
-        )
+        runs: list[list[tuple[float, float]]] = []
+        prev: int | None = None
+        for day, r in zip(days, rows, strict=True):
+            v = getattr(r, name)
+            if v is None:
+                prev = None
+                continue
+            if prev is None or day - prev > gap:
+                runs.append([])
+            runs[-1].append((x(day), y(v)))
+            prev = day
+        for run in runs:
+            coords = " ".join(f"{px:.1f},{py:.1f}" for px, py in run)
+            parts.append(
+                f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="2.2"/>'
+            )
+            parts.extend(
+                f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.6" fill="{color}"/>' for px, py in run
+            )
     parts.append("</svg>")
+    return "".join(parts)
+
+
+def _timeline(table: KpiTable, period: str) -> str:
+    if not any(r.group.get(period) is not None for r in table.rows):
+        return "<p>No messages in range.</p>"
     legend = "".join(
         f'<span><i style="background:{c}"></i>{label}</span>' for _, label, c in _LINES
     )
-    return f'{"".join(parts)}<div class="legend">{legend}</div>'
+    return (
+        _timeline_svg(table, period, width=960, cls="wide")
+        + _timeline_svg(table, period, width=360, cls="narrow")
+        + f'<div class="legend">{legend}</div>'
+        + f'<p class="stats">Each point is placed at its {_e(period)}\'s date; a line '
+        f"breaks where a {_e(period)} had no messages.</p>"
+    )
+
+
+def _arm_label(arm: ArmStats, control: str) -> str:
+    return arm.name + (" (control)" if arm.name == control else "")
+
+
+def _arm_value(arm: ArmStats) -> str:
+    return (
+        "no data (0 messages)" if arm.trials == 0 else f"{arm.rate or 0.0:.2%} (n={arm.trials:,})"
+    )
 
 
 def _ab_svg(result: ABResult) -> str:
-    width, row_h, left, right = 520, 34, 80, 60
+    name_size, value_size, tick_size, row_h = 13, 12, 11, 34
+    left = max(text_width(_arm_label(a, result.control), name_size) for a in result.arms) + 10
+    right = max(text_width(_arm_value(a), value_size) for a in result.arms) + 12
+    plot = 220.0
+    width = math.ceil(left + plot + right)
     height = row_h * len(result.arms) + 28
-    hi = max((a.high for a in result.arms), default=1.0)
-    ceiling = min(1.0, max(0.01, hi * 1.15))
+    measured = [a for a in result.arms if a.trials]
+    ticks = nice_ticks(max((a.high for a in measured), default=0.0))
+    ceiling = ticks[-1]
 
     def x(v: float) -> float:
-        return left + (width - left - right) * v / ceiling
+        return left + plot * min(v, ceiling) / ceiling
 
-    parts = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="arms">']
-    for k in range(5):
-        v = ceiling * k / 4
+    parts = [_svg_open(width, height, "arms")]
+    for v in ticks:
+        label = _tick_label(v, ticks)
+        anchor = "end" if v == ticks[-1] else "middle" if v else "start"
         parts.append(
             f'<line x1="{x(v):.1f}" x2="{x(v):.1f}" y1="0" y2="{height - 22}" stroke="#e3e6ee"/>'
-            f'<text x="{x(v):.1f}" y="{height - 6}" font-size="11" text-anchor="middle" '
-            f'fill="#5b6478">{v:.1%}</text>'
+            f'<text x="{x(v):.1f}" y="{height - 6}" font-size="{tick_size}" '
+            f'text-anchor="{anchor}" fill="#5b6478">{label}</text>'
         )
     for i, arm in enumerate(result.arms):
         cy = i * row_h + 18
         color = "#11804a" if arm.name == result.winner else "#5470c6"
-        rate = arm.rate or 0.0
         parts.append(
-            f'<text x="0" y="{cy + 4}" font-size="13" fill="#1d2433">{_e(arm.name)}'
-            f"{' (control)' if arm.name == result.control else ''}</text>"
-            f'<line x1="{x(arm.low):.1f}" x2="{x(arm.high):.1f}" y1="{cy}" y2="{cy}" '
-            f'stroke="{color}" stroke-width="3"/>'
-            f'<line x1="{x(arm.low):.1f}" x2="{x(arm.low):.1f}" y1="{cy - 7}" y2="{cy + 7}" '
-            f'stroke="{color}" stroke-width="2"/>'
-            f'<line x1="{x(arm.high):.1f}" x2="{x(arm.high):.1f}" y1="{cy - 7}" '
-            f'y2="{cy + 7}" stroke="{color}" stroke-width="2"/>'
-            f'<circle cx="{x(rate):.1f}" cy="{cy}" r="5.5" fill="{color}"/>'
-            f'<text x="{x(arm.high) + 8:.1f}" y="{cy + 4}" font-size="12" fill="#1d2433">'
-            f"{rate:.2%} (n={arm.trials:,})</text>"
+            f'<text x="0" y="{cy + 4}" font-size="{name_size}" fill="#1d2433">'
+            f"{_e(_arm_label(arm, result.control))}</text>"
+        )
+        if arm.trials:
+            rate = arm.rate or 0.0
+            parts.append(
+                f'<line x1="{x(arm.low):.1f}" x2="{x(arm.high):.1f}" y1="{cy}" y2="{cy}" '
+                f'stroke="{color}" stroke-width="3"/>'
+                f'<line x1="{x(arm.low):.1f}" x2="{x(arm.low):.1f}" y1="{cy - 7}" '
+                f'y2="{cy + 7}" stroke="{color}" stroke-width="2"/>'
+                f'<line x1="{x(arm.high):.1f}" x2="{x(arm.high):.1f}" y1="{cy - 7}" '
+                f'y2="{cy + 7}" stroke="{color}" stroke-width="2"/>'
+                f'<circle cx="{x(rate):.1f}" cy="{cy}" r="5.5" fill="{color}"/>'
+            )
+        parts.append(
+            f'<text x="{width:.1f}" y="{cy + 4}" font-size="{value_size}" text-anchor="end" '
+            f'fill="#1d2433">{_e(_arm_value(arm))}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
 
 
+def _chance(p: float) -> str:
+    if p < 0.001:
+        return "very unlikely to be chance"
+    if p < 0.01:
+        return "unlikely to be chance"
+    return "probably not chance"
+
+
+def plain_verdict(result: ABResult) -> str:
+    """Say what an A/B result means in a marketer's words (the statistics go beneath).
+
+    >>> from commhistory.kpi import compare
+    >>> from commhistory.kpi.report import plain_verdict
+    >>> plain_verdict(compare({"A": (74, 2000), "B": (136, 2000)}))
+    "B's click rate is higher: 6.8% vs 3.7%, very unlikely to be chance."
+    """
+    label = result.metric.replace("_", " ")
+    rates = {a.name: a for a in result.arms}
+    empty = [a.name for a in result.arms if a.trials == 0]
+    if empty:
+        return (
+            f"No data yet for {', '.join(empty)}: "
+            f"{'it has' if len(empty) == 1 else 'they have'} no messages to compare."
+        )
+    if not result.enough_data:
+        small = [a for a in result.arms if a.trials < result.min_sample]
+        return (
+            "Too early to tell: "
+            + ", ".join(f"{a.name} has only {a.trials:,} messages" for a in small)
+            + f" (at least {result.min_sample:,} each are needed)."
+        )
+    control = rates[result.control]
+    if result.winner is not None and result.winner != result.control:
+        best = next(c for c in result.comparisons if c.arm == result.winner)
+        return (
+            f"{result.winner}'s {label} is higher: {rates[result.winner].rate or 0:.1%} vs "
+            f"{control.rate or 0:.1%}, {_chance(best.p_adjusted)}."
+        )
+    if result.winner == result.control:
+        worst = max(c.p_adjusted for c in result.comparisons)
+        others = ", ".join(f"{c.arm} {rates[c.arm].rate or 0:.1%}" for c in result.comparisons)
+        return (
+            f"{result.control} (the control) has the highest {label}: "
+            f"{control.rate or 0:.1%} vs {others}, {_chance(worst)}."
+        )
+    all_rates = ", ".join(f"{a.name} {a.rate or 0:.1%}" for a in result.arms)
+    return (
+        f"No clear difference in {label} ({all_rates}): the gap could well be chance; "
+        "keep testing or call it a tie."
+    )
+
+
+def _html_row(row: KpiRow, keys: Sequence[str]) -> str:
+    cells = "".join(f'<td class="k">{_e(k)}</td>' for k in keys)
+    cells += "".join(f"<td>{getattr(row, c):,}</td>" for c in _HTML_COUNTS)
+    cells += "".join(f"<td>{_pct(getattr(row, r))}</td>" for r in _TABLE_RATES)
+    return cells + f"<td>{_e(_revenue_text(row))}</td>"
+
+
 def _html_table(table: KpiTable) -> str:
     head = "".join(f'<th class="k">{_e(k)}</th>' for k in table.by)
-    head += "".join(f"<th>{_e(_SHORT[c])}</th>" for c in _TABLE_COUNTS)
+    head += "".join(f"<th>{_e(_HTML_HEAD.get(c, _SHORT[c]))}</th>" for c in _HTML_COUNTS)
     head += "".join(f"<th>{_e(_SHORT[r])}</th>" for r in _TABLE_RATES)
     head += "<th>revenue</th>"
-    body = []
-    for row in table.rows:
-        cells = "".join(
-            f'<td class="k">{_e("-" if row.group.get(k) is None else row.group[k])}</td>'
-            for k in table.by
+    body = [
+        "<tr>"
+        + _html_row(
+            row, ["-" if row.group.get(k) is None else str(row.group[k]) for k in table.by]
         )
-        cells += "".join(f"<td>{getattr(row, c):,}</td>" for c in _TABLE_COUNTS)
-        cells += "".join(f"<td>{_pct(getattr(row, r))}</td>" for r in _TABLE_RATES)
-        cells += f"<td>{_e(_revenue_text(row))}</td>"
-        body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        + "</tr>"
+        for row in table.rows
+    ]
+    foot = ""
+    if table.rows and (len(table.rows) > 1 or not table.by):
+        keys = ["total", *[""] * (len(table.by) - 1)] if table.by else []
+        foot = f'<tfoot><tr class="total">{_html_row(table.total(), keys)}</tr></tfoot>'
+    return (
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody>{foot}</table></div>"
+    )
+
+
+_FOOTER: Final = (
+    "How to read the numbers: each message counts once however often it was opened or "
+    "clicked. <b>sent</b> = messages sent and not rejected; <b>bounced</b> and "
+    "<b>failed (undelivered)</b> = sent but never delivered (failed: an SMS or LINE message "
+    "the carrier could not deliver); <b>delivered</b> = sent - bounced - failed. "
+    "Delivery rate = delivered / sent; open, click, conversion and unsubscribe rates = "
+    "that many delivered messages / delivered; CTOR = clicks / opens. A rate with nothing "
+    "to divide by is shown as -. Revenue is never added up across currencies. In the A/B "
+    "charts, the bar around each point is the range the true rate probably lies in; "
+    "arms whose ranges overlap a lot may not really differ."
+)
 
 
 def render_html(data: ReportData) -> str:
@@ -455,7 +663,7 @@ def render_html(data: ReportData) -> str:
     out.append("</div>")
     out.append(
         f'<h2>Rates over time (per {_e(data.period)})</h2><div class="panel">'
-        f"{_timeline_svg(data.timeline, data.period)}</div>"
+        f"{_timeline(data.timeline, data.period)}</div>"
     )
     if data.ab:
         out.append('<h2>A/B tests</h2><div class="grid">')
@@ -463,14 +671,12 @@ def render_html(data: ReportData) -> str:
             cls = "win" if result.winner else "none"
             out.append(
                 f'<div class="panel"><h3>{_e(cid or "(no campaign)")}: '
-                f"{_e(result.metric.replace('_', ' '))}, "
-                f"{result.confidence:.0%} Wilson intervals</h3>{_ab_svg(result)}"
-                f'<p class="verdict {cls}">{_e(result.verdict)}</p></div>'
+                f"{_e(result.metric.replace('_', ' '))}</h3>"
+                f'<p class="verdict {cls}">{_e(plain_verdict(result))}</p>{_ab_svg(result)}'
+                f'<p class="stats">Statistics: {_e(result.verdict)} Bars are '
+                f"{result.confidence:.0%} Wilson intervals.</p></div>"
             )
         out.append("</div>")
     out.append(f"<h2>Table</h2>{_html_table(data.main)}")
-    out.append(
-        "<footer>commhistory: counts are per message (DESIGN section 5); rates with "
-        "no denominator are shown as -.</footer></main></body></html>"
-    )
+    out.append(f"<footer>{_FOOTER}</footer></main></body></html>")
     return "\n".join(out)
