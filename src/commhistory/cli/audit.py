@@ -57,12 +57,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify = sub.add_parser(
         "verify",
         help="check the whole chain; exit 5 when an entry was altered, removed or reordered",
+        description="Check the audit log's whole hash chain and print its head MAC (keep "
+        "a copy elsewhere: removing entries from the end leaves a shorter chain that still "
+        "verifies). Exit 0 intact, 5 tampered.",
     )
     add_store_options(verify)
-    verify.add_argument("--format", choices=("text", "json"), default="text")
+    verify.add_argument(
+        "--format", choices=("text", "json"), default="text", help="output format (default text)"
+    )
     verify.set_defaults(run=run_verify)
 
-    show = sub.add_parser("show", help="list audit entries, oldest first")
+    show = sub.add_parser(
+        "show",
+        help="list audit entries, oldest first",
+        description="List audit entries, oldest first: who (actor and roles), what "
+        "(action, permission, contact and targets), why (purpose) and the outcome. Entries "
+        "hold ids only, never personal values.",
+    )
     add_store_options(show)
     show.add_argument("--contact", metavar="ID", default=None, help="entries about this contact")
     show.add_argument("--actor", metavar="ID", default=None, help="entries by this actor")

@@ -86,6 +86,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     lst = sub.add_parser(
         "list",
         help="list ids, received time, source, line, field and reason (no raw content)",
+        description="List the dead letters, oldest first: id, received time (UTC), source, "
+        "line, field and reason. Never the raw content, so nothing is decrypted.",
     )
     lst.add_argument("--source", default=None, help="only the letters of this source (file)")
     lst.add_argument("--limit", type=_positive, default=None, metavar="N", help="at most N")

@@ -39,8 +39,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--out", default="commhistory-demo.html", metavar="FILE", help="HTML report to write"
     )
-    parser.add_argument("--contacts", type=int, default=10_000, metavar="N")
-    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument(
+        "--contacts",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="how many synthetic contacts (default 10000)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=2024,
+        help="random seed: the same seed gives the same history (default 2024)",
+    )
     parser.add_argument(
         "--force", action="store_true", help="replace an existing --db file and its keyring"
     )

@@ -55,7 +55,11 @@ if TYPE_CHECKING:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the storage commands."""
     init = subparsers.add_parser(
-        "init", help="create or upgrade the schema and create the keyring if absent"
+        "init",
+        help="create or upgrade the schema and create the keyring if absent",
+        description="Create or upgrade the database schema to the newest revision and "
+        "create the keyring (mode 0600) if absent. The database is reached first: when it "
+        "cannot be, nothing is written. An existing keyring is never replaced.",
     )
     add_store_options(init)
     init.set_defaults(run=run_init)
@@ -68,8 +72,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_input_options(imp, file_help="a .jsonl (canonical) or .csv file")
     add_store_options(imp)
-    imp.add_argument("--format", choices=("text", "json"), default="text")
-    imp.add_argument("--batch-size", type=_positive, default=5000, metavar="N")
+    imp.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: rejected lines and a summary line; json: one summary object (default text)",
+    )
+    imp.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=5000,
+        metavar="N",
+        help="records per transaction (default 5000)",
+    )
     imp.add_argument(
         "--errors",
         dest="errors_file",
@@ -86,9 +101,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Show a contact's timeline. With --masked, or for an actor without "
         "read_personal, personal values are withheld and nothing is decrypted.",
     )
-    timeline.add_argument("contact_id", metavar="CONTACT_ID")
+    timeline.add_argument("contact_id", metavar="CONTACT_ID", help="the contact's id")
     add_store_options(timeline)
-    timeline.add_argument("--format", choices=("table", "json"), default="table")
+    timeline.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="table: one block per message; json: canonical records (default table)",
+    )
     timeline.add_argument(
         "--tz", type=time_zone, default=None, metavar="ZONE", help="show times in this zone"
     )
@@ -117,7 +137,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="do not add a key; finish re-wrapping under the current one",
     )
-    rotate.add_argument("--batch-size", type=_positive, default=1000, metavar="N")
+    rotate.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=1000,
+        metavar="N",
+        help="rows per transaction (default 1000)",
+    )
     add_actor_options(rotate)
     rotate.set_defaults(run=run_rotate)
 
@@ -129,7 +155,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "Safe to interrupt and run again.",
     )
     add_store_options(backfill)
-    backfill.add_argument("--batch-size", type=_positive, default=1000, metavar="N")
+    backfill.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=1000,
+        metavar="N",
+        help="messages per transaction (default 1000)",
+    )
     backfill.set_defaults(run=run_backfill_masks)
 
 

@@ -109,8 +109,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("file", metavar="FILE", help="the saved request body")
-        parser.add_argument("--provider", required=True, choices=providers)
-        parser.add_argument("--content-type", default=None, metavar="T")
+        parser.add_argument(
+            "--provider",
+            required=True,
+            choices=providers,
+            help="the provider that sent the request",
+        )
+        parser.add_argument(
+            "--content-type",
+            default=None,
+            metavar="T",
+            help="the request's Content-Type, when the body alone does not tell "
+            "(e.g. application/x-www-form-urlencoded)",
+        )
         parser.add_argument(
             "--header",
             dest="headers",
@@ -139,7 +150,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         )
 
     parse = subparsers.add_parser(
-        "parse-webhook", help="print the canonical JSON lines of a saved provider payload"
+        "parse-webhook",
+        help="print the canonical JSON lines of a saved provider payload",
+        description="Parse a saved provider payload (no signature check) and print its "
+        "records as canonical JSON lines; events that cannot be parsed are reported on "
+        "standard error (exit 1).",
     )
     common(parse)
     parse.add_argument(
@@ -151,7 +166,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parse.set_defaults(run=run_parse)
 
     ingest = subparsers.add_parser(
-        "ingest-webhook", help="store a saved provider payload; bad events become dead letters"
+        "ingest-webhook",
+        help="store a saved provider payload; bad events become dead letters",
+        description="Store the records of a saved provider payload; events (or a whole "
+        "body) that cannot be parsed become dead letters (exit 1). With --secret the "
+        "signature is checked first and nothing is stored when it fails (exit 4).",
     )
     common(ingest)
     add_store_options(ingest)
@@ -162,6 +181,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify = subparsers.add_parser(
         "verify-webhook",
         help="check a saved request's signature (exit 0 valid, 4 invalid)",
+        description="Check the signature of a saved request with the secret the adapter "
+        "is configured with: SendGrid's public key, Twilio's auth token, LINE's channel "
+        "secret, Mailgun's signing key, Postmark's user:password or the SNS topic ARN for "
+        "SES. Exit 0 when it verifies, 4 when not (saying why).",
     )
     common(verify)
     verification(verify, required=True)
