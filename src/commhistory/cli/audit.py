@@ -27,6 +27,7 @@ from typing import Final
 from commhistory.audit import AuditEntry
 from commhistory.cli._exits import EXIT_OK
 from commhistory.cli._store_options import add_store_options, database_url
+from commhistory.cli._text import plural, table
 from commhistory.cli.store import load_keyring
 from commhistory.errors import NormalizationError
 from commhistory.facade import open_repository
@@ -121,7 +122,7 @@ def run_verify(args: argparse.Namespace) -> int:
             )
         )
     elif report.intact:
-        print(f"audit log intact: {report.entries} entries, head {report.head}")
+        print(f"audit log intact: {plural(report.entries, 'entry')}, head {report.head}")
     else:
         print(f"audit log TAMPERED at entry {report.first_bad}: {report.problem}")
     return EXIT_OK if report.intact else EXIT_TAMPERED
@@ -150,7 +151,7 @@ _TABLE_HEADER: Final = ("time (UTC)", "actor", "roles", "action", "purpose", "co
 
 def _table(entries: list[AuditEntry]) -> str:
     """Aligned columns: who did what to whom, when, why, and how it ended."""
-    rows = [_TABLE_HEADER] + [
+    rows = [
         (
             entry.recorded_at.strftime("%Y-%m-%d %H:%M:%S"),
             entry.actor_id,
@@ -162,10 +163,10 @@ def _table(entries: list[AuditEntry]) -> str:
         )
         for entry in entries
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE_HEADER))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
+    return table(
+        _TABLE_HEADER,
+        rows,
+        flex=[_TABLE_HEADER.index(c) for c in ("purpose", "outcome", "roles", "actor")],
     )
 
 

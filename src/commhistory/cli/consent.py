@@ -24,6 +24,7 @@ from commhistory.cli._access import Access, add_actor_options, resolve_access
 from commhistory.cli._argtypes import add_region_option, region_of
 from commhistory.cli._exits import EXIT_OK, CommandError
 from commhistory.cli._store_options import add_store_options
+from commhistory.cli._text import plural
 from commhistory.cli.store import repository
 from commhistory.errors import InvalidInputError
 from commhistory.model import Channel, Purpose
@@ -231,7 +232,7 @@ def run_purge(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     verb = "due (dry run, nothing deleted)" if report.dry_run else "deleted"
-    print(f"{report.total} records {verb}:")
+    print(f"{plural(report.total, 'record')} {verb}:")
     for item in report.items:
         print(f"  {item.kind}: {item.count} ({item.rule})")
     return EXIT_OK

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from commhistory.cli._exits import EXIT_OK, CommandError
 from commhistory.cli._progress import Progress
+from commhistory.cli._text import plural
 from commhistory.cli.store import format_timeline
 from commhistory.demo import run_demo
 from commhistory.kpi.report import render_table
@@ -85,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     print(
-        f"Recorded {result.messages:,} messages and {result.events:,} events in {db} "
-        f"(encrypted; keyring {keyring}); {result.machine_events:,} events flagged as machine "
-        "opens or scanner clicks.\n"
+        f"Recorded {plural(result.messages, 'message')} and {plural(result.events, 'event')} "
+        f"in {db} (encrypted; keyring {keyring}); {plural(result.machine_events, 'event')} "
+        "flagged as machine opens or scanner clicks.\n"
     )
     print("KPIs by campaign and variant (human events only, periods in Asia/Tokyo):")
     print(render_table(result.table))
