@@ -105,8 +105,8 @@ def test_timeline_table_and_json(
     capsys.readouterr()
     assert main(["timeline", "c-1001", *store_args, "--tz", "Asia/Tokyo"]) == 0
     table = capsys.readouterr().out
-    assert "contact c-1001: 1 messages" in table
-    assert "2026-04-01 09:00:00  -> email  Taro.Yamada@example.co.jp" in table
+    assert "contact c-1001: 1 message (times in Asia/Tokyo)" in table
+    assert "2026-04-01 09:00:00+09:00  -> email  Taro.Yamada@example.co.jp" in table
     assert "opened [machine]" in table
     assert "converted 4980 JPY" in table
     assert main(["timeline", "c-1003", *store_args, "--format", "json"]) == 0

@@ -48,7 +48,7 @@ def test_bad_lines_are_reported_and_exit_1(
     assert out[0] == "2: event_id: required"
     assert out[1].startswith("3: <line>: invalid JSON")
     assert out[2].startswith("4: channel: expected one of: email, sms")
-    assert out[3].endswith("4 records, 1 valid (1 messages, 0 events, 0 consent), 3 invalid")
+    assert out[3].endswith("4 records, 1 valid (1 message, 0 events, 0 consent), 3 invalid")
     assert "Taro" not in "\n".join(out)
 
 

@@ -213,7 +213,8 @@ def test_cli_list_show_replay_twice_purge(
     assert all("raw" not in d for d in listed)
     assert main(["dead-letters", "list", *store_args]) == 0
     table = capsys.readouterr().out
-    assert "legacy.csv  2  sent_at: no time zone offset" in table
+    # Long reasons wrap within 100 columns: compare the words.
+    assert "legacy.csv 2 sent_at: no time zone offset" in " ".join(table.split())
     assert "suzuki" not in table
 
     first = listed[0]["id"]
@@ -239,9 +240,9 @@ def test_cli_list_show_replay_twice_purge(
     assert (left["line"], left["field"]) == (4, "address")
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
     assert main(["dead-letters", "purge", "--before", tomorrow, "--dry-run", *store_args]) == 0
-    assert "1 dead letters" in capsys.readouterr().out
+    assert "1 dead letter " in capsys.readouterr().out
     assert main(["dead-letters", "purge", "--before", tomorrow, *store_args]) == 0
-    assert "1 dead letters" in capsys.readouterr().out
+    assert "1 dead letter " in capsys.readouterr().out
     assert main(["dead-letters", "list", *store_args]) == 0
     assert "no dead letters" in capsys.readouterr().out
 

@@ -11,7 +11,9 @@ Handlers return the exit code:
 * 4: ``verify-webhook``: the signature does not verify;
 * 5: ``audit verify``: the audit log was tampered with;
 * 6: permission denied: the ``--actor`` lacks the permission the command needs
-  (the denial is in the audit log), or an actor is required and none was given.
+  (the denial is in the audit log), or an actor is required and none was given;
+* 141: the reader of standard output went away (``commhistory ... | head``);
+  nothing is printed.
 
 Errors from commhistory are printed as one line without a traceback; they never
 contain personal data, so they are safe in logs.
@@ -20,8 +22,10 @@ contain personal data, so they are safe in logs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from typing import Final
 
 from commhistory import __version__
 from commhistory.cli import (
@@ -55,6 +59,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BROKEN_PIPE: Final = 141
+"""The reader of standard output closed it (128 + SIGPIPE, as a shell reports it)."""
+
+
+def _silence_stdout() -> None:
+    """Point standard output at the null device, so Python's final flush cannot fail.
+
+    The recipe of the Python documentation (``signal``, "Note on SIGPIPE").
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (a test's capture): nothing will flush to a pipe
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code.
 
@@ -68,6 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         code: int = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        # The reader went away (`commhistory ... | head`): stop quietly.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except CommandError as exc:
         print(f"commhistory {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

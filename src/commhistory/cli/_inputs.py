@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+import attrs
 
 from commhistory.cli._argtypes import (
     add_region_option,
@@ -79,9 +82,34 @@ def input_records(
         progress=progress.update,
         region=region,
     )
+    undecodable = _Count()
     try:
-        yield lines, progress
+        yield _noting_undecodable(lines, undecodable), progress
     except LookupError:
-        raise CommandError(f"unknown encoding {args.encoding!r}") from None
+        raise CommandError(f"--encoding: unknown encoding {args.encoding!r}") from None
     finally:
         progress.close()
+    if undecodable.lines:
+        first = undecodable.first
+        print(
+            f"{path}: {undecodable.lines} line(s) cannot be decoded as {args.encoding} "
+            f"(the first: line {first}); give the file's encoding with --encoding, "
+            "e.g. --encoding cp932 for a sheet saved by older Japanese Excel",
+            file=sys.stderr,
+        )
+
+
+@attrs.define
+class _Count:
+    lines: int = 0
+    first: int = 0
+
+
+def _noting_undecodable(lines: Iterator[ParsedLine], count: _Count) -> Iterator[ParsedLine]:
+    """Pass the lines on, counting those that are not text in the given encoding."""
+    for parsed in lines:
+        error = parsed.error
+        if error is not None and error.reason.startswith("cannot be decoded as"):
+            count.lines += 1
+            count.first = count.first or parsed.line
+        yield parsed

@@ -48,7 +48,7 @@ class Progress:
             bar = "#" * filled + "-" * (self.WIDTH - filled)
             text = f"\r{self.label} [{bar}] {fraction:4.0%}"
         else:
-            text = f"\r{self.label} {done:,}"
+            text = f"\r{self.label} {done:,}\x1b[K"  # the label may have shrunk
         self.stream.write(text)
         self.stream.flush()
         self._drawn = True

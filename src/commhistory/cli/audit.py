@@ -27,6 +27,7 @@ from typing import Final
 from commhistory.audit import AuditEntry
 from commhistory.cli._exits import EXIT_OK
 from commhistory.cli._store_options import add_store_options, database_url
+from commhistory.cli._text import plural, table
 from commhistory.cli.store import load_keyring
 from commhistory.errors import NormalizationError
 from commhistory.facade import open_repository
@@ -57,12 +58,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify = sub.add_parser(
         "verify",
         help="check the whole chain; exit 5 when an entry was altered, removed or reordered",
+        description="Check the audit log's whole hash chain and print its head MAC (keep "
+        "a copy elsewhere: removing entries from the end leaves a shorter chain that still "
+        "verifies). Exit 0 intact, 5 tampered.",
     )
     add_store_options(verify)
-    verify.add_argument("--format", choices=("text", "json"), default="text")
+    verify.add_argument(
+        "--format", choices=("text", "json"), default="text", help="output format (default text)"
+    )
     verify.set_defaults(run=run_verify)
 
-    show = sub.add_parser("show", help="list audit entries, oldest first")
+    show = sub.add_parser(
+        "show",
+        help="list audit entries, oldest first",
+        description="List audit entries, oldest first: who (actor and roles), what "
+        "(action, permission, contact and targets), why (purpose) and the outcome. Entries "
+        "hold ids only, never personal values.",
+    )
     add_store_options(show)
     show.add_argument("--contact", metavar="ID", default=None, help="entries about this contact")
     show.add_argument("--actor", metavar="ID", default=None, help="entries by this actor")
@@ -110,7 +122,7 @@ def run_verify(args: argparse.Namespace) -> int:
             )
         )
     elif report.intact:
-        print(f"audit log intact: {report.entries} entries, head {report.head}")
+        print(f"audit log intact: {plural(report.entries, 'entry')}, head {report.head}")
     else:
         print(f"audit log TAMPERED at entry {report.first_bad}: {report.problem}")
     return EXIT_OK if report.intact else EXIT_TAMPERED
@@ -139,7 +151,7 @@ _TABLE_HEADER: Final = ("time (UTC)", "actor", "roles", "action", "purpose", "co
 
 def _table(entries: list[AuditEntry]) -> str:
     """Aligned columns: who did what to whom, when, why, and how it ended."""
-    rows = [_TABLE_HEADER] + [
+    rows = [
         (
             entry.recorded_at.strftime("%Y-%m-%d %H:%M:%S"),
             entry.actor_id,
@@ -151,10 +163,10 @@ def _table(entries: list[AuditEntry]) -> str:
         )
         for entry in entries
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE_HEADER))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
+    return table(
+        _TABLE_HEADER,
+        rows,
+        flex=[_TABLE_HEADER.index(c) for c in ("purpose", "outcome", "roles", "actor")],
     )
 
 

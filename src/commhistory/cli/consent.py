@@ -24,6 +24,7 @@ from commhistory.cli._access import Access, add_actor_options, resolve_access
 from commhistory.cli._argtypes import add_region_option, region_of
 from commhistory.cli._exits import EXIT_OK, CommandError
 from commhistory.cli._store_options import add_store_options
+from commhistory.cli._text import plural
 from commhistory.cli.store import repository
 from commhistory.errors import InvalidInputError
 from commhistory.model import Channel, Purpose
@@ -49,13 +50,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Combine consent, suppression and purpose into one decision with its "
         "reasons. Exit 0 when allowed, 3 when not.",
     )
-    can.add_argument("contact_id", metavar="CONTACT_ID")
-    can.add_argument("--channel", required=True, choices=[c.value for c in Channel])
-    can.add_argument("--purpose", required=True, choices=[p.value for p in Purpose])
+    can.add_argument("contact_id", metavar="CONTACT_ID", help="the contact's id")
+    can.add_argument(
+        "--channel",
+        required=True,
+        choices=[c.value for c in Channel],
+        help="the channel of the send",
+    )
+    can.add_argument(
+        "--purpose",
+        required=True,
+        choices=[p.value for p in Purpose],
+        help="the message purpose (marketing needs consent)",
+    )
     can.add_argument("--at", default=None, metavar="TIME", help="ISO 8601 instant with offset")
     can.add_argument("--address", default=None, help="decide for this address only")
     add_region_option(can)
-    can.add_argument("--format", choices=("text", "json"), default="text")
+    can.add_argument(
+        "--format", choices=("text", "json"), default="text", help="output format (default text)"
+    )
     add_store_options(can)
     add_actor_options(can, purpose_flag=False)
     can.set_defaults(run=run_can_send)
@@ -63,8 +76,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     export = subparsers.add_parser(
         "export-subject",
         help="everything held on a person as one JSON document (APPI / GDPR Art. 15, 20)",
+        description="Write everything held on a contact, decrypted, as one JSON document, "
+        "for a subject access or portability request. Audited (export_subject).",
     )
-    export.add_argument("contact_id", metavar="CONTACT_ID")
+    export.add_argument("contact_id", metavar="CONTACT_ID", help="the contact's id")
     export.add_argument("--out", default=None, metavar="FILE", help="write here, not stdout")
     add_store_options(export)
     add_actor_options(export)
@@ -76,15 +91,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Destroy the contact's data key and blind indexes. Cannot be undone. "
         "Prints what was destroyed and what was kept, why and until when.",
     )
-    erase.add_argument("contact_id", metavar="CONTACT_ID")
+    erase.add_argument("contact_id", metavar="CONTACT_ID", help="the contact's id")
     erase.add_argument("--yes", action="store_true", help="confirm the irreversible erasure")
-    erase.add_argument("--format", choices=("text", "json"), default="text")
+    erase.add_argument(
+        "--format", choices=("text", "json"), default="text", help="output format (default text)"
+    )
     add_store_options(erase)
     add_actor_options(erase)
     erase.set_defaults(run=run_erase)
 
     purge = subparsers.add_parser(
-        "purge", help="delete records past their retention period (use --dry-run first)"
+        "purge",
+        help="delete records past their retention period (use --dry-run first)",
+        description="Delete what the retention rules say is due: consent evidence kept "
+        "past its period, and dead letters older than --dead-letter-days. --dry-run "
+        "counts without deleting. Audited (purge).",
     )
     purge.add_argument("--dry-run", action="store_true", help="only show what is due")
     purge.add_argument(
@@ -94,8 +115,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="months consent evidence is kept after sending stops (default 1)",
     )
-    purge.add_argument("--dead-letter-days", type=int, default=90, metavar="N")
-    purge.add_argument("--format", choices=("text", "json"), default="text")
+    purge.add_argument(
+        "--dead-letter-days",
+        type=int,
+        default=90,
+        metavar="N",
+        help="delete dead letters received more than N days ago (default 90)",
+    )
+    purge.add_argument(
+        "--format", choices=("text", "json"), default="text", help="output format (default text)"
+    )
     add_store_options(purge)
     add_actor_options(purge)
     purge.set_defaults(run=run_purge)
@@ -203,7 +232,7 @@ def run_purge(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     verb = "due (dry run, nothing deleted)" if report.dry_run else "deleted"
-    print(f"{report.total} records {verb}:")
+    print(f"{plural(report.total, 'record')} {verb}:")
     for item in report.items:
         print(f"  {item.kind}: {item.count} ({item.rule})")
     return EXIT_OK

@@ -36,6 +36,7 @@ from commhistory.cli._argtypes import (
 )
 from commhistory.cli._exits import EXIT_OK, EXIT_REJECTED, CommandError
 from commhistory.cli._store_options import add_store_options
+from commhistory.cli._text import plural, table
 from commhistory.cli.store import repository
 from commhistory.convert import KINDS
 from commhistory.errors import NormalizationError
@@ -86,6 +87,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     lst = sub.add_parser(
         "list",
         help="list ids, received time, source, line, field and reason (no raw content)",
+        description="List the dead letters, oldest first: id, received time (UTC), source, "
+        "line, field and reason. Never the raw content, so nothing is decrypted.",
     )
     lst.add_argument("--source", default=None, help="only the letters of this source (file)")
     lst.add_argument("--limit", type=_positive, default=None, metavar="N", help="at most N")
@@ -193,12 +196,18 @@ def run_list(args: argparse.Namespace) -> int:
     if not letters:
         print("no dead letters")
         return EXIT_OK
-    print("ID                                RECEIVED (UTC)       SOURCE  LINE  FIELD: REASON")
-    for i in letters:
-        received = i.received_at.strftime("%Y-%m-%d %H:%M:%S")
-        line = "-" if i.line is None else str(i.line)
-        print(f"{i.id}  {received}  {i.source}  {line}  {i.field}: {i.reason}")
-    print(f"{len(letters)} dead letters")
+    rows = [
+        (
+            i.id,
+            i.received_at.strftime("%Y-%m-%d %H:%M:%S"),
+            i.source,
+            "-" if i.line is None else str(i.line),
+            f"{i.field}: {i.reason}",
+        )
+        for i in letters
+    ]
+    print(table(("ID", "RECEIVED (UTC)", "SOURCE", "LINE", "FIELD: REASON"), rows, flex=[4, 2]))
+    print(plural(len(letters), "dead letter"))
     return EXIT_OK
 
 
@@ -241,10 +250,11 @@ def _header(args: argparse.Namespace) -> str | None:
         with open(args.header_from, encoding=args.encoding, newline="") as fh:
             first = fh.readline().rstrip("\r\n")
     except LookupError:
-        raise CommandError(f"unknown encoding {args.encoding!r}") from None
+        raise CommandError(f"--encoding: unknown encoding {args.encoding!r}") from None
     except UnicodeDecodeError:
         raise CommandError(
-            f"{args.header_from}: cannot be decoded as {args.encoding}; pass --encoding"
+            f"{args.header_from}: cannot be decoded as {args.encoding}; give the file's "
+            "encoding with --encoding (e.g. --encoding cp932)"
         ) from None
     if not first.strip():
         raise CommandError(f"{args.header_from}: the first line is not a header row")
@@ -288,15 +298,18 @@ def _print_replay(report: ReplayReport, fmt: str) -> None:
         }
         print(json.dumps(doc, indent=2))
         return
+    now_parse = "now parses" if report.parsed == 1 else "now parse"
+    still_fail = "still fails" if report.failed == 1 else "still fail"
     print(
-        f"{report.letters} dead letters: {report.parsed} now parse ({stored.inserted} "
-        f"inserted, {stored.duplicates} duplicates, {stored.rejected} rejected again), "
-        f"{report.failed} still fail (kept with their new reason)"
+        f"{plural(report.letters, 'dead letter')}: {report.parsed:,} {now_parse} "
+        f"({stored.inserted:,} inserted, {plural(stored.duplicates, 'duplicate')}, "
+        f"{stored.rejected:,} rejected again), {report.failed:,} {still_fail} "
+        "(kept with their new reason)"
     )
     if report.skipped:
         print(
-            f"{report.skipped} CSV rows skipped: pass the sheet's header with --header "
-            "or --header-from FILE",
+            f"{plural(report.skipped, 'CSV row')} skipped: pass the sheet's header with "
+            "--header or --header-from FILE",
             file=sys.stderr,
         )
 
@@ -310,7 +323,7 @@ def run_purge(args: argparse.Namespace) -> int:
         count = target.purge_dead_letters(args.before, dry_run=args.dry_run)
     when = args.before.isoformat()
     if args.dry_run:
-        print(f"{count} dead letters received before {when} would be deleted (dry run)")
+        print(f"{plural(count, 'dead letter')} received before {when} would be deleted (dry run)")
     else:
-        print(f"{count} dead letters received before {when} deleted")
+        print(f"{plural(count, 'dead letter')} received before {when} deleted")
     return EXIT_OK

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from commhistory.cli._exits import EXIT_OK, CommandError
 from commhistory.cli._progress import Progress
+from commhistory.cli._text import plural
 from commhistory.cli.store import format_timeline
 from commhistory.demo import run_demo
 from commhistory.kpi.report import render_table
@@ -39,8 +40,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--out", default="commhistory-demo.html", metavar="FILE", help="HTML report to write"
     )
-    parser.add_argument("--contacts", type=int, default=10_000, metavar="N")
-    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument(
+        "--contacts",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="how many synthetic contacts (default 10000)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=2024,
+        help="random seed: the same seed gives the same history (default 2024)",
+    )
     parser.add_argument(
         "--force", action="store_true", help="replace an existing --db file and its keyring"
     )
@@ -74,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     print(
-        f"Recorded {result.messages:,} messages and {result.events:,} events in {db} "
-        f"(encrypted; keyring {keyring}); {result.machine_events:,} events flagged as machine "
-        "opens or scanner clicks.\n"
+        f"Recorded {plural(result.messages, 'message')} and {plural(result.events, 'event')} "
+        f"in {db} (encrypted; keyring {keyring}); {plural(result.machine_events, 'event')} "
+        "flagged as machine opens or scanner clicks.\n"
     )
     print("KPIs by campaign and variant (human events only, periods in Asia/Tokyo):")
     print(render_table(result.table))

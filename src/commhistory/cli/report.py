@@ -56,7 +56,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="ZONE",
         help="time zone of periods and of --since/--until without an offset (default UTC)",
     )
-    parser.add_argument("--format", choices=("table", "json", "csv", "html"), default="table")
+    parser.add_argument(
+        "--format",
+        choices=("table", "json", "csv", "html"),
+        default="table",
+        help="output format (default table)",
+    )
     parser.add_argument("--out", metavar="FILE", help="write here instead of standard output")
     parser.add_argument(
         "--all-events", action="store_true", help="count machine opens and scanner clicks too"

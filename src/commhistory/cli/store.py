@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import IO, TYPE_CHECKING, Any, Final
 
 import attrs
@@ -32,7 +32,9 @@ from commhistory.cli._access import add_actor_options, resolve_access
 from commhistory.cli._argtypes import time_zone
 from commhistory.cli._exits import EXIT_OK, EXIT_REJECTED, CommandError
 from commhistory.cli._inputs import add_input_options, input_records
+from commhistory.cli._progress import Progress
 from commhistory.cli._store_options import add_store_options, database_url, keyring_path
+from commhistory.cli._text import plural, when
 from commhistory.convert import unstructure
 from commhistory.crypto import Keyring
 from commhistory.facade import CommHistory, open_repository
@@ -55,9 +57,19 @@ if TYPE_CHECKING:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the storage commands."""
     init = subparsers.add_parser(
-        "init", help="create or upgrade the schema and create the keyring if absent"
+        "init",
+        help="create or upgrade the schema and create the keyring if absent",
+        description="Create or upgrade the database schema to the newest revision and "
+        "create the keyring (mode 0600) if absent. The database is reached first: when it "
+        "cannot be, nothing is written. An existing keyring is never replaced.",
     )
     add_store_options(init)
+    init.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one object with revision, keyring and keyring_created (default text)",
+    )
     init.set_defaults(run=run_init)
 
     imp = subparsers.add_parser(
@@ -68,8 +80,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_input_options(imp, file_help="a .jsonl (canonical) or .csv file")
     add_store_options(imp)
-    imp.add_argument("--format", choices=("text", "json"), default="text")
-    imp.add_argument("--batch-size", type=_positive, default=5000, metavar="N")
+    imp.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: rejected lines and a summary line; json: one summary object (default text)",
+    )
+    imp.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=5000,
+        metavar="N",
+        help="records per transaction (default 5000)",
+    )
     imp.add_argument(
         "--errors",
         dest="errors_file",
@@ -86,9 +109,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Show a contact's timeline. With --masked, or for an actor without "
         "read_personal, personal values are withheld and nothing is decrypted.",
     )
-    timeline.add_argument("contact_id", metavar="CONTACT_ID")
+    timeline.add_argument("contact_id", metavar="CONTACT_ID", help="the contact's id")
     add_store_options(timeline)
-    timeline.add_argument("--format", choices=("table", "json"), default="table")
+    timeline.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="table: one block per message; json: canonical records (default table)",
+    )
     timeline.add_argument(
         "--tz", type=time_zone, default=None, metavar="ZONE", help="show times in this zone"
     )
@@ -117,7 +145,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="do not add a key; finish re-wrapping under the current one",
     )
-    rotate.add_argument("--batch-size", type=_positive, default=1000, metavar="N")
+    rotate.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=1000,
+        metavar="N",
+        help="rows per transaction (default 1000)",
+    )
+    rotate.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one object with the new key, the backup and the counts (default text)",
+    )
     add_actor_options(rotate)
     rotate.set_defaults(run=run_rotate)
 
@@ -129,7 +169,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "Safe to interrupt and run again.",
     )
     add_store_options(backfill)
-    backfill.add_argument("--batch-size", type=_positive, default=1000, metavar="N")
+    backfill.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=1000,
+        metavar="N",
+        help="messages per transaction (default 1000)",
+    )
     backfill.set_defaults(run=run_backfill_masks)
 
 
@@ -191,7 +237,11 @@ def run_init(args: argparse.Namespace) -> int:
     revision = upgrade(database_url(args))
     if new_keyring is not None:
         _save_new_keyring(new_keyring, path)
-    print(f"schema at revision {revision}; keyring {keyring_path(args)}")
+    if getattr(args, "format", "text") == "json":
+        doc = {"revision": revision, "keyring": path, "keyring_created": new_keyring is not None}
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"schema at revision {revision}; keyring {path}")
     return EXIT_OK
 
 
@@ -259,10 +309,13 @@ def _print_rejects(rejects: _Rejects, report: IngestReport) -> None:
         print(f"{line}: {field}: {reason}")
     more = rejects.count - len(rejects.shown)
     if more > 0:
-        print(f"... and {more} more rejected lines (--errors FILE writes them all)")
+        print(f"... and {plural(more, 'more rejected line')} (--errors FILE writes them all)")
     refused = report.rejected - rejects.count
     if refused > 0:
-        print(f"{refused} records refused by the store (see 'commhistory dead-letters list')")
+        print(
+            f"{plural(refused, 'record')} refused by the store "
+            "(see 'commhistory dead-letters list')"
+        )
 
 
 def _print_report(path: str, report: IngestReport, fmt: str) -> None:
@@ -282,9 +335,9 @@ def _print_report(path: str, report: IngestReport, fmt: str) -> None:
         )
         return
     print(
-        f"{path}: {report.total} records: {report.inserted} inserted, "
-        f"{report.duplicates} duplicates, {report.rejected} rejected (kept as dead letters), "
-        f"{report.linked} waiting events linked"
+        f"{path}: {plural(report.total, 'record')}: {report.inserted:,} inserted, "
+        f"{plural(report.duplicates, 'duplicate')}, {report.rejected:,} rejected "
+        f"(kept as dead letters), {plural(report.linked, 'waiting event')} linked"
     )
 
 
@@ -331,15 +384,15 @@ def run_timeline(args: argparse.Namespace) -> int:
 
 def format_timeline(contact_id: str, entries: list[TimelineEntry], *, tz: tzinfo | None) -> str:
     """Render a timeline as a plain-text table (one block per message)."""
-    lines = [f"contact {contact_id}: {len(entries)} messages"]
+    lines = [f"contact {contact_id}: {plural(len(entries), 'message')}{_zone_note(tz)}"]
     for entry in entries:
         msg = entry.message
         lines.append("")
         lines.append(_message_line(msg, msg.address, tz))
         if msg.subject:
-            lines.append(f"{'':<22}subject: {_clip(msg.subject)}")
+            lines.append(f"{_pad(tz)}subject: {_clip(msg.subject)}")
         if msg.body:
-            lines.append(f"{'':<22}body:    {_clip(msg.body)}")
+            lines.append(f"{_pad(tz)}body:    {_clip(msg.body)}")
         for event in entry.events:
             lines.append(f"{_when(event.occurred_at, tz)}     {_describe(event)}")
     return "\n".join(lines)
@@ -375,16 +428,19 @@ def format_masked_timeline(
     contact_id: str, entries: list[MaskedEntry], *, tz: tzinfo | None
 ) -> str:
     """Render a masked timeline like :func:`format_timeline`, personal values withheld."""
-    lines = [f"contact {contact_id}: {len(entries)} messages (masked: personal values withheld)"]
+    lines = [
+        f"contact {contact_id}: {plural(len(entries), 'message')}{_zone_note(tz)} "
+        "(masked: personal values withheld)"
+    ]
     for entry in entries:
         msg = entry.message
         address = msg.address if msg.address is not None else "(address withheld)"
         lines.append("")
         lines.append(_message_line(msg, address, tz))
         if msg.has_subject:
-            lines.append(f"{'':<22}subject: (withheld)")
+            lines.append(f"{_pad(tz)}subject: (withheld)")
         if msg.has_body:
-            lines.append(f"{'':<22}body:    (withheld)")
+            lines.append(f"{_pad(tz)}body:    (withheld)")
         for event in entry.events:
             lines.append(f"{_when(event.occurred_at, tz)}     {_describe_masked(event)}")
     return "\n".join(lines)
@@ -404,8 +460,17 @@ def _describe_masked(event: MaskedEvent) -> str:
 
 
 def _when(moment: datetime, tz: tzinfo | None) -> str:
-    shown = moment.astimezone(tz) if tz is not None else moment
-    return shown.strftime("%Y-%m-%d %H:%M:%S") + ("" if tz is not None else "Z")
+    return when(moment, tz)
+
+
+def _pad(tz: tzinfo | None) -> str:
+    """The indent of a message's detail lines: the width of a time, and two spaces."""
+    return " " * (len(when(datetime(2000, 1, 1, tzinfo=UTC), tz)) + 2)
+
+
+def _zone_note(tz: tzinfo | None) -> str:
+    """``(times in Asia/Tokyo)``, or ``(times in UTC)`` without ``--tz``."""
+    return f" (times in {'UTC' if tz is None else getattr(tz, 'key', None) or str(tz)})"
 
 
 def _clip(text: str, width: int = 60) -> str:
@@ -437,33 +502,54 @@ def run_rotate(args: argparse.Namespace) -> int:
     access = resolve_access(args, audited=Permission.MANAGE_KEYS)
     keyring = load_keyring(args, create=False)
     path = keyring_path(args)
+    new_id: str | None = None
+    backup: str | None = None
     if not args.resume and access.allows(Permission.MANAGE_KEYS):
         new_id = keyring.rotate(index=args.reindex)
-        backup = keyring.save(path, overwrite=True)
+        backup = str(keyring.save(path, overwrite=True))
         print(
             f"new current key {new_id} saved to {path} (previous keyring kept as {backup})",
             file=sys.stderr,
         )
-    with open_repository(database_url(args), keyring, upgrade=False) as repo:
-        view = access.view(repo)
-        if view is None:
-            report = repo.rotate_keys(batch_size=args.batch_size, reindex=args.reindex)
-        else:
-            # A denied actor gets PermissionDenied here, audited, before anything runs.
-            report = view.rotate_keys(batch_size=args.batch_size, reindex=args.reindex)
-    print(_rotation_summary(report))
+    progress = Progress(0, label="rotating keys")
+    batches = 0
+
+    def step_done(step: str, rows: int) -> None:
+        nonlocal batches
+        batches += 1
+        progress.label = f"rotating keys: {step} {rows:,} rows; batches done:"
+        progress.update(batches)
+
+    try:
+        with open_repository(database_url(args), keyring, upgrade=False) as repo:
+            view = access.view(repo)
+            # A denied actor gets PermissionDenied from the view, audited, before anything runs.
+            target = repo if view is None else view
+            report = target.rotate_keys(
+                batch_size=args.batch_size, reindex=args.reindex, progress=step_done
+            )
+    finally:
+        progress.close()
+    if args.format == "json":
+        doc = {"new_key": new_id, "backup": backup, **attrs.asdict(report)}
+        print(json.dumps(doc, indent=2))
+    else:
+        print(_rotation_summary(report))
     return EXIT_OK
 
 
 def _rotation_summary(report: RotationReport) -> str:
     text = (
-        f"current key {report.key_id}: {report.rewrapped} data keys re-wrapped, "
-        f"{report.orphans} waiting events, {report.dead_letters} dead letters and "
-        f"{report.evidence} retained consent evidence records re-encrypted "
-        f"in {report.batches} batches"
+        f"current key {report.key_id}: {plural(report.rewrapped, 'data key')} re-wrapped, "
+        f"{plural(report.orphans, 'waiting event')}, "
+        f"{plural(report.dead_letters, 'dead letter')} and "
+        f"{plural(report.evidence, 'retained consent evidence record')} re-encrypted "
+        f"in {plural(report.batches, 'batch')}"
     )
     if report.reindexed:
-        text += f"; {report.reindexed} blind indexes recomputed under {report.index_key_id}"
+        text += (
+            f"; {plural(report.reindexed, 'blind index')} recomputed under {report.index_key_id}"
+        )
     return text
 
 
@@ -471,7 +557,5 @@ def run_backfill_masks(args: argparse.Namespace) -> int:
     """Store the masked addresses of messages stored without one."""
     with repository(args, create=False) as repo:
         report = repo.backfill_masks(batch_size=args.batch_size)
-    addresses = "address" if report.masked == 1 else "addresses"
-    batches = "batch" if report.batches == 1 else "batches"
-    print(f"{report.masked} masked {addresses} stored in {report.batches} {batches}")
+    print(f"{plural(report.masked, 'masked address')} stored in {plural(report.batches, 'batch')}")
     return EXIT_OK

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from commhistory.cli._exits import EXIT_OK, EXIT_REJECTED
 from commhistory.cli._inputs import add_input_options, input_records
+from commhistory.cli._text import plural
 
 MAX_JSON_ERRORS: Final = 1000
 """How many line errors ``--format json`` lists before it only counts them."""
@@ -68,9 +69,16 @@ def run(args: argparse.Namespace) -> int:
         "consent": valid["ConsentEvent"],
     }
     if text:
-        kinds = ", ".join(f"{n} {k}" for k, n in counts.items())
+        kinds = ", ".join(
+            [
+                plural(counts["messages"], "message"),
+                plural(counts["events"], "event"),
+                f"{counts['consent']:,} consent",
+            ]
+        )
         print(
-            f"{args.file}: {total} records, {total - invalid} valid ({kinds}), {invalid} invalid",
+            f"{args.file}: {plural(total, 'record')}, {total - invalid:,} valid ({kinds}), "
+            f"{invalid:,} invalid",
             file=sys.stdout,
         )
     else:

@@ -42,6 +42,7 @@ sender look-ups need ``read_personal`` and are audited (exit 6 when denied).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import secrets
@@ -52,6 +53,7 @@ from commhistory.audit import Permission
 from commhistory.cli._access import add_actor_options, resolve_access
 from commhistory.cli._exits import EXIT_OK, EXIT_REJECTED, CommandError
 from commhistory.cli._store_options import add_store_options, keyring_path
+from commhistory.cli._text import plural
 from commhistory.cli.store import load_keyring, repository
 from commhistory.convert import ParsedLine, dumps
 from commhistory.crypto import Keyring
@@ -109,8 +111,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("file", metavar="FILE", help="the saved request body")
-        parser.add_argument("--provider", required=True, choices=providers)
-        parser.add_argument("--content-type", default=None, metavar="T")
+        parser.add_argument(
+            "--provider",
+            required=True,
+            choices=providers,
+            help="the provider that sent the request",
+        )
+        parser.add_argument(
+            "--content-type",
+            default=None,
+            metavar="T",
+            help="the request's Content-Type, when the body alone does not tell "
+            "(e.g. application/x-www-form-urlencoded)",
+        )
         parser.add_argument(
             "--header",
             dest="headers",
@@ -139,7 +152,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         )
 
     parse = subparsers.add_parser(
-        "parse-webhook", help="print the canonical JSON lines of a saved provider payload"
+        "parse-webhook",
+        help="print the canonical JSON lines of a saved provider payload",
+        description="Parse a saved provider payload (no signature check) and print its "
+        "records as canonical JSON lines; events that cannot be parsed are reported on "
+        "standard error (exit 1).",
     )
     common(parse)
     parse.add_argument(
@@ -150,21 +167,36 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parse.set_defaults(run=run_parse)
 
+    def output(parser: argparse.ArgumentParser, doc: str) -> None:
+        parser.add_argument(
+            "--format", choices=("text", "json"), default="text", help=f"{doc} (default text)"
+        )
+
     ingest = subparsers.add_parser(
-        "ingest-webhook", help="store a saved provider payload; bad events become dead letters"
+        "ingest-webhook",
+        help="store a saved provider payload; bad events become dead letters",
+        description="Store the records of a saved provider payload; events (or a whole "
+        "body) that cannot be parsed become dead letters (exit 1). With --secret the "
+        "signature is checked first and nothing is stored when it fails (exit 4).",
     )
     common(ingest)
     add_store_options(ingest)
     add_actor_options(ingest)
     verification(ingest, required=False)
+    output(ingest, "json: one object with file, total, inserted, duplicates, rejected, linked")
     ingest.set_defaults(run=run_ingest)
 
     verify = subparsers.add_parser(
         "verify-webhook",
         help="check a saved request's signature (exit 0 valid, 4 invalid)",
+        description="Check the signature of a saved request with the secret the adapter "
+        "is configured with: SendGrid's public key, Twilio's auth token, LINE's channel "
+        "secret, Mailgun's signing key, Postmark's user:password or the SNS topic ARN for "
+        "SES. Exit 0 when it verifies, 4 when not (saying why).",
     )
     common(verify)
     verification(verify, required=True)
+    output(verify, "json: one object with provider, valid and reason")
     verify.set_defaults(run=run_verify)
 
 
@@ -193,18 +225,40 @@ def _parse_resolver(args: argparse.Namespace) -> ContactResolver:
     return KeyedContactResolver(secrets.token_bytes(32))
 
 
+def _verdict(args: argparse.Namespace, reason: str | None) -> None:
+    """Print whether the request verified: ``valid: ...``/``invalid: WHY``, or JSON."""
+    if getattr(args, "format", "text") == "json":
+        doc = {"provider": args.provider, "valid": reason is None, "reason": reason}
+        print(json.dumps(doc, ensure_ascii=False, indent=2))
+    elif reason is None:
+        print(f"valid: the {args.provider} signature verifies")
+    else:
+        print(f"invalid: {reason}")
+
+
+def _verifier(args: argparse.Namespace) -> WebhookAdapter:
+    options: dict[str, Any] = {}
+    if args.tolerance is not None:
+        options["tolerance"] = args.tolerance
+    return build_adapter(args.provider, args.secret, **options)
+
+
+def _check(adapter: WebhookAdapter, request: WebhookRequest) -> str | None:
+    """Verify *request*; return why it does not verify, or ``None``."""
+    try:
+        adapter.verify(request)
+    except (SignatureError, PayloadError) as exc:
+        return str(exc)
+    return None
+
+
 def _verify_first(args: argparse.Namespace, request: WebhookRequest) -> bool:
     """Verify *request* with ``--secret`` when given; print why and return False if invalid."""
     if args.secret is None:
         return True
-    options: dict[str, Any] = {}
-    if args.tolerance is not None:
-        options["tolerance"] = args.tolerance
-    adapter = build_adapter(args.provider, args.secret, **options)
-    try:
-        adapter.verify(request)
-    except (SignatureError, PayloadError) as exc:
-        print(f"invalid: {exc}")
+    reason = _check(_verifier(args), request)
+    if reason is not None:
+        _verdict(args, reason)
         return False
     return True
 
@@ -290,24 +344,28 @@ def run_ingest(args: argparse.Namespace) -> int:
             lines = (ParsedLine(line=1, raw=raw, error=exc),)
         _report_errors(lines)
         report = target.ingest(lines, source=adapter.source)
-    print(
-        f"{args.file}: {report.total} records: {report.inserted} inserted, "
-        f"{report.duplicates} duplicates, {report.rejected} rejected (dead letters)"
-    )
+    if args.format == "json":
+        doc = {
+            "file": args.file,
+            "total": report.total,
+            "inserted": report.inserted,
+            "duplicates": report.duplicates,
+            "rejected": report.rejected,
+            "linked": report.linked,
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        print(
+            f"{args.file}: {plural(report.total, 'record')}: {report.inserted:,} inserted, "
+            f"{plural(report.duplicates, 'duplicate')}, {report.rejected:,} rejected "
+            "(dead letters)"
+        )
     return EXIT_REJECTED if report.rejected else EXIT_OK
 
 
 def run_verify(args: argparse.Namespace) -> int:
     """Check a saved request's signature."""
-    options: dict[str, Any] = {}
-    if args.tolerance is not None:
-        options["tolerance"] = args.tolerance
-    adapter = build_adapter(args.provider, args.secret, **options)
-    request = _request(args)
-    try:
-        adapter.verify(request)
-    except (SignatureError, PayloadError) as exc:
-        print(f"invalid: {exc}")
-        return EXIT_INVALID
-    print(f"valid: the {args.provider} signature verifies")
-    return EXIT_OK
+    adapter = _verifier(args)  # an unusable secret is a usage error, before the file is read
+    reason = _check(adapter, _request(args))
+    _verdict(args, reason)
+    return EXIT_OK if reason is None else EXIT_INVALID

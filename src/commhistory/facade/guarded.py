@@ -615,12 +615,19 @@ class GuardedRepository(ClosesOnExit):
             lambda: self._repo.backfill_masks(batch_size=batch_size),
         )
 
-    def rotate_keys(self, *, batch_size: int = 1000, reindex: bool = False) -> RotationReport:
+    def rotate_keys(
+        self,
+        *,
+        batch_size: int = 1000,
+        reindex: bool = False,
+        progress: Callable[[str, int], None] | None = None,
+    ) -> RotationReport:
         """Re-wrap data keys under the keyring's current key (needs ``manage_keys``; audited).
 
         Args:
             batch_size: Rows per transaction.
             reindex: Also recompute blind indexes.
+            progress: Called after each batch with the step's name and its rows done.
 
         Returns:
             What was moved (see :func:`commhistory.store.rotation.rotate_keys`).
@@ -636,7 +643,9 @@ class GuardedRepository(ClosesOnExit):
         return self._audited(
             P.MANAGE_KEYS,
             "rotate_keys",
-            lambda: self._repo.rotate_keys(batch_size=batch_size, reindex=reindex),
+            lambda: self._repo.rotate_keys(
+                batch_size=batch_size, reindex=reindex, progress=progress
+            ),
             atomic=False,
         )
 

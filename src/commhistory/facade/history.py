@@ -432,15 +432,23 @@ class CommHistory(ClosesOnExit, Generic[S]):
 
     # ------------------------------------------------------------------ keys
 
-    def rotate_keys(self, *, batch_size: int = 1000, reindex: bool = False) -> RotationReport:
+    def rotate_keys(
+        self,
+        *,
+        batch_size: int = 1000,
+        reindex: bool = False,
+        progress: Callable[[str, int], None] | None = None,
+    ) -> RotationReport:
         """Move stored keys under the keyring's current key; see :func:`rotate_keys`.
 
         Audited (action ``rotate_keys``) as the default actor, once it ends.
         """
         view = self._unattended()
         if view is None:
-            return self._store.rotate_keys(batch_size=batch_size, reindex=reindex)
-        return view.rotate_keys(batch_size=batch_size, reindex=reindex)
+            return self._store.rotate_keys(
+                batch_size=batch_size, reindex=reindex, progress=progress
+            )
+        return view.rotate_keys(batch_size=batch_size, reindex=reindex, progress=progress)
 
     def backfill_masks(self, *, batch_size: int = 1000) -> MaskBackfillReport:
         """Store masked addresses of messages stored before schema revision 0005."""

@@ -471,7 +471,13 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
         else:
             call()
 
-    def rotate_keys(self, *, batch_size: int = 1000, reindex: bool = False) -> RotationReport:
+    def rotate_keys(
+        self,
+        *,
+        batch_size: int = 1000,
+        reindex: bool = False,
+        progress: Callable[[str, int], None] | None = None,
+    ) -> RotationReport:
         """Refuse: the memory repository keeps no keys.
 
         Raises:

@@ -487,8 +487,17 @@ class Repository(Protocol):
         """Run *call* once the current transaction commits (at once when none is open)."""
         ...
 
-    def rotate_keys(self, *, batch_size: int = 1000, reindex: bool = False) -> RotationReport:
+    def rotate_keys(
+        self,
+        *,
+        batch_size: int = 1000,
+        reindex: bool = False,
+        progress: Callable[[str, int], None] | None = None,
+    ) -> RotationReport:
         """Move stored keys under the keyring's current key (see ``docs/keys.md``).
+
+        *progress*, when given, is called after each batch with the step's name
+        and the rows done in that step.
 
         Raises:
             InvalidInputError: The repository keeps no keys.

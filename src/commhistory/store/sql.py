@@ -46,6 +46,8 @@ from commhistory.store.sql_ingest import SQLIngest
 from commhistory.store.sql_reads import SQLReads
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from commhistory.store.mask_backfill import MaskBackfillReport
     from commhistory.store.rotation import RotationReport
 
@@ -151,12 +153,18 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
 
     # ------------------------------------------------------------------ consent and privacy
 
-    def rotate_keys(self, *, batch_size: int = 1000, reindex: bool = False) -> RotationReport:
+    def rotate_keys(
+        self,
+        *,
+        batch_size: int = 1000,
+        reindex: bool = False,
+        progress: Callable[[str, int], None] | None = None,
+    ) -> RotationReport:
         """Re-wrap data keys under the keyring's current key; see :func:`rotate_keys`.
 
         .. versionadded:: 0.4.0
         """
-        return rotate_keys(self, batch_size=batch_size, reindex=reindex)
+        return rotate_keys(self, batch_size=batch_size, reindex=reindex, progress=progress)
 
     def backfill_masks(self, *, batch_size: int = 1000) -> MaskBackfillReport:
         """Store masked addresses for messages stored before 0005; see :func:`backfill_masks`.
