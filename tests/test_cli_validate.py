@@ -166,3 +166,21 @@ def test_console_script_and_module_entry_points() -> None:
         )
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["valid"] == 15
+
+
+def test_a_map_file_reads_the_sheet_like_the_map_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    sheet = str(examples / "legacy.csv")
+    maps = json.loads((examples / "legacy.map.json").read_text(encoding="utf-8"))
+    by_options = [arg for column, field in maps.items() for arg in ("--map", f"{column}={field}")]
+    assert main(["validate", sheet, "--tz", "Asia/Tokyo", *by_options]) == 1
+    expected = capsys.readouterr().out
+    file_args = ["--map-file", str(examples / "legacy.map.json")]
+    assert main(["validate", sheet, "--tz", "Asia/Tokyo", *file_args]) == 1
+    assert capsys.readouterr().out == expected
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]", encoding="utf-8")
+    assert main(["validate", sheet, "--map-file", str(bad)]) == 2
+    assert "must hold an object" in capsys.readouterr().err

@@ -162,3 +162,20 @@ def test_demo_defaults_are_replaced_on_every_run(
     assert first != second  # a new demo database and keyring, not a mix of two
     assert (tmp_path / "commhistory-demo.html").exists()
     capsys.readouterr()
+
+
+def test_text_table_stays_within_100_columns_and_keeps_every_column() -> None:
+    pairs = list(generate(contacts=400, seed=7))
+    messages = [m for m, _ in pairs]
+    events = [e for _, evs in pairs for e in evs]
+    table = compute(messages, events, by=("campaign_id", "variant", "channel"))
+    wide = render_table(table, width=10_000)
+    narrow = render_table(table)
+    assert max(len(line) for line in wide.splitlines()[:-1]) > 100  # one line is too wide
+    assert max(len(line) for line in narrow.splitlines()) <= 100
+    for header in ("sent", "deliv%", "click%", "CTOR%", "conv%", "revenue"):
+        assert header in narrow
+    # Every row appears in every block, its grouping columns repeated.
+    blocks = narrow.split("\n\n")
+    assert len(blocks) >= 2
+    assert all(block.count("total") == 1 for block in blocks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -32,6 +33,12 @@ def add_input_options(parser: argparse.ArgumentParser, *, file_help: str) -> Non
         action="append",
         default=[],
         help="CSV: read COLUMN as FIELD (FIELD may be metadata.KEY; empty ignores the column)",
+    )
+    parser.add_argument(
+        "--map-file",
+        default=None,
+        metavar="FILE",
+        help="CSV: a JSON object {COLUMN: FIELD} kept with your export (--map adds to it)",
     )
     parser.add_argument(
         "--tz",
@@ -68,7 +75,7 @@ def input_records(
     path = args.file
     if not os.path.isfile(path):
         raise CommandError(f"no such file: {path}")
-    mapping = dict(args.mapping)
+    mapping = {**load_map_file(args.map_file), **dict(args.mapping)}
     if mapping and not path.lower().endswith((".csv", ".tsv")):
         raise CommandError("--map applies to .csv files only")
     region = region_of(args)
@@ -113,3 +120,25 @@ def _noting_undecodable(lines: Iterator[ParsedLine], count: _Count) -> Iterator[
             count.lines += 1
             count.first = count.first or parsed.line
         yield parsed
+
+
+def load_map_file(path: str | None) -> dict[str, str]:
+    """Read a ``--map-file``: a JSON object of column names to fields.
+
+    Raises:
+        CommandError: The file is missing or is not such an object.
+    """
+    if path is None:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except OSError as exc:
+        raise CommandError(f"--map-file: cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise CommandError(f"--map-file: {path} is not JSON: {exc}") from None
+    if not isinstance(doc, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in doc.items()
+    ):
+        raise CommandError(f"--map-file: {path} must hold an object of COLUMN: FIELD strings")
+    return dict(doc)

@@ -82,8 +82,20 @@ def _revenue_text(row: KpiRow) -> str:
     return " ".join(f"{cur} {format(v, ',f')}" for cur, v in sorted(row.revenue.items())) or "-"
 
 
-def render_table(table: KpiTable) -> str:
-    """Return the table as aligned text for a terminal (rates in percent)."""
+def render_table(table: KpiTable, *, width: int = 100) -> str:
+    """Return the table as aligned text for a terminal (rates in percent).
+
+    Lines stay within *width* columns: when all columns do not fit, the value
+    columns are split into blocks shown one under another, each repeating the
+    grouping columns.
+
+    Args:
+        table: The KPI table.
+        width: The widest line (a block holds at least one value column).
+
+    .. versionchanged:: 0.4.0
+       ``width`` (was one line of every column, 131 wide for the demo).
+    """
     head = [*table.by, *(_SHORT[c] for c in _TABLE_COUNTS), *(_SHORT[r] for r in _TABLE_RATES)]
     head.append("revenue")
     body: list[list[str]] = []
@@ -102,15 +114,32 @@ def render_table(table: KpiTable) -> str:
         max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(head)
     ]
     nkeys = len(table.by)
+    last = len(head) - 1
 
-    def line(cells: Sequence[str]) -> str:
+    def line(cells: Sequence[str], columns: Sequence[int]) -> str:
         return "  ".join(
-            c.ljust(w) if i < nkeys or i == len(cells) - 1 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            cells[i].ljust(widths[i]) if i < nkeys or i == last else cells[i].rjust(widths[i])
+            for i in columns
         ).rstrip()
 
-    out = [line(head), line(["-" * w for w in widths])]
-    out += [line(r) for r in body]
+    keys = list(range(nkeys))
+    key_width = sum(widths[i] + 2 for i in keys)
+    blocks: list[list[int]] = [[]]
+    used = key_width
+    for i in range(nkeys, len(head)):
+        if blocks[-1] and used + widths[i] > width:
+            blocks.append([])
+            used = key_width
+        blocks[-1].append(i)
+        used += widths[i] + 2
+    out: list[str] = []
+    for n, block in enumerate(blocks):
+        columns = keys + block
+        if n:
+            out.append("")
+        out.append(line(head, columns))
+        out.append(line(["-" * w for w in widths], columns))
+        out += [line(r, columns) for r in body]
     notes = []
     if table.unmatched_events:
         notes.append(f"{table.unmatched_events:,} events for unknown messages not counted")
