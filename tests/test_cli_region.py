@@ -123,11 +123,15 @@ def test_import_and_can_send_with_region(
     assert "phone: not a valid number" in capsys.readouterr().err
 
 
-def _documented_legacy_command() -> tuple[list[str], list[str]]:
+def _documented_legacy_commands() -> list[tuple[list[str], list[str]]]:
     text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
-    (block,) = re.findall(
+    blocks = re.findall(
         r"```console\n(\$ commhistory validate examples/legacy\.csv.*?)```", text, re.S
     )
+    return [_command_and_output(block) for block in blocks]
+
+
+def _command_and_output(block: str) -> tuple[list[str], list[str]]:
     lines = block.splitlines()
     command: list[str] = []
     while lines:
@@ -143,8 +147,11 @@ def _documented_legacy_command() -> tuple[list[str], list[str]]:
 def test_the_documented_legacy_csv_command_runs(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv, expected = _documented_legacy_command()
-    assert argv.count("--map") == 9
+    documented = _documented_legacy_commands()
+    assert len(documented) == 2  # the --map options, then the same mapping as --map-file
+    assert documented[0][0].count("--map") == 9
+    assert "--map-file" in documented[1][0]
     monkeypatch.chdir(ROOT)
-    assert main(argv) == 1  # one line of the example is bad on purpose
-    assert capsys.readouterr().out.splitlines() == expected
+    for argv, expected in documented:
+        assert main(argv) == 1  # one line of the example is bad on purpose
+        assert capsys.readouterr().out.splitlines() == expected
