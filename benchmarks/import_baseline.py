@@ -112,37 +112,42 @@ INSERTS = {
 }
 
 
+def batches(path: str) -> Iterator[dict[str, list[tuple[Any, ...]]]]:
+    """Yield the file's rows by table, BATCH records at a time, new contacts' keys included."""
+    keys = Keys()
+    pending: dict[str, list[tuple[Any, ...]]] = {t: [] for t in INSERTS}
+    count = 0
+    for table, row in rows(path, keys):
+        pending[table].append(row)
+        if table != "addresses":
+            count += 1
+        if count >= BATCH:
+            pending["contacts"], keys.new = keys.new, []
+            yield pending
+            pending = {t: [] for t in INSERTS}
+            count = 0
+    pending["contacts"], keys.new = keys.new, []
+    yield pending
+
+
+def _records(batch: dict[str, list[tuple[Any, ...]]]) -> int:
+    return len(batch["messages"]) + len(batch["events"])
+
+
 def import_sqlite(path: str, db: str) -> int:
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     for ddl in SCHEMA:
         conn.execute(ddl.replace("BYTEA", "BLOB"))
-    keys = Keys()
-    pending: dict[str, list[tuple[Any, ...]]] = {t: [] for t in INSERTS}
     stored = 0
-
-    def flush() -> None:
+    for batch in batches(path):
         conn.execute("BEGIN")
-        pending["contacts"] = keys.new
-        for table, batch in pending.items():
-            if batch:
-                conn.executemany(INSERTS[table], batch)
+        for table, batch_rows in batch.items():
+            if batch_rows:
+                conn.executemany(INSERTS[table], batch_rows)
         conn.execute("COMMIT")
-        keys.new = []
-        for table in pending:
-            pending[table] = []
-
-    count = 0
-    for table, row in rows(path, keys):
-        pending[table].append(row)
-        if table != "addresses":
-            count += 1
-            stored += 1
-        if count >= BATCH:
-            flush()
-            count = 0
-    flush()
+        stored += _records(batch)
     conn.close()
     return stored
 
@@ -150,35 +155,18 @@ def import_sqlite(path: str, db: str) -> int:
 def import_postgres(path: str, url: str) -> int:
     import psycopg
 
+    stored = 0
     with psycopg.connect(url, autocommit=True) as conn:
         for ddl in SCHEMA:
             conn.execute(ddl)
-        keys = Keys()
-        pending: dict[str, list[tuple[Any, ...]]] = {t: [] for t in INSERTS}
-        stored = 0
-
-        def flush() -> None:
-            pending["contacts"] = keys.new
+        for batch in batches(path):
             with conn.transaction():
-                for table, batch in pending.items():
-                    if batch:
+                for table, batch_rows in batch.items():
+                    if batch_rows:
                         with conn.cursor().copy(f"COPY {table} FROM STDIN") as copy:
-                            for r in batch:
+                            for r in batch_rows:
                                 copy.write_row(r)
-            keys.new = []
-            for table in pending:
-                pending[table] = []
-
-        count = 0
-        for table, row in rows(path, keys):
-            pending[table].append(row)
-            if table != "addresses":
-                count += 1
-                stored += 1
-            if count >= BATCH:
-                flush()
-                count = 0
-        flush()
+            stored += _records(batch)
     return stored
 
 
