@@ -16,7 +16,7 @@ that view for the SQL and the in-memory repository.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
@@ -32,6 +32,7 @@ from commhistory.model import (
     Purpose,
 )
 from commhistory.normalize.time import from_micros
+from commhistory.store._backend import Row
 from commhistory.store.batching import Batch
 from commhistory.store.protocol import DeliveryOutcome
 
@@ -99,8 +100,8 @@ class SQLStoredBatch(_BatchRecords):
         source: str,
         *,
         ph: str,
-        select_in: Any,
-        ciphers: Any,
+        select_in: Callable[[sa.Connection, str, Collection[str]], list[Row]],
+        ciphers: Callable[[Collection[str]], dict[str, FieldCipher]],
     ) -> None:
         super().__init__(batch, source)
         self._conn = conn
@@ -120,7 +121,7 @@ class SQLStoredBatch(_BatchRecords):
         if not wanted:
             return []
         select = _SELECT.format(types=", ".join(f"'{t}'" for t in sorted(wanted)))
-        rows: dict[str, Sequence[Any]] = {}
+        rows: dict[str, Row] = {}
         event_ids = [e.event_id for e in self.events if e.type.value in wanted]
         if event_ids:
             for r in self._select_in(self._conn, select + "AND e.event_id IN ({in})", event_ids):

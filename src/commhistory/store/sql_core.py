@@ -361,7 +361,7 @@ class SQLCore:
         if not ids:
             return {}
         out: dict[str, FieldCipher] = {}
-        found = self._contact_rows(conn, ids)
+        found = self._contact_rows(conn, ids, lock=True)
         absent = [cid for cid in ids if cid not in found]
         if absent and create:
             kr = self._keyring
@@ -377,8 +377,7 @@ class SQLCore:
                 ("contact_id", "data_key", "wrap_key_id", "created_at"),
                 rows,
             )
-            found.update(self._contact_rows(conn, absent))
-        kr = self._keyring
+            found.update(self._contact_rows(conn, absent, lock=True))
         for cid, blob in found.items():
             if blob is None:  # erased, possibly by another process since we cached its key
                 pending.erased.add(cid)
@@ -387,43 +386,40 @@ class SQLCore:
                 continue
             cipher = pending.ciphers.get(cid) or self._ciphers.get(cid)
             if cipher is None:
-                cipher = FieldCipher(
-                    unwrap_data_key(kr, stored_bytes(blob, "contacts.data_key"), contact_id=cid),
-                    key_ref=DATA_KEY_REF,
-                )
-                pending.ciphers[cid] = cipher
+                cipher = pending.ciphers[cid] = self._unwrap(cid, blob)
             out[cid] = cipher
         return out
 
-    def _contact_rows(self, conn: sa.Connection, contact_ids: list[str]) -> dict[str, Any]:
-        """Return ``{contact_id: wrapped data key or None when erased}``, locking the rows."""
+    def _contact_rows(
+        self, conn: sa.Connection, contact_ids: list[str], *, lock: bool
+    ) -> dict[str, Any]:
+        """Return ``{contact_id: wrapped data key or None when erased}``.
+
+        With *lock*, the rows are locked as a write depending on them needs.
+        """
+        sql = "SELECT contact_id, data_key FROM contacts WHERE contact_id IN ({in})"
         rows = self._backend.select_in(
-            conn,
-            "SELECT contact_id, data_key FROM contacts WHERE contact_id IN ({in})"
-            + self._backend.key_share,
-            contact_ids,
+            conn, sql + self._backend.key_share if lock else sql, contact_ids
         )
         return dict(rows)
+
+    def _unwrap(self, contact_id: str, blob: object) -> FieldCipher:
+        """Return the field cipher of a contact's stored (wrapped) data key."""
+        key = unwrap_data_key(
+            self._keyring, stored_bytes(blob, "contacts.data_key"), contact_id=contact_id
+        )
+        return FieldCipher(key, key_ref=DATA_KEY_REF)
 
     def contact_cipher(self, conn: sa.Connection, contact_id: str) -> FieldCipher | None:
         """Return one contact's cipher, or ``None`` when the contact does not exist."""
         cached = self._ciphers.get(contact_id)
         if cached is not None:
             return cached
-        blob = self._backend.select_in(
-            conn,
-            "SELECT contact_id, data_key FROM contacts WHERE contact_id IN ({in})",
-            [contact_id],
-        )
-        if not blob:
+        found = self._contact_rows(conn, [contact_id], lock=False)
+        if contact_id not in found:
             return None
-        if blob[0][1] is None:
+        if found[contact_id] is None:
             raise StorageError(f"contact {contact_id!r} was erased; its data cannot be read")
-        cipher = FieldCipher(
-            unwrap_data_key(
-                self._keyring, stored_bytes(blob[0][1], "contacts.data_key"), contact_id=contact_id
-            ),
-            key_ref=DATA_KEY_REF,
-        )
+        cipher = self._unwrap(contact_id, found[contact_id])
         self._ciphers.put(contact_id, cipher)
         return cipher
