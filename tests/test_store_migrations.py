@@ -23,6 +23,7 @@ from commhistory.store.schema import metadata
 TABLES = {
     "addresses",
     "audit_log",
+    "campaign_costs",
     "consent_events",
     "contacts",
     "dead_letters",

@@ -29,6 +29,7 @@ from commhistory.audit.masked import MaskedEntry
 from commhistory.errors import InvalidInputError, PermissionDenied
 from commhistory.facade.dead_letters import replay_dead_letters
 from commhistory.model import ConsentEvent
+from commhistory.store.costs import Cost
 
 if TYPE_CHECKING:
     from commhistory.consent import SendDecision, SuppressionEntry
@@ -223,6 +224,40 @@ class GuardedRepository(ClosesOnExit):
         See :meth:`commhistory.store.protocol.Repository.record_events`.
         """
         return self._write("record_events", lambda: self._repo.record_events(items))
+
+    def record_costs(self, items: Iterable[Cost]) -> IngestReport:
+        """Record campaign costs (needs ``write_history``; one audit entry naming the ids).
+
+        See :meth:`CommHistory.record_costs
+        <commhistory.facade.history.CommHistory.record_costs>`. When the log is
+        the repository's own table, the costs and the entry commit together.
+
+        Raises:
+            PermissionDenied: The actor lacks ``write_history``.
+
+        .. versionadded:: 0.4.0
+        """
+        costs = list(items)
+        return self._audited(
+            P.WRITE_HISTORY,
+            "record_costs",
+            lambda: self._repo.record_costs(costs),
+            targets=lambda _report: sorted({c.cost_id for c in costs}),
+        )
+
+    def costs(self, *, campaign_id: str | None = None) -> list[Cost]:
+        """The recorded campaign costs (needs ``read_metrics``; not audited, as KPIs).
+
+        See :meth:`CommHistory.costs <commhistory.facade.history.CommHistory.costs>`.
+
+        Raises:
+            PermissionDenied: The actor lacks ``read_metrics``.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._checked(
+            P.READ_METRICS, "costs", lambda: self._repo.costs(campaign_id=campaign_id)
+        )
 
     def ingest(self, lines: Iterable[ParsedLine], *, source: str) -> IngestReport:
         """Store parsed lines (needs ``write_history``; one audit entry per batch).
@@ -477,16 +512,25 @@ class GuardedRepository(ClosesOnExit):
         until: datetime | None = None,
         tz: str = "UTC",
         exclude_machine: bool = True,
+        costs: bool = True,
     ) -> KpiTable:
         """Compute KPIs (needs ``read_metrics``).
 
         See :meth:`CommHistory.kpis <commhistory.facade.history.CommHistory.kpis>`.
+
+        .. versionchanged:: 0.4.0
+           ``costs``.
         """
         return self._checked(
             P.READ_METRICS,
             "kpis",
             lambda: self._repo.kpis(
-                by, since=since, until=until, tz=tz, exclude_machine=exclude_machine
+                by,
+                since=since,
+                until=until,
+                tz=tz,
+                exclude_machine=exclude_machine,
+                costs=costs,
             ),
         )
 

@@ -51,6 +51,7 @@ from commhistory.privacy import (
     export_subject,
     purge,
 )
+from commhistory.store.costs import Cost
 from commhistory.store.dead_letters import DeadLetterInfo
 from commhistory.store.mask_backfill import MaskBackfillReport
 from commhistory.store.memory import MemoryRepository
@@ -365,6 +366,7 @@ class CommHistory(ClosesOnExit, Generic[S]):
         until: datetime | None = None,
         tz: str = "UTC",
         exclude_machine: bool = True,
+        costs: bool = True,
     ) -> KpiTable:
         """Compute the KPIs of DESIGN section 5 over the stored history, in the database.
 
@@ -375,6 +377,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
             until: Only messages sent before this aware datetime.
             tz: The IANA time zone periods are computed in.
             exclude_machine: Leave out reactions flagged ``machine`` (the default).
+            costs: Show the recorded campaign costs with ROI, cost per conversion
+                and revenue per recipient (see :mod:`commhistory.kpi.costs`).
 
         Returns:
             The table (see :mod:`commhistory.kpi.metrics`).
@@ -382,10 +386,51 @@ class CommHistory(ClosesOnExit, Generic[S]):
         Raises:
             InvalidInputError: Unknown grouping keys, zone, or ``since`` after ``until``.
             StorageError: The database failed.
+
+        .. versionchanged:: 0.4.0
+           ``costs``.
         """
         return repository_kpis(
-            self._store, by=by, since=since, until=until, tz=tz, exclude_machine=exclude_machine
+            self._store,
+            by=by,
+            since=since,
+            until=until,
+            tz=tz,
+            exclude_machine=exclude_machine,
+            costs=costs,
         )
+
+    # ------------------------------------------------------------------ costs
+
+    def record_costs(self, items: Iterable[Cost]) -> IngestReport:
+        """Record campaign costs, each ``cost_id`` once, all in one transaction.
+
+        Recording a cost again (same id, same values) is a duplicate and changes
+        nothing, so an import can be re-run. Costs are immutable: the same id
+        with other values refuses the whole call.
+
+        Args:
+            items: The costs (:class:`~commhistory.kpi.Cost`).
+
+        Returns:
+            ``inserted`` and ``duplicates`` (``rejected`` is always 0: bad input
+            raises and stores nothing).
+
+        Raises:
+            PayloadError: An item is not a :class:`~commhistory.kpi.Cost`.
+            InvalidInputError: A ``cost_id`` is given or stored with other values.
+            StorageError: The database failed; nothing was stored.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._store.cost_store.record(list(items))
+
+    def costs(self, *, campaign_id: str | None = None) -> list[Cost]:
+        """The recorded campaign costs (of one campaign), by campaign, start and id.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._store.cost_store.costs(campaign_id=campaign_id)
 
     # ------------------------------------------------------------------ privacy
 

@@ -7,8 +7,12 @@ Use it as ``ch.kpi``:
 * :func:`compare` tests A/B variants (:class:`ABResult`); :func:`sample_size`
   plans a test.
 * :func:`classify` and :func:`mark_machine` flag machine opens and scanner clicks.
+* :class:`Cost` is money spent on a campaign; tables show cost, ROI, cost per
+  conversion and revenue per recipient (:mod:`commhistory.kpi.costs`).
 
 .. versionadded:: 0.2.0
+.. versionchanged:: 0.4.0
+   :class:`Cost` and :func:`attribute_costs`.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from commhistory.kpi.abtest import (
     wilson_interval,
 )
 from commhistory.kpi.compute import compute
+from commhistory.kpi.costs import attribute_costs
 from commhistory.kpi.machine import MachineRules, classify, mark_machine
 from commhistory.kpi.metrics import COUNTS, GROUP_KEYS, PERIODS, RATES, KpiRow, KpiTable
+from commhistory.store.costs import Cost
 
 __all__ = [
     "COUNTS",
@@ -35,9 +41,11 @@ __all__ = [
     "ArmStats",
     "ChiSquare",
     "Comparison",
+    "Cost",
     "KpiRow",
     "KpiTable",
     "MachineRules",
+    "attribute_costs",
     "classify",
     "compare",
     "compute",

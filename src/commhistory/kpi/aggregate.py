@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from commhistory.kpi.costs import attribute_costs
 from commhistory.kpi.metrics import (
     GROUP_KEYS,
     PERIODS,
@@ -44,6 +45,7 @@ def repository_kpis(
     until: datetime | None = None,
     tz: str | ZoneInfo = "UTC",
     exclude_machine: bool = True,
+    costs: bool = True,
 ) -> KpiTable:
     """Compute KPIs through the repository's KPI port, equal to :func:`~commhistory.kpi.compute`.
 
@@ -54,9 +56,14 @@ def repository_kpis(
         until: Only messages sent before this aware datetime.
         tz: The IANA time zone periods are computed in.
         exclude_machine: Leave out reactions flagged ``machine``.
+        costs: Add the campaign costs the repository's cost port sums (one
+            ``GROUP BY`` in SQL); see :mod:`commhistory.kpi.costs`.
 
     Returns:
         The table.
+
+    .. versionchanged:: 0.4.0
+       ``costs``.
 
     Raises:
         InvalidInputError: Bad grouping keys, zone or range.
@@ -97,6 +104,10 @@ def repository_kpis(
             else {row.currency: row.revenue_micros}
         )
         acc.add(key_of(row), row.counts, revenue)
-    return acc.table(
+    table = acc.table(
         unmatched_events=result.unmatched_events, exclude_machine=exclude_machine, tz=zone.key
     )
+    if not costs:
+        return table
+    totals = repo.cost_store.totals(since=since, until=until)
+    return attribute_costs(table, totals, since=since, until=until)

@@ -5,6 +5,8 @@ rules (:func:`commhistory.store.kpi.message_counts`) as the in-memory store; the
 SQL engine encodes them as SQL and is tested against this one.
 
 .. versionadded:: 0.2.0
+.. versionchanged:: 0.4.0
+   ``costs``: campaign costs, ROI and cost per conversion.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from commhistory.kpi.costs import attribute_costs
 from commhistory.kpi.metrics import (
     GROUP_KEYS,
     PERIODS,
@@ -24,6 +27,7 @@ from commhistory.kpi.metrics import (
     period_label,
 )
 from commhistory.model import Direction, Event, Message
+from commhistory.store.costs import Cost, total_costs
 from commhistory.store.kpi import REACTIONS, local_day, message_counts
 
 __all__ = ["REACTIONS", "compute", "local_day"]
@@ -38,6 +42,7 @@ def compute(
     until: datetime | None = None,
     tz: str | ZoneInfo = "UTC",
     exclude_machine: bool = True,
+    costs: Iterable[Cost] = (),
 ) -> KpiTable:
     """Compute KPIs (DESIGN section 5) from messages and events held in memory.
 
@@ -55,6 +60,8 @@ def compute(
         until: Only messages sent before this aware datetime.
         tz: The IANA time zone periods are computed in.
         exclude_machine: Leave out reactions flagged ``machine`` (the default).
+        costs: Campaign costs to show with the rows (see :mod:`commhistory.kpi.costs`);
+            a repeated ``cost_id`` counts once.
 
     Returns:
         The table, one row per group with at least one sent message.
@@ -126,7 +133,10 @@ def compute(
             continue
         key = tuple(_key_value(m, k, period, zone) for k in keys)
         acc.add(key, counts, revenue)
-    return acc.table(unmatched_events=unmatched, exclude_machine=exclude_machine, tz=zone.key)
+    table = acc.table(unmatched_events=unmatched, exclude_machine=exclude_machine, tz=zone.key)
+    return attribute_costs(
+        table, total_costs(costs, since=since, until=until), since=since, until=until
+    )
 
 
 def _key_value(m: Message, key: str, period: str | None, zone: ZoneInfo) -> str | None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -57,6 +57,7 @@ __all__ = [
     "check_by",
     "check_range",
     "check_tz",
+    "money_ratio",
     "period_label",
 ]
 
@@ -164,6 +165,23 @@ def period_label(period: str, local_day: int) -> str:
     return f"{day.year:04d}-{day.month:02d}"
 
 
+def _plain(value: Decimal) -> Decimal:
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return Decimal(text)
+
+
+def money_ratio(amount: Decimal, count: int) -> Decimal | None:
+    """Return ``amount / count`` rounded to six decimal places, or ``None`` when *count* is 0.
+
+    .. versionadded:: 0.4.0
+    """
+    if count == 0:
+        return None
+    return _plain((amount / count).quantize(Decimal("0.000001"), rounding=ROUND_HALF_EVEN))
+
+
 def micros_to_decimal(micros: int) -> Decimal:
     """Return an amount in millionths as a plain :class:`~decimal.Decimal` (no exponent)."""
     value = Decimal(micros) / _REVENUE_SCALE
@@ -198,8 +216,14 @@ class KpiRow:
         unsubscribes: Delivered messages with an unsubscribe.
         complaints: Delivered messages with a complaint.
         revenue: Conversion revenue per ISO 4217 currency.
+        cost: Campaign costs attributed to the group, per currency (see
+            :mod:`commhistory.kpi.costs`); empty when no cost is known at
+            this level.
 
     .. versionadded:: 0.2.0
+    .. versionchanged:: 0.4.0
+       ``cost``, and the :attr:`roi`, :attr:`cost_per_conversion` and
+       :attr:`revenue_per_recipient` figures.
     """
 
     group: Mapping[str, str | None] = attrs.field(factory=dict)
@@ -214,6 +238,48 @@ class KpiRow:
     unsubscribes: int = 0
     complaints: int = 0
     revenue: Mapping[str, Decimal] = attrs.field(factory=dict)
+    cost: Mapping[str, Decimal] = attrs.field(factory=dict)
+
+    @property
+    def roi(self) -> dict[str, float | None]:
+        """``(revenue - cost) / cost`` per currency of the cost or the revenue.
+
+        ``None`` for a currency whose cost is unknown or zero (never an error or
+        infinity). Currencies are never mixed: revenue in yen and cost in dollars
+        give ``{"JPY": None, "USD": -1.0}``.
+
+        .. versionadded:: 0.4.0
+        """
+        out: dict[str, float | None] = {}
+        for cur in sorted({*self.cost, *self.revenue}):
+            cost = self.cost.get(cur, Decimal(0))
+            if cost == 0:
+                out[cur] = None
+            else:
+                out[cur] = float((self.revenue.get(cur, Decimal(0)) - cost) / cost)
+        return out
+
+    @property
+    def cost_per_conversion(self) -> dict[str, Decimal | None]:
+        """``cost / conversions`` per currency of the cost; ``None`` without conversions.
+
+        Rounded to six decimal places (half to even).
+
+        .. versionadded:: 0.4.0
+        """
+        return {cur: money_ratio(v, self.conversions) for cur, v in sorted(self.cost.items())}
+
+    @property
+    def revenue_per_recipient(self) -> dict[str, Decimal | None]:
+        """``revenue / sent`` per currency of the revenue; ``None`` when nothing was sent.
+
+        Recipients are counted as the KPI engine counts them: ``sent``, one per
+        message handed to a provider and not rejected. Rounded to six decimal
+        places (half to even).
+
+        .. versionadded:: 0.4.0
+        """
+        return {cur: money_ratio(v, self.sent) for cur, v in sorted(self.revenue.items())}
 
     @property
     def delivery_rate(self) -> float | None:
@@ -276,6 +342,11 @@ class KpiRow:
         out["revenue"] = {cur: format(v, "f") for cur, v in sorted(self.revenue.items())}
         for name in RATES:
             out[name] = getattr(self, name)
+        out["cost"] = {cur: format(v, "f") for cur, v in sorted(self.cost.items())}
+        out["roi"] = self.roi
+        for name in ("cost_per_conversion", "revenue_per_recipient"):
+            values: dict[str, Decimal | None] = getattr(self, name)
+            out[name] = {c: None if v is None else format(v, "f") for c, v in values.items()}
         return out
 
 
@@ -295,8 +366,17 @@ class KpiTable:
             never counted in any row.
         exclude_machine: Whether machine opens and clicks were left out.
         tz: The time zone periods were computed in.
+        unattributed_cost: Costs in the table's range that no row can show
+            (recorded above the level of the grouping, or for a group without
+            messages), per currency; :meth:`total` includes them.
+        costs_outside_range: How many costs straddle ``since`` or ``until``;
+            they are counted nowhere (a cost is never split).
+        has_costs: Whether any cost overlaps the table's range (the report
+            shows its cost columns then).
 
     .. versionadded:: 0.2.0
+    .. versionchanged:: 0.4.0
+       ``unattributed_cost``, ``costs_outside_range`` and ``has_costs``.
     """
 
     by: tuple[str, ...] = ()
@@ -304,6 +384,9 @@ class KpiTable:
     unmatched_events: int = 0
     exclude_machine: bool = True
     tz: str = "UTC"
+    unattributed_cost: Mapping[str, Decimal] = attrs.field(factory=dict)
+    costs_outside_range: int = 0
+    has_costs: bool = False
 
     def __iter__(self) -> Iterator[KpiRow]:
         return iter(self.rows)
@@ -323,8 +406,18 @@ class KpiTable:
         raise InvalidInputError(field="group", reason="no row has these key values")
 
     def total(self) -> KpiRow:
-        """Return one row summing every group (counts add: each message is in one group)."""
-        return _merge((), self.rows)
+        """Return one row summing every group (counts add: each message is in one group).
+
+        Its cost also includes :attr:`unattributed_cost`: at the level of the whole
+        table every cost in range is known.
+        """
+        total = _merge((), self.rows)
+        if not self.unattributed_cost:
+            return total
+        cost = dict(total.cost)
+        for cur, amount in self.unattributed_cost.items():
+            cost[cur] = cost.get(cur, Decimal(0)) + amount
+        return attrs.evolve(total, cost=dict(sorted(cost.items())))
 
     def to_dict(self) -> dict[str, Any]:
         """Return ``{"by", "tz", "exclude_machine", "unmatched_events", "rows"}`` as JSON data."""
@@ -334,6 +427,10 @@ class KpiTable:
             "exclude_machine": self.exclude_machine,
             "unmatched_events": self.unmatched_events,
             "rows": [r.to_dict() for r in self.rows],
+            "unattributed_cost": {
+                cur: format(v, "f") for cur, v in sorted(self.unattributed_cost.items())
+            },
+            "costs_outside_range": self.costs_outside_range,
         }
 
     def to_json(self, *, indent: int | None = None) -> str:
@@ -344,12 +441,15 @@ class KpiTable:
 def _merge(group: tuple[tuple[str, str | None], ...], rows: Iterable[KpiRow]) -> KpiRow:
     counts = dict.fromkeys(COUNTS, 0)
     revenue: dict[str, Decimal] = {}
+    cost: dict[str, Decimal] = {}
     for r in rows:
         for name in COUNTS:
             counts[name] += getattr(r, name)
         for cur, amount in r.revenue.items():
             revenue[cur] = revenue.get(cur, Decimal(0)) + amount
-    return KpiRow(group=dict(group), revenue=revenue, **counts)
+        for cur, amount in r.cost.items():
+            cost[cur] = cost.get(cur, Decimal(0)) + amount
+    return KpiRow(group=dict(group), revenue=revenue, cost=dict(sorted(cost.items())), **counts)
 
 
 class Accumulator:
@@ -394,6 +494,7 @@ class Accumulator:
                 KpiRow(
                     group=dict(zip(self.by, key, strict=True)),
                     revenue={c: micros_to_decimal(m) for c, m in sorted(rev.items())},
+                    cost={},
                     **dict(zip(COUNTS, counts, strict=True)),
                 )
             )

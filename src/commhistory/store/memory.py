@@ -37,6 +37,7 @@ from commhistory.store.batching import (
     one_criterion,
 )
 from commhistory.store.consent import MemoryConsentStore
+from commhistory.store.costs import Cost, MemoryCostStore
 from commhistory.store.dead_letters import MemoryDeadLetterStore
 from commhistory.store.feed import MemoryStoredBatch
 from commhistory.store.kpi import MemoryKpiStore
@@ -70,6 +71,7 @@ class MemoryState:
         "addresses",
         "consents",
         "contacts",
+        "costs",
         "dead_letters",
         "erased",
         "event_contact",
@@ -97,6 +99,8 @@ class MemoryState:
         self.erased: dict[str, datetime] = {}
         self.retained: dict[str, datetime] = {}
         """Consent ids of erased contacts, with the date their evidence is due."""
+        self.costs: dict[str, Cost] = {}
+        """Campaign costs by cost id."""
 
 
 class MemoryRepository(BatchedWrites, ClosesOnExit):
@@ -124,6 +128,7 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
         self._privacy_store = MemoryPrivacyStore(self._s)
         self._kpi_store = MemoryKpiStore(self._s)
         self._dead_letter_store = MemoryDeadLetterStore(self._s)
+        self._cost_store = MemoryCostStore(self._s)
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -405,6 +410,15 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
         """
         self._check_open()
         return self._dead_letter_store
+
+    @property
+    def cost_store(self) -> MemoryCostStore:
+        """The campaign cost storage port.
+
+        .. versionadded:: 0.4.0
+        """
+        self._check_open()
+        return self._cost_store
 
     def set_batch_feed(self, name: str, feed: BatchFeed | None) -> None:
         """Install (or remove) a batch feed; see :meth:`Repository.set_batch_feed`.

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from commhistory.convert import ParsedLine
     from commhistory.store.audit import AuditStore, MaskedHistory
     from commhistory.store.consent import ConsentStore
+    from commhistory.store.costs import CostStore
     from commhistory.store.dead_letters import DeadLetterStore
     from commhistory.store.kpi import KpiStore
     from commhistory.store.mask_backfill import MaskBackfillReport
@@ -422,6 +423,14 @@ class Repository(Protocol):
     @property
     def dead_letter_store(self) -> DeadLetterStore:
         """The dead-letter storage port (see :mod:`commhistory.store.dead_letters`).
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    @property
+    def cost_store(self) -> CostStore:
+        """The campaign cost storage port (see :mod:`commhistory.store.costs`).
 
         .. versionadded:: 0.4.0
         """

@@ -35,6 +35,7 @@ __all__ = [
     "UTCTimestamp",
     "addresses",
     "audit_log",
+    "campaign_costs",
     "consent_events",
     "contacts",
     "dead_letters",
@@ -292,5 +293,25 @@ audit_log: Final = sa.Table(
         "Append-only audit log: who did what to which ids, why and with what outcome "
         "(ids only, never personal values); each row HMAC-chained to the one before "
         "under the keyring's audit subkey of key_id."
+    ),
+)
+
+campaign_costs: Final = sa.Table(
+    "campaign_costs",
+    metadata,
+    _id("cost_id", primary_key=True),
+    sa.Column("campaign_id", sa.Text(), nullable=False),
+    sa.Column("channel", sa.Text(), nullable=True),
+    sa.Column("variant", sa.Text(), nullable=True),
+    sa.Column("starts_at", UTCTimestamp(), nullable=False),
+    sa.Column("ends_at", UTCTimestamp(), nullable=False),
+    sa.Column("amount", sa.Text(), nullable=False),
+    sa.Column("amount_micros", sa.BigInteger(), nullable=False),
+    sa.Column("currency", sa.Text(), nullable=False),
+    sa.Column("recorded_at", UTCTimestamp(), nullable=False),
+    sa.Index(None, "campaign_id", "starts_at"),
+    comment=(
+        "Campaign costs (migration 0009): money spent on a campaign, or on one channel "
+        "or variant of it, over [starts_at, ends_at); all plain, nothing personal."
     ),
 )

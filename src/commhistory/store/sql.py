@@ -37,6 +37,7 @@ from commhistory.store.batching import (
     check_batch_size,
 )
 from commhistory.store.consent import SQLConsentStore
+from commhistory.store.costs import SQLCostStore
 from commhistory.store.dead_letters import SQLDeadLetterStore
 from commhistory.store.kpi import SQLKpiStore
 from commhistory.store.mask_backfill import backfill_masks
@@ -99,6 +100,7 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         self._privacy_store = SQLPrivacyStore(self)
         self._kpi_store = SQLKpiStore(self)
         self._dead_letter_store = SQLDeadLetterStore(self)
+        self._cost_store = SQLCostStore(self)
 
     def __repr__(self) -> str:
         return f"SQLRepository(dialect={self.dialect!r})"
@@ -150,6 +152,14 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         .. versionadded:: 0.4.0
         """
         return self._dead_letter_store
+
+    @property
+    def cost_store(self) -> SQLCostStore:
+        """The campaign cost storage port (:class:`~commhistory.store.costs.SQLCostStore`).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._cost_store
 
     # ------------------------------------------------------------------ consent and privacy
 
