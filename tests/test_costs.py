@@ -76,8 +76,8 @@ def converted(n: int, revenue: str, currency: str = "JPY") -> Event:
         ({"currency": "jpy"}, "currency", NormalizationError),
         ({"currency": "XXX"}, "currency", NormalizationError),
         ({"currency": None}, "currency", NormalizationError),
-        ({"starts_at": datetime(2024, 5, 1)}, "starts_at", NormalizationError),  # noqa: DTZ001
-        ({"ends_at": datetime(2024, 5, 2)}, "ends_at", NormalizationError),  # noqa: DTZ001
+        ({"starts_at": datetime(2024, 5, 1)}, "starts_at", NormalizationError),
+        ({"ends_at": datetime(2024, 5, 2)}, "ends_at", NormalizationError),
         ({"ends_at": T0 - timedelta(seconds=1)}, "ends_at", InvalidInputError),
         ({"ends_at": T0}, "ends_at", InvalidInputError),
         ({"starts_at": "2024-05-01"}, "starts_at", PayloadError),
@@ -292,8 +292,12 @@ def test_range_bounds_never_split_a_cost(repo: CommHistory[Any]) -> None:
     nothing = repo.kpis("campaign_id", since=T0 + timedelta(days=400))
     assert not nothing.has_costs
     assert repo.kpis("campaign_id", costs=False) == compute(
-        [message(1, variant="A"), message(2, variant="B")]
-        + [message(3, variant="B", channel=Channel.SMS), message(4, campaign_id="summer")],
+        [
+            message(1, variant="A"),
+            message(2, variant="B"),
+            message(3, variant="B", channel=Channel.SMS),
+            message(4, campaign_id="summer"),
+        ],
         [converted(1, "3000"), converted(2, "1500"), converted(4, "20", "USD")],
         by="campaign_id",
     )

@@ -9,20 +9,23 @@ SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from commhistory.facade import CommHistory
+from commhistory.crypto import Keyring
+from commhistory.facade import CommHistory, open_repository
 from commhistory.kpi import Cost, compute
 from commhistory.model import Channel, Event, Message
 from commhistory.store import SQLRepository
 from tests.test_kpi_engines import ZONES, histories, instants, queries
-from tests.test_kpi_engines import sql_repo as sql_repo  # the fixture, shared
 
 DURATIONS = [
     timedelta(hours=1),
@@ -37,7 +40,7 @@ DURATIONS = [
 def aligned_starts(draw: st.DrawFn) -> datetime:
     """Local midnights (of a day, a Monday or the 1st) in one of the report zones."""
     zone = ZoneInfo(draw(st.sampled_from(ZONES)))
-    day = datetime(2024, 1, 1) + timedelta(days=draw(st.integers(-3, 366)))  # noqa: DTZ001
+    day = datetime(2024, 1, 1) + timedelta(days=draw(st.integers(-3, 366)))
     if draw(st.booleans()):
         day = day.replace(day=1)
     return day.replace(tzinfo=zone)
@@ -68,6 +71,18 @@ def cost_lists(draw: st.DrawFn) -> list[Cost]:
         )
     repeats = draw(st.lists(st.sampled_from(costs), max_size=3)) if costs else []
     return costs + repeats
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sql_repo(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[CommHistory[SQLRepository]]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'kpi.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    with open_repository(url, Keyring.generate()) as repo:
+        yield repo
 
 
 def _clear(repo: CommHistory[SQLRepository]) -> None:
@@ -125,4 +140,3 @@ def test_engines_agree_on_costs_and_roi(
         assert total.cost.get(currency, Decimal(0)) == spent
         if spent == 0:
             assert total.roi.get(currency) is None
-
