@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from commhistory.audit import (
 from commhistory.crypto import Keyring
 from commhistory.errors import InvalidInputError, NotFoundError, PermissionDenied
 from commhistory.facade import CommHistory, GuardedRepository, open_repository
+from commhistory.kpi import Cost
 from commhistory.model import EventType
 from commhistory.store import SQLRepository
 from tests.test_consent_support import ev, msg
@@ -44,9 +47,19 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHistory
 
 Op = tuple[str, Permission, bool, Callable[[GuardedRepository], Any]]
 
+COST = Cost(
+    cost_id="k1",
+    campaign_id="spring",
+    amount=Decimal("100"),
+    currency="JPY",
+    starts_at=datetime(2024, 5, 1, tzinfo=UTC),
+    ends_at=datetime(2024, 5, 2, tzinfo=UTC),
+)
+
 # (action, permission needed, audited when allowed, call)
 OPERATIONS: list[Op] = [
     ("kpis", P.READ_METRICS, False, lambda v: v.kpis(by="campaign_id")),
+    ("costs", P.READ_METRICS, False, lambda v: v.costs()),
     ("can_send", P.READ_HISTORY_MASKED, False, lambda v: v.can_send("c1", "email", "marketing")),
     (
         "can_send.address",
@@ -86,6 +99,7 @@ OPERATIONS: list[Op] = [
         lambda v: v.suppression.entries("email", "c1@example.com"),
     ),
     ("record_messages", P.WRITE_HISTORY, True, lambda v: v.record_messages([msg("m9", "c1")])),
+    ("record_costs", P.WRITE_HISTORY, True, lambda v: v.record_costs([COST])),
     (
         "record_events",
         P.WRITE_HISTORY,
