@@ -14,8 +14,9 @@ import html
 import io
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any, Final, Protocol
 
 import attrs
@@ -82,6 +83,47 @@ def _revenue_text(row: KpiRow) -> str:
     return " ".join(f"{cur} {format(v, ',f')}" for cur, v in sorted(row.revenue.items())) or "-"
 
 
+def _money_text(values: Mapping[str, Decimal | None]) -> str:
+    return (
+        " ".join(
+            f"{cur} {'-' if v is None else format(v, ',f')}" for cur, v in sorted(values.items())
+        )
+        or "-"
+    )
+
+
+def _roi_text(row: KpiRow) -> str:
+    return (
+        " ".join(f"{cur} {_pct(v)}{'' if v is None else '%'}" for cur, v in row.roi.items()) or "-"
+    )
+
+
+_COST_HEAD: Final = ("cost", "ROI", "cost/conv", "rev/recip")
+"""The cost columns of the text and HTML tables (shown when the table has costs)."""
+
+
+def _cost_cells(row: KpiRow) -> list[str]:
+    return [
+        _money_text(row.cost),
+        _roi_text(row),
+        _money_text(row.cost_per_conversion),
+        _money_text(row.revenue_per_recipient),
+    ]
+
+
+def _cost_note(table: KpiTable) -> list[str]:
+    notes = []
+    if table.unattributed_cost:
+        notes.append(
+            f"cost in no row (recorded above this grouping, or for a group that sent "
+            f"nothing): {_money_text(table.unattributed_cost)}"
+        )
+    if table.costs_outside_range:
+        n = table.costs_outside_range
+        notes.append(f"{n:,} cost{'' if n == 1 else 's'} straddling the range not counted")
+    return notes
+
+
 def render_table(table: KpiTable, *, width: int = 100) -> str:
     """Return the table as aligned text for a terminal (rates in percent).
 
@@ -98,6 +140,8 @@ def render_table(table: KpiTable, *, width: int = 100) -> str:
     """
     head = [*table.by, *(_SHORT[c] for c in _TABLE_COUNTS), *(_SHORT[r] for r in _TABLE_RATES)]
     head.append("revenue")
+    if table.has_costs:
+        head += _COST_HEAD
     body: list[list[str]] = []
     rows = list(table.rows)
     if len(rows) > 1 or not table.by:
@@ -109,16 +153,20 @@ def render_table(table: KpiTable, *, width: int = 100) -> str:
         cells += [f"{getattr(row, c):,}" for c in _TABLE_COUNTS]
         cells += [_pct(getattr(row, r)) for r in _TABLE_RATES]
         cells.append(_revenue_text(row))
+        if table.has_costs:
+            cells += _cost_cells(row)
         body.append(cells)
     widths = [
         max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(head)
     ]
     nkeys = len(table.by)
-    last = len(head) - 1
+    left = {len(head) - 1 - len(_COST_HEAD) * table.has_costs} | (
+        set(range(len(head) - len(_COST_HEAD), len(head))) if table.has_costs else set()
+    )
 
     def line(cells: Sequence[str], columns: Sequence[int]) -> str:
         return "  ".join(
-            cells[i].ljust(widths[i]) if i < nkeys or i == last else cells[i].rjust(widths[i])
+            cells[i].ljust(widths[i]) if i < nkeys or i in left else cells[i].rjust(widths[i])
             for i in columns
         ).rstrip()
 
@@ -143,6 +191,7 @@ def render_table(table: KpiTable, *, width: int = 100) -> str:
     notes = []
     if table.unmatched_events:
         notes.append(f"{table.unmatched_events:,} events for unknown messages not counted")
+    notes += _cost_note(table)
     notes.append("machine opens/clicks excluded" if table.exclude_machine else "all events")
     out.append(f"({'; '.join(notes)}; periods in {table.tz})")
     return "\n".join(out)
@@ -158,21 +207,56 @@ def render_json(table: KpiTable, *, ab: Iterable[tuple[str | None, ABResult]] = 
 
 
 def render_csv(table: KpiTable) -> str:
-    """Return the table as CSV: keys, counts, one ``revenue_<CUR>`` column per currency, rates."""
+    """Return the table as CSV: keys, counts, one ``revenue_<CUR>`` column per currency, rates.
+
+    A table with costs also has, per currency, ``cost_<CUR>``, ``roi_<CUR>``,
+    ``cost_per_conversion_<CUR>`` and ``revenue_per_recipient_<CUR>`` (empty
+    where not available).
+
+    .. versionchanged:: 0.4.0
+       The cost columns.
+    """
     currencies = sorted({c for r in table.rows for c in r.revenue})
+    money = sorted({c for r in table.rows for c in (*r.revenue, *r.cost)})
+    figures = (
+        [(f"{name}_{c}", name, c) for name in _CSV_FIGURES for c in money]
+        if table.has_costs
+        else []
+    )
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([*table.by, *COUNTS, *(f"revenue_{c}" for c in currencies), *RATES.keys()])
+    writer.writerow(
+        [
+            *table.by,
+            *COUNTS,
+            *(f"revenue_{c}" for c in currencies),
+            *RATES.keys(),
+            *(head for head, _, _ in figures),
+        ]
+    )
     for row in table.rows:
+        values = {name: getattr(row, name) for name in _CSV_FIGURES}
         writer.writerow(
             [
                 *("" if row.group.get(k) is None else row.group[k] for k in table.by),
                 *(getattr(row, c) for c in COUNTS),
                 *(format(row.revenue[c], "f") if c in row.revenue else "" for c in currencies),
                 *("" if getattr(row, r) is None else repr(getattr(row, r)) for r in RATES),
+                *(_csv_value(values[name].get(c)) for _, name, c in figures),
             ]
         )
     return buf.getvalue()
+
+
+_CSV_FIGURES: Final = ("cost", "roi", "cost_per_conversion", "revenue_per_recipient")
+
+
+def _csv_value(value: Decimal | float | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return repr(value)
 
 
 # --------------------------------------------------------------------------- report data
@@ -609,11 +693,14 @@ def plain_verdict(result: ABResult) -> str:
     )
 
 
-def _html_row(row: KpiRow, keys: Sequence[str]) -> str:
+def _html_row(row: KpiRow, keys: Sequence[str], *, costs: bool = False) -> str:
     cells = "".join(f'<td class="k">{_e(k)}</td>' for k in keys)
     cells += "".join(f"<td>{getattr(row, c):,}</td>" for c in _HTML_COUNTS)
     cells += "".join(f"<td>{_pct(getattr(row, r))}</td>" for r in _TABLE_RATES)
-    return cells + f"<td>{_e(_revenue_text(row))}</td>"
+    cells += f"<td>{_e(_revenue_text(row))}</td>"
+    if costs:
+        cells += "".join(f"<td>{_e(text)}</td>" for text in _cost_cells(row))
+    return cells
 
 
 def _html_table(table: KpiTable) -> str:
@@ -621,21 +708,30 @@ def _html_table(table: KpiTable) -> str:
     head += "".join(f"<th>{_e(_HTML_HEAD.get(c, _SHORT[c]))}</th>" for c in _HTML_COUNTS)
     head += "".join(f"<th>{_e(_SHORT[r])}</th>" for r in _TABLE_RATES)
     head += "<th>revenue</th>"
+    costs = table.has_costs
+    if costs:
+        head += "".join(f"<th>{_e(h)}</th>" for h in _COST_HEAD)
     body = [
         "<tr>"
         + _html_row(
-            row, ["-" if row.group.get(k) is None else str(row.group[k]) for k in table.by]
+            row,
+            ["-" if row.group.get(k) is None else str(row.group[k]) for k in table.by],
+            costs=costs,
         )
         + "</tr>"
         for row in table.rows
     ]
     foot = ""
-    if table.rows and (len(table.rows) > 1 or not table.by):
+    if table.rows and (len(table.rows) > 1 or not table.by or table.unattributed_cost):
         keys = ["total", *[""] * (len(table.by) - 1)] if table.by else []
-        foot = f'<tfoot><tr class="total">{_html_row(table.total(), keys)}</tr></tfoot>'
+        foot = (
+            f'<tfoot><tr class="total">{_html_row(table.total(), keys, costs=costs)}</tr></tfoot>'
+        )
+    notes = _cost_note(table)
+    note = f'<p class="stats">{_e("; ".join(notes).capitalize())}.</p>' if notes else ""
     return (
         f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody>{foot}</table></div>"
+        f"<tbody>{''.join(body)}</tbody>{foot}</table></div>{note}"
     )
 
 
@@ -650,6 +746,13 @@ _FOOTER: Final = (
     "charts, the bar around each point is the range the true rate probably lies in; "
     "arms whose ranges overlap a lot may not really differ."
 )
+_COST_FOOTER: Final = (
+    " <b>cost</b> = the campaign costs recorded for the row; <b>ROI</b> = (revenue - cost) / "
+    "cost, per currency, shown as - when the cost is unknown or zero; <b>cost/conv</b> = cost "
+    "/ conversions; <b>rev/recip</b> = revenue / sent messages. A cost is shown only at the "
+    "level it was recorded at (a cost for a whole campaign is never split across its "
+    "channels or variants; the total includes it)."
+)
 
 
 def render_html(data: ReportData) -> str:
@@ -663,6 +766,8 @@ def render_html(data: ReportData) -> str:
         ("Conversion rate", _pct(total.conversion_rate) + " %"),
         ("Revenue", _revenue_text(total)),
     ]
+    if data.main.has_costs:
+        cards += [("Cost", _money_text(total.cost)), ("ROI", _roi_text(total))]
     out = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
@@ -707,5 +812,6 @@ def render_html(data: ReportData) -> str:
             )
         out.append("</div>")
     out.append(f"<h2>Table</h2>{_html_table(data.main)}")
-    out.append(f"<footer>{_FOOTER}</footer></main></body></html>")
+    footer = _FOOTER + (_COST_FOOTER if data.main.has_costs else "")
+    out.append(f"<footer>{footer}</footer></main></body></html>")
     return "\n".join(out)
