@@ -31,6 +31,7 @@ from commhistory import __version__
 from commhistory.cli import (
     audit,
     consent,
+    costs,
     dead_letters,
     demo,
     report,
@@ -43,7 +44,7 @@ from commhistory.errors import CommHistoryError, PermissionDenied
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (validate, store, webhook, report, demo, consent, audit, dead_letters)
+_COMMANDS = (validate, store, webhook, report, demo, consent, audit, dead_letters, costs)
 
 
 def build_parser() -> argparse.ArgumentParser:
