@@ -14,6 +14,7 @@ import html
 import io
 import json
 import math
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -93,21 +94,27 @@ def _money_text(values: Mapping[str, Decimal | None]) -> str:
 
 
 def _roi_text(row: KpiRow) -> str:
-    return (
-        " ".join(f"{cur} {_pct(v)}{'' if v is None else '%'}" for cur, v in row.roi.items()) or "-"
-    )
+    known = {cur: v for cur, v in row.roi.items() if v is not None}
+    return " ".join(f"{cur} {_pct(v)}%" for cur, v in known.items()) or "-"
 
 
 _COST_HEAD: Final = ("cost", "ROI", "cost/conv", "rev/recip")
 """The cost columns of the text and HTML tables (shown when the table has costs)."""
 
 
+def _ratio_text(values: Mapping[str, Decimal | None]) -> str:
+    """Money per conversion or recipient, to the cent (JSON and CSV keep six places)."""
+    return (
+        " ".join(f"{cur} {'-' if v is None else f'{v:,.2f}'}" for cur, v in values.items()) or "-"
+    )
+
+
 def _cost_cells(row: KpiRow) -> list[str]:
     return [
         _money_text(row.cost),
         _roi_text(row),
-        _money_text(row.cost_per_conversion),
-        _money_text(row.revenue_per_recipient),
+        _ratio_text(row.cost_per_conversion),
+        _ratio_text(row.revenue_per_recipient),
     ]
 
 
@@ -193,7 +200,7 @@ def render_table(table: KpiTable, *, width: int = 100) -> str:
         notes.append(f"{table.unmatched_events:,} events for unknown messages not counted")
     notes += _cost_note(table)
     notes.append("machine opens/clicks excluded" if table.exclude_machine else "all events")
-    out.append(f"({'; '.join(notes)}; periods in {table.tz})")
+    out += textwrap.wrap(f"({'; '.join(notes)}; periods in {table.tz})", width)
     return "\n".join(out)
 
 
