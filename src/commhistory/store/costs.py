@@ -1,6 +1,6 @@
-"""Campaign cost storage: the :class:`Cost` record and the port that keeps and sums costs.
+"""Campaign cost storage: the :class:`~commhistory.kpi.Cost` record and the port that keeps and sums costs.
 
-A :class:`Cost` is money spent on a campaign (optionally on one channel and/or
+A :class:`~commhistory.kpi.Cost` is money spent on a campaign (optionally on one channel and/or
 one variant of it) over a period ``[starts_at, ends_at)``. :class:`CostStore`
 is what the KPI rules (:mod:`commhistory.kpi.costs`) need from a repository:
 record costs idempotently by ``cost_id``, list them, and the amounts summed per
@@ -189,13 +189,13 @@ class Cost:
 
 
 def check_costs(items: Iterable[object]) -> list[Cost]:
-    """Check that every item is a :class:`Cost` and that no id repeats with other values.
+    """Check that every item is a :class:`~commhistory.kpi.Cost` and that no id repeats with other values.
 
     Returns:
         The costs, in order (identical repeats included).
 
     Raises:
-        PayloadError: An item is not a :class:`Cost` (``field="<record>"``).
+        PayloadError: An item is not a :class:`~commhistory.kpi.Cost` (``field="<record>"``).
         InvalidInputError: Two items share a ``cost_id`` with different values
             (``field="cost_id"``).
     """
