@@ -258,3 +258,16 @@ def test_html_cards_and_footer_only_with_costs() -> None:
         with_cost, rows=(attrs.evolve(with_cost.rows[0], cost={"JPY": Decimal("0")}),)
     )
     assert "<b>-</b><span>ROI</span>" in page(free)  # zero cost: not available
+
+
+def test_a_single_row_with_unattributed_cost_gets_a_total_row() -> None:
+    row = KpiRow(group={"variant": "A"}, sent=4, revenue={"JPY": Decimal("900")})
+    table = KpiTable(
+        by=("variant",), rows=(row,), unattributed_cost={"JPY": Decimal("300")}, has_costs=True
+    )
+    text = render_table(table, width=200)
+    total = next(line for line in text.splitlines() if line.startswith("total"))
+    assert "JPY 300" in total
+    assert "JPY 200.0%" in total  # (900 - 300) / 300
+    assert "cost in no row" in text
+    assert render_table(attrs.evolve(table, unattributed_cost={})).count("total") == 0

@@ -151,7 +151,7 @@ def render_table(table: KpiTable, *, width: int = 100) -> str:
         head += _COST_HEAD
     body: list[list[str]] = []
     rows = list(table.rows)
-    if len(rows) > 1 or not table.by:
+    if len(rows) > 1 or not table.by or table.unattributed_cost:
         rows.append(attrs.evolve(table.total(), group=dict.fromkeys(table.by, "")))
     for i, row in enumerate(rows):
         cells = [("-" if row.group.get(k) is None else str(row.group[k])) for k in table.by]

@@ -1,4 +1,4 @@
-"""Campaign cost storage: the :class:`~commhistory.kpi.Cost` record and the port that keeps and sums costs.
+"""Campaign cost storage: the cost record and the port that keeps and sums costs.
 
 A :class:`~commhistory.kpi.Cost` is money spent on a campaign (optionally on one channel and/or
 one variant of it) over a period ``[starts_at, ends_at)``. :class:`CostStore`
@@ -189,7 +189,7 @@ class Cost:
 
 
 def check_costs(items: Iterable[object]) -> list[Cost]:
-    """Check that every item is a :class:`~commhistory.kpi.Cost` and that no id repeats with other values.
+    """Check that every item is a cost and that no id repeats with other values.
 
     Returns:
         The costs, in order (identical repeats included).
