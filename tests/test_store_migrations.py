@@ -235,6 +235,11 @@ def _history() -> tuple[list[Message], list[Event]]:
         money: dict[str, Any] = {}
         if kind is EventType.CONVERTED:
             money = {"revenue": Decimal(100 + j), "currency": ("JPY", "USD")[j // 15 % 2]}
+        ref: dict[str, Any] = (
+            {"message_id": f"m{j % 12}"}
+            if j % 5
+            else {"provider": "sg", "provider_message_id": f"p{j % 12}"}
+        )
         events.append(
             Event(
                 event_id=f"e{j}",
@@ -242,8 +247,7 @@ def _history() -> tuple[list[Message], list[Event]]:
                 occurred_at=at,
                 machine=j % 4 == 0,
                 bounce=BounceClass.HARD if kind is EventType.BOUNCED and j % 2 else None,
-                **({"message_id": f"m{j % 12}"} if j % 5 else
-                   {"provider": "sg", "provider_message_id": f"p{j % 12}"}),
+                **ref,
                 **money,
             )
         )  # fmt: skip

@@ -54,9 +54,9 @@ import sqlalchemy as sa
 
 from commhistory.model import BounceClass, Direction, Event, EventType, Message
 from commhistory.normalize.time import to_micros
+from commhistory.store._backend import Backend
 
 if TYPE_CHECKING:
-    from commhistory.store._backend import Backend
     from commhistory.store.memory import MemoryState
     from commhistory.store.sql import SQLRepository
 
@@ -381,8 +381,8 @@ def refresh_outcomes(conn: sa.Connection, backend: Backend, message_ids: Iterabl
     if backend.name == "postgresql":
         backend.select_in(
             conn,
-            "SELECT message_id FROM messages WHERE message_id IN ({in}) "
-            "ORDER BY message_id FOR NO KEY UPDATE",
+            "SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE message_id IN ({in}) "
+            "ORDER BY message_id FOR NO KEY UPDATE) AS locked",
             ids,
         )
     backend.execute_in(conn, refresh_outcomes_sql("message_id IN ({in})"), ids)
