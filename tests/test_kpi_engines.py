@@ -6,16 +6,19 @@ tables must be identical, for every grouping, time zone, range and machine flag.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from commhistory.convert import ParsedLine
 from commhistory.crypto import Keyring
 from commhistory.facade import CommHistory, open_repository
 from commhistory.kpi import compute
@@ -30,6 +33,7 @@ from commhistory.model import (
     Purpose,
 )
 from commhistory.store import SQLRepository
+from commhistory.store.kpi import OUTCOME_COLUMNS, Outcome
 
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
 # Instants near offset changes and midnights of the zones below.
@@ -189,6 +193,126 @@ def test_sql_engine_equals_memory_engine(
     expected = compute(messages, events, **query)
     assert sql_repo.kpis(**query) == expected
     assert memory.kpis(**query) == expected
+
+
+@st.composite
+def deliveries(
+    draw: st.DrawFn,
+) -> tuple[list[Message], list[Event], list[list[Message | Event]]]:
+    """A history delivered the way webhooks deliver it: shuffled, in pieces, retried.
+
+    Records come in a random order (events before or after their message,
+    interleaved), split into pieces stored one call each; some events come
+    again, as the same event or under a new ``event_id`` with the same
+    ``provider_event_id`` (a provider retrying a webhook).
+    """
+    messages, events = draw(histories())
+    events = [
+        attrs.evolve(e, provider_event_id=f"pe-{e.event_id}")
+        if e.provider is not None and draw(st.booleans())
+        else e
+        for e in events
+    ]
+    retries: list[Event] = []
+    for e in draw(st.lists(st.sampled_from(events), max_size=6)) if events else []:
+        if e.provider_event_id is not None and draw(st.booleans()):
+            retries.append(attrs.evolve(e, event_id=f"{e.event_id}-again"))
+        else:
+            retries.append(e)
+    records: list[Message | Event] = draw(st.permutations([*messages, *events, *retries]))
+    cuts = sorted(draw(st.lists(st.integers(0, len(records)), max_size=4)))
+    pieces = [records[a:b] for a, b in itertools.pairwise([0, *cuts, len(records)])]
+    return messages, [*events, *retries], [p for p in pieces if p]
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(delivery=deliveries(), query=queries)
+def test_engines_agree_on_shuffled_pieced_and_retried_deliveries(
+    sql_repo: CommHistory[SQLRepository],
+    delivery: tuple[list[Message], list[Event], list[list[Message | Event]]],
+    query: dict[str, Any],
+) -> None:
+    messages, events, pieces = delivery
+    _clear(sql_repo)
+    memory = CommHistory.in_memory()
+    for repo in (sql_repo, memory):
+        for piece in pieces:
+            # One call per piece: its messages and events share a batch, as in an import.
+            repo.ingest(
+                [ParsedLine(line=i, raw=None, record=r) for i, r in enumerate(piece, 1)],
+                source="test",
+            )
+    expected = compute(messages, events, **query)
+    assert sql_repo.kpis(**query) == expected
+    assert memory.kpis(**query) == expected
+
+
+def _outcome_rows(repo: CommHistory[SQLRepository]) -> list[tuple[Any, ...]]:
+    with repo.store.transaction(read=True) as conn:
+        return [
+            tuple(r)
+            for r in conn.exec_driver_sql(
+                f"SELECT message_id, {', '.join(OUTCOME_COLUMNS)} FROM messages "
+                "ORDER BY message_id"
+            )
+        ]
+
+
+def test_rebuild_outcomes_equals_what_ingest_kept_and_forgets_deleted_events(
+    sql_repo: CommHistory[SQLRepository],
+) -> None:
+    sent = datetime(2024, 5, 1, tzinfo=UTC)
+    messages = [
+        Message(
+            message_id=f"m{i}", channel=Channel.EMAIL, direction=Direction.OUTBOUND,
+            contact_id="c1", address="someone@example.com", sent_at=sent, campaign_id="s",
+            provider="sg", provider_message_id=f"p{i}",
+        )
+        for i in range(3)
+    ]  # fmt: skip
+    at = sent + timedelta(minutes=5)
+    events = [
+        Event(event_id="e1", type=EventType.OPENED, message_id="m0", occurred_at=at),
+        Event(event_id="e2", type=EventType.CLICKED, message_id="m0", occurred_at=at,
+              machine=True),
+        Event(event_id="e3", type=EventType.CONVERTED, provider="sg", provider_message_id="p1",
+              occurred_at=at, revenue=Decimal("19.80"), currency="USD"),
+        Event(event_id="e4", type=EventType.CONVERTED, message_id="m1", occurred_at=at,
+              revenue=Decimal("1980"), currency="JPY"),
+        Event(event_id="e5", type=EventType.BOUNCED, message_id="m2", occurred_at=at,
+              bounce=BounceClass.HARD),
+    ]  # fmt: skip
+    sql_repo.record_events(events[:3])  # before their messages: orphans, linked later
+    sql_repo.record_messages(messages)
+    sql_repo.record_events(events)  # e1-e3 again: duplicates
+    kept = _outcome_rows(sql_repo)
+    assert kept == [
+        ("m0", int(Outcome.OPENED | Outcome.HUMAN_OPENED | Outcome.CLICKED), None, None, None),
+        ("m1", int(Outcome.CONVERTED | Outcome.HUMAN_CONVERTED | Outcome.MIXED_CURRENCY),
+         None, None, None),
+        ("m2", int(Outcome.BOUNCED | Outcome.HARD_BOUNCED), None, None, None),
+    ]  # fmt: skip
+    assert sql_repo.kpis(by="campaign_id").row(campaign_id="s").revenue == {
+        "USD": Decimal("19.80"),
+        "JPY": Decimal("1980"),
+    }
+    assert sql_repo.store.kpi_store.rebuild_outcomes() == 3
+    assert _outcome_rows(sql_repo) == kept
+
+    with sql_repo.store.transaction() as conn:  # a host's own retention policy
+        conn.exec_driver_sql("DELETE FROM events WHERE event_id IN ('e3', 'e5')")
+    assert _outcome_rows(sql_repo) == kept  # until rebuilt, outcomes stay
+    sql_repo.store.kpi_store.rebuild_outcomes()
+    assert _outcome_rows(sql_repo) == [
+        kept[0],
+        ("m1", int(Outcome.CONVERTED | Outcome.HUMAN_CONVERTED), "JPY", 1_980_000_000,
+         1_980_000_000),
+        ("m2", 0, None, None, None),
+    ]  # fmt: skip
 
 
 def test_offset_segments_find_each_dst_change_to_the_microsecond() -> None:

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from commhistory.convert import dumps
 from commhistory.crypto import Keyring
 from commhistory.model import Channel, Direction, Event, EventType, Message, Purpose
+from commhistory.store.kpi import Outcome
 
 SQL_BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
@@ -280,6 +281,10 @@ def assert_complete(engine: sa.Engine, records: list[Message | Event]) -> None:
     contacts = {m.contact_id for m in messages}
     assert scalars(engine, "SELECT count(*) FROM contacts") == [len(contacts)]
     assert scalars(engine, "SELECT count(*) FROM dead_letters") == [0]
+    # Each message's KPI outcomes hold all its events (delivered, opened, clicked),
+    # wherever they came from: before it, after it, from either process.
+    seen = Outcome.OPENED | Outcome.HUMAN_OPENED | Outcome.CLICKED | Outcome.HUMAN_CLICKED
+    assert scalars(engine, "SELECT DISTINCT outcomes FROM messages") == [int(seen)]
 
 
 # ---------------------------------------------------------------- tests

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +13,15 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from commhistory.crypto import Keyring
 from commhistory.errors import DatabaseNotFoundError, SchemaError
 from commhistory.facade import open_repository
+from commhistory.model import BounceClass, Channel, Direction, Event, EventType, Message
 from commhistory.store import current_revision, downgrade_to_base, head_revision, upgrade
 from commhistory.store._engine import create_engine
+from commhistory.store.kpi import OUTCOME_COLUMNS, Outcome
 from commhistory.store.migrate import _config
 from commhistory.store.schema import metadata
 
@@ -197,5 +202,103 @@ def test_0005_adds_address_masked_and_downgrades_without_losing_rows(url: str) -
             kept = conn.exec_driver_sql(f"SELECT {columns} FROM messages").all()
         assert [tuple(r[:-1]) for r in kept] == [row[:-1]]
         assert bytes(kept[0][-1]) == row[-1]
+    finally:
+        engine.dispose()
+
+
+def _outcomes(engine: sa.Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.exec_driver_sql(
+                f"SELECT message_id, {', '.join(OUTCOME_COLUMNS)} FROM messages "
+                "ORDER BY message_id"
+            )
+        ]
+
+
+def _history() -> tuple[list[Message], list[Event]]:
+    """Messages with events of every kind: machine ones, revenue in one and two currencies."""
+    sent = datetime(2024, 5, 1, tzinfo=UTC)
+    at = sent + timedelta(minutes=1)
+    messages = [
+        Message(
+            message_id=f"m{i}", channel=Channel.EMAIL, direction=Direction.OUTBOUND,
+            contact_id=f"c{i % 3}", address="someone@example.com", sent_at=sent,
+            provider="sg", provider_message_id=f"p{i}",
+        )
+        for i in range(12)
+    ]  # fmt: skip
+    kinds = list(EventType)
+    events = []
+    for j in range(60):
+        kind = kinds[j % len(kinds)]
+        money: dict[str, Any] = {}
+        if kind is EventType.CONVERTED:
+            money = {"revenue": Decimal(100 + j), "currency": ("JPY", "USD")[j // 15 % 2]}
+        ref: dict[str, Any] = (
+            {"message_id": f"m{j % 12}"}
+            if j % 5
+            else {"provider": "sg", "provider_message_id": f"p{j % 12}"}
+        )
+        events.append(
+            Event(
+                event_id=f"e{j}",
+                type=kind,
+                occurred_at=at,
+                machine=j % 4 == 0,
+                bounce=BounceClass.HARD if kind is EventType.BOUNCED and j % 2 else None,
+                **ref,
+                **money,
+            )
+        )  # fmt: skip
+    events += [
+        Event(event_id="lost", type=EventType.OPENED, message_id="nowhere", occurred_at=at),
+        Event(event_id="usd", type=EventType.CONVERTED, message_id="m1", occurred_at=at,
+              revenue=Decimal("1.5"), currency="USD"),
+        Event(event_id="jpy", type=EventType.CONVERTED, message_id="m1", occurred_at=at,
+              revenue=Decimal("150"), currency="JPY", machine=True),
+    ]  # fmt: skip
+    return messages, events
+
+
+def test_0008_backfills_outcomes_as_ingest_keeps_them_and_downgrades(url: str) -> None:
+    # What ingest keeps: a repository at head stores a history, events first for
+    # half the messages (orphans linked later), then every event again (retries).
+    messages, events = _history()
+    repo = open_repository(url, Keyring.generate())
+    try:
+        repo.record_events(events[::2])
+        repo.record_messages(messages)
+        repo.record_events(events)
+        repo.record_events(events[:10])
+    finally:
+        repo.close()
+    engine = create_engine(url)
+    try:
+        kept = _outcomes(engine)
+        assert any(r[1] & Outcome.MIXED_CURRENCY for r in kept)
+        assert any(r[2] is not None for r in kept)  # and some in a single currency
+        assert len({r[1] for r in kept}) > 5
+        previous = ScriptDirectory.from_config(_config()).get_revision("0008").down_revision
+        assert isinstance(previous, str)
+
+        with engine.connect() as conn:
+            command.downgrade(_config(conn), previous)
+            conn.commit()
+
+        shape = _messages_shape(engine)
+        assert not {c[0] for c in shape["columns"]} & set(OUTCOME_COLUMNS)
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT COUNT(*) FROM messages").scalar_one() == 12
+            assert conn.exec_driver_sql("SELECT COUNT(*) FROM events").scalar_one() == 63
+
+        assert upgrade(engine, "0008") == "0008"  # the backfill, from events alone
+
+        assert _outcomes(engine) == kept
+        with engine.connect() as conn:
+            diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+        if current_revision(engine) == head_revision():
+            assert diffs == []
     finally:
         engine.dispose()

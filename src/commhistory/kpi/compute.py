@@ -2,7 +2,8 @@
 
 It applies DESIGN section 5 one message at a time, with the same per-message
 rules (:func:`commhistory.store.kpi.message_counts`) as the in-memory store; the
-SQL engine encodes them as SQL and is tested against this one.
+SQL engine applies them to the outcome bits ingest keeps on each message
+(:func:`commhistory.store.kpi.outcome_counts`) and is tested against this one.
 
 .. versionadded:: 0.2.0
 .. versionchanged:: 0.4.0

@@ -166,6 +166,20 @@ class Backend:
             out.extend(tuple(r) for r in conn.exec_driver_sql(statement, (*extra, *chunk)))
         return out
 
+    def execute_in(self, conn: sa.Connection, sql: str, values: Iterable[Any]) -> int:
+        """Run a writing statement with one ``IN ({in})`` slot over *values* in chunks.
+
+        Returns:
+            The rows changed.
+        """
+        values = list(values)
+        changed = 0
+        for start in range(0, len(values), _CHUNK):
+            chunk = values[start : start + _CHUNK]
+            statement = sql.replace("{in}", self.placeholders(len(chunk)))
+            changed += int(conn.exec_driver_sql(statement, tuple(chunk)).rowcount)
+        return changed
+
     def select_pairs(
         self, conn: sa.Connection, sql: str, pairs: Iterable[tuple[Any, Any]]
     ) -> list[Row]:
@@ -245,6 +259,18 @@ class PostgresBackend(Backend):
             chunk = values[start : start + _ANY_CHUNK]
             out.extend(tuple(r) for r in conn.exec_driver_sql(statement, (*extra, chunk)))
         return out
+
+    def execute_in(self, conn: sa.Connection, sql: str, values: Iterable[Any]) -> int:
+        """Run a writing statement with its ``col IN ({in})`` bound as one array."""
+        if _IN_SLOT not in sql:
+            return super().execute_in(conn, sql, values)
+        statement = sql.replace(_IN_SLOT, "= ANY(%s)")
+        values = list(values)
+        changed = 0
+        for start in range(0, len(values), _ANY_CHUNK):
+            chunk = values[start : start + _ANY_CHUNK]
+            changed += int(conn.exec_driver_sql(statement, (chunk,)).rowcount)
+        return changed
 
     def existing_keys(
         self,
@@ -351,7 +377,7 @@ class PostgresBackend(Backend):
         stage = f"_ch_stage_{table.name}"
         with raw.cursor() as cur:
             cur.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table.name}) "
+                f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table.name} INCLUDING DEFAULTS) "
                 "ON COMMIT DELETE ROWS"
             )
             with cur.copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:

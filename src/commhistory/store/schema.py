@@ -87,6 +87,25 @@ ADDRESS_MASKED_COMMENT: Final = (
     "channel has no mask, before a backfill, and after erasure."
 )
 
+OUTCOMES_COMMENT: Final = (
+    "Bits folded from the message's events (commhistory.store.kpi.Outcome): 1 rejected, "
+    "2 bounced, 4 hard bounce, 8 failed, 16 opened, 32 clicked, 64 converted, "
+    "128 unsubscribed, 256 complained, the same five reactions by a non-machine event "
+    "512 to 8192, 16384 conversions in several currencies."
+)
+CURRENCY_COMMENT: Final = (
+    "The currency of the message's conversions with revenue, when they have one; "
+    "NULL without any, or with several (outcomes bit 16384)."
+)
+REVENUE_COMMENT: Final = (
+    "Sum of the revenue micros of the message's conversions in conversion_currency "
+    "(machine ones included)."
+)
+HUMAN_REVENUE_COMMENT: Final = (
+    "Sum of the revenue micros of the message's conversions not flagged machine, "
+    "in conversion_currency."
+)
+
 
 def _id(name: str, *args: Any, **kw: Any) -> sa.Column[str]:
     return sa.Column(name, sa.Text(), *args, **kw)
@@ -142,6 +161,22 @@ messages: Final = sa.Table(
     # Migration 0005: the address masked at ingest (t***@example.com), plain, so a
     # reader without read_personal sees it without decryption; erasure sets it NULL.
     sa.Column("address_masked", sa.Text(), nullable=True, comment=ADDRESS_MASKED_COMMENT),
+    # Migration 0008: what the message's events say happened to it, kept by ingest
+    # in the events' transaction, so KPIs scan messages instead of grouping events.
+    sa.Column(
+        "outcomes",
+        sa.Integer(),
+        nullable=False,
+        server_default=sa.text("0"),
+        comment=OUTCOMES_COMMENT,
+    ),
+    sa.Column("conversion_currency", sa.Text(), nullable=True, comment=CURRENCY_COMMENT),
+    sa.Column(
+        "conversion_revenue_micros", sa.BigInteger(), nullable=True, comment=REVENUE_COMMENT
+    ),
+    sa.Column(
+        "human_revenue_micros", sa.BigInteger(), nullable=True, comment=HUMAN_REVENUE_COMMENT
+    ),
     sa.UniqueConstraint("provider", "provider_message_id"),
     sa.Index(None, "contact_id", "sent_at"),
     comment="Messages; address, subject, body and metadata encrypted.",

@@ -51,6 +51,7 @@ from commhistory.store.batching import (
     BatchedWrites,
 )
 from commhistory.store.feed import SQLStoredBatch
+from commhistory.store.kpi import refresh_outcomes
 from commhistory.store.layout import (
     ADDRESS_COLUMNS,
     CONSENT_COLUMNS,
@@ -146,14 +147,17 @@ class SQLIngest(SQLCore, BatchedWrites):
     ) -> tuple[IngestReport, tuple[str, ...]]:
         inserted = duplicates = linked = 0
         changed: list[str] = []
+        touched: set[str] = set()  # messages whose outcomes this batch may change
         if batch.messages:
-            ins, dup, linked = self._write_messages(conn, batch, pending)
+            ins, dup, linked = self._write_messages(conn, batch, pending, touched)
             inserted += ins
             duplicates += dup
         if batch.events:
-            ins, refused = self._write_events(conn, batch, pending)
+            ins, refused = self._write_events(conn, batch, pending, touched)
             inserted += ins
             duplicates += len(batch.events) - ins - refused
+        if touched:
+            refresh_outcomes(conn, self._backend, touched)
         if batch.consents:
             ins, dup = self._write_consents(conn, batch, pending)
             inserted += ins
@@ -220,7 +224,7 @@ class SQLIngest(SQLCore, BatchedWrites):
         return found_ids, found_pairs
 
     def _write_messages(
-        self, conn: sa.Connection, batch: Batch, pending: Pending
+        self, conn: sa.Connection, batch: Batch, pending: Pending, touched: set[str]
     ) -> tuple[int, int, int]:
         found_ids, found_pairs = self._existing_messages(conn, batch.messages)
         fresh: list[tuple[Message, bytes | None]] = []
@@ -304,10 +308,13 @@ class SQLIngest(SQLCore, BatchedWrites):
             pending.messages[m.message_id] = m.contact_id
             if m.provider is not None and m.provider_message_id is not None:
                 pending.pairs[(m.provider, m.provider_message_id)] = (m.message_id, m.contact_id)
-        linked = self._link_orphans(conn, [m for m, _ in fresh], pending)
+        linked = self._link_orphans(conn, [m for m, _ in fresh], pending, touched)
         return inserted, len(batch.messages) - inserted - refused, linked
 
-    def _link_orphans(self, conn: sa.Connection, fresh: list[Message], pending: Pending) -> int:
+    def _link_orphans(
+        self, conn: sa.Connection, fresh: list[Message], pending: Pending, touched: set[str]
+    ) -> int:
+        """Link the stored orphan events of *fresh* messages; add those to *touched*."""
         be = self._backend
         be.lock_linking(conn)
         cols = ", ".join(f"e.{c}" for c in EVENT_SECRET_COLUMNS)
@@ -335,6 +342,7 @@ class SQLIngest(SQLCore, BatchedWrites):
             )
         if not found:
             return 0
+        touched.update(r[2] for r in found)
         ciphers = self.ciphers(conn, {r[3] for r in found}, pending, create=False)
         updates: list[Row] = []
         for event_id, okid, mid, cid, *secrets_ in found:
@@ -432,9 +440,12 @@ class SQLIngest(SQLCore, BatchedWrites):
                 pending.pairs[(prov, pmid)] = (mid, cid)
 
     def _write_events(
-        self, conn: sa.Connection, batch: Batch, pending: Pending
+        self, conn: sa.Connection, batch: Batch, pending: Pending, touched: set[str]
     ) -> tuple[int, int]:
-        """Write a batch's events; return ``(inserted, refused)`` (erased contacts)."""
+        """Write a batch's events; return ``(inserted, refused)`` (erased contacts).
+
+        The stored messages the written events name are added to *touched*.
+        """
         be = self._backend
         events = batch.events
         metas = batch.event_meta
@@ -478,6 +489,14 @@ class SQLIngest(SQLCore, BatchedWrites):
             )
             if not events:
                 return 0, refused
+        for e in events:
+            if e.message_id is not None:
+                if e.message_id in by_id:
+                    touched.add(e.message_id)
+            else:
+                hit = by_pair.get((e.provider, e.provider_message_id))  # type: ignore[arg-type]
+                if hit is not None:
+                    touched.add(hit[0])
         rows = self._event_rows(events, metas, revenues, by_id, by_pair, ciphers)
         if not be.copies_new_rows:
             return be.insert(conn, schema.events, EVENT_COLUMNS, list(rows)), refused
