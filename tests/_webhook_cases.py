@@ -14,6 +14,7 @@ from commhistory.facade import CommHistory, open_repository
 from commhistory.providers import (
     KeyedContactResolver,
     LineAdapter,
+    MailerSendAdapter,
     MailgunAdapter,
     PostmarkAdapter,
     SendGridAdapter,
@@ -143,6 +144,18 @@ def postmark_inbound_case(base_url: str) -> Case:
     )
 
 
+def mailersend_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/mailersend"
+    activity = json.loads((PAYLOADS / "mailersend" / "activities.json").read_text())["clicked"]
+    return Case(
+        "mailersend",
+        MailerSendAdapter("ms-secret"),
+        signed_webhook("mailersend", activity, "ms-secret", url=url),
+        signed_webhook("mailersend", activity, "not-ms-secret", url=url),
+        1,
+    )
+
+
 _SNS = sns_test_signer()
 
 
@@ -186,6 +199,7 @@ CASES: list[CaseBuilder] = [
     mailgun_case,
     postmark_case,
     postmark_inbound_case,
+    mailersend_case,
     ses_case,
     ses_raw_case,
 ]

@@ -21,6 +21,7 @@ from commhistory.providers import (
     ENTRY_POINT_GROUP,
     DuplicateProviderError,
     LineAdapter,
+    MailerSendAdapter,
     MailgunAdapter,
     PostmarkAdapter,
     ProviderLoadError,
@@ -45,6 +46,7 @@ from commhistory.testing.webhooks import DEFAULT_URL
 
 BUILTIN: dict[str, type[WebhookAdapter]] = {
     "line": LineAdapter,
+    "mailersend": MailerSendAdapter,
     "mailgun": MailgunAdapter,
     "postmark": PostmarkAdapter,
     "sendgrid": SendGridAdapter,

@@ -9,7 +9,8 @@ One module per provider over a shared base (:mod:`commhistory.providers.base`):
   :class:`ReplayStore`, per process by default (:class:`InMemoryReplayStore`),
   shared between workers when given one);
 * :class:`PostmarkAdapter`: Postmark (HTTP basic auth);
-* :class:`SesAdapter`: Amazon SES through SNS (RSA signature versions 1 and 2).
+* :class:`SesAdapter`: Amazon SES through SNS (RSA signature versions 1 and 2);
+* :class:`MailerSendAdapter`: MailerSend (HMAC-SHA256 of the body).
 
 Each adapter verifies a :class:`WebhookRequest` (:meth:`~WebhookAdapter.verify`),
 parses it into a :class:`WebhookResult` (:meth:`~WebhookAdapter.parse`), or does
@@ -44,6 +45,7 @@ from commhistory.providers.base import (
     WebhookResult,
 )
 from commhistory.providers.line import LineAdapter
+from commhistory.providers.mailersend import MailerSendAdapter
 from commhistory.providers.mailgun import MailgunAdapter
 from commhistory.providers.postmark import PostmarkAdapter
 from commhistory.providers.registry import (
@@ -75,6 +77,7 @@ __all__ = [
     "InMemoryReplayStore",
     "KeyedContactResolver",
     "LineAdapter",
+    "MailerSendAdapter",
     "MailgunAdapter",
     "PayloadSigner",
     "PostmarkAdapter",
