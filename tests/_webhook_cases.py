@@ -8,6 +8,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from commhistory.crypto import Keyring
 from commhistory.facade import CommHistory, open_repository
@@ -16,6 +17,7 @@ from commhistory.providers import (
     LineAdapter,
     MailerSendAdapter,
     MailgunAdapter,
+    PostalAdapter,
     PostmarkAdapter,
     SendGridAdapter,
     SesAdapter,
@@ -156,6 +158,23 @@ def mailersend_case(base_url: str) -> Case:
     )
 
 
+_POSTAL_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def postal_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/postal"
+    events = json.loads((PAYLOADS / "postal" / "events.json").read_text())
+    envelope = events["shaped"]["MessageDeliveryFailed"]
+    forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return Case(
+        "postal",
+        PostalAdapter(_POSTAL_KEY.public_key()),
+        signed_webhook("postal", envelope, _POSTAL_KEY, url=url),
+        signed_webhook("postal", envelope, forger, url=url),
+        1,
+    )
+
+
 _SNS = sns_test_signer()
 
 
@@ -200,6 +219,7 @@ CASES: list[CaseBuilder] = [
     postmark_case,
     postmark_inbound_case,
     mailersend_case,
+    postal_case,
     ses_case,
     ses_raw_case,
 ]

@@ -13,6 +13,8 @@ from typing import Any
 
 import attrs
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from commhistory.testing import signed_webhook
 from tests.test_cli_webhook import run
@@ -28,10 +30,22 @@ class CliCase:
     wrong_secret: str
     events: int
     first_type: str
+    sign_with: Any = None
+    """What the provider signs with, when it is not ``secret`` (a private key)."""
 
 
 def _load(provider: str, name: str) -> Any:
     return json.loads((PAYLOADS / provider / name).read_text())
+
+
+_POSTAL = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _pem(key: rsa.RSAPrivateKey) -> str:
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return public.decode()
 
 
 CASES = [
@@ -43,11 +57,21 @@ CASES = [
         1,
         "bounced",
     ),
+    CliCase(
+        "postal",
+        _load("postal", "events.json")["published"]["MessageLinkClicked"],
+        _pem(_POSTAL),
+        _pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+        1,
+        "clicked",
+        sign_with=_POSTAL,
+    ),
 ]
 
 
 def _save(tmp_path: Path, case: CliCase) -> tuple[Path, list[str]]:
-    hook = signed_webhook(case.provider, case.payload, case.secret)
+    key = case.secret if case.sign_with is None else case.sign_with
+    hook = signed_webhook(case.provider, case.payload, key)
     body = tmp_path / "body.json"
     body.write_bytes(hook.body)
     headers = [arg for k, v in hook.headers.items() for arg in ("--header", f"{k}: {v}")]

@@ -10,7 +10,8 @@ One module per provider over a shared base (:mod:`commhistory.providers.base`):
   shared between workers when given one);
 * :class:`PostmarkAdapter`: Postmark (HTTP basic auth);
 * :class:`SesAdapter`: Amazon SES through SNS (RSA signature versions 1 and 2);
-* :class:`MailerSendAdapter`: MailerSend (HMAC-SHA256 of the body).
+* :class:`MailerSendAdapter`: MailerSend (HMAC-SHA256 of the body);
+* :class:`PostalAdapter`: Postal (RSA-SHA256, or RSA-SHA1 from older servers).
 
 Each adapter verifies a :class:`WebhookRequest` (:meth:`~WebhookAdapter.verify`),
 parses it into a :class:`WebhookResult` (:meth:`~WebhookAdapter.parse`), or does
@@ -47,6 +48,7 @@ from commhistory.providers.base import (
 from commhistory.providers.line import LineAdapter
 from commhistory.providers.mailersend import MailerSendAdapter
 from commhistory.providers.mailgun import MailgunAdapter
+from commhistory.providers.postal import PostalAdapter
 from commhistory.providers.postmark import PostmarkAdapter
 from commhistory.providers.registry import (
     ENTRY_POINT_GROUP,
@@ -80,6 +82,7 @@ __all__ = [
     "MailerSendAdapter",
     "MailgunAdapter",
     "PayloadSigner",
+    "PostalAdapter",
     "PostmarkAdapter",
     "ProviderLoadError",
     "ProviderSpec",
