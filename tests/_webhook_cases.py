@@ -17,6 +17,7 @@ from commhistory.providers import (
     LineAdapter,
     MailerSendAdapter,
     MailgunAdapter,
+    MailtrapAdapter,
     PostalAdapter,
     PostmarkAdapter,
     SendGridAdapter,
@@ -158,6 +159,19 @@ def mailersend_case(base_url: str) -> Case:
     )
 
 
+def mailtrap_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/mailtrap"
+    events = json.loads((PAYLOADS / "mailtrap" / "events.json").read_text())["published"]
+    batch = [dict(events[name], event_id=f"mt-{name}") for name in ("delivery", "open", "click")]
+    return Case(
+        "mailtrap",
+        MailtrapAdapter("mt-secret"),
+        signed_webhook("mailtrap", batch, "mt-secret", url=url),  # JSON Lines
+        signed_webhook("mailtrap", batch, "not-mt-secret", url=url),
+        3,
+    )
+
+
 _POSTAL_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
@@ -220,6 +234,7 @@ CASES: list[CaseBuilder] = [
     postmark_inbound_case,
     mailersend_case,
     postal_case,
+    mailtrap_case,
     ses_case,
     ses_raw_case,
 ]

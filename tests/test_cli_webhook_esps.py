@@ -66,6 +66,14 @@ CASES = [
         "clicked",
         sign_with=_POSTAL,
     ),
+    CliCase(
+        "mailtrap",
+        {"events": [_load("mailtrap", "events.json")["published"]["unsubscribe"]]},
+        "mt-secret",
+        "other-secret",
+        1,
+        "unsubscribed",
+    ),
 ]
 
 

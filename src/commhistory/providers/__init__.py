@@ -11,7 +11,8 @@ One module per provider over a shared base (:mod:`commhistory.providers.base`):
 * :class:`PostmarkAdapter`: Postmark (HTTP basic auth);
 * :class:`SesAdapter`: Amazon SES through SNS (RSA signature versions 1 and 2);
 * :class:`MailerSendAdapter`: MailerSend (HMAC-SHA256 of the body);
-* :class:`PostalAdapter`: Postal (RSA-SHA256, or RSA-SHA1 from older servers).
+* :class:`PostalAdapter`: Postal (RSA-SHA256, or RSA-SHA1 from older servers);
+* :class:`MailtrapAdapter`: Mailtrap (HMAC-SHA256 of the body; JSON or JSON Lines).
 
 Each adapter verifies a :class:`WebhookRequest` (:meth:`~WebhookAdapter.verify`),
 parses it into a :class:`WebhookResult` (:meth:`~WebhookAdapter.parse`), or does
@@ -48,6 +49,7 @@ from commhistory.providers.base import (
 from commhistory.providers.line import LineAdapter
 from commhistory.providers.mailersend import MailerSendAdapter
 from commhistory.providers.mailgun import MailgunAdapter
+from commhistory.providers.mailtrap import MailtrapAdapter
 from commhistory.providers.postal import PostalAdapter
 from commhistory.providers.postmark import PostmarkAdapter
 from commhistory.providers.registry import (
@@ -81,6 +83,7 @@ __all__ = [
     "LineAdapter",
     "MailerSendAdapter",
     "MailgunAdapter",
+    "MailtrapAdapter",
     "PayloadSigner",
     "PostalAdapter",
     "PostmarkAdapter",
