@@ -23,6 +23,7 @@ from commhistory.providers import (
     SendGridAdapter,
     SesAdapter,
     TwilioAdapter,
+    UnisenderGoAdapter,
     WebhookAdapter,
 )
 from commhistory.store import SQLRepository
@@ -172,6 +173,19 @@ def mailtrap_case(base_url: str) -> Case:
     )
 
 
+def unisender_go_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/unisender_go"
+    events = json.loads((PAYLOADS / "unisender_go" / "events.json").read_text())
+    body = {"events_by_user": [dict(events["published"], events=[events["shaped"]["spam"]])]}
+    return Case(
+        "unisender_go",
+        UnisenderGoAdapter("ug-api-key"),
+        signed_webhook("unisender_go", body, "ug-api-key", url=url),
+        signed_webhook("unisender_go", body, "not-the-key", url=url),
+        1,
+    )
+
+
 _POSTAL_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
@@ -235,6 +249,7 @@ CASES: list[CaseBuilder] = [
     mailersend_case,
     postal_case,
     mailtrap_case,
+    unisender_go_case,
     ses_case,
     ses_raw_case,
 ]

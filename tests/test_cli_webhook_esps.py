@@ -74,6 +74,21 @@ CASES = [
         1,
         "unsubscribed",
     ),
+    CliCase(
+        "unisender_go",
+        {
+            "events_by_user": [
+                dict(
+                    _load("unisender_go", "events.json")["published"],
+                    events=[_load("unisender_go", "events.json")["shaped"]["hard_bounced"]],
+                )
+            ]
+        },
+        "ug-api-key",
+        "other-key",
+        1,
+        "bounced",
+    ),
 ]
 
 

@@ -32,6 +32,7 @@ from commhistory.providers import (
     SesAdapter,
     SignedRequest,
     TwilioAdapter,
+    UnisenderGoAdapter,
     WebhookAdapter,
     WebhookRequest,
     get_provider,
@@ -56,6 +57,7 @@ BUILTIN: dict[str, type[WebhookAdapter]] = {
     "sendgrid": SendGridAdapter,
     "ses": SesAdapter,
     "twilio": TwilioAdapter,
+    "unisender_go": UnisenderGoAdapter,
 }
 
 TOKEN_HEADER = "X-Fake-Token"

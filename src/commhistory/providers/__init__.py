@@ -12,7 +12,8 @@ One module per provider over a shared base (:mod:`commhistory.providers.base`):
 * :class:`SesAdapter`: Amazon SES through SNS (RSA signature versions 1 and 2);
 * :class:`MailerSendAdapter`: MailerSend (HMAC-SHA256 of the body);
 * :class:`PostalAdapter`: Postal (RSA-SHA256, or RSA-SHA1 from older servers);
-* :class:`MailtrapAdapter`: Mailtrap (HMAC-SHA256 of the body; JSON or JSON Lines).
+* :class:`MailtrapAdapter`: Mailtrap (HMAC-SHA256 of the body; JSON or JSON Lines);
+* :class:`UnisenderGoAdapter`: Unisender Go (MD5 ``auth`` over the body with the API key).
 
 Each adapter verifies a :class:`WebhookRequest` (:meth:`~WebhookAdapter.verify`),
 parses it into a :class:`WebhookResult` (:meth:`~WebhookAdapter.parse`), or does
@@ -68,6 +69,7 @@ from commhistory.providers.registry import (
 from commhistory.providers.sendgrid import SendGridAdapter
 from commhistory.providers.ses import SesAdapter
 from commhistory.providers.twilio import TwilioAdapter
+from commhistory.providers.unisender_go import UnisenderGoAdapter
 
 __all__ = [
     "ADAPTERS",
@@ -95,6 +97,7 @@ __all__ = [
     "SesAdapter",
     "SignedRequest",
     "TwilioAdapter",
+    "UnisenderGoAdapter",
     "WebhookAdapter",
     "WebhookRequest",
     "WebhookResult",
