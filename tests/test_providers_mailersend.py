@@ -203,6 +203,11 @@ def test_missing_message_id_is_a_dead_letter_naming_the_field() -> None:
     [error] = result.errors
     assert isinstance(error.error, PayloadError)
     assert error.error.field == "data.message_id"
+    fat = json.loads(json.dumps(ACTIVITIES["opened"]))
+    del fat["data"]["email"]["message"]
+    [error] = ADAPTER.parse(signed_webhook("mailersend", fat, SECRET).request()).errors
+    assert isinstance(error.error, PayloadError)
+    assert error.error.field == "data.email.message.id"
 
 
 # --------------------------------------------------------------------------- fuzz

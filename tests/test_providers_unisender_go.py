@@ -109,10 +109,16 @@ def test_gzip_body_is_verified_and_parsed_after_decompression() -> None:
     assert isinstance(event, Event)
     assert event.type is EventType.CLICKED
     small = UnisenderGoAdapter(API_KEY, max_body_bytes=len(hook.body) - 1)
+    bomb = WebhookRequest(body=gzip.compress(hook.body))
     with pytest.raises(PayloadError, match="decompresses to more than"):
-        small.parse(WebhookRequest(body=gzip.compress(hook.body)))
+        small.verify(bomb)  # too large (413), not a signature failure
+    with pytest.raises(PayloadError, match="decompresses to more than"):
+        small.parse(bomb)
+    junk = WebhookRequest(body=b"\x1f\x8b" + b"junk")
     with pytest.raises(PayloadError, match="not valid gzip"):
-        ADAPTER.parse(WebhookRequest(body=b"\x1f\x8b" + b"junk"))
+        ADAPTER.parse(junk)
+    with pytest.raises(SignatureError, match="not valid gzip"):
+        ADAPTER.verify(junk)
 
 
 # --------------------------------------------------------------------------- mapping

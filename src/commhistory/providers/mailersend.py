@@ -162,7 +162,9 @@ class MailerSendAdapter(WebhookAdapter):
         if not data:
             raise PayloadError(field="data", reason="required")
         email = data.get("email")
+        id_field = "data.message_id"
         if isinstance(email, Mapping):  # the fat shape
+            id_field = "data.email.message.id"
             message_id = get_str(get_mapping(email, "message"), "id")
             address = get_mapping(email, "recipient").get("email")
             details = _details(data, "morph")
@@ -171,7 +173,7 @@ class MailerSendAdapter(WebhookAdapter):
             address = data.get("recipient") or email
             details = _details(data, "meta")
         if message_id is None:
-            raise PayloadError(field="data.message_id", reason="required")
+            raise PayloadError(field=id_field, reason="required")
         reason = (
             get_str(details, "readable_reason")
             or get_str(details, "reason")

@@ -107,6 +107,7 @@ NOT_ABOUT_A_MESSAGE: Final = frozenset({"transactional_spam_block"})
 
 _EVENT_NAME: Final = "transactional_email_status"
 _GZIP_MAGIC: Final = b"\x1f\x8b"
+_TOO_LARGE: Final = "decompresses to more than"
 _NAIVE_TIME: Final = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?")
 
 
@@ -158,7 +159,7 @@ class UnisenderGoAdapter(WebhookAdapter):
         if len(data) > self.max_body_bytes:
             raise PayloadError(
                 field="<body>",
-                reason=f"decompresses to more than the limit of {self.max_body_bytes} bytes",
+                reason=f"{_TOO_LARGE} the limit of {self.max_body_bytes} bytes",
             )
         return data
 
@@ -167,6 +168,8 @@ class UnisenderGoAdapter(WebhookAdapter):
             body = self._body(request)
             given = require_str(as_object(decode_json(body), field="<body>"), "auth")
         except PayloadError as exc:
+            if exc.reason.startswith(_TOO_LARGE):
+                raise  # a decompression bomb is refused as too large (413), like a big body
             raise SignatureError(f"auth field unreadable ({exc.field}: {exc.reason})") from None
         with_key, found = _auth_pattern(given).subn(
             lambda m: m.group(1) + json.dumps(self._key)[1:-1].encode() + b'"', body, count=1
