@@ -66,9 +66,9 @@ nitpick_ignore_regex = [
     # Dependencies whose inventories intersphinx would provide.
     ("py:(class|mod|func|exc)", rf"{_DEPENDENCIES}(\..*)?"),
     # The same, as our modules spell them in annotations that only a type checker
-    # imports (``import sqlalchemy as sa``; cryptography's ``ec``; Starlette's
+    # imports (``import sqlalchemy as sa``; cryptography's ``ec`` and ``rsa``; Starlette's
     # ``Route``), so autodoc shows them unresolved.
-    ("py:class", r"(sa|ec)\..*"),
+    ("py:class", r"(sa|ec|rsa)\..*"),
     ("py:class", r"Route"),
 ]
 nitpick_ignore = [

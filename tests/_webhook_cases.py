@@ -8,17 +8,22 @@ from pathlib import Path
 
 import attrs
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from commhistory.crypto import Keyring
 from commhistory.facade import CommHistory, open_repository
 from commhistory.providers import (
     KeyedContactResolver,
     LineAdapter,
+    MailerSendAdapter,
     MailgunAdapter,
+    MailtrapAdapter,
+    PostalAdapter,
     PostmarkAdapter,
     SendGridAdapter,
     SesAdapter,
     TwilioAdapter,
+    UnisenderGoAdapter,
     WebhookAdapter,
 )
 from commhistory.store import SQLRepository
@@ -143,6 +148,61 @@ def postmark_inbound_case(base_url: str) -> Case:
     )
 
 
+def mailersend_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/mailersend"
+    activity = json.loads((PAYLOADS / "mailersend" / "activities.json").read_text())["clicked"]
+    return Case(
+        "mailersend",
+        MailerSendAdapter("ms-secret"),
+        signed_webhook("mailersend", activity, "ms-secret", url=url),
+        signed_webhook("mailersend", activity, "not-ms-secret", url=url),
+        1,
+    )
+
+
+def mailtrap_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/mailtrap"
+    events = json.loads((PAYLOADS / "mailtrap" / "events.json").read_text())["published"]
+    batch = [dict(events[name], event_id=f"mt-{name}") for name in ("delivery", "open", "click")]
+    return Case(
+        "mailtrap",
+        MailtrapAdapter("mt-secret"),
+        signed_webhook("mailtrap", batch, "mt-secret", url=url),  # JSON Lines
+        signed_webhook("mailtrap", batch, "not-mt-secret", url=url),
+        3,
+    )
+
+
+def unisender_go_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/unisender_go"
+    events = json.loads((PAYLOADS / "unisender_go" / "events.json").read_text())
+    body = {"events_by_user": [dict(events["published"], events=[events["shaped"]["spam"]])]}
+    return Case(
+        "unisender_go",
+        UnisenderGoAdapter("ug-api-key"),
+        signed_webhook("unisender_go", body, "ug-api-key", url=url),
+        signed_webhook("unisender_go", body, "not-the-key", url=url),
+        1,
+    )
+
+
+_POSTAL_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def postal_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/postal"
+    events = json.loads((PAYLOADS / "postal" / "events.json").read_text())
+    envelope = events["shaped"]["MessageDeliveryFailed"]
+    forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return Case(
+        "postal",
+        PostalAdapter(_POSTAL_KEY.public_key()),
+        signed_webhook("postal", envelope, _POSTAL_KEY, url=url),
+        signed_webhook("postal", envelope, forger, url=url),
+        1,
+    )
+
+
 _SNS = sns_test_signer()
 
 
@@ -186,6 +246,10 @@ CASES: list[CaseBuilder] = [
     mailgun_case,
     postmark_case,
     postmark_inbound_case,
+    mailersend_case,
+    postal_case,
+    mailtrap_case,
+    unisender_go_case,
     ses_case,
     ses_raw_case,
 ]

@@ -21,7 +21,10 @@ from commhistory.providers import (
     ENTRY_POINT_GROUP,
     DuplicateProviderError,
     LineAdapter,
+    MailerSendAdapter,
     MailgunAdapter,
+    MailtrapAdapter,
+    PostalAdapter,
     PostmarkAdapter,
     ProviderLoadError,
     ProviderSpec,
@@ -29,6 +32,7 @@ from commhistory.providers import (
     SesAdapter,
     SignedRequest,
     TwilioAdapter,
+    UnisenderGoAdapter,
     WebhookAdapter,
     WebhookRequest,
     get_provider,
@@ -45,11 +49,15 @@ from commhistory.testing.webhooks import DEFAULT_URL
 
 BUILTIN: dict[str, type[WebhookAdapter]] = {
     "line": LineAdapter,
+    "mailersend": MailerSendAdapter,
     "mailgun": MailgunAdapter,
+    "mailtrap": MailtrapAdapter,
+    "postal": PostalAdapter,
     "postmark": PostmarkAdapter,
     "sendgrid": SendGridAdapter,
     "ses": SesAdapter,
     "twilio": TwilioAdapter,
+    "unisender_go": UnisenderGoAdapter,
 }
 
 TOKEN_HEADER = "X-Fake-Token"

@@ -9,7 +9,11 @@ One module per provider over a shared base (:mod:`commhistory.providers.base`):
   :class:`ReplayStore`, per process by default (:class:`InMemoryReplayStore`),
   shared between workers when given one);
 * :class:`PostmarkAdapter`: Postmark (HTTP basic auth);
-* :class:`SesAdapter`: Amazon SES through SNS (RSA signature versions 1 and 2).
+* :class:`SesAdapter`: Amazon SES through SNS (RSA signature versions 1 and 2);
+* :class:`MailerSendAdapter`: MailerSend (HMAC-SHA256 of the body);
+* :class:`PostalAdapter`: Postal (RSA-SHA256, or RSA-SHA1 from older servers);
+* :class:`MailtrapAdapter`: Mailtrap (HMAC-SHA256 of the body; JSON or JSON Lines);
+* :class:`UnisenderGoAdapter`: Unisender Go (MD5 ``auth`` over the body with the API key).
 
 Each adapter verifies a :class:`WebhookRequest` (:meth:`~WebhookAdapter.verify`),
 parses it into a :class:`WebhookResult` (:meth:`~WebhookAdapter.parse`), or does
@@ -44,7 +48,10 @@ from commhistory.providers.base import (
     WebhookResult,
 )
 from commhistory.providers.line import LineAdapter
+from commhistory.providers.mailersend import MailerSendAdapter
 from commhistory.providers.mailgun import MailgunAdapter
+from commhistory.providers.mailtrap import MailtrapAdapter
+from commhistory.providers.postal import PostalAdapter
 from commhistory.providers.postmark import PostmarkAdapter
 from commhistory.providers.registry import (
     ENTRY_POINT_GROUP,
@@ -62,6 +69,7 @@ from commhistory.providers.registry import (
 from commhistory.providers.sendgrid import SendGridAdapter
 from commhistory.providers.ses import SesAdapter
 from commhistory.providers.twilio import TwilioAdapter
+from commhistory.providers.unisender_go import UnisenderGoAdapter
 
 __all__ = [
     "ADAPTERS",
@@ -75,8 +83,11 @@ __all__ = [
     "InMemoryReplayStore",
     "KeyedContactResolver",
     "LineAdapter",
+    "MailerSendAdapter",
     "MailgunAdapter",
+    "MailtrapAdapter",
     "PayloadSigner",
+    "PostalAdapter",
     "PostmarkAdapter",
     "ProviderLoadError",
     "ProviderSpec",
@@ -86,6 +97,7 @@ __all__ = [
     "SesAdapter",
     "SignedRequest",
     "TwilioAdapter",
+    "UnisenderGoAdapter",
     "WebhookAdapter",
     "WebhookRequest",
     "WebhookResult",
