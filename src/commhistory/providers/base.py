@@ -34,14 +34,21 @@ import abc
 import base64
 import binascii
 import collections
+import email.errors
+import email.header
+import email.message
+import email.parser
+import email.policy
 import hashlib
 import hmac
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 from urllib.parse import parse_qsl
 
@@ -50,7 +57,7 @@ import attrs
 from commhistory.convert import ParsedLine
 from commhistory.crypto import KeyProvider, derive_subkey
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
-from commhistory.model import BounceClass, Channel, Record
+from commhistory.model import BounceClass, Channel, Direction, Message, Purpose, Record
 from commhistory.normalize import (
     classify_bounce,
     normalize_email,
@@ -65,10 +72,12 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_TOLERANCE",
+    "Attachment",
     "ContactResolver",
     "HandleOutcome",
     "InMemoryReplayStore",
     "KeyedContactResolver",
+    "MultipartForm",
     "ReplayStore",
     "RepositoryContactResolver",
     "WebhookAdapter",
@@ -482,6 +491,36 @@ def iso_time(value: object, *, field: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
+_COLON_OFFSET: Final = re.compile(r"([+-]\d\d):(\d\d)\s*$")
+
+
+def mail_date(value: object) -> datetime | None:
+    """Read an email-style date (RFC 5322/2822, or ISO 8601) as UTC; ``None`` when unreadable.
+
+    The ``Date`` header of an inbound email, Twilio's ``Timestamp``. A date
+    without a zone is unreadable (a guess would misplace it by hours), except
+    RFC 5322's ``-0000`` (UTC, no local zone known).
+
+    .. versionadded:: 0.4.0
+    """
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = _COLON_OFFSET.sub(r"\1\2", value.strip())  # "-04:00" is read as no zone otherwise
+    try:
+        parsed = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        try:
+            return iso_time(value, field="Date")
+        except PayloadError:
+            return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC) if text.endswith("-0000") else None
+    try:
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+
+
 def optional_email(value: object) -> str | None:
     """Normalize an email address; ``None`` when absent or invalid (the raw event keeps it)."""
     if not isinstance(value, str) or not value:
@@ -617,6 +656,209 @@ def decode_form(body: bytes) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def clean_text(value: str) -> str:
+    """Replace lone surrogates (undecodable bytes of a mail header) with U+FFFD.
+
+    .. versionadded:: 0.4.0
+    """
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def decode_bytes(data: bytes, charset: str | None) -> str:
+    """Decode text in its declared charset; UTF-8 when none or unknown.
+
+    Undecodable bytes become U+FFFD rather than failing the message: the text
+    is kept, and a wrong charset label is common in inbound mail.
+
+    .. versionadded:: 0.4.0
+    """
+    try:
+        return data.decode(charset or "utf-8", errors="replace")
+    except (LookupError, TypeError):
+        return data.decode("utf-8", errors="replace")
+
+
+@attrs.frozen(kw_only=True)
+class Attachment:
+    """What is kept of an inbound email's attachment: never its content.
+
+    Attributes:
+        filename: The file name the sender gave, if any. Personal (kept only
+            in the encrypted metadata).
+        content_type: The media type, lower case (``"application/pdf"``).
+        size: The size of the decoded content in bytes.
+
+    .. versionadded:: 0.4.0
+    """
+
+    filename: str | None = attrs.field(repr=False)
+    content_type: str
+    size: int
+
+    def as_metadata(self) -> dict[str, Any]:
+        """The attachment as a JSON object (``filename``, ``content_type``, ``size``)."""
+        return {"filename": self.filename, "content_type": self.content_type, "size": self.size}
+
+
+@attrs.frozen(kw_only=True)
+class MultipartForm:
+    """A decoded ``multipart/form-data`` body: its text fields and its files.
+
+    Attributes:
+        fields: Each field's values, in order: the raw bytes and the part's
+            declared charset (``None`` when it declares none).
+        files: The file parts, without their content.
+
+    .. versionadded:: 0.4.0
+    """
+
+    fields: Mapping[str, tuple[tuple[bytes, str | None], ...]] = attrs.field(repr=False)
+    files: tuple[Attachment, ...] = ()
+
+    def text(self, name: str, *, charset: str | None = None) -> str | None:
+        """Return the first value of field *name* as text (``None`` when absent).
+
+        Args:
+            name: The field.
+            charset: The charset to decode with when the part declares none
+                (default UTF-8).
+        """
+        values = self.fields.get(name)
+        if not values:
+            return None
+        data, declared = values[0]
+        return decode_bytes(data, declared or charset)
+
+    def as_form(self, charsets: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Every field as text, shaped like :func:`decode_form`'s result."""
+        out: dict[str, Any] = {}
+        for name, values in self.fields.items():
+            extra = (charsets or {}).get(name)
+            texts = [decode_bytes(data, declared or extra) for data, declared in values]
+            out[name] = texts[0] if len(texts) == 1 else texts
+        return out
+
+
+def decode_multipart(body: bytes, content_type: str) -> MultipartForm:
+    """Decode a ``multipart/form-data`` body (RFC 7578) without keeping file contents.
+
+    A part with a file name, or one that is not text, is a file: only its name,
+    media type and size are kept.
+
+    Args:
+        body: The raw body.
+        content_type: The request's whole ``Content-Type`` header (with the boundary).
+
+    Raises:
+        PayloadError: There is no boundary, or the body has no parts.
+
+    .. versionadded:: 0.4.0
+    """
+    header = email.message.Message()
+    header["content-type"] = content_type
+    boundary = header.get_param("boundary")
+    if not isinstance(boundary, str) or not boundary:
+        raise PayloadError(field="Content-Type", reason="multipart/form-data without a boundary")
+    prefix = f'Content-Type: multipart/form-data; boundary="{boundary}"\r\n\r\n'
+    parsed = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
+        prefix.encode("utf-8", "surrogatepass") + body
+    )
+    parts = parsed.get_payload()
+    if not parsed.is_multipart() or not isinstance(parts, list) or not parts:
+        raise PayloadError(field="<body>", reason="no multipart/form-data parts")
+    fields: dict[str, list[tuple[bytes, str | None]]] = {}
+    files: list[Attachment] = []
+    for part in parts:
+        if not isinstance(part, email.message.Message):
+            continue
+        name = part.get_param("name", header="content-disposition")
+        filename = part.get_filename()
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        kind = part.get_content_type().lower()
+        if filename is not None or (part.get("content-type") and not kind.startswith("text/")):
+            files.append(
+                Attachment(
+                    filename=clean_text(filename) if isinstance(filename, str) else None,
+                    content_type=kind,
+                    size=len(data),
+                )
+            )
+            continue
+        if not isinstance(name, str):
+            continue  # a part that names no field carries nothing to read
+        charset = part.get_content_charset() if part.get("content-type") else None
+        fields.setdefault(clean_text(name), []).append((data, charset))
+    return MultipartForm(
+        fields={name: tuple(values) for name, values in fields.items()}, files=tuple(files)
+    )
+
+
+def mime_parts(message: bytes) -> tuple[email.message.Message, str | None, tuple[Attachment, ...]]:
+    """Read a raw MIME email: its headers, its plain-text body, and its attachments' metadata.
+
+    The body is the first ``text/plain`` part that is not an attachment (``None``
+    when there is none); attachments keep only their name, type and size.
+
+    .. versionadded:: 0.4.0
+    """
+    parsed = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(message)
+    body: str | None = None
+    attachments: list[Attachment] = []
+    for part in parsed.walk():
+        if part.is_multipart():
+            continue
+        disposition = str(part.get("content-disposition", "")).split(";", 1)[0].strip().lower()
+        kind = part.get_content_type().lower()
+        filename = part.get_filename()
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        if disposition == "attachment" or filename is not None:
+            attachments.append(
+                Attachment(
+                    filename=clean_text(filename) if isinstance(filename, str) else None,
+                    content_type=kind,
+                    size=len(data),
+                )
+            )
+        elif body is None and kind == "text/plain":
+            body = clean_text(decode_bytes(data, part.get_content_charset()))
+    return parsed, body, tuple(attachments)
+
+
+def header_text(value: object) -> str | None:
+    """Decode a raw header value (RFC 2047 encoded words); ``None`` when absent.
+
+    .. versionadded:: 0.4.0
+    """
+    if value is None:
+        return None
+    text = str(value)
+    try:
+        decoded = str(email.header.make_header(email.header.decode_header(text)))
+    except (email.errors.HeaderParseError, UnicodeError, LookupError, ValueError):
+        decoded = text
+    return clean_text(decoded) or None
+
+
+def message_id_header(value: object) -> str | None:
+    """Return a ``Message-ID`` header without its angle brackets, if it is a plain id.
+
+    ``None`` when absent, empty, or unfit for a plain-text id (over 255
+    characters, not ASCII, with control characters).
+
+    .. versionadded:: 0.4.0
+    """
+    if not isinstance(value, str):
+        return None
+    bare = value.strip().strip("<>").strip()
+    if not bare or len(bare) > 200 or not bare.isascii() or not bare.isprintable():
+        return None
+    return bare
 
 
 # --------------------------------------------------------------------------- the base
@@ -855,6 +1097,60 @@ class WebhookAdapter(abc.ABC):
     def ids(self, key: str) -> tuple[str, str]:
         """Return ``(record id, provider event id)`` for a dedupe key."""
         return f"{self.name}:{key}", key
+
+    def inbound_email(
+        self,
+        *,
+        sender: str,
+        key: str,
+        provider_message_id: str | None,
+        sent_at: datetime,
+        subject: str | None,
+        body: str | None,
+        attachments: Sequence[Attachment] = (),
+        raw: Mapping[str, Any],
+    ) -> Message:
+        """Build the inbound :class:`~commhistory.Message` of a received email.
+
+        The sender's contact id comes from the contact resolver. The subject and
+        body are kept (encrypted at rest, like every personal field); of the
+        attachments, only name, type and size, in ``metadata["attachments"]``
+        (metadata is encrypted at rest too); their content never.
+
+        Args:
+            sender: The sender's normalized address.
+            key: The dedupe key: the message id is ``"<provider>:<key>"``.
+            provider_message_id: The provider's (or the email's) id, if any.
+            sent_at: The email's ``Date``, or when it was received.
+            subject: The subject.
+            body: The plain-text body.
+            attachments: The attachments' metadata.
+            raw: What of the provider payload to keep in ``metadata["provider_raw"]``
+                (without the email's content or attachments).
+
+        Raises:
+            PayloadError: ``field="contact_id"``; the sender resolves to no contact.
+
+        .. versionadded:: 0.4.0
+        """
+        contact = self.resolve_contact(Channel.EMAIL, sender)
+        metadata: dict[str, Any] = {"provider_raw": dict(raw)}
+        if attachments:
+            metadata["attachments"] = [a.as_metadata() for a in attachments]
+        return Message(
+            message_id=f"{self.name}:{key}",
+            channel=Channel.EMAIL,
+            direction=Direction.INBOUND,
+            contact_id=contact,
+            address=sender,
+            sent_at=sent_at,
+            purpose=Purpose.SERVICE,
+            subject=clean_text(subject) if subject else None,
+            body=clean_text(body) if body else None,
+            provider=self.name,
+            provider_message_id=provider_message_id,
+            metadata=metadata,
+        )
 
 
 def _raw(item: object) -> str:
