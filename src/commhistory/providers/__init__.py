@@ -9,7 +9,15 @@ One module per provider over a shared base (:mod:`commhistory.providers.base`):
   :class:`ReplayStore`, per process by default (:class:`InMemoryReplayStore`),
   shared between workers when given one);
 * :class:`PostmarkAdapter`: Postmark (HTTP basic auth);
-* :class:`SesAdapter`: Amazon SES through SNS (RSA signature versions 1 and 2).
+* :class:`SesAdapter`: Amazon SES through SNS (RSA signature versions 1 and 2),
+  with SES receiving's ``Received`` notifications as inbound email;
+* :class:`SendGridInboundAdapter` (``sendgrid-inbound``): SendGrid Inbound Parse;
+* :class:`MailgunInboundAdapter` (``mailgun-inbound``): Mailgun routes (forward
+  and store notifications);
+* :class:`AmazonConnectAdapter` (``amazon-connect``): Amazon Connect contact
+  records, from files or a Kinesis Data Firehose HTTP endpoint.
+
+:class:`TwilioAdapter` also reads Twilio Voice status callbacks.
 
 Each adapter verifies a :class:`WebhookRequest` (:meth:`~WebhookAdapter.verify`),
 parses it into a :class:`WebhookResult` (:meth:`~WebhookAdapter.parse`), or does
@@ -30,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+from commhistory.providers.amazon_connect import AmazonConnectAdapter
 from commhistory.providers.base import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_TOLERANCE,
@@ -69,6 +78,7 @@ __all__ = [
     "DEFAULT_TOLERANCE",
     "ENTRY_POINT_GROUP",
     "AdapterFactory",
+    "AmazonConnectAdapter",
     "ContactResolver",
     "DuplicateProviderError",
     "HandleOutcome",

@@ -85,6 +85,7 @@ __all__ = [
     "WebhookResult",
     "content_hash",
     "hmac_equal",
+    "staff_key_from_keyring",
 ]
 
 DEFAULT_MAX_BODY_BYTES: Final = 5 * 1024 * 1024
@@ -92,6 +93,9 @@ DEFAULT_MAX_BODY_BYTES: Final = 5 * 1024 * 1024
 
 CONTACT_KEY_PURPOSE: Final = "inbound-contact"
 """The keyring subkey purpose of :meth:`KeyedContactResolver.from_keyring`."""
+
+STAFF_KEY_PURPOSE: Final = "staff-pseudonym"
+"""The keyring subkey purpose of :func:`staff_key_from_keyring`."""
 
 DEFAULT_TOLERANCE: Final = 300.0
 """How far (in seconds, either way) a signed timestamp may be from now by default."""
@@ -367,6 +371,17 @@ class RepositoryContactResolver:
         if len(found) == 1:
             return found[0]
         return None if self._fallback is None else self._fallback(channel, address)
+
+
+def staff_key_from_keyring(keys: KeyProvider) -> bytes:
+    """Return the ``staff_key`` adapters use when nothing else is set (what the CLI uses).
+
+    The HKDF subkey ``"staff-pseudonym"`` of the keyring's blind-index key, so
+    agent pseudonyms, like inbound contact ids, survive ordinary key rotations.
+
+    .. versionadded:: 0.4.0
+    """
+    return derive_subkey(keys, keys.index_key_id, STAFF_KEY_PURPOSE)
 
 
 # --------------------------------------------------------------------------- value helpers
@@ -879,8 +894,13 @@ class WebhookAdapter(abc.ABC):
         clock: Returns the current time in epoch seconds (inject one in tests).
         contact_resolver: Maps inbound senders to contact ids; without one,
             inbound messages and consent changes become dead letters.
+        staff_key: Keys the pseudonyms that replace staff identifiers (a call
+            centre agent's id) in records (:meth:`staff_pseudonym`); without
+            one, staff identifiers are left out. See :func:`staff_key_from_keyring`.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       ``staff_key``.
     """
 
     name: ClassVar[str]
@@ -896,8 +916,12 @@ class WebhookAdapter(abc.ABC):
         tolerance: float = DEFAULT_TOLERANCE,
         clock: Callable[[], float] = time.time,
         contact_resolver: ContactResolver | None = None,
+        staff_key: bytes | None = None,
     ) -> None:
         size: object = max_body_bytes
+        key: object = staff_key
+        if key is not None and (not isinstance(key, bytes) or len(key) < 16):
+            raise InvalidInputError(field="staff_key", reason="must be at least 16 bytes")
         window: object = tolerance
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
             raise InvalidInputError(field="max_body_bytes", reason="must be a positive integer")
@@ -910,6 +934,7 @@ class WebhookAdapter(abc.ABC):
         self.tolerance = float(tolerance)
         self.clock = clock
         self.contact_resolver = contact_resolver
+        self._staff_key = staff_key
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -1093,6 +1118,22 @@ class WebhookAdapter(abc.ABC):
                 field="contact_id", reason="the contact resolver returned an empty id"
             )
         return contact
+
+    def staff_pseudonym(self, identifier: str) -> str | None:
+        """Return the pseudonym of a staff identifier, or ``None`` without a ``staff_key``.
+
+        ``"a_"`` and the first 32 hex digits of HMAC-SHA256 over the identifier
+        (an agent's ARN) under ``staff_key``: the same agent always gets the same
+        pseudonym, which reveals nothing without the key.
+
+        .. versionadded:: 0.4.0
+        """
+        if self._staff_key is None:
+            return None
+        mac = hmac.new(
+            self._staff_key, identifier.encode("utf-8", "surrogatepass"), hashlib.sha256
+        )
+        return "a_" + mac.hexdigest()[:32]
 
     def ids(self, key: str) -> tuple[str, str]:
         """Return ``(record id, provider event id)`` for a dedupe key."""
