@@ -27,6 +27,7 @@ from commhistory.providers import (
     ProviderLoadError,
     ProviderSpec,
     SendGridAdapter,
+    SendGridInboundAdapter,
     SesAdapter,
     SignedRequest,
     TwilioAdapter,
@@ -50,6 +51,7 @@ BUILTIN: dict[str, type[WebhookAdapter]] = {
     "mailgun": MailgunAdapter,
     "postmark": PostmarkAdapter,
     "sendgrid": SendGridAdapter,
+    "sendgrid-inbound": SendGridInboundAdapter,
     "ses": SesAdapter,
     "twilio": TwilioAdapter,
 }

@@ -68,7 +68,7 @@ from commhistory.providers.registry import (
     register_provider,
     registered_adapters,
 )
-from commhistory.providers.sendgrid import SendGridAdapter
+from commhistory.providers.sendgrid import SendGridAdapter, SendGridInboundAdapter
 from commhistory.providers.ses import SesAdapter
 from commhistory.providers.twilio import TwilioAdapter
 
@@ -93,6 +93,7 @@ __all__ = [
     "ReplayStore",
     "RepositoryContactResolver",
     "SendGridAdapter",
+    "SendGridInboundAdapter",
     "SesAdapter",
     "SignedRequest",
     "TwilioAdapter",
