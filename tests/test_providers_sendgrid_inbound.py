@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from commhistory.errors import PayloadError, SignatureError
 from commhistory.model import Channel, Direction, Message, Purpose
 from commhistory.providers import KeyedContactResolver, SendGridInboundAdapter, WebhookRequest
-from commhistory.providers.sendgrid import multipart_body
+from commhistory.providers.registry import multipart_body
 from commhistory.testing import sendgrid_keys, signed_webhook
 from tests._webhook_props import parse_or_payload_error
 

@@ -53,7 +53,7 @@ from commhistory.providers.base import (
     WebhookResult,
 )
 from commhistory.providers.line import LineAdapter
-from commhistory.providers.mailgun import MailgunAdapter
+from commhistory.providers.mailgun import MailgunAdapter, MailgunInboundAdapter
 from commhistory.providers.postmark import PostmarkAdapter
 from commhistory.providers.registry import (
     ENTRY_POINT_GROUP,
@@ -86,6 +86,7 @@ __all__ = [
     "KeyedContactResolver",
     "LineAdapter",
     "MailgunAdapter",
+    "MailgunInboundAdapter",
     "PayloadSigner",
     "PostmarkAdapter",
     "ProviderLoadError",

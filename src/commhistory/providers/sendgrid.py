@@ -71,6 +71,7 @@ from commhistory.providers.registry import (
     ProviderSpec,
     SignedRequest,
     json_body,
+    multipart_body,
     register_provider,
 )
 
@@ -84,7 +85,6 @@ __all__ = [
     "SendGridInboundAdapter",
     "load_public_key",
     "message_id_of",
-    "multipart_body",
 ]
 
 SIGNATURE_HEADER: Final = "X-Twilio-Email-Event-Webhook-Signature"
@@ -429,33 +429,6 @@ def _signed(
 
 def _sign(events: Any, secret: Any, /, *, url: str, timestamp: float) -> SignedRequest:
     return _signed(json_body(events), "application/json", secret, url=url, timestamp=timestamp)
-
-
-def multipart_body(fields: Mapping[str, Any], *, boundary: str) -> bytes:
-    """Encode form fields as ``multipart/form-data`` (what Inbound Parse and Mailgun post).
-
-    A value that is a string is a text field (UTF-8); a ``(filename,
-    content_type, data)`` tuple is a file; a list repeats the field.
-
-    .. versionadded:: 0.4.0
-    """
-    out: list[bytes] = []
-    for name, given in fields.items():
-        for value in given if isinstance(given, list) else [given]:
-            out.append(f"--{boundary}\r\n".encode())
-            if isinstance(value, tuple):
-                filename, content_type, data = value
-                out.append(
-                    f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                    f"Content-Type: {content_type}\r\n\r\n".encode()
-                )
-                out.append(data if isinstance(data, bytes) else str(data).encode())
-            else:
-                out.append(f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode())
-                out.append(str(value).encode("utf-8"))
-            out.append(b"\r\n")
-    out.append(f"--{boundary}--\r\n".encode())
-    return b"".join(out)
 
 
 def _sign_inbound(events: Any, secret: Any, /, *, url: str, timestamp: float) -> SignedRequest:
