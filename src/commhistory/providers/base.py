@@ -749,7 +749,7 @@ class MultipartForm:
         return decode_bytes(data, declared or charset)
 
     def as_form(self, charsets: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """Every field as text, shaped like :func:`decode_form`'s result."""
+        """Every field as text, shaped like ``decode_form``'s result."""
         out: dict[str, Any] = {}
         for name, values in self.fields.items():
             extra = (charsets or {}).get(name)

@@ -148,7 +148,8 @@ class MailgunAdapter(WebhookAdapter):
             raise SignatureError(
                 "a form-encoded post is a legacy Mailgun webhook, which this adapter does"
                 " not accept (Mailgun retired them in 2023): configure the current JSON"
-                " webhooks (signature + event-data) instead"
+                " webhooks (signature + event-data) instead; a route's forward or store post"
+                " (an inbound email) goes to a mailgun-inbound adapter"
             )
         try:
             body = as_object(decode_json(request.body), field="<body>")
