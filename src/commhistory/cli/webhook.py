@@ -7,10 +7,12 @@
   unparseable events, or a whole unparseable body, become dead letters.
 * ``verify-webhook --provider NAME FILE --secret S [--url U] [--header 'N: v']``:
   check a saved request's signature; exit 0 when valid, 4 when not, saying why.
-  ``--secret`` is what the adapter is configured with: SendGrid's public key,
-  Twilio's auth token, LINE's channel secret, Mailgun's signing key,
-  Postmark's ``user:password``, or the SNS topic ARN for SES (the certificate
-  is then fetched from Amazon); the provider's module reads it (its
+  ``--secret`` is what the adapter is configured with: SendGrid's public key
+  (``sendgrid-inbound``: the parse security policy's), Twilio's auth token, LINE's
+  channel secret, Mailgun's signing key (``mailgun`` and ``mailgun-inbound``),
+  Postmark's ``user:password``, the SNS topic ARN for SES (the certificate
+  is then fetched from Amazon), or the Firehose access key for
+  ``amazon-connect``; the provider's module reads it (its
   :attr:`~commhistory.providers.ProviderSpec.from_secret`).
 
 ``--provider`` takes any provider in the registry
@@ -196,8 +198,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="check a saved request's signature (exit 0 valid, 4 invalid)",
         description="Check the signature of a saved request with the secret the adapter "
         "is configured with: SendGrid's public key, Twilio's auth token, LINE's channel "
-        "secret, Mailgun's signing key, Postmark's user:password or the SNS topic ARN for "
-        "SES. Exit 0 when it verifies, 4 when not (saying why).",
+        "secret, Mailgun's signing key, Postmark's user:password, the SNS topic ARN for "
+        "SES or the Firehose access key for amazon-connect. Exit 0 when it verifies, 4 "
+        "when not (saying why).",
     )
     common(verify)
     verification(verify, required=True)
