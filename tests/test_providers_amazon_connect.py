@@ -202,13 +202,20 @@ def test_firehose_record_that_is_not_base64_is_one_error() -> None:
     assert len(result.records) == 4
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(
+    params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
 def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHistory[Any]]:
     if request.param == "memory":
         with CommHistory(MemoryRepository()) as mem:
             yield mem
         return
-    with open_repository(f"sqlite:///{tmp_path / 'c.db'}", Keyring.generate()) as sql:
+    url = (
+        f"sqlite:///{tmp_path / 'c.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    with open_repository(url, Keyring.generate()) as sql:
         yield sql
 
 

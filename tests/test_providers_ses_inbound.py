@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 
-from commhistory.facade import CommHistory
+from commhistory.crypto import Keyring
+from commhistory.facade import CommHistory, open_repository
 from commhistory.model import Channel, Direction, Message, Purpose
 from commhistory.providers import KeyedContactResolver
 from commhistory.providers.ses import SesAdapter
@@ -151,14 +153,33 @@ def test_bad_notifications_are_typed_errors(mutate: Any, field: str) -> None:
     assert error.error.field == field
 
 
-def test_stored_once_and_encrypted_fields_read_back() -> None:
-    with CommHistory(MemoryRepository()) as repo:
-        a = adapter()
-        request = signed_webhook("ses", SNS_ACTION, SIGNER, timestamp=NOW).request()
-        assert a.handle(request, repo).report.inserted == 1
-        assert a.handle(request, repo).report.duplicates == 1  # an SNS retry
-        [entry] = repo.timeline(RESOLVER(Channel.EMAIL, "sender@example.com"))
-        assert entry.message.body == "Example content\r\n"
+@pytest.fixture(
+    params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHistory[Any]]:
+    if request.param == "memory":
+        with CommHistory(MemoryRepository()) as mem:
+            yield mem
+        return
+    url = (
+        f"sqlite:///{tmp_path / 's.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    with open_repository(url, Keyring.generate()) as sql:
+        yield sql
+
+
+def test_stored_once_and_encrypted_fields_read_back(repo: CommHistory[Any]) -> None:
+    a = adapter()
+    note = changed(SNS_ACTION, content=MULTIPART)
+    request = signed_webhook("ses", note, SIGNER, timestamp=NOW).request()
+    assert a.handle(request, repo).report.inserted == 1
+    assert a.handle(request, repo).report.duplicates == 1  # an SNS retry
+    [entry] = repo.timeline(RESOLVER(Channel.EMAIL, "sender@example.com"))
+    assert entry.message.body is not None
+    assert entry.message.body.strip() == "こんにちは"
+    assert entry.message.metadata["attachments"][0]["filename"] == "invoice.pdf"
 
 
 @settings(max_examples=150, deadline=None)

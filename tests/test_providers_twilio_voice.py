@@ -162,13 +162,20 @@ def test_signature_covers_voice_callbacks() -> None:
         adapter().verify(WebhookRequest(body=tampered, headers=signed.headers, url=URL))
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(
+    params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
 def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHistory[Any]]:
     if request.param == "memory":
         with CommHistory(MemoryRepository()) as mem:
             yield mem
         return
-    with open_repository(f"sqlite:///{tmp_path / 'v.db'}", Keyring.generate()) as sql:
+    url = (
+        f"sqlite:///{tmp_path / 'v.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    with open_repository(url, Keyring.generate()) as sql:
         yield sql
 
 
