@@ -148,6 +148,12 @@ def test_malformed_callbacks_are_typed_errors(changes: dict[str, str | None], fi
     assert CUSTOMER not in str(error.error)
 
 
+def test_a_caller_and_texter_on_one_number_is_one_keyed_contact() -> None:
+    message, _ = parse(load("voice_completed.txt"))
+    assert message.contact_id == RESOLVER(Channel.SMS, CUSTOMER)
+    assert RESOLVER(Channel.WHATSAPP, CUSTOMER) != message.contact_id  # WhatsApp keeps its own
+
+
 def test_without_resolver_a_call_is_a_dead_letter_line() -> None:
     request = signed_webhook("twilio", load("voice_completed.txt"), TOKEN, url=URL).request()
     [error] = TwilioAdapter(TOKEN, clock=lambda: NOW).parse(request).errors

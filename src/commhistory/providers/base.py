@@ -294,11 +294,17 @@ def b64decode_signature(value: str, *, header: str) -> bytes:
         raise SignatureError(f"{header}: not valid base64") from None
 
 
+_SAME_CONTACT: Final[Mapping[Channel, Channel]] = {Channel.VOICE: Channel.SMS}
+"""Channels whose keyed contact ids are another channel's (one phone number, one person)."""
+
+
 class KeyedContactResolver:
     """A :data:`ContactResolver` deriving a pseudonymous contact id from the address.
 
     The id is ``"c_"`` + the first 32 hex digits of HMAC-SHA256 over
-    ``"<channel>:<address>"`` under *key*. The same sender always gets the same
+    ``"<channel>:<address>"`` under *key*; a phone number's calls
+    (:attr:`~commhistory.Channel.VOICE`) use ``sms``, so whoever calls and
+    texts from one number is one contact. The same sender always gets the same
     id, and without the key the id reveals nothing about the address. Keep the
     key as secret as the keyring; changing it changes every derived id.
 
@@ -309,6 +315,8 @@ class KeyedContactResolver:
         InvalidInputError: The key is shorter than 16 bytes.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       Voice calls get the SMS id of their number.
     """
 
     def __init__(self, key: bytes) -> None:
@@ -336,6 +344,7 @@ class KeyedContactResolver:
 
     def __call__(self, channel: Channel, address: str) -> str:
         """Return the pseudonymous contact id of *address* on *channel*."""
+        channel = _SAME_CONTACT.get(channel, channel)
         mac = hmac.new(self._key, f"{channel.value}:{address}".encode(), hashlib.sha256)
         return "c_" + mac.hexdigest()[:32]
 
