@@ -172,6 +172,14 @@ def test_bad_records_are_typed_errors_and_the_others_are_kept(
     assert sum(1 for line in lines if isinstance(line.record, Message)) == 1
 
 
+@pytest.mark.parametrize("contact_id", ["x" * 300, "id\x00with-nul", "連絡-1"])
+def test_unusual_contact_ids_are_hashed_into_a_plain_id(contact_id: str) -> None:
+    message, *_ = records(changed(INBOUND, ContactId=contact_id))
+    assert message.provider_message_id is not None
+    assert len(message.provider_message_id) == 64
+    assert records(changed(INBOUND, ContactId=contact_id))[0] == message  # stable
+
+
 def test_a_file_that_is_not_json_is_a_payload_error() -> None:
     with pytest.raises(PayloadError) as caught:
         parse_contact_records(b'{"ContactId": ', contact_resolver=RESOLVER)

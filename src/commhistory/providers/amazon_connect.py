@@ -259,7 +259,7 @@ class AmazonConnectAdapter(WebhookAdapter):
         reason = get_str(item, "DisconnectReason")
         key = (
             contact_id
-            if len(contact_id) <= 200 and contact_id.isascii()
+            if len(contact_id) <= 200 and contact_id.isascii() and contact_id.isprintable()
             else content_hash(contact_id)
         )
         details: dict[str, Any] = {"initiation_method": method}
