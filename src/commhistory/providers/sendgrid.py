@@ -290,9 +290,11 @@ class SendGridInboundAdapter(SendGridAdapter):
     """Verifies and parses SendGrid Inbound Parse posts (emails received for your domain).
 
     Inbound Parse POSTs each received email as ``multipart/form-data``. With a
-    security policy that signs requests, SendGrid signs the raw body and a
-    timestamp with ECDSA the way it signs the Event Webhook (the same headers);
-    the verification key is the policy's public key.
+    security policy that signs requests, SendGrid signs with ECDSA P-256; the
+    adapter verifies as for the signed Event Webhook (timestamp + raw body,
+    the same headers), with the policy's public key. SendGrid's documentation
+    of Parse security policies does not name the headers: check one real
+    signed post (``commhistory verify-webhook``) before relying on it.
 
     The email becomes an inbound :class:`~commhistory.Message` on the email
     channel. The sender is the address in the ``from`` field (else the
