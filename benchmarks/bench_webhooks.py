@@ -11,6 +11,11 @@ SendGrid signs.
   Goal: at least 50,000 events/s on one core (20 ms per batch).
 * ``webhooks.sendgrid.parse``: parsing only.
 * ``webhooks.sendgrid.verify``: verification only (one signature per batch).
+* ``webhooks.sendgrid-inbound.verify+parse``: one Inbound Parse post of about
+  4 MB (a text body and three attachments), verified and parsed into an
+  inbound message (attachment contents decoded for their size, then dropped),
+  against the standard library's ``email`` parser reading the same body alone.
+  Goal: at most 3x the bare parse.
 
 The report gives events/s and the share of the time spent verifying.
 
@@ -27,8 +32,11 @@ from typing import Any, Final
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import email.parser
+import email.policy
+
 from benchmarks._harness import Benchmark, Goal, best_of, main
-from commhistory.providers import SendGridAdapter
+from commhistory.providers import KeyedContactResolver, SendGridAdapter, SendGridInboundAdapter
 from commhistory.testing import sendgrid_keys, signed_webhook
 
 SEED: Final = 20260401
@@ -76,6 +84,59 @@ def make_batch(rng: random.Random) -> list[dict[str, Any]]:
     return batch
 
 
+def make_inbound(rng: random.Random) -> dict[str, Any]:
+    """Return the form fields of an Inbound Parse post with about 4 MB of attachments."""
+    return {
+        "from": "Taro Yamada <taro@example.com>",
+        "to": "support@parse.example.jp",
+        "subject": "Re: Your order 1042",
+        "text": "Could you change the delivery date to Friday?\n" * 40,
+        "headers": "Message-ID: <bench-1@example.com>\nDate: Wed, 01 Apr 2026 09:15:00 +0900\n",
+        "envelope": '{"to":["support@parse.example.jp"],"from":"taro@example.com"}',
+        "charsets": '{"text":"UTF-8","subject":"UTF-8","from":"UTF-8"}',
+        "spam_score": "0.1",
+        "attachment1": ("photo.jpg", "image/jpeg", rng.randbytes(2_000_000)),
+        "attachment2": ("invoice.pdf", "application/pdf", rng.randbytes(1_500_000)),
+        "attachment3": ("notes.txt", "text/plain", b"line\n" * 100_000),
+    }
+
+
+def inbound_benchmark() -> Benchmark:
+    """Inbound Parse: verify and parse one large post, against a bare stdlib parse."""
+    keys = sendgrid_keys()
+    webhook = signed_webhook(
+        "sendgrid-inbound", make_inbound(random.Random(SEED)), keys, timestamp=NOW
+    )
+    request = webhook.request()
+    adapter = SendGridInboundAdapter(
+        keys.public_key,
+        clock=lambda: NOW,
+        contact_resolver=KeyedContactResolver(b"b" * 32),
+        max_body_bytes=8 * 1024 * 1024,
+    )
+    head = f"Content-Type: {request.headers['content-type']}\r\n\r\n".encode()
+    parser = email.parser.BytesParser(policy=email.policy.compat32)
+
+    def candidate() -> None:
+        adapter.verify(request)
+        [message] = adapter.parse(request).records
+        assert len(message.metadata["attachments"]) == 3
+
+    def baseline() -> None:
+        parsed = parser.parsebytes(head + request.body)
+        assert len(parsed.get_payload()) == 11
+
+    return Benchmark(
+        name="webhooks.sendgrid-inbound.verify+parse",
+        candidate=candidate,
+        baseline=baseline,
+        goal=Goal(text="<= 3x a bare stdlib parse of the body", max_ratio=3.0),
+        repeats=5,
+        items=1,
+        extra=lambda: {"body_bytes": len(request.body)},
+    )
+
+
 def benchmarks() -> list[Benchmark]:
     """The webhook benchmarks."""
     keys = sendgrid_keys()
@@ -118,6 +179,7 @@ def benchmarks() -> list[Benchmark]:
         ),
         Benchmark(name="webhooks.sendgrid.parse", candidate=parse_only, repeats=5, items=EVENTS),
         Benchmark(name="webhooks.sendgrid.verify", candidate=verify_only, repeats=20, items=1),
+        inbound_benchmark(),
     ]
 
 

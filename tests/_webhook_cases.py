@@ -13,14 +13,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from commhistory.crypto import Keyring
 from commhistory.facade import CommHistory, open_repository
 from commhistory.providers import (
+    AmazonConnectAdapter,
     KeyedContactResolver,
     LineAdapter,
     MailerSendAdapter,
     MailgunAdapter,
+    MailgunInboundAdapter,
     MailtrapAdapter,
     PostalAdapter,
     PostmarkAdapter,
     SendGridAdapter,
+    SendGridInboundAdapter,
     SesAdapter,
     TwilioAdapter,
     UnisenderGoAdapter,
@@ -238,6 +241,79 @@ def ses_raw_case(base_url: str) -> Case:
     )
 
 
+def twilio_voice_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/twilio"
+    params = _form("voice_completed.txt")
+    return Case(
+        "twilio",
+        TwilioAdapter("tw-token", clock=lambda: NOW, contact_resolver=RESOLVER),
+        signed_webhook("twilio", params, "tw-token", url=url),
+        signed_webhook("twilio", params, "not-the-token", url=url),
+        2,  # the call and its completed event
+    )
+
+
+def ses_inbound_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/ses"
+    note = json.loads((PAYLOADS / "ses" / "received_sns_action.json").read_text())
+    forger = sns_test_signer(topic_arn=_SNS.topic_arn)
+    return Case(
+        "ses",
+        SesAdapter(
+            [_SNS.topic_arn],
+            certificate_fetcher=_SNS.fetch,
+            clock=lambda: NOW,
+            contact_resolver=RESOLVER,
+        ),
+        signed_webhook("ses", note, _SNS, url=url, timestamp=NOW),
+        signed_webhook("ses", note, forger, url=url, timestamp=NOW),
+        1,
+    )
+
+
+def sendgrid_inbound_case(base_url: str) -> Case:
+    keys, other = sendgrid_keys(), sendgrid_keys()
+    fields = json.loads((PAYLOADS / "sendgrid" / "inbound_parse.json").read_text())
+    fields["attachment1"] = ("receipt.txt", "text/plain", b"Order 1042 OK")
+    url = f"{base_url}/webhooks/sendgrid-inbound"
+    return Case(
+        "sendgrid-inbound",
+        SendGridInboundAdapter(keys.public_key, clock=lambda: NOW, contact_resolver=RESOLVER),
+        signed_webhook("sendgrid-inbound", fields, keys, url=url, timestamp=NOW),
+        signed_webhook("sendgrid-inbound", fields, other, url=url, timestamp=NOW),
+        1,
+    )
+
+
+def mailgun_inbound_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/mailgun-inbound"
+    fields = json.loads((PAYLOADS / "mailgun" / "routes.json").read_text())["forward"]
+    return Case(
+        "mailgun-inbound",
+        MailgunInboundAdapter("mg-key", clock=lambda: NOW, contact_resolver=RESOLVER),
+        signed_webhook("mailgun-inbound", fields, "mg-key", url=url, timestamp=NOW),
+        signed_webhook("mailgun-inbound", fields, "not-mg-key", url=url, timestamp=NOW),
+        1,
+        retry=signed_webhook("mailgun-inbound", fields, "mg-key", url=url, timestamp=NOW),
+    )
+
+
+def amazon_connect_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/amazon-connect"
+    records = [
+        json.loads((PAYLOADS / "amazon_connect" / name).read_text())
+        for name in ("inbound.json", "outbound_no_answer.json")
+    ]
+    return Case(
+        "amazon-connect",
+        AmazonConnectAdapter("fh-key", contact_resolver=RESOLVER, staff_key=b"web-test-staff-key"),
+        signed_webhook("amazon-connect", records, "fh-key", url=url, timestamp=NOW),
+        signed_webhook("amazon-connect", records, "not-fh-key", url=url, timestamp=NOW),
+        7,  # two calls: 1 + 3 and 1 + 2 records
+        refused_status=401,
+    )
+
+
 CASES: list[CaseBuilder] = [
     sendgrid_case,
     twilio_case,
@@ -252,6 +328,11 @@ CASES: list[CaseBuilder] = [
     unisender_go_case,
     ses_case,
     ses_raw_case,
+    twilio_voice_case,
+    ses_inbound_case,
+    sendgrid_inbound_case,
+    mailgun_inbound_case,
+    amazon_connect_case,
 ]
 
 

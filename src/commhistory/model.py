@@ -106,7 +106,17 @@ class Purpose(enum.StrEnum):
 
 
 class EventType(enum.StrEnum):
-    """What happened to a message, or how the customer reacted to it."""
+    """What happened to a message, or how the customer reacted to it.
+
+    The call events (``RINGING`` ... ``BUSY``) are the progress of a
+    :attr:`Channel.VOICE` message (a phone call); a call that could not be
+    placed at all is ``FAILED``, as for any message. The KPIs count none of
+    the call events: a call is ``sent`` when it is outbound and not
+    ``REJECTED``, and ``failed`` with a ``FAILED`` event (see :doc:`/kpi`).
+
+    .. versionchanged:: 0.4.0
+       ``RINGING``, ``ANSWERED``, ``COMPLETED``, ``NO_ANSWER`` and ``BUSY``.
+    """
 
     QUEUED = "queued"
     SENT = "sent"
@@ -123,6 +133,16 @@ class EventType(enum.StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     SUBSCRIBED = "subscribed"
     UNKNOWN = "unknown"
+    RINGING = "ringing"
+    """A call is ringing at the callee (or was offered to the business, inbound)."""
+    ANSWERED = "answered"
+    """A call was answered (connected)."""
+    COMPLETED = "completed"
+    """An answered call ended; the event's metadata has ``duration_seconds``."""
+    NO_ANSWER = "no_answer"
+    """A call rang and nobody answered it."""
+    BUSY = "busy"
+    """The callee's line was busy."""
 
 
 class ConsentAction(enum.StrEnum):

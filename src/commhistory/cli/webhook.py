@@ -7,10 +7,12 @@
   unparseable events, or a whole unparseable body, become dead letters.
 * ``verify-webhook --provider NAME FILE --secret S [--url U] [--header 'N: v']``:
   check a saved request's signature; exit 0 when valid, 4 when not, saying why.
-  ``--secret`` is what the adapter is configured with: SendGrid's public key,
-  Twilio's auth token, LINE's channel secret, Mailgun's signing key,
-  Postmark's ``user:password``, or the SNS topic ARN for SES (the certificate
-  is then fetched from Amazon); the provider's module reads it (its
+  ``--secret`` is what the adapter is configured with: SendGrid's public key
+  (``sendgrid-inbound``: the parse security policy's), Twilio's auth token, LINE's
+  channel secret, Mailgun's signing key (``mailgun`` and ``mailgun-inbound``),
+  Postmark's ``user:password``, the SNS topic ARN for SES (the certificate
+  is then fetched from Amazon), or the Firehose access key for
+  ``amazon-connect``; the provider's module reads it (its
   :attr:`~commhistory.providers.ProviderSpec.from_secret`).
 
 ``--provider`` takes any provider in the registry
@@ -28,7 +30,9 @@ never messaged is therefore stored and suppresses that address.
 ``parse-webhook`` derives the same ids from the keyring when it exists
 (``--keyring``), and from a key of its own run otherwise (the ids then differ
 from run to run; it says so). ``$COMMHISTORY_CONTACT_KEY`` (hex, at least 16
-bytes) replaces the keyring-derived key in both.
+bytes) replaces the keyring-derived key in both. Staff identifiers (an Amazon
+Connect agent) are replaced the same way by keyed pseudonyms
+(:func:`~commhistory.providers.base.staff_key_from_keyring`).
 
 ``ingest-webhook --secret S`` (with ``--url``, ``--header`` and ``--tolerance``,
 as ``verify-webhook``) verifies the saved request first and stores nothing when
@@ -42,6 +46,8 @@ sender look-ups need ``read_personal`` and are audited (exit 6 when denied).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import json
 import math
 import os
@@ -69,6 +75,7 @@ from commhistory.providers import (
     get_provider,
     provider_names,
 )
+from commhistory.providers.base import STAFF_KEY_PURPOSE, staff_key_from_keyring
 
 __all__ = [
     "EXIT_INVALID",
@@ -191,8 +198,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="check a saved request's signature (exit 0 valid, 4 invalid)",
         description="Check the signature of a saved request with the secret the adapter "
         "is configured with: SendGrid's public key, Twilio's auth token, LINE's channel "
-        "secret, Mailgun's signing key, Postmark's user:password or the SNS topic ARN for "
-        "SES. Exit 0 when it verifies, 4 when not (saying why).",
+        "secret, Mailgun's signing key, Postmark's user:password, the SNS topic ARN for "
+        "SES or the Firehose access key for amazon-connect. Exit 0 when it verifies, 4 "
+        "when not (saying why).",
     )
     common(verify)
     verification(verify, required=True)
@@ -210,19 +218,30 @@ def _resolver() -> ContactResolver | None:
         raise CommandError(f"${CONTACT_KEY_ENV} must be at least 16 bytes of hex") from None
 
 
-def _parse_resolver(args: argparse.Namespace) -> ContactResolver:
+def _env_staff_key() -> bytes | None:
+    """The staff pseudonym key derived from ``$COMMHISTORY_CONTACT_KEY``, if set."""
+    key = os.environ.get(CONTACT_KEY_ENV)
+    if not key:
+        return None
+    return hmac.new(bytes.fromhex(key), STAFF_KEY_PURPOSE.encode(), hashlib.sha256).digest()
+
+
+def _parse_keys(args: argparse.Namespace) -> tuple[ContactResolver, bytes]:
+    """The contact resolver and staff pseudonym key of ``parse-webhook``."""
     given = _resolver()
-    if given is not None:
-        return given
+    staff = _env_staff_key()
+    if given is not None and staff is not None:
+        return given, staff
     path = keyring_path(args)
     if os.path.exists(path):
-        return KeyedContactResolver.from_keyring(Keyring.load(path))
+        keyring = Keyring.load(path)
+        return KeyedContactResolver.from_keyring(keyring), staff_key_from_keyring(keyring)
     print(
         f"note: no keyring at {path}: inbound contact ids are derived from a key of this run"
         " only (pass --keyring or set $COMMHISTORY_CONTACT_KEY for stable ids)",
         file=sys.stderr,
     )
-    return KeyedContactResolver(secrets.token_bytes(32))
+    return KeyedContactResolver(secrets.token_bytes(32)), secrets.token_bytes(32)
 
 
 def _verdict(args: argparse.Namespace, reason: str | None) -> None:
@@ -314,7 +333,8 @@ def _report_errors(lines: tuple[ParsedLine, ...]) -> int:
 
 def run_parse(args: argparse.Namespace) -> int:
     """Print the canonical JSON lines of a saved payload."""
-    adapter = build_adapter(args.provider, None, contact_resolver=_parse_resolver(args))
+    resolver, staff_key = _parse_keys(args)
+    adapter = build_adapter(args.provider, None, contact_resolver=resolver, staff_key=staff_key)
     try:
         result: WebhookResult = adapter.parse(_request(args))
     except PayloadError as exc:
@@ -330,13 +350,17 @@ def run_ingest(args: argparse.Namespace) -> int:
     request = _request(args)
     if not _verify_first(args, request):
         return EXIT_INVALID
-    fallback = _resolver() or KeyedContactResolver.from_keyring(load_keyring(args, create=True))
+    keyring = load_keyring(args, create=True)
+    fallback = _resolver() or KeyedContactResolver.from_keyring(keyring)
+    staff_key = _env_staff_key() or staff_key_from_keyring(keyring)
     with repository(args, create=True) as repo:
         view = access.view(repo)
         target = repo if view is None else view
         # Through the view, each sender look-up needs read_personal and is audited.
         resolver = RepositoryContactResolver(target, fallback=fallback)
-        adapter = build_adapter(args.provider, None, contact_resolver=resolver)
+        adapter = build_adapter(
+            args.provider, None, contact_resolver=resolver, staff_key=staff_key
+        )
         try:
             lines = adapter.parse(request).lines
         except PayloadError as exc:

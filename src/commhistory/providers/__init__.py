@@ -9,11 +9,19 @@ One module per provider over a shared base (:mod:`commhistory.providers.base`):
   :class:`ReplayStore`, per process by default (:class:`InMemoryReplayStore`),
   shared between workers when given one);
 * :class:`PostmarkAdapter`: Postmark (HTTP basic auth);
-* :class:`SesAdapter`: Amazon SES through SNS (RSA signature versions 1 and 2);
 * :class:`MailerSendAdapter`: MailerSend (HMAC-SHA256 of the body);
 * :class:`PostalAdapter`: Postal (RSA-SHA256, or RSA-SHA1 from older servers);
 * :class:`MailtrapAdapter`: Mailtrap (HMAC-SHA256 of the body; JSON or JSON Lines);
-* :class:`UnisenderGoAdapter`: Unisender Go (MD5 ``auth`` over the body with the API key).
+* :class:`UnisenderGoAdapter`: Unisender Go (MD5 ``auth`` over the body with the API key);
+* :class:`SesAdapter`: Amazon SES through SNS (RSA signature versions 1 and 2),
+  with SES receiving's ``Received`` notifications as inbound email;
+* :class:`SendGridInboundAdapter` (``sendgrid-inbound``): SendGrid Inbound Parse;
+* :class:`MailgunInboundAdapter` (``mailgun-inbound``): Mailgun routes (forward
+  and store notifications);
+* :class:`AmazonConnectAdapter` (``amazon-connect``): Amazon Connect contact
+  records, from files or a Kinesis Data Firehose HTTP endpoint.
+
+:class:`TwilioAdapter` also reads Twilio Voice status callbacks.
 
 Each adapter verifies a :class:`WebhookRequest` (:meth:`~WebhookAdapter.verify`),
 parses it into a :class:`WebhookResult` (:meth:`~WebhookAdapter.parse`), or does
@@ -34,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+from commhistory.providers.amazon_connect import AmazonConnectAdapter
 from commhistory.providers.base import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_TOLERANCE,
@@ -49,7 +58,7 @@ from commhistory.providers.base import (
 )
 from commhistory.providers.line import LineAdapter
 from commhistory.providers.mailersend import MailerSendAdapter
-from commhistory.providers.mailgun import MailgunAdapter
+from commhistory.providers.mailgun import MailgunAdapter, MailgunInboundAdapter
 from commhistory.providers.mailtrap import MailtrapAdapter
 from commhistory.providers.postal import PostalAdapter
 from commhistory.providers.postmark import PostmarkAdapter
@@ -66,7 +75,7 @@ from commhistory.providers.registry import (
     register_provider,
     registered_adapters,
 )
-from commhistory.providers.sendgrid import SendGridAdapter
+from commhistory.providers.sendgrid import SendGridAdapter, SendGridInboundAdapter
 from commhistory.providers.ses import SesAdapter
 from commhistory.providers.twilio import TwilioAdapter
 from commhistory.providers.unisender_go import UnisenderGoAdapter
@@ -77,6 +86,7 @@ __all__ = [
     "DEFAULT_TOLERANCE",
     "ENTRY_POINT_GROUP",
     "AdapterFactory",
+    "AmazonConnectAdapter",
     "ContactResolver",
     "DuplicateProviderError",
     "HandleOutcome",
@@ -85,6 +95,7 @@ __all__ = [
     "LineAdapter",
     "MailerSendAdapter",
     "MailgunAdapter",
+    "MailgunInboundAdapter",
     "MailtrapAdapter",
     "PayloadSigner",
     "PostalAdapter",
@@ -94,6 +105,7 @@ __all__ = [
     "ReplayStore",
     "RepositoryContactResolver",
     "SendGridAdapter",
+    "SendGridInboundAdapter",
     "SesAdapter",
     "SignedRequest",
     "TwilioAdapter",

@@ -34,14 +34,21 @@ import abc
 import base64
 import binascii
 import collections
+import email.errors
+import email.header
+import email.message
+import email.parser
+import email.policy
 import hashlib
 import hmac
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 from urllib.parse import parse_qsl
 
@@ -50,7 +57,7 @@ import attrs
 from commhistory.convert import ParsedLine
 from commhistory.crypto import KeyProvider, derive_subkey
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
-from commhistory.model import BounceClass, Channel, Record
+from commhistory.model import BounceClass, Channel, Direction, Message, Purpose, Record
 from commhistory.normalize import (
     classify_bounce,
     normalize_email,
@@ -65,10 +72,12 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_TOLERANCE",
+    "Attachment",
     "ContactResolver",
     "HandleOutcome",
     "InMemoryReplayStore",
     "KeyedContactResolver",
+    "MultipartForm",
     "ReplayStore",
     "RepositoryContactResolver",
     "WebhookAdapter",
@@ -76,6 +85,7 @@ __all__ = [
     "WebhookResult",
     "content_hash",
     "hmac_equal",
+    "staff_key_from_keyring",
 ]
 
 DEFAULT_MAX_BODY_BYTES: Final = 5 * 1024 * 1024
@@ -83,6 +93,9 @@ DEFAULT_MAX_BODY_BYTES: Final = 5 * 1024 * 1024
 
 CONTACT_KEY_PURPOSE: Final = "inbound-contact"
 """The keyring subkey purpose of :meth:`KeyedContactResolver.from_keyring`."""
+
+STAFF_KEY_PURPOSE: Final = "staff-pseudonym"
+"""The keyring subkey purpose of :func:`staff_key_from_keyring`."""
 
 DEFAULT_TOLERANCE: Final = 300.0
 """How far (in seconds, either way) a signed timestamp may be from now by default."""
@@ -281,11 +294,17 @@ def b64decode_signature(value: str, *, header: str) -> bytes:
         raise SignatureError(f"{header}: not valid base64") from None
 
 
+_SAME_CONTACT: Final[Mapping[Channel, Channel]] = {Channel.VOICE: Channel.SMS}
+"""Channels whose keyed contact ids are another channel's (one phone number, one person)."""
+
+
 class KeyedContactResolver:
     """A :data:`ContactResolver` deriving a pseudonymous contact id from the address.
 
     The id is ``"c_"`` + the first 32 hex digits of HMAC-SHA256 over
-    ``"<channel>:<address>"`` under *key*. The same sender always gets the same
+    ``"<channel>:<address>"`` under *key*; a phone number's calls
+    (:attr:`~commhistory.Channel.VOICE`) use ``sms``, so whoever calls and
+    texts from one number is one contact. The same sender always gets the same
     id, and without the key the id reveals nothing about the address. Keep the
     key as secret as the keyring; changing it changes every derived id.
 
@@ -296,6 +315,8 @@ class KeyedContactResolver:
         InvalidInputError: The key is shorter than 16 bytes.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       Voice calls get the SMS id of their number.
     """
 
     def __init__(self, key: bytes) -> None:
@@ -323,6 +344,7 @@ class KeyedContactResolver:
 
     def __call__(self, channel: Channel, address: str) -> str:
         """Return the pseudonymous contact id of *address* on *channel*."""
+        channel = _SAME_CONTACT.get(channel, channel)
         mac = hmac.new(self._key, f"{channel.value}:{address}".encode(), hashlib.sha256)
         return "c_" + mac.hexdigest()[:32]
 
@@ -358,6 +380,17 @@ class RepositoryContactResolver:
         if len(found) == 1:
             return found[0]
         return None if self._fallback is None else self._fallback(channel, address)
+
+
+def staff_key_from_keyring(keys: KeyProvider) -> bytes:
+    """Return the ``staff_key`` adapters use when nothing else is set (what the CLI uses).
+
+    The HKDF subkey ``"staff-pseudonym"`` of the keyring's blind-index key, so
+    agent pseudonyms, like inbound contact ids, survive ordinary key rotations.
+
+    .. versionadded:: 0.4.0
+    """
+    return derive_subkey(keys, keys.index_key_id, STAFF_KEY_PURPOSE)
 
 
 # --------------------------------------------------------------------------- value helpers
@@ -480,6 +513,36 @@ def iso_time(value: object, *, field: str) -> datetime:
     if parsed.utcoffset() is None:
         raise PayloadError(field=field, reason="timestamp has no time zone offset")
     return parsed.astimezone(UTC)
+
+
+_COLON_OFFSET: Final = re.compile(r"([+-]\d\d):(\d\d)\s*$")
+
+
+def mail_date(value: object) -> datetime | None:
+    """Read an email-style date (RFC 5322/2822, or ISO 8601) as UTC; ``None`` when unreadable.
+
+    The ``Date`` header of an inbound email, Twilio's ``Timestamp``. A date
+    without a zone is unreadable (a guess would misplace it by hours), except
+    RFC 5322's ``-0000`` (UTC, no local zone known).
+
+    .. versionadded:: 0.4.0
+    """
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = _COLON_OFFSET.sub(r"\1\2", value.strip())  # "-04:00" is read as no zone otherwise
+    try:
+        parsed = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        try:
+            return iso_time(value, field="Date")
+        except PayloadError:
+            return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC) if text.endswith("-0000") else None
+    try:
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
 
 
 def optional_email(value: object) -> str | None:
@@ -619,6 +682,209 @@ def decode_form(body: bytes) -> dict[str, Any]:
     return out
 
 
+def clean_text(value: str) -> str:
+    """Replace lone surrogates (undecodable bytes of a mail header) with U+FFFD.
+
+    .. versionadded:: 0.4.0
+    """
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def decode_bytes(data: bytes, charset: str | None) -> str:
+    """Decode text in its declared charset; UTF-8 when none or unknown.
+
+    Undecodable bytes become U+FFFD rather than failing the message: the text
+    is kept, and a wrong charset label is common in inbound mail.
+
+    .. versionadded:: 0.4.0
+    """
+    try:
+        return data.decode(charset or "utf-8", errors="replace")
+    except (LookupError, TypeError):
+        return data.decode("utf-8", errors="replace")
+
+
+@attrs.frozen(kw_only=True)
+class Attachment:
+    """What is kept of an inbound email's attachment: never its content.
+
+    Attributes:
+        filename: The file name the sender gave, if any. Personal (kept only
+            in the encrypted metadata).
+        content_type: The media type, lower case (``"application/pdf"``).
+        size: The size of the decoded content in bytes.
+
+    .. versionadded:: 0.4.0
+    """
+
+    filename: str | None = attrs.field(repr=False)
+    content_type: str
+    size: int
+
+    def as_metadata(self) -> dict[str, Any]:
+        """The attachment as a JSON object (``filename``, ``content_type``, ``size``)."""
+        return {"filename": self.filename, "content_type": self.content_type, "size": self.size}
+
+
+@attrs.frozen(kw_only=True)
+class MultipartForm:
+    """A decoded ``multipart/form-data`` body: its text fields and its files.
+
+    Attributes:
+        fields: Each field's values, in order: the raw bytes and the part's
+            declared charset (``None`` when it declares none).
+        files: The file parts, without their content.
+
+    .. versionadded:: 0.4.0
+    """
+
+    fields: Mapping[str, tuple[tuple[bytes, str | None], ...]] = attrs.field(repr=False)
+    files: tuple[Attachment, ...] = ()
+
+    def text(self, name: str, *, charset: str | None = None) -> str | None:
+        """Return the first value of field *name* as text (``None`` when absent).
+
+        Args:
+            name: The field.
+            charset: The charset to decode with when the part declares none
+                (default UTF-8).
+        """
+        values = self.fields.get(name)
+        if not values:
+            return None
+        data, declared = values[0]
+        return decode_bytes(data, declared or charset)
+
+    def as_form(self, charsets: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Every field as text, shaped like ``decode_form``'s result."""
+        out: dict[str, Any] = {}
+        for name, values in self.fields.items():
+            extra = (charsets or {}).get(name)
+            texts = [decode_bytes(data, declared or extra) for data, declared in values]
+            out[name] = texts[0] if len(texts) == 1 else texts
+        return out
+
+
+def decode_multipart(body: bytes, content_type: str) -> MultipartForm:
+    """Decode a ``multipart/form-data`` body (RFC 7578) without keeping file contents.
+
+    A part with a file name, or one that is not text, is a file: only its name,
+    media type and size are kept.
+
+    Args:
+        body: The raw body.
+        content_type: The request's whole ``Content-Type`` header (with the boundary).
+
+    Raises:
+        PayloadError: There is no boundary, or the body has no parts.
+
+    .. versionadded:: 0.4.0
+    """
+    header = email.message.Message()
+    header["content-type"] = content_type
+    boundary = header.get_param("boundary")
+    if not isinstance(boundary, str) or not boundary:
+        raise PayloadError(field="Content-Type", reason="multipart/form-data without a boundary")
+    prefix = f'Content-Type: multipart/form-data; boundary="{boundary}"\r\n\r\n'
+    parsed = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
+        prefix.encode("utf-8", "surrogatepass") + body
+    )
+    parts = parsed.get_payload()
+    if not parsed.is_multipart() or not isinstance(parts, list) or not parts:
+        raise PayloadError(field="<body>", reason="no multipart/form-data parts")
+    fields: dict[str, list[tuple[bytes, str | None]]] = {}
+    files: list[Attachment] = []
+    for part in parts:
+        if not isinstance(part, email.message.Message):
+            continue
+        name = part.get_param("name", header="content-disposition")
+        filename = part.get_filename()
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        kind = part.get_content_type().lower()
+        if filename is not None or (part.get("content-type") and not kind.startswith("text/")):
+            files.append(
+                Attachment(
+                    filename=clean_text(filename) if isinstance(filename, str) else None,
+                    content_type=kind,
+                    size=len(data),
+                )
+            )
+            continue
+        if not isinstance(name, str):
+            continue  # a part that names no field carries nothing to read
+        charset = part.get_content_charset() if part.get("content-type") else None
+        fields.setdefault(clean_text(name), []).append((data, charset))
+    return MultipartForm(
+        fields={name: tuple(values) for name, values in fields.items()}, files=tuple(files)
+    )
+
+
+def mime_parts(message: bytes) -> tuple[email.message.Message, str | None, tuple[Attachment, ...]]:
+    """Read a raw MIME email: its headers, its plain-text body, and its attachments' metadata.
+
+    The body is the first ``text/plain`` part that is not an attachment (``None``
+    when there is none); attachments keep only their name, type and size.
+
+    .. versionadded:: 0.4.0
+    """
+    parsed = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(message)
+    body: str | None = None
+    attachments: list[Attachment] = []
+    for part in parsed.walk():
+        if part.is_multipart():
+            continue
+        disposition = str(part.get("content-disposition", "")).split(";", 1)[0].strip().lower()
+        kind = part.get_content_type().lower()
+        filename = part.get_filename()
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        if disposition == "attachment" or filename is not None:
+            attachments.append(
+                Attachment(
+                    filename=clean_text(filename) if isinstance(filename, str) else None,
+                    content_type=kind,
+                    size=len(data),
+                )
+            )
+        elif body is None and kind == "text/plain":
+            body = clean_text(decode_bytes(data, part.get_content_charset()))
+    return parsed, body, tuple(attachments)
+
+
+def header_text(value: object) -> str | None:
+    """Decode a raw header value (RFC 2047 encoded words); ``None`` when absent.
+
+    .. versionadded:: 0.4.0
+    """
+    if value is None:
+        return None
+    text = str(value)
+    try:
+        decoded = str(email.header.make_header(email.header.decode_header(text)))
+    except (email.errors.HeaderParseError, UnicodeError, LookupError, ValueError):
+        decoded = text
+    return clean_text(decoded) or None
+
+
+def message_id_header(value: object) -> str | None:
+    """Return a ``Message-ID`` header without its angle brackets, if it is a plain id.
+
+    ``None`` when absent, empty, or unfit for a plain-text id (over 255
+    characters, not ASCII, with control characters).
+
+    .. versionadded:: 0.4.0
+    """
+    if not isinstance(value, str):
+        return None
+    bare = value.strip().strip("<>").strip()
+    if not bare or len(bare) > 200 or not bare.isascii() or not bare.isprintable():
+        return None
+    return bare
+
+
 # --------------------------------------------------------------------------- the base
 
 
@@ -637,8 +903,13 @@ class WebhookAdapter(abc.ABC):
         clock: Returns the current time in epoch seconds (inject one in tests).
         contact_resolver: Maps inbound senders to contact ids; without one,
             inbound messages and consent changes become dead letters.
+        staff_key: Keys the pseudonyms that replace staff identifiers (a call
+            centre agent's id) in records (:meth:`staff_pseudonym`); without
+            one, staff identifiers are left out. See :func:`staff_key_from_keyring`.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       ``staff_key``.
     """
 
     name: ClassVar[str]
@@ -654,8 +925,12 @@ class WebhookAdapter(abc.ABC):
         tolerance: float = DEFAULT_TOLERANCE,
         clock: Callable[[], float] = time.time,
         contact_resolver: ContactResolver | None = None,
+        staff_key: bytes | None = None,
     ) -> None:
         size: object = max_body_bytes
+        key: object = staff_key
+        if key is not None and (not isinstance(key, bytes) or len(key) < 16):
+            raise InvalidInputError(field="staff_key", reason="must be at least 16 bytes")
         window: object = tolerance
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
             raise InvalidInputError(field="max_body_bytes", reason="must be a positive integer")
@@ -668,6 +943,7 @@ class WebhookAdapter(abc.ABC):
         self.tolerance = float(tolerance)
         self.clock = clock
         self.contact_resolver = contact_resolver
+        self._staff_key = staff_key
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -852,9 +1128,79 @@ class WebhookAdapter(abc.ABC):
             )
         return contact
 
+    def staff_pseudonym(self, identifier: str) -> str | None:
+        """Return the pseudonym of a staff identifier, or ``None`` without a ``staff_key``.
+
+        ``"a_"`` and the first 32 hex digits of HMAC-SHA256 over the identifier
+        (an agent's ARN) under ``staff_key``: the same agent always gets the same
+        pseudonym, which reveals nothing without the key.
+
+        .. versionadded:: 0.4.0
+        """
+        if self._staff_key is None:
+            return None
+        mac = hmac.new(
+            self._staff_key, identifier.encode("utf-8", "surrogatepass"), hashlib.sha256
+        )
+        return "a_" + mac.hexdigest()[:32]
+
     def ids(self, key: str) -> tuple[str, str]:
         """Return ``(record id, provider event id)`` for a dedupe key."""
         return f"{self.name}:{key}", key
+
+    def inbound_email(
+        self,
+        *,
+        sender: str,
+        key: str,
+        provider_message_id: str | None,
+        sent_at: datetime,
+        subject: str | None,
+        body: str | None,
+        attachments: Sequence[Attachment] = (),
+        raw: Mapping[str, Any],
+    ) -> Message:
+        """Build the inbound :class:`~commhistory.Message` of a received email.
+
+        The sender's contact id comes from the contact resolver. The subject and
+        body are kept (encrypted at rest, like every personal field); of the
+        attachments, only name, type and size, in ``metadata["attachments"]``
+        (metadata is encrypted at rest too); their content never.
+
+        Args:
+            sender: The sender's normalized address.
+            key: The dedupe key: the message id is ``"<provider>:<key>"``.
+            provider_message_id: The provider's (or the email's) id, if any.
+            sent_at: The email's ``Date``, or when it was received.
+            subject: The subject.
+            body: The plain-text body.
+            attachments: The attachments' metadata.
+            raw: What of the provider payload to keep in ``metadata["provider_raw"]``
+                (without the email's content or attachments).
+
+        Raises:
+            PayloadError: ``field="contact_id"``; the sender resolves to no contact.
+
+        .. versionadded:: 0.4.0
+        """
+        contact = self.resolve_contact(Channel.EMAIL, sender)
+        metadata: dict[str, Any] = {"provider_raw": dict(raw)}
+        if attachments:
+            metadata["attachments"] = [a.as_metadata() for a in attachments]
+        return Message(
+            message_id=f"{self.name}:{key}",
+            channel=Channel.EMAIL,
+            direction=Direction.INBOUND,
+            contact_id=contact,
+            address=sender,
+            sent_at=sent_at,
+            purpose=Purpose.SERVICE,
+            subject=clean_text(subject) if subject else None,
+            body=clean_text(body) if body else None,
+            provider=self.name,
+            provider_message_id=provider_message_id,
+            metadata=metadata,
+        )
 
 
 def _raw(item: object) -> str:

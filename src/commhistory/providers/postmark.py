@@ -41,10 +41,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from email.utils import parseaddr, parsedate_to_datetime
+from email.utils import parseaddr
 from typing import Any, ClassVar, Final
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
@@ -69,6 +68,7 @@ from commhistory.providers.base import (
     get_str,
     hmac_equal,
     iso_time,
+    mail_date,
     optional_email,
     require_str,
 )
@@ -128,30 +128,8 @@ unsubscribe, or yours) is an unsubscribe. An unknown reason stays an unsubscribe
 """
 
 _TIME_FIELDS: Final = ("DeliveredAt", "BouncedAt", "ReceivedAt", "ChangedAt")
-_COLON_OFFSET: Final = re.compile(r"([+-]\d\d):(\d\d)\s*$")
 _DROPPED: Final = frozenset({"RawEmail"})
 """Inbound fields not kept in ``provider_raw`` (the whole MIME message)."""
-
-
-def _mail_date(value: object) -> datetime | None:
-    """Read an email ``Date`` (RFC 5322, or ISO 8601) as UTC; ``None`` when unreadable."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = _COLON_OFFSET.sub(r"\1\2", value.strip())  # "-04:00" is read as no zone otherwise
-    try:
-        parsed = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        try:
-            return iso_time(value, field="Date")
-        except PayloadError:
-            return None
-    if parsed.tzinfo is None:
-        # RFC 5322: "-0000" is UTC with no local zone; no zone at all is a guess we refuse.
-        return parsed.replace(tzinfo=UTC) if text.endswith("-0000") else None
-    try:
-        return parsed.astimezone(UTC)
-    except (OverflowError, ValueError):
-        return None
 
 
 def _inbound_raw(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -275,7 +253,7 @@ class PostmarkAdapter(WebhookAdapter):
             given = get_str(item, "From")
             address = email_address(parseaddr(given)[1] if given else None, field="From")
         contact = self.resolve_contact(Channel.EMAIL, address)
-        sent_at = _mail_date(item.get("Date")) or datetime.fromtimestamp(self.clock(), tz=UTC)
+        sent_at = mail_date(item.get("Date")) or datetime.fromtimestamp(self.clock(), tz=UTC)
         return Message(
             message_id=f"{self.name}:{message_id}",
             channel=Channel.EMAIL,

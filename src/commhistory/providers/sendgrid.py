@@ -16,9 +16,13 @@ before the node part, or that has none, is linked through ``smtp-id``, whose
 local part (before ``@``) is the same id on SendGrid's hosts. The dedupe key
 is ``sg_event_id`` (a content hash when absent).
 
+SendGrid Inbound Parse (emails received for your domain) has its own adapter
+and provider name, :class:`SendGridInboundAdapter` (``sendgrid-inbound``):
+another endpoint, another body (``multipart/form-data``), another key.
+
 .. versionchanged:: 0.4.0
    Message ids containing dots, and ``sg_message_id`` values with no id, link
-   to their message.
+   to their message. Inbound Parse (``sendgrid-inbound``).
 
 .. versionadded:: 0.1.0
 """
@@ -27,8 +31,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.parser
+import json
 import re
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from email.utils import parseaddr
 from typing import Any, ClassVar, Final
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -38,16 +46,24 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.model import BounceClass, Event, EventType, Record
 from commhistory.providers.base import (
+    Attachment,
+    MultipartForm,
     WebhookAdapter,
     WebhookRequest,
     as_object,
     b64decode_signature,
     bounce_details,
     content_hash,
+    decode_multipart,
+    email_address,
     enhanced_status,
     epoch,
     get_str,
+    header_text,
     json_type,
+    mail_date,
+    message_id_header,
+    mime_parts,
     optional_email,
     require_str,
 )
@@ -55,15 +71,18 @@ from commhistory.providers.registry import (
     ProviderSpec,
     SignedRequest,
     json_body,
+    multipart_body,
     register_provider,
 )
 
 __all__ = [
     "EVENT_TYPES",
+    "INBOUND_PROVIDER",
     "PROVIDER",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "SendGridAdapter",
+    "SendGridInboundAdapter",
     "load_public_key",
     "message_id_of",
 ]
@@ -267,13 +286,123 @@ class SendGridAdapter(WebhookAdapter):
         ]
 
 
+class SendGridInboundAdapter(SendGridAdapter):
+    """Verifies and parses SendGrid Inbound Parse posts (emails received for your domain).
+
+    Inbound Parse POSTs each received email as ``multipart/form-data``. With a
+    security policy that signs requests, SendGrid signs with ECDSA P-256; the
+    adapter verifies as for the signed Event Webhook (timestamp + raw body,
+    the same headers), with the policy's public key. SendGrid's documentation
+    of Parse security policies does not name the headers: check one real
+    signed post (``commhistory verify-webhook``) before relying on it.
+
+    The email becomes an inbound :class:`~commhistory.Message` on the email
+    channel. The sender is the address in the ``from`` field (else the
+    envelope's ``from``), resolved through ``contact_resolver``; ``subject`` and
+    ``text`` become the encrypted subject and body, decoded with the charsets
+    the ``charsets`` field names; ``sent_at`` is the ``Date`` in ``headers``
+    (else the time received). The message id is
+    ``sendgrid-inbound:<Message-ID>`` (a hash of the email when it has none).
+    Attachments keep only their name, type and size (``metadata["attachments"]``).
+    With *POST the raw, full MIME message* on, the ``email`` field is read
+    instead. ``provider_raw`` keeps the other fields (envelope, spam score and
+    report, SPF, DKIM...), never ``text``, ``html`` or ``email``.
+
+    Args:
+        public_key: The security policy's public key (base64 DER or PEM).
+        **options: :class:`~commhistory.providers.base.WebhookAdapter` options;
+            inbound emails need ``contact_resolver``. Emails with attachments
+            can be larger than the default ``max_body_bytes`` (SendGrid posts
+            up to 30 MB).
+
+    .. versionadded:: 0.4.0
+    """
+
+    name: ClassVar[str] = "sendgrid-inbound"
+
+    def _decode(self, request: WebhookRequest) -> Any:
+        if request.content_type != "multipart/form-data":
+            raise PayloadError(field="Content-Type", reason="expected multipart/form-data")
+        return decode_multipart(request.body, request.headers.get("content-type", ""))
+
+    def _events(self, payload: Any, request: WebhookRequest) -> Sequence[Any]:
+        return [payload]
+
+    def _parse_event(self, event: Any) -> list[Record]:
+        form: MultipartForm = event
+        charsets = _charsets(form.text("charsets"))
+        fields = form.as_form(charsets)
+        raw_mime = form.fields.get("email")
+        attachments: tuple[Attachment, ...] = form.files
+        body = _first(fields.get("text"))
+        if raw_mime:
+            headers, body, attachments = mime_parts(raw_mime[0][0])
+        else:
+            headers = email.parser.HeaderParser().parsestr(_first(fields.get("headers")) or "")
+        given = _first(fields.get("from")) or header_text(headers.get("from"))
+        if given:
+            sender = email_address(parseaddr(given)[1], field="from")
+        else:
+            envelope = _envelope(_first(fields.get("envelope")))
+            sender = email_address(envelope.get("from"), field="envelope.from")
+        subject = _first(fields.get("subject")) or header_text(headers.get("subject"))
+        message_id = message_id_header(header_text(headers.get("message-id")))
+        date = header_text(headers.get("date"))
+        key = message_id or content_hash([sender, _first(fields.get("to")), subject, date, body])
+        raw = {k: v for k, v in fields.items() if k not in _CONTENT_FIELDS}
+        return [
+            self.inbound_email(
+                sender=sender,
+                key=key,
+                provider_message_id=message_id,
+                sent_at=mail_date(date) or datetime.fromtimestamp(self.clock(), tz=UTC),
+                subject=subject,
+                body=body,
+                attachments=attachments,
+                raw=raw,
+            )
+        ]
+
+
+_CONTENT_FIELDS: Final = frozenset({"text", "html", "email"})
+"""Inbound Parse fields with the email's content: never kept in ``provider_raw``."""
+
+
+def _first(value: object) -> str | None:
+    """A form field's (first) value."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return value if isinstance(value, str) and value else None
+
+
+def _charsets(text: str | None) -> dict[str, str]:
+    """The ``charsets`` field: each field's charset (``{}`` when absent or unreadable)."""
+    try:
+        value = json.loads(text) if text else {}
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _envelope(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if text else {}
+    except (ValueError, RecursionError):
+        raise PayloadError(field="envelope", reason="not JSON") from None
+    if not isinstance(value, dict):
+        raise PayloadError(field="envelope", reason=f"expected an object, got {json_type(value)}")
+    return value
+
+
 def _from_secret(secret: str | None, /, **options: Any) -> SendGridAdapter:
     if secret is None:  # parse only: the adapter needs a key, any will do
         return SendGridAdapter(ec.generate_private_key(ec.SECP256R1()).public_key(), **options)
     return SendGridAdapter(secret, **options)
 
 
-def _sign(events: Any, secret: Any, /, *, url: str, timestamp: float) -> SignedRequest:
+def _signing_key(secret: Any) -> ec.EllipticCurvePrivateKey:
     # secret: a commhistory.testing.SendGridKeys, an EC private key, or its PEM.
     key: object = getattr(secret, "private_key", secret)
     if isinstance(key, str | bytes):
@@ -284,15 +413,37 @@ def _sign(events: Any, secret: Any, /, *, url: str, timestamp: float) -> SignedR
         raise InvalidInputError(
             field="secret", reason="give a SendGridKeys or an EC private key for 'sendgrid'"
         )
-    body = json_body(events)
+    return key
+
+
+def _signed(
+    body: bytes, content_type: str, secret: Any, *, url: str, timestamp: float
+) -> SignedRequest:
     stamp = str(int(timestamp))
-    signature = key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    signature = _signing_key(secret).sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
     headers = {
-        "Content-Type": "application/json",
+        "Content-Type": content_type,
         SIGNATURE_HEADER: base64.b64encode(signature).decode("ascii"),
         TIMESTAMP_HEADER: stamp,
     }
     return SignedRequest(body=body, headers=headers, url=url)
+
+
+def _sign(events: Any, secret: Any, /, *, url: str, timestamp: float) -> SignedRequest:
+    return _signed(json_body(events), "application/json", secret, url=url, timestamp=timestamp)
+
+
+def _sign_inbound(events: Any, secret: Any, /, *, url: str, timestamp: float) -> SignedRequest:
+    # events: the form fields (see multipart_body); secret: as for 'sendgrid'.
+    boundary = (
+        "xYzZY"
+        + content_hash(
+            [events, timestamp],
+        )[:16]
+    )
+    body = multipart_body(dict(events), boundary=boundary)
+    content_type = f"multipart/form-data; boundary={boundary}"
+    return _signed(body, content_type, secret, url=url, timestamp=timestamp)
 
 
 PROVIDER: Final = register_provider(
@@ -301,6 +452,27 @@ PROVIDER: Final = register_provider(
 """SendGrid's entry in the provider registry.
 
 ``--secret`` is the public key; tests sign with :func:`commhistory.testing.sendgrid_keys`.
+
+.. versionadded:: 0.4.0
+"""
+
+
+def _inbound_from_secret(secret: str | None, /, **options: Any) -> SendGridInboundAdapter:
+    if secret is None:  # parse only: the adapter needs a key, any will do
+        key = ec.generate_private_key(ec.SECP256R1()).public_key()
+        return SendGridInboundAdapter(key, **options)
+    return SendGridInboundAdapter(secret, **options)
+
+
+INBOUND_PROVIDER: Final = register_provider(
+    ProviderSpec(
+        adapter=SendGridInboundAdapter, from_secret=_inbound_from_secret, signer=_sign_inbound
+    )
+)
+"""SendGrid Inbound Parse's entry in the provider registry (``sendgrid-inbound``).
+
+``--secret`` is the security policy's public key; tests sign with
+:func:`commhistory.testing.sendgrid_keys` and give the form fields.
 
 .. versionadded:: 0.4.0
 """

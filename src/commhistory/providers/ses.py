@@ -45,12 +45,25 @@ A raw-delivered message (when allowed) is parsed the same way, its SNS message
 id read from the ``x-amz-sns-message-id`` header, so it dedupes against the
 same message delivered with its envelope.
 
+SES email receiving publishes ``Received`` notifications to SNS as well: each
+becomes an inbound :class:`~commhistory.Message` on the email channel (id
+``ses:<mail.messageId>``). The sender is the first ``commonHeaders.from``
+address (else ``mail.source``), resolved through the ``contact_resolver``;
+the subject is ``commonHeaders.subject`` and ``sent_at`` the ``Date`` header
+(else when SES received it). Only an SNS *action* carries the email itself
+(``content``, MIME, UTF-8 or base64 as the action's ``encoding`` says): its
+plain-text body becomes the message body and its attachments' name, type and
+size go to ``metadata["attachments"]``. Other actions' notifications (S3,
+Lambda...) carry headers only, so the message has no body. The content is
+never kept in ``provider_raw``; the verdicts and headers are.
+
 .. versionadded:: 0.1.0
 .. versionchanged:: 0.3.0
    Raw message delivery is refused with :class:`SnsRawDeliveryError` unless
    allowed; optional offline chain validation (``certificate_roots``).
 .. versionchanged:: 0.4.0
-   Recipients from ``mail.destination``; the topic validation notice is ignored.
+   Recipients from ``mail.destination``; the topic validation notice is ignored;
+   ``Received`` notifications (email receiving) become inbound messages.
 """
 
 from __future__ import annotations
@@ -63,6 +76,7 @@ import threading
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from email.utils import parseaddr
 from typing import Any, ClassVar, Final, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
@@ -74,17 +88,21 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import verification
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
-from commhistory.model import BounceClass, Event, EventType, Record
+from commhistory.model import BounceClass, Event, EventType, Message, Record
 from commhistory.providers.base import (
+    Attachment,
     WebhookAdapter,
     WebhookRequest,
     as_object,
     bounce_details,
     decode_json,
+    email_address,
     get_mapping,
     get_str,
     iso_time,
     json_type,
+    mail_date,
+    mime_parts,
     optional_email,
     require_str,
 )
@@ -100,6 +118,7 @@ __all__ = [
     "EVENT_TYPES",
     "PROVIDER",
     "RAW_DELIVERY_HEADER",
+    "RECEIVED",
     "CachingCertificateFetcher",
     "CertificateFetcher",
     "SesAdapter",
@@ -173,6 +192,12 @@ _DETAIL: Final[Mapping[str, tuple[str, str | None]]] = {
     "Rendering Failure": ("failure", None),
     "Subscription": ("subscription", None),
 }
+
+RECEIVED: Final = "Received"
+"""The ``notificationType`` of an email SES received (email receiving).
+
+.. versionadded:: 0.4.0
+"""
 
 _PER_DESTINATION: Final = frozenset({"Send", "Reject", "Rendering Failure"})
 """Message-level events without a recipient list: one event per ``mail.destination``."""
@@ -543,6 +568,9 @@ class SesAdapter(WebhookAdapter):
         kind = get_str(notification, "eventType") or get_str(notification, "notificationType")
         if kind is None:
             raise PayloadError(field="Message.eventType", reason="required")
+        if kind == RECEIVED:
+            raw_delivery = isinstance(envelope, _RawDelivery)
+            return [self._received(notification, sns_id, raw_delivery=raw_delivery)]
         mail = get_mapping(notification, "mail")
         message_id = get_str(mail, "messageId")
         if message_id is None:
@@ -585,6 +613,58 @@ class SesAdapter(WebhookAdapter):
                 self._event(type_, key, message_id, occurred_at, detail, recipient, raw)
             )
         return records
+
+    def _received(
+        self, notification: Mapping[str, Any], sns_id: str, *, raw_delivery: bool
+    ) -> Message:
+        """An email SES received: an inbound message (content only with an SNS action)."""
+        mail = get_mapping(notification, "mail")
+        message_id = get_str(mail, "messageId")
+        if message_id is None:
+            raise PayloadError(field="Message.mail.messageId", reason="required")
+        common = get_mapping(mail, "commonHeaders")
+        senders = common.get("from")
+        given = senders[0] if isinstance(senders, list) and senders else None
+        if isinstance(given, str) and given:
+            sender = email_address(parseaddr(given)[1], field="Message.mail.commonHeaders.from")
+        else:
+            sender = email_address(get_str(mail, "source"), field="Message.mail.source")
+        action = get_mapping(get_mapping(notification, "receipt"), "action")
+        content = notification.get("content")
+        body: str | None = None
+        attachments: tuple[Attachment, ...] = ()
+        if content is not None:
+            if not isinstance(content, str):
+                raise PayloadError(
+                    field="Message.content", reason=f"expected a string, got {json_type(content)}"
+                )
+            if (get_str(action, "encoding") or "").upper() == "BASE64":
+                try:
+                    data = base64.b64decode(content, validate=True)
+                except (binascii.Error, ValueError):
+                    raise PayloadError(field="Message.content", reason="not base64") from None
+            else:
+                data = content.encode("utf-8", "surrogatepass")
+            _, body, attachments = mime_parts(data)
+        sent_at = mail_date(get_str(common, "date")) or iso_time(
+            mail.get("timestamp"), field="Message.mail.timestamp"
+        )
+        kept: dict[str, Any] = {
+            "sns_message_id": sns_id,
+            "notification": {k: v for k, v in notification.items() if k != "content"},
+        }
+        if raw_delivery:
+            kept["sns_raw_delivery"] = True
+        return self.inbound_email(
+            sender=sender,
+            key=message_id,
+            provider_message_id=message_id,
+            sent_at=sent_at,
+            subject=get_str(common, "subject"),
+            body=body,
+            attachments=attachments,
+            raw=kept,
+        )
 
     def _event(  # noqa: PLR0917 - private
         self,

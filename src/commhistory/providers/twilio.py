@@ -40,11 +40,22 @@ URL alone. The adapter checks the signature over the URL, then that
   sink's test event produces nothing. Both keep the form callbacks' ids, so a
   message reported both ways is stored once.
 
+Twilio Voice status callbacks (and voice webhooks) are signed the same way and
+are told apart by ``CallSid``: each becomes the call's
+:class:`~commhistory.Message` on :attr:`~commhistory.Channel.VOICE` (id
+``twilio:<CallSid>``, repeated by every callback of the call, so it is stored
+once; the customer is ``From`` of an inbound call and ``To`` of an outbound
+one, resolved like an inbound SMS sender) and one :class:`~commhistory.Event`
+per ``CallStatus`` (see :data:`CALL_STATUS_TYPES`), timed by ``Timestamp``.
+A ``completed`` event keeps ``CallDuration`` as ``metadata["duration_seconds"]``.
+See ``docs/providers/voice.md``.
+
 .. versionadded:: 0.1.0
 .. versionchanged:: 0.3.0
    JSON-bodied webhooks signed with ``bodySHA256`` (Event Streams).
 .. versionchanged:: 0.4.0
-   Inbound WhatsApp messages are on the WhatsApp channel, not SMS.
+   Inbound WhatsApp messages are on the WhatsApp channel, not SMS; Voice
+   status callbacks become voice messages and call events.
 """
 
 from __future__ import annotations
@@ -84,6 +95,7 @@ from commhistory.providers.base import (
     hmac_equal,
     iso_time,
     json_type,
+    mail_date,
     phone_address,
     require_str,
 )
@@ -97,6 +109,8 @@ from commhistory.providers.registry import (
 __all__ = [
     "BODY_HASH_PARAMETER",
     "BOUNCE_BY_ERROR",
+    "CALL_DIRECTIONS",
+    "CALL_STATUS_TYPES",
     "INBOUND_EVENT_TYPE",
     "OPT_IN_KEYWORDS",
     "OPT_OUT_KEYWORDS",
@@ -154,6 +168,36 @@ BOUNCE_BY_ERROR: Final[Mapping[str, BounceClass]] = {
     "21614": BounceClass.HARD,  # not a mobile number
 }
 """Bounce classes of an ``undelivered`` message by Twilio ``ErrorCode``."""
+
+CALL_STATUS_TYPES: Final[Mapping[str, EventType]] = {
+    "queued": EventType.QUEUED,
+    "initiated": EventType.QUEUED,
+    "ringing": EventType.RINGING,
+    "in-progress": EventType.ANSWERED,
+    "answered": EventType.ANSWERED,
+    "completed": EventType.COMPLETED,
+    "busy": EventType.BUSY,
+    "no-answer": EventType.NO_ANSWER,
+    "failed": EventType.FAILED,
+    "canceled": EventType.REJECTED,
+}
+"""Twilio Voice ``CallStatus`` values (lower case); any other becomes ``UNKNOWN``.
+
+``canceled`` (the call was ended through the API before it was answered) is
+``REJECTED``: the call never reached the customer.
+
+.. versionadded:: 0.4.0
+"""
+
+CALL_DIRECTIONS: Final[Mapping[str, Direction]] = {
+    "inbound": Direction.INBOUND,
+    "outbound-api": Direction.OUTBOUND,
+    "outbound-dial": Direction.OUTBOUND,
+}
+"""Twilio Voice ``Direction`` values.
+
+.. versionadded:: 0.4.0
+"""
 
 OPT_OUT_KEYWORDS: Final = frozenset(
     {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
@@ -384,6 +428,8 @@ class TwilioAdapter(WebhookAdapter):
             as_object(event)
         item: Mapping[str, Any] = event
         sid = get_str(item, "MessageSid") or get_str(item, "SmsSid")
+        if sid is None and "CallSid" in item:
+            return self._call(item)
         if sid is None:
             raise PayloadError(field="MessageSid", reason="required")
         status = get_str(item, "MessageStatus") or get_str(item, "SmsStatus") or ""
@@ -449,6 +495,57 @@ class TwilioAdapter(WebhookAdapter):
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), tz=UTC)
+
+    def _call(self, item: Mapping[str, Any]) -> list[Record]:
+        """A Voice status callback (or a voice webhook): the call's message and its event."""
+        sid = require_str(item, "CallSid")
+        status = require_str(item, "CallStatus").strip().lower()
+        given = require_str(item, "Direction").strip().lower()
+        direction = CALL_DIRECTIONS.get(given)
+        if direction is None:
+            allowed = ", ".join(sorted(CALL_DIRECTIONS))
+            raise PayloadError(field="Direction", reason=f"expected one of: {allowed}")
+        # The customer is the caller of an inbound call and the callee of an outbound one.
+        party = "From" if direction is Direction.INBOUND else "To"
+        address = phone_address(item.get(party), field=party, region=self._region)
+        contact = self.resolve_contact(Channel.VOICE, address)
+        occurred_at = mail_date(item.get("Timestamp")) or self._now()
+        raw = dict(item)
+        metadata: dict[str, Any] = {"provider_raw": raw}
+        type_ = CALL_STATUS_TYPES.get(status, EventType.UNKNOWN)
+        if type_ is EventType.COMPLETED:
+            duration = get_str(item, "CallDuration")
+            if duration is not None:
+                if not duration.isdigit() or len(duration) > 9:
+                    raise PayloadError(field="CallDuration", reason="expected whole seconds")
+                metadata["duration_seconds"] = int(duration)
+        error_code = get_str(item, "ErrorCode")
+        # One key per call and status: a retried callback is a duplicate.
+        event_id, provider_event_id = self.ids(content_hash(["call", sid, status]))
+        message = Message(
+            message_id=f"{self.name}:{sid}",
+            channel=Channel.VOICE,
+            direction=direction,
+            contact_id=contact,
+            address=address,
+            sent_at=occurred_at,
+            purpose=Purpose.SERVICE,
+            provider=self.name,
+            provider_message_id=sid,
+            metadata={"call_direction": given},
+        )
+        event = Event(
+            event_id=event_id,
+            type=type_,
+            occurred_at=occurred_at,
+            provider=self.name,
+            provider_message_id=sid,
+            provider_event_id=provider_event_id,
+            address=address,
+            reason=f"twilio error {error_code}" if error_code else None,
+            metadata=metadata,
+        )
+        return [message, event]
 
     def _status(
         self,

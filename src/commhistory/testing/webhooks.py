@@ -321,11 +321,16 @@ def signed_webhook(
             (a JSON body, signed with the ``bodySHA256`` rule; the returned
             ``url`` carries ``bodySHA256``: POST to it); LINE a list of events (or the whole body);
             Mailgun the ``event-data`` object; Postmark the record object; SES
-            the SES notification object (or an SNS envelope without signature).
+            the SES notification object (or an SNS envelope without signature);
+            ``sendgrid-inbound`` and ``mailgun-inbound`` the form fields (a
+            ``(filename, content_type, bytes)`` value is a file); ``amazon-connect``
+            a list of contact records (a Firehose delivery).
         secret: What the provider signs with: SendGrid a :class:`SendGridKeys`
             or EC private key; Twilio the auth token; LINE the channel secret;
             Mailgun the signing key; Postmark ``"user:password"``; SES an
-            :class:`~commhistory.testing.SnsTestSigner`.
+            :class:`~commhistory.testing.SnsTestSigner`; ``sendgrid-inbound`` as
+            SendGrid; ``mailgun-inbound`` the signing key; ``amazon-connect`` the
+            Firehose access key.
         url: The URL the request is sent to (Twilio signs it).
         timestamp: The signing time in epoch seconds (default: now).
 
