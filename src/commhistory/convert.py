@@ -81,9 +81,7 @@ __all__ = [
     "write_records",
 ]
 
-KINDS: Final[
-    Mapping[str, type[Message] | type[Event] | type[ConsentEvent] | type[Activity]]
-] = {
+KINDS: Final[Mapping[str, type[Message] | type[Event] | type[ConsentEvent] | type[Activity]]] = {
     "message": Message,
     "event": Event,
     "consent": ConsentEvent,
@@ -113,6 +111,7 @@ MAX_CELL_LENGTH: Final = 131_072
 .. versionadded:: 0.4.0
 """
 
+_KIND_NAMES: Final = "message, event, consent, activity"
 _MAPPINGS: Final = frozenset({"metadata", "properties"})
 """The fields holding host-defined JSON objects (left out of a line when empty)."""
 _MAX_DECIMAL_LENGTH: Final = 64
@@ -445,10 +444,10 @@ def structure(
         raise PayloadError(field="<record>", reason=f"expected an object, got {_json_type(obj)}")
     kind = obj.get("kind")
     if kind is None:
-        raise PayloadError(field="kind", reason="required: one of message, event, consent, activity")
+        raise PayloadError(field="kind", reason=f"required: one of {_KIND_NAMES}")
     cls = KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise PayloadError(field="kind", reason="expected one of: message, event, consent, activity")
+        raise PayloadError(field="kind", reason=f"expected one of: {_KIND_NAMES}")
     data = {key: value for key, value in obj.items() if key != "kind" and value is not None}
     # An explicit null says "unknown, do not derive": it keeps a record without a
     # derived status code or bounce class the same through dumps() and loads().
@@ -615,7 +614,7 @@ def read_records(
     path = Path(path)
     fmt = format or _format_of(path)
     if kind is not None and kind not in KINDS:
-        raise PayloadError(field="kind", reason="expected one of: message, event, consent, activity")
+        raise PayloadError(field="kind", reason=f"expected one of: {_KIND_NAMES}")
     _check_region(region)
     codec = codecs.lookup(encoding)
     with path.open("rb") as handle:
@@ -972,7 +971,7 @@ def reparse(
     .. versionadded:: 0.4.0
     """
     if kind is not None and kind not in KINDS:
-        raise PayloadError(field="kind", reason="expected one of: message, event, consent, activity")
+        raise PayloadError(field="kind", reason=f"expected one of: {_KIND_NAMES}")
     if format == "csv" and header is None:
         error = PayloadError(field="<row>", reason="a CSV row needs its header; pass the header")
         return ParsedLine(line=line, raw=raw, error=error)

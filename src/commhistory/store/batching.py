@@ -27,8 +27,8 @@ __all__ = [
     "check_batch_size",
     "load_metadata",
     "metadata_bytes",
-    "properties_bytes",
     "one_criterion",
+    "properties_bytes",
     "revenue_micros",
     "storable_source",
 ]
