@@ -357,3 +357,24 @@ def test_migration_0007_adds_the_indexed_tables_and_downgrades(url: str) -> None
         assert "activities" not in sa.inspect(engine).get_table_names()
     finally:
         engine.dispose()
+
+
+def test_guarded_view_checks_and_audits_activity_calls(repo: CommHistory[Any]) -> None:
+    analyst = repo.as_actor(ch.Actor("ana", ["analyst"]), purpose="weekly report")
+    operator = repo.as_actor(ch.Actor("ops", ["operator"]), purpose="import")
+    officer = repo.as_actor(ch.Actor("dpo", ["privacy_officer"]), purpose="ticket 7")
+
+    with pytest.raises(ch.PermissionDenied):
+        analyst.record_activities([activity(1)])
+    assert operator.declare_activities({"signup": []}).names["signup"] == frozenset()
+    assert operator.record_activities([activity(1)]) == IngestReport(inserted=1)
+    assert "purchase" in analyst.activity_catalog()
+    with pytest.raises(ch.PermissionDenied):
+        operator.activities("c1")
+    assert [e.activity.activity_id for e in officer.activities("c1")] == ["a1"]
+
+    actions = [(e.actor_id, e.action, e.outcome) for e in repo.audit_log.entries()]
+    assert ("ana", "record_activities", "denied") in actions
+    assert ("ops", "declare_activities", "ok") in actions
+    assert ("ops", "record_activities", "ok") in actions
+    assert ("dpo", "activities", "ok") in actions
