@@ -58,11 +58,11 @@ def test_declare_import_and_show(
     assert fields == ["name", "properties.sku"]
 
     assert main(["activities", "c1", *store_args, "--tz", "Asia/Tokyo"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[0] == "contact c1: 2 activities"
-    assert out[1].startswith("2026-04-01 20:00:00+09:00  page_view")
-    assert "4980 JPY" in out[2]
-    assert "for Hanako" in out[2]
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0] == "contact c1: 2 activities"
+    assert shown[1].startswith("2026-04-01 20:00:00+09:00  page_view")
+    assert "4980 JPY" in shown[2]
+    assert "for Hanako" in shown[2]
 
     assert main(["activities", "c1", *store_args, "--name", "purchase", "--format", "json"]) == 0
     (doc,) = json.loads(capsys.readouterr().out)
