@@ -11,12 +11,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 import commhistory as ch
 from commhistory import CommHistory, IngestReport, Keyring, open_repository
 from commhistory.convert import dumps, read_records
 from commhistory.store import current_revision, downgrade_to_base, upgrade
 from commhistory.store._engine import create_engine
+from commhistory.store.batching import properties_bytes
 from commhistory.store.memory import MemoryRepository
 from commhistory.store.sql import SQLRepository
 
@@ -378,3 +381,23 @@ def test_guarded_view_checks_and_audits_activity_calls(repo: CommHistory[Any]) -
     assert ("ops", "declare_activities", "ok") in actions
     assert ("ops", "record_activities", "ok") in actions
     assert ("dpo", "activities", "ok") in actions
+
+
+_flat = st.dictionaries(
+    st.text(max_size=8),
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.lists(st.integers(), max_size=2),
+    max_size=4,
+)  # fmt: skip
+
+
+@given(_flat, st.sets(st.text(max_size=8), max_size=3))
+def test_property_split_serializes_as_json_does(
+    properties: dict[str, Any], plain: set[str]
+) -> None:
+    shown, hidden = properties_bytes(properties, frozenset(plain))
+    as_json = {"ensure_ascii": False, "separators": (",", ":")}
+    want_shown = {k: v for k, v in properties.items() if k in plain}
+    want_hidden = {k: v for k, v in properties.items() if k not in plain}
+    assert shown == (json.dumps(want_shown, **as_json) if want_shown else None)  # type: ignore[arg-type]
+    assert hidden == (json.dumps(want_hidden, **as_json).encode() if want_hidden else None)  # type: ignore[arg-type]

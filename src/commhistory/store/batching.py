@@ -7,6 +7,7 @@ Both the SQL and the in-memory repository split their input with
 from __future__ import annotations
 
 import json
+import json.encoder
 from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
@@ -53,6 +54,37 @@ def revenue_micros(value: Decimal) -> int:
     return micros
 
 
+_encode: Final = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False
+).encode
+"""Compact JSON, one encoder for every call (``json.dumps`` with options builds one each time)."""
+
+_escape: Final = json.encoder.encode_basestring  # what the encoder above does to strings
+
+
+def _dump(value: Mapping[str, Any]) -> str:
+    """:data:`_encode`, with a fast path for a flat object of strings, integers, booleans, nulls.
+
+    The same text as the encoder (keys in order, compact separators, strings
+    escaped alike), about three times faster for the small objects host data
+    usually is; anything else goes through the encoder.
+    """
+    parts = []
+    for key, item in value.items():
+        kind = type(item)
+        if kind is str:
+            parts.append(f"{_escape(key)}:{_escape(item)}")
+        elif kind is int:
+            parts.append(f"{_escape(key)}:{int.__repr__(item)}")
+        elif item is None or kind is bool:
+            parts.append(
+                f"{_escape(key)}:{'null' if item is None else 'true' if item else 'false'}"
+            )
+        else:
+            return _encode(value)
+    return "{" + ",".join(parts) + "}"
+
+
 def metadata_bytes(value: Mapping[str, Any]) -> bytes | None:
     """Serialize metadata as compact JSON (``None`` for an empty mapping).
 
@@ -62,9 +94,7 @@ def metadata_bytes(value: Mapping[str, Any]) -> bytes | None:
     if not value:
         return None
     try:
-        return json.dumps(
-            value, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-        ).encode("utf-8")
+        return _dump(value).encode("utf-8")
     except (TypeError, ValueError):
         raise PayloadError(field="metadata", reason="not JSON-serialisable") from None
 
@@ -82,24 +112,21 @@ def properties_bytes(
     """
     if not properties:
         return None, None
-    shown = {k: v for k, v in properties.items() if k in plain} if plain else {}
-    if len(shown) == len(properties):
-        hidden: Mapping[str, Any] = {}
+    if plain:
+        shown = {k: v for k, v in properties.items() if k in plain}
+        if len(shown) == len(properties):
+            hidden: Mapping[str, Any] = {}
+        else:
+            hidden = {k: v for k, v in properties.items() if k not in plain}
     else:
-        hidden = {k: v for k, v in properties.items() if k not in shown}
+        shown, hidden = {}, properties
     try:
-        plain_text = (
-            json.dumps(shown, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-            if shown
-            else None
+        return (
+            _dump(shown) if shown else None,
+            _dump(hidden).encode("utf-8") if hidden else None,
         )
     except (TypeError, ValueError):
         raise PayloadError(field="properties", reason="not JSON-serialisable") from None
-    try:
-        secret = metadata_bytes(hidden)
-    except PayloadError:
-        raise PayloadError(field="properties", reason="not JSON-serialisable") from None
-    return plain_text, secret
 
 
 def load_metadata(value: bytes | None) -> dict[str, Any]:

@@ -53,11 +53,6 @@ def upgrade() -> None:
         sa.Column("plain_properties", sa.Text(), nullable=True),
         sa.Column("properties", sa.LargeBinary(), nullable=True),
         sa.Column("attributed_message_id", sa.Text(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["contact_id"],
-            ["contacts.contact_id"],
-            name=op.f("fk_activities_contact_id_contacts"),
-        ),
         sa.PrimaryKeyConstraint("activity_id", name=op.f("pk_activities")),
         comment=(
             "What contacts did outside messages (migration 0007): plain_properties holds "
