@@ -31,7 +31,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import attrs
 import phonenumbers
@@ -40,9 +40,8 @@ from commhistory.convert import ParsedLine, dumps
 from commhistory.errors import InvalidInputError, PersonalDataError, UnknownActivityError
 from commhistory.model import ACTIVITY_NAME, MAX_ID_LENGTH, Activity
 
-if TYPE_CHECKING:
-    from commhistory.store.activities import ActivityStore, ClickRow
-    from commhistory.store.protocol import BatchFeed, StoredBatch
+from commhistory.store.activities import ActivityStore, ClickRow
+from commhistory.store.protocol import BatchFeed, StoredBatch
 
 __all__ = [
     "PLAIN_KEY",
@@ -155,13 +154,13 @@ class ActivityCatalog:
 
     Attributes:
         names: ``{name: plain keys}``.
+        region: The region national phone numbers in plain values are read in.
 
     .. versionadded:: 0.4.0
     """
 
     names: Mapping[str, frozenset[str]] = attrs.field(factory=dict)
     region: str = attrs.field(default="JP", kw_only=True)
-    """The region national phone numbers in plain values are read in."""
 
     def __contains__(self, name: object) -> bool:
         return name in self.names

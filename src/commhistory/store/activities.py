@@ -394,8 +394,7 @@ def sql_write_activities(
 
     Stored ids are looked up first (a conflict must be told from a duplicate),
     so the rows written are new: on PostgreSQL they are copied straight into
-    the table (:meth:`~commhistory.store._backend.Backend.insert_new`), in
-    ``activity_id`` order. The activities stored are left in
+    the table (the backend's ``insert_new``), in ``activity_id`` order. The activities stored are left in
     ``batch.stored_activities`` for the batch feeds.
     """
     be = core.backend
