@@ -401,3 +401,22 @@ def test_property_split_serializes_as_json_does(
     want_hidden = {k: v for k, v in properties.items() if k not in plain}
     assert shown == (json.dumps(want_shown, **as_json) if want_shown else None)  # type: ignore[arg-type]
     assert hidden == (json.dumps(want_hidden, **as_json).encode() if want_hidden else None)  # type: ignore[arg-type]
+
+
+def test_bulk_batches_on_postgresql_find_stored_ids_after_an_optimistic_copy(
+    open_history: Opener,
+) -> None:
+    # Batches above the lookup threshold copy first; a stored id sends the batch
+    # back to the lookup, which still tells duplicates from conflicts.
+    repo = open_history()
+    repo.declare_activities(DECLARED)
+    store = repo.store
+    store._batch_size = 600
+    first = [activity(n) for n in range(600)]
+    assert repo.record_activities(first) == IngestReport(inserted=600)
+    second = [activity(n) for n in range(550, 1150)]
+    second[10] = activity(560, contact_id="c2")  # a conflict among the stored ids
+    assert repo.record_activities(second) == IngestReport(inserted=550, duplicates=49, rejected=1)
+    assert len(repo.activities("c1")) == 1150
+    (letter,) = repo.dead_letters()
+    assert letter.field == "activity_id"

@@ -39,7 +39,6 @@ import phonenumbers
 from commhistory.convert import ParsedLine, dumps
 from commhistory.errors import InvalidInputError, PersonalDataError, UnknownActivityError
 from commhistory.model import ACTIVITY_NAME, MAX_ID_LENGTH, Activity
-
 from commhistory.store.activities import ActivityStore, ClickRow
 from commhistory.store.protocol import BatchFeed, StoredBatch
 
