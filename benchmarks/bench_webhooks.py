@@ -36,6 +36,7 @@ import email.parser
 import email.policy
 
 from benchmarks._harness import Benchmark, Goal, best_of, main
+from commhistory.model import Message
 from commhistory.providers import KeyedContactResolver, SendGridAdapter, SendGridInboundAdapter
 from commhistory.testing import sendgrid_keys, signed_webhook
 
@@ -120,6 +121,7 @@ def inbound_benchmark() -> Benchmark:
     def candidate() -> None:
         adapter.verify(request)
         [message] = adapter.parse(request).records
+        assert isinstance(message, Message)
         assert len(message.metadata["attachments"]) == 3
 
     def baseline() -> None:

@@ -49,7 +49,7 @@ napoleon_attr_annotations = True
 # our own names still fails the build.
 nitpicky = True
 _STDLIB = (
-    r"(datetime|decimal|collections\.abc|typing|enum|pathlib|os|functools"
+    r"(datetime|timedelta|decimal|collections\.abc|typing|enum|pathlib|os|functools"
     r"|abc|ipaddress|math|zoneinfo)"
 )
 _DEPENDENCIES = (

@@ -124,6 +124,29 @@ def consent_events(draw: st.DrawFn) -> ch.ConsentEvent:
     )
 
 
-def records() -> st.SearchStrategy[ch.Message | ch.Event | ch.ConsentEvent]:
+activity_names = st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True)
+
+
+@st.composite
+def activities(draw: st.DrawFn) -> ch.Activity:
+    """A valid activity, with revenue or without, and any properties."""
+    revenue = draw(
+        st.none()
+        | st.decimals(
+            min_value=-(10**12), max_value=10**12, allow_nan=False, allow_infinity=False, places=2
+        ).map(Decimal)
+    )
+    return ch.Activity(
+        activity_id=draw(ids),
+        contact_id=draw(ids),
+        name=draw(activity_names),
+        occurred_at=draw(moments),
+        revenue=revenue,
+        currency=None if revenue is None else draw(st.sampled_from(["JPY", "USD", "EUR"])),
+        properties=draw(metadata),
+    )
+
+
+def records() -> st.SearchStrategy[ch.Message | ch.Event | ch.ConsentEvent | ch.Activity]:
     """Any valid canonical record."""
-    return st.one_of(messages(), events(), consent_events())
+    return st.one_of(messages(), events(), consent_events(), activities())

@@ -148,6 +148,26 @@ TABLE: dict[str, tuple[list[str], dict[str, Expect]]] = {
             "nothing": denied("masked_timeline", "read_history_masked"),
         },
     ),
+    "declare-activities": (
+        ["declare-activities", "purchase=sku", *PURPOSE],
+        {
+            "analyst": denied("declare_activities", "write_history"),
+            "operator": ok("declare_activities", "write_history"),
+            "privacy_officer": denied("declare_activities", "write_history"),
+            "admin": ok("declare_activities", "write_history"),
+            "nothing": denied("declare_activities", "write_history"),
+        },
+    ),
+    "activities": (
+        ["activities", "c-1001", *PURPOSE],
+        {
+            "analyst": denied("activities", "read_personal"),
+            "operator": denied("activities", "read_personal"),
+            "privacy_officer": ok("activities", "read_personal"),
+            "admin": ok("activities", "read_personal"),
+            "nothing": denied("activities", "read_personal"),
+        },
+    ),
     "can-send": (
         [*CAN_SEND, "--access-purpose", "ticket 4711"],
         {

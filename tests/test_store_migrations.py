@@ -26,6 +26,8 @@ from commhistory.store.migrate import _config
 from commhistory.store.schema import metadata
 
 TABLES = {
+    "activities",
+    "activity_names",
     "addresses",
     "audit_log",
     "campaign_costs",

@@ -19,6 +19,7 @@ from commhistory.consent import (
     SuppressionList,
     SuppressionReason,
 )
+from commhistory.contacts import ActivityCatalog
 from commhistory.crypto import KeyProvider, Keyring
 from commhistory.errors import (
     CommHistoryError,
@@ -34,13 +35,16 @@ from commhistory.errors import (
     NotFoundError,
     PayloadError,
     PermissionDenied,
+    PersonalDataError,
     SchemaError,
     SignatureError,
     StorageError,
+    UnknownActivityError,
 )
 from commhistory.facade import CommHistory, GuardedRepository, open_repository, rotate_keys
 from commhistory.kpi import ABResult, KpiRow, KpiTable
 from commhistory.model import (
+    Activity,
     BounceClass,
     Channel,
     ConsentAction,
@@ -55,6 +59,7 @@ from commhistory.model import (
 from commhistory.normalize import normalize_email, normalize_phone
 from commhistory.privacy import ErasureReport, RetentionPolicy
 from commhistory.store import (
+    ActivityEntry,
     DeadLetter,
     IngestReport,
     MemoryRepository,
@@ -71,6 +76,9 @@ except _PackageNotFoundError:  # pragma: no cover - running from a source tree w
 
 __all__ = [
     "ABResult",
+    "Activity",
+    "ActivityCatalog",
+    "ActivityEntry",
     "Actor",
     "BounceClass",
     "Channel",
@@ -108,6 +116,7 @@ __all__ = [
     "PayloadError",
     "Permission",
     "PermissionDenied",
+    "PersonalDataError",
     "Policy",
     "Purpose",
     "Repository",
@@ -122,6 +131,7 @@ __all__ = [
     "SuppressionList",
     "SuppressionReason",
     "TimelineEntry",
+    "UnknownActivityError",
     "__version__",
     "kpi",
     "normalize_email",

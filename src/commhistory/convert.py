@@ -1,6 +1,6 @@
 """Canonical JSON lines in and out, and the streaming file reader.
 
-One record a line; its ``kind`` (``message``, ``event``, ``consent``) says which
+One record a line; its ``kind`` (``message``, ``event``, ``consent``, ``activity``) says which
 (see :doc:`/model`). Reading *normalizes* what the record model only validates:
 
 * addresses to their canonical form for the channel (:func:`~commhistory.normalize_email`,
@@ -43,6 +43,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 
 from commhistory.errors import InvalidInputError, NormalizationError, PayloadError
 from commhistory.model import (
+    Activity,
     BounceClass,
     Channel,
     ConsentAction,
@@ -80,12 +81,17 @@ __all__ = [
     "write_records",
 ]
 
-KINDS: Final[Mapping[str, type[Message] | type[Event] | type[ConsentEvent]]] = {
+KINDS: Final[Mapping[str, type[Message] | type[Event] | type[ConsentEvent] | type[Activity]]] = {
     "message": Message,
     "event": Event,
     "consent": ConsentEvent,
+    "activity": Activity,
 }
-"""The ``kind`` of each canonical record type."""
+"""The ``kind`` of each canonical record type.
+
+.. versionchanged:: 0.4.0
+   ``activity`` (:class:`~commhistory.Activity`).
+"""
 
 _KIND_OF: Final = {cls: kind for kind, cls in KINDS.items()}
 _ENUMS: Final = (BounceClass, Channel, ConsentAction, ConsentMethod, Direction, EventType, Purpose)
@@ -105,6 +111,9 @@ MAX_CELL_LENGTH: Final = 131_072
 .. versionadded:: 0.4.0
 """
 
+_KIND_NAMES: Final = "message, event, consent, activity"
+_MAPPINGS: Final = frozenset({"metadata", "properties"})
+"""The fields holding host-defined JSON objects (left out of a line when empty)."""
 _MAX_DECIMAL_LENGTH: Final = 64
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _PLAIN_KEY: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
@@ -312,13 +321,14 @@ def _translate_leaf(exc: BaseException, cls: type) -> InvalidInputError:
         return _translate(exc, cls)
     if isinstance(exc, ForbiddenExtraKeysError):
         names = sorted(name for name in map(_key_name, exc.extra_fields) if name is not None)
+        custom = "properties" if cls is Activity else "metadata"
         if len(names) == len(exc.extra_fields):
             return PayloadError(
-                field=names[0], reason="unknown key; put custom data in 'metadata'"
+                field=names[0], reason=f"unknown key; put custom data in {custom!r}"
             )
         return PayloadError(
             field="<record>",
-            reason="an unknown key (its name is not shown); put custom data in 'metadata'",
+            reason=f"an unknown key (its name is not shown); put custom data in {custom!r}",
         )
     if isinstance(exc, InvalidInputError):
         if exc.field == "<value>" and field is not None:
@@ -381,6 +391,10 @@ def _prepare(
         if data.get("address") is not None:
             data["address"] = _normalize_event_address(data["address"], region)
         _derive_bounce(data, explicit_null)
+    elif kind == "activity":
+        name = data.get("name")
+        if isinstance(name, str):
+            data["name"] = name.strip().lower()
 
 
 def _derive_bounce(data: dict[str, Any], explicit_null: Set[str]) -> None:
@@ -419,8 +433,8 @@ def structure(
        The *region* argument.
 
     Returns:
-        A :class:`~commhistory.Message`, :class:`~commhistory.Event` or
-        :class:`~commhistory.ConsentEvent`.
+        A :class:`~commhistory.Message`, :class:`~commhistory.Event`,
+        :class:`~commhistory.ConsentEvent` or :class:`~commhistory.Activity`.
 
     Raises:
         PayloadError: A key is unknown or missing, or a value has the wrong type.
@@ -430,10 +444,10 @@ def structure(
         raise PayloadError(field="<record>", reason=f"expected an object, got {_json_type(obj)}")
     kind = obj.get("kind")
     if kind is None:
-        raise PayloadError(field="kind", reason="required: one of message, event, consent")
+        raise PayloadError(field="kind", reason=f"required: one of {_KIND_NAMES}")
     cls = KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise PayloadError(field="kind", reason="expected one of: message, event, consent")
+        raise PayloadError(field="kind", reason=f"expected one of: {_KIND_NAMES}")
     data = {key: value for key, value in obj.items() if key != "kind" and value is not None}
     # An explicit null says "unknown, do not derive": it keeps a record without a
     # derived status code or bounce class the same through dumps() and loads().
@@ -455,7 +469,7 @@ def unstructure(record: Record) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": kind}
     for field in attrs.fields(cls):
         value = getattr(record, field.name)
-        if value is None or (field.name == "metadata" and not value):
+        if value is None or (field.name in _MAPPINGS and not value):
             continue
         if field.name == "machine" and value is False:
             continue
@@ -600,7 +614,7 @@ def read_records(
     path = Path(path)
     fmt = format or _format_of(path)
     if kind is not None and kind not in KINDS:
-        raise PayloadError(field="kind", reason="expected one of: message, event, consent")
+        raise PayloadError(field="kind", reason=f"expected one of: {_KIND_NAMES}")
     _check_region(region)
     codec = codecs.lookup(encoding)
     with path.open("rb") as handle:
@@ -716,7 +730,7 @@ def _read_jsonl(  # noqa: PLR0917 - private; arguments mirror read_records
 
 
 _CSV_FIELDS: Final = frozenset(
-    {"kind"} | {f.name for cls in KINDS.values() for f in attrs.fields(cls)} - {"metadata"}
+    {"kind"} | {f.name for cls in KINDS.values() for f in attrs.fields(cls)} - _MAPPINGS
 )
 _TRUE: Final = frozenset({"true", "1", "yes", "y", "t"})
 _FALSE: Final = frozenset({"false", "0", "no", "n", "f", ""})
@@ -796,7 +810,7 @@ def _csv_columns(header: list[str], mapping: Mapping[str, str]) -> list[str]:
             continue
         if col in seen:
             raise PayloadError(field=col, reason="more than one column maps to this field")
-        if col not in _CSV_FIELDS and not col.startswith("metadata."):
+        if col not in _CSV_FIELDS and not col.startswith(("metadata.", "properties.")):
             raise PayloadError(
                 field=col,
                 reason="unknown column; map it to a field with --map COLUMN=FIELD, "
@@ -881,18 +895,23 @@ def _csv_object(row: list[str], columns: list[str], kind: str | None) -> dict[st
         raise PayloadError(field="<row>", reason=f"{len(row)} cells for {len(columns)} columns")
     obj: dict[str, Any] = {}
     metadata: dict[str, str] = {}
+    properties: dict[str, str] = {}
     for column, cell in zip(columns, row, strict=False):
         value = cell.strip()
         if not column or value == "":
             continue
         if column.startswith("metadata."):
             metadata[column.removeprefix("metadata.")] = value
+        elif column.startswith("properties."):
+            properties[column.removeprefix("properties.")] = value
         elif column == "machine":
             obj[column] = _csv_bool(column, value)
         else:
             obj[column] = value
     if metadata:
         obj["metadata"] = metadata
+    if properties:
+        obj["properties"] = properties
     obj.setdefault("kind", kind or "message")
     return obj
 
@@ -952,7 +971,7 @@ def reparse(
     .. versionadded:: 0.4.0
     """
     if kind is not None and kind not in KINDS:
-        raise PayloadError(field="kind", reason="expected one of: message, event, consent")
+        raise PayloadError(field="kind", reason=f"expected one of: {_KIND_NAMES}")
     if format == "csv" and header is None:
         error = PayloadError(field="<row>", reason="a CSV row needs its header; pass the header")
         return ParsedLine(line=line, raw=raw, error=error)

@@ -5,7 +5,9 @@
     CommHistoryError
     ├── InvalidInputError (ValueError)            .field .reason
     │   ├── NormalizationError                    a value cannot be normalized
-    │   └── PayloadError                          a record or payload is malformed  (.line)
+    │   ├── PayloadError                          a record or payload is malformed  (.line)
+    │   ├── UnknownActivityError                  an activity name the host did not declare
+    │   └── PersonalDataError                     a plain (unencrypted) value looks personal
     ├── SignatureError (ValueError)               a signature or token does not verify
     ├── CryptoError
     │   ├── KeyNotFoundError (KeyError)           .key_id is not in the keyring
@@ -45,9 +47,11 @@ __all__ = [
     "NotFoundError",
     "PayloadError",
     "PermissionDenied",
+    "PersonalDataError",
     "SchemaError",
     "SignatureError",
     "StorageError",
+    "UnknownActivityError",
 ]
 
 
@@ -98,6 +102,27 @@ class PayloadError(InvalidInputError):
     def __str__(self) -> str:
         prefix = f"{self.line}: " if self.line is not None else ""
         return f"{prefix}{self.field}: {self.reason}"
+
+
+class UnknownActivityError(InvalidInputError):
+    """An activity's name is not one the host declared (``field="name"``).
+
+    Declare names with :meth:`commhistory.CommHistory.declare_activities`
+    (``commhistory declare-activities``).
+
+    .. versionadded:: 0.4.0
+    """
+
+
+class PersonalDataError(InvalidInputError):
+    """A value that would be stored in the clear looks like personal data.
+
+    Raised for an activity property the host declared plain whose value holds
+    an email address or a phone number (``field="properties.KEY"``). The value
+    is never shown.
+
+    .. versionadded:: 0.4.0
+    """
 
 
 class SignatureError(CommHistoryError, ValueError):

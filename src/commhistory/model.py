@@ -14,7 +14,7 @@ for you. A record that exists is therefore always canonical:
   ``SMS`` and ``VOICE``, a LINE user id (``U`` + 32 hex digits) for ``LINE``;
 * revenue is a :class:`~decimal.Decimal` with an ISO 4217 currency;
 * personal fields (address, subject, body, reason, url, user agent, ip, consent
-  source, metadata) are left out of ``repr()``.
+  source, metadata, activity properties) are left out of ``repr()``.
 
 .. versionadded:: 0.1.0
 """
@@ -42,8 +42,10 @@ from commhistory.normalize.smtp import BounceClass
 from commhistory.normalize.time import to_micros
 
 __all__ = [
+    "ACTIVITY_NAME",
     "ADDRESS_KINDS",
     "MAX_ID_LENGTH",
+    "Activity",
     "BounceClass",
     "Channel",
     "ConsentAction",
@@ -752,8 +754,96 @@ _CONSENT_CHECKS: Final[tuple[tuple[str, _Check], ...]] = (
     ("metadata", _metadata),
 )
 
-Record = Message | Event | ConsentEvent
-"""Any canonical record."""
+# --------------------------------------------------------------------------- activities
+
+ACTIVITY_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
+"""What an activity name looks like: lower case, digits and ``_``, at most 64 characters.
+
+.. versionadded:: 0.4.0
+"""
+
+
+def _activity_name(field: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise PayloadError(field=field, reason=f"expected a string, got {_kind(value)}")
+    if not ACTIVITY_NAME.fullmatch(value):
+        raise PayloadError(
+            field=field,
+            reason="expected a lower-case name of letters, digits and '_' (at most 64), "
+            "like 'purchase'",
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Activity:
+    """Something a contact did outside a message: a purchase, a page view, a signup.
+
+    The host declares the names it records and which property keys are plain
+    (see :doc:`/activities`); the record itself only checks the shape.
+
+    Attributes:
+        activity_id: The host's unique id for it: retried imports are duplicates.
+        contact_id: The contact who did it.
+        name: What they did, one of the host's declared names (``"purchase"``).
+        occurred_at: When, UTC.
+        revenue: The amount, for activities that earn (a purchase).
+        currency: The ISO 4217 currency of ``revenue``.
+        properties: Host-defined JSON data. Keys the host declared plain are
+            stored in the clear (to filter on); every other key is personal and
+            encrypted with the contact's key. Left out of ``repr()``.
+
+    .. versionadded:: 0.4.0
+    """
+
+    activity_id: str
+    contact_id: str
+    name: str
+    occurred_at: datetime = attrs.field(converter=_to_utc)
+    revenue: Decimal | None = None
+    currency: str | None = None
+    properties: Mapping[str, JSONValue] = attrs.field(factory=dict, repr=False, hash=False)
+
+    @properties.validator
+    def _validate(self, _attr: attrs.Attribute[Any], properties: object) -> None:
+        # The only attrs validator, on the last field: checks every field.
+        activity_id: object = self.activity_id
+        contact_id: object = self.contact_id
+        name: object = self.name
+        occurred_at: object = self.occurred_at
+        if not (
+            type(activity_id) is str
+            and activity_id.strip()
+            and _plain(activity_id)
+            and type(contact_id) is str
+            and contact_id.strip()
+            and _plain(contact_id)
+            and type(name) is str
+            and ACTIVITY_NAME.fullmatch(name) is not None
+            and type(occurred_at) is datetime
+            and occurred_at.tzinfo is UTC
+            and _plain_metadata(properties)
+        ):
+            _run_checks(self, _ACTIVITY_CHECKS)
+
+    def __attrs_post_init__(self) -> None:
+        if self.revenue is not None or self.currency is not None:
+            _check_money(self.revenue, self.currency)
+
+
+_ACTIVITY_CHECKS: Final[tuple[tuple[str, _Check], ...]] = (
+    ("activity_id", _identifier),
+    ("contact_id", _identifier),
+    ("name", _activity_name),
+    ("occurred_at", _aware),
+    ("properties", _metadata),
+)
+
+Record = Message | Event | ConsentEvent | Activity
+"""Any canonical record.
+
+.. versionchanged:: 0.4.0
+   :class:`Activity` too.
+"""
 
 
 # ---------------------------------------------------------------------- suppression

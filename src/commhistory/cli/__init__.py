@@ -29,6 +29,7 @@ from typing import Final
 
 from commhistory import __version__
 from commhistory.cli import (
+    activities,
     audit,
     consent,
     costs,
@@ -44,7 +45,18 @@ from commhistory.errors import CommHistoryError, PermissionDenied
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (validate, store, webhook, report, demo, consent, audit, dead_letters, costs)
+_COMMANDS = (
+    validate,
+    store,
+    activities,
+    webhook,
+    report,
+    demo,
+    consent,
+    audit,
+    dead_letters,
+    costs,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,7 @@ from commhistory.cli._inputs import add_input_options, input_records
 from commhistory.cli._progress import Progress
 from commhistory.cli._store_options import add_store_options, database_url, keyring_path
 from commhistory.cli._text import plural, when
+from commhistory.contacts import admit
 from commhistory.convert import unstructure
 from commhistory.crypto import Keyring
 from commhistory.facade import CommHistory, open_repository
@@ -258,8 +259,10 @@ def run_import(args: argparse.Namespace) -> int:
         view = access.view(repo)
         target = repo if view is None else view
         with _rejected_lines(args.errors_file) as rejected:
+            # Activities refused by the declarations are shown like lines that do not parse.
+            admitted = admit(lines, target.activity_catalog)
             report = target.ingest(
-                _noting_rejects(lines, rejected), source=os.path.basename(args.file)
+                _noting_rejects(admitted, rejected), source=os.path.basename(args.file)
             )
     if args.format == "text":
         _print_rejects(rejected, report)

@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         "messages": valid["Message"],
         "events": valid["Event"],
         "consent": valid["ConsentEvent"],
+        "activities": valid["Activity"],
     }
     if text:
         kinds = ", ".join(
@@ -75,6 +76,11 @@ def run(args: argparse.Namespace) -> int:
                 plural(counts["events"], "event"),
                 f"{counts['consent']:,} consent",
             ]
+            + (
+                [plural(counts["activities"], "activity", "activities")]
+                if counts["activities"]
+                else []
+            )
         )
         print(
             f"{args.file}: {plural(total, 'record')}, {total - invalid:,} valid ({kinds}), "

@@ -33,12 +33,14 @@ from commhistory.store.costs import Cost
 
 if TYPE_CHECKING:
     from commhistory.consent import SendDecision, SuppressionEntry
+    from commhistory.contacts import ActivityCatalog
     from commhistory.convert import ParsedLine
     from commhistory.facade.dead_letters import ReplayReport
     from commhistory.facade.history import CommHistory
     from commhistory.kpi.metrics import KpiTable
-    from commhistory.model import Channel, Event, Message, Purpose
+    from commhistory.model import Activity, Channel, Event, Message, Purpose
     from commhistory.privacy import ErasureReport, PurgeReport, RetentionPolicy
+    from commhistory.store.activities import ActivityEntry
     from commhistory.store.dead_letters import DeadLetterInfo
     from commhistory.store.mask_backfill import MaskBackfillReport
     from commhistory.store.protocol import (
@@ -257,6 +259,62 @@ class GuardedRepository(ClosesOnExit):
         """
         return self._checked(
             P.READ_METRICS, "costs", lambda: self._repo.costs(campaign_id=campaign_id)
+        )
+
+    def record_activities(self, items: Iterable[Activity]) -> IngestReport:
+        """Store activities (needs ``write_history``; one audit entry per batch).
+
+        See :meth:`commhistory.CommHistory.record_activities`.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._write("record_activities", lambda: self._repo.record_activities(items))
+
+    def declare_activities(
+        self, declared: Mapping[str, Iterable[str]] | Iterable[str]
+    ) -> ActivityCatalog:
+        """Declare activity names and plain keys (needs ``write_history``; audited).
+
+        See :meth:`commhistory.CommHistory.declare_activities`.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._audited(
+            P.WRITE_HISTORY,
+            "declare_activities",
+            lambda: self._repo.declare_activities(declared),
+            targets=lambda catalog: sorted(catalog.names),
+        )
+
+    def activity_catalog(self) -> ActivityCatalog:
+        """The declared activity names and plain keys (needs ``read_history_masked``).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._checked(
+            P.READ_HISTORY_MASKED, "activity_catalog", self._repo.activity_catalog
+        )
+
+    def activities(
+        self,
+        contact_id: str,
+        *,
+        names: Iterable[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[ActivityEntry]:
+        """A contact's activities, properties decrypted (needs ``read_personal``; audited).
+
+        See :meth:`commhistory.CommHistory.activities`.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._audited(
+            P.READ_PERSONAL,
+            "activities",
+            lambda: self._repo.activities(contact_id, names=names, since=since, until=until),
+            contact_id,
+            lambda entries: [e.activity.activity_id for e in entries],
         )
 
     def ingest(self, lines: Iterable[ParsedLine], *, source: str) -> IngestReport:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import AbstractContextManager
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from commhistory._lifecycle import ClosesOnExit
@@ -36,13 +36,21 @@ from commhistory.consent import (
     filter_sendable,
 )
 from commhistory.consent.feed import batch_feed
+from commhistory.contacts.activities import (
+    ActivityCatalog,
+    admit,
+    admit_records,
+    attribution_feed,
+    check_window,
+    parse_declarations,
+)
 from commhistory.crypto import KeyProvider
 from commhistory.errors import InvalidInputError, NotFoundError
 from commhistory.facade.dead_letters import ReplayReport, replay_dead_letters
 from commhistory.facade.guarded import GuardedRepository, in_guarded_call
 from commhistory.kpi.aggregate import repository_kpis
 from commhistory.kpi.metrics import KpiTable
-from commhistory.model import Channel, ConsentEvent, Event, Message, Purpose
+from commhistory.model import Activity, Channel, ConsentEvent, Event, Message, Purpose
 from commhistory.privacy import (
     ErasureReport,
     PurgeReport,
@@ -51,6 +59,7 @@ from commhistory.privacy import (
     export_subject,
     purge,
 )
+from commhistory.store.activities import ActivityEntry
 from commhistory.store.costs import Cost
 from commhistory.store.dead_letters import DeadLetterInfo
 from commhistory.store.mask_backfill import MaskBackfillReport
@@ -81,6 +90,9 @@ S = TypeVar("S", bound=Repository)
 
 CONSENT_FEED = "consent"
 """The name the facade's consent feed is installed under on its repository."""
+
+ATTRIBUTION_FEED = "attribution"
+"""The name the facade's revenue attribution feed is installed under (when it has a window)."""
 
 DEFAULT_API_PURPOSE = "commhistory api"
 """The purpose the facade's default actor records (``default_purpose=``)."""
@@ -115,6 +127,9 @@ class CommHistory(ClosesOnExit, Generic[S]):
             ``default_api_actor()``: ``api:<process user>``, role ``admin``).
             Its roles are recorded, not checked: the facade checks nothing.
         default_purpose: The purpose those entries record.
+        attribution_window: Attribute each activity with revenue to the last
+            message its contact clicked within this long before it (see
+            :doc:`/activities`); ``None`` (the default) attributes nothing.
 
     Attributes:
         soft_bounce_limit: As given; may be changed at any time.
@@ -127,10 +142,13 @@ class CommHistory(ClosesOnExit, Generic[S]):
     audited only through a guarded view (:meth:`as_actor`).
 
     Raises:
-        InvalidInputError: *default_actor* is not an :class:`~commhistory.audit.Actor`
-            or *default_purpose* is empty.
+        InvalidInputError: *default_actor* is not an :class:`~commhistory.audit.Actor`,
+            *default_purpose* is empty, or *attribution_window* is not a positive
+            :class:`~datetime.timedelta`.
 
     .. versionadded:: 0.4.0
+    .. versionchanged:: 0.4.0
+       The *attribution_window* argument.
     """
 
     def __init__(
@@ -140,6 +158,7 @@ class CommHistory(ClosesOnExit, Generic[S]):
         soft_bounce_limit: int = SOFT_BOUNCE_LIMIT,
         default_actor: Actor | None = None,
         default_purpose: str = DEFAULT_API_PURPOSE,
+        attribution_window: timedelta | None = None,
     ) -> None:
         actor: object = default_api_actor() if default_actor is None else default_actor
         if not isinstance(actor, Actor):
@@ -153,17 +172,36 @@ class CommHistory(ClosesOnExit, Generic[S]):
         self._default_actor = actor
         self._default_purpose = default_purpose
         self._default_view: GuardedRepository | None = None
+        window = check_window(attribution_window)
+        self._attribution_window = window
         store.set_batch_feed(
             CONSENT_FEED, batch_feed(store.consent_store, lambda: self.soft_bounce_limit)
         )
+        if window is not None:
+            store.set_batch_feed(ATTRIBUTION_FEED, attribution_feed(store.activity_store, window))
 
     @staticmethod
-    def in_memory(*, batch_size: int = 5000) -> CommHistory[MemoryRepository]:
+    def in_memory(
+        *, batch_size: int = 5000, attribution_window: timedelta | None = None
+    ) -> CommHistory[MemoryRepository]:
         """Return a facade over a new :class:`~commhistory.store.memory.MemoryRepository`.
 
         For tests of host code: same semantics, nothing encrypted or persisted.
+
+        .. versionchanged:: 0.4.0
+           The *attribution_window* argument.
         """
-        return CommHistory(MemoryRepository(batch_size=batch_size))
+        return CommHistory(
+            MemoryRepository(batch_size=batch_size), attribution_window=attribution_window
+        )
+
+    @property
+    def attribution_window(self) -> timedelta | None:
+        """How far back a click earns an activity's revenue (``None``: attribution is off).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._attribution_window
 
     def __repr__(self) -> str:
         return f"CommHistory({self._store!r})"
@@ -191,8 +229,97 @@ class CommHistory(ClosesOnExit, Generic[S]):
         return self._store.record_consent(items)
 
     def ingest(self, lines: Iterable[ParsedLine], *, source: str) -> IngestReport:
-        """Store parsed lines; see :meth:`~commhistory.store.protocol.Repository.ingest`."""
-        return self._store.ingest(lines, source=source)
+        """Store parsed lines; see :meth:`~commhistory.store.protocol.Repository.ingest`.
+
+        Activities among them are checked against the declared names and plain
+        keys first (:meth:`declare_activities`); a refused one becomes a dead letter.
+
+        .. versionchanged:: 0.4.0
+           Activities are checked against the declarations.
+        """
+        return self._store.ingest(admit(lines, self.activity_catalog), source=source)
+
+    # ------------------------------------------------------------------ activities
+
+    def declare_activities(
+        self, declared: Mapping[str, Iterable[str]] | Iterable[str]
+    ) -> ActivityCatalog:
+        """Declare the activity names this host records, with their plain property keys.
+
+        Stored in the database, so every process (and ``commhistory import``)
+        checks activities against the same declarations. Declaring a name again
+        replaces its plain keys; names not given stay declared.
+
+        Args:
+            declared: ``{"purchase": ["sku", "category"], "page_view": ["url_path"],
+                "signup": []}``, or names alone (no plain property).
+
+        Returns:
+            Every declaration now in force.
+
+        Raises:
+            InvalidInputError: A name or key is malformed, or nothing is declared.
+
+        .. versionadded:: 0.4.0
+        """
+        names = parse_declarations(declared)
+        self._store.activity_store.declare(names, at=datetime.now(UTC))
+        return self.activity_catalog()
+
+    def activity_catalog(self) -> ActivityCatalog:
+        """The activity names declared so far, each with its plain property keys.
+
+        .. versionadded:: 0.4.0
+        """
+        return ActivityCatalog(self._store.activity_store.declared())
+
+    def record_activities(self, items: Iterable[Activity]) -> IngestReport:
+        """Store activities, idempotently by ``activity_id``.
+
+        Each is checked against the declarations first: an undeclared name
+        (:class:`~commhistory.errors.UnknownActivityError`) or a plain property
+        that looks like an email address or phone number
+        (:class:`~commhistory.errors.PersonalDataError`) is rejected into the
+        dead letters. A retried batch stores nothing twice; an id stored with
+        another contact or name is a conflict, also kept as a dead letter.
+
+        Returns:
+            What was stored (``total`` equals the number of items).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._store.ingest(
+            admit_records(items, self.activity_catalog), source="record_activities"
+        )
+
+    def activities(
+        self,
+        contact_id: str,
+        *,
+        names: Iterable[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[ActivityEntry]:
+        """A contact's activities, properties decrypted, by ``occurred_at`` (then id).
+
+        Args:
+            contact_id: The contact.
+            names: Only activities of these names.
+            since: Only those at or after this aware datetime.
+            until: Only those before this aware datetime.
+
+        Raises:
+            NotFoundError: The contact is unknown.
+            InvalidInputError: *since* or *until* is not an aware datetime.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._store.activity_store.activities(
+            contact_id,
+            names=None if names is None else [names] if isinstance(names, str) else list(names),
+            since=_aware_or_none(since, "since"),
+            until=_aware_or_none(until, "until"),
+        )
 
     def timeline(self, contact_id: str) -> list[TimelineEntry]:
         """A contact's messages with their events, decrypted, in time order.
@@ -583,7 +710,16 @@ class CommHistory(ClosesOnExit, Generic[S]):
     def close(self) -> None:
         """Close the store."""
         self._store.set_batch_feed(CONSENT_FEED, None)
+        self._store.set_batch_feed(ATTRIBUTION_FEED, None)
         self._store.close()
+
+
+def _aware_or_none(value: object, field: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise InvalidInputError(field=field, reason="expected an aware datetime")
+    return value.astimezone(UTC)
 
 
 class _AuditedLedger(ConsentLedger):
@@ -636,6 +772,7 @@ def open_repository(
     *,
     upgrade: bool = True,
     batch_size: int = 5000,
+    attribution_window: timedelta | None = None,
 ) -> CommHistory[SQLRepository]:
     """Open the encrypted history at a database URL.
 
@@ -647,6 +784,9 @@ def open_repository(
             (under a lock, so concurrent openers are safe). With ``False`` a
             schema that is not current is an error.
         batch_size: Items written per transaction.
+        attribution_window: Attribute activities with revenue to the last
+            clicked message within this long before them (default: off); see
+            :doc:`/activities`.
 
     Returns:
         The facade over a :class:`~commhistory.store.sql.SQLRepository`; use it
@@ -663,9 +803,13 @@ def open_repository(
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.4.0
-       Returns a :class:`CommHistory`.
+       Returns a :class:`CommHistory`; the *attribution_window* argument.
     """
-    return CommHistory(open_sql_repository(url, keyring, upgrade=upgrade, batch_size=batch_size))
+    window = check_window(attribution_window)
+    return CommHistory(
+        open_sql_repository(url, keyring, upgrade=upgrade, batch_size=batch_size),
+        attribution_window=window,
+    )
 
 
 def rotate_keys(

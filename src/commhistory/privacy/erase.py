@@ -11,6 +11,8 @@
 * adds an ``erasure`` suppression (marketing) on each of their addresses, kept
   as a keyed hash only, and keeps existing opt-out and bounce entries, which
   are address-level already: an opt-out must keep being honoured;
+* deletes the contact's activities (purchases, page views...), plain
+  properties included (overwritten on SQLite);
 * keeps consent evidence for its retention period (see
   :mod:`commhistory.privacy.retention`), re-encrypted under the keyring's
   ``consent-evidence`` subkey, until ``retain_until``;
@@ -154,6 +156,7 @@ def erase_subject(
         shred = store.shred_contact(contact_id, at=t, evidence_until=until)
         counts["addresses"] = shred.addresses
         counts["masked"] = shred.masked_addresses
+        counts["activities"] = repo.activity_store.delete_contact(contact_id)
         counts["data_key"] = 1
     return _report(
         contact_id, t, already=False, counts=counts, until=until if counts["consent"] else None
@@ -216,6 +219,11 @@ def _report(
             what="event_details",
             count=counts.get("events", 0),
             why="addresses, reasons, URLs, user agents and IPs unreadable",
+        ),
+        ErasureItem(
+            what="activities",
+            count=counts.get("activities", 0),
+            why="the contact's activities are deleted, plain properties and revenue included",
         ),
     )
     kept = (

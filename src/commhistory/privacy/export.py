@@ -11,16 +11,21 @@ request (GDPR Art. 15 and 20). The document's schema is versioned
       "contact": {"contact_id": "c1", "created_at": "...", "erased_at": null},
       "addresses": [{"kind": "email", "address": "taro@example.com"}],
       "messages": [{"kind": "message", ..., "events": [{"kind": "event", ...}]}],
+      "activities": [{"kind": "activity", ..., "attributed_message_id": null}],
       "consent": [{"kind": "consent", ...}],
       "consent_status": [{"channel": "email", "purpose": "marketing", "state": "granted",
                           "consent_id": "..."}],
       "suppression": [{"channel": "email", "purpose": null, "reason": "hard_bounce", ...}]
     }
 
-Messages and events use the canonical JSON-lines shapes (:mod:`commhistory.convert`).
+Messages, events and activities use the canonical JSON-lines shapes
+(:mod:`commhistory.convert`); each activity also names the message its revenue
+is attributed to.
 For an erased contact only what was kept is exported (retained consent evidence).
 
 .. versionadded:: 0.1.0
+.. versionchanged:: 0.4.0
+   ``activities``.
 """
 
 from __future__ import annotations
@@ -73,6 +78,11 @@ def export_subject(repo: Repository, contact_id: str) -> dict[str, Any]:
         if erased_at is None
         else store.retained_consents(contact_id)
     )
+    activities = []
+    for done in repo.activity_store.activities(contact_id):
+        doc = unstructure(done.activity)
+        doc["attributed_message_id"] = done.message_id
+        activities.append(doc)
     timeline = repo.timeline(contact_id)
     messages = []
     for entry in timeline:
@@ -122,6 +132,7 @@ def export_subject(repo: Repository, contact_id: str) -> dict[str, Any]:
         },
         "addresses": addresses,
         "messages": messages,
+        "activities": activities,
         "consent": [unstructure(c) for c in consents],
         "consent_status": statuses,
         "suppression": suppression,

@@ -9,7 +9,8 @@ latest event for that channel and purpose is a withdrawal) or at an erasure.
 
 :func:`purge` deletes what is due: consent events that a later withdrawal
 superseded (the withdrawal itself is kept, since an opt-out must keep being
-honoured), an erased contact's retained evidence, and old dead letters.
+honoured), an erased contact's retained evidence, old dead letters, and,
+when the policy sets ``activities``, activities older than that.
 Messages and events are kept: they carry the KPIs (set your own policy first).
 
 .. versionadded:: 0.1.0
@@ -60,14 +61,19 @@ class RetentionPolicy:
         consent_evidence_months: Months consent evidence is kept after sending
             stops (default 1, the Specified Electronic Mail Act).
         dead_letters: How long rejected input is kept (default 90 days); ``None`` keeps it.
+        activities: How long activities are kept after they occurred; ``None``
+            (the default) keeps them.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       *activities*.
     """
 
     consent_evidence_months: int = attrs.field(default=1, validator=_non_negative)
     dead_letters: timedelta | None = attrs.field(
         default=timedelta(days=90), validator=_non_negative
     )
+    activities: timedelta | None = attrs.field(default=None, validator=_non_negative)
 
     def consent_until(self, stopped_at: datetime) -> datetime:
         """When evidence of consent whose sending stopped at *stopped_at* is due."""
@@ -79,7 +85,8 @@ class PurgeItem:
     """One kind of record due for purging.
 
     Attributes:
-        kind: ``"consent_events"``, ``"erased_consent_evidence"`` or ``"dead_letters"``.
+        kind: ``"consent_events"``, ``"erased_consent_evidence"``, ``"dead_letters"``
+            or ``"activities"``.
         count: How many records.
         rule: The rule that made them due.
     """
@@ -136,15 +143,27 @@ def purge(
     t = when(now, "now")
     store = repo.privacy_store
     cutoff = None if policy.dead_letters is None else t - policy.dead_letters
+    acts = None if policy.activities is None else t - policy.activities
     with repo.transaction():
         superseded = _superseded(store.consent_ledger(), store.last_outbound(), policy, t)
         erased = store.expired_evidence(t)
         dead = 0 if cutoff is None else store.count_dead_letters(cutoff)
+        old = 0 if acts is None else repo.activity_store.count_before(acts)
         if not dry_run:
             store.delete_consents([*superseded, *erased])
             if cutoff is not None:
                 store.delete_dead_letters(cutoff)
-    return _report(t, dry_run, policy, len(superseded), len(erased), dead)
+            if acts is not None:
+                repo.activity_store.delete_before(acts)
+    report = _report(t, dry_run, policy, len(superseded), len(erased), dead)
+    if policy.activities is None:
+        return report
+    item = PurgeItem(
+        kind="activities",
+        count=old,
+        rule=f"activities that occurred more than {policy.activities.days} days ago",
+    )
+    return attrs.evolve(report, items=(*report.items, item))
 
 
 def _superseded(

@@ -20,6 +20,7 @@ ports, and the facade (:class:`commhistory.CommHistory`, what
 
 from __future__ import annotations
 
+from commhistory.store.activities import ActivityEntry, ActivityStore
 from commhistory.store.mask_backfill import MaskBackfillReport, backfill_masks
 from commhistory.store.memory import MemoryRepository, MemoryState
 from commhistory.store.migrate import current_revision, downgrade_to_base, head_revision, upgrade
@@ -38,6 +39,8 @@ from commhistory.store.rotation import RotationReport, rotate_keys
 from commhistory.store.sql import SQLRepository, open_sql_repository
 
 __all__ = [
+    "ActivityEntry",
+    "ActivityStore",
     "BatchFeed",
     "BatchHook",
     "BatchOutcome",

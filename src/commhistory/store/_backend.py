@@ -104,6 +104,22 @@ class Backend:
         """
         return self.insert(conn, table, columns, list(rows))
 
+    def try_copy_new(
+        self, conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Iterable[Row]
+    ) -> int | None:
+        """Copy rows straight into the table, or nothing when one of their keys is stored.
+
+        For a caller that must tell stored keys apart itself (an activity id
+        stored with another contact is a conflict, not a duplicate): it looks
+        keys up only after this returns ``None``. Only where
+        :attr:`copies_new_rows` is true.
+
+        Returns:
+            The number of rows written, or ``None`` when a key was stored
+            already and nothing was written.
+        """
+        raise NotImplementedError
+
     def existing_keys(
         self,
         conn: sa.Connection,
@@ -323,12 +339,33 @@ class PostgresBackend(Backend):
         personal field), so callers look keys up first where stored rows are
         likely.
         """
+        written: list[Row] = []
+        if self._copy(conn, table, columns, rows, written):
+            return len(written)
+        written.extend(rows)  # any not yet consumed
+        return self.insert(conn, table, columns, written)
+
+    def try_copy_new(
+        self, conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Iterable[Row]
+    ) -> int | None:
+        """See :meth:`Backend.try_copy_new`: ``COPY`` in a savepoint, rolled back on a conflict."""
+        written: list[Row] = []
+        return len(written) if self._copy(conn, table, columns, rows, written) else None
+
+    def _copy(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        columns: Sequence[str],
+        rows: Iterable[Row],
+        written: list[Row],
+    ) -> bool:
+        """``COPY`` *rows* in a savepoint, keeping each in *written*; False on a key conflict."""
         from psycopg.errors import UniqueViolation  # noqa: PLC0415 - the postgres extra
 
         cols = ", ".join(columns)
         types = [_pg_type(table.c[name]) for name in columns]
         raw: Any = conn.connection.driver_connection
-        written: list[Row] = []
         keep = written.append
         with raw.cursor() as cur:
             cur.execute("SAVEPOINT _ch_insert_new")
@@ -341,10 +378,9 @@ class PostgresBackend(Backend):
                         write(row)
             except UniqueViolation:
                 cur.execute("ROLLBACK TO SAVEPOINT _ch_insert_new")
-                written.extend(rows)  # any not yet consumed
-                return self.insert(conn, table, columns, written)
+                return False
             cur.execute("RELEASE SAVEPOINT _ch_insert_new")
-        return len(written)
+        return True
 
     def insert(
         self, conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: list[Row]

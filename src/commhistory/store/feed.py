@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 import sqlalchemy as sa
 
 from commhistory.model import (
+    Activity,
     BounceClass,
     Channel,
     ConsentEvent,
@@ -78,6 +79,11 @@ class _BatchRecords:
     def consents(self) -> Sequence[ConsentEvent]:
         """The batch's consent events, in input order."""
         return self._batch.consents
+
+    @property
+    def activities(self) -> Sequence[Activity]:
+        """The activities the batch stored now, in ``activity_id`` order."""
+        return self._batch.stored_activities
 
 
 class SQLStoredBatch(_BatchRecords):

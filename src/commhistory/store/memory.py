@@ -23,12 +23,14 @@ from commhistory._lifecycle import ClosesOnExit
 from commhistory.errors import InvalidInputError, NotFoundError, StorageError
 from commhistory.model import (
     ADDRESS_KINDS,
+    Activity,
     ConsentEvent,
     Event,
     Message,
     SuppressionEntry,
     consent_id_of,
 )
+from commhistory.store.activities import MemoryActivityStore, memory_write_activities
 from commhistory.store.audit import MemoryAuditStore, MemoryMaskedHistory
 from commhistory.store.batching import (
     Batch,
@@ -68,6 +70,9 @@ class MemoryState:
     """
 
     __slots__ = (
+        "activities",
+        "activity_message",
+        "activity_names",
         "addresses",
         "consents",
         "contacts",
@@ -101,6 +106,11 @@ class MemoryState:
         """Consent ids of erased contacts, with the date their evidence is due."""
         self.costs: dict[str, Cost] = {}
         """Campaign costs by cost id."""
+        self.activities: dict[str, Activity] = {}
+        self.activity_message: dict[str, str] = {}
+        """The attributed message of each attributed activity."""
+        self.activity_names: dict[str, frozenset[str]] = {}
+        """The declared activity names with their plain property keys."""
 
 
 class MemoryRepository(BatchedWrites, ClosesOnExit):
@@ -129,6 +139,7 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
         self._kpi_store = MemoryKpiStore(self._s)
         self._dead_letter_store = MemoryDeadLetterStore(self._s)
         self._cost_store = MemoryCostStore(self._s)
+        self._activity_store = MemoryActivityStore(self._s)
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -232,6 +243,10 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
             s.consents[cid] = attrs.evolve(c, consent_id=cid)
             s.contacts.add(c.contact_id)
             inserted += 1
+        if batch.activities:
+            ins, dup = memory_write_activities(s, batch)
+            inserted += ins
+            duplicates += dup
         now = datetime.now(UTC)
         known = {(d.source, d.line, d.raw) for d in s.dead_letters}
         for line, field, reason, raw in batch.rejects:
@@ -401,6 +416,15 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
         .. versionadded:: 0.4.0
         """
         return self._kpi_store
+
+    @property
+    def activity_store(self) -> MemoryActivityStore:
+        """The activity storage port (name registry, reads, attribution).
+
+        .. versionadded:: 0.4.0
+        """
+        self._check_open()
+        return self._activity_store
 
     @property
     def dead_letter_store(self) -> MemoryDeadLetterStore:

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 import attrs
 
 from commhistory.errors import InvalidInputError
-from commhistory.model import BounceClass, ConsentEvent, Event, EventType, Message
+from commhistory.model import Activity, BounceClass, ConsentEvent, Event, EventType, Message
 
 if TYPE_CHECKING:
     from commhistory.convert import ParsedLine
+    from commhistory.store.activities import ActivityStore
     from commhistory.store.audit import AuditStore, MaskedHistory
     from commhistory.store.consent import ConsentStore
     from commhistory.store.costs import CostStore
@@ -149,6 +150,14 @@ class StoredBatch(Protocol):
     @property
     def consents(self) -> Sequence[ConsentEvent]:
         """The batch's consent events (new and duplicate), in input order.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    @property
+    def activities(self) -> Sequence[Activity]:
+        """The activities this batch stored now (not its duplicates or refused ones).
 
         .. versionadded:: 0.4.0
         """
@@ -308,6 +317,28 @@ class Repository(Protocol):
         """
         ...
 
+    def record_activities(self, items: Iterable[Activity]) -> IngestReport:
+        """Store activities; an activity id seen before is a duplicate.
+
+        A repeated id naming another contact or another name is a conflict,
+        kept as a dead letter. Properties whose keys are declared plain for the
+        activity's name are stored in the clear, every other one encrypted. A
+        bare repository checks no declarations: the facade does
+        (:meth:`commhistory.CommHistory.record_activities`).
+
+        Args:
+            items: The activities; any iterable, consumed in batches.
+
+        Returns:
+            What was stored.
+
+        Raises:
+            StorageError: The backend failed; batches stored before stay stored.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
     def ingest(self, lines: Iterable[ParsedLine], *, source: str) -> IngestReport:
         """Store the records of parsed input lines; invalid lines become dead letters.
 
@@ -415,6 +446,14 @@ class Repository(Protocol):
     @property
     def privacy_store(self) -> PrivacyStore:
         """The erasure, subject export and retention port (see :mod:`commhistory.store.privacy`).
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    @property
+    def activity_store(self) -> ActivityStore:
+        """The activity storage port (see :mod:`commhistory.store.activities`).
 
         .. versionadded:: 0.4.0
         """

@@ -33,6 +33,8 @@ from commhistory.normalize.time import from_micros, to_micros
 __all__ = [
     "NAMING_CONVENTION",
     "UTCTimestamp",
+    "activities",
+    "activity_names",
     "addresses",
     "audit_log",
     "campaign_costs",
@@ -348,5 +350,42 @@ campaign_costs: Final = sa.Table(
     comment=(
         "Campaign costs (migration 0009): money spent on a campaign, or on one channel "
         "or variant of it, over [starts_at, ends_at); all plain, nothing personal."
+    ),
+)
+
+activity_names: Final = sa.Table(
+    "activity_names",
+    metadata,
+    sa.Column("name", sa.Text(), primary_key=True),
+    sa.Column("plain_keys", sa.Text(), nullable=False),
+    sa.Column("declared_at", UTCTimestamp(), nullable=False),
+    comment=(
+        "The activity names the host declared (migration 0007), each with the JSON "
+        "array of its property keys stored in the clear."
+    ),
+)
+
+activities: Final = sa.Table(
+    "activities",
+    metadata,
+    _id("activity_id", primary_key=True),
+    # No foreign key, as on events: ingest creates the contact row first, in the
+    # same transaction, and a per-row key check would cost PostgreSQL's COPY a third.
+    _id("contact_id", nullable=False),
+    sa.Column("name", sa.Text(), nullable=False),
+    sa.Column("occurred_at", UTCTimestamp(), nullable=False),
+    sa.Column("revenue", sa.Text(), nullable=True),
+    sa.Column("revenue_micros", sa.BigInteger(), nullable=True),
+    sa.Column("currency", sa.Text(), nullable=True),
+    sa.Column("plain_properties", sa.Text(), nullable=True),
+    _blob("properties"),
+    sa.Column("attributed_message_id", sa.Text(), nullable=True),
+    # Segment queries (migration 0007): a contact's activities of a name in time
+    # order, and every contact's activities of a name in a period.
+    sa.Index(None, "contact_id", "name", "occurred_at"),
+    sa.Index(None, "name", "occurred_at"),
+    comment=(
+        "What contacts did outside messages (migration 0007): plain_properties holds "
+        "the keys declared plain as JSON; properties the others, encrypted."
     ),
 )

@@ -32,6 +32,7 @@ from commhistory.errors import (
 )
 from commhistory.store import migrate
 from commhistory.store._engine import create_engine, require_existing
+from commhistory.store.activities import SQLActivityStore
 from commhistory.store.audit import SQLAuditStore, SQLMaskedHistory
 from commhistory.store.batching import (
     check_batch_size,
@@ -101,6 +102,7 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         self._kpi_store = SQLKpiStore(self)
         self._dead_letter_store = SQLDeadLetterStore(self)
         self._cost_store = SQLCostStore(self)
+        self._activity_store = SQLActivityStore(self)
 
     def __repr__(self) -> str:
         return f"SQLRepository(dialect={self.dialect!r})"
@@ -144,6 +146,14 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         .. versionadded:: 0.4.0
         """
         return self._kpi_store
+
+    @property
+    def activity_store(self) -> SQLActivityStore:
+        """The activity storage port (:class:`~commhistory.store.activities.SQLActivityStore`).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._activity_store
 
     @property
     def dead_letter_store(self) -> SQLDeadLetterStore:

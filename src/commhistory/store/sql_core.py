@@ -99,6 +99,7 @@ class SQLCore:
         # A hint only (look stored events up before a COPY); a stale value
         # costs a lookup or a fallback insert, never a wrong row.
         self._look_up_events = False
+        self._look_up_activities = False
         # Replaced, never mutated: a batch iterates the dict it read, whatever
         # another thread installs meanwhile.
         self._feeds: dict[str, BatchFeed] = {}

@@ -46,6 +46,7 @@ from commhistory.normalize.time import EPOCH, to_micros
 from commhistory.store import schema
 from commhistory.store._backend import Row
 from commhistory.store._lru import Pending
+from commhistory.store.activities import sql_write_activities
 from commhistory.store.batching import (
     Batch,
     BatchedWrites,
@@ -165,6 +166,10 @@ class SQLIngest(SQLCore, BatchedWrites):
             changed.extend(
                 c.contact_id for c in batch.consents if c.contact_id not in pending.erased
             )
+        if batch.activities:
+            ins, dup = sql_write_activities(self, conn, batch, pending)
+            inserted += ins
+            duplicates += dup
         feeds = self._feeds  # one snapshot: set_batch_feed replaces the dict
         if feeds:
             stored = SQLStoredBatch(
