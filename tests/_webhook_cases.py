@@ -12,6 +12,7 @@ import pytest
 from commhistory.crypto import Keyring
 from commhistory.facade import CommHistory, open_repository
 from commhistory.providers import (
+    BrevoAdapter,
     KeyedContactResolver,
     LineAdapter,
     MailgunAdapter,
@@ -143,6 +144,20 @@ def postmark_inbound_case(base_url: str) -> Case:
     )
 
 
+def brevo_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/brevo"
+    events = json.loads((PAYLOADS / "brevo" / "events.json").read_text())
+    batch = [events["request"], events["delivered"], events["click"]]
+    return Case(
+        "brevo",
+        BrevoAdapter("hooks", "pw"),
+        signed_webhook("brevo", batch, "hooks:pw", url=url),
+        signed_webhook("brevo", batch, "hooks:guess", url=url),
+        3,
+        refused_status=401,
+    )
+
+
 _SNS = sns_test_signer()
 
 
@@ -188,6 +203,7 @@ CASES: list[CaseBuilder] = [
     postmark_inbound_case,
     ses_case,
     ses_raw_case,
+    brevo_case,
 ]
 
 

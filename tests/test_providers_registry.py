@@ -19,6 +19,7 @@ from commhistory.model import Event, EventType, Record
 from commhistory.providers import (
     ADAPTERS,
     ENTRY_POINT_GROUP,
+    BrevoAdapter,
     DuplicateProviderError,
     LineAdapter,
     MailgunAdapter,
@@ -44,6 +45,7 @@ from commhistory.testing import sendgrid_keys, signed_webhook
 from commhistory.testing.webhooks import DEFAULT_URL
 
 BUILTIN: dict[str, type[WebhookAdapter]] = {
+    "brevo": BrevoAdapter,
     "line": LineAdapter,
     "mailgun": MailgunAdapter,
     "postmark": PostmarkAdapter,

@@ -9,7 +9,9 @@ One module per provider over a shared base (:mod:`commhistory.providers.base`):
   :class:`ReplayStore`, per process by default (:class:`InMemoryReplayStore`),
   shared between workers when given one);
 * :class:`PostmarkAdapter`: Postmark (HTTP basic auth);
-* :class:`SesAdapter`: Amazon SES through SNS (RSA signature versions 1 and 2).
+* :class:`SesAdapter`: Amazon SES through SNS (RSA signature versions 1 and 2);
+* :class:`BrevoAdapter`: Brevo (Sendinblue) transactional webhooks (HTTP basic
+  auth or a bearer token).
 
 Each adapter verifies a :class:`WebhookRequest` (:meth:`~WebhookAdapter.verify`),
 parses it into a :class:`WebhookResult` (:meth:`~WebhookAdapter.parse`), or does
@@ -43,6 +45,7 @@ from commhistory.providers.base import (
     WebhookRequest,
     WebhookResult,
 )
+from commhistory.providers.brevo import BrevoAdapter
 from commhistory.providers.line import LineAdapter
 from commhistory.providers.mailgun import MailgunAdapter
 from commhistory.providers.postmark import PostmarkAdapter
@@ -69,6 +72,7 @@ __all__ = [
     "DEFAULT_TOLERANCE",
     "ENTRY_POINT_GROUP",
     "AdapterFactory",
+    "BrevoAdapter",
     "ContactResolver",
     "DuplicateProviderError",
     "HandleOutcome",
