@@ -16,6 +16,7 @@ from commhistory.providers import (
     KeyedContactResolver,
     LineAdapter,
     MailgunAdapter,
+    MailjetAdapter,
     PostmarkAdapter,
     SendGridAdapter,
     SesAdapter,
@@ -158,6 +159,19 @@ def brevo_case(base_url: str) -> Case:
     )
 
 
+def mailjet_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/mailjet"
+    grouped = json.loads((PAYLOADS / "mailjet" / "events.json").read_text())["grouped"]
+    return Case(
+        "mailjet",
+        MailjetAdapter("hooks", "pw"),
+        signed_webhook("mailjet", grouped, "hooks:pw", url=url),
+        signed_webhook("mailjet", grouped, "hooks:guess", url=url),
+        2,
+        refused_status=401,
+    )
+
+
 _SNS = sns_test_signer()
 
 
@@ -204,6 +218,7 @@ CASES: list[CaseBuilder] = [
     ses_case,
     ses_raw_case,
     brevo_case,
+    mailjet_case,
 ]
 
 

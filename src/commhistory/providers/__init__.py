@@ -11,7 +11,8 @@ One module per provider over a shared base (:mod:`commhistory.providers.base`):
 * :class:`PostmarkAdapter`: Postmark (HTTP basic auth);
 * :class:`SesAdapter`: Amazon SES through SNS (RSA signature versions 1 and 2);
 * :class:`BrevoAdapter`: Brevo (Sendinblue) transactional webhooks (HTTP basic
-  auth or a bearer token).
+  auth or a bearer token);
+* :class:`MailjetAdapter`: Mailjet Event API (HTTP basic auth).
 
 Each adapter verifies a :class:`WebhookRequest` (:meth:`~WebhookAdapter.verify`),
 parses it into a :class:`WebhookResult` (:meth:`~WebhookAdapter.parse`), or does
@@ -48,6 +49,7 @@ from commhistory.providers.base import (
 from commhistory.providers.brevo import BrevoAdapter
 from commhistory.providers.line import LineAdapter
 from commhistory.providers.mailgun import MailgunAdapter
+from commhistory.providers.mailjet import MailjetAdapter
 from commhistory.providers.postmark import PostmarkAdapter
 from commhistory.providers.registry import (
     ENTRY_POINT_GROUP,
@@ -80,6 +82,7 @@ __all__ = [
     "KeyedContactResolver",
     "LineAdapter",
     "MailgunAdapter",
+    "MailjetAdapter",
     "PayloadSigner",
     "PostmarkAdapter",
     "ProviderLoadError",
