@@ -20,6 +20,7 @@ from commhistory.providers import (
     PostmarkAdapter,
     SendGridAdapter,
     SesAdapter,
+    SparkPostAdapter,
     TwilioAdapter,
     WebhookAdapter,
 )
@@ -172,6 +173,19 @@ def mailjet_case(base_url: str) -> Case:
     )
 
 
+def sparkpost_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/sparkpost"
+    batch = list(json.loads((PAYLOADS / "sparkpost" / "events.json").read_text()).values())
+    return Case(
+        "sparkpost",
+        SparkPostAdapter("hooks", "pw"),
+        signed_webhook("sparkpost", batch, "hooks:pw", url=url),
+        signed_webhook("sparkpost", batch, "hooks:guess", url=url),
+        len(batch),
+        refused_status=401,
+    )
+
+
 _SNS = sns_test_signer()
 
 
@@ -219,6 +233,7 @@ CASES: list[CaseBuilder] = [
     ses_raw_case,
     brevo_case,
     mailjet_case,
+    sparkpost_case,
 ]
 
 

@@ -30,6 +30,7 @@ from commhistory.providers import (
     SendGridAdapter,
     SesAdapter,
     SignedRequest,
+    SparkPostAdapter,
     TwilioAdapter,
     WebhookAdapter,
     WebhookRequest,
@@ -53,6 +54,7 @@ BUILTIN: dict[str, type[WebhookAdapter]] = {
     "postmark": PostmarkAdapter,
     "sendgrid": SendGridAdapter,
     "ses": SesAdapter,
+    "sparkpost": SparkPostAdapter,
     "twilio": TwilioAdapter,
 }
 

@@ -12,7 +12,9 @@ One module per provider over a shared base (:mod:`commhistory.providers.base`):
 * :class:`SesAdapter`: Amazon SES through SNS (RSA signature versions 1 and 2);
 * :class:`BrevoAdapter`: Brevo (Sendinblue) transactional webhooks (HTTP basic
   auth or a bearer token);
-* :class:`MailjetAdapter`: Mailjet Event API (HTTP basic auth).
+* :class:`MailjetAdapter`: Mailjet Event API (HTTP basic auth);
+* :class:`SparkPostAdapter`: SparkPost event webhooks (HTTP basic auth or an
+  OAuth 2.0 bearer token).
 
 Each adapter verifies a :class:`WebhookRequest` (:meth:`~WebhookAdapter.verify`),
 parses it into a :class:`WebhookResult` (:meth:`~WebhookAdapter.parse`), or does
@@ -66,6 +68,7 @@ from commhistory.providers.registry import (
 )
 from commhistory.providers.sendgrid import SendGridAdapter
 from commhistory.providers.ses import SesAdapter
+from commhistory.providers.sparkpost import SparkPostAdapter
 from commhistory.providers.twilio import TwilioAdapter
 
 __all__ = [
@@ -92,6 +95,7 @@ __all__ = [
     "SendGridAdapter",
     "SesAdapter",
     "SignedRequest",
+    "SparkPostAdapter",
     "TwilioAdapter",
     "WebhookAdapter",
     "WebhookRequest",
