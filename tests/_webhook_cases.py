@@ -17,6 +17,7 @@ from commhistory.providers import (
     LineAdapter,
     MailgunAdapter,
     MailjetAdapter,
+    MandrillAdapter,
     PostmarkAdapter,
     SendGridAdapter,
     SesAdapter,
@@ -186,6 +187,18 @@ def sparkpost_case(base_url: str) -> Case:
     )
 
 
+def mandrill_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/mandrill"
+    events = json.loads((PAYLOADS / "mandrill" / "events.json").read_text())
+    return Case(
+        "mandrill",
+        MandrillAdapter("md-key"),
+        signed_webhook("mandrill", events, "md-key", url=url),
+        signed_webhook("mandrill", events, "not-md-key", url=url),
+        len(events),
+    )
+
+
 _SNS = sns_test_signer()
 
 
@@ -234,6 +247,7 @@ CASES: list[CaseBuilder] = [
     brevo_case,
     mailjet_case,
     sparkpost_case,
+    mandrill_case,
 ]
 
 

@@ -198,3 +198,20 @@ def test_brevo_through_every_webhook_command(
     ingest = ["ingest-webhook", "--provider", "brevo", str(body), *store, *headers]
     assert run([*ingest, "--secret", "hooks:pw"]) == 0
     assert "2 inserted" in capsys.readouterr().out
+
+
+def test_verify_mandrill_needs_the_configured_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = json.loads((PAYLOADS / "mandrill" / "events.json").read_text())
+    url = "https://hooks.example.jp/webhooks/mandrill"
+    hook = signed_webhook("mandrill", events, "md-key", url=url)
+    body = tmp_path / "mandrill.txt"
+    body.write_bytes(hook.body)
+    signature = f"X-Mandrill-Signature: {hook.headers['X-Mandrill-Signature']}"
+    base = ["verify-webhook", "--provider", "mandrill", str(body), "--secret", "md-key"]
+    assert run([*base, "--url", url, "--header", signature]) == 0
+    assert run([*base, "--url", url + "/", "--header", signature]) == 4
+    assert "URL differs" in capsys.readouterr().out
+    assert run(["parse-webhook", "--provider", "mandrill", str(body)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(events)

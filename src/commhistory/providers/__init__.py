@@ -14,7 +14,9 @@ One module per provider over a shared base (:mod:`commhistory.providers.base`):
   auth or a bearer token);
 * :class:`MailjetAdapter`: Mailjet Event API (HTTP basic auth);
 * :class:`SparkPostAdapter`: SparkPost event webhooks (HTTP basic auth or an
-  OAuth 2.0 bearer token).
+  OAuth 2.0 bearer token);
+* :class:`MandrillAdapter`: Mandrill (Mailchimp Transactional) webhooks
+  (HMAC-SHA1 over URL + sorted POST parameters).
 
 Each adapter verifies a :class:`WebhookRequest` (:meth:`~WebhookAdapter.verify`),
 parses it into a :class:`WebhookResult` (:meth:`~WebhookAdapter.parse`), or does
@@ -52,6 +54,7 @@ from commhistory.providers.brevo import BrevoAdapter
 from commhistory.providers.line import LineAdapter
 from commhistory.providers.mailgun import MailgunAdapter
 from commhistory.providers.mailjet import MailjetAdapter
+from commhistory.providers.mandrill import MandrillAdapter
 from commhistory.providers.postmark import PostmarkAdapter
 from commhistory.providers.registry import (
     ENTRY_POINT_GROUP,
@@ -86,6 +89,7 @@ __all__ = [
     "LineAdapter",
     "MailgunAdapter",
     "MailjetAdapter",
+    "MandrillAdapter",
     "PayloadSigner",
     "PostmarkAdapter",
     "ProviderLoadError",
