@@ -97,7 +97,7 @@ def mandrill_signature(key: str, url: str, params: Mapping[str, Any]) -> str:
         key: The webhook's authentication key.
         url: The webhook URL exactly as configured at Mandrill.
         params: The POST parameters (a name given several times maps to the
-            list of its values, as :func:`~commhistory.providers.base.decode_form` gives).
+            list of its values).
 
     Returns:
         The base64 HMAC-SHA1 of the URL followed by each parameter's name and
