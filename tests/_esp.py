@@ -7,7 +7,15 @@ from typing import Any
 from commhistory.facade import CommHistory
 from commhistory.model import Channel, Event, Purpose
 from commhistory.providers import WebhookAdapter
-from commhistory.testing import make_message, signed_webhook
+from commhistory.testing import make_message
+from commhistory.testing import signed_webhook as _signed
+
+NOW = 1775002000.0
+"""When the helpers sign: give adapters that check signed times ``clock=lambda: NOW``."""
+
+
+def signed_webhook(provider: str, payload: Any, secret: Any) -> Any:
+    return _signed(provider, payload, secret, timestamp=NOW)
 
 
 def only_event(adapter: WebhookAdapter, provider: str, payload: Any, secret: Any) -> Event:

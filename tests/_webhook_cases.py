@@ -19,6 +19,7 @@ from commhistory.providers import (
     MailjetAdapter,
     MandrillAdapter,
     PostmarkAdapter,
+    ResendAdapter,
     SendGridAdapter,
     SesAdapter,
     SparkPostAdapter,
@@ -199,6 +200,20 @@ def mandrill_case(base_url: str) -> Case:
     )
 
 
+def resend_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/resend"
+    event = json.loads((PAYLOADS / "resend" / "events.json").read_text())["bounced"]
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    return Case(
+        "resend",
+        ResendAdapter(secret, clock=lambda: NOW),
+        signed_webhook("resend", event, secret, url=url, timestamp=NOW),
+        signed_webhook("resend", event, "whsec_b3RoZXIta2V5", url=url, timestamp=NOW),
+        1,
+        retry=signed_webhook("resend", event, secret, url=url, timestamp=NOW + 30),
+    )
+
+
 _SNS = sns_test_signer()
 
 
@@ -248,6 +263,7 @@ CASES: list[CaseBuilder] = [
     mailjet_case,
     sparkpost_case,
     mandrill_case,
+    resend_case,
 ]
 
 

@@ -16,7 +16,8 @@ One module per provider over a shared base (:mod:`commhistory.providers.base`):
 * :class:`SparkPostAdapter`: SparkPost event webhooks (HTTP basic auth or an
   OAuth 2.0 bearer token);
 * :class:`MandrillAdapter`: Mandrill (Mailchimp Transactional) webhooks
-  (HMAC-SHA1 over URL + sorted POST parameters).
+  (HMAC-SHA1 over URL + sorted POST parameters);
+* :class:`ResendAdapter`: Resend webhooks (Svix HMAC-SHA256, with a replay store).
 
 Each adapter verifies a :class:`WebhookRequest` (:meth:`~WebhookAdapter.verify`),
 parses it into a :class:`WebhookResult` (:meth:`~WebhookAdapter.parse`), or does
@@ -69,6 +70,7 @@ from commhistory.providers.registry import (
     register_provider,
     registered_adapters,
 )
+from commhistory.providers.resend import ResendAdapter
 from commhistory.providers.sendgrid import SendGridAdapter
 from commhistory.providers.ses import SesAdapter
 from commhistory.providers.sparkpost import SparkPostAdapter
@@ -96,6 +98,7 @@ __all__ = [
     "ProviderSpec",
     "ReplayStore",
     "RepositoryContactResolver",
+    "ResendAdapter",
     "SendGridAdapter",
     "SesAdapter",
     "SignedRequest",
