@@ -205,3 +205,13 @@ def test_fuzz_wrong_types(name: str, key: str, msg_key: str, value: object) -> N
 @given(JSON)
 def test_fuzz_json(value: object) -> None:
     parse_or_payload_error(ADAPTER, form(value))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60), st.sampled_from(["", "%", "%4", "%zz", "+", "%E3%81", "%e3a%81"]))
+def test_fast_form_decoding_matches_the_standard_one(text: str, tail: str) -> None:
+    from commhistory.providers.base import decode_form
+    from commhistory.providers.mandrill import decode_params
+
+    body = b"mandrill_events=" + quote(text, safe="").encode() + tail.encode()
+    assert decode_params(body) == decode_form(body)

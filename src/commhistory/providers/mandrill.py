@@ -36,6 +36,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
@@ -68,6 +69,7 @@ __all__ = [
     "PROVIDER",
     "SIGNATURE_HEADER",
     "MandrillAdapter",
+    "decode_params",
     "mandrill_signature",
 ]
 
@@ -87,6 +89,31 @@ EVENT_TYPES: Final[Mapping[str, tuple[EventType, BounceClass | None]]] = {
 """Mandrill's message ``event`` names: the event type and, for bounces, the class."""
 
 _PARAMETER: Final = "mandrill_events"
+_PREFIX: Final = b"mandrill_events="
+_ESCAPES: Final = re.compile(rb"(?:%[0-9A-Fa-f]{2})+")
+
+
+def _unescape(run: re.Match[bytes]) -> bytes:
+    return bytes.fromhex(run.group().replace(b"%", b"").decode("ascii"))
+
+
+def decode_params(body: bytes) -> dict[str, Any]:
+    """Decode a Mandrill form body exactly as the shared form decoder of the adapters does.
+
+    Mandrill's body is one ASCII ``mandrill_events=<percent-encoded JSON>``
+    pair; that is decoded in one pass (runs of escapes at once), several times
+    faster than the standard library's form parser on a 1,000-event batch. Any
+    other body goes through the shared decoder.
+
+    Raises:
+        PayloadError: The body is not UTF-8 form data.
+    """
+    if body.startswith(_PREFIX) and b"&" not in body and body.isascii():
+        raw = body[len(_PREFIX) :].replace(b"+", b" ")
+        return {_PARAMETER: _ESCAPES.sub(_unescape, raw).decode("utf-8", "replace")}
+    return decode_form(body)
+
+
 _SYNC_TYPES: Final = frozenset({"blacklist", "whitelist", "denylist", "allowlist"})
 
 
@@ -138,6 +165,7 @@ class MandrillAdapter(WebhookAdapter):
             raise InvalidInputError(field="webhook_key", reason="must be a non-empty string")
         self._key = webhook_key
         self._url = url
+        self._last: tuple[bytes, dict[str, Any]] | None = None
 
     def _verify(self, request: WebhookRequest) -> None:
         signature = request.header(SIGNATURE_HEADER)
@@ -148,7 +176,7 @@ class MandrillAdapter(WebhookAdapter):
             raise SignatureError("the webhook URL is unknown: Mandrill signs it (give url=)")
         b64decode_signature(signature, header=SIGNATURE_HEADER)
         try:
-            params = decode_form(request.body)
+            params = self._params(request)
         except PayloadError as exc:
             raise SignatureError(f"body unreadable ({exc.reason})") from None
         if not hmac_equal(mandrill_signature(self._key, url, params), signature.strip()):
@@ -157,8 +185,17 @@ class MandrillAdapter(WebhookAdapter):
                 " configured at Mandrill, trailing slash and query string included)"
             )
 
+    def _params(self, request: WebhookRequest) -> dict[str, Any]:
+        # verify() and parse() of one request decode the same body: keep the last one.
+        cached = self._last
+        if cached is not None and cached[0] is request.body:
+            return cached[1]
+        params = decode_params(request.body)
+        self._last = (request.body, params)
+        return params
+
     def _decode(self, request: WebhookRequest) -> Any:
-        params = decode_form(request.body)
+        params = self._params(request)
         value = params.get(_PARAMETER)
         if not isinstance(value, str):
             reason = "required" if value is None else "given more than once"

@@ -321,11 +321,17 @@ def signed_webhook(
             (a JSON body, signed with the ``bodySHA256`` rule; the returned
             ``url`` carries ``bodySHA256``: POST to it); LINE a list of events (or the whole body);
             Mailgun the ``event-data`` object; Postmark the record object; SES
-            the SES notification object (or an SNS envelope without signature).
+            the SES notification object (or an SNS envelope without signature);
+            Brevo and Mailjet an event or a list of them; SparkPost the list of
+            ``{"msys": ...}`` objects; Mandrill the list of events; Resend the
+            event object.
         secret: What the provider signs with: SendGrid a :class:`SendGridKeys`
             or EC private key; Twilio the auth token; LINE the channel secret;
             Mailgun the signing key; Postmark ``"user:password"``; SES an
-            :class:`~commhistory.testing.SnsTestSigner`.
+            :class:`~commhistory.testing.SnsTestSigner`; Brevo, Mailjet and
+            SparkPost ``"user:password"`` (Brevo and SparkPost also
+            ``"Bearer TOKEN"``); Mandrill the webhook key; Resend the
+            ``whsec_...`` signing secret.
         url: The URL the request is sent to (Twilio signs it).
         timestamp: The signing time in epoch seconds (default: now).
 
