@@ -9,8 +9,9 @@ sent as ``Authorization: Basic``) or a token Brevo sends as
 given in constant time and answers 401 otherwise; Brevo's published IP
 ranges can be enforced in front of it as well.
 
-Brevo POSTs one JSON event per request; a batched webhook POSTs a JSON array
-of them, and both are accepted. The event's ``event`` decides the type
+Brevo POSTs one JSON event per request; a webhook created with ``batched: true``
+(https://developers.brevo.com/docs/batch-webhooks) POSTs a JSON array of up to
+500 events every 5 minutes. Both are accepted. The event's ``event`` decides the type
 (:data:`EVENT_TYPES`, after https://developers.brevo.com/docs/transactional-webhooks):
 ``request`` (sent), ``delivered``, ``hard_bounce`` / ``soft_bounce`` (with the
 receiving server's ``reason``), ``blocked`` and ``invalid_email`` (Brevo did

@@ -147,7 +147,7 @@ class SparkPostAdapter(WebhookAdapter):
             if self._credentials is None or not self._credentials.token:
                 raise SignatureError("Authorization: the token validator refused the token")
         if self._credentials is None:
-            raise SignatureError("missing Authorization header (OAuth 2.0 bearer token)")
+            raise SignatureError("Authorization: expected an OAuth 2.0 bearer token")
         self._credentials.check(request)
 
     def _events(self, payload: Any, request: WebhookRequest) -> Sequence[Any]:
