@@ -14,17 +14,22 @@ from commhistory.crypto import Keyring
 from commhistory.facade import CommHistory, open_repository
 from commhistory.providers import (
     AmazonConnectAdapter,
+    BrevoAdapter,
     KeyedContactResolver,
     LineAdapter,
     MailerSendAdapter,
     MailgunAdapter,
     MailgunInboundAdapter,
+    MailjetAdapter,
     MailtrapAdapter,
+    MandrillAdapter,
     PostalAdapter,
     PostmarkAdapter,
+    ResendAdapter,
     SendGridAdapter,
     SendGridInboundAdapter,
     SesAdapter,
+    SparkPostAdapter,
     TwilioAdapter,
     UnisenderGoAdapter,
     WebhookAdapter,
@@ -206,6 +211,72 @@ def postal_case(base_url: str) -> Case:
     )
 
 
+def brevo_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/brevo"
+    events = json.loads((PAYLOADS / "brevo" / "events.json").read_text())
+    batch = [events["request"], events["delivered"], events["click"]]
+    return Case(
+        "brevo",
+        BrevoAdapter("hooks", "pw"),
+        signed_webhook("brevo", batch, "hooks:pw", url=url),
+        signed_webhook("brevo", batch, "hooks:guess", url=url),
+        3,
+        refused_status=401,
+    )
+
+
+def mailjet_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/mailjet"
+    grouped = json.loads((PAYLOADS / "mailjet" / "events.json").read_text())["grouped"]
+    return Case(
+        "mailjet",
+        MailjetAdapter("hooks", "pw"),
+        signed_webhook("mailjet", grouped, "hooks:pw", url=url),
+        signed_webhook("mailjet", grouped, "hooks:guess", url=url),
+        2,
+        refused_status=401,
+    )
+
+
+def sparkpost_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/sparkpost"
+    batch = list(json.loads((PAYLOADS / "sparkpost" / "events.json").read_text()).values())
+    return Case(
+        "sparkpost",
+        SparkPostAdapter("hooks", "pw"),
+        signed_webhook("sparkpost", batch, "hooks:pw", url=url),
+        signed_webhook("sparkpost", batch, "hooks:guess", url=url),
+        len(batch),
+        refused_status=401,
+    )
+
+
+def mandrill_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/mandrill"
+    events = json.loads((PAYLOADS / "mandrill" / "events.json").read_text())
+    return Case(
+        "mandrill",
+        MandrillAdapter("md-key"),
+        signed_webhook("mandrill", events, "md-key", url=url),
+        signed_webhook("mandrill", events, "not-md-key", url=url),
+        len(events),
+    )
+
+
+def resend_case(base_url: str) -> Case:
+    url = f"{base_url}/webhooks/resend"
+    event = json.loads((PAYLOADS / "resend" / "events.json").read_text())["bounced"]
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    return Case(
+        "resend",
+        ResendAdapter(secret, clock=lambda: NOW),
+        signed_webhook("resend", event, secret, url=url, timestamp=NOW),
+        signed_webhook("resend", event, "whsec_b3RoZXIta2V5", url=url, timestamp=NOW),
+        1,
+        retry=signed_webhook("resend", event, secret, url=url, timestamp=NOW + 30),
+    )
+
+
 _SNS = sns_test_signer()
 
 
@@ -333,6 +404,11 @@ CASES: list[CaseBuilder] = [
     sendgrid_inbound_case,
     mailgun_inbound_case,
     amazon_connect_case,
+    brevo_case,
+    mailjet_case,
+    sparkpost_case,
+    mandrill_case,
+    resend_case,
 ]
 
 

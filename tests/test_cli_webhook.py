@@ -171,3 +171,47 @@ def test_ingest_verifies_with_secret(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "invalid: signature does not match" in capsys.readouterr().out
     assert run([*base, "--secret", keys.public_key, "--tolerance", "600"]) == 0
     assert "13 inserted" in capsys.readouterr().out
+
+
+# Issue 14, item 2: the new email providers are found by --provider through the registry.
+def test_brevo_through_every_webhook_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = json.loads((PAYLOADS / "brevo" / "events.json").read_text())
+    hook = signed_webhook("brevo", [events["delivered"], events["spam"]], "hooks:pw")
+    body = tmp_path / "brevo.json"
+    body.write_bytes(hook.body)
+    headers = [
+        arg for name, value in hook.headers.items() for arg in ("--header", f"{name}: {value}")
+    ]
+    verify = ["verify-webhook", "--provider", "brevo", str(body), *headers]
+    assert run([*verify, "--secret", "hooks:pw"]) == 0
+    assert run([*verify, "--secret", "hooks:other"]) == 4
+    assert "wrong user name or password" in capsys.readouterr().out
+    assert run(["parse-webhook", "--provider", "brevo", str(body)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(x["provider"], x["type"]) for x in lines] == [
+        ("brevo", "delivered"),
+        ("brevo", "complained"),
+    ]
+    store = ["--db", f"sqlite:///{tmp_path / 'h.db'}", "--keyring", str(tmp_path / "k")]
+    ingest = ["ingest-webhook", "--provider", "brevo", str(body), *store, *headers]
+    assert run([*ingest, "--secret", "hooks:pw"]) == 0
+    assert "2 inserted" in capsys.readouterr().out
+
+
+def test_verify_mandrill_needs_the_configured_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = json.loads((PAYLOADS / "mandrill" / "events.json").read_text())
+    url = "https://hooks.example.jp/webhooks/mandrill"
+    hook = signed_webhook("mandrill", events, "md-key", url=url)
+    body = tmp_path / "mandrill.txt"
+    body.write_bytes(hook.body)
+    signature = f"X-Mandrill-Signature: {hook.headers['X-Mandrill-Signature']}"
+    base = ["verify-webhook", "--provider", "mandrill", str(body), "--secret", "md-key"]
+    assert run([*base, "--url", url, "--header", signature]) == 0
+    assert run([*base, "--url", url + "/", "--header", signature]) == 4
+    assert "URL differs" in capsys.readouterr().out
+    assert run(["parse-webhook", "--provider", "mandrill", str(body)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(events)

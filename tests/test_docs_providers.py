@@ -1,8 +1,6 @@
 """docs/providers/index.md: the providers table names every registered provider.
 
-Each row's first cell holds the registry name in backticks (``SendGrid (`sendgrid`)``). A row
-marked ``‡`` describes a provider another branch is adding; it may be unregistered here, and
-loses its mark when that adapter is merged.
+Each row's first cell holds the registry name in backticks (``SendGrid (`sendgrid`)``).
 """
 
 from __future__ import annotations
@@ -15,13 +13,11 @@ import attrs
 from commhistory.providers import registered_adapters
 
 INDEX = Path(__file__).parent.parent / "docs" / "providers" / "index.md"
-PENDING = "‡"
 
 
 @attrs.frozen
 class Row:
     name: str
-    pending: bool
     cells: tuple[str, ...]
 
 
@@ -34,7 +30,7 @@ def table_rows(text: str) -> list[Row]:
         cells = tuple(cell.strip() for cell in line.strip().strip("|").split("|"))
         found = re.search(r"\(`([a-z][a-z0-9_-]*)`\)", cells[0])
         assert found is not None, f"no registry name in {cells[0]!r}"
-        rows.append(Row(found.group(1), PENDING in cells[0], cells))
+        rows.append(Row(found.group(1), cells))
     return rows
 
 
@@ -49,8 +45,7 @@ def test_every_registered_provider_has_a_row_and_every_row_a_provider() -> None:
     assert len(names) == len(set(names)), "a provider has two rows"
     registered = set(registered_adapters())
     assert registered - set(names) == set(), "registered providers missing from the table"
-    stale = {row.name for row in rows if not row.pending} - registered
-    assert stale == set(), "rows without ‡ must name a registered provider"
+    assert set(names) - registered == set(), "a row names no registered provider"
 
 
 def test_every_row_has_seven_cells_and_a_docs_source() -> None:
@@ -63,8 +58,6 @@ def test_registered_rows_link_their_page_and_the_page_is_in_the_toctree() -> Non
     text = INDEX.read_text(encoding="utf-8")
     pages = toctree(text)
     for row in table_rows(text):
-        if row.pending:
-            continue
         link = re.fullmatch(r"\[[^\]]+\]\(([a-z0-9_-]+)\.md\)", row.cells[6])
         assert link is not None, row.name
         assert (INDEX.parent / f"{link.group(1)}.md").is_file(), row.name

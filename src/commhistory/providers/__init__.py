@@ -19,7 +19,15 @@ One module per provider over a shared base (:mod:`commhistory.providers.base`):
 * :class:`MailgunInboundAdapter` (``mailgun-inbound``): Mailgun routes (forward
   and store notifications);
 * :class:`AmazonConnectAdapter` (``amazon-connect``): Amazon Connect contact
-  records, from files or a Kinesis Data Firehose HTTP endpoint.
+  records, from files or a Kinesis Data Firehose HTTP endpoint;
+* :class:`BrevoAdapter`: Brevo (Sendinblue) transactional webhooks (HTTP basic
+  auth or a bearer token);
+* :class:`MailjetAdapter`: Mailjet Event API (HTTP basic auth);
+* :class:`SparkPostAdapter`: SparkPost event webhooks (HTTP basic auth or an
+  OAuth 2.0 bearer token);
+* :class:`MandrillAdapter`: Mandrill (Mailchimp Transactional) webhooks
+  (HMAC-SHA1 over URL + sorted POST parameters);
+* :class:`ResendAdapter`: Resend webhooks (Svix HMAC-SHA256, with a replay store).
 
 :class:`TwilioAdapter` also reads Twilio Voice status callbacks.
 
@@ -56,10 +64,13 @@ from commhistory.providers.base import (
     WebhookRequest,
     WebhookResult,
 )
+from commhistory.providers.brevo import BrevoAdapter
 from commhistory.providers.line import LineAdapter
 from commhistory.providers.mailersend import MailerSendAdapter
 from commhistory.providers.mailgun import MailgunAdapter, MailgunInboundAdapter
+from commhistory.providers.mailjet import MailjetAdapter
 from commhistory.providers.mailtrap import MailtrapAdapter
+from commhistory.providers.mandrill import MandrillAdapter
 from commhistory.providers.postal import PostalAdapter
 from commhistory.providers.postmark import PostmarkAdapter
 from commhistory.providers.registry import (
@@ -75,8 +86,10 @@ from commhistory.providers.registry import (
     register_provider,
     registered_adapters,
 )
+from commhistory.providers.resend import ResendAdapter
 from commhistory.providers.sendgrid import SendGridAdapter, SendGridInboundAdapter
 from commhistory.providers.ses import SesAdapter
+from commhistory.providers.sparkpost import SparkPostAdapter
 from commhistory.providers.twilio import TwilioAdapter
 from commhistory.providers.unisender_go import UnisenderGoAdapter
 
@@ -87,6 +100,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "AdapterFactory",
     "AmazonConnectAdapter",
+    "BrevoAdapter",
     "ContactResolver",
     "DuplicateProviderError",
     "HandleOutcome",
@@ -96,7 +110,9 @@ __all__ = [
     "MailerSendAdapter",
     "MailgunAdapter",
     "MailgunInboundAdapter",
+    "MailjetAdapter",
     "MailtrapAdapter",
+    "MandrillAdapter",
     "PayloadSigner",
     "PostalAdapter",
     "PostmarkAdapter",
@@ -104,10 +120,12 @@ __all__ = [
     "ProviderSpec",
     "ReplayStore",
     "RepositoryContactResolver",
+    "ResendAdapter",
     "SendGridAdapter",
     "SendGridInboundAdapter",
     "SesAdapter",
     "SignedRequest",
+    "SparkPostAdapter",
     "TwilioAdapter",
     "UnisenderGoAdapter",
     "WebhookAdapter",

@@ -324,13 +324,17 @@ def signed_webhook(
             the SES notification object (or an SNS envelope without signature);
             ``sendgrid-inbound`` and ``mailgun-inbound`` the form fields (a
             ``(filename, content_type, bytes)`` value is a file); ``amazon-connect``
-            a list of contact records (a Firehose delivery).
+            a list of contact records (a Firehose delivery); Brevo and Mailjet an
+            event or a list of them; SparkPost the list of ``{"msys": ...}``
+            objects; Mandrill the list of events; Resend the event object.
         secret: What the provider signs with: SendGrid a :class:`SendGridKeys`
             or EC private key; Twilio the auth token; LINE the channel secret;
             Mailgun the signing key; Postmark ``"user:password"``; SES an
             :class:`~commhistory.testing.SnsTestSigner`; ``sendgrid-inbound`` as
             SendGrid; ``mailgun-inbound`` the signing key; ``amazon-connect`` the
-            Firehose access key.
+            Firehose access key; Brevo, Mailjet and SparkPost ``"user:password"``
+            (Brevo and SparkPost also ``"Bearer TOKEN"``); Mandrill the webhook
+            key; Resend the ``whsec_...`` signing secret.
         url: The URL the request is sent to (Twilio signs it).
         timestamp: The signing time in epoch seconds (default: now).
 
