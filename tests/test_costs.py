@@ -314,6 +314,16 @@ def test_cost_of_a_group_without_messages_is_unattributed(repo: CommHistory[Any]
     assert total.roi == {"JPY": (4500 - 50) / 50, "USD": None}
 
 
+def test_compute_refuses_conflicting_costs_as_a_repository_does() -> None:
+    with pytest.raises(InvalidInputError) as info:
+        compute([message(1)], [], costs=[cost("k1"), cost("k1", amount=Decimal("2"))])
+    assert info.value.field == "cost_id"
+    with pytest.raises(PayloadError, match="expected a Cost"):
+        compute([message(1)], [], costs=["k1"])  # type: ignore[list-item]
+    twice = compute([message(1)], [], by="campaign_id", costs=[cost("k1"), cost("k1")])
+    assert twice.row(campaign_id="spring").cost == {"JPY": Decimal("1000")}
+
+
 def test_currencies_are_never_mixed() -> None:
     row = KpiRow(
         sent=4,

@@ -28,7 +28,7 @@ from commhistory.kpi.metrics import (
     period_label,
 )
 from commhistory.model import Direction, Event, Message
-from commhistory.store.costs import Cost, total_costs
+from commhistory.store.costs import Cost, check_costs, total_costs
 from commhistory.store.kpi import REACTIONS, local_day, message_counts
 
 __all__ = ["REACTIONS", "compute", "local_day"]
@@ -62,14 +62,15 @@ def compute(
         tz: The IANA time zone periods are computed in.
         exclude_machine: Leave out reactions flagged ``machine`` (the default).
         costs: Campaign costs to show with the rows (see :mod:`commhistory.kpi.costs`);
-            a repeated ``cost_id`` counts once.
+            a repeated ``cost_id`` counts once, as in a repository.
 
     Returns:
         The table, one row per group with at least one sent message.
 
     Raises:
         InvalidInputError: Unknown or repeated grouping keys, an unknown zone,
-            naive bounds, or ``since`` after ``until``.
+            naive bounds, or ``since`` after ``until``; a cost that is not a
+            :class:`~commhistory.kpi.Cost`, or a ``cost_id`` repeated with other values.
 
     Example:
         >>> from datetime import datetime, UTC
@@ -135,9 +136,8 @@ def compute(
         key = tuple(_key_value(m, k, period, zone) for k in keys)
         acc.add(key, counts, revenue)
     table = acc.table(unmatched_events=unmatched, exclude_machine=exclude_machine, tz=zone.key)
-    return attribute_costs(
-        table, total_costs(costs, since=since, until=until), since=since, until=until
-    )
+    totals = total_costs(check_costs(costs), since=since, until=until)
+    return attribute_costs(table, totals, since=since, until=until)
 
 
 def _key_value(m: Message, key: str, period: str | None, zone: ZoneInfo) -> str | None:

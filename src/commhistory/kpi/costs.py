@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import attrs
 
@@ -57,14 +58,15 @@ _LAST = timedelta(microseconds=1)
 _COST_KEYS = ("campaign_id", "channel", "variant")
 
 
-def cost_key(total: CostTotal, by: tuple[str, ...], tz: str) -> tuple[str | None, ...] | None:
+def cost_key(
+    total: CostTotal, by: tuple[str, ...], zone: ZoneInfo
+) -> tuple[str | None, ...] | None:
     """Return the group key a cost belongs to in a table grouped *by*, or ``None``.
 
     ``None`` when the cost was recorded above the table's level (no channel in
     a table grouped by channel), for a key costs do not have (provider,
     purpose), or over a period longer than one of the table's periods.
     """
-    zone = check_tz(tz)
     out: list[str | None] = []
     for key in by:
         if key in PERIODS:
@@ -115,6 +117,7 @@ def attribute_costs(
     unattributed: dict[str, int] = {}
     outside = 0
     seen = False
+    zone = check_tz(table.tz)
     for total in totals:
         overlaps = (since is None or total.ends_at > since) and (
             until is None or total.starts_at < until
@@ -125,7 +128,7 @@ def attribute_costs(
         if not _inside(total, since, until):
             outside += total.costs
             continue
-        key = cost_key(total, table.by, table.tz)
+        key = cost_key(total, table.by, zone)
         i = None if key is None else index.get(key)
         bucket = unattributed if i is None else per_row.setdefault(i, {})
         bucket[total.currency] = bucket.get(total.currency, 0) + total.micros

@@ -432,17 +432,18 @@ class SQLCostStore(CostStore):
         )
         with self.repo.transaction(read=True) as conn:
             rows = conn.exec_driver_sql(sql, tuple(params)).all()
+        # Periods repeat (a day, a month): convert each distinct instant once.
+        instants: dict[int, datetime] = {}
+
+        def moment(micros: Any) -> datetime:
+            value = int(micros)
+            found = instants.get(value)
+            if found is None:
+                found = instants[value] = from_micros(value)
+            return found
+
         return [
-            CostTotal(
-                campaign_id=r[0],
-                channel=r[1],
-                variant=r[2],
-                currency=r[3],
-                starts_at=from_micros(int(r[4])),
-                ends_at=from_micros(int(r[5])),
-                micros=int(r[6]),
-                costs=int(r[7]),
-            )
+            CostTotal(r[0], r[1], r[2], r[3], moment(r[4]), moment(r[5]), int(r[6]), int(r[7]))
             for r in rows
         ]
 
