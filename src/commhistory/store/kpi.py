@@ -368,7 +368,8 @@ def refresh_outcomes(conn: sa.Connection, backend: Backend, message_ids: Iterabl
     event changes nothing and an event that arrived before its message counts
     once it is linked. On PostgreSQL the rows are first locked in id order
     (``FOR NO KEY UPDATE``), so the ``UPDATE``, a later statement with a fresh
-    snapshot, sees the events a concurrent writer committed meanwhile.
+    snapshot, sees the events a concurrent writer committed meanwhile; and JIT
+    compilation is off for the rest of the transaction.
 
     Args:
         conn: The connection, inside the writing transaction.
@@ -379,6 +380,10 @@ def refresh_outcomes(conn: sa.Connection, backend: Backend, message_ids: Iterabl
     if not ids:
         return
     if backend.name == "postgresql":
+        # During a bulk load the statistics of events lag, the planner expects
+        # hundreds of events per message, and JIT compiled this small UPDATE for
+        # longer than it ran (0.9 s against 0.04 s per 1,000 messages).
+        conn.exec_driver_sql("SET LOCAL jit = off")
         backend.select_in(
             conn,
             "SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE message_id IN ({in}) "
