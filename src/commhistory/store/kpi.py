@@ -12,9 +12,10 @@ message, what its events say happened (:class:`Outcome` bits in ``outcomes``,
 and the conversion revenue in ``conversion_currency``,
 ``conversion_revenue_micros`` and ``human_revenue_micros``; schema revision
 0008), recomputed from the message's stored events in the transaction that
-writes them or links them (:func:`refresh_outcomes`). One aggregate query sums
-those columns per group: no event is grouped, nothing personal is read, and no
-row is decrypted.
+writes them or links them (:func:`refresh_outcomes`). One aggregate query
+counts the messages per group and combination of bits, and sums their
+revenue; the rules run once per combination (:func:`outcome_counts`). No
+event is grouped, nothing personal is read, and no row is decrypted.
 
 * **Local days.** The database computes each message's local day number,
   ``floor((sent_at + offset(sent_at)) / 1 day)``, where the offset is a
