@@ -1,6 +1,6 @@
 """Canonical JSON lines in and out, and the streaming file reader.
 
-One record a line; its ``kind`` (``message``, ``event``, ``consent``) says which
+One record a line; its ``kind`` (``message``, ``event``, ``consent``, ``contact``) says which
 (see :doc:`/model`). Reading *normalizes* what the record model only validates:
 
 * addresses to their canonical form for the channel (:func:`~commhistory.normalize_email`,
@@ -32,7 +32,7 @@ import os
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Set
-from datetime import datetime, tzinfo
+from datetime import date, datetime, tzinfo
 from decimal import Decimal, DecimalException
 from pathlib import Path
 from typing import IO, Any, Final, Literal
@@ -48,6 +48,7 @@ from commhistory.model import (
     ConsentAction,
     ConsentEvent,
     ConsentMethod,
+    ContactUpdate,
     Direction,
     Event,
     EventType,
@@ -80,12 +81,20 @@ __all__ = [
     "write_records",
 ]
 
-KINDS: Final[Mapping[str, type[Message] | type[Event] | type[ConsentEvent]]] = {
+KINDS: Final[
+    Mapping[str, type[Message] | type[Event] | type[ConsentEvent] | type[ContactUpdate]]
+] = {
     "message": Message,
     "event": Event,
     "consent": ConsentEvent,
+    "contact": ContactUpdate,
 }
-"""The ``kind`` of each canonical record type."""
+"""The ``kind`` of each canonical record type.
+
+.. versionchanged:: 0.4.0
+   ``contact``: a :class:`~commhistory.model.ContactUpdate` (contact attributes).
+"""
+_KIND_LIST: Final = ", ".join(KINDS)
 
 _KIND_OF: Final = {cls: kind for kind, cls in KINDS.items()}
 _ENUMS: Final = (BounceClass, Channel, ConsentAction, ConsentMethod, Direction, EventType, Purpose)
@@ -271,6 +280,7 @@ def _converter(default_tz: tzinfo | str | None) -> cattrs.Converter:
 _OUT: Final = cattrs.Converter()
 _OUT.register_unstructure_hook(datetime, format_timestamp)
 _OUT.register_unstructure_hook(Decimal, str)
+_OUT.register_unstructure_hook(date, date.isoformat)
 
 
 def _json_type(value: object) -> str:
@@ -430,10 +440,10 @@ def structure(
         raise PayloadError(field="<record>", reason=f"expected an object, got {_json_type(obj)}")
     kind = obj.get("kind")
     if kind is None:
-        raise PayloadError(field="kind", reason="required: one of message, event, consent")
+        raise PayloadError(field="kind", reason=f"required: one of {_KIND_LIST}")
     cls = KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise PayloadError(field="kind", reason="expected one of: message, event, consent")
+        raise PayloadError(field="kind", reason=f"expected one of: {_KIND_LIST}")
     data = {key: value for key, value in obj.items() if key != "kind" and value is not None}
     # An explicit null says "unknown, do not derive": it keeps a record without a
     # derived status code or bounce class the same through dumps() and loads().
@@ -580,8 +590,9 @@ def read_records(
         format: ``"jsonl"`` or ``"csv"``; by default taken from the file's suffix.
         default_tz: The zone for naive timestamps (legacy sheets rarely carry offsets).
         mapping: CSV only: ``{column: field}`` renames a column to a record field,
-            ``{column: "metadata.key"}`` puts it in ``metadata``, ``{column: ""}``
-            ignores it. Unmapped columns must already be field names.
+            ``{column: "metadata.key"}`` puts it in ``metadata``,
+            ``{column: "attributes.name"}`` in a ``contact`` row's attributes,
+            ``{column: ""}`` ignores it. Unmapped columns must already be field names.
         kind: CSV only: the record kind of rows without a ``kind`` column
             (default ``"message"``).
         encoding: The file's text encoding (``"cp932"`` for Shift_JIS sheets).
@@ -600,7 +611,7 @@ def read_records(
     path = Path(path)
     fmt = format or _format_of(path)
     if kind is not None and kind not in KINDS:
-        raise PayloadError(field="kind", reason="expected one of: message, event, consent")
+        raise PayloadError(field="kind", reason=f"expected one of: {_KIND_LIST}")
     _check_region(region)
     codec = codecs.lookup(encoding)
     with path.open("rb") as handle:
@@ -716,7 +727,8 @@ def _read_jsonl(  # noqa: PLR0917 - private; arguments mirror read_records
 
 
 _CSV_FIELDS: Final = frozenset(
-    {"kind"} | {f.name for cls in KINDS.values() for f in attrs.fields(cls)} - {"metadata"}
+    {"kind"}
+    | {f.name for cls in KINDS.values() for f in attrs.fields(cls)} - {"metadata", "attributes"}
 )
 _TRUE: Final = frozenset({"true", "1", "yes", "y", "t"})
 _FALSE: Final = frozenset({"false", "0", "no", "n", "f", ""})
@@ -796,7 +808,7 @@ def _csv_columns(header: list[str], mapping: Mapping[str, str]) -> list[str]:
             continue
         if col in seen:
             raise PayloadError(field=col, reason="more than one column maps to this field")
-        if col not in _CSV_FIELDS and not col.startswith("metadata."):
+        if col not in _CSV_FIELDS and not col.startswith(("metadata.", "attributes.")):
             raise PayloadError(
                 field=col,
                 reason="unknown column; map it to a field with --map COLUMN=FIELD, "
@@ -881,18 +893,24 @@ def _csv_object(row: list[str], columns: list[str], kind: str | None) -> dict[st
         raise PayloadError(field="<row>", reason=f"{len(row)} cells for {len(columns)} columns")
     obj: dict[str, Any] = {}
     metadata: dict[str, str] = {}
+    attributes: dict[str, str] = {}
     for column, cell in zip(columns, row, strict=False):
         value = cell.strip()
         if not column or value == "":
             continue
         if column.startswith("metadata."):
             metadata[column.removeprefix("metadata.")] = value
+        elif column.startswith("attributes."):
+            # Cells are text: the declared schema converts them (``"42"`` to 42).
+            attributes[column.removeprefix("attributes.")] = value
         elif column == "machine":
             obj[column] = _csv_bool(column, value)
         else:
             obj[column] = value
     if metadata:
         obj["metadata"] = metadata
+    if attributes:
+        obj["attributes"] = attributes
     obj.setdefault("kind", kind or "message")
     return obj
 
@@ -952,7 +970,7 @@ def reparse(
     .. versionadded:: 0.4.0
     """
     if kind is not None and kind not in KINDS:
-        raise PayloadError(field="kind", reason="expected one of: message, event, consent")
+        raise PayloadError(field="kind", reason=f"expected one of: {_KIND_LIST}")
     if format == "csv" and header is None:
         error = PayloadError(field="<row>", reason="a CSV row needs its header; pass the header")
         return ParsedLine(line=line, raw=raw, error=error)

@@ -5,7 +5,13 @@
     CommHistoryError
     ├── InvalidInputError (ValueError)            .field .reason
     │   ├── NormalizationError                    a value cannot be normalized
-    │   └── PayloadError                          a record or payload is malformed  (.line)
+    │   ├── PayloadError                          a record or payload is malformed  (.line)
+    │   ├── AttributeValueError                   .attribute: a contact attribute is refused
+    │   │   ├── UnknownAttributeError             not declared in the schema
+    │   │   ├── AttributeTypeError                not of the declared type
+    │   │   ├── AttributeEnumError                not one of the enum's allowed values
+    │   │   └── PersonalValueError                an email or phone number in a plain attribute
+    │   └── AttributeSchemaError                  .attribute: a declaration is refused
     ├── SignatureError (ValueError)               a signature or token does not verify
     ├── CryptoError
     │   ├── KeyNotFoundError (KeyError)           .key_id is not in the keyring
@@ -32,6 +38,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "AttributeEnumError",
+    "AttributeSchemaError",
+    "AttributeTypeError",
+    "AttributeValueError",
     "CommHistoryError",
     "ConsentRequired",
     "CryptoError",
@@ -45,9 +55,11 @@ __all__ = [
     "NotFoundError",
     "PayloadError",
     "PermissionDenied",
+    "PersonalValueError",
     "SchemaError",
     "SignatureError",
     "StorageError",
+    "UnknownAttributeError",
 ]
 
 
@@ -98,6 +110,70 @@ class PayloadError(InvalidInputError):
     def __str__(self) -> str:
         prefix = f"{self.line}: " if self.line is not None else ""
         return f"{prefix}{self.field}: {self.reason}"
+
+
+class AttributeValueError(InvalidInputError):
+    """A contact attribute value is refused by the declared schema.
+
+    ``field`` is ``"attributes.<name>"``; the reason never quotes the value.
+
+    Attributes:
+        attribute: The attribute's name (names are declared by the host, never personal).
+
+    .. versionadded:: 0.4.0
+    """
+
+    def __init__(self, *, attribute: str, reason: str, field: str | None = None) -> None:
+        super().__init__(field=field or f"attributes.{attribute}", reason=reason)
+        self.attribute = attribute
+
+
+class UnknownAttributeError(AttributeValueError):
+    """The attribute is not declared in the schema.
+
+    .. versionadded:: 0.4.0
+    """
+
+
+class AttributeTypeError(AttributeValueError):
+    """The value is not of the attribute's declared type (or out of its range).
+
+    .. versionadded:: 0.4.0
+    """
+
+
+class AttributeEnumError(AttributeValueError):
+    """The value is not one of the enum attribute's allowed values.
+
+    .. versionadded:: 0.4.0
+    """
+
+
+class PersonalValueError(AttributeValueError):
+    """A plain (not personal) attribute was given something that looks personal.
+
+    An email address or a phone number in an attribute stored in the clear
+    would leak personal data into a column every reader sees; declare the
+    attribute ``personal`` instead.
+
+    .. versionadded:: 0.4.0
+    """
+
+
+class AttributeSchemaError(InvalidInputError):
+    """An attribute declaration is refused: malformed, or it changes a declared attribute.
+
+    Changing an attribute's type or personal flag needs ``allow_changes=True``.
+
+    Attributes:
+        attribute: The attribute's name (``"<schema>"`` for the whole document).
+
+    .. versionadded:: 0.4.0
+    """
+
+    def __init__(self, *, attribute: str, reason: str) -> None:
+        super().__init__(field=f"schema.{attribute}", reason=reason)
+        self.attribute = attribute
 
 
 class SignatureError(CommHistoryError, ValueError):

@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from commhistory.convert import dumps
 from commhistory.errors import InvalidInputError, PayloadError
-from commhistory.model import ConsentEvent, Event, Message, consent_id_of
+from commhistory.model import ConsentEvent, ContactUpdate, Event, Message, consent_id_of
 from commhistory.normalize import normalize_email, normalize_line_user_id, normalize_phone
+from commhistory.store.attributes import AttributeChange
 
 if TYPE_CHECKING:
     from commhistory.convert import ParsedLine
+    from commhistory.store.attributes import AttributeCodec
     from commhistory.store.protocol import IngestReport
 
 __all__ = [
@@ -91,15 +93,22 @@ class Batch:
         consent_lines: Each consent event's line (or position) in the input.
         consent_ids: Each consent event's id (given or derived).
         consent_meta: Each consent event's serialized metadata.
+        contact_updates: Contact attribute updates, in input order.
+        contact_lines: Each update's line (or position) in the input.
+        contact_changes: Each update's typed values, checked by the attribute codec.
         rejects: ``(line, field, reason, raw)`` of each rejected item.
         size: The number of items in the batch.
     """
 
     __slots__ = (
+        "codec",
         "consent_ids",
         "consent_lines",
         "consent_meta",
         "consents",
+        "contact_changes",
+        "contact_lines",
+        "contact_updates",
         "event_lines",
         "event_meta",
         "event_revenue",
@@ -111,7 +120,11 @@ class Batch:
         "size",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, codec: AttributeCodec | None = None) -> None:
+        self.codec = codec
+        self.contact_updates: list[ContactUpdate] = []
+        self.contact_lines: list[int | None] = []
+        self.contact_changes: list[AttributeChange] = []
         self.messages: list[Message] = []
         self.message_lines: list[int | None] = []
         self.message_meta: list[bytes | None] = []
@@ -158,13 +171,31 @@ class Batch:
                 self.consents.append(record)
                 self.consent_lines.append(line)
                 self.consent_meta.append(meta)
+            elif cls is ContactUpdate:
+                assert isinstance(record, ContactUpdate)
+                self._add_contact(record, line)
             else:
                 raise PayloadError(
                     field="<record>",
-                    reason=f"expected a Message, Event or ConsentEvent, got {cls.__name__}",
+                    reason="expected a Message, Event, ConsentEvent or ContactUpdate, "
+                    f"got {cls.__name__}",
                 )
         except InvalidInputError as exc:
             self.reject(line, exc.field, exc.reason, _raw_of(record) if raw is None else raw)
+
+    def _add_contact(self, record: ContactUpdate, line: int | None) -> None:
+        if self.codec is None:
+            raise PayloadError(
+                field="<record>",
+                reason="contact attributes need the declared schema: store them through "
+                "the facade (CommHistory), which checks them",
+            )
+        values = tuple(self.codec(record))
+        self.contact_updates.append(record)
+        self.contact_lines.append(line)
+        self.contact_changes.append(
+            AttributeChange(contact_id=record.contact_id, at=record.at, values=values)
+        )
 
     def reject(self, line: int | None, field: str, reason: str, raw: str) -> None:
         """Record an item that cannot be stored (counted in ``size`` by :meth:`add`)."""
@@ -178,7 +209,9 @@ class Batch:
         """
         self.rejects.append((line, "message_id", CONFLICT_REASON, dumps(record)))
 
-    def refuse_erased(self, record: Message | Event | ConsentEvent, line: int | None) -> None:
+    def refuse_erased(
+        self, record: Message | Event | ConsentEvent | ContactUpdate, line: int | None
+    ) -> None:
         """Reject a record of an erased contact, keeping only its ids (:func:`ids_only`)."""
         self.rejects.append((line, "contact_id", ERASED_REASON, ids_only(record)))
 
@@ -192,7 +225,7 @@ CONFLICT_REASON: Final = (
 """The reason of a message refused because its id names a different stored message."""
 
 
-def ids_only(record: Message | Event | ConsentEvent) -> str:
+def ids_only(record: Message | Event | ConsentEvent | ContactUpdate) -> str:
     """The raw text kept for a refused record of an erased contact: its ids, nothing personal.
 
     Keeping the whole line would collect the erased person's data again (an
@@ -207,6 +240,8 @@ def ids_only(record: Message | Event | ConsentEvent) -> str:
             "kind": "event", "event_id": record.event_id, "message_id": record.message_id,
             "provider": record.provider, "provider_event_id": record.provider_event_id,
         }  # fmt: skip
+    elif isinstance(record, ContactUpdate):
+        doc = {"kind": "contact", "contact_id": record.contact_id}
     else:
         doc = {
             "kind": "consent", "consent_id": consent_id_of(record),
@@ -216,23 +251,30 @@ def ids_only(record: Message | Event | ConsentEvent) -> str:
 
 
 def _raw_of(record: object) -> str:
-    if isinstance(record, Message | Event | ConsentEvent):
+    if isinstance(record, Message | Event | ConsentEvent | ContactUpdate):
         return dumps(record)
     return ""
 
 
-def batches(items: Iterable[object], batch_size: int, *, parsed: bool = False) -> Iterator[Batch]:
+def batches(
+    items: Iterable[object],
+    batch_size: int,
+    *,
+    parsed: bool = False,
+    codec: AttributeCodec | None = None,
+) -> Iterator[Batch]:
     """Split input into batches of at most *batch_size* items.
 
     Args:
         items: Records, or :class:`~commhistory.convert.ParsedLine` objects when *parsed*.
         batch_size: The most items in one batch.
         parsed: Whether *items* are parsed lines.
+        codec: Checks and types contact attribute updates (without one they are rejected).
 
     Yields:
         Batches; only the current one is held in memory.
     """
-    batch = Batch()
+    batch = Batch(codec)
     for position, item in enumerate(items, 1):
         if parsed:
             pl: ParsedLine = item  # type: ignore[assignment]
@@ -248,7 +290,7 @@ def batches(items: Iterable[object], batch_size: int, *, parsed: bool = False) -
             batch.add(item, position, None)
         if batch.size >= batch_size:
             yield batch
-            batch = Batch()
+            batch = Batch(codec)
     if batch.size:
         yield batch
 
@@ -324,22 +366,50 @@ class BatchedWrites:
 
     __slots__ = ()
     _batch_size: int
+    _attribute_codec: AttributeCodec | None
+
+    def set_attribute_codec(self, codec: AttributeCodec | None) -> None:
+        """Install (or, with ``None``, remove) the check of contact attribute updates.
+
+        See :meth:`Repository.set_attribute_codec`.
+
+        .. versionadded:: 0.4.0
+        """
+        self._attribute_codec = codec
 
     def _write(self, parts: Iterable[Batch], source: str) -> IngestReport:
         raise NotImplementedError
 
     def record_messages(self, items: Iterable[Message]) -> IngestReport:
         """Store messages; see :meth:`Repository.record_messages`."""
-        return self._write(batches(items, self._batch_size), "record_messages")
+        return self._write(
+            batches(items, self._batch_size, codec=self._attribute_codec), "record_messages"
+        )
 
     def record_events(self, items: Iterable[Event]) -> IngestReport:
         """Store events; see :meth:`Repository.record_events`."""
-        return self._write(batches(items, self._batch_size), "record_events")
+        return self._write(
+            batches(items, self._batch_size, codec=self._attribute_codec), "record_events"
+        )
 
     def record_consent(self, items: Iterable[ConsentEvent]) -> IngestReport:
         """Append consent events; see :meth:`Repository.record_consent`."""
-        return self._write(batches(items, self._batch_size), "record_consent")
+        return self._write(
+            batches(items, self._batch_size, codec=self._attribute_codec), "record_consent"
+        )
+
+    def record_contacts(self, items: Iterable[ContactUpdate]) -> IngestReport:
+        """Store contact attribute updates; see :meth:`Repository.record_contacts`.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._write(
+            batches(items, self._batch_size, codec=self._attribute_codec), "record_contacts"
+        )
 
     def ingest(self, lines: Iterable[ParsedLine], *, source: str) -> IngestReport:
         """Store parsed lines; see :meth:`Repository.ingest`."""
-        return self._write(batches(lines, self._batch_size, parsed=True), storable_source(source))
+        return self._write(
+            batches(lines, self._batch_size, parsed=True, codec=self._attribute_codec),
+            storable_source(source),
+        )

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -29,6 +29,7 @@ from commhistory.model import (
     SuppressionEntry,
     consent_id_of,
 )
+from commhistory.store.attributes import MemoryAttributeStore, memory_apply
 from commhistory.store.audit import MemoryAuditStore, MemoryMaskedHistory
 from commhistory.store.batching import (
     Batch,
@@ -51,6 +52,7 @@ from commhistory.store.protocol import (
 )
 
 if TYPE_CHECKING:
+    from commhistory.store.attributes import AttributeCodec, StoredDefinition
     from commhistory.store.mask_backfill import MaskBackfillReport
     from commhistory.store.rotation import RotationReport
 
@@ -68,6 +70,8 @@ class MemoryState:
 
     __slots__ = (
         "addresses",
+        "attribute_definitions",
+        "attributes",
         "consents",
         "contacts",
         "dead_letters",
@@ -97,6 +101,9 @@ class MemoryState:
         self.erased: dict[str, datetime] = {}
         self.retained: dict[str, datetime] = {}
         """Consent ids of erased contacts, with the date their evidence is due."""
+        self.attribute_definitions: dict[str, StoredDefinition] = {}
+        self.attributes: dict[tuple[str, str], list[Any]] = {}
+        """``(contact_id, name) -> [(valid_from_us, valid_to_us, AttributeValue), ...]``."""
 
 
 class MemoryRepository(BatchedWrites, ClosesOnExit):
@@ -124,6 +131,8 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
         self._privacy_store = MemoryPrivacyStore(self._s)
         self._kpi_store = MemoryKpiStore(self._s)
         self._dead_letter_store = MemoryDeadLetterStore(self._s)
+        self._attribute_store = MemoryAttributeStore(self._s)
+        self._attribute_codec: AttributeCodec | None = None
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -227,6 +236,17 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
             s.consents[cid] = attrs.evolve(c, consent_id=cid)
             s.contacts.add(c.contact_id)
             inserted += 1
+        if batch.contact_changes:
+            statuses = memory_apply(s, batch.contact_changes, on_erased="skip")
+            for status, update, line in zip(
+                statuses, batch.contact_updates, batch.contact_lines, strict=True
+            ):
+                if status == "changed":
+                    inserted += 1
+                elif status == "unchanged":
+                    duplicates += 1
+                else:
+                    batch.refuse_erased(update, line)
         now = datetime.now(UTC)
         known = {(d.source, d.line, d.raw) for d in s.dead_letters}
         for line, field, reason, raw in batch.rejects:
@@ -396,6 +416,15 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
         .. versionadded:: 0.4.0
         """
         return self._kpi_store
+
+    @property
+    def attribute_store(self) -> MemoryAttributeStore:
+        """The contact attribute storage port (declarations, values, history).
+
+        .. versionadded:: 0.4.0
+        """
+        self._check_open()
+        return self._attribute_store
 
     @property
     def dead_letter_store(self) -> MemoryDeadLetterStore:

@@ -32,6 +32,7 @@ from commhistory.errors import (
 )
 from commhistory.store import migrate
 from commhistory.store._engine import create_engine, require_existing
+from commhistory.store.attributes import SQLAttributeStore
 from commhistory.store.audit import SQLAuditStore, SQLMaskedHistory
 from commhistory.store.batching import (
     check_batch_size,
@@ -99,6 +100,7 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         self._privacy_store = SQLPrivacyStore(self)
         self._kpi_store = SQLKpiStore(self)
         self._dead_letter_store = SQLDeadLetterStore(self)
+        self._attribute_store = SQLAttributeStore(self)
 
     def __repr__(self) -> str:
         return f"SQLRepository(dialect={self.dialect!r})"
@@ -142,6 +144,14 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         .. versionadded:: 0.4.0
         """
         return self._kpi_store
+
+    @property
+    def attribute_store(self) -> SQLAttributeStore:
+        """The contact attribute storage port (:class:`SQLAttributeStore`).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._attribute_store
 
     @property
     def dead_letter_store(self) -> SQLDeadLetterStore:

@@ -56,7 +56,7 @@ from commhistory.store.protocol import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from commhistory.store.attributes import AttributeCodec
 
 __all__ = ["SQLCore"]
 
@@ -102,6 +102,7 @@ class SQLCore:
         # Replaced, never mutated: a batch iterates the dict it read, whatever
         # another thread installs meanwhile.
         self._feeds: dict[str, BatchFeed] = {}
+        self._attribute_codec: AttributeCodec | None = None
         # Serializes filling _keyed and _indexers and replacing _feeds (the LRU
         # caches lock themselves).
         self._derive_lock = threading.Lock()

@@ -46,6 +46,7 @@ from commhistory.normalize.time import EPOCH, to_micros
 from commhistory.store import schema
 from commhistory.store._backend import Row
 from commhistory.store._lru import Pending
+from commhistory.store.attributes import sql_apply
 from commhistory.store.batching import (
     Batch,
     BatchedWrites,
@@ -161,6 +162,10 @@ class SQLIngest(SQLCore, BatchedWrites):
             changed.extend(
                 c.contact_id for c in batch.consents if c.contact_id not in pending.erased
             )
+        if batch.contact_changes:
+            ins, dup = self._write_contacts(conn, batch, pending)
+            inserted += ins
+            duplicates += dup
         feeds = self._feeds  # one snapshot: set_batch_feed replaces the dict
         if feeds:
             stored = SQLStoredBatch(
@@ -716,6 +721,23 @@ class SQLIngest(SQLCore, BatchedWrites):
             )  # fmt: skip
         inserted = self._backend.insert(conn, schema.consent_events, CONSENT_COLUMNS, rows)
         return inserted, len(batch.consents) - inserted - refused
+
+    def _write_contacts(
+        self, conn: sa.Connection, batch: Batch, pending: Pending
+    ) -> tuple[int, int]:
+        """Store the batch's contact attribute updates; refuse those of erased contacts."""
+        statuses = sql_apply(self, conn, batch.contact_changes, pending, on_erased="skip")
+        inserted = duplicates = 0
+        for status, update, line in zip(
+            statuses, batch.contact_updates, batch.contact_lines, strict=True
+        ):
+            if status == "changed":
+                inserted += 1
+            elif status == "unchanged":
+                duplicates += 1
+            else:
+                batch.refuse_erased(update, line)
+        return inserted, duplicates
 
     def _write_dead_letters(self, conn: sa.Connection, batch: Batch, source: str) -> None:
         kr = self._keyring
