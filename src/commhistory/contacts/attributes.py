@@ -74,7 +74,7 @@ _TRUE: Final = frozenset({"true", "1", "yes", "y", "t"})
 _FALSE: Final = frozenset({"false", "0", "no", "n", "f"})
 _INTEGER: Final = re.compile(r"[+-]?\d{1,19}")
 _DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
-_EMAIL: Final = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
+_EMAIL: Final = re.compile(r"[\w.%+\-]+@[\w\-]+(?:\.[\w\-]+)+")
 _PHONE_CANDIDATE: Final = re.compile(r"\+?\(?\d[\d\s().\-]{7,18}\d")
 
 
@@ -278,7 +278,7 @@ def _to_int(d: AttributeDefinition, value: object) -> int:
         raise _wrong(d, value, "an integer")
     if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         value = int(value.strip())
-    if isinstance(value, float | Decimal) and value == int(value):
+    if isinstance(value, float | Decimal) and math.isfinite(value) and value == int(value):
         value = int(value)
     if not isinstance(value, int):
         raise _wrong(d, value, "an integer")
