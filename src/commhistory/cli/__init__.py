@@ -29,6 +29,7 @@ from typing import Final
 
 from commhistory import __version__
 from commhistory.cli import (
+    attributes,
     audit,
     consent,
     dead_letters,
@@ -43,7 +44,7 @@ from commhistory.errors import CommHistoryError, PermissionDenied
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (validate, store, webhook, report, demo, consent, audit, dead_letters)
+_COMMANDS = (validate, store, webhook, report, demo, consent, audit, dead_letters, attributes)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -236,7 +236,8 @@ class AttributeDefinition:
         if value is None:
             return None
         typed = _COERCE[self.type](self, value)
-        if not self.personal:
+        # An enum's values were checked when it was declared.
+        if not self.personal and self.type is not AttributeType.ENUM:
             _check_not_personal(self.name, typed)
         return typed
 

@@ -391,6 +391,19 @@ class GuardedRepository(ClosesOnExit):
             contact_id,
         )
 
+    def masked_attribute_history(self, contact_id: str) -> list[AttributeVersion]:
+        """Every version of a contact's attributes, personal ones withheld.
+
+        Needs ``read_history_masked``; nothing is decrypted, so nothing is audited.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._checked(
+            P.READ_HISTORY_MASKED,
+            "masked_attribute_history",
+            lambda: self._repo.masked_attribute_history(contact_id),
+        )
+
     # ------------------------------------------------------------------ reads
 
     def timeline(self, contact_id: str) -> list[TimelineEntry]:

@@ -495,6 +495,19 @@ class CommHistory(ClosesOnExit, Generic[S]):
         self._known(contact_id)
         return self._store.attribute_store.versions(contact_id, history=True)
 
+    def masked_attribute_history(self, contact_id: str) -> list[AttributeVersion]:
+        """Every version of a contact's attributes, personal values withheld (``None``).
+
+        Nothing is decrypted.
+
+        Raises:
+            NotFoundError: The contact is unknown.
+
+        .. versionadded:: 0.4.0
+        """
+        self._known(contact_id)
+        return self._store.attribute_store.versions(contact_id, history=True, decrypt=False)
+
     def _known(self, contact_id: str) -> None:
         if contact_id not in self._store.consent_store.known([contact_id]):
             raise NotFoundError(kind="contact", identifier=contact_id)

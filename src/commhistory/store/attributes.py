@@ -336,6 +336,11 @@ class _Entry:
 
 def _set(timeline: list[_Entry], new: AttributeValue, t: int) -> bool:
     """Apply one value (``new.value`` ``None``: unset) at *t*; return whether anything changed."""
+    if not timeline:  # the bulk load's case: nothing stored yet
+        if new.value is None:
+            return False
+        timeline.append(_Entry(t, None, new, None))
+        return True
     covering = None
     index = 0
     for i, e in enumerate(timeline):
