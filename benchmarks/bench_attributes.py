@@ -184,7 +184,8 @@ class AttributeUpserts:
 
     def candidate(self) -> None:
         """Store the updates through the public call."""
-        assert self.repo is not None and not self.repo_used
+        assert self.repo is not None
+        assert not self.repo_used
         self.repo_used = True
         self.report = self.repo.record_contacts(self.updates)
 
@@ -192,7 +193,8 @@ class AttributeUpserts:
         """Write the captured rows by hand: ``executemany`` or binary ``COPY``."""
         if self.rows is None:
             raise RuntimeError("the baseline needs the rows of a candidate run")
-        assert self.raw is not None and not self.raw_used
+        assert self.raw is not None
+        assert not self.raw_used
         self.raw_used = True
         contacts, attributes = self.rows["contacts"], self.rows["contact_attributes"]
         per = len(attributes) // max(1, len(contacts))

@@ -130,7 +130,7 @@ def test_redeclaring_is_idempotent_and_type_changes_need_allow_changes() -> None
         ({"signup": "2026-02-30"}, AttributeTypeError, "signup"),
         ({"signup": datetime(2026, 1, 1, tzinfo=UTC)}, AttributeTypeError, "signup"),
         ({"last_seen": "2026-01-01T00:00:00"}, AttributeTypeError, "last_seen"),
-        ({"last_seen": datetime(2026, 1, 1)}, AttributeTypeError, "last_seen"),  # noqa: DTZ001
+        ({"last_seen": datetime(2026, 1, 1)}, AttributeTypeError, "last_seen"),
         ({"tags": "a,b"}, AttributeTypeError, "tags"),
         ({"tags": ["a", 1]}, AttributeTypeError, "tags"),
         ({"tier": "diamond"}, AttributeEnumError, "tier"),
@@ -154,7 +154,8 @@ def test_refusals_name_the_attribute_and_never_the_value(
 
 def test_personal_attributes_take_personal_looking_values() -> None:
     [v] = SCHEMA.values_of({"full_name": "Taro taro@example.com 090-1234-5678"})
-    assert v.personal and v.type == "str"
+    assert v.personal
+    assert v.type == "str"
 
 
 def test_text_forms_are_typed() -> None:
@@ -229,7 +230,8 @@ def test_dates_round_trip_through_iso_text(day: date) -> None:
 def test_datetimes_are_utc_and_equal(moment: datetime) -> None:
     typed = SCHEMA["last_seen"].coerce(moment)
     assert isinstance(typed, datetime)
-    assert typed.tzinfo is UTC and typed == moment.astimezone(UTC)
+    assert typed.tzinfo is UTC
+    assert typed == moment.astimezone(UTC)
     assert SCHEMA["last_seen"].coerce(moment.isoformat()) == typed
 
 
@@ -248,12 +250,15 @@ def test_phone_numbers_are_refused_in_plain_lists(number: str) -> None:
 @given(st.one_of(st.floats(), st.booleans(), st.lists(st.integers()), st.none(), st.text()))
 def test_any_value_is_typed_or_refused_with_a_typed_error(value: object) -> None:
     for d in SCHEMA:
+        if value is None:
+            assert d.coerce(value) is None
+            continue
+        failed: AttributeValueError | None = None
         try:
             d.coerce(value)
         except AttributeValueError as exc:
-            assert exc.attribute == d.name
-        if value is None:
-            assert d.coerce(value) is None
+            failed = exc
+        assert failed is None or failed.attribute == d.name
 
 
 @given(st.text(min_size=1, max_size=40))
@@ -318,6 +323,6 @@ def test_contact_rows_from_csv(tmp_path: Path) -> None:
 
 def test_naive_at_is_refused_in_records() -> None:
     with pytest.raises(InvalidInputError):
-        ContactUpdate(contact_id="c1", attributes={"a": 1}, at=datetime(2026, 1, 1))  # noqa: DTZ001
+        ContactUpdate(contact_id="c1", attributes={"a": 1}, at=datetime(2026, 1, 1))
     moment = datetime(2026, 1, 1, 9, tzinfo=timezone(timedelta(hours=9)))
     assert ContactUpdate(contact_id="c1", attributes={"a": 1}, at=moment).at.tzinfo is UTC

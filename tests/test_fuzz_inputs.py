@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 import commhistory as ch
 from commhistory.convert import ParsedLine, dumps, read_records
-from commhistory.model import MAX_ID_LENGTH
+from commhistory.model import MAX_ID_LENGTH, ContactUpdate
 from commhistory.store.batching import metadata_bytes, revenue_micros
 
 FUZZ = settings(
@@ -156,7 +156,7 @@ def csv_files(draw: st.DrawFn) -> bytes:
     return CSV_HEADER + CSV_GOOD + body + draw(st.sampled_from([b"", CSV_GOOD]))
 
 
-def _storable(record: ch.Message | ch.Event | ch.ConsentEvent) -> None:
+def _storable(record: ch.Message | ch.Event | ch.ConsentEvent | ContactUpdate) -> None:
     """What SQLite and PostgreSQL need of a record, checked without a database."""
     for field in attrs.fields(type(record)):
         value = getattr(record, field.name)
@@ -165,7 +165,8 @@ def _storable(record: ch.Message | ch.Event | ch.ConsentEvent) -> None:
             if field.name in PLAIN:
                 assert "\x00" not in value
                 assert len(value) <= MAX_ID_LENGTH
-    metadata_bytes(record.metadata)
+    if not isinstance(record, ContactUpdate):
+        metadata_bytes(record.metadata)
     if isinstance(record, ch.Event) and record.revenue is not None:
         revenue_micros(record.revenue)
     dumps(record).encode("utf-8")

@@ -275,7 +275,8 @@ def test_export_has_current_values_and_history(repo: CommHistory[Any]) -> None:
     ]
     repo.erase_subject("c1")
     after = repo.export_subject("c1")
-    assert after["attributes"] == {} and after["attribute_history"] == []
+    assert after["attributes"] == {}
+    assert after["attribute_history"] == []
 
 
 # ---------------------------------------------------------------------- ingest
@@ -334,7 +335,8 @@ def test_guarded_view_checks_and_audits(repo: CommHistory[Any]) -> None:
     assert ("ann", "attributes", "denied") in entries
     assert not any(e.action == "masked_attributes" for e in repo.audit_log.entries())
     set_entry = next(e for e in repo.audit_log.entries() if e.actor_id == "op")
-    assert set_entry.contact_id == "c1" and "silver" not in str(set_entry)
+    assert set_entry.contact_id == "c1"
+    assert "silver" not in str(set_entry)
 
 
 # ---------------------------------------------------------------------- SQL: columns, secrecy
@@ -356,15 +358,11 @@ def test_plain_values_are_filterable_in_sql(url: str) -> None:
             def ids(sql: str, *params: Any) -> list[str]:
                 return sorted(
                     r[0]
-                    for r in conn.exec_driver_sql(
-                        "SELECT contact_id " + sql.format(ph=ph), params
-                    )
+                    for r in conn.exec_driver_sql("SELECT contact_id " + sql.format(ph=ph), params)
                 )
 
             assert ids(current + f"value_text = {ph}", "tier", "bronze") == ["c1"]
-            assert ids(current + f"value_text IN ({ph}, {ph})", "tier", "silver", "gold") == [
-                "c2"
-            ]
+            assert ids(current + f"value_text IN ({ph}, {ph})", "tier", "silver", "gold") == ["c2"]
             assert ids(current + f"value_micros > {ph}", "spend", 1_000 * 10**6) == ["c1"]
             assert ids(current + f"value_micros BETWEEN {ph} AND {ph}", "spend", 0, 10**8) == [
                 "c2"
@@ -381,8 +379,7 @@ def test_plain_values_are_filterable_in_sql(url: str) -> None:
             micros = int(at.timestamp()) * 10**6
             assert ids(as_of, "tier", micros, micros, "gold") == ["c1"]
             secret = conn.exec_driver_sql(
-                "SELECT value_text, value_secret FROM contact_attributes "
-                f"WHERE name = {ph}",
+                f"SELECT value_text, value_secret FROM contact_attributes WHERE name = {ph}",
                 ("full_name",),
             ).all()
         assert all(r[0] is None and r[1] is not None for r in secret)

@@ -808,9 +808,7 @@ class ContactUpdate:
     """
 
     contact_id: str
-    attributes: Mapping[str, Any] = attrs.field(
-        converter=_attribute_map, repr=False, hash=False
-    )
+    attributes: Mapping[str, Any] = attrs.field(converter=_attribute_map, repr=False, hash=False)
     at: datetime = attrs.field(converter=_to_utc)
 
     @at.validator

@@ -27,7 +27,7 @@ import enum
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -102,6 +102,22 @@ class AttributeType(enum.StrEnum):
     """A list of strings (tags), order kept, at most 256."""
 
 
+def _type_of(value: object) -> AttributeType:
+    if isinstance(value, AttributeType):
+        return value
+    try:
+        return AttributeType(str(value).strip().lower())
+    except ValueError:
+        allowed = ", ".join(t.value for t in AttributeType)
+        raise AttributeSchemaError(
+            attribute="<type>", reason=f"type must be one of: {allowed}"
+        ) from None
+
+
+def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
 @attrs.frozen(kw_only=True)
 class AttributeDefinition:
     """One declared contact attribute.
@@ -122,9 +138,9 @@ class AttributeDefinition:
     """
 
     name: str
-    type: AttributeType = attrs.field(converter=lambda v: _type_of(v))
+    type: AttributeType = attrs.field(converter=_type_of)
     personal: bool = False
-    values: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    values: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     description: str | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -140,7 +156,8 @@ class AttributeDefinition:
                     attribute=self.name, reason="an enum needs at least one allowed value"
                 )
             for v in self.values:
-                if not isinstance(v, str) or not v or len(v) > 255:
+                given: object = v
+                if not isinstance(given, str) or not given or len(given) > 255:
                     raise AttributeSchemaError(
                         attribute=self.name, reason="enum values are non-empty strings (<= 255)"
                     )
@@ -240,18 +257,6 @@ class AttributeDefinition:
         if not self.personal and self.type is not AttributeType.ENUM:
             _check_not_personal(self.name, typed)
         return typed
-
-
-def _type_of(value: object) -> AttributeType:
-    if isinstance(value, AttributeType):
-        return value
-    try:
-        return AttributeType(str(value).strip().lower())
-    except ValueError:
-        allowed = ", ".join(t.value for t in AttributeType)
-        raise AttributeSchemaError(
-            attribute="<type>", reason=f"type must be one of: {allowed}"
-        ) from None
 
 
 def _wrong(d: AttributeDefinition, value: object, expected: str) -> AttributeTypeError:
@@ -382,7 +387,7 @@ def _to_list(d: AttributeDefinition, value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
-_COERCE: Final[dict[AttributeType, Any]] = {
+_COERCE: Final[dict[AttributeType, Callable[[AttributeDefinition, Any], TypedValue]]] = {
     AttributeType.STR: _to_str,
     AttributeType.INT: _to_int,
     AttributeType.DECIMAL: _to_decimal,
@@ -432,6 +437,19 @@ def _check_not_personal(name: str, value: TypedValue) -> None:
             )
 
 
+def _index(definitions: Iterable[AttributeDefinition]) -> Mapping[str, AttributeDefinition]:
+    out: dict[str, AttributeDefinition] = {}
+    for d in definitions:
+        if not isinstance(d, AttributeDefinition):
+            raise AttributeSchemaError(
+                attribute="<schema>", reason="expected AttributeDefinition objects"
+            )
+        if d.name in out:
+            raise AttributeSchemaError(attribute=d.name, reason="declared more than once")
+        out[d.name] = d
+    return out
+
+
 @attrs.frozen
 class AttributeSchema:
     """The declared attributes, by name; validates contact updates.
@@ -446,7 +464,7 @@ class AttributeSchema:
     """
 
     _by_name: Mapping[str, AttributeDefinition] = attrs.field(
-        converter=lambda defs: _index(defs), alias="definitions"
+        converter=_index, alias="definitions"
     )
 
     def __iter__(self) -> Iterator[AttributeDefinition]:
@@ -537,21 +555,8 @@ class AttributeSchema:
         return out
 
     def validate(self, update: ContactUpdate) -> list[AttributeValue]:
-        """Validate a :class:`~commhistory.model.ContactUpdate`'s attributes (see :meth:`values_of`)."""
+        """Validate a :class:`~commhistory.model.ContactUpdate` (see :meth:`values_of`)."""
         return self.values_of(update.attributes)
-
-
-def _index(definitions: Iterable[AttributeDefinition]) -> Mapping[str, AttributeDefinition]:
-    out: dict[str, AttributeDefinition] = {}
-    for d in definitions:
-        if not isinstance(d, AttributeDefinition):
-            raise AttributeSchemaError(
-                attribute="<schema>", reason="expected AttributeDefinition objects"
-            )
-        if d.name in out:
-            raise AttributeSchemaError(attribute=d.name, reason="declared more than once")
-        out[d.name] = d
-    return out
 
 
 def _safe_name(name: object) -> str:
@@ -664,7 +669,7 @@ class SchemaCache:
     def declare(
         self, declared: Iterable[AttributeDefinition], *, allow_changes: bool = False
     ) -> AttributeSchema:
-        """Save the new or changed declarations (see :func:`merge_declarations`); return the schema."""
+        """Save new or changed declarations (see :func:`merge_declarations`); return the schema."""
         changed = merge_declarations(self.refresh(), declared, allow_changes=allow_changes)
         if changed:
             self._port.save_definitions([d.stored() for d in changed])

@@ -301,7 +301,7 @@ class GuardedRepository(ClosesOnExit):
         .. versionadded:: 0.4.0
         """
         return self._checked(
-            P.READ_HISTORY_MASKED, "attribute_schema", lambda: self._repo.attribute_schema()
+            P.READ_HISTORY_MASKED, "attribute_schema", self._repo.attribute_schema
         )
 
     def set_attributes(
@@ -348,9 +348,7 @@ class GuardedRepository(ClosesOnExit):
         """
         return self._write("record_contacts", lambda: self._repo.record_contacts(items))
 
-    def attributes(
-        self, contact_id: str, *, at: datetime | None = None
-    ) -> dict[str, TypedValue]:
+    def attributes(self, contact_id: str, *, at: datetime | None = None) -> dict[str, TypedValue]:
         """A contact's attributes, personal ones decrypted (needs ``read_personal``; audited).
 
         Actors with only ``read_history_masked`` use :meth:`masked_attributes`.

@@ -334,9 +334,9 @@ class CommHistory(ClosesOnExit, Generic[S]):
         (action ``attributes.declare``) as the default actor. See ``docs/contacts.md``.
 
         Args:
-            schema: The declarations (an :class:`~commhistory.contacts.AttributeSchema`,
+            schema: The declarations (an :class:`~commhistory.contacts.attributes.AttributeSchema`,
                 e.g. from :meth:`AttributeSchema.load
-                <commhistory.contacts.AttributeSchema.load>`, or definitions).
+                <commhistory.contacts.attributes.AttributeSchema.load>`, or definitions).
             allow_changes: Allow changing a declared attribute's type or personal
                 flag (values stored before keep their type and encryption).
 
@@ -397,9 +397,7 @@ class CommHistory(ClosesOnExit, Generic[S]):
             return self._set_attributes([(contact_id, values, at)])[0]
         return view.set_attributes(contact_id, values, at=at)
 
-    def set_attributes_many(
-        self, updates: Iterable[ContactUpdate]
-    ) -> list[bool]:
+    def set_attributes_many(self, updates: Iterable[ContactUpdate]) -> list[bool]:
         """Set the attributes of many contacts in one transaction: all or nothing.
 
         Every update is checked before anything is written; the first refused
@@ -416,9 +414,7 @@ class CommHistory(ClosesOnExit, Generic[S]):
         batch = list(updates)
         view = self._unattended()
         if view is None:
-            return self._set_attributes(
-                [(u.contact_id, u.attributes, u.at) for u in batch]
-            )
+            return self._set_attributes([(u.contact_id, u.attributes, u.at) for u in batch])
         return view.set_attributes_many(batch)
 
     def _set_attributes(
@@ -449,9 +445,7 @@ class CommHistory(ClosesOnExit, Generic[S]):
         """
         return self._store.record_contacts(items)
 
-    def attributes(
-        self, contact_id: str, *, at: datetime | None = None
-    ) -> dict[str, TypedValue]:
+    def attributes(self, contact_id: str, *, at: datetime | None = None) -> dict[str, TypedValue]:
         """A contact's attribute values, personal ones decrypted: current, or in force at *at*.
 
         Raises:

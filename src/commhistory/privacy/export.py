@@ -136,9 +136,7 @@ def export_subject(repo: Repository, contact_id: str) -> dict[str, Any]:
         "consent": [unstructure(c) for c in consents],
         "consent_status": statuses,
         "suppression": suppression,
-        "attributes": {
-            v.name: json_value(v.value) for v in history if v.valid_to is None
-        },
+        "attributes": {v.name: json_value(v.value) for v in history if v.valid_to is None},
         "attribute_history": [
             {
                 "name": v.name,

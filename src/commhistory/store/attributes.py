@@ -47,7 +47,7 @@ placeholders; every value is bound.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Protocol
@@ -97,7 +97,7 @@ DEFINITION_COLUMNS: Final = (
     "name", "type", "personal", "allowed", "description", "declared_at", "updated_at",
 )  # fmt: skip
 TABLE: Final = "contact_attributes"
-SECRET: Final = "value_secret"
+SECRET: Final = "value_secret"  # noqa: S105 - a column name
 
 ERASED_REASON: Final = "the contact was erased; nothing more is stored for it"
 
@@ -108,7 +108,7 @@ class StoredDefinition:
 
     Attributes:
         name: The attribute's name.
-        type: Its type's name (:class:`~commhistory.contacts.AttributeType` value).
+        type: Its type's name (:class:`~commhistory.contacts.attributes.AttributeType` value).
         personal: Whether its values are personal (encrypted).
         values: An enum's allowed values.
         description: What it means.
@@ -291,7 +291,7 @@ def plain_columns(v: AttributeValue) -> tuple[Any, ...]:
 
 
 def _plain_value(kind: str, cols: Sequence[Any]) -> TypedValue:
-    text, integer, micros, flag, day, ts = cols
+    text, integer, _micros, flag, day, ts = cols
     if kind == "int":
         return int(integer)
     if kind == "decimal":
@@ -429,7 +429,7 @@ def sql_apply(
         live,
     )
     for row in stored:
-        cid, name, frm, to, kind = row[0], row[1], int(row[2]), row[3], row[4]
+        cid, name, frm, to = row[0], row[1], int(row[2]), row[3]
         if name not in names:
             continue
         value = _decode(ciphers.get(cid), cid, name, frm, row[4:12], decrypt=True)
@@ -689,8 +689,7 @@ class MemoryAttributeStore(AttributeStore):
     def delete_contact(self, contact_id: str) -> int:
         """See :meth:`AttributeStore.delete_contact`."""
         keys = [k for k in self.s.attributes if k[0] == contact_id]
-        deleted = sum(len(self.s.attributes.pop(k)) for k in keys)
-        return deleted
+        return sum(len(self.s.attributes.pop(k)) for k in keys)
 
 
 class _MemoryRow(NamedTuple):
@@ -723,4 +722,3 @@ def memory_apply(
             s.attributes.pop(key, None)
     s.contacts.update(contacts - erased)
     return statuses
-

@@ -367,15 +367,7 @@ class BatchedWrites:
     __slots__ = ()
     _batch_size: int
     _attribute_codec: AttributeCodec | None
-
-    def set_attribute_codec(self, codec: AttributeCodec | None) -> None:
-        """Install (or, with ``None``, remove) the check of contact attribute updates.
-
-        See :meth:`Repository.set_attribute_codec`.
-
-        .. versionadded:: 0.4.0
-        """
-        self._attribute_codec = codec
+    """Set by each repository's ``set_attribute_codec``."""
 
     def _write(self, parts: Iterable[Batch], source: str) -> IngestReport:
         raise NotImplementedError

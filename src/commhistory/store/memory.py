@@ -445,6 +445,13 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
         else:
             self._feeds[name] = feed
 
+    def set_attribute_codec(self, codec: AttributeCodec | None) -> None:
+        """Install (or remove) the check of contact attribute updates; see the protocol.
+
+        .. versionadded:: 0.4.0
+        """
+        self._attribute_codec = codec
+
     @contextmanager
     def batch_hook(self, hook: BatchHook) -> Iterator[None]:
         """Call *hook* with each batch's outcome while the block runs; see the protocol.

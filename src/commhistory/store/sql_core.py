@@ -257,6 +257,15 @@ class SQLCore:
                 feeds[name] = feed
             self._feeds = feeds
 
+    def set_attribute_codec(self, codec: AttributeCodec | None) -> None:
+        """Install (or, with ``None``, remove) the check of contact attribute updates.
+
+        See :meth:`Repository.set_attribute_codec`.
+
+        .. versionadded:: 0.4.0
+        """
+        self._attribute_codec = codec
+
     def _forget_learned(self) -> None:
         self._ciphers.clear()
         self._message_contacts.clear()
