@@ -326,3 +326,11 @@ def test_naive_at_is_refused_in_records() -> None:
         ContactUpdate(contact_id="c1", attributes={"a": 1}, at=datetime(2026, 1, 1))
     moment = datetime(2026, 1, 1, 9, tzinfo=timezone(timedelta(hours=9)))
     assert ContactUpdate(contact_id="c1", attributes={"a": 1}, at=moment).at.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    "text", ["1.0000000000000000000000000000001", "12345678901234", "1e13", "0.0000001"]
+)
+def test_decimals_are_never_rounded_silently(text: str) -> None:
+    with pytest.raises(AttributeTypeError):
+        SCHEMA["spend"].coerce(text)

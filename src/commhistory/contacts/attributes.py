@@ -66,6 +66,8 @@ __all__ = [
 ]
 
 _INT64: Final = 2**63 - 1
+_ONE: Final = Decimal(1)
+_MICRO: Final = Decimal(1).scaleb(-DECIMAL_PLACES)
 _MAX_TEXT: Final = 4096
 """The longest text (or list item) an attribute holds."""
 _MAX_ITEMS: Final = 256
@@ -314,16 +316,22 @@ def _to_decimal(d: AttributeDefinition, value: object) -> Decimal:
         raise _wrong(d, value, "a decimal number")
     if not value.is_finite():
         raise AttributeTypeError(attribute=d.name, reason="not a finite number")
-    scaled = value.scaleb(DECIMAL_PLACES)
-    if scaled != scaled.to_integral_value():
+    # value x 10^6 must fit in 64 bits: at most 13 integer digits (|value| < 9.2e12).
+    if value.adjusted() > 12:
+        raise AttributeTypeError(attribute=d.name, reason="too large to store")
+    micro = value.quantize(_MICRO)  # exact (at most 19 digits); comparisons are exact too
+    if micro != value:
         raise AttributeTypeError(
             attribute=d.name, reason=f"more than {DECIMAL_PLACES} decimal places"
         )
-    if abs(int(scaled)) > _INT64:
+    if abs(int(micro.scaleb(DECIMAL_PLACES))) > _INT64:
         raise AttributeTypeError(attribute=d.name, reason="too large to store")
     # Normalized so equal amounts compare and print the same ("1.50" == "1.5").
-    normal = value.normalize()
-    return normal.quantize(Decimal(1)) if normal == normal.to_integral_value() else normal
+    normal = micro.normalize()
+    exponent = normal.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > 0:
+        normal = normal.quantize(_ONE)
+    return normal
 
 
 def _to_bool(d: AttributeDefinition, value: object) -> bool:
@@ -399,6 +407,12 @@ _COERCE: Final[dict[AttributeType, Callable[[AttributeDefinition, Any], TypedVal
 }
 
 
+_Plan = tuple[
+    Callable[["AttributeDefinition", Any], TypedValue], bool, str, bool, "AttributeDefinition"
+]
+"""``(coerce, check for personal-looking text, type name, personal, definition)``."""
+
+
 def looks_personal(text: str) -> bool:
     """Whether *text* holds something that looks like an email address or a phone number.
 
@@ -466,6 +480,21 @@ class AttributeSchema:
     _by_name: Mapping[str, AttributeDefinition] = attrs.field(
         converter=_index, alias="definitions"
     )
+    _plans: Mapping[str, _Plan] = attrs.field(init=False, eq=False, repr=False)
+
+    @_plans.default
+    def _plan_all(self) -> Mapping[str, _Plan]:
+        # The per-value work bound once per schema: the bulk path checks millions.
+        return {
+            name: (
+                _COERCE[d.type],
+                not d.personal and d.type is not AttributeType.ENUM,
+                d.type.value,
+                d.personal,
+                d,
+            )
+            for name, d in self._by_name.items()
+        }
 
     def __iter__(self) -> Iterator[AttributeDefinition]:
         return iter(self._by_name.values())
@@ -545,13 +574,16 @@ class AttributeSchema:
             PersonalValueError: A plain attribute holds an email address or phone number.
         """
         out = []
+        plans = self._plans
         for name, value in attributes.items():
-            d = self[name]
-            out.append(
-                AttributeValue(
-                    name=name, type=d.type.value, value=d.coerce(value), personal=d.personal
-                )
-            )
+            plan = plans.get(name)
+            if plan is None:
+                raise UnknownAttributeError(attribute=_safe_name(name), reason="not declared")
+            coerce, check, kind, personal, d = plan
+            typed = None if value is None else coerce(d, value)
+            if check and typed is not None:
+                _check_not_personal(name, typed)
+            out.append(AttributeValue(name=name, type=kind, value=typed, personal=personal))
         return out
 
     def validate(self, update: ContactUpdate) -> list[AttributeValue]:

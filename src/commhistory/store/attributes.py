@@ -417,16 +417,21 @@ def sql_apply(
     erased = {cid for cid in contacts if cid not in ciphers}
     if erased and on_erased == "raise":
         raise _erased_error()
-    live = [cid for cid in contacts if cid not in erased]
+    # Contacts this transaction just created hold no attribute rows: nothing to look up.
+    live = [cid for cid in contacts if cid not in erased and cid not in pending.created]
     backend, ph = repo.backend, repo.backend.ph
     names = {v.name for c in changes for v in c.values}
     cols = ", ".join(ATTRIBUTE_COLUMNS[:12])
     timelines: dict[tuple[str, str], list[_Entry]] = {}
-    stored = backend.select_in(
-        conn,
-        f"SELECT {cols} FROM {TABLE} WHERE contact_id IN ({{in}}) ORDER BY contact_id, name, "
-        "valid_from",
-        live,
+    stored = (
+        backend.select_in(
+            conn,
+            f"SELECT {cols} FROM {TABLE} WHERE contact_id IN ({{in}}) "
+            "ORDER BY contact_id, name, valid_from",
+            live,
+        )
+        if live
+        else []
     )
     for row in stored:
         cid, name, frm, to = row[0], row[1], int(row[2]), row[3]

@@ -391,6 +391,7 @@ class SQLCore:
                 # Every row is ours (none raced in): their keys need no read-back or unwrap.
                 for cid, key in keys.items():
                     out[cid] = pending.ciphers[cid] = FieldCipher(key, key_ref=DATA_KEY_REF)
+                pending.created.update(keys)
             else:
                 found.update(self._contact_rows(conn, absent, lock=True))
         for cid, blob in found.items():
