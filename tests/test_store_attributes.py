@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -419,3 +421,33 @@ def test_erasure_leaves_no_attribute_row(tmp_path: Path) -> None:
     assert not any(
         b"JP-27" in p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("erase.db")
     )
+
+
+@pytest.mark.postgres
+def test_concurrent_writers_of_one_contact_keep_one_timeline(pg_url: str) -> None:
+    keyring = Keyring.generate()
+    with open_repository(pg_url, keyring) as repo:
+        repo.declare_attributes(SCHEMA)
+        repo.set_attributes("c1", {"visits": 0}, at=T0)
+        errors: list[BaseException] = []
+
+        def writer(offset: int) -> None:
+            try:
+                with open_repository(pg_url, keyring) as mine:
+                    for i in range(20):
+                        mine.set_attributes("c1", {"visits": i + offset}, at=T0 + i * DAY)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(k * 100,)) for k in (1, 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        history = [v for v in repo.attribute_history("c1") if v.name == "visits"]
+        # One unbroken timeline: each version ends where the next begins.
+        assert [v.valid_from for v in history] == sorted({v.valid_from for v in history})
+        for before, after in itertools.pairwise(history):
+            assert before.valid_to == after.valid_from
+        assert history[-1].valid_to is None

@@ -423,6 +423,15 @@ def sql_apply(
     names = {v.name for c in changes for v in c.values}
     cols = ", ".join(ATTRIBUTE_COLUMNS[:12])
     timelines: dict[tuple[str, str], list[_Entry]] = {}
+    if live and backend.name == "postgresql":
+        # Two writers of one contact's attributes read, then rewrite, its timelines:
+        # the second waits for the first (message writers' KEY SHARE locks do not).
+        # Sorted, so overlapping batches lock in the same order.
+        conn.exec_driver_sql(
+            "SELECT contact_id FROM contacts WHERE contact_id = ANY(%s) "
+            "ORDER BY contact_id FOR NO KEY UPDATE",
+            (sorted(live),),
+        )
     stored = (
         backend.select_in(
             conn,
