@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 import commhistory as ch
 from commhistory.convert import ParsedLine, dumps, read_records
-from commhistory.model import MAX_ID_LENGTH
+from commhistory.model import MAX_ID_LENGTH, ContactUpdate
 from commhistory.store.batching import metadata_bytes, revenue_micros
 
 FUZZ = settings(
@@ -156,7 +156,9 @@ def csv_files(draw: st.DrawFn) -> bytes:
     return CSV_HEADER + CSV_GOOD + body + draw(st.sampled_from([b"", CSV_GOOD]))
 
 
-def _storable(record: ch.Message | ch.Event | ch.ConsentEvent | ch.Activity) -> None:
+def _storable(
+    record: ch.Message | ch.Event | ch.ConsentEvent | ch.Activity | ContactUpdate,
+) -> None:
     """What SQLite and PostgreSQL need of a record, checked without a database."""
     for field in attrs.fields(type(record)):
         value = getattr(record, field.name)
@@ -167,7 +169,7 @@ def _storable(record: ch.Message | ch.Event | ch.ConsentEvent | ch.Activity) -> 
                 assert len(value) <= MAX_ID_LENGTH
     if isinstance(record, ch.Activity):
         metadata_bytes(record.properties)
-    else:
+    elif not isinstance(record, ContactUpdate):
         metadata_bytes(record.metadata)
     if isinstance(record, ch.Event | ch.Activity) and record.revenue is not None:
         revenue_micros(record.revenue)

@@ -29,9 +29,11 @@ TABLES = {
     "activities",
     "activity_names",
     "addresses",
+    "attribute_definitions",
     "audit_log",
     "campaign_costs",
     "consent_events",
+    "contact_attributes",
     "contacts",
     "dead_letters",
     "events",
@@ -302,5 +304,49 @@ def test_0008_backfills_outcomes_as_ingest_keeps_them_and_downgrades(url: str) -
             diffs = compare_metadata(MigrationContext.configure(conn), metadata)
         if current_revision(engine) == head_revision():
             assert diffs == []
+    finally:
+        engine.dispose()
+
+
+def test_0006_adds_contact_attributes_and_downgrades_without_losing_rows(url: str) -> None:
+    upgrade(url, "0005")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO contacts (contact_id, data_key, wrap_key_id, created_at) "
+                "VALUES ('c1', NULL, NULL, 0)"
+            )
+        assert {"contact_attributes", "attribute_definitions"}.isdisjoint(_tables(engine))
+
+        assert upgrade(engine, "0006") == "0006"
+
+        assert {"contact_attributes", "attribute_definitions"} <= _tables(engine)
+        inspector = sa.inspect(engine)
+        indexes = {i["name"] for i in inspector.get_indexes("contact_attributes")}
+        assert {
+            f"ix_contact_attributes_current_{c}" for c in ("text", "int", "micros", "date", "ts")
+        } <= indexes
+        pk = inspector.get_pk_constraint("contact_attributes")["constrained_columns"]
+        assert pk == ["contact_id", "name", "valid_from"]
+        ph = "?" if engine.dialect.name == "sqlite" else "%s"
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO contact_attributes (contact_id, name, valid_from, value_type, "
+                f"value_text, recorded_at) VALUES ({ph}, {ph}, {ph}, {ph}, {ph}, {ph})",
+                ("c1", "tier", 1, "enum", "gold", 1),
+            )
+            diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+        if current_revision(engine) == head_revision():
+            assert diffs == []
+
+        with engine.connect() as conn:
+            command.downgrade(_config(conn), "0005")
+            conn.commit()
+
+        assert current_revision(engine) == "0005"
+        assert {"contact_attributes", "attribute_definitions"}.isdisjoint(_tables(engine))
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT contact_id FROM contacts").all() == [("c1",)]
     finally:
         engine.dispose()

@@ -1,7 +1,8 @@
 """Canonical JSON lines in and out, and the streaming file reader.
 
-One record a line; its ``kind`` (``message``, ``event``, ``consent``, ``activity``) says which
-(see :doc:`/model`). Reading *normalizes* what the record model only validates:
+One record a line; its ``kind`` (``message``, ``event``, ``consent``, ``activity``,
+``contact``) says which (see :doc:`/model`). Reading *normalizes* what the record model
+only validates:
 
 * addresses to their canonical form for the channel (:func:`~commhistory.normalize_email`,
   :func:`~commhistory.normalize_phone`, LINE user ids);
@@ -32,7 +33,7 @@ import os
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Set
-from datetime import datetime, tzinfo
+from datetime import date, datetime, tzinfo
 from decimal import Decimal, DecimalException
 from pathlib import Path
 from typing import IO, Any, Final, Literal
@@ -49,6 +50,7 @@ from commhistory.model import (
     ConsentAction,
     ConsentEvent,
     ConsentMethod,
+    ContactUpdate,
     Direction,
     Event,
     EventType,
@@ -81,16 +83,23 @@ __all__ = [
     "write_records",
 ]
 
-KINDS: Final[Mapping[str, type[Message] | type[Event] | type[ConsentEvent] | type[Activity]]] = {
+KINDS: Final[
+    Mapping[
+        str,
+        type[Message] | type[Event] | type[ConsentEvent] | type[Activity] | type[ContactUpdate],
+    ]
+] = {
     "message": Message,
     "event": Event,
     "consent": ConsentEvent,
     "activity": Activity,
+    "contact": ContactUpdate,
 }
 """The ``kind`` of each canonical record type.
 
 .. versionchanged:: 0.4.0
-   ``activity`` (:class:`~commhistory.Activity`).
+   ``activity`` (:class:`~commhistory.Activity`) and ``contact``: a
+   :class:`~commhistory.model.ContactUpdate` (contact attributes).
 """
 
 _KIND_OF: Final = {cls: kind for kind, cls in KINDS.items()}
@@ -111,8 +120,8 @@ MAX_CELL_LENGTH: Final = 131_072
 .. versionadded:: 0.4.0
 """
 
-_KIND_NAMES: Final = "message, event, consent, activity"
-_MAPPINGS: Final = frozenset({"metadata", "properties"})
+_KIND_NAMES: Final = ", ".join(KINDS)
+_MAPPINGS: Final = frozenset({"metadata", "properties", "attributes"})
 """The fields holding host-defined JSON objects (left out of a line when empty)."""
 _MAX_DECIMAL_LENGTH: Final = 64
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
@@ -280,6 +289,7 @@ def _converter(default_tz: tzinfo | str | None) -> cattrs.Converter:
 _OUT: Final = cattrs.Converter()
 _OUT.register_unstructure_hook(datetime, format_timestamp)
 _OUT.register_unstructure_hook(Decimal, str)
+_OUT.register_unstructure_hook(date, date.isoformat)
 
 
 def _json_type(value: object) -> str:
@@ -594,8 +604,9 @@ def read_records(
         format: ``"jsonl"`` or ``"csv"``; by default taken from the file's suffix.
         default_tz: The zone for naive timestamps (legacy sheets rarely carry offsets).
         mapping: CSV only: ``{column: field}`` renames a column to a record field,
-            ``{column: "metadata.key"}`` puts it in ``metadata``, ``{column: ""}``
-            ignores it. Unmapped columns must already be field names.
+            ``{column: "metadata.key"}`` puts it in ``metadata``,
+            ``{column: "attributes.name"}`` in a ``contact`` row's attributes,
+            ``{column: ""}`` ignores it. Unmapped columns must already be field names.
         kind: CSV only: the record kind of rows without a ``kind`` column
             (default ``"message"``).
         encoding: The file's text encoding (``"cp932"`` for Shift_JIS sheets).
@@ -810,7 +821,9 @@ def _csv_columns(header: list[str], mapping: Mapping[str, str]) -> list[str]:
             continue
         if col in seen:
             raise PayloadError(field=col, reason="more than one column maps to this field")
-        if col not in _CSV_FIELDS and not col.startswith(("metadata.", "properties.")):
+        if col not in _CSV_FIELDS and not col.startswith(
+            ("metadata.", "properties.", "attributes.")
+        ):
             raise PayloadError(
                 field=col,
                 reason="unknown column; map it to a field with --map COLUMN=FIELD, "
@@ -896,6 +909,7 @@ def _csv_object(row: list[str], columns: list[str], kind: str | None) -> dict[st
     obj: dict[str, Any] = {}
     metadata: dict[str, str] = {}
     properties: dict[str, str] = {}
+    attributes: dict[str, str] = {}
     for column, cell in zip(columns, row, strict=False):
         value = cell.strip()
         if not column or value == "":
@@ -904,6 +918,9 @@ def _csv_object(row: list[str], columns: list[str], kind: str | None) -> dict[st
             metadata[column.removeprefix("metadata.")] = value
         elif column.startswith("properties."):
             properties[column.removeprefix("properties.")] = value
+        elif column.startswith("attributes."):
+            # Cells are text: the declared schema converts them (``"42"`` to 42).
+            attributes[column.removeprefix("attributes.")] = value
         elif column == "machine":
             obj[column] = _csv_bool(column, value)
         else:
@@ -912,6 +929,8 @@ def _csv_object(row: list[str], columns: list[str], kind: str | None) -> dict[st
         obj["metadata"] = metadata
     if properties:
         obj["properties"] = properties
+    if attributes:
+        obj["attributes"] = attributes
     obj.setdefault("kind", kind or "message")
     return obj
 

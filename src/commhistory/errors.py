@@ -7,7 +7,13 @@
     │   ├── NormalizationError                    a value cannot be normalized
     │   ├── PayloadError                          a record or payload is malformed  (.line)
     │   ├── UnknownActivityError                  an activity name the host did not declare
-    │   └── PersonalDataError                     a plain (unencrypted) value looks personal
+    │   ├── PersonalDataError                     a plain (unencrypted) value looks personal
+    │   ├── AttributeValueError                   .attribute: a contact attribute is refused
+    │   │   ├── UnknownAttributeError             not declared in the schema
+    │   │   ├── AttributeTypeError                not of the declared type
+    │   │   ├── AttributeEnumError                not one of the enum's allowed values
+    │   │   └── PersonalValueError                an email or phone number in a plain attribute
+    │   └── AttributeSchemaError                  .attribute: a declaration is refused
     ├── SignatureError (ValueError)               a signature or token does not verify
     ├── CryptoError
     │   ├── KeyNotFoundError (KeyError)           .key_id is not in the keyring
@@ -34,6 +40,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "AttributeEnumError",
+    "AttributeSchemaError",
+    "AttributeTypeError",
+    "AttributeValueError",
     "CommHistoryError",
     "ConsentRequired",
     "CryptoError",
@@ -48,10 +58,12 @@ __all__ = [
     "PayloadError",
     "PermissionDenied",
     "PersonalDataError",
+    "PersonalValueError",
     "SchemaError",
     "SignatureError",
     "StorageError",
     "UnknownActivityError",
+    "UnknownAttributeError",
 ]
 
 
@@ -123,6 +135,70 @@ class PersonalDataError(InvalidInputError):
 
     .. versionadded:: 0.4.0
     """
+
+
+class AttributeValueError(InvalidInputError):
+    """A contact attribute value is refused by the declared schema.
+
+    ``field`` is ``"attributes.<name>"``; the reason never quotes the value.
+
+    Attributes:
+        attribute: The attribute's name (names are declared by the host, never personal).
+
+    .. versionadded:: 0.4.0
+    """
+
+    def __init__(self, *, attribute: str, reason: str, field: str | None = None) -> None:
+        super().__init__(field=field or f"attributes.{attribute}", reason=reason)
+        self.attribute = attribute
+
+
+class UnknownAttributeError(AttributeValueError):
+    """The attribute is not declared in the schema.
+
+    .. versionadded:: 0.4.0
+    """
+
+
+class AttributeTypeError(AttributeValueError):
+    """The value is not of the attribute's declared type (or out of its range).
+
+    .. versionadded:: 0.4.0
+    """
+
+
+class AttributeEnumError(AttributeValueError):
+    """The value is not one of the enum attribute's allowed values.
+
+    .. versionadded:: 0.4.0
+    """
+
+
+class PersonalValueError(AttributeValueError):
+    """A plain (not personal) attribute was given something that looks personal.
+
+    An email address or a phone number in an attribute stored in the clear
+    would leak personal data into a column every reader sees; declare the
+    attribute ``personal`` instead.
+
+    .. versionadded:: 0.4.0
+    """
+
+
+class AttributeSchemaError(InvalidInputError):
+    """An attribute declaration is refused: malformed, or it changes a declared attribute.
+
+    Changing an attribute's type or personal flag needs ``allow_changes=True``.
+
+    Attributes:
+        attribute: The attribute's name (``"<schema>"`` for the whole document).
+
+    .. versionadded:: 0.4.0
+    """
+
+    def __init__(self, *, attribute: str, reason: str) -> None:
+        super().__init__(field=f"schema.{attribute}", reason=reason)
+        self.attribute = attribute
 
 
 class SignatureError(CommHistoryError, ValueError):

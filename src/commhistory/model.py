@@ -25,7 +25,7 @@ import enum
 import hashlib
 import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -51,6 +51,7 @@ __all__ = [
     "ConsentAction",
     "ConsentEvent",
     "ConsentMethod",
+    "ContactUpdate",
     "Direction",
     "Event",
     "EventType",
@@ -61,6 +62,7 @@ __all__ = [
     "SuppressionEntry",
     "SuppressionReason",
     "check_address",
+    "check_attribute_name",
     "consent_id_of",
 ]
 
@@ -838,11 +840,106 @@ _ACTIVITY_CHECKS: Final[tuple[tuple[str, _Check], ...]] = (
     ("properties", _metadata),
 )
 
-Record = Message | Event | ConsentEvent | Activity
+# --------------------------------------------------------------------------- contact attributes
+
+_ATTRIBUTE_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,62}")
+_ATTRIBUTE_SCALARS: Final = (str, bool, int, float, Decimal, date)
+
+
+def check_attribute_name(name: object, *, field: str = "attributes") -> str:
+    """Check a contact attribute's name: lower-case letters, digits and ``_``, 1 to 63 long.
+
+    Raises:
+        PayloadError: The name is not of that form (named only when safe to show).
+
+    .. versionadded:: 0.4.0
+    """
+    if not isinstance(name, str):
+        raise PayloadError(field=field, reason=f"an attribute name is a {_kind(name)}")
+    if not _ATTRIBUTE_NAME.fullmatch(name):
+        shown = name if len(name) <= 63 and name.isascii() and name.isprintable() else None
+        what = f"attribute name {shown!r}" if shown and "@" not in shown else "an attribute name"
+        raise PayloadError(
+            field=field,
+            reason=f"{what} must be lower-case letters, digits and '_', starting with a letter",
+        )
+    return name
+
+
+def _check_attribute_value(name: str, value: object) -> None:
+    field = f"attributes.{name}"
+    if value is None or isinstance(value, _ATTRIBUTE_SCALARS):
+        if isinstance(value, datetime) and value.utcoffset() is None:
+            raise NormalizationError(field=field, reason="naive datetime; give an offset")
+        if isinstance(value, str) and not _clean(value):
+            raise PayloadError(field=field, reason="contains a lone surrogate (not valid Unicode)")
+        return
+    if isinstance(value, list | tuple):
+        for item in value:
+            if not isinstance(item, str):
+                raise PayloadError(
+                    field=field, reason=f"a list may hold only strings, not {_kind(item)}"
+                )
+            if not _clean(item):
+                raise PayloadError(
+                    field=field, reason="contains a lone surrogate (not valid Unicode)"
+                )
+        return
+    raise PayloadError(field=field, reason=f"unsupported value type {_kind(value)}")
+
+
+def _attribute_map(value: object) -> object:
+    """Freeze the attributes given: a plain dict copy, lists as tuples."""
+    if not isinstance(value, Mapping):
+        return value
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+
+
+@attrs.frozen(kw_only=True)
+class ContactUpdate:
+    """New values of some of a contact's attributes, from a moment on.
+
+    The attributes are checked against the host's declared schema when stored
+    (:mod:`commhistory.contacts`), not here: a record only holds what was given.
+    ``None`` as a value unsets the attribute.
+
+    Attributes:
+        contact_id: The contact.
+        attributes: ``{name: value}``; values are ``None``, ``str``, ``int``,
+            ``float``, ``bool``, :class:`~decimal.Decimal`, :class:`~datetime.date`,
+            aware :class:`~datetime.datetime` or a list of strings (as read from
+            JSON: strings for dates and decimals are converted by the schema).
+            May be personal: kept out of ``repr()``.
+        at: When the values took effect, UTC.
+
+    .. versionadded:: 0.4.0
+    """
+
+    contact_id: str
+    attributes: Mapping[str, Any] = attrs.field(converter=_attribute_map, repr=False, hash=False)
+    at: datetime = attrs.field(converter=_to_utc)
+
+    @at.validator
+    def _validate(self, _attr: attrs.Attribute[Any], at: object) -> None:
+        _identifier("contact_id", self.contact_id)
+        attributes: object = self.attributes
+        if not isinstance(attributes, Mapping):
+            raise PayloadError(
+                field="attributes", reason=f"expected an object, got {_kind(attributes)}"
+            )
+        if not attributes:
+            raise PayloadError(field="attributes", reason="must name at least one attribute")
+        for name, value in attributes.items():
+            check_attribute_name(name)
+            _check_attribute_value(name, value)
+        _aware("at", at)
+
+
+Record = Message | Event | ConsentEvent | Activity | ContactUpdate
 """Any canonical record.
 
 .. versionchanged:: 0.4.0
-   :class:`Activity` too.
+   :class:`Activity` and :class:`ContactUpdate` too.
 """
 
 

@@ -30,6 +30,7 @@ from typing import Final
 from commhistory import __version__
 from commhistory.cli import (
     activities,
+    attributes,
     audit,
     consent,
     costs,
@@ -48,6 +49,7 @@ __all__ = ["build_parser", "main"]
 _COMMANDS = (
     validate,
     store,
+    attributes,
     activities,
     webhook,
     report,

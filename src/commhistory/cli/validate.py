@@ -2,7 +2,9 @@
 
 Streams the file, prints each bad line as ``LINE: field: reason`` and a summary
 (or one JSON document with ``--format json``). Exits 0 when every line is valid,
-1 when some are not, 2 on usage or input errors.
+1 when some are not, 2 on usage or input errors. With ``--schema FILE`` the
+attributes of ``contact`` lines are also checked against that attribute schema
+(without it, only their shape is: the declared schema lives in the database).
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from typing import Any, Final
 from commhistory.cli._exits import EXIT_OK, EXIT_REJECTED
 from commhistory.cli._inputs import add_input_options, input_records
 from commhistory.cli._text import plural
+from commhistory.contacts import AttributeSchema
+from commhistory.errors import InvalidInputError
+from commhistory.model import ContactUpdate
 
 MAX_JSON_ERRORS: Final = 1000
 """How many line errors ``--format json`` lists before it only counts them."""
@@ -35,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--format", choices=("text", "json"), default="text", help="output format (default text)"
     )
+    parser.add_argument(
+        "--schema",
+        default=None,
+        metavar="FILE",
+        help="check contact lines' attributes against this attribute schema (JSON)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -44,44 +55,47 @@ def run(args: argparse.Namespace) -> int:
     valid: Counter[str] = Counter()
     invalid = 0
     errors: list[dict[str, Any]] = []
+    schema = None if args.schema is None else AttributeSchema.load(args.schema)
     with input_records(args, label="validating") as (lines, progress):
         for parsed in lines:
+            error = parsed.error
             if parsed.record is not None:
-                valid[type(parsed.record).__name__] += 1
-                continue
+                if schema is None or not isinstance(parsed.record, ContactUpdate):
+                    valid[type(parsed.record).__name__] += 1
+                    continue
+                try:
+                    schema.validate(parsed.record)
+                except InvalidInputError as exc:
+                    error = exc
+                else:
+                    valid["ContactUpdate"] += 1
+                    continue
             invalid += 1
-            assert parsed.error is not None
+            assert error is not None
             if text:
                 progress.close()
-                print(f"{parsed.line}: {parsed.error.field}: {parsed.error.reason}")
+                print(f"{parsed.line}: {error.field}: {error.reason}")
             elif len(errors) < MAX_JSON_ERRORS:
-                errors.append(
-                    {
-                        "line": parsed.line,
-                        "field": parsed.error.field,
-                        "reason": parsed.error.reason,
-                    }
-                )
+                errors.append({"line": parsed.line, "field": error.field, "reason": error.reason})
     total = sum(valid.values()) + invalid
     counts = {
         "messages": valid["Message"],
         "events": valid["Event"],
         "consent": valid["ConsentEvent"],
         "activities": valid["Activity"],
+        "contacts": valid["ContactUpdate"],
     }
     if text:
-        kinds = ", ".join(
-            [
-                plural(counts["messages"], "message"),
-                plural(counts["events"], "event"),
-                f"{counts['consent']:,} consent",
-            ]
-            + (
-                [plural(counts["activities"], "activity", "activities")]
-                if counts["activities"]
-                else []
-            )
-        )
+        parts = [
+            plural(counts["messages"], "message"),
+            plural(counts["events"], "event"),
+            f"{counts['consent']:,} consent",
+        ]
+        if counts["activities"]:
+            parts.append(plural(counts["activities"], "activity", "activities"))
+        if counts["contacts"]:
+            parts.append(plural(counts["contacts"], "contact update"))
+        kinds = ", ".join(parts)
         print(
             f"{args.file}: {plural(total, 'record')}, {total - invalid:,} valid ({kinds}), "
             f"{invalid:,} invalid",

@@ -33,14 +33,15 @@ from commhistory.store.costs import Cost
 
 if TYPE_CHECKING:
     from commhistory.consent import SendDecision, SuppressionEntry
-    from commhistory.contacts import ActivityCatalog
+    from commhistory.contacts import ActivityCatalog, AttributeDefinition, AttributeSchema
     from commhistory.convert import ParsedLine
     from commhistory.facade.dead_letters import ReplayReport
     from commhistory.facade.history import CommHistory
     from commhistory.kpi.metrics import KpiTable
-    from commhistory.model import Activity, Channel, Event, Message, Purpose
+    from commhistory.model import Activity, Channel, ContactUpdate, Event, Message, Purpose
     from commhistory.privacy import ErasureReport, PurgeReport, RetentionPolicy
     from commhistory.store.activities import ActivityEntry
+    from commhistory.store.attributes import AttributeVersion, TypedValue
     from commhistory.store.dead_letters import DeadLetterInfo
     from commhistory.store.mask_backfill import MaskBackfillReport
     from commhistory.store.protocol import (
@@ -361,6 +362,136 @@ class GuardedRepository(ClosesOnExit):
             "record_consent",
             lambda: self._repo.record_consent(batch),
             targets=lambda _r: contacts,
+        )
+
+    # ------------------------------------------------------------------ contact attributes
+
+    def declare_attributes(
+        self,
+        schema: AttributeSchema | Iterable[AttributeDefinition],
+        *,
+        allow_changes: bool = False,
+    ) -> AttributeSchema:
+        """Declare contact attributes (needs ``write_history``; audited with the names).
+
+        See :meth:`CommHistory.declare_attributes
+        <commhistory.facade.history.CommHistory.declare_attributes>`.
+
+        .. versionadded:: 0.4.0
+        """
+        declared = list(schema)
+        return self._audited(
+            P.WRITE_HISTORY,
+            "attributes.declare",
+            lambda: self._repo.declare_attributes(declared, allow_changes=allow_changes),
+            targets=lambda _s: sorted(d.name for d in declared),
+        )
+
+    def attribute_schema(self) -> AttributeSchema:
+        """The declared contact attributes (needs ``read_history_masked``).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._checked(
+            P.READ_HISTORY_MASKED, "attribute_schema", self._repo.attribute_schema
+        )
+
+    def set_attributes(
+        self, contact_id: str, values: Mapping[str, object], *, at: datetime | None = None
+    ) -> bool:
+        """Set a contact's attributes (needs ``write_history``; audited with the contact id).
+
+        The entry names the contact and the attributes, never their values. See
+        :meth:`CommHistory.set_attributes
+        <commhistory.facade.history.CommHistory.set_attributes>`.
+
+        .. versionadded:: 0.4.0
+        """
+        names = sorted(str(n) for n in values)
+        return self._audited(
+            P.WRITE_HISTORY,
+            "attributes.set",
+            lambda: self._repo.set_attributes(contact_id, values, at=at),
+            contact_id,
+            lambda _r: names,
+        )
+
+    def set_attributes_many(self, updates: Iterable[ContactUpdate]) -> list[bool]:
+        """Set many contacts' attributes, all or nothing (needs ``write_history``; audited).
+
+        The entry names the contact ids. See :meth:`CommHistory.set_attributes_many
+        <commhistory.facade.history.CommHistory.set_attributes_many>`.
+
+        .. versionadded:: 0.4.0
+        """
+        batch = list(updates)
+        contacts = sorted({str(getattr(u, "contact_id", "")) for u in batch} - {""})
+        return self._audited(
+            P.WRITE_HISTORY,
+            "attributes.set",
+            lambda: self._repo.set_attributes_many(batch),
+            targets=lambda _r: contacts,
+        )
+
+    def record_contacts(self, items: Iterable[ContactUpdate]) -> IngestReport:
+        """Store contact attribute updates in batches (needs ``write_history``; one entry a batch).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._write("record_contacts", lambda: self._repo.record_contacts(items))
+
+    def attributes(self, contact_id: str, *, at: datetime | None = None) -> dict[str, TypedValue]:
+        """A contact's attributes, personal ones decrypted (needs ``read_personal``; audited).
+
+        Actors with only ``read_history_masked`` use :meth:`masked_attributes`.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._audited(
+            P.READ_PERSONAL,
+            "attributes",
+            lambda: self._repo.attributes(contact_id, at=at),
+            contact_id,
+        )
+
+    def masked_attributes(
+        self, contact_id: str, *, at: datetime | None = None
+    ) -> dict[str, TypedValue | None]:
+        """A contact's attributes, personal ones withheld (needs ``read_history_masked``).
+
+        Nothing is decrypted, so the read is not audited.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._checked(
+            P.READ_HISTORY_MASKED,
+            "masked_attributes",
+            lambda: self._repo.masked_attributes(contact_id, at=at),
+        )
+
+    def attribute_history(self, contact_id: str) -> list[AttributeVersion]:
+        """Every value of a contact's attributes (needs ``read_personal``; audited).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._audited(
+            P.READ_PERSONAL,
+            "attribute_history",
+            lambda: self._repo.attribute_history(contact_id),
+            contact_id,
+        )
+
+    def masked_attribute_history(self, contact_id: str) -> list[AttributeVersion]:
+        """Every version of a contact's attributes, personal ones withheld.
+
+        Needs ``read_history_masked``; nothing is decrypted, so nothing is audited.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._checked(
+            P.READ_HISTORY_MASKED,
+            "masked_attribute_history",
+            lambda: self._repo.masked_attribute_history(contact_id),
         )
 
     # ------------------------------------------------------------------ reads

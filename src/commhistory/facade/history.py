@@ -36,6 +36,7 @@ from commhistory.consent import (
     filter_sendable,
 )
 from commhistory.consent.feed import batch_feed
+from commhistory.contacts import AttributeDefinition, AttributeSchema, SchemaCache
 from commhistory.contacts.activities import (
     ActivityCatalog,
     admit,
@@ -50,7 +51,15 @@ from commhistory.facade.dead_letters import ReplayReport, replay_dead_letters
 from commhistory.facade.guarded import GuardedRepository, in_guarded_call
 from commhistory.kpi.aggregate import repository_kpis
 from commhistory.kpi.metrics import KpiTable
-from commhistory.model import Activity, Channel, ConsentEvent, Event, Message, Purpose
+from commhistory.model import (
+    Activity,
+    Channel,
+    ConsentEvent,
+    ContactUpdate,
+    Event,
+    Message,
+    Purpose,
+)
 from commhistory.privacy import (
     ErasureReport,
     PurgeReport,
@@ -60,6 +69,7 @@ from commhistory.privacy import (
     purge,
 )
 from commhistory.store.activities import ActivityEntry
+from commhistory.store.attributes import AttributeChange, AttributeVersion, TypedValue
 from commhistory.store.costs import Cost
 from commhistory.store.dead_letters import DeadLetterInfo
 from commhistory.store.mask_backfill import MaskBackfillReport
@@ -179,6 +189,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
         )
         if window is not None:
             store.set_batch_feed(ATTRIBUTION_FEED, attribution_feed(store.activity_store, window))
+        self._schema = SchemaCache(store.attribute_store)
+        store.set_attribute_codec(self._schema.codec)
 
     @staticmethod
     def in_memory(
@@ -442,6 +454,193 @@ class CommHistory(ClosesOnExit, Generic[S]):
         if dry_run:
             return self._store.privacy_store.count_dead_letters(before)
         return self._store.privacy_store.delete_dead_letters(before)
+
+    # ------------------------------------------------------------------ contact attributes
+
+    def declare_attributes(
+        self,
+        schema: AttributeSchema | Iterable[AttributeDefinition],
+        *,
+        allow_changes: bool = False,
+    ) -> AttributeSchema:
+        """Declare contact attributes (idempotent); return the whole declared schema.
+
+        An attribute declared again as it is changes nothing; a new one is
+        added; an enum's allowed values and a description may change. Audited
+        (action ``attributes.declare``) as the default actor. See ``docs/contacts.md``.
+
+        Args:
+            schema: The declarations (an :class:`~commhistory.contacts.attributes.AttributeSchema`,
+                e.g. from :meth:`AttributeSchema.load
+                <commhistory.contacts.attributes.AttributeSchema.load>`, or definitions).
+            allow_changes: Allow changing a declared attribute's type or personal
+                flag (values stored before keep their type and encryption).
+
+        Raises:
+            AttributeSchemaError: A declaration is malformed, or changes a
+                type or personal flag without *allow_changes*.
+
+        .. versionadded:: 0.4.0
+        """
+        view = self._unattended()
+        if view is None:
+            return self._schema.declare(schema, allow_changes=allow_changes)
+        return view.declare_attributes(schema, allow_changes=allow_changes)
+
+    def attribute_schema(self) -> AttributeSchema:
+        """The declared contact attributes, read from the store.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._schema.refresh()
+
+    def set_attributes(
+        self,
+        contact_id: str,
+        values: Mapping[str, object],
+        *,
+        at: datetime | None = None,
+    ) -> bool:
+        """Set some of a contact's attributes from *at* on (``None`` as a value unsets one).
+
+        Every value is checked against the declared schema before anything is
+        written, and all are stored in one transaction, so a refused value
+        stores nothing. History is kept: the value each attribute held before
+        stays readable (:meth:`attribute_history`, ``at=`` of :meth:`attributes`).
+        A contact not seen before is created. Audited (action
+        ``attributes.set``, with the contact id) as the default actor.
+
+        Args:
+            contact_id: The contact.
+            values: ``{name: value}``; text forms are accepted (``"42"``, ``"2026-04-01"``).
+            at: When the values took effect (an aware datetime; default: now).
+
+        Returns:
+            Whether anything changed (setting the values in force is a no-op).
+
+        Raises:
+            UnknownAttributeError: A name is not declared.
+            AttributeTypeError: A value is not of its attribute's type.
+            AttributeEnumError: A value is not an allowed enum value.
+            PersonalValueError: A plain attribute was given an email address or
+                a phone number.
+            InvalidInputError: The contact was erased, or *at* is not an aware datetime.
+
+        .. versionadded:: 0.4.0
+        """
+        view = self._unattended()
+        if view is None:
+            return self._set_attributes([(contact_id, values, at)])[0]
+        return view.set_attributes(contact_id, values, at=at)
+
+    def set_attributes_many(self, updates: Iterable[ContactUpdate]) -> list[bool]:
+        """Set the attributes of many contacts in one transaction: all or nothing.
+
+        Every update is checked before anything is written; the first refused
+        value raises (as :meth:`set_attributes`) and nothing is stored. For
+        bulk loads where a bad line should become a dead letter instead, use
+        :meth:`record_contacts`. Audited (action ``attributes.set``, with the
+        contact ids) as the default actor.
+
+        Returns:
+            For each update, whether it changed anything.
+
+        .. versionadded:: 0.4.0
+        """
+        batch = list(updates)
+        view = self._unattended()
+        if view is None:
+            return self._set_attributes([(u.contact_id, u.attributes, u.at) for u in batch])
+        return view.set_attributes_many(batch)
+
+    def _set_attributes(
+        self, items: list[tuple[str, Mapping[str, object], datetime | None]]
+    ) -> list[bool]:
+        changes = []
+        for contact_id, values, at in items:
+            update = ContactUpdate(
+                contact_id=contact_id,
+                attributes=values,
+                at=datetime.now(UTC) if at is None else at,
+            )
+            typed = self._schema.values_of(update.attributes)
+            changes.append(
+                AttributeChange(contact_id=update.contact_id, at=update.at, values=tuple(typed))
+            )
+        statuses = self._store.attribute_store.apply(changes, on_erased="raise")
+        return [status == "changed" for status in statuses]
+
+    def record_contacts(self, items: Iterable[ContactUpdate]) -> IngestReport:
+        """Store contact attribute updates in batches, as ``ingest`` stores ``contact`` lines.
+
+        An update refused by the schema, or of an erased contact, becomes a
+        dead letter; one that changes nothing is a duplicate. See
+        :meth:`~commhistory.store.protocol.Repository.record_contacts`.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._store.record_contacts(items)
+
+    def attributes(self, contact_id: str, *, at: datetime | None = None) -> dict[str, TypedValue]:
+        """A contact's attribute values, personal ones decrypted: current, or in force at *at*.
+
+        Raises:
+            NotFoundError: The contact is unknown.
+
+        .. versionadded:: 0.4.0
+        """
+        self._known(contact_id)
+        return {
+            v.name: v.value
+            for v in self._store.attribute_store.versions(contact_id, at=at)
+            if v.value is not None
+        }
+
+    def masked_attributes(
+        self, contact_id: str, *, at: datetime | None = None
+    ) -> dict[str, TypedValue | None]:
+        """A contact's attribute values with personal ones withheld (``None``); nothing decrypted.
+
+        Raises:
+            NotFoundError: The contact is unknown.
+
+        .. versionadded:: 0.4.0
+        """
+        self._known(contact_id)
+        return {
+            v.name: v.value
+            for v in self._store.attribute_store.versions(contact_id, at=at, decrypt=False)
+        }
+
+    def attribute_history(self, contact_id: str) -> list[AttributeVersion]:
+        """Every value each attribute of a contact held, with when, personal ones decrypted.
+
+        Ordered by attribute name, then ``valid_from``.
+
+        Raises:
+            NotFoundError: The contact is unknown.
+
+        .. versionadded:: 0.4.0
+        """
+        self._known(contact_id)
+        return self._store.attribute_store.versions(contact_id, history=True)
+
+    def masked_attribute_history(self, contact_id: str) -> list[AttributeVersion]:
+        """Every version of a contact's attributes, personal values withheld (``None``).
+
+        Nothing is decrypted.
+
+        Raises:
+            NotFoundError: The contact is unknown.
+
+        .. versionadded:: 0.4.0
+        """
+        self._known(contact_id)
+        return self._store.attribute_store.versions(contact_id, history=True, decrypt=False)
+
+    def _known(self, contact_id: str) -> None:
+        if contact_id not in self._store.consent_store.known([contact_id]):
+            raise NotFoundError(kind="contact", identifier=contact_id)
 
     # ------------------------------------------------------------------ consent
 
@@ -711,6 +910,7 @@ class CommHistory(ClosesOnExit, Generic[S]):
         """Close the store."""
         self._store.set_batch_feed(CONSENT_FEED, None)
         self._store.set_batch_feed(ATTRIBUTION_FEED, None)
+        self._store.set_attribute_codec(None)
         self._store.close()
 
 

@@ -6,6 +6,8 @@
   (addresses, subjects, bodies, event details, consent evidence) can never be
   decrypted again, in the database or in any backup of it;
 * deletes the contact's blind-index rows, so no lookup by address finds them;
+* deletes the contact's attribute rows, plain and personal, every version
+  (:mod:`commhistory.store.attributes`);
 * deletes the masked addresses of the contact's messages
   (``messages.address_masked``, kept in the clear for masked reads);
 * adds an ``erasure`` suppression (marketing) on each of their addresses, kept
@@ -157,6 +159,7 @@ def erase_subject(
         counts["addresses"] = shred.addresses
         counts["masked"] = shred.masked_addresses
         counts["activities"] = repo.activity_store.delete_contact(contact_id)
+        counts["attributes"] = shred.attributes
         counts["data_key"] = 1
     return _report(
         contact_id, t, already=False, counts=counts, until=until if counts["consent"] else None
@@ -214,6 +217,11 @@ def _report(
             what="masked_addresses",
             count=counts.get("masked", 0),
             why="the masked addresses kept in the clear for masked reads are deleted",
+        ),
+        ErasureItem(
+            what="attributes",
+            count=counts.get("attributes", 0),
+            why="contact attribute rows deleted, plain and personal, with their history",
         ),
         ErasureItem(
             what="event_details",

@@ -15,13 +15,21 @@ request (GDPR Art. 15 and 20). The document's schema is versioned
       "consent": [{"kind": "consent", ...}],
       "consent_status": [{"channel": "email", "purpose": "marketing", "state": "granted",
                           "consent_id": "..."}],
-      "suppression": [{"channel": "email", "purpose": null, "reason": "hard_bounce", ...}]
+      "suppression": [{"channel": "email", "purpose": null, "reason": "hard_bounce", ...}],
+      "attributes": {"tier": "gold", "birth_date": "1990-02-03"},
+      "attribute_history": [{"name": "tier", "type": "enum", "personal": false,
+                             "value": "silver", "valid_from": "...", "valid_to": "..."}]
     }
 
 Messages, events and activities use the canonical JSON-lines shapes
 (:mod:`commhistory.convert`); each activity also names the message its revenue
 is attributed to.
 For an erased contact only what was kept is exported (retained consent evidence).
+Contact attributes are exported with their values decrypted: the current ones
+(``attributes``) and every version with its period (``attribute_history``).
+
+.. versionchanged:: 0.4.0
+   ``attributes`` and ``attribute_history``.
 
 .. versionadded:: 0.1.0
 .. versionchanged:: 0.4.0
@@ -36,6 +44,7 @@ from typing import Any, Final
 from commhistory.consent.ledger import latest
 from commhistory.consent.records import ConsentState, _iso
 from commhistory.consent.suppression import SuppressionList
+from commhistory.contacts import json_value
 from commhistory.convert import unstructure
 from commhistory.errors import NotFoundError
 from commhistory.model import ConsentEvent
@@ -84,6 +93,8 @@ def export_subject(repo: Repository, contact_id: str) -> dict[str, Any]:
         doc["attributed_message_id"] = done.message_id
         activities.append(doc)
     timeline = repo.timeline(contact_id)
+    # Erasure deletes every attribute row, so an erased contact has none.
+    history = repo.attribute_store.versions(contact_id, history=True)
     messages = []
     for entry in timeline:
         doc = unstructure(entry.message)
@@ -136,4 +147,16 @@ def export_subject(repo: Repository, contact_id: str) -> dict[str, Any]:
         "consent": [unstructure(c) for c in consents],
         "consent_status": statuses,
         "suppression": suppression,
+        "attributes": {v.name: json_value(v.value) for v in history if v.valid_to is None},
+        "attribute_history": [
+            {
+                "name": v.name,
+                "type": v.type,
+                "personal": v.personal,
+                "value": json_value(v.value),
+                "valid_from": _iso(v.valid_from),
+                "valid_to": None if v.valid_to is None else _iso(v.valid_to),
+            }
+            for v in history
+        ],
     }

@@ -85,10 +85,12 @@ class LRU(Generic[K, V]):
 class Pending:
     """Cache entries learned inside a transaction, applied only after it commits."""
 
-    __slots__ = ("ciphers", "erased", "messages", "pairs", "refused")
+    __slots__ = ("ciphers", "created", "erased", "messages", "pairs", "refused")
 
     def __init__(self) -> None:
         self.ciphers: dict[str, FieldCipher] = {}
+        self.created: set[str] = set()
+        """Contacts this transaction created: nothing else of theirs is stored yet."""
         self.erased: set[str] = set()
         """Contacts found erased in this transaction: their records are refused."""
         self.refused: set[str | tuple[str, str]] = set()

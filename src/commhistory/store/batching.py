@@ -14,11 +14,20 @@ from typing import TYPE_CHECKING, Any, Final
 
 from commhistory.convert import dumps
 from commhistory.errors import InvalidInputError, PayloadError
-from commhistory.model import Activity, ConsentEvent, Event, Message, consent_id_of
+from commhistory.model import (
+    Activity,
+    ConsentEvent,
+    ContactUpdate,
+    Event,
+    Message,
+    consent_id_of,
+)
 from commhistory.normalize import normalize_email, normalize_line_user_id, normalize_phone
+from commhistory.store.attributes import AttributeChange
 
 if TYPE_CHECKING:
     from commhistory.convert import ParsedLine
+    from commhistory.store.attributes import AttributeCodec
     from commhistory.store.protocol import IngestReport
 
 __all__ = [
@@ -156,6 +165,9 @@ class Batch:
         activity_lines: Each activity's line (or position) in the input.
         activity_revenue: Each activity's revenue in micros (or ``None``).
         stored_activities: The activities the batch stored (set when it is written).
+        contact_updates: Contact attribute updates, in input order.
+        contact_lines: Each update's line (or position) in the input.
+        contact_changes: Each update's typed values, checked by the attribute codec.
         rejects: ``(line, field, reason, raw)`` of each rejected item.
         size: The number of items in the batch.
     """
@@ -164,10 +176,14 @@ class Batch:
         "activities",
         "activity_lines",
         "activity_revenue",
+        "codec",
         "consent_ids",
         "consent_lines",
         "consent_meta",
         "consents",
+        "contact_changes",
+        "contact_lines",
+        "contact_updates",
         "event_lines",
         "event_meta",
         "event_revenue",
@@ -180,7 +196,11 @@ class Batch:
         "stored_activities",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, codec: AttributeCodec | None = None) -> None:
+        self.codec = codec
+        self.contact_updates: list[ContactUpdate] = []
+        self.contact_lines: list[int | None] = []
+        self.contact_changes: list[AttributeChange] = []
         self.messages: list[Message] = []
         self.message_lines: list[int | None] = []
         self.message_meta: list[bytes | None] = []
@@ -237,14 +257,31 @@ class Batch:
                 self.activities.append(record)
                 self.activity_lines.append(line)
                 self.activity_revenue.append(rev)
+            elif cls is ContactUpdate:
+                assert isinstance(record, ContactUpdate)
+                self._add_contact(record, line)
             else:
                 raise PayloadError(
                     field="<record>",
-                    reason="expected a Message, Event, ConsentEvent or Activity, "
+                    reason="expected a Message, Event, ConsentEvent, Activity or ContactUpdate, "
                     f"got {cls.__name__}",
                 )
         except InvalidInputError as exc:
             self.reject(line, exc.field, exc.reason, _raw_of(record) if raw is None else raw)
+
+    def _add_contact(self, record: ContactUpdate, line: int | None) -> None:
+        if self.codec is None:
+            raise PayloadError(
+                field="<record>",
+                reason="contact attributes need the declared schema: store them through "
+                "the facade (CommHistory), which checks them",
+            )
+        values = tuple(self.codec(record))
+        self.contact_updates.append(record)
+        self.contact_lines.append(line)
+        self.contact_changes.append(
+            AttributeChange(contact_id=record.contact_id, at=record.at, values=values)
+        )
 
     def reject(self, line: int | None, field: str, reason: str, raw: str) -> None:
         """Record an item that cannot be stored (counted in ``size`` by :meth:`add`)."""
@@ -266,7 +303,7 @@ class Batch:
         self.rejects.append((line, "activity_id", ACTIVITY_CONFLICT_REASON, dumps(record)))
 
     def refuse_erased(
-        self, record: Message | Event | ConsentEvent | Activity, line: int | None
+        self, record: Message | Event | ConsentEvent | Activity | ContactUpdate, line: int | None
     ) -> None:
         """Reject a record of an erased contact, keeping only its ids (:func:`ids_only`)."""
         self.rejects.append((line, "contact_id", ERASED_REASON, ids_only(record)))
@@ -284,7 +321,7 @@ ACTIVITY_CONFLICT_REASON: Final = "an activity with this id is stored with anoth
 """The reason of an activity refused because its id names a different stored activity."""
 
 
-def ids_only(record: Message | Event | ConsentEvent | Activity) -> str:
+def ids_only(record: Message | Event | ConsentEvent | Activity | ContactUpdate) -> str:
     """The raw text kept for a refused record of an erased contact: its ids, nothing personal.
 
     Keeping the whole line would collect the erased person's data again (an
@@ -304,6 +341,8 @@ def ids_only(record: Message | Event | ConsentEvent | Activity) -> str:
             "kind": "activity", "activity_id": record.activity_id,
             "contact_id": record.contact_id,
         }  # fmt: skip
+    elif isinstance(record, ContactUpdate):
+        doc = {"kind": "contact", "contact_id": record.contact_id}
     else:
         doc = {
             "kind": "consent", "consent_id": consent_id_of(record),
@@ -313,23 +352,30 @@ def ids_only(record: Message | Event | ConsentEvent | Activity) -> str:
 
 
 def _raw_of(record: object) -> str:
-    if isinstance(record, Message | Event | ConsentEvent | Activity):
+    if isinstance(record, Message | Event | ConsentEvent | Activity | ContactUpdate):
         return dumps(record)
     return ""
 
 
-def batches(items: Iterable[object], batch_size: int, *, parsed: bool = False) -> Iterator[Batch]:
+def batches(
+    items: Iterable[object],
+    batch_size: int,
+    *,
+    parsed: bool = False,
+    codec: AttributeCodec | None = None,
+) -> Iterator[Batch]:
     """Split input into batches of at most *batch_size* items.
 
     Args:
         items: Records, or :class:`~commhistory.convert.ParsedLine` objects when *parsed*.
         batch_size: The most items in one batch.
         parsed: Whether *items* are parsed lines.
+        codec: Checks and types contact attribute updates (without one they are rejected).
 
     Yields:
         Batches; only the current one is held in memory.
     """
-    batch = Batch()
+    batch = Batch(codec)
     for position, item in enumerate(items, 1):
         if parsed:
             pl: ParsedLine = item  # type: ignore[assignment]
@@ -345,7 +391,7 @@ def batches(items: Iterable[object], batch_size: int, *, parsed: bool = False) -
             batch.add(item, position, None)
         if batch.size >= batch_size:
             yield batch
-            batch = Batch()
+            batch = Batch(codec)
     if batch.size:
         yield batch
 
@@ -421,21 +467,38 @@ class BatchedWrites:
 
     __slots__ = ()
     _batch_size: int
+    _attribute_codec: AttributeCodec | None
+    """Set by each repository's ``set_attribute_codec``."""
 
     def _write(self, parts: Iterable[Batch], source: str) -> IngestReport:
         raise NotImplementedError
 
     def record_messages(self, items: Iterable[Message]) -> IngestReport:
         """Store messages; see :meth:`Repository.record_messages`."""
-        return self._write(batches(items, self._batch_size), "record_messages")
+        return self._write(
+            batches(items, self._batch_size, codec=self._attribute_codec), "record_messages"
+        )
 
     def record_events(self, items: Iterable[Event]) -> IngestReport:
         """Store events; see :meth:`Repository.record_events`."""
-        return self._write(batches(items, self._batch_size), "record_events")
+        return self._write(
+            batches(items, self._batch_size, codec=self._attribute_codec), "record_events"
+        )
 
     def record_consent(self, items: Iterable[ConsentEvent]) -> IngestReport:
         """Append consent events; see :meth:`Repository.record_consent`."""
-        return self._write(batches(items, self._batch_size), "record_consent")
+        return self._write(
+            batches(items, self._batch_size, codec=self._attribute_codec), "record_consent"
+        )
+
+    def record_contacts(self, items: Iterable[ContactUpdate]) -> IngestReport:
+        """Store contact attribute updates; see :meth:`Repository.record_contacts`.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._write(
+            batches(items, self._batch_size, codec=self._attribute_codec), "record_contacts"
+        )
 
     def record_activities(self, items: Iterable[Activity]) -> IngestReport:
         """Store activities; see :meth:`Repository.record_activities`.
@@ -446,4 +509,7 @@ class BatchedWrites:
 
     def ingest(self, lines: Iterable[ParsedLine], *, source: str) -> IngestReport:
         """Store parsed lines; see :meth:`Repository.ingest`."""
-        return self._write(batches(lines, self._batch_size, parsed=True), storable_source(source))
+        return self._write(
+            batches(lines, self._batch_size, parsed=True, codec=self._attribute_codec),
+            storable_source(source),
+        )

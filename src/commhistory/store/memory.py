@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -31,6 +31,7 @@ from commhistory.model import (
     consent_id_of,
 )
 from commhistory.store.activities import MemoryActivityStore, memory_write_activities
+from commhistory.store.attributes import MemoryAttributeStore, memory_apply
 from commhistory.store.audit import MemoryAuditStore, MemoryMaskedHistory
 from commhistory.store.batching import (
     Batch,
@@ -54,6 +55,7 @@ from commhistory.store.protocol import (
 )
 
 if TYPE_CHECKING:
+    from commhistory.store.attributes import AttributeCodec, StoredDefinition
     from commhistory.store.mask_backfill import MaskBackfillReport
     from commhistory.store.rotation import RotationReport
 
@@ -74,6 +76,8 @@ class MemoryState:
         "activity_message",
         "activity_names",
         "addresses",
+        "attribute_definitions",
+        "attributes",
         "consents",
         "contacts",
         "costs",
@@ -111,6 +115,9 @@ class MemoryState:
         """The attributed message of each attributed activity."""
         self.activity_names: dict[str, frozenset[str]] = {}
         """The declared activity names with their plain property keys."""
+        self.attribute_definitions: dict[str, StoredDefinition] = {}
+        self.attributes: dict[tuple[str, str], list[Any]] = {}
+        """``(contact_id, name) -> [(valid_from_us, valid_to_us, AttributeValue), ...]``."""
 
 
 class MemoryRepository(BatchedWrites, ClosesOnExit):
@@ -140,6 +147,8 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
         self._dead_letter_store = MemoryDeadLetterStore(self._s)
         self._cost_store = MemoryCostStore(self._s)
         self._activity_store = MemoryActivityStore(self._s)
+        self._attribute_store = MemoryAttributeStore(self._s)
+        self._attribute_codec: AttributeCodec | None = None
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -247,6 +256,17 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
             ins, dup = memory_write_activities(s, batch)
             inserted += ins
             duplicates += dup
+        if batch.contact_changes:
+            statuses = memory_apply(s, batch.contact_changes, on_erased="skip")
+            for status, update, line in zip(
+                statuses, batch.contact_updates, batch.contact_lines, strict=True
+            ):
+                if status == "changed":
+                    inserted += 1
+                elif status == "unchanged":
+                    duplicates += 1
+                else:
+                    batch.refuse_erased(update, line)
         now = datetime.now(UTC)
         known = {(d.source, d.line, d.raw) for d in s.dead_letters}
         for line, field, reason, raw in batch.rejects:
@@ -427,6 +447,15 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
         return self._activity_store
 
     @property
+    def attribute_store(self) -> MemoryAttributeStore:
+        """The contact attribute storage port (declarations, values, history).
+
+        .. versionadded:: 0.4.0
+        """
+        self._check_open()
+        return self._attribute_store
+
+    @property
     def dead_letter_store(self) -> MemoryDeadLetterStore:
         """The dead-letter storage port (list, read one, re-word, delete).
 
@@ -453,6 +482,13 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
             self._feeds.pop(name, None)
         else:
             self._feeds[name] = feed
+
+    def set_attribute_codec(self, codec: AttributeCodec | None) -> None:
+        """Install (or remove) the check of contact attribute updates; see the protocol.
+
+        .. versionadded:: 0.4.0
+        """
+        self._attribute_codec = codec
 
     @contextmanager
     def batch_hook(self, hook: BatchHook) -> Iterator[None]:

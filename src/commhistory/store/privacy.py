@@ -86,10 +86,12 @@ class ShredCounts:
     Attributes:
         addresses: Address (blind-index) rows deleted.
         masked_addresses: Masked addresses deleted from the contact's messages.
+        attributes: Contact attribute rows deleted (plain and personal, every version).
     """
 
     addresses: int
     masked_addresses: int
+    attributes: int = 0
 
 
 class SubjectAddress(NamedTuple):
@@ -133,7 +135,8 @@ class PrivacyStore(Protocol):
         """Crypto-shred a contact in one transaction.
 
         Destroys its data key (every ciphertext of it becomes unreadable),
-        deletes its address rows and the masked addresses of its messages, keeps
+        deletes its address rows, its attribute rows (plain and personal, with
+        their history) and the masked addresses of its messages, keeps
         its consent evidence readable under the keyring's ``consent-evidence``
         subkey until *evidence_until*, and marks it erased at *at*. Personal
         bytes are overwritten where the backend allows (SQLite ``secure_delete``
@@ -273,6 +276,7 @@ class SQLPrivacyStore(PrivacyStore):
                         f"WHERE contact_id = {ph} AND address_masked IS NOT NULL",
                         (contact_id,),
                     ).rowcount
+                    attributes = repo.attribute_store.delete_contact(contact_id)
                     conn.exec_driver_sql(
                         "UPDATE contacts SET data_key = NULL, wrap_key_id = NULL, "
                         f"erased_at = {ph} WHERE contact_id = {ph}",
@@ -285,14 +289,16 @@ class SQLPrivacyStore(PrivacyStore):
             # guarded erasure commits with its audit entry): a checkpoint cannot
             # take frames that are not committed yet.
             repo.after_commit(self._truncate_wal)
-        return ShredCounts(addresses=int(addresses), masked_addresses=int(masked))
+        return ShredCounts(
+            addresses=int(addresses), masked_addresses=int(masked), attributes=attributes
+        )
 
     @contextmanager
     def _overwriting(self, conn: sa.Connection) -> Iterator[None]:
         """On SQLite, overwrite deleted and replaced content with zeros (``secure_delete``).
 
-        The masked addresses are plain text: without it, the bytes of an erased
-        mask could stay in the page's free space. Restored afterwards, since the
+        The masked addresses and plain attribute values are plain text: without
+        it, their bytes could stay in the page's free space. Restored afterwards, since the
         connection goes back to the pool.
         """
         if self.repo.dialect != "sqlite":
@@ -512,10 +518,13 @@ class MemoryPrivacyStore(PrivacyStore):
                 ip=None,
                 metadata={},
             )
+        attributes = 0
+        for key in [k for k in s.attributes if k[0] == contact_id]:
+            attributes += len(s.attributes.pop(key))
         for cid in self._consent_ids(contact_id):
             s.retained[cid] = evidence_until
         s.erased[contact_id] = at
-        return ShredCounts(addresses=addresses, masked_addresses=masked)
+        return ShredCounts(addresses=addresses, masked_addresses=masked, attributes=attributes)
 
     def created_at(self, contact_id: str) -> datetime | None:
         """See :meth:`PrivacyStore.created_at` (not recorded in memory: ``None``)."""

@@ -19,11 +19,20 @@ from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 import attrs
 
 from commhistory.errors import InvalidInputError
-from commhistory.model import Activity, BounceClass, ConsentEvent, Event, EventType, Message
+from commhistory.model import (
+    Activity,
+    BounceClass,
+    ConsentEvent,
+    ContactUpdate,
+    Event,
+    EventType,
+    Message,
+)
 
 if TYPE_CHECKING:
     from commhistory.convert import ParsedLine
     from commhistory.store.activities import ActivityStore
+    from commhistory.store.attributes import AttributeCodec, AttributeStore
     from commhistory.store.audit import AuditStore, MaskedHistory
     from commhistory.store.consent import ConsentStore
     from commhistory.store.costs import CostStore
@@ -339,6 +348,23 @@ class Repository(Protocol):
         """
         ...
 
+    def record_contacts(self, items: Iterable[ContactUpdate]) -> IngestReport:
+        """Store contact attribute updates, checked by the installed attribute codec.
+
+        An update whose values all equal those in force at its time is a
+        duplicate; one the codec refuses, or of an erased contact, is rejected
+        into the dead letters.
+
+        Args:
+            items: The updates; any iterable, consumed in batches.
+
+        Returns:
+            What was stored.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
     def ingest(self, lines: Iterable[ParsedLine], *, source: str) -> IngestReport:
         """Store the records of parsed input lines; invalid lines become dead letters.
 
@@ -454,6 +480,25 @@ class Repository(Protocol):
     @property
     def activity_store(self) -> ActivityStore:
         """The activity storage port (see :mod:`commhistory.store.activities`).
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    @property
+    def attribute_store(self) -> AttributeStore:
+        """The contact attribute storage port (see :mod:`commhistory.store.attributes`).
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def set_attribute_codec(self, codec: AttributeCodec | None) -> None:
+        """Install the check that types contact attribute updates met by ``ingest``.
+
+        The facade installs its declared schema's check here, so ``contact``
+        lines are validated in their batch; an update it refuses becomes a
+        dead letter. Without a codec, contact updates are refused.
 
         .. versionadded:: 0.4.0
         """

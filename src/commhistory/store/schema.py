@@ -36,9 +36,11 @@ __all__ = [
     "activities",
     "activity_names",
     "addresses",
+    "attribute_definitions",
     "audit_log",
     "campaign_costs",
     "consent_events",
+    "contact_attributes",
     "contacts",
     "dead_letters",
     "events",
@@ -387,5 +389,64 @@ activities: Final = sa.Table(
     comment=(
         "What contacts did outside messages (migration 0007): plain_properties holds "
         "the keys declared plain as JSON; properties the others, encrypted."
+    ),
+)
+
+# Migration 0006: contact attributes (see commhistory.store.attributes).
+attribute_definitions: Final = sa.Table(
+    "attribute_definitions",
+    metadata,
+    sa.Column("name", sa.Text(), primary_key=True),
+    sa.Column("type", sa.Text(), nullable=False),
+    sa.Column("personal", sa.Boolean(), nullable=False),
+    sa.Column("allowed", sa.Text(), nullable=True),
+    sa.Column("description", sa.Text(), nullable=True),
+    sa.Column("declared_at", UTCTimestamp(), nullable=False),
+    sa.Column("updated_at", UTCTimestamp(), nullable=False),
+    comment=(
+        "The host's declared contact attributes: type, personal flag, an enum's "
+        "allowed values (a JSON array)."
+    ),
+)
+
+_CURRENT = "valid_to IS NULL"
+
+
+def _current_index(column: str) -> sa.Index:
+    return sa.Index(
+        f"ix_contact_attributes_current_{column.removeprefix('value_')}",
+        "name",
+        column,
+        sqlite_where=sa.text(_CURRENT),
+        postgresql_where=sa.text(_CURRENT),
+    )
+
+
+contact_attributes: Final = sa.Table(
+    "contact_attributes",
+    metadata,
+    _id("contact_id", sa.ForeignKey("contacts.contact_id"), primary_key=True),
+    sa.Column("name", sa.Text(), primary_key=True),
+    sa.Column("valid_from", UTCTimestamp(), primary_key=True, autoincrement=False),
+    sa.Column("valid_to", UTCTimestamp(), nullable=True),
+    sa.Column("value_type", sa.Text(), nullable=False),
+    sa.Column("value_text", sa.Text(), nullable=True),
+    sa.Column("value_int", sa.BigInteger(), nullable=True),
+    sa.Column("value_micros", sa.BigInteger(), nullable=True),
+    sa.Column("value_bool", sa.Boolean(), nullable=True),
+    sa.Column("value_date", sa.Text(), nullable=True),
+    sa.Column("value_ts", UTCTimestamp(), nullable=True),
+    _blob("value_secret"),
+    sa.Column("recorded_at", UTCTimestamp(), nullable=False),
+    # "Current value of X is ...": one partial index per typed column, current rows only.
+    _current_index("value_text"),
+    _current_index("value_int"),
+    _current_index("value_micros"),
+    _current_index("value_date"),
+    _current_index("value_ts"),
+    comment=(
+        "Contact attribute values over [valid_from, valid_to) (valid_to NULL: current). "
+        "Plain values in the typed column of their type; personal ones encrypted in "
+        "value_secret under the contact's data key."
     ),
 )

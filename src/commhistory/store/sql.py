@@ -33,6 +33,7 @@ from commhistory.errors import (
 from commhistory.store import migrate
 from commhistory.store._engine import create_engine, require_existing
 from commhistory.store.activities import SQLActivityStore
+from commhistory.store.attributes import SQLAttributeStore
 from commhistory.store.audit import SQLAuditStore, SQLMaskedHistory
 from commhistory.store.batching import (
     check_batch_size,
@@ -103,6 +104,7 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         self._dead_letter_store = SQLDeadLetterStore(self)
         self._cost_store = SQLCostStore(self)
         self._activity_store = SQLActivityStore(self)
+        self._attribute_store = SQLAttributeStore(self)
 
     def __repr__(self) -> str:
         return f"SQLRepository(dialect={self.dialect!r})"
@@ -154,6 +156,14 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         .. versionadded:: 0.4.0
         """
         return self._activity_store
+
+    @property
+    def attribute_store(self) -> SQLAttributeStore:
+        """The contact attribute storage port (:class:`SQLAttributeStore`).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._attribute_store
 
     @property
     def dead_letter_store(self) -> SQLDeadLetterStore:

@@ -56,7 +56,7 @@ from commhistory.store.protocol import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from commhistory.store.attributes import AttributeCodec
 
 __all__ = ["SQLCore"]
 
@@ -103,6 +103,7 @@ class SQLCore:
         # Replaced, never mutated: a batch iterates the dict it read, whatever
         # another thread installs meanwhile.
         self._feeds: dict[str, BatchFeed] = {}
+        self._attribute_codec: AttributeCodec | None = None
         # Serializes filling _keyed and _indexers and replacing _feeds (the LRU
         # caches lock themselves).
         self._derive_lock = threading.Lock()
@@ -257,6 +258,15 @@ class SQLCore:
                 feeds[name] = feed
             self._feeds = feeds
 
+    def set_attribute_codec(self, codec: AttributeCodec | None) -> None:
+        """Install (or, with ``None``, remove) the check of contact attribute updates.
+
+        See :meth:`Repository.set_attribute_codec`.
+
+        .. versionadded:: 0.4.0
+        """
+        self._attribute_codec = codec
+
     def _forget_learned(self) -> None:
         self._ciphers.clear()
         self._message_contacts.clear()
@@ -355,8 +365,10 @@ class SQLCore:
         process erased the contact is never used again: erased contacts are left
         out of the result, forgotten from the cache and added to
         ``pending.erased``, and the caller refuses their records. Missing contacts
-        are created when *create* (``ON CONFLICT DO NOTHING``, then read back, so
-        racing writers all use the data key that won).
+        are created when *create* (``ON CONFLICT DO NOTHING``); when a racing
+        writer stored one of them first, they are read back, so racing writers
+        all use the data key that won. When every row is this call's, the keys
+        just made are used as they are (no read-back, no unwrap).
         """
         ids = list(dict.fromkeys(contact_ids))
         if not ids:
@@ -368,17 +380,21 @@ class SQLCore:
             kr = self._keyring
             now = _now_us()
             key_id = kr.current_key_id
+            keys = {cid: new_data_key() for cid in absent}
             rows = [
-                (cid, wrap_data_key(kr, new_data_key(), contact_id=cid), key_id, now)
-                for cid in absent
+                (cid, wrap_data_key(kr, keys[cid], contact_id=cid), key_id, now)
+                for cid in sorted(absent)  # primary-key order: concurrent writers lock alike
             ]
-            self._backend.insert(
-                conn,
-                schema.contacts,
-                ("contact_id", "data_key", "wrap_key_id", "created_at"),
-                rows,
-            )
-            found.update(self._contact_rows(conn, absent, lock=True))
+            backend = self._backend
+            write = backend.insert_new if backend.copies_new_rows else backend.insert
+            columns = ("contact_id", "data_key", "wrap_key_id", "created_at")
+            if write(conn, schema.contacts, columns, rows) == len(rows):
+                # Every row is ours (none raced in): their keys need no read-back or unwrap.
+                for cid, key in keys.items():
+                    out[cid] = pending.ciphers[cid] = FieldCipher(key, key_ref=DATA_KEY_REF)
+                pending.created.update(keys)
+            else:
+                found.update(self._contact_rows(conn, absent, lock=True))
         for cid, blob in found.items():
             if blob is None:  # erased, possibly by another process since we cached its key
                 pending.erased.add(cid)

@@ -47,6 +47,7 @@ from commhistory.store import schema
 from commhistory.store._backend import Row
 from commhistory.store._lru import Pending
 from commhistory.store.activities import sql_write_activities
+from commhistory.store.attributes import sql_apply
 from commhistory.store.batching import (
     Batch,
     BatchedWrites,
@@ -168,6 +169,10 @@ class SQLIngest(SQLCore, BatchedWrites):
             )
         if batch.activities:
             ins, dup = sql_write_activities(self, conn, batch, pending)
+            inserted += ins
+            duplicates += dup
+        if batch.contact_changes:
+            ins, dup = self._write_contacts(conn, batch, pending)
             inserted += ins
             duplicates += dup
         feeds = self._feeds  # one snapshot: set_batch_feed replaces the dict
@@ -740,6 +745,23 @@ class SQLIngest(SQLCore, BatchedWrites):
             )  # fmt: skip
         inserted = self._backend.insert(conn, schema.consent_events, CONSENT_COLUMNS, rows)
         return inserted, len(batch.consents) - inserted - refused
+
+    def _write_contacts(
+        self, conn: sa.Connection, batch: Batch, pending: Pending
+    ) -> tuple[int, int]:
+        """Store the batch's contact attribute updates; refuse those of erased contacts."""
+        statuses = sql_apply(self, conn, batch.contact_changes, pending, on_erased="skip")
+        inserted = duplicates = 0
+        for status, update, line in zip(
+            statuses, batch.contact_updates, batch.contact_lines, strict=True
+        ):
+            if status == "changed":
+                inserted += 1
+            elif status == "unchanged":
+                duplicates += 1
+            else:
+                batch.refuse_erased(update, line)
+        return inserted, duplicates
 
     def _write_dead_letters(self, conn: sa.Connection, batch: Batch, source: str) -> None:
         kr = self._keyring
