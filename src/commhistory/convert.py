@@ -67,12 +67,6 @@ from commhistory.model import (
     Purpose,
     Record,
 )
-
-try:
-    from orjson import loads as _orjson_loads
-except ImportError:  # pragma: no cover - the optional "fast" extra
-    _orjson_loads = None
-
 from commhistory.normalize import (
     classify_bounce,
     format_timestamp,
@@ -82,6 +76,14 @@ from commhistory.normalize import (
     parse_smtp_reply,
     parse_timestamp,
 )
+
+_orjson_loads: Callable[[str], Any] | None
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the optional "fast" extra
+    _orjson_loads = None
+else:
+    _orjson_loads = _orjson.loads
 
 __all__ = [
     "KINDS",
@@ -347,7 +349,7 @@ def _field_hook(tp: object, default_tz: tzinfo | str | None) -> _Hook | None:
     if tp == Mapping[str, Any]:
         return _structure_mapping
     if tp in _ENUMS:
-        return _fast_enum_hook(tp)  # type: ignore[arg-type]
+        return _fast_enum_hook(tp)
     raise TypeError(f"no fast structuring hook for {tp!r}")  # a new field type: add it
 
 
@@ -550,9 +552,9 @@ def structure(
         PayloadError: A key is unknown or missing, or a value has the wrong type.
         NormalizationError: A value (address, timestamp, status code, currency) is invalid.
     """
-    if type(obj) is dict:
-        kind = obj.get("kind")
-        build = _builders(default_tz).get(kind) if type(kind) is str else None
+    kind = obj.get("kind") if type(obj) is dict else None
+    if type(kind) is str:
+        build = _builders(default_tz).get(kind)
         if build is not None:
             data = {
                 key: value for key, value in obj.items() if key != "kind" and value is not None
