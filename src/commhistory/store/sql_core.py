@@ -363,14 +363,17 @@ class SQLCore:
         out: dict[str, FieldCipher] = {}
         found = self._contact_rows(conn, ids, lock=True)
         absent = [cid for cid in ids if cid not in found]
+        created: dict[str, tuple[bytes, bytes]] = {}  # contact -> (data key, wrapped)
         if absent and create:
             kr = self._keyring
             now = _now_us()
             key_id = kr.current_key_id
-            rows = [
-                (cid, wrap_data_key(kr, new_data_key(), contact_id=cid), key_id, now)
-                for cid in absent
-            ]
+            rows = []
+            for cid in absent:
+                data_key = new_data_key()
+                wrapped = wrap_data_key(kr, data_key, contact_id=cid)
+                created[cid] = (data_key, wrapped)
+                rows.append((cid, wrapped, key_id, now))
             self._backend.insert(
                 conn,
                 schema.contacts,
@@ -386,7 +389,13 @@ class SQLCore:
                 continue
             cipher = pending.ciphers.get(cid) or self._ciphers.get(cid)
             if cipher is None:
-                cipher = pending.ciphers[cid] = self._unwrap(cid, blob)
+                mine = created.get(cid)
+                if mine is not None and stored_bytes(blob, "contacts.data_key") == mine[1]:
+                    # The key this call created won (no racing writer): no need to unwrap it.
+                    cipher = FieldCipher(mine[0], key_ref=DATA_KEY_REF)
+                else:
+                    cipher = self._unwrap(cid, blob)
+                pending.ciphers[cid] = cipher
             out[cid] = cipher
         return out
 

@@ -76,6 +76,8 @@ if TYPE_CHECKING:
 __all__ = ["SQLIngest"]
 
 _US_DELTA: Final = timedelta(microseconds=1)
+_MESSAGE_SECRETS: Final = ("address", "subject", "body", "metadata")
+"""The encrypted columns of ``messages``, in MESSAGE_WRITE_COLUMNS order."""
 
 _BATCH_ATTEMPTS: Final = 5
 """How often a batch is tried when the database aborts it to break a deadlock."""
@@ -266,24 +268,22 @@ class SQLIngest(SQLCore, BatchedWrites):
         indexer = self.indexer()
         index_key_id = indexer.key_id
         now = _now_us()
+        nonces = NoncePool()  # this batch's nonces, dropped with it
+        sealers: dict[str, RowSealer] = {}
         for m, meta in fresh:
             mid = m.message_id
             cid = m.contact_id
-            enc = ciphers[cid].encrypt
+            seal = sealers.get(cid)
+            if seal is None:
+                seal = sealers[cid] = ciphers[cid].row_sealer("messages", _MESSAGE_SECRETS)
             address = m.address
             channel = m.channel
             rows.append(
                 (
-                    mid, cid, channel.value, m.direction.value, m.purpose.value,
+                    mid, cid, channel._value_, m.direction._value_, m.purpose._value_,
                     m.campaign_id, m.variant, m.provider, m.provider_message_id,
                     (m.sent_at - EPOCH) // _US_DELTA,
-                    enc(address, table="messages", column="address", row_id=mid),
-                    None if m.subject is None
-                    else enc(m.subject, table="messages", column="subject", row_id=mid),
-                    None if m.body is None
-                    else enc(m.body, table="messages", column="body", row_id=mid),
-                    None if meta is None
-                    else enc(meta, table="messages", column="metadata", row_id=mid),
+                    *seal(mid, (address, m.subject, m.body, meta), nonces),
                     mask_address(channel, address),
                 )
             )  # fmt: skip
@@ -294,8 +294,8 @@ class SQLIngest(SQLCore, BatchedWrites):
                 if key not in addresses:
                     addresses[key] = (
                         kind, bidx, cid, index_key_id,
-                        enc(address, table="addresses", column="address",
-                            row_id=address_row_id(kind, bidx)),
+                        ciphers[cid].encrypt(address, table="addresses", column="address",
+                                             row_id=address_row_id(kind, bidx)),
                         now,
                     )  # fmt: skip
         inserted = self._backend.insert(conn, schema.messages, MESSAGE_WRITE_COLUMNS, rows)
@@ -657,8 +657,8 @@ class SQLIngest(SQLCore, BatchedWrites):
             bounce = e.bounce
             yield (
                 eid, mid, cid, e.provider, e.provider_message_id, e.provider_event_id,
-                e.type.value, (e.occurred_at - EPOCH) // _US_DELTA, e.status_code,
-                None if bounce is None else bounce.value, e.machine,
+                e.type._value_, (e.occurred_at - EPOCH) // _US_DELTA, e.status_code,
+                None if bounce is None else bounce._value_, e.machine,
                 None if rev is None else str(e.revenue), rev, e.currency, okid,
                 *seal(eid, (e.address, e.reason, e.url, e.user_agent, e.ip, meta), nonces),
             )  # fmt: skip
