@@ -16,7 +16,9 @@ server answers), issue 15 item 1:
   field under per-contact keys, an HMAC blind index, batches of 10,000 rows
   (``executemany`` in WAL mode on SQLite, ``COPY`` on PostgreSQL).
 
-One run of each, interleaved (the harness alternates them). Goal (issue 15):
+One run of each, interleaved (the harness alternates them). Each command's CPU
+time (user + system, from ``getrusage``) is printed too: on a busy machine it
+moves less than the wall time (on PostgreSQL it leaves out the server's work). Goal (issue 15):
 our time <= 1.67x the baseline on SQLite (>= 0.6x its speed), <= 2x on
 PostgreSQL (>= 0.5x).
 
@@ -38,6 +40,7 @@ import io
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -130,6 +133,7 @@ class ImportE2E:
         self.target = ""
         self.schemas: list[str] = []
         self.outputs: dict[str, str] = {}
+        self.cpu: dict[str, float] = {}
 
     def setup(self) -> None:
         """Write the input once; give each timed run an empty database."""
@@ -165,9 +169,12 @@ class ImportE2E:
 
     def _run(self, args: Sequence[str], key: str) -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run(
             [sys.executable, *args], capture_output=True, text=True, env=env, check=False
         )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.cpu[key] = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
         if done.returncode != 0:
             raise RuntimeError(f"{key} failed ({done.returncode}): {done.stderr[-2000:]}")
         self.outputs[key] = done.stdout.strip().splitlines()[-1] if done.stdout else ""
@@ -194,9 +201,15 @@ class ImportE2E:
 
     def extra(self) -> dict[str, Any]:
         """The sizes and what each command printed last."""
+        cpu = {k: round(v, 3) for k, v in self.cpu.items()}
         return {
             "messages": self.n_messages,
             "lines": self.lines,
+            "candidate_cpu_s": cpu.get("candidate"),
+            "baseline_cpu_s": cpu.get("baseline"),
+            "cpu_ratio": round(self.cpu["candidate"] / self.cpu["baseline"], 3)
+            if self.cpu.get("baseline")
+            else None,
             "candidate_says": self.outputs.get("candidate", ""),
             "baseline_says": self.outputs.get("baseline", ""),
         }
