@@ -20,11 +20,11 @@ a private, configured :mod:`cattrs` converter with detailed validation, whose
 errors are translated into :class:`~commhistory.PayloadError` or
 :class:`~commhistory.NormalizationError` naming the field: both paths accept the
 same lines, build equal records, and a bad line's error is the detailed path's.
-Canonical JSON lines are decoded with :mod:`orjson` when it is installed (the
+Canonical JSON lines are decoded with ``orjson`` when it is installed (the
 ``fast`` extra), else with the standard library; the two accept the same lines.
 
 .. versionchanged:: 0.4.0
-   The fast structuring path, and :mod:`orjson` when installed.
+   The fast structuring path, and ``orjson`` when installed.
 
 .. versionadded:: 0.1.0
 """
@@ -633,9 +633,9 @@ def loads(
 
 
 def _decode(line: str | bytes) -> Any:
-    """Decode one JSON line: with :mod:`orjson` when it can, else with :func:`_decode_std`.
+    """Decode one JSON line: with ``orjson`` when it can, else with :func:`_decode_std`.
 
-    :mod:`orjson` differs from :mod:`json` on a few inputs: it keeps the last of
+    ``orjson`` differs from :mod:`json` on a few inputs: it keeps the last of
     repeated keys, reads integers past 64 bits as floats, refuses ``NaN``, lone
     surrogates and a BOM. So its result is used only for a line without a
     backslash, starting with ``{``, holding no float, whose decoded strings (keys
