@@ -16,9 +16,17 @@ server answers), issue 15 item 1:
   field under per-contact keys, an HMAC blind index, batches of 10,000 rows
   (``executemany`` in WAL mode on SQLite, ``COPY`` on PostgreSQL).
 
-One run of each, interleaved (the harness alternates them). Goal (issue 15):
+One run of each, interleaved (the harness alternates them). Each command's CPU
+time (user + system, from ``getrusage``) is printed too: on a busy machine it
+moves less than the wall time (on PostgreSQL it leaves out the server's work). Goal (issue 15):
 our time <= 1.67x the baseline on SQLite (>= 0.6x its speed), <= 2x on
 PostgreSQL (>= 0.5x).
+
+``import_e2e.validate`` times ``commhistory validate FILE`` on the same file, in
+this process (``commhistory.cli.main``, output discarded, the normalizers'
+caches emptied before each run), against ``json.loads`` of each line of the file:
+best of three. Goal: at least 150,000 lines a second on one core; the ratio to
+``json.loads`` and the lines a second are printed.
 
 Run: ``python -m benchmarks import_e2e`` or
 ``python -m benchmarks.bench_import_e2e --messages 20000``.
@@ -27,13 +35,17 @@ Run: ``python -m benchmarks import_e2e`` or
 from __future__ import annotations
 
 import atexit
+import contextlib
+import io
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -121,6 +133,7 @@ class ImportE2E:
         self.target = ""
         self.schemas: list[str] = []
         self.outputs: dict[str, str] = {}
+        self.cpu: dict[str, float] = {}
 
     def setup(self) -> None:
         """Write the input once; give each timed run an empty database."""
@@ -156,9 +169,12 @@ class ImportE2E:
 
     def _run(self, args: Sequence[str], key: str) -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run(
             [sys.executable, *args], capture_output=True, text=True, env=env, check=False
         )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.cpu[key] = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
         if done.returncode != 0:
             raise RuntimeError(f"{key} failed ({done.returncode}): {done.stderr[-2000:]}")
         self.outputs[key] = done.stdout.strip().splitlines()[-1] if done.stdout else ""
@@ -185,11 +201,70 @@ class ImportE2E:
 
     def extra(self) -> dict[str, Any]:
         """The sizes and what each command printed last."""
+        cpu = {k: round(v, 3) for k, v in self.cpu.items()}
         return {
             "messages": self.n_messages,
             "lines": self.lines,
+            "candidate_cpu_s": cpu.get("candidate"),
+            "baseline_cpu_s": cpu.get("baseline"),
+            "cpu_ratio": round(self.cpu["candidate"] / self.cpu["baseline"], 3)
+            if self.cpu.get("baseline")
+            else None,
             "candidate_says": self.outputs.get("candidate", ""),
             "baseline_says": self.outputs.get("baseline", ""),
+        }
+
+
+VALIDATE_GOAL: Final = 150_000
+"""Lines a second ``commhistory validate`` should read on one core."""
+
+
+class ValidateBench:
+    """``commhistory validate FILE`` in this process, against ``json.loads`` of each line."""
+
+    def __init__(self) -> None:
+        self.n_messages = message_count()
+        self.work = Path(tempfile.mkdtemp(prefix="commhistory-validate-"))
+        atexit.register(shutil.rmtree, self.work, True)
+        self.input = self.work / "history.jsonl"
+        self.lines = 0
+        self.best = float("inf")
+        self.said = ""
+
+    def setup(self) -> None:
+        """Write the input once; empty the normalizers' caches before each run."""
+        from commhistory.normalize import clear_caches
+
+        if not self.lines:
+            self.lines = write_input(self.input, self.n_messages)
+        clear_caches()
+
+    def candidate(self) -> None:
+        """``commhistory validate FILE``, its output discarded."""
+        from commhistory.cli import main as cli_main
+
+        out = io.StringIO()
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            code = cli_main(["validate", str(self.input)])
+        self.best = min(self.best, time.perf_counter() - start)
+        if code != 0:
+            raise RuntimeError(f"validate failed ({code}): {out.getvalue()[-2000:]}")
+        self.said = out.getvalue().strip().splitlines()[-1]
+
+    def baseline(self) -> None:
+        """``json.loads`` of every line."""
+        loads = json.loads
+        with self.input.open(encoding="utf-8") as fh:
+            for line in fh:
+                loads(line)
+
+    def extra(self) -> dict[str, Any]:
+        """The lines, the lines a second, and what the command printed."""
+        return {
+            "lines": self.lines,
+            "lines_per_second": round(self.lines / self.best),
+            "candidate_says": self.said,
         }
 
 
@@ -228,6 +303,23 @@ def benchmarks() -> list[Benchmark]:
                 items=state.n_messages,
             )
         )
+    validate = ValidateBench()
+    lines = int(validate.n_messages * 3.5)  # 2.5 events a message
+    out.append(
+        Benchmark(
+            name="import_e2e.validate",
+            candidate=validate.candidate,
+            baseline=validate.baseline,
+            setup=validate.setup,
+            goal=Goal(
+                text=f">= {VALIDATE_GOAL:,} lines/s on one core",
+                max_seconds=lines / VALIDATE_GOAL,
+            ),
+            repeats=3,
+            extra=validate.extra,
+            items=lines,
+        )
+    )
     return out
 
 

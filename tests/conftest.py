@@ -64,3 +64,23 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _stdlib_json_only() -> Iterator[None]:
+    """``COMMHISTORY_TEST_NO_ORJSON=1``: read JSON lines with the standard library only.
+
+    The reader uses orjson when it is installed (the ``fast`` extra); this runs the
+    suite on the path taken without it.
+    """
+    if not os.environ.get("COMMHISTORY_TEST_NO_ORJSON"):
+        yield
+        return
+    from commhistory import convert
+
+    saved = convert._orjson_loads
+    convert._orjson_loads = None
+    try:
+        yield
+    finally:
+        convert._orjson_loads = saved

@@ -13,9 +13,19 @@ only validates:
 Writing emits UTC ISO 8601 timestamps, enum values, decimal strings, and leaves
 out fields that are unset. ``loads(dumps(r)) == r`` for every valid record.
 
-Structuring goes through a private, configured :mod:`cattrs` converter (one per
-default time zone); its errors are translated into :class:`~commhistory.PayloadError`
-or :class:`~commhistory.NormalizationError` naming the field.
+Structuring first tries a fast path built once per record class and default time
+zone: each field that needs converting (enums, timestamps, amounts, metadata) gets
+its hook, every other value goes straight to the record, whose validator checks
+it (once). When that fails for any reason, the line is structured again through
+a private, configured :mod:`cattrs` converter with detailed validation, whose
+errors are translated into :class:`~commhistory.PayloadError` or
+:class:`~commhistory.NormalizationError` naming the field: both paths accept the
+same lines, build equal records, and a bad line's error is the detailed path's.
+Canonical JSON lines are decoded with ``orjson`` when it is installed (the
+``fast`` extra), else with the standard library; the two accept the same lines.
+
+.. versionchanged:: 0.4.0
+   The fast structuring path, and ``orjson`` when installed.
 
 .. versionadded:: 0.1.0
 """
@@ -31,9 +41,11 @@ import json
 import math
 import os
 import re
+import types
+import typing
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Set
-from datetime import date, datetime, tzinfo
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal, DecimalException
 from pathlib import Path
 from typing import IO, Any, Final, Literal
@@ -67,6 +79,14 @@ from commhistory.normalize import (
     parse_smtp_reply,
     parse_timestamp,
 )
+
+_orjson_loads: Callable[[str], Any] | None
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the optional "fast" extra
+    _orjson_loads = None
+else:
+    _orjson_loads = _orjson.loads
 
 __all__ = [
     "KINDS",
@@ -264,6 +284,17 @@ def _enum_hook(cls: type[Any]) -> Callable[[object, object], Any]:
     return structure_enum
 
 
+def _datetime_hook(default_tz: tzinfo | str | None) -> Callable[[object, object], datetime]:
+    def structure_datetime(value: object, _type: object) -> datetime:
+        if isinstance(value, bool) or not isinstance(value, str | int | float | datetime):
+            raise PayloadError(
+                field="<value>", reason=f"expected a timestamp, got {_json_type(value)}"
+            )
+        return parse_timestamp(value, default_tz=default_tz, field="<value>")
+
+    return structure_datetime
+
+
 @functools.lru_cache(maxsize=8)
 def _converter(default_tz: tzinfo | str | None) -> cattrs.Converter:
     """The private converter for one default time zone (cached: building one costs)."""
@@ -272,18 +303,101 @@ def _converter(default_tz: tzinfo | str | None) -> cattrs.Converter:
     converter.register_structure_hook(bool, _structure_bool)
     converter.register_structure_hook(Decimal, _structure_decimal)
     converter.register_structure_hook_func(lambda t: t == Mapping[str, Any], _structure_mapping)
-
-    def structure_datetime(value: object, _type: object) -> datetime:
-        if isinstance(value, bool) or not isinstance(value, str | int | float | datetime):
-            raise PayloadError(
-                field="<value>", reason=f"expected a timestamp, got {_json_type(value)}"
-            )
-        return parse_timestamp(value, default_tz=default_tz, field="<value>")
-
-    converter.register_structure_hook(datetime, structure_datetime)
+    converter.register_structure_hook(datetime, _datetime_hook(default_tz))
     for enum_cls in _ENUMS:
         converter.register_structure_hook(enum_cls, _enum_hook(enum_cls))
     return converter
+
+
+# --------------------------------------------------------------------------- the fast path
+#
+# One builder per record class and default zone: the fields that need converting
+# (enums, timestamps, amounts, metadata) go through the same hooks as above; every
+# other value goes to the record as it is, and the record's validator checks it.
+# Any failure sends the record through the detailed converter instead, so errors
+# are the detailed path's; the builders never accept what it refuses
+# (tests/test_convert_fast.py compares the two).
+
+_Builder = Callable[[dict[str, Any]], Record]
+_Hook = Callable[[object, object], Any]
+
+
+def _fast_enum_hook(cls: type[Any]) -> _Hook:
+    """An exact member value, else what :func:`_enum_hook` makes of it."""
+    members = {m.value: m for m in cls}
+    general = _enum_hook(cls)
+
+    def structure_enum_fast(value: object, _type: object) -> Any:
+        member = members.get(value) if type(value) is str else None
+        return general(value, _type) if member is None else member
+
+    return structure_enum_fast
+
+
+def _fast_datetime_hook(default_tz: tzinfo | str | None) -> _Hook:
+    """A canonical UTC timestamp by the stdlib parser alone, else :func:`_datetime_hook`'s way."""
+    general = _datetime_hook(default_tz)
+    fromisoformat = datetime.fromisoformat
+
+    def structure_datetime_fast(value: object, _type: object) -> datetime:
+        if type(value) is str and value[10:11] == "T" and len(value) <= _MAX_TIMESTAMP:
+            try:
+                parsed = fromisoformat(value)
+            except ValueError:
+                pass
+            else:
+                if parsed.tzinfo is UTC:
+                    return parsed  # what parse_timestamp returns for it
+        return general(value, _type)
+
+    return structure_datetime_fast
+
+
+_MAX_TIMESTAMP: Final = 64  # longer timestamp strings are refused (normalize/time.py)
+
+
+def _field_hook(tp: object, default_tz: tzinfo | str | None) -> _Hook | None:
+    """The hook converting a value of the (non-optional) field type *tp*; None for as-is."""
+    if tp is str or tp is bool:
+        return None  # the record's validator checks the type
+    if tp is datetime:
+        return _fast_datetime_hook(default_tz)
+    if tp is Decimal:
+        return _structure_decimal
+    if tp == Mapping[str, Any]:
+        return _structure_mapping
+    if tp in _ENUMS:
+        return _fast_enum_hook(tp)
+    raise TypeError(f"no fast structuring hook for {tp!r}")  # a new field type: add it
+
+
+def _builder(cls: type[Record], default_tz: tzinfo | str | None) -> _Builder:
+    """Generate the fast builder of *cls*: one line per field that needs converting."""
+    hints = typing.get_type_hints(cls)
+    namespace: dict[str, Any] = {"cls": cls}
+    lines = ["def build(data):"]
+    for field in attrs.fields(cls):
+        tp = hints[field.name]
+        if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+            (tp,) = (a for a in typing.get_args(tp) if a is not type(None))
+        hook = _field_hook(tp, default_tz)
+        if hook is not None:
+            namespace[f"hook_{field.name}"] = hook
+            lines += [
+                f"    value = data.get({field.name!r})",
+                "    if value is not None:",
+                f"        data[{field.name!r}] = hook_{field.name}(value, None)",
+            ]
+    lines.append("    return cls(**data)")
+    exec("\n".join(lines), namespace)  # noqa: S102 - code built from field names only
+    build: _Builder = namespace["build"]
+    return build
+
+
+@functools.lru_cache(maxsize=8)
+def _builders(default_tz: tzinfo | str | None) -> Mapping[str, _Builder]:
+    """The fast builders of each kind for one default time zone (cached)."""
+    return {kind: _builder(cls, default_tz) for kind, cls in KINDS.items()}
 
 
 _OUT: Final = cattrs.Converter()
@@ -353,13 +467,15 @@ def _translate_leaf(exc: BaseException, cls: type) -> InvalidInputError:
 # --------------------------------------------------------------------------- normalizing
 
 
+_CHANNELS: Final[Mapping[str, Channel]] = {c.value: c for c in Channel}
+
+
 def _normalize_address(channel: object, address: object, region: str = "JP") -> object:
     """Bring a message's address to the canonical form of its channel."""
     if not isinstance(address, str) or not isinstance(channel, str):
         return address  # the model reports the types
-    try:
-        channel = Channel(channel.strip().lower())
-    except ValueError:
+    channel = _CHANNELS.get(channel) or _CHANNELS.get(channel.strip().lower())
+    if channel is None:
         return address  # the converter reports the channel
     try:
         if channel is Channel.EMAIL:
@@ -391,34 +507,44 @@ def _normalize_event_address(address: object, region: str = "JP") -> object:
 
 
 def _prepare(
-    kind: str, data: dict[str, Any], *, explicit_null: Set[str], region: str = "JP"
+    kind: str, data: dict[str, Any], *, source: Mapping[str, Any], region: str = "JP"
 ) -> None:
-    """Normalize fields that depend on each other, in place, before structuring."""
+    """Normalize fields that depend on each other, in place, before structuring.
+
+    *source* is the object *data* was taken from (with its explicit nulls).
+    """
     if kind == "message":
         if "address" in data:
             data["address"] = _normalize_address(data.get("channel"), data["address"], region)
     elif kind == "event":
         if data.get("address") is not None:
             data["address"] = _normalize_event_address(data["address"], region)
-        _derive_bounce(data, explicit_null)
+        _derive_bounce(data, source)
     elif kind == "activity":
         name = data.get("name")
         if isinstance(name, str):
             data["name"] = name.strip().lower()
 
 
-def _derive_bounce(data: dict[str, Any], explicit_null: Set[str]) -> None:
-    """Fill an event's status code and bounce class from its diagnostic when absent."""
+def _explicit_null(source: Mapping[str, Any], key: str) -> bool:
+    return key in source and source[key] is None
+
+
+def _derive_bounce(data: dict[str, Any], source: Mapping[str, Any]) -> None:
+    """Fill an event's status code and bounce class from its diagnostic when absent.
+
+    An explicit null in *source* says "unknown, do not derive".
+    """
     reason = data.get("reason")
     status = data.get("status_code")
-    if status is None and isinstance(reason, str) and "status_code" not in explicit_null:
+    if status is None and isinstance(reason, str) and not _explicit_null(source, "status_code"):
         enhanced = parse_smtp_reply(reason).enhanced
         if enhanced is not None:
             data["status_code"] = status = enhanced
     if (
         data.get("type") == EventType.BOUNCED.value
         and data.get("bounce") is None
-        and "bounce" not in explicit_null
+        and not _explicit_null(source, "bounce")
         and (status is None or isinstance(status, str))
     ):
         data["bounce"] = classify_bounce(status, reason if isinstance(reason, str) else None).value
@@ -450,6 +576,25 @@ def structure(
         PayloadError: A key is unknown or missing, or a value has the wrong type.
         NormalizationError: A value (address, timestamp, status code, currency) is invalid.
     """
+    kind = obj.get("kind") if type(obj) is dict else None
+    if type(kind) is str:
+        build = _builders(default_tz).get(kind)
+        if build is not None:
+            data = {
+                key: value for key, value in obj.items() if key != "kind" and value is not None
+            }
+            try:
+                _prepare(kind, data, source=obj, region=region)
+                return build(data)
+            except Exception:  # noqa: S110 - the detailed path says what is wrong
+                pass
+    return _structure_detailed(obj, default_tz=default_tz, region=region)
+
+
+def _structure_detailed(
+    obj: Mapping[str, Any], *, default_tz: tzinfo | str | None, region: str
+) -> Record:
+    """:func:`structure` through the detailed converter: slower, and says what is wrong."""
     if not isinstance(obj, Mapping):
         raise PayloadError(field="<record>", reason=f"expected an object, got {_json_type(obj)}")
     kind = obj.get("kind")
@@ -461,7 +606,7 @@ def structure(
     data = {key: value for key, value in obj.items() if key != "kind" and value is not None}
     # An explicit null says "unknown, do not derive": it keeps a record without a
     # derived status code or bounce class the same through dumps() and loads().
-    _prepare(kind, data, explicit_null=obj.keys() - data.keys(), region=region)
+    _prepare(kind, data, source=obj, region=region)
     try:
         return _converter(default_tz).structure(data, cls)
     except InvalidInputError:
@@ -508,8 +653,70 @@ def loads(
         PayloadError: The line is not a JSON object or does not fit the model.
         NormalizationError: A value in it is invalid.
     """
+    return structure(_decode(line), default_tz=default_tz, region=region)
+
+
+def _decode(line: str | bytes) -> Any:
+    """Decode one JSON line: with ``orjson`` when it can, else with :func:`_decode_std`.
+
+    ``orjson`` differs from :mod:`json` on a few inputs: it keeps the last of
+    repeated keys, reads integers past 64 bits as floats, refuses ``NaN``, lone
+    surrogates and a BOM. So its result is used only for a line without a
+    backslash, starting with ``{``, holding no float, whose decoded strings (keys
+    included) are as many as its quoted strings (a repeated key would be missing);
+    any other line, and every error, goes to the standard library.
+    """
+    if _orjson_loads is not None and type(line) is str and line[:1] == "{" and "\\" not in line:
+        try:
+            obj = _orjson_loads(line)
+        except ValueError:
+            pass
+        else:
+            if type(obj) is dict:
+                # The keys and string values, when no value is a float or a container.
+                kinds = [*map(type, obj.values())]
+                if dict in kinds or list in kinds or float in kinds:
+                    strings = _strings_without_floats(obj)
+                else:
+                    strings = len(kinds) + kinds.count(str)
+                if strings * 2 == line.count('"'):
+                    return obj
+    return _decode_std(line)
+
+
+def _strings_without_floats(obj: dict[str, Any]) -> int:
+    """Count the keys and string values in *obj*, nested ones included; -1 if it holds a float.
+
+    Also -1 past :data:`MAX_NESTING` levels (the standard library then says why).
+    """
+    count = 0
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return -1
+        if type(item) is dict:
+            count += len(item)
+            values: Iterable[Any] = item.values()
+        else:
+            values = item
+        for value in values:
+            kind = type(value)
+            if kind is str:
+                count += 1
+            elif kind is dict or kind is list:
+                stack.append((value, depth + 1))
+            elif kind is float:
+                return -1
+    return count
+
+
+def _decode_std(line: str | bytes) -> Any:
+    """Decode one JSON line with the standard library, refusing repeated keys."""
     try:
-        obj = json.loads(line, object_pairs_hook=_unique_keys)
+        if type(line) is str and line[:1] != "\ufeff":
+            return _STD_DECODER.decode(line)  # what json.loads does, minus a decoder a call
+        return json.loads(line, object_pairs_hook=_unique_keys)
     except InvalidInputError:
         raise
     except json.JSONDecodeError as exc:
@@ -528,7 +735,6 @@ def loads(
         raise PayloadError(
             field="<line>", reason="invalid JSON: a number has too many digits"
         ) from None
-    return structure(obj, default_tz=default_tz, region=region)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -546,6 +752,9 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 raise PayloadError(field="<line>", reason=f"duplicate key {name!r}")
             seen.add(key)
     return obj
+
+
+_STD_DECODER: Final = json.JSONDecoder(object_pairs_hook=_unique_keys)
 
 
 def dumps(record: Record) -> str:

@@ -33,8 +33,8 @@ import attrs
 
 from commhistory._currencies import ISO_4217
 from commhistory.errors import NormalizationError, PayloadError
-from commhistory.normalize.email import normalize_email
-from commhistory.normalize.phone import normalize_phone
+from commhistory.normalize.email import is_normalized_email, normalize_email
+from commhistory.normalize.phone import is_normalized_phone, normalize_phone
 
 # Re-exported: the bounce classes live with the SMTP normalizer that assigns them,
 # below this module, and are part of the record model's public surface.
@@ -367,6 +367,8 @@ def check_address(channel: Channel, address: str, *, field: str = "address") -> 
         NormalizationError: The address is not in the canonical form for the channel.
     """
     if channel is Channel.EMAIL:
+        if is_normalized_email(address):
+            return
         try:
             canonical = normalize_email(address)
         except NormalizationError as exc:
@@ -380,6 +382,8 @@ def check_address(channel: Channel, address: str, *, field: str = "address") -> 
             raise NormalizationError(
                 field=field, reason="phone number must be E.164 (use normalize_phone)"
             )
+        if is_normalized_phone(address):
+            return
         try:
             canonical = normalize_phone(address)
         except NormalizationError as exc:

@@ -6,7 +6,9 @@ normalize. Every function here raises
 reason, and never quotes the value.
 
 * :func:`normalize_email`, :func:`normalize_phone`: cached (bounded LRU, see
-  :func:`cache_info`), fixed points: ``f(f(x)) == f(x)``.
+  :func:`cache_info`), fixed points: ``f(f(x)) == f(x)``;
+  :func:`is_normalized_email`, :func:`is_normalized_phone` check that a value is
+  already canonical, without normalizing again what they just returned.
 * :func:`normalize_line_user_id`: LINE user ids.
 * :func:`parse_timestamp`, :func:`format_timestamp`: aware UTC datetimes in
   and out.
@@ -21,9 +23,9 @@ import functools
 
 from commhistory.normalize import email as _email
 from commhistory.normalize import phone as _phone
-from commhistory.normalize.email import normalize_email
+from commhistory.normalize.email import is_normalized_email, normalize_email
 from commhistory.normalize.line import normalize_line_user_id
-from commhistory.normalize.phone import normalize_phone
+from commhistory.normalize.phone import is_normalized_phone, normalize_phone
 from commhistory.normalize.smtp import SmtpReply, classify_bounce, parse_smtp_reply
 from commhistory.normalize.time import format_timestamp, parse_timestamp
 
@@ -33,6 +35,8 @@ __all__ = [
     "classify_bounce",
     "clear_caches",
     "format_timestamp",
+    "is_normalized_email",
+    "is_normalized_phone",
     "normalize_email",
     "normalize_line_user_id",
     "normalize_phone",
@@ -60,3 +64,5 @@ def clear_caches() -> None:
     """
     _email._normalize.cache_clear()
     _phone._normalize.cache_clear()
+    _email._CANONICAL.clear()
+    _phone._CANONICAL.clear()

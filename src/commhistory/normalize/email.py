@@ -11,7 +11,10 @@ only, no DNS) and returns the spelling commhistory stores, indexes and compares:
 * nothing provider-specific is folded: no Gmail dot or ``+tag`` removal.
 
 Results are cached in a bounded LRU (:data:`CACHE_SIZE` entries), failures
-included, so a file that repeats the same addresses pays for each one once.
+included, so a file that repeats the same addresses pays for each one once. The
+canonical spellings it returned are remembered too (as many again), so checking
+that a result is canonical (:func:`~commhistory.normalize.is_normalized_email`, which every
+:class:`~commhistory.Message` does) costs no second validation.
 
 .. versionadded:: 0.1.0
 """
@@ -19,13 +22,14 @@ included, so a file that repeats the same addresses pays for each one once.
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 from typing import Final
 
 from email_validator import EmailNotValidError, validate_email
 
 from commhistory.errors import NormalizationError
 
-__all__ = ["CACHE_SIZE", "MAX_LENGTH", "normalize_email"]
+__all__ = ["CACHE_SIZE", "MAX_LENGTH", "is_normalized_email", "normalize_email"]
 
 CACHE_SIZE: Final = 32_768
 """How many distinct inputs (valid or not) :func:`normalize_email` remembers."""
@@ -37,6 +41,17 @@ RFC 5321 limits a path to 254 octets; the margin leaves room for whitespace.
 """
 
 _FIELD: Final = "email"
+
+_CANONICAL: Final[OrderedDict[str, None]] = OrderedDict()
+"""Results of :func:`_normalize`, oldest first: known fixed points (at most CACHE_SIZE)."""
+
+
+def _remember(canonical: str) -> str:
+    """Note *canonical* as a known fixed point; forget the oldest beyond the bound."""
+    _CANONICAL[canonical] = None
+    if len(_CANONICAL) > CACHE_SIZE:
+        _CANONICAL.popitem(last=False)
+    return canonical
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
@@ -57,7 +72,7 @@ def _normalize(value: str) -> str | NormalizationError:
     except EmailNotValidError as exc:
         # The library's message quotes parts of the address: keep only a category.
         return NormalizationError(field=_FIELD, reason=_reason(str(exc)))
-    return validated.normalized
+    return _remember(validated.normalized)
 
 
 def _reason(message: str) -> str:
@@ -105,3 +120,20 @@ def normalize_email(value: str) -> str:
     if isinstance(result, str):
         return result
     raise NormalizationError(field=result.field, reason=result.reason)
+
+
+def is_normalized_email(value: str) -> bool:
+    """Return whether *value* is the canonical form of an email address.
+
+    The same as ``normalize_email(value) == value`` (``False`` when it does not
+    normalize), but a result :func:`normalize_email` returned recently is known
+    canonical (normalizing is a fixed point) and is not validated again.
+
+    .. versionadded:: 0.4.0
+    """
+    if value in _CANONICAL:
+        return True
+    try:
+        return normalize_email(value) == value
+    except NormalizationError:
+        return False

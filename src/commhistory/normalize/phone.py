@@ -7,7 +7,9 @@ Full-width digits, hyphens, spaces, brackets, a ``tel:`` URI and a leading
 ``+81`` (with or without the trunk ``0``) are all understood.
 
 Results are cached in a bounded LRU (:data:`CACHE_SIZE` entries), failures
-included.
+included. The E.164 numbers it returned are remembered too (as many again), so
+checking that a number is E.164 (:func:`~commhistory.normalize.is_normalized_phone`, which every
+:class:`~commhistory.Message` on a phone channel does) costs no second parse.
 
 .. versionadded:: 0.1.0
 """
@@ -15,13 +17,14 @@ included.
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 from typing import Final
 
 import phonenumbers
 
 from commhistory.errors import NormalizationError
 
-__all__ = ["CACHE_SIZE", "MAX_LENGTH", "normalize_phone"]
+__all__ = ["CACHE_SIZE", "MAX_LENGTH", "is_normalized_phone", "normalize_phone"]
 
 CACHE_SIZE: Final = 32_768
 """How many distinct ``(value, region)`` pairs :func:`normalize_phone` remembers."""
@@ -30,6 +33,19 @@ MAX_LENGTH: Final = 64
 """Inputs longer than this many characters are refused unread."""
 
 _FIELD: Final = "phone"
+
+_CANONICAL: Final[OrderedDict[str, None]] = OrderedDict()
+"""Results of :func:`_normalize`, oldest first: known fixed points (at most CACHE_SIZE)."""
+
+
+def _remember(canonical: str) -> str:
+    """Note *canonical* as a known fixed point; forget the oldest beyond the bound."""
+    _CANONICAL[canonical] = None
+    if len(_CANONICAL) > CACHE_SIZE:
+        _CANONICAL.popitem(last=False)
+    return canonical
+
+
 _REGIONS: Final = frozenset(phonenumbers.SUPPORTED_REGIONS)
 
 _PARSE_REASONS: Final = {
@@ -56,7 +72,7 @@ def _normalize(value: str, region: str) -> str | NormalizationError:
     if not phonenumbers.is_valid_number(number):
         return NormalizationError(field=_FIELD, reason="not a valid number in its numbering plan")
     formatted: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return formatted
+    return _remember(formatted)
 
 
 def normalize_phone(value: str, region: str = "JP") -> str:
@@ -97,3 +113,20 @@ def normalize_phone(value: str, region: str = "JP") -> str:
     if isinstance(result, str):
         return result
     raise NormalizationError(field=result.field, reason=result.reason)
+
+
+def is_normalized_phone(value: str) -> bool:
+    """Return whether *value* is a phone number in E.164 form.
+
+    The same as ``normalize_phone(value) == value`` (``False`` when it does not
+    normalize), but a result :func:`normalize_phone` returned recently is known
+    canonical (normalizing is a fixed point in every region) and is not parsed again.
+
+    .. versionadded:: 0.4.0
+    """
+    if value in _CANONICAL:
+        return True
+    try:
+        return normalize_phone(value) == value
+    except NormalizationError:
+        return False

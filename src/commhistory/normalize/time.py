@@ -85,6 +85,22 @@ def parse_timestamp(
 
     .. versionadded:: 0.1.0
     """
+    if type(value) is str and value[10:11] == "T" and len(value) <= _MAX_TEXT:
+        # The canonical spelling (and ISO 8601 with an offset): the stdlib's C parser
+        # alone. Anything else it reads is read below exactly as here; the rest, and
+        # naive or out-of-range values, take the general path.
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is UTC:
+                return parsed
+            if parsed.utcoffset() is not None:
+                try:
+                    return parsed.astimezone(UTC)
+                except (OverflowError, ValueError):
+                    pass
     if isinstance(value, bool):
         raise NormalizationError(field=field, reason="expected a timestamp, got bool")
     if isinstance(value, datetime):

@@ -376,13 +376,16 @@ class SQLCore:
         out: dict[str, FieldCipher] = {}
         found = self._contact_rows(conn, ids, lock=True)
         absent = [cid for cid in ids if cid not in found]
+        created: dict[str, tuple[bytes, bytes]] = {}  # contact -> (data key, wrapped)
         if absent and create:
             kr = self._keyring
             now = _now_us()
             key_id = kr.current_key_id
             keys = {cid: new_data_key() for cid in absent}
+            for cid, key in keys.items():
+                created[cid] = (key, wrap_data_key(kr, key, contact_id=cid))
             rows = [
-                (cid, wrap_data_key(kr, keys[cid], contact_id=cid), key_id, now)
+                (cid, created[cid][1], key_id, now)
                 for cid in sorted(absent)  # primary-key order: concurrent writers lock alike
             ]
             backend = self._backend
@@ -393,7 +396,7 @@ class SQLCore:
                 for cid, key in keys.items():
                     out[cid] = pending.ciphers[cid] = FieldCipher(key, key_ref=DATA_KEY_REF)
                 pending.created.update(keys)
-            else:
+            else:  # a racing writer stored some: read back which keys won
                 found.update(self._contact_rows(conn, absent, lock=True))
         for cid, blob in found.items():
             if blob is None:  # erased, possibly by another process since we cached its key
@@ -403,7 +406,13 @@ class SQLCore:
                 continue
             cipher = pending.ciphers.get(cid) or self._ciphers.get(cid)
             if cipher is None:
-                cipher = pending.ciphers[cid] = self._unwrap(cid, blob)
+                mine = created.get(cid)
+                if mine is not None and stored_bytes(blob, "contacts.data_key") == mine[1]:
+                    # The key this call created won (no racing writer): no need to unwrap it.
+                    cipher = FieldCipher(mine[0], key_ref=DATA_KEY_REF)
+                else:
+                    cipher = self._unwrap(cid, blob)
+                pending.ciphers[cid] = cipher
             out[cid] = cipher
         return out
 
