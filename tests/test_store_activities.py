@@ -347,7 +347,7 @@ def test_migration_0007_adds_the_indexed_tables_and_downgrades(url: str) -> None
     engine = create_engine(url)
     try:
         assert "activities" not in sa.inspect(engine).get_table_names()
-        upgrade(engine)
+        assert upgrade(engine, "0007") == "0007"
         assert current_revision(engine) == "0007"
         inspector = sa.inspect(engine)
         assert {"activities", "activity_names"} <= set(inspector.get_table_names())
