@@ -366,3 +366,29 @@ def test_bad_arguments_are_typed_errors(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError) as info:
         repo.export_analytics(tmp_path / "x", format="csv", keys=Keyring.generate())
     assert info.value.field == "out"
+
+
+def test_cli_export_analytics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from commhistory.cli import main
+
+    db, keyring = tmp_path / "demo.db", tmp_path / "demo.keyring"
+    html = tmp_path / "demo.html"
+    assert (
+        main(
+            ["demo", "--db", str(db), "--keyring", str(keyring), "--out", str(html),
+             "--contacts", "60"]
+        )
+        == 0
+    )  # fmt: skip
+    capsys.readouterr()
+    store = ["--db", f"sqlite:///{db}", "--keyring", str(keyring)]
+    out = tmp_path / "lake"
+    assert main(["export-analytics", str(out), "--report", "json", *store]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["run"] == 1
+    assert doc["rows"]["messages"] > 0
+    assert all(f.endswith(".parquet") for f in doc["files"])
+    assert main(["export-analytics", str(out), *store]) == 0
+    assert capsys.readouterr().out.startswith("run 2: 0 rows of messages")
+    assert main(["export-analytics", str(out), "--format", "csv", *store]) == 2
+    assert "out:" in capsys.readouterr().err

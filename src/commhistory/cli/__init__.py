@@ -30,6 +30,7 @@ from typing import Final
 from commhistory import __version__
 from commhistory.cli import (
     activities,
+    analytics,
     audit,
     consent,
     costs,
@@ -56,6 +57,7 @@ _COMMANDS = (
     audit,
     dead_letters,
     costs,
+    analytics,
 )
 
 
