@@ -299,6 +299,7 @@ def _export_table(
     at = spec.columns.index(spec.order)
     ix = spec.columns.index(spec.id)
     contact = spec.columns.index(_CONTACT) if _CONTACT in spec.columns else None
+    machine = spec.columns.index("machine") if "machine" in spec.columns else None
     names = [_PSEUDONYM if n == _CONTACT else n for n in spec.columns]
     parts = _Partitions(out, table, names, fmt, run)
     count = 0
@@ -310,6 +311,8 @@ def _export_table(
             cols: list[Sequence[Any]] = list(zip(*batch, strict=True))
             if contact is not None:
                 cols[contact] = [pseudonym(c) for c in cols[contact]]
+            if machine is not None:  # 0/1 on SQLite
+                cols[machine] = [bool(v) for v in cols[machine]]
             for day, start, stop in _split_days(batch, at):
                 parts.write(day, [c[start:stop] for c in cols])
             count += len(batch)

@@ -9,7 +9,8 @@ implement it; a repository hands its own out as ``repo.analytics_reader``.
 Only plain columns are read; nothing is decrypted. Rows of erased contacts
 (messages, their events, activities) are left out, and so are orphan events
 (no known message). Times are integer microseconds since the epoch, UTC;
-money is integer millionths (``*_micros``).
+money is integer millionths (``*_micros``); ``machine`` is a bool, or 0/1 on
+SQLite.
 
 The watermark of a table is the pair (``TABLES[name].order`` value, id) of the
 last row exported: a scan returns the rows strictly after it. Messages are
@@ -22,6 +23,7 @@ ordered by ``sent_at``, events and activities by ``occurred_at``, costs by
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
@@ -208,21 +210,26 @@ class SQLAnalyticsReader(AnalyticsReader):
             sql += f" AND {order} < {ph}"
             params.append(until)
         sql += f" ORDER BY {order}, {ident}"
-        return self._stream(sql, tuple(params), batch_size, table == "events")
+        return self._stream(sql, tuple(params), batch_size)
 
     def _stream(
-        self, sql: str, params: tuple[Any, ...], batch_size: int, events: bool
+        self, sql: str, params: tuple[Any, ...], batch_size: int
     ) -> Iterator[list[tuple[Any, ...]]]:
+        # The driver's own cursor: plain tuples, no result-row wrapping (a third
+        # of the time); on PostgreSQL a named (server-side) cursor, so rows stream.
         with self.repo.transaction(read=True) as conn:
-            result = conn.exec_driver_sql(sql, params, execution_options={"stream_results": True})
-            while True:
-                rows = result.fetchmany(batch_size)
-                if not rows:
-                    break
-                if events:  # SQLite returns the boolean as 0/1
-                    yield [(*r[:6], bool(r[6]), *r[7:]) for r in rows]
-                else:
-                    yield [tuple(r) for r in rows]
+            raw: Any = conn.connection.driver_connection
+            if self.repo.dialect == "postgresql":
+                cursor = raw.cursor(name=f"analytics_{uuid.uuid4().hex[:16]}")
+                cursor.itersize = batch_size
+            else:
+                cursor = raw.cursor()
+            try:
+                cursor.execute(sql, params)
+                while rows := cursor.fetchmany(batch_size):
+                    yield rows
+            finally:
+                cursor.close()
 
     def erased_contacts(self) -> list[str]:
         """See :meth:`AnalyticsReader.erased_contacts`."""
