@@ -100,8 +100,8 @@ def _load(repo: CommHistory[SQLRepository], messages: list[Any], events: list[An
 
 
 def _baseline(repo: CommHistory[SQLRepository], pseudonym: Pseudonymizer, out: Path) -> int:
-    import pyarrow as pa  # noqa: PLC0415 - optional dependency
-    import pyarrow.parquet as pq  # noqa: PLC0415
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     written = 0
     with repo.store.transaction(read=True) as conn:
@@ -120,7 +120,7 @@ def _baseline(repo: CommHistory[SQLRepository], pseudonym: Pseudonymizer, out: P
 def benchmarks() -> list[Benchmark]:
     """Build the analytics export benchmark on SQLite."""
     try:
-        import pyarrow  # noqa: F401, PLC0415
+        import pyarrow  # noqa: F401
     except ImportError:
         print("pyarrow is not installed; skipping the analytics benchmark", file=sys.stderr)
         return []

@@ -115,8 +115,7 @@ class Pseudonymizer:
         """Return the pseudonym of *contact_id*."""
         got = self._cache.get(contact_id)
         if got is None:
-            mac = hmac.new(self._key, contact_id.encode(), hashlib.sha256).hexdigest()
-            got = "p_" + mac[:32]
+            got = "p_" + hmac.digest(self._key, contact_id.encode(), "sha256").hex()[:32]
             if len(self._cache) >= 1 << 18:
                 self._cache.clear()
             self._cache[contact_id] = got
