@@ -392,3 +392,20 @@ def test_cli_export_analytics(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert capsys.readouterr().out.startswith("run 2: 0 rows of messages")
     assert main(["export-analytics", str(out), "--format", "csv", *store]) == 2
     assert "out:" in capsys.readouterr().err
+
+
+def test_the_documented_duckdb_query_gives_repo_kpis(
+    history: CommHistory[Any], tmp_path: Path
+) -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "analytics.md").read_text()
+    sql = page.split("```sql\n", 1)[1].split("```", 1)[0]
+    out = tmp_path / "lake"
+    history.export_analytics(out)
+    rows = duckdb.connect().execute(sql.replace("/data/commhistory", str(out))).fetchall()
+    cols = ("sent", "delivered", "unique_opens", "unique_clicks", "conversions")
+    got = {r[0]: dict(zip(cols, r[1:], strict=True)) for r in rows}
+    expected = {
+        campaign: {k: v for k, v in kpis.items() if k in cols}
+        for campaign, kpis in _repo_kpis(history).items()
+    }
+    assert got == expected
