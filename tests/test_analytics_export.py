@@ -409,3 +409,32 @@ def test_the_documented_duckdb_query_gives_repo_kpis(
         for campaign, kpis in _repo_kpis(history).items()
     }
     assert got == expected
+
+
+def test_memory_and_sql_export_the_same_rows(tmp_path: Path) -> None:
+    keys = Keyring.generate()
+    pseudonym = Pseudonymizer.from_keyring(keys)
+    memory = CommHistory.in_memory()
+    with open_repository(f"sqlite:///{tmp_path / 'same.db'}", keys) as sql:
+        for repo in (memory, sql):
+            messages, events = _history()
+            repo.record_messages(messages)
+            repo.record_events(events)
+            repo.erase_subject("cust-00004")
+        sql.export_analytics(tmp_path / "sql", format="csv", keys=pseudonym)
+    memory.export_analytics(tmp_path / "memory", format="csv", keys=pseudonym)
+    for table in ("messages", "events"):
+        files = sorted((tmp_path / "sql" / table).rglob("*.csv"))
+        assert files
+        assert [f.relative_to(tmp_path / "sql") for f in files] == [
+            f.relative_to(tmp_path / "memory")
+            for f in sorted((tmp_path / "memory" / table).rglob("*.csv"))
+        ]
+        for f in files:
+            assert (
+                f.read_text()
+                == (tmp_path / "memory" / f.relative_to(tmp_path / "sql")).read_text()
+            )
+    assert (tmp_path / "sql" / "erased_contacts.csv").read_text() == (
+        tmp_path / "memory" / "erased_contacts.csv"
+    ).read_text()
