@@ -188,6 +188,17 @@ TABLE: dict[str, tuple[list[str], dict[str, Expect]]] = {
             "nothing": denied("kpis", "read_metrics"),
         },
     ),
+    "export-analytics": (
+        # {store} is the store's own folder (a new one per case).
+        ["export-analytics", "{store}/lake", "--format", "csv", *PURPOSE],
+        {
+            "analyst": ok(),
+            "operator": ok(),
+            "privacy_officer": denied("export_analytics", "read_metrics"),
+            "admin": ok(),
+            "nothing": denied("export_analytics", "read_metrics"),
+        },
+    ),
     "export-subject": (
         ["export-subject", "c-1001", *PURPOSE],
         {
@@ -253,6 +264,7 @@ PG_CASES = [
 
 def _check_case(store: Store, command: str, role: str, capsys: pytest.CaptureFixture[str]) -> None:
     argv, by_role = TABLE[command]
+    argv = [a.replace("{store}", str(store.policy.parent)) for a in argv]
     expect = by_role[role]
     actor = ["--actor", f"staff-{role}", "--role", role, "--policy", str(store.policy)]
     code = main([*argv, *store.args, *actor])

@@ -30,6 +30,7 @@ from typing import Final
 from commhistory import __version__
 from commhistory.cli import (
     activities,
+    analytics,
     attributes,
     audit,
     consent,
@@ -58,6 +59,7 @@ _COMMANDS = (
     audit,
     dead_letters,
     costs,
+    analytics,
 )
 
 

@@ -32,9 +32,13 @@ from commhistory.model import ConsentEvent
 from commhistory.store.costs import Cost
 
 if TYPE_CHECKING:
+    import os
+
+    from commhistory.analytics import AnalyticsExport, Pseudonymizer
     from commhistory.consent import SendDecision, SuppressionEntry
     from commhistory.contacts import ActivityCatalog, AttributeDefinition, AttributeSchema
     from commhistory.convert import ParsedLine
+    from commhistory.crypto import KeyProvider
     from commhistory.facade.dead_letters import ReplayReport
     from commhistory.facade.history import CommHistory
     from commhistory.kpi.metrics import KpiTable
@@ -720,6 +724,34 @@ class GuardedRepository(ClosesOnExit):
                 tz=tz,
                 exclude_machine=exclude_machine,
                 costs=costs,
+            ),
+        )
+
+    def export_analytics(
+        self,
+        out: str | os.PathLike[str],
+        *,
+        format: str = "parquet",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        keys: KeyProvider | Pseudonymizer | None = None,
+        batch_size: int = 50_000,
+    ) -> AnalyticsExport:
+        """Export pseudonymous analytics facts (needs ``read_metrics``; not audited, as KPIs).
+
+        See :meth:`CommHistory.export_analytics
+        <commhistory.facade.history.CommHistory.export_analytics>`.
+
+        Raises:
+            PermissionDenied: The actor lacks ``read_metrics``.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._checked(
+            P.READ_METRICS,
+            "export_analytics",
+            lambda: self._repo.export_analytics(
+                out, format=format, since=since, until=until, keys=keys, batch_size=batch_size
             ),
         )
 

@@ -17,12 +17,14 @@ store's ports into the domain rules and out through the facade.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from commhistory._lifecycle import ClosesOnExit
+from commhistory.analytics import AnalyticsExport, Pseudonymizer, export_analytics
 from commhistory.audit import Actor, AuditLog, Permission, Policy, process_user
 from commhistory.audit.log import default_audit_log
 from commhistory.audit.masked import MaskedEntry, masked_timeline
@@ -800,6 +802,57 @@ class CommHistory(ClosesOnExit, Generic[S]):
         if view is None:
             return purge(self._store, policy, dry_run=dry_run)
         return view.purge(policy, dry_run=False)
+
+    # ------------------------------------------------------------------ analytics
+
+    def export_analytics(
+        self,
+        out: str | os.PathLike[str],
+        *,
+        format: str = "parquet",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        keys: KeyProvider | Pseudonymizer | None = None,
+        batch_size: int = 50_000,
+    ) -> AnalyticsExport:
+        """Export pseudonymous facts for analytics engines; see ``docs/analytics.md``.
+
+        Writes messages, events, activities and campaign costs (no personal
+        field; contact ids as keyed pseudonyms; erased contacts left out) under
+        *out* as a date-partitioned Parquet or CSV dataset, after the watermark
+        of the last export there (:func:`commhistory.analytics.export_analytics`).
+
+        Args:
+            out: The output directory.
+            format: ``"parquet"`` (needs the ``analytics`` extra) or ``"csv"``.
+            since: Only rows whose time is at or after this aware datetime.
+            until: Only rows whose time is before this aware datetime.
+            keys: The keyring the pseudonym key is derived from; by default the
+                SQL store's own (a memory store has none: give one).
+            batch_size: Rows read and written per batch.
+
+        Raises:
+            InvalidInputError: Bad format, bounds or output directory, pyarrow
+                missing for parquet, or no keyring (``field="keys"``).
+            StorageError: The database failed.
+
+        .. versionadded:: 0.4.0
+        """
+        if keys is None:
+            keys = getattr(self._store, "keyring", None)
+            if keys is None:
+                raise InvalidInputError(
+                    field="keys", reason="this store has no keyring; pass keys="
+                )
+        return export_analytics(
+            self._store.analytics_reader,
+            keys,
+            out,
+            format=format,
+            since=since,
+            until=until,
+            batch_size=batch_size,
+        )
 
     # ------------------------------------------------------------------ keys
 

@@ -31,6 +31,7 @@ from commhistory.model import (
     consent_id_of,
 )
 from commhistory.store.activities import MemoryActivityStore, memory_write_activities
+from commhistory.store.analytics import MemoryAnalyticsReader
 from commhistory.store.attributes import MemoryAttributeStore, memory_apply
 from commhistory.store.audit import MemoryAuditStore, MemoryMaskedHistory
 from commhistory.store.batching import (
@@ -149,6 +150,7 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
         self._activity_store = MemoryActivityStore(self._s)
         self._attribute_store = MemoryAttributeStore(self._s)
         self._attribute_codec: AttributeCodec | None = None
+        self._analytics_reader = MemoryAnalyticsReader(self._s)
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -472,6 +474,15 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
         """
         self._check_open()
         return self._cost_store
+
+    @property
+    def analytics_reader(self) -> MemoryAnalyticsReader:
+        """The analytics export's read port.
+
+        .. versionadded:: 0.4.0
+        """
+        self._check_open()
+        return self._analytics_reader
 
     def set_batch_feed(self, name: str, feed: BatchFeed | None) -> None:
         """Install (or remove) a batch feed; see :meth:`Repository.set_batch_feed`.

@@ -32,6 +32,7 @@ from commhistory.model import (
 if TYPE_CHECKING:
     from commhistory.convert import ParsedLine
     from commhistory.store.activities import ActivityStore
+    from commhistory.store.analytics import AnalyticsReader
     from commhistory.store.attributes import AttributeCodec, AttributeStore
     from commhistory.store.audit import AuditStore, MaskedHistory
     from commhistory.store.consent import ConsentStore
@@ -515,6 +516,14 @@ class Repository(Protocol):
     @property
     def cost_store(self) -> CostStore:
         """The campaign cost storage port (see :mod:`commhistory.store.costs`).
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    @property
+    def analytics_reader(self) -> AnalyticsReader:
+        """The analytics export's read port (see :mod:`commhistory.store.analytics`).
 
         .. versionadded:: 0.4.0
         """

@@ -33,6 +33,7 @@ from commhistory.errors import (
 from commhistory.store import migrate
 from commhistory.store._engine import create_engine, require_existing
 from commhistory.store.activities import SQLActivityStore
+from commhistory.store.analytics import SQLAnalyticsReader
 from commhistory.store.attributes import SQLAttributeStore
 from commhistory.store.audit import SQLAuditStore, SQLMaskedHistory
 from commhistory.store.batching import (
@@ -105,6 +106,7 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         self._cost_store = SQLCostStore(self)
         self._activity_store = SQLActivityStore(self)
         self._attribute_store = SQLAttributeStore(self)
+        self._analytics_reader = SQLAnalyticsReader(self)
 
     def __repr__(self) -> str:
         return f"SQLRepository(dialect={self.dialect!r})"
@@ -180,6 +182,14 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         .. versionadded:: 0.4.0
         """
         return self._cost_store
+
+    @property
+    def analytics_reader(self) -> SQLAnalyticsReader:
+        """The analytics read port (:class:`~commhistory.store.analytics.SQLAnalyticsReader`).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._analytics_reader
 
     # ------------------------------------------------------------------ consent and privacy
 

@@ -1,0 +1,426 @@
+"""Write the history's non-personal facts as a date-partitioned dataset, incrementally.
+
+:func:`export_analytics` reads the plain columns of messages, events, activities
+and campaign costs through the repository's
+:class:`~commhistory.store.analytics.AnalyticsReader` (a batch at a time) and
+writes them under a directory as hive-style partitions::
+
+    OUT/messages/date=2024-05-01/part-000001.parquet
+    OUT/events/date=2024-05-01/part-000001.parquet
+    OUT/activities/...   OUT/costs/...
+    OUT/erased_contacts.csv
+    OUT/_commhistory_export.json
+
+Contact ids are replaced by :class:`Pseudonymizer` values (HMAC-SHA256 under the
+keyring's ``"analytics-pseudonym"`` subkey). No address, subject, body, reason,
+URL, IP, user agent, metadata or encrypted property is read. Rows of erased
+contacts are left out; ``erased_contacts.csv`` lists the pseudonyms of every
+erased contact, for purging copies made before the erasure.
+
+The manifest records, per table, the watermark (time, id) of the last row
+written; the next run writes only rows after it, as new part files.
+
+.. versionadded:: 0.4.0
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Final
+
+import attrs
+
+from commhistory.crypto import KeyProvider, derive_subkey
+from commhistory.errors import InvalidInputError
+from commhistory.normalize.time import from_micros, to_micros
+from commhistory.store.analytics import TABLES, AnalyticsReader, Watermark
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = [
+    "ANALYTICS_KEY_PURPOSE",
+    "FORMATS",
+    "MANIFEST_NAME",
+    "AnalyticsExport",
+    "Pseudonymizer",
+    "export_analytics",
+]
+
+ANALYTICS_KEY_PURPOSE: Final = "analytics-pseudonym"
+"""The keyring subkey purpose of :meth:`Pseudonymizer.from_keyring`."""
+
+FORMATS: Final = ("parquet", "csv")
+"""The file formats :func:`export_analytics` writes."""
+
+MANIFEST_NAME: Final = "_commhistory_export.json"
+"""The manifest file in the output directory."""
+
+ERASED_NAME: Final = "erased_contacts.csv"
+_MANIFEST_VERSION: Final = 1
+_DAY: Final = 86_400_000_000
+_TIME_COLUMNS: Final = frozenset({"sent_at", "occurred_at", "starts_at", "ends_at", "recorded_at"})
+_INT_COLUMNS: Final = frozenset({"revenue_micros", "amount_micros"})
+_CONTACT: Final = "contact_id"
+_PSEUDONYM: Final = "contact"
+
+
+class Pseudonymizer:
+    """Maps a contact id to a stable pseudonym (``"p_"`` + 32 hex digits).
+
+    The pseudonym is HMAC-SHA256 of the id under a 32-byte key: the same id gives
+    the same pseudonym in every export made with the key; without the key it
+    reveals nothing about the id.
+
+    Args:
+        key: The 32-byte HMAC key.
+        key_id: The keyring key the key was derived from (recorded in the manifest).
+
+    .. versionadded:: 0.4.0
+    """
+
+    __slots__ = ("_cache", "_key", "key_id")
+
+    def __init__(self, key: bytes, *, key_id: str = "") -> None:
+        if len(key) < 32:
+            raise InvalidInputError(field="key", reason="must be at least 32 bytes")
+        self._key = key
+        self.key_id = key_id
+        self._cache: dict[str, str] = {}
+
+    @classmethod
+    def from_keyring(cls, keys: KeyProvider) -> Pseudonymizer:
+        """Return the pseudonymizer keyed by the keyring.
+
+        The key is the HKDF subkey ``"analytics-pseudonym"`` of the keyring's
+        blind-index key, so pseudonyms survive ordinary key rotations and change
+        only with an index-key rotation.
+        """
+        key_id = keys.index_key_id
+        return cls(derive_subkey(keys, key_id, ANALYTICS_KEY_PURPOSE), key_id=key_id)
+
+    @property
+    def check(self) -> str:
+        """A value that tells keys apart without revealing them (kept in the manifest)."""
+        return hmac.new(self._key, b"commhistory/analytics/check", hashlib.sha256).hexdigest()[:16]
+
+    def __call__(self, contact_id: str) -> str:
+        """Return the pseudonym of *contact_id*."""
+        got = self._cache.get(contact_id)
+        if got is None:
+            got = "p_" + hmac.digest(self._key, contact_id.encode(), "sha256").hex()[:32]
+            if len(self._cache) >= 1 << 18:
+                self._cache.clear()
+            self._cache[contact_id] = got
+        return got
+
+    def __repr__(self) -> str:
+        return f"Pseudonymizer(key_id={self.key_id!r})"
+
+
+@attrs.frozen(kw_only=True)
+class AnalyticsExport:
+    """What one :func:`export_analytics` run wrote.
+
+    Attributes:
+        rows: The rows written, per table.
+        files: The part files written, relative to the output directory.
+        erased: How many pseudonyms ``erased_contacts.csv`` lists.
+        run: The run number (1 for the first export into the directory).
+
+    .. versionadded:: 0.4.0
+    """
+
+    rows: Mapping[str, int]
+    files: tuple[str, ...]
+    erased: int
+    run: int
+
+    @property
+    def total(self) -> int:
+        """All rows written."""
+        return sum(self.rows.values())
+
+
+# ---------------------------------------------------------------------- manifest
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(field="out", reason="the export manifest is unreadable") from exc
+    if not isinstance(doc, dict) or doc.get("version") != _MANIFEST_VERSION:
+        raise InvalidInputError(field="out", reason="the export manifest has an unknown version")
+    return doc
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------- writers
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow as pa  # noqa: PLC0415 - optional dependency
+        import pyarrow.parquet as pq  # noqa: PLC0415
+    except ImportError as exc:
+        raise InvalidInputError(
+            field="format",
+            reason="parquet needs pyarrow: pip install 'commhistory[analytics]', or use csv",
+        ) from exc
+    return pa, pq
+
+
+def _arrow_schema(pa: Any, columns: Sequence[str]) -> pa.Schema:
+    fields = []
+    for name in columns:
+        if name in _TIME_COLUMNS:
+            fields.append(pa.field(name, pa.timestamp("us", tz="UTC")))
+        elif name in _INT_COLUMNS:
+            fields.append(pa.field(name, pa.int64()))
+        elif name == "machine":
+            fields.append(pa.field(name, pa.bool_()))
+        else:
+            fields.append(pa.field(name, pa.string()))
+    return pa.schema(fields)
+
+
+class _Partitions:
+    """Writes one file per (table, date) partition; rows come in date order."""
+
+    def __init__(self, out: Path, table: str, columns: Sequence[str], fmt: str, run: int) -> None:
+        self.base = out / table
+        self.columns = list(columns)
+        self.fmt = fmt
+        self.name = f"part-{run:06d}.{fmt}"
+        self.day: int | None = None
+        self.files: list[str] = []
+        self._writer: Any = None
+        self._handle: IO[str] | None = None
+        self._csv: Any = None
+        if fmt == "parquet":
+            self.pa, self.pq = _pyarrow()
+            self.schema = _arrow_schema(self.pa, columns)
+
+    def _open(self, day: int) -> None:
+        self.close()
+        self.day = day
+        label = from_micros(day * _DAY).date().isoformat()
+        folder = self.base / f"date={label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / self.name
+        self.files.append(f"{self.base.name}/date={label}/{self.name}")
+        if self.fmt == "parquet":
+            self._writer = self.pq.ParquetWriter(path, self.schema, compression="zstd")
+        else:
+            self._handle = path.open("w", encoding="utf-8", newline="")
+            self._csv = csv.writer(self._handle)
+            self._csv.writerow(self.columns)
+
+    def write(self, day: int, columns: list[Sequence[Any]]) -> None:
+        if day != self.day:
+            self._open(day)
+        if self.fmt == "parquet":
+            arrays = [
+                self.pa.array(col, type=field.type)
+                for col, field in zip(columns, self.schema, strict=True)
+            ]
+            self._writer.write_table(self.pa.Table.from_arrays(arrays, schema=self.schema))
+            return
+        out: list[Sequence[Any]] = []
+        for name, col in zip(self.columns, columns, strict=True):
+            if name in _TIME_COLUMNS:
+                out.append([from_micros(v).isoformat() for v in col])
+            elif name == "machine":
+                out.append(["true" if v else "false" for v in col])
+            else:
+                out.append(col)
+        self._csv.writerows(zip(*out, strict=True))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def _split_days(rows: list[tuple[Any, ...]], at: int) -> Iterator[tuple[int, int, int]]:
+    """Yield (day, start, stop) runs of rows sorted by column *at*."""
+    start = 0
+    n = len(rows)
+    while start < n:
+        day = rows[start][at] // _DAY
+        end_of_day = (day + 1) * _DAY
+        if rows[-1][at] < end_of_day:
+            yield day, start, n
+            return
+        lo, hi = start, n
+        while lo < hi:  # first row of a later day
+            mid = (lo + hi) // 2
+            if rows[mid][at] < end_of_day:
+                lo = mid + 1
+            else:
+                hi = mid
+        yield day, start, lo
+        start = lo
+
+
+def _export_table(
+    reader: AnalyticsReader,
+    table: str,
+    *,
+    out: Path,
+    fmt: str,
+    run: int,
+    after: Watermark | None,
+    since: int | None,
+    until: int | None,
+    batch_size: int,
+    pseudonym: Callable[[str], str],
+) -> tuple[int, Watermark | None, list[str]]:
+    spec = TABLES[table]
+    at = spec.columns.index(spec.order)
+    ix = spec.columns.index(spec.id)
+    contact = spec.columns.index(_CONTACT) if _CONTACT in spec.columns else None
+    machine = spec.columns.index("machine") if "machine" in spec.columns else None
+    names = [_PSEUDONYM if n == _CONTACT else n for n in spec.columns]
+    parts = _Partitions(out, table, names, fmt, run)
+    count = 0
+    mark = after
+    try:
+        for batch in reader.scan(
+            table, after=after, since=since, until=until, batch_size=batch_size
+        ):
+            cols: list[Sequence[Any]] = list(zip(*batch, strict=True))
+            if contact is not None:
+                cols[contact] = [pseudonym(c) for c in cols[contact]]
+            if machine is not None:  # 0/1 on SQLite
+                cols[machine] = [bool(v) for v in cols[machine]]
+            for day, start, stop in _split_days(batch, at):
+                parts.write(day, [c[start:stop] for c in cols])
+            count += len(batch)
+            last = batch[-1]
+            mark = (int(last[at]), str(last[ix]))
+    finally:
+        parts.close()
+    return count, mark, parts.files
+
+
+def export_analytics(
+    reader: AnalyticsReader,
+    keys: KeyProvider | Pseudonymizer,
+    out: str | os.PathLike[str],
+    *,
+    format: str = "parquet",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    batch_size: int = 50_000,
+) -> AnalyticsExport:
+    """Export the history's non-personal facts under *out*, after the last export there.
+
+    Args:
+        reader: The repository's analytics port (``repo.analytics_reader``).
+        keys: The keyring (the pseudonym key is derived from it), or a
+            :class:`Pseudonymizer`.
+        out: The output directory (created when missing). A manifest in it from
+            an earlier run makes this run incremental.
+        format: ``"parquet"`` (needs ``pyarrow``: the ``analytics`` extra) or ``"csv"``.
+        since: Only rows whose time is at or after this aware datetime.
+        until: Only rows whose time is before this aware datetime. Later runs
+            continue from the watermark, so rows before *until* that are stored
+            after this run are never exported incrementally; pass an *until*
+            some time in the past to let late events arrive first.
+        batch_size: Rows read and written per batch.
+
+    Returns:
+        What was written.
+
+    Raises:
+        InvalidInputError: Unknown format (``field="format"``), pyarrow missing
+            for parquet (``field="format"``), a naive ``since``/``until``, or a
+            manifest in *out* written in another format or under another
+            pseudonym key (``field="out"``).
+        StorageError: The database failed.
+    """
+    if format not in FORMATS:
+        raise InvalidInputError(field="format", reason=f"expected one of: {', '.join(FORMATS)}")
+    if format == "parquet":
+        _pyarrow()
+    bounds: list[int | None] = []
+    for field, value in (("since", since), ("until", until)):
+        bound: object = value
+        if bound is not None and (not isinstance(bound, datetime) or bound.utcoffset() is None):
+            raise InvalidInputError(field=field, reason="expected an aware datetime")
+        bounds.append(None if value is None else to_micros(value))
+    pseudonym = keys if isinstance(keys, Pseudonymizer) else Pseudonymizer.from_keyring(keys)
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    manifest_path = root / MANIFEST_NAME
+    manifest = _read_manifest(manifest_path)
+    if manifest is None:
+        manifest = {
+            "version": _MANIFEST_VERSION,
+            "format": format,
+            "pseudonym_key_id": pseudonym.key_id,
+            "pseudonym_check": pseudonym.check,
+            "runs": 0,
+            "tables": {},
+        }
+    elif manifest.get("format") != format:
+        raise InvalidInputError(
+            field="out", reason=f"the directory holds a {manifest.get('format')} export"
+        )
+    elif manifest.get("pseudonym_check") != pseudonym.check:
+        raise InvalidInputError(
+            field="out",
+            reason="the directory was exported under another pseudonym key; use a new directory",
+        )
+    run = int(manifest["runs"]) + 1
+    rows: dict[str, int] = {}
+    files: list[str] = []
+    tables: dict[str, Any] = manifest["tables"]
+    for table in TABLES:
+        state = tables.get(table) or {"watermark": None, "rows": 0}
+        wm = state["watermark"]
+        after = None if wm is None else (int(wm[0]), str(wm[1]))
+        count, mark, written = _export_table(
+            reader,
+            table,
+            out=root,
+            fmt=format,
+            run=run,
+            after=after,
+            since=bounds[0],
+            until=bounds[1],
+            batch_size=batch_size,
+            pseudonym=pseudonym,
+        )
+        rows[table] = count
+        files += written
+        tables[table] = {
+            "watermark": None if mark is None else [mark[0], mark[1]],
+            "watermark_time": None if mark is None else from_micros(mark[0]).isoformat(),
+            "rows": int(state["rows"]) + count,
+        }
+    erased = [pseudonym(c) for c in reader.erased_contacts()]
+    _write_atomic(root / ERASED_NAME, "contact\n" + "".join(f"{p}\n" for p in sorted(erased)))
+    manifest["runs"] = run
+    manifest["tables"] = tables
+    _write_atomic(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return AnalyticsExport(rows=rows, files=tuple(files), erased=len(erased), run=run)
