@@ -273,6 +273,11 @@ class SQLPrivacyStore(PrivacyStore):
                         f"WHERE contact_id = {ph} AND address_masked IS NOT NULL",
                         (contact_id,),
                     ).rowcount
+                    conn.exec_driver_sql(  # a click's link label is plain: it goes too
+                        "UPDATE events SET link = NULL "
+                        f"WHERE contact_id = {ph} AND link IS NOT NULL",
+                        (contact_id,),
+                    )
                     conn.exec_driver_sql(
                         "UPDATE contacts SET data_key = NULL, wrap_key_id = NULL, "
                         f"erased_at = {ph} WHERE contact_id = {ph}",
