@@ -503,8 +503,8 @@ def test_policy_file_errors(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--role", "analyst"], "--role and --purpose need --actor"),
-        (["--purpose", "t"], "--role and --purpose need --actor"),
+        (["--role", "analyst"], "--role needs --actor"),
+        (["--purpose", " "], "--purpose must not be empty"),
         (["--actor", "a-1"], "--actor needs at least one --role (or $COMMHISTORY_ROLES)"),
         (["--actor", "a-1", "--role", "ghost"], "--role: unknown role 'ghost' (known: admin,"),
         (["--actor", "a-1", "--role", "Analyst"], "--role: must be a lower-case name"),
@@ -524,8 +524,8 @@ def test_can_send_spells_the_access_purpose_apart(
     store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
     base = ["can-send", "c-1001", "--channel", "email", "--purpose", "marketing", *store.args]
-    assert main([*base, "--access-purpose", "t"]) == EXIT_USAGE
-    assert "--role and --access-purpose need --actor" in capsys.readouterr().err
+    assert main([*base, "--access-purpose", " "]) == EXIT_USAGE
+    assert "--access-purpose must not be empty" in capsys.readouterr().err
     nobody = ["--actor", "x", "--role", "nothing", "--policy", str(store.policy)]
     assert main([*base, *nobody, "--access-purpose", "campaign check"]) == EXIT_DENIED
     (entry,) = store.entries()
@@ -642,3 +642,20 @@ def test_audit_show_lists_cli_entries_with_actor_and_purpose(
         "request 12",
         "export_subject",
     )
+
+
+def test_purpose_without_actor_applies_to_the_os_user(
+    store: Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("COMMHISTORY_ACTOR", raising=False)
+    monkeypatch.delenv("COMMHISTORY_PURPOSE", raising=False)
+    assert main(["export-subject", "c-1001", *store.args, "--purpose", "request 12"]) == 0
+    monkeypatch.setenv("COMMHISTORY_PURPOSE", "nightly sync")
+    assert main(["export-subject", "c-1001", *store.args]) == 0
+    capsys.readouterr()
+    got = [(e.actor_id, e.roles, e.action, e.outcome, e.purpose) for e in store.entries()]
+    user = f"os:{getpass.getuser()}"
+    assert got == [
+        (user, ("admin",), "export_subject", "ok", "request 12"),
+        (user, ("admin",), "export_subject", "ok", "nightly sync"),
+    ]

@@ -155,3 +155,52 @@ def test_the_documented_legacy_csv_command_runs(
     for argv, expected in documented:
         assert main(argv) == 1  # one line of the example is bad on purpose
         assert capsys.readouterr().out.splitlines() == expected
+
+
+# A Twilio incoming-message webhook whose From is written nationally (the field names are
+# Twilio's: https://www.twilio.com/docs/messaging/guides/webhook-request).
+_TWILIO_US = (
+    "AccountSid=AC0123456789abcdef0123456789abcdef&ApiVersion=2010-04-01"
+    "&MessageSid=SM22222222222222222222222222222222&SmsSid=SM22222222222222222222222222222222"
+    "&SmsStatus=received&From=(415)%20555-2671&To=%2B14155550100&Body=hello&NumMedia=0"
+    "&NumSegments=1&FromCountry=US&ToCountry=US"
+)
+
+
+def test_webhook_commands_take_a_region(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COMMHISTORY_CONTACT_KEY", "00" * 32)
+    monkeypatch.delenv("COMMHISTORY_REGION", raising=False)
+    body = tmp_path / "twilio.txt"
+    body.write_text(_TWILIO_US, encoding="ascii")
+    parse = ["parse-webhook", "--provider", "twilio", str(body)]
+    assert main(parse) == 1  # not a JP number
+    assert "From:" in capsys.readouterr().err
+    assert main([*parse, "--region", "US"]) == 0
+    (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (record["kind"], record["address"]) == ("message", "+14155552671")
+    monkeypatch.setenv("COMMHISTORY_REGION", "US")
+    assert main(parse) == 0
+    capsys.readouterr()
+    # A provider that reads no phone numbers takes the option and ignores it.
+    sendgrid = tmp_path / "sendgrid.json"
+    sendgrid.write_text("[]", encoding="utf-8")
+    assert main(["parse-webhook", "--provider", "sendgrid", str(sendgrid), "--region", "GB"]) == 0
+    capsys.readouterr()
+
+    monkeypatch.delenv("COMMHISTORY_REGION")
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    store = ["--db", db, "--keyring", str(tmp_path / "k.keyring")]
+    ingest = ["ingest-webhook", "--provider", "twilio", str(body), *store]
+    assert main(ingest) == 1  # a dead letter under JP
+    assert "1 rejected" in capsys.readouterr().out
+    assert main([*ingest, "--region", "US"]) == 0
+    assert "1 inserted" in capsys.readouterr().out
+    keyring = ch.Keyring.load(tmp_path / "k.keyring")
+    with ch.open_repository(db, keyring) as repo:
+        (entry,) = repo.timeline(record["contact_id"])
+    assert entry.message.address == "+14155552671"
+    monkeypatch.setenv("COMMHISTORY_REGION", "nowhere")
+    assert main(ingest) == 2
+    assert "COMMHISTORY_REGION" in capsys.readouterr().err

@@ -3,7 +3,11 @@
 The layout checks use the same arithmetic as the renderer promises: a text box is
 ``len(text) * font_size * 0.62`` user units wide (the widest average advance of the
 report's sans-serif fonts), placed by its ``x`` and ``text-anchor``, and must lie inside
-its SVG's ``viewBox``. ``test_report_fits_in_chromium`` checks the real boxes in a browser.
+its SVG's ``viewBox``. ``test_report_fits_in_chromium`` checks the real boxes in a browser
+at 375, 800 and 1400 px: every SVG text's rendered box inside its chart, and no page-wide
+horizontal scrolling. ``test_report_screenshots`` takes a screenshot at each width and
+checks that the report painted there (decoded pixels, not a blank or uniform page); the
+text itself is read back through the DOM boxes, not by OCR (none is installed).
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import json
 import math
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -299,3 +305,82 @@ def test_report_fits_in_chromium(demo_page: Path, width: int) -> None:
     assert m["svgs"] >= 5
     assert m["texts"] > 30
     assert m["bad"] == [], m
+
+
+def _png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
+    """Decode an 8-bit, non-interlaced RGB or RGBA PNG: ``(width, height, rows)``."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, head = 8, b"", b""
+    while pos < len(data):
+        (size,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + size]
+        pos += 12 + size
+        if kind == b"IHDR":
+            head = body
+        elif kind == b"IDAT":
+            idat += body
+    width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", head)
+    assert (depth, interlace) == (8, 0)
+    bpp = {2: 3, 6: 4}[color]
+    raw = zlib.decompress(idat)
+    stride = width * bpp
+    rows: list[bytes] = []
+    prev = bytearray(stride)
+    for y in range(height):
+        kind, line = (
+            raw[y * (stride + 1)],
+            bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)]),
+        )
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b = prev[i]
+            c = prev[i - bpp] if i >= bpp else 0
+            if kind == 1:
+                line[i] = (line[i] + a) & 255
+            elif kind == 2:
+                line[i] = (line[i] + b) & 255
+            elif kind == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif kind == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+                line[i] = (line[i] + pred) & 255
+        rows.append(bytes(line[j] for j in range(stride) if bpp == 3 or j % 4 != 3))
+        prev = line
+    return width, height, rows
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="no chromium binary on PATH")
+@pytest.mark.parametrize("width", [375, 800, 1400])
+def test_report_screenshots(demo_page: Path, width: int) -> None:
+    frame = demo_page / f"shot-{width}.html"
+    frame.write_text(_FRAME.replace("WIDTH", str(width)), encoding="utf-8")
+    shot = demo_page / f"report-{width}.png"
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run(
+            [
+                "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                "--disable-background-networking", "--disable-component-update",
+                "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}",
+                "--window-size=1500,1300", "--virtual-time-budget=10000",
+                f"--screenshot={shot}", frame.as_uri(),
+            ],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+    assert shot.is_file()
+    w, h, rows = _png_pixels(shot.read_bytes())
+    assert (w, h) == (1500, 1300)
+    report = [row[: width * 3] for row in rows[:1200]]
+    pixels = {row[i : i + 3] for row in report[::4] for i in range(0, len(row), 12)}
+    assert len(pixels) > 20  # text, bars and cards painted, not a blank page
+    background = report[0][:3]
+    painted = sum(
+        row[i : i + 3] != background for row in report[::4] for i in range(0, len(row), 12)
+    )
+    assert painted > len(report[::4]) * width // 4 * 0.05
+    if width < 1500 - 20:  # beside the frame: the framing page's blank background only
+        beside = {
+            row[i : i + 3] for row in rows[:1200:8] for i in range((width + 10) * 3, 1500 * 3, 30)
+        }
+        assert len(beside) == 1

@@ -215,8 +215,8 @@ def resolve_access(args: argparse.Namespace, *, audited: Permission | None = Non
 
     Without an actor (and unless one is required), the command acts as the
     operating-system user (:func:`os_actor`) with the built-in ``admin`` role
-    and the purpose ``commhistory COMMAND``: it is checked and audited like any
-    actor.
+    and the purpose given by ``--purpose`` (or its environment variable), else
+    ``commhistory COMMAND``: it is checked and audited like any actor.
 
     Returns:
         The actor, the purpose and the policy.
@@ -231,9 +231,14 @@ def resolve_access(args: argparse.Namespace, *, audited: Permission | None = Non
     actor_id = args.actor or os.environ.get(ACTOR_ENV) or None
     default_purpose = f"commhistory {getattr(args, 'command', None) or 'command'}"
     purpose_option = str(getattr(args, "purpose_option", "--purpose"))
+    purpose = args.access_purpose
+    if purpose is None:
+        purpose = os.environ.get(PURPOSE_ENV) or None
+    if purpose is not None and not purpose.strip():
+        raise CommandError(f"{purpose_option} must not be empty")
     if actor_id is None:
-        if args.roles or args.access_purpose is not None:
-            raise CommandError(f"--role and {purpose_option} need --actor")
+        if args.roles:
+            raise CommandError("--role needs --actor")
         if require_actor:
             source = (
                 f"policy file {policy_path}" if loaded.require_actor else f"${REQUIRE_ACTOR_ENV}"
@@ -246,7 +251,10 @@ def resolve_access(args: argparse.Namespace, *, audited: Permission | None = Non
         # Nobody named: the operating-system user, with the built-in admin role,
         # audited as usual through the guarded view.
         return Access(
-            actor=os_actor(), purpose=default_purpose, policy=DEFAULT_POLICY, implicit=True
+            actor=os_actor(),
+            purpose=purpose or default_purpose,
+            policy=DEFAULT_POLICY,
+            implicit=True,
         )
     roles = _split_roles(args.roles or [os.environ.get(ROLES_ENV, "")])
     if not roles:
@@ -260,11 +268,6 @@ def resolve_access(args: argparse.Namespace, *, audited: Permission | None = Non
         if role not in loaded.policy.roles:
             known = ", ".join(sorted(loaded.policy.roles))
             raise CommandError(f"--role: unknown role {role!r} (known: {known})")
-    purpose = args.access_purpose
-    if purpose is None:
-        purpose = os.environ.get(PURPOSE_ENV) or None
-    if purpose is not None and not purpose.strip():
-        raise CommandError(f"{purpose_option} must not be empty")
     if purpose is None:
         if audited is not None and loaded.policy.allows(actor, audited):
             raise CommandError(

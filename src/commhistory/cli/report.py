@@ -78,8 +78,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="day",
         help="period of the HTML report's rates-over-time chart (default day)",
     )
+    parser.add_argument(
+        "--top-links",
+        type=_positive,
+        default=10,
+        metavar="N",
+        help="links per campaign in the HTML and JSON reports, most clicked first (default 10)",
+    )
     add_actor_options(parser)
     parser.set_defaults(run=run)
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value!r}")
+    return number
 
 
 def parse_bound(value: str | None, zone: ZoneInfo, *, field: str) -> datetime | None:
@@ -119,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
             exclude_machine=not args.all_events,
             period=args.period,
             metric=args.metric,
+            top_links_per_campaign=args.top_links,
         )
     if args.format == "table":
         text = render_table(data.main)
@@ -126,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             text += "\n\nA/B tests (" + args.metric.replace("_", " ") + "):\n"
             text += "\n".join(f"  {cid or '(no campaign)'}: {r.verdict}" for cid, r in data.ab)
     elif args.format == "json":
-        text = render_json(data.main, ab=data.ab)
+        text = render_json(data.main, ab=data.ab, links=data.links)
     elif args.format == "csv":
         text = render_csv(data.main)
     else:

@@ -34,6 +34,11 @@ bytes) replaces the keyring-derived key in both. Staff identifiers (an Amazon
 Connect agent) are replaced the same way by keyed pseudonyms
 (:func:`~commhistory.providers.base.staff_key_from_keyring`).
 
+``parse-webhook`` and ``ingest-webhook`` take ``--region CC`` (default
+``$COMMHISTORY_REGION``, else JP): the region of phone numbers written without
+a country code, passed to the adapters that read phone numbers (``twilio``,
+``amazon-connect``: those whose constructor takes ``region``).
+
 ``ingest-webhook --secret S`` (with ``--url``, ``--header`` and ``--tolerance``,
 as ``verify-webhook``) verifies the saved request first and stores nothing when
 it does not verify (exit 4).
@@ -48,6 +53,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import inspect
 import json
 import math
 import os
@@ -57,6 +63,7 @@ from typing import Any, Final
 
 from commhistory.audit import Permission
 from commhistory.cli._access import add_actor_options, resolve_access
+from commhistory.cli._argtypes import add_region_option, region_of
 from commhistory.cli._exits import EXIT_OK, EXIT_REJECTED, CommandError
 from commhistory.cli._store_options import add_store_options, keyring_path
 from commhistory.cli._text import plural
@@ -142,6 +149,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         )
         parser.add_argument("--url", default=None, metavar="U", help="the URL the provider called")
 
+    def phones(parser: argparse.ArgumentParser) -> None:
+        # Only adapters that read phone numbers (twilio, amazon-connect...) use it.
+        add_region_option(parser)
+
     def verification(parser: argparse.ArgumentParser, *, required: bool) -> None:
         parser.add_argument(
             "--secret",
@@ -166,6 +177,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "standard error (exit 1).",
     )
     common(parse)
+    phones(parse)
     parse.add_argument(
         "--keyring",
         default=None,
@@ -187,6 +199,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "signature is checked first and nothing is stored when it fails (exit 4).",
     )
     common(ingest)
+    phones(ingest)
     add_store_options(ingest)
     add_actor_options(ingest)
     verification(ingest, required=False)
@@ -292,7 +305,8 @@ def build_adapter(provider: str, secret: str | None, **options: Any) -> WebhookA
     Args:
         provider: The provider's name.
         secret: See the module docstring; ``None`` when only parsing.
-        **options: Adapter options.
+        **options: Adapter options. ``region`` (the phone region of national
+            numbers) is passed only to adapters whose constructor takes it.
 
     Raises:
         CommandError: The provider is unknown, its entry point broken, or the
@@ -304,10 +318,20 @@ def build_adapter(provider: str, secret: str | None, **options: Any) -> WebhookA
         raise CommandError(f"unknown provider {provider!r}") from None
     except ProviderLoadError as exc:
         raise CommandError(str(exc)) from None
+    if "region" in options and not _takes_region(spec.adapter):
+        del options["region"]  # an adapter that reads no phone numbers has no region
     try:
         return spec.from_secret(secret, **options)
     except InvalidInputError as exc:
         raise CommandError(f"--secret: {exc.reason}") from None
+
+
+def _takes_region(adapter: type[WebhookAdapter]) -> bool:
+    """Whether *adapter*'s constructor takes a phone ``region``."""
+    try:
+        return "region" in inspect.signature(adapter).parameters
+    except (TypeError, ValueError):  # a signature Python cannot read: pass nothing extra
+        return False
 
 
 def _request(args: argparse.Namespace) -> WebhookRequest:
@@ -334,7 +358,13 @@ def _report_errors(lines: tuple[ParsedLine, ...]) -> int:
 def run_parse(args: argparse.Namespace) -> int:
     """Print the canonical JSON lines of a saved payload."""
     resolver, staff_key = _parse_keys(args)
-    adapter = build_adapter(args.provider, None, contact_resolver=resolver, staff_key=staff_key)
+    adapter = build_adapter(
+        args.provider,
+        None,
+        contact_resolver=resolver,
+        staff_key=staff_key,
+        region=region_of(args),
+    )
     try:
         result: WebhookResult = adapter.parse(_request(args))
     except PayloadError as exc:
@@ -347,6 +377,7 @@ def run_parse(args: argparse.Namespace) -> int:
 def run_ingest(args: argparse.Namespace) -> int:
     """Store a saved payload; unparseable parts become dead letters."""
     access = resolve_access(args, audited=Permission.READ_PERSONAL)
+    region = region_of(args)
     request = _request(args)
     if not _verify_first(args, request):
         return EXIT_INVALID
@@ -359,7 +390,7 @@ def run_ingest(args: argparse.Namespace) -> int:
         # Through the view, each sender look-up needs read_personal and is audited.
         resolver = RepositoryContactResolver(target, fallback=fallback)
         adapter = build_adapter(
-            args.provider, None, contact_resolver=resolver, staff_key=staff_key
+            args.provider, None, contact_resolver=resolver, staff_key=staff_key, region=region
         )
         try:
             lines = adapter.parse(request).lines

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from commhistory.crypto import KeyProvider
     from commhistory.facade.dead_letters import ReplayReport
     from commhistory.facade.history import CommHistory
+    from commhistory.kpi.links import LinkClicks
     from commhistory.kpi.metrics import KpiTable
     from commhistory.model import Activity, Channel, ContactUpdate, Event, Message, Purpose
     from commhistory.privacy import ErasureReport, PurgeReport, RetentionPolicy
@@ -752,6 +753,28 @@ class GuardedRepository(ClosesOnExit):
             "export_analytics",
             lambda: self._repo.export_analytics(
                 out, format=format, since=since, until=until, keys=keys, batch_size=batch_size
+            ),
+        )
+
+    def link_clicks(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        exclude_machine: bool = True,
+    ) -> tuple[LinkClicks, ...]:
+        """Count clicks per campaign and link (needs ``read_metrics``).
+
+        See :meth:`CommHistory.link_clicks
+        <commhistory.facade.history.CommHistory.link_clicks>`.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._checked(
+            P.READ_METRICS,
+            "link_clicks",
+            lambda: self._repo.link_clicks(
+                since=since, until=until, exclude_machine=exclude_machine
             ),
         )
 

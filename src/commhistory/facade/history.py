@@ -52,6 +52,8 @@ from commhistory.errors import InvalidInputError, NotFoundError
 from commhistory.facade.dead_letters import ReplayReport, replay_dead_letters
 from commhistory.facade.guarded import GuardedRepository, in_guarded_call
 from commhistory.kpi.aggregate import repository_kpis
+from commhistory.kpi.links import LinkClicks
+from commhistory.kpi.links import link_clicks as repository_link_clicks
 from commhistory.kpi.metrics import KpiTable
 from commhistory.model import (
     Activity,
@@ -726,6 +728,23 @@ class CommHistory(ClosesOnExit, Generic[S]):
             tz=tz,
             exclude_machine=exclude_machine,
             costs=costs,
+        )
+
+    def link_clicks(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        exclude_machine: bool = True,
+    ) -> tuple[LinkClicks, ...]:
+        """Count clicks per campaign and link label, in the database, nothing decrypted.
+
+        See :func:`commhistory.kpi.links.link_clicks`.
+
+        .. versionadded:: 0.4.0
+        """
+        return repository_link_clicks(
+            self._store, since=since, until=until, exclude_machine=exclude_machine
         )
 
     # ------------------------------------------------------------------ costs

@@ -18,15 +18,17 @@ import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
 
 from commhistory.kpi.abtest import ABResult, ArmStats, compare
+from commhistory.kpi.links import LinkClicks, top_links
 from commhistory.kpi.metrics import COUNTS, RATES, KpiRow, KpiTable
 
 __all__ = [
     "KpiSource",
+    "LinkSource",
     "ReportData",
     "build_report",
     "nice_ticks",
@@ -204,12 +206,27 @@ def render_table(table: KpiTable, *, width: int = 100) -> str:
     return "\n".join(out)
 
 
-def render_json(table: KpiTable, *, ab: Iterable[tuple[str | None, ABResult]] = ()) -> str:
-    """Return the table as JSON: ``{"rows": [...], ...}`` with rates as floats or null."""
+def render_json(
+    table: KpiTable,
+    *,
+    ab: Iterable[tuple[str | None, ABResult]] = (),
+    links: Iterable[LinkClicks] = (),
+) -> str:
+    """Return the table as JSON: ``{"rows": [...], ...}`` with rates as floats or null.
+
+    A/B results are under ``ab_tests`` and clicks per link (see
+    :mod:`commhistory.kpi.links`) under ``links``, when there are any.
+
+    .. versionchanged:: 0.4.0
+       ``links``.
+    """
     data = table.to_dict()
     tests = [{"campaign_id": c, **r.to_dict()} for c, r in ab]
     if tests:
         data["ab_tests"] = tests
+    clicked = [attrs.asdict(link) for link in links]
+    if clicked:
+        data["links"] = clicked
     return json.dumps(data, indent=2, ensure_ascii=False)
 
 
@@ -285,6 +302,24 @@ class KpiSource(Protocol):
         ...
 
 
+@runtime_checkable
+class LinkSource(Protocol):
+    """A :class:`KpiSource` that also counts clicks per link (a repository).
+
+    .. versionadded:: 0.4.0
+    """
+
+    def link_clicks(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        exclude_machine: bool = True,
+    ) -> tuple[LinkClicks, ...]:
+        """Count clicks per campaign and link (see :mod:`commhistory.kpi.links`)."""
+        ...
+
+
 @attrs.frozen(kw_only=True)
 class ReportData:
     """Everything the HTML report shows.
@@ -297,6 +332,11 @@ class ReportData:
         period: The period of ``timeline``.
         ab: ``(campaign_id, result)`` for each campaign with two or more variants.
         generated_at: When the report was made.
+        links: The most clicked links of each campaign (empty when the source
+            counts no links).
+
+    .. versionchanged:: 0.4.0
+       ``links``.
     """
 
     title: str
@@ -306,6 +346,7 @@ class ReportData:
     period: str
     ab: tuple[tuple[str | None, ABResult], ...]
     generated_at: datetime
+    links: tuple[LinkClicks, ...] = ()
 
 
 def build_report(
@@ -321,6 +362,7 @@ def build_report(
     alpha: float = 0.05,
     min_sample: int = 100,
     title: str = "Communication KPIs",
+    top_links_per_campaign: int = 10,
 ) -> ReportData:
     """Compute the tables a report needs and test each campaign's variants.
 
@@ -336,9 +378,14 @@ def build_report(
         alpha: The A/B significance level.
         min_sample: Trials per arm before an A/B verdict.
         title: The report's title.
+        top_links_per_campaign: How many links of each campaign to keep, most
+            clicked first (when *source* has ``link_clicks``, see :class:`LinkSource`).
 
     Returns:
         The report's data.
+
+    .. versionchanged:: 0.4.0
+       ``top_links_per_campaign``; the report counts clicks per link.
 
     Raises:
         InvalidInputError: Bad keys, zone, range or metric.
@@ -361,7 +408,12 @@ def build_report(
         if len(variants) >= 2:
             sub = attrs.evolve(arms, rows=rows)
             ab.append((cid, compare(sub, metric=metric, alpha=alpha, min_sample=min_sample)))
+    links: tuple[LinkClicks, ...] = ()
+    if isinstance(source, LinkSource):
+        counted = source.link_clicks(since=since, until=until, exclude_machine=exclude_machine)
+        links = top_links(counted, top_links_per_campaign)
     return ReportData(
+        links=links,
         title=title,
         main=main,
         campaigns=campaigns,
@@ -394,6 +446,7 @@ th,td{padding:6px 8px;border-bottom:1px solid #e7e9ef;text-align:right;white-spa
 th:first-child,td:first-child,th.k,td.k{text-align:left}
 th{background:#eef1f6;font-weight:600}
 tfoot td{font-weight:600;border-top:2px solid #c9cfdc}
+td.link{white-space:normal;overflow-wrap:anywhere;min-width:12em}
 .verdict{margin:8px 0 4px;font-weight:600}.win{color:#11804a}.none{color:#8a5a00}
 .stats{margin:0;color:#5b6478;font-size:13px}
 .legend span{display:inline-block;margin-right:14px;font-size:13px}
@@ -742,6 +795,34 @@ def _html_table(table: KpiTable) -> str:
     )
 
 
+def _links_html(links: Sequence[LinkClicks], *, exclude_machine: bool) -> str:
+    """The most clicked links of each campaign: one panel and table per campaign."""
+    share_of = "human clicks" if exclude_machine else "clicks"
+    out = ['<h2>Clicks per link</h2><div class="grid">']
+    campaigns: dict[str | None, list[LinkClicks]] = {}
+    for link in links:
+        campaigns.setdefault(link.campaign_id, []).append(link)
+    for cid, rows in campaigns.items():
+        body = "".join(
+            f'<tr><td class="k link">{_e(r.link)}</td><td>{r.clicks:,}</td>'
+            f"<td>{r.human_clicks:,}</td><td>{_pct(r.share)}</td></tr>"
+            for r in rows
+        )
+        out.append(
+            f'<div class="panel"><h3>{_e(cid or "(no campaign)")}</h3>'
+            '<div class="scroll"><table class="links"><thead><tr><th class="k">link</th>'
+            f"<th>clicks</th><th>human</th><th>share %</th></tr></thead><tbody>{body}"
+            "</tbody></table></div></div>"
+        )
+    out.append(
+        '</div><p class="stats">Click events per link (a contact clicking twice counts '
+        "twice); human = not flagged as a link scanner; share % = the link's part of the "
+        f"campaign's {share_of}. Links are shown without their query string or fragment, "
+        "and parts of the path that look like ids as *.</p>"
+    )
+    return "".join(out)
+
+
 _FOOTER: Final = (
     "How to read the numbers: each message counts once however often it was opened or "
     "clicked. <b>sent</b> = messages sent and not rejected; <b>bounced</b> and "
@@ -818,6 +899,8 @@ def render_html(data: ReportData) -> str:
                 f"{result.confidence:.0%} Wilson intervals.</p></div>"
             )
         out.append("</div>")
+    if data.links:
+        out.append(_links_html(data.links, exclude_machine=data.main.exclude_machine))
     out.append(f"<h2>Table</h2>{_html_table(data.main)}")
     footer = _FOOTER + (_COST_FOOTER if data.main.has_costs else "")
     out.append(f"<footer>{footer}</footer></main></body></html>")

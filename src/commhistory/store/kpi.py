@@ -54,6 +54,7 @@ import attrs
 import sqlalchemy as sa
 
 from commhistory.model import BounceClass, Direction, Event, EventType, Message
+from commhistory.normalize.link import link_label
 from commhistory.normalize.time import to_micros
 from commhistory.store._backend import Backend
 
@@ -70,6 +71,7 @@ __all__ = [
     "KpiQuery",
     "KpiRowData",
     "KpiStore",
+    "LinkClickRow",
     "MemoryKpiStore",
     "Outcome",
     "SQLKpiStore",
@@ -171,11 +173,39 @@ class KpiAggregate:
     unmatched_events: int = 0
 
 
+class LinkClickRow(NamedTuple):
+    """Clicks on one link of one campaign: ``(campaign_id, link, clicks, human_clicks)``.
+
+    ``link`` is the click's link label (:func:`commhistory.normalize.link.link_label`);
+    ``clicks`` counts every click event, ``human_clicks`` those not flagged ``machine``.
+
+    .. versionadded:: 0.4.0
+    """
+
+    campaign_id: str | None
+    link: str
+    clicks: int
+    human_clicks: int
+
+
 class KpiStore(Protocol):
     """The storage port of the KPI engine.
 
     .. versionadded:: 0.4.0
     """
+
+    def link_clicks(self, query: KpiQuery) -> tuple[LinkClickRow, ...]:
+        """Return the click events per campaign and link label.
+
+        Counts click events (not messages) of outbound messages sent in the
+        query's range, by the message's campaign and the event's link label;
+        clicks without a label (another scheme, stored before schema revision
+        0011, or erased) are left out. ``columns``, ``local_day`` and
+        ``exclude_machine`` are ignored: both counts are returned.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
 
     def aggregate(self, query: KpiQuery) -> KpiAggregate:
         """Return the per-message counts of outbound messages summed per group.
@@ -523,6 +553,29 @@ class SQLKpiStore(KpiStore):
             result = conn.exec_driver_sql(refresh_outcomes_sql("1 = 1"))
             return int(result.rowcount)
 
+    def link_clicks(self, query: KpiQuery) -> tuple[LinkClickRow, ...]:
+        """See :meth:`KpiStore.link_clicks`: one ``GROUP BY`` on the plain ``events.link``."""
+        repo = self.repo
+        ph = repo.backend.ph
+        where = "m.direction = 'outbound'"
+        params: list[Any] = []
+        if query.since is not None:
+            where += f" AND m.sent_at >= {ph}"
+            params.append(to_micros(query.since))
+        if query.until is not None:
+            where += f" AND m.sent_at < {ph}"
+            params.append(to_micros(query.until))
+        sql = (
+            "SELECT m.campaign_id, e.link, COUNT(*), "
+            "SUM(CASE WHEN e.machine THEN 0 ELSE 1 END) "
+            "FROM events e JOIN messages m ON m.message_id = e.message_id "
+            f"WHERE e.type = 'clicked' AND e.link IS NOT NULL AND {where} "
+            "GROUP BY m.campaign_id, e.link"
+        )
+        with repo.transaction(read=True) as conn:
+            rows = conn.exec_driver_sql(sql, tuple(params)).all()
+        return tuple(LinkClickRow(_text(r[0]), str(r[1]), int(r[2]), int(r[3] or 0)) for r in rows)
+
     def aggregate(self, query: KpiQuery) -> KpiAggregate:
         """See :meth:`KpiStore.aggregate`."""
         columns = tuple(k for k in query.columns if k in GROUP_KEYS)
@@ -651,6 +704,28 @@ class MemoryKpiStore(KpiStore):
 
     def __init__(self, state: MemoryState) -> None:
         self.s = state
+
+    def link_clicks(self, query: KpiQuery) -> tuple[LinkClickRow, ...]:
+        """See :meth:`KpiStore.link_clicks` (labels computed from the events' URLs)."""
+        messages: Mapping[str, Message] = self.s.messages
+        counts: dict[tuple[str | None, str], list[int]] = {}
+        for e in self.s.events.values():
+            m = messages.get(e.message_id) if e.message_id is not None else None
+            if m is None or m.direction is not Direction.OUTBOUND:
+                continue
+            if e.type is not EventType.CLICKED:
+                continue
+            if query.since is not None and m.sent_at < query.since:
+                continue
+            if query.until is not None and m.sent_at >= query.until:
+                continue
+            link = link_label(e.url)
+            if link is None:
+                continue
+            have = counts.setdefault((m.campaign_id, link), [0, 0])
+            have[0] += 1
+            have[1] += 0 if e.machine else 1
+        return tuple(LinkClickRow(cid, link, c, h) for (cid, link), (c, h) in counts.items())
 
     def aggregate(self, query: KpiQuery) -> KpiAggregate:
         """See :meth:`KpiStore.aggregate`."""

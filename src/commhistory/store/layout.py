@@ -19,6 +19,7 @@ __all__ = [
     "DEAD_LETTER_PURPOSE",
     "EVENT_COLUMNS",
     "EVENT_SECRET_COLUMNS",
+    "EVENT_WRITE_COLUMNS",
     "EVIDENCE_COLUMNS",
     "EVIDENCE_PURPOSE",
     "FINGERPRINT_PURPOSE",
@@ -40,6 +41,8 @@ EVENT_COLUMNS: Final = (
     "revenue_micros", "currency", "orphan_key_id", "address", "reason", "url", "user_agent",
     "ip", "metadata",
 )  # fmt: skip
+EVENT_WRITE_COLUMNS: Final = (*EVENT_COLUMNS, "link")
+"""What ingest writes: the columns reads decode, and the plain link label of a click."""
 EVENT_SECRET_COLUMNS: Final = ("address", "reason", "url", "user_agent", "ip", "metadata")
 CONSENT_COLUMNS: Final = (
     "consent_id", "contact_id", "channel", "purpose", "action", "method", "occurred_at",

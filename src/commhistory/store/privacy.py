@@ -277,6 +277,11 @@ class SQLPrivacyStore(PrivacyStore):
                         (contact_id,),
                     ).rowcount
                     attributes = repo.attribute_store.delete_contact(contact_id)
+                    conn.exec_driver_sql(  # a click's link label is plain: it goes too
+                        "UPDATE events SET link = NULL "
+                        f"WHERE contact_id = {ph} AND link IS NOT NULL",
+                        (contact_id,),
+                    )
                     conn.exec_driver_sql(
                         "UPDATE contacts SET data_key = NULL, wrap_key_id = NULL, "
                         f"erased_at = {ph} WHERE contact_id = {ph}",

@@ -10,7 +10,8 @@ Conventions (see ``docs/storage.md``):
   (:class:`~commhistory.crypto.FieldCipher`), their AAD bound to table, column
   and the row's id. Identifiers, enums, timestamps and money stay plain, and so
   does ``messages.address_masked``, the masked form of a message's address
-  (:mod:`commhistory.normalize.mask`).
+  (:mod:`commhistory.normalize.mask`), and ``events.link``, a click's link label
+  (:mod:`commhistory.normalize.link`).
 * Revenue is kept twice: ``revenue`` (the exact decimal string) and
   ``revenue_micros`` (an exact ``BIGINT`` of millionths), which SQL sums exactly.
 * Strings are ``TEXT`` (no length limit), so both databases accept the same values.
@@ -89,6 +90,12 @@ ADDRESS_MASKED_COMMENT: Final = (
     "The address masked at ingest (first character and domain, country code and "
     "2 + last 4 digits, or first and last 4 characters), in the clear; NULL when the "
     "channel has no mask, before a backfill, and after erasure."
+)
+
+LINK_COMMENT: Final = (
+    "The clicked URL's label (scheme, host, path with identifier-like segments masked; "
+    "no query or fragment), in the clear; NULL for other events, before migration 0011, "
+    "and after erasure."
 )
 
 OUTCOMES_COMMENT: Final = (
@@ -210,6 +217,9 @@ events: Final = sa.Table(
     _blob("user_agent"),
     _blob("ip"),
     _blob("metadata"),
+    # Migration 0011: a click's link label (commhistory.normalize.link), plain, so
+    # the report counts clicks per link without decryption; erasure sets it NULL.
+    sa.Column("link", sa.Text(), nullable=True, comment=LINK_COMMENT),
     sa.UniqueConstraint("provider", "provider_event_id"),
     sa.Index(None, "contact_id", "occurred_at"),
     sa.Index(None, "message_id"),

@@ -39,8 +39,10 @@ from commhistory.model import (
     ADDRESS_KINDS,
     ConsentEvent,
     Event,
+    EventType,
     Message,
 )
+from commhistory.normalize.link import link_label
 from commhistory.normalize.mask import mask_address
 from commhistory.normalize.time import EPOCH, to_micros
 from commhistory.store import schema
@@ -59,8 +61,8 @@ from commhistory.store.layout import (
     CONSENT_COLUMNS,
     DEAD_LETTER_COLUMNS,
     DEAD_LETTER_PURPOSE,
-    EVENT_COLUMNS,
     EVENT_SECRET_COLUMNS,
+    EVENT_WRITE_COLUMNS,
     FINGERPRINT_PURPOSE,
     MESSAGE_WRITE_COLUMNS,
     ORPHAN_PURPOSE,
@@ -511,8 +513,8 @@ class SQLIngest(SQLCore, BatchedWrites):
                     touched.add(hit[0])
         rows = self._event_rows(events, metas, revenues, by_id, by_pair, ciphers)
         if not be.copies_new_rows:
-            return be.insert(conn, schema.events, EVENT_COLUMNS, list(rows)), refused
-        inserted = be.insert_new(conn, schema.events, EVENT_COLUMNS, rows)
+            return be.insert(conn, schema.events, EVENT_WRITE_COLUMNS, list(rows)), refused
+        inserted = be.insert_new(conn, schema.events, EVENT_WRITE_COLUMNS, rows)
         if inserted < len(events):  # stored already: look them up first next time
             self._look_up_events = True
         return inserted, refused
@@ -692,6 +694,7 @@ class SQLIngest(SQLCore, BatchedWrites):
                 None if bounce is None else bounce._value_, e.machine,
                 None if rev is None else str(e.revenue), rev, e.currency, okid,
                 *seal(eid, (e.address, e.reason, e.url, e.user_agent, e.ip, meta), nonces),
+                link_label(e.url) if e.type is EventType.CLICKED else None,
             )  # fmt: skip
 
     def _write_consents(
