@@ -7,8 +7,9 @@ modules import it, users do not.
   token, that providers which sign nothing (Brevo, Mailjet, SparkPost) send
   in the ``Authorization`` header, compared in constant time;
 * :func:`unknown_event`: the error for an event name the adapter's table does
-  not know, so that the event is kept as a dead letter (replayable once the
-  name is mapped) instead of being dropped or guessed at.
+  not know, so that the event is kept whole as a dead letter instead of being
+  dropped or guessed at. This is the rule of every adapter: none produces
+  ``EventType.UNKNOWN``.
 
 .. versionadded:: 0.4.0
 """
