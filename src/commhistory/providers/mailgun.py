@@ -46,7 +46,7 @@ from urllib.parse import urlencode
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.model import BounceClass, Event, EventType, Record
-from commhistory.providers._shared import unknown_event
+from commhistory.providers._shared import tagged, unknown_event
 from commhistory.providers.base import (
     Attachment,
     InMemoryReplayStore,
@@ -225,7 +225,7 @@ class MailgunAdapter(WebhookAdapter):
                 url=get_str(item, "url") if type_ is EventType.CLICKED else None,
                 user_agent=get_str(client, "user-agent"),
                 ip=get_str(item, "ip"),
-                metadata={"provider_raw": dict(item)},
+                metadata=tagged({"provider_raw": dict(item)}, item.get("tags"), "tags"),
             )
         ]
 

@@ -57,7 +57,7 @@ from commhistory.model import (
     Purpose,
     Record,
 )
-from commhistory.providers._shared import unknown_event
+from commhistory.providers._shared import tagged, unknown_event
 from commhistory.providers.base import (
     WebhookAdapter,
     WebhookRequest,
@@ -226,7 +226,7 @@ class PostmarkAdapter(WebhookAdapter):
         key = get_str(item, "ID") or content_hash(item)
         event_id, provider_event_id = self.ids(key)
         when = next((item[f] for f in _TIME_FIELDS if item.get(f)), None)
-        metadata: dict[str, Any] = {"provider_raw": dict(item)}
+        metadata: dict[str, Any] = tagged({"provider_raw": dict(item)}, item.get("Tag"), "Tag")
         if when is None:
             # Postmark omitted the time (seen on bounces of Type "Unsubscribe"): use the
             # time of receipt and say so, rather than lose the record (an opt-out).

@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.model import BounceClass, Event, EventType, Record
-from commhistory.providers._shared import unknown_event
+from commhistory.providers._shared import tagged, unknown_event
 from commhistory.providers.base import (
     Attachment,
     MultipartForm,
@@ -284,7 +284,7 @@ class SendGridAdapter(WebhookAdapter):
                 user_agent=user_agent,
                 ip=ip,
                 machine=get("sg_machine_open") is True,
-                metadata={"provider_raw": item},
+                metadata=tagged({"provider_raw": item}, item.get("category"), "category"),
             )
         ]
 

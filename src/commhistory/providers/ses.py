@@ -89,7 +89,7 @@ from cryptography.x509 import verification
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.model import BounceClass, Event, EventType, Message, Record
-from commhistory.providers._shared import unknown_event
+from commhistory.providers._shared import tagged, unknown_event
 from commhistory.providers.base import (
     Attachment,
     WebhookAdapter,
@@ -604,7 +604,11 @@ class SesAdapter(WebhookAdapter):
         kept: dict[str, Any] = {"sns_message_id": sns_id, "notification": dict(notification)}
         if isinstance(envelope, _RawDelivery):
             kept["sns_raw_delivery"] = True  # arrived unsigned (allow_raw_delivery)
-        raw = {"provider_raw": kept}
+        # SES adds tags of its own (``ses:source-ip``, ``ses:from-domain``...): only the
+        # sender's are kept as tags.
+        raw = tagged(
+            {"provider_raw": kept}, mail.get("tags"), "Message.mail.tags", skip=("ses:", "aws:")
+        )
         if type_ is EventType.UNSUBSCRIBED:
             prefs = get_mapping(detail, "newTopicPreferences")
             if prefs.get("unsubscribeAll") is not True:
