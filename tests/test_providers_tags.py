@@ -10,6 +10,7 @@ Each provider test uses the provider's published webhook shape with its tag fiel
 * Postmark ``Tag`` (one string): https://postmarkapp.com/developer/webhooks/delivery-webhook;
 * Amazon SES ``mail.tags`` (names to lists of values; SES adds ``ses:*`` tags itself):
   https://docs.aws.amazon.com/ses/latest/dg/event-publishing-retrieving-sns-examples.html
+* Mandrill ``msg.tags``, SparkPost ``rcpt_tags``, Brevo ``tags``: each test names its page.
 
 Resend's tag docs (https://resend.com/docs/dashboard/emails/tags) suggest tagging an
 email with a customer id, so tags are not assumed free of personal data: they stay in
@@ -34,6 +35,7 @@ from commhistory.providers.mailgun import MailgunAdapter
 from commhistory.providers.postmark import PostmarkAdapter
 from commhistory.providers.ses import SesAdapter
 from commhistory.testing import sendgrid_keys, signed_webhook, sns_test_signer
+from tests._esp import only_event as only_esp_event
 
 PAYLOADS = Path(__file__).parent / "payloads"
 NOW = 1775002000.0
@@ -142,3 +144,28 @@ def test_named_tags_give_one_pair_per_value(value: dict[str, list[str]]) -> None
     for name, values in value.items():
         for v in values:
             assert f"{name}={v}".strip() in tags
+
+
+def test_mandrill_msg_tags() -> None:
+    # https://mailchimp.com/developer/transactional/docs/webhooks/ (msg.tags)
+    from tests.test_providers_mandrill import ADAPTER, BY_NAME, KEY
+
+    event = only_esp_event(ADAPTER, "mandrill", [BY_NAME["send"]], KEY)
+    assert event.metadata[TAGS_KEY] == ["webhook-example"]
+
+
+def test_sparkpost_rcpt_tags() -> None:
+    # https://developers.sparkpost.com/api/webhooks/ (rcpt_tags). The published example's
+    # tags ("male", "US") describe the recipient: one more reason to keep tags encrypted.
+    from tests.test_providers_sparkpost import ADAPTER, SECRET, wrap
+
+    event = only_esp_event(ADAPTER, "sparkpost", wrap("delivery"), SECRET)
+    assert event.metadata[TAGS_KEY] == ["male", "US"]
+
+
+def test_brevo_tags() -> None:
+    # https://developers.brevo.com/docs/transactional-webhooks (tags)
+    from tests.test_providers_brevo import ADAPTER, EVENTS, SECRET
+
+    event = only_esp_event(ADAPTER, "brevo", EVENTS["delivered"], SECRET)
+    assert event.metadata[TAGS_KEY] == ["transac_messages"]
