@@ -10,7 +10,8 @@ Each provider test uses the provider's published webhook shape with its tag fiel
 * Postmark ``Tag`` (one string): https://postmarkapp.com/developer/webhooks/delivery-webhook;
 * Amazon SES ``mail.tags`` (names to lists of values; SES adds ``ses:*`` tags itself):
   https://docs.aws.amazon.com/ses/latest/dg/event-publishing-retrieving-sns-examples.html
-* Mandrill ``msg.tags``, SparkPost ``rcpt_tags``, Brevo ``tags``: each test names its page.
+* Mandrill ``msg.tags``, SparkPost ``rcpt_tags``, Brevo ``tags``, Mailjet
+  ``customcampaign``, MailerSend ``tags``, Postal ``message.tag``: each test names its page.
 
 Resend's tag docs (https://resend.com/docs/dashboard/emails/tags) suggest tagging an
 email with a customer id, so tags are not assumed free of personal data: they stay in
@@ -169,3 +170,28 @@ def test_brevo_tags() -> None:
 
     event = only_esp_event(ADAPTER, "brevo", EVENTS["delivered"], SECRET)
     assert event.metadata[TAGS_KEY] == ["transac_messages"]
+
+
+def test_mailjet_customcampaign() -> None:
+    # https://dev.mailjet.com/email/guides/webhooks/ (customcampaign; empty when not set)
+    from tests.test_providers_mailjet import ADAPTER, EVENTS, SECRET
+
+    assert TAGS_KEY not in only_esp_event(ADAPTER, "mailjet", EVENTS["sent"], SECRET).metadata
+    [grouped, _] = EVENTS["grouped"]
+    event = only_esp_event(ADAPTER, "mailjet", grouped, SECRET)
+    assert event.metadata[TAGS_KEY] == ["test"]
+
+
+def test_mailersend_tags_in_both_shapes() -> None:
+    # https://developers.mailersend.com/api/v1/webhooks.html (data.tags, data.email.tags)
+    from tests.test_providers_mailersend import parse
+
+    assert parse("sent_flat").metadata[TAGS_KEY] == ["test", "test2"]
+    assert TAGS_KEY not in parse("sent_fat").metadata  # "tags": null
+
+
+def test_postal_message_tag() -> None:
+    # https://docs.postalserver.io/developer/webhooks (payload.message.tag)
+    from tests.test_providers_postal import parse
+
+    assert parse("MessageSent").metadata[TAGS_KEY] == ["welcome"]

@@ -43,7 +43,7 @@ from typing import Any, ClassVar, Final
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.model import BounceClass, Event, EventType, Record
-from commhistory.providers._shared import unknown_event
+from commhistory.providers._shared import tagged, unknown_event
 from commhistory.providers.base import (
     WebhookAdapter,
     WebhookRequest,
@@ -192,6 +192,10 @@ class MailerSendAdapter(WebhookAdapter):
         key = get_str(data, "id") or content_hash(item)
         event_id, provider_event_id = self.ids(key)
         metadata: dict[str, Any] = {"provider_raw": dict(item)}
+        if isinstance(email, Mapping):  # the fat shape
+            tagged(metadata, email.get("tags"), "data.email.tags")
+        else:
+            tagged(metadata, data.get("tags"), "data.tags")
         if data.get("created_at") not in (None, ""):
             occurred_at = iso_time(data["created_at"], field="data.created_at")
         elif item.get("created_at") not in (None, ""):

@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.model import BounceClass, Event, EventType, Record
-from commhistory.providers._shared import unknown_event
+from commhistory.providers._shared import tagged, unknown_event
 from commhistory.providers.base import (
     WebhookAdapter,
     WebhookRequest,
@@ -281,6 +281,7 @@ class PostalAdapter(WebhookAdapter):
         key = get_str(item, "uuid") or content_hash(item)
         event_id, provider_event_id = self.ids(key)
         metadata: dict[str, Any] = {"provider_raw": dict(item)}
+        tagged(metadata, message.get("tag"), "payload.message.tag")
         if body.get("timestamp") is not None:
             occurred_at = epoch(body.get("timestamp"), field="payload.timestamp")
         elif item.get("timestamp") is not None:
