@@ -93,10 +93,6 @@ nitpick_ignore = [
     # Shared private bases: the write entry points and the context-manager shape.
     ("py:class", "commhistory.store.batching.BatchedWrites"),
     ("py:class", "commhistory._lifecycle.ClosesOnExit"),
-    # TEMPORARY: the module docstring of commhistory/providers/base.py names
-    # ``EventType.UNKNOWN``, which that module does not import. Remove this entry
-    # once it reads :attr:`~commhistory.EventType.UNKNOWN`.
-    ("py:attr", "EventType.UNKNOWN"),
 ]
 
 # -- doctest -------------------------------------------------------------------

@@ -77,7 +77,7 @@ def sendgrid_case(base_url: str) -> Case:
         SendGridAdapter(keys.public_key, clock=lambda: NOW),
         signed_webhook("sendgrid", events, keys, url=url, timestamp=NOW),
         signed_webhook("sendgrid", events, other, url=url, timestamp=NOW),
-        13,
+        12,
     )
 
 
@@ -113,7 +113,7 @@ def line_case(base_url: str) -> Case:
         LineAdapter("line-secret", contact_resolver=RESOLVER),
         signed_webhook("line", body, "line-secret", url=url),
         signed_webhook("line", body, "other-secret", url=url),
-        6,
+        5,
     )
 
 

@@ -211,7 +211,7 @@ def test_json_from_the_webhook_commands(
     ingest = ["ingest-webhook", *common, *store_args, "--format", "json"]
     assert main([*ingest, "--secret", keys.public_key]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["inserted"] == 13
+    assert doc["inserted"] == 12
     assert set(doc) == {"file", "total", "inserted", "duplicates", "rejected", "linked"}
 
 

@@ -20,8 +20,6 @@ from commhistory.model import (
     ConsentEvent,
     ConsentMethod,
     Direction,
-    Event,
-    EventType,
     Message,
 )
 from commhistory.providers import KeyedContactResolver, LineAdapter, WebhookRequest
@@ -64,7 +62,7 @@ def test_forged_and_missing_signatures() -> None:
 
 def test_mapping() -> None:
     records = adapter().parse(WebhookRequest(body=body())).records
-    follow, text, sticker, postback, unfollow, unknown = records
+    follow, text, sticker, postback, unfollow = records
     contact = RESOLVER(Channel.LINE, USER)
     assert isinstance(follow, ConsentEvent)
     assert (follow.action, follow.method, follow.channel) == (
@@ -88,21 +86,18 @@ def test_mapping() -> None:
     assert sticker.metadata["provider_raw"]["message"]["type"] == "sticker"
     assert isinstance(postback, Message)
     assert postback.body == "action=confirm&booking=77"
-    assert isinstance(unknown, Event)
-    assert unknown.type is EventType.UNKNOWN
-    assert unknown.provider == "line"
 
 
 def test_redelivery_is_duplicate() -> None:
     repo = CommHistory.in_memory()
     webhook = signed_webhook("line", json.loads(body()), SECRET)
     first = adapter().handle(webhook.request(), repo)
-    assert first.report.inserted == 6
+    assert (first.report.inserted, first.report.rejected) == (5, 0)
     redelivered = json.loads(body())
     for event in redelivered["events"]:
         event["deliveryContext"]["isRedelivery"] = True
     again = adapter().handle(signed_webhook("line", redelivered, SECRET).request(), repo)
-    assert (again.report.inserted, again.report.duplicates) == (0, 6)
+    assert (again.report.inserted, again.report.duplicates) == (0, 5)
 
 
 def test_unfollow_withdraws_consent_in_the_ledger() -> None:
@@ -149,3 +144,24 @@ def test_fuzz_wrong_types(event: dict[str, object], key: str, value: object) -> 
     changed = dict(event)
     changed[key] = value
     parse_or_payload_error(_FUZZ, json.dumps({"events": [changed]}).encode())
+
+
+def test_unmapped_event_type_is_a_dead_letter_naming_it() -> None:
+    # A video-viewing-complete event, shaped as in
+    # https://developers.line.biz/en/reference/messaging-api/#video-viewing-complete
+    video = {
+        "type": "videoPlayComplete",
+        "mode": "active",
+        "timestamp": 1775001810000,
+        "source": {"type": "user", "userId": USER},
+        "webhookEventId": "01HX0000000000000000000006",
+        "deliveryContext": {"isRedelivery": False},
+        "replyToken": "r6",
+        "videoPlayComplete": {"trackingId": "track-1"},
+    }
+    payload = {"destination": "U" + "0" * 32, "events": [video]}
+    repo = CommHistory.in_memory()
+    outcome = adapter().handle(signed_webhook("line", payload, SECRET).request(), repo)
+    assert (outcome.report.inserted, outcome.report.rejected) == (0, 1)
+    [letter] = repo.list_dead_letters(source="webhook:line")
+    assert "unknown event type 'videoPlayComplete'" in letter.reason

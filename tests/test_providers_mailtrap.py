@@ -27,6 +27,7 @@ from commhistory.model import BounceClass, Channel, Event, EventType, Purpose
 from commhistory.providers import MailtrapAdapter, WebhookRequest
 from commhistory.providers.mailtrap import EVENT_TYPES, SIGNATURE_HEADER
 from commhistory.testing import make_message, signed_webhook
+from tests._esp import unknown_is_dead_lettered
 from tests._webhook_props import JSON, parse_or_payload_error
 
 EVENTS = json.loads((Path(__file__).parent / "payloads" / "mailtrap" / "events.json").read_text())
@@ -173,14 +174,16 @@ def test_audit_log_and_inbound_notifications_are_dead_letters() -> None:
     assert "inbound.message_received" in reasons[1]
 
 
-def test_unknown_event_is_kept_and_untimed_event_is_timed_on_receipt() -> None:
+def test_unknown_event_is_a_dead_letter_and_untimed_event_is_timed_on_receipt() -> None:
     future = dict(PUBLISHED["delivery"], event="teleported")
-    del future["timestamp"]
+    unknown_is_dead_lettered(ADAPTER, "mailtrap", {"events": [future]}, SECRET, "teleported")
+    untimed = dict(PUBLISHED["delivery"])
+    del untimed["timestamp"]
     [record] = ADAPTER.parse(
-        signed_webhook("mailtrap", {"events": [future]}, SECRET).request()
+        signed_webhook("mailtrap", {"events": [untimed]}, SECRET).request()
     ).records
     assert isinstance(record, Event)
-    assert record.type is EventType.UNKNOWN
+    assert record.type is EventType.DELIVERED
     assert record.occurred_at.timestamp() == NOW
     assert record.metadata["time_source"] == "received"
 

@@ -36,6 +36,7 @@ from commhistory.providers.postal import (
     load_postal_keys,
 )
 from commhistory.testing import make_message, signed_webhook
+from tests._esp import unknown_is_dead_lettered
 from tests._webhook_props import JSON, parse_or_payload_error
 
 EVENTS = json.loads((Path(__file__).parent / "payloads" / "postal" / "events.json").read_text())
@@ -210,12 +211,17 @@ def test_documented_statuses() -> None:
     assert (held.type, held.address) == (EventType.REJECTED, "held@example.com")
 
 
-def test_status_of_an_incoming_message_is_unknown_and_names_no_address() -> None:
-    event = parse("IncomingHardFail")
-    assert (event.type, event.bounce, event.address) == (EventType.UNKNOWN, None, None)
+def test_status_of_an_incoming_message_is_a_dead_letter_and_suppresses_nothing() -> None:
+    repo = CommHistory.in_memory()
+    request = signed_webhook("postal", ALL["IncomingHardFail"], KEY).request()
+    outcome = ADAPTER.handle(request, repo)
+    assert (outcome.report.inserted, outcome.report.rejected) == (0, 1)
+    [error] = outcome.result.errors
+    assert isinstance(error.error, PayloadError)
+    assert error.error.field == "payload.message.direction"
 
 
-def test_server_events_are_dead_letters_and_unknown_message_events_are_kept() -> None:
+def test_server_events_and_unknown_message_events_are_dead_letters() -> None:
     repo = CommHistory.in_memory()
     for name in ("DomainDNSError", "SendLimitExceeded"):
         outcome = ADAPTER.handle(signed_webhook("postal", PUBLISHED[name], KEY).request(), repo)
@@ -224,9 +230,7 @@ def test_server_events_are_dead_letters_and_unknown_message_events_are_kept() ->
         assert (error.error.field, outcome.report.rejected) == ("event", 1)
         assert name in error.error.reason
     future = dict(PUBLISHED["MessageLoaded"], event="MessageTeleported")
-    [record] = ADAPTER.parse(signed_webhook("postal", future, KEY).request()).records
-    assert isinstance(record, Event)
-    assert record.type is EventType.UNKNOWN
+    unknown_is_dead_lettered(ADAPTER, "postal", future, KEY, "MessageTeleported")
 
 
 def test_a_retry_is_a_duplicate_and_a_hard_fail_suppresses() -> None:

@@ -184,3 +184,25 @@ def test_bounce_without_time_is_timed_on_receipt_and_kept() -> None:
     assert event.occurred_at.timestamp() == 1775002000.0
     assert event.metadata["time_source"] == "received"
     assert "time_source" not in parse("bounce").metadata
+
+
+@pytest.mark.parametrize(
+    ("field", "record"),
+    [
+        # Bounce types that say nothing about delivery (an auto-reply, an
+        # address-change notice, a challenge) and a type Postmark may add later.
+        ("Type", {**RECORDS["bounce"], "Type": "AutoResponder"}),
+        ("Type", {**RECORDS["bounce"], "Type": "ChallengeVerification"}),
+        ("Type", {**RECORDS["bounce"], "Type": "Teleported"}),
+        ("RecordType", {**RECORDS["delivery"], "RecordType": "Teleported"}),
+    ],
+)
+def test_unmapped_types_are_dead_letters_naming_them(
+    field: str, record: dict[str, object]
+) -> None:
+    repo = CommHistory.in_memory()
+    outcome = ADAPTER.handle(signed_webhook("postmark", record, CREDENTIALS).request(), repo)
+    assert (outcome.report.inserted, outcome.report.rejected) == (0, 1)
+    [letter] = repo.list_dead_letters(source="webhook:postmark")
+    assert f"unknown event type {record[field]!r}" in letter.reason
+    assert letter.field == field

@@ -150,7 +150,6 @@ def test_batch_mapping() -> None:
         "ev-unsub-1": EventType.UNSUBSCRIBED,
         "ev-gunsub-1": EventType.UNSUBSCRIBED,
         "ev-gresub-1": EventType.SUBSCRIBED,
-        "ev-new-1": EventType.UNKNOWN,
     }
     assert {k: v.type for k, v in events.items()} == expected
     assert events["ev-processed-1"].address == "Taro@example.com"  # domain lower-cased
@@ -164,16 +163,29 @@ def test_batch_mapping() -> None:
     assert events["ev-deferred-1"].bounce is None
     # The X-Message-Id has dots; it ends where ".filter0001..." begins.
     assert {e.provider_message_id for e in events.values()} == {"14c5d75ce93.dfd.64b469"}
-    assert events["ev-new-1"].metadata["provider_raw"]["event"] == "brand_new_event"
 
 
 def test_handle_stores_and_retry_is_duplicate() -> None:
     adapter, request = batch_adapter()
     repo = CommHistory.in_memory()
     first = adapter.handle(request, repo)
-    assert (first.report.inserted, first.report.rejected) == (13, 0)
+    assert (first.report.inserted, first.report.rejected) == (12, 0)
     again = adapter.handle(request, repo)
-    assert (again.report.inserted, again.report.duplicates) == (0, 13)
+    assert (again.report.inserted, again.report.duplicates) == (0, 12)
+
+
+def test_unmapped_event_name_is_a_dead_letter_naming_it() -> None:
+    keys = sendgrid_keys()
+    events = json.loads((PAYLOADS / "batch.json").read_text())
+    future = {**events[1], "event": "brand_new_event", "sg_event_id": "ev-new-1"}
+    request = signed_webhook("sendgrid", [events[1], future], keys, timestamp=NOW).request()
+    repo = CommHistory.in_memory()
+    outcome = SendGridAdapter(keys.public_key, clock=lambda: NOW).handle(request, repo)
+    # The known event is stored; the unmapped one is kept whole, not as an UNKNOWN event.
+    assert (outcome.report.inserted, outcome.report.rejected) == (1, 1)
+    [letter] = repo.list_dead_letters(source="webhook:sendgrid")
+    assert "unknown event type 'brand_new_event'" in letter.reason
+    assert (letter.field, letter.line) == ("event", 2)
 
 
 def test_event_without_id_gets_stable_content_hash() -> None:

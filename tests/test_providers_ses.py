@@ -157,7 +157,15 @@ def test_mapping() -> None:
     [delay] = parse("delay")
     assert (delay.type, delay.status_code) == (EventType.DEFERRED, "4.2.2")
     assert parse("reject")[0].type is EventType.REJECTED
-    assert parse("novel")[0].type is EventType.UNKNOWN
+
+
+def test_unmapped_event_type_is_a_dead_letter_naming_it() -> None:
+    repo = CommHistory.in_memory()
+    webhook = signed_webhook("ses", NOTES["novel"], SIGNER, timestamp=NOW)
+    outcome = adapter().handle(webhook.request(), repo)
+    assert (outcome.report.inserted, outcome.report.rejected) == (0, 1)
+    [letter] = repo.list_dead_letters(source="webhook:ses")
+    assert "unknown event type 'SomethingNew'" in letter.reason
 
 
 def test_retry_of_same_sns_message_is_duplicate() -> None:

@@ -186,12 +186,14 @@ def test_handle_inbound_stop_stores_message_and_consent() -> None:
     assert consent.method is ConsentMethod.SMS_KEYWORD
 
 
-def test_unknown_status_kept() -> None:
+def test_unknown_status_is_a_dead_letter_naming_it() -> None:
     params = load("status_delivered.txt") | {"MessageStatus": "teleported"}
     req = signed_webhook("twilio", params, TOKEN, url=URL).request()
-    [event] = adapter().parse(req).records
-    assert isinstance(event, Event)
-    assert event.type is EventType.UNKNOWN
+    repo = CommHistory.in_memory()
+    outcome = adapter().handle(req, repo)
+    assert (outcome.report.inserted, outcome.report.rejected) == (0, 1)
+    [letter] = repo.list_dead_letters(source="webhook:twilio")
+    assert "unknown event type 'teleported'" in letter.reason
 
 
 _FUZZ = TwilioAdapter(TOKEN, clock=lambda: NOW, contact_resolver=RESOLVER)

@@ -102,7 +102,6 @@ def test_inbound_call_customer_is_the_caller() -> None:
         ("failed", EventType.FAILED),
         ("canceled", EventType.REJECTED),
         ("Busy", EventType.BUSY),
-        ("something-new", EventType.UNKNOWN),
     ],
 )
 def test_call_status_mapping(status: str, expected: EventType) -> None:

@@ -28,6 +28,7 @@ from commhistory.model import BounceClass, Channel, Event, EventType, Purpose
 from commhistory.providers import UnisenderGoAdapter, WebhookRequest
 from commhistory.providers.unisender_go import STATUSES, unisender_go_auth
 from commhistory.testing import make_message, signed_webhook
+from tests._esp import unknown_is_dead_lettered
 from tests._webhook_props import JSON, parse_or_payload_error
 
 EVENTS = json.loads(
@@ -178,14 +179,16 @@ def test_statuses_and_delivery_codes() -> None:
     assert set(STATUSES) == documented | {"clicked", "unsubscribed", "subscribed"}
 
 
-def test_unknown_status_is_kept_and_untimed_event_is_timed_on_receipt() -> None:
+def test_unknown_status_is_a_dead_letter_and_untimed_event_is_timed_on_receipt() -> None:
+    future = json.loads(json.dumps(SHAPED["delivered"]))
+    future["event_data"]["status"] = "teleported"
+    unknown_is_dead_lettered(ADAPTER, "unisender_go", body_of(future), API_KEY, "teleported")
     event = json.loads(json.dumps(SHAPED["delivered"]))
-    event["event_data"]["status"] = "teleported"
     del event["event_data"]["event_time"]
     request = signed_webhook("unisender_go", body_of(event), API_KEY).request()
     [record] = ADAPTER.parse(request).records
     assert isinstance(record, Event)
-    assert record.type is EventType.UNKNOWN
+    assert record.type is EventType.DELIVERED
     assert record.occurred_at.timestamp() == NOW
     assert record.metadata["time_source"] == "received"
 

@@ -6,9 +6,12 @@ modules import it, users do not.
 * :class:`HttpCredentials`: the basic-auth user and password, or the bearer
   token, that providers which sign nothing (Brevo, Mailjet, SparkPost) send
   in the ``Authorization`` header, compared in constant time;
+* :func:`provider_tags`: the sender's tags or categories of a provider event,
+  as one list of strings for ``metadata["provider_tags"]``;
 * :func:`unknown_event`: the error for an event name the adapter's table does
-  not know, so that the event is kept as a dead letter (replayable once the
-  name is mapped) instead of being dropped or guessed at.
+  not know, so that the event is kept whole as a dead letter instead of being
+  dropped or guessed at. This is the rule of every adapter: none produces
+  ``EventType.UNKNOWN``.
 
 .. versionadded:: 0.4.0
 """
@@ -18,14 +21,21 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Final
+from typing import Any, Final
 
 import attrs
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.providers.base import WebhookRequest, hmac_equal
 
-__all__ = ["HttpCredentials", "split_secret", "unknown_event"]
+__all__ = [
+    "TAGS_KEY",
+    "HttpCredentials",
+    "provider_tags",
+    "split_secret",
+    "tagged",
+    "unknown_event",
+]
 
 _PLAIN_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,39}")
 
@@ -45,6 +55,74 @@ def unknown_event(field: str, name: str) -> PayloadError:
         field=field,
         reason=f"unknown event type{shown}: kept as a dead letter until it is mapped",
     )
+
+
+TAGS_KEY: Final = "provider_tags"
+"""The metadata key of the sender's tags or categories of a provider event.
+
+.. versionadded:: 0.4.0
+"""
+
+
+def provider_tags(value: object, *, field: str, skip_prefixes: tuple[str, ...] = ()) -> list[str]:
+    """Return a provider's tags or categories as a list of strings, in order, each once.
+
+    A tag is one string (Postmark ``Tag``), a list of them (SendGrid
+    ``category``, Mailgun ``tags``), or an object of names to a value or a list
+    of values (SES ``mail.tags``), each pair given as ``"name=value"``.
+    Blank tags are left out; so are names starting with one of
+    *skip_prefixes* (the tags a provider adds itself, such as SES's ``ses:``).
+
+    Tags stay in metadata, encrypted like the rest of it: providers differ on
+    whether they may hold personal data (SendGrid asks senders to keep it out of
+    categories; Resend suggests tagging an email with a customer id).
+
+    Args:
+        value: The provider's field (``None`` when absent).
+        field: The field's name, for the error.
+        skip_prefixes: Tag names to leave out.
+
+    Raises:
+        PayloadError: The field or a tag has another JSON type.
+    """
+    if value is None:
+        return []
+    pairs: list[str] = []
+    if isinstance(value, str):
+        pairs = [value]
+    elif isinstance(value, list):
+        pairs = [_tag(item, field) for item in value]
+    elif isinstance(value, dict):
+        for name, given in value.items():
+            if str(name).startswith(skip_prefixes):
+                continue
+            values = given if isinstance(given, list) else [given]
+            pairs.extend(f"{name}={_tag(item, field)}" for item in values)
+    else:
+        raise PayloadError(
+            field=field, reason="expected a string, a list of strings or an object of them"
+        )
+    return list(dict.fromkeys(tag.strip() for tag in pairs if tag.strip()))
+
+
+def tagged(
+    metadata: dict[str, Any], value: object, field: str, *, skip: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Add the tags in *value* (see :func:`provider_tags`) to *metadata*, when there are any.
+
+    Returns:
+        *metadata* itself.
+    """
+    tags = provider_tags(value, field=field, skip_prefixes=skip)
+    if tags:
+        metadata[TAGS_KEY] = tags
+    return metadata
+
+
+def _tag(item: object, field: str) -> str:
+    if not isinstance(item, str):
+        raise PayloadError(field=field, reason="expected tags as strings")
+    return item
 
 
 def split_secret(secret: str | None) -> tuple[str | None, str | None, str | None]:

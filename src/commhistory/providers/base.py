@@ -11,7 +11,9 @@ all of them, so each provider module is mostly mapping tables:
   timestamps against a window (±300 s by default, injectable clock);
 * **decoding** the body (JSON or form) and splitting it into provider events;
 * **per-event parsing**: one bad provider event becomes a dead letter, the
-  others are kept; an unknown event name becomes :attr:`EventType.UNKNOWN`;
+  others are kept; an unknown event name is a dead letter naming it (see
+  ``providers._shared.unknown_event``) holding the raw event, never an
+  ``UNKNOWN`` event;
 * **dead-lettering** (:meth:`WebhookAdapter.handle`): a verified body that
   cannot be parsed at all is stored as one dead letter, so the receiver can
   answer 2xx and the provider stops retrying.

@@ -42,7 +42,7 @@ from typing import Any, ClassVar, Final
 
 from commhistory.errors import PayloadError
 from commhistory.model import BounceClass, Event, EventType, Record
-from commhistory.providers._shared import HttpCredentials, split_secret, unknown_event
+from commhistory.providers._shared import HttpCredentials, split_secret, tagged, unknown_event
 from commhistory.providers.base import (
     WebhookAdapter,
     WebhookRequest,
@@ -159,7 +159,7 @@ class BrevoAdapter(WebhookAdapter):
         if not message_id:
             raise PayloadError(field="message-id", reason="required")
         event_id, provider_event_id = self.ids(content_hash(item))
-        metadata: dict[str, Any] = {"provider_raw": dict(item)}
+        metadata: dict[str, Any] = tagged({"provider_raw": dict(item)}, item.get("tags"), "tags")
         occurred_at = self._time(item, metadata)
         reason = get_str(item, "reason")
         status_code = bounce = None

@@ -12,8 +12,11 @@ deduplicated by it.
   text messages; other types keep their type in ``metadata``).
 * ``postback`` (a button tapped) becomes an inbound message whose body is the
   postback ``data``.
-* Any other event type becomes an ``UNKNOWN`` :class:`~commhistory.Event`
-  named by ``provider="line"`` and its ``webhookEventId`` (kept, never dropped).
+* Any other event type (``join``, ``memberJoined``, ``unsend``...) becomes a
+  dead letter naming the type (the raw event kept whole, never dropped).
+
+.. versionchanged:: 0.4.0
+   Another event type is a dead letter instead of an ``UNKNOWN`` event.
 
 Every item needs a contact id: configure a ``contact_resolver``.
 
@@ -35,12 +38,11 @@ from commhistory.model import (
     ConsentEvent,
     ConsentMethod,
     Direction,
-    Event,
-    EventType,
     Message,
     Purpose,
     Record,
 )
+from commhistory.providers._shared import unknown_event
 from commhistory.providers.base import (
     WebhookAdapter,
     WebhookRequest,
@@ -122,23 +124,12 @@ class LineAdapter(WebhookAdapter):
     def _parse_event(self, event: Any) -> list[Record]:
         item = as_object(event)
         kind = require_str(item, "type")
+        if kind not in CONSENT_EVENTS and kind not in _INBOUND:
+            raise unknown_event("type", kind)
         key = get_str(item, "webhookEventId") or content_hash(item)
-        record_id, provider_event_id = self.ids(key)
+        record_id, _ = self.ids(key)
         occurred_at = epoch(item.get("timestamp"), field="timestamp", millis=True)
         raw = {"provider_raw": dict(item)}
-        if kind not in CONSENT_EVENTS and kind not in _INBOUND:
-            message = get_mapping(item, "message")
-            return [
-                Event(
-                    event_id=record_id,
-                    type=EventType.UNKNOWN,
-                    occurred_at=occurred_at,
-                    provider=self.name,
-                    provider_message_id=get_str(message, "id") or f"event:{key}",
-                    provider_event_id=provider_event_id,
-                    metadata=raw,
-                )
-            ]
         source = get_mapping(item, "source")
         user = line_address(source.get("userId"), field="source.userId")
         contact = self.resolve_contact(Channel.LINE, user)

@@ -25,8 +25,8 @@ activity with neither is timed when it was received, marked
 ``metadata["time_source"] = "received"``.
 
 ``activity.*`` names map through :data:`ACTIVITY_TYPES`; an activity MailerSend
-adds later becomes ``UNKNOWN`` and is kept. Webhook types that are not about a
-message (``sender_identity.verified``, ``maintenance.start``,
+adds later is a dead letter naming it, the raw event kept whole. Webhook
+types that are not about a message (``sender_identity.verified``, ``maintenance.start``,
 ``bulk_email.completed``...) have no message to link to: each becomes a dead
 letter naming its type, kept for inspection.
 
@@ -43,6 +43,7 @@ from typing import Any, ClassVar, Final
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.model import BounceClass, Event, EventType, Record
+from commhistory.providers._shared import tagged, unknown_event
 from commhistory.providers.base import (
     WebhookAdapter,
     WebhookRequest,
@@ -86,12 +87,11 @@ ACTIVITY_TYPES: Final[Mapping[str, tuple[EventType, BounceClass | None]]] = {
     "activity.clicked_unique": (EventType.CLICKED, None),
     "activity.unsubscribed": (EventType.UNSUBSCRIBED, None),
     "activity.spam_complaint": (EventType.COMPLAINED, None),
-    "activity.survey_opened": (EventType.UNKNOWN, None),
-    "activity.survey_submitted": (EventType.UNKNOWN, None),
 }
 """MailerSend's activity ``type`` values: the event type and, for bounces, the class.
 
-Any other ``activity.*`` value becomes ``UNKNOWN``.
+Any other ``activity.*`` value (the survey events among them: a survey answer is
+no delivery outcome) makes the event a dead letter naming it.
 """
 
 _ACTIVITY_PREFIX: Final = "activity."
@@ -157,7 +157,10 @@ class MailerSendAdapter(WebhookAdapter):
             raise PayloadError(
                 field="type", reason=f"{name!r} is not about a message (kept as a dead letter)"
             )
-        type_, given = ACTIVITY_TYPES.get(name, (EventType.UNKNOWN, None))
+        known = ACTIVITY_TYPES.get(name)
+        if known is None:
+            raise unknown_event("type", name)
+        type_, given = known
         data = get_mapping(item, "data")
         if not data:
             raise PayloadError(field="data", reason="required")
@@ -189,6 +192,10 @@ class MailerSendAdapter(WebhookAdapter):
         key = get_str(data, "id") or content_hash(item)
         event_id, provider_event_id = self.ids(key)
         metadata: dict[str, Any] = {"provider_raw": dict(item)}
+        if isinstance(email, Mapping):  # the fat shape
+            tagged(metadata, email.get("tags"), "data.email.tags")
+        else:
+            tagged(metadata, data.get("tags"), "data.tags")
         if data.get("created_at") not in (None, ""):
             occurred_at = iso_time(data["created_at"], field="data.created_at")
         elif item.get("created_at") not in (None, ""):

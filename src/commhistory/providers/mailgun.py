@@ -46,6 +46,7 @@ from urllib.parse import urlencode
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.model import BounceClass, Event, EventType, Record
+from commhistory.providers._shared import tagged, unknown_event
 from commhistory.providers.base import (
     Attachment,
     InMemoryReplayStore,
@@ -95,7 +96,7 @@ EVENT_TYPES: Final[Mapping[str, EventType]] = {
     "unsubscribed": EventType.UNSUBSCRIBED,
     "complained": EventType.COMPLAINED,
 }
-"""Mailgun's ``event`` names; any other becomes ``UNKNOWN``."""
+"""Mailgun's ``event`` names; any other makes the event a dead letter."""
 
 _SUPPRESSED: Final = frozenset({"suppress-bounce", "suppress-complaint", "suppress-unsubscribe"})
 _FORM_TYPES: Final = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
@@ -188,7 +189,9 @@ class MailgunAdapter(WebhookAdapter):
     def _parse_event(self, event: Any) -> list[Record]:
         item = as_object(event, field="event-data")
         name = require_str(item, "event")
-        type_ = EVENT_TYPES.get(name, EventType.UNKNOWN)
+        type_ = EVENT_TYPES.get(name)
+        if type_ is None:
+            raise unknown_event("event", name)
         severity = get_str(item, "severity")
         if type_ is EventType.BOUNCED and severity == "temporary":
             type_ = EventType.DEFERRED
@@ -222,7 +225,7 @@ class MailgunAdapter(WebhookAdapter):
                 url=get_str(item, "url") if type_ is EventType.CLICKED else None,
                 user_agent=get_str(client, "user-agent"),
                 ip=get_str(item, "ip"),
-                metadata={"provider_raw": dict(item)},
+                metadata=tagged({"provider_raw": dict(item)}, item.get("tags"), "tags"),
             )
         ]
 

@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Final
 
 from commhistory.errors import PayloadError
 from commhistory.model import BounceClass, Event, EventType, Record
-from commhistory.providers._shared import HttpCredentials, split_secret, unknown_event
+from commhistory.providers._shared import HttpCredentials, split_secret, tagged, unknown_event
 from commhistory.providers.base import (
     WebhookAdapter,
     WebhookRequest,
@@ -122,6 +122,7 @@ class MailjetAdapter(WebhookAdapter):
             raise PayloadError(field="MessageID", reason="required")
         event_id, provider_event_id = self.ids(content_hash(item))
         metadata: dict[str, Any] = {"provider_raw": dict(item)}
+        tagged(metadata, item.get("customcampaign"), "customcampaign")
         if item.get("time") is None:
             metadata["time_source"] = "received"
             occurred_at = datetime.fromtimestamp(self.clock(), tz=UTC)

@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Final
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.model import BounceClass, Event, EventType, Record
+from commhistory.providers._shared import unknown_event
 from commhistory.providers.base import (
     WebhookAdapter,
     WebhookRequest,
@@ -74,7 +75,7 @@ EVENT_TYPES: Final[Mapping[str, EventType]] = {
     "open": EventType.OPENED,
     "click": EventType.CLICKED,
 }
-"""Mailtrap's sending ``event`` names; any other becomes ``UNKNOWN``."""
+"""Mailtrap's sending ``event`` names; any other makes the event a dead letter."""
 
 BLOCK_CATEGORIES: Final = frozenset({"block", "blocked", "spam", "content", "badsender", "policy"})
 """``bounce_category`` values that are a block (the sender or the content, not the address);
@@ -175,7 +176,9 @@ class MailtrapAdapter(WebhookAdapter):
                 field="event",
                 reason=f"{name!r} is not about a sent message (kept as a dead letter)",
             )
-        type_ = EVENT_TYPES.get(name, EventType.UNKNOWN)
+        type_ = EVENT_TYPES.get(name)
+        if type_ is None:
+            raise unknown_event("event", name)
         message_id = require_str(item, "message_id")
         response = get_str(item, "response")
         code = item.get("response_code")

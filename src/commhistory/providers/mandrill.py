@@ -44,7 +44,7 @@ from urllib.parse import urlencode
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.model import BounceClass, Event, EventType, Record
-from commhistory.providers._shared import unknown_event
+from commhistory.providers._shared import tagged, unknown_event
 from commhistory.providers.base import (
     WebhookAdapter,
     WebhookRequest,
@@ -230,7 +230,9 @@ class MandrillAdapter(WebhookAdapter):
         if message_id is None:
             raise PayloadError(field="msg._id", reason="required")
         event_id, provider_event_id = self.ids(content_hash(item))
-        metadata: dict[str, Any] = {"provider_raw": dict(item)}
+        metadata: dict[str, Any] = tagged(
+            {"provider_raw": dict(item)}, msg.get("tags"), "msg.tags"
+        )
         if item.get("ts") is None:
             metadata["time_source"] = "received"
             occurred_at = datetime.fromtimestamp(self.clock(), tz=UTC)

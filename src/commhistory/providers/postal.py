@@ -20,8 +20,10 @@ a captured request can only be sent again unchanged, and is then a duplicate
 Events link by ``provider="postal"`` + the ``Message-ID`` header of the message
 (``message.message_id``, without angle brackets); the address is the envelope
 recipient ``message.to``. Status events on *incoming* messages (Postal
-delivering mail to your own endpoints) are kept as ``UNKNOWN``: they are not
-about mail to a customer, and must not suppress your own inbound address.
+delivering mail to your own endpoints) become dead letters: they are not
+about mail to a customer, and must not suppress your own inbound address. An
+event name the adapter does not map is a dead letter naming it, the raw event
+kept whole.
 Events that are not about a message (``DomainDNSError``, ``SendLimitApproaching``,
 ``SendLimitExceeded``) become dead letters naming the event.
 
@@ -43,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.model import BounceClass, Event, EventType, Record
+from commhistory.providers._shared import tagged, unknown_event
 from commhistory.providers.base import (
     WebhookAdapter,
     WebhookRequest,
@@ -87,7 +90,7 @@ EVENT_TYPES: Final[Mapping[str, EventType]] = {
     "MessageLinkClicked": EventType.CLICKED,
     "MessageLoaded": EventType.OPENED,
 }
-"""Postal's message events; another event with a ``message`` becomes ``UNKNOWN``."""
+"""Postal's message events; any other event makes a dead letter."""
 
 NOT_ABOUT_A_MESSAGE: Final = frozenset(
     {"DomainDNSError", "SendLimitApproaching", "SendLimitExceeded"}
@@ -254,14 +257,19 @@ class PostalAdapter(WebhookAdapter):
         body = get_mapping(item, "payload")
         if not body:
             raise PayloadError(field="payload", reason="required")
-        type_ = EVENT_TYPES.get(name, EventType.UNKNOWN)
+        known = EVENT_TYPES.get(name)
+        if known is None:
+            raise unknown_event("event", name)
+        type_ = known
         message = get_mapping(body, "original_message" if name == "MessageBounced" else "message")
         message_id = get_str(message, "message_id")
         if message_id is None or not message_id.strip().strip("<>").strip():
             raise PayloadError(field="payload.message.message_id", reason="required")
-        outgoing = get_str(message, "direction") != "incoming"
-        if not outgoing:
-            type_ = EventType.UNKNOWN  # delivery to your own endpoint, not to a customer
+        if get_str(message, "direction") == "incoming":  # delivery to your own endpoint
+            raise PayloadError(
+                field="payload.message.direction",
+                reason="an incoming message's delivery to your endpoint (kept as a dead letter)",
+            )
         output = get_str(body, "output")
         details = get_str(body, "details")
         status_code: str | None = None
@@ -273,6 +281,7 @@ class PostalAdapter(WebhookAdapter):
         key = get_str(item, "uuid") or content_hash(item)
         event_id, provider_event_id = self.ids(key)
         metadata: dict[str, Any] = {"provider_raw": dict(item)}
+        tagged(metadata, message.get("tag"), "payload.message.tag")
         if body.get("timestamp") is not None:
             occurred_at = epoch(body.get("timestamp"), field="payload.timestamp")
         elif item.get("timestamp") is not None:
@@ -288,7 +297,7 @@ class PostalAdapter(WebhookAdapter):
                 provider=self.name,
                 provider_message_id=message_id.strip().strip("<>").strip(),
                 provider_event_id=provider_event_id,
-                address=optional_email(message.get("to")) if outgoing else None,
+                address=optional_email(message.get("to")),
                 status_code=status_code,
                 bounce=bounce,
                 reason=details if type_ is not EventType.DELIVERED else None,

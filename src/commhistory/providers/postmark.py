@@ -57,6 +57,7 @@ from commhistory.model import (
     Purpose,
     Record,
 )
+from commhistory.providers._shared import tagged, unknown_event
 from commhistory.providers.base import (
     WebhookAdapter,
     WebhookRequest,
@@ -89,7 +90,7 @@ RECORD_TYPES: Final[Mapping[str, EventType]] = {
     "Click": EventType.CLICKED,
     "SubscriptionChange": EventType.UNSUBSCRIBED,  # SuppressSending false: SUBSCRIBED
 }
-"""Postmark's ``RecordType`` values; any other becomes ``UNKNOWN``."""
+"""Postmark's ``RecordType`` values; any other makes the record a dead letter."""
 
 BOUNCE_TYPES: Final[Mapping[str, tuple[EventType, BounceClass | None]]] = {
     "HardBounce": (EventType.BOUNCED, BounceClass.HARD),
@@ -99,8 +100,6 @@ BOUNCE_TYPES: Final[Mapping[str, tuple[EventType, BounceClass | None]]] = {
     "SoftBounce": (EventType.BOUNCED, BounceClass.SOFT),
     "Transient": (EventType.DEFERRED, None),
     "DnsError": (EventType.BOUNCED, BounceClass.SOFT),
-    "AutoResponder": (EventType.UNKNOWN, None),
-    "AddressChange": (EventType.UNKNOWN, None),
     "Blocked": (EventType.BOUNCED, BounceClass.BLOCK),
     "SMTPApiError": (EventType.FAILED, None),
     "InboundError": (EventType.FAILED, None),
@@ -108,12 +107,16 @@ BOUNCE_TYPES: Final[Mapping[str, tuple[EventType, BounceClass | None]]] = {
     "TemplateRenderingFailed": (EventType.FAILED, None),
     "SpamNotification": (EventType.BOUNCED, BounceClass.BLOCK),
     "SpamComplaint": (EventType.COMPLAINED, None),
-    "ChallengeVerification": (EventType.UNKNOWN, None),
     "VirusNotification": (EventType.BOUNCED, BounceClass.BLOCK),
     "Subscribe": (EventType.SUBSCRIBED, None),
     "Unsubscribe": (EventType.UNSUBSCRIBED, None),
 }
-"""Postmark bounce ``Type`` values: the event type and, for bounces, the class."""
+"""Postmark bounce ``Type`` values: the event type and, for bounces, the class.
+
+Any other ``Type`` makes the record a dead letter: an auto-reply
+(``AutoResponder``), an ``AddressChange`` notice or a ``ChallengeVerification``
+says nothing about the delivery, and a new type is kept until it is mapped.
+"""
 
 SUPPRESSION_REASONS: Final[Mapping[str, tuple[EventType, BounceClass | None]]] = {
     "HardBounce": (EventType.BOUNCED, BounceClass.HARD),
@@ -195,13 +198,20 @@ class PostmarkAdapter(WebhookAdapter):
             return [self._inbound(item)]
         if record_type is None:
             raise PayloadError(field="RecordType", reason="required")
-        type_ = RECORD_TYPES.get(record_type, EventType.UNKNOWN)
+        known = RECORD_TYPES.get(record_type)
+        if known is None:
+            raise unknown_event("RecordType", record_type)
+        type_ = known
         message_id = require_str(item, "MessageID")
         bounce: BounceClass | None = None
         status_code: str | None = None
         reason = get_str(item, "Description") or get_str(item, "Details")
         if record_type in ("Bounce", "SpamComplaint"):
-            type_, given = BOUNCE_TYPES.get(get_str(item, "Type") or "", (EventType.UNKNOWN, None))
+            bounce_type = get_str(item, "Type") or ""
+            known_bounce = BOUNCE_TYPES.get(bounce_type)
+            if known_bounce is None and record_type == "Bounce":
+                raise unknown_event("Type", bounce_type)
+            type_, given = known_bounce or (EventType.COMPLAINED, None)
             if record_type == "SpamComplaint":
                 type_ = EventType.COMPLAINED
             if type_ is EventType.BOUNCED:
@@ -216,7 +226,7 @@ class PostmarkAdapter(WebhookAdapter):
         key = get_str(item, "ID") or content_hash(item)
         event_id, provider_event_id = self.ids(key)
         when = next((item[f] for f in _TIME_FIELDS if item.get(f)), None)
-        metadata: dict[str, Any] = {"provider_raw": dict(item)}
+        metadata: dict[str, Any] = tagged({"provider_raw": dict(item)}, item.get("Tag"), "Tag")
         if when is None:
             # Postmark omitted the time (seen on bounces of Type "Unsubscribe"): use the
             # time of receipt and say so, rather than lose the record (an opt-out).

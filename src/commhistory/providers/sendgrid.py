@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.model import BounceClass, Event, EventType, Record
+from commhistory.providers._shared import tagged, unknown_event
 from commhistory.providers.base import (
     Attachment,
     MultipartForm,
@@ -104,7 +105,7 @@ EVENT_TYPES: Final[Mapping[str, EventType]] = {
     "group_unsubscribe": EventType.UNSUBSCRIBED,
     "group_resubscribe": EventType.SUBSCRIBED,
 }
-"""SendGrid's ``event`` names; any other name becomes ``UNKNOWN``."""
+"""SendGrid's ``event`` names; any other name makes the event a dead letter."""
 
 _BOUNCE_TYPES: Final[Mapping[str, BounceClass]] = {
     # SendGrid's bounce "type": "blocked" is a block, "bounce" is decided by the code.
@@ -227,7 +228,9 @@ class SendGridAdapter(WebhookAdapter):
         name = get("event")
         if type(name) is not str or not name:
             name = require_str(item, "event")
-        type_ = EVENT_TYPES.get(name, EventType.UNKNOWN)
+        type_ = EVENT_TYPES.get(name)
+        if type_ is None:
+            raise unknown_event("event", name)
         sg_message_id = get("sg_message_id")
         if type(sg_message_id) is not str or not sg_message_id:
             sg_message_id = get_str(item, "sg_message_id")
@@ -281,7 +284,7 @@ class SendGridAdapter(WebhookAdapter):
                 user_agent=user_agent,
                 ip=ip,
                 machine=get("sg_machine_open") is True,
-                metadata={"provider_raw": item},
+                metadata=tagged({"provider_raw": item}, item.get("category"), "category"),
             )
         ]
 

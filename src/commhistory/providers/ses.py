@@ -89,6 +89,7 @@ from cryptography.x509 import verification
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.model import BounceClass, Event, EventType, Message, Record
+from commhistory.providers._shared import tagged, unknown_event
 from commhistory.providers.base import (
     Attachment,
     WebhookAdapter,
@@ -164,7 +165,7 @@ EVENT_TYPES: Final[Mapping[str, EventType]] = {
     "Rendering Failure": EventType.FAILED,
     "Subscription": EventType.UNSUBSCRIBED,
 }
-"""SES ``eventType``/``notificationType`` values; any other becomes ``UNKNOWN``."""
+"""SES ``eventType``/``notificationType`` values; any other is a dead letter."""
 
 BOUNCE_CLASSES: Final[Mapping[tuple[str, str], BounceClass]] = {
     ("Permanent", "General"): BounceClass.HARD,
@@ -575,7 +576,9 @@ class SesAdapter(WebhookAdapter):
         message_id = get_str(mail, "messageId")
         if message_id is None:
             raise PayloadError(field="Message.mail.messageId", reason="required")
-        type_ = EVENT_TYPES.get(kind, EventType.UNKNOWN)
+        type_ = EVENT_TYPES.get(kind)
+        if type_ is None:
+            raise unknown_event("Message.eventType", kind)
         detail_key, recipients_key = _DETAIL.get(kind, ("", None))
         detail = get_mapping(notification, detail_key) if detail_key else {}
         when_text = detail.get("timestamp") or mail.get("timestamp") or envelope.get("Timestamp")
@@ -601,7 +604,11 @@ class SesAdapter(WebhookAdapter):
         kept: dict[str, Any] = {"sns_message_id": sns_id, "notification": dict(notification)}
         if isinstance(envelope, _RawDelivery):
             kept["sns_raw_delivery"] = True  # arrived unsigned (allow_raw_delivery)
-        raw = {"provider_raw": kept}
+        # SES adds tags of its own (``ses:source-ip``, ``ses:from-domain``...): only the
+        # sender's are kept as tags.
+        raw = tagged(
+            {"provider_raw": kept}, mail.get("tags"), "Message.mail.tags", skip=("ses:", "aws:")
+        )
         if type_ is EventType.UNSUBSCRIBED:
             prefs = get_mapping(detail, "newTopicPreferences")
             if prefs.get("unsubscribeAll") is not True:

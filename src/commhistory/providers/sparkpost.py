@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Final
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.model import BounceClass, Event, EventType, Record
-from commhistory.providers._shared import HttpCredentials, split_secret, unknown_event
+from commhistory.providers._shared import HttpCredentials, split_secret, tagged, unknown_event
 from commhistory.providers.base import (
     WebhookAdapter,
     WebhookRequest,
@@ -180,7 +180,9 @@ class SparkPostAdapter(WebhookAdapter):
             raise unknown_event("type", name)
         message_id = require_str(item, "message_id")
         event_id, provider_event_id = self.ids(get_str(item, "event_id") or content_hash(item))
-        metadata: dict[str, Any] = {"provider_raw": dict(item)}
+        metadata: dict[str, Any] = tagged(
+            {"provider_raw": dict(item)}, item.get("rcpt_tags"), "rcpt_tags"
+        )
         occurred_at = self._time(item, metadata)
         reason = get_str(item, "raw_reason") or get_str(item, "reason")
         status_code = bounce = None

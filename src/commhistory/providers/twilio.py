@@ -83,6 +83,7 @@ from commhistory.model import (
     Purpose,
     Record,
 )
+from commhistory.providers._shared import unknown_event
 from commhistory.providers.base import (
     WebhookAdapter,
     WebhookRequest,
@@ -155,7 +156,7 @@ STATUS_TYPES: Final[Mapping[str, EventType]] = {
     "read": EventType.OPENED,
     "canceled": EventType.REJECTED,
 }
-"""Twilio's ``MessageStatus`` values (lower case); any other becomes ``UNKNOWN``."""
+"""Twilio's ``MessageStatus`` values (lower case); any other makes the callback a dead letter."""
 
 BOUNCE_BY_ERROR: Final[Mapping[str, BounceClass]] = {
     "30003": BounceClass.SOFT,  # unreachable destination handset
@@ -181,7 +182,7 @@ CALL_STATUS_TYPES: Final[Mapping[str, EventType]] = {
     "failed": EventType.FAILED,
     "canceled": EventType.REJECTED,
 }
-"""Twilio Voice ``CallStatus`` values (lower case); any other becomes ``UNKNOWN``.
+"""Twilio Voice ``CallStatus`` values (lower case); any other makes the callback a dead letter.
 
 ``canceled`` (the call was ended through the API before it was answered) is
 ``REJECTED``: the call never reached the customer.
@@ -512,7 +513,9 @@ class TwilioAdapter(WebhookAdapter):
         occurred_at = mail_date(item.get("Timestamp")) or self._now()
         raw = dict(item)
         metadata: dict[str, Any] = {"provider_raw": raw}
-        type_ = CALL_STATUS_TYPES.get(status, EventType.UNKNOWN)
+        type_ = CALL_STATUS_TYPES.get(status)
+        if type_ is None:
+            raise unknown_event("CallStatus", status)
         if type_ is EventType.COMPLETED:
             duration = get_str(item, "CallDuration")
             if duration is not None:
@@ -557,7 +560,9 @@ class TwilioAdapter(WebhookAdapter):
         occurred_at: datetime,
         raw: Mapping[str, Any],
     ) -> Event:
-        type_ = STATUS_TYPES.get(status, EventType.UNKNOWN)
+        type_ = STATUS_TYPES.get(status)
+        if type_ is None:
+            raise unknown_event("MessageStatus", status)
         # The same key for a form callback and an Event Streams event: one fact, one record.
         key = content_hash([sid, status, error_code])
         event_id, provider_event_id = self.ids(key)

@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Final
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
 from commhistory.model import BounceClass, Event, EventType, Record
+from commhistory.providers._shared import unknown_event
 from commhistory.providers.base import (
     WebhookAdapter,
     WebhookRequest,
@@ -76,7 +77,7 @@ STATUSES: Final[Mapping[str, EventType]] = {
     "soft_bounced": EventType.BOUNCED,  # err_will_retry: DEFERRED
     "hard_bounced": EventType.BOUNCED,
 }
-"""``event_data.status`` of ``transactional_email_status``; any other becomes ``UNKNOWN``."""
+"""``event_data.status`` of ``transactional_email_status``; any other is a dead letter."""
 
 DELIVERY_STATUSES: Final[Mapping[str, tuple[EventType, BounceClass | None]]] = {
     "err_will_retry": (EventType.DEFERRED, None),
@@ -217,9 +218,12 @@ class UnisenderGoAdapter(WebhookAdapter):
         if job_id is None:
             raise PayloadError(field="event_data.job_id", reason="required")
         status = get_str(data, "status")
-        type_ = EventType.UNKNOWN
-        if name == _EVENT_NAME:
-            type_ = STATUSES.get(status or "", EventType.UNKNOWN)
+        if name != _EVENT_NAME:
+            raise unknown_event("event_name", name)
+        known = STATUSES.get(status or "")
+        if known is None:
+            raise unknown_event("event_data.status", status or "")
+        type_ = known
         info = get_mapping(data, "delivery_info")
         response = get_str(info, "destination_response")
         delivery_status = get_str(info, "delivery_status")
