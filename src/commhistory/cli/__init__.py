@@ -34,6 +34,7 @@ from commhistory.cli import (
     audit,
     consent,
     costs,
+    crm,
     dead_letters,
     demo,
     report,
@@ -58,6 +59,7 @@ _COMMANDS = (
     audit,
     dead_letters,
     costs,
+    crm,
 )
 
 
