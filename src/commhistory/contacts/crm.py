@@ -59,6 +59,8 @@ __all__ = [
     "CrmImportReport",
     "CrmMapping",
     "CrmRow",
+    "ImportTarget",
+    "check_header",
     "import_rows",
     "parse_row",
     "read_export",
@@ -315,7 +317,7 @@ def parse_row(
 
     Args:
         mapping: The mapping.
-        row: The row, as :class:`csv.DictReader` gives it.
+        row: The row, as :func:`read_export` gives it (``{header: cell}``).
         line: The row's line number, for errors.
         schema: The declared schema to check values against (default: the mapping's).
         region: The region of national phone numbers.
@@ -425,7 +427,10 @@ def read_export(
 
 
 class ImportTarget(Protocol):
-    """What :func:`import_rows` needs of a :class:`~commhistory.CommHistory`."""
+    """What :func:`import_rows` needs of a :class:`~commhistory.CommHistory`.
+
+    .. versionadded:: 0.4.0
+    """
 
     def declare_attributes(self, schema: AttributeSchema) -> AttributeSchema:
         """Declare attributes (idempotent)."""
