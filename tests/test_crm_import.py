@@ -261,6 +261,8 @@ def test_import_is_idempotent_incremental_and_keeps_dead_letters(
 
     again = import_rows(repo, mapping, rows(HUBSPOT), source="hubspot.csv", since=first.watermark)
     assert (again.skipped, again.imported) == (1, 1)  # 52 is older; 51 sits at the watermark
+    assert again.rejected == 2  # 53 and 54 are newer than the watermark: read again ...
+    assert len(repo.dead_letters()) == 2  # ... and kept once
     assert len(repo.consent_history("hubspot:52")) == 1
     assert len(repo.attribute_history("hubspot:51")) == len(list(repo.attributes("hubspot:51")))
 
@@ -386,3 +388,12 @@ def test_cli_map_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "Kato" not in out
     assert "Mei" not in out
     assert "legacy" in json.loads(state.read_text(encoding="utf-8"))
+
+
+def test_cli_needs_write_history(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = ["--db", f"sqlite:///{tmp_path / 'c.db'}", "--keyring", str(tmp_path / "k")]
+    assert main(["init", *store]) == 0
+    actor = ["--actor", "alice", "--role", "analyst", "--purpose", "crm sync"]
+    assert main(["crm-import", "--preset", "hubspot", *store, *actor, str(HUBSPOT)]) == 6
+    assert "write_history" in capsys.readouterr().err
+    assert not (tmp_path / "c.db.crm-state.json").exists()
