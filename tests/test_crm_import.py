@@ -13,6 +13,7 @@ The sample exports in ``tests/payloads/crm/`` follow the providers' documented s
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -397,3 +398,16 @@ def test_cli_needs_write_history(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["crm-import", "--preset", "hubspot", *store, *actor, str(HUBSPOT)]) == 6
     assert "write_history" in capsys.readouterr().err
     assert not (tmp_path / "c.db.crm-state.json").exists()
+
+
+def test_broken_csv_is_a_payload_error_with_its_line() -> None:
+    huge = "x" * 200_000  # over the csv module's cell size limit
+    text = f"Record ID,Last Modified Date\n51,2024-03-01 08:00\n52,{huge}\n"
+    found = read_export(io.StringIO(text))
+    assert next(found)[0] == 2
+    with pytest.raises(PayloadError) as info:
+        next(found)
+    assert (info.value.field, info.value.line) == ("<line>", 3)
+    assert "xxx" not in str(info.value)
+    with pytest.raises(PayloadError, match="repeats"):
+        list(read_export(io.StringIO("Id,Id\n1,2\n")))

@@ -397,25 +397,34 @@ def _withdrawal(
     )
 
 
-def read_export(
-    text: Iterable[str], *, max_cell: int = 1 << 20
-) -> Iterator[tuple[int, Mapping[str, str | None], str]]:
+def read_export(text: Iterable[str]) -> Iterator[tuple[int, Mapping[str, str | None], str]]:
     """Read a CSV export: yield ``(line, {header: cell}, raw row)`` per non-blank row.
 
+    Open the file with ``newline=""`` (and ``encoding="utf-8-sig"``: exports often
+    start with a byte-order mark).
+
     Raises:
-        PayloadError: The file has no header row, or a header repeats.
+        PayloadError: The file has no header row, a header repeats, or the CSV
+            itself is broken (a cell over the :mod:`csv` size limit);
+            ``line`` says where.
     """
-    csv.field_size_limit(max_cell)
     reader = csv.reader(text)
     try:
-        header = next(reader)
+        header = [h.strip() for h in next(reader)]
     except StopIteration:
         raise _bad("<header>", "the file is empty") from None
-    header = [h.strip() for h in header]
+    except csv.Error as exc:
+        raise PayloadError(field="<header>", reason=f"not CSV: {exc}", line=1) from None
     if len(set(header)) != len(header):
         raise _bad("<header>", "a column header repeats")
     line = reader.line_num + 1
-    for cells in reader:
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise PayloadError(field="<line>", reason=f"not CSV: {exc}", line=line) from None
         start, line = line, reader.line_num + 1
         if not any(c.strip() for c in cells):
             continue
