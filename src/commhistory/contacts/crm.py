@@ -405,7 +405,7 @@ def read_export(text: Iterable[str]) -> Iterator[tuple[int, Mapping[str, str | N
 
     Raises:
         PayloadError: The file has no header row, a header repeats, or the CSV
-            itself is broken (a cell over the :mod:`csv` size limit);
+            itself is broken (a cell over the ``csv`` module's size limit);
             ``line`` says where.
     """
     reader = csv.reader(text)
