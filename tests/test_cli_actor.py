@@ -89,6 +89,7 @@ def store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Store:
 class Expect(NamedTuple):
     code: int
     entry: tuple[str, str, str] | None  # (action, outcome, permission), or no entry
+    also: tuple[tuple[str, str, str], ...] = ()  # the entries after it, for multi-step commands
 
 
 def ok(action: str | None = None, permission: str = "") -> Expect:
@@ -104,6 +105,12 @@ PURPOSE = ["--purpose", "ticket 4711"]
 TWILIO_STATUS = str(PAYLOADS / "twilio" / "status_delivered.txt")
 # can-send's --purpose is the message purpose; the access purpose is --access-purpose.
 CAN_SEND = ["can-send", "c-1001", "--channel", "email", "--purpose", "marketing"]
+
+CRM_EXPORT = str(PAYLOADS / "crm" / "salesforce_opt_outs.csv")
+# crm-import declares its attributes, then stores the rows (opt-outs included) in one batch.
+CRM_OK = Expect(
+    0, ("attributes.declare", "ok", "write_history"), (("ingest", "ok", "write_history"),)
+)
 
 # command -> (argv after the command name, expected result per role)
 TABLE: dict[str, tuple[list[str], dict[str, Expect]]] = {
@@ -125,6 +132,16 @@ TABLE: dict[str, tuple[list[str], dict[str, Expect]]] = {
             "privacy_officer": denied("ingest", "write_history"),
             "admin": ok("ingest", "write_history"),
             "nothing": denied("ingest", "write_history"),
+        },
+    ),
+    "crm-import": (
+        ["crm-import", "--preset", "salesforce", CRM_EXPORT, *PURPOSE],
+        {
+            "analyst": denied("attributes.declare", "write_history"),
+            "operator": CRM_OK,
+            "privacy_officer": denied("attributes.declare", "write_history"),
+            "admin": CRM_OK,
+            "nothing": denied("attributes.declare", "write_history"),
         },
     ),
     "timeline": (
@@ -274,13 +291,16 @@ def _check_case(store: Store, command: str, role: str, capsys: pytest.CaptureFix
     if expect.entry is None:
         assert entries == []
     else:
-        assert [(e.action, e.outcome, e.permission) for e in entries] == [expect.entry]
-        (entry,) = entries
-        assert (entry.actor_id, entry.roles, entry.purpose) == (
-            f"staff-{role}",
-            (role,),
-            "ticket 4711",
-        )
+        assert [(e.action, e.outcome, e.permission) for e in entries] == [
+            expect.entry,
+            *expect.also,
+        ]
+        for entry in entries:
+            assert (entry.actor_id, entry.roles, entry.purpose) == (
+                f"staff-{role}",
+                (role,),
+                "ticket 4711",
+            )
     if expect.code == EXIT_DENIED:
         assert err.count("\n") == 1
         assert f"permission denied: actor 'staff-{role}' lacks permission" in err

@@ -46,6 +46,7 @@ __all__ = [
     "AttributeValueError",
     "CommHistoryError",
     "ConsentRequired",
+    "CrmRowError",
     "CryptoError",
     "DatabaseNotFoundError",
     "DatabaseUnavailableError",
@@ -114,6 +115,16 @@ class PayloadError(InvalidInputError):
     def __str__(self) -> str:
         prefix = f"{self.line}: " if self.line is not None else ""
         return f"{prefix}{self.field}: {self.reason}"
+
+
+class CrmRowError(PayloadError):
+    """A row of a CRM export cannot be imported: names the row, the column and the reason.
+
+    ``field`` is the column's header (``"Email"``, ``"Last Modified Date"``),
+    ``line`` the row's line in the file; the cell's value is never shown.
+
+    .. versionadded:: 0.4.0
+    """
 
 
 class UnknownActivityError(InvalidInputError):

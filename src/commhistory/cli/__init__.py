@@ -35,6 +35,7 @@ from commhistory.cli import (
     audit,
     consent,
     costs,
+    crm,
     dead_letters,
     demo,
     report,
@@ -60,6 +61,7 @@ _COMMANDS = (
     dead_letters,
     costs,
     analytics,
+    crm,
 )
 
 
