@@ -8,6 +8,9 @@ modules import it, users do not.
   in the ``Authorization`` header, compared in constant time;
 * :func:`provider_tags`: the sender's tags or categories of a provider event,
   as one list of strings for ``metadata["provider_tags"]``;
+* :class:`BodyHmac`: a signing secret checked as the hex HMAC-SHA256 of the body in one
+  header (MailerSend, Mailtrap);
+* :func:`one_or_many`: a body that is one event object or an array of them (Brevo, Mailjet);
 * :func:`unknown_event`: the error for an event name the adapter's table does
   not know, so that the event is kept whole as a dead letter instead of being
   dropped or guessed at. This is the rule of every adapter: none produces
@@ -20,17 +23,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import re
+from collections.abc import Sequence
 from typing import Any, Final
 
 import attrs
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
-from commhistory.providers.base import WebhookRequest, hmac_equal
+from commhistory.providers.base import WebhookRequest, hmac_equal, json_type
 
 __all__ = [
     "TAGS_KEY",
+    "BodyHmac",
     "HttpCredentials",
+    "hex_hmac_sha256",
+    "one_or_many",
     "provider_tags",
     "split_secret",
     "tagged",
@@ -226,3 +235,53 @@ class HttpCredentials:
             name for name, on in (("Basic", self.basic), ("Bearer", self.token)) if on
         )
         raise SignatureError(f"Authorization: expected the {expected} scheme")
+
+
+def hex_hmac_sha256(secret: str, body: bytes) -> str:
+    """The hex HMAC-SHA256 of *body* under *secret* (UTF-8)."""
+    return hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+class BodyHmac:
+    """A webhook signing secret, checked as the hex HMAC-SHA256 of the body in *header*.
+
+    Raises:
+        InvalidInputError: The secret is empty or not a string (``field="signing_secret"``).
+    """
+
+    def __init__(self, signing_secret: str, header: str) -> None:
+        secret: object = signing_secret
+        if not isinstance(secret, str) or not secret:
+            raise InvalidInputError(field="signing_secret", reason="must be a non-empty string")
+        self._secret = signing_secret
+        self._header = header
+
+    def check(self, request: WebhookRequest) -> None:
+        """Refuse *request* unless its header holds the body's signature.
+
+        Raises:
+            SignatureError: The header is missing or does not match the body.
+        """
+        given = request.header(self._header)
+        if not given:
+            raise SignatureError(f"missing header {self._header}")
+        if not hmac_equal(hex_hmac_sha256(self._secret, request.body), given.strip().lower()):
+            raise SignatureError(
+                "signature does not match the body (wrong signing secret, or the body was changed)"
+            )
+
+
+def one_or_many(payload: Any) -> Sequence[Any]:
+    """The events of a body that is one event object or an array of them.
+
+    Raises:
+        PayloadError: The body is neither (``field="<body>"``).
+    """
+    if isinstance(payload, list):
+        return payload
+    if not isinstance(payload, dict):
+        raise PayloadError(
+            field="<body>",
+            reason=f"expected an event object or an array of them, got {json_type(payload)}",
+        )
+    return [payload]

@@ -42,7 +42,13 @@ from typing import Any, ClassVar, Final
 
 from commhistory.errors import PayloadError
 from commhistory.model import BounceClass, Event, EventType, Record
-from commhistory.providers._shared import HttpCredentials, split_secret, tagged, unknown_event
+from commhistory.providers._shared import (
+    HttpCredentials,
+    one_or_many,
+    split_secret,
+    tagged,
+    unknown_event,
+)
 from commhistory.providers.base import (
     WebhookAdapter,
     WebhookRequest,
@@ -52,7 +58,6 @@ from commhistory.providers.base import (
     enhanced_status,
     epoch,
     get_str,
-    json_type,
     optional_email,
     require_str,
 )
@@ -138,14 +143,7 @@ class BrevoAdapter(WebhookAdapter):
         self._credentials.check(request)
 
     def _events(self, payload: Any, request: WebhookRequest) -> Sequence[Any]:
-        if isinstance(payload, list):
-            return payload
-        if not isinstance(payload, dict):
-            raise PayloadError(
-                field="<body>",
-                reason=f"expected an event object or an array of them, got {json_type(payload)}",
-            )
-        return [payload]
+        return one_or_many(payload)
 
     def _parse_event(self, event: Any) -> list[Record]:
         item = as_object(event)

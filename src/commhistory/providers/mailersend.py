@@ -35,15 +35,13 @@ letter naming its type, kept for inspection.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
-from commhistory.errors import InvalidInputError, PayloadError, SignatureError
+from commhistory.errors import PayloadError
 from commhistory.model import BounceClass, Event, EventType, Record
-from commhistory.providers._shared import tagged, unknown_event
+from commhistory.providers._shared import BodyHmac, hex_hmac_sha256, tagged, unknown_event
 from commhistory.providers.base import (
     WebhookAdapter,
     WebhookRequest,
@@ -53,7 +51,6 @@ from commhistory.providers.base import (
     enhanced_status,
     get_mapping,
     get_str,
-    hmac_equal,
     iso_time,
     optional_email,
     require_str,
@@ -104,7 +101,7 @@ def mailersend_signature(signing_secret: str, body: bytes) -> str:
     >>> len(mailersend_signature("secret", b"{}"))
     64
     """
-    return hmac.new(signing_secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+    return hex_hmac_sha256(signing_secret, body)
 
 
 def _details(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -131,20 +128,10 @@ class MailerSendAdapter(WebhookAdapter):
 
     def __init__(self, signing_secret: str, **options: Any) -> None:
         super().__init__(**options)
-        secret: object = signing_secret
-        if not isinstance(secret, str) or not secret:
-            raise InvalidInputError(field="signing_secret", reason="must be a non-empty string")
-        self._secret = signing_secret
+        self._signature = BodyHmac(signing_secret, SIGNATURE_HEADER)
 
     def _verify(self, request: WebhookRequest) -> None:
-        given = request.header(SIGNATURE_HEADER)
-        if not given:
-            raise SignatureError(f"missing header {SIGNATURE_HEADER}")
-        expected = mailersend_signature(self._secret, request.body)
-        if not hmac_equal(expected, given.strip().lower()):
-            raise SignatureError(
-                "signature does not match the body (wrong signing secret, or the body was changed)"
-            )
+        self._signature.check(request)
 
     def _events(self, payload: Any, request: WebhookRequest) -> Sequence[Any]:
         as_object(payload, field="<body>")

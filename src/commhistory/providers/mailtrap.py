@@ -21,16 +21,14 @@ API) are not about a sent message: each becomes a dead letter naming its event.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
-from commhistory.errors import InvalidInputError, PayloadError, SignatureError
+from commhistory.errors import PayloadError
 from commhistory.model import BounceClass, Event, EventType, Record
-from commhistory.providers._shared import unknown_event
+from commhistory.providers._shared import BodyHmac, hex_hmac_sha256, unknown_event
 from commhistory.providers.base import (
     WebhookAdapter,
     WebhookRequest,
@@ -41,7 +39,6 @@ from commhistory.providers.base import (
     enhanced_status,
     epoch,
     get_str,
-    hmac_equal,
     json_type,
     optional_email,
     require_str,
@@ -86,7 +83,7 @@ _NOT_ABOUT_A_MESSAGE: Final = ("activity_log.", "inbound.", "inbound_")
 
 def mailtrap_signature(signing_secret: str, body: bytes) -> str:
     """Compute Mailtrap's ``Mailtrap-Signature`` for a body (hex HMAC-SHA256)."""
-    return hmac.new(signing_secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+    return hex_hmac_sha256(signing_secret, body)
 
 
 class _BadLine:
@@ -117,20 +114,10 @@ class MailtrapAdapter(WebhookAdapter):
 
     def __init__(self, signing_secret: str, **options: Any) -> None:
         super().__init__(**options)
-        secret: object = signing_secret
-        if not isinstance(secret, str) or not secret:
-            raise InvalidInputError(field="signing_secret", reason="must be a non-empty string")
-        self._secret = signing_secret
+        self._signature = BodyHmac(signing_secret, SIGNATURE_HEADER)
 
     def _verify(self, request: WebhookRequest) -> None:
-        given = request.header(SIGNATURE_HEADER)
-        if not given:
-            raise SignatureError(f"missing header {SIGNATURE_HEADER}")
-        expected = mailtrap_signature(self._secret, request.body)
-        if not hmac_equal(expected, given.strip().lower()):
-            raise SignatureError(
-                "signature does not match the body (wrong signing secret, or the body was changed)"
-            )
+        self._signature.check(request)
 
     def _decode(self, request: WebhookRequest) -> Any:
         try:
