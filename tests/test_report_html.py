@@ -384,3 +384,55 @@ def test_report_screenshots(demo_page: Path, width: int) -> None:
             row[i : i + 3] for row in rows[:1200:8] for i in range((width + 10) * 3, 1500 * 3, 30)
         }
         assert len(beside) == 1
+
+
+def _words(text: str) -> str:
+    """Lower-case words and numbers only, single-spaced: what OCR and the DOM agree on."""
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+@pytest.mark.skipif(
+    shutil.which("chromium") is None or shutil.which("tesseract") is None,
+    reason="needs chromium and tesseract (Debian packages chromium, tesseract-ocr)",
+)
+@pytest.mark.parametrize("width", [375, 800, 1400])
+def test_report_text_reads_back_from_screenshots(demo_page: Path, width: int) -> None:
+    """The rendered page, read back by OCR, shows every heading, campaign and verdict.
+
+    A heading or verdict clipped by its box, hidden under another, or pushed out of
+    the page would not be read back; the DOM checks above see boxes, this sees pixels.
+    """
+    page = (demo_page / "demo.html").read_text(encoding="utf-8")
+    headings = [html.unescape(h) for h in re.findall(r"<h2>([^<]+)</h2>", page)]
+    assert "Clicks per link" in headings
+    assert "A/B tests" in headings
+    frame = demo_page / f"read-{width}.html"
+    frame.write_text(
+        _FRAME.replace("WIDTH", str(width)).replace("height:1200px", "height:9000px"),
+        encoding="utf-8",
+    )
+    shot = demo_page / f"read-{width}.png"
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run(
+            [
+                "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                "--disable-background-networking", "--disable-component-update",
+                "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}",
+                "--window-size=1500,9000", "--virtual-time-budget=10000",
+                f"--screenshot={shot}", frame.as_uri(),
+            ],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+    read = subprocess.run(
+        ["tesseract", str(shot), "-"], capture_output=True, text=True, timeout=300, check=True
+    ).stdout
+    words = _words(read)
+    missing = [h for h in headings if _words(h) not in words]
+    assert missing == [], f"headings not read back at {width} px: {missing}"
+    for campaign in ("line coupon", "sms reminder", "spring sale"):
+        assert campaign in words, f"{campaign!r} not read back at {width} px"
+    # The marketer's verdicts, as many as the page holds (a clipped one would be short).
+    shown = _words(html.unescape(re.sub(r"<[^>]+>", " ", page)))
+    for verdict in ("could well be chance", "very unlikely to be chance"):
+        assert words.count(verdict) == shown.count(verdict), (verdict, width)
+    assert shown.count("could well be chance") + shown.count("very unlikely to be chance") > 0
