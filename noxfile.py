@@ -30,9 +30,19 @@ def tests(session: nox.Session) -> None:
     """Run the test suite on the in-memory store, SQLite and (when configured) PostgreSQL.
 
     PostgreSQL tests run when ``COMMHISTORY_TEST_POSTGRES_URL`` is set; with
-    ``CI`` set they fail, rather than skip, when the server is unreachable.
+    ``CI`` set they fail, rather than skip, when the server is unreachable. The
+    ``fast`` extra (orjson) is installed; the JSON-lines readers' tests run first
+    without it, so both decoders are tested.
     """
-    _install(session, "test", extras="postgres,fastapi,flask,django")
+    _install(session, "test", extras="postgres,fastapi,flask,django,fast")
+    if not session.posargs:
+        # The readers once more on the standard library's JSON decoder: the path taken
+        # without the 'fast' extra (orjson), which the main run below does not take.
+        session.run(
+            "pytest", "-q", "tests/test_convert.py", "tests/test_cli_validate.py",
+            "tests/test_fuzz_inputs.py",
+            env={"PYTHONHASHSEED": "0", "COMMHISTORY_TEST_NO_ORJSON": "1"},
+        )  # fmt: skip
     session.run("pytest", *session.posargs, env={"PYTHONHASHSEED": "0"})
 
 
