@@ -19,6 +19,17 @@ def time_zone(value: str) -> ZoneInfo:
         raise argparse.ArgumentTypeError(f"unknown time zone {value!r}") from None
 
 
+def positive_int(value: str) -> int:
+    """``argparse`` type for a whole number of at least 1 (a count, a limit, a batch size)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
 def column_mapping(value: str) -> tuple[str, str]:
     """``argparse`` type for ``COLUMN=FIELD`` (an empty FIELD ignores the column)."""
     column, sep, field = value.partition("=")

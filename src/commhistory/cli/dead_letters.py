@@ -31,6 +31,7 @@ from commhistory.cli._access import add_actor_options, resolve_access
 from commhistory.cli._argtypes import (
     add_region_option,
     column_mapping,
+    positive_int,
     region_of,
     time_zone,
 )
@@ -52,16 +53,6 @@ __all__ = ["register"]
 
 WITHHELD = "(withheld: needs read_personal)"
 """What ``show`` prints instead of the raw line for an actor without ``read_personal``."""
-
-
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return number
 
 
 def _date(value: str) -> datetime:
@@ -91,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "line, field and reason. Never the raw content, so nothing is decrypted.",
     )
     lst.add_argument("--source", default=None, help="only the letters of this source (file)")
-    lst.add_argument("--limit", type=_positive, default=None, metavar="N", help="at most N")
+    lst.add_argument("--limit", type=positive_int, default=None, metavar="N", help="at most N")
     lst.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     add_store_options(lst)
     add_actor_options(lst)

@@ -13,7 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from commhistory.cli._access import add_actor_options, resolve_access
-from commhistory.cli._argtypes import time_zone
+from commhistory.cli._argtypes import positive_int, time_zone
 from commhistory.cli._exits import EXIT_OK, CommandError
 from commhistory.cli._store_options import add_store_options
 from commhistory.cli.store import repository
@@ -80,23 +80,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--top-links",
-        type=_positive,
+        type=positive_int,
         default=10,
         metavar="N",
         help="links per campaign in the HTML and JSON reports, most clicked first (default 10)",
     )
     add_actor_options(parser)
     parser.set_defaults(run=run)
-
-
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value!r}")
-    return number
 
 
 def parse_bound(value: str | None, zone: ZoneInfo, *, field: str) -> datetime | None:

@@ -29,7 +29,7 @@ import attrs
 
 from commhistory.audit import Permission
 from commhistory.cli._access import add_actor_options, resolve_access
-from commhistory.cli._argtypes import time_zone
+from commhistory.cli._argtypes import positive_int, time_zone
 from commhistory.cli._exits import EXIT_OK, EXIT_REJECTED, CommandError
 from commhistory.cli._inputs import add_input_options, input_records
 from commhistory.cli._progress import Progress
@@ -89,7 +89,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     imp.add_argument(
         "--batch-size",
-        type=_positive,
+        type=positive_int,
         default=5000,
         metavar="N",
         help="records per transaction (default 5000)",
@@ -148,7 +148,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     rotate.add_argument(
         "--batch-size",
-        type=_positive,
+        type=positive_int,
         default=1000,
         metavar="N",
         help="rows per transaction (default 1000)",
@@ -172,22 +172,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_store_options(backfill)
     backfill.add_argument(
         "--batch-size",
-        type=_positive,
+        type=positive_int,
         default=1000,
         metavar="N",
         help="messages per transaction (default 1000)",
     )
     backfill.set_defaults(run=run_backfill_masks)
-
-
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return number
 
 
 def load_keyring(args: argparse.Namespace, *, create: bool) -> Keyring:
