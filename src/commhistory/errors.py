@@ -24,6 +24,8 @@
     │   └── DatabaseUnavailableError              .target .reason .detail: cannot be reached
     │       └── DatabaseNotFoundError             the database (file or name) does not exist
     ├── NotFoundError (LookupError)               .kind .identifier
+    ├── MissingExtraError (ImportError)           .extra .package: an optional extra is needed
+    ├── CrmApiError                               .crm .status .reason: a CRM API call failed
     ├── PermissionDenied (PermissionError)        .permission
     └── ConsentRequired                           .reasons
 
@@ -46,6 +48,7 @@ __all__ = [
     "AttributeValueError",
     "CommHistoryError",
     "ConsentRequired",
+    "CrmApiError",
     "CrmRowError",
     "CryptoError",
     "DatabaseNotFoundError",
@@ -54,6 +57,7 @@ __all__ = [
     "InvalidInputError",
     "KeyNotFoundError",
     "KeyringExistsError",
+    "MissingExtraError",
     "NormalizationError",
     "NotFoundError",
     "PayloadError",
@@ -122,9 +126,28 @@ class CrmRowError(PayloadError):
 
     ``field`` is the column's header (``"Email"``, ``"Last Modified Date"``),
     ``line`` the row's line in the file; the cell's value is never shown.
+    A record read from a CRM's API has ``line``, its position in the run
+    (1-based), and ``record``, the CRM's record id when it could be read.
 
     .. versionadded:: 0.4.0
     """
+
+    def __init__(
+        self, *, field: str, reason: str, line: int | None = None, record: str | None = None
+    ) -> None:
+        super().__init__(field=field, reason=reason, line=line)
+        self.record = record
+
+    def for_record(self, record: str | None) -> CrmRowError:
+        """Return a copy of this error naming the CRM record it is about.
+
+        .. versionadded:: 0.4.0
+        """
+        return type(self)(field=self.field, reason=self.reason, line=self.line, record=record)
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return text if self.record is None else f"{text} (record {self.record})"
 
 
 class UnknownActivityError(InvalidInputError):
@@ -272,6 +295,50 @@ class KeyringExistsError(CryptoError, FileExistsError):
 
 class DecryptionError(CryptoError):
     """A ciphertext cannot be decrypted: altered, moved to another row or column, or bad key."""
+
+
+class MissingExtraError(CommHistoryError, ImportError):
+    """An optional dependency is not installed: names the extra that brings it.
+
+    Attributes:
+        extra: The extra to install (``pip install 'commhistory[<extra>]'``).
+        package: The distribution it brings (``"hubspot-api-client"``).
+
+    .. versionadded:: 0.4.0
+    """
+
+    def __init__(self, *, extra: str, package: str) -> None:
+        self.extra = extra
+        self.package = package
+        super().__init__(f"{package} is not installed: pip install 'commhistory[{extra}]'")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), dict(self.__dict__)))
+
+
+class CrmApiError(CommHistoryError):
+    """A call to a CRM's REST API failed (credentials, permissions, limits, the network).
+
+    The response body is never carried (it may hold personal data); ``reason``
+    is the HTTP reason phrase or the client's error class.
+
+    Attributes:
+        crm: ``"hubspot"`` or ``"salesforce"``.
+        status: The HTTP status, when there was a response.
+        reason: A short, value-free explanation.
+
+    .. versionadded:: 0.4.0
+    """
+
+    def __init__(self, *, crm: str, reason: str, status: int | None = None) -> None:
+        self.crm = crm
+        self.status = status
+        self.reason = reason
+        shown = f"HTTP {status}: " if status is not None else ""
+        super().__init__(f"{crm} API: {shown}{reason}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), dict(self.__dict__)))
 
 
 class StorageError(CommHistoryError):

@@ -1,4 +1,4 @@
-"""``crm-import``: contacts, attributes and opt-outs from a HubSpot or Salesforce CSV export.
+"""``crm-import``: contacts, attributes and opt-outs from HubSpot or Salesforce.
 
 ``commhistory crm-import --preset hubspot contacts.csv`` declares the
 preset's attributes, stores each row as a contact update (personal values
@@ -9,7 +9,13 @@ of a preset (see ``docs/crm.md``).
 Incremental: the newest last-modified time committed is kept in a state file
 (``--state``; for a SQLite database, ``<database file>.crm-state.json`` by
 default), one watermark per CRM, written after each committed batch. A rerun
-reads rows modified at or after it; ``--full`` ignores it.
+reads rows modified at or after it; ``--full`` ignores it, ``--since`` replaces it.
+
+``commhistory crm-import --api hubspot`` (or ``--api salesforce``) reads the
+CRM's REST API instead of a file, page by page, committing each page before
+the next; the credentials come from the environment (``COMMHISTORY_HUBSPOT_TOKEN``,
+``COMMHISTORY_SALESFORCE_*``: see ``docs/crm.md``) and are never printed. The
+API's watermark is kept as ``<crm>:api`` in the same state file.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import argparse
 import json
 import os
 from collections.abc import Iterable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +36,14 @@ from commhistory.cli._store_options import add_store_options, database_url
 from commhistory.cli._text import plural
 from commhistory.cli.store import repository
 from commhistory.contacts.attributes import AttributeSchema
-from commhistory.contacts.crm import PRESETS, CrmMapping, import_rows, read_export
+from commhistory.contacts.crm import (
+    PRESETS,
+    CrmMapping,
+    CrmSource,
+    ExportSource,
+    import_source,
+)
+from commhistory.contacts.crm_api import API_NAMES, source_from_env
 from commhistory.convert import ParsedLine
 from commhistory.normalize.time import parse_timestamp
 
@@ -41,14 +54,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add ``crm-import``."""
     parser = subparsers.add_parser(
         "crm-import",
-        help="import contacts, attributes and opt-outs from a HubSpot or Salesforce export",
-        description="Import a CRM contacts export (CSV): attributes (personal ones "
-        "encrypted), opt-outs as consent withdrawals, bad rows as dead letters. "
-        "Incremental: rows modified before the kept watermark are skipped.",
+        help="import contacts, attributes and opt-outs from a HubSpot or Salesforce export or API",
+        description="Import a CRM's contacts from its export (CSV) or its REST API: "
+        "attributes (personal ones encrypted), opt-outs as consent withdrawals, bad rows "
+        "as dead letters. Incremental: rows modified before the kept watermark are skipped.",
     )
-    parser.add_argument("file", metavar="FILE", help="the CSV export")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--preset", choices=PRESETS, help="a shipped mapping")
+    parser.add_argument("file", metavar="FILE", nargs="?", help="the CSV export (not with --api)")
+    parser.add_argument(
+        "--api",
+        choices=API_NAMES,
+        help="read the CRM's REST API instead of a file (credentials from the environment)",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--preset", choices=PRESETS, help="a shipped mapping (with --api: the API's; the default)"
+    )
     source.add_argument("--map-file", metavar="F", help="a JSON mapping file")
     parser.add_argument(
         "--state",
@@ -58,10 +78,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--full", action="store_true", help="ignore the watermark")
     parser.add_argument(
+        "--since",
+        metavar="TIME",
+        help="read rows modified at or after TIME (ISO 8601) instead of the kept watermark",
+    )
+    parser.add_argument(
         "--region", default="JP", help="region of national phone numbers (default JP)"
     )
     parser.add_argument(
-        "--batch-size", type=int, default=500, help="rows per transaction (default 500)"
+        "--batch-size",
+        type=int,
+        default=500,
+        help="rows per transaction (default 500; an API page is never split across runs)",
     )
     parser.add_argument(
         "--encoding", default="utf-8-sig", help="file encoding (default utf-8-sig)"
@@ -128,34 +156,56 @@ class _Target:
         return result
 
 
+def _mapping(args: argparse.Namespace) -> CrmMapping:
+    if args.map_file:
+        return CrmMapping.load(args.map_file)
+    if args.api:
+        preset = args.preset or args.api
+        if preset != args.api:
+            raise CommandError(f"--preset {preset} does not read the {args.api} API")
+        return CrmMapping.preset(preset, api=True)
+    if not args.preset:
+        raise CommandError("give --preset or --map-file")
+    return CrmMapping.preset(args.preset)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Import the export; exit 1 when rows were refused (kept as dead letters)."""
+    """Import the export or the API; exit 1 when rows were refused (kept as dead letters)."""
     if args.batch_size < 1:
         raise CommandError("--batch-size must be at least 1")
-    mapping = CrmMapping.preset(args.preset) if args.preset else CrmMapping.load(args.map_file)
+    if (args.file is None) == (args.api is None):
+        raise CommandError("give either FILE or --api")
+    mapping = _mapping(args)
+    key = f"{mapping.crm}:api" if args.api else mapping.crm
     path = state_path(args)
     state = load_state(path)
     since: datetime | None = None
-    if not args.full and mapping.crm in state:
-        since = parse_timestamp(state[mapping.crm], field="state")
+    if args.since:
+        since = parse_timestamp(args.since, field="--since")
+    elif not args.full and key in state:
+        since = parse_timestamp(state[key], field="state")
 
     def keep(watermark: datetime) -> None:
         if path is not None:
-            state[mapping.crm] = watermark.isoformat().replace("+00:00", "Z")
+            state[key] = watermark.isoformat().replace("+00:00", "Z")
             save_state(path, state)
 
     access = resolve_access(args, audited=Permission.WRITE_HISTORY)
-    with (
-        open(args.file, encoding=args.encoding, newline="") as handle,
-        repository(args, create=False) as repo,
-    ):
+    label = args.file or f"{args.api} api"
+    with ExitStack() as stack:
+        crm_source: CrmSource
+        if args.api:
+            crm_source = source_from_env(args.api, os.environ)
+        else:
+            handle = stack.enter_context(open(args.file, encoding=args.encoding, newline=""))
+            crm_source = ExportSource(handle, name=os.path.basename(args.file))
+        repo = stack.enter_context(repository(args, create=False))
         view = access.view(repo)
         target: Any = repo if view is None else _Target(view, repo)
-        report = import_rows(
+        report = import_source(
             target,
             mapping,
-            read_export(handle),
-            source=os.path.basename(args.file),
+            crm_source,
             since=since,
             batch_size=args.batch_size,
             region=args.region,
@@ -172,16 +222,19 @@ def run(args: argparse.Namespace) -> int:
             "withdrawals": report.withdrawals,
             "watermark": watermark,
             "errors": [
-                {"line": e.line, "column": e.field, "reason": e.reason} for e in report.errors
+                {"line": e.line, "column": e.field, "reason": e.reason}
+                | ({"record": e.record} if e.record is not None else {})
+                for e in report.errors
             ],
         }
         print(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
         print(
-            f"{args.file}: {plural(report.rows, 'row')}: {report.imported} imported, "
+            f"{label}: {plural(report.rows, 'row')}: {report.imported} imported, "
             f"{report.skipped} skipped (before the watermark), {report.rejected} rejected; "
             f"{plural(report.withdrawals, 'opt-out')}; watermark {watermark or 'none'}"
         )
         for e in report.errors[:10]:
-            print(f"  line {e.line}: {e.field}: {e.reason}")
+            where = f"line {e.line}" if e.record is None else f"row {e.line} (record {e.record})"
+            print(f"  {where}: {e.field}: {e.reason}")
     return EXIT_REJECTED if report.rejected else EXIT_OK

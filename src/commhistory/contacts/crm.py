@@ -59,9 +59,14 @@ __all__ = [
     "CrmImportReport",
     "CrmMapping",
     "CrmRow",
+    "CrmSource",
+    "ExportSource",
     "ImportTarget",
+    "Row",
     "check_header",
+    "import_pages",
     "import_rows",
+    "import_source",
     "parse_row",
     "read_export",
 ]
@@ -191,15 +196,25 @@ class CrmMapping:
         return cls._parse(Path(path).read_text(encoding="utf-8"))
 
     @classmethod
-    def preset(cls, name: str) -> CrmMapping:
+    def preset(cls, name: str, *, api: bool = False) -> CrmMapping:
         """Return a shipped preset: ``"hubspot"`` or ``"salesforce"``.
+
+        Args:
+            name: The CRM.
+            api: The preset for the CRM's REST API (its property or field
+                names, and the modified field an incremental query filters on)
+                instead of its CSV export.
 
         Raises:
             InvalidInputError: Not a preset.
+
+        .. versionchanged:: 0.4.0
+           *api*.
         """
         if name not in PRESETS:
             raise InvalidInputError(field="preset", reason=f"expected one of {', '.join(PRESETS)}")
-        text = (resources.files("commhistory.contacts") / "presets" / f"{name}.json").read_text(
+        file = f"{name}-api.json" if api else f"{name}.json"
+        text = (resources.files("commhistory.contacts") / "presets" / file).read_text(
             encoding="utf-8"
         )
         return cls._parse(text)
@@ -308,6 +323,7 @@ def parse_row(
     line: int,
     schema: AttributeSchema | None = None,
     region: str = "JP",
+    origin: str = "export",
 ) -> CrmRow:
     """Read one CSV row (``{header: cell}``) as a :class:`CrmRow`.
 
@@ -321,6 +337,8 @@ def parse_row(
         line: The row's line number, for errors.
         schema: The declared schema to check values against (default: the mapping's).
         region: The region of national phone numbers.
+        origin: ``"export"`` or ``"api"``: the opt-outs' evidence source reads
+            ``<crm> <origin>: <column>``.
 
     Raises:
         CrmRowError: A required column is missing or blank, or a cell is
@@ -361,7 +379,7 @@ def parse_row(
         name = getattr(exc, "attribute", "")
         raise CrmRowError(line=line, field=columns.get(name, "<row>"), reason=exc.reason) from None
     withdrawals = tuple(
-        _withdrawal(mapping, rule, record_id, contact_id, modified_at)
+        _withdrawal(mapping, rule, record_id, contact_id, modified_at, origin=origin)
         for rule in mapping.consent
         if _flag(row, rule.column, line)
     )
@@ -378,7 +396,13 @@ def parse_row(
 
 
 def _withdrawal(
-    mapping: CrmMapping, rule: ConsentRule, record_id: str, contact_id: str, at: datetime
+    mapping: CrmMapping,
+    rule: ConsentRule,
+    record_id: str,
+    contact_id: str,
+    at: datetime,
+    *,
+    origin: str,
 ) -> ConsentEvent:
     # Deterministic: the same row read again is the same event (a duplicate).
     key = f"{record_id}|{rule.channel.value}|{rule.purpose.value}|withdraw|{at.isoformat()}"
@@ -391,7 +415,7 @@ def _withdrawal(
         occurred_at=at,
         method=ConsentMethod.IMPORT,
         consent_id=f"{mapping.crm}:{digest}",
-        source=f"{mapping.crm} export: {rule.column}",
+        source=f"{mapping.crm} {origin}: {rule.column}",
         actor=_ACTOR,
         metadata={"crm": mapping.crm, "column": rule.column},
     )
@@ -479,10 +503,58 @@ class CrmImportReport:
     errors: list[CrmRowError] = attrs.field(factory=list)
 
 
+Row = tuple[int, Mapping[str, str | None], str]
+"""One row as a source yields it: ``(line, {column: cell}, raw text)``."""
+
+
+class CrmSource(Protocol):
+    """Where rows come from: an export file, or a CRM's API read page by page.
+
+    :func:`import_source` asks for the pages of rows modified at or after the
+    watermark and commits each page before asking for the next, so a source
+    may fetch lazily (an HTTP request per page).
+
+    .. versionadded:: 0.4.0
+    """
+
+    @property
+    def name(self) -> str:
+        """The dead letters' source (a file name, ``"hubspot api"``)."""
+        ...
+
+    @property
+    def kind(self) -> str:
+        """``"export"`` or ``"api"``: the evidence of the opt-outs it brings."""
+        ...
+
+    def pages(self, mapping: CrmMapping, since: datetime | None) -> Iterator[Sequence[Row]]:
+        """Yield the rows, a page at a time (*since* lets an API filter on the server)."""
+        ...
+
+
+@attrs.frozen
+class ExportSource:
+    """A CSV export read with :func:`read_export`: the whole file is one page.
+
+    The rows are sorted by last-modified time before they are stored, so the
+    file is read whole first.
+
+    .. versionadded:: 0.4.0
+    """
+
+    lines: Iterable[str] = attrs.field(repr=False)
+    name: str = "export"
+    kind: str = "export"
+
+    def pages(self, mapping: CrmMapping, since: datetime | None) -> Iterator[Sequence[Row]]:
+        """Yield the export's rows as one page (*since* is applied by the importer)."""
+        yield list(read_export(self.lines))
+
+
 def import_rows(
     target: ImportTarget,
     mapping: CrmMapping,
-    rows: Iterable[tuple[int, Mapping[str, str | None], str]],
+    rows: Iterable[Row],
     *,
     source: str,
     since: datetime | None = None,
@@ -509,44 +581,152 @@ def import_rows(
         PayloadError: The header lacks the id or modified column.
         StorageError: The backend failed; batches committed before stay committed.
     """
+    return import_pages(
+        target,
+        mapping,
+        [list(rows)],
+        source=source,
+        since=since,
+        batch_size=batch_size,
+        region=region,
+        on_commit=on_commit,
+    )
+
+
+def import_source(
+    target: ImportTarget,
+    mapping: CrmMapping,
+    source: CrmSource,
+    *,
+    since: datetime | None = None,
+    batch_size: int = 500,
+    region: str = "JP",
+    on_commit: Callable[[datetime], None] | None = None,
+) -> CrmImportReport:
+    """Import from a :class:`CrmSource`: an export or a CRM's API, page by page.
+
+    The same rules as :func:`import_rows`, per page: each page's rows are
+    sorted by last-modified time and stored in batches of *batch_size* rows,
+    each in one transaction with the page's dead letters in the first; the
+    watermark given to *on_commit* moves only after a batch commits, and the
+    next page is fetched only then. A failure (the API, the database) leaves
+    the pages committed before it committed and nothing of the failed batch;
+    running again from the kept watermark resumes.
+
+    Raises:
+        PayloadError: The first row lacks the id or modified column.
+        CrmApiError: The CRM's API failed (see :mod:`commhistory.contacts.crm_api`).
+        StorageError: The backend failed; batches committed before stay committed.
+
+    .. versionadded:: 0.4.0
+    """
+    return import_pages(
+        target,
+        mapping,
+        source.pages(mapping, since),
+        source=source.name,
+        since=since,
+        batch_size=batch_size,
+        region=region,
+        on_commit=on_commit,
+        origin=source.kind,
+        dead_letter_line=None if source.kind == "export" else 1,
+    )
+
+
+def import_pages(
+    target: ImportTarget,
+    mapping: CrmMapping,
+    pages: Iterable[Sequence[Row]],
+    *,
+    source: str,
+    since: datetime | None = None,
+    batch_size: int = 500,
+    region: str = "JP",
+    on_commit: Callable[[datetime], None] | None = None,
+    origin: str = "export",
+    dead_letter_line: int | None = None,
+) -> CrmImportReport:
+    """Import rows given a page at a time; :func:`import_source` and :func:`import_rows` use it.
+
+    Args:
+        target: Where to store (a :class:`~commhistory.CommHistory`).
+        mapping: The mapping.
+        pages: Pages of ``(line, {column: cell}, raw)`` rows, oldest page first.
+        source: The dead letters' source.
+        since: The watermark: rows last modified before it are skipped.
+        batch_size: Rows per transaction.
+        region: The region of national phone numbers.
+        on_commit: Gets the watermark after each commit.
+        origin: ``"export"`` or ``"api"`` (see :func:`parse_row`).
+        dead_letter_line: Keep every dead letter at this line instead of the
+            row's (an API record has no line of its own: its position in a run
+            changes from run to run, and a dead letter read again is a
+            duplicate only at the same line).
+
+    .. versionadded:: 0.4.0
+    """
     schema = target.declare_attributes(mapping.schema)
     report = CrmImportReport(watermark=since)
-    good: list[tuple[CrmRow, str]] = []
-    bad: list[ParsedLine] = []
-    for line, row, raw in rows:
-        if not report.rows:
-            check_header(mapping, list(row))
-        report.rows += 1
-        try:
-            parsed = parse_row(mapping, row, line=line, schema=schema, region=region)
-        except CrmRowError as exc:
-            modified = _modified(mapping, row)
-            if since is not None and modified is not None and modified < since:
-                report.skipped += 1  # refused in the run that read it first
+    for page in pages:
+        good: list[tuple[CrmRow, str]] = []
+        bad: list[ParsedLine] = []
+        for line, row, raw in page:
+            if not report.rows:
+                check_header(mapping, list(row))
+            report.rows += 1
+            try:
+                parsed = parse_row(
+                    mapping, row, line=line, schema=schema, region=region, origin=origin
+                )
+            except CrmRowError as exc:
+                modified = _modified(mapping, row)
+                if since is not None and modified is not None and modified < since:
+                    report.skipped += 1  # refused in the run that read it first
+                    continue
+                if dead_letter_line is not None:
+                    exc = exc.for_record(_record_id(mapping, row))
+                report.errors.append(exc)
+                kept = line if dead_letter_line is None else dead_letter_line
+                bad.append(ParsedLine(line=kept, raw=raw, error=exc))
                 continue
-            report.errors.append(exc)
-            bad.append(ParsedLine(line=line, raw=raw, error=exc))
-            continue
-        if since is not None and parsed.modified_at < since:
-            report.skipped += 1
-            continue
-        good.append((parsed, raw))
-    if bad:
-        with target.transaction():
-            target.ingest(bad, source=source)
-        report.rejected = len(bad)
+            if since is not None and parsed.modified_at < since:
+                report.skipped += 1
+                continue
+            good.append((parsed, raw))
+        _store_page(target, report, good, bad, source=source, batch_size=batch_size,
+                    on_commit=on_commit)  # fmt: skip
+    return report
+
+
+def _store_page(
+    target: ImportTarget,
+    report: CrmImportReport,
+    good: list[tuple[CrmRow, str]],
+    bad: list[ParsedLine],
+    *,
+    source: str,
+    batch_size: int,
+    on_commit: Callable[[datetime], None] | None,
+) -> None:
     good.sort(key=lambda item: item[0].modified_at)
-    for start in range(0, len(good), batch_size):
-        chunk = good[start : start + batch_size]
-        lines: list[ParsedLine] = []
+    chunks = [good[i : i + batch_size] for i in range(0, len(good), batch_size)] or [[]]
+    for n, chunk in enumerate(chunks):
+        lines: list[ParsedLine] = list(bad) if n == 0 else []
         for parsed, raw in chunk:
             if parsed.update is not None:
                 lines.append(ParsedLine(line=parsed.line, raw=raw, record=parsed.update))
             lines.extend(
                 ParsedLine(line=parsed.line, raw=raw, record=w) for w in parsed.withdrawals
             )
+        if not lines:
+            continue
         with target.transaction():
             target.ingest(lines, source=source)
+        if n == 0:
+            report.rejected += len(bad)
+        if not chunk:
+            continue
         report.imported += len(chunk)
         report.withdrawals += sum(len(p.withdrawals) for p, _ in chunk)
         newest = chunk[-1][0].modified_at
@@ -554,7 +734,13 @@ def import_rows(
             report.watermark = newest
         if on_commit is not None:
             on_commit(report.watermark)
-    return report
+
+
+def _record_id(mapping: CrmMapping, row: Mapping[str, str | None]) -> str | None:
+    value = row.get(mapping.id_column)
+    if isinstance(value, str) and _RECORD_ID.fullmatch(value.strip()):
+        return value.strip()
+    return None
 
 
 def _modified(mapping: CrmMapping, row: Mapping[str, str | None]) -> datetime | None:
