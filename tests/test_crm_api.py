@@ -81,8 +81,15 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHistory
         yield sql
 
 
-def _body(name: str | None) -> bytes:
+def _body(name: str | dict[str, Any] | None) -> bytes:
+    if isinstance(name, dict):
+        return json.dumps(name).encode()
     return ERROR if name is None else (FIXTURES / f"{name}.json").read_bytes()
+
+
+def _fixture(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+    return doc
 
 
 # ---------------------------------------------------------------------- HTTP replay
@@ -95,7 +102,7 @@ class ReplayPool(urllib3.PoolManager):
     only ``urlopen``, the network, is replaced.
     """
 
-    def __init__(self, *exchanges: tuple[int, str | None]) -> None:
+    def __init__(self, *exchanges: tuple[int, str | dict[str, Any] | None]) -> None:
         super().__init__()
         self.exchanges = list(exchanges)
         self.sent: list[tuple[str, str, Any, dict[str, str]]] = []
@@ -308,6 +315,32 @@ def test_hubspot_http_error_is_typed_and_value_free() -> None:
     assert (info.value.crm, info.value.status) == ("hubspot", 500)
     assert "internal error" not in str(info.value)  # the body is not carried
     assert kept == [datetime(2024, 5, 1, 10, tzinfo=UTC)]
+
+
+def test_hubspot_starts_a_new_search_at_the_10000_result_limit() -> None:
+    # The search API refuses to page past 10,000 results of one query: the source
+    # asks again from the newest time it has given (those records repeat, harmlessly).
+    first = _fixture("hubspot_search_page1")
+    first["paging"]["next"]["after"] = "10000"
+    pool = ReplayPool((200, first), (200, "hubspot_search_page2"))
+    repo = CommHistory(MemoryRepository())
+    mapping = CrmMapping.preset("hubspot", api=True)
+    report = import_source(repo, mapping, HubSpotSource(hubspot_client(pool), page_size=3))
+    second = pool.sent[1][2]
+    assert "after" not in second
+    assert second["filterGroups"][0]["filters"][0] == {
+        "propertyName": "lastmodifieddate",
+        "operator": "GTE",
+        "value": "1714636800000",  # 2024-05-02T08:00Z, the newest of page 1
+    }
+    assert report.imported == 4
+
+    # No progress (every record at the watermark): a typed error, not a loop.
+    stuck = {"total": 20000, "results": first["results"][2:], "paging": first["paging"]}
+    pool = ReplayPool((200, stuck))
+    since = datetime(2024, 5, 2, 8, tzinfo=UTC)
+    with pytest.raises(CrmApiError, match="10,000 records share one modified time"):
+        import_source(repo, mapping, HubSpotSource(hubspot_client(pool)), since=since)
 
 
 # ---------------------------------------------------------------------- Salesforce

@@ -89,7 +89,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--batch-size",
         type=int,
         default=500,
-        help="rows per transaction (default 500; an API page is never split across runs)",
+        help="rows per transaction (default 500; an API page is split into batches this big)",
     )
     parser.add_argument(
         "--encoding", default="utf-8-sig", help="file encoding (default utf-8-sig)"

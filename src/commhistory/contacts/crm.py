@@ -504,7 +504,7 @@ class CrmImportReport:
 
 
 Row = tuple[int, Mapping[str, str | None], str]
-"""One row as a source yields it: ``(line, {column: cell}, raw text)``."""
+"""The row a source yields, ``(line, cells by column, raw text)``."""
 
 
 class CrmSource(Protocol):

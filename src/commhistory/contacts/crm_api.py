@@ -52,6 +52,7 @@ import attrs
 
 from commhistory.contacts.crm import CrmMapping, Row
 from commhistory.errors import CrmApiError, InvalidInputError, MissingExtraError
+from commhistory.normalize.time import parse_timestamp
 
 __all__ = [
     "API_NAMES",
@@ -77,7 +78,7 @@ SALESFORCE_ENV: Final = (
     "COMMHISTORY_SALESFORCE_SECURITY_TOKEN",
     "COMMHISTORY_SALESFORCE_DOMAIN",
 )
-"""Salesforce credentials: an instance URL and an OAuth access token, or a
+"""The Salesforce credentials, an instance URL and an OAuth access token, or a
 user name, password and security token (and a login domain, ``login`` by default)."""
 
 _SEARCH_LIMIT: Final = 10_000  # HubSpot's search API pages no further per query
@@ -177,7 +178,6 @@ class HubSpotSource:
     object_type: str = "contacts"
     name: str = "hubspot api"
     kind: str = "api"
-    requests: int = attrs.field(default=0, init=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **kwargs: Any) -> HubSpotSource:
@@ -236,7 +236,6 @@ class HubSpotSource:
                     status=getattr(exc, "status", None),
                     reason=str(getattr(exc, "reason", None) or type(exc).__name__),
                 ) from None
-            self.requests += 1
             page: list[Row] = []
             newest: datetime | None = None
             for item in result.results or []:
@@ -262,8 +261,6 @@ class HubSpotSource:
 
 
 def _newest(newest: datetime | None, text: str | None, mapping: CrmMapping) -> datetime | None:
-    from commhistory.normalize.time import parse_timestamp  # noqa: PLC0415
-
     try:
         at = parse_timestamp(str(text), default_tz=mapping.timezone)
     except InvalidInputError:
@@ -286,7 +283,6 @@ class SalesforceSource:
     sobject: str = "Contact"
     name: str = "salesforce api"
     kind: str = "api"
-    requests: int = attrs.field(default=0, init=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **kwargs: Any) -> SalesforceSource:
@@ -374,7 +370,6 @@ class SalesforceSource:
             ) from None
         except OSError as exc:  # requests' connection errors
             raise CrmApiError(crm="salesforce", reason=type(exc).__name__) from None
-        self.requests += 1
         if not isinstance(result, Mapping):
             raise CrmApiError(crm="salesforce", reason="the query response is not an object")
         return result
