@@ -137,7 +137,7 @@ def hubspot_client(pool: ReplayPool) -> Any:
 class ReplayAdapter(requests.adapters.BaseAdapter):
     """A ``requests`` transport adapter answering from recorded responses, in order."""
 
-    def __init__(self, *exchanges: tuple[int, str | None]) -> None:
+    def __init__(self, *exchanges: tuple[int, str | dict[str, Any] | None]) -> None:
         super().__init__()
         self.exchanges = list(exchanges)
         self.sent: list[requests.PreparedRequest] = []
@@ -490,9 +490,25 @@ def test_api_row_cells() -> None:
     assert row["Phone"] == ""
     assert row["Other"] == "5"
     assert row["Email"] == ""  # left out: blank
-    assert "SystemModstamp" not in row  # required: stays missing, so the row is refused
+    assert row["SystemModstamp"] is None  # required: missing, so the record is refused
     with pytest.raises(CrmRowError, match="SystemModstamp: missing column"):
         parse_row(mapping, row, line=1)
+
+
+def test_a_record_without_its_id_is_refused_and_the_import_goes_on() -> None:
+    page = _fixture("salesforce_query_page2")
+    del page["records"][1]["Id"]
+    repo = CommHistory(MemoryRepository())
+    report = import_source(
+        repo,
+        CrmMapping.preset("salesforce", api=True),
+        SalesforceSource(salesforce_client(ReplayAdapter((200, page)))),
+    )
+    assert [(e.line, e.field, e.reason, e.record) for e in report.errors] == [
+        (1, "Phone", "expected text", "0035g00000XyZcAAAR"),
+        (2, "Id", "missing column", None),
+    ]
+    assert report.imported == 0
 
 
 # ---------------------------------------------------------------------- extras and credentials
@@ -560,6 +576,7 @@ def test_cli_api_keeps_its_watermark_and_never_prints_the_token(
         (200, "hubspot_search_page1"),
         (200, "hubspot_search_page2"),
         (200, "hubspot_search_resume"),
+        (200, {"total": 0, "results": []}),
     )
     tokens: list[str] = []
 
@@ -594,6 +611,12 @@ def test_cli_api_keeps_its_watermark_and_never_prints_the_token(
     assert "s3cret" not in out.out + out.err
     filters = pool.sent[-1][2]["filterGroups"][0]["filters"]
     assert filters[0]["value"] == "1714737600000"  # 2024-05-03T12:00Z
+
+    # --since replaces the kept watermark for one run.
+    assert main([*args, "--since", "2024-01-01T00:00:00Z"]) == 0
+    assert capsys.readouterr().out.startswith("hubspot api: 0 rows: 0 imported")
+    filters = pool.sent[-1][2]["filterGroups"][0]["filters"]
+    assert filters[0]["value"] == "1704067200000"  # 2024-01-01T00:00Z
 
 
 def test_cli_api_usage_errors(

@@ -110,9 +110,10 @@ def api_row(record: Mapping[str, Any], mapping: CrmMapping) -> dict[str, str | N
     """Turn one API record's fields (``{name: JSON value}``) into a row for the mapping.
 
     Booleans become ``"true"``/``"false"``, numbers their text, ``null`` and
-    mapped fields the API left out a blank cell (the id and modified fields
-    stay missing: the row is refused). Nested values are kept as they are, so
-    the mapping refuses them (``expected text``).
+    mapped fields the API left out a blank cell; the id and modified fields,
+    when left out, a missing cell (``None``: the record is refused, the import
+    goes on). Nested values are kept as they are, so the mapping refuses them
+    (``expected text``).
 
     .. versionadded:: 0.4.0
     """
@@ -128,8 +129,8 @@ def api_row(record: Mapping[str, Any], mapping: CrmMapping) -> dict[str, str | N
             row[name] = value
     required = {mapping.id_column, mapping.modified_column}
     for column in _columns(mapping):
-        if column not in row and column not in required:
-            row[column] = ""
+        if column not in row:
+            row[column] = None if column in required else ""
     return row
 
 
@@ -168,14 +169,12 @@ class HubSpotSource:
     Args:
         client: A ``hubspot.HubSpot`` client (``HubSpot(access_token=...)``).
         page_size: Records per request (HubSpot allows up to 200).
-        object_type: The CRM object searched (``"contacts"``).
 
     .. versionadded:: 0.4.0
     """
 
     client: Any = attrs.field(repr=False)
     page_size: int = 100
-    object_type: str = "contacts"
     name: str = "hubspot api"
     kind: str = "api"
 
@@ -203,7 +202,7 @@ class HubSpotSource:
         """
         _, search_request, api_exception = _hubspot()
         properties = [c for c in _fields(mapping, "HubSpot") if c != "id"]
-        api = getattr(self.client.crm, self.object_type).search_api
+        api = self.client.crm.contacts.search_api
         position = 0
         after: str | None = None
         while True:
@@ -231,10 +230,11 @@ class HubSpotSource:
             try:
                 result = api.do_search(public_object_search_request=request)
             except api_exception as exc:
+                reason = getattr(exc, "reason", None)  # an HTTP reason phrase, or an error
                 raise CrmApiError(
                     crm="hubspot",
                     status=getattr(exc, "status", None),
-                    reason=str(getattr(exc, "reason", None) or type(exc).__name__),
+                    reason=reason if isinstance(reason, str) and reason else type(exc).__name__,
                 ) from None
             page: list[Row] = []
             newest: datetime | None = None
@@ -349,7 +349,9 @@ class SalesforceSource:
         result = self._call(sf, lambda: self.client.query(soql))
         while True:
             page: list[Row] = []
-            for record in result.get("records", []):
+            for record in result.get("records") or []:
+                if not isinstance(record, Mapping):
+                    raise CrmApiError(crm="salesforce", reason="a record is not an object")
                 position += 1
                 fields = {k: v for k, v in record.items() if k != "attributes"}
                 page.append((position, api_row(fields, mapping), _dump(record)))
