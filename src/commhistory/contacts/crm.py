@@ -1,4 +1,4 @@
-"""CRM import: contacts, attributes and opt-outs from HubSpot and Salesforce CSV exports.
+"""CRM import: contacts, attributes and opt-outs from HubSpot and Salesforce exports and APIs.
 
 A :class:`CrmMapping` (a small JSON document; presets ``hubspot`` and
 ``salesforce`` ship with the package) says which column holds the CRM's
@@ -15,6 +15,11 @@ rerun starts from.
 Contacts have no stored addresses outside messages, so the email address and
 phone number of a CRM record are kept as *personal attributes* (encrypted
 under the contact's data key), normalized first.
+
+Where rows come from is a :class:`CrmSource`: an :class:`ExportSource` (a CSV
+export, one page) or a CRM's REST API read page by page
+(:mod:`commhistory.contacts.crm_api`); :func:`import_source` stores each page
+as the export's rows are, committing it before the next page is fetched.
 
 No SQL here and no storage of the watermark: the caller keeps it (the CLI in a
 state file).
