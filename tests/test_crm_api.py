@@ -258,6 +258,15 @@ def test_hubspot_pages_through_the_search_api(repo: CommHistory[Any]) -> None:
     with pytest.raises(NotFoundError):
         repo.consent_history("hubspot:106")  # refused whole
 
+    # The whole run again (--full): nothing new, nothing twice.
+    history = len(repo.attribute_history("hubspot:101"))
+    pool = ReplayPool((200, "hubspot_search_page1"), (200, "hubspot_search_page2"))
+    again = import_source(repo, mapping, HubSpotSource(hubspot_client(pool), page_size=3))
+    assert (again.imported, again.rejected) == (4, 2)
+    assert len(repo.dead_letters()) == 2
+    assert len(repo.consent_history("hubspot:102")) == 1
+    assert len(repo.attribute_history("hubspot:101")) == history
+
 
 def test_hubspot_resumes_after_a_failure_on_page_two(repo: CommHistory[Any]) -> None:
     mapping = CrmMapping.preset("hubspot", api=True)
