@@ -24,7 +24,7 @@ import pickle
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -288,14 +288,14 @@ def test_hubspot_resumes_after_a_failure_on_page_two(repo: CommHistory[Any]) -> 
                 repo.attributes(contact)
         assert [d.field for d in repo.dead_letters()] == ["email"]
 
-    # The rerun asks for records modified at or after the kept watermark.
+    # The rerun asks for records modified at or after the kept watermark, less 5 minutes.
     pool = ReplayPool((200, "hubspot_search_resume"))
     resumed = import_source(repo, mapping, HubSpotSource(hubspot_client(pool)), since=kept[-1])
     (body,) = (b for _, _, b, _ in pool.sent)
     assert body["filterGroups"] == [
         {
             "filters": [
-                {"propertyName": "lastmodifieddate", "operator": "GTE", "value": "1714557600000"}
+                {"propertyName": "lastmodifieddate", "operator": "GTE", "value": "1714557300000"}
             ]
         }
     ]
@@ -308,6 +308,28 @@ def test_hubspot_resumes_after_a_failure_on_page_two(repo: CommHistory[Any]) -> 
     for contact in ("hubspot:101", "hubspot:102", "hubspot:104"):
         history = repo.attribute_history(contact)
         assert len(history) == len(repo.attributes(contact))
+
+
+@pytest.mark.parametrize(("lookback", "skipped"), [(timedelta(minutes=5), 0), (timedelta(0), 1)])
+def test_a_record_that_arrived_late_is_read_within_the_lookback(
+    lookback: timedelta, skipped: int
+) -> None:
+    # 102 was modified at 10:00 but reached the search index after a run that kept
+    # 10:03 as its watermark: the next run's overlap still stores it.
+    repo = CommHistory(MemoryRepository())
+    pool = ReplayPool((200, "hubspot_search_resume"))
+    since = datetime(2024, 5, 1, 10, 3, tzinfo=UTC)
+    source = HubSpotSource(hubspot_client(pool), lookback=lookback)
+    report = import_source(repo, CrmMapping.preset("hubspot", api=True), source, since=since)
+    start = int((since - lookback).timestamp() * 1000)
+    assert pool.sent[0][2]["filterGroups"][0]["filters"][0]["value"] == str(start)
+    assert report.skipped == skipped
+    if skipped:
+        with pytest.raises(NotFoundError):
+            repo.consent_history("hubspot:102")
+    else:
+        assert len(repo.consent_history("hubspot:102")) == 1
+    assert report.watermark == datetime(2024, 5, 3, 12, tzinfo=UTC)
 
 
 def test_hubspot_http_error_is_typed_and_value_free() -> None:
@@ -346,7 +368,7 @@ def test_hubspot_starts_a_new_search_at_the_10000_result_limit() -> None:
 
     # No progress (every record at the watermark): a typed error, not a loop.
     stuck = {"total": 20000, "results": first["results"][2:], "paging": first["paging"]}
-    pool = ReplayPool((200, stuck))
+    pool = ReplayPool((200, stuck), (200, stuck))
     since = datetime(2024, 5, 2, 8, tzinfo=UTC)
     with pytest.raises(CrmApiError, match="10,000 records share one modified time"):
         import_source(repo, mapping, HubSpotSource(hubspot_client(pool)), since=since)
@@ -416,7 +438,7 @@ def test_salesforce_resumes_after_an_http_failure_on_page_two(repo: CommHistory[
         repo, mapping, SalesforceSource(salesforce_client(adapter)), since=kept[-1]
     )
     (request,) = adapter.sent
-    assert "WHERE SystemModstamp >= 2024-04-02T10:00:00Z ORDER BY" in _soql(request)
+    assert "WHERE SystemModstamp >= 2024-04-02T09:55:00Z ORDER BY" in _soql(request)
     assert (resumed.rows, resumed.imported, resumed.rejected) == (3, 2, 1)
     assert len(repo.consent_history("salesforce:0035g00000XyZbAAAR")) == 1  # read twice, kept once
     assert len(repo.consent_history("salesforce:0035g00000XyZaAAAR")) == 1
@@ -619,13 +641,13 @@ def test_cli_api_keeps_its_watermark_and_never_prints_the_token(
     assert "row 5 (record 106): hs_email_optout: expected true or false" in out.out
     assert "s3cret" not in out.out + out.err
     filters = pool.sent[-1][2]["filterGroups"][0]["filters"]
-    assert filters[0]["value"] == "1714737600000"  # 2024-05-03T12:00Z
+    assert filters[0]["value"] == "1714737300000"  # 2024-05-03T12:00Z less the lookback
 
     # --since replaces the kept watermark for one run.
     assert main([*args, "--since", "2024-01-01T00:00:00Z"]) == 0
     assert capsys.readouterr().out.startswith("hubspot api: 0 rows: 0 imported")
     filters = pool.sent[-1][2]["filterGroups"][0]["filters"]
-    assert filters[0]["value"] == "1704067200000"  # 2024-01-01T00:00Z
+    assert filters[0]["value"] == "1704066900000"  # 2024-01-01T00:00Z less the lookback
 
 
 def test_cli_api_usage_errors(

@@ -36,7 +36,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -532,6 +532,11 @@ class CrmSource(Protocol):
         """``"export"`` or ``"api"``: the evidence of the opt-outs it brings."""
         ...
 
+    @property
+    def lookback(self) -> timedelta:
+        """How far before the watermark rows are still read (an API's overlap)."""
+        ...
+
     def pages(self, mapping: CrmMapping, since: datetime | None) -> Iterator[Sequence[Row]]:
         """Yield the rows, a page at a time (*since* lets an API filter on the server)."""
         ...
@@ -550,6 +555,7 @@ class ExportSource:
     lines: Iterable[str] = attrs.field(repr=False)
     name: str = "export"
     kind: str = "export"
+    lookback: timedelta = timedelta(0)
 
     def pages(self, mapping: CrmMapping, since: datetime | None) -> Iterator[Sequence[Row]]:
         """Yield the export's rows as one page (*since* is applied by the importer)."""
@@ -636,6 +642,7 @@ def import_source(
         on_commit=on_commit,
         origin=source.kind,
         dead_letter_line=None if source.kind == "export" else 1,
+        lookback=source.lookback,
     )
 
 
@@ -651,6 +658,7 @@ def import_pages(
     on_commit: Callable[[datetime], None] | None = None,
     origin: str = "export",
     dead_letter_line: int | None = None,
+    lookback: timedelta = timedelta(0),
 ) -> CrmImportReport:
     """Import rows given a page at a time; :func:`import_source` and :func:`import_rows` use it.
 
@@ -659,7 +667,8 @@ def import_pages(
         mapping: The mapping.
         pages: Pages of ``(line, {column: cell}, raw)`` rows, oldest page first.
         source: The dead letters' source.
-        since: The watermark: rows last modified before it are skipped.
+        since: The watermark: rows last modified before it (less *lookback*)
+            are skipped; the report's watermark starts at it.
         batch_size: Rows per transaction.
         region: The region of national phone numbers.
         on_commit: Gets the watermark after each commit.
@@ -668,11 +677,14 @@ def import_pages(
             row's (an API record has no line of its own: its position in a run
             changes from run to run, and a dead letter read again is a
             duplicate only at the same line).
+        lookback: Rows modified this long before *since* are still stored
+            (an API source reads them again in case one arrived late).
 
     .. versionadded:: 0.4.0
     """
     schema = target.declare_attributes(mapping.schema)
     report = CrmImportReport(watermark=since)
+    skip_before = None if since is None else since - lookback
     for page in pages:
         good: list[tuple[CrmRow, str]] = []
         bad: list[ParsedLine] = []
@@ -686,7 +698,7 @@ def import_pages(
                 )
             except CrmRowError as exc:
                 modified = _modified(mapping, row)
-                if since is not None and modified is not None and modified < since:
+                if skip_before is not None and modified is not None and modified < skip_before:
                     report.skipped += 1  # refused in the run that read it first
                     continue
                 if dead_letter_line is not None:
@@ -695,7 +707,7 @@ def import_pages(
                 kept = line if dead_letter_line is None else dead_letter_line
                 bad.append(ParsedLine(line=kept, raw=raw, error=exc))
                 continue
-            if since is not None and parsed.modified_at < since:
+            if skip_before is not None and parsed.modified_at < skip_before:
                 report.skipped += 1
                 continue
             good.append((parsed, raw))

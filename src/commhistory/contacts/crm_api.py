@@ -23,7 +23,11 @@ The incremental query filters and sorts on the mapping's *modified* field:
   commits).
 
 ``>=``, not ``>``: records sharing the watermark's time may straddle a page
-that did not commit; they are read again, which changes nothing.
+that did not commit; they are read again, which changes nothing. And the
+query starts a *lookback* (5 minutes by default) before the watermark: a
+record changed just before a run may reach HubSpot's search index, or commit
+in Salesforce, after newer ones were read; the overlap reads it on the next
+run (again, re-reading changes nothing).
 
 Cell values: text stays text; ``true``/``false`` become ``"true"``/``"false"``;
 numbers their decimal text; ``null`` (and a mapped field the API left out) a
@@ -45,7 +49,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import attrs
@@ -57,6 +61,7 @@ from commhistory.normalize.time import parse_timestamp
 __all__ = [
     "API_NAMES",
     "HUBSPOT_ENV",
+    "LOOKBACK",
     "SALESFORCE_ENV",
     "HubSpotSource",
     "SalesforceSource",
@@ -82,6 +87,8 @@ SALESFORCE_ENV: Final = (
 user name, password and security token (and a login domain, ``login`` by default)."""
 
 _SEARCH_LIMIT: Final = 10_000  # HubSpot's search API pages no further per query
+LOOKBACK: Final = timedelta(minutes=5)
+"""How far before the watermark an incremental query starts, by default."""
 _FIELD: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,79}")
 
 
@@ -169,12 +176,14 @@ class HubSpotSource:
     Args:
         client: A ``hubspot.HubSpot`` client (``HubSpot(access_token=...)``).
         page_size: Records per request (HubSpot allows up to 200).
+        lookback: How far before the watermark the query starts.
 
     .. versionadded:: 0.4.0
     """
 
     client: Any = attrs.field(repr=False)
     page_size: int = 100
+    lookback: timedelta = LOOKBACK
     name: str = "hubspot api"
     kind: str = "api"
 
@@ -193,7 +202,7 @@ class HubSpotSource:
         return cls(hubspot.HubSpot(access_token=token), **kwargs)
 
     def pages(self, mapping: CrmMapping, since: datetime | None) -> Iterator[Sequence[Row]]:
-        """Yield pages of contacts modified at or after *since*, oldest first.
+        """Yield pages of contacts modified at or after *since* (less the lookback), oldest first.
 
         Raises:
             MissingExtraError: ``hubspot-api-client`` is not installed.
@@ -205,10 +214,11 @@ class HubSpotSource:
         api = self.client.crm.contacts.search_api
         position = 0
         after: str | None = None
+        start = None if since is None else since - self.lookback
         while True:
             filters = []
-            if since is not None:
-                millis = int(since.timestamp() * 1000)
+            if start is not None:
+                millis = int(start.timestamp() * 1000)
                 filters = [
                     {
                         "filters": [
@@ -251,13 +261,13 @@ class HubSpotSource:
                 return
             if int(after) >= _SEARCH_LIMIT:
                 # A new query from the newest time given; its first records repeat.
-                if newest is None or (since is not None and newest <= since):
+                if newest is None or (start is not None and newest <= start):
                     raise CrmApiError(
                         crm="hubspot",
                         reason="more than 10,000 records share one modified time: "
                         "the search API cannot page past them",
                     )
-                since, after = newest, None
+                start, after = newest, None
 
 
 def _newest(newest: datetime | None, text: str | None, mapping: CrmMapping) -> datetime | None:
@@ -275,12 +285,14 @@ class SalesforceSource:
     Args:
         client: A ``simple_salesforce.Salesforce`` client.
         sobject: The object queried (``"Contact"``, ``"Lead"``).
+        lookback: How far before the watermark the query starts.
 
     .. versionadded:: 0.4.0
     """
 
     client: Any = attrs.field(repr=False)
     sobject: str = "Contact"
+    lookback: timedelta = LOOKBACK
     name: str = "salesforce api"
     kind: str = "api"
 
@@ -319,7 +331,9 @@ class SalesforceSource:
         )
 
     def soql(self, mapping: CrmMapping, since: datetime | None) -> str:
-        """The query: the mapped fields modified at or after *since* (to the second), oldest first.
+        """The query: the fields modified at or after *since* less the lookback, oldest first.
+
+        The start is rounded down to the second (SOQL's ``dateTime`` literal).
 
         Raises:
             InvalidInputError: A mapped column or the object is not a field name.
@@ -331,12 +345,13 @@ class SalesforceSource:
         where = ""
         if since is not None:
             # SOQL dateTime literals are unquoted; whole seconds, rounded down (>= stays safe).
-            where = f" WHERE {modified} >= {since.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+            start = (since - self.lookback).astimezone(UTC)
+            where = f" WHERE {modified} >= {start:%Y-%m-%dT%H:%M:%SZ}"
         order = f" ORDER BY {modified} ASC, {mapping.id_column} ASC"
         return f"SELECT {', '.join(fields)} FROM {self.sobject}{where}{order}"  # noqa: S608
 
     def pages(self, mapping: CrmMapping, since: datetime | None) -> Iterator[Sequence[Row]]:
-        """Yield pages of records modified at or after *since*, oldest first.
+        """Yield pages of records modified at or after *since* (less the lookback), oldest first.
 
         Raises:
             MissingExtraError: ``simple-salesforce`` is not installed.
