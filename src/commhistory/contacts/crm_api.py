@@ -259,7 +259,7 @@ class HubSpotSource:
             after = paging.next.after if paging and paging.next else None
             if after is None:
                 return
-            if int(after) >= _SEARCH_LIMIT:
+            if after.isdigit() and int(after) >= _SEARCH_LIMIT:
                 # A new query from the newest time given; its first records repeat.
                 if newest is None or (start is not None and newest <= start):
                     raise CrmApiError(
