@@ -55,6 +55,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "DecryptionError",
     "InvalidInputError",
+    "JourneyDefinitionError",
     "KeyNotFoundError",
     "KeyringExistsError",
     "MissingExtraError",
@@ -233,6 +234,16 @@ class AttributeSchemaError(InvalidInputError):
     def __init__(self, *, attribute: str, reason: str) -> None:
         super().__init__(field=f"schema.{attribute}", reason=reason)
         self.attribute = attribute
+
+
+class JourneyDefinitionError(InvalidInputError):
+    """A journey definition is refused: ``field`` is the JSON path (``$.steps[2].next``).
+
+    Unknown fields and values, missing steps, unreachable steps and loops that
+    could run without waiting are refused before anything runs.
+
+    .. versionadded:: 0.4.0
+    """
 
 
 class SignatureError(CommHistoryError, ValueError):
