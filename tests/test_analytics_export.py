@@ -15,7 +15,7 @@ import builtins
 import csv
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -271,7 +271,9 @@ def test_incremental_export_writes_only_new_rows(
         [Event(event_id="new-e1", type=EventType.DELIVERED, message_id="new-1", occurred_at=late)]
     )
     third = history.export_analytics(out, format="parquet")
-    assert third.rows == {"messages": 1, "events": 1, "activities": 0, "costs": 0}
+    assert third.rows == {
+        "messages": 1, "events": 1, "activities": 0, "costs": 0, "contact_attributes": 0,
+    }  # fmt: skip
     assert all("part-000003" in f for f in third.files)
     con = duckdb.connect()
     ids = con.execute(
@@ -420,10 +422,11 @@ def test_memory_and_sql_export_the_same_rows(tmp_path: Path) -> None:
             messages, events = _history()
             repo.record_messages(messages)
             repo.record_events(events)
+            _set_attributes(repo)
             repo.erase_subject("cust-00004")
         sql.export_analytics(tmp_path / "sql", format="csv", keys=pseudonym)
     memory.export_analytics(tmp_path / "memory", format="csv", keys=pseudonym)
-    for table in ("messages", "events"):
+    for table in ("messages", "events", "contact_attributes"):
         files = sorted((tmp_path / "sql" / table).rglob("*.csv"))
         assert files
         assert [f.relative_to(tmp_path / "sql") for f in files] == [
@@ -438,3 +441,141 @@ def test_memory_and_sql_export_the_same_rows(tmp_path: Path) -> None:
     assert (tmp_path / "sql" / "erased_contacts.csv").read_text() == (
         tmp_path / "memory" / "erased_contacts.csv"
     ).read_text()
+
+
+ATTRIBUTES = {
+    "attributes": [
+        {"name": "tier", "type": "enum", "values": ["gold", "silver"]},
+        {"name": "visits", "type": "int"},
+        {"name": "spend", "type": "decimal"},
+        {"name": "member", "type": "bool"},
+        {"name": "signup", "type": "date"},
+        {"name": "last_seen", "type": "datetime"},
+        {"name": "tags", "type": "list"},
+        {"name": "nickname", "type": "str", "personal": True},
+        {"name": "birthday", "type": "date", "personal": True},
+    ]
+}
+PERSONAL_NICKNAME = "Hanako-chan of Setagaya"
+
+
+def _set_attributes(repo: CommHistory[Any]) -> None:
+    from commhistory.contacts import AttributeSchema
+
+    repo.declare_attributes(AttributeSchema.from_json(ATTRIBUTES))
+    sent = sorted(m.sent_at for m in _history()[0])
+    start, middle = sent[0] - timedelta(days=1), sent[len(sent) // 2]
+    for i in range(1, 13):
+        cid = f"cust-{i:05d}"
+        repo.set_attributes(
+            cid,
+            {
+                "tier": "silver", "visits": i, "spend": f"{i}.25", "member": i % 2 == 0,
+                "signup": "2024-03-14", "last_seen": "2024-04-30T10:00:00+00:00",
+                "tags": ["tea", "sale"], "nickname": PERSONAL_NICKNAME,
+                "birthday": "1987-06-05",
+            },
+            at=start,
+        )  # fmt: skip
+        if i % 3 == 0:  # promoted in the middle of the campaigns
+            repo.set_attributes(cid, {"tier": "gold"}, at=middle)
+
+
+def test_plain_attributes_are_exported_typed_with_their_history(
+    history: CommHistory[Any], tmp_path: Path
+) -> None:
+    _set_attributes(history)
+    out = tmp_path / "lake"
+    report = history.export_analytics(out, format="parquet")
+    assert "contact_attributes/snapshot.parquet" in report.files
+    pseudonym = Pseudonymizer.from_keyring(history._store.keyring)
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW attrs AS SELECT * FROM '{out}/contact_attributes/*.parquet'")
+    assert {n for (n,) in con.execute("SELECT DISTINCT name FROM attrs").fetchall()} == {
+        "tier", "visits", "spend", "member", "signup", "last_seen", "tags",
+    }  # fmt: skip
+    assert report.rows["contact_attributes"] == 12 * 7 + 4
+    types = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE attrs)").fetchall())
+    assert types["value_int"] == "BIGINT"
+    assert types["value_bool"] == "BOOLEAN"
+    assert types["value_date"] == "DATE"
+    assert types["value_ts"].startswith("TIMESTAMP WITH TIME ZONE")
+    assert types["valid_to"].startswith("TIMESTAMP WITH TIME ZONE")
+    c3 = pseudonym("cust-00003")
+    row = con.execute(
+        "SELECT value_int, value_micros, value_text, value_bool, value_date, "
+        "epoch_us(value_ts), type FROM attrs WHERE contact = ? AND name IN "
+        "('visits', 'spend', 'member', 'signup', 'last_seen', 'tags') ORDER BY name",
+        [c3],
+    ).fetchall()
+    seen = int(datetime(2024, 4, 30, 10, tzinfo=UTC).timestamp() * 1_000_000)
+    assert row == [
+        (None, None, None, None, None, seen, "datetime"),
+        (None, None, None, False, None, None, "bool"),
+        (None, None, None, None, date(2024, 3, 14), None, "date"),
+        (None, 3_250_000, "3.25", None, None, None, "decimal"),
+        (None, None, '["tea","sale"]', None, None, None, "list"),
+        (3, None, None, None, None, None, "int"),
+    ]  # fmt: skip
+    # the tier in force when each message was sent, joined as of sent_at, is the repo's
+    sql = f"""
+        SELECT m.message_id, a.value_text
+        FROM read_parquet('{out}/messages/*/*.parquet') m
+        JOIN attrs a ON a.contact = m.contact AND a.name = 'tier'
+            AND a.valid_from <= m.sent_at AND (a.valid_to IS NULL OR a.valid_to > m.sent_at)
+    """
+    got = dict(con.execute(sql).fetchall())
+    messages, _ = _history()
+    expected = {
+        m.message_id: tier
+        for m in messages
+        if (tier := history.attributes(m.contact_id, at=m.sent_at).get("tier")) is not None
+    }
+    assert "gold" in expected.values()
+    assert "silver" in expected.values()
+    assert got == expected
+
+
+def test_a_personal_attribute_never_reaches_the_files(
+    history: CommHistory[Any], tmp_path: Path
+) -> None:
+    _set_attributes(history)
+    for fmt in ("csv", "parquet"):
+        out = tmp_path / fmt
+        history.export_analytics(out, format=fmt)
+        blobs = [p.read_bytes() for p in out.rglob("*") if p.is_file()]
+        assert any(b"silver" in b for b in blobs) or fmt == "parquet"
+        con = duckdb.connect()
+        reader = "read_parquet" if fmt == "parquet" else "read_csv"
+        files = f"{out}/contact_attributes/*.{fmt}"
+        rows = con.execute(f"SELECT * FROM {reader}('{files}')").fetchall()
+        assert len(rows) == 12 * 7 + 4
+        blobs.append(repr(rows).encode())
+        for value in (PERSONAL_NICKNAME, "Hanako", "nickname", "birthday", "1987", "cust-0000"):
+            assert not any(value.encode() in blob for blob in blobs), (fmt, value)
+
+
+def test_the_attribute_snapshot_is_rewritten_each_run(
+    history: CommHistory[Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "lake"
+    first = history.export_analytics(out, format="csv")
+    assert first.rows["contact_attributes"] == 0
+    assert not (out / "contact_attributes").exists()
+    _set_attributes(history)
+    second = history.export_analytics(out, format="csv")
+    assert second.rows["contact_attributes"] == 12 * 7 + 4
+    assert second.rows["messages"] == 0
+    history.erase_subject("cust-00003")
+    third = history.export_analytics(out, format="csv")
+    assert third.rows["contact_attributes"] == 11 * 7 + 3
+    assert third.files == ("contact_attributes/snapshot.csv",)
+    with (out / "contact_attributes" / "snapshot.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 11 * 7 + 3
+    gone = Pseudonymizer.from_keyring(history._store.keyring)("cust-00003")
+    assert all(r["contact"] != gone for r in rows)
+    assert [p.name for p in (out / "contact_attributes").iterdir()] == ["snapshot.csv"]
+    closed = [r for r in rows if r["name"] == "tier" and r["valid_to"]]
+    assert len(closed) == 3
+    assert all(r["value_text"] == "silver" for r in closed)

@@ -3,11 +3,13 @@
 :func:`export_analytics` reads the plain columns of messages, events, activities
 and campaign costs through the repository's
 :class:`~commhistory.store.analytics.AnalyticsReader` (a batch at a time) and
-writes them under a directory as hive-style partitions::
+writes them under a directory as hive-style partitions; the values of the
+contact attributes declared plain are written whole, as a snapshot::
 
     OUT/messages/date=2024-05-01/part-000001.parquet
     OUT/events/date=2024-05-01/part-000001.parquet
     OUT/activities/...   OUT/costs/...
+    OUT/contact_attributes/snapshot.parquet
     OUT/erased_contacts.csv
     OUT/_commhistory_export.json
 
@@ -17,8 +19,10 @@ URL, IP, user agent, metadata or encrypted property is read. Rows of erased
 contacts are left out; ``erased_contacts.csv`` lists the pseudonyms of every
 erased contact, for purging copies made before the erasure.
 
-The manifest records, per table, the watermark (time, id) of the last row
-written; the next run writes only rows after it, as new part files.
+The manifest records, per appended table, the watermark (time, id) of the last
+row written; the next run writes only rows after it, as new part files. The
+attribute snapshot is rewritten by every run (attribute rows change after they
+are written: a value's ``valid_to`` closes when the next one arrives).
 
 .. versionadded:: 0.4.0
 """
@@ -40,7 +44,7 @@ import attrs
 from commhistory.crypto import KeyProvider, derive_subkey
 from commhistory.errors import InvalidInputError
 from commhistory.normalize.time import from_micros, to_micros
-from commhistory.store.analytics import TABLES, AnalyticsReader, Watermark
+from commhistory.store.analytics import SNAPSHOTS, TABLES, AnalyticsReader, Watermark
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -66,8 +70,13 @@ MANIFEST_NAME: Final = "_commhistory_export.json"
 ERASED_NAME: Final = "erased_contacts.csv"
 _MANIFEST_VERSION: Final = 1
 _DAY: Final = 86_400_000_000
-_TIME_COLUMNS: Final = frozenset({"sent_at", "occurred_at", "starts_at", "ends_at", "recorded_at"})
-_INT_COLUMNS: Final = frozenset({"revenue_micros", "amount_micros"})
+_TIME_COLUMNS: Final = frozenset(
+    {"sent_at", "occurred_at", "starts_at", "ends_at", "recorded_at", "valid_from", "valid_to",
+     "value_ts"}
+)  # fmt: skip
+_INT_COLUMNS: Final = frozenset({"revenue_micros", "amount_micros", "value_int", "value_micros"})
+_BOOL_COLUMNS: Final = frozenset({"machine", "value_bool"})
+_DATE_COLUMNS: Final = frozenset({"value_date"})
 _CONTACT: Final = "contact_id"
 _PSEUDONYM: Final = "contact"
 
@@ -130,8 +139,9 @@ class AnalyticsExport:
     """What one :func:`export_analytics` run wrote.
 
     Attributes:
-        rows: The rows written, per table.
-        files: The part files written, relative to the output directory.
+        rows: The rows written, per table (for ``contact_attributes``, the rows of
+            the snapshot written).
+        files: The files written, relative to the output directory.
         erased: How many pseudonyms ``erased_contacts.csv`` lists.
         run: The run number (1 for the first export into the directory).
 
@@ -192,8 +202,10 @@ def _arrow_schema(pa: Any, columns: Sequence[str]) -> pa.Schema:
             fields.append(pa.field(name, pa.timestamp("us", tz="UTC")))
         elif name in _INT_COLUMNS:
             fields.append(pa.field(name, pa.int64()))
-        elif name == "machine":
+        elif name in _BOOL_COLUMNS:
             fields.append(pa.field(name, pa.bool_()))
+        elif name in _DATE_COLUMNS:
+            fields.append(pa.field(name, pa.date32()))
         else:
             fields.append(pa.field(name, pa.string()))
     return pa.schema(fields)
@@ -235,21 +247,9 @@ class _Partitions:
         if day != self.day:
             self._open(day)
         if self.fmt == "parquet":
-            arrays = [
-                self.pa.array(col, type=field.type)
-                for col, field in zip(columns, self.schema, strict=True)
-            ]
-            self._writer.write_table(self.pa.Table.from_arrays(arrays, schema=self.schema))
+            self._writer.write_table(_arrow_table(self.pa, self.schema, columns))
             return
-        out: list[Sequence[Any]] = []
-        for name, col in zip(self.columns, columns, strict=True):
-            if name in _TIME_COLUMNS:
-                out.append([from_micros(v).isoformat() for v in col])
-            elif name == "machine":
-                out.append(["true" if v else "false" for v in col])
-            else:
-                out.append(col)
-        self._csv.writerows(zip(*out, strict=True))
+        self._csv.writerows(_csv_rows(self.columns, columns))
 
     def close(self) -> None:
         if self._writer is not None:
@@ -258,6 +258,90 @@ class _Partitions:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+
+def _arrow_table(pa: Any, schema: pa.Schema, columns: list[Sequence[Any]]) -> pa.Table:
+    arrays = []
+    for col, field in zip(columns, schema, strict=True):
+        if field.name in _DATE_COLUMNS:  # ISO text
+            arrays.append(pa.array(col, type=pa.string()).cast(field.type))
+        else:
+            arrays.append(pa.array(col, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _csv_rows(names: Sequence[str], columns: list[Sequence[Any]]) -> Iterator[tuple[Any, ...]]:
+    out: list[Sequence[Any]] = []
+    for name, col in zip(names, columns, strict=True):
+        if name in _TIME_COLUMNS:
+            out.append([None if v is None else from_micros(v).isoformat() for v in col])
+        elif name in _BOOL_COLUMNS:
+            out.append([None if v is None else "true" if v else "false" for v in col])
+        else:
+            out.append(col)
+    return zip(*out, strict=True)
+
+
+def _export_snapshot(
+    reader: AnalyticsReader,
+    table: str,
+    *,
+    out: Path,
+    fmt: str,
+    batch_size: int,
+    pseudonym: Callable[[str], str],
+) -> tuple[int, list[str]]:
+    """Rewrite ``OUT/<table>/snapshot.<fmt>`` whole (atomically); skip it while empty."""
+    spec = SNAPSHOTS[table]
+    names = [_PSEUDONYM if n == _CONTACT else n for n in spec.columns]
+    contact = spec.columns.index(_CONTACT)
+    bools = [i for i, n in enumerate(spec.columns) if n in _BOOL_COLUMNS]
+    folder = out / table
+    path = folder / f"snapshot.{fmt}"
+    tmp = folder / f"snapshot.{fmt}.tmp"
+    count = 0
+    writer: Any = None
+    handle: IO[str] | None = None
+    pa: Any = None
+    schema: Any = None
+    try:
+        for batch in reader.snapshot(table, batch_size=batch_size):
+            cols: list[Sequence[Any]] = list(zip(*batch, strict=True))
+            cols[contact] = [pseudonym(c) for c in cols[contact]]
+            for i in bools:  # 0/1 on SQLite
+                cols[i] = [None if v is None else bool(v) for v in cols[i]]
+            if count == 0:
+                folder.mkdir(parents=True, exist_ok=True)
+                if fmt == "parquet":
+                    pa, pq = _pyarrow()
+                    schema = _arrow_schema(pa, names)
+                    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+                else:
+                    handle = tmp.open("w", encoding="utf-8", newline="")
+                    csv.writer(handle).writerow(names)
+            if writer is not None:
+                writer.write_table(_arrow_table(pa, schema, cols))
+            elif handle is not None:
+                csv.writer(handle).writerows(_csv_rows(names, cols))
+            count += len(batch)
+    finally:
+        if writer is not None:
+            writer.close()
+        if handle is not None:
+            handle.close()
+    if count == 0:
+        if not path.exists():
+            return 0, []
+        # everything gone (erased, or declared personal since): an empty snapshot
+        folder.mkdir(parents=True, exist_ok=True)
+        if fmt == "parquet":
+            pa, pq = _pyarrow()
+            schema = _arrow_schema(pa, names)
+            pq.write_table(schema.empty_table(), tmp, compression="zstd")
+        else:
+            tmp.write_text(",".join(names) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return count, [f"{table}/{path.name}"]
 
 
 def _split_days(rows: list[tuple[Any, ...]], at: int) -> Iterator[tuple[int, int, int]]:
@@ -418,6 +502,12 @@ def export_analytics(
             "watermark_time": None if mark is None else from_micros(mark[0]).isoformat(),
             "rows": int(state["rows"]) + count,
         }
+    for table in SNAPSHOTS:
+        count, written = _export_snapshot(
+            reader, table, out=root, fmt=format, batch_size=batch_size, pseudonym=pseudonym
+        )
+        rows[table] = count
+        files += written
     erased = [pseudonym(c) for c in reader.erased_contacts()]
     _write_atomic(root / ERASED_NAME, "contact\n" + "".join(f"{p}\n" for p in sorted(erased)))
     manifest["runs"] = run

@@ -29,12 +29,14 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
 from commhistory.errors import InvalidInputError
 from commhistory.normalize.time import to_micros
+from commhistory.store.attributes import plain_columns
 
 if TYPE_CHECKING:
     from commhistory.store.memory import MemoryState
     from commhistory.store.sql import SQLRepository
 
 __all__ = [
+    "SNAPSHOTS",
     "TABLES",
     "AnalyticsReader",
     "AnalyticsTable",
@@ -93,6 +95,28 @@ TABLES: Final[dict[str, AnalyticsTable]] = {
 }  # fmt: skip
 """The tables a scan reads, by name."""
 
+SNAPSHOTS: Final[dict[str, AnalyticsTable]] = {
+    "contact_attributes": AnalyticsTable(
+        (
+            "contact_id", "name", "type", "valid_from", "valid_to", "value_text",
+            "value_int", "value_micros", "value_bool", "value_date", "value_ts",
+        ),
+        "valid_from",
+        "name",
+    ),
+}  # fmt: skip
+"""The tables :meth:`AnalyticsReader.snapshot` reads whole, by name.
+
+``contact_attributes``: every value of every attribute declared plain, over
+``[valid_from, valid_to)`` (``valid_to`` ``None`` while current), one typed
+column filled per row as in :mod:`commhistory.store.attributes` (``value_date``
+is ISO ``YYYY-MM-DD`` text). Values of personal attributes are never read.
+Rows are mutable (a value's ``valid_to`` closes when the next one arrives), so
+the table is read whole, never after a watermark.
+
+.. versionadded:: 0.4.0
+"""
+
 Watermark = tuple[int, str]
 """``(order value in microseconds, id)`` of the last row exported."""
 
@@ -119,6 +143,17 @@ _SELECT: Final = {
         "a.occurred_at",
         "a.activity_id",
     ),
+    "contact_attributes": (
+        "SELECT a.contact_id, a.name, a.value_type, a.valid_from, a.valid_to, a.value_text, "
+        "a.value_int, a.value_micros, a.value_bool, a.value_date, a.value_ts "
+        "FROM contact_attributes a "
+        "JOIN attribute_definitions d ON d.name = a.name "
+        "JOIN contacts c ON c.contact_id = a.contact_id "
+        "WHERE c.erased_at IS NULL AND NOT d.personal AND a.value_secret IS NULL "
+        "ORDER BY a.contact_id, a.name, a.valid_from",
+        "",
+        "",
+    ),
     "costs": (
         "SELECT cost_id, campaign_id, channel, variant, starts_at, ends_at, amount_micros, "
         "currency, recorded_at FROM campaign_costs WHERE 1 = 1",
@@ -128,15 +163,17 @@ _SELECT: Final = {
 }
 
 
-def _check(table: str, batch_size: int) -> AnalyticsTable:
-    if table not in TABLES:
+def _check(
+    table: str, batch_size: int, tables: dict[str, AnalyticsTable] = TABLES
+) -> AnalyticsTable:
+    if table not in tables:
         raise InvalidInputError(
-            field="table", reason=f"unknown analytics table; expected one of: {', '.join(TABLES)}"
+            field="table", reason=f"unknown analytics table; expected one of: {', '.join(tables)}"
         )
     size: object = batch_size
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise InvalidInputError(field="batch_size", reason="must be a positive integer")
-    return TABLES[table]
+    return tables[table]
 
 
 class AnalyticsReader(Protocol):
@@ -165,6 +202,18 @@ class AnalyticsReader(Protocol):
 
         Raises:
             InvalidInputError: Unknown table, or a batch size that is not positive.
+        """
+        ...
+
+    def snapshot(self, table: str, *, batch_size: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
+        """Yield every row of a :data:`SNAPSHOTS` table, by contact id, name and time, in batches.
+
+        Rows of erased contacts are left out.
+
+        Raises:
+            InvalidInputError: Unknown table, or a batch size that is not positive.
+
+        .. versionadded:: 0.4.0
         """
         ...
 
@@ -211,6 +260,11 @@ class SQLAnalyticsReader(AnalyticsReader):
             params.append(until)
         sql += f" ORDER BY {order}, {ident}"
         return self._stream(sql, tuple(params), batch_size)
+
+    def snapshot(self, table: str, *, batch_size: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
+        """See :meth:`AnalyticsReader.snapshot`."""
+        _check(table, batch_size, SNAPSHOTS)
+        return self._stream(_SELECT[table][0], (), batch_size)
 
     def _stream(
         self, sql: str, params: tuple[Any, ...], batch_size: int
@@ -324,6 +378,22 @@ class MemoryAnalyticsReader(AnalyticsReader):
             ),
             key=lambda r: (r[at], r[ix]),
         )
+        return iter([rows[i : i + batch_size] for i in range(0, len(rows), batch_size)])
+
+    def snapshot(self, table: str, *, batch_size: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
+        """See :meth:`AnalyticsReader.snapshot`."""
+        _check(table, batch_size, SNAPSHOTS)
+        s = self.s
+        live = s.contacts - set(s.erased)
+        plain = {n for n, d in s.attribute_definitions.items() if not d.personal}
+        rows = [
+            (cid, name, v.type, frm, to, *plain_columns(v))
+            for (cid, name), line in s.attributes.items()
+            if cid in live and name in plain
+            for frm, to, v in line
+            if not v.personal
+        ]
+        rows.sort(key=lambda r: (r[0], r[1], r[3]))
         return iter([rows[i : i + batch_size] for i in range(0, len(rows), batch_size)])
 
     def erased_contacts(self) -> list[str]:
