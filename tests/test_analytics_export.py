@@ -579,3 +579,26 @@ def test_the_attribute_snapshot_is_rewritten_each_run(
     closed = [r for r in rows if r["name"] == "tier" and r["valid_to"]]
     assert len(closed) == 3
     assert all(r["value_text"] == "silver" for r in closed)
+
+
+def test_the_documented_as_of_join_gives_repo_attributes(
+    history: CommHistory[Any], tmp_path: Path
+) -> None:
+    _set_attributes(history)
+    page = (Path(__file__).resolve().parent.parent / "docs" / "analytics.md").read_text()
+    (sql,) = [
+        block.split("```", 1)[0]
+        for block in page.split("```sql\n")[1:]
+        if "contact_attributes/snapshot.parquet" in block.split("```", 1)[0]
+    ]
+    out = tmp_path / "lake"
+    history.export_analytics(out)
+    rows = duckdb.connect().execute(sql.replace("/data/commhistory", str(out))).fetchall()
+    expected: dict[tuple[str, str | None], int] = {}
+    for m in _history()[0]:
+        tier = history.attributes(m.contact_id, at=m.sent_at).get("tier")
+        if tier is not None:
+            key = (str(tier), m.campaign_id)
+            expected[key] = expected.get(key, 0) + 1
+    assert {(t, c): n for t, c, n in rows} == expected
+    assert {t for t, _ in expected} == {"gold", "silver"}
