@@ -204,10 +204,10 @@ def export_and_query(repo: CommHistory[Any], out: Path) -> list[tuple[Any, ...]]
     report = repo.export_analytics(out, format="parquet")
     print(", ".join(f"{n} {table}" for table, n in report.rows.items()), "exported")
     con = duckdb.connect()
-    for table in report.rows:
+    for folder in sorted(p for p in out.iterdir() if p.is_dir()):  # one view per table
         con.execute(
-            f"CREATE VIEW {table} AS SELECT * FROM read_parquet("  # noqa: S608 - our names
-            f"'{out}/{table}/*/*.parquet', hive_partitioning = true, union_by_name = true)"
+            f"CREATE VIEW {folder.name} AS SELECT * FROM read_parquet("  # noqa: S608 - our names
+            f"'{folder}/**/*.parquet', hive_partitioning = true, union_by_name = true)"
         )
     rows = con.execute(ROI_SQL).fetchall()
     print("ROI per campaign, by DuckDB from the Parquet files:")
@@ -215,7 +215,28 @@ def export_and_query(repo: CommHistory[Any], out: Path) -> list[tuple[Any, ...]]
     for campaign, sent, clicks, conversions, revenue, cost, roi in rows:
         yen = Decimal(revenue) / 1_000_000, Decimal(cost) / 1_000_000
         print(line((campaign, sent, clicks, conversions, *yen, roi)))
+    purchases_by_stage(con)
     return rows
+
+
+STAGE_SQL = """
+SELECT stage.value_text AS lifecycle_stage, count(*) AS purchases,
+    sum(p.revenue_micros) // 1000000 AS revenue
+FROM activities p
+JOIN contact_attributes stage
+    ON stage.contact = p.contact AND stage.name = 'lifecycle_stage'
+    AND stage.valid_from <= p.occurred_at
+    AND (stage.valid_to IS NULL OR stage.valid_to > p.occurred_at)
+WHERE p.name = 'purchase' AND p.currency = 'JPY'
+GROUP BY ALL ORDER BY ALL
+"""
+
+
+def purchases_by_stage(con: duckdb.DuckDBPyConnection) -> None:
+    """Purchases per HubSpot lifecycle stage at the time of purchase, from the files."""
+    print("purchases by lifecycle stage:")
+    for stage, purchases, revenue in con.execute(STAGE_SQL).fetchall():
+        print(f"  {stage:<10} {purchases} purchases, {revenue:,} yen")
 
 
 def main(url: str, out: Path, keyring: KeyProvider) -> None:

@@ -90,7 +90,7 @@ def history(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHist
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'analytics.db'}"
     else:
-        url = request.getfixturevalue("pg_url")
+        url = request.getfixturevalue("pg_database_url")
     with open_repository(url, Keyring.generate()) as repo:
         messages, events = _history()
         repo.record_messages(messages)
@@ -286,10 +286,9 @@ def test_incremental_export_writes_only_new_rows(
     assert row is not None
     assert row[0] == first.rows["messages"] + 1
     manifest = json.loads((out / MANIFEST_NAME).read_text())
-    assert manifest["tables"]["messages"]["watermark"] == [
-        int(late.timestamp() * 1_000_000),
-        "new-1",
-    ]
+    assert manifest["version"] == 2
+    assert manifest["tables"]["messages"]["latest"] == int(late.timestamp() * 1_000_000)
+    assert manifest["tables"]["messages"]["stored_before"] > 0
     assert _duckdb_kpis(out) == _repo_kpis(history)
 
 
@@ -551,7 +550,8 @@ def test_a_personal_attribute_never_reaches_the_files(
         rows = con.execute(f"SELECT * FROM {reader}('{files}')").fetchall()
         assert len(rows) == 12 * 7 + 4
         blobs.append(repr(rows).encode())
-        for value in (PERSONAL_NICKNAME, "Hanako", "nickname", "birthday", "1987", "cust-0000"):
+        personal = (PERSONAL_NICKNAME, "Hanako", "nickname", "birthday", "1987-06-05")
+        for value in (*personal, "date(1987", "cust-0000"):
             assert not any(value.encode() in blob for blob in blobs), (fmt, value)
 
 
@@ -602,3 +602,147 @@ def test_the_documented_as_of_join_gives_repo_attributes(
             expected[key] = expected.get(key, 0) + 1
     assert {(t, c): n for t, c, n in rows} == expected
     assert {t for t, _ in expected} == {"gold", "silver"}
+
+
+def _late_rows(repo: CommHistory[Any], early: datetime) -> None:
+    """Rows stored now with times before everything exported so far."""
+    repo.record_messages(
+        [
+            Message(
+                message_id="late-1", channel=Channel.EMAIL, direction=Direction.OUTBOUND,
+                contact_id="cust-00005", address="late@example.org", sent_at=early,
+                campaign_id="late-campaign",
+            ),
+            Message(  # the message of the orphan event stored before the first run
+                message_id="late-2", channel=Channel.EMAIL, direction=Direction.OUTBOUND,
+                contact_id="cust-00006", address="late2@example.org", sent_at=early,
+                campaign_id="late-campaign",
+            ),
+        ]
+    )  # fmt: skip
+    repo.record_events(
+        [
+            Event(event_id="late-e1", type=EventType.CLICKED, message_id="late-1",
+                  occurred_at=early + timedelta(minutes=5)),
+            Event(event_id="late-e2", type=EventType.CONVERTED, message_id="late-1",
+                  occurred_at=early + timedelta(minutes=9), revenue=Decimal("700"),
+                  currency="JPY"),
+        ]
+    )  # fmt: skip
+    repo.record_activities(
+        [
+            Activity(activity_id="late-a1", contact_id="cust-00005", name="purchase",
+                     occurred_at=early, revenue=Decimal("700"), currency="JPY")
+        ]
+    )  # fmt: skip
+    repo.record_costs(
+        [
+            Cost(cost_id="late-c1", campaign_id="late-campaign", amount=Decimal("100"),
+                 currency="JPY", starts_at=early - timedelta(days=1), ends_at=early)
+        ]
+    )  # fmt: skip
+
+
+def _exported_ids(out: Path) -> dict[str, list[str]]:
+    con = duckdb.connect()
+    ids = {}
+    for table, column in (
+        ("messages", "message_id"), ("events", "event_id"), ("activities", "activity_id"),
+        ("costs", "cost_id"),
+    ):  # fmt: skip
+        ids[table] = [
+            r[0]
+            for r in con.execute(
+                f"SELECT {column} FROM read_parquet('{out}/{table}/*/*.parquet') ORDER BY 1"
+            ).fetchall()
+        ]
+    return ids
+
+
+def test_rows_stored_late_with_old_times_are_exported_by_the_next_run(
+    history: CommHistory[Any], tmp_path: Path
+) -> None:
+    early = T0 - timedelta(days=900)  # before every row of the first run
+    history.record_events(  # an orphan: its message is not stored yet
+        [Event(event_id="late-orphan", type=EventType.OPENED, message_id="late-2",
+               occurred_at=early + timedelta(minutes=1))]
+    )  # fmt: skip
+    out = tmp_path / "lake"
+    first = history.export_analytics(out, format="parquet")
+    assert "late-orphan" not in _exported_ids(out)["events"]
+    _late_rows(history, early)
+    second = history.export_analytics(out, format="parquet")
+    assert second.rows == {
+        "messages": 2, "events": 3, "activities": 1, "costs": 1, "contact_attributes": 0,
+    }  # fmt: skip
+    assert history.export_analytics(out, format="parquet").total == 0
+    ids = _exported_ids(out)
+    for table, new in (
+        ("messages", {"late-1", "late-2"}), ("events", {"late-e1", "late-e2", "late-orphan"}),
+        ("activities", {"late-a1"}), ("costs", {"late-c1"}),
+    ):  # fmt: skip
+        assert new <= set(ids[table]), table
+        assert len(ids[table]) == len(set(ids[table])) == first.rows[table] + len(new)
+    # old dates get new part files of the later run
+    assert any(f.startswith("messages/date=2021-") and "part-000002" in f for f in second.files)
+    assert _duckdb_kpis(out) == _repo_kpis(history)
+
+
+def test_a_write_in_progress_is_exported_once_it_commits(
+    history: CommHistory[Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "lake"
+    history.export_analytics(out, format="parquet")
+    url = history.store.engine.url.render_as_string(hide_password=False)
+    early = T0 - timedelta(days=900)
+    with open_repository(url, history.store.keyring) as writer:
+        with writer.store.transaction():
+            _late_rows(writer, early)
+            during = history.export_analytics(out, format="parquet")
+            assert during.total == 0  # not committed: not seen, and not skipped either
+        after = history.export_analytics(out, format="parquet")
+    assert after.rows["messages"] == 2
+    assert after.rows["events"] == 2
+    assert after.rows["costs"] == 1
+    assert history.export_analytics(out, format="parquet").total == 0
+    assert _duckdb_kpis(out) == _repo_kpis(history)
+
+
+def test_a_memory_store_exports_late_rows_too(tmp_path: Path) -> None:
+    keys = Keyring.generate()
+    repo = CommHistory.in_memory()
+    messages, events = _history()
+    repo.record_messages(messages)
+    repo.record_events(events)
+    repo.declare_activities({"purchase": ["sku"]})
+    out = tmp_path / "lake"
+    first = repo.export_analytics(out, format="csv", keys=keys)
+    _late_rows(repo, T0 - timedelta(days=900))
+    second = repo.export_analytics(out, format="csv", keys=keys)
+    assert (second.rows["messages"], second.rows["events"], second.rows["activities"]) == (2, 2, 1)
+    assert repo.export_analytics(out, format="csv", keys=keys).total == 0
+    assert first.rows["messages"] == len(messages)
+
+
+def test_until_only_moves_forward_and_old_manifests_are_refused(tmp_path: Path) -> None:
+    keys = Keyring.generate()
+    repo = CommHistory.in_memory()
+    messages, events = _history()
+    repo.record_messages(messages)
+    repo.record_events(events)
+    out = tmp_path / "lake"
+    cut = sorted(m.sent_at for m in messages)[len(messages) // 2]
+    first = repo.export_analytics(out, format="csv", keys=keys, until=cut)
+    with pytest.raises(InvalidInputError) as info:
+        repo.export_analytics(out, format="csv", keys=keys, until=cut - timedelta(seconds=1))
+    assert info.value.field == "until"
+    rest = repo.export_analytics(out, format="csv", keys=keys)  # no until: up to now
+    assert first.rows["messages"] + rest.rows["messages"] == len(messages)
+    assert rest.rows["messages"] > 0
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    manifest["version"] = 1
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(InvalidInputError) as info:
+        repo.export_analytics(out, format="csv", keys=keys)
+    assert info.value.field == "out"
+    assert "new directory" in info.value.reason

@@ -47,7 +47,7 @@ def _shown_output() -> str:
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'history.db'}"
-    return str(request.getfixturevalue("pg_url"))
+    return str(request.getfixturevalue("pg_database_url"))
 
 
 def _table(printed: str, title: str) -> list[list[str]]:
@@ -85,6 +85,22 @@ def test_the_example_prints_what_the_page_shows(
     assert _table(printed, "ROI per campaign, by repo.kpis:") == expected
     assert _table(printed, "ROI per campaign, by DuckDB from the Parquet files:") == expected
 
+    # purchases per lifecycle stage at the time, as the repository tells them
+    stages: dict[str, list[int]] = {}
+    with open_repository(url, keyring) as repo:
+        for _, record, _, _ in script.PURCHASES:
+            for entry in repo.activities(f"hubspot:{record}", names=["purchase"]):
+                a = entry.activity
+                stage = str(repo.attributes(a.contact_id, at=a.occurred_at)["lifecycle_stage"])
+                got_stage = stages.setdefault(stage, [0, 0])
+                got_stage[0] += 1
+                got_stage[1] += int(a.revenue or 0)
+    shown = printed.split("purchases by lifecycle stage:\n", 1)[1].splitlines()
+    assert shown == [
+        f"  {stage:<10} {n} purchases, {yen:,} yen" for stage, (n, yen) in sorted(stages.items())
+    ]
+    assert len(shown) == 2
+
     # DuckDB's numbers, unrounded, are exactly those of repo.kpis
     con = duckdb.connect()
     for table in ("messages", "events", "costs"):
@@ -114,7 +130,7 @@ def test_the_page_includes_the_script() -> None:
     ]
     assert names == [
         "import_contacts", "send_campaigns", "record_purchases", "record_costs",
-        "print_roi", "export_and_query",
+        "print_roi", "export_and_query", "purchases_by_stage",
     ]  # fmt: skip
     assert all(callable(getattr(script, name)) for name in names)
     assert 'ROI_SQL = """' in SCRIPT.read_text(encoding="utf-8")

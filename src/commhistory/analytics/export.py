@@ -19,8 +19,9 @@ URL, IP, user agent, metadata or encrypted property is read. Rows of erased
 contacts are left out; ``erased_contacts.csv`` lists the pseudonyms of every
 erased contact, for purging copies made before the erasure.
 
-The manifest records, per appended table, the watermark (time, id) of the last
-row written; the next run writes only rows after it, as new part files. The
+The manifest records, per appended table, the stored-at sequence bound of the
+last run (:class:`~commhistory.store.analytics.Watermark`); the next run writes
+only the rows stored since, whatever their times, as new part files. The
 attribute snapshot is rewritten by every run (attribute rows change after they
 are written: a value's ``valid_to`` closes when the next one arrives).
 
@@ -68,7 +69,7 @@ MANIFEST_NAME: Final = "_commhistory_export.json"
 """The manifest file in the output directory."""
 
 ERASED_NAME: Final = "erased_contacts.csv"
-_MANIFEST_VERSION: Final = 1
+_MANIFEST_VERSION: Final = 2
 _DAY: Final = 86_400_000_000
 _TIME_COLUMNS: Final = frozenset(
     {"sent_at", "occurred_at", "starts_at", "ends_at", "recorded_at", "valid_from", "valid_to",
@@ -169,9 +170,29 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InvalidInputError(field="out", reason="the export manifest is unreadable") from exc
+    if isinstance(doc, dict) and doc.get("version") == 1:
+        raise InvalidInputError(
+            field="out",
+            reason="the directory was exported with a time watermark (manifest version 1), "
+            "which misses late rows; export into a new directory",
+        )
     if not isinstance(doc, dict) or doc.get("version") != _MANIFEST_VERSION:
         raise InvalidInputError(field="out", reason="the export manifest has an unknown version")
     return doc
+
+
+def _watermark(state: Mapping[str, Any] | None, until: int | None) -> Watermark | None:
+    """What the earlier runs read from a table; refuses an *until* before theirs."""
+    if state is None:
+        return None
+    last: int | None = state["until"]
+    if last is not None and until is not None and until < last:
+        raise InvalidInputError(
+            field="until",
+            reason=f"before the last run's until ({from_micros(last).isoformat()}): "
+            "the runs of a directory only move forward",
+        )
+    return Watermark(int(state["stored_before"]), last)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -244,12 +265,16 @@ class _Partitions:
             self._csv.writerow(self.columns)
 
     def write(self, day: int, columns: list[Sequence[Any]]) -> None:
+        """Write CSV columns of rows of *day*."""
         if day != self.day:
             self._open(day)
-        if self.fmt == "parquet":
-            self._writer.write_table(_arrow_table(self.pa, self.schema, columns))
-            return
         self._csv.writerows(_csv_rows(self.columns, columns))
+
+    def write_batch(self, day: int, batch: pa.RecordBatch) -> None:
+        """Write an Arrow batch of rows of *day* (in :attr:`schema`)."""
+        if day != self.day:
+            self._open(day)
+        self._writer.write_batch(batch)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -373,37 +398,81 @@ def _export_table(
     fmt: str,
     run: int,
     after: Watermark | None,
+    before: int,
     since: int | None,
     until: int | None,
     batch_size: int,
     pseudonym: Callable[[str], str],
-) -> tuple[int, Watermark | None, list[str]]:
+) -> tuple[int, int | None, list[str]]:
     spec = TABLES[table]
     at = spec.columns.index(spec.order)
-    ix = spec.columns.index(spec.id)
     contact = spec.columns.index(_CONTACT) if _CONTACT in spec.columns else None
     machine = spec.columns.index("machine") if "machine" in spec.columns else None
     names = [_PSEUDONYM if n == _CONTACT else n for n in spec.columns]
     parts = _Partitions(out, table, names, fmt, run)
+    to_arrow = None if fmt != "parquet" else _ArrowRows(parts.schema, contact, machine, pseudonym)
     count = 0
-    mark = after
+    latest: int | None = None
     try:
         for batch in reader.scan(
-            table, after=after, since=since, until=until, batch_size=batch_size
+            table, after=after, before=before, since=since, until=until, batch_size=batch_size
         ):
-            cols: list[Sequence[Any]] = list(zip(*batch, strict=True))
-            if contact is not None:
-                cols[contact] = [pseudonym(c) for c in cols[contact]]
-            if machine is not None:  # 0/1 on SQLite
-                cols[machine] = [bool(v) for v in cols[machine]]
-            for day, start, stop in _split_days(batch, at):
-                parts.write(day, [c[start:stop] for c in cols])
+            if to_arrow is not None:
+                arrow = to_arrow(batch)
+                for day, start, stop in _split_days(batch, at):
+                    parts.write_batch(day, arrow.slice(start, stop - start))
+            else:
+                cols: list[Sequence[Any]] = list(zip(*batch, strict=True))
+                if contact is not None:
+                    cols[contact] = [pseudonym(c) for c in cols[contact]]
+                for day, start, stop in _split_days(batch, at):
+                    parts.write(day, [c[start:stop] for c in cols])
             count += len(batch)
-            last = batch[-1]
-            mark = (int(last[at]), str(last[ix]))
+            latest = int(batch[-1][at])
     finally:
         parts.close()
-    return count, mark, parts.files
+    return count, latest, parts.files
+
+
+class _ArrowRows:
+    """Turns a batch of row tuples into an Arrow batch of *schema*, in Arrow's C++.
+
+    The rows go in as one struct array (no per-column Python lists); the 0/1
+    ``machine`` column becomes a bool, and each distinct contact id is
+    pseudonymized once per batch.
+    """
+
+    def __init__(
+        self,
+        schema: pa.Schema,
+        contact: int | None,
+        machine: int | None,
+        pseudonym: Callable[[str], str],
+    ) -> None:
+        self.pa, _ = _pyarrow()
+        import pyarrow.compute as pc  # noqa: PLC0415 - optional dependency
+
+        self.pc = pc
+        self.schema = schema
+        fields = list(schema)
+        if machine is not None:
+            fields[machine] = self.pa.field(fields[machine].name, self.pa.int8())
+        self.row_type = self.pa.struct(fields)
+        self.contact = contact
+        self.machine = machine
+        self.pseudonym = pseudonym
+
+    def __call__(self, rows: list[tuple[Any, ...]]) -> pa.RecordBatch:
+        pa, pc = self.pa, self.pc
+        columns = pa.RecordBatch.from_struct_array(pa.array(rows, type=self.row_type)).columns
+        if self.machine is not None:
+            columns[self.machine] = pc.not_equal(columns[self.machine], 0)
+        if self.contact is not None:
+            ids = columns[self.contact]
+            distinct = pc.unique(ids)
+            names = pa.array([self.pseudonym(c) for c in distinct.to_pylist()], pa.string())
+            columns[self.contact] = names.take(pc.index_in(ids, value_set=distinct))
+        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
 
 
 def export_analytics(
@@ -426,10 +495,9 @@ def export_analytics(
             an earlier run makes this run incremental.
         format: ``"parquet"`` (needs ``pyarrow``: the ``analytics`` extra) or ``"csv"``.
         since: Only rows whose time is at or after this aware datetime.
-        until: Only rows whose time is before this aware datetime. Later runs
-            continue from the watermark, so rows before *until* that are stored
-            after this run are never exported incrementally; pass an *until*
-            some time in the past to let late events arrive first.
+        until: Only rows whose time is before this aware datetime; the rows
+            left out are written by a later run with a later *until* (or none).
+            It cannot be earlier than the last run's.
         batch_size: Rows read and written per batch.
 
     Returns:
@@ -437,9 +505,10 @@ def export_analytics(
 
     Raises:
         InvalidInputError: Unknown format (``field="format"``), pyarrow missing
-            for parquet (``field="format"``), a naive ``since``/``until``, or a
-            manifest in *out* written in another format or under another
-            pseudonym key (``field="out"``).
+            for parquet (``field="format"``), a naive ``since``/``until``, an
+            *until* before the last run's (``field="until"``), or a manifest in
+            *out* written in another format, under another pseudonym key or
+            with the time watermark of manifest version 1 (``field="out"``).
         StorageError: The database failed.
     """
     if format not in FORMATS:
@@ -479,17 +548,18 @@ def export_analytics(
     rows: dict[str, int] = {}
     files: list[str] = []
     tables: dict[str, Any] = manifest["tables"]
+    watermarks = {table: _watermark(tables.get(table), bounds[1]) for table in TABLES}
+    before = reader.stored_seq_bound()  # after the checks: nothing read, nothing written yet
     for table in TABLES:
-        state = tables.get(table) or {"watermark": None, "rows": 0}
-        wm = state["watermark"]
-        after = None if wm is None else (int(wm[0]), str(wm[1]))
-        count, mark, written = _export_table(
+        state = tables.get(table) or {"rows": 0, "latest": None}
+        count, latest, written = _export_table(
             reader,
             table,
             out=root,
             fmt=format,
             run=run,
-            after=after,
+            after=watermarks[table],
+            before=before,
             since=bounds[0],
             until=bounds[1],
             batch_size=batch_size,
@@ -497,9 +567,13 @@ def export_analytics(
         )
         rows[table] = count
         files += written
+        if latest is None or (state["latest"] is not None and state["latest"] > latest):
+            latest = state["latest"]
         tables[table] = {
-            "watermark": None if mark is None else [mark[0], mark[1]],
-            "watermark_time": None if mark is None else from_micros(mark[0]).isoformat(),
+            "stored_before": before,
+            "until": bounds[1],
+            "latest": latest,
+            "latest_time": None if latest is None else from_micros(latest).isoformat(),
             "rows": int(state["rows"]) + count,
         }
     for table in SNAPSHOTS:
