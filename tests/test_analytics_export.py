@@ -739,6 +739,9 @@ def test_until_only_moves_forward_and_old_manifests_are_refused(tmp_path: Path) 
     rest = repo.export_analytics(out, format="csv", keys=keys)  # no until: up to now
     assert first.rows["messages"] + rest.rows["messages"] == len(messages)
     assert rest.rows["messages"] > 0
+    with pytest.raises(InvalidInputError) as info:  # the last run read every time
+        repo.export_analytics(out, format="csv", keys=keys, until=cut + timedelta(days=999))
+    assert info.value.field == "until"
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     manifest["version"] = 1
     (out / MANIFEST_NAME).write_text(json.dumps(manifest))

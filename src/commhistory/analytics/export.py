@@ -185,12 +185,13 @@ def _watermark(state: Mapping[str, Any] | None, until: int | None) -> Watermark 
     """What the earlier runs read from a table; refuses an *until* before theirs."""
     if state is None:
         return None
-    last: int | None = state["until"]
-    if last is not None and until is not None and until < last:
+    last: int | None = state["until"]  # None: the last run read every time
+    if until is not None and (last is None or until < last):
+        shown = "none" if last is None else from_micros(last).isoformat()
         raise InvalidInputError(
             field="until",
-            reason=f"before the last run's until ({from_micros(last).isoformat()}): "
-            "the runs of a directory only move forward",
+            reason=f"before the last run's until ({shown}): the runs of a directory "
+            "only move forward",
         )
     return Watermark(int(state["stored_before"]), last)
 
@@ -494,10 +495,11 @@ def export_analytics(
         out: The output directory (created when missing). A manifest in it from
             an earlier run makes this run incremental.
         format: ``"parquet"`` (needs ``pyarrow``: the ``analytics`` extra) or ``"csv"``.
-        since: Only rows whose time is at or after this aware datetime.
+        since: Only rows whose time is at or after this aware datetime (the
+            rows it leaves out are not written by later runs either).
         until: Only rows whose time is before this aware datetime; the rows
             left out are written by a later run with a later *until* (or none).
-            It cannot be earlier than the last run's.
+            It cannot be earlier than the last run's, nor follow a run without.
         batch_size: Rows read and written per batch.
 
     Returns:

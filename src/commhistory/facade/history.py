@@ -839,8 +839,9 @@ class CommHistory(ClosesOnExit, Generic[S]):
         Writes messages, events, activities, campaign costs and the values of
         plain contact attributes (no personal field; contact ids as keyed
         pseudonyms; erased contacts left out) under
-        *out* as a date-partitioned Parquet or CSV dataset, after the watermark
-        of the last export there (:func:`commhistory.analytics.export_analytics`).
+        *out* as a date-partitioned Parquet or CSV dataset: the rows stored
+        since the last export there, whatever their times
+        (:func:`commhistory.analytics.export_analytics`).
 
         Args:
             out: The output directory.

@@ -56,7 +56,7 @@ class AnalyticsTable(NamedTuple):
     """What a scan of one analytics table returns.
 
     Fields: ``columns``, the names of the values of each row, in order; ``order``,
-    the time column (microseconds) the watermark and the date partitions use;
+    the time column (microseconds) rows are sorted and date-partitioned by;
     ``id``, the id column that breaks ties.
     """
 
