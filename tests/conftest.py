@@ -56,6 +56,34 @@ def pg_url(postgres_url: str) -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture
+def pg_database_url(postgres_url: str) -> Iterator[str]:
+    """A URL of a fresh, empty PostgreSQL database of its own, dropped afterwards.
+
+    For tests that must not see other sessions' transactions in the shared test
+    database (the analytics export waits for every transaction still running in
+    its database before it reads rows past them).
+    """
+    import sqlalchemy as sa
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = sa.create_engine(postgres_url, poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.fail(f"PostgreSQL at {POSTGRES_ENV} is unreachable: {type(exc).__name__}")
+    base, _, query = postgres_url.partition("?")
+    url = base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.dispose()
+
+
 # ``--hypothesis-profile=fuzz`` (``nox -s fuzz``): a large budget for the input fuzz tests
 # (tests/test_fuzz_inputs.py); COMMHISTORY_FUZZ_EXAMPLES sets how many examples each runs.
 settings.register_profile(

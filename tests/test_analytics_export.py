@@ -15,7 +15,7 @@ import builtins
 import csv
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -90,7 +90,7 @@ def history(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHist
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'analytics.db'}"
     else:
-        url = request.getfixturevalue("pg_url")
+        url = request.getfixturevalue("pg_database_url")
     with open_repository(url, Keyring.generate()) as repo:
         messages, events = _history()
         repo.record_messages(messages)
@@ -271,7 +271,9 @@ def test_incremental_export_writes_only_new_rows(
         [Event(event_id="new-e1", type=EventType.DELIVERED, message_id="new-1", occurred_at=late)]
     )
     third = history.export_analytics(out, format="parquet")
-    assert third.rows == {"messages": 1, "events": 1, "activities": 0, "costs": 0}
+    assert third.rows == {
+        "messages": 1, "events": 1, "activities": 0, "costs": 0, "contact_attributes": 0,
+    }  # fmt: skip
     assert all("part-000003" in f for f in third.files)
     con = duckdb.connect()
     ids = con.execute(
@@ -284,10 +286,9 @@ def test_incremental_export_writes_only_new_rows(
     assert row is not None
     assert row[0] == first.rows["messages"] + 1
     manifest = json.loads((out / MANIFEST_NAME).read_text())
-    assert manifest["tables"]["messages"]["watermark"] == [
-        int(late.timestamp() * 1_000_000),
-        "new-1",
-    ]
+    assert manifest["version"] == 2
+    assert manifest["tables"]["messages"]["latest"] == int(late.timestamp() * 1_000_000)
+    assert manifest["tables"]["messages"]["stored_before"] > 0
     assert _duckdb_kpis(out) == _repo_kpis(history)
 
 
@@ -420,10 +421,11 @@ def test_memory_and_sql_export_the_same_rows(tmp_path: Path) -> None:
             messages, events = _history()
             repo.record_messages(messages)
             repo.record_events(events)
+            _set_attributes(repo)
             repo.erase_subject("cust-00004")
         sql.export_analytics(tmp_path / "sql", format="csv", keys=pseudonym)
     memory.export_analytics(tmp_path / "memory", format="csv", keys=pseudonym)
-    for table in ("messages", "events"):
+    for table in ("messages", "events", "contact_attributes"):
         files = sorted((tmp_path / "sql" / table).rglob("*.csv"))
         assert files
         assert [f.relative_to(tmp_path / "sql") for f in files] == [
@@ -438,3 +440,312 @@ def test_memory_and_sql_export_the_same_rows(tmp_path: Path) -> None:
     assert (tmp_path / "sql" / "erased_contacts.csv").read_text() == (
         tmp_path / "memory" / "erased_contacts.csv"
     ).read_text()
+
+
+ATTRIBUTES = {
+    "attributes": [
+        {"name": "tier", "type": "enum", "values": ["gold", "silver"]},
+        {"name": "visits", "type": "int"},
+        {"name": "spend", "type": "decimal"},
+        {"name": "member", "type": "bool"},
+        {"name": "signup", "type": "date"},
+        {"name": "last_seen", "type": "datetime"},
+        {"name": "tags", "type": "list"},
+        {"name": "nickname", "type": "str", "personal": True},
+        {"name": "birthday", "type": "date", "personal": True},
+    ]
+}
+PERSONAL_NICKNAME = "Hanako-chan of Setagaya"
+
+
+def _set_attributes(repo: CommHistory[Any]) -> None:
+    from commhistory.contacts import AttributeSchema
+
+    repo.declare_attributes(AttributeSchema.from_json(ATTRIBUTES))
+    sent = sorted(m.sent_at for m in _history()[0])
+    start, middle = sent[0] - timedelta(days=1), sent[len(sent) // 2]
+    for i in range(1, 13):
+        cid = f"cust-{i:05d}"
+        repo.set_attributes(
+            cid,
+            {
+                "tier": "silver", "visits": i, "spend": f"{i}.25", "member": i % 2 == 0,
+                "signup": "2024-03-14", "last_seen": "2024-04-30T10:00:00+00:00",
+                "tags": ["tea", "sale"], "nickname": PERSONAL_NICKNAME,
+                "birthday": "1987-06-05",
+            },
+            at=start,
+        )  # fmt: skip
+        if i % 3 == 0:  # promoted in the middle of the campaigns
+            repo.set_attributes(cid, {"tier": "gold"}, at=middle)
+
+
+def test_plain_attributes_are_exported_typed_with_their_history(
+    history: CommHistory[Any], tmp_path: Path
+) -> None:
+    _set_attributes(history)
+    out = tmp_path / "lake"
+    report = history.export_analytics(out, format="parquet")
+    assert "contact_attributes/snapshot.parquet" in report.files
+    pseudonym = Pseudonymizer.from_keyring(history._store.keyring)
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW attrs AS SELECT * FROM '{out}/contact_attributes/*.parquet'")
+    assert {n for (n,) in con.execute("SELECT DISTINCT name FROM attrs").fetchall()} == {
+        "tier", "visits", "spend", "member", "signup", "last_seen", "tags",
+    }  # fmt: skip
+    assert report.rows["contact_attributes"] == 12 * 7 + 4
+    types = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE attrs)").fetchall())
+    assert types["value_int"] == "BIGINT"
+    assert types["value_bool"] == "BOOLEAN"
+    assert types["value_date"] == "DATE"
+    assert types["value_ts"].startswith("TIMESTAMP WITH TIME ZONE")
+    assert types["valid_to"].startswith("TIMESTAMP WITH TIME ZONE")
+    c3 = pseudonym("cust-00003")
+    row = con.execute(
+        "SELECT value_int, value_micros, value_text, value_bool, value_date, "
+        "epoch_us(value_ts), type FROM attrs WHERE contact = ? AND name IN "
+        "('visits', 'spend', 'member', 'signup', 'last_seen', 'tags') ORDER BY name",
+        [c3],
+    ).fetchall()
+    seen = int(datetime(2024, 4, 30, 10, tzinfo=UTC).timestamp() * 1_000_000)
+    assert row == [
+        (None, None, None, None, None, seen, "datetime"),
+        (None, None, None, False, None, None, "bool"),
+        (None, None, None, None, date(2024, 3, 14), None, "date"),
+        (None, 3_250_000, "3.25", None, None, None, "decimal"),
+        (None, None, '["tea","sale"]', None, None, None, "list"),
+        (3, None, None, None, None, None, "int"),
+    ]  # fmt: skip
+    # the tier in force when each message was sent, joined as of sent_at, is the repo's
+    sql = f"""
+        SELECT m.message_id, a.value_text
+        FROM read_parquet('{out}/messages/*/*.parquet') m
+        JOIN attrs a ON a.contact = m.contact AND a.name = 'tier'
+            AND a.valid_from <= m.sent_at AND (a.valid_to IS NULL OR a.valid_to > m.sent_at)
+    """
+    got = dict(con.execute(sql).fetchall())
+    messages, _ = _history()
+    expected = {
+        m.message_id: tier
+        for m in messages
+        if (tier := history.attributes(m.contact_id, at=m.sent_at).get("tier")) is not None
+    }
+    assert "gold" in expected.values()
+    assert "silver" in expected.values()
+    assert got == expected
+
+
+def test_a_personal_attribute_never_reaches_the_files(
+    history: CommHistory[Any], tmp_path: Path
+) -> None:
+    _set_attributes(history)
+    for fmt in ("csv", "parquet"):
+        out = tmp_path / fmt
+        history.export_analytics(out, format=fmt)
+        blobs = [p.read_bytes() for p in out.rglob("*") if p.is_file()]
+        assert any(b"silver" in b for b in blobs) or fmt == "parquet"
+        con = duckdb.connect()
+        reader = "read_parquet" if fmt == "parquet" else "read_csv"
+        files = f"{out}/contact_attributes/*.{fmt}"
+        rows = con.execute(f"SELECT * FROM {reader}('{files}')").fetchall()
+        assert len(rows) == 12 * 7 + 4
+        blobs.append(repr(rows).encode())
+        personal = (PERSONAL_NICKNAME, "Hanako", "nickname", "birthday", "1987-06-05")
+        for value in (*personal, "date(1987", "cust-0000"):
+            assert not any(value.encode() in blob for blob in blobs), (fmt, value)
+
+
+def test_the_attribute_snapshot_is_rewritten_each_run(
+    history: CommHistory[Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "lake"
+    first = history.export_analytics(out, format="csv")
+    assert first.rows["contact_attributes"] == 0
+    assert not (out / "contact_attributes").exists()
+    _set_attributes(history)
+    second = history.export_analytics(out, format="csv")
+    assert second.rows["contact_attributes"] == 12 * 7 + 4
+    assert second.rows["messages"] == 0
+    history.erase_subject("cust-00003")
+    third = history.export_analytics(out, format="csv")
+    assert third.rows["contact_attributes"] == 11 * 7 + 3
+    assert third.files == ("contact_attributes/snapshot.csv",)
+    with (out / "contact_attributes" / "snapshot.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 11 * 7 + 3
+    gone = Pseudonymizer.from_keyring(history._store.keyring)("cust-00003")
+    assert all(r["contact"] != gone for r in rows)
+    assert [p.name for p in (out / "contact_attributes").iterdir()] == ["snapshot.csv"]
+    closed = [r for r in rows if r["name"] == "tier" and r["valid_to"]]
+    assert len(closed) == 3
+    assert all(r["value_text"] == "silver" for r in closed)
+
+
+def test_the_documented_as_of_join_gives_repo_attributes(
+    history: CommHistory[Any], tmp_path: Path
+) -> None:
+    _set_attributes(history)
+    page = (Path(__file__).resolve().parent.parent / "docs" / "analytics.md").read_text()
+    (sql,) = [
+        block.split("```", 1)[0]
+        for block in page.split("```sql\n")[1:]
+        if "contact_attributes/snapshot.parquet" in block.split("```", 1)[0]
+    ]
+    out = tmp_path / "lake"
+    history.export_analytics(out)
+    rows = duckdb.connect().execute(sql.replace("/data/commhistory", str(out))).fetchall()
+    expected: dict[tuple[str, str | None], int] = {}
+    for m in _history()[0]:
+        tier = history.attributes(m.contact_id, at=m.sent_at).get("tier")
+        if tier is not None:
+            key = (str(tier), m.campaign_id)
+            expected[key] = expected.get(key, 0) + 1
+    assert {(t, c): n for t, c, n in rows} == expected
+    assert {t for t, _ in expected} == {"gold", "silver"}
+
+
+def _late_rows(repo: CommHistory[Any], early: datetime) -> None:
+    """Rows stored now with times before everything exported so far."""
+    repo.record_messages(
+        [
+            Message(
+                message_id="late-1", channel=Channel.EMAIL, direction=Direction.OUTBOUND,
+                contact_id="cust-00005", address="late@example.org", sent_at=early,
+                campaign_id="late-campaign",
+            ),
+            Message(  # the message of the orphan event stored before the first run
+                message_id="late-2", channel=Channel.EMAIL, direction=Direction.OUTBOUND,
+                contact_id="cust-00006", address="late2@example.org", sent_at=early,
+                campaign_id="late-campaign",
+            ),
+        ]
+    )  # fmt: skip
+    repo.record_events(
+        [
+            Event(event_id="late-e1", type=EventType.CLICKED, message_id="late-1",
+                  occurred_at=early + timedelta(minutes=5)),
+            Event(event_id="late-e2", type=EventType.CONVERTED, message_id="late-1",
+                  occurred_at=early + timedelta(minutes=9), revenue=Decimal("700"),
+                  currency="JPY"),
+        ]
+    )  # fmt: skip
+    repo.record_activities(
+        [
+            Activity(activity_id="late-a1", contact_id="cust-00005", name="purchase",
+                     occurred_at=early, revenue=Decimal("700"), currency="JPY")
+        ]
+    )  # fmt: skip
+    repo.record_costs(
+        [
+            Cost(cost_id="late-c1", campaign_id="late-campaign", amount=Decimal("100"),
+                 currency="JPY", starts_at=early - timedelta(days=1), ends_at=early)
+        ]
+    )  # fmt: skip
+
+
+def _exported_ids(out: Path) -> dict[str, list[str]]:
+    con = duckdb.connect()
+    ids = {}
+    for table, column in (
+        ("messages", "message_id"), ("events", "event_id"), ("activities", "activity_id"),
+        ("costs", "cost_id"),
+    ):  # fmt: skip
+        ids[table] = [
+            r[0]
+            for r in con.execute(
+                f"SELECT {column} FROM read_parquet('{out}/{table}/*/*.parquet') ORDER BY 1"
+            ).fetchall()
+        ]
+    return ids
+
+
+def test_rows_stored_late_with_old_times_are_exported_by_the_next_run(
+    history: CommHistory[Any], tmp_path: Path
+) -> None:
+    early = T0 - timedelta(days=900)  # before every row of the first run
+    history.record_events(  # an orphan: its message is not stored yet
+        [Event(event_id="late-orphan", type=EventType.OPENED, message_id="late-2",
+               occurred_at=early + timedelta(minutes=1))]
+    )  # fmt: skip
+    out = tmp_path / "lake"
+    first = history.export_analytics(out, format="parquet")
+    assert "late-orphan" not in _exported_ids(out)["events"]
+    _late_rows(history, early)
+    second = history.export_analytics(out, format="parquet")
+    assert second.rows == {
+        "messages": 2, "events": 3, "activities": 1, "costs": 1, "contact_attributes": 0,
+    }  # fmt: skip
+    assert history.export_analytics(out, format="parquet").total == 0
+    ids = _exported_ids(out)
+    for table, new in (
+        ("messages", {"late-1", "late-2"}), ("events", {"late-e1", "late-e2", "late-orphan"}),
+        ("activities", {"late-a1"}), ("costs", {"late-c1"}),
+    ):  # fmt: skip
+        assert new <= set(ids[table]), table
+        assert len(ids[table]) == len(set(ids[table])) == first.rows[table] + len(new)
+    # old dates get new part files of the later run
+    assert any(f.startswith("messages/date=2021-") and "part-000002" in f for f in second.files)
+    assert _duckdb_kpis(out) == _repo_kpis(history)
+
+
+def test_a_write_in_progress_is_exported_once_it_commits(
+    history: CommHistory[Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "lake"
+    history.export_analytics(out, format="parquet")
+    url = history.store.engine.url.render_as_string(hide_password=False)
+    early = T0 - timedelta(days=900)
+    with open_repository(url, history.store.keyring) as writer:
+        with writer.store.transaction():
+            _late_rows(writer, early)
+            during = history.export_analytics(out, format="parquet")
+            assert during.total == 0  # not committed: not seen, and not skipped either
+        after = history.export_analytics(out, format="parquet")
+    assert after.rows["messages"] == 2
+    assert after.rows["events"] == 2
+    assert after.rows["costs"] == 1
+    assert history.export_analytics(out, format="parquet").total == 0
+    assert _duckdb_kpis(out) == _repo_kpis(history)
+
+
+def test_a_memory_store_exports_late_rows_too(tmp_path: Path) -> None:
+    keys = Keyring.generate()
+    repo = CommHistory.in_memory()
+    messages, events = _history()
+    repo.record_messages(messages)
+    repo.record_events(events)
+    repo.declare_activities({"purchase": ["sku"]})
+    out = tmp_path / "lake"
+    first = repo.export_analytics(out, format="csv", keys=keys)
+    _late_rows(repo, T0 - timedelta(days=900))
+    second = repo.export_analytics(out, format="csv", keys=keys)
+    assert (second.rows["messages"], second.rows["events"], second.rows["activities"]) == (2, 2, 1)
+    assert repo.export_analytics(out, format="csv", keys=keys).total == 0
+    assert first.rows["messages"] == len(messages)
+
+
+def test_until_only_moves_forward_and_old_manifests_are_refused(tmp_path: Path) -> None:
+    keys = Keyring.generate()
+    repo = CommHistory.in_memory()
+    messages, events = _history()
+    repo.record_messages(messages)
+    repo.record_events(events)
+    out = tmp_path / "lake"
+    cut = sorted(m.sent_at for m in messages)[len(messages) // 2]
+    first = repo.export_analytics(out, format="csv", keys=keys, until=cut)
+    with pytest.raises(InvalidInputError) as info:
+        repo.export_analytics(out, format="csv", keys=keys, until=cut - timedelta(seconds=1))
+    assert info.value.field == "until"
+    rest = repo.export_analytics(out, format="csv", keys=keys)  # no until: up to now
+    assert first.rows["messages"] + rest.rows["messages"] == len(messages)
+    assert rest.rows["messages"] > 0
+    with pytest.raises(InvalidInputError) as info:  # the last run read every time
+        repo.export_analytics(out, format="csv", keys=keys, until=cut + timedelta(days=999))
+    assert info.value.field == "until"
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    manifest["version"] = 1
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(InvalidInputError) as info:
+        repo.export_analytics(out, format="csv", keys=keys)
+    assert info.value.field == "out"
+    assert "new directory" in info.value.reason

@@ -39,6 +39,7 @@ TABLES = {
     "events",
     "key_metadata",
     "messages",
+    "stored_seq",
     "suppressions",
 }
 
@@ -350,5 +351,62 @@ def test_0006_adds_contact_attributes_and_downgrades_without_losing_rows(url: st
         assert {"contact_attributes", "attribute_definitions"}.isdisjoint(_tables(engine))
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT contact_id FROM contacts").all() == [("c1",)]
+    finally:
+        engine.dispose()
+
+
+def test_0014_adds_stored_seq_backfills_zero_and_new_rows_get_more(url: str) -> None:
+    messages, events = _history()
+    keyring = Keyring.generate()
+    with open_repository(url, keyring) as repo:
+        repo.record_messages(messages[:6])
+        repo.record_events(events[:20])
+    engine = create_engine(url)
+    tables = ("messages", "events", "activities", "campaign_costs")
+    try:
+        with engine.connect() as conn:
+            orphans = {
+                r[0]
+                for r in conn.exec_driver_sql(
+                    "SELECT event_id FROM events WHERE contact_id IS NULL"
+                )
+            }
+            command.downgrade(_config(conn), "0011")
+            conn.commit()
+        assert orphans
+        assert "stored_seq" not in {c[0] for c in _messages_shape(engine)["columns"]}
+        assert "stored_seq" not in _tables(engine)
+
+        assert upgrade(engine, "0014") == "0014"
+
+        with engine.connect() as conn:
+            for table in tables:
+                stamps = conn.exec_driver_sql(f"SELECT DISTINCT stored_seq FROM {table}").all()
+                assert stamps in ([], [(0,)]), table
+            assert conn.exec_driver_sql("SELECT id, value FROM stored_seq").all() == [(1, 0)]
+            diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+        if current_revision(engine) == head_revision():
+            assert diffs == []
+        with open_repository(url, keyring) as repo:
+            bound = repo.store.analytics_reader.stored_seq_bound()
+            assert bound > 0
+            repo.record_messages(messages[6:])
+            repo.record_events(events[20:])
+        with engine.connect() as conn:
+            old = conn.exec_driver_sql(
+                "SELECT count(*) FROM messages WHERE stored_seq = 0"
+            ).scalar_one()
+            new = conn.exec_driver_sql(
+                "SELECT min(stored_seq), count(*) FROM messages WHERE stored_seq <> 0"
+            ).one()
+            linked = conn.exec_driver_sql(
+                "SELECT event_id FROM events WHERE stored_seq = 0 ORDER BY event_id"
+            ).all()
+        # events linked to their message before keep 0; the orphans among them were
+        # linked by the later messages, so they are exportable now: stamped again
+        assert {r[0] for r in linked} == {e.event_id for e in events[:20]} - orphans
+        assert old == 6
+        assert new[1] == len(messages) - 6
+        assert new[0] >= bound
     finally:
         engine.dispose()

@@ -3,11 +3,13 @@
 :func:`export_analytics` reads the plain columns of messages, events, activities
 and campaign costs through the repository's
 :class:`~commhistory.store.analytics.AnalyticsReader` (a batch at a time) and
-writes them under a directory as hive-style partitions::
+writes them under a directory as hive-style partitions; the values of the
+contact attributes declared plain are written whole, as a snapshot::
 
     OUT/messages/date=2024-05-01/part-000001.parquet
     OUT/events/date=2024-05-01/part-000001.parquet
     OUT/activities/...   OUT/costs/...
+    OUT/contact_attributes/snapshot.parquet
     OUT/erased_contacts.csv
     OUT/_commhistory_export.json
 
@@ -17,8 +19,11 @@ URL, IP, user agent, metadata or encrypted property is read. Rows of erased
 contacts are left out; ``erased_contacts.csv`` lists the pseudonyms of every
 erased contact, for purging copies made before the erasure.
 
-The manifest records, per table, the watermark (time, id) of the last row
-written; the next run writes only rows after it, as new part files.
+The manifest records, per appended table, the stored-at sequence bound of the
+last run (:class:`~commhistory.store.analytics.Watermark`); the next run writes
+only the rows stored since, whatever their times, as new part files. The
+attribute snapshot is rewritten by every run (attribute rows change after they
+are written: a value's ``valid_to`` closes when the next one arrives).
 
 .. versionadded:: 0.4.0
 """
@@ -40,7 +45,7 @@ import attrs
 from commhistory.crypto import KeyProvider, derive_subkey
 from commhistory.errors import InvalidInputError
 from commhistory.normalize.time import from_micros, to_micros
-from commhistory.store.analytics import TABLES, AnalyticsReader, Watermark
+from commhistory.store.analytics import SNAPSHOTS, TABLES, AnalyticsReader, Watermark
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -64,10 +69,15 @@ MANIFEST_NAME: Final = "_commhistory_export.json"
 """The manifest file in the output directory."""
 
 ERASED_NAME: Final = "erased_contacts.csv"
-_MANIFEST_VERSION: Final = 1
+_MANIFEST_VERSION: Final = 2
 _DAY: Final = 86_400_000_000
-_TIME_COLUMNS: Final = frozenset({"sent_at", "occurred_at", "starts_at", "ends_at", "recorded_at"})
-_INT_COLUMNS: Final = frozenset({"revenue_micros", "amount_micros"})
+_TIME_COLUMNS: Final = frozenset(
+    {"sent_at", "occurred_at", "starts_at", "ends_at", "recorded_at", "valid_from", "valid_to",
+     "value_ts"}
+)  # fmt: skip
+_INT_COLUMNS: Final = frozenset({"revenue_micros", "amount_micros", "value_int", "value_micros"})
+_BOOL_COLUMNS: Final = frozenset({"machine", "value_bool"})
+_DATE_COLUMNS: Final = frozenset({"value_date"})
 _CONTACT: Final = "contact_id"
 _PSEUDONYM: Final = "contact"
 
@@ -130,8 +140,9 @@ class AnalyticsExport:
     """What one :func:`export_analytics` run wrote.
 
     Attributes:
-        rows: The rows written, per table.
-        files: The part files written, relative to the output directory.
+        rows: The rows written, per table (for ``contact_attributes``, the rows of
+            the snapshot written).
+        files: The files written, relative to the output directory.
         erased: How many pseudonyms ``erased_contacts.csv`` lists.
         run: The run number (1 for the first export into the directory).
 
@@ -159,9 +170,30 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InvalidInputError(field="out", reason="the export manifest is unreadable") from exc
+    if isinstance(doc, dict) and doc.get("version") == 1:
+        raise InvalidInputError(
+            field="out",
+            reason="the directory was exported with a time watermark (manifest version 1), "
+            "which misses late rows; export into a new directory",
+        )
     if not isinstance(doc, dict) or doc.get("version") != _MANIFEST_VERSION:
         raise InvalidInputError(field="out", reason="the export manifest has an unknown version")
     return doc
+
+
+def _watermark(state: Mapping[str, Any] | None, until: int | None) -> Watermark | None:
+    """What the earlier runs read from a table; refuses an *until* before theirs."""
+    if state is None:
+        return None
+    last: int | None = state["until"]  # None: the last run read every time
+    if until is not None and (last is None or until < last):
+        shown = "none" if last is None else from_micros(last).isoformat()
+        raise InvalidInputError(
+            field="until",
+            reason=f"before the last run's until ({shown}): the runs of a directory "
+            "only move forward",
+        )
+    return Watermark(int(state["stored_before"]), last)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -192,8 +224,10 @@ def _arrow_schema(pa: Any, columns: Sequence[str]) -> pa.Schema:
             fields.append(pa.field(name, pa.timestamp("us", tz="UTC")))
         elif name in _INT_COLUMNS:
             fields.append(pa.field(name, pa.int64()))
-        elif name == "machine":
+        elif name in _BOOL_COLUMNS:
             fields.append(pa.field(name, pa.bool_()))
+        elif name in _DATE_COLUMNS:
+            fields.append(pa.field(name, pa.date32()))
         else:
             fields.append(pa.field(name, pa.string()))
     return pa.schema(fields)
@@ -232,24 +266,16 @@ class _Partitions:
             self._csv.writerow(self.columns)
 
     def write(self, day: int, columns: list[Sequence[Any]]) -> None:
+        """Write CSV columns of rows of *day*."""
         if day != self.day:
             self._open(day)
-        if self.fmt == "parquet":
-            arrays = [
-                self.pa.array(col, type=field.type)
-                for col, field in zip(columns, self.schema, strict=True)
-            ]
-            self._writer.write_table(self.pa.Table.from_arrays(arrays, schema=self.schema))
-            return
-        out: list[Sequence[Any]] = []
-        for name, col in zip(self.columns, columns, strict=True):
-            if name in _TIME_COLUMNS:
-                out.append([from_micros(v).isoformat() for v in col])
-            elif name == "machine":
-                out.append(["true" if v else "false" for v in col])
-            else:
-                out.append(col)
-        self._csv.writerows(zip(*out, strict=True))
+        self._csv.writerows(_csv_rows(self.columns, columns))
+
+    def write_batch(self, day: int, batch: pa.RecordBatch) -> None:
+        """Write an Arrow batch of rows of *day* (in :attr:`schema`)."""
+        if day != self.day:
+            self._open(day)
+        self._writer.write_batch(batch)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -258,6 +284,90 @@ class _Partitions:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+
+def _arrow_table(pa: Any, schema: pa.Schema, columns: list[Sequence[Any]]) -> pa.Table:
+    arrays = []
+    for col, field in zip(columns, schema, strict=True):
+        if field.name in _DATE_COLUMNS:  # ISO text
+            arrays.append(pa.array(col, type=pa.string()).cast(field.type))
+        else:
+            arrays.append(pa.array(col, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _csv_rows(names: Sequence[str], columns: list[Sequence[Any]]) -> Iterator[tuple[Any, ...]]:
+    out: list[Sequence[Any]] = []
+    for name, col in zip(names, columns, strict=True):
+        if name in _TIME_COLUMNS:
+            out.append([None if v is None else from_micros(v).isoformat() for v in col])
+        elif name in _BOOL_COLUMNS:
+            out.append([None if v is None else "true" if v else "false" for v in col])
+        else:
+            out.append(col)
+    return zip(*out, strict=True)
+
+
+def _export_snapshot(
+    reader: AnalyticsReader,
+    table: str,
+    *,
+    out: Path,
+    fmt: str,
+    batch_size: int,
+    pseudonym: Callable[[str], str],
+) -> tuple[int, list[str]]:
+    """Rewrite ``OUT/<table>/snapshot.<fmt>`` whole (atomically); skip it while empty."""
+    spec = SNAPSHOTS[table]
+    names = [_PSEUDONYM if n == _CONTACT else n for n in spec.columns]
+    contact = spec.columns.index(_CONTACT)
+    bools = [i for i, n in enumerate(spec.columns) if n in _BOOL_COLUMNS]
+    folder = out / table
+    path = folder / f"snapshot.{fmt}"
+    tmp = folder / f"snapshot.{fmt}.tmp"
+    count = 0
+    writer: Any = None
+    handle: IO[str] | None = None
+    pa: Any = None
+    schema: Any = None
+    try:
+        for batch in reader.snapshot(table, batch_size=batch_size):
+            cols: list[Sequence[Any]] = list(zip(*batch, strict=True))
+            cols[contact] = [pseudonym(c) for c in cols[contact]]
+            for i in bools:  # 0/1 on SQLite
+                cols[i] = [None if v is None else bool(v) for v in cols[i]]
+            if count == 0:
+                folder.mkdir(parents=True, exist_ok=True)
+                if fmt == "parquet":
+                    pa, pq = _pyarrow()
+                    schema = _arrow_schema(pa, names)
+                    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+                else:
+                    handle = tmp.open("w", encoding="utf-8", newline="")
+                    csv.writer(handle).writerow(names)
+            if writer is not None:
+                writer.write_table(_arrow_table(pa, schema, cols))
+            elif handle is not None:
+                csv.writer(handle).writerows(_csv_rows(names, cols))
+            count += len(batch)
+    finally:
+        if writer is not None:
+            writer.close()
+        if handle is not None:
+            handle.close()
+    if count == 0:
+        if not path.exists():
+            return 0, []
+        # everything gone (erased, or declared personal since): an empty snapshot
+        folder.mkdir(parents=True, exist_ok=True)
+        if fmt == "parquet":
+            pa, pq = _pyarrow()
+            schema = _arrow_schema(pa, names)
+            pq.write_table(schema.empty_table(), tmp, compression="zstd")
+        else:
+            tmp.write_text(",".join(names) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return count, [f"{table}/{path.name}"]
 
 
 def _split_days(rows: list[tuple[Any, ...]], at: int) -> Iterator[tuple[int, int, int]]:
@@ -289,37 +399,81 @@ def _export_table(
     fmt: str,
     run: int,
     after: Watermark | None,
+    before: int,
     since: int | None,
     until: int | None,
     batch_size: int,
     pseudonym: Callable[[str], str],
-) -> tuple[int, Watermark | None, list[str]]:
+) -> tuple[int, int | None, list[str]]:
     spec = TABLES[table]
     at = spec.columns.index(spec.order)
-    ix = spec.columns.index(spec.id)
     contact = spec.columns.index(_CONTACT) if _CONTACT in spec.columns else None
     machine = spec.columns.index("machine") if "machine" in spec.columns else None
     names = [_PSEUDONYM if n == _CONTACT else n for n in spec.columns]
     parts = _Partitions(out, table, names, fmt, run)
+    to_arrow = None if fmt != "parquet" else _ArrowRows(parts.schema, contact, machine, pseudonym)
     count = 0
-    mark = after
+    latest: int | None = None
     try:
         for batch in reader.scan(
-            table, after=after, since=since, until=until, batch_size=batch_size
+            table, after=after, before=before, since=since, until=until, batch_size=batch_size
         ):
-            cols: list[Sequence[Any]] = list(zip(*batch, strict=True))
-            if contact is not None:
-                cols[contact] = [pseudonym(c) for c in cols[contact]]
-            if machine is not None:  # 0/1 on SQLite
-                cols[machine] = [bool(v) for v in cols[machine]]
-            for day, start, stop in _split_days(batch, at):
-                parts.write(day, [c[start:stop] for c in cols])
+            if to_arrow is not None:
+                arrow = to_arrow(batch)
+                for day, start, stop in _split_days(batch, at):
+                    parts.write_batch(day, arrow.slice(start, stop - start))
+            else:
+                cols: list[Sequence[Any]] = list(zip(*batch, strict=True))
+                if contact is not None:
+                    cols[contact] = [pseudonym(c) for c in cols[contact]]
+                for day, start, stop in _split_days(batch, at):
+                    parts.write(day, [c[start:stop] for c in cols])
             count += len(batch)
-            last = batch[-1]
-            mark = (int(last[at]), str(last[ix]))
+            latest = int(batch[-1][at])
     finally:
         parts.close()
-    return count, mark, parts.files
+    return count, latest, parts.files
+
+
+class _ArrowRows:
+    """Turns a batch of row tuples into an Arrow batch of *schema*, in Arrow's C++.
+
+    The rows go in as one struct array (no per-column Python lists); the 0/1
+    ``machine`` column becomes a bool, and each distinct contact id is
+    pseudonymized once per batch.
+    """
+
+    def __init__(
+        self,
+        schema: pa.Schema,
+        contact: int | None,
+        machine: int | None,
+        pseudonym: Callable[[str], str],
+    ) -> None:
+        self.pa, _ = _pyarrow()
+        import pyarrow.compute as pc  # noqa: PLC0415 - optional dependency
+
+        self.pc = pc
+        self.schema = schema
+        fields = list(schema)
+        if machine is not None:
+            fields[machine] = self.pa.field(fields[machine].name, self.pa.int8())
+        self.row_type = self.pa.struct(fields)
+        self.contact = contact
+        self.machine = machine
+        self.pseudonym = pseudonym
+
+    def __call__(self, rows: list[tuple[Any, ...]]) -> pa.RecordBatch:
+        pa, pc = self.pa, self.pc
+        columns = pa.RecordBatch.from_struct_array(pa.array(rows, type=self.row_type)).columns
+        if self.machine is not None:
+            columns[self.machine] = pc.not_equal(columns[self.machine], 0)
+        if self.contact is not None:
+            ids = columns[self.contact]
+            distinct = pc.unique(ids)
+            names = pa.array([self.pseudonym(c) for c in distinct.to_pylist()], pa.string())
+            columns[self.contact] = names.take(pc.index_in(ids, value_set=distinct))
+        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
 
 
 def export_analytics(
@@ -341,11 +495,11 @@ def export_analytics(
         out: The output directory (created when missing). A manifest in it from
             an earlier run makes this run incremental.
         format: ``"parquet"`` (needs ``pyarrow``: the ``analytics`` extra) or ``"csv"``.
-        since: Only rows whose time is at or after this aware datetime.
-        until: Only rows whose time is before this aware datetime. Later runs
-            continue from the watermark, so rows before *until* that are stored
-            after this run are never exported incrementally; pass an *until*
-            some time in the past to let late events arrive first.
+        since: Only rows whose time is at or after this aware datetime (the
+            rows it leaves out are not written by later runs either).
+        until: Only rows whose time is before this aware datetime; the rows
+            left out are written by a later run with a later *until* (or none).
+            It cannot be earlier than the last run's, nor follow a run without.
         batch_size: Rows read and written per batch.
 
     Returns:
@@ -353,9 +507,10 @@ def export_analytics(
 
     Raises:
         InvalidInputError: Unknown format (``field="format"``), pyarrow missing
-            for parquet (``field="format"``), a naive ``since``/``until``, or a
-            manifest in *out* written in another format or under another
-            pseudonym key (``field="out"``).
+            for parquet (``field="format"``), a naive ``since``/``until``, an
+            *until* before the last run's (``field="until"``), or a manifest in
+            *out* written in another format, under another pseudonym key or
+            with the time watermark of manifest version 1 (``field="out"``).
         StorageError: The database failed.
     """
     if format not in FORMATS:
@@ -395,17 +550,18 @@ def export_analytics(
     rows: dict[str, int] = {}
     files: list[str] = []
     tables: dict[str, Any] = manifest["tables"]
+    watermarks = {table: _watermark(tables.get(table), bounds[1]) for table in TABLES}
+    before = reader.stored_seq_bound()  # after the checks: nothing read, nothing written yet
     for table in TABLES:
-        state = tables.get(table) or {"watermark": None, "rows": 0}
-        wm = state["watermark"]
-        after = None if wm is None else (int(wm[0]), str(wm[1]))
-        count, mark, written = _export_table(
+        state = tables.get(table) or {"rows": 0, "latest": None}
+        count, latest, written = _export_table(
             reader,
             table,
             out=root,
             fmt=format,
             run=run,
-            after=after,
+            after=watermarks[table],
+            before=before,
             since=bounds[0],
             until=bounds[1],
             batch_size=batch_size,
@@ -413,11 +569,21 @@ def export_analytics(
         )
         rows[table] = count
         files += written
+        if latest is None or (state["latest"] is not None and state["latest"] > latest):
+            latest = state["latest"]
         tables[table] = {
-            "watermark": None if mark is None else [mark[0], mark[1]],
-            "watermark_time": None if mark is None else from_micros(mark[0]).isoformat(),
+            "stored_before": before,
+            "until": bounds[1],
+            "latest": latest,
+            "latest_time": None if latest is None else from_micros(latest).isoformat(),
             "rows": int(state["rows"]) + count,
         }
+    for table in SNAPSHOTS:
+        count, written = _export_snapshot(
+            reader, table, out=root, fmt=format, batch_size=batch_size, pseudonym=pseudonym
+        )
+        rows[table] = count
+        files += written
     erased = [pseudonym(c) for c in reader.erased_contacts()]
     _write_atomic(root / ERASED_NAME, "contact\n" + "".join(f"{p}\n" for p in sorted(erased)))
     manifest["runs"] = run

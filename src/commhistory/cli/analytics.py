@@ -48,7 +48,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--since", default=None, metavar="WHEN", help="only rows at or after this time (UTC)"
     )
     cmd.add_argument(
-        "--until", default=None, metavar="WHEN", help="only rows before this time (UTC)"
+        "--until",
+        default=None,
+        metavar="WHEN",
+        help="only rows before this time (UTC); cannot move back between runs",
     )
     cmd.add_argument("--batch-size", type=int, default=50_000, metavar="N", help="rows per batch")
     cmd.add_argument("--report", choices=("text", "json"), default="text", help="summary format")
@@ -58,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """Export the facts after the last export's watermark."""
+    """Export the facts stored since the last export into the directory."""
     since = (
         None
         if args.since is None

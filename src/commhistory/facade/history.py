@@ -836,10 +836,12 @@ class CommHistory(ClosesOnExit, Generic[S]):
     ) -> AnalyticsExport:
         """Export pseudonymous facts for analytics engines; see ``docs/analytics.md``.
 
-        Writes messages, events, activities and campaign costs (no personal
-        field; contact ids as keyed pseudonyms; erased contacts left out) under
-        *out* as a date-partitioned Parquet or CSV dataset, after the watermark
-        of the last export there (:func:`commhistory.analytics.export_analytics`).
+        Writes messages, events, activities, campaign costs and the values of
+        plain contact attributes (no personal field; contact ids as keyed
+        pseudonyms; erased contacts left out) under
+        *out* as a date-partitioned Parquet or CSV dataset: the rows stored
+        since the last export there, whatever their times
+        (:func:`commhistory.analytics.export_analytics`).
 
         Args:
             out: The output directory.

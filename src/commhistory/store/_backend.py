@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from commhistory.store import schema
 
-__all__ = ["Backend", "PostgresBackend", "SQLiteBackend", "backend_for"]
+__all__ = ["STORED_SEQ_TABLES", "Backend", "PostgresBackend", "SQLiteBackend", "backend_for"]
 
 _CHUNK: Final = 500
 """Values per ``IN (...)`` list (well under SQLite's bound-parameter limit)."""
@@ -37,6 +37,13 @@ _UNNEST_ROWS: Final = 200
 """PostgreSQL inserts of at most this many rows bind each column as one array, not ``COPY``."""
 
 Row = tuple[Any, ...]
+
+STORED_SEQ_TABLES: Final = frozenset({"messages", "events", "activities", "campaign_costs"})
+"""The tables whose rows carry ``stored_seq`` (migration 0014), filled on insert."""
+
+_SQLITE_SEQ: Final = "(SELECT value FROM stored_seq WHERE id = 1)"
+_SQLITE_TAKE_SEQ: Final = "UPDATE stored_seq SET value = value + 1 WHERE id = 1"
+_PG_SEQ: Final = "pg_current_xact_id()::text::bigint"
 
 
 def _pg_type(column: sa.Column[Any]) -> str:
@@ -227,6 +234,22 @@ class Backend:
     def lock_linking(self, conn: sa.Connection) -> None:
         """Serialize orphan linking with concurrent event writers (PostgreSQL only)."""
 
+    def stored_seq(self, conn: sa.Connection) -> str:
+        """Return the SQL expression of the stored-at sequence value for rows written now.
+
+        For an ``UPDATE`` that makes a row exportable again (an orphan event
+        linked to its message). On SQLite it takes the next counter value first.
+        """
+        raise NotImplementedError
+
+    def stored_seq_bound(self, conn: sa.Connection) -> int:
+        """Return the value every row stored by a committed write is below, and no later one.
+
+        The analytics export reads rows under it; every row stored after it has a
+        ``stored_seq`` at or above it.
+        """
+        raise NotImplementedError
+
 
 class SQLiteBackend(Backend):
     """SQLite: ``executemany`` of tuples; ``BEGIN IMMEDIATE`` already serializes writers."""
@@ -237,14 +260,29 @@ class SQLiteBackend(Backend):
     def insert(
         self, conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: list[Row]
     ) -> int:
-        """Insert with ``executemany`` and ``ON CONFLICT DO NOTHING``."""
+        """Insert with ``executemany`` and ``ON CONFLICT DO NOTHING``.
+
+        Rows of :data:`STORED_SEQ_TABLES` get the next ``stored_seq`` value, one
+        per call (writers are serialized, so values grow in commit order).
+        """
         if not rows:
             return 0
-        sql = (
-            f"INSERT INTO {table.name} ({', '.join(columns)}) "
-            f"VALUES ({self.placeholders(len(columns))}) ON CONFLICT DO NOTHING"
-        )
+        cols, marks = ", ".join(columns), self.placeholders(len(columns))
+        if table.name in STORED_SEQ_TABLES:
+            conn.exec_driver_sql(_SQLITE_TAKE_SEQ)
+            cols, marks = f"{cols}, stored_seq", f"{marks}, {_SQLITE_SEQ}"
+        sql = f"INSERT INTO {table.name} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING"
         return self.executemany(conn, sql, rows)
+
+    def stored_seq(self, conn: sa.Connection) -> str:
+        """The counter's next value (taken now)."""
+        conn.exec_driver_sql(_SQLITE_TAKE_SEQ)
+        return _SQLITE_SEQ
+
+    def stored_seq_bound(self, conn: sa.Connection) -> int:
+        """One above the committed counter: writers in progress took values at or above it."""
+        value = conn.exec_driver_sql(f"SELECT {_SQLITE_SEQ}").scalar()
+        return int(value or 0) + 1
 
 
 _LINK_LOCK_KEY: Final = 0x636F6D6D6C696E6B  # "commlink"
@@ -432,6 +470,40 @@ class PostgresBackend(Backend):
     def lock_linking(self, conn: sa.Connection) -> None:
         """Take the transaction-scoped advisory lock that orders linking and orphan writes."""
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LINK_LOCK_KEY})")
+
+    def stored_seq(self, conn: sa.Connection) -> str:
+        """The writing transaction's id (the column default of :data:`STORED_SEQ_TABLES`)."""
+        return _PG_SEQ
+
+    def stored_seq_bound(self, conn: sa.Connection) -> int:
+        """The oldest id of a transaction still running in this database, or the next id.
+
+        Every transaction with a smaller id has ended; a later one gets a greater
+        id. Transactions of other databases cannot write here and are left out,
+        so a long one elsewhere in the cluster holds nothing back. The snapshot
+        is taken first; its running ids are then matched (on their low 32 bits,
+        as ``pg_locks`` shows them) with the transactions holding their id lock
+        in this database, and prepared ones.
+        """
+        snapshot = str(conn.exec_driver_sql("SELECT pg_current_snapshot()::text").scalar_one())
+        _xmin, xmax, running = snapshot.split(":")
+        bound = int(xmax)
+        if running:
+            ours = {
+                int(r[0])
+                for r in conn.exec_driver_sql(
+                    "SELECT l.transactionid::text FROM pg_locks l "
+                    "JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' "
+                    "AND a.datname = current_database() "
+                    "UNION SELECT transaction::text FROM pg_prepared_xacts "
+                    "WHERE database = current_database()"
+                )
+            }
+            for xid in map(int, running.split(",")):
+                if xid & 0xFFFFFFFF in ours:
+                    bound = min(bound, xid)
+        return bound
 
 
 def backend_for(engine: sa.Engine) -> Backend:

@@ -48,6 +48,7 @@ __all__ = [
     "key_metadata",
     "messages",
     "metadata",
+    "stored_seq",
     "suppressions",
 ]
 
@@ -126,6 +127,20 @@ def _blob(name: str, *, nullable: bool = True) -> sa.Column[bytes]:
     return sa.Column(name, sa.LargeBinary(), nullable=nullable)
 
 
+STORED_SEQ_COMMENT: Final = (
+    "The stored-at sequence (migration 0014): when the row was stored or last became "
+    "exportable, for the analytics export's watermark. SQLite: the stored_seq counter, "
+    "taken once per insert; PostgreSQL: the writing transaction's id. 0 before 0014."
+)
+
+
+def _stored_seq() -> sa.Column[int]:
+    return sa.Column(
+        "stored_seq", sa.BigInteger(), nullable=False, server_default="0",
+        comment=STORED_SEQ_COMMENT,
+    )  # fmt: skip
+
+
 contacts: Final = sa.Table(
     "contacts",
     metadata,
@@ -188,6 +203,7 @@ messages: Final = sa.Table(
     sa.Column(
         "human_revenue_micros", sa.BigInteger(), nullable=True, comment=HUMAN_REVENUE_COMMENT
     ),
+    _stored_seq(),
     sa.UniqueConstraint("provider", "provider_message_id"),
     sa.Index(None, "contact_id", "sent_at"),
     comment="Messages; address, subject, body and metadata encrypted.",
@@ -220,6 +236,7 @@ events: Final = sa.Table(
     # Migration 0011: a click's link label (commhistory.normalize.link), plain, so
     # the report counts clicks per link without decryption; erasure sets it NULL.
     sa.Column("link", sa.Text(), nullable=True, comment=LINK_COMMENT),
+    _stored_seq(),
     sa.UniqueConstraint("provider", "provider_event_id"),
     sa.Index(None, "contact_id", "occurred_at"),
     sa.Index(None, "message_id"),
@@ -358,6 +375,7 @@ campaign_costs: Final = sa.Table(
     sa.Column("amount_micros", sa.BigInteger(), nullable=False),
     sa.Column("currency", sa.Text(), nullable=False),
     sa.Column("recorded_at", UTCTimestamp(), nullable=False),
+    _stored_seq(),
     sa.Index(None, "campaign_id", "starts_at"),
     comment=(
         "Campaign costs (migration 0009): money spent on a campaign, or on one channel "
@@ -392,6 +410,7 @@ activities: Final = sa.Table(
     sa.Column("plain_properties", sa.Text(), nullable=True),
     _blob("properties"),
     sa.Column("attributed_message_id", sa.Text(), nullable=True),
+    _stored_seq(),
     # Segment queries (migration 0007): a contact's activities of a name in time
     # order, and every contact's activities of a name in a period.
     sa.Index(None, "contact_id", "name", "occurred_at"),
@@ -399,6 +418,19 @@ activities: Final = sa.Table(
     comment=(
         "What contacts did outside messages (migration 0007): plain_properties holds "
         "the keys declared plain as JSON; properties the others, encrypted."
+    ),
+)
+
+# Migration 0014: the SQLite counter behind stored_seq (one row; unused on PostgreSQL,
+# where stored_seq defaults to the writing transaction's id).
+stored_seq: Final = sa.Table(
+    "stored_seq",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("value", sa.BigInteger(), nullable=False),
+    comment=(
+        "The last stored-at sequence value taken on SQLite (one row, id 1); inserts "
+        "into messages, events, activities and campaign_costs take the next one."
     ),
 )
 

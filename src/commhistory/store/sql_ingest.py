@@ -376,11 +376,17 @@ class SQLIngest(SQLCore, BatchedWrites):
                     else enc(plain, table="events", column=column, row_id=event_id)
                 )
             updates.append((mid, cid, *values, event_id))
+        if not updates:
+            return 0
         sets = ", ".join(f"{c} = {be.ph}" for c in EVENT_SECRET_COLUMNS)
+        # Linked now: exportable from now on, so the analytics watermark must see it
+        # as stored now (stored_seq), whatever its occurred_at.
+        seq = be.stored_seq(conn)
         return be.executemany(
             conn,
             f"UPDATE events SET message_id = {be.ph}, contact_id = {be.ph}, "
-            f"orphan_key_id = NULL, {sets} WHERE event_id = {be.ph} AND contact_id IS NULL",
+            f"orphan_key_id = NULL, stored_seq = {seq}, {sets} "
+            f"WHERE event_id = {be.ph} AND contact_id IS NULL",
             updates,
         )
 
