@@ -154,7 +154,9 @@ def test_an_address_row_is_written_once_and_only_remembered_once_committed(
     # message of c7 writes the row again, so c7 is found by its address.
     _boom_on(repo, "e-x")
     with pytest.raises(StorageError):
-        repo.ingest([_line(1, message(20, contact="c7")), _line(2, event("-x", "m20"))], source="f")
+        repo.ingest(
+            [_line(1, message(20, contact="c7")), _line(2, event("-x", "m20"))], source="f"
+        )
     _drop_boom(repo)
     assert repo.record_messages([message(21, contact="c7")]) == IngestReport(inserted=1)
     assert repo.find_contacts(email="userc7@example.com") == ["c7"]
