@@ -345,6 +345,12 @@ def test_each_distinct_address_is_validated_once(monkeypatch: pytest.MonkeyPatch
     for n in range(30):
         line = GOOD.replace('"m-1"', f'"m-{n}"').replace("Taro@", f"Taro{n % 3}@")
         assert isinstance(loads(line), ch.Message)
+    assert cache_info()["email"].misses == 3  # one per distinct address
+    assert calls == []  # plain ASCII addresses take the fast path, without the library
+    clear_caches()
+    for n in range(30):
+        line = GOOD.replace('"m-1"', f'"m-{n}"').replace("Taro@", f"Jörg{n % 3}@")
+        assert isinstance(loads(line), ch.Message)
     assert len(calls) == 3  # one per distinct address, none for the canonical forms
     assert cache_info()["email"].misses == 3
 

@@ -116,3 +116,68 @@ def test_arbitrary_text_only_raises_normalization_error(raw: str) -> None:
         assert normalize_email(result) == result
         return
     assert error_field == "email"
+
+
+# The fast ASCII path (normalize/email.py `_fast_ascii`) must say what email-validator
+# says whenever it answers at all: same canonical address, and never an address the
+# library refuses. Addresses are drawn near its edges: every ASCII atext character and
+# a few others, dots and hyphens in every position, special-use and numeric TLDs,
+# labels and local parts around their length limits.
+_EDGE_LOCAL = st.text(
+    alphabet=st.sampled_from("aZ09._+-!#$%&'*/=?^`{|}~\"(),:;<>[]\\ @é"), min_size=0, max_size=70
+) | st.builds(lambda n: "a" * n, st.integers(60, 68))
+_EDGE_LABEL = st.text(alphabet=st.sampled_from("aZ09-_.é"), min_size=0, max_size=6) | st.builds(
+    lambda n: "b" * n, st.integers(60, 66)
+)
+_EDGE_TLD = st.sampled_from(
+    ["com", "JP", "c", "co1", "123", "test", "local", "localhost", "invalid", "onion", "arpa",
+     "example", "xn--p1ai", "ab--cd", "a-b", "", "Com."]
+)  # fmt: skip
+
+
+@st.composite
+def _edge_addresses(draw: st.DrawFn) -> str:
+    labels = draw(st.lists(_EDGE_LABEL, min_size=0, max_size=4))
+    domain = ".".join([*labels, draw(_EDGE_TLD)])
+    return f"{draw(_EDGE_LOCAL)}@{domain}"
+
+
+@given(st.one_of(_edge_addresses(), email_addresses(), st.emails(), st.text(max_size=30)))
+def test_fast_ascii_path_agrees_with_email_validator(raw: str) -> None:
+    from email_validator import EmailNotValidError, validate_email
+
+    from commhistory.normalize.email import _fast_ascii
+
+    text = raw.strip()
+    fast = _fast_ascii(text)
+    if fast is None:
+        return  # not certain: normalize_email asks the library
+    try:
+        full = validate_email(text, check_deliverability=False, strict=True).normalized
+    except EmailNotValidError:
+        pytest.fail("the fast path accepted an address email-validator refuses")
+    assert fast == full
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["taro@example.com", "Taro.Yamada+news@Mail.Example.co.jp", "User1@Example.JP",
+     "a_b-c@x-y.z0.org", "a" * 64 + "@example.com"],
+)  # fmt: skip
+def test_fast_ascii_path_takes_plain_addresses(raw: str) -> None:
+    from commhistory.normalize.email import _fast_ascii
+
+    assert _fast_ascii(raw) == raw.partition("@")[0] + "@" + raw.partition("@")[2].lower()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["taro@xn--r8jz45g.jp", "taro@ab--cd.com", "taro@example.test", "taro@mail.local",
+     "taro@example.c0m", "taro@example.123", "t..aro@example.com", ".taro@example.com",
+     "taro@-example.com", "taro@example-.com", "Jörg@example.com", "taro@例え.jp",
+     '"t"@example.com', "a" * 65 + "@example.com", "taro@" + "b" * 64 + ".com"],
+)  # fmt: skip
+def test_fast_ascii_path_leaves_the_rest_to_email_validator(raw: str) -> None:
+    from commhistory.normalize.email import _fast_ascii
+
+    assert _fast_ascii(raw) is None

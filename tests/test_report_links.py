@@ -249,3 +249,18 @@ def test_report_command_prints_links(tmp_path: Path, capsys: pytest.CaptureFixtu
         main(["report", *store, "--top-links", "0"])
     assert info.value.code == 2
     assert "--top-links" in capsys.readouterr().err
+
+
+_URL_PARTS = st.sampled_from(
+    ["http", "https", "HTTPS", "mailto", ":", "//", "/", "?", "#", "@", "[", "]", "::1", ":80",
+     ":x", "a", "Shop.Example", "12345", "u", "%40", "tok3n" * 4, " ", "\t", "\n", "&", "="]
+)  # fmt: skip
+
+
+@given(st.lists(_URL_PARTS, max_size=14).map("".join) | st.text(max_size=40))
+def test_labels_are_computed_once_per_start_and_equal_the_whole_urls(url: str) -> None:
+    # link_label caches by what comes before the first "?" or "#"; the label is the
+    # one of the whole URL (query and fragment included) by the same rules.
+    from commhistory.normalize.link import _label
+
+    assert link_label(url) == (_label.__wrapped__(url.strip()) if url else None)

@@ -144,6 +144,24 @@ def _line(n: int, record: Any) -> Any:
     return ParsedLine(line=n, raw=dumps(record), record=record)
 
 
+def test_an_address_row_is_written_once_and_only_remembered_once_committed(
+    repo: CommHistory[SQLRepository],
+) -> None:
+    # Batches of 3: c1's address comes in three batches and is stored once.
+    repo.record_messages([message(n, contact="c1") for n in range(1, 10)])
+    assert _scalar(repo, "SELECT count(*) FROM addresses WHERE contact_id = 'c1'") == 1
+    # A batch that fails after writing c7's address row teaches nothing: the next
+    # message of c7 writes the row again, so c7 is found by its address.
+    _boom_on(repo, "e-x")
+    with pytest.raises(StorageError):
+        repo.ingest(
+            [_line(1, message(20, contact="c7")), _line(2, event("-x", "m20"))], source="f"
+        )
+    _drop_boom(repo)
+    assert repo.record_messages([message(21, contact="c7")]) == IngestReport(inserted=1)
+    assert repo.find_contacts(email="userc7@example.com") == ["c7"]
+
+
 def test_storage_errors_do_not_leak_values(repo: CommHistory[SQLRepository]) -> None:
     repo.close()
     with pytest.raises(StorageError, match="closed"):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 
 from commhistory.normalize import email as _email
+from commhistory.normalize import link as _link
 from commhistory.normalize import phone as _phone
 from commhistory.normalize.email import is_normalized_email, normalize_email
 from commhistory.normalize.line import normalize_line_user_id
@@ -58,7 +59,7 @@ def cache_info() -> dict[str, functools._CacheInfo]:
 
 
 def clear_caches() -> None:
-    """Empty the caches of :func:`normalize_email` and :func:`normalize_phone`.
+    """Empty the caches of :func:`normalize_email`, :func:`normalize_phone` and link labels.
 
     .. versionadded:: 0.1.0
     """
@@ -66,3 +67,4 @@ def clear_caches() -> None:
     _phone._normalize.cache_clear()
     _email._CANONICAL.clear()
     _phone._CANONICAL.clear()
+    _link._label.cache_clear()

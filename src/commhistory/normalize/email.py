@@ -10,6 +10,12 @@ only, no DNS) and returns the spelling commhistory stores, indexes and compares:
   ``taro`` as different mailboxes); only Unicode NFC normalization is applied;
 * nothing provider-specific is folded: no Gmail dot or ``+tag`` removal.
 
+A plain ASCII address (letters, digits, ``_+-`` and dots before the ``@``; lower-case
+letter-digit-hyphen labels after it, a letters-only top-level domain) is checked by
+:func:`_fast_ascii` without the library: for those, the library's rules reduce to a
+few exact ones (lengths, label shape, special-use names) and its result to the
+address with its domain lower-cased. Anything else goes through email-validator.
+
 Results are cached in a bounded LRU (:data:`CACHE_SIZE` entries), failures
 included, so a file that repeats the same addresses pays for each one once. The
 canonical spellings it returned are remembered too (as many again), so checking
@@ -22,10 +28,11 @@ that a result is canonical (:func:`~commhistory.normalize.is_normalized_email`, 
 from __future__ import annotations
 
 import functools
+import re
 from collections import OrderedDict
 from typing import Final
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 from commhistory.errors import NormalizationError
 
@@ -54,6 +61,43 @@ def _remember(canonical: str) -> str:
     return canonical
 
 
+_FAST_LOCAL: Final = re.compile(r"[A-Za-z0-9_+\-]+(?:\.[A-Za-z0-9_+\-]+)*")
+"""Local parts the fast path takes: dot-atoms of a subset of RFC 5322 ``atext``."""
+
+_FAST_DOMAIN: Final = re.compile(r"(?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+"""Lower-cased domains the fast path takes: LDH labels of at most 63, a letters-only TLD."""
+
+_SPECIAL_USE: Final = tuple(SPECIAL_USE_DOMAIN_NAMES)
+_SPECIAL_SUFFIXES: Final = tuple(f".{d}" for d in _SPECIAL_USE)
+
+
+def _fast_ascii(text: str) -> str | None:
+    """Return what email-validator would make of a plain ASCII address, or ``None``.
+
+    ``None`` means "not certain": the caller asks email-validator. A string is
+    only returned for an address whose whole check is the rules below, which are
+    email-validator's (2.x, ``strict=True``) for such addresses: at most 254
+    characters, a dot-atom local part of at most 64, a domain of at most 253
+    whose labels are letters, digits and inner hyphens (no ``--`` anywhere, so no
+    Punycode and no reserved ``ab--`` label), a letters-only top-level domain and
+    no special-use name (``.test``, ``.local``, ...). Its result is then the
+    local part unchanged and the domain lower-cased (UTS #46 maps ASCII letters
+    to lower case and changes nothing else of these).
+    (``tests/test_normalize_email.py`` checks the agreement under Hypothesis.)
+    """
+    if len(text) > 254 or not text.isascii():
+        return None
+    local, sep, domain = text.partition("@")
+    if not sep or len(local) > 64 or len(domain) > 253 or "--" in domain:
+        return None
+    domain = domain.lower()
+    if _FAST_LOCAL.fullmatch(local) is None or _FAST_DOMAIN.fullmatch(domain) is None:
+        return None
+    if domain in _SPECIAL_USE or domain.endswith(_SPECIAL_SUFFIXES):
+        return None
+    return f"{local}@{domain}"
+
+
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _normalize(value: str) -> str | NormalizationError:
     """Normalize one address, returning (not raising) the error so it is cached too."""
@@ -67,6 +111,9 @@ def _normalize(value: str) -> str | NormalizationError:
         )
     if "@" not in text:
         return NormalizationError(field=_FIELD, reason="missing '@'")
+    fast = _fast_ascii(text)
+    if fast is not None:
+        return _remember(fast)
     try:
         validated = validate_email(text, check_deliverability=False, strict=True)
     except EmailNotValidError as exc:

@@ -20,6 +20,7 @@ gets no label (``None``): its address is the personal part.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
 from urllib.parse import urlsplit
@@ -61,8 +62,19 @@ def link_label(url: str | None) -> str | None:
     """
     if not url:
         return None
+    # The label keeps nothing after the first "?" or "#" (query and fragment are
+    # dropped, and the host and path end there), so it is computed once per distinct
+    # beginning: a campaign's clicks share a few links that differ in their query.
+    url = url.strip()
+    end = len(url) + 1
+    return _label(url[: min(url.find("?") % end, url.find("#") % end)])
+
+
+@functools.lru_cache(maxsize=4096)
+def _label(url: str) -> str | None:
+    """:func:`link_label` of a stripped URL (here without its query and fragment; cached)."""
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(url)
         host = parts.hostname
         port = parts.port
     except ValueError:  # a malformed port or IPv6 literal

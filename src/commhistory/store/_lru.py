@@ -85,9 +85,11 @@ class LRU(Generic[K, V]):
 class Pending:
     """Cache entries learned inside a transaction, applied only after it commits."""
 
-    __slots__ = ("ciphers", "created", "erased", "messages", "pairs", "refused")
+    __slots__ = ("addresses", "ciphers", "created", "erased", "messages", "pairs", "refused")
 
     def __init__(self) -> None:
+        self.addresses: dict[tuple[str, bytes, str], bool] = {}
+        """Address rows ``(kind, blind index, contact)`` this transaction wrote or met."""
         self.ciphers: dict[str, FieldCipher] = {}
         self.created: set[str] = set()
         """Contacts this transaction created: nothing else of theirs is stored yet."""

@@ -313,4 +313,5 @@ def _reindex_addresses(repo: SQLRepository, kr: KeyProvider, limit: int) -> int:
             deletes,
         )
         repo.backend.insert(conn, schema.addresses, ADDRESS_COLUMNS, inserts)
+    repo.forget_cached_keys()  # the rows it remembered stored are gone
     return len(rows)

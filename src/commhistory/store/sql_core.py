@@ -92,6 +92,9 @@ class SQLCore:
         self._ciphers: LRU[str, FieldCipher] = LRU(cache_size)
         self._message_contacts: LRU[str, str] = LRU(cache_size * 4)
         self._pair_messages: LRU[tuple[str, str], tuple[str, str]] = LRU(cache_size * 4)
+        # Address rows ``(kind, blind index, contact)`` known stored: a bulk import
+        # names each contact's address again and again, and writes its row once.
+        self._addresses: LRU[tuple[str, bytes, str], bool] = LRU(cache_size * 16)
         self._keyed: dict[tuple[str, str], FieldCipher] = {}
         self._indexers: dict[str, BlindIndexer] = {}
         self._local = threading.local()
@@ -270,6 +273,7 @@ class SQLCore:
     def _forget_learned(self) -> None:
         self._ciphers.clear()
         self._message_contacts.clear()
+        self._addresses.clear()
         self._pair_messages.clear()
 
     def keyed_cipher(self, key_id: str, purpose: str) -> FieldCipher:
@@ -298,8 +302,13 @@ class SQLCore:
         return indexer
 
     def forget_cached_keys(self) -> None:
-        """Drop every unwrapped data key and derived cipher held in memory."""
+        """Drop every unwrapped data key and derived cipher held in memory.
+
+        The address rows known stored are forgotten too: erasure and index-key
+        rotation, which call this, delete such rows.
+        """
         self._ciphers.clear()
+        self._addresses.clear()
         with self._derive_lock:
             self._keyed.clear()
             self._indexers.clear()

@@ -141,6 +141,7 @@ class SQLIngest(SQLCore, BatchedWrites):
             # Inside an outer transaction these are learned early; the outer
             # transaction forgets them all if it rolls back.
             self._ciphers.update(pending.ciphers)
+            self._addresses.update(pending.addresses)
             self._message_contacts.update(pending.messages)
             self._pair_messages.update(pending.pairs)
             report += part
@@ -279,6 +280,7 @@ class SQLIngest(SQLCore, BatchedWrites):
                 return 0, len(batch.messages) - refused, 0
         rows: list[Row] = []
         addresses: dict[tuple[str, bytes, str], Row] = {}
+        known = self._addresses  # rows stored by earlier batches: not written again
         indexer = self.indexer()
         index_key_id = indexer.key_id
         now = _now_us()
@@ -309,7 +311,7 @@ class SQLIngest(SQLCore, BatchedWrites):
             if kind is not None:
                 bidx = indexer.index(kind, address)
                 key = (kind, bidx, cid)
-                if key not in addresses:
+                if key not in addresses and key not in known:
                     addresses[key] = (
                         kind, bidx, cid, index_key_id,
                         enc(address, table="addresses", column="address",
@@ -318,6 +320,7 @@ class SQLIngest(SQLCore, BatchedWrites):
                     )  # fmt: skip
         inserted = self._backend.insert(conn, schema.messages, MESSAGE_WRITE_COLUMNS, rows)
         self._backend.insert(conn, schema.addresses, ADDRESS_COLUMNS, list(addresses.values()))
+        pending.addresses.update(dict.fromkeys(addresses, True))
         for m, _ in fresh:
             pending.messages[m.message_id] = m.contact_id
             if m.provider is not None and m.provider_message_id is not None:
