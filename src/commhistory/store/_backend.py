@@ -340,8 +340,9 @@ class PostgresBackend(Backend):
         likely.
         """
         written: list[Row] = []
-        if self._copy(conn, table, columns, rows, written):
-            return len(written)
+        stored = self._copy(conn, table, columns, rows, written)
+        if stored is not None:
+            return stored
         written.extend(rows)  # any not yet consumed
         return self.insert(conn, table, columns, written)
 
@@ -350,7 +351,7 @@ class PostgresBackend(Backend):
     ) -> int | None:
         """See :meth:`Backend.try_copy_new`: ``COPY`` in a savepoint, rolled back on a conflict."""
         written: list[Row] = []
-        return len(written) if self._copy(conn, table, columns, rows, written) else None
+        return self._copy(conn, table, columns, rows, written)
 
     def _copy(
         self,
@@ -359,8 +360,14 @@ class PostgresBackend(Backend):
         columns: Sequence[str],
         rows: Iterable[Row],
         written: list[Row],
-    ) -> bool:
-        """``COPY`` *rows* in a savepoint, keeping each in *written*; False on a key conflict."""
+    ) -> int | None:
+        """``COPY`` *rows* in a savepoint, keeping each in *written*; ``None`` on a key conflict.
+
+        Returns the rows the server stored: all of *written* on an unpartitioned
+        table; on a partitioned one (:mod:`commhistory.store.partition`) the key
+        trigger skips, as ``ON CONFLICT DO NOTHING`` would, a row whose key is
+        stored already, and the count leaves it out.
+        """
         from psycopg.errors import UniqueViolation  # noqa: PLC0415 - the postgres extra
 
         cols = ", ".join(columns)
@@ -378,9 +385,10 @@ class PostgresBackend(Backend):
                         write(row)
             except UniqueViolation:
                 cur.execute("ROLLBACK TO SAVEPOINT _ch_insert_new")
-                return False
+                return None
+            stored = cur.rowcount
             cur.execute("RELEASE SAVEPOINT _ch_insert_new")
-        return True
+        return len(written) if stored < 0 else int(stored)
 
     def insert(
         self, conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: list[Row]
