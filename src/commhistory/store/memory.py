@@ -30,7 +30,9 @@ from commhistory.model import (
     SuppressionEntry,
     consent_id_of,
 )
+from commhistory.store import partition
 from commhistory.store.activities import MemoryActivityStore, memory_write_activities
+from commhistory.store.partition import PartitionReport
 from commhistory.store.analytics import MemoryAnalyticsReader
 from commhistory.store.attributes import MemoryAttributeStore, memory_apply
 from commhistory.store.audit import MemoryAuditStore, MemoryMaskedHistory
@@ -577,6 +579,16 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
             InvalidInputError: Always.
         """
         raise InvalidInputError(field="backfill_masks", reason="needs a SQL repository")
+
+    def ensure_partitions(
+        self, *, ahead_months: int = 3, now: datetime | None = None
+    ) -> PartitionReport:
+        """Nothing to do: the memory repository has no partitions (an empty report).
+
+        .. versionadded:: 0.4.0
+        """
+        partition.check_ahead(ahead_months)
+        return PartitionReport()
 
     # ------------------------------------------------------------------ lifecycle
 

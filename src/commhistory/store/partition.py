@@ -53,6 +53,7 @@ from commhistory.normalize.time import to_micros
 __all__ = [
     "PARTITIONED_TABLES",
     "PartitionReport",
+    "check_ahead",
     "delete_before",
     "enable",
     "ensure_partitions",
@@ -217,7 +218,7 @@ def enable(
 
     .. versionadded:: 0.4.0
     """
-    _check_ahead(ahead_months)
+    check_ahead(ahead_months)
     now_us = to_micros(now or datetime.now(UTC))
     with engine.connect() as conn:
         _check_postgres(conn)
@@ -243,7 +244,12 @@ def enable(
     return PartitionReport(created=tuple(created), copied=copied)
 
 
-def _check_ahead(ahead_months: object) -> None:
+def check_ahead(ahead_months: object) -> None:
+    """Check a number of months ahead.
+
+    Raises:
+        InvalidInputError: Not a whole number 0 to 120.
+    """
     if (
         not isinstance(ahead_months, int)
         or isinstance(ahead_months, bool)
@@ -352,7 +358,7 @@ def ensure_partitions(
 
     .. versionadded:: 0.4.0
     """
-    _check_ahead(ahead_months)
+    check_ahead(ahead_months)
     if not is_partitioned(conn):
         return PartitionReport()
     current = _month_index(to_micros(now or datetime.now(UTC)))
