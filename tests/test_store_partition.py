@@ -1,4 +1,4 @@
-"""Monthly partitions on PostgreSQL: conversion, idempotency across months, maintenance, retention."""
+"""Monthly partitions on PostgreSQL: conversion, idempotency, maintenance, retention."""
 
 from __future__ import annotations
 
@@ -43,11 +43,21 @@ def _history(repo: CommHistory[Any]) -> None:
         [
             full_event(1, "m1"),
             event(2, "m1", type=EventType.OPENED, occurred_at=JAN + timedelta(hours=1)),
-            event(3, "m1", type=EventType.CLICKED, occurred_at=FEB + timedelta(days=3),
-                  url="https://shop.example/p/1"),  # fmt: skip
+            event(
+                3,
+                "m1",
+                type=EventType.CLICKED,
+                occurred_at=FEB + timedelta(days=3),
+                url="https://shop.example/p/1",
+            ),
             event(4, "m3", occurred_at=FEB + timedelta(minutes=1)),
-            event(5, "m4", occurred_at=MAR + timedelta(minutes=1),
-                  provider="sendgrid", provider_event_id="sg-ev-5"),  # fmt: skip
+            event(
+                5,
+                "m4",
+                occurred_at=MAR + timedelta(minutes=1),
+                provider="sendgrid",
+                provider_event_id="sg-ev-5",
+            ),
             event(6, "mx7", occurred_at=MAR),  # an orphan: its message comes later
         ]
     )
@@ -139,7 +149,8 @@ def test_a_key_is_unique_across_months(pg: CommHistory[SQLRepository]) -> None:
         event("99", "m4", occurred_at=JAN, provider="sendgrid", provider_event_id="sg-ev-5"),
     ]
     fresh = [event(100 + n, "m4", occurred_at=MAR + timedelta(seconds=n)) for n in range(600)]
-    with open_repository(pg.store.engine.url, pg.store.keyring, batch_size=1000) as big:
+    url = pg.store.engine.url.render_as_string(hide_password=False)
+    with open_repository(url, pg.store.keyring, batch_size=1000) as big:
         report = big.record_events(dup_events + fresh)
     assert report == IngestReport(inserted=600, duplicates=2)
     assert _scalar(pg, "SELECT count(*) FROM events WHERE event_id = 'e1'") == 1
@@ -257,9 +268,7 @@ def test_history_retention_deletes_by_each_rows_own_time(any_repo: CommHistory[A
     assert any_repo.record_events([event(6, "mx7", occurred_at=MAR)]).duplicates == 1
     dropped = {p for i in done.items for p in i.dropped_partitions}
     if dropped:  # partitioned: January and February went whole
-        assert dropped == {
-            f"{t}_y2026m{m:02d}" for t in ("messages", "events") for m in (1, 2)
-        }
+        assert dropped == {f"{t}_y2026m{m:02d}" for t in ("messages", "events") for m in (1, 2)}
 
 
 def test_history_retention_drops_whole_months_on_partitions(

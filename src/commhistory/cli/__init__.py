@@ -38,6 +38,7 @@ from commhistory.cli import (
     crm,
     dead_letters,
     demo,
+    partitions,
     report,
     store,
     validate,
@@ -62,6 +63,7 @@ _COMMANDS = (
     costs,
     analytics,
     crm,
+    partitions,
 )
 
 

@@ -77,8 +77,8 @@ from commhistory.store.attributes import AttributeChange, AttributeVersion, Type
 from commhistory.store.costs import Cost
 from commhistory.store.dead_letters import DeadLetterInfo
 from commhistory.store.mask_backfill import MaskBackfillReport
-from commhistory.store.partition import PartitionReport
 from commhistory.store.memory import MemoryRepository
+from commhistory.store.partition import PartitionReport
 from commhistory.store.protocol import (
     BatchHook,
     DeadLetter,

@@ -32,7 +32,6 @@ from commhistory.model import (
 )
 from commhistory.store import partition
 from commhistory.store.activities import MemoryActivityStore, memory_write_activities
-from commhistory.store.partition import PartitionReport
 from commhistory.store.analytics import MemoryAnalyticsReader
 from commhistory.store.attributes import MemoryAttributeStore, memory_apply
 from commhistory.store.audit import MemoryAuditStore, MemoryMaskedHistory
@@ -47,6 +46,7 @@ from commhistory.store.costs import Cost, MemoryCostStore
 from commhistory.store.dead_letters import MemoryDeadLetterStore
 from commhistory.store.feed import MemoryStoredBatch
 from commhistory.store.kpi import MemoryKpiStore
+from commhistory.store.partition import PartitionReport
 from commhistory.store.privacy import MemoryPrivacyStore
 from commhistory.store.protocol import (
     BatchFeed,

@@ -40,7 +40,8 @@ works as before.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Final
 
@@ -49,6 +50,7 @@ import sqlalchemy as sa
 
 from commhistory.errors import InvalidInputError, StorageError
 from commhistory.normalize.time import to_micros
+from commhistory.store._engine import connect, create_engine, require_existing
 
 __all__ = [
     "PARTITIONED_TABLES",
@@ -58,7 +60,9 @@ __all__ = [
     "enable",
     "ensure_partitions",
     "is_partitioned",
+    "maintain",
     "partitions",
+    "status",
 ]
 
 
@@ -72,7 +76,9 @@ class _Spec:
 
 
 _SPECS: Final = (
-    _Spec("messages", "sent_at", "message_id", ("provider", "provider_message_id"), "message_keys"),
+    _Spec(
+        "messages", "sent_at", "message_id", ("provider", "provider_message_id"), "message_keys"
+    ),
     _Spec("events", "occurred_at", "event_id", ("provider", "provider_event_id"), "event_keys"),
 )
 
@@ -104,7 +110,8 @@ _INDEXES: Final = {
         "(message_id, type, machine, bounce, revenue_micros, currency)",
         "CREATE INDEX ix_events_orphans ON events (provider, provider_message_id, message_id) "
         "WHERE contact_id IS NULL",
-        "CREATE INDEX ix_events_provider_provider_event_id ON events (provider, provider_event_id)",
+        "CREATE INDEX ix_events_provider_provider_event_id "
+        "ON events (provider, provider_event_id)",
         "CREATE INDEX ix_events_event_id ON events (event_id)",
     ),
 }
@@ -190,8 +197,66 @@ def partitions(conn: sa.Connection, table: str) -> dict[str, tuple[int, int] | N
 # ----------------------------------------------------------------- enable
 
 
+@contextmanager
+def _engine_for(url_or_engine: str | sa.Engine) -> Iterator[sa.Engine]:
+    if isinstance(url_or_engine, sa.Engine):
+        yield url_or_engine
+        return
+    require_existing(url_or_engine)
+    engine = create_engine(url_or_engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def status(url_or_engine: str | sa.Engine) -> dict[str, dict[str, tuple[int, int] | None]]:
+    """Return each partitioned table's partitions (``{}`` when not partitioned).
+
+    Args:
+        url_or_engine: A database URL or an engine.
+
+    .. versionadded:: 0.4.0
+    """
+    with _engine_for(url_or_engine) as engine, connect(engine) as conn:
+        if not is_partitioned(conn):
+            return {}
+        return {t: partitions(conn, t) for t in PARTITIONED_TABLES}
+
+
+def maintain(
+    url_or_engine: str | sa.Engine,
+    *,
+    ahead_months: int = _DEFAULT_AHEAD,
+    now: datetime | None = None,
+) -> PartitionReport:
+    """Run :func:`ensure_partitions` in a transaction of its own.
+
+    Args:
+        url_or_engine: A database URL or an engine.
+        ahead_months: Months after the current one.
+        now: The current instant (default: now).
+
+    Raises:
+        InvalidInputError: *ahead_months* is out of range.
+        StorageError: The database failed (nothing changed).
+
+    .. versionadded:: 0.4.0
+    """
+    check_ahead(ahead_months)
+    with _engine_for(url_or_engine) as engine, connect(engine) as conn:
+        try:
+            with conn.begin():
+                return ensure_partitions(conn, ahead_months=ahead_months, now=now)
+        except sa.exc.SQLAlchemyError as exc:
+            raise _storage_error(exc) from exc
+
+
 def enable(
-    engine: sa.Engine, *, ahead_months: int = _DEFAULT_AHEAD, now: datetime | None = None
+    url_or_engine: str | sa.Engine,
+    *,
+    ahead_months: int = _DEFAULT_AHEAD,
+    now: datetime | None = None,
 ) -> PartitionReport:
     """Convert ``messages`` and ``events`` to monthly partitions, in one transaction.
 
@@ -204,7 +269,7 @@ def enable(
     needs the space of both tables at once while it runs.
 
     Args:
-        engine: The database (schema at revision 0012 or later).
+        url_or_engine: A database URL or an engine (schema at revision 0012 or later).
         ahead_months: Months after the current one to create partitions for.
         now: The current instant (default: now).
 
@@ -220,15 +285,18 @@ def enable(
     """
     check_ahead(ahead_months)
     now_us = to_micros(now or datetime.now(UTC))
-    with engine.connect() as conn:
+    with _engine_for(url_or_engine) as engine, connect(engine) as conn:
         _check_postgres(conn)
         try:
             with conn.begin():
                 if is_partitioned(conn):
                     raise StorageError("messages and events are partitioned already")
-                if conn.exec_driver_sql(
-                    "SELECT to_regprocedure('commhistory_claim_event_key()')"
-                ).scalar() is None:
+                if (
+                    conn.exec_driver_sql(
+                        "SELECT to_regprocedure('commhistory_claim_event_key()')"
+                    ).scalar()
+                    is None
+                ):
                     raise StorageError(
                         "the schema is older than revision 0012: run 'commhistory init' first"
                     )
@@ -269,7 +337,9 @@ def _convert(
     t, col = spec.table, spec.column
     new = f"{t}_partitioned"
     oldest = conn.exec_driver_sql(f"SELECT MIN({col}) FROM {t}").scalar()
-    first = _month_index(now_us) if oldest is None else min(_month_index(oldest), _month_index(now_us))
+    first = (
+        _month_index(now_us) if oldest is None else min(_month_index(oldest), _month_index(now_us))
+    )
     last = _month_index(now_us) + ahead_months
     first = max(first, _month_index(now_us) - _MONTHS_BACK)  # older rows: DEFAULT
     conn.exec_driver_sql(
@@ -418,8 +488,7 @@ def _add_month(conn: sa.Connection, spec: _Spec, index: int, *, has_default: boo
     )
     conn.exec_driver_sql("SET LOCAL commhistory.keep_keys = 'off'")
     conn.exec_driver_sql(
-        f"ALTER TABLE {name} ADD CONSTRAINT {name}_bound "
-        f"CHECK ({col} >= {low} AND {col} < {high})"
+        f"ALTER TABLE {name} ADD CONSTRAINT {name}_bound CHECK ({col} >= {low} AND {col} < {high})"
     )
     conn.exec_driver_sql(
         f"ALTER TABLE {t} ATTACH PARTITION {name} FOR VALUES FROM ({low}) TO ({high})"
@@ -428,7 +497,9 @@ def _add_month(conn: sa.Connection, spec: _Spec, index: int, *, has_default: boo
     return moved
 
 
-def delete_before(conn: sa.Connection, cutoff_us: int, *, tables: Iterable[str] = ()) -> PartitionReport:
+def delete_before(
+    conn: sa.Connection, cutoff_us: int, *, tables: Iterable[str] = ()
+) -> PartitionReport:
     """Delete the rows of ``messages`` and ``events`` dated before *cutoff_us*.
 
     A month partition wholly before the cutoff is dropped (its keys deleted from
