@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,12 +12,22 @@ import pytest
 import sqlalchemy as sa
 
 from commhistory import CommHistory, open_repository
+from commhistory.cli import main
 from commhistory.crypto import Keyring
-from commhistory.errors import InvalidInputError, StorageError
+from commhistory.errors import InvalidInputError, SchemaError, StorageError
 from commhistory.model import EventType
 from commhistory.normalize.time import to_micros
 from commhistory.privacy import RetentionPolicy, purge
-from commhistory.store import IngestReport, MemoryRepository, SQLRepository, partition
+from commhistory.store import (
+    IngestReport,
+    MemoryRepository,
+    SQLRepository,
+    current_revision,
+    downgrade_to_base,
+    head_revision,
+    partition,
+    upgrade,
+)
 from tests.conftest import pg_variant_url
 from tests.test_store_contract import event, full_event, message
 
@@ -290,3 +301,71 @@ def test_history_retention_drops_whole_months_on_partitions(
         assert _scalar(repo, "SELECT count(*) FROM events_y2026m02") == 1  # e3, Feb 13
         assert _scalar(repo, "SELECT count(*) FROM event_keys") == 4  # e1, e3, e5, e6
         assert _scalar(repo, "SELECT count(*) FROM message_keys") == 1
+
+
+# ------------------------------------------------------------------ migration and CLI
+
+
+def test_migration_0012_upgrades_a_populated_database_and_guards_its_downgrade(
+    pg_url: str,
+) -> None:
+    engine = sa.create_engine(pg_url, poolclass=sa.NullPool)
+    try:
+        upgrade(engine, "0011")
+        with engine.begin() as conn:  # a row written by the previous version
+            conn.exec_driver_sql(
+                "INSERT INTO events (event_id, type, occurred_at, machine) "
+                "VALUES ('e1', 'opened', %s, false)",
+                (to_micros(FEB),),
+            )
+        assert upgrade(engine) == head_revision()
+        partition.enable(engine, now=NOW)
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM events_y2026m02").scalar() == 1
+        # The triggers need the functions: the downgrade refuses, and nothing changes.
+        with pytest.raises(SchemaError):
+            downgrade_to_base(engine)
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()
+
+
+def test_migration_0012_downgrades_an_unpartitioned_database(pg_url: str) -> None:
+    engine = sa.create_engine(pg_url, poolclass=sa.NullPool)
+    try:
+        upgrade(engine)
+        upgrade(engine)  # idempotent
+        downgrade_to_base(engine)
+        with engine.connect() as conn:
+            assert (
+                conn.exec_driver_sql(
+                    "SELECT to_regprocedure('commhistory_claim_event_key()')"
+                ).scalar()
+                is None
+            )
+    finally:
+        engine.dispose()
+
+
+def test_cli_enables_ensures_and_lists_partitions(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["init", "--db", pg_url, "--keyring", str(tmp_path / "k")]) == 0
+    capsys.readouterr()
+    assert main(["partitions", "status", "--db", pg_url]) == 0
+    assert "not partitioned" in capsys.readouterr().out
+
+    assert main(["partitions", "enable", "--ahead", "1", "--db", pg_url]) == 0
+    assert "created 6 partition(s)" in capsys.readouterr().out  # 2 months + DEFAULT, twice
+    assert main(["partitions", "ensure", "--ahead", "4", "--format", "json", "--db", pg_url]) == 0
+    assert len(json.loads(capsys.readouterr().out)["created"]) == 6  # 3 more months, twice
+    assert main(["partitions", "status", "--format", "json", "--db", pg_url]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["partitioned"] is True
+    assert len(doc["tables"]["events"]) == 5 + 1
+    assert main(["partitions", "enable", "--db", pg_url]) == 2  # twice: refused
+    assert "partitioned already" in capsys.readouterr().err
+    lite = f"sqlite:///{tmp_path / 'x.db'}"
+    assert main(["init", "--db", lite, "--keyring", str(tmp_path / "k")]) == 0
+    assert main(["partitions", "enable", "--db", lite]) == 2
+    assert "PostgreSQL" in capsys.readouterr().err
