@@ -369,3 +369,21 @@ def test_cli_enables_ensures_and_lists_partitions(
     assert main(["init", "--db", lite, "--keyring", str(tmp_path / "k")]) == 0
     assert main(["partitions", "enable", "--db", lite]) == 2
     assert "PostgreSQL" in capsys.readouterr().err
+
+
+def test_cli_purge_history_days_deletes_old_messages(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, ring = f"sqlite:///{tmp_path / 'p.db'}", tmp_path / "p.keyring"
+    keyring = Keyring.generate()
+    keyring.save(ring)
+    with open_repository(db, keyring) as repo:
+        _history(repo)
+    days = (datetime.now(UTC) - datetime(2026, 3, 1, tzinfo=UTC)).days
+    args = ["purge", "--history-days", str(days), "--format", "json"]
+    assert main([*args, "--db", db, "--keyring", str(ring)]) == 0
+    items = {i["kind"]: i for i in json.loads(capsys.readouterr().out)["items"]}
+    assert (items["messages"]["count"], items["events"]["count"]) == (3, 3)
+    assert items["messages"]["dropped_partitions"] == []
+    with open_repository(db, keyring) as repo:
+        assert repo.timeline("c1") == []
