@@ -87,6 +87,8 @@ PARTITIONED_TABLES: Final = tuple(s.table for s in _SPECS)
 
 _DEFAULT_AHEAD: Final = 3
 
+_LOCK_KEY: Final = 0x636F6D6D70617274  # "commpart": serializes conversion and maintenance
+
 _MIN_MONTH: Final = (1 - 1970) * 12
 _MAX_MONTH: Final = (9998 - 1970) * 12
 """Months outside years 1 to 9998 stay in the DEFAULT partition (Python's datetime range)."""
@@ -289,6 +291,7 @@ def enable(
         _check_postgres(conn)
         try:
             with conn.begin():
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")
                 if is_partitioned(conn):
                     raise StorageError("messages and events are partitioned already")
                 if (
@@ -431,6 +434,8 @@ def ensure_partitions(
     check_ahead(ahead_months)
     if not is_partitioned(conn):
         return PartitionReport()
+    # Two runs at once would both create the same month; the second waits and finds it.
+    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")
     current = _month_index(to_micros(now or datetime.now(UTC)))
     created: list[str] = []
     moved = 0
@@ -529,6 +534,7 @@ def delete_before(
                 ).rowcount
             )
         return PartitionReport(deleted=deleted)
+    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")
     dropped: list[str] = []
     deleted = 0
     for spec in specs:
