@@ -249,6 +249,9 @@ class SQLiteBackend(Backend):
 
 _LINK_LOCK_KEY: Final = 0x636F6D6D6C696E6B  # "commlink"
 
+_KEY_TABLES: Final = {"events": "event_keys", "messages": "message_keys"}
+"""The unpartitioned key tables of partitioned tables (:mod:`commhistory.store.partition`)."""
+
 
 class PostgresBackend(Backend):
     """PostgreSQL: binary ``COPY`` into a temporary staging table, then ``INSERT ... SELECT``."""
@@ -257,6 +260,9 @@ class PostgresBackend(Backend):
     ph = "%s"
     copies_new_rows = True
     key_share = " FOR KEY SHARE"
+
+    def __init__(self) -> None:
+        self._partitioned: bool | None = None
 
     def select_in(
         self, conn: sa.Connection, sql: str, values: Iterable[Any], *, extra: Row = ()
@@ -304,22 +310,42 @@ class PostgresBackend(Backend):
         """
         if not keys:
             return set()
+        name = self._key_table(conn, table.name)
         if len(columns) == 1:
             (col,) = columns
-            sql = f"SELECT {col} FROM {table.name} WHERE {col} = ANY(%s)"
+            sql = f"SELECT {col} FROM {name} WHERE {col} = ANY(%s)"
             params: list[Any] = [[k[0] for k in keys]]
         else:
             a, b = columns
             groups: dict[Any, list[Any]] = {}
             for k in keys:
                 groups.setdefault(k[0], []).append(k[1])
-            branch = f"SELECT {a}, {b} FROM {table.name} WHERE {a} = %s AND {b} = ANY(%s)"
+            branch = f"SELECT {a}, {b} FROM {name} WHERE {a} = %s AND {b} = ANY(%s)"
             sql = " UNION ALL ".join([branch] * len(groups))
             params = [v for first, rest in groups.items() for v in (first, rest)]
         raw: Any = conn.connection.driver_connection
         with raw.cursor() as cur:
             cur.execute(sql, params)
             return {tuple(r) for r in cur}
+
+    def _key_table(self, conn: sa.Connection, name: str) -> str:
+        """The table to look *name*'s unique keys up in: its key table when partitioned.
+
+        On a database with monthly partitions (:mod:`commhistory.store.partition`)
+        the ids and provider pairs of ``messages`` and ``events`` are also in the
+        unpartitioned ``message_keys`` / ``event_keys``, written in the same
+        transaction as the rows: one index search there, instead of one in every
+        month's partition. Checked once per repository; a database partitioned
+        after the repository was opened is searched the slower way, with the same
+        answers.
+        """
+        keys = _KEY_TABLES.get(name)
+        if keys is None:
+            return name
+        if self._partitioned is None:
+            found = conn.exec_driver_sql("SELECT to_regclass('event_keys')").scalar()
+            self._partitioned = found is not None
+        return keys if self._partitioned else name
 
     def insert_new(
         self, conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Iterable[Row]
