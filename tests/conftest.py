@@ -84,6 +84,34 @@ def pg_database_url(postgres_url: str) -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture
+def pg_partitioned_url(pg_url: str) -> str:
+    """As :func:`pg_url`, with the schema at head and ``messages``/``events`` partitioned.
+
+    The partitioned variant the storage contract tests run on as well (issue 15 item 4):
+    monthly partitions from the current month, one ahead, and the ``DEFAULT`` partition,
+    which takes the tests' rows of other months.
+    """
+    import sqlalchemy as sa
+
+    from commhistory.store import partition, upgrade
+
+    engine = sa.create_engine(pg_url, poolclass=sa.NullPool)
+    try:
+        upgrade(engine)
+        partition.enable(engine, ahead_months=1)
+    finally:
+        engine.dispose()
+    return pg_url
+
+
+def pg_variant_url(request: pytest.FixtureRequest, param: str) -> str:
+    """The URL of a ``postgresql`` or ``postgresql-partitioned`` test parameter."""
+    name = "pg_partitioned_url" if param == "postgresql-partitioned" else "pg_url"
+    url: str = request.getfixturevalue(name)
+    return url
+
+
 # ``--hypothesis-profile=fuzz`` (``nox -s fuzz``): a large budget for the input fuzz tests
 # (tests/test_fuzz_inputs.py); COMMHISTORY_FUZZ_EXAMPLES sets how many examples each runs.
 settings.register_profile(

@@ -35,10 +35,16 @@ from commhistory.model import (
 )
 from commhistory.store import MemoryRepository, SQLRepository
 from commhistory.store.batching import ERASED_REASON
+from tests.conftest import pg_variant_url
 from tests.test_consent_support import at, ev, msg
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-BACKENDS = ["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+BACKENDS = [
+    "memory",
+    "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.postgres),
+    pytest.param("postgresql-partitioned", marks=pytest.mark.postgres),
+]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -50,7 +56,7 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHistory
     url = (
         f"sqlite:///{tmp_path / 'erase.db'}"
         if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
+        else pg_variant_url(request, request.param)
     )
     with open_repository(url, Keyring.generate(), batch_size=4) as sql:
         yield sql

@@ -34,6 +34,7 @@ from commhistory.model import (
 )
 from commhistory.store import SQLRepository
 from commhistory.store.kpi import OUTCOME_COLUMNS, Outcome
+from tests.conftest import pg_variant_url
 
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
 # Instants near offset changes and midnights of the zones below.
@@ -144,14 +145,14 @@ queries: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
 ).filter(_ordered)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql-partitioned"])
 def sql_repo(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[CommHistory[SQLRepository]]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'kpi.db'}"
     else:
-        url = request.getfixturevalue("pg_url")
+        url = pg_variant_url(request, request.param)
     repo = open_repository(url, Keyring.generate())
     try:
         yield repo

@@ -40,6 +40,7 @@ from commhistory.store import (
     SQLRepository,
     TimelineEntry,
 )
+from tests.conftest import pg_variant_url
 
 T0 = datetime(2026, 4, 1, 0, 0, tzinfo=UTC)
 LINE_ID = "U" + "0123456789abcdef" * 2
@@ -118,7 +119,12 @@ def parsed(records: list[Any]) -> list[ParsedLine]:
     return [ParsedLine(line=i, raw=dumps(r), record=r) for i, r in enumerate(records, 1)]
 
 
-BACKENDS = ["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+BACKENDS = [
+    "memory",
+    "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.postgres),
+    pytest.param("postgresql-partitioned", marks=pytest.mark.postgres),
+]
 
 
 @pytest.fixture
@@ -136,7 +142,7 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path, keyring: Keyring) -> It
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'store.db'}"
     else:
-        url = request.getfixturevalue("pg_url")
+        url = pg_variant_url(request, request.param)
     with open_repository(url, keyring, batch_size=3) as sql:
         yield sql
 

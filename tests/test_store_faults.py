@@ -30,8 +30,13 @@ from commhistory.convert import dumps
 from commhistory.crypto import Keyring
 from commhistory.model import Channel, Direction, Event, EventType, Message, Purpose
 from commhistory.store.kpi import Outcome
+from tests.conftest import pg_variant_url
 
-SQL_BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+SQL_BACKENDS = [
+    "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.postgres),
+    pytest.param("postgresql-partitioned", marks=pytest.mark.postgres),
+]
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 EVENTS_PER_MESSAGE = 5
 
@@ -217,8 +222,7 @@ def report_of(process: subprocess.Popen[str]) -> dict[str, int]:
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
-    pg: str = request.getfixturevalue("pg_url")
-    return pg
+    return pg_variant_url(request, request.param)
 
 
 @pytest.fixture

@@ -18,17 +18,21 @@ from commhistory.errors import (
 from commhistory.facade import CommHistory, open_repository
 from commhistory.model import Channel
 from commhistory.store import IngestReport, SQLRepository, rotate_keys
+from tests.conftest import pg_variant_url
 from tests.test_store_contract import LINE_ID, consent, event, full_event, message
 
-SQL_BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+SQL_BACKENDS = [
+    "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.postgres),
+    pytest.param("postgresql-partitioned", marks=pytest.mark.postgres),
+]
 
 
 @pytest.fixture(params=SQL_BACKENDS)
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
-    pg: str = request.getfixturevalue("pg_url")
-    return pg
+    return pg_variant_url(request, request.param)
 
 
 @pytest.fixture

@@ -12,16 +12,23 @@ from commhistory.errors import NotFoundError, StorageError
 from commhistory.facade import CommHistory, open_repository
 from commhistory.model import BounceClass, EventType
 from commhistory.store import BatchOutcome, SQLRepository
+from tests.conftest import pg_variant_url
 from tests.test_consent_support import ev, msg
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+        pytest.param("postgresql-partitioned", marks=pytest.mark.postgres),
+    ]
+)
 def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHistory[SQLRepository]]:
     """An empty SQL repository on each database, with small batches."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'tx.db'}"
     else:
-        url = request.getfixturevalue("pg_url")
+        url = pg_variant_url(request, request.param)
     with open_repository(url, Keyring.generate(), batch_size=2) as r:
         yield r
 

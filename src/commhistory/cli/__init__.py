@@ -39,6 +39,7 @@ from commhistory.cli import (
     dead_letters,
     demo,
     journey,
+    partitions,
     report,
     store,
     validate,
@@ -64,6 +65,7 @@ _COMMANDS = (
     analytics,
     crm,
     journey,
+    partitions,
 )
 
 

@@ -123,6 +123,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="delete dead letters received more than N days ago (default 90)",
     )
     purge.add_argument(
+        "--history-days",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also delete messages sent and events that occurred more than N days ago "
+        "(default: keep them); a partitioned PostgreSQL database drops whole months",
+    )
+    purge.add_argument(
         "--format", choices=("text", "json"), default="text", help="output format (default text)"
     )
     add_store_options(purge)
@@ -211,6 +219,7 @@ def run_purge(args: argparse.Namespace) -> int:
         policy = RetentionPolicy(
             consent_evidence_months=args.consent_months,
             dead_letters=timedelta(days=args.dead_letter_days),
+            history=None if args.history_days is None else timedelta(days=args.history_days),
         )
     except InvalidInputError as exc:
         raise CommandError(str(exc)) from None
@@ -224,7 +233,13 @@ def run_purge(args: argparse.Namespace) -> int:
                     "dry_run": report.dry_run,
                     "now": report.now.isoformat(),
                     "items": [
-                        {"kind": i.kind, "count": i.count, "rule": i.rule} for i in report.items
+                        {
+                            "kind": i.kind,
+                            "count": i.count,
+                            "rule": i.rule,
+                            "dropped_partitions": list(i.dropped_partitions),
+                        }
+                        for i in report.items
                     ],
                 },
                 indent=2,
@@ -235,4 +250,6 @@ def run_purge(args: argparse.Namespace) -> int:
     print(f"{plural(report.total, 'record')} {verb}:")
     for item in report.items:
         print(f"  {item.kind}: {item.count} ({item.rule})")
+        if item.dropped_partitions:
+            print(f"    dropped whole: {', '.join(item.dropped_partitions)}")
     return EXIT_OK

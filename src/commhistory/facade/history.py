@@ -78,6 +78,7 @@ from commhistory.store.costs import Cost
 from commhistory.store.dead_letters import DeadLetterInfo
 from commhistory.store.mask_backfill import MaskBackfillReport
 from commhistory.store.memory import MemoryRepository
+from commhistory.store.partition import PartitionReport
 from commhistory.store.protocol import (
     BatchHook,
     DeadLetter,
@@ -898,6 +899,21 @@ class CommHistory(ClosesOnExit, Generic[S]):
     def backfill_masks(self, *, batch_size: int = 1000) -> MaskBackfillReport:
         """Store masked addresses of messages stored before schema revision 0005."""
         return self._store.backfill_masks(batch_size=batch_size)
+
+    def ensure_partitions(
+        self, *, ahead_months: int = 3, now: datetime | None = None
+    ) -> PartitionReport:
+        """Create the coming months' partitions (partitioned PostgreSQL; else a no-op).
+
+        Run it from a scheduler (monthly, or daily) with *ahead_months* covering
+        the longest gap between runs; rows of a month without a partition land in
+        the ``DEFAULT`` partition and are moved to their own one by the next run.
+        See :meth:`commhistory.store.Repository.ensure_partitions` and
+        ``docs/scaling.md``.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._store.ensure_partitions(ahead_months=ahead_months, now=now)
 
     # ------------------------------------------------------------------ access
 

@@ -10,8 +10,11 @@ latest event for that channel and purpose is a withdrawal) or at an erasure.
 :func:`purge` deletes what is due: consent events that a later withdrawal
 superseded (the withdrawal itself is kept, since an opt-out must keep being
 honoured), an erased contact's retained evidence, old dead letters, and,
-when the policy sets ``activities``, activities older than that.
-Messages and events are kept: they carry the KPIs (set your own policy first).
+when the policy sets ``activities``, activities older than that. Messages and
+events are kept (they carry the KPIs) unless the policy sets ``history``: then
+the messages sent and the events that occurred longer ago than that are
+deleted; on a partitioned PostgreSQL database a month wholly past the cutoff
+is dropped as a partition (:mod:`commhistory.store.partition`).
 
 .. versionadded:: 0.1.0
 """
@@ -63,10 +66,12 @@ class RetentionPolicy:
         dead_letters: How long rejected input is kept (default 90 days); ``None`` keeps it.
         activities: How long activities are kept after they occurred; ``None``
             (the default) keeps them.
+        history: How long messages (after ``sent_at``) and events (after
+            ``occurred_at``) are kept; ``None`` (the default) keeps them.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.4.0
-       *activities*.
+       *activities* and *history*.
     """
 
     consent_evidence_months: int = attrs.field(default=1, validator=_non_negative)
@@ -74,6 +79,7 @@ class RetentionPolicy:
         default=timedelta(days=90), validator=_non_negative
     )
     activities: timedelta | None = attrs.field(default=None, validator=_non_negative)
+    history: timedelta | None = attrs.field(default=None, validator=_non_negative)
 
     def consent_until(self, stopped_at: datetime) -> datetime:
         """When evidence of consent whose sending stopped at *stopped_at* is due."""
@@ -85,15 +91,21 @@ class PurgeItem:
     """One kind of record due for purging.
 
     Attributes:
-        kind: ``"consent_events"``, ``"erased_consent_evidence"``, ``"dead_letters"``
-            or ``"activities"``.
+        kind: ``"consent_events"``, ``"erased_consent_evidence"``, ``"dead_letters"``,
+            ``"activities"``, ``"messages"`` or ``"events"``.
         count: How many records.
         rule: The rule that made them due.
+        dropped_partitions: The month partitions dropped whole to delete them
+            (partitioned PostgreSQL, a real purge only).
+
+    .. versionchanged:: 0.4.0
+       *dropped_partitions*.
     """
 
     kind: str
     count: int
     rule: str
+    dropped_partitions: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -144,26 +156,51 @@ def purge(
     store = repo.privacy_store
     cutoff = None if policy.dead_letters is None else t - policy.dead_letters
     acts = None if policy.activities is None else t - policy.activities
+    hist = None if policy.history is None else t - policy.history
+    history = None
     with repo.transaction():
         superseded = _superseded(store.consent_ledger(), store.last_outbound(), policy, t)
         erased = store.expired_evidence(t)
         dead = 0 if cutoff is None else store.count_dead_letters(cutoff)
         old = 0 if acts is None else repo.activity_store.count_before(acts)
+        if hist is not None:
+            history = store.count_history(hist)
         if not dry_run:
             store.delete_consents([*superseded, *erased])
             if cutoff is not None:
                 store.delete_dead_letters(cutoff)
             if acts is not None:
                 repo.activity_store.delete_before(acts)
+            if hist is not None:
+                history = store.delete_history(hist)
     report = _report(t, dry_run, policy, len(superseded), len(erased), dead)
-    if policy.activities is None:
-        return report
-    item = PurgeItem(
-        kind="activities",
-        count=old,
-        rule=f"activities that occurred more than {policy.activities.days} days ago",
-    )
-    return attrs.evolve(report, items=(*report.items, item))
+    items = list(report.items)
+    if policy.activities is not None:
+        items.append(
+            PurgeItem(
+                kind="activities",
+                count=old,
+                rule=f"activities that occurred more than {policy.activities.days} days ago",
+            )
+        )
+    if policy.history is not None and history is not None:
+        days = policy.history.days
+        dropped = history.dropped_partitions
+        items += [
+            PurgeItem(
+                kind="messages",
+                count=history.messages,
+                rule=f"messages sent more than {days} days ago",
+                dropped_partitions=tuple(p for p in dropped if p.startswith("messages_")),
+            ),
+            PurgeItem(
+                kind="events",
+                count=history.events,
+                rule=f"events that occurred more than {days} days ago",
+                dropped_partitions=tuple(p for p in dropped if p.startswith("events_")),
+            ),
+        ]
+    return attrs.evolve(report, items=tuple(items))
 
 
 def _superseded(

@@ -7,7 +7,9 @@
 * :func:`rotate_keys`: move stored keys under the keyring's current key;
 * :func:`backfill_masks`: write the masked addresses of messages stored before
   schema revision 0005;
-* :mod:`~commhistory.store.migrate`: schema migrations (Alembic, shipped in the package).
+* :mod:`~commhistory.store.migrate`: schema migrations (Alembic, shipped in the package);
+* :mod:`~commhistory.store.partition`: monthly partitions of ``messages`` and
+  ``events`` on PostgreSQL (opt-in; :class:`PartitionReport`).
 
 The store is the only package that speaks SQL. It knows nothing of the domain
 packages above it: consent, KPIs, privacy and audit reach it through the typed
@@ -24,6 +26,7 @@ from commhistory.store.activities import ActivityEntry, ActivityStore
 from commhistory.store.mask_backfill import MaskBackfillReport, backfill_masks
 from commhistory.store.memory import MemoryRepository, MemoryState
 from commhistory.store.migrate import current_revision, downgrade_to_base, head_revision, upgrade
+from commhistory.store.partition import PartitionReport
 from commhistory.store.protocol import (
     BatchFeed,
     BatchHook,
@@ -50,6 +53,7 @@ __all__ = [
     "MaskBackfillReport",
     "MemoryRepository",
     "MemoryState",
+    "PartitionReport",
     "Repository",
     "RotationReport",
     "SQLRepository",

@@ -287,6 +287,9 @@ class SQLiteBackend(Backend):
 
 _LINK_LOCK_KEY: Final = 0x636F6D6D6C696E6B  # "commlink"
 
+_KEY_TABLES: Final = {"events": "event_keys", "messages": "message_keys"}
+"""The unpartitioned key tables of partitioned tables (:mod:`commhistory.store.partition`)."""
+
 
 class PostgresBackend(Backend):
     """PostgreSQL: binary ``COPY`` into a temporary staging table, then ``INSERT ... SELECT``."""
@@ -295,6 +298,9 @@ class PostgresBackend(Backend):
     ph = "%s"
     copies_new_rows = True
     key_share = " FOR KEY SHARE"
+
+    def __init__(self) -> None:
+        self._partitioned: bool | None = None
 
     def select_in(
         self, conn: sa.Connection, sql: str, values: Iterable[Any], *, extra: Row = ()
@@ -342,22 +348,42 @@ class PostgresBackend(Backend):
         """
         if not keys:
             return set()
+        name = self._key_table(conn, table.name)
         if len(columns) == 1:
             (col,) = columns
-            sql = f"SELECT {col} FROM {table.name} WHERE {col} = ANY(%s)"
+            sql = f"SELECT {col} FROM {name} WHERE {col} = ANY(%s)"
             params: list[Any] = [[k[0] for k in keys]]
         else:
             a, b = columns
             groups: dict[Any, list[Any]] = {}
             for k in keys:
                 groups.setdefault(k[0], []).append(k[1])
-            branch = f"SELECT {a}, {b} FROM {table.name} WHERE {a} = %s AND {b} = ANY(%s)"
+            branch = f"SELECT {a}, {b} FROM {name} WHERE {a} = %s AND {b} = ANY(%s)"
             sql = " UNION ALL ".join([branch] * len(groups))
             params = [v for first, rest in groups.items() for v in (first, rest)]
         raw: Any = conn.connection.driver_connection
         with raw.cursor() as cur:
             cur.execute(sql, params)
             return {tuple(r) for r in cur}
+
+    def _key_table(self, conn: sa.Connection, name: str) -> str:
+        """The table to look *name*'s unique keys up in: its key table when partitioned.
+
+        On a database with monthly partitions (:mod:`commhistory.store.partition`)
+        the ids and provider pairs of ``messages`` and ``events`` are also in the
+        unpartitioned ``message_keys`` / ``event_keys``, written in the same
+        transaction as the rows: one index search there, instead of one in every
+        month's partition. Checked once per repository; a database partitioned
+        after the repository was opened is searched the slower way, with the same
+        answers.
+        """
+        keys = _KEY_TABLES.get(name)
+        if keys is None:
+            return name
+        if self._partitioned is None:
+            found = conn.exec_driver_sql("SELECT to_regclass('event_keys')").scalar()
+            self._partitioned = found is not None
+        return keys if self._partitioned else name
 
     def insert_new(
         self, conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Iterable[Row]
@@ -378,8 +404,9 @@ class PostgresBackend(Backend):
         likely.
         """
         written: list[Row] = []
-        if self._copy(conn, table, columns, rows, written):
-            return len(written)
+        stored = self._copy(conn, table, columns, rows, written)
+        if stored is not None:
+            return stored
         written.extend(rows)  # any not yet consumed
         return self.insert(conn, table, columns, written)
 
@@ -388,7 +415,7 @@ class PostgresBackend(Backend):
     ) -> int | None:
         """See :meth:`Backend.try_copy_new`: ``COPY`` in a savepoint, rolled back on a conflict."""
         written: list[Row] = []
-        return len(written) if self._copy(conn, table, columns, rows, written) else None
+        return self._copy(conn, table, columns, rows, written)
 
     def _copy(
         self,
@@ -397,8 +424,14 @@ class PostgresBackend(Backend):
         columns: Sequence[str],
         rows: Iterable[Row],
         written: list[Row],
-    ) -> bool:
-        """``COPY`` *rows* in a savepoint, keeping each in *written*; False on a key conflict."""
+    ) -> int | None:
+        """``COPY`` *rows* in a savepoint, keeping each in *written*; ``None`` on a key conflict.
+
+        Returns the rows the server stored: all of *written* on an unpartitioned
+        table; on a partitioned one (:mod:`commhistory.store.partition`) the key
+        trigger skips, as ``ON CONFLICT DO NOTHING`` would, a row whose key is
+        stored already, and the count leaves it out.
+        """
         from psycopg.errors import UniqueViolation  # noqa: PLC0415 - the postgres extra
 
         cols = ", ".join(columns)
@@ -416,9 +449,10 @@ class PostgresBackend(Backend):
                         write(row)
             except UniqueViolation:
                 cur.execute("ROLLBACK TO SAVEPOINT _ch_insert_new")
-                return False
+                return None
+            stored = cur.rowcount
             cur.execute("RELEASE SAVEPOINT _ch_insert_new")
-        return True
+        return len(written) if stored < 0 else int(stored)
 
     def insert(
         self, conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: list[Row]

@@ -30,6 +30,7 @@ from commhistory.model import (
     SuppressionEntry,
     consent_id_of,
 )
+from commhistory.store import partition
 from commhistory.store.activities import MemoryActivityStore, memory_write_activities
 from commhistory.store.analytics import MemoryAnalyticsReader
 from commhistory.store.attributes import MemoryAttributeStore, memory_apply
@@ -45,6 +46,7 @@ from commhistory.store.costs import Cost, MemoryCostStore
 from commhistory.store.dead_letters import MemoryDeadLetterStore
 from commhistory.store.feed import MemoryStoredBatch
 from commhistory.store.kpi import MemoryKpiStore
+from commhistory.store.partition import PartitionReport
 from commhistory.store.privacy import MemoryPrivacyStore
 from commhistory.store.protocol import (
     BatchFeed,
@@ -577,6 +579,16 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
             InvalidInputError: Always.
         """
         raise InvalidInputError(field="backfill_masks", reason="needs a SQL repository")
+
+    def ensure_partitions(
+        self, *, ahead_months: int = 3, now: datetime | None = None
+    ) -> PartitionReport:
+        """Nothing to do: the memory repository has no partitions (an empty report).
+
+        .. versionadded:: 0.4.0
+        """
+        partition.check_ahead(ahead_months)
+        return PartitionReport()
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -36,6 +36,7 @@ from commhistory.errors import NotFoundError
 from commhistory.model import ConsentEvent
 from commhistory.normalize.mask import mask_address
 from commhistory.normalize.time import from_micros, to_micros
+from commhistory.store import partition
 from commhistory.store.layout import (
     CONSENT_COLUMNS,
     EVIDENCE_COLUMNS,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ContactHoldings",
+    "HistoryCounts",
     "LedgerRow",
     "MemoryPrivacyStore",
     "PrivacyStore",
@@ -92,6 +94,24 @@ class ShredCounts:
     addresses: int
     masked_addresses: int
     attributes: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class HistoryCounts:
+    """Messages and events before a retention cutoff (counted, or deleted).
+
+    Attributes:
+        messages: Messages sent before the cutoff.
+        events: Events that occurred before it.
+        dropped_partitions: The month partitions dropped whole (partitioned
+            PostgreSQL only; empty elsewhere and when only counting).
+
+    .. versionadded:: 0.4.0
+    """
+
+    messages: int
+    events: int
+    dropped_partitions: tuple[str, ...] = ()
 
 
 class SubjectAddress(NamedTuple):
@@ -178,6 +198,29 @@ class PrivacyStore(Protocol):
 
     def delete_dead_letters(self, before: datetime) -> int:
         """Delete the dead letters received before *before*; return how many."""
+        ...
+
+    def count_history(self, before: datetime) -> HistoryCounts:
+        """Count the messages sent and the events that occurred before *before*.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def delete_history(self, before: datetime) -> HistoryCounts:
+        """Delete the messages sent and the events that occurred before *before*.
+
+        Each row goes by its own timestamp: an event after the cutoff is kept
+        even when its message is deleted (its message's outcomes were folded
+        when it was stored). On a partitioned PostgreSQL database
+        (:mod:`commhistory.store.partition`) a month wholly before the cutoff
+        is dropped as a partition, the rest deleted row by row.
+
+        Returns:
+            What was deleted, with the partitions dropped.
+
+        .. versionadded:: 0.4.0
+        """
         ...
 
 
@@ -450,6 +493,36 @@ class SQLPrivacyStore(PrivacyStore):
                 ).rowcount
             )
 
+    def count_history(self, before: datetime) -> HistoryCounts:
+        """See :meth:`PrivacyStore.count_history`."""
+        cutoff = to_micros(before)
+        with self.repo.transaction(read=True) as conn:
+            counts = [
+                int(
+                    conn.exec_driver_sql(
+                        f"SELECT COUNT(*) FROM {table} WHERE {column} < {self.ph}", (cutoff,)
+                    ).scalar_one()
+                )
+                for table, column in (("messages", "sent_at"), ("events", "occurred_at"))
+            ]
+        return HistoryCounts(messages=counts[0], events=counts[1])
+
+    def delete_history(self, before: datetime) -> HistoryCounts:
+        """See :meth:`PrivacyStore.delete_history`."""
+        cutoff = to_micros(before)
+        with self.repo.transaction() as conn:
+            counted = [
+                int(
+                    conn.exec_driver_sql(
+                        f"SELECT COUNT(*) FROM {table} WHERE {column} < {self.ph}", (cutoff,)
+                    ).scalar_one()
+                )
+                for table, column in (("messages", "sent_at"), ("events", "occurred_at"))
+            ]
+            dropped = partition.delete_before(conn, cutoff).dropped
+        self.repo.forget_history_caches()
+        return HistoryCounts(messages=counted[0], events=counted[1], dropped_partitions=dropped)
+
 
 # ---------------------------------------------------------------------- memory
 
@@ -598,3 +671,27 @@ class MemoryPrivacyStore(PrivacyStore):
         deleted = len(self.s.dead_letters) - len(kept)
         self.s.dead_letters[:] = kept
         return deleted
+
+    def count_history(self, before: datetime) -> HistoryCounts:
+        """See :meth:`PrivacyStore.count_history`."""
+        return HistoryCounts(
+            messages=sum(1 for m in self.s.messages.values() if m.sent_at < before),
+            events=sum(1 for e in self.s.events.values() if e.occurred_at < before),
+        )
+
+    def delete_history(self, before: datetime) -> HistoryCounts:
+        """See :meth:`PrivacyStore.delete_history`."""
+        s = self.s
+        gone_messages = [mid for mid, m in s.messages.items() if m.sent_at < before]
+        for mid in gone_messages:
+            m = s.messages.pop(mid)
+            if m.provider is not None and m.provider_message_id is not None:
+                s.pairs.pop((m.provider, m.provider_message_id), None)
+        gone_events = [eid for eid, e in s.events.items() if e.occurred_at < before]
+        for eid in gone_events:
+            e = s.events.pop(eid)
+            s.event_contact.pop(eid, None)
+            s.orphans.discard(eid)
+            if e.provider is not None and e.provider_event_id is not None:
+                s.provider_events.discard((e.provider, e.provider_event_id))
+        return HistoryCounts(messages=len(gone_messages), events=len(gone_events))

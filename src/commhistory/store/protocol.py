@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from commhistory.store.dead_letters import DeadLetterStore
     from commhistory.store.kpi import KpiStore
     from commhistory.store.mask_backfill import MaskBackfillReport
+    from commhistory.store.partition import PartitionReport
     from commhistory.store.privacy import PrivacyStore
     from commhistory.store.rotation import RotationReport
 
@@ -613,6 +614,25 @@ class Repository(Protocol):
 
         Raises:
             InvalidInputError: The repository stores no masks.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def ensure_partitions(
+        self, *, ahead_months: int = 3, now: datetime | None = None
+    ) -> PartitionReport:
+        """Create the coming months' partitions of a partitioned PostgreSQL database.
+
+        The current month and *ahead_months* after it get a partition of
+        ``messages`` and of ``events``; a month with rows in the ``DEFAULT``
+        partition gets one too, its rows moved there (see
+        :mod:`commhistory.store.partition`). Nothing to do (an empty report) on a
+        database that is not partitioned, on SQLite and in memory.
+
+        Raises:
+            InvalidInputError: *ahead_months* is not a whole number 0 to 120.
+            StorageError: The database failed (nothing changed).
 
         .. versionadded:: 0.4.0
         """

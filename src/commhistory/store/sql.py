@@ -30,7 +30,7 @@ from commhistory.crypto import (
 from commhistory.errors import (
     SchemaError,
 )
-from commhistory.store import migrate
+from commhistory.store import migrate, partition
 from commhistory.store._engine import create_engine, require_existing
 from commhistory.store.activities import SQLActivityStore
 from commhistory.store.analytics import SQLAnalyticsReader
@@ -51,8 +51,10 @@ from commhistory.store.sql_reads import SQLReads
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from datetime import datetime
 
     from commhistory.store.mask_backfill import MaskBackfillReport
+    from commhistory.store.partition import PartitionReport
     from commhistory.store.rotation import RotationReport
 
 __all__ = [
@@ -212,6 +214,16 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         .. versionadded:: 0.4.0
         """
         return backfill_masks(self, batch_size=batch_size)
+
+    def ensure_partitions(
+        self, *, ahead_months: int = 3, now: datetime | None = None
+    ) -> PartitionReport:
+        """Create the coming months' partitions; see :meth:`Repository.ensure_partitions`.
+
+        .. versionadded:: 0.4.0
+        """
+        with self.transaction() as conn:
+            return partition.ensure_partitions(conn, ahead_months=ahead_months, now=now)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -133,6 +133,14 @@ class SQLCore:
         """The database-specific bulk SQL."""
         return self._backend
 
+    def forget_history_caches(self) -> None:
+        """Forget which contact each message belongs to (after messages were deleted).
+
+        .. versionadded:: 0.4.0
+        """
+        self._message_contacts.clear()
+        self._pair_messages.clear()
+
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError("the repository is closed")
