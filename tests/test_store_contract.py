@@ -53,7 +53,7 @@ def message(n: int | str, contact: str = "c1", **kw: Any) -> Message:
         "direction": Direction.OUTBOUND,
         "contact_id": contact,
         "address": f"user{contact}@example.com",
-        "sent_at": T0 + timedelta(minutes=int(str(n).strip("x") or 0)),
+        "sent_at": T0 + timedelta(minutes=int(str(n).strip("-x") or 0)),
         "purpose": Purpose.MARKETING,
         "campaign_id": "spring",
         "variant": "A",
@@ -71,7 +71,7 @@ def event(n: int | str, message_id: str | None = "m1", **kw: Any) -> Event:
     fields: dict[str, Any] = {
         "event_id": f"e{n}",
         "type": EventType.DELIVERED,
-        "occurred_at": T0 + timedelta(seconds=int(str(n).strip("x") or 0)),
+        "occurred_at": T0 + timedelta(seconds=int(str(n).strip("-x") or 0)),
         "message_id": message_id,
     }
     fields.update(kw)

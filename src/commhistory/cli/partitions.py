@@ -72,11 +72,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             metavar="N",
             help=f"months after the current one (default {_AHEAD_DEFAULT})",
         )
-        cmd.add_argument("--format", choices=("text", "json"), default="text")
+        cmd.add_argument(
+            "--format", choices=("text", "json"), default="text", help="output format"
+        )
         add_store_options(cmd)
         cmd.set_defaults(run=run_enable if name == "enable" else run_ensure)
     stat = sub.add_parser("status", help="list the partitions", description="List them.")
-    stat.add_argument("--format", choices=("text", "json"), default="text")
+    stat.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     add_store_options(stat)
     stat.set_defaults(run=run_status)
 
