@@ -294,8 +294,9 @@ class CommHistory(ClosesOnExit, Generic[S]):
 
         Each is checked against the declarations first: an undeclared name
         (:class:`~commhistory.errors.UnknownActivityError`) or a plain property
-        that looks like an email address or phone number
-        (:class:`~commhistory.errors.PersonalDataError`) is rejected into the
+        that holds an email address, a phone number or a LINE user id
+        (:func:`~commhistory.normalize.personal_kind`,
+        :class:`~commhistory.errors.PersonalDataError`) is rejected into the
         dead letters. A retried batch stores nothing twice; an id stored with
         another contact or name is a conflict, also kept as a dead letter.
 

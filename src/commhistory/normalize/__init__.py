@@ -10,6 +10,9 @@ reason, and never quotes the value.
   :func:`is_normalized_email`, :func:`is_normalized_phone` check that a value is
   already canonical, without normalizing again what they just returned.
 * :func:`normalize_line_user_id`: LINE user ids.
+* :func:`personal_kind`: whether a value that would be stored in the clear holds
+  an email address, a phone number or a LINE user id (the one guard of plain
+  attributes and plain activity properties).
 * :func:`parse_timestamp`, :func:`format_timestamp`: aware UTC datetimes in
   and out.
 * :func:`parse_smtp_reply`, :func:`classify_bounce`: SMTP codes and bounce classes.
@@ -25,11 +28,13 @@ from commhistory.normalize import email as _email
 from commhistory.normalize import phone as _phone
 from commhistory.normalize.email import is_normalized_email, normalize_email
 from commhistory.normalize.line import normalize_line_user_id
+from commhistory.normalize.personal import PersonalKind, personal_kind
 from commhistory.normalize.phone import is_normalized_phone, normalize_phone
 from commhistory.normalize.smtp import SmtpReply, classify_bounce, parse_smtp_reply
 from commhistory.normalize.time import format_timestamp, parse_timestamp
 
 __all__ = [
+    "PersonalKind",
     "SmtpReply",
     "cache_info",
     "classify_bounce",
@@ -42,6 +47,7 @@ __all__ = [
     "normalize_phone",
     "parse_smtp_reply",
     "parse_timestamp",
+    "personal_kind",
 ]
 
 
