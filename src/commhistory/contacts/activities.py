@@ -57,6 +57,7 @@ __all__ = [
 PLAIN_KEY: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 """What a plain property key looks like (it is shown in errors and stored in the clear)."""
 
+
 def parse_declarations(
     declared: Mapping[str, Iterable[str]] | Iterable[str],
 ) -> dict[str, frozenset[str]]:

@@ -106,4 +106,3 @@ def personal_kind(text: str, region: str = "JP") -> PersonalKind | None:
         if matcher.has_next():
             return PersonalKind.PHONE
     return None
-
