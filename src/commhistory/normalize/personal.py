@@ -69,7 +69,7 @@ class PersonalKind(enum.StrEnum):
 
     @property
     def phrase(self) -> str:
-        """The kind in words, for error reasons: ``"an email address"``."""
+        """This kind in words, as error reasons say it (``"an email address"``)."""
         return _PHRASES[self]
 
 
