@@ -231,3 +231,25 @@ def test_any_e164_number_in_text_is_found(
 @given(st.text(max_size=80), st.sampled_from(["JP", "US"]))
 def test_never_fails(text: str, region: str) -> None:
     assert personal_kind(text, region) in {None, *PersonalKind}
+
+
+# ------------------------------------------------------- other values stored in the clear
+
+
+@pytest.mark.parametrize(
+    ("name", "quoted"),
+    [
+        ("brand_new_event", True),
+        ("email.received", True),
+        (LINE_ID, False),  # a short word, but a LINE user id
+        ("tel:09012345678", False),
+        ("to:taro@example.com", False),
+    ],
+)
+def test_an_unknown_event_name_is_quoted_in_the_plain_reason_only_when_not_personal(
+    name: str, quoted: bool
+) -> None:
+    from commhistory.providers._shared import unknown_event
+
+    reason = unknown_event("event", name).reason
+    assert (name in reason) is quoted
