@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 from commhistory import Activity, ActivityCatalog, PersonalDataError
 from commhistory.contacts import AttributeDefinition, AttributeSchema, looks_personal
 from commhistory.errors import AttributeSchemaError, NormalizationError, PersonalValueError
-from commhistory.normalize import PersonalKind, normalize_email, personal_kind
+from commhistory.normalize import (
+    PersonalKind,
+    cache_info,
+    clear_caches,
+    normalize_email,
+    personal_kind,
+)
+from commhistory.normalize.personal import CACHED_LENGTH
 
 EMAIL, PHONE, LINE = PersonalKind.EMAIL, PersonalKind.PHONE, PersonalKind.LINE_USER_ID
 
@@ -130,12 +137,18 @@ def test_kinds_are_strings_with_a_phrase() -> None:
     ]
 
 
-def test_answers_are_cached() -> None:
-    personal_kind.cache_clear()
+def test_answers_are_cached_for_short_values_only() -> None:
+    clear_caches()
     personal_kind("order 0000000001")
     personal_kind("order 0000000001")
-    info = personal_kind.cache_info()
-    assert (info.hits, info.misses) == (1, 1)
+    info = cache_info()["personal"]
+    assert (info.hits, info.misses, info.currsize) == (1, 1, 1)
+    long = "x" * CACHED_LENGTH + " 090-1234-5678"
+    assert personal_kind(long) is PHONE
+    assert personal_kind(long) is PHONE
+    assert cache_info()["personal"].currsize == 1  # checked every time, never remembered
+    clear_caches()
+    assert cache_info()["personal"].currsize == 0
 
 
 # ------------------------------------------------------- both guards apply the one rule

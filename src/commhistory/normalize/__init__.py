@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 
 from commhistory.normalize import email as _email
+from commhistory.normalize import personal as _personal
 from commhistory.normalize import phone as _phone
 from commhistory.normalize.email import is_normalized_email, normalize_email
 from commhistory.normalize.line import normalize_line_user_id
@@ -55,16 +56,23 @@ def cache_info() -> dict[str, functools._CacheInfo]:
     """Return the LRU statistics of the cached normalizers.
 
     Returns:
-        ``{"email": ..., "phone": ...}``, each a
-        :func:`functools.lru_cache` ``CacheInfo`` (hits, misses, maxsize, currsize).
+        ``{"email": ..., "phone": ..., "personal": ...}``, each a
+        :func:`functools.lru_cache` ``CacheInfo`` (hits, misses, maxsize, currsize);
+        ``personal`` is :func:`personal_kind`'s.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       ``personal``.
     """
-    return {"email": _email._normalize.cache_info(), "phone": _phone._normalize.cache_info()}
+    return {
+        "email": _email._normalize.cache_info(),
+        "phone": _phone._normalize.cache_info(),
+        "personal": _personal._cached.cache_info(),
+    }
 
 
 def clear_caches() -> None:
-    """Empty the caches of :func:`normalize_email` and :func:`normalize_phone`.
+    """Empty the caches of the normalizers and of :func:`personal_kind`.
 
     .. versionadded:: 0.1.0
     """
@@ -72,3 +80,4 @@ def clear_caches() -> None:
     _phone._normalize.cache_clear()
     _email._CANONICAL.clear()
     _phone._CANONICAL.clear()
+    _personal._cached.cache_clear()

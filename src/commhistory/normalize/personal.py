@@ -23,9 +23,10 @@ The rule, in order:
   (``4901234567894``) and other digit strings that are not valid numbers
   pass.
 
-Answers are cached (plain values repeat: a catalogue's SKUs, a tier;
-``personal_kind.cache_clear()`` empties the cache), and text with fewer than 7
-digits never reaches the matcher, which costs about 10 µs a call.
+Answers for values up to :data:`CACHED_LENGTH` characters are cached (plain
+values repeat: a catalogue's SKUs, a tier; see :func:`commhistory.normalize.cache_info`
+and :func:`~commhistory.normalize.clear_caches`), and text with fewer than 7
+digits never reaches the matcher, which costs tens of microseconds a call.
 
 .. versionadded:: 0.4.0
 """
@@ -39,10 +40,17 @@ from typing import Final
 
 import phonenumbers
 
-__all__ = ["CACHE_SIZE", "PersonalKind", "personal_kind"]
+__all__ = ["CACHED_LENGTH", "CACHE_SIZE", "PersonalKind", "personal_kind"]
 
 CACHE_SIZE: Final = 16_384
 """How many distinct ``(text, region)`` pairs :func:`personal_kind` remembers."""
+
+CACHED_LENGTH: Final = 256
+"""Values longer than this many characters are checked every time, not remembered.
+
+Plain values that repeat are short (SKUs, tiers, paths); the bound keeps the cache
+at a few megabytes whatever the host stores.
+"""
 
 _PHONE_DIGITS: Final = 7
 """Text with fewer digits than this cannot hold a phone number (the matcher is skipped)."""
@@ -88,7 +96,6 @@ _PHRASES: Final = {
 }
 
 
-@functools.lru_cache(maxsize=CACHE_SIZE)
 def personal_kind(text: str, region: str = "JP") -> PersonalKind | None:
     """Say which kind of personal identifier *text* holds, if any (see the module rule).
 
@@ -101,6 +108,12 @@ def personal_kind(text: str, region: str = "JP") -> PersonalKind | None:
 
     .. versionadded:: 0.4.0
     """
+    if len(text) <= CACHED_LENGTH:
+        return _cached(text, region)
+    return _find(text, region)
+
+
+def _find(text: str, region: str) -> PersonalKind | None:
     if len(text) < _PHONE_DIGITS and "@" not in text:
         return None  # too short for a phone number or a LINE user id
     if "@" in text and _EMAIL.search(text):
@@ -114,3 +127,7 @@ def personal_kind(text: str, region: str = "JP") -> PersonalKind | None:
         if matcher.has_next():
             return PersonalKind.PHONE
     return None
+
+
+_cached: Final = functools.lru_cache(maxsize=CACHE_SIZE)(_find)
+"""Answers for values up to :data:`CACHED_LENGTH` characters (see ``normalize.cache_info``)."""
