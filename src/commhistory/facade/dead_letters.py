@@ -174,28 +174,19 @@ def replay_dead_letters(
             letter = port.get(info.id)
             webhook = WebhookLetter.loads(letter.raw)
             if webhook is not None:
-                adapter = _adapter(adapters, webhook.provider)
-                if adapter is None:
+                outcome = _reparse_webhook(webhook, adapters)
+                if outcome is None:
                     unresolved += 1
-                    continue
-                try:
-                    lines = list(adapter.reparse_dead_letter(webhook))
-                except InvalidInputError as exc:
-                    port.set_reason(letter.id, field=exc.field, reason=exc.reason)
+                elif isinstance(outcome, InvalidInputError):
+                    port.set_reason(letter.id, field=outcome.field, reason=outcome.reason)
                     failed += 1
-                    continue
-                first_error = next((x.error for x in lines if x.error is not None), None)
-                if first_error is not None and (webhook.part == "event" or webhook.event):
-                    # One event that still fails: the letter stays, re-worded.
-                    port.set_reason(letter.id, field=first_error.field, reason=first_error.reason)
-                    failed += 1
-                    continue
-                if check is not None:
-                    for line in lines:
-                        if line.record is not None:
-                            check(line)
-                by_source.setdefault(letter.source, []).extend(lines)
-                done.append(letter.id)
+                else:
+                    if check is not None:
+                        for line in outcome:
+                            if line.record is not None:
+                                check(line)
+                    by_source.setdefault(letter.source, []).extend(outcome)
+                    done.append(letter.id)
                 continue
             fmt = letter_format(letter.source, letter.raw)
             if fmt == "csv" and header is None:
@@ -234,11 +225,28 @@ def replay_dead_letters(
     )
 
 
-def _adapter(adapters: AdapterResolver | None, provider: str) -> WebhookReparser | None:
-    """The resolver's adapter for *provider*, or ``None`` when there is none."""
-    if adapters is None:
+def _reparse_webhook(
+    letter: WebhookLetter, adapters: AdapterResolver | None
+) -> list[ParsedLine] | InvalidInputError | None:
+    """Parse a webhook letter again: its lines, why it still fails, or ``None`` (no adapter).
+
+    A letter of one event fails when the event does; a whole body's lines are
+    all returned (as receipt would store them) once the body parses.
+    """
+    adapter: WebhookReparser | None = None
+    if adapters is not None:
+        try:
+            adapter = adapters(letter.provider)
+        except NotFoundError:
+            adapter = None
+    if adapter is None:
         return None
     try:
-        return adapters(provider)
-    except NotFoundError:
-        return None
+        lines = list(adapter.reparse_dead_letter(letter))
+    except InvalidInputError as exc:
+        return exc
+    if letter.part == "event" or letter.event is not None:
+        for line in lines:
+            if line.error is not None:
+                return line.error  # one event that still fails: the letter stays, re-worded
+    return lines
