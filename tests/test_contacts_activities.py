@@ -19,9 +19,9 @@ from commhistory.contacts import (
     attribute,
     check_window,
     parse_declarations,
-    personal_kind,
 )
 from commhistory.convert import ParsedLine, dumps, loads, structure
+from commhistory.normalize import PersonalKind, personal_kind
 from commhistory.store.activities import ClickRow
 from tests.strategies_records import activities
 
@@ -185,12 +185,13 @@ def test_bad_declarations_are_refused(declared: Any, field: str) -> None:
     ],
 )
 def test_personal_kind(text: str, kind: str | None) -> None:
-    assert personal_kind(text) == kind
+    found = personal_kind(text)
+    assert (None if found is None else found.phrase) == kind
 
 
 @given(st.text(max_size=80))
 def test_personal_kind_never_fails(text: str) -> None:
-    assert personal_kind(text) in {None, "an email address", "a phone number", "a LINE user id"}
+    assert personal_kind(text) in {None, *PersonalKind}
 
 
 CATALOG = ActivityCatalog({"purchase": frozenset({"sku", "qty"}), "signup": frozenset()})

@@ -12,7 +12,7 @@
     │   │   ├── UnknownAttributeError             not declared in the schema
     │   │   ├── AttributeTypeError                not of the declared type
     │   │   ├── AttributeEnumError                not one of the enum's allowed values
-    │   │   └── PersonalValueError                an email or phone number in a plain attribute
+    │   │   └── PersonalValueError                an email, phone or LINE id in a plain attribute
     │   └── AttributeSchemaError                  .attribute: a declaration is refused
     ├── SignatureError (ValueError)               a signature or token does not verify
     ├── CryptoError

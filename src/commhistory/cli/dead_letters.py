@@ -9,7 +9,10 @@
   and ``import`` use (with ``--tz``, ``--map``, ``--kind``, and for CSV rows
   the sheet's header from ``--header`` or ``--header-from FILE``), stores what
   now parses and removes those letters; lines that still fail stay, with their
-  new reason. A second replay stores nothing twice. Exit 1 when some still fail.
+  new reason. Webhook letters go through their provider's adapter from the
+  registry (``commhistory.providers.get_provider``), as ``ingest-webhook``
+  builds it, without re-checking the signature (checked on receipt). A second
+  replay stores nothing twice. Exit 1 when some still fail.
 * ``purge --before DATE`` deletes the letters received before DATE
   (``--dry-run`` only counts them).
 
@@ -38,7 +41,8 @@ from commhistory.cli._argtypes import (
 from commhistory.cli._exits import EXIT_OK, EXIT_REJECTED, CommandError
 from commhistory.cli._store_options import add_store_options
 from commhistory.cli._text import plural, table
-from commhistory.cli.store import repository
+from commhistory.cli.store import load_keyring, repository
+from commhistory.cli.webhook import replay_adapters
 from commhistory.convert import KINDS
 from commhistory.errors import NormalizationError
 from commhistory.normalize.time import parse_timestamp
@@ -105,8 +109,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="parse the kept lines again and store what now parses, once",
         description="Parse the kept raw lines again (as validate and import read them) and "
         "store what now parses; those letters are removed, so a second replay stores "
-        "nothing twice. Lines that still fail stay, with their new reason. Exit 1 when "
-        "some still fail.",
+        "nothing twice. Webhook letters are parsed again by their provider's adapter "
+        "(the installed version; the signature was checked on receipt). Lines that still "
+        "fail stay, with their new reason. Exit 1 when some still fail.",
     )
     replay.add_argument("ids", metavar="ID", nargs="*", help="these letters (default: all)")
     replay.add_argument("--source", default=None, help="only the letters of this source (file)")
@@ -258,6 +263,7 @@ def run_replay(args: argparse.Namespace) -> int:
     if args.ids and args.source is not None:
         raise CommandError("give dead letter ids or --source, not both")
     header = _header(args)
+    keyring = load_keyring(args, create=False)
     with repository(args, create=False) as repo:
         view = access.view(repo)
         target = repo if view is None else view
@@ -269,6 +275,7 @@ def run_replay(args: argparse.Namespace) -> int:
             kind=args.kind,
             header=header,
             region=region_of(args),
+            adapters=replay_adapters(args, keyring, target),
         )
     _print_replay(report, args.format)
     return EXIT_REJECTED if report.failed or report.stored.rejected else EXIT_OK
@@ -282,6 +289,7 @@ def _print_replay(report: ReplayReport, fmt: str) -> None:
             "parsed": report.parsed,
             "still_failing": report.failed,
             "skipped_csv_without_header": report.skipped,
+            "webhook_without_adapter": report.unresolved,
             "inserted": stored.inserted,
             "duplicates": stored.duplicates,
             "rejected": stored.rejected,
@@ -297,6 +305,12 @@ def _print_replay(report: ReplayReport, fmt: str) -> None:
         f"{stored.rejected:,} rejected again), {report.failed:,} {still_fail} "
         "(kept with their new reason)"
     )
+    if report.unresolved:
+        print(
+            f"{plural(report.unresolved, 'webhook dead letter')} left as they are: no adapter "
+            "is registered for their provider",
+            file=sys.stderr,
+        )
     if report.skipped:
         print(
             f"{plural(report.skipped, 'CSV row')} skipped: pass the sheet's header with "

@@ -59,7 +59,8 @@ import math
 import os
 import secrets
 import sys
-from typing import Any, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
 
 from commhistory.audit import Permission
 from commhistory.cli._access import add_actor_options, resolve_access
@@ -84,10 +85,14 @@ from commhistory.providers import (
 )
 from commhistory.providers.base import STAFF_KEY_PURPOSE, staff_key_from_keyring
 
+if TYPE_CHECKING:
+    from commhistory.store.protocol import HistoryWriter
+
 __all__ = [
     "EXIT_INVALID",
     "build_adapter",
     "register",
+    "replay_adapters",
     "run_ingest",
     "run_parse",
     "run_verify",
@@ -326,6 +331,38 @@ def build_adapter(provider: str, secret: str | None, **options: Any) -> WebhookA
         raise CommandError(f"--secret: {exc.reason}") from None
 
 
+def replay_adapters(
+    args: argparse.Namespace, keyring: Keyring, target: HistoryWriter
+) -> Callable[[str], WebhookAdapter | None]:
+    """The provider resolver ``dead-letters replay`` hands the facade.
+
+    Each provider's adapter is built from the registry
+    (:func:`~commhistory.providers.get_provider`) as ``ingest-webhook`` builds
+    it (contact resolver over *target*, staff key, ``--region``) but without a
+    secret: a replayed letter was verified on receipt. A provider that is not
+    registered (or whose entry point is broken) gets ``None``, so its letters
+    stay untouched; the reason is printed once.
+    """
+    region = region_of(args)
+    fallback = _resolver() or KeyedContactResolver.from_keyring(keyring)
+    staff_key = _env_staff_key() or staff_key_from_keyring(keyring)
+    resolver = RepositoryContactResolver(target, fallback=fallback)
+    built: dict[str, WebhookAdapter | None] = {}
+
+    def adapter_for(provider: str) -> WebhookAdapter | None:
+        if provider not in built:
+            try:
+                built[provider] = build_adapter(
+                    provider, None, contact_resolver=resolver, staff_key=staff_key, region=region
+                )
+            except CommandError as exc:
+                print(f"note: {exc}: its dead letters are left as they are", file=sys.stderr)
+                built[provider] = None
+        return built[provider]
+
+    return adapter_for
+
+
 def _takes_region(adapter: type[WebhookAdapter]) -> bool:
     """Whether *adapter*'s constructor takes a phone ``region``."""
     try:
@@ -395,8 +432,7 @@ def run_ingest(args: argparse.Namespace) -> int:
         try:
             lines = adapter.parse(request).lines
         except PayloadError as exc:
-            raw = request.body.decode("utf-8", errors="replace")
-            lines = (ParsedLine(line=1, raw=raw, error=exc),)
+            lines = (adapter.body_letter(request, exc),)
         _report_errors(lines)
         report = target.ingest(lines, source=adapter.source)
     if args.format == "json":

@@ -24,7 +24,6 @@ from commhistory.contacts.activities import (
     attribution_feed,
     check_window,
     parse_declarations,
-    personal_kind,
 )
 from commhistory.contacts.attributes import (
     AttributeDefinition,
@@ -51,5 +50,4 @@ __all__ = [
     "looks_personal",
     "merge_declarations",
     "parse_declarations",
-    "personal_kind",
 ]

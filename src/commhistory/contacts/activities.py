@@ -15,7 +15,8 @@ The rules here:
   undeclared name is an :class:`~commhistory.errors.UnknownActivityError`
   (``field="name"``); a plain property must be a JSON scalar, a string at most
   255 characters, and must not look like an email address, a phone number or a
-  LINE user id (:func:`personal_kind`), else
+  LINE user id (:func:`commhistory.normalize.personal_kind`, the one rule for
+  every value stored in the clear), else
   :class:`~commhistory.errors.PersonalDataError` (``field="properties.KEY"``);
 * :func:`admit` applies the catalog to parsed lines, so refused activities
   become dead letters like any invalid line;
@@ -34,11 +35,11 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 import attrs
-import phonenumbers
 
 from commhistory.convert import ParsedLine, dumps
 from commhistory.errors import InvalidInputError, PersonalDataError, UnknownActivityError
 from commhistory.model import ACTIVITY_NAME, MAX_ID_LENGTH, Activity
+from commhistory.normalize.personal import personal_kind
 from commhistory.store.activities import ActivityStore, ClickRow
 from commhistory.store.protocol import BatchFeed, StoredBatch
 
@@ -51,50 +52,10 @@ __all__ = [
     "attribution_feed",
     "check_window",
     "parse_declarations",
-    "personal_kind",
 ]
 
 PLAIN_KEY: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 """What a plain property key looks like (it is shown in errors and stored in the clear)."""
-
-_EMAIL: Final = re.compile(r"[^\s@<>()\[\],;:\"]+@[^\s@<>()\[\],;:\"]+\.[^\s@<>()\[\],;:\"]{2,}")
-_LINE_USER_ID: Final = re.compile(r"(?<![0-9A-Za-z])U[0-9a-f]{32}(?![0-9A-Za-z])")
-_PHONE_DIGITS: Final = 7
-"""A string with fewer digits than this cannot hold a phone number (the matcher is skipped)."""
-
-
-@functools.lru_cache(maxsize=8192)
-def personal_kind(text: str, region: str = "JP") -> str | None:
-    """Say which kind of personal identifier *text* holds, if any.
-
-    Plain values repeat (a catalogue's SKUs and categories), so answers are
-    cached: the phone-number matcher costs tens of microseconds a call.
-
-    An email address (``local@domain.tld`` anywhere in the text), a LINE user
-    id (``U`` and 32 hex digits), or a phone number that libphonenumber's
-    matcher finds valid: international (``+81 90 ...``, ``+1 212 ...``) or
-    national in *region* (``090-1234-5678``). Dates, times and digit strings
-    that are not valid numbers (``4901234567894``, ``1234567890``) are not
-    phone numbers.
-
-    Args:
-        text: The value.
-        region: The region national phone numbers are read in.
-
-    Returns:
-        ``"an email address"``, ``"a LINE user id"``, ``"a phone number"`` or ``None``.
-    """
-    if "@" in text and _EMAIL.search(text):
-        return "an email address"
-    if "U" in text and _LINE_USER_ID.search(text):
-        return "a LINE user id"
-    if sum(map(str.isdigit, text)) >= _PHONE_DIGITS:
-        matcher = phonenumbers.PhoneNumberMatcher(
-            text, region, leniency=phonenumbers.Leniency.VALID
-        )
-        if matcher.has_next():
-            return "a phone number"
-    return None
 
 
 def parse_declarations(
@@ -225,7 +186,7 @@ def _check_plain_value(field: str, value: Any, region: str) -> None:
     if kind is not None:
         raise PersonalDataError(
             field=field,
-            reason=f"the value looks like {kind}, which must not be stored in the clear; "
+            reason=f"the value looks like {kind.phrase}, which must not be stored in the clear; "
             "leave the key out of the plain keys (it is then encrypted)",
         )
 

@@ -9,8 +9,9 @@ refuses them with a typed error naming the attribute and the reason:
 * :class:`~commhistory.errors.UnknownAttributeError`: not declared;
 * :class:`~commhistory.errors.AttributeTypeError`: not of the declared type;
 * :class:`~commhistory.errors.AttributeEnumError`: not an allowed enum value;
-* :class:`~commhistory.errors.PersonalValueError`: an email address or a phone
-  number in an attribute declared plain (it would be stored in the clear).
+* :class:`~commhistory.errors.PersonalValueError`: an email address, a phone
+  number or a LINE user id in an attribute declared plain (it would be stored
+  in the clear; the rule is :func:`commhistory.normalize.personal_kind`).
 
 Personal attributes (a name, a birth date, a postal address) are encrypted
 under the contact's data key like every personal field; plain ones (a member
@@ -45,7 +46,7 @@ from commhistory.errors import (
     UnknownAttributeError,
 )
 from commhistory.model import ContactUpdate, check_attribute_name
-from commhistory.normalize import normalize_phone
+from commhistory.normalize.personal import personal_kind
 from commhistory.normalize.time import parse_timestamp
 from commhistory.store.attributes import (
     DECIMAL_PLACES,
@@ -76,8 +77,6 @@ _TRUE: Final = frozenset({"true", "1", "yes", "y", "t"})
 _FALSE: Final = frozenset({"false", "0", "no", "n", "f"})
 _INTEGER: Final = re.compile(r"[+-]?\d{1,19}")
 _DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
-_EMAIL: Final = re.compile(r"[\w.%+\-]+@[\w\-]+(?:\.[\w\-]+)+")
-_PHONE_CANDIDATE: Final = re.compile(r"\+?\(?\d[\d\s().\-]{7,18}\d")
 
 
 class AttributeType(enum.StrEnum):
@@ -168,7 +167,8 @@ class AttributeDefinition:
             if not self.personal and any(looks_personal(v) for v in self.values):
                 raise AttributeSchemaError(
                     attribute=self.name,
-                    reason="an allowed value looks like an email address or phone number",
+                    reason="an allowed value looks like an email address, a phone number or a "
+                    "LINE user id",
                 )
         elif self.values:
             raise AttributeSchemaError(
@@ -413,25 +413,17 @@ _Plan = tuple[
 """``(coerce, check for personal-looking text, type name, personal, definition)``."""
 
 
-def looks_personal(text: str) -> bool:
-    """Whether *text* holds something that looks like an email address or a phone number.
+def looks_personal(text: str, region: str = "JP") -> bool:
+    """Whether *text* holds an email address, a phone number or a LINE user id.
 
-    A phone number is a run of 8 to 20 digits and separators that
-    :func:`~commhistory.normalize_phone` accepts as a valid number (national
-    Japanese, or international with ``+``), so codes like ``"2026-04"`` or
-    ``"10000-20000"`` pass while ``"090-1234-5678"`` does not.
+    The rule is :func:`commhistory.normalize.personal_kind`'s, the one every
+    value stored in the clear is checked with: codes like ``"2026-04"``,
+    ``"10000-20000"`` or a postcode ``"150-0002"`` pass while
+    ``"090-1234-5678"`` or ``"taro@example.com"`` do not.
 
     .. versionadded:: 0.4.0
     """
-    if "@" in text and _EMAIL.search(text):
-        return True
-    for found in _PHONE_CANDIDATE.finditer(text):
-        try:
-            normalize_phone(found.group().strip())
-        except InvalidInputError:
-            continue
-        return True
-    return False
+    return personal_kind(text, region) is not None
 
 
 def _check_not_personal(name: str, value: TypedValue) -> None:
@@ -443,11 +435,12 @@ def _check_not_personal(name: str, value: TypedValue) -> None:
     else:
         return
     for text in texts:
-        if looks_personal(text):
+        kind = personal_kind(text, "JP")
+        if kind is not None:
             raise PersonalValueError(
                 attribute=name,
-                reason="looks like an email address or phone number, and the attribute is "
-                "not personal (declare it personal to store it encrypted)",
+                reason=f"looks like {kind.phrase}, and the attribute is not personal "
+                "(declare it personal to store it encrypted)",
             )
 
 
@@ -571,7 +564,8 @@ class AttributeSchema:
             UnknownAttributeError: A name is not declared.
             AttributeTypeError: A value is not of its attribute's type.
             AttributeEnumError: A value is not allowed by its enum.
-            PersonalValueError: A plain attribute holds an email address or phone number.
+            PersonalValueError: A plain attribute holds an email address, a phone number
+                or a LINE user id.
         """
         out = []
         plans = self._plans

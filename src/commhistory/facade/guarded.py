@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from commhistory.contacts import ActivityCatalog, AttributeDefinition, AttributeSchema
     from commhistory.convert import ParsedLine
     from commhistory.crypto import KeyProvider
-    from commhistory.facade.dead_letters import ReplayReport
+    from commhistory.facade.dead_letters import AdapterResolver, ReplayReport
     from commhistory.facade.history import CommHistory
     from commhistory.kpi.links import LinkClicks
     from commhistory.kpi.metrics import KpiTable
@@ -646,6 +646,7 @@ class GuardedRepository(ClosesOnExit):
         kind: str | None = None,
         header: str | None = None,
         region: str = "JP",
+        adapters: AdapterResolver | None = None,
     ) -> ReplayReport:
         """Replay dead letters (needs ``write_history``; audited, in the replay's transaction).
 
@@ -653,6 +654,11 @@ class GuardedRepository(ClosesOnExit):
         among those that now parse also needs ``manage_consent``, as for :meth:`ingest`. See
         :meth:`CommHistory.replay_dead_letters
         <commhistory.facade.history.CommHistory.replay_dead_letters>`.
+
+        Webhook dead letters are parsed again by the adapter *adapters* returns
+        for their provider (``commhistory.providers.get_provider`` builds one; the
+        facade imports no provider), without checking their signature again: it
+        was checked on receipt. Without *adapters* they are left untouched.
 
         Raises:
             PermissionDenied: The actor lacks ``write_history``.
@@ -672,6 +678,7 @@ class GuardedRepository(ClosesOnExit):
                 kind=kind,
                 header=header,
                 region=region,
+                adapters=adapters,
                 check=self._consent_line_checked,
             ),
         )

@@ -49,7 +49,7 @@ from commhistory.contacts.activities import (
 )
 from commhistory.crypto import KeyProvider
 from commhistory.errors import InvalidInputError, NotFoundError
-from commhistory.facade.dead_letters import ReplayReport, replay_dead_letters
+from commhistory.facade.dead_letters import AdapterResolver, ReplayReport, replay_dead_letters
 from commhistory.facade.guarded import GuardedRepository, in_guarded_call
 from commhistory.kpi.aggregate import repository_kpis
 from commhistory.kpi.links import LinkClicks
@@ -295,8 +295,9 @@ class CommHistory(ClosesOnExit, Generic[S]):
 
         Each is checked against the declarations first: an undeclared name
         (:class:`~commhistory.errors.UnknownActivityError`) or a plain property
-        that looks like an email address or phone number
-        (:class:`~commhistory.errors.PersonalDataError`) is rejected into the
+        that holds an email address, a phone number or a LINE user id
+        (:func:`~commhistory.normalize.personal_kind`,
+        :class:`~commhistory.errors.PersonalDataError`) is rejected into the
         dead letters. A retried batch stores nothing twice; an id stored with
         another contact or name is a conflict, also kept as a dead letter.
 
@@ -427,10 +428,16 @@ class CommHistory(ClosesOnExit, Generic[S]):
         kind: str | None = None,
         header: str | None = None,
         region: str = "JP",
+        adapters: AdapterResolver | None = None,
     ) -> ReplayReport:
         """Parse dead letters again and store what now parses, each line once.
 
         See :func:`commhistory.facade.dead_letters.replay_dead_letters`.
+
+        Webhook dead letters are parsed again by the adapter *adapters* returns
+        for their provider (``commhistory.providers.get_provider`` builds one; the
+        facade imports no provider), without checking their signature again: it
+        was checked on receipt. Without *adapters* they are left untouched.
 
         Raises:
             NotFoundError: An id names no dead letter.
@@ -446,6 +453,7 @@ class CommHistory(ClosesOnExit, Generic[S]):
             kind=kind,
             header=header,
             region=region,
+            adapters=adapters,
         )
 
     def purge_dead_letters(self, before: datetime, *, dry_run: bool = False) -> int:

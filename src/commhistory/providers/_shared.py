@@ -32,6 +32,7 @@ from typing import Any, Final
 import attrs
 
 from commhistory.errors import InvalidInputError, PayloadError, SignatureError
+from commhistory.normalize import personal_kind
 from commhistory.providers.base import WebhookRequest, hmac_equal, json_type
 
 __all__ = [
@@ -52,14 +53,17 @@ _PLAIN_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,39}")
 def unknown_event(field: str, name: str) -> PayloadError:
     """Return the error that makes an event with an unmapped name a dead letter.
 
-    The name is quoted only when it looks like an event name (a short word);
-    anything else may be personal data and is not repeated.
+    The name is quoted only when it looks like an event name (a short word)
+    and holds nothing personal (:func:`~commhistory.normalize.personal_kind`:
+    a LINE user id or a ``tel:`` number is a short word too); anything else may
+    be personal data and is not repeated, since the reason is stored in the clear.
 
     Args:
         field: The field that holds the name (``"event"``, ``"type"``).
         name: The provider's event name.
     """
-    shown = f" {name!r}" if _PLAIN_NAME.fullmatch(name) else ""
+    plain = _PLAIN_NAME.fullmatch(name) and personal_kind(name) is None
+    shown = f" {name!r}" if plain else ""
     return PayloadError(
         field=field,
         reason=f"unknown event type{shown}: kept as a dead letter until it is mapped",

@@ -16,7 +16,10 @@ all of them, so each provider module is mostly mapping tables:
   ``UNKNOWN`` event;
 * **dead-lettering** (:meth:`WebhookAdapter.handle`): a verified body that
   cannot be parsed at all is stored as one dead letter, so the receiver can
-  answer 2xx and the provider stops retrying.
+  answer 2xx and the provider stops retrying. Every webhook dead letter is a
+  :class:`~commhistory.store.dead_letters.WebhookLetter` naming the provider and the
+  adapter's version, which :meth:`WebhookAdapter.reparse_dead_letter` parses
+  again on replay (without re-verifying: see there).
 
 Every canonical record keeps the provider's raw event in
 ``metadata["provider_raw"]`` (metadata is encrypted at rest). Records get
@@ -43,6 +46,7 @@ import email.parser
 import email.policy
 import hashlib
 import hmac
+import importlib.metadata
 import json
 import math
 import re
@@ -67,6 +71,7 @@ from commhistory.normalize import (
     normalize_phone,
     parse_smtp_reply,
 )
+from commhistory.store.dead_letters import WebhookLetter
 
 if TYPE_CHECKING:
     from commhistory.store.protocol import HistoryWriter, IngestReport
@@ -89,6 +94,11 @@ __all__ = [
     "hmac_equal",
     "staff_key_from_keyring",
 ]
+
+try:
+    _PACKAGE_VERSION: Final = importlib.metadata.version("commhistory")
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a source tree
+    _PACKAGE_VERSION = "0.0.0"  # type: ignore[misc]
 
 DEFAULT_MAX_BODY_BYTES: Final = 5 * 1024 * 1024
 """The largest body an adapter accepts by default (5 MiB)."""
@@ -920,6 +930,17 @@ class WebhookAdapter(abc.ABC):
     auth_failure_status: ClassVar[int] = 403
     """The HTTP status web receivers answer when verification fails."""
 
+    version: ClassVar[str] = _PACKAGE_VERSION
+    """The adapter's version, kept in its dead letters.
+
+    See :class:`~commhistory.store.dead_letters.WebhookLetter`.
+
+    The built-in adapters carry the package's version; a third-party adapter
+    may set its own.
+
+    .. versionadded:: 0.4.0
+    """
+
     def __init__(
         self,
         *,
@@ -1002,25 +1023,142 @@ class WebhookAdapter(abc.ABC):
         payload = self._decode(request)
         lines: list[ParsedLine] = []
         for number, item in enumerate(self._events(payload, request), start=1):
-            try:
-                records = self._parse_event(item)
-            except InvalidInputError as exc:
-                lines.append(ParsedLine(line=number, raw=_raw(item), error=exc))
-                continue
-            except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
-                # A provider parser must raise InvalidInputError; anything else is
-                # a malformed value it did not foresee. Keep the event, say so.
-                error = PayloadError(
-                    field="<event>", reason=f"malformed event ({type(exc).__name__})"
-                )
-                lines.append(ParsedLine(line=number, raw=_raw(item), error=error))
-                continue
-            # Valid records carry no raw text: the provider event is already kept,
-            # encrypted, in their metadata, and serializing it again per event
-            # cost a fifth of the parse time.
-            for record in records:
-                lines.append(ParsedLine(line=number, raw=None, record=record))
+            self._parse_item(number, item, request, lines)
         return WebhookResult(lines=tuple(lines), subscribe_url=self._subscribe_url(payload))
+
+    def _parse_item(
+        self, number: int, item: Any, request: WebhookRequest, lines: list[ParsedLine]
+    ) -> None:
+        """Parse one provider event into *lines*: its records, or one error line."""
+        try:
+            records = self._parse_event(item)
+        except InvalidInputError as exc:
+            lines.append(
+                ParsedLine(line=number, raw=self._letter(number, item, request), error=exc)
+            )
+            return
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+            # A provider parser must raise InvalidInputError; anything else is
+            # a malformed value it did not foresee. Keep the event, say so.
+            error = PayloadError(field="<event>", reason=f"malformed event ({type(exc).__name__})")
+            lines.append(
+                ParsedLine(line=number, raw=self._letter(number, item, request), error=error)
+            )
+            return
+        # Valid records carry no raw text: the provider event is already kept,
+        # encrypted, in their metadata, and serializing it again per event
+        # cost a fifth of the parse time.
+        for record in records:
+            lines.append(ParsedLine(line=number, raw=None, record=record))
+
+    def _letter(self, number: int, item: Any, request: WebhookRequest) -> str:
+        """The raw text of an event's dead letter: a :class:`WebhookLetter`.
+
+        An event that survives a JSON round trip unchanged is kept alone; one
+        that does not (a decoder's own object: a multipart form, a CloudEvent)
+        is kept as the request body with the event's number, so a replay finds
+        it again exactly.
+        """
+        text = _raw(item)
+        try:
+            same = json.loads(text) == item
+        except (ValueError, RecursionError):
+            same = False
+        if same:
+            letter = WebhookLetter(
+                provider=self.name,
+                adapter_version=self.version,
+                part="event",
+                event=number,
+                payload=item,
+            )
+        else:
+            letter = WebhookLetter.of_body(
+                request.body,
+                provider=self.name,
+                adapter_version=self.version,
+                content_type=request.header("content-type"),
+                event=number,
+            )
+        return letter.dumps()
+
+    def body_letter(self, request: WebhookRequest, error: InvalidInputError) -> ParsedLine:
+        """The dead letter of a verified body that cannot be parsed at all.
+
+        Kept whole, with its ``Content-Type``, as a :class:`WebhookLetter`, so a
+        replay can parse it again (:meth:`reparse_dead_letter`).
+
+        Args:
+            request: The (verified) request.
+            error: Why it cannot be parsed.
+
+        .. versionadded:: 0.4.0
+        """
+        letter = WebhookLetter.of_body(
+            request.body,
+            provider=self.name,
+            adapter_version=self.version,
+            content_type=request.header("content-type"),
+        )
+        return ParsedLine(line=1, raw=letter.dumps(), error=error)
+
+    def reparse_dead_letter(self, letter: WebhookLetter) -> list[ParsedLine]:
+        """Parse a kept webhook dead letter again, with this adapter's mapping.
+
+        What ``commhistory dead-letters replay`` and
+        :meth:`CommHistory.replay_dead_letters
+        <commhistory.facade.history.CommHistory.replay_dead_letters>` call, with
+        the adapter their resolver returns for ``letter.provider``, e.g. after an
+        upgrade that maps an event type the old adapter did not know.
+
+        The signature is **not** checked again: the request was verified when
+        it was received (nothing unverified is ever kept as a webhook dead
+        letter), and signatures carry timestamps that have expired since and
+        headers that are not kept. The letter itself was stored encrypted
+        under the dead-letter key and is only readable to a key holder, so its
+        payload is the verified one.
+
+        Args:
+            letter: The letter (:meth:`WebhookLetter.loads` of a dead letter's raw text).
+
+        Returns:
+            The lines, as :meth:`parse` returns them: records, and error lines
+            for events that still fail. For a letter of one event, exactly its
+            lines; for a whole body, every event of it.
+
+        Raises:
+            PayloadError: The letter is not this provider's, or the kept body
+                still cannot be parsed as a whole.
+
+        .. versionadded:: 0.4.0
+        """
+        if letter.provider != self.name:
+            raise PayloadError(
+                field="<letter>",
+                reason=f"a dead letter of provider {letter.provider!r}, not {self.name!r}",
+            )
+        number = letter.event or 1
+        if letter.part == "event":
+            request = WebhookRequest(body=b"")
+            lines: list[ParsedLine] = []
+            self._parse_item(number, letter.payload, request, lines)
+            return lines
+        content_type = letter.content_type
+        request = WebhookRequest(
+            body=letter.body(),
+            headers={} if content_type is None else {"content-type": content_type},
+        )
+        if letter.event is None:
+            return list(self.parse(request).lines)
+        self.check_size(request)
+        items = self._events(self._decode(request), request)
+        if not 1 <= letter.event <= len(items):
+            raise PayloadError(
+                field="<letter>", reason=f"the kept body has no event {letter.event}"
+            )
+        lines = []
+        self._parse_item(letter.event, items[letter.event - 1], request, lines)
+        return lines
 
     def handle(self, request: WebhookRequest, repository: HistoryWriter) -> HandleOutcome:
         """Verify, parse and store a request; what web receivers call.
@@ -1044,9 +1182,7 @@ class WebhookAdapter(abc.ABC):
         try:
             result = self.parse(request)
         except PayloadError as exc:
-            raw = request.body.decode("utf-8", errors="replace")
-            line = ParsedLine(line=1, raw=raw, error=exc)
-            report = repository.ingest([line], source=self.source)
+            report = repository.ingest([self.body_letter(request, exc)], source=self.source)
             return HandleOutcome(report=report, result=WebhookResult(), dead_lettered=True)
         if result.subscribe_url is not None:
             self._on_subscribe(result.subscribe_url)

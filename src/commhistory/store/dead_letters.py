@@ -8,6 +8,11 @@ and deleting the letters that were replayed. :class:`SQLDeadLetterStore` and
 ``repo.dead_letter_store``. Deleting dead letters by age stays with retention
 (:meth:`~commhistory.store.privacy.PrivacyStore.delete_dead_letters`).
 
+A webhook's dead letter holds a :class:`WebhookLetter`: the provider event (or
+the whole body) together with the provider's name and the adapter's version,
+so that ``replay`` can hand it back to that provider's adapter after an
+upgrade (:meth:`~commhistory.providers.WebhookAdapter.reparse_dead_letter`).
+
 Every method runs in the repository's current transaction when one is open,
 else in one of its own. SQL statements are built from schema identifiers and
 placeholders; every value is bound.
@@ -19,12 +24,15 @@ placeholders; every value is bound.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import attrs
 
-from commhistory.errors import NotFoundError
+from commhistory.errors import NotFoundError, PayloadError
 from commhistory.normalize.time import from_micros
 from commhistory.store.layout import DEAD_LETTER_PURPOSE
 from commhistory.store.protocol import DeadLetter
@@ -40,7 +48,143 @@ __all__ = [
     "DeadLetterStore",
     "MemoryDeadLetterStore",
     "SQLDeadLetterStore",
+    "WebhookLetter",
 ]
+
+_WEBHOOK_KEY: Final = "commhistory_webhook_letter"
+"""The key that marks a dead letter's raw text as a :class:`WebhookLetter` (its format version)."""
+
+
+@attrs.frozen(kw_only=True)
+class WebhookLetter:
+    """What a webhook dead letter keeps: enough to parse it again with the provider's adapter.
+
+    Stored as the dead letter's raw text (one JSON object, encrypted at rest like
+    every dead letter) by :meth:`~commhistory.providers.WebhookAdapter.parse` and
+    :meth:`~commhistory.providers.WebhookAdapter.handle`.
+
+    Attributes:
+        provider: The adapter's provider name (``"sendgrid"``).
+        adapter_version: The adapter's version when the letter was made
+            (:attr:`~commhistory.providers.WebhookAdapter.version`).
+        part: ``"event"``: *payload* is one provider event, as decoded JSON.
+            ``"body"``: *payload* is the request body (the whole body could not be
+            parsed, or the event was not plain JSON and is found again by *event*).
+        event: The 1-based number of the event in the request, when known; for a
+            ``"body"`` letter, the event to parse again (``None``: the whole body).
+        content_type: ``"body"`` only: the request's ``Content-Type`` header (with
+            its parameters, e.g. a multipart boundary), which decoding needs.
+        encoding: ``"body"`` only: ``"text"`` (UTF-8) or ``"base64"`` (a body that
+            is not UTF-8, such as a multipart upload).
+        payload: The event (any JSON value), or the body as text.
+
+    .. versionadded:: 0.4.0
+    """
+
+    provider: str
+    adapter_version: str
+    part: Literal["event", "body"]
+    event: int | None = None
+    content_type: str | None = None
+    encoding: Literal["text", "base64"] = "text"
+    payload: Any = attrs.field(default=None, repr=False)
+
+    @classmethod
+    def of_body(
+        cls,
+        body: bytes,
+        *,
+        provider: str,
+        adapter_version: str,
+        content_type: str | None,
+        event: int | None = None,
+    ) -> WebhookLetter:
+        """Keep a request body: as text when it is UTF-8, else base64."""
+        try:
+            text, encoding = body.decode("utf-8"), "text"
+        except UnicodeDecodeError:
+            text, encoding = base64.b64encode(body).decode("ascii"), "base64"
+        return cls(
+            provider=provider,
+            adapter_version=adapter_version,
+            part="body",
+            event=event,
+            content_type=content_type,
+            encoding=encoding,  # type: ignore[arg-type]
+            payload=text,
+        )
+
+    def body(self) -> bytes:
+        """The request body of a ``"body"`` letter, as received.
+
+        Raises:
+            PayloadError: Not a ``"body"`` letter, or its base64 is damaged.
+        """
+        if self.part != "body" or not isinstance(self.payload, str):
+            raise PayloadError(field="<letter>", reason="not a webhook body letter")
+        if self.encoding == "text":
+            return self.payload.encode("utf-8")
+        try:
+            return base64.b64decode(self.payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise PayloadError(field="<letter>", reason="the kept body is not base64") from None
+
+    def dumps(self) -> str:
+        """The raw text to store (compact JSON; the same letter always gives the same text).
+
+        An event that is not JSON (a provider decoder's own object) is written
+        with ``str()``; such events are kept as ``"body"`` letters instead.
+        """
+        doc: dict[str, Any] = {
+            _WEBHOOK_KEY: 1,
+            "provider": self.provider,
+            "adapter_version": self.adapter_version,
+            "part": self.part,
+        }
+        if self.event is not None:
+            doc["event"] = self.event
+        if self.part == "body":
+            doc["content_type"] = self.content_type
+            doc["encoding"] = self.encoding
+        doc["payload"] = self.payload
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), default=str)
+
+    @classmethod
+    def loads(cls, raw: str) -> WebhookLetter | None:
+        """Read a dead letter's raw text; ``None`` when it is not a webhook letter.
+
+        Letters stored before 0.4.0, and records a webhook produced that the
+        store refused (kept as canonical JSON lines), are not webhook letters.
+        """
+        if _WEBHOOK_KEY not in raw[:40]:
+            return None
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            return None
+        if not isinstance(doc, dict) or doc.get(_WEBHOOK_KEY) != 1:
+            return None
+        provider, version, part = doc.get("provider"), doc.get("adapter_version"), doc.get("part")
+        event, encoding = doc.get("event"), doc.get("encoding", "text")
+        content_type = doc.get("content_type")
+        if (
+            not isinstance(provider, str)
+            or not isinstance(version, str)
+            or part not in ("event", "body")
+            or not (event is None or (type(event) is int and event >= 1))
+            or encoding not in ("text", "base64")
+            or not (content_type is None or isinstance(content_type, str))
+        ):
+            return None
+        return cls(
+            provider=provider,
+            adapter_version=version,
+            part=part,
+            event=event,
+            content_type=content_type,
+            encoding=encoding,
+            payload=doc.get("payload"),
+        )
 
 
 @attrs.frozen(kw_only=True)
