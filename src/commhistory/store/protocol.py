@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from commhistory.store.mask_backfill import MaskBackfillReport
     from commhistory.store.privacy import PrivacyStore
     from commhistory.store.rotation import RotationReport
+    from commhistory.store.segments import SegmentStore
 
 __all__ = [
     "BatchFeed",
@@ -524,6 +525,16 @@ class Repository(Protocol):
     @property
     def analytics_reader(self) -> AnalyticsReader:
         """The analytics export's read port (see :mod:`commhistory.store.analytics`).
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    @property
+    def segment_store(self) -> SegmentStore:
+        """The segment port: condition trees counted and listed, saved segments.
+
+        See :mod:`commhistory.store.segments`.
 
         .. versionadded:: 0.4.0
         """
