@@ -159,14 +159,14 @@ class _Node:
             return NotImplemented
         left = self.items if isinstance(self, AllOf) else (self,)
         right = other.items if isinstance(other, AllOf) else (other,)
-        return AllOf(items=(*left, *right))  # type: ignore[arg-type]
+        return AllOf(items=(*left, *right))
 
     def __or__(self, other: Criteria) -> AnyOf:
         if not isinstance(other, _NODE_TYPES):
             return NotImplemented
         left = self.items if isinstance(self, AnyOf) else (self,)
         right = other.items if isinstance(other, AnyOf) else (other,)
-        return AnyOf(items=(*left, *right))  # type: ignore[arg-type]
+        return AnyOf(items=(*left, *right))
 
     def __invert__(self) -> Criteria:
         if isinstance(self, Not):
@@ -187,6 +187,14 @@ class _Node:
 
 
 def _items(value: Iterable[Criteria]) -> tuple[Criteria, ...]:
+    return tuple(value)
+
+
+def _sorted_ids(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(value)))
+
+
+def _filters(value: Iterable[PropertyFilter]) -> tuple[PropertyFilter, ...]:
     return tuple(value)
 
 
@@ -322,7 +330,7 @@ class ActivityCondition(_Node):
     within_days: int | None = None
     since: str | None = None
     until: str | None = None
-    where: tuple[PropertyFilter, ...] = attrs.field(default=(), converter=tuple)
+    where: tuple[PropertyFilter, ...] = attrs.field(default=(), converter=_filters)
 
     def count(self) -> _Measure:
         """Compare the number of activities: ``activity("purchase").count() == 0``."""
@@ -375,7 +383,7 @@ class InList(_Node):
         label: An optional name for the list (a snapshot's ``segment@version``).
     """
 
-    contact_ids: tuple[str, ...] = attrs.field(converter=lambda v: tuple(sorted(set(v))))
+    contact_ids: tuple[str, ...] = attrs.field(converter=_sorted_ids)
     label: str | None = None
 
 
@@ -751,7 +759,9 @@ def _text(d: Mapping[str, Any], key: str, path: str, *, required: bool = True) -
     return value
 
 
-def _choice(d: Mapping[str, Any], key: str, path: str, choices: Sequence[str], default: str) -> str:
+def _choice(
+    d: Mapping[str, Any], key: str, path: str, choices: Sequence[str], default: str
+) -> str:
     value = d.get(key, default)
     if not isinstance(value, str):
         raise _err(f"{path}.{key}", f"must be text, not {_kind(value)}")
@@ -982,7 +992,9 @@ def _property(d: object, path: str) -> PropertyFilter:
     key = _text(d, "property", path)
     assert key is not None
     if '"' in key or "\\" in key:
-        raise _err(f"{path}.property", "a property key with quotes or backslashes is not filterable")
+        raise _err(
+            f"{path}.property", "a property key with quotes or backslashes is not filterable"
+        )
     if "op" not in d:
         raise _err(f"{path}.op", "missing")
     op = _choice(d, "op", path, PROPERTY_OPS, "")

@@ -46,7 +46,6 @@ from commhistory.store.dead_letters import MemoryDeadLetterStore
 from commhistory.store.feed import MemoryStoredBatch
 from commhistory.store.kpi import MemoryKpiStore
 from commhistory.store.privacy import MemoryPrivacyStore
-from commhistory.store.segments import MemorySegmentStore
 from commhistory.store.protocol import (
     BatchFeed,
     BatchHook,
@@ -55,6 +54,7 @@ from commhistory.store.protocol import (
     IngestReport,
     TimelineEntry,
 )
+from commhistory.store.segments import MemorySegmentStore
 
 if TYPE_CHECKING:
     from commhistory.store.attributes import AttributeCodec, StoredDefinition

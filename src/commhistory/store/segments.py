@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -261,7 +261,7 @@ class _Context:
 def _resolve_at(at: datetime | None) -> tuple[datetime, bool]:
     if at is None:
         return datetime.now(UTC), True
-    if not isinstance(at, datetime) or at.utcoffset() is None:
+    if at.utcoffset() is None:
         raise InvalidInputError(field="at", reason="must be an aware datetime")
     return at.astimezone(UTC), False
 
@@ -368,7 +368,7 @@ class _SQLCompiler:
         d = self.ctx.definitions[node.name]
         op, typed = coerce_attribute(node, d.type, d.personal, "$")
         ca = schema.contact_attributes.alias("ca")
-        col = ca.c[_COLUMN[d.type]]
+        col: sa.ColumnElement[Any] = ca.c[_COLUMN[d.type]]
         if d.type == "datetime":
             col = sa.type_coerce(col, sa.BigInteger())
         where: list[sa.ColumnElement[bool]] = [ca.c.name == node.name, ca.c.value_type == d.type]
@@ -387,7 +387,7 @@ class _SQLCompiler:
         return _CID.in_(rows)
 
     def value_condition(
-        self, node: AttributeCondition, kind: str, op: str, typed: Any, col: Any
+        self, node: AttributeCondition, kind: str, op: str, typed: Any, col: sa.ColumnElement[Any]
     ) -> sa.ColumnElement[bool]:
         if node.of == "days until anniversary":
             today = today_in(node.zone, self.ctx.at)
@@ -403,16 +403,23 @@ class _SQLCompiler:
             else:
                 return self.local_days(col, op, days, node.zone)
         elif kind == "datetime":
-            typed = tuple(to_micros(t) for t in typed) if isinstance(typed, tuple) else (
-                to_micros(typed)
+            typed = (
+                tuple(to_micros(t) for t in typed)
+                if isinstance(typed, tuple)
+                else (to_micros(typed))
             )
         if op == "contains":
             if kind == "list":
                 return self.list_contains(col, typed)
-            fn = "instr" if self.dialect == "sqlite" else "strpos"
-            return getattr(sa.func, fn)(col, typed) > 0
+            found: sa.ColumnElement[int] = (
+                sa.func.instr(col, typed)
+                if self.dialect == "sqlite"
+                else sa.func.strpos(col, typed)
+            )
+            return found > 0
         if op == "starts with":
-            return sa.func.substr(col, 1, len(typed)) == typed
+            head: sa.ColumnElement[str] = sa.func.substr(col, 1, len(typed))
+            return head == typed
         if op == "in":
             return col.in_(list(typed))
         if op == "not in":
@@ -421,7 +428,9 @@ class _SQLCompiler:
             return col.between(typed[0], typed[1])
         return _sql_compare(op, col, typed)
 
-    def local_days(self, col: Any, op: str, days: Any, zone: str) -> sa.ColumnElement[bool]:
+    def local_days(
+        self, col: sa.ColumnElement[Any], op: str, days: Any, zone: str
+    ) -> sa.ColumnElement[bool]:
         def on(day: date) -> sa.ColumnElement[bool]:
             return sa.and_(col >= _local_start(day, zone), col < _local_start(day + _ONE, zone))
 
@@ -444,7 +453,7 @@ class _SQLCompiler:
         lo, hi = days
         return sa.and_(col >= _local_start(lo, zone), col < _local_start(hi + _ONE, zone))
 
-    def list_contains(self, col: Any, element: str) -> sa.ColumnElement[bool]:
+    def list_contains(self, col: sa.ColumnElement[Any], element: str) -> sa.ColumnElement[bool]:
         if self.dialect == "postgresql":
             return sa.func.jsonb_exists(sa.cast(col, pg.JSONB), element)
         each = sa.func.json_each(col).table_valued("value")
@@ -526,8 +535,8 @@ class _SQLCompiler:
     def property(self, col: Any, f: PropertyFilter) -> sa.ColumnElement[bool]:
         if self.dialect == "postgresql":
             doc = sa.cast(col, pg.JSONB)
-            jtype: Any = sa.func.jsonb_typeof(doc.op("->")(f.key))
-            text: Any = doc.op("->>")(f.key)
+            jtype: sa.ColumnElement[Any] = sa.func.jsonb_typeof(doc.op("->")(f.key))
+            text: sa.ColumnElement[Any] = doc.op("->>")(f.key)
             names = {str: "string", int: "number", bool: "boolean"}
         else:
             path = f'$."{f.key}"'
@@ -586,8 +595,9 @@ class _SQLCompiler:
         rows = (
             sa.select(ad.c.contact_id)
             .select_from(
-                s.join(ad, sa.and_(ad.c.kind == s.c.kind, ad.c.blind_index == s.c.blind_index))
-                .outerjoin(g, g.c.contact_id == ad.c.contact_id)
+                s.join(
+                    ad, sa.and_(ad.c.kind == s.c.kind, ad.c.blind_index == s.c.blind_index)
+                ).outerjoin(g, g.c.contact_id == ad.c.contact_id)
             )
             .where(
                 s.c.kind == kind,
@@ -611,7 +621,7 @@ class _SQLCompiler:
         if not ids:
             return sa.false()
         if self.dialect == "postgresql":
-            return _CID == sa.any_(sa.bindparam(None, ids, type_=pg.ARRAY(sa.Text())))
+            return sa.any_(sa.bindparam(None, ids, type_=pg.ARRAY(sa.Text()))) == _CID
         each = sa.func.json_each(json.dumps(ids)).table_valued("value")
         return _CID.in_(sa.select(each.c.value))
 
@@ -638,14 +648,14 @@ def _explain(
         children: list[ExplainNode] = []
         if isinstance(node, AllOf):
             for i, item in enumerate(node.items):
-                children.append(
-                    visit(item, f"{path}.all[{i}]", (*context, *node.items[:i]))
-                )
+                children.append(visit(item, f"{path}.all[{i}]", (*context, *node.items[:i])))
         elif isinstance(node, AnyOf):
             for i, item in enumerate(node.items):
                 earlier = AnyOf(items=node.items[: i + 1])
                 child = visit(item, f"{path}.any[{i}]", context)
-                children.append(attrs.evolve(child, cumulative=count(AllOf(items=(*context, earlier)))))
+                children.append(
+                    attrs.evolve(child, cumulative=count(AllOf(items=(*context, earlier))))
+                )
         elif isinstance(node, Not):
             children.append(visit(node.item, f"{path}.not", context))
         return ExplainNode(
@@ -735,7 +745,9 @@ class SQLSegmentStore(SegmentStore):
                 .limit(1)
             ).first()
             if last is not None and last[1] == definition:
-                return SavedSegment(name=name, version=last[0], definition=last[1], saved_at=last[2])
+                return SavedSegment(
+                    name=name, version=last[0], definition=last[1], saved_at=last[2]
+                )
             version = 1 if last is None else int(last[0]) + 1
             now = datetime.now(UTC)
             conn.execute(
@@ -788,9 +800,7 @@ class SQLSegmentStore(SegmentStore):
         """See :meth:`SegmentStore.snapshots`."""
         s, sm = schema.segment_snapshots, schema.segment_snapshot_members
         size = (
-            sa.select(sa.func.count())
-            .where(sm.c.snapshot_id == s.c.snapshot_id)
-            .scalar_subquery()
+            sa.select(sa.func.count()).where(sm.c.snapshot_id == s.c.snapshot_id).scalar_subquery()
         )
         stmt = (
             sa.select(s.c.snapshot_id, s.c.name, s.c.version, s.c.at, s.c.taken_at, size)
@@ -800,9 +810,13 @@ class SQLSegmentStore(SegmentStore):
         with self.repo.transaction(read=True) as conn:
             return [
                 SnapshotInfo(
-                    snapshot_id=r[0], name=r[1], version=int(r[2]), at=r[3], taken_at=r[4],
+                    snapshot_id=r[0],
+                    name=r[1],
+                    version=int(r[2]),
+                    at=r[3],
+                    taken_at=r[4],
                     size=int(r[5]),
-                )  # fmt: skip
+                )
                 for r in conn.execute(stmt)
             ]
 
@@ -902,7 +916,9 @@ class _MemoryEvaluator:
             return set(self.universe) - out
         return out
 
-    def matches(self, node: AttributeCondition, kind: str, op: str, typed: Any, value: Any) -> bool:
+    def matches(
+        self, node: AttributeCondition, kind: str, op: str, typed: Any, value: Any
+    ) -> bool:
         if node.of == "days until anniversary":
             today = today_in(node.zone, self.ctx.at)
             return value.strftime("%m-%d") in anniversary_days(op, typed, today)
@@ -1137,4 +1153,3 @@ class MemorySegmentStore(SegmentStore):
                 ids.discard(contact_id)
                 gone += 1
         return gone
-
