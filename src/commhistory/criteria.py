@@ -1185,7 +1185,7 @@ def day_window(op: str, value: Any, of: str, today: date) -> tuple[str, Any]:
         return today - timedelta(days=sign * n)
 
     if op in mirror:
-        return mirror[op], day(value)
+        return (mirror[op] if of == "days ago" else op), day(value)
     if op in {"in", "not in"}:
         return op, tuple(day(n) for n in value)
     lo, hi = day(value[0]), day(value[1])

@@ -39,6 +39,7 @@ from commhistory.cli import (
     dead_letters,
     demo,
     report,
+    segment,
     store,
     validate,
     webhook,
@@ -62,6 +63,7 @@ _COMMANDS = (
     costs,
     analytics,
     crm,
+    segment,
 )
 
 

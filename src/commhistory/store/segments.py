@@ -419,7 +419,7 @@ class _SQLCompiler:
             return found > 0
         if op == "starts with":
             head: sa.ColumnElement[str] = sa.func.substr(col, 1, len(typed))
-            return head == typed
+            return sa.and_(head == typed)
         if op == "in":
             return col.in_(list(typed))
         if op == "not in":
