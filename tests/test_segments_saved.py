@@ -106,13 +106,22 @@ def test_missing_segments_and_snapshots(repo: CommHistory[Any]) -> None:
     ("tree", "path", "reason"),
     [
         ({"attribute": "age", "op": ">", "value": 3}, "$.attribute", "not a declared"),
-        ({"all": [{"attribute": "full_name", "op": "is set"}]}, "$.all[0].attribute",
-         "personal"),  # fmt: skip
+        (
+            {"all": [{"attribute": "full_name", "op": "is set"}]},
+            "$.all[0].attribute",
+            "personal",
+        ),
         ({"attribute": "tier", "op": ">", "value": "gold"}, "$.op", "not an operator of enum"),
-        ({"attribute": "tier", "op": "in", "value": ["gold", "platinum"]}, "$.value[1]",
-         "enum's values"),  # fmt: skip
-        ({"activity": "purchase", "where": [{"property": "sku", "op": "is set"}]},
-         "$.activity", "not a declared activity"),  # fmt: skip
+        (
+            {"attribute": "tier", "op": "in", "value": ["gold", "platinum"]},
+            "$.value[1]",
+            "enum's values",
+        ),
+        (
+            {"activity": "purchase", "where": [{"property": "sku", "op": "is set"}]},
+            "$.activity",
+            "not a declared activity",
+        ),
     ],
 )
 def test_schema_errors_name_the_path(

@@ -44,7 +44,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final, TypeAlias, Union
+from typing import Any, Final, Generic, TypeAlias, TypeVar, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
@@ -285,7 +285,7 @@ class BehaviourCondition(_Node):
     until: str | None = None
     include_machine: bool = False
 
-    def count(self) -> _Measure:
+    def count(self) -> _Measure[BehaviourCondition]:
         """Compare the count instead of "at least once": ``opened().count() >= 3``."""
         return _Measure(lambda op, v: attrs.evolve(self, op=op, value=_count_value(v)))
 
@@ -332,7 +332,7 @@ class ActivityCondition(_Node):
     until: str | None = None
     where: tuple[PropertyFilter, ...] = attrs.field(default=(), converter=_filters)
 
-    def count(self) -> _Measure:
+    def count(self) -> _Measure[ActivityCondition]:
         """Compare the number of activities: ``activity("purchase").count() == 0``."""
         return _Measure(
             lambda op, v: attrs.evolve(
@@ -340,7 +340,7 @@ class ActivityCondition(_Node):
             )
         )
 
-    def revenue(self, currency: str | None = None) -> _Measure:
+    def revenue(self, currency: str | None = None) -> _Measure[ActivityCondition]:
         """Compare the sum of revenue: ``activity("purchase").revenue("JPY") >= 10000``."""
         return _Measure(
             lambda op, v: attrs.evolve(
@@ -434,46 +434,49 @@ def _json_scalar(value: object) -> JSONScalar:
     raise _err("$", f"a value must be text, a number, a boolean or a date, not {_kind(value)}")
 
 
-class _Measure:
+_N = TypeVar("_N", bound=_Node)
+
+
+class _Measure(Generic[_N]):
     """Comparisons that build a condition: ``==``, ``!=``, ``<`` ... and helpers."""
 
-    def __init__(self, build: Callable[[str, AttrValue], Criteria]) -> None:
+    def __init__(self, build: Callable[[str, AttrValue], _N]) -> None:
         self._build = build
 
-    def __eq__(self, value: object) -> Criteria:  # type: ignore[override]
+    def __eq__(self, value: object) -> _N:  # type: ignore[override]
         return self._build("=", _json_scalar(value))
 
-    def __ne__(self, value: object) -> Criteria:  # type: ignore[override]
+    def __ne__(self, value: object) -> _N:  # type: ignore[override]
         return self._build("!=", _json_scalar(value))
 
-    def __lt__(self, value: object) -> Criteria:
+    def __lt__(self, value: object) -> _N:
         return self._build("<", _json_scalar(value))
 
-    def __le__(self, value: object) -> Criteria:
+    def __le__(self, value: object) -> _N:
         return self._build("<=", _json_scalar(value))
 
-    def __gt__(self, value: object) -> Criteria:
+    def __gt__(self, value: object) -> _N:
         return self._build(">", _json_scalar(value))
 
-    def __ge__(self, value: object) -> Criteria:
+    def __ge__(self, value: object) -> _N:
         return self._build(">=", _json_scalar(value))
 
     __hash__ = None  # type: ignore[assignment]
 
-    def is_in(self, values: Iterable[object]) -> Criteria:
+    def is_in(self, values: Iterable[object]) -> _N:
         """The value is one of *values*."""
         return self._build("in", tuple(_json_scalar(v) for v in values))
 
-    def not_in(self, values: Iterable[object]) -> Criteria:
+    def not_in(self, values: Iterable[object]) -> _N:
         """The value is set and none of *values*."""
         return self._build("not in", tuple(_json_scalar(v) for v in values))
 
-    def between(self, low: object, high: object) -> Criteria:
+    def between(self, low: object, high: object) -> _N:
         """``low <= value <= high``."""
         return self._build("between", (_json_scalar(low), _json_scalar(high)))
 
 
-class AttributeRef(_Measure):
+class AttributeRef(_Measure[AttributeCondition]):
     """``attr(name)``: build conditions on an attribute (see :func:`attr`)."""
 
     def __init__(self, name: str) -> None:
@@ -496,21 +499,21 @@ class AttributeRef(_Measure):
         """The contact has no value."""
         return AttributeCondition(name=self.name, op="is not set")
 
-    def _relative(self, of: str, zone: str) -> _Measure:
+    def _relative(self, of: str, zone: str) -> _Measure[AttributeCondition]:
         name = self.name
         return _Measure(
             lambda op, v: AttributeCondition(name=name, op=op, value=v, of=of, zone=zone)
         )
 
-    def days_ago(self, zone: str = "UTC") -> _Measure:
+    def days_ago(self, zone: str = "UTC") -> _Measure[AttributeCondition]:
         """Whole days from the date to today in *zone*: ``attr("signup").days_ago() > 30``."""
         return self._relative("days ago", zone)
 
-    def days_until(self, zone: str = "UTC") -> _Measure:
+    def days_until(self, zone: str = "UTC") -> _Measure[AttributeCondition]:
         """Whole days from today in *zone* to the date."""
         return self._relative("days until", zone)
 
-    def days_until_anniversary(self, zone: str = "UTC") -> _Measure:
+    def days_until_anniversary(self, zone: str = "UTC") -> _Measure[AttributeCondition]:
         """Days until the date's next anniversary: ``... .days_until_anniversary() == 7``."""
         return self._relative("days until anniversary", zone)
 
