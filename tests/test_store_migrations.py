@@ -39,6 +39,9 @@ TABLES = {
     "events",
     "key_metadata",
     "messages",
+    "segment_definitions",
+    "segment_snapshot_members",
+    "segment_snapshots",
     "suppressions",
 }
 

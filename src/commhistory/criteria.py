@@ -55,9 +55,13 @@ from commhistory.model import Channel, Purpose
 __all__ = [
     "ATTRIBUTE_OPS",
     "BEHAVIOURS",
+    "COMPARE_OPS",
     "COUNT_OPS",
+    "MEASURES",
     "PROPERTY_OPS",
+    "RELATIVE_OF",
     "RELATIVE_OPS",
+    "TYPE_OPS",
     "ActivityCondition",
     "AllOf",
     "AnyOf",
@@ -66,6 +70,7 @@ __all__ = [
     "ConsentCondition",
     "Criteria",
     "InList",
+    "Node",
     "Not",
     "PropertyFilter",
     "SuppressedCondition",
@@ -83,6 +88,7 @@ __all__ = [
     "consent",
     "converted",
     "day_window",
+    "decimal_text",
     "dumps",
     "from_dict",
     "in_list",
@@ -91,8 +97,11 @@ __all__ = [
     "not_",
     "opened",
     "received",
+    "revenue_micros",
     "sent",
     "suppressed",
+    "today_in",
+    "unsubscribed",
     "walk",
 ]
 
@@ -100,22 +109,25 @@ JSONScalar: TypeAlias = str | int | float | bool
 AttrValue: TypeAlias = JSONScalar | tuple[JSONScalar, ...] | None
 
 COMPARE_OPS: Final = ("=", "!=", "<", "<=", ">", ">=")
+"""The comparison operators."""
 ATTRIBUTE_OPS: Final = (
     *COMPARE_OPS, "in", "not in", "contains", "starts with", "is set", "is not set", "between",
 )  # fmt: skip
-"""Every attribute operator (which ones a type allows: :data:`TYPE_OPS`)."""
+"""Every attribute operator; :data:`TYPE_OPS` says which ones each type allows."""
 RELATIVE_OPS: Final = (*COMPARE_OPS, "in", "not in", "between")
 """The operators of a relative measure (``"of": "days ago"`` ...) over whole days."""
 RELATIVE_OF: Final = ("value", "days ago", "days until", "days until anniversary")
+"""What an attribute condition measures (``"of"``): its value, or whole days from today."""
 COUNT_OPS: Final = COMPARE_OPS
 """The operators of a count or a revenue sum."""
 PROPERTY_OPS: Final = ("=", "!=", "in", "not in", "is set", "is not set")
-"""The operators of an activity property filter (values: text, integers, booleans)."""
+"""The operators of an activity property filter, whose values are text, integers or booleans."""
 BEHAVIOURS: Final = (
     "sent", "received", "opened", "clicked", "converted", "bounced", "unsubscribed", "complained",
 )  # fmt: skip
 """What a behaviour condition counts (see :class:`BehaviourCondition`)."""
 MEASURES: Final = ("count", "revenue")
+"""What an activity condition measures."""
 
 TYPE_OPS: Final[Mapping[str, frozenset[str]]] = {
     "str": frozenset(
@@ -149,8 +161,8 @@ def _err(path: str, reason: str) -> CriteriaError:
 # ---------------------------------------------------------------------- nodes
 
 
-class _Node:
-    """Operators shared by every node: ``a & b``, ``a | b``, ``~a``."""
+class Node:
+    """The base of every condition node, with the operators ``a & b``, ``a | b`` and ``~a``."""
 
     __slots__ = ()
 
@@ -199,28 +211,28 @@ def _filters(value: Iterable[PropertyFilter]) -> tuple[PropertyFilter, ...]:
 
 
 @attrs.frozen(kw_only=True, slots=True)
-class AllOf(_Node):
+class AllOf(Node):
     """True when every item is (an empty group: every contact). JSON ``{"all": [...]}``."""
 
     items: tuple[Criteria, ...] = attrs.field(converter=_items)
 
 
 @attrs.frozen(kw_only=True, slots=True)
-class AnyOf(_Node):
+class AnyOf(Node):
     """True when at least one item is (an empty group: nobody). JSON ``{"any": [...]}``."""
 
     items: tuple[Criteria, ...] = attrs.field(converter=_items)
 
 
 @attrs.frozen(kw_only=True, slots=True)
-class Not(_Node):
+class Not(Node):
     """True when its item is false. JSON ``{"not": {...}}``."""
 
     item: Criteria
 
 
 @attrs.frozen(kw_only=True, slots=True)
-class AttributeCondition(_Node):
+class AttributeCondition(Node):
     """A condition on the current (or at ``at``) value of a plain contact attribute.
 
     A contact without a value of the attribute matches only ``"is not set"``
@@ -251,7 +263,7 @@ class AttributeCondition(_Node):
 
 
 @attrs.frozen(kw_only=True, slots=True)
-class BehaviourCondition(_Node):
+class BehaviourCondition(Node):
     """How many outbound messages a behaviour happened to, compared with a number.
 
     Each message counts once however many events it has (as the KPIs count).
@@ -308,7 +320,7 @@ class PropertyFilter:
 
 
 @attrs.frozen(kw_only=True, slots=True)
-class ActivityCondition(_Node):
+class ActivityCondition(Node):
     """How many activities of a name a contact did (or their revenue), compared.
 
     Attributes:
@@ -350,7 +362,7 @@ class ActivityCondition(_Node):
 
 
 @attrs.frozen(kw_only=True, slots=True)
-class ConsentCondition(_Node):
+class ConsentCondition(Node):
     """True when consent for (channel, purpose) is granted at ``at``.
 
     The ledger's latest event up to ``at`` decides (a withdrawal wins a tie), as
@@ -362,7 +374,7 @@ class ConsentCondition(_Node):
 
 
 @attrs.frozen(kw_only=True, slots=True)
-class SuppressedCondition(_Node):
+class SuppressedCondition(Node):
     """True when a suppression entry blocks (channel, purpose) at ``at``, as ``can_send`` says.
 
     An entry on one of the contact's addresses on the channel, begun by ``at``
@@ -375,7 +387,7 @@ class SuppressedCondition(_Node):
 
 
 @attrs.frozen(kw_only=True, slots=True)
-class InList(_Node):
+class InList(Node):
     """True for the contacts of a static list (a saved snapshot's ids).
 
     Attributes:
@@ -434,7 +446,7 @@ def _json_scalar(value: object) -> JSONScalar:
     raise _err("$", f"a value must be text, a number, a boolean or a date, not {_kind(value)}")
 
 
-_N = TypeVar("_N", bound=_Node)
+_N = TypeVar("_N", bound=Node)
 
 
 class _Measure(Generic[_N]):

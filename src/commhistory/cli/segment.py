@@ -54,20 +54,35 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         sub.add_argument("file", metavar="FILE", help="the condition tree (.json, .yaml, -)")
         _common(sub)
         sub.set_defaults(run=_RUNS[name])
-    save = commands.add_parser("save", help="save FILE as the next version of segment NAME")
-    save.add_argument("name", metavar="NAME")
+    save = commands.add_parser(
+        "save",
+        help="save FILE as the next version of segment NAME",
+        description="Save the tree of FILE as the next version of segment NAME (the same "
+        "tree again keeps its version). Audited (segment.save).",
+    )
+    save.add_argument("name", metavar="NAME", help="the segment's name")
     save.add_argument("file", metavar="FILE", help="the condition tree (.json, .yaml, -)")
     _common(save, at=False)
     save.set_defaults(run=run_save)
-    snap = commands.add_parser("snapshot", help="store segment NAME's members now (or --at)")
-    snap.add_argument("name", metavar="NAME")
+    snap = commands.add_parser(
+        "snapshot",
+        help="store segment NAME's members now (or --at)",
+        description="Evaluate saved segment NAME (its latest version, or --version) and store "
+        "its members as a snapshot. Audited (segment.snapshot).",
+    )
+    snap.add_argument("name", metavar="NAME", help="the segment's name")
     snap.add_argument(
         "--version", type=int, default=None, help="a saved version (default: latest)"
     )
     _common(snap)
     snap.set_defaults(run=run_snapshot)
-    delta = commands.add_parser("delta", help="who entered and left NAME in its last snapshots")
-    delta.add_argument("name", metavar="NAME")
+    delta = commands.add_parser(
+        "delta",
+        help="who entered and left NAME in its last snapshots",
+        description="Print the contact ids that entered (+) and left (-) saved segment NAME "
+        "between its last two snapshots. Audited (segment_delta).",
+    )
+    delta.add_argument("name", metavar="NAME", help="the segment's name")
     _common(delta, at=False)
     delta.set_defaults(run=run_delta)
 

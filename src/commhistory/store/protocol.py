@@ -532,7 +532,7 @@ class Repository(Protocol):
 
     @property
     def segment_store(self) -> SegmentStore:
-        """The segment port: condition trees counted and listed, saved segments.
+        """The segment port, which counts and lists condition trees and keeps saved segments.
 
         See :mod:`commhistory.store.segments`.
 
