@@ -18,8 +18,8 @@ The segment (``segments.sqlite.*``, and ``segments.postgres.*`` when the server 
 * **Candidate**: ``repo.segment_members(tree, at=AT)`` (the tree is checked against the
   declared schema, compiled, run; the sorted ids come back).
 * **Baseline ``vs_sql``**: the same logic written by hand as one SQL statement (the
-  same ``IN`` / ``NOT IN`` shape, the consent grant that overrides an opt-out included),
-  on a raw driver cursor. Goal: candidate <= 1.5x.
+  same ``IN`` / ``NOT IN`` shape, the consent grant that overrides an opt-out included,
+  the tier in force at ``AT``), on a raw driver cursor. Goal: candidate <= 1.5x.
 * **Baseline ``vs_python``**: fetching the rows each condition needs (current tiers,
   human opens in the window with their message's direction, purchases, the consent
   ledger, suppressions joined to addresses) and filtering in Python. Goal: candidate
@@ -38,7 +38,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -71,7 +71,8 @@ SELECT u.contact_id FROM contacts u
 WHERE u.erased_at IS NULL
 AND u.contact_id IN (
   SELECT contact_id FROM contact_attributes
-  WHERE name = {p} AND value_type = {p} AND valid_to IS NULL AND value_text = {p})
+  WHERE name = {p} AND value_type = {p} AND valid_from <= {p}
+    AND (valid_to IS NULL OR valid_to > {p}) AND value_text = {p})
 AND u.contact_id IN (
   SELECT m.contact_id FROM events e JOIN messages m ON m.message_id = e.message_id
   WHERE m.direction = {p} AND e.type IN ({p}, {p}) AND e.machine = {false}
@@ -103,7 +104,7 @@ ORDER BY u.contact_id
 """
 CONSENT_REASONS: Final = ("complaint", "erasure", "line_unfollow", "sms_keyword", "unsubscribe")
 HAND_PARAMS: Final = (
-    "tier", "enum", "gold",
+    "tier", "enum", AT_US, AT_US, "gold",
     "outbound", "opened", "clicked", AT_US - 30 * DAY, AT_US,
     "purchase", AT_US - 90 * DAY, AT_US,
     "email", "marketing", AT_US, "grant", "withdraw",
@@ -234,11 +235,15 @@ def _python(repo: CommHistory[SQLRepository]) -> list[str]:
 
         universe = {r[0] for r in rows("SELECT contact_id FROM contacts WHERE erased_at IS NULL")}
         tiers = rows(
-            "SELECT contact_id, value_text FROM contact_attributes "
-            "WHERE name = {p} AND valid_to IS NULL",
+            "SELECT contact_id, value_type, value_text, valid_from, valid_to "
+            "FROM contact_attributes WHERE name = {p}",
             ("tier",),
         )
-        gold = {cid for cid, v in tiers if v == "gold"}
+        gold = {
+            cid
+            for cid, kind, v, frm, to in tiers
+            if kind == "enum" and v == "gold" and frm <= AT_US and (to is None or to > AT_US)
+        }
         direction = dict(rows("SELECT message_id, direction FROM messages"))
         opened = {
             cid

@@ -320,6 +320,15 @@ def _count_value(node: BehaviourCondition | ActivityCondition) -> int:
 
 _U = schema.contacts.alias("u")
 _CID = _U.c.contact_id
+# Built once: an alias's column collection costs milliseconds to set up. Each leaf's
+# subquery is its own scope, so two leaves of one statement may share an alias.
+_CA = schema.contact_attributes.alias("ca")
+_M = schema.messages.alias("m")
+_E = schema.events.alias("e")
+_A = schema.activities.alias("a")
+_CE = schema.consent_events.alias("ce")
+_S = schema.suppressions.alias("s")
+_AD = schema.addresses.alias("ad")
 
 
 def _sql_compare(op: str, left: Any, right: Any) -> sa.ColumnElement[bool]:
@@ -367,7 +376,7 @@ class _SQLCompiler:
     def attribute(self, node: AttributeCondition) -> sa.ColumnElement[bool]:
         d = self.ctx.definitions[node.name]
         op, typed = coerce_attribute(node, d.type, d.personal, "$")
-        ca = schema.contact_attributes.alias("ca")
+        ca = _CA
         col: sa.ColumnElement[Any] = ca.c[_COLUMN[d.type]]
         if d.type == "datetime":
             col = sa.type_coerce(col, sa.BigInteger())
@@ -474,7 +483,9 @@ class _SQLCompiler:
         """Leaf for ``measure(rows of a contact) op value``; contacts without rows measure 0."""
         zero = compare(op, 0, value)
         if plain and not zero and ((op == ">=" and value == 1) or (op == ">" and value == 0)):
-            return _CID.in_(rows)
+            return _CID.in_(rows)  # at least once
+        if plain and zero and (op, value) in {("=", 0), ("<=", 0), ("<", 1)}:
+            return _CID.not_in(rows)  # never
         having = _sql_compare(op, measure, value)
         grouped = rows.group_by(contact)
         if zero:
@@ -482,7 +493,7 @@ class _SQLCompiler:
         return _CID.in_(grouped.having(having))
 
     def behaviour(self, node: BehaviourCondition) -> sa.ColumnElement[bool]:
-        m = schema.messages.alias("m")
+        m = _M
         lo, hi, at_us = _bounds(node, self.at_us)
         where: list[sa.ColumnElement[bool]] = [m.c.direction == "outbound"]
         if node.campaign is not None:
@@ -496,7 +507,7 @@ class _SQLCompiler:
             rows = sa.select(m.c.contact_id).where(*where)
             measure: Any = sa.func.count()
         else:
-            e = schema.events.alias("e")
+            e = _E
             types = [ty.value for ty in _REACTIONS[node.behaviour]]
             t = sa.type_coerce(e.c.occurred_at, sa.BigInteger())
             where += [e.c.type.in_(types), *_window_sql(t, lo, hi, at_us)]
@@ -511,7 +522,7 @@ class _SQLCompiler:
         return self.counted(rows, m.c.contact_id, measure, node.op, node.value, plain=True)
 
     def activity(self, node: ActivityCondition) -> sa.ColumnElement[bool]:
-        a = schema.activities.alias("a")
+        a = _A
         lo, hi, at_us = _bounds(node, self.at_us)
         t = sa.type_coerce(a.c.occurred_at, sa.BigInteger())
         where = [a.c.name == node.name, *_window_sql(t, lo, hi, at_us)]
@@ -570,7 +581,7 @@ class _SQLCompiler:
 
     def granted(self, channel: str, purpose: str) -> sa.Subquery:
         """Contacts whose latest ledger event up to ``at`` is a grant, with its time ``g``."""
-        c = schema.consent_events.alias("ce")
+        c = _CE
         t = sa.type_coerce(c.c.occurred_at, sa.BigInteger())
         grant = sa.func.max(sa.case((c.c.action == ConsentAction.GRANT.value, t)))
         withdraw = sa.func.max(sa.case((c.c.action == ConsentAction.WITHDRAW.value, t)))
@@ -587,8 +598,8 @@ class _SQLCompiler:
         kind = ADDRESS_KINDS.get(Channel(node.channel))
         if kind is None:
             return sa.false()
-        s = schema.suppressions.alias("s")
-        ad = schema.addresses.alias("ad")
+        s = _S
+        ad = _AD
         g = self.granted(node.channel, node.purpose)
         since = sa.type_coerce(s.c.since, sa.BigInteger())
         lifted = sa.type_coerce(s.c.lifted_at, sa.BigInteger())
