@@ -9,9 +9,10 @@ The segment (``segments.sqlite.*``, and ``segments.postgres.*`` when the server 
     & ~suppressed("email", "marketing")
 
 * **Data (untimed)**: N contacts (default 20,000; ``--full``: 200,000, the issue's goal
-  size; ``$COMMHISTORY_BENCH_SEGMENT_CONTACTS``), each with a ``tier``, two outbound
-  emails and about ten events per contact in all (deliveries, opens, a quarter of them
-  machine opens, clicks), a purchase for a third of them, a marketing consent grant for
+  contacts, about 1.1M events; ``$COMMHISTORY_BENCH_SEGMENT_CONTACTS``), each with a
+  ``tier``, two outbound emails and about five events per contact in all (deliveries,
+  opens, a quarter of them machine opens, clicks), a purchase for a third of them, a
+  marketing consent grant for
   80 % (withdrawn again for 10 %), an address, and a suppression for 5 % of addresses.
   Rows are written straight into the schema's tables on a schema made by
   ``open_repository``; then ``ANALYZE`` (SQLite) or ``VACUUM ANALYZE`` (PostgreSQL).
@@ -333,7 +334,7 @@ def _setup(name: str, url: str, rows: dict[str, list[Any]], n: int) -> list[Benc
 
 
 def benchmarks() -> list[Benchmark]:
-    """Build the segment benchmarks (writes N contacts and about 10 N events per database)."""
+    """Build the segment benchmarks (writes N contacts and about 5 N events per database)."""
     n = contact_count()
     rows = _rows(n, random.Random(11))
     tmp = Path(tempfile.mkdtemp(prefix="bench-segments-"))
