@@ -390,3 +390,17 @@ def test_not_is_the_complement_within_the_universe(
     assert sorted(set(everyone) - set(kept)) == store.members(~tree, at=AT)
     explained = store.explain(tree, at=AT)
     assert explained.kept == explained.cumulative == len(kept)
+
+
+@settings(max_examples=60, deadline=None)
+@given(history=histories(), channel=st.sampled_from(["email", "sms"]))
+def test_consent_and_not_suppressed_is_what_can_send_allows_for_marketing(
+    history: dict[str, list[Any]], channel: str
+) -> None:
+    memory = CommHistory.in_memory()
+    _load(memory, history)
+    everyone = memory.segment_members(c.all_(), at=AT)
+    sendable = c.consent(channel, "marketing") & ~c.suppressed(channel, "marketing")
+    assert memory.segment_members(sendable, at=AT) == sorted(
+        memory.filter_sendable(everyone, channel, "marketing", AT)
+    )
