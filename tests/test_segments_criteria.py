@@ -59,6 +59,10 @@ def test_builders_turn_python_values_into_json() -> None:
         "currency": "JPY",
     }  # fmt: skip
     assert (c.opened(campaign="spring").count() >= 3).value == 3
+    last = c.clicked().last() < datetime(2026, 5, 1, tzinfo=UTC)
+    assert last.to_dict() == {
+        "behaviour": "clicked", "measure": "last", "op": "<", "value": "2026-05-01T00:00:00Z",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -106,6 +110,22 @@ def test_builders_turn_python_values_into_json() -> None:
             "$.where[0].value",
             "integers",
         ),
+        (
+            {
+                "behaviour": "opened",
+                "measure": "first",
+                "op": "=",
+                "value": "2026-01-01T00:00:00Z",
+            },
+            "$.op",
+            "unknown operator",
+        ),
+        (
+            {"behaviour": "opened", "measure": "last", "op": "<", "value": 3},
+            "$.value",
+            "ISO 8601 instant",
+        ),
+        ({"activity": "p", "measure": "first", "value": "2026-01-01"}, "$.value", "offset"),
         ({"consent": "email", "purpose": "spam"}, "$.purpose", "unknown"),
         ({"list": ["a", 3]}, "$.list[1]", "contact id"),
     ],

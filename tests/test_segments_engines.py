@@ -236,12 +236,22 @@ def _window(draw: st.DrawFn) -> dict[str, Any]:
     return {}
 
 
+def _measure(draw: st.DrawFn, counts: st.SearchStrategy[Any]) -> dict[str, Any]:
+    measure = draw(st.sampled_from(["count", "count", "first", "last"]))
+    if measure == "count":
+        return {"op": draw(st.sampled_from(list(c.COUNT_OPS))), "value": draw(counts)}
+    return {
+        "measure": measure,
+        "op": draw(st.sampled_from(list(c.TIME_OPS))),
+        "value": draw(st.sampled_from(INSTANTS)).isoformat(),
+    }
+
+
 @st.composite
 def behaviour_leaves(draw: st.DrawFn) -> c.BehaviourCondition:
     return c.BehaviourCondition(
         behaviour=draw(st.sampled_from(list(c.BEHAVIOURS))),
-        op=draw(st.sampled_from(list(c.COUNT_OPS))),
-        value=draw(st.integers(0, 3)),
+        **_measure(draw, st.integers(0, 3)),
         campaign=draw(st.sampled_from([None, "spring"])),
         channel=draw(st.sampled_from([None, "email", "sms"])),
         include_machine=draw(st.booleans()),
@@ -271,14 +281,19 @@ def activity_leaves(draw: st.DrawFn) -> c.ActivityCondition:
             max_size=2,
         )
     )
+    measured: dict[str, Any] = (
+        {
+            "measure": "revenue",
+            "op": draw(st.sampled_from(list(c.COUNT_OPS))),
+            "value": draw(st.sampled_from(["0", "10", "2.5", "-1", "12.5"])),
+            "currency": draw(st.sampled_from([None, "JPY"])),
+        }
+        if revenue
+        else _measure(draw, st.integers(0, 3))
+    )
     return c.ActivityCondition(
         name=draw(st.sampled_from(["purchase", "view"])),
-        measure="revenue" if revenue else "count",
-        op=draw(st.sampled_from(list(c.COUNT_OPS))),
-        value=draw(st.sampled_from(["0", "10", "2.5", "-1", "12.5"]))
-        if revenue
-        else draw(st.integers(0, 3)),
-        currency=draw(st.sampled_from([None, "JPY"])) if revenue else None,
+        **measured,
         where=tuple(filters),
         **_window(draw),
     )

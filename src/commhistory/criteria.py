@@ -55,12 +55,14 @@ from commhistory.model import Channel, Purpose
 __all__ = [
     "ATTRIBUTE_OPS",
     "BEHAVIOURS",
+    "BEHAVIOUR_MEASURES",
     "COMPARE_OPS",
     "COUNT_OPS",
     "MEASURES",
     "PROPERTY_OPS",
     "RELATIVE_OF",
     "RELATIVE_OPS",
+    "TIME_OPS",
     "TYPE_OPS",
     "ActivityCondition",
     "AllOf",
@@ -126,8 +128,12 @@ BEHAVIOURS: Final = (
     "sent", "received", "opened", "clicked", "converted", "bounced", "unsubscribed", "complained",
 )  # fmt: skip
 """What a behaviour condition counts (see :class:`BehaviourCondition`)."""
-MEASURES: Final = ("count", "revenue")
-"""What an activity condition measures."""
+MEASURES: Final = ("count", "revenue", "first", "last")
+"""What an activity condition measures (``first``/``last``: the time of the first or last)."""
+BEHAVIOUR_MEASURES: Final = ("count", "first", "last")
+"""What a behaviour condition measures."""
+TIME_OPS: Final = ("<", "<=", ">", ">=")
+"""The operators of a ``first``/``last`` measure: before (``<``) or after (``>``) an instant."""
 
 TYPE_OPS: Final[Mapping[str, frozenset[str]]] = {
     "str": frozenset(
@@ -277,8 +283,13 @@ class BehaviourCondition(Node):
 
     Attributes:
         behaviour: One of :data:`BEHAVIOURS`.
+        measure: ``"count"`` (default), or ``"first"`` / ``"last"``: the time it
+            first or last happened (in the window), compared with an instant by
+            one of :data:`TIME_OPS`; a contact to whom it never happened matches
+            neither.
         op: One of :data:`COUNT_OPS` (default ``>=``).
-        value: The count to compare with (default 1: "at least once").
+        value: The count to compare with (default 1: "at least once"), or for
+            ``first``/``last`` an ISO 8601 instant with an offset.
         campaign: Only messages of this campaign.
         channel: Only messages on this channel.
         within_days: Only the last N days before ``at`` (``[at - N days, at]``).
@@ -288,8 +299,9 @@ class BehaviourCondition(Node):
     """
 
     behaviour: str
+    measure: str = "count"
     op: str = ">="
-    value: int = 1
+    value: int | str = 1
     campaign: str | None = None
     channel: str | None = None
     within_days: int | None = None
@@ -299,7 +311,17 @@ class BehaviourCondition(Node):
 
     def count(self) -> _Measure[BehaviourCondition]:
         """Compare the count instead of "at least once": ``opened().count() >= 3``."""
-        return _Measure(lambda op, v: attrs.evolve(self, op=op, value=_count_value(v)))
+        return _Measure(
+            lambda op, v: attrs.evolve(self, measure="count", op=op, value=_count_value(v))
+        )
+
+    def first(self) -> _Measure[BehaviourCondition]:
+        """Compare when it first happened: ``opened().first() < datetime(...)``."""
+        return _Measure(lambda op, v: attrs.evolve(self, measure="first", op=op, value=str(v)))
+
+    def last(self) -> _Measure[BehaviourCondition]:
+        """Compare when it last happened: ``clicked().last() >= datetime(...)``."""
+        return _Measure(lambda op, v: attrs.evolve(self, measure="last", op=op, value=str(v)))
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -325,10 +347,13 @@ class ActivityCondition(Node):
 
     Attributes:
         name: The activity name.
-        measure: ``"count"`` (default) or ``"revenue"`` (the sum of revenue;
-            activities without revenue add 0).
+        measure: ``"count"`` (default), ``"revenue"`` (the sum of revenue;
+            activities without revenue add 0), or ``"first"`` / ``"last"`` (the
+            time of the first or last one, compared with an instant by one of
+            :data:`TIME_OPS`; a contact without any matches neither).
         op: One of :data:`COUNT_OPS` (default ``>=``).
-        value: An integer count, or a revenue amount (a decimal string or number).
+        value: An integer count, a revenue amount (a decimal string or number),
+            or an ISO 8601 instant (``first``, ``last``).
         currency: With ``"revenue"``: only activities in this currency.
         within_days, since, until: The window, as in :class:`BehaviourCondition`.
         where: Filters on plain properties, all of which must hold.
@@ -350,6 +375,18 @@ class ActivityCondition(Node):
             lambda op, v: attrs.evolve(
                 self, measure="count", currency=None, op=op, value=_count_value(v)
             )
+        )
+
+    def first(self) -> _Measure[ActivityCondition]:
+        """Compare when the first one happened."""
+        return _Measure(
+            lambda op, v: attrs.evolve(self, measure="first", currency=None, op=op, value=str(v))
+        )
+
+    def last(self) -> _Measure[ActivityCondition]:
+        """Compare when the last one happened: ``activity("purchase").last() < ...``."""
+        return _Measure(
+            lambda op, v: attrs.evolve(self, measure="last", currency=None, op=op, value=str(v))
         )
 
     def revenue(self, currency: str | None = None) -> _Measure[ActivityCondition]:
@@ -685,7 +722,8 @@ def _to_dict(node: Criteria) -> dict[str, Any]:
     if isinstance(node, BehaviourCondition):
         return _clean(
             {
-                "behaviour": node.behaviour, "op": node.op, "value": node.value,
+                "behaviour": node.behaviour, "measure": node.measure, "op": node.op,
+                "value": node.value,
                 "campaign": node.campaign, "channel": node.channel,
                 "within_days": node.within_days, "since": node.since, "until": node.until,
                 "include_machine": node.include_machine,
@@ -719,8 +757,8 @@ def _to_dict(node: Criteria) -> dict[str, Any]:
 
 
 _BEHAVIOUR_DEFAULTS: Final = {
-    "op": ">=", "value": 1, "campaign": None, "channel": None, "within_days": None,
-    "since": None, "until": None, "include_machine": False,
+    "measure": "count", "op": ">=", "value": 1, "campaign": None, "channel": None,
+    "within_days": None, "since": None, "until": None, "include_machine": False,
 }  # fmt: skip
 _ACTIVITY_DEFAULTS: Final = {
     "measure": "count", "op": ">=", "value": 1, "currency": None, "within_days": None,
@@ -949,15 +987,21 @@ def _attribute(d: Mapping[str, Any], path: str) -> AttributeCondition:
 
 def _behaviour(d: Mapping[str, Any], path: str) -> BehaviourCondition:
     _fields(d, path, (
-        "behaviour", "op", "value", "campaign", "channel", "within_days", "since", "until",
-        "include_machine",
+        "behaviour", "measure", "op", "value", "campaign", "channel", "within_days", "since",
+        "until", "include_machine",
     ))  # fmt: skip
     kind = _choice(d, "behaviour", path, BEHAVIOURS, "")
-    op = _choice(d, "op", path, COUNT_OPS, ">=")
-    value = _int(d.get("value", 1), f"{path}.value")
+    measure = _choice(d, "measure", path, BEHAVIOUR_MEASURES, "count")
+    value: int | str
+    if measure == "count":
+        op = _choice(d, "op", path, COUNT_OPS, ">=")
+        value = _int(d.get("value", 1), f"{path}.value")
+    else:
+        op, value = _time_measure(d, path)
     days, since, until = _window(d, path)
     return BehaviourCondition(
         behaviour=kind,
+        measure=measure,
         op=op,
         value=value,
         campaign=_text(d, "campaign", path, required=False),
@@ -977,15 +1021,20 @@ def _activity(d: Mapping[str, Any], path: str) -> ActivityCondition:
     name = _text(d, "activity", path)
     assert name is not None
     measure = _choice(d, "measure", path, MEASURES, "count")
-    op = _choice(d, "op", path, COUNT_OPS, ">=")
     raw = d.get("value", 1)
     value: int | str
     currency = _text(d, "currency", path, required=False)
-    if measure == "count":
+    if measure in {"first", "last"}:
+        op, value = _time_measure(d, path)
+        if currency is not None:
+            raise _err(f"{path}.currency", "only with measure 'revenue'")
+    elif measure == "count":
+        op = _choice(d, "op", path, COUNT_OPS, ">=")
         value = _int(raw, f"{path}.value")
         if currency is not None:
             raise _err(f"{path}.currency", "only with measure 'revenue'")
     else:
+        op = _choice(d, "op", path, COUNT_OPS, ">=")
         value = decimal_text(revenue_micros(raw, f"{path}.value")[1])
         if currency is not None and not re.fullmatch(r"[A-Z]{3}", currency):
             raise _err(f"{path}.currency", "must be an ISO 4217 code (three capital letters)")
@@ -998,6 +1047,17 @@ def _activity(d: Mapping[str, Any], path: str) -> ActivityCondition:
         name=name, measure=measure, op=op, value=value, currency=currency,
         within_days=days, since=since, until=until, where=where,
     )  # fmt: skip
+
+
+def _time_measure(d: Mapping[str, Any], path: str) -> tuple[str, str]:
+    op = _choice(d, "op", path, TIME_OPS, ">=")
+    if "value" not in d:
+        raise _err(f"{path}.value", "missing")
+    value = d["value"]
+    if not isinstance(value, str):
+        raise _err(f"{path}.value", f"must be an ISO 8601 instant, not {_kind(value)}")
+    _instant(value, f"{path}.value")
+    return op, value
 
 
 def _property(d: object, path: str) -> PropertyFilter:
@@ -1251,7 +1311,7 @@ def _describe(node: Criteria) -> str:
         return f"{subject} {node.op} {json.dumps(_value_json(node.value), ensure_ascii=False)}"
     if isinstance(node, BehaviourCondition | ActivityCondition):
         if isinstance(node, BehaviourCondition):
-            text = f"{node.behaviour}"
+            text = f"{node.behaviour}" + ("" if node.measure == "count" else f" {node.measure}")
             for label, v in (("campaign", node.campaign), ("channel", node.channel)):
                 if v is not None:
                     text += f" {label}={v}"
@@ -1259,6 +1319,8 @@ def _describe(node: Criteria) -> str:
             text = f"activity {node.name}"
             if node.measure == "revenue":
                 text += f" revenue{'' if node.currency is None else ' ' + node.currency}"
+            elif node.measure != "count":
+                text += f" {node.measure}"
             for f in node.where:
                 text += f" [{f.key} {f.op}{'' if f.value is None else ' ' + json.dumps(_value_json(f.value))}]"  # noqa: E501
         text += f" {node.op} {node.value}"

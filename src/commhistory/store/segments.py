@@ -310,9 +310,17 @@ def _local_start(day: date, zone: str) -> int:
 
 
 def _count_value(node: BehaviourCondition | ActivityCondition) -> int:
+    """The compared number: a count, revenue micros, or an instant's micros (first, last)."""
+    if node.measure in {"first", "last"}:
+        return to_micros(datetime.fromisoformat(str(node.value)))
     if isinstance(node, ActivityCondition) and node.measure == "revenue":
         return revenue_micros(node.value, "$")[0]
     return int(node.value)
+
+
+def _timed(node: BehaviourCondition | ActivityCondition) -> bool:
+    """Whether the node measures a time (``first``/``last``): contacts without rows never match."""
+    return node.measure in {"first", "last"}
 
 
 # ---------------------------------------------------------------------- SQL
@@ -479,9 +487,13 @@ class _SQLCompiler:
         value: int,
         *,
         plain: bool,
+        timed: bool = False,
     ) -> sa.ColumnElement[bool]:
-        """Leaf for ``measure(rows of a contact) op value``; contacts without rows measure 0."""
-        zero = compare(op, 0, value)
+        """Leaf for ``measure(rows of a contact) op value``; contacts without rows measure 0.
+
+        With *timed* (a first or last time), contacts without rows never match.
+        """
+        zero = False if timed else compare(op, 0, value)
         if plain and not zero and ((op == ">=" and value == 1) or (op == ">" and value == 0)):
             return _CID.in_(rows)  # at least once
         if plain and zero and (op, value) in {("=", 0), ("<=", 0), ("<", 1)}:
@@ -519,7 +531,19 @@ class _SQLCompiler:
                 .where(*where)
             )
             measure = sa.func.count(sa.distinct(e.c.message_id))
-        return self.counted(rows, m.c.contact_id, measure, node.op, node.value, plain=True)
+        if node.measure == "first":
+            measure = sa.func.min(t)
+        elif node.measure == "last":
+            measure = sa.func.max(t)
+        return self.counted(
+            rows,
+            m.c.contact_id,
+            measure,
+            node.op,
+            _count_value(node),
+            plain=node.measure == "count",
+            timed=_timed(node),
+        )
 
     def activity(self, node: ActivityCondition) -> sa.ColumnElement[bool]:
         a = _A
@@ -533,6 +557,10 @@ class _SQLCompiler:
             measure: Any = sa.func.coalesce(sa.func.sum(a.c.revenue_micros), 0)
         else:
             measure = sa.func.count()
+        if node.measure == "first":
+            measure = sa.func.min(t)
+        elif node.measure == "last":
+            measure = sa.func.max(t)
         rows = sa.select(a.c.contact_id).where(*where)
         return self.counted(
             rows,
@@ -541,6 +569,7 @@ class _SQLCompiler:
             node.op,
             _count_value(node),
             plain=node.measure == "count",
+            timed=_timed(node),
         )
 
     def property(self, col: Any, f: PropertyFilter) -> sa.ColumnElement[bool]:
@@ -889,17 +918,26 @@ class _MemoryEvaluator:
             return self.universe - self.node(node.item)
         if isinstance(node, AttributeCondition):
             return self.universe & self.attribute(node)
-        if isinstance(node, BehaviourCondition):
-            return self.counted(self.behaviour(node), node.op, node.value)
-        if isinstance(node, ActivityCondition):
-            return self.counted(self.activity(node), node.op, _count_value(node))
+        if isinstance(node, BehaviourCondition | ActivityCondition):
+            found = (
+                self.behaviour(node)
+                if isinstance(node, BehaviourCondition)
+                else (self.activity(node))
+            )
+            return self.counted(found, node.op, _count_value(node), timed=_timed(node))
         if isinstance(node, ConsentCondition):
             return self.universe & set(self.granted(node.channel, node.purpose))
         if isinstance(node, SuppressedCondition):
             return self.universe & self.suppressed(node)
         return self.universe & set(node.contact_ids)
 
-    def counted(self, measures: Mapping[str, int], op: str, value: int) -> frozenset[str]:
+    def counted(
+        self, measures: Mapping[str, int], op: str, value: int, *, timed: bool
+    ) -> frozenset[str]:
+        if timed:
+            return frozenset(
+                c for c in self.universe if c in measures and compare(op, measures[c], value)
+            )
         return frozenset(c for c in self.universe if compare(op, measures.get(c, 0), value))
 
     # -- attributes
@@ -971,14 +1009,17 @@ class _MemoryEvaluator:
             )
 
         counted: dict[str, set[str]] = {}
+        times: dict[str, list[int]] = {}
         if node.behaviour in {"sent", "received"}:
             bad = {"rejected"} if node.behaviour == "sent" else {"rejected", "bounced", "failed"}
             kinds = self.bad_messages()
             for mid, m in s.messages.items():
                 if not wanted(mid) or kinds.get(mid, set()) & bad:
                     continue
-                if _in_window(to_micros(m.sent_at), lo, hi, at_us):
+                t = to_micros(m.sent_at)
+                if _in_window(t, lo, hi, at_us):
                     counted.setdefault(m.contact_id, set()).add(mid)
+                    times.setdefault(m.contact_id, []).append(t)
         else:
             types = _REACTIONS[node.behaviour]
             human = not node.include_machine and node.behaviour != "bounced"
@@ -987,10 +1028,15 @@ class _MemoryEvaluator:
                     continue
                 if e.type not in types or (human and e.machine) or not wanted(e.message_id):
                     continue
-                if _in_window(to_micros(e.occurred_at), lo, hi, at_us):
-                    counted.setdefault(s.messages[e.message_id].contact_id, set()).add(
-                        e.message_id
-                    )
+                t = to_micros(e.occurred_at)
+                if _in_window(t, lo, hi, at_us):
+                    cid = s.messages[e.message_id].contact_id
+                    counted.setdefault(cid, set()).add(e.message_id)
+                    times.setdefault(cid, []).append(t)
+        if node.measure == "first":
+            return {cid: min(ts) for cid, ts in times.items()}
+        if node.measure == "last":
+            return {cid: max(ts) for cid, ts in times.items()}
         return {cid: len(mids) for cid, mids in counted.items()}
 
     # -- activities
@@ -1005,11 +1051,16 @@ class _MemoryEvaluator:
             props = {k: v for k, v in a.properties.items() if k in plain}
             if not all(_property_matches(props, f) for f in node.where):
                 continue
+            t = to_micros(a.occurred_at)
             if node.measure == "revenue":
                 if node.currency is not None and a.currency != node.currency:
                     continue
                 amount = 0 if a.revenue is None else int(Decimal(a.revenue).scaleb(6))
                 out[a.contact_id] = out.get(a.contact_id, 0) + amount
+            elif node.measure == "first":
+                out[a.contact_id] = min(t, out.get(a.contact_id, t))
+            elif node.measure == "last":
+                out[a.contact_id] = max(t, out.get(a.contact_id, t))
             else:
                 out[a.contact_id] = out.get(a.contact_id, 0) + 1
         return out
