@@ -131,7 +131,7 @@ class ExplainNode:
 
     Attributes:
         path: The node's JSON path (``$.all[1]``).
-        label: A value-free summary of the node (its ``describe()``).
+        label: A one-line summary of the node (its ``describe()``; plain values only).
         kept: Contacts of the universe for which this node alone holds.
         cumulative: Contacts for which this node and everything before it on
             the way from the root holds: within an ``all``, its earlier
