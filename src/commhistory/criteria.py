@@ -200,7 +200,7 @@ class Node:
         return dumps(self)  # type: ignore[arg-type]
 
     def describe(self) -> str:
-        """Return a one-line summary of the node (for ``explain``); the values it shows are plain."""
+        """Return a one-line summary of the node (for ``explain``), showing plain values only."""
         return _describe(self)  # type: ignore[arg-type]
 
 
