@@ -40,6 +40,9 @@ TABLES = {
     "key_metadata",
     "messages",
     "stored_seq",
+    "segment_definitions",
+    "segment_snapshot_members",
+    "segment_snapshots",
     "suppressions",
 }
 

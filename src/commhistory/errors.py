@@ -13,7 +13,10 @@
     │   │   ├── AttributeTypeError                not of the declared type
     │   │   ├── AttributeEnumError                not one of the enum's allowed values
     │   │   └── PersonalValueError                an email, phone or LINE id in a plain attribute
-    │   └── AttributeSchemaError                  .attribute: a declaration is refused
+    │   ├── AttributeSchemaError                  .attribute: a declaration is refused
+    │   ├── CriteriaError                         .path: a segment's condition tree is refused
+    │   │   └── CriteriaSchemaError               it does not fit the declared attributes
+    │   └── JourneyDefinitionError                .field = JSON path: a journey definition is refused
     ├── SignatureError (ValueError)               a signature or token does not verify
     ├── CryptoError
     │   ├── KeyNotFoundError (KeyError)           .key_id is not in the keyring
@@ -49,6 +52,8 @@ __all__ = [
     "CommHistoryError",
     "ConsentRequired",
     "CrmApiError",
+    "CriteriaError",
+    "CriteriaSchemaError",
     "CrmRowError",
     "CryptoError",
     "DatabaseNotFoundError",
@@ -241,6 +246,35 @@ class JourneyDefinitionError(InvalidInputError):
 
     Unknown fields and values, missing steps, unreachable steps and loops that
     could run without waiting are refused before anything runs.
+
+    .. versionadded:: 0.4.0
+    """
+
+
+class CriteriaError(InvalidInputError):
+    """A segment's condition tree is refused: names the JSON path and the reason.
+
+    ``field`` (also ``path``) is a JSON path into the tree (``"$.all[2].op"``);
+    the reason never quotes a value.
+
+    .. versionadded:: 0.4.0
+    """
+
+    def __init__(self, *, path: str | None = None, reason: str, field: str | None = None) -> None:
+        super().__init__(field=path if path is not None else field or "$", reason=reason)
+
+    @property
+    def path(self) -> str:
+        """The JSON path of the offending node or field (``field``'s other name)."""
+        return self.field
+
+
+class CriteriaSchemaError(CriteriaError):
+    """A condition does not fit the declared attributes or activities.
+
+    An unknown attribute, a personal (encrypted) attribute used as a segment
+    key, an operator the attribute's type does not have, a value of the
+    wrong type, or an activity property that is not declared plain.
 
     .. versionadded:: 0.4.0
     """

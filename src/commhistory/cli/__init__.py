@@ -41,6 +41,7 @@ from commhistory.cli import (
     journey,
     partitions,
     report,
+    segment,
     store,
     validate,
     webhook,
@@ -66,6 +67,7 @@ _COMMANDS = (
     crm,
     journey,
     partitions,
+    segment,
 )
 
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from commhistory.consent import SendDecision, SuppressionEntry
     from commhistory.contacts import ActivityCatalog, AttributeDefinition, AttributeSchema
     from commhistory.convert import ParsedLine
+    from commhistory.criteria import Criteria
     from commhistory.crypto import KeyProvider
     from commhistory.facade.dead_letters import AdapterResolver, ReplayReport
     from commhistory.facade.history import CommHistory
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from commhistory.kpi.metrics import KpiTable
     from commhistory.model import Activity, Channel, ContactUpdate, Event, Message, Purpose
     from commhistory.privacy import ErasureReport, PurgeReport, RetentionPolicy
+    from commhistory.segments import SegmentDelta
     from commhistory.store.activities import ActivityEntry
     from commhistory.store.attributes import AttributeVersion, TypedValue
     from commhistory.store.dead_letters import DeadLetterInfo
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
         TimelineEntry,
     )
     from commhistory.store.rotation import RotationReport
+    from commhistory.store.segments import ExplainNode, SavedSegment, SnapshotInfo
 
 __all__ = ["GuardedConsent", "GuardedRepository", "GuardedSuppression", "in_guarded_call"]
 
@@ -827,6 +830,91 @@ class GuardedRepository(ClosesOnExit):
             P.READ_HISTORY_MASKED,
             "filter_sendable",
             lambda: self._repo.filter_sendable(contact_ids, channel, purpose, at),
+        )
+
+    # ------------------------------------------------------------------ segments
+
+    def segment_count(
+        self, tree: Criteria | Mapping[str, Any], *, at: datetime | None = None
+    ) -> int:
+        """Count a segment (needs ``read_metrics``: an aggregate, not audited).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._checked(
+            P.READ_METRICS, "segment_count", lambda: self._repo.segment_count(tree, at=at)
+        )
+
+    def segment_explain(
+        self, tree: Criteria | Mapping[str, Any], *, at: datetime | None = None
+    ) -> ExplainNode:
+        """Count each node of a segment (needs ``read_metrics``: aggregates, not audited).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._checked(
+            P.READ_METRICS, "segment_explain", lambda: self._repo.segment_explain(tree, at=at)
+        )
+
+    def segment_members(
+        self, tree: Criteria | Mapping[str, Any], *, at: datetime | None = None
+    ) -> list[str]:
+        """List a segment's contact ids (needs ``read_history_masked``; audited).
+
+        The ids are pseudonymous, but a list of who matches a condition says
+        something about each of them: every extraction is an audit entry
+        (action ``segment_members``; the ids are not listed in it).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._audited(
+            P.READ_HISTORY_MASKED,
+            "segment_members",
+            lambda: self._repo.segment_members(tree, at=at),
+            atomic=False,
+        )
+
+    def save_segment(self, name: str, tree: Criteria | Mapping[str, Any]) -> SavedSegment:
+        """Save a segment version (needs ``write_history``; audited).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._audited(
+            P.WRITE_HISTORY, "segment.save", lambda: self._repo.save_segment(name, tree)
+        )
+
+    def segments(self, name: str | None = None) -> list[SavedSegment]:
+        """List saved segment versions (needs ``read_metrics``).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._checked(P.READ_METRICS, "segments", lambda: self._repo.segments(name))
+
+    def segment_snapshot(
+        self, name: str, *, version: int | None = None, at: datetime | None = None
+    ) -> SnapshotInfo:
+        """Store a segment's membership snapshot (needs ``write_history``; audited).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._audited(
+            P.WRITE_HISTORY,
+            "segment.snapshot",
+            lambda: self._repo.segment_snapshot(name, version=version, at=at),
+        )
+
+    def segment_delta(
+        self, name: str, *, before: str | None = None, after: str | None = None
+    ) -> SegmentDelta:
+        """Who entered and left a segment (needs ``read_history_masked``; audited).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._audited(
+            P.READ_HISTORY_MASKED,
+            "segment_delta",
+            lambda: self._repo.segment_delta(name, before=before, after=after),
+            atomic=False,
         )
 
     # ------------------------------------------------------------------ consent and privacy

@@ -47,6 +47,7 @@ from commhistory.contacts.activities import (
     check_window,
     parse_declarations,
 )
+from commhistory.criteria import Criteria, from_dict
 from commhistory.crypto import KeyProvider
 from commhistory.errors import InvalidInputError, NotFoundError
 from commhistory.facade.dead_letters import AdapterResolver, ReplayReport, replay_dead_letters
@@ -72,6 +73,13 @@ from commhistory.privacy import (
     export_subject,
     purge,
 )
+from commhistory.segments import (
+    SegmentDelta,
+    delta,
+    save_segment,
+    snapshot,
+    validate,
+)
 from commhistory.store.activities import ActivityEntry
 from commhistory.store.attributes import AttributeChange, AttributeVersion, TypedValue
 from commhistory.store.costs import Cost
@@ -87,6 +95,7 @@ from commhistory.store.protocol import (
     TimelineEntry,
 )
 from commhistory.store.rotation import RotationReport
+from commhistory.store.segments import ExplainNode, SavedSegment, SnapshotInfo
 from commhistory.store.sql import SQLRepository, open_sql_repository
 
 if TYPE_CHECKING:
@@ -694,6 +703,87 @@ class CommHistory(ClosesOnExit, Generic[S]):
     ) -> list[str]:
         """Keep the sendable contacts; see :func:`commhistory.consent.filter_sendable`."""
         return filter_sendable(self._store, contact_ids, channel, purpose, at)
+
+    # ------------------------------------------------------------------ segments
+
+    def _segment(self, tree: Criteria | Mapping[str, Any]) -> Criteria:
+        node = from_dict(tree) if isinstance(tree, Mapping) else tree
+        validate(node, self.attribute_schema(), self.activity_catalog())
+        return node
+
+    def segment_count(
+        self, tree: Criteria | Mapping[str, Any], *, at: datetime | None = None
+    ) -> int:
+        """Count the contacts a condition tree keeps at *at* (default: now), in the database.
+
+        Args:
+            tree: A :mod:`commhistory.criteria` tree, or its JSON data.
+            at: The instant (an aware datetime): windows end there, consent and
+                suppression are read then, attributes are those in force then
+                (default: now, with the current attribute values).
+
+        Raises:
+            CriteriaError: The JSON data is not a valid tree (the path is named).
+            CriteriaSchemaError: The tree does not fit the declared attributes
+                or activities (unknown or personal attribute, wrong operator or value).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._store.segment_store.count(self._segment(tree), at=at)
+
+    def segment_members(
+        self, tree: Criteria | Mapping[str, Any], *, at: datetime | None = None
+    ) -> list[str]:
+        """Return the (pseudonymous) contact ids a tree keeps at *at*, sorted.
+
+        See :meth:`segment_count` for the arguments and errors.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._store.segment_store.members(self._segment(tree), at=at)
+
+    def segment_explain(
+        self, tree: Criteria | Mapping[str, Any], *, at: datetime | None = None
+    ) -> ExplainNode:
+        """Count what each node of a tree keeps, alone and cumulatively (``explain``).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._store.segment_store.explain(self._segment(tree), at=at)
+
+    def save_segment(self, name: str, tree: Criteria | Mapping[str, Any]) -> SavedSegment:
+        """Save a checked tree as the next version of segment *name*.
+
+        Saving the tree of the latest version again returns that version.
+
+        .. versionadded:: 0.4.0
+        """
+        return save_segment(self._store, name, self._segment(tree))
+
+    def segments(self, name: str | None = None) -> list[SavedSegment]:
+        """Return the saved segment versions (of *name*, or every one), by name and version.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._store.segment_store.definitions(name)
+
+    def segment_snapshot(
+        self, name: str, *, version: int | None = None, at: datetime | None = None
+    ) -> SnapshotInfo:
+        """Evaluate a saved segment (default: its latest version) and store its members.
+
+        .. versionadded:: 0.4.0
+        """
+        return snapshot(self._store, name, version=version, at=at)
+
+    def segment_delta(
+        self, name: str, *, before: str | None = None, after: str | None = None
+    ) -> SegmentDelta:
+        """Who entered and who left segment *name* between two snapshots (default: the last two).
+
+        .. versionadded:: 0.4.0
+        """
+        return delta(self._store, name, before=before, after=after)
 
     # ------------------------------------------------------------------ KPIs
 

@@ -160,6 +160,7 @@ def erase_subject(
         counts["masked"] = shred.masked_addresses
         counts["activities"] = repo.activity_store.delete_contact(contact_id)
         counts["attributes"] = shred.attributes
+        counts["segment_snapshots"] = shred.segment_snapshots
         counts["data_key"] = 1
     return _report(
         contact_id, t, already=False, counts=counts, until=until if counts["consent"] else None
@@ -232,6 +233,11 @@ def _report(
             what="activities",
             count=counts.get("activities", 0),
             why="the contact's activities are deleted, plain properties and revenue included",
+        ),
+        ErasureItem(
+            what="segment_snapshots",
+            count=counts.get("segment_snapshots", 0),
+            why="the contact's id is removed from every saved segment snapshot",
         ),
     )
     kept = (

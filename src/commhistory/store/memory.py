@@ -56,11 +56,13 @@ from commhistory.store.protocol import (
     IngestReport,
     TimelineEntry,
 )
+from commhistory.store.segments import MemorySegmentStore
 
 if TYPE_CHECKING:
     from commhistory.store.attributes import AttributeCodec, StoredDefinition
     from commhistory.store.mask_backfill import MaskBackfillReport
     from commhistory.store.rotation import RotationReport
+    from commhistory.store.segments import SavedSegment, SnapshotInfo
 
 __all__ = ["MemoryRepository", "MemoryState"]
 
@@ -93,6 +95,8 @@ class MemoryState:
         "pairs",
         "provider_events",
         "retained",
+        "segment_definitions",
+        "segment_snapshots",
         "suppressions",
     )
 
@@ -121,6 +125,10 @@ class MemoryState:
         self.attribute_definitions: dict[str, StoredDefinition] = {}
         self.attributes: dict[tuple[str, str], list[Any]] = {}
         """``(contact_id, name) -> [(valid_from_us, valid_to_us, AttributeValue), ...]``."""
+        self.segment_definitions: dict[str, list[SavedSegment]] = {}
+        """Saved segment versions by name, oldest first."""
+        self.segment_snapshots: dict[str, tuple[SnapshotInfo, set[str]]] = {}
+        """Membership snapshots by id, with their contact ids."""
 
 
 class MemoryRepository(BatchedWrites, ClosesOnExit):
@@ -153,6 +161,7 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
         self._attribute_store = MemoryAttributeStore(self._s)
         self._attribute_codec: AttributeCodec | None = None
         self._analytics_reader = MemoryAnalyticsReader(self._s)
+        self._segment_store = MemorySegmentStore(self._s)
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -485,6 +494,15 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
         """
         self._check_open()
         return self._analytics_reader
+
+    @property
+    def segment_store(self) -> MemorySegmentStore:
+        """The segment port (condition trees evaluated in memory, saved segments).
+
+        .. versionadded:: 0.4.0
+        """
+        self._check_open()
+        return self._segment_store
 
     def set_batch_feed(self, name: str, feed: BatchFeed | None) -> None:
         """Install (or remove) a batch feed; see :meth:`Repository.set_batch_feed`.

@@ -89,11 +89,16 @@ class ShredCounts:
         addresses: Address (blind-index) rows deleted.
         masked_addresses: Masked addresses deleted from the contact's messages.
         attributes: Contact attribute rows deleted (plain and personal, every version).
+        segment_snapshots: Segment snapshot rows the contact was removed from.
+
+    .. versionchanged:: 0.4.0
+       ``segment_snapshots``.
     """
 
     addresses: int
     masked_addresses: int
     attributes: int = 0
+    segment_snapshots: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -320,6 +325,7 @@ class SQLPrivacyStore(PrivacyStore):
                         (contact_id,),
                     ).rowcount
                     attributes = repo.attribute_store.delete_contact(contact_id)
+                    snapshots = repo.segment_store.forget_contact(contact_id)
                     conn.exec_driver_sql(  # a click's link label is plain: it goes too
                         "UPDATE events SET link = NULL "
                         f"WHERE contact_id = {ph} AND link IS NOT NULL",
@@ -338,7 +344,10 @@ class SQLPrivacyStore(PrivacyStore):
             # take frames that are not committed yet.
             repo.after_commit(self._truncate_wal)
         return ShredCounts(
-            addresses=int(addresses), masked_addresses=int(masked), attributes=attributes
+            addresses=int(addresses),
+            masked_addresses=int(masked),
+            attributes=attributes,
+            segment_snapshots=snapshots,
         )
 
     @contextmanager
@@ -599,10 +608,20 @@ class MemoryPrivacyStore(PrivacyStore):
         attributes = 0
         for key in [k for k in s.attributes if k[0] == contact_id]:
             attributes += len(s.attributes.pop(key))
+        snapshots = 0
+        for _info, ids in s.segment_snapshots.values():
+            if contact_id in ids:
+                ids.discard(contact_id)
+                snapshots += 1
         for cid in self._consent_ids(contact_id):
             s.retained[cid] = evidence_until
         s.erased[contact_id] = at
-        return ShredCounts(addresses=addresses, masked_addresses=masked, attributes=attributes)
+        return ShredCounts(
+            addresses=addresses,
+            masked_addresses=masked,
+            attributes=attributes,
+            segment_snapshots=snapshots,
+        )
 
     def created_at(self, contact_id: str) -> datetime | None:
         """See :meth:`PrivacyStore.created_at` (not recorded in memory: ``None``)."""

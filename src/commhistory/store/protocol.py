@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from commhistory.store.partition import PartitionReport
     from commhistory.store.privacy import PrivacyStore
     from commhistory.store.rotation import RotationReport
+    from commhistory.store.segments import SegmentStore
 
 __all__ = [
     "BatchFeed",
@@ -525,6 +526,16 @@ class Repository(Protocol):
     @property
     def analytics_reader(self) -> AnalyticsReader:
         """The analytics export's read port (see :mod:`commhistory.store.analytics`).
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    @property
+    def segment_store(self) -> SegmentStore:
+        """The segment port, which counts and lists condition trees and keeps saved segments.
+
+        See :mod:`commhistory.store.segments`.
 
         .. versionadded:: 0.4.0
         """

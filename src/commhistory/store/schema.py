@@ -48,6 +48,9 @@ __all__ = [
     "key_metadata",
     "messages",
     "metadata",
+    "segment_definitions",
+    "segment_snapshot_members",
+    "segment_snapshots",
     "stored_seq",
     "suppressions",
 ]
@@ -490,5 +493,43 @@ contact_attributes: Final = sa.Table(
         "Contact attribute values over [valid_from, valid_to) (valid_to NULL: current). "
         "Plain values in the typed column of their type; personal ones encrypted in "
         "value_secret under the contact's data key."
+    ),
+)
+
+
+# Migration 0013: saved segments (see commhistory.store.segments).
+segment_definitions: Final = sa.Table(
+    "segment_definitions",
+    metadata,
+    sa.Column("name", sa.Text(), primary_key=True),
+    sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("definition", sa.Text(), nullable=False),
+    sa.Column("saved_at", UTCTimestamp(), nullable=False),
+    comment=(
+        "Saved segment definitions (migration 0013): each version's condition tree as "
+        "canonical JSON; attribute names, operators and values, never personal data."
+    ),
+)
+
+segment_snapshots: Final = sa.Table(
+    "segment_snapshots",
+    metadata,
+    _id("snapshot_id", primary_key=True),
+    sa.Column("name", sa.Text(), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("at", UTCTimestamp(), nullable=False),
+    sa.Column("taken_at", UTCTimestamp(), nullable=False),
+    sa.Index(None, "name", "taken_at"),
+    comment="Membership snapshots of saved segments (migration 0013).",
+)
+
+segment_snapshot_members: Final = sa.Table(
+    "segment_snapshot_members",
+    metadata,
+    _id("snapshot_id", sa.ForeignKey("segment_snapshots.snapshot_id"), primary_key=True),
+    _id("contact_id", primary_key=True),
+    sa.Index(None, "contact_id"),
+    comment=(
+        "The contact ids of each snapshot (migration 0013); erasure deletes a contact's rows."
     ),
 )

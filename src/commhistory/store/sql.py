@@ -46,6 +46,7 @@ from commhistory.store.kpi import SQLKpiStore
 from commhistory.store.mask_backfill import backfill_masks
 from commhistory.store.privacy import SQLPrivacyStore
 from commhistory.store.rotation import rotate_keys
+from commhistory.store.segments import SQLSegmentStore
 from commhistory.store.sql_ingest import SQLIngest
 from commhistory.store.sql_reads import SQLReads
 
@@ -109,6 +110,7 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         self._activity_store = SQLActivityStore(self)
         self._attribute_store = SQLAttributeStore(self)
         self._analytics_reader = SQLAnalyticsReader(self)
+        self._segment_store = SQLSegmentStore(self)
 
     def __repr__(self) -> str:
         return f"SQLRepository(dialect={self.dialect!r})"
@@ -192,6 +194,14 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         .. versionadded:: 0.4.0
         """
         return self._analytics_reader
+
+    @property
+    def segment_store(self) -> SQLSegmentStore:
+        """The segment port (:class:`~commhistory.store.segments.SQLSegmentStore`).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._segment_store
 
     # ------------------------------------------------------------------ consent and privacy
 
