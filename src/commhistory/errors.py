@@ -13,7 +13,8 @@
     │   │   ├── AttributeTypeError                not of the declared type
     │   │   ├── AttributeEnumError                not one of the enum's allowed values
     │   │   └── PersonalValueError                an email or phone number in a plain attribute
-    │   └── AttributeSchemaError                  .attribute: a declaration is refused
+    │   ├── AttributeSchemaError                  .attribute: a declaration is refused
+    │   └── PlanConfigError                       a send planning configuration is refused
     ├── SignatureError (ValueError)               a signature or token does not verify
     ├── CryptoError
     │   ├── KeyNotFoundError (KeyError)           .key_id is not in the keyring
@@ -60,6 +61,7 @@ __all__ = [
     "PermissionDenied",
     "PersonalDataError",
     "PersonalValueError",
+    "PlanConfigError",
     "SchemaError",
     "SignatureError",
     "StorageError",
@@ -210,6 +212,17 @@ class AttributeSchemaError(InvalidInputError):
     def __init__(self, *, attribute: str, reason: str) -> None:
         super().__init__(field=f"schema.{attribute}", reason=reason)
         self.attribute = attribute
+
+
+class PlanConfigError(InvalidInputError):
+    """A send planning configuration (caps, quiet hours, zones) is refused.
+
+    ``field`` is the path of the offending value in the configuration document
+    (``"caps[0].limit"``, ``"quiet_hours[1].start"``), or ``"<config>"`` for the
+    whole document.
+
+    .. versionadded:: 0.4.0
+    """
 
 
 class SignatureError(CommHistoryError, ValueError):
