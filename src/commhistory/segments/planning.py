@@ -181,17 +181,36 @@ class FrequencyCap:
 
 
 def _local(day: date, at: time, zone: ZoneInfo) -> datetime:
-    """The UTC instant of wall-clock *at* on *day* in *zone*.
+    """The first instant (UTC) whose wall-clock time in *zone* on *day* is *at* or later.
 
-    A wall-clock time skipped by a DST change is read with the offset before it
-    (so it names the instant of the change plus the gap); a repeated one, the
-    first time it occurs.
+    A repeated wall-clock time (clocks turned back) is its first occurrence; one
+    skipped by a DST change is the instant of the change, the first one past it.
     """
-    return datetime.combine(day, at, tzinfo=zone).astimezone(UTC)
+    wall = datetime.combine(day, at, tzinfo=zone)
+    out = wall.astimezone(UTC)
+    if out.astimezone(zone).replace(tzinfo=None) == wall.replace(tzinfo=None):
+        return out
+    # Skipped: the change lies between the two readings of the wall time.
+    low = wall.replace(fold=1).astimezone(UTC)
+    after = out.astimezone(zone).utcoffset()
+    while out - low > _TICK:
+        mid = low + (out - low) / 2
+        if mid.astimezone(zone).utcoffset() == after:
+            out = mid
+        else:
+            low = mid
+    return out
+
+
+_TICK: Final = timedelta(microseconds=1)
 
 
 def _action(value: object) -> QuietAction:
     return coerce(QuietAction, value, "action")
+
+
+def _unfolded(value: object) -> object:
+    return value.replace(fold=0) if isinstance(value, time) else value
 
 
 def _time(_inst: object, attribute: attrs.Attribute[time], value: object) -> None:
@@ -219,8 +238,8 @@ class QuietHours:
 
     channel: Channel = attrs.field(converter=_channel)
     purpose: Purpose = attrs.field(converter=_purpose)
-    start: time = attrs.field(validator=_time)
-    end: time = attrs.field(validator=_time)
+    start: time = attrs.field(converter=_unfolded, validator=_time)
+    end: time = attrs.field(converter=_unfolded, validator=_time)
     action: QuietAction = attrs.field(default=QuietAction.DEFER, converter=_action)
 
     def __attrs_post_init__(self) -> None:
@@ -243,6 +262,13 @@ class QuietHours:
         if local.time().replace(tzinfo=None) >= self.end:
             day += timedelta(days=1)
         out = _local(day, self.end, zone)
+        if out <= at:  # the clocks went back: the wall time may come round again
+            wall = datetime.combine(day, self.end, tzinfo=zone).replace(fold=1)
+            again = wall.astimezone(UTC)
+            if again > at and again.astimezone(zone).replace(tzinfo=None) == wall.replace(
+                tzinfo=None, fold=0
+            ):
+                out = again
         while out <= at:  # a DST change moved the wall clock past it
             day += timedelta(days=1)
             out = _local(day, self.end, zone)
