@@ -871,13 +871,17 @@ def _apply_caps(
                 instants.append(start)
             slot[(i, key)] = seen[start]
     counts = store.send_counts(ids, channel, purpose, instants, at)
+    checks = {key: [(slot[(i, key)], cap.limit) for i, cap in enumerate(caps)] for key in keys}
     kept = []
-    limits = [(i, cap.limit) for i, cap in enumerate(caps)]
     for cid in ids:
         mine = counts.get(cid)
         if mine is not None:
-            key = resolve.key(zones.get(cid))
-            if any(mine[slot[(i, key)]] >= limit for i, limit in limits):
+            capped = False
+            for index, limit in checks[resolve.key(zones.get(cid))]:
+                if mine[index] >= limit:
+                    capped = True
+                    break
+            if capped:
                 excluded.append(Exclusion(contact_id=cid, reason=ExclusionReason.FREQUENCY_CAP))
                 continue
         kept.append(cid)

@@ -123,6 +123,25 @@ def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
 # ---------------------------------------------------------------------- SQL
 
 
+def _fetch_all(conn: sa.Connection, statement: sa.Select[Any]) -> list[Sequence[Any]]:
+    """Run a Core statement on the driver's cursor and fetch every row at once.
+
+    The bulk path: plain tuples, no result rows built (every selected column is
+    a plain id, text or integer, and every bound value is a plain value).
+    """
+    compiled = statement.compile(dialect=conn.dialect)
+    params: Any = compiled.params
+    if compiled.positional:
+        params = tuple(compiled.params[name] for name in compiled.positiontup or ())
+    cursor: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(str(compiled), params)
+        rows: list[Sequence[Any]] = cursor.fetchall()
+    finally:
+        cursor.close()
+    return rows
+
+
 class SQLPlanningStore(PlanningStore):
     """:class:`PlanningStore` over :class:`~commhistory.store.sql.SQLRepository`, in Core."""
 
@@ -139,12 +158,10 @@ class SQLPlanningStore(PlanningStore):
         """Run *base* for the wanted ids: ``IN`` chunks, or one scan filtered here."""
         if len(ids) > BULK_THRESHOLD:
             wanted = set(ids)
-            for row in conn.execute(base):
-                if row[0] in wanted:
-                    yield row
+            yield from (row for row in _fetch_all(conn, base) if row[0] in wanted)
             return
         for chunk in _chunks(ids):
-            yield from conn.execute(base.where(column.in_(list(chunk))))
+            yield from conn.execute(base.where(column.in_(list(chunk)))).tuples().all()
 
     def send_counts(
         self,
@@ -195,10 +212,11 @@ class SQLPlanningStore(PlanningStore):
         out: dict[str, str | None] = {}
         with self.repo.transaction(read=True) as conn:
             if not decrypt:
-                base = sa.select(a.c.contact_id).where(a.c.kind == kind).distinct()
-                for row in self._rows(conn, base, a.c.contact_id, contact_ids):
-                    out[row[0]] = None
-                return out
+                base = sa.select(a.c.contact_id).where(a.c.kind == kind)
+                # No DISTINCT: a contact's few addresses collapse here, with no sort in SQL.
+                return dict.fromkeys(
+                    (row[0] for row in self._rows(conn, base, a.c.contact_id, contact_ids)), None
+                )
             base = (
                 sa.select(a.c.contact_id, a.c.blind_index, a.c.address, c.c.data_key)
                 .join(c, c.c.contact_id == a.c.contact_id)
