@@ -161,7 +161,7 @@ class SQLPlanningStore(PlanningStore):
             yield from (row for row in _fetch_all(conn, base) if row[0] in wanted)
             return
         for chunk in _chunks(ids):
-            yield from conn.execute(base.where(column.in_(list(chunk)))).tuples().all()
+            yield from conn.execute(base.where(column.in_(list(chunk)))).all()
 
     def send_counts(
         self,
