@@ -772,12 +772,12 @@ def plan_send(
             if why is not None:
                 excluded.append(Exclusion(contact_id=cid, reason=ExclusionReason(why)))
         store = repo.planning_store
-        found: dict[str, str | None] = {}
-        if ADDRESS_KINDS.get(ch) is not None:
-            found = store.addresses(remaining, ch, decrypt=addresses)
+        addressed = ADDRESS_KINDS.get(ch) is not None
+        if addressed:
+            known = store.addresses(remaining, ch, decrypt=False)
             kept = []
             for cid in remaining:
-                if cid in found:
+                if cid in known:
                     kept.append(cid)
                 else:
                     excluded.append(
@@ -794,22 +794,14 @@ def plan_send(
                 store, remaining, channel=ch, purpose=pu, at=t, caps=my_caps, zones=zones,
                 resolve=resolve, excluded=excluded,
             )  # fmt: skip
-    send: list[PlannedSend] = []
-    if my_quiet:
-        verdicts: dict[str, tuple[QuietAction, datetime] | None] = {}
-        for cid in remaining:
-            key = resolve.key(zones.get(cid))
-            if key not in verdicts:
-                verdicts[key] = _quiet_verdict(my_quiet, t, resolve.zone(key))
-            verdict = verdicts[key]
-            if verdict is None:
-                send.append(PlannedSend(contact_id=cid, address=found.get(cid)))
-            elif verdict[0] is QuietAction.DROP:
-                excluded.append(Exclusion(contact_id=cid, reason=ExclusionReason.QUIET_HOURS))
-            else:
-                deferred.append(DeferredSend(contact_id=cid, until=verdict[1]))
-    else:
-        send = [PlannedSend(contact_id=cid, address=found.get(cid)) for cid in remaining]
+        if my_quiet:
+            remaining = _apply_quiet(
+                remaining, rules=my_quiet, at=t, zones=zones, resolve=resolve,
+                excluded=excluded, deferred=deferred,
+            )  # fmt: skip
+        # Only the contacts sent to now have their address decrypted.
+        found = store.addresses(remaining, ch, decrypt=True) if addresses and addressed else {}
+    send = [PlannedSend(contact_id=cid, address=found.get(cid)) for cid in remaining]
     order = {cid: i for i, cid in enumerate(ids)}
     excluded.sort(key=lambda e: order[e.contact_id])
     return SendPlan(
@@ -885,6 +877,33 @@ def _apply_caps(
                 excluded.append(Exclusion(contact_id=cid, reason=ExclusionReason.FREQUENCY_CAP))
                 continue
         kept.append(cid)
+    return kept
+
+
+def _apply_quiet(
+    ids: list[str],
+    *,
+    rules: Sequence[QuietHours],
+    at: datetime,
+    zones: Mapping[str, str],
+    resolve: _ZoneResolver,
+    excluded: list[Exclusion],
+    deferred: list[DeferredSend],
+) -> list[str]:
+    """Defer or exclude the contacts inside quiet hours; return the others (in order)."""
+    verdicts: dict[str, tuple[QuietAction, datetime] | None] = {}
+    kept = []
+    for cid in ids:
+        key = resolve.key(zones.get(cid))
+        if key not in verdicts:
+            verdicts[key] = _quiet_verdict(rules, at, resolve.zone(key))
+        verdict = verdicts[key]
+        if verdict is None:
+            kept.append(cid)
+        elif verdict[0] is QuietAction.DROP:
+            excluded.append(Exclusion(contact_id=cid, reason=ExclusionReason.QUIET_HOURS))
+        else:
+            deferred.append(DeferredSend(contact_id=cid, until=verdict[1]))
     return kept
 
 
