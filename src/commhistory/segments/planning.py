@@ -11,7 +11,7 @@ such as a segment) and a channel and purpose, and returns a :class:`SendPlan`:
 
 The checks, in order; the first that refuses gives the reason:
 
-1. **Consent and suppression** (:func:`commhistory.consent.policy.screen`, the
+1. **Consent and suppression** (:func:`commhistory.consent.screen`, the
    rules of :func:`~commhistory.consent.can_send`): an erased contact
    (``erased``), a suppression in force on any of the contact's addresses for
    the channel (``suppressed``), marketing without a grant in force, or any
@@ -394,10 +394,11 @@ JAPAN_DEFAULT: Final = PlanConfig(
     ),
     default_zone="Asia/Tokyo",
 )
-"""Marketing SMS and LINE held (deferred) from 21:00 to 08:00, Asia/Tokyo by default.
+"""Defers marketing SMS and LINE messages at night (21.00 to 08.00), Asia/Tokyo by default.
 
-Common practice in Japan, not law: no statute sets these hours for SMS or LINE
-marketing. Add your own caps with ``attrs.evolve(JAPAN_DEFAULT, caps=...)``.
+Common practice in Japan, not law (as far as we know no statute sets hours for SMS
+or LINE marketing; see ``docs/planning.md``). Add your own caps with
+``attrs.evolve(JAPAN_DEFAULT, caps=...)``.
 """
 
 PROFILES: Final[Mapping[str, PlanConfig]] = {"none": PlanConfig(), "japan_default": JAPAN_DEFAULT}

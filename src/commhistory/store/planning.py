@@ -13,7 +13,7 @@ query per contact):
   names a contact's time zone, in force at an instant.
 
 Consent and suppression are read through :class:`~commhistory.store.consent.ConsentStore`
-(``repo.consent_store``) by :func:`commhistory.consent.policy.screen`, so their
+(``repo.consent_store``) by :func:`commhistory.consent.screen`, so their
 rules stay in one place. :class:`SQLPlanningStore` (SQLAlchemy Core) and
 :class:`MemoryPlanningStore` implement the port; a repository hands its own out
 as ``repo.planning_store``. Above :data:`~commhistory.store.consent.BULK_THRESHOLD`
@@ -97,7 +97,7 @@ class PlanningStore(Protocol):
 
         Args:
             contact_ids: The contacts.
-            channel: The channel (its address kind, :data:`~commhistory.model.ADDRESS_KINDS`).
+            channel: The channel (its address kind, ``ADDRESS_KINDS``).
             decrypt: Return the address (decrypted); ``False`` maps each to ``None``
                 and decrypts nothing.
 
