@@ -98,6 +98,9 @@ class ExclusionReason(enum.StrEnum):
     QUIET_HOURS = "quiet_hours"
 
 
+_REFUSALS: Final = {r.value: r for r in ExclusionReason}
+
+
 class DeferReason(enum.StrEnum):
     """Why a candidate is sent later."""
 
@@ -771,7 +774,7 @@ def plan_send(
         for cid in ids:
             why = refused.get(cid)
             if why is not None:
-                excluded.append(Exclusion(contact_id=cid, reason=ExclusionReason(why)))
+                excluded.append(Exclusion(contact_id=cid, reason=_REFUSALS[why]))
         store = repo.planning_store
         addressed = ADDRESS_KINDS.get(ch) is not None
         if addressed:
@@ -852,7 +855,7 @@ def _apply_caps(
     excluded: list[Exclusion],
 ) -> list[str]:
     """Exclude the contacts at a cap; return the others (in order)."""
-    keys = {resolve.key(zones.get(cid)) for cid in ids}
+    keys = {resolve.key(zones.get(cid)) for cid in ids} if zones else {resolve.key(None)}
     instants: list[datetime] = []
     slot: dict[tuple[int, str], int] = {}
     seen: dict[datetime, int] = {}
@@ -865,12 +868,13 @@ def _apply_caps(
             slot[(i, key)] = seen[start]
     counts = store.send_counts(ids, channel, purpose, instants, at)
     checks = {key: [(slot[(i, key)], cap.limit) for i, cap in enumerate(caps)] for key in keys}
+    only = checks[next(iter(keys))] if len(keys) == 1 else None
     kept = []
     for cid in ids:
         mine = counts.get(cid)
         if mine is not None:
             capped = False
-            for index, limit in checks[resolve.key(zones.get(cid))]:
+            for index, limit in only or checks[resolve.key(zones.get(cid))]:
                 if mine[index] >= limit:
                     capped = True
                     break

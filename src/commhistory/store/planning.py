@@ -154,14 +154,15 @@ class SQLPlanningStore(PlanningStore):
         base: sa.Select[Any],
         column: sa.ColumnElement[str],
         ids: Sequence[str],
-    ) -> Iterator[Sequence[Any]]:
+    ) -> list[Sequence[Any]]:
         """Run *base* for the wanted ids: ``IN`` chunks, or one scan filtered here."""
         if len(ids) > BULK_THRESHOLD:
             wanted = set(ids)
-            yield from (row for row in _fetch_all(conn, base) if row[0] in wanted)
-            return
+            return [row for row in _fetch_all(conn, base) if row[0] in wanted]
+        out: list[Sequence[Any]] = []
         for chunk in _chunks(ids):
-            yield from conn.execute(base.where(column.in_(list(chunk)))).all()
+            out.extend(conn.execute(base.where(column.in_(list(chunk)))).all())
+        return out
 
     def send_counts(
         self,
@@ -177,29 +178,47 @@ class SQLPlanningStore(PlanningStore):
         m = schema.messages
         out: dict[str, list[int]] = {}
         n = len(since)
+        if n <= MAX_THRESHOLDS:  # one statement, one row per contact: no merging
+            with self.repo.transaction(read=True) as conn:
+                rows = self._rows(
+                    conn,
+                    self._counting(channel, purpose, since, until),
+                    m.c.contact_id,
+                    contact_ids,
+                )
+            return {row[0]: tuple(map(int, row[1:])) for row in rows}
         with self.repo.transaction(read=True) as conn:
             for first in range(0, n, MAX_THRESHOLDS):
-                part = [to_micros(s) for s in since[first : first + MAX_THRESHOLDS]]
-                sums = [
-                    sa.func.sum(sa.case((m.c.sent_at >= s, 1), else_=0)).label(f"n{i}")
-                    for i, s in enumerate(part)
-                ]
-                base = (
-                    sa.select(m.c.contact_id, *sums)
-                    .where(
-                        m.c.channel == channel.value,
-                        m.c.purpose == purpose.value,
-                        m.c.direction == Direction.OUTBOUND.value,
-                        m.c.sent_at >= min(part),
-                        m.c.sent_at <= to_micros(until),
-                    )
-                    .group_by(m.c.contact_id)
-                )
+                part = since[first : first + MAX_THRESHOLDS]
+                base = self._counting(channel, purpose, part, until)
                 for row in self._rows(conn, base, m.c.contact_id, contact_ids):
                     counts = out.setdefault(row[0], [0] * n)
                     for i, value in enumerate(row[1:]):
                         counts[first + i] = int(value or 0)
         return {cid: tuple(c) for cid, c in out.items() if any(c)}
+
+    @staticmethod
+    def _counting(
+        channel: Channel, purpose: Purpose, since: Sequence[datetime], until: datetime
+    ) -> sa.Select[Any]:
+        """``contact_id`` and one ``SUM(CASE ...)`` per instant, grouped by contact."""
+        m = schema.messages
+        part = [to_micros(s) for s in since]
+        sums = [
+            sa.func.sum(sa.case((m.c.sent_at >= s, 1), else_=0)).label(f"n{i}")
+            for i, s in enumerate(part)
+        ]
+        return (
+            sa.select(m.c.contact_id, *sums)
+            .where(
+                m.c.channel == channel.value,
+                m.c.purpose == purpose.value,
+                m.c.direction == Direction.OUTBOUND.value,
+                m.c.sent_at >= min(part),
+                m.c.sent_at <= to_micros(until),
+            )
+            .group_by(m.c.contact_id)
+        )
 
     def addresses(
         self, contact_ids: Sequence[str], channel: Channel, *, decrypt: bool
