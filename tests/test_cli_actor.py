@@ -71,6 +71,7 @@ def _make_store(url: str, tmp_path: Path) -> Store:
     policy = tmp_path / "policy.json"
     # A host role with no permission at all, for the commands every built-in role may run.
     policy.write_text(json.dumps({"roles": {"nothing": []}}))
+    (tmp_path / "ids.txt").write_text("c-1001\nc-1002\n")  # plan-send's candidates
     assert main(["import", HISTORY, "--db", url, "--keyring", str(keyring)]) == 0
     made = Store(url, keyring, policy)
     return made._replace(setup_entries=len(made.all_entries()))
@@ -105,6 +106,9 @@ PURPOSE = ["--purpose", "ticket 4711"]
 TWILIO_STATUS = str(PAYLOADS / "twilio" / "status_delivered.txt")
 # can-send's --purpose is the message purpose; the access purpose is --access-purpose.
 CAN_SEND = ["can-send", "c-1001", "--channel", "email", "--purpose", "marketing"]
+
+PLAN_SEND = ["plan-send", "--contacts", "{store}/ids.txt", "--channel", "email"]
+PLAN_SEND += ["--purpose", "marketing"]
 
 CRM_EXPORT = str(PAYLOADS / "crm" / "salesforce_opt_outs.csv")
 # crm-import declares its attributes, then stores the rows (opt-outs included) in one batch.
@@ -193,6 +197,17 @@ TABLE: dict[str, tuple[list[str], dict[str, Expect]]] = {
             "privacy_officer": ok(),
             "admin": ok(),
             "nothing": denied("can_send", "read_history_masked"),
+        },
+    ),
+    # Ids only: nothing decrypted, so checked, never audited.
+    "plan-send": (
+        [*PLAN_SEND, "--access-purpose", "ticket 4711"],
+        {
+            "analyst": ok(),
+            "operator": ok(),
+            "privacy_officer": ok(),
+            "admin": ok(),
+            "nothing": denied("plan_send", "read_history_masked"),
         },
     ),
     "report": (

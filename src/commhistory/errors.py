@@ -16,7 +16,8 @@
     │   ├── AttributeSchemaError                  .attribute: a declaration is refused
     │   ├── CriteriaError                         .path: a segment's condition tree is refused
     │   │   └── CriteriaSchemaError               it does not fit the declared attributes
-    │   └── JourneyDefinitionError                .field = JSON path: a journey definition is refused
+    │   ├── JourneyDefinitionError                .field = JSON path: a journey is refused
+    │   └── PlanConfigError                       a send planning configuration is refused
     ├── SignatureError (ValueError)               a signature or token does not verify
     ├── CryptoError
     │   ├── KeyNotFoundError (KeyError)           .key_id is not in the keyring
@@ -51,9 +52,9 @@ __all__ = [
     "AttributeValueError",
     "CommHistoryError",
     "ConsentRequired",
-    "CrmApiError",
     "CriteriaError",
     "CriteriaSchemaError",
+    "CrmApiError",
     "CrmRowError",
     "CryptoError",
     "DatabaseNotFoundError",
@@ -70,6 +71,7 @@ __all__ = [
     "PermissionDenied",
     "PersonalDataError",
     "PersonalValueError",
+    "PlanConfigError",
     "SchemaError",
     "SignatureError",
     "StorageError",
@@ -275,6 +277,17 @@ class CriteriaSchemaError(CriteriaError):
     An unknown attribute, a personal (encrypted) attribute used as a segment
     key, an operator the attribute's type does not have, a value of the
     wrong type, or an activity property that is not declared plain.
+
+    .. versionadded:: 0.4.0
+    """
+
+
+class PlanConfigError(InvalidInputError):
+    """A send planning configuration (caps, quiet hours, zones) is refused.
+
+    ``field`` is the path of the offending value in the configuration document
+    (``"caps[0].limit"``, ``"quiet_hours[1].start"``), or ``"<config>"`` for the
+    whole document.
 
     .. versionadded:: 0.4.0
     """

@@ -6,6 +6,7 @@
   bounces, kept as keyed hashes, fed automatically at ingest;
 * :func:`can_send` (``repo.can_send``), :func:`decide_many` and
   :func:`filter_sendable`: one :class:`SendDecision` with human-readable reasons;
+  :func:`screen`: the refused contacts of a send list with one reason each;
 * :mod:`~commhistory.consent.unsubscribe`: RFC 8058 one-click unsubscribe.
 
 See ``docs/consent.md`` and ``docs/compliance.md``.
@@ -16,7 +17,7 @@ See ``docs/consent.md`` and ``docs/compliance.md``.
 from __future__ import annotations
 
 from commhistory.consent.ledger import ConsentLedger, notice_hash
-from commhistory.consent.policy import can_send, decide_many, filter_sendable
+from commhistory.consent.policy import can_send, decide_many, filter_sendable, screen
 from commhistory.consent.records import (
     ConsentState,
     ConsentStatus,
@@ -47,5 +48,6 @@ __all__ = [
     "decide_many",
     "filter_sendable",
     "notice_hash",
+    "screen",
     "sms_keyword",
 ]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Literal
 
 from commhistory.consent.keys import kind_of, normalize_address
 from commhistory.consent.ledger import coerce, latest, when
@@ -36,7 +37,7 @@ from commhistory.normalize.time import to_micros
 from commhistory.store.consent import BULK_THRESHOLD, ConsentRow
 from commhistory.store.protocol import Repository
 
-__all__ = ["can_send", "decide_many", "filter_sendable"]
+__all__ = ["Refusal", "can_send", "decide_many", "filter_sendable", "screen"]
 
 
 def can_send(
@@ -146,6 +147,51 @@ def filter_sendable(
     Raises:
         PayloadError: Unknown channel or purpose value.
     """
+    ids = list(dict.fromkeys(contact_ids))
+    refused = screen(repo, ids, channel, purpose, at)
+    return [cid for cid in ids if cid not in refused]
+
+
+Refusal = Literal["erased", "suppressed", "no_consent"]
+"""Why :func:`screen` refuses a contact: erased, a suppression in force, or consent.
+
+``"no_consent"`` is a marketing send without a grant in force, or any send whose
+purpose the contact withdrew.
+
+.. versionadded:: 0.4.0
+"""
+
+
+def screen(
+    repo: Repository,
+    contact_ids: Iterable[str],
+    channel: Channel | str,
+    purpose: Purpose | str,
+    at: datetime | None = None,
+) -> dict[str, Refusal]:
+    """Return the refused contacts of a send list, each with why, in a few set-wise queries.
+
+    The rules of :func:`can_send` (without ``address``: the entries on every
+    address of the contact on the channel count). When several apply, the first
+    of erased, suppressed, no consent is given. :func:`filter_sendable` keeps
+    the contacts this does not name; send planning
+    (:mod:`commhistory.segments.planning`) reports the reasons.
+
+    Args:
+        repo: The repository (its consent store is read).
+        contact_ids: The contacts.
+        channel: The channel.
+        purpose: The purpose.
+        at: The instant (default: now).
+
+    Returns:
+        ``{contact_id: reason}`` for the refused contacts only.
+
+    Raises:
+        PayloadError: Unknown channel or purpose value.
+
+    .. versionadded:: 0.4.0
+    """
     ch = coerce(Channel, channel, "channel")
     pu = coerce(Purpose, purpose, "purpose")
     t = when(at)
@@ -156,26 +202,25 @@ def filter_sendable(
     decided = data.latest_actions(scan, ch, pu, t)
     entries = data.contact_entries(scan, ch, t) if kind_of(ch) is not None else {}
     marketing = pu is Purpose.MARKETING
-    out = []
+    out: dict[str, Refusal] = {}
     for cid in ids:
         gone = erased.get(cid)
         if gone is not None and gone <= t:
+            out[cid] = "erased"
             continue
         row = decided.get(cid)
         granted = row is not None and not row[1]
-        if (marketing and not granted) or (row is not None and row[1]):
-            continue
-        blocked = False
         for e in entries.get(cid, ()):
             if not (e.active_at(t) and e.covers(pu)):
                 continue
             overridden = e.reason in CONSENT_REASONS and granted and row is not None
             if overridden and row is not None and row[0] > to_micros(e.since):
                 continue
-            blocked = True
+            out[cid] = "suppressed"
             break
-        if not blocked:
-            out.append(cid)
+        else:
+            if (marketing and not granted) or (row is not None and row[1]):
+                out[cid] = "no_consent"
     return out
 
 

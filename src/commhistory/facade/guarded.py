@@ -47,6 +47,13 @@ if TYPE_CHECKING:
     from commhistory.model import Activity, Channel, ContactUpdate, Event, Message, Purpose
     from commhistory.privacy import ErasureReport, PurgeReport, RetentionPolicy
     from commhistory.segments import SegmentDelta
+    from commhistory.segments.planning import (
+        CandidateSource,
+        FrequencyCap,
+        PlanConfig,
+        QuietHours,
+        SendPlan,
+    )
     from commhistory.store.activities import ActivityEntry
     from commhistory.store.attributes import AttributeVersion, TypedValue
     from commhistory.store.dead_letters import DeadLetterInfo
@@ -916,6 +923,61 @@ class GuardedRepository(ClosesOnExit):
             lambda: self._repo.segment_delta(name, before=before, after=after),
             atomic=False,
         )
+
+    def plan_send(
+        self,
+        contacts: Iterable[str] | CandidateSource,
+        *,
+        channel: Channel | str,
+        purpose: Purpose | str,
+        at: datetime | None = None,
+        caps: Iterable[FrequencyCap] | None = None,
+        quiet_hours: Iterable[QuietHours] | None = None,
+        config: PlanConfig | None = None,
+        addresses: bool | None = None,
+    ) -> SendPlan:
+        """Plan a send (see :meth:`CommHistory.plan_send`), addresses only for ``read_personal``.
+
+        A plan of ids only needs ``read_history_masked`` and is not audited, as
+        ``filter_sendable``: nothing is decrypted. A plan with each send's
+        address needs ``read_personal`` and is audited (action
+        ``plan_send.addresses``, the ids sent to as targets; no address is
+        recorded).
+
+        Args:
+            contacts: Candidate contact ids, or a candidate source (a segment).
+            channel: The channel.
+            purpose: The purpose.
+            at: The planning instant (default: now).
+            caps: Frequency caps (replace *config*'s).
+            quiet_hours: Quiet hours (replace *config*'s).
+            config: Caps, quiet hours and zones.
+            addresses: ``None`` (default): addresses when the actor holds
+                ``read_personal``, else ids only; ``True``: addresses (denied
+                without ``read_personal``); ``False``: ids only.
+
+        Raises:
+            PermissionDenied: The actor lacks the permission the plan needs.
+
+        .. versionadded:: 0.4.0
+        """
+        if addresses is None:
+            addresses = P.READ_PERSONAL in self._granted
+
+        def call() -> SendPlan:
+            return self._repo.plan_send(
+                contacts, channel=channel, purpose=purpose, at=at, caps=caps,
+                quiet_hours=quiet_hours, config=config, addresses=bool(addresses),
+            )  # fmt: skip
+
+        if addresses:
+            return self._audited(
+                P.READ_PERSONAL,
+                "plan_send.addresses",
+                call,
+                targets=lambda plan: plan.send_ids,
+            )
+        return self._checked(P.READ_HISTORY_MASKED, "plan_send", call)
 
     # ------------------------------------------------------------------ consent and privacy
 

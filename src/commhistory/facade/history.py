@@ -80,6 +80,14 @@ from commhistory.segments import (
     snapshot,
     validate,
 )
+from commhistory.segments.planning import (
+    CandidateSource,
+    FrequencyCap,
+    PlanConfig,
+    QuietHours,
+    SendPlan,
+    plan_send,
+)
 from commhistory.store.activities import ActivityEntry
 from commhistory.store.attributes import AttributeChange, AttributeVersion, TypedValue
 from commhistory.store.costs import Cost
@@ -784,6 +792,31 @@ class CommHistory(ClosesOnExit, Generic[S]):
         .. versionadded:: 0.4.0
         """
         return delta(self._store, name, before=before, after=after)
+
+    def plan_send(
+        self,
+        contacts: Iterable[str] | CandidateSource,
+        *,
+        channel: Channel | str,
+        purpose: Purpose | str,
+        at: datetime | None = None,
+        caps: Iterable[FrequencyCap] | None = None,
+        quiet_hours: Iterable[QuietHours] | None = None,
+        config: PlanConfig | None = None,
+        addresses: bool = True,
+    ) -> SendPlan:
+        """Plan a send: now, deferred (with when) or excluded (with why).
+
+        See :func:`commhistory.segments.planning.plan_send`. Consent and
+        suppression always apply; caps and quiet hours come from *config* (or
+        *caps* and *quiet_hours*), counted in each contact's zone.
+
+        .. versionadded:: 0.4.0
+        """
+        return plan_send(
+            self._store, contacts, channel=channel, purpose=purpose, at=at, caps=caps,
+            quiet_hours=quiet_hours, config=config, addresses=addresses,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ KPIs
 

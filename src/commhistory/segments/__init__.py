@@ -5,6 +5,9 @@ from JSON); the store evaluates it (:mod:`commhistory.store.segments`). This
 package adds the domain rules: :func:`validate` checks a tree against the
 declared attribute schema and activity declarations, and :mod:`.saved` keeps
 named, versioned segments with membership snapshots and their deltas.
+:mod:`commhistory.segments.planning` turns candidates (a segment, or ids) into a
+send plan: send now, deferred (with when) and excluded (with why), applying
+consent, suppression, frequency caps and quiet hours.
 
 .. versionadded:: 0.4.0
 """
@@ -18,8 +21,6 @@ from commhistory.segments.saved import (
     snapshot,
     snapshot_list,
 )
-
-# Send planning (commhistory.segments.planning) re-exports its names here too.
 
 __all__ = [
     "SegmentDelta",

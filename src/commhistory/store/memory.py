@@ -47,6 +47,7 @@ from commhistory.store.dead_letters import MemoryDeadLetterStore
 from commhistory.store.feed import MemoryStoredBatch
 from commhistory.store.kpi import MemoryKpiStore
 from commhistory.store.partition import PartitionReport
+from commhistory.store.planning import MemoryPlanningStore
 from commhistory.store.privacy import MemoryPrivacyStore
 from commhistory.store.protocol import (
     BatchFeed,
@@ -159,6 +160,7 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
         self._cost_store = MemoryCostStore(self._s)
         self._activity_store = MemoryActivityStore(self._s)
         self._attribute_store = MemoryAttributeStore(self._s)
+        self._planning_store = MemoryPlanningStore(self._s)
         self._attribute_codec: AttributeCodec | None = None
         self._analytics_reader = MemoryAnalyticsReader(self._s)
         self._segment_store = MemorySegmentStore(self._s)
@@ -467,6 +469,15 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
         """
         self._check_open()
         return self._attribute_store
+
+    @property
+    def planning_store(self) -> MemoryPlanningStore:
+        """The send planning storage port (recent sends, addresses, zones).
+
+        .. versionadded:: 0.4.0
+        """
+        self._check_open()
+        return self._planning_store
 
     @property
     def dead_letter_store(self) -> MemoryDeadLetterStore:

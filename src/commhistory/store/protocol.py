@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from commhistory.store.kpi import KpiStore
     from commhistory.store.mask_backfill import MaskBackfillReport
     from commhistory.store.partition import PartitionReport
+    from commhistory.store.planning import PlanningStore
     from commhistory.store.privacy import PrivacyStore
     from commhistory.store.rotation import RotationReport
     from commhistory.store.segments import SegmentStore
@@ -483,6 +484,14 @@ class Repository(Protocol):
     @property
     def activity_store(self) -> ActivityStore:
         """The activity storage port (see :mod:`commhistory.store.activities`).
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    @property
+    def planning_store(self) -> PlanningStore:
+        """The send planning storage port (see :mod:`commhistory.store.planning`).
 
         .. versionadded:: 0.4.0
         """

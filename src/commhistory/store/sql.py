@@ -44,6 +44,7 @@ from commhistory.store.costs import SQLCostStore
 from commhistory.store.dead_letters import SQLDeadLetterStore
 from commhistory.store.kpi import SQLKpiStore
 from commhistory.store.mask_backfill import backfill_masks
+from commhistory.store.planning import SQLPlanningStore
 from commhistory.store.privacy import SQLPrivacyStore
 from commhistory.store.rotation import rotate_keys
 from commhistory.store.segments import SQLSegmentStore
@@ -109,6 +110,7 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         self._cost_store = SQLCostStore(self)
         self._activity_store = SQLActivityStore(self)
         self._attribute_store = SQLAttributeStore(self)
+        self._planning_store = SQLPlanningStore(self)
         self._analytics_reader = SQLAnalyticsReader(self)
         self._segment_store = SQLSegmentStore(self)
 
@@ -170,6 +172,14 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         .. versionadded:: 0.4.0
         """
         return self._attribute_store
+
+    @property
+    def planning_store(self) -> SQLPlanningStore:
+        """The send planning storage port (:class:`SQLPlanningStore`).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._planning_store
 
     @property
     def dead_letter_store(self) -> SQLDeadLetterStore:

@@ -1,0 +1,355 @@
+"""Send planning storage: the bulk reads :mod:`commhistory.segments.planning` needs.
+
+:class:`PlanningStore` answers, for a batch of contact ids at once (never one
+query per contact):
+
+* :meth:`~PlanningStore.send_counts`: how many outbound messages of a channel
+  and purpose each contact was sent since each of several instants (one
+  ``GROUP BY`` with a ``SUM(CASE ...)`` per instant), so frequency caps whose
+  windows start at a different instant in each contact's zone take one scan;
+* :meth:`~PlanningStore.addresses`: which contacts have an address for a
+  channel, and (decrypted, only when asked) the address a send would use;
+* :meth:`~PlanningStore.zones`: the plain text value of the attribute that
+  names a contact's time zone, in force at an instant.
+
+Consent and suppression are read through :class:`~commhistory.store.consent.ConsentStore`
+(``repo.consent_store``) by :func:`commhistory.consent.screen`, so their
+rules stay in one place. :class:`SQLPlanningStore` (SQLAlchemy Core) and
+:class:`MemoryPlanningStore` implement the port; a repository hands its own out
+as ``repo.planning_store``. Above :data:`~commhistory.store.consent.BULK_THRESHOLD`
+ids a read scans the channel's rows and keeps the wanted ids in Python instead
+of sending ``IN`` lists. Every method runs in the repository's current
+transaction when one is open, else in one of its own.
+
+.. versionadded:: 0.4.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import sqlalchemy as sa
+
+from commhistory.model import ADDRESS_KINDS, Channel, Direction, Purpose
+from commhistory.normalize.time import to_micros
+from commhistory.store import schema
+from commhistory.store.consent import BULK_THRESHOLD
+from commhistory.store.layout import address_row_id
+
+if TYPE_CHECKING:
+    from commhistory.crypto import FieldCipher
+    from commhistory.store.memory import MemoryState
+    from commhistory.store.sql import SQLRepository
+
+__all__ = [
+    "MAX_THRESHOLDS",
+    "MemoryPlanningStore",
+    "PlanningStore",
+    "SQLPlanningStore",
+]
+
+MAX_THRESHOLDS: Final = 32
+"""Instants counted per statement by :meth:`SQLPlanningStore.send_counts`; more take more."""
+
+_CHUNK: Final = 900
+"""Contact ids per ``IN`` list (under SQLite's 999 host parameters)."""
+
+
+class PlanningStore(Protocol):
+    """The storage port of send planning: recent sends, addresses and zones, in bulk.
+
+    .. versionadded:: 0.4.0
+    """
+
+    def send_counts(
+        self,
+        contact_ids: Sequence[str],
+        channel: Channel,
+        purpose: Purpose,
+        since: Sequence[datetime],
+        until: datetime,
+    ) -> dict[str, tuple[int, ...]]:
+        """Count each contact's outbound messages of *channel* and *purpose*.
+
+        Args:
+            contact_ids: The contacts.
+            channel: The channel of the messages counted.
+            purpose: Their purpose (the ``purpose`` stored on each message).
+            since: Instants; count ``i`` is of the messages with
+                ``since[i] <= sent_at <= until``.
+            until: The end of every window (the planning instant).
+
+        Returns:
+            ``{contact_id: counts}`` (one count per *since*), only for the
+            contacts with at least one message in the widest window.
+        """
+        ...
+
+    def addresses(
+        self, contact_ids: Sequence[str], channel: Channel, *, decrypt: bool
+    ) -> dict[str, str | None]:
+        """Return the contacts with an address for *channel*.
+
+        A contact with several addresses of the channel's kind uses the first in
+        sort order of the normalized values (the same on every store).
+
+        Args:
+            contact_ids: The contacts.
+            channel: The channel (its address kind, ``ADDRESS_KINDS``).
+            decrypt: Return the address (decrypted); ``False`` maps each to ``None``
+                and decrypts nothing.
+
+        Returns:
+            ``{contact_id: address or None}``; empty for a channel with no address kind.
+        """
+        ...
+
+    def zones(self, contact_ids: Sequence[str], attribute: str, at: datetime) -> dict[str, str]:
+        """Return the plain text value of *attribute* in force at *at*, per contact.
+
+        Personal (encrypted) values are not read: a zone attribute must be
+        declared plain.
+        """
+        ...
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
+
+
+# ---------------------------------------------------------------------- SQL
+
+
+def _fetch_all(conn: sa.Connection, statement: sa.Select[Any]) -> list[Sequence[Any]]:
+    """Run a Core statement on the driver's cursor and fetch every row at once.
+
+    The bulk path: plain tuples, no result rows built (every selected column is
+    a plain id, text or integer, and every bound value is a plain value).
+    """
+    compiled = statement.compile(dialect=conn.dialect)
+    params: Any = compiled.params
+    if compiled.positional:
+        params = tuple(compiled.params[name] for name in compiled.positiontup or ())
+    cursor: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(str(compiled), params)
+        rows: list[Sequence[Any]] = cursor.fetchall()
+    finally:
+        cursor.close()
+    return rows
+
+
+class SQLPlanningStore(PlanningStore):
+    """:class:`PlanningStore` over :class:`~commhistory.store.sql.SQLRepository`, in Core."""
+
+    def __init__(self, repo: SQLRepository) -> None:
+        self.repo = repo
+
+    def _rows(
+        self,
+        conn: sa.Connection,
+        base: sa.Select[Any],
+        column: sa.ColumnElement[str],
+        ids: Sequence[str],
+    ) -> list[Sequence[Any]]:
+        """Run *base* for the wanted ids: ``IN`` chunks, or one scan filtered here."""
+        if len(ids) > BULK_THRESHOLD:
+            wanted = set(ids)
+            return [row for row in _fetch_all(conn, base) if row[0] in wanted]
+        out: list[Sequence[Any]] = []
+        for chunk in _chunks(ids):
+            out.extend(conn.execute(base.where(column.in_(list(chunk)))).all())
+        return out
+
+    def send_counts(
+        self,
+        contact_ids: Sequence[str],
+        channel: Channel,
+        purpose: Purpose,
+        since: Sequence[datetime],
+        until: datetime,
+    ) -> dict[str, tuple[int, ...]]:
+        """See :meth:`PlanningStore.send_counts`."""
+        if not since or not contact_ids:
+            return {}
+        m = schema.messages
+        out: dict[str, list[int]] = {}
+        n = len(since)
+        if n <= MAX_THRESHOLDS:  # one statement, one row per contact: no merging
+            with self.repo.transaction(read=True) as conn:
+                rows = self._rows(
+                    conn,
+                    self._counting(channel, purpose, since, until),
+                    m.c.contact_id,
+                    contact_ids,
+                )
+            return {row[0]: tuple(map(int, row[1:])) for row in rows}
+        with self.repo.transaction(read=True) as conn:
+            for first in range(0, n, MAX_THRESHOLDS):
+                part = since[first : first + MAX_THRESHOLDS]
+                base = self._counting(channel, purpose, part, until)
+                for row in self._rows(conn, base, m.c.contact_id, contact_ids):
+                    counts = out.setdefault(row[0], [0] * n)
+                    for i, value in enumerate(row[1:]):
+                        counts[first + i] = int(value or 0)
+        return {cid: tuple(c) for cid, c in out.items() if any(c)}
+
+    @staticmethod
+    def _counting(
+        channel: Channel, purpose: Purpose, since: Sequence[datetime], until: datetime
+    ) -> sa.Select[Any]:
+        """``contact_id`` and one ``SUM(CASE ...)`` per instant, grouped by contact."""
+        m = schema.messages
+        part = [to_micros(s) for s in since]
+        sums = [
+            sa.func.sum(sa.case((m.c.sent_at >= s, 1), else_=0)).label(f"n{i}")
+            for i, s in enumerate(part)
+        ]
+        return (
+            sa.select(m.c.contact_id, *sums)
+            .where(
+                m.c.channel == channel.value,
+                m.c.purpose == purpose.value,
+                m.c.direction == Direction.OUTBOUND.value,
+                m.c.sent_at >= min(part),
+                m.c.sent_at <= to_micros(until),
+            )
+            .group_by(m.c.contact_id)
+        )
+
+    def addresses(
+        self, contact_ids: Sequence[str], channel: Channel, *, decrypt: bool
+    ) -> dict[str, str | None]:
+        """See :meth:`PlanningStore.addresses`."""
+        kind = ADDRESS_KINDS.get(channel)
+        if kind is None or not contact_ids:
+            return {}
+        a, c = schema.addresses, schema.contacts
+        out: dict[str, str | None] = {}
+        with self.repo.transaction(read=True) as conn:
+            if not decrypt:
+                base = sa.select(a.c.contact_id).where(a.c.kind == kind)
+                # No DISTINCT: a contact's few addresses collapse here, with no sort in SQL.
+                return dict.fromkeys(
+                    (row[0] for row in self._rows(conn, base, a.c.contact_id, contact_ids)), None
+                )
+            base = (
+                sa.select(a.c.contact_id, a.c.blind_index, a.c.address, c.c.data_key)
+                .join(c, c.c.contact_id == a.c.contact_id)
+                .where(a.c.kind == kind, c.c.data_key.is_not(None))
+            )
+            best: dict[str, str] = {}
+            for cid, bidx, blob, wrapped in self._rows(conn, base, a.c.contact_id, contact_ids):
+                text = self._cipher(cid, wrapped).decrypt_text(
+                    blob, table="addresses", column="address",
+                    row_id=address_row_id(kind, bytes(bidx)),
+                )  # fmt: skip
+                if text is None:
+                    continue
+                old = best.get(cid)
+                if old is None or text < old:
+                    best[cid] = text
+        out.update(best)
+        return out
+
+    def _cipher(self, contact_id: str, wrapped: object) -> FieldCipher:
+        """The contact's field cipher: the repository's cache, else unwrapped here."""
+        core = self.repo
+        cached = core._ciphers.get(contact_id)  # the store's own cache
+        if cached is not None:
+            return cached
+        return core._unwrap(contact_id, wrapped)  # one store, two modules
+
+    def zones(self, contact_ids: Sequence[str], attribute: str, at: datetime) -> dict[str, str]:
+        """See :meth:`PlanningStore.zones`."""
+        if not contact_ids:
+            return {}
+        t = to_micros(at)
+        ca = schema.contact_attributes
+        base = sa.select(ca.c.contact_id, ca.c.value_text).where(
+            ca.c.name == attribute,
+            ca.c.valid_from <= t,
+            sa.or_(ca.c.valid_to.is_(None), ca.c.valid_to > t),
+            ca.c.value_text.is_not(None),
+        )
+        with self.repo.transaction(read=True) as conn:
+            return {
+                cid: str(text)
+                for cid, text in self._rows(conn, base, ca.c.contact_id, contact_ids)
+            }
+
+
+# ---------------------------------------------------------------------- memory
+
+
+class MemoryPlanningStore(PlanningStore):
+    """:class:`PlanningStore` over a :class:`~commhistory.store.memory.MemoryState`."""
+
+    def __init__(self, state: MemoryState) -> None:
+        self.s = state
+
+    def send_counts(
+        self,
+        contact_ids: Sequence[str],
+        channel: Channel,
+        purpose: Purpose,
+        since: Sequence[datetime],
+        until: datetime,
+    ) -> dict[str, tuple[int, ...]]:
+        """See :meth:`PlanningStore.send_counts`."""
+        if not since:
+            return {}
+        wanted = set(contact_ids)
+        starts = [to_micros(s) for s in since]
+        low, end = min(starts), to_micros(until)
+        out: dict[str, list[int]] = {}
+        for m in self.s.messages.values():
+            if (
+                m.contact_id not in wanted
+                or m.channel is not channel
+                or m.purpose is not purpose
+                or m.direction is not Direction.OUTBOUND
+            ):
+                continue
+            sent = to_micros(m.sent_at)
+            if not low <= sent <= end:
+                continue
+            counts = out.setdefault(m.contact_id, [0] * len(starts))
+            for i, s in enumerate(starts):
+                if sent >= s:
+                    counts[i] += 1
+        return {cid: tuple(c) for cid, c in out.items() if any(c)}
+
+    def addresses(
+        self, contact_ids: Sequence[str], channel: Channel, *, decrypt: bool
+    ) -> dict[str, str | None]:
+        """See :meth:`PlanningStore.addresses`."""
+        kind = ADDRESS_KINDS.get(channel)
+        if kind is None:
+            return {}
+        wanted = set(contact_ids)
+        best: dict[str, str] = {}
+        for (k, value), cids in self.s.addresses.items():
+            if k != kind:
+                continue
+            for cid in cids & wanted:
+                if cid in self.s.erased:
+                    continue
+                old = best.get(cid)
+                if old is None or value < old:
+                    best[cid] = value
+        return {cid: (value if decrypt else None) for cid, value in best.items()}
+
+    def zones(self, contact_ids: Sequence[str], attribute: str, at: datetime) -> dict[str, str]:
+        """See :meth:`PlanningStore.zones`."""
+        t = to_micros(at)
+        out: dict[str, str] = {}
+        for cid in contact_ids:
+            for frm, to, v in self.s.attributes.get((cid, attribute), ()):
+                current = frm <= t and (to is None or to > t)
+                if current and not v.personal and isinstance(v.value, str):
+                    out[cid] = v.value
+        return out
