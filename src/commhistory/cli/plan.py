@@ -1,7 +1,9 @@
-"""``commhistory plan-send``: who to message now, later, or not, for a list of contacts.
+"""``commhistory plan-send``: who to message now, later, or not, for a segment or a list.
 
-Reads candidate contact ids (one per line; ``-`` for standard input; blank
-lines and lines starting with ``#`` are skipped), plans the send with
+The candidates are a segment (``plan-send SEGMENT.json``: a condition tree, as
+``commhistory segment count`` reads it, evaluated at the plan's instant) or
+contact ids (``--contacts FILE``: one per line; ``-`` for standard input; blank
+lines and lines starting with ``#`` are skipped). It plans the send with
 :func:`commhistory.segments.planning.plan_send` and prints one row per
 candidate: its id, ``send``, ``defer`` or ``exclude``, the reason and, for a
 deferred send, when. Only contact ids are printed, never an address, so the
@@ -25,7 +27,9 @@ from commhistory.cli._access import add_actor_options, resolve_access
 from commhistory.cli._exits import EXIT_OK, CommandError
 from commhistory.cli._store_options import add_store_options
 from commhistory.cli._text import plural, table
+from commhistory.cli.segment import read_tree
 from commhistory.cli.store import repository
+from commhistory.criteria import Criteria
 from commhistory.model import Channel, Purpose
 from commhistory.normalize.time import parse_timestamp
 from commhistory.segments.planning import PlanConfig, load_plan_config
@@ -43,15 +47,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     plan = subparsers.add_parser(
         "plan-send",
         help="split contacts into send now, deferred and excluded (consent, caps, quiet hours)",
-        description="Plan a send to a list of contacts: consent and suppression always apply; "
-        "frequency caps and quiet hours come from --config, in each contact's zone. "
-        "Prints contact ids only.",
+        description="Plan a send to a segment's members or a list of contacts: consent and "
+        "suppression always apply; frequency caps and quiet hours come from --config, in "
+        "each contact's zone. Prints contact ids only.",
+    )
+    plan.add_argument(
+        "segment",
+        nargs="?",
+        default=None,
+        metavar="SEGMENT",
+        help="a segment's condition tree (.json, or .yaml with PyYAML) whose members are "
+        "the candidates",
     )
     plan.add_argument(
         "--contacts",
-        required=True,
+        default=None,
         metavar="FILE",
-        help="candidate contact ids, one per line ('-' for standard input)",
+        help="or: candidate contact ids, one per line ('-' for standard input)",
     )
     plan.add_argument(
         "--channel", required=True, choices=[c.value for c in Channel], help="the channel"
@@ -100,9 +112,15 @@ def run_plan_send(args: argparse.Namespace) -> int:
     """Plan the send and print it (ids only)."""
     at = None if args.at is None else parse_timestamp(args.at, field="--at")
     config = PlanConfig() if args.config is None else load_plan_config(args.config)
-    ids = _candidates(args.contacts)
-    if not ids:
-        raise CommandError(f"{args.contacts}: no contact ids")
+    if (args.segment is None) == (args.contacts is None):
+        raise CommandError("give a SEGMENT file or --contacts FILE (one of them)")
+    ids: list[str] | Criteria
+    if args.segment is not None:
+        ids = read_tree(args.segment)
+    else:
+        ids = _candidates(args.contacts)
+        if not ids:
+            raise CommandError(f"{args.contacts}: no contact ids")
     access = resolve_access(args)
     with repository(args, create=False) as repo:
         view = access.view(repo)

@@ -99,7 +99,7 @@ def _common(sub: argparse.ArgumentParser, *, at: bool = True) -> None:
     add_actor_options(sub)
 
 
-def _tree(path: str) -> Criteria:
+def read_tree(path: str) -> Criteria:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -119,7 +119,7 @@ def _at(args: argparse.Namespace) -> Any:
 
 def run_count(args: argparse.Namespace) -> int:
     """Print the segment's size."""
-    tree, at = _tree(args.file), _at(args)
+    tree, at = read_tree(args.file), _at(args)
     access = resolve_access(args)
     with repository(args, create=False) as repo:
         view = access.view(repo)
@@ -130,7 +130,7 @@ def run_count(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     """Print the segment's contact ids, one a line."""
-    tree, at = _tree(args.file), _at(args)
+    tree, at = read_tree(args.file), _at(args)
     access = resolve_access(args, audited=Permission.READ_HISTORY_MASKED)
     with repository(args, create=False) as repo:
         view = access.view(repo)
@@ -155,7 +155,7 @@ def _node_json(node: ExplainNode) -> dict[str, Any]:
 
 def run_explain(args: argparse.Namespace) -> int:
     """Print the tree with the counts of every node."""
-    tree, at = _tree(args.file), _at(args)
+    tree, at = read_tree(args.file), _at(args)
     access = resolve_access(args)
     with repository(args, create=False) as repo:
         view = access.view(repo)
@@ -169,7 +169,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
 def run_save(args: argparse.Namespace) -> int:
     """Save a new version of a segment."""
-    tree = _tree(args.file)
+    tree = read_tree(args.file)
     access = resolve_access(args, audited=Permission.WRITE_HISTORY)
     with repository(args, create=False) as repo:
         view = access.view(repo)

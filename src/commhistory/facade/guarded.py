@@ -926,7 +926,7 @@ class GuardedRepository(ClosesOnExit):
 
     def plan_send(
         self,
-        contacts: Iterable[str] | CandidateSource,
+        contacts: Iterable[str] | CandidateSource | Criteria | Mapping[str, Any],
         *,
         channel: Channel | str,
         purpose: Purpose | str,

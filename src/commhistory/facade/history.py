@@ -47,7 +47,7 @@ from commhistory.contacts.activities import (
     check_window,
     parse_declarations,
 )
-from commhistory.criteria import Criteria, from_dict
+from commhistory.criteria import Criteria, Node, from_dict
 from commhistory.crypto import KeyProvider
 from commhistory.errors import InvalidInputError, NotFoundError
 from commhistory.facade.dead_letters import AdapterResolver, ReplayReport, replay_dead_letters
@@ -85,6 +85,7 @@ from commhistory.segments.planning import (
     FrequencyCap,
     PlanConfig,
     QuietHours,
+    SegmentCandidates,
     SendPlan,
     plan_send,
 )
@@ -795,7 +796,7 @@ class CommHistory(ClosesOnExit, Generic[S]):
 
     def plan_send(
         self,
-        contacts: Iterable[str] | CandidateSource,
+        contacts: Iterable[str] | CandidateSource | Criteria | Mapping[str, Any],
         *,
         channel: Channel | str,
         purpose: Purpose | str,
@@ -811,10 +812,19 @@ class CommHistory(ClosesOnExit, Generic[S]):
         suppression always apply; caps and quiet hours come from *config* (or
         *caps* and *quiet_hours*), counted in each contact's zone.
 
+        *contacts* are contact ids, a :class:`~commhistory.segments.planning.CandidateSource`,
+        or a segment: a :mod:`commhistory.criteria` tree or its JSON form, checked
+        against the declared attributes and evaluated at the plan's instant.
+
         .. versionadded:: 0.4.0
         """
+        source: Iterable[str] | CandidateSource
+        if isinstance(contacts, (Mapping, Node)):
+            source = SegmentCandidates(self._segment(contacts))
+        else:
+            source = contacts
         return plan_send(
-            self._store, contacts, channel=channel, purpose=purpose, at=at, caps=caps,
+            self._store, source, channel=channel, purpose=purpose, at=at, caps=caps,
             quiet_hours=quiet_hours, config=config, addresses=addresses,
         )  # fmt: skip
 

@@ -60,6 +60,7 @@ import attrs
 
 from commhistory.consent.ledger import coerce, when
 from commhistory.consent.policy import screen
+from commhistory.criteria import Criteria
 from commhistory.errors import InvalidInputError, PlanConfigError
 from commhistory.model import ADDRESS_KINDS, Channel, Purpose
 from commhistory.store.planning import PlanningStore
@@ -78,6 +79,7 @@ __all__ = [
     "PlannedSend",
     "QuietAction",
     "QuietHours",
+    "SegmentCandidates",
     "SendPlan",
     "load_plan_config",
     "plan_send",
@@ -683,6 +685,26 @@ class CandidateSource(Protocol):
     def candidate_ids(self, repo: Repository, at: datetime) -> Iterable[str]:
         """Return the contact ids of the candidates at *at*."""
         ...
+
+
+@attrs.frozen
+class SegmentCandidates:
+    """A segment's members as the candidates of a plan (a :class:`CandidateSource`).
+
+    The tree is evaluated by the store (:attr:`Repository.segment_store`) at the
+    plan's instant, inside the plan's read transaction, so the segment and the
+    consent, caps and quiet hours applied to it are read at the same moment.
+    ``CommHistory.plan_send`` wraps a tree (or its JSON form) in one after
+    checking it against the declared attributes.
+
+    .. versionadded:: 0.4.0
+    """
+
+    tree: Criteria
+
+    def candidate_ids(self, repo: Repository, at: datetime) -> Iterable[str]:
+        """The segment's members at *at* (sorted contact ids)."""
+        return repo.segment_store.members(self.tree, at=at)
 
 
 def _candidates(
