@@ -48,6 +48,7 @@ from commhistory.store.planning import SQLPlanningStore
 from commhistory.store.privacy import SQLPrivacyStore
 from commhistory.store.rotation import rotate_keys
 from commhistory.store.segments import SQLSegmentStore
+from commhistory.store.journeys import SQLJourneyStore
 from commhistory.store.sql_ingest import SQLIngest
 from commhistory.store.sql_reads import SQLReads
 
@@ -113,6 +114,7 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         self._planning_store = SQLPlanningStore(self)
         self._analytics_reader = SQLAnalyticsReader(self)
         self._segment_store = SQLSegmentStore(self)
+        self._journey_store = SQLJourneyStore(self)
 
     def __repr__(self) -> str:
         return f"SQLRepository(dialect={self.dialect!r})"
@@ -212,6 +214,14 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         .. versionadded:: 0.4.0
         """
         return self._segment_store
+
+    @property
+    def journey_store(self) -> SQLJourneyStore:
+        """The journey port (:class:`~commhistory.store.journeys.SQLJourneyStore`).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._journey_store
 
     # ------------------------------------------------------------------ consent and privacy
 
