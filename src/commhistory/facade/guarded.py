@@ -33,6 +33,7 @@ from commhistory.store.costs import Cost
 
 if TYPE_CHECKING:
     import os
+    from zoneinfo import ZoneInfo
 
     from commhistory.analytics import AnalyticsExport, Pseudonymizer
     from commhistory.consent import SendDecision, SuppressionEntry
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
     from commhistory.crypto import KeyProvider
     from commhistory.facade.dead_letters import AdapterResolver, ReplayReport
     from commhistory.facade.history import CommHistory
-    from zoneinfo import ZoneInfo
-
     from commhistory.journeys import Enrollment, Journey, SendIntent
     from commhistory.kpi.links import LinkClicks
     from commhistory.kpi.metrics import KpiTable

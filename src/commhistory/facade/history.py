@@ -53,14 +53,14 @@ from commhistory.crypto import KeyProvider
 from commhistory.errors import InvalidInputError, NotFoundError
 from commhistory.facade.dead_letters import AdapterResolver, ReplayReport, replay_dead_letters
 from commhistory.facade.guarded import GuardedRepository, in_guarded_call
-from commhistory.kpi.aggregate import repository_kpis
-from commhistory.kpi.links import LinkClicks
-from commhistory.kpi.links import link_clicks as repository_link_clicks
-from commhistory.kpi.metrics import KpiTable
 from commhistory.journeys import Enrollment, Journey, SendIntent
 from commhistory.journeys.engine import due as journey_due
 from commhistory.journeys.engine import enroll as journey_enroll
 from commhistory.journeys.engine import record_sent, save_journey
+from commhistory.kpi.aggregate import repository_kpis
+from commhistory.kpi.links import LinkClicks
+from commhistory.kpi.links import link_clicks as repository_link_clicks
+from commhistory.kpi.metrics import KpiTable
 from commhistory.model import (
     Activity,
     Channel,
@@ -861,7 +861,9 @@ class CommHistory(ClosesOnExit, Generic[S]):
 
         .. versionadded:: 0.4.0
         """
-        return journey_enroll(self._store, journey, contact_id, trigger_id, at, properties)
+        return journey_enroll(
+            self._store, journey, contact_id, trigger_id, at, properties=properties
+        )
 
     def journey_due(
         self,

@@ -135,6 +135,7 @@ def enroll(
     contact_id: str,
     trigger_id: str,
     at: dt.datetime,
+    *,
     properties: Mapping[str, object] | None = None,
 ) -> Enrollment | None:
     """Enroll a contact on a trigger, idempotently, as the journey's re-entry policy allows.
@@ -182,11 +183,19 @@ def enroll(
                 if at < last + dt.timedelta(days=journey.reentry_days):
                     return None
         row = EnrollmentRow(
-            enrollment_id=eid, journey_key=journey.key, version=journey.version,
-            contact_id=contact_id, trigger_id=trigger_id, entered_at=at, entry_properties=entry,
-            step_id=journey.start, since=at, status=Status.ACTIVE.value,
-            visits={journey.start: 1}, wake_at=at,
-        )  # fmt: skip
+            enrollment_id=eid,
+            journey_key=journey.key,
+            version=journey.version,
+            contact_id=contact_id,
+            trigger_id=trigger_id,
+            entered_at=at,
+            entry_properties=entry,
+            step_id=journey.start,
+            since=at,
+            status=Status.ACTIVE.value,
+            visits={journey.start: 1},
+            wake_at=at,
+        )
         store.insert_enrollment(row)
         stored = store.enrollment(eid)
     assert stored is not None
@@ -238,9 +247,13 @@ class StoredBehaviour:
             if not message_ids:
                 return None
         return store.first_event(
-            self.contact_id, (event,), message_ids=message_ids, channel=None,
-            after=after, until=until,
-        )  # fmt: skip
+            self.contact_id,
+            (event,),
+            message_ids=message_ids,
+            channel=None,
+            after=after,
+            until=until,
+        )
 
     def activity_at(
         self,
@@ -268,9 +281,13 @@ class StoredBehaviour:
     ) -> dt.datetime | None:
         """See :meth:`~commhistory.journeys.machine.BehaviourSource.unsubscribed_at`."""
         return self.repo.journey_store.first_event(
-            self.contact_id, (EventType.UNSUBSCRIBED,), message_ids=None, channel=channel,
-            after=after, until=until,
-        )  # fmt: skip
+            self.contact_id,
+            (EventType.UNSUBSCRIBED,),
+            message_ids=None,
+            channel=channel,
+            after=after,
+            until=until,
+        )
 
     def left_segment_at(
         self, segment: str, *, after: dt.datetime, until: dt.datetime
@@ -369,18 +386,24 @@ def due(
         with repo.transaction():
             if not store.move(
                 attrs.evolve(
-                    row, step_id=new.step_id, since=new.since, status=new.status.value,
-                    visits=dict(new.visits), wake_at=wake,
-                )  # fmt: skip
+                    row,
+                    step_id=new.step_id,
+                    since=new.since,
+                    status=new.status.value,
+                    visits=dict(new.visits),
+                    wake_at=wake,
+                )
             ):
                 continue  # another caller moved it first; its intents are its own
             claimed = set(
                 store.claim(
                     [
                         IntentRow(
-                            key=i.key, enrollment_id=i.enrollment_id, step_id=i.step_id,
+                            key=i.key,
+                            enrollment_id=i.enrollment_id,
+                            step_id=i.step_id,
                             issued_at=now,
-                        )  # fmt: skip
+                        )
                         for i in moved.intents
                     ]
                 )

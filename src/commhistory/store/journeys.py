@@ -166,7 +166,7 @@ class JourneyStore(Protocol):
         ...
 
     def claim(self, intents: Sequence[IntentRow]) -> list[str]:
-        """Insert the intents' keys; return the keys this call inserted (the others were claimed)."""
+        """Insert the intents' keys; return the keys this call inserted (others were claimed)."""
         ...
 
     def intent(self, key: str) -> IntentRow | None:
@@ -229,18 +229,38 @@ _E = schema.journey_enrollments
 _I = schema.journey_intents
 _D = schema.journey_definitions
 _ROW_COLUMNS = (
-    _E.c.enrollment_id, _E.c.journey_key, _E.c.version, _E.c.contact_id, _E.c.trigger_id,
-    _E.c.entered_at, _E.c.entry_properties, _E.c.step_id, _E.c.since, _E.c.status,
-    _E.c.visits, _E.c.wake_at, _E.c.revision,
-)  # fmt: skip
+    _E.c.enrollment_id,
+    _E.c.journey_key,
+    _E.c.version,
+    _E.c.contact_id,
+    _E.c.trigger_id,
+    _E.c.entered_at,
+    _E.c.entry_properties,
+    _E.c.step_id,
+    _E.c.since,
+    _E.c.status,
+    _E.c.visits,
+    _E.c.wake_at,
+    _E.c.revision,
+)
 
 
 def _row(r: Sequence[Any]) -> EnrollmentRow:
     return EnrollmentRow(
-        enrollment_id=r[0], journey_key=r[1], version=int(r[2]), contact_id=r[3],
-        trigger_id=r[4], entered_at=r[5], entry_properties=json.loads(r[6]), step_id=r[7],
-        since=r[8], status=r[9], visits=json.loads(r[10]), wake_at=r[11], revision=int(r[12]),
-    )  # fmt: skip
+        enrollment_id=r[0],
+        journey_key=r[1],
+        version=int(r[2]),
+        contact_id=r[3],
+        trigger_id=r[4],
+        entered_at=r[5],
+        entry_properties=json.loads(r[6]),
+        step_id=r[7],
+        since=r[8],
+        status=r[9],
+        visits=json.loads(r[10]),
+        wake_at=r[11],
+        revision=int(r[12]),
+    )
 
 
 class SQLJourneyStore(JourneyStore):
@@ -254,20 +274,28 @@ class SQLJourneyStore(JourneyStore):
         self.repo = repo
 
     def _insert(self, table: sa.Table) -> Any:
+        """``INSERT ... ON CONFLICT DO NOTHING RETURNING`` the first key column.
+
+        Whether a row was inserted is read from ``RETURNING`` (a row or none):
+        the driver's ``rowcount`` is not reliable for it on every connection.
+        """
+        first = next(iter(table.primary_key.columns))
         if self.repo.dialect == "postgresql":
-            return postgresql.insert(table).on_conflict_do_nothing()
-        return sqlite.insert(table).on_conflict_do_nothing()
+            return postgresql.insert(table).on_conflict_do_nothing().returning(first)
+        return sqlite.insert(table).on_conflict_do_nothing().returning(first)
 
     def save_definition(self, journey_key: str, version: int, definition: str) -> bool:
         """See :meth:`JourneyStore.save_definition`."""
         with self.repo.transaction() as conn:
             done = conn.execute(
                 self._insert(_D).values(
-                    journey_key=journey_key, version=version, definition=definition,
+                    journey_key=journey_key,
+                    version=version,
+                    definition=definition,
                     saved_at=datetime.now(UTC),
-                )  # fmt: skip
-            ).rowcount
-            if done:
+                )
+            ).first()
+            if done is not None:
                 return True
             stored = conn.execute(
                 sa.select(_D.c.definition).where(
@@ -303,14 +331,22 @@ class SQLJourneyStore(JourneyStore):
         with self.repo.transaction() as conn:
             done = conn.execute(
                 self._insert(_E).values(
-                    enrollment_id=row.enrollment_id, journey_key=row.journey_key,
-                    version=row.version, contact_id=row.contact_id, trigger_id=row.trigger_id,
-                    entered_at=row.entered_at, entry_properties=_dump(row.entry_properties),
-                    step_id=row.step_id, since=row.since, status=row.status,
-                    visits=_dump(row.visits), wake_at=row.wake_at, revision=row.revision,
-                )  # fmt: skip
-            ).rowcount
-        return bool(done)
+                    enrollment_id=row.enrollment_id,
+                    journey_key=row.journey_key,
+                    version=row.version,
+                    contact_id=row.contact_id,
+                    trigger_id=row.trigger_id,
+                    entered_at=row.entered_at,
+                    entry_properties=_dump(row.entry_properties),
+                    step_id=row.step_id,
+                    since=row.since,
+                    status=row.status,
+                    visits=_dump(row.visits),
+                    wake_at=row.wake_at,
+                    revision=row.revision,
+                )
+            ).first()
+        return done is not None
 
     def enrollment(self, enrollment_id: str) -> EnrollmentRow | None:
         """See :meth:`JourneyStore.enrollment`."""
@@ -339,9 +375,13 @@ class SQLJourneyStore(JourneyStore):
                 _E.update()
                 .where(_E.c.enrollment_id == row.enrollment_id, _E.c.revision == row.revision)
                 .values(
-                    step_id=row.step_id, since=row.since, status=row.status,
-                    visits=_dump(row.visits), wake_at=row.wake_at, revision=row.revision + 1,
-                )  # fmt: skip
+                    step_id=row.step_id,
+                    since=row.since,
+                    status=row.status,
+                    visits=_dump(row.visits),
+                    wake_at=row.wake_at,
+                    revision=row.revision + 1,
+                )
             ).rowcount
         return bool(done)
 
@@ -352,11 +392,13 @@ class SQLJourneyStore(JourneyStore):
             for intent in intents:
                 done = conn.execute(
                     self._insert(_I).values(
-                        intent_key=intent.key, enrollment_id=intent.enrollment_id,
-                        step_id=intent.step_id, issued_at=intent.issued_at,
-                    )  # fmt: skip
-                ).rowcount
-                if done:
+                        intent_key=intent.key,
+                        enrollment_id=intent.enrollment_id,
+                        step_id=intent.step_id,
+                        issued_at=intent.issued_at,
+                    )
+                ).first()
+                if done is not None:
                     claimed.append(intent.key)
         return claimed
 
@@ -365,16 +407,26 @@ class SQLJourneyStore(JourneyStore):
         with self.repo.transaction(read=True) as conn:
             r = conn.execute(
                 sa.select(
-                    _I.c.intent_key, _I.c.enrollment_id, _I.c.step_id, _I.c.issued_at,
-                    _I.c.recorded_at, _I.c.outcome, _I.c.message_id,
-                ).where(_I.c.intent_key == key)  # fmt: skip
+                    _I.c.intent_key,
+                    _I.c.enrollment_id,
+                    _I.c.step_id,
+                    _I.c.issued_at,
+                    _I.c.recorded_at,
+                    _I.c.outcome,
+                    _I.c.message_id,
+                ).where(_I.c.intent_key == key)
             ).first()
         if r is None:
             return None
         return IntentRow(
-            key=r[0], enrollment_id=r[1], step_id=r[2], issued_at=r[3], recorded_at=r[4],
-            outcome=r[5], message_id=r[6],
-        )  # fmt: skip
+            key=r[0],
+            enrollment_id=r[1],
+            step_id=r[2],
+            issued_at=r[3],
+            recorded_at=r[4],
+            outcome=r[5],
+            message_id=r[6],
+        )
 
     def record(self, key: str, at: datetime, outcome: str, message_id: str | None) -> bool:
         """See :meth:`JourneyStore.record`."""
@@ -620,5 +672,6 @@ def _trunc_row(row: EnrollmentRow) -> EnrollmentRow:
     """The row as a database would return it: instants to the microsecond, in UTC."""
     entered = _trunc(row.entered_at)
     since = _trunc(row.since)
-    assert entered is not None and since is not None
+    assert entered is not None
+    assert since is not None
     return attrs.evolve(row, entered_at=entered, since=since, wake_at=_trunc(row.wake_at))

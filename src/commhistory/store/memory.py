@@ -45,6 +45,7 @@ from commhistory.store.consent import MemoryConsentStore
 from commhistory.store.costs import Cost, MemoryCostStore
 from commhistory.store.dead_letters import MemoryDeadLetterStore
 from commhistory.store.feed import MemoryStoredBatch
+from commhistory.store.journeys import MemoryJourneys, MemoryJourneyStore
 from commhistory.store.kpi import MemoryKpiStore
 from commhistory.store.partition import PartitionReport
 from commhistory.store.planning import MemoryPlanningStore
@@ -58,7 +59,6 @@ from commhistory.store.protocol import (
     TimelineEntry,
 )
 from commhistory.store.segments import MemorySegmentStore
-from commhistory.store.journeys import MemoryJourneys, MemoryJourneyStore
 
 if TYPE_CHECKING:
     from commhistory.store.attributes import AttributeCodec, StoredDefinition

@@ -42,13 +42,13 @@ from commhistory.store.batching import (
 from commhistory.store.consent import SQLConsentStore
 from commhistory.store.costs import SQLCostStore
 from commhistory.store.dead_letters import SQLDeadLetterStore
+from commhistory.store.journeys import SQLJourneyStore
 from commhistory.store.kpi import SQLKpiStore
 from commhistory.store.mask_backfill import backfill_masks
 from commhistory.store.planning import SQLPlanningStore
 from commhistory.store.privacy import SQLPrivacyStore
 from commhistory.store.rotation import rotate_keys
 from commhistory.store.segments import SQLSegmentStore
-from commhistory.store.journeys import SQLJourneyStore
 from commhistory.store.sql_ingest import SQLIngest
 from commhistory.store.sql_reads import SQLReads
 
