@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,7 +100,10 @@ def test_enroll_is_idempotent_per_trigger_and_once_means_once(repo: CommHistory[
     assert repo.enroll(journey, "c1", "signup-1", at=T0 + HOUR) == first  # a retried trigger
     assert repo.enroll(journey, "c1", "signup-2", at=T0 + DAY) is None  # once ever
     assert repo.enroll(journey, "c2", "signup-3", at=T0) is not None
-    assert sorted(i.contact_id for i in repo.journey_due(T0)) == ["c1", "c2"]
+    dry = repo.journey_due(T0, dry_run=True)
+    assert repo.journey_due(T0, dry_run=True) == dry  # a dry run claims nothing
+    assert sorted(i.contact_id for i in dry) == ["c1", "c2"]
+    assert sorted(repo.journey_due(T0), key=lambda i: i.key) == sorted(dry, key=lambda i: i.key)
 
 
 def test_periodic_and_always_reentry(repo: CommHistory[Any]) -> None:
@@ -322,3 +326,32 @@ def test_a_key_is_claimed_once_and_a_stale_move_changes_nothing(repo: CommHistor
     assert store.move(moved) is True
     assert store.move(moved) is False  # its revision is stale now
     assert _status(repo, "signup-1").revision == row.revision + 1
+
+
+# --- the CLI ---------------------------------------------------------------------------
+
+
+def test_cli_due_prints_keys_and_templates_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from commhistory.cli import main
+
+    keyring = tmp_path / "k.keyring"
+    ring = Keyring.generate()
+    ring.save(keyring)
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("COMMHISTORY_DB", url)
+    monkeypatch.setenv("COMMHISTORY_KEYRING", str(keyring))
+    for name in ("COMMHISTORY_ACTOR", "COMMHISTORY_ROLES", "COMMHISTORY_POLICY"):
+        monkeypatch.delenv(name, raising=False)
+    with open_repository(url, ring) as repo:
+        repo.enroll(_welcome(), "c1", "signup-1", at=T0)
+    at = ["--at", "2026-03-02T01:00:00Z"]
+    assert main(["journey", "due", *at, "--dry-run"]) == 0
+    [dry] = capsys.readouterr().out.splitlines()
+    assert dry.split()[1:] == ["c1", "welcome-1"]
+    assert main(["journey", "due", *at, "--format", "json"]) == 0
+    [claimed] = json.loads(capsys.readouterr().out)
+    assert claimed == {"key": dry.split()[0], "contact_id": "c1", "template": "welcome-1"}
+    assert main(["journey", "due", *at]) == 0
+    assert capsys.readouterr().out == ""  # claimed already

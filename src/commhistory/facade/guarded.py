@@ -949,18 +949,20 @@ class GuardedRepository(ClosesOnExit):
         *,
         zone_of: Callable[[str], ZoneInfo] | None = None,
         limit: int | None = None,
+        dry_run: bool = False,
     ) -> list[SendIntent]:
         """Claim the journey sends due (needs ``write_history``: it stores the claims).
 
-        Not audited, as ``plan_send`` of ids: intents carry pseudonymous ids and
+        A dry run stores nothing and needs ``read_history_masked`` only. Not
+        audited, as ``plan_send`` of ids: intents carry pseudonymous ids and
         template keys, nothing is decrypted.
 
         .. versionadded:: 0.4.0
         """
         return self._checked(
-            P.WRITE_HISTORY,
+            P.READ_HISTORY_MASKED if dry_run else P.WRITE_HISTORY,
             "journey.due",
-            lambda: self._repo.journey_due(now, zone_of=zone_of, limit=limit),
+            lambda: self._repo.journey_due(now, zone_of=zone_of, limit=limit, dry_run=dry_run),
         )
 
     def record_journey_send(

@@ -871,17 +871,19 @@ class CommHistory(ClosesOnExit, Generic[S]):
         *,
         zone_of: Callable[[str], ZoneInfo] | None = None,
         limit: int | None = None,
+        dry_run: bool = False,
     ) -> list[SendIntent]:
         """Claim and return the journey sends due at *now* (default: now).
 
         See :func:`commhistory.journeys.engine.due`: an intent is returned by
         one call only, also across processes. Send it, then
-        :meth:`record_journey_send` its key.
+        :meth:`record_journey_send` its key. ``dry_run=True`` claims and
+        stores nothing.
 
         .. versionadded:: 0.4.0
         """
         at = datetime.now(UTC) if now is None else now
-        return journey_due(self._store, at, zone_of=zone_of, limit=limit)
+        return journey_due(self._store, at, zone_of=zone_of, limit=limit, dry_run=dry_run)
 
     def record_journey_send(
         self,

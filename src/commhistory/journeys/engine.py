@@ -336,6 +336,7 @@ def due(
     zone_of: Callable[[str], ZoneInfo] | None = None,
     limit: int | None = None,
     recheck: dt.timedelta | None = DEFAULT_RECHECK,
+    dry_run: bool = False,
 ) -> list[SendIntent]:
     """Advance every enrollment whose time has come; return the sends this call claimed.
 
@@ -351,6 +352,9 @@ def due(
         limit: Look at most at this many enrollments (the earliest-woken first).
         recheck: How often an enrollment waiting at a branch is re-checked
             before the branch's deadline (``None``: only at the deadline).
+        dry_run: Write nothing: return the intents a real call would claim now
+            (a simulation with a later ``now`` only sees the first send of each
+            enrollment, since no send is recorded).
 
     Returns:
         The intents claimed, in the order the enrollments woke.
@@ -382,6 +386,9 @@ def due(
         wake = _wake_at(
             journey, enrollment, moved, now=now, zone=zone, history=history, recheck=recheck
         )
+        if dry_run:
+            out.extend(moved.intents)
+            continue
         new = moved.position
         with repo.transaction():
             if not store.move(
