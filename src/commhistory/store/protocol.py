@@ -553,7 +553,7 @@ class Repository(Protocol):
 
     @property
     def journey_store(self) -> JourneyStore:
-        """The journey port: definitions, enrollments and claimed send intents.
+        """The journey storage port (definitions, enrollments and claimed send intents).
 
         See :mod:`commhistory.store.journeys`.
 
