@@ -18,7 +18,7 @@ from commhistory.errors import InvalidInputError, NotFoundError, PermissionDenie
 from commhistory.facade import CommHistory, open_repository
 from commhistory.journeys import Journey, SendIntent, Status
 from commhistory.journeys.engine import due, enroll, enrollment_id, record_sent
-from commhistory.model import Direction, Event, EventType, Message
+from commhistory.model import Activity, Direction, Event, EventType, Message
 from commhistory.store.journeys import IntentRow
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "journeys"
@@ -355,3 +355,31 @@ def test_cli_due_prints_keys_and_templates_once(
     assert claimed == {"key": dry.split()[0], "contact_id": "c1", "template": "welcome-1"}
     assert main(["journey", "due", *at]) == 0
     assert capsys.readouterr().out == ""  # claimed already
+
+
+# --- cart abandonment: a purchase of the same cart, from the activity store ----------------
+
+
+def test_cart_purchase_of_the_same_cart_ends_it_through_the_store(repo: CommHistory[Any]) -> None:
+    cart = Journey.load(EXAMPLES / "cart_abandonment.json")
+    repo.declare_activities({"purchase": ["cart_id"], "cart_abandoned": ["cart_id"]})
+    repo.enroll(cart, "c1", "abandon-1", at=T0, properties={"cart_id": "cart-9"})
+    repo.enroll(cart, "c2", "abandon-2", at=T0, properties={"cart_id": "cart-3"})
+    assert repo.journey_due(T0 + dt.timedelta(minutes=59)) == []
+    nudges = {i.contact_id: i for i in repo.journey_due(T0 + HOUR)}
+    assert {i.template for i in nudges.values()} == {"cart-1"}
+    for intent in nudges.values():
+        _send(repo, intent, T0 + HOUR)
+    repo.record_activities(
+        [
+            Activity(activity_id="p1", contact_id="c1", name="purchase",
+                     occurred_at=T0 + 2 * HOUR, properties={"cart_id": "cart-9"}),
+            Activity(activity_id="p2", contact_id="c2", name="purchase",
+                     occurred_at=T0 + 2 * HOUR, properties={"cart_id": "cart-7"}),
+        ]
+    )  # fmt: skip
+    [line] = repo.journey_due(T0 + 3 * DAY)  # c1 bought its cart: no LINE nudge
+    assert (line.contact_id, line.template) == ("c2", "cart-line")
+    row = repo.store.journey_store.enrollment(enrollment_id("cart-abandonment", "abandon-1"))
+    assert row is not None
+    assert (row.status, row.since) == (Status.GOAL.value, T0 + 2 * HOUR)
