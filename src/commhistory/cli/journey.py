@@ -1,9 +1,14 @@
-"""``commhistory journey validate FILE``: check a journey definition before it runs.
+"""``commhistory journey validate FILE`` and ``commhistory journey due``.
 
-The file is JSON (or YAML, ``.yaml``/``.yml``, when PyYAML is installed). A valid
-definition prints its key, version, trigger and the step graph (``--format json``
-prints the normalised definition, which reads back to the same journey); an
-invalid one prints the JSON path and the reason and exits with 2.
+``validate``: the file is JSON (or YAML, ``.yaml``/``.yml``, when PyYAML is
+installed). A valid definition prints its key, version, trigger and the step
+graph (``--format json`` prints the normalised definition, which reads back to
+the same journey); an invalid one prints the JSON path and the reason and
+exits with 2.
+
+``due``: claims the journey sends due now (or ``--at``) in the store and
+prints one line each: the intent key, the contact id and the template key
+(``--format json``: the same as JSON objects). ``--dry-run`` claims nothing.
 
 .. versionadded:: 0.4.0
 """
@@ -15,8 +20,12 @@ import json
 import sys
 from pathlib import Path
 
+from commhistory.cli._access import add_actor_options, resolve_access
 from commhistory.cli._exits import EXIT_OK
+from commhistory.cli._store_options import add_store_options
+from commhistory.cli.store import repository
 from commhistory.journeys import BranchStep, Journey, SendStep, WaitStep, format_duration
+from commhistory.normalize.time import parse_timestamp
 
 __all__ = ["describe", "register"]
 
@@ -41,6 +50,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--format", choices=("text", "json"), default="text", help="output format"
     )
     validate.set_defaults(run=_run_validate)
+    due = sub.add_parser(
+        "due",
+        help="claim and print the journey sends due now (or --at)",
+        description="Advance the stored enrollments to now (or --at, a simulated clock) and "
+        "claim the sends due: each is printed once, as its intent key, contact id and "
+        "template key; record the send with its key. --dry-run claims nothing.",
+    )
+    due.add_argument("--at", default=None, metavar="TIME", help="an ISO 8601 instant")
+    due.add_argument("--limit", type=int, default=None, help="look at most at N enrollments")
+    due.add_argument("--dry-run", action="store_true", help="claim and store nothing")
+    due.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    add_store_options(due)
+    add_actor_options(due)
+    due.set_defaults(run=_run_due)
 
 
 def describe(journey: Journey) -> list[str]:
@@ -85,4 +108,24 @@ def _run_validate(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print("\n".join(describe(journey)))
+    return EXIT_OK
+
+
+def _run_due(args: argparse.Namespace) -> int:
+    at = None if args.at is None else parse_timestamp(args.at, field="--at")
+    access = resolve_access(args)
+    with repository(args, create=False) as repo:
+        view = access.view(repo)
+        intents = (repo if view is None else view).journey_due(
+            at, limit=args.limit, dry_run=args.dry_run
+        )
+    if args.format == "json":
+        rows = [
+            {"key": i.key, "contact_id": i.contact_id, "template": i.template} for i in intents
+        ]
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for intent in intents:
+            print(f"{intent.key} {intent.contact_id} {intent.template}")
     return EXIT_OK

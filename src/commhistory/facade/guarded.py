@@ -33,6 +33,7 @@ from commhistory.store.costs import Cost
 
 if TYPE_CHECKING:
     import os
+    from zoneinfo import ZoneInfo
 
     from commhistory.analytics import AnalyticsExport, Pseudonymizer
     from commhistory.consent import SendDecision, SuppressionEntry
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from commhistory.crypto import KeyProvider
     from commhistory.facade.dead_letters import AdapterResolver, ReplayReport
     from commhistory.facade.history import CommHistory
+    from commhistory.journeys import Enrollment, Journey, SendIntent
     from commhistory.kpi.links import LinkClicks
     from commhistory.kpi.metrics import KpiTable
     from commhistory.model import Activity, Channel, ContactUpdate, Event, Message, Purpose
@@ -908,6 +910,79 @@ class GuardedRepository(ClosesOnExit):
             P.WRITE_HISTORY,
             "segment.snapshot",
             lambda: self._repo.segment_snapshot(name, version=version, at=at),
+        )
+
+    def save_journey(self, journey: Journey) -> bool:
+        """Store a journey version (needs ``write_history``; audited as ``journey.save``).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._audited(
+            P.WRITE_HISTORY, "journey.save", lambda: self._repo.save_journey(journey)
+        )
+
+    def enroll(
+        self,
+        journey: Journey,
+        contact_id: str,
+        trigger_id: str,
+        *,
+        at: datetime,
+        properties: Mapping[str, object] | None = None,
+    ) -> Enrollment | None:
+        """Enroll a contact in a journey (needs ``write_history``; audited as ``journey.enroll``).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._audited(
+            P.WRITE_HISTORY,
+            "journey.enroll",
+            lambda: self._repo.enroll(
+                journey, contact_id, trigger_id, at=at, properties=properties
+            ),
+            contact_id,
+        )
+
+    def journey_due(
+        self,
+        now: datetime | None = None,
+        *,
+        zone_of: Callable[[str], ZoneInfo] | None = None,
+        limit: int | None = None,
+        dry_run: bool = False,
+    ) -> list[SendIntent]:
+        """Claim the journey sends due (needs ``write_history``: it stores the claims).
+
+        A dry run stores nothing and needs ``read_history_masked`` only. Not
+        audited, as ``plan_send`` of ids: intents carry pseudonymous ids and
+        template keys, nothing is decrypted.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._checked(
+            P.READ_HISTORY_MASKED if dry_run else P.WRITE_HISTORY,
+            "journey.due",
+            lambda: self._repo.journey_due(now, zone_of=zone_of, limit=limit, dry_run=dry_run),
+        )
+
+    def record_journey_send(
+        self,
+        key: str,
+        *,
+        at: datetime | None = None,
+        outcome: str = "sent",
+        message_id: str | None = None,
+    ) -> bool:
+        """Record the host's send of a journey intent (needs ``write_history``).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._checked(
+            P.WRITE_HISTORY,
+            "journey.record_send",
+            lambda: self._repo.record_journey_send(
+                key, at=at, outcome=outcome, message_id=message_id
+            ),
         )
 
     def segment_delta(

@@ -22,6 +22,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from zoneinfo import ZoneInfo
 
 from commhistory._lifecycle import ClosesOnExit
 from commhistory.analytics import AnalyticsExport, Pseudonymizer, export_analytics
@@ -52,6 +53,10 @@ from commhistory.crypto import KeyProvider
 from commhistory.errors import InvalidInputError, NotFoundError
 from commhistory.facade.dead_letters import AdapterResolver, ReplayReport, replay_dead_letters
 from commhistory.facade.guarded import GuardedRepository, in_guarded_call
+from commhistory.journeys import Enrollment, Journey, SendIntent
+from commhistory.journeys.engine import due as journey_due
+from commhistory.journeys.engine import enroll as journey_enroll
+from commhistory.journeys.engine import record_sent, save_journey
 from commhistory.kpi.aggregate import repository_kpis
 from commhistory.kpi.links import LinkClicks
 from commhistory.kpi.links import link_clicks as repository_link_clicks
@@ -827,6 +832,76 @@ class CommHistory(ClosesOnExit, Generic[S]):
             self._store, source, channel=channel, purpose=purpose, at=at, caps=caps,
             quiet_hours=quiet_hours, config=config, addresses=addresses,
         )  # fmt: skip
+
+    # ------------------------------------------------------------------ journeys
+
+    def save_journey(self, journey: Journey) -> bool:
+        """Store a journey version; ``False`` when the same definition is stored already.
+
+        A stored version never changes: saving another definition under its
+        number raises :class:`~commhistory.errors.InvalidInputError`; save a new version.
+
+        .. versionadded:: 0.4.0
+        """
+        return save_journey(self._store, journey)
+
+    def enroll(
+        self,
+        journey: Journey,
+        contact_id: str,
+        trigger_id: str,
+        *,
+        at: datetime,
+        properties: Mapping[str, object] | None = None,
+    ) -> Enrollment | None:
+        """Enroll a contact on a trigger, once per trigger, as the re-entry policy allows.
+
+        See :func:`commhistory.journeys.engine.enroll`; ``None`` when the
+        journey's re-entry policy keeps the contact out.
+
+        .. versionadded:: 0.4.0
+        """
+        return journey_enroll(
+            self._store, journey, contact_id, trigger_id, at, properties=properties
+        )
+
+    def journey_due(
+        self,
+        now: datetime | None = None,
+        *,
+        zone_of: Callable[[str], ZoneInfo] | None = None,
+        limit: int | None = None,
+        dry_run: bool = False,
+    ) -> list[SendIntent]:
+        """Claim and return the journey sends due at *now* (default: now).
+
+        See :func:`commhistory.journeys.engine.due`: an intent is returned by
+        one call only, also across processes. Send it, then
+        :meth:`record_journey_send` its key. ``dry_run=True`` claims and
+        stores nothing.
+
+        .. versionadded:: 0.4.0
+        """
+        at = datetime.now(UTC) if now is None else now
+        return journey_due(self._store, at, zone_of=zone_of, limit=limit, dry_run=dry_run)
+
+    def record_journey_send(
+        self,
+        key: str,
+        *,
+        at: datetime | None = None,
+        outcome: str = "sent",
+        message_id: str | None = None,
+    ) -> bool:
+        """Record the host's send (or skip) of a journey intent by its key.
+
+        See :func:`commhistory.journeys.engine.record_sent`; ``False`` when
+        recorded already.
+
+        .. versionadded:: 0.4.0
+        """
+        when = datetime.now(UTC) if at is None else at
+        return record_sent(self._store, key, when, outcome, message_id=message_id)
 
     # ------------------------------------------------------------------ KPIs
 

@@ -161,6 +161,7 @@ def erase_subject(
         counts["activities"] = repo.activity_store.delete_contact(contact_id)
         counts["attributes"] = shred.attributes
         counts["segment_snapshots"] = shred.segment_snapshots
+        counts["journey_enrollments"] = repo.journey_store.delete_contact(contact_id)
         counts["data_key"] = 1
     return _report(
         contact_id, t, already=False, counts=counts, until=until if counts["consent"] else None
@@ -238,6 +239,11 @@ def _report(
             what="segment_snapshots",
             count=counts.get("segment_snapshots", 0),
             why="the contact's id is removed from every saved segment snapshot",
+        ),
+        ErasureItem(
+            what="journey_enrollments",
+            count=counts.get("journey_enrollments", 0),
+            why="the contact's journey enrollments and their send intents are deleted",
         ),
     )
     kept = (

@@ -45,6 +45,7 @@ from commhistory.store.consent import MemoryConsentStore
 from commhistory.store.costs import Cost, MemoryCostStore
 from commhistory.store.dead_letters import MemoryDeadLetterStore
 from commhistory.store.feed import MemoryStoredBatch
+from commhistory.store.journeys import MemoryJourneys, MemoryJourneyStore
 from commhistory.store.kpi import MemoryKpiStore
 from commhistory.store.partition import PartitionReport
 from commhistory.store.planning import MemoryPlanningStore
@@ -91,6 +92,7 @@ class MemoryState:
         "erased",
         "event_contact",
         "events",
+        "journeys",
         "messages",
         "orphans",
         "pairs",
@@ -130,6 +132,8 @@ class MemoryState:
         """Saved segment versions by name, oldest first."""
         self.segment_snapshots: dict[str, tuple[SnapshotInfo, set[str]]] = {}
         """Membership snapshots by id, with their contact ids."""
+        self.journeys = MemoryJourneys()
+        """Journey definitions, enrollments and claimed intents."""
 
 
 class MemoryRepository(BatchedWrites, ClosesOnExit):
@@ -164,6 +168,7 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
         self._attribute_codec: AttributeCodec | None = None
         self._analytics_reader = MemoryAnalyticsReader(self._s)
         self._segment_store = MemorySegmentStore(self._s)
+        self._journey_store = MemoryJourneyStore(self._s)
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -514,6 +519,15 @@ class MemoryRepository(BatchedWrites, ClosesOnExit):
         """
         self._check_open()
         return self._segment_store
+
+    @property
+    def journey_store(self) -> MemoryJourneyStore:
+        """The journey port (:class:`~commhistory.store.journeys.MemoryJourneyStore`).
+
+        .. versionadded:: 0.4.0
+        """
+        self._check_open()
+        return self._journey_store
 
     def set_batch_feed(self, name: str, feed: BatchFeed | None) -> None:
         """Install (or remove) a batch feed; see :meth:`Repository.set_batch_feed`.

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from commhistory.store.consent import ConsentStore
     from commhistory.store.costs import CostStore
     from commhistory.store.dead_letters import DeadLetterStore
+    from commhistory.store.journeys import JourneyStore
     from commhistory.store.kpi import KpiStore
     from commhistory.store.mask_backfill import MaskBackfillReport
     from commhistory.store.partition import PartitionReport
@@ -545,6 +546,16 @@ class Repository(Protocol):
         """The segment port, which counts and lists condition trees and keeps saved segments.
 
         See :mod:`commhistory.store.segments`.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    @property
+    def journey_store(self) -> JourneyStore:
+        """The journey storage port (definitions, enrollments and claimed send intents).
+
+        See :mod:`commhistory.store.journeys`.
 
         .. versionadded:: 0.4.0
         """

@@ -45,6 +45,9 @@ __all__ = [
     "contacts",
     "dead_letters",
     "events",
+    "journey_definitions",
+    "journey_enrollments",
+    "journey_intents",
     "key_metadata",
     "messages",
     "metadata",
@@ -531,5 +534,65 @@ segment_snapshot_members: Final = sa.Table(
     sa.Index(None, "contact_id"),
     comment=(
         "The contact ids of each snapshot (migration 0013); erasure deletes a contact's rows."
+    ),
+)
+
+
+# Migration 0015: journey definitions, enrollments and claimed intents (see
+# commhistory.store.journeys).
+journey_definitions: Final = sa.Table(
+    "journey_definitions",
+    metadata,
+    sa.Column("journey_key", sa.Text(), primary_key=True),
+    sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("definition", sa.Text(), nullable=False),
+    sa.Column("saved_at", UTCTimestamp(), nullable=False),
+    comment=(
+        "Journey definitions (migration 0015): each version's JSON form; a stored version "
+        "is never changed. Template keys, durations and activity names, never personal data."
+    ),
+)
+
+journey_enrollments: Final = sa.Table(
+    "journey_enrollments",
+    metadata,
+    _id("enrollment_id", primary_key=True),
+    sa.Column("journey_key", sa.Text(), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    _id("contact_id", nullable=False),
+    sa.Column("trigger_id", sa.Text(), nullable=False),
+    sa.Column("entered_at", UTCTimestamp(), nullable=False),
+    sa.Column("entry_properties", sa.Text(), nullable=False),
+    sa.Column("step_id", sa.Text(), nullable=True),
+    sa.Column("since", UTCTimestamp(), nullable=False),
+    sa.Column("status", sa.Text(), nullable=False),
+    sa.Column("visits", sa.Text(), nullable=False),
+    sa.Column("wake_at", UTCTimestamp(), nullable=True),
+    sa.Column("revision", sa.Integer(), nullable=False),
+    sa.UniqueConstraint("journey_key", "trigger_id"),
+    sa.Index(None, "status", "wake_at"),
+    sa.Index(None, "contact_id", "journey_key"),
+    comment=(
+        "Journey enrollments (migration 0015): where each contact stands in a journey "
+        "version and when due() next looks at it (wake_at); plain entry properties only. "
+        "Erasure deletes a contact's rows."
+    ),
+)
+
+journey_intents: Final = sa.Table(
+    "journey_intents",
+    metadata,
+    sa.Column("intent_key", sa.Text(), primary_key=True),
+    _id("enrollment_id", nullable=False),
+    sa.Column("step_id", sa.Text(), nullable=False),
+    sa.Column("issued_at", UTCTimestamp(), nullable=False),
+    sa.Column("recorded_at", UTCTimestamp(), nullable=True),
+    sa.Column("outcome", sa.Text(), nullable=True),
+    _id("message_id", nullable=True),
+    sa.Index(None, "enrollment_id"),
+    comment=(
+        "Journey send intents claimed by due() (migration 0015): inserting the key is the "
+        "claim, so no step is handed out twice; recorded_at/outcome when the host recorded "
+        "the send (sent or skipped) and the message it sent."
     ),
 )

@@ -42,6 +42,7 @@ from commhistory.store.batching import (
 from commhistory.store.consent import SQLConsentStore
 from commhistory.store.costs import SQLCostStore
 from commhistory.store.dead_letters import SQLDeadLetterStore
+from commhistory.store.journeys import SQLJourneyStore
 from commhistory.store.kpi import SQLKpiStore
 from commhistory.store.mask_backfill import backfill_masks
 from commhistory.store.planning import SQLPlanningStore
@@ -113,6 +114,7 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         self._planning_store = SQLPlanningStore(self)
         self._analytics_reader = SQLAnalyticsReader(self)
         self._segment_store = SQLSegmentStore(self)
+        self._journey_store = SQLJourneyStore(self)
 
     def __repr__(self) -> str:
         return f"SQLRepository(dialect={self.dialect!r})"
@@ -212,6 +214,14 @@ class SQLRepository(SQLIngest, SQLReads, ClosesOnExit):
         .. versionadded:: 0.4.0
         """
         return self._segment_store
+
+    @property
+    def journey_store(self) -> SQLJourneyStore:
+        """The journey port (:class:`~commhistory.store.journeys.SQLJourneyStore`).
+
+        .. versionadded:: 0.4.0
+        """
+        return self._journey_store
 
     # ------------------------------------------------------------------ consent and privacy
 

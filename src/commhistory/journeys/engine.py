@@ -1,0 +1,452 @@
+"""Journeys over the store: enroll contacts, hand out the sends due, record what was sent.
+
+The step machine (:mod:`commhistory.journeys.machine`) decides; this module
+keeps its state in the store (``repo.journey_store``,
+:mod:`commhistory.store.journeys`) and answers "what is due now" for every
+enrollment at once:
+
+* :func:`enroll` stores a contact's entry into a journey version, once per
+  triggering record (the enrollment id is derived from the journey key and the
+  trigger id), and only when the journey's re-entry policy lets the contact in.
+* :func:`due` selects the active enrollments whose ``wake_at`` has come (one
+  indexed query), runs :func:`~commhistory.journeys.machine.advance` on each,
+  stores the new position with the next ``wake_at`` and **claims** each intent
+  by inserting its key into ``journey_intents``. Only the intents this call
+  inserted are returned: two processes calling :func:`due` at once never get
+  the same step, and calling it again returns nothing new.
+* :func:`record_sent` records the host's send (or skip) of an intent by its key
+  and wakes the enrollment, so the next :func:`due` goes on from there.
+
+**Linking the host's message to an intent.** The host passes the id of the
+message it sent to :func:`record_sent` (``message_id=``; by default the intent
+key itself, for a host that uses the key as its message id). Branches on an
+event of a step ("opened step 1 within 3 days") look for events of that
+message in the store's ``events``.
+
+**When behaviour is seen.** Behaviour that arrives later (an open, a
+purchase) is read when the enrollment wakes: at the end of its wait, at its
+branch's deadline, and, while it waits at a branch, every ``recheck``
+(default one hour) before that. So a branch follows the behaviour at most
+``recheck`` late (the step after it is then due from the behaviour's instant),
+and a goal ends an enrollment when it next wakes; no send is handed out after
+a goal was met, since goals are checked first on every wake. An enrollment
+waiting for the host to record a send is not woken by time at all.
+
+.. versionadded:: 0.4.0
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Final
+from zoneinfo import ZoneInfo
+
+import attrs
+
+from commhistory.errors import InvalidInputError, NotFoundError
+from commhistory.journeys.definition import (
+    BranchStep,
+    Journey,
+    ReEntry,
+    SendStep,
+    WaitStep,
+)
+from commhistory.journeys.machine import (
+    Advance,
+    Enrollment,
+    Position,
+    SendIntent,
+    Status,
+    advance,
+    intent_key,
+    next_local_time,
+)
+from commhistory.model import Channel, EventType
+from commhistory.store.journeys import EnrollmentRow, IntentRow
+from commhistory.store.protocol import Repository
+
+__all__ = [
+    "DEFAULT_RECHECK",
+    "StoredBehaviour",
+    "due",
+    "enroll",
+    "enrollment_id",
+    "record_sent",
+    "save_journey",
+]
+
+DEFAULT_RECHECK: Final = dt.timedelta(hours=1)
+"""How often an enrollment waiting at a branch is looked at before its deadline."""
+
+_OUTCOMES: Final = ("sent", "skipped")
+_UTC: Final = ZoneInfo("UTC")
+_MICRO: Final = dt.timedelta(microseconds=1)
+
+
+def _aware(value: object, field: str) -> dt.datetime:
+    if not isinstance(value, dt.datetime) or value.tzinfo is None:
+        raise InvalidInputError(field=field, reason="must be a timezone-aware datetime")
+    return value.astimezone(dt.UTC)
+
+
+def enrollment_id(journey_key: str, trigger_id: str) -> str:
+    """The enrollment id of a trigger: the same for a retried trigger, per journey key."""
+    digest = hashlib.sha256(f"{journey_key}\x1f{trigger_id}".encode()).hexdigest()
+    return f"enr_{digest[:32]}"
+
+
+def save_journey(repo: Repository, journey: Journey) -> bool:
+    """Store a journey version; ``False`` when the same definition is stored already.
+
+    Raises:
+        InvalidInputError: The version is stored with another definition (``field="version"``).
+    """
+    text = json.dumps(journey.to_dict(), sort_keys=True, separators=(",", ":"))
+    return repo.journey_store.save_definition(journey.key, journey.version, text)
+
+
+def _properties(values: Mapping[str, object] | None) -> dict[str, str | int | bool]:
+    out: dict[str, str | int | bool] = {}
+    items: list[tuple[object, object]] = list((values or {}).items())
+    for name, value in items:
+        if not isinstance(name, str) or not isinstance(value, str | int | bool):
+            raise InvalidInputError(
+                field=f"properties.{name}", reason="must be a plain string, integer or boolean"
+            )
+        out[name] = value
+    return out
+
+
+def _enrollment(row: EnrollmentRow) -> Enrollment:
+    return Enrollment(
+        enrollment_id=row.enrollment_id,
+        contact_id=row.contact_id,
+        entered_at=row.entered_at,
+        entry_properties=dict(row.entry_properties),
+    )
+
+
+def enroll(
+    repo: Repository,
+    journey: Journey,
+    contact_id: str,
+    trigger_id: str,
+    at: dt.datetime,
+    *,
+    properties: Mapping[str, object] | None = None,
+) -> Enrollment | None:
+    """Enroll a contact on a trigger, idempotently, as the journey's re-entry policy allows.
+
+    The journey version is stored too (:func:`save_journey`). The same trigger
+    (journey key and ``trigger_id``) enrolls once: a retry returns the stored
+    enrollment. A new trigger enrolls unless ``reentry`` forbids it: ``once``
+    (the contact entered this journey before, any version), ``periodic`` (less
+    than ``reentry_days`` since the last entry).
+
+    Args:
+        repo: The repository.
+        journey: The journey version to walk.
+        contact_id: The contact (pseudonymous id).
+        trigger_id: The triggering record's id (an activity id, an event id, ...).
+        at: When the trigger fired (aware).
+        properties: The triggering record's plain properties goals match on.
+
+    Returns:
+        The enrollment, or ``None`` when the re-entry policy kept the contact out.
+
+    Raises:
+        InvalidInputError: ``at`` is naive, a property is not a plain value, or
+            the journey version is stored with another definition.
+    """
+    at = _aware(at, "at")
+    if not contact_id:
+        raise InvalidInputError(field="contact_id", reason="must not be empty")
+    if not trigger_id:
+        raise InvalidInputError(field="trigger_id", reason="must not be empty")
+    entry = _properties(properties)
+    store = repo.journey_store
+    eid = enrollment_id(journey.key, trigger_id)
+    with repo.transaction():
+        save_journey(repo, journey)
+        stored = store.enrollment(eid)
+        if stored is not None:
+            return _enrollment(stored)
+        last = store.last_entry(journey.key, contact_id)
+        if last is not None:
+            if journey.reentry is ReEntry.ONCE:
+                return None
+            if journey.reentry is ReEntry.PERIODIC:
+                assert journey.reentry_days is not None
+                if at < last + dt.timedelta(days=journey.reentry_days):
+                    return None
+        row = EnrollmentRow(
+            enrollment_id=eid,
+            journey_key=journey.key,
+            version=journey.version,
+            contact_id=contact_id,
+            trigger_id=trigger_id,
+            entered_at=at,
+            entry_properties=entry,
+            step_id=journey.start,
+            since=at,
+            status=Status.ACTIVE.value,
+            visits={journey.start: 1},
+            wake_at=at,
+        )
+        store.insert_enrollment(row)
+        stored = store.enrollment(eid)
+    assert stored is not None
+    return _enrollment(stored)
+
+
+@attrs.define
+class StoredBehaviour:
+    """A :class:`~commhistory.journeys.machine.BehaviourSource` read from the store.
+
+    * ``sent_at``: ``journey_intents.recorded_at`` (sent or skipped);
+    * ``event_at``: the first event of the type on the messages recorded for
+      the keys (``message_id`` given to :func:`record_sent`; only intents
+      recorded as ``sent``), or on any of the contact's messages;
+    * ``activity_at``: the contact's activities (``repo.activity_store``),
+      properties matched after decryption;
+    * ``unsubscribed_at``: the first ``unsubscribed`` event on the contact's
+      messages (of the channel). A consent withdrawal recorded in the ledger
+      alone is not a goal yet;
+    * ``left_segment_at``: always ``None`` for now (segment exits need saved
+      snapshots per contact; not built).
+    """
+
+    repo: Repository
+    contact_id: str
+
+    def sent_at(self, key: str) -> dt.datetime | None:
+        """See :meth:`~commhistory.journeys.machine.BehaviourSource.sent_at`."""
+        intent = self.repo.journey_store.intent(key)
+        return None if intent is None else intent.recorded_at
+
+    def event_at(
+        self,
+        event: EventType,
+        *,
+        keys: tuple[str, ...] | None,
+        after: dt.datetime,
+        until: dt.datetime,
+    ) -> dt.datetime | None:
+        """See :meth:`~commhistory.journeys.machine.BehaviourSource.event_at`."""
+        store = self.repo.journey_store
+        message_ids: list[str] | None = None
+        if keys is not None:
+            message_ids = []
+            for key in keys:
+                intent = store.intent(key)
+                if intent is not None and intent.outcome == "sent" and intent.message_id:
+                    message_ids.append(intent.message_id)
+            if not message_ids:
+                return None
+        return store.first_event(
+            self.contact_id,
+            (event,),
+            message_ids=message_ids,
+            channel=None,
+            after=after,
+            until=until,
+        )
+
+    def activity_at(
+        self,
+        name: str,
+        *,
+        match: Mapping[str, str | int | bool],
+        after: dt.datetime,
+        until: dt.datetime,
+    ) -> dt.datetime | None:
+        """See :meth:`~commhistory.journeys.machine.BehaviourSource.activity_at`."""
+        try:
+            entries = self.repo.activity_store.activities(
+                self.contact_id, names=[name], since=after, until=until + _MICRO
+            )
+        except NotFoundError:
+            return None
+        for entry in entries:
+            props = entry.activity.properties
+            if all(props.get(field) == value for field, value in match.items()):
+                return entry.activity.occurred_at
+        return None
+
+    def unsubscribed_at(
+        self, channel: Channel | None, *, after: dt.datetime, until: dt.datetime
+    ) -> dt.datetime | None:
+        """See :meth:`~commhistory.journeys.machine.BehaviourSource.unsubscribed_at`."""
+        return self.repo.journey_store.first_event(
+            self.contact_id,
+            (EventType.UNSUBSCRIBED,),
+            message_ids=None,
+            channel=channel,
+            after=after,
+            until=until,
+        )
+
+    def left_segment_at(
+        self, segment: str, *, after: dt.datetime, until: dt.datetime
+    ) -> dt.datetime | None:
+        """Always ``None`` for now: segment exits are not tracked per contact yet."""
+        return None
+
+
+def _wake_at(
+    journey: Journey,
+    enrollment: Enrollment,
+    moved: Advance,
+    *,
+    now: dt.datetime,
+    zone: ZoneInfo,
+    history: StoredBehaviour,
+    recheck: dt.timedelta | None,
+) -> dt.datetime | None:
+    """The next instant anything can happen to the enrollment without a recorded send."""
+    position = moved.position
+    if position.status is not Status.ACTIVE or position.step_id is None or moved.intents:
+        return None
+    step = journey.step(position.step_id)
+    if isinstance(step, SendStep):
+        # Recorded, but later than now (a simulated clock): wake when it was recorded.
+        key = intent_key(
+            journey, enrollment.enrollment_id, step.id, position.visits.get(step.id, 1)
+        )
+        return history.sent_at(key)
+    if isinstance(step, WaitStep):
+        end = position.since + (step.delay or dt.timedelta(0))
+        if step.until_time is not None:
+            end = next_local_time(end, step.until_time, zone)
+        return end
+    assert isinstance(step, BranchStep)
+    deadline = position.since + step.within
+    if recheck is not None:
+        return min(deadline, now + recheck)
+    return deadline
+
+
+def due(
+    repo: Repository,
+    now: dt.datetime,
+    *,
+    zone_of: Callable[[str], ZoneInfo] | None = None,
+    limit: int | None = None,
+    recheck: dt.timedelta | None = DEFAULT_RECHECK,
+    dry_run: bool = False,
+) -> list[SendIntent]:
+    """Advance every enrollment whose time has come; return the sends this call claimed.
+
+    Each returned intent's key is inserted into ``journey_intents`` by this
+    call: another call (in this process or another) never returns it again.
+    Send the message, then :func:`record_sent` the key; the enrollment goes on
+    at the next :func:`due` after the recorded time.
+
+    Args:
+        repo: The repository.
+        now: The instant to walk to (aware; a simulated clock is fine).
+        zone_of: The contact's time zone (for ``until_time`` waits); default UTC.
+        limit: Look at most at this many enrollments (the earliest-woken first).
+        recheck: How often an enrollment waiting at a branch is re-checked
+            before the branch's deadline (``None``: only at the deadline).
+        dry_run: Write nothing: return the intents a real call would claim now
+            (a simulation with a later ``now`` only sees the first send of each
+            enrollment, since no send is recorded).
+
+    Returns:
+        The intents claimed, in the order the enrollments woke.
+
+    Raises:
+        InvalidInputError: ``now`` is naive.
+        NotFoundError: An enrollment's journey version is not stored.
+    """
+    now = _aware(now, "now")
+    store = repo.journey_store
+    journeys: dict[tuple[str, int], Journey] = {}
+    out: list[SendIntent] = []
+    for row in store.waking(now, limit):
+        journey = journeys.get((row.journey_key, row.version))
+        if journey is None:
+            text = store.definition(row.journey_key, row.version)
+            if text is None:
+                raise NotFoundError(
+                    kind="journey version", identifier=f"{row.journey_key}@{row.version}"
+                )
+            journey = journeys[(row.journey_key, row.version)] = Journey.loads(text)
+        enrollment = _enrollment(row)
+        zone = zone_of(row.contact_id) if zone_of is not None else _UTC
+        history = StoredBehaviour(repo, row.contact_id)
+        position = Position(
+            step_id=row.step_id, since=row.since, status=Status(row.status), visits=row.visits
+        )
+        moved = advance(journey, enrollment, position, now=now, zone=zone, history=history)
+        wake = _wake_at(
+            journey, enrollment, moved, now=now, zone=zone, history=history, recheck=recheck
+        )
+        if dry_run:
+            out.extend(moved.intents)
+            continue
+        new = moved.position
+        with repo.transaction():
+            if not store.move(
+                attrs.evolve(
+                    row,
+                    step_id=new.step_id,
+                    since=new.since,
+                    status=new.status.value,
+                    visits=dict(new.visits),
+                    wake_at=wake,
+                )
+            ):
+                continue  # another caller moved it first; its intents are its own
+            claimed = set(
+                store.claim(
+                    [
+                        IntentRow(
+                            key=i.key,
+                            enrollment_id=i.enrollment_id,
+                            step_id=i.step_id,
+                            issued_at=now,
+                        )
+                        for i in moved.intents
+                    ]
+                )
+            )
+        out.extend(i for i in moved.intents if i.key in claimed)
+    return out
+
+
+def record_sent(
+    repo: Repository,
+    key: str,
+    at: dt.datetime,
+    outcome: str = "sent",
+    *,
+    message_id: str | None = None,
+) -> bool:
+    """Record that the host sent (or skipped) the intent ``key`` at ``at``; wake its enrollment.
+
+    Args:
+        repo: The repository.
+        key: The intent key :func:`due` returned.
+        at: When it was sent (aware); the journey goes on from there.
+        outcome: ``"sent"`` or ``"skipped"`` (send planning refused it; the
+            step counts as done either way).
+        message_id: The id of the message the host recorded for it (branches
+            on its events); default: the key itself. Ignored for a skip.
+
+    Returns:
+        ``False`` when the intent was recorded already (the first record stands).
+
+    Raises:
+        InvalidInputError: A naive ``at`` or an unknown outcome.
+        NotFoundError: No intent with this key was handed out.
+    """
+    at = _aware(at, "at")
+    if outcome not in _OUTCOMES:
+        raise InvalidInputError(field="outcome", reason="must be 'sent' or 'skipped'")
+    mid = None if outcome == "skipped" else (message_id or key)
+    return repo.journey_store.record(key, at, outcome, mid)
