@@ -814,7 +814,8 @@ def plan_send(
         keys: dict[str, str] = {}
         if (my_caps or my_quiet) and cfg.zone_attribute is not None and remaining:
             _check_zone_attribute(repo, cfg.zone_attribute)
-            zones = store.zones(remaining, cfg.zone_attribute, t)
+            # Contacts in the default zone need no entry: skip them in the read.
+            zones = store.zones(remaining, cfg.zone_attribute, t, skip=cfg.default_zone)
             # One lookup per distinct zone name, not per contact.
             by_name = {name: resolve.key(name) for name in set(zones.values())}
             keys = {cid: by_name[name] for cid, name in zones.items()}
@@ -895,6 +896,7 @@ def _apply_caps(
     default = resolve.key(None)
     zone_keys = {*keys.values(), default}
     instants: list[datetime] = []
+    at_least: list[int] = []
     slot: dict[tuple[int, str], int] = {}
     seen: dict[datetime, int] = {}
     for i, cap in enumerate(caps):
@@ -903,8 +905,12 @@ def _apply_caps(
             if start not in seen:
                 seen[start] = len(instants)
                 instants.append(start)
-            slot[(i, key)] = seen[start]
-    counts = store.send_counts(ids, channel, purpose, instants, at)
+                at_least.append(cap.limit)
+            index = slot[(i, key)] = seen[start]
+            at_least[index] = min(at_least[index], cap.limit)
+    # Only the contacts past the smallest limit counted from an instant can be
+    # capped: the store leaves the others out (a HAVING in SQL).
+    counts = store.send_counts(ids, channel, purpose, instants, at, at_least=at_least)
     checks = {
         key: tuple((slot[(i, key)], cap.limit) for i, cap in enumerate(caps)) for key in zone_keys
     }
