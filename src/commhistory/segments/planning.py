@@ -919,8 +919,8 @@ def _apply_caps(
     default_checks = checks[default]
     out = set()
     for cid, mine in counts.items():
-        key = key_of(cid)
-        for index, limit in default_checks if key is None else checks[key]:
+        mine_key = key_of(cid)
+        for index, limit in default_checks if mine_key is None else checks[mine_key]:
             if mine[index] >= limit:
                 out.add(cid)
                 break
@@ -945,13 +945,13 @@ def _apply_quiet(
     default = resolve.key(None)
     verdicts: dict[str, ExclusionReason | datetime | None] = {}
     for key in {*keys.values(), default}:
-        verdict = _quiet_verdict(rules, at, resolve.zone(key))
-        if verdict is None:
+        held = _quiet_verdict(rules, at, resolve.zone(key))
+        if held is None:
             verdicts[key] = None
-        elif verdict[0] is QuietAction.DROP:
+        elif held[0] is QuietAction.DROP:
             verdicts[key] = ExclusionReason.QUIET_HOURS
         else:
-            verdicts[key] = verdict[1]
+            verdicts[key] = held[1]
     if all(v is None for v in verdicts.values()):
         return ids
     key_of = keys.get
