@@ -127,6 +127,21 @@ def test_sql_and_memory_planning_stores_agree(
             ids, channel, decrypt=decrypt
         )
     assert theirs.zones(ids, "tz", zone_at) == mine.zones(ids, "tz", zone_at)
+    # The thresholds (a HAVING in SQL) keep exactly the contacts past one of them.
+    at_least = [1 + i % 3 for i in range(len(since))]
+    past = sql_counts(theirs, ids, channel, purpose, since, until, at_least=at_least)
+    assert past == mine.send_counts(ids, channel, purpose, since, until, at_least=at_least)
+    assert past == {
+        cid: c
+        for cid, c in counts.items()
+        if any(n >= k for n, k in zip(c, at_least, strict=True))
+    }
+    # Skipping a value leaves out exactly the contacts holding it.
+    every = mine.zones(ids, "tz", zone_at)
+    for skip in {*every.values(), "Asia/Tokyo"}:
+        kept = {cid: z for cid, z in every.items() if z != skip}
+        assert theirs.zones(ids, "tz", zone_at, skip=skip) == kept
+        assert mine.zones(ids, "tz", zone_at, skip=skip) == kept
     # And the memory answer is the obvious one.
     for cid in ids[:6]:
         expected = tuple(
@@ -144,6 +159,6 @@ def test_sql_and_memory_planning_stores_agree(
         assert counts.get(cid, tuple(0 for _ in since)) == expected
 
 
-def sql_counts(store: Any, *args: Any) -> dict[str, tuple[int, ...]]:
-    out: dict[str, tuple[int, ...]] = store.send_counts(*args)
+def sql_counts(store: Any, *args: Any, **kwargs: Any) -> dict[str, tuple[int, ...]]:
+    out: dict[str, tuple[int, ...]] = store.send_counts(*args, **kwargs)
     return out

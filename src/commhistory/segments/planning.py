@@ -710,6 +710,8 @@ class SegmentCandidates:
 def _candidates(
     contacts: Iterable[str] | CandidateSource, repo: Repository, at: datetime
 ) -> list[str]:
+    if isinstance(contacts, SegmentCandidates):  # the store's sorted, distinct ids
+        return list(contacts.candidate_ids(repo, at))
     if isinstance(contacts, CandidateSource):
         contacts = contacts.candidate_ids(repo, at)
     if isinstance(contacts, str | bytes):
@@ -787,49 +789,59 @@ def plan_send(
         cfg = attrs.evolve(cfg, quiet_hours=tuple(quiet_hours))
     my_caps = cfg.caps_for(ch, pu)
     my_quiet = cfg.quiet_for(ch, pu)
-    excluded: list[Exclusion] = []
-    deferred: list[DeferredSend] = []
+    # The decision per refused or deferred contact (a reason, or the instant to
+    # defer to); the typed records are built once, in candidate order, at the end.
+    decided: dict[str, ExclusionReason | datetime] = {}
     with repo.transaction(read=True):
         ids = _candidates(contacts, repo, t)
         refused = screen(repo, ids, ch, pu, t)
-        remaining = [cid for cid in ids if cid not in refused]
-        for cid in ids:
-            why = refused.get(cid)
-            if why is not None:
-                excluded.append(Exclusion(contact_id=cid, reason=_REFUSALS[why]))
+        for cid, why in refused.items():
+            decided[cid] = _REFUSALS[why]
+        remaining = [cid for cid in ids if cid not in refused] if refused else ids
         store = repo.planning_store
         addressed = ADDRESS_KINDS.get(ch) is not None
-        if addressed:
+        if addressed and remaining:
             known = store.addresses(remaining, ch, decrypt=False)
             kept = []
+            missing = ExclusionReason.MISSING_ADDRESS
             for cid in remaining:
                 if cid in known:
                     kept.append(cid)
                 else:
-                    excluded.append(
-                        Exclusion(contact_id=cid, reason=ExclusionReason.MISSING_ADDRESS)
-                    )
+                    decided[cid] = missing
             remaining = kept
-        zones: dict[str, str] = {}
+        resolve = _ZoneResolver(cfg.default_zone)
+        keys: dict[str, str] = {}
         if (my_caps or my_quiet) and cfg.zone_attribute is not None and remaining:
             _check_zone_attribute(repo, cfg.zone_attribute)
-            zones = store.zones(remaining, cfg.zone_attribute, t)
-        resolve = _ZoneResolver(cfg.default_zone)
+            # Contacts in the default zone need no entry: skip them in the read.
+            zones = store.zones(remaining, cfg.zone_attribute, t, skip=cfg.default_zone)
+            # One lookup per distinct zone name, not per contact.
+            by_name = {name: resolve.key(name) for name in set(zones.values())}
+            keys = {cid: by_name[name] for cid, name in zones.items()}
         if my_caps and remaining:
             remaining = _apply_caps(
-                store, remaining, channel=ch, purpose=pu, at=t, caps=my_caps, zones=zones,
-                resolve=resolve, excluded=excluded,
+                store, remaining, channel=ch, purpose=pu, at=t, caps=my_caps, keys=keys,
+                resolve=resolve, decided=decided,
             )  # fmt: skip
-        if my_quiet:
+        if my_quiet and remaining:
             remaining = _apply_quiet(
-                remaining, rules=my_quiet, at=t, zones=zones, resolve=resolve,
-                excluded=excluded, deferred=deferred,
-            )  # fmt: skip
+                remaining, rules=my_quiet, at=t, keys=keys, resolve=resolve, decided=decided
+            )
         # Only the contacts sent to now have their address decrypted.
         found = store.addresses(remaining, ch, decrypt=True) if addresses and addressed else {}
-    send = [PlannedSend(contact_id=cid, address=found.get(cid)) for cid in remaining]
-    order = {cid: i for i, cid in enumerate(ids)}
-    excluded.sort(key=lambda e: order[e.contact_id])
+    send: list[PlannedSend] = []
+    deferred: list[DeferredSend] = []
+    excluded: list[Exclusion] = []
+    get = decided.get
+    for cid in ids:
+        d = get(cid)
+        if d is None:
+            send.append(PlannedSend(contact_id=cid, address=found.get(cid)))
+        elif isinstance(d, datetime):
+            deferred.append(DeferredSend(contact_id=cid, until=d))
+        else:
+            excluded.append(Exclusion(contact_id=cid, reason=d))
     return SendPlan(
         channel=ch,
         purpose=pu,
@@ -872,39 +884,52 @@ def _apply_caps(
     purpose: Purpose,
     at: datetime,
     caps: Sequence[FrequencyCap],
-    zones: Mapping[str, str],
+    keys: Mapping[str, str],
     resolve: _ZoneResolver,
-    excluded: list[Exclusion],
+    decided: dict[str, ExclusionReason | datetime],
 ) -> list[str]:
-    """Exclude the contacts at a cap; return the others (in order)."""
-    keys = {resolve.key(zones.get(cid)) for cid in ids} if zones else {resolve.key(None)}
+    """Mark the contacts at a cap in *decided*; return the others (in order).
+
+    *keys* maps a contact to its zone key (:meth:`_ZoneResolver.key`); a
+    contact not in it is in the default zone.
+    """
+    default = resolve.key(None)
+    zone_keys = {*keys.values(), default}
     instants: list[datetime] = []
+    at_least: list[int] = []
     slot: dict[tuple[int, str], int] = {}
     seen: dict[datetime, int] = {}
     for i, cap in enumerate(caps):
-        for key in sorted(keys):
+        for key in sorted(zone_keys):
             start = cap.window_start(at, resolve.zone(key))
             if start not in seen:
                 seen[start] = len(instants)
                 instants.append(start)
-            slot[(i, key)] = seen[start]
-    counts = store.send_counts(ids, channel, purpose, instants, at)
-    checks = {key: [(slot[(i, key)], cap.limit) for i, cap in enumerate(caps)] for key in keys}
-    only = checks[next(iter(keys))] if len(keys) == 1 else None
-    kept = []
-    for cid in ids:
-        mine = counts.get(cid)
-        if mine is not None:
-            capped = False
-            for index, limit in only or checks[resolve.key(zones.get(cid))]:
-                if mine[index] >= limit:
-                    capped = True
-                    break
-            if capped:
-                excluded.append(Exclusion(contact_id=cid, reason=ExclusionReason.FREQUENCY_CAP))
-                continue
-        kept.append(cid)
-    return kept
+                at_least.append(cap.limit)
+            index = slot[(i, key)] = seen[start]
+            at_least[index] = min(at_least[index], cap.limit)
+    # Only the contacts past the smallest limit counted from an instant can be
+    # capped: the store leaves the others out (a HAVING in SQL).
+    counts = store.send_counts(ids, channel, purpose, instants, at, at_least=at_least)
+    checks = {
+        key: tuple((slot[(i, key)], cap.limit) for i, cap in enumerate(caps)) for key in zone_keys
+    }
+    capped = ExclusionReason.FREQUENCY_CAP
+    key_of = keys.get
+    default_checks = checks[default]
+    out = set()
+    for cid, mine in counts.items():
+        mine_key = key_of(cid)
+        for index, limit in default_checks if mine_key is None else checks[mine_key]:
+            if mine[index] >= limit:
+                out.add(cid)
+                break
+    if not out:
+        return ids
+    for cid in out:
+        if cid not in decided:
+            decided[cid] = capped
+    return [cid for cid in ids if cid not in out]
 
 
 def _apply_quiet(
@@ -912,25 +937,31 @@ def _apply_quiet(
     *,
     rules: Sequence[QuietHours],
     at: datetime,
-    zones: Mapping[str, str],
+    keys: Mapping[str, str],
     resolve: _ZoneResolver,
-    excluded: list[Exclusion],
-    deferred: list[DeferredSend],
+    decided: dict[str, ExclusionReason | datetime],
 ) -> list[str]:
-    """Defer or exclude the contacts inside quiet hours; return the others (in order)."""
-    verdicts: dict[str, tuple[QuietAction, datetime] | None] = {}
+    """Mark the contacts inside quiet hours (drop or defer) in *decided*; return the others."""
+    default = resolve.key(None)
+    verdicts: dict[str, ExclusionReason | datetime | None] = {}
+    for key in {*keys.values(), default}:
+        held = _quiet_verdict(rules, at, resolve.zone(key))
+        if held is None:
+            verdicts[key] = None
+        elif held[0] is QuietAction.DROP:
+            verdicts[key] = ExclusionReason.QUIET_HOURS
+        else:
+            verdicts[key] = held[1]
+    if all(v is None for v in verdicts.values()):
+        return ids
+    key_of = keys.get
     kept = []
     for cid in ids:
-        key = resolve.key(zones.get(cid))
-        if key not in verdicts:
-            verdicts[key] = _quiet_verdict(rules, at, resolve.zone(key))
-        verdict = verdicts[key]
+        verdict = verdicts[key_of(cid, default)]
         if verdict is None:
             kept.append(cid)
-        elif verdict[0] is QuietAction.DROP:
-            excluded.append(Exclusion(contact_id=cid, reason=ExclusionReason.QUIET_HOURS))
         else:
-            deferred.append(DeferredSend(contact_id=cid, until=verdict[1]))
+            decided[cid] = verdict
     return kept
 
 

@@ -70,6 +70,8 @@ class PlanningStore(Protocol):
         purpose: Purpose,
         since: Sequence[datetime],
         until: datetime,
+        *,
+        at_least: Sequence[int] | None = None,
     ) -> dict[str, tuple[int, ...]]:
         """Count each contact's outbound messages of *channel* and *purpose*.
 
@@ -80,10 +82,15 @@ class PlanningStore(Protocol):
             since: Instants; count ``i`` is of the messages with
                 ``since[i] <= sent_at <= until``.
             until: The end of every window (the planning instant).
+            at_least: One threshold per *since*: keep only the contacts with
+                ``counts[i] >= at_least[i]`` for some ``i`` (those a cap may
+                refuse; the SQL stores filter in the database). ``None``: every
+                contact with a message in the widest window.
 
         Returns:
             ``{contact_id: counts}`` (one count per *since*), only for the
-            contacts with at least one message in the widest window.
+            contacts with at least one message in the widest window (and past
+            a threshold, with *at_least*).
         """
         ...
 
@@ -106,13 +113,23 @@ class PlanningStore(Protocol):
         """
         ...
 
-    def zones(self, contact_ids: Sequence[str], attribute: str, at: datetime) -> dict[str, str]:
+    def zones(
+        self, contact_ids: Sequence[str], attribute: str, at: datetime, *, skip: str | None = None
+    ) -> dict[str, str]:
         """Return the plain text value of *attribute* in force at *at*, per contact.
 
         Personal (encrypted) values are not read: a zone attribute must be
-        declared plain.
+        declared plain. With *skip*, contacts whose value is *skip* are left
+        out (the planner skips its default zone: those contacts are in it anyway).
         """
         ...
+
+
+def _past(counts: Sequence[int], at_least: Sequence[int] | None) -> bool:
+    """Whether a contact's counts are kept: any count, or one past its threshold."""
+    if at_least is None:
+        return any(counts)
+    return any(n >= k for n, k in zip(counts, at_least, strict=True))
 
 
 def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -171,6 +188,8 @@ class SQLPlanningStore(PlanningStore):
         purpose: Purpose,
         since: Sequence[datetime],
         until: datetime,
+        *,
+        at_least: Sequence[int] | None = None,
     ) -> dict[str, tuple[int, ...]]:
         """See :meth:`PlanningStore.send_counts`."""
         if not since or not contact_ids:
@@ -182,7 +201,7 @@ class SQLPlanningStore(PlanningStore):
             with self.repo.transaction(read=True) as conn:
                 rows = self._rows(
                     conn,
-                    self._counting(channel, purpose, since, until),
+                    self._counting(channel, purpose, since, until, at_least),
                     m.c.contact_id,
                     contact_ids,
                 )
@@ -195,20 +214,27 @@ class SQLPlanningStore(PlanningStore):
                     counts = out.setdefault(row[0], [0] * n)
                     for i, value in enumerate(row[1:]):
                         counts[first + i] = int(value or 0)
-        return {cid: tuple(c) for cid, c in out.items() if any(c)}
+        return {cid: tuple(c) for cid, c in out.items() if _past(c, at_least)}
 
     @staticmethod
     def _counting(
-        channel: Channel, purpose: Purpose, since: Sequence[datetime], until: datetime
+        channel: Channel,
+        purpose: Purpose,
+        since: Sequence[datetime],
+        until: datetime,
+        at_least: Sequence[int] | None = None,
     ) -> sa.Select[Any]:
-        """``contact_id`` and one ``SUM(CASE ...)`` per instant, grouped by contact."""
+        """``contact_id`` and one ``SUM(CASE ...)`` per instant, grouped by contact.
+
+        With *at_least*, a ``HAVING`` keeps the groups past some threshold.
+        """
         m = schema.messages
         part = [to_micros(s) for s in since]
         sums = [
             sa.func.sum(sa.case((m.c.sent_at >= s, 1), else_=0)).label(f"n{i}")
             for i, s in enumerate(part)
         ]
-        return (
+        statement = (
             sa.select(m.c.contact_id, *sums)
             .where(
                 m.c.channel == channel.value,
@@ -219,6 +245,11 @@ class SQLPlanningStore(PlanningStore):
             )
             .group_by(m.c.contact_id)
         )
+        if at_least is not None:
+            statement = statement.having(
+                sa.or_(*(total >= limit for total, limit in zip(sums, at_least, strict=True)))
+            )
+        return statement
 
     def addresses(
         self, contact_ids: Sequence[str], channel: Channel, *, decrypt: bool
@@ -263,7 +294,9 @@ class SQLPlanningStore(PlanningStore):
             return cached
         return core._unwrap(contact_id, wrapped)  # one store, two modules
 
-    def zones(self, contact_ids: Sequence[str], attribute: str, at: datetime) -> dict[str, str]:
+    def zones(
+        self, contact_ids: Sequence[str], attribute: str, at: datetime, *, skip: str | None = None
+    ) -> dict[str, str]:
         """See :meth:`PlanningStore.zones`."""
         if not contact_ids:
             return {}
@@ -275,6 +308,8 @@ class SQLPlanningStore(PlanningStore):
             sa.or_(ca.c.valid_to.is_(None), ca.c.valid_to > t),
             ca.c.value_text.is_not(None),
         )
+        if skip is not None:
+            base = base.where(ca.c.value_text != skip)
         with self.repo.transaction(read=True) as conn:
             return {
                 cid: str(text)
@@ -298,6 +333,8 @@ class MemoryPlanningStore(PlanningStore):
         purpose: Purpose,
         since: Sequence[datetime],
         until: datetime,
+        *,
+        at_least: Sequence[int] | None = None,
     ) -> dict[str, tuple[int, ...]]:
         """See :meth:`PlanningStore.send_counts`."""
         if not since:
@@ -321,7 +358,7 @@ class MemoryPlanningStore(PlanningStore):
             for i, s in enumerate(starts):
                 if sent >= s:
                     counts[i] += 1
-        return {cid: tuple(c) for cid, c in out.items() if any(c)}
+        return {cid: tuple(c) for cid, c in out.items() if _past(c, at_least)}
 
     def addresses(
         self, contact_ids: Sequence[str], channel: Channel, *, decrypt: bool
@@ -343,13 +380,15 @@ class MemoryPlanningStore(PlanningStore):
                     best[cid] = value
         return {cid: (value if decrypt else None) for cid, value in best.items()}
 
-    def zones(self, contact_ids: Sequence[str], attribute: str, at: datetime) -> dict[str, str]:
+    def zones(
+        self, contact_ids: Sequence[str], attribute: str, at: datetime, *, skip: str | None = None
+    ) -> dict[str, str]:
         """See :meth:`PlanningStore.zones`."""
         t = to_micros(at)
         out: dict[str, str] = {}
         for cid in contact_ids:
             for frm, to, v in self.s.attributes.get((cid, attribute), ()):
                 current = frm <= t and (to is None or to > t)
-                if current and not v.personal and isinstance(v.value, str):
+                if current and not v.personal and isinstance(v.value, str) and v.value != skip:
                     out[cid] = v.value
         return out
