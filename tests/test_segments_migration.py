@@ -27,7 +27,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def test_0013_upgrades_an_existing_database_and_downgrades(url: str) -> None:
-    upgrade(url, "0011")
+    upgrade(url, "0012")
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
@@ -52,7 +52,7 @@ def test_0013_upgrades_an_existing_database_and_downgrades(url: str) -> None:
             assert diffs == []
         with engine.begin() as conn:
             cfg = _config(conn)
-            command.downgrade(cfg, "0011")
+            command.downgrade(cfg, "0012")
         assert NEW.isdisjoint(sa.inspect(engine).get_table_names())
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT COUNT(*) FROM contacts").scalar_one() == 1

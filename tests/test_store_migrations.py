@@ -377,7 +377,7 @@ def test_0014_adds_stored_seq_backfills_zero_and_new_rows_get_more(url: str) -> 
                     "SELECT event_id FROM events WHERE contact_id IS NULL"
                 )
             }
-            command.downgrade(_config(conn), "0011")
+            command.downgrade(_config(conn), "0013")
             conn.commit()
         assert orphans
         assert "stored_seq" not in {c[0] for c in _messages_shape(engine)["columns"]}
