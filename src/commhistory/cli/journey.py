@@ -6,9 +6,14 @@ graph (``--format json`` prints the normalised definition, which reads back to
 the same journey); an invalid one prints the JSON path and the reason and
 exits with 2.
 
-``due``: claims the journey sends due now (or ``--at``) in the store and
-prints one line each: the intent key, the contact id and the template key
-(``--format json``: the same as JSON objects). ``--dry-run`` claims nothing.
+``due``: claims the journey sends due now (or ``--at``) in the store, through
+send planning (consent and suppression always; caps, quiet hours and zones from
+``--config``, a plan configuration file as ``plan-send`` reads), and prints
+one line each on standard output: the intent key, the contact id and the
+template key. What planning held back goes to standard error, one line each:
+``deferred KEY CONTACT TEMPLATE until UNTIL (REASON)`` and ``skipped KEY
+CONTACT TEMPLATE (REASON)``. ``--format json`` prints one object with
+``at``, ``intents``, ``deferred`` and ``skipped``. ``--dry-run`` claims nothing.
 
 .. versionadded:: 0.4.0
 """
@@ -26,6 +31,7 @@ from commhistory.cli._store_options import add_store_options
 from commhistory.cli.store import repository
 from commhistory.journeys import BranchStep, Journey, SendStep, WaitStep, format_duration
 from commhistory.normalize.time import parse_timestamp
+from commhistory.segments.planning import load_plan_config
 
 __all__ = ["describe", "register"]
 
@@ -54,8 +60,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "due",
         help="claim and print the journey sends due now (or --at)",
         description="Advance the stored enrollments to now (or --at, a simulated clock) and "
-        "claim the sends due: each is printed once, as its intent key, contact id and "
-        "template key; record the send with its key. --dry-run claims nothing.",
+        "claim the sends due that send planning lets go: each is printed once, as its "
+        "intent key, contact id and template key; record the send with its key. Sends "
+        "refused by planning are recorded as skipped; sends held by quiet hours or caps are "
+        "deferred or skipped as the journey says (both listed on standard error). "
+        "--dry-run claims nothing.",
+    )
+    due.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="JSON file of frequency caps, quiet hours and zones (see docs/planning.md)",
     )
     due.add_argument("--at", default=None, metavar="TIME", help="an ISO 8601 instant")
     due.add_argument("--limit", type=int, default=None, help="look at most at N enrollments")
@@ -113,19 +128,29 @@ def _run_validate(args: argparse.Namespace) -> int:
 
 def _run_due(args: argparse.Namespace) -> int:
     at = None if args.at is None else parse_timestamp(args.at, field="--at")
+    config = None if args.config is None else load_plan_config(args.config)
     access = resolve_access(args)
     with repository(args, create=False) as repo:
         view = access.view(repo)
-        intents = (repo if view is None else view).journey_due(
-            at, limit=args.limit, dry_run=args.dry_run
+        result = (repo if view is None else view).journey_due(
+            at, config=config, limit=args.limit, dry_run=args.dry_run
         )
     if args.format == "json":
-        rows = [
-            {"key": i.key, "contact_id": i.contact_id, "template": i.template} for i in intents
-        ]
-        json.dump(rows, sys.stdout, indent=2)
+        json.dump(result.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
-    else:
-        for intent in intents:
-            print(f"{intent.key} {intent.contact_id} {intent.template}")
+        return EXIT_OK
+    for intent in result:
+        print(f"{intent.key} {intent.contact_id} {intent.template}")
+    for held in result.deferred:
+        i = held.intent
+        print(
+            f"deferred {i.key} {i.contact_id} {i.template} until {held.until.isoformat()} "
+            f"({held.reason.value})",
+            file=sys.stderr,
+        )
+    for skip in result.skipped:
+        i = skip.intent
+        print(
+            f"skipped {i.key} {i.contact_id} {i.template} ({skip.reason.value})", file=sys.stderr
+        )
     return EXIT_OK

@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     from commhistory.crypto import KeyProvider
     from commhistory.facade.dead_letters import AdapterResolver, ReplayReport
     from commhistory.facade.history import CommHistory
-    from commhistory.journeys import Enrollment, Journey, SendIntent
+    from commhistory.journeys import Enrollment, Journey
+    from commhistory.journeys.gate import DueResult
     from commhistory.kpi.links import LinkClicks
     from commhistory.kpi.metrics import KpiTable
     from commhistory.model import Activity, Channel, ContactUpdate, Event, Message, Purpose
@@ -947,10 +948,11 @@ class GuardedRepository(ClosesOnExit):
         self,
         now: datetime | None = None,
         *,
+        config: PlanConfig | None = None,
         zone_of: Callable[[str], ZoneInfo] | None = None,
         limit: int | None = None,
         dry_run: bool = False,
-    ) -> list[SendIntent]:
+    ) -> DueResult:
         """Claim the journey sends due (needs ``write_history``: it stores the claims).
 
         A dry run stores nothing and needs ``read_history_masked`` only. Not
@@ -962,7 +964,9 @@ class GuardedRepository(ClosesOnExit):
         return self._checked(
             P.READ_HISTORY_MASKED if dry_run else P.WRITE_HISTORY,
             "journey.due",
-            lambda: self._repo.journey_due(now, zone_of=zone_of, limit=limit, dry_run=dry_run),
+            lambda: self._repo.journey_due(
+                now, config=config, zone_of=zone_of, limit=limit, dry_run=dry_run
+            ),
         )
 
     def record_journey_send(

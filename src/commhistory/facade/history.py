@@ -53,10 +53,11 @@ from commhistory.crypto import KeyProvider
 from commhistory.errors import InvalidInputError, NotFoundError
 from commhistory.facade.dead_letters import AdapterResolver, ReplayReport, replay_dead_letters
 from commhistory.facade.guarded import GuardedRepository, in_guarded_call
-from commhistory.journeys import Enrollment, Journey, SendIntent
+from commhistory.journeys import Enrollment, Journey
 from commhistory.journeys.engine import due as journey_due
 from commhistory.journeys.engine import enroll as journey_enroll
 from commhistory.journeys.engine import record_sent, save_journey
+from commhistory.journeys.gate import DueResult
 from commhistory.kpi.aggregate import repository_kpis
 from commhistory.kpi.links import LinkClicks
 from commhistory.kpi.links import link_clicks as repository_link_clicks
@@ -869,21 +870,26 @@ class CommHistory(ClosesOnExit, Generic[S]):
         self,
         now: datetime | None = None,
         *,
+        config: PlanConfig | None = None,
         zone_of: Callable[[str], ZoneInfo] | None = None,
         limit: int | None = None,
         dry_run: bool = False,
-    ) -> list[SendIntent]:
-        """Claim and return the journey sends due at *now* (default: now).
+    ) -> DueResult:
+        """Claim and return the journey sends due at *now* (default: now), through send planning.
 
         See :func:`commhistory.journeys.engine.due`: an intent is returned by
         one call only, also across processes. Send it, then
-        :meth:`record_journey_send` its key. ``dry_run=True`` claims and
-        stores nothing.
+        :meth:`record_journey_send` its key. The result is a sequence of the
+        claimed intents, with ``deferred`` and ``skipped``: what send planning
+        (consent, suppression, and *config*'s caps and quiet hours) held
+        back. ``dry_run=True`` claims and stores nothing.
 
         .. versionadded:: 0.4.0
         """
         at = datetime.now(UTC) if now is None else now
-        return journey_due(self._store, at, zone_of=zone_of, limit=limit, dry_run=dry_run)
+        return journey_due(
+            self._store, at, config=config, zone_of=zone_of, limit=limit, dry_run=dry_run
+        )
 
     def record_journey_send(
         self,

@@ -2,8 +2,9 @@
 
 A library does not send. A journey definition (:class:`Journey`) says what
 enrolls a contact, which steps follow and what ends the journey early; the
-store keeps each contact's enrollment, and ``due(now)`` will say which sends are
-due, each with a deterministic idempotency key. This package holds the
+store keeps each contact's enrollment, and ``due(now)`` says which sends are
+due, each with a deterministic idempotency key, after send planning
+(:mod:`commhistory.journeys.gate`) deferred or skipped what it holds back. This package holds the
 definitions and their checks (:mod:`commhistory.journeys.definition`); see
 :doc:`/journeys`.
 
@@ -31,6 +32,7 @@ from commhistory.journeys.definition import (
     format_duration,
     parse_duration,
 )
+from commhistory.journeys.gate import DeferredIntent, DueResult, SkippedIntent
 from commhistory.journeys.machine import (
     Advance,
     BehaviourSource,
@@ -52,6 +54,8 @@ __all__ = [
     "BehaviourSource",
     "BranchStep",
     "DateTrigger",
+    "DeferredIntent",
+    "DueResult",
     "Enrollment",
     "EventTrigger",
     "Goal",
@@ -63,6 +67,7 @@ __all__ = [
     "SegmentTrigger",
     "SendIntent",
     "SendStep",
+    "SkippedIntent",
     "Status",
     "Step",
     "Trigger",

@@ -47,6 +47,7 @@ from zoneinfo import ZoneInfo
 import attrs
 
 from commhistory.errors import InvalidInputError, NotFoundError
+from commhistory.journeys import gate
 from commhistory.journeys.definition import (
     BranchStep,
     Journey,
@@ -54,6 +55,7 @@ from commhistory.journeys.definition import (
     SendStep,
     WaitStep,
 )
+from commhistory.journeys.gate import DeferredIntent, DueResult, SkippedIntent
 from commhistory.journeys.machine import (
     Advance,
     Enrollment,
@@ -64,12 +66,14 @@ from commhistory.journeys.machine import (
     intent_key,
     next_local_time,
 )
-from commhistory.model import Channel, EventType
+from commhistory.model import Channel, ConsentAction, EventType, Purpose
+from commhistory.segments.planning import PlanConfig
 from commhistory.store.journeys import EnrollmentRow, IntentRow
 from commhistory.store.protocol import Repository
 
 __all__ = [
     "DEFAULT_RECHECK",
+    "DueResult",
     "StoredBehaviour",
     "due",
     "enroll",
@@ -213,8 +217,9 @@ class StoredBehaviour:
     * ``activity_at``: the contact's activities (``repo.activity_store``),
       properties matched after decryption;
     * ``unsubscribed_at``: the first ``unsubscribed`` event on the contact's
-      messages (of the channel). A consent withdrawal recorded in the ledger
-      alone is not a goal yet;
+      messages (of the channel), or the first consent withdrawal recorded in
+      the consent ledger (any purpose, on the channel; any channel when the
+      goal names none), whichever came first;
     * ``left_segment_at``: always ``None`` for now (segment exits need saved
       snapshots per contact; not built).
     """
@@ -280,7 +285,7 @@ class StoredBehaviour:
         self, channel: Channel | None, *, after: dt.datetime, until: dt.datetime
     ) -> dt.datetime | None:
         """See :meth:`~commhistory.journeys.machine.BehaviourSource.unsubscribed_at`."""
-        return self.repo.journey_store.first_event(
+        found = self.repo.journey_store.first_event(
             self.contact_id,
             (EventType.UNSUBSCRIBED,),
             message_ids=None,
@@ -288,6 +293,36 @@ class StoredBehaviour:
             after=after,
             until=until,
         )
+        withdrawn = self._withdrawn_at(channel, after=after, until=until)
+        if withdrawn is not None and (found is None or withdrawn < found):
+            return withdrawn
+        return found
+
+    def _withdrawn_at(
+        self, channel: Channel | None, *, after: dt.datetime, until: dt.datetime
+    ) -> dt.datetime | None:
+        """The first consent withdrawal in the ledger in ``[after, until]``."""
+        times: list[dt.datetime] = []
+        if channel is None:
+            try:
+                history = self.repo.consent_history(self.contact_id)
+            except NotFoundError:
+                return None
+            times = [
+                e.occurred_at
+                for e in history
+                if e.action is ConsentAction.WITHDRAW and after <= e.occurred_at <= until
+            ]
+        else:
+            ledger = self.repo.consent_store
+            for purpose in Purpose:
+                rows = ledger.consent_rows([self.contact_id], channel, purpose, until)
+                times.extend(
+                    r.occurred_at
+                    for r in rows
+                    if r.action is ConsentAction.WITHDRAW and r.occurred_at >= after
+                )
+        return min(times) if times else None
 
     def left_segment_at(
         self, segment: str, *, after: dt.datetime, until: dt.datetime
@@ -305,6 +340,7 @@ def _wake_at(
     zone: ZoneInfo,
     history: StoredBehaviour,
     recheck: dt.timedelta | None,
+    allowed: Callable[[dt.datetime, SendStep], dt.datetime] | None = None,
 ) -> dt.datetime | None:
     """The next instant anything can happen to the enrollment without a recorded send."""
     position = moved.position
@@ -321,6 +357,10 @@ def _wake_at(
         end = position.since + (step.delay or dt.timedelta(0))
         if step.until_time is not None:
             end = next_local_time(end, step.until_time, zone)
+        if step.until_allowed and allowed is not None and step.next is not None:
+            following = journey.step(step.next)
+            if isinstance(following, SendStep):
+                end = max(end, allowed(end, following))
         return end
     assert isinstance(step, BranchStep)
     deadline = position.since + step.within
@@ -333,13 +373,18 @@ def due(
     repo: Repository,
     now: dt.datetime,
     *,
+    config: PlanConfig | None = None,
     zone_of: Callable[[str], ZoneInfo] | None = None,
     limit: int | None = None,
     recheck: dt.timedelta | None = DEFAULT_RECHECK,
     dry_run: bool = False,
-) -> list[SendIntent]:
+) -> DueResult:
     """Advance every enrollment whose time has come; return the sends this call claimed.
 
+    The intents the walk yields pass send planning first
+    (:mod:`commhistory.journeys.gate`): refused ones are recorded as
+    ``skipped`` with the reason, held ones are deferred or skipped as the
+    journey's ``when_blocked`` says; only the rest are claimed and handed out.
     Each returned intent's key is inserted into ``journey_intents`` by this
     call: another call (in this process or another) never returns it again.
     Send the message, then :func:`record_sent` the key; the enrollment goes on
@@ -348,26 +393,38 @@ def due(
     Args:
         repo: The repository.
         now: The instant to walk to (aware; a simulated clock is fine).
-        zone_of: The contact's time zone (for ``until_time`` waits); default UTC.
+        config: Send planning's frequency caps, quiet hours and zones
+            (``None``: consent, suppression, erasure and addresses only, every
+            contact in UTC). Its zone resolution also places ``until_time``
+            and ``until_allowed`` waits.
+        zone_of: The contact's time zone for waits and deferral instants,
+            replacing the configuration's (planning itself uses the configuration's).
         limit: Look at most at this many enrollments (the earliest-woken first).
         recheck: How often an enrollment waiting at a branch is re-checked
             before the branch's deadline (``None``: only at the deadline).
-        dry_run: Write nothing: return the intents a real call would claim now
-            (a simulation with a later ``now`` only sees the first send of each
-            enrollment, since no send is recorded).
+        dry_run: Write nothing: return what a real call would claim, defer and
+            skip now (a simulation with a later ``now`` only sees the first
+            send of each enrollment, since no send is recorded).
 
     Returns:
-        The intents claimed, in the order the enrollments woke.
+        The claimed intents (a sequence, in the order the enrollments woke),
+        with the deferred and skipped ones (:class:`~commhistory.journeys.gate.DueResult`).
 
     Raises:
         InvalidInputError: ``now`` is naive.
         NotFoundError: An enrollment's journey version is not stored.
+        PlanConfigError: The configuration's zone attribute is not a declared,
+            plain text attribute.
     """
     now = _aware(now, "now")
     store = repo.journey_store
     journeys: dict[tuple[str, int], Journey] = {}
-    out: list[SendIntent] = []
-    for row in store.waking(now, limit):
+    rows = store.waking(now, limit)
+    # --- send planning gate (journeys.gate): zones as planning resolves them ---
+    zone_for = gate.zones(repo, config, [r.contact_id for r in rows], now, zone_of=zone_of)
+    # ---
+    walked: list[tuple[EnrollmentRow, Journey, Advance, dt.datetime | None]] = []
+    for row in rows:
         journey = journeys.get((row.journey_key, row.version))
         if journey is None:
             text = store.definition(row.journey_key, row.version)
@@ -377,19 +434,46 @@ def due(
                 )
             journey = journeys[(row.journey_key, row.version)] = Journey.loads(text)
         enrollment = _enrollment(row)
-        zone = zone_of(row.contact_id) if zone_of is not None else _UTC
+        zone = zone_for(row.contact_id)
+        allowed = gate.allowed(config, zone)
         history = StoredBehaviour(repo, row.contact_id)
         position = Position(
             step_id=row.step_id, since=row.since, status=Status(row.status), visits=row.visits
         )
-        moved = advance(journey, enrollment, position, now=now, zone=zone, history=history)
-        wake = _wake_at(
-            journey, enrollment, moved, now=now, zone=zone, history=history, recheck=recheck
+        moved = advance(
+            journey, enrollment, position, now=now, zone=zone, history=history, allowed=allowed
         )
-        if dry_run:
-            out.extend(moved.intents)
-            continue
+        wake = _wake_at(
+            journey,
+            enrollment,
+            moved,
+            now=now,
+            zone=zone,
+            history=history,
+            recheck=recheck,
+            allowed=allowed,
+        )
+        walked.append((row, journey, moved, wake))
+    # --- send planning gate (journeys.gate): one plan_send per (channel, purpose) ---
+    split = gate.screen(
+        repo,
+        now,
+        [(journey, i) for _, journey, moved, _ in walked for i in moved.intents],
+        config=config,
+        zone_of=zone_for,
+    )
+    if dry_run:
+        return DueResult(now, split.send, split.deferred, split.skipped)
+    # ---
+    out: list[SendIntent] = []
+    deferred: list[DeferredIntent] = []
+    skipped: list[SkippedIntent] = []
+    for row, _journey, moved, woken in walked:
         new = moved.position
+        verdicts = [split.verdict(i.key) for i in moved.intents]
+        held = [v for v in verdicts if isinstance(v, DeferredIntent)]
+        # gate: a deferred send stays at its step and wakes when it may go
+        wake = min(v.until for v in held) if held else woken
         with repo.transaction():
             if not store.move(
                 attrs.evolve(
@@ -402,6 +486,7 @@ def due(
                 )
             ):
                 continue  # another caller moved it first; its intents are its own
+            deferred.extend(held)
             claimed = set(
                 store.claim(
                     [
@@ -411,12 +496,20 @@ def due(
                             step_id=i.step_id,
                             issued_at=now,
                         )
-                        for i in moved.intents
+                        for i, v in zip(moved.intents, verdicts, strict=True)
+                        if not isinstance(v, DeferredIntent)
                     ]
                 )
             )
-        out.extend(i for i in moved.intents if i.key in claimed)
-    return out
+            # gate: a refused send is recorded as skipped, with the reason, at once.
+            for v in verdicts:
+                if isinstance(v, SkippedIntent) and v.intent.key in claimed:
+                    store.record(v.intent.key, now, "skipped", None, reason=v.reason.value)
+                    skipped.append(v)
+        out.extend(
+            i for i, v in zip(moved.intents, verdicts, strict=True) if v is i and i.key in claimed
+        )
+    return DueResult(now, out, deferred, skipped)
 
 
 def record_sent(

@@ -2,7 +2,7 @@
 
 :class:`JourneyStore` is the port :mod:`commhistory.journeys.engine` uses
 (tables ``journey_definitions``, ``journey_enrollments`` and
-``journey_intents``, migration 0015):
+``journey_intents``, migration 0015; ``journey_intents.reason``, 0017):
 
 * definitions are kept per key and version; a stored version is never changed
   (saving the same JSON again is a no-op, different JSON is an error);
@@ -105,6 +105,8 @@ class IntentRow:
         recorded_at: When the host recorded the send, or ``None``.
         outcome: ``"sent"`` or ``"skipped"`` once recorded.
         message_id: The message the host sent for it (``None``: skipped or not recorded).
+        reason: Why it was skipped, when send planning refused it (``no_consent``,
+            ``quiet_hours``, ...; see :mod:`commhistory.journeys.gate`), else ``None``.
 
     .. versionadded:: 0.4.0
     """
@@ -116,6 +118,7 @@ class IntentRow:
     recorded_at: datetime | None = None
     outcome: str | None = None
     message_id: str | None = None
+    reason: str | None = None
 
 
 class JourneyStore(Protocol):
@@ -173,8 +176,23 @@ class JourneyStore(Protocol):
         """The claimed intent, or ``None``."""
         ...
 
-    def record(self, key: str, at: datetime, outcome: str, message_id: str | None) -> bool:
+    def record(
+        self,
+        key: str,
+        at: datetime,
+        outcome: str,
+        message_id: str | None,
+        *,
+        reason: str | None = None,
+    ) -> bool:
         """Record the host's send of a claimed intent and wake its enrollment at *at*.
+
+        Args:
+            key: The intent key.
+            at: When it was sent (or skipped).
+            outcome: ``"sent"`` or ``"skipped"``.
+            message_id: The message sent for it (``None`` for a skip).
+            reason: Why it was skipped (a send planning reason code), or ``None``.
 
         Returns:
             ``False`` when it was recorded already (the first record stands).
@@ -414,6 +432,7 @@ class SQLJourneyStore(JourneyStore):
                     _I.c.recorded_at,
                     _I.c.outcome,
                     _I.c.message_id,
+                    _I.c.reason,
                 ).where(_I.c.intent_key == key)
             ).first()
         if r is None:
@@ -426,9 +445,18 @@ class SQLJourneyStore(JourneyStore):
             recorded_at=r[4],
             outcome=r[5],
             message_id=r[6],
+            reason=r[7],
         )
 
-    def record(self, key: str, at: datetime, outcome: str, message_id: str | None) -> bool:
+    def record(
+        self,
+        key: str,
+        at: datetime,
+        outcome: str,
+        message_id: str | None,
+        *,
+        reason: str | None = None,
+    ) -> bool:
         """See :meth:`JourneyStore.record`."""
         with self.repo.transaction() as conn:
             enrollment_id = conn.execute(
@@ -439,7 +467,7 @@ class SQLJourneyStore(JourneyStore):
             done = conn.execute(
                 _I.update()
                 .where(_I.c.intent_key == key, _I.c.recorded_at.is_(None))
-                .values(recorded_at=at, outcome=outcome, message_id=message_id)
+                .values(recorded_at=at, outcome=outcome, message_id=message_id, reason=reason)
             ).rowcount
             if done:
                 conn.execute(
@@ -594,7 +622,15 @@ class MemoryJourneyStore(JourneyStore):
         """See :meth:`JourneyStore.intent`."""
         return self._j.intents.get(key)
 
-    def record(self, key: str, at: datetime, outcome: str, message_id: str | None) -> bool:
+    def record(
+        self,
+        key: str,
+        at: datetime,
+        outcome: str,
+        message_id: str | None,
+        *,
+        reason: str | None = None,
+    ) -> bool:
         """See :meth:`JourneyStore.record`."""
         j = self._j
         with j.lock:
@@ -605,7 +641,7 @@ class MemoryJourneyStore(JourneyStore):
                 return False
             at = from_micros(to_micros(at))
             j.intents[key] = attrs.evolve(
-                intent, recorded_at=at, outcome=outcome, message_id=message_id
+                intent, recorded_at=at, outcome=outcome, message_id=message_id, reason=reason
             )
             row = j.enrollments.get(intent.enrollment_id)
             if row is not None and row.status == "active":

@@ -589,6 +589,8 @@ journey_intents: Final = sa.Table(
     sa.Column("recorded_at", UTCTimestamp(), nullable=True),
     sa.Column("outcome", sa.Text(), nullable=True),
     _id("message_id", nullable=True),
+    # Migration 0017: why send planning made due() skip the step (a reason code).
+    sa.Column("reason", sa.Text(), nullable=True),
     sa.Index(None, "enrollment_id"),
     comment=(
         "Journey send intents claimed by due() (migration 0015): inserting the key is the "
