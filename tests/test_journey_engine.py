@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import threading
 from collections.abc import Iterator
@@ -19,19 +18,9 @@ from commhistory.errors import InvalidInputError, NotFoundError, PermissionDenie
 from commhistory.facade import CommHistory, open_repository
 from commhistory.journeys import Journey, SendIntent, Status
 from commhistory.journeys.engine import due, enroll, enrollment_id, record_sent
-from commhistory.model import (
-    Activity,
-    Channel,
-    ConsentAction,
-    ConsentEvent,
-    ConsentMethod,
-    Direction,
-    Event,
-    EventType,
-    Message,
-    Purpose,
-)
+from commhistory.model import Activity, Channel, Direction, Event, EventType, Message
 from commhistory.store.journeys import IntentRow
+from tests._journeys import reachable
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "journeys"
 UTC = dt.UTC
@@ -53,46 +42,6 @@ def _target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'journeys.db'}"
     url: str = request.getfixturevalue("pg_url")
     return url
-
-
-def address(cid: str, channel: Channel) -> str:
-    """A contact's address on a channel (email, LINE user id or a Japanese mobile number)."""
-    if channel is Channel.EMAIL:
-        return f"{cid}@example.com"
-    digest = hashlib.sha256(cid.encode()).hexdigest()
-    if channel is Channel.LINE:
-        return "U" + digest[:32]
-    return f"+8190{int(digest[:12], 16) % 10**8:08d}"
-
-
-def reachable(
-    repo: CommHistory[Any], contacts: list[str], channel: Channel = Channel.EMAIL
-) -> None:
-    """Contacts send planning lets a marketing send go to: an address and consent."""
-    long_ago = T0 - 300 * DAY
-    repo.record_messages(
-        Message(
-            message_id=f"old-{channel.value}-{cid}",
-            channel=channel,
-            direction=Direction.OUTBOUND,
-            contact_id=cid,
-            address=address(cid, channel),
-            sent_at=long_ago,
-            purpose=Purpose.TRANSACTIONAL,
-        )
-        for cid in contacts
-    )
-    repo.record_consent(
-        ConsentEvent(
-            contact_id=cid,
-            channel=channel,
-            purpose=Purpose.MARKETING,
-            action=ConsentAction.GRANT,
-            occurred_at=long_ago,
-            method=ConsentMethod.WEB_FORM,
-        )
-        for cid in contacts
-    )
 
 
 CONTACTS = ["c0", "c1", "c2", "c3", "c4"]
