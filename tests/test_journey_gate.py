@@ -1,4 +1,4 @@
-"""due(now) through send planning: skipped with the reason, deferred to the same key, on every store."""
+"""due(now) through send planning: skipped with the reason, or deferred to the same key."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -17,6 +18,7 @@ from commhistory.facade import CommHistory, open_repository
 from commhistory.journeys import DueResult, Journey, SendIntent, Status, gate
 from commhistory.journeys.engine import due, enrollment_id
 from commhistory.model import Channel, ConsentAction, Direction, Message, Purpose
+from commhistory.segments import planning
 from commhistory.segments.planning import (
     JAPAN_DEFAULT,
     ExclusionReason,
@@ -287,7 +289,7 @@ def test_one_plan_per_channel_and_purpose(
     for cid in ("s1", "s2"):
         repo.enroll(_sms_pair(), cid, f"p-{cid}", at=T0)
     planned: list[tuple[str, int]] = []
-    real = gate.plan_send
+    real = planning.plan_send
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         planned.append((kwargs["channel"].value, len(args[1])))
@@ -338,9 +340,9 @@ def test_until_time_waits_in_the_zone_planning_resolves(repo: CommHistory[Any]) 
     # A caller's own zone_of still decides the waits.
     reachable(repo, ["z"])
     repo.enroll(journey, "z", "n-z", at=T0 + HOUR)
-    [one] = repo.journey_due(T0 + HOUR, config=config, zone_of=lambda _cid: UTC)
+    [one] = repo.journey_due(T0 + HOUR, config=config, zone_of=lambda _cid: ZoneInfo("UTC"))
     _send(repo, one, T0 + HOUR)
-    assert not repo.journey_due(T0 + 2 * HOUR, config=config, zone_of=lambda _cid: UTC)
+    assert not repo.journey_due(T0 + 2 * HOUR, config=config, zone_of=lambda _cid: ZoneInfo("UTC"))
     assert _row(repo, "n-z", "nine").wake_at == dt.datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
