@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -186,12 +187,10 @@ def test_cart_abandonment_with_a_purchase_exit(repo: CommHistory[Any]) -> None:
     carts = {"buyer": ("cart-a", t0), "other": ("cart-b", t0), "clicker": ("cart-c", t0)}
     carts["late"] = ("cart-d", late)
     for cid, (cart_id, when) in carts.items():
-        host.at(
-            when,
-            lambda cid=cid, cart_id=cart_id, when=when: repo.enroll(
-                cart, cid, f"abandon-{cart_id}", at=when, properties={"cart_id": cart_id}
-            ),
+        enroll = partial(
+            repo.enroll, cart, cid, f"abandon-{cart_id}", at=when, properties={"cart_id": cart_id}
         )
+        host.at(when, enroll)
 
     def purchase(cid: str, cart_id: str, when: dt.datetime) -> None:
         repo.record_activities(
@@ -238,7 +237,7 @@ def test_birthday_coupon_in_tokyo_with_quiet_hours(repo: CommHistory[Any]) -> No
     signed_up = utc(3, 10, 12, 30)  # 21:30 in Tokyo: "evening" gave its birthday tonight
     host = Host(repo)
     for cid in ("morning", "nosms", "buyer"):
-        host.at(nine, lambda cid=cid: repo.enroll(birthday, cid, f"birthday-2026-{cid}", at=nine))
+        host.at(nine, partial(repo.enroll, birthday, cid, f"birthday-2026-{cid}", at=nine))
     host.at(
         signed_up,
         lambda: repo.enroll(birthday, "evening", "birthday-2026-evening", at=signed_up),
