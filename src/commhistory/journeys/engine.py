@@ -10,8 +10,11 @@ enrollment at once:
   trigger id), and only when the journey's re-entry policy lets the contact in.
 * :func:`due` selects the active enrollments whose ``wake_at`` has come (one
   indexed query), runs :func:`~commhistory.journeys.machine.advance` on each,
-  stores the new position with the next ``wake_at`` and **claims** each intent
-  by inserting its key into ``journey_intents``. Only the intents this call
+  passes the intents through send planning (:mod:`commhistory.journeys.gate`:
+  refused ones are recorded as skipped with the reason, held ones deferred or
+  skipped as the journey's ``when_blocked`` says), stores the new position
+  with the next ``wake_at`` and **claims** each intent planning lets go by
+  inserting its key into ``journey_intents``. Only the intents this call
   inserted are returned: two processes calling :func:`due` at once never get
   the same step, and calling it again returns nothing new.
 * :func:`record_sent` records the host's send (or skip) of an intent by its key
