@@ -11,6 +11,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from commhistory.contacts import AttributeDefinition, AttributeType
 from commhistory.crypto import Keyring
@@ -465,3 +467,52 @@ def test_cli_due_reads_a_plan_config_and_lists_deferred_and_skipped(
     assert main(["journey", "due", "--at", MORNING.isoformat(), "--config", str(config)]) == 0
     [line] = capsys.readouterr().out.splitlines()
     assert line.split() == [deferred["key"], "a", "t-1"]
+
+
+# --- the gate's quiet-hours instants equal planning's --------------------------------------
+
+_PLANNER: list[CommHistory[Any]] = []
+
+
+def _planner() -> CommHistory[Any]:
+    """One memory repository with one contact planning lets an SMS go to (made once)."""
+    if not _PLANNER:
+        memory = CommHistory.in_memory()
+        reachable(memory, ["q"], Channel.SMS)
+        _PLANNER.append(memory)
+    return _PLANNER[0]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    at=st.datetimes(min_value=dt.datetime(2026, 1, 1), max_value=dt.datetime(2027, 12, 31)),
+    zone=st.sampled_from(["Asia/Tokyo", "America/New_York", "Europe/London", "UTC"]),
+    rules=st.lists(
+        st.tuples(st.integers(0, 23), st.integers(0, 3), st.integers(0, 23), st.integers(0, 3)),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_until_allowed_ends_where_planning_defers_to(
+    at: dt.datetime, zone: str, rules: list[tuple[int, int, int, int]]
+) -> None:
+    """``gate.allowed`` (for waits) is the instant ``plan_send`` defers a held send to."""
+    quiet = [
+        QuietHours(channel="sms", purpose="marketing", start=dt.time(sh, sm * 15),
+                   end=dt.time(eh, em * 15))
+        for sh, sm, eh, em in rules
+        if (sh, sm) != (eh, em)
+    ]  # fmt: skip
+    assume(quiet)
+    config = PlanConfig(quiet_hours=quiet, default_zone=zone)
+    instant = at.replace(tzinfo=UTC)
+    step = _sms_pair().send_steps[0]
+    allowed = gate.allowed(config, ZoneInfo(zone))
+    assert allowed is not None
+    plan = _planner().plan_send(["q"], channel="sms", purpose="marketing", at=instant,
+                                config=config, addresses=False)  # fmt: skip
+    if plan.send:
+        assert allowed(instant, step) == instant
+    else:
+        [deferred] = plan.deferred
+        assert allowed(instant, step) == deferred.until
