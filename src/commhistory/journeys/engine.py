@@ -89,7 +89,6 @@ DEFAULT_RECHECK: Final = dt.timedelta(hours=1)
 """How often an enrollment waiting at a branch is looked at before its deadline."""
 
 _OUTCOMES: Final = ("sent", "skipped")
-_UTC: Final = ZoneInfo("UTC")
 _MICRO: Final = dt.timedelta(microseconds=1)
 
 
