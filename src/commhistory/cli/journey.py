@@ -64,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_store_options(due)
     add_actor_options(due)
     due.set_defaults(run=_run_due)
+    register_stats(sub)
 
 
 def describe(journey: Journey) -> list[str]:
@@ -128,4 +129,43 @@ def _run_due(args: argparse.Namespace) -> int:
     else:
         for intent in intents:
             print(f"{intent.key} {intent.contact_id} {intent.template}")
+    return EXIT_OK
+
+
+# --- journey stats (KPIs per journey and step) -------------------------------------------
+
+
+def register_stats(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``journey stats FILE``: per-step numbers of the stored enrollments and messages."""
+    stats = sub.add_parser(
+        "stats",
+        help="print a journey's numbers per step (entered, sent, exits, message KPIs)",
+        description="Count the stored enrollments of the journey version in FILE: entered, "
+        "active, completed, ended by a goal or an unsubscribe; per step the times entered, "
+        "the enrollments standing there, the intents sent, skipped and pending, and the "
+        "KPIs of the messages recorded for them (delivered, opened, clicked, converted). "
+        "--at counts only what happened by then. Writes nothing.",
+    )
+    stats.add_argument("file", type=Path, metavar="FILE", help="the definition (.json, .yaml)")
+    stats.add_argument("--at", default=None, metavar="TIME", help="an ISO 8601 instant")
+    stats.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    add_store_options(stats)
+    add_actor_options(stats)
+    stats.set_defaults(run=_run_stats)
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    from commhistory.journeys.stats import render_stats  # noqa: PLC0415
+
+    journey = Journey.load(args.file)
+    at = None if args.at is None else parse_timestamp(args.at, field="--at")
+    access = resolve_access(args)
+    with repository(args, create=False) as repo:
+        view = access.view(repo)
+        stats = (repo if view is None else view).journey_stats(journey, at=at)
+    if args.format == "json":
+        json.dump(stats.to_dict(), sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(render_stats(stats))
     return EXIT_OK

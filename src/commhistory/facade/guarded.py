@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from commhistory.facade.dead_letters import AdapterResolver, ReplayReport
     from commhistory.facade.history import CommHistory
     from commhistory.journeys import Enrollment, Journey, SendIntent
+    from commhistory.journeys.stats import JourneyStats
     from commhistory.kpi.links import LinkClicks
     from commhistory.kpi.metrics import KpiTable
     from commhistory.model import Activity, Channel, ContactUpdate, Event, Message, Purpose
@@ -726,13 +727,15 @@ class GuardedRepository(ClosesOnExit):
         tz: str = "UTC",
         exclude_machine: bool = True,
         costs: bool = True,
+        journey: str | None = None,
+        journey_version: int | None = None,
     ) -> KpiTable:
         """Compute KPIs (needs ``read_metrics``).
 
         See :meth:`CommHistory.kpis <commhistory.facade.history.CommHistory.kpis>`.
 
         .. versionchanged:: 0.4.0
-           ``costs``.
+           ``costs``, ``journey`` and ``journey_version``.
         """
         return self._checked(
             P.READ_METRICS,
@@ -744,6 +747,8 @@ class GuardedRepository(ClosesOnExit):
                 tz=tz,
                 exclude_machine=exclude_machine,
                 costs=costs,
+                journey=journey,
+                journey_version=journey_version,
             ),
         )
 
@@ -983,6 +988,22 @@ class GuardedRepository(ClosesOnExit):
             lambda: self._repo.record_journey_send(
                 key, at=at, outcome=outcome, message_id=message_id
             ),
+        )
+
+    def journey_stats(
+        self, journey: Journey, *, at: datetime | None = None, exclude_machine: bool = True
+    ) -> JourneyStats:
+        """Count a journey's enrollments, sends and message KPIs (needs ``read_metrics``).
+
+        Not audited, as KPIs: counts only. See :meth:`CommHistory.journey_stats
+        <commhistory.facade.history.CommHistory.journey_stats>`.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._checked(
+            P.READ_METRICS,
+            "journey.stats",
+            lambda: self._repo.journey_stats(journey, at=at, exclude_machine=exclude_machine),
         )
 
     def segment_delta(
