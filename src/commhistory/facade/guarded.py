@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from commhistory.facade.dead_letters import AdapterResolver, ReplayReport
     from commhistory.facade.history import CommHistory
     from commhistory.journeys import Enrollment, Journey, SendIntent
+    from commhistory.journeys.replay import JourneyReplay
     from commhistory.journeys.stats import JourneyStats
     from commhistory.kpi.links import LinkClicks
     from commhistory.kpi.metrics import KpiTable
@@ -1004,6 +1005,29 @@ class GuardedRepository(ClosesOnExit):
             P.READ_METRICS,
             "journey.stats",
             lambda: self._repo.journey_stats(journey, at=at, exclude_machine=exclude_machine),
+        )
+
+    def journey_replay(
+        self,
+        journey: Journey,
+        *,
+        since: datetime,
+        until: datetime,
+        zone_of: Callable[[str], ZoneInfo] | None = None,
+    ) -> JourneyReplay:
+        """Replay a stored history against a journey (needs ``read_history_masked``).
+
+        It reads activities and events of contacts and reports pseudonymous ids and
+        template keys; it writes nothing. Not audited, as a dry-run ``journey_due``.
+        See :meth:`CommHistory.journey_replay
+        <commhistory.facade.history.CommHistory.journey_replay>`.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._checked(
+            P.READ_HISTORY_MASKED,
+            "journey.replay",
+            lambda: self._repo.journey_replay(journey, since=since, until=until, zone_of=zone_of),
         )
 
     def segment_delta(

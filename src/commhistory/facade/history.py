@@ -57,6 +57,8 @@ from commhistory.journeys import Enrollment, Journey, SendIntent
 from commhistory.journeys.engine import due as journey_due
 from commhistory.journeys.engine import enroll as journey_enroll
 from commhistory.journeys.engine import record_sent, save_journey
+from commhistory.journeys.replay import JourneyReplay
+from commhistory.journeys.replay import replay as journey_replay
 from commhistory.journeys.stats import JourneyStats, journey_stats
 from commhistory.kpi.aggregate import repository_kpis
 from commhistory.kpi.links import LinkClicks
@@ -914,6 +916,22 @@ class CommHistory(ClosesOnExit, Generic[S]):
         .. versionadded:: 0.4.0
         """
         return journey_stats(self._store, journey, at=at, exclude_machine=exclude_machine)
+
+    def journey_replay(
+        self,
+        journey: Journey,
+        *,
+        since: datetime,
+        until: datetime,
+        zone_of: Callable[[str], ZoneInfo] | None = None,
+    ) -> JourneyReplay:
+        """Replay the stored history of ``[since, until]`` against a journey, writing nothing.
+
+        See :func:`commhistory.journeys.replay.replay`.
+
+        .. versionadded:: 0.4.0
+        """
+        return journey_replay(self._store, journey, since=since, until=until, zone_of=zone_of)
 
     # ------------------------------------------------------------------ KPIs
 
