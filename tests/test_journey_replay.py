@@ -22,7 +22,7 @@ from commhistory.errors import InvalidInputError, PermissionDenied
 from commhistory.facade import CommHistory, open_repository
 from commhistory.journeys import Journey
 from commhistory.journeys.engine import enrollment_id
-from commhistory.journeys.replay import render_replay, replay
+from commhistory.journeys.replay import replay
 from commhistory.model import Activity, Channel, Direction, Event, EventType, Message
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "journeys"
@@ -192,7 +192,7 @@ def test_refusals(repo: CommHistory[Any]) -> None:
     with pytest.raises(InvalidInputError, match="since"):
         repo.journey_replay(welcome, since=UNTIL, until=SINCE)
     with pytest.raises(InvalidInputError, match="until"):
-        repo.journey_replay(welcome, since=SINCE, until=dt.datetime(2026, 3, 2))  # noqa: DTZ001
+        repo.journey_replay(welcome, since=SINCE, until=dt.datetime(2026, 3, 2))
 
 
 def test_the_guarded_view_needs_read_history_masked(repo: CommHistory[Any]) -> None:

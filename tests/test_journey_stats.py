@@ -190,7 +190,7 @@ def test_stats_as_of_an_instant(repo: CommHistory[Any]) -> None:
     before = journey_stats(repo.store, journey, at=T0 - HOUR)
     assert (before.entered, before.issued, before.messages.sent) == (0, 0, 0)
     with pytest.raises(InvalidInputError, match="at"):
-        journey_stats(repo.store, journey, at=dt.datetime(2026, 3, 2))  # noqa: DTZ001
+        journey_stats(repo.store, journey, at=dt.datetime(2026, 3, 2))
 
 
 def test_another_version_counts_apart(repo: CommHistory[Any]) -> None:
@@ -303,7 +303,7 @@ def _clear(repo: CommHistory[SQLRepository]) -> None:
             "consent_events",
             "contacts",
         ):
-            conn.exec_driver_sql(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+            conn.exec_driver_sql(f"DELETE FROM {table}")
     repo.store.forget_cached_keys()
     repo.store._message_contacts.clear()
     repo.store._pair_messages.clear()
