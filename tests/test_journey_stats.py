@@ -439,3 +439,24 @@ def test_journey_kpis_and_counts_agree_on_every_engine(
         mine = [r for r in rows if (r.journey_key, r.version) == (key, version)]
         entered = [r for r in mine if at is None or r.entered_at <= at]
         assert sum(sql_counts.statuses.values()) == len(entered)
+
+
+def test_the_html_report_shows_messages_per_journey_step(repo: CommHistory[Any]) -> None:
+    from commhistory.kpi.report import build_report, render_html
+
+    plain = render_html(build_report(repo))
+    assert "Journeys: messages per step" not in plain  # nothing recorded for a journey yet
+    _welcome_history(repo)
+    data = build_report(repo)
+    assert data.journeys is not None
+    assert [(r.group["step"], r.sent, r.unique_opens) for r in data.journeys] == [
+        ("hello", 3, 1),
+        ("reminder", 1, 0),
+        ("tips", 1, 0),
+    ]
+    html = render_html(data)
+    section = html.split("<h2>Journeys: messages per step</h2>")[1].split("<h2>")[0]
+    assert section.count("<tr>") == 4  # the header and three steps
+    assert ">welcome<" in section
+    assert ">reminder<" in section
+    assert build_report(repo, journey_steps=False).journeys is None
