@@ -93,8 +93,8 @@ GROUP_KEYS: Final = ("campaign_id", "variant", "channel", "provider", "purpose")
 """Message attributes a table can be grouped by."""
 
 JOURNEY_KEYS: Final = ("journey", "journey_version", "step")
-"""Journey grouping keys: the journey key, version and send step of the intent a message
-was recorded for (``journey_intents.message_id``, outcome ``sent``).
+"""The journey grouping keys, the journey key, version and send step of the intent a
+message was recorded for (``journey_intents.message_id``, outcome ``sent``).
 
 Grouping by any of them, or filtering by a journey, counts only such messages; a
 message recorded for two intents counts once for each.
