@@ -553,11 +553,10 @@ class SQLJourneyStore(JourneyStore):
         if at is not None:
             ended = sa.and_(ended, _E.c.since <= at)
         status = sa.case((ended, _E.c.status), else_=sa.literal("active"))
-        here = (
-            sa.case((sa.and_(_E.c.status == "active", _E.c.since <= at), _E.c.step_id))
-            if at is not None
-            else sa.case((_E.c.status == "active", _E.c.step_id))
-        )
+        placed = _E.c.status == "active"
+        if at is not None:
+            placed = sa.and_(placed, _E.c.since <= at)  # moved after at: its step then is unknown
+        here = sa.case((placed, _E.c.step_id))
         inner = sa.select(status.label("status"), here.label("step")).where(*mine).subquery()
         by_status = sa.select(inner.c.status, inner.c.step, sa.func.count()).group_by(
             inner.c.status, inner.c.step
