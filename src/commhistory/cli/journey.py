@@ -79,6 +79,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_store_options(due)
     add_actor_options(due)
     due.set_defaults(run=_run_due)
+    register_stats(sub)
+    register_replay(sub)
 
 
 def describe(journey: Journey) -> list[str]:
@@ -153,4 +155,96 @@ def _run_due(args: argparse.Namespace) -> int:
         print(
             f"skipped {i.key} {i.contact_id} {i.template} ({skip.reason.value})", file=sys.stderr
         )
+    return EXIT_OK
+
+
+# --- journey stats (KPIs per journey and step) -------------------------------------------
+
+
+def register_stats(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``journey stats FILE``: per-step numbers of the stored enrollments and messages."""
+    stats = sub.add_parser(
+        "stats",
+        help="print a journey's numbers per step (entered, sent, exits, message KPIs)",
+        description="Count the stored enrollments of the journey version in FILE: entered, "
+        "active, completed, ended by a goal or an unsubscribe; per step the times entered, "
+        "the enrollments standing there, the intents sent, skipped and pending, and the "
+        "KPIs of the messages recorded for them (delivered, opened, clicked, converted). "
+        "--at counts only what happened by then. Writes nothing.",
+    )
+    stats.add_argument("file", type=Path, metavar="FILE", help="the definition (.json, .yaml)")
+    stats.add_argument("--at", default=None, metavar="TIME", help="an ISO 8601 instant")
+    stats.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    add_store_options(stats)
+    add_actor_options(stats)
+    stats.set_defaults(run=_run_stats)
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    from commhistory.journeys.stats import render_stats  # noqa: PLC0415
+
+    journey = Journey.load(args.file)
+    at = None if args.at is None else parse_timestamp(args.at, field="--at")
+    access = resolve_access(args)
+    with repository(args, create=False) as repo:
+        view = access.view(repo)
+        stats = (repo if view is None else view).journey_stats(journey, at=at)
+    if args.format == "json":
+        json.dump(stats.to_dict(), sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(render_stats(stats))
+    return EXIT_OK
+
+
+# --- journey replay (dry run over a stored history) -----------------------------------------
+
+
+def register_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``journey replay FILE --from T1 --to T2``: a dry run over the stored history."""
+    replay = sub.add_parser(
+        "replay",
+        help="replay the stored history of a window against a journey, writing nothing",
+        description="Find the journey's triggers (activities or message events) stored "
+        "between --from and --to, simulate the enrollments and the steps on a simulated "
+        "clock (each send taken as sent when due; goals and branches read from the stored "
+        "activities and events) and print the sends per step (--intents: every send). "
+        "Writes nothing.",
+    )
+    replay.add_argument("file", type=Path, metavar="FILE", help="the definition (.json, .yaml)")
+    replay.add_argument(
+        "--from", dest="since", required=True, metavar="TIME", help="the window's start"
+    )
+    replay.add_argument(
+        "--to", dest="until", required=True, metavar="TIME", help="the window's end (inclusive)"
+    )
+    replay.add_argument(
+        "--tz", default="UTC", metavar="ZONE", help="the contacts' time zone (default UTC)"
+    )
+    replay.add_argument("--intents", action="store_true", help="list every simulated send")
+    replay.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    add_store_options(replay)
+    add_actor_options(replay)
+    replay.set_defaults(run=_run_replay)
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    from commhistory.journeys.replay import render_replay  # noqa: PLC0415
+    from commhistory.kpi.metrics import check_tz  # noqa: PLC0415
+
+    journey = Journey.load(args.file)
+    since = parse_timestamp(args.since, field="--from")
+    until = parse_timestamp(args.until, field="--to")
+    zone = check_tz(args.tz)
+    access = resolve_access(args)
+    with repository(args, create=False) as repo:
+        view = access.view(repo)
+        report = (repo if view is None else view).journey_replay(
+            journey, since=since, until=until, zone_of=lambda _contact: zone
+        )
+    if args.format == "json":
+        json.dump(report.to_dict(intents=args.intents), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(render_replay(report, intents=args.intents))
     return EXIT_OK

@@ -17,6 +17,7 @@ from commhistory.cli._argtypes import positive_int, time_zone
 from commhistory.cli._exits import EXIT_OK, CommandError
 from commhistory.cli._store_options import add_store_options
 from commhistory.cli.store import repository
+from commhistory.kpi import JOURNEY_KEYS
 from commhistory.kpi.metrics import GROUP_KEYS, PERIODS, RATES, check_by
 from commhistory.kpi.report import (
     build_report,
@@ -42,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--by",
         default="campaign_id,variant",
         metavar="KEYS",
-        help=f"comma-separated grouping keys: {', '.join((*GROUP_KEYS, *PERIODS))} "
+        help="comma-separated grouping keys: "
+        f"{', '.join((*GROUP_KEYS, *JOURNEY_KEYS, *PERIODS))} "
         "(default campaign_id,variant)",
     )
     parser.add_argument(

@@ -43,8 +43,10 @@ if TYPE_CHECKING:
     from commhistory.crypto import KeyProvider
     from commhistory.facade.dead_letters import AdapterResolver, ReplayReport
     from commhistory.facade.history import CommHistory
-    from commhistory.journeys import Enrollment, Journey
+    from commhistory.journeys import Enrollment, Journey, SendIntent
     from commhistory.journeys.gate import DueResult
+    from commhistory.journeys.replay import JourneyReplay
+    from commhistory.journeys.stats import JourneyStats
     from commhistory.kpi.links import LinkClicks
     from commhistory.kpi.metrics import KpiTable
     from commhistory.model import Activity, Channel, ContactUpdate, Event, Message, Purpose
@@ -727,13 +729,15 @@ class GuardedRepository(ClosesOnExit):
         tz: str = "UTC",
         exclude_machine: bool = True,
         costs: bool = True,
+        journey: str | None = None,
+        journey_version: int | None = None,
     ) -> KpiTable:
         """Compute KPIs (needs ``read_metrics``).
 
         See :meth:`CommHistory.kpis <commhistory.facade.history.CommHistory.kpis>`.
 
         .. versionchanged:: 0.4.0
-           ``costs``.
+           ``costs``, ``journey`` and ``journey_version``.
         """
         return self._checked(
             P.READ_METRICS,
@@ -745,6 +749,8 @@ class GuardedRepository(ClosesOnExit):
                 tz=tz,
                 exclude_machine=exclude_machine,
                 costs=costs,
+                journey=journey,
+                journey_version=journey_version,
             ),
         )
 
@@ -987,6 +993,45 @@ class GuardedRepository(ClosesOnExit):
             lambda: self._repo.record_journey_send(
                 key, at=at, outcome=outcome, message_id=message_id
             ),
+        )
+
+    def journey_stats(
+        self, journey: Journey, *, at: datetime | None = None, exclude_machine: bool = True
+    ) -> JourneyStats:
+        """Count a journey's enrollments, sends and message KPIs (needs ``read_metrics``).
+
+        Not audited, as KPIs: counts only. See :meth:`CommHistory.journey_stats
+        <commhistory.facade.history.CommHistory.journey_stats>`.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._checked(
+            P.READ_METRICS,
+            "journey.stats",
+            lambda: self._repo.journey_stats(journey, at=at, exclude_machine=exclude_machine),
+        )
+
+    def journey_replay(
+        self,
+        journey: Journey,
+        *,
+        since: datetime,
+        until: datetime,
+        zone_of: Callable[[str], ZoneInfo] | None = None,
+    ) -> JourneyReplay:
+        """Replay a stored history against a journey (needs ``read_history_masked``).
+
+        It reads activities and events of contacts and reports pseudonymous ids and
+        template keys; it writes nothing. Not audited, as a dry-run ``journey_due``.
+        See :meth:`CommHistory.journey_replay
+        <commhistory.facade.history.CommHistory.journey_replay>`.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._checked(
+            P.READ_HISTORY_MASKED,
+            "journey.replay",
+            lambda: self._repo.journey_replay(journey, since=since, until=until, zone_of=zone_of),
         )
 
     def segment_delta(

@@ -58,6 +58,9 @@ from commhistory.journeys.engine import due as journey_due
 from commhistory.journeys.engine import enroll as journey_enroll
 from commhistory.journeys.engine import record_sent, save_journey
 from commhistory.journeys.gate import DueResult
+from commhistory.journeys.replay import JourneyReplay
+from commhistory.journeys.replay import replay as journey_replay
+from commhistory.journeys.stats import JourneyStats, journey_stats
 from commhistory.kpi.aggregate import repository_kpis
 from commhistory.kpi.links import LinkClicks
 from commhistory.kpi.links import link_clicks as repository_link_clicks
@@ -909,6 +912,33 @@ class CommHistory(ClosesOnExit, Generic[S]):
         when = datetime.now(UTC) if at is None else at
         return record_sent(self._store, key, when, outcome, message_id=message_id)
 
+    def journey_stats(
+        self, journey: Journey, *, at: datetime | None = None, exclude_machine: bool = True
+    ) -> JourneyStats:
+        """Count a journey version's enrollments, sends and message KPIs, per step (read-only).
+
+        See :func:`commhistory.journeys.stats.journey_stats`.
+
+        .. versionadded:: 0.4.0
+        """
+        return journey_stats(self._store, journey, at=at, exclude_machine=exclude_machine)
+
+    def journey_replay(
+        self,
+        journey: Journey,
+        *,
+        since: datetime,
+        until: datetime,
+        zone_of: Callable[[str], ZoneInfo] | None = None,
+    ) -> JourneyReplay:
+        """Replay the stored history of ``[since, until]`` against a journey, writing nothing.
+
+        See :func:`commhistory.journeys.replay.replay`.
+
+        .. versionadded:: 0.4.0
+        """
+        return journey_replay(self._store, journey, since=since, until=until, zone_of=zone_of)
+
     # ------------------------------------------------------------------ KPIs
 
     def kpis(
@@ -920,18 +950,24 @@ class CommHistory(ClosesOnExit, Generic[S]):
         tz: str = "UTC",
         exclude_machine: bool = True,
         costs: bool = True,
+        journey: str | None = None,
+        journey_version: int | None = None,
     ) -> KpiTable:
         """Compute the KPIs of DESIGN section 5 over the stored history, in the database.
 
         Args:
             by: Grouping keys: any of ``campaign_id``, ``variant``, ``channel``,
-                ``provider``, ``purpose`` and at most one of ``day``, ``week``, ``month``.
+                ``provider``, ``purpose``, the journey keys ``journey``,
+                ``journey_version``, ``step`` (the messages recorded for journey
+                intents only) and at most one of ``day``, ``week``, ``month``.
             since: Only messages sent at or after this aware datetime.
             until: Only messages sent before this aware datetime.
             tz: The IANA time zone periods are computed in.
             exclude_machine: Leave out reactions flagged ``machine`` (the default).
             costs: Show the recorded campaign costs with ROI, cost per conversion
                 and revenue per recipient (see :mod:`commhistory.kpi.costs`).
+            journey: Only the messages recorded for intents of this journey key.
+            journey_version: Only those of this version of ``journey``.
 
         Returns:
             The table (see :mod:`commhistory.kpi.metrics`).
@@ -941,7 +977,7 @@ class CommHistory(ClosesOnExit, Generic[S]):
             StorageError: The database failed.
 
         .. versionchanged:: 0.4.0
-           ``costs``.
+           ``costs``; ``journey``, ``journey_version`` and the journey grouping keys.
         """
         return repository_kpis(
             self._store,
@@ -951,6 +987,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
             tz=tz,
             exclude_machine=exclude_machine,
             costs=costs,
+            journey=journey,
+            journey_version=journey_version,
         )
 
     def link_clicks(

@@ -12,7 +12,8 @@ Use it as ``ch.kpi``:
 
 .. versionadded:: 0.2.0
 .. versionchanged:: 0.4.0
-   :class:`Cost` and :func:`attribute_costs`.
+   :class:`Cost` and :func:`attribute_costs`; :data:`JOURNEY_KEYS` and
+   :class:`JourneyLink` (KPIs per journey step).
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ from commhistory.kpi.costs import attribute_costs
 from commhistory.kpi.machine import MachineRules, classify, mark_machine
 from commhistory.kpi.metrics import COUNTS, GROUP_KEYS, PERIODS, RATES, KpiRow, KpiTable
 from commhistory.store.costs import Cost
+from commhistory.store.kpi import JOURNEY_KEYS, JourneyLink
 
 __all__ = [
     "COUNTS",
     "GROUP_KEYS",
+    "JOURNEY_KEYS",
     "PERIODS",
     "RATES",
     "ABResult",
@@ -42,6 +45,7 @@ __all__ = [
     "ChiSquare",
     "Comparison",
     "Cost",
+    "JourneyLink",
     "KpiRow",
     "KpiTable",
     "MachineRules",

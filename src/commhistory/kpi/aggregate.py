@@ -27,11 +27,12 @@ from commhistory.kpi.metrics import (
     Accumulator,
     KpiTable,
     check_by,
+    check_journey,
     check_range,
     check_tz,
     period_label,
 )
-from commhistory.store.kpi import KpiQuery, KpiRowData
+from commhistory.store.kpi import JOURNEY_KEYS, KpiQuery, KpiRowData
 from commhistory.store.protocol import Repository
 
 __all__ = ["repository_kpis"]
@@ -46,6 +47,8 @@ def repository_kpis(
     tz: str | ZoneInfo = "UTC",
     exclude_machine: bool = True,
     costs: bool = True,
+    journey: str | None = None,
+    journey_version: int | None = None,
 ) -> KpiTable:
     """Compute KPIs through the repository's KPI port, equal to :func:`~commhistory.kpi.compute`.
 
@@ -58,12 +61,16 @@ def repository_kpis(
         exclude_machine: Leave out reactions flagged ``machine``.
         costs: Add the campaign costs the repository's cost port sums (one
             ``GROUP BY`` in SQL); see :mod:`commhistory.kpi.costs`.
+        journey: Only the messages recorded for an intent of this journey
+            (``journey_intents``); grouping by ``journey``, ``journey_version``
+            or ``step`` reads the same link.
+        journey_version: Only those of this version of ``journey``.
 
     Returns:
         The table.
 
     .. versionchanged:: 0.4.0
-       ``costs``.
+       ``costs``; ``journey``, ``journey_version`` and the journey grouping keys.
 
     Raises:
         InvalidInputError: Bad grouping keys, zone or range.
@@ -72,8 +79,9 @@ def repository_kpis(
     keys = check_by(by)
     zone = check_tz(tz)
     check_range(since, until)
+    check_journey(journey, journey_version)
     period = next((k for k in keys if k in PERIODS), None)
-    columns = tuple(k for k in keys if k in GROUP_KEYS)
+    columns = tuple(k for k in keys if k in GROUP_KEYS or k in JOURNEY_KEYS)
     result = repo.kpi_store.aggregate(
         KpiQuery(
             columns=columns,
@@ -82,6 +90,8 @@ def repository_kpis(
             since=since,
             until=until,
             exclude_machine=exclude_machine,
+            journey=journey,
+            journey_version=journey_version,
         )
     )
 

@@ -18,18 +18,26 @@ from zoneinfo import ZoneInfo
 
 from commhistory.kpi.costs import attribute_costs
 from commhistory.kpi.metrics import (
-    GROUP_KEYS,
     PERIODS,
     Accumulator,
     KpiTable,
     check_by,
+    check_journey,
     check_range,
     check_tz,
     period_label,
 )
 from commhistory.model import Direction, Event, Message
 from commhistory.store.costs import Cost, check_costs, total_costs
-from commhistory.store.kpi import REACTIONS, local_day, message_counts
+from commhistory.store.kpi import (
+    REACTIONS,
+    JourneyLink,
+    KpiQuery,
+    group_values,
+    journey_selected,
+    local_day,
+    message_counts,
+)
 
 __all__ = ["REACTIONS", "compute", "local_day"]
 
@@ -44,6 +52,9 @@ def compute(
     tz: str | ZoneInfo = "UTC",
     exclude_machine: bool = True,
     costs: Iterable[Cost] = (),
+    journey_links: Iterable[JourneyLink] = (),
+    journey: str | None = None,
+    journey_version: int | None = None,
 ) -> KpiTable:
     """Compute KPIs (DESIGN section 5) from messages and events held in memory.
 
@@ -63,6 +74,11 @@ def compute(
         exclude_machine: Leave out reactions flagged ``machine`` (the default).
         costs: Campaign costs to show with the rows (see :mod:`commhistory.kpi.costs`);
             a repeated ``cost_id`` counts once, as in a repository.
+        journey_links: Which messages were recorded for which journey step (what
+            a repository reads from ``journey_intents``); needed to group by
+            ``journey``, ``journey_version`` or ``step`` or to filter by journey.
+        journey: Only the messages linked to this journey key.
+        journey_version: Only those linked to this version of ``journey``.
 
     Returns:
         The table, one row per group with at least one sent message.
@@ -71,6 +87,9 @@ def compute(
         InvalidInputError: Unknown or repeated grouping keys, an unknown zone,
             naive bounds, or ``since`` after ``until``; a cost that is not a
             :class:`~commhistory.kpi.Cost`, or a ``cost_id`` repeated with other values.
+
+    .. versionchanged:: 0.4.0
+       ``journey_links``, ``journey`` and ``journey_version``.
 
     Example:
         >>> from datetime import datetime, UTC
@@ -88,7 +107,16 @@ def compute(
     keys = check_by(by)
     zone = check_tz(tz)
     check_range(since, until)
+    check_journey(journey, journey_version)
     period = next((k for k in keys if k in PERIODS), None)
+    columns = tuple(k for k in keys if k not in PERIODS)
+    selection = KpiQuery(journey=journey, journey_version=journey_version, columns=columns)
+    links: dict[str, list[JourneyLink]] | None = None
+    if selection.by_journey:
+        links = {}
+        for link in journey_links:
+            if journey_selected(link, selection):
+                links.setdefault(link.message_id, []).append(link)
 
     by_id: dict[str, Message] = {}
     by_pair: dict[tuple[str, str], str] = {}
@@ -133,16 +161,14 @@ def compute(
         counts, revenue = message_counts(per_message.get(mid, ()), exclude_machine)
         if counts is None:
             continue
-        key = tuple(_key_value(m, k, period, zone) for k in keys)
-        acc.add(key, counts, revenue)
+        label = None if period is None else period_label(period, local_day(m.sent_at, zone))
+        targets: tuple[JourneyLink | None, ...] = (
+            (None,) if links is None else tuple(links.get(mid, ()))
+        )
+        for target in targets:
+            values = iter(group_values(m, columns, target))
+            key = tuple(label if k in PERIODS else next(values) for k in keys)
+            acc.add(key, counts, revenue)
     table = acc.table(unmatched_events=unmatched, exclude_machine=exclude_machine, tz=zone.key)
     totals = total_costs(check_costs(costs), since=since, until=until)
     return attribute_costs(table, totals, since=since, until=until)
-
-
-def _key_value(m: Message, key: str, period: str | None, zone: ZoneInfo) -> str | None:
-    if key in GROUP_KEYS:
-        value = getattr(m, key)
-        return None if value is None else str(value)
-    assert period is not None
-    return period_label(period, local_day(m.sent_at, zone))

@@ -44,7 +44,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import attrs
 
 from commhistory.errors import InvalidInputError
-from commhistory.store.kpi import COUNTS, GROUP_KEYS
+from commhistory.store.kpi import COUNTS, GROUP_KEYS, JOURNEY_KEYS
 
 __all__ = [
     "COUNTS",
@@ -55,6 +55,7 @@ __all__ = [
     "KpiTable",
     "Period",
     "check_by",
+    "check_journey",
     "check_range",
     "check_tz",
     "money_ratio",
@@ -89,17 +90,20 @@ def check_by(by: str | Iterable[str]) -> tuple[str, ...]:
     """Validate grouping keys.
 
     Args:
-        by: A key or keys from :data:`~commhistory.store.kpi.GROUP_KEYS` and at most one of
-            :data:`PERIODS`.
+        by: A key or keys from :data:`~commhistory.store.kpi.GROUP_KEYS`,
+            :data:`~commhistory.store.kpi.JOURNEY_KEYS` and at most one of :data:`PERIODS`.
 
     Returns:
         The keys as a tuple, in the order given.
 
     Raises:
         InvalidInputError: A key is unknown or repeated, or more than one period is given.
+
+    .. versionchanged:: 0.4.0
+       The journey keys (``journey``, ``journey_version``, ``step``).
     """
     keys = (by,) if isinstance(by, str) else tuple(by)
-    allowed = (*GROUP_KEYS, *PERIODS)
+    allowed = (*GROUP_KEYS, *JOURNEY_KEYS, *PERIODS)
     for key in keys:
         if key not in allowed:
             raise InvalidInputError(
@@ -505,3 +509,24 @@ class Accumulator:
             exclude_machine=exclude_machine,
             tz=tz,
         )
+
+
+def check_journey(journey: str | None, journey_version: int | None) -> None:
+    """Check a journey filter: a key, and a version only with a key.
+
+    Raises:
+        InvalidInputError: ``journey`` is empty or not text, or ``journey_version``
+            is given without a journey or is not a positive integer.
+
+    .. versionadded:: 0.4.0
+    """
+    raw: object = journey
+    if raw is not None and (not isinstance(raw, str) or not raw):
+        raise InvalidInputError(field="journey", reason="expected a journey key")
+    version: object = journey_version
+    if version is None:
+        return
+    if journey is None:
+        raise InvalidInputError(field="journey_version", reason="needs a journey")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidInputError(field="journey_version", reason="expected a version from 1")

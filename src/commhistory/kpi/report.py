@@ -334,9 +334,11 @@ class ReportData:
         generated_at: When the report was made.
         links: The most clicked links of each campaign (empty when the source
             counts no links).
+        journeys: KPIs per journey, version and step of the messages recorded for
+            journey intents (``None`` when not asked for).
 
     .. versionchanged:: 0.4.0
-       ``links``.
+       ``links`` and ``journeys``.
     """
 
     title: str
@@ -347,6 +349,7 @@ class ReportData:
     ab: tuple[tuple[str | None, ABResult], ...]
     generated_at: datetime
     links: tuple[LinkClicks, ...] = ()
+    journeys: KpiTable | None = None
 
 
 def build_report(
@@ -363,6 +366,7 @@ def build_report(
     min_sample: int = 100,
     title: str = "Communication KPIs",
     top_links_per_campaign: int = 10,
+    journey_steps: bool = True,
 ) -> ReportData:
     """Compute the tables a report needs and test each campaign's variants.
 
@@ -380,12 +384,16 @@ def build_report(
         title: The report's title.
         top_links_per_campaign: How many links of each campaign to keep, most
             clicked first (when *source* has ``link_clicks``, see :class:`LinkSource`).
+        journey_steps: Also compute the KPIs per journey step (grouped by
+            ``journey``, ``journey_version`` and ``step``; the report shows them
+            when any message was recorded for a journey intent).
 
     Returns:
         The report's data.
 
     .. versionchanged:: 0.4.0
-       ``top_links_per_campaign``; the report counts clicks per link.
+       ``top_links_per_campaign``; the report counts clicks per link;
+       ``journey_steps``.
 
     Raises:
         InvalidInputError: Bad keys, zone, range or metric.
@@ -412,7 +420,15 @@ def build_report(
     if isinstance(source, LinkSource):
         counted = source.link_clicks(since=since, until=until, exclude_machine=exclude_machine)
         links = top_links(counted, top_links_per_campaign)
+    journeys = None
+    if journey_steps:
+        steps = source.kpis(("journey", "journey_version", "step"), **common)
+        # Costs are recorded per campaign: a journey step shows none.
+        journeys = attrs.evolve(
+            steps, has_costs=False, unattributed_cost={}, costs_outside_range=0
+        )
     return ReportData(
+        journeys=journeys,
         links=links,
         title=title,
         main=main,
@@ -901,6 +917,12 @@ def render_html(data: ReportData) -> str:
         out.append("</div>")
     if data.links:
         out.append(_links_html(data.links, exclude_machine=data.main.exclude_machine))
+    if data.journeys is not None and data.journeys.rows:
+        out.append(
+            f"<h2>Journeys: messages per step</h2>{_html_table(data.journeys)}"
+            '<p class="stats">The messages recorded for each journey step\'s send intents; '
+            "enrollments, exits and pending sends: <code>commhistory journey stats</code>.</p>"
+        )
     out.append(f"<h2>Table</h2>{_html_table(data.main)}")
     footer = _FOOTER + (_COST_FOOTER if data.main.has_costs else "")
     out.append(f"<footer>{footer}</footer></main></body></html>")

@@ -30,7 +30,7 @@ import json
 import threading
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import attrs
 import sqlalchemy as sa
@@ -46,11 +46,14 @@ if TYPE_CHECKING:
     from commhistory.store.sql import SQLRepository
 
 __all__ = [
+    "ContactEventRow",
     "EnrollmentRow",
     "IntentRow",
+    "JourneyCounts",
     "JourneyStore",
     "MemoryJourneyStore",
     "SQLJourneyStore",
+    "TriggerRow",
 ]
 
 PlainValue = str | int | bool
@@ -226,6 +229,58 @@ class JourneyStore(Protocol):
 
     def delete_contact(self, contact_id: str) -> int:
         """Delete the contact's enrollments and their intents; return the enrollments deleted."""
+        ...
+
+    def journey_counts(
+        self, journey_key: str, version: int, *, at: datetime | None = None
+    ) -> JourneyCounts:
+        """Count one journey version's enrollments and intents, as of ``at`` (default: all).
+
+        Only enrollments entered at or before ``at`` count. An enrollment that
+        ended after ``at`` counts as active then, at no step (its step at ``at``
+        is not kept); an intent counts as issued, sent or skipped when that
+        happened at or before ``at``. Read-only.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def trigger_activities(
+        self, name: str, *, since: datetime, until: datetime
+    ) -> list[TriggerRow]:
+        """The activities ``name`` of every contact in ``[since, until]``, by time then id.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def trigger_events(
+        self,
+        event: EventType,
+        *,
+        campaign: str | None,
+        channel: Channel | None,
+        since: datetime,
+        until: datetime,
+    ) -> list[TriggerRow]:
+        """The events of a type in ``[since, until]`` on known contacts' messages.
+
+        Only those of messages of ``campaign`` and ``channel`` when given; by time then id.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def contact_events(
+        self, contact_ids: Collection[str], *, since: datetime, until: datetime
+    ) -> list[ContactEventRow]:
+        """The contacts' events in ``[since, until]``, each with its message's channel.
+
+        Each row also carries the key of the journey intent the message was
+        recorded for (one row per such intent; ``None`` without one).
+
+        .. versionadded:: 0.4.0
+        """
         ...
 
 
@@ -515,6 +570,186 @@ class SQLJourneyStore(JourneyStore):
             conn.execute(_I.delete().where(_I.c.enrollment_id.in_(mine.scalar_subquery())))
             return int(conn.execute(_E.delete().where(_E.c.contact_id == contact_id)).rowcount)
 
+    def journey_counts(
+        self, journey_key: str, version: int, *, at: datetime | None = None
+    ) -> JourneyCounts:
+        """See :meth:`JourneyStore.journey_counts`: a few ``GROUP BY`` queries."""
+        mine = [_E.c.journey_key == journey_key, _E.c.version == version]
+        if at is not None:
+            mine.append(_E.c.entered_at <= at)
+        ended = _E.c.status != "active"
+        if at is not None:
+            ended = sa.and_(ended, _E.c.since <= at)
+        status = sa.case((ended, _E.c.status), else_=sa.literal("active"))
+        placed = _E.c.status == "active"
+        if at is not None:
+            placed = sa.and_(placed, _E.c.since <= at)  # moved after at: its step then is unknown
+        here = sa.case((placed, _E.c.step_id))
+        inner = sa.select(status.label("status"), here.label("step")).where(*mine).subquery()
+        by_status = sa.select(inner.c.status, inner.c.step, sa.func.count()).group_by(
+            inner.c.status, inner.c.step
+        )
+        intent_rows = (
+            sa.select(_I.c.step_id, _I.c.issued_at, _I.c.recorded_at, _I.c.outcome)
+            .join_from(_I, _E, _E.c.enrollment_id == _I.c.enrollment_id)
+            .where(*mine)
+            .subquery()
+        )
+
+        def upto(column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+            return column.is_not(None) if at is None else column <= at
+
+        def tally(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
+            return sa.func.sum(sa.case((condition, 1), else_=0))
+
+        r = intent_rows.c
+        by_step = sa.select(
+            r.step_id,
+            tally(upto(r.issued_at)),
+            tally(sa.and_(r.outcome == "sent", upto(r.recorded_at))),
+            tally(sa.and_(r.outcome == "skipped", upto(r.recorded_at))),
+        ).group_by(r.step_id)
+        last = (
+            sa.select(_I.c.step_id)
+            .where(
+                _I.c.enrollment_id == _E.c.enrollment_id,
+                _I.c.outcome == "sent",
+                _I.c.recorded_at <= _E.c.since,
+            )
+            .order_by(_I.c.recorded_at.desc(), _I.c.intent_key.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        exits_inner = (
+            sa.select(_E.c.status.label("status"), last.label("step"))
+            .where(*mine, ended)
+            .subquery()
+        )
+        exits = sa.select(exits_inner.c.status, exits_inner.c.step, sa.func.count()).group_by(
+            exits_inner.c.status, exits_inner.c.step
+        )
+        params: dict[str, Any] = {"k": journey_key, "v": version}
+        where = "je.journey_key = :k AND je.version = :v"
+        if at is not None:
+            where += " AND je.entered_at <= :at"
+            params["at"] = to_micros(at)
+        if self.repo.dialect == "postgresql":
+            each = "CROSS JOIN LATERAL json_each_text(CAST(je.visits AS json)) AS j(key, value)"
+        else:
+            each = "JOIN json_each(je.visits) AS j"
+        visits_sql = sa.text(
+            f"SELECT j.key, SUM(CAST(j.value AS BIGINT)) FROM journey_enrollments je {each} "  # noqa: S608 - fixed text
+            f"WHERE {where} GROUP BY j.key"
+        )
+        statuses: dict[str, int] = {}
+        waiting: dict[str, int] = {}
+        with self.repo.transaction(read=True) as conn:
+            for st, step, n in conn.execute(by_status):
+                statuses[st] = statuses.get(st, 0) + int(n)
+                if st == "active" and step is not None:
+                    waiting[step] = waiting.get(step, 0) + int(n)
+            issued: dict[str, int] = {}
+            sent: dict[str, int] = {}
+            skipped: dict[str, int] = {}
+            for step, i, se, sk in conn.execute(by_step):
+                for target, value in ((issued, i), (sent, se), (skipped, sk)):
+                    if value:
+                        target[step] = int(value)
+            exit_rows = tuple(
+                sorted(
+                    ((st, step, int(n)) for st, step, n in conn.execute(exits)),
+                    key=_exit_order,
+                )
+            )
+            visits = {str(k): int(v) for k, v in conn.execute(visits_sql, params) if v}
+        return JourneyCounts(
+            statuses=statuses,
+            waiting=waiting,
+            visits=visits,
+            issued=issued,
+            sent=sent,
+            skipped=skipped,
+            exits=exit_rows,
+        )
+
+    def trigger_activities(
+        self, name: str, *, since: datetime, until: datetime
+    ) -> list[TriggerRow]:
+        """See :meth:`JourneyStore.trigger_activities`."""
+        a = schema.activities
+        stmt = (
+            sa.select(a.c.activity_id, a.c.contact_id, a.c.occurred_at)
+            .where(a.c.name == name, a.c.occurred_at >= since, a.c.occurred_at <= until)
+            .order_by(a.c.occurred_at, a.c.activity_id)
+        )
+        with self.repo.transaction(read=True) as conn:
+            return [TriggerRow(r[0], r[1], _at(r[2])) for r in conn.execute(stmt)]
+
+    def trigger_events(
+        self,
+        event: EventType,
+        *,
+        campaign: str | None,
+        channel: Channel | None,
+        since: datetime,
+        until: datetime,
+    ) -> list[TriggerRow]:
+        """See :meth:`JourneyStore.trigger_events`."""
+        e, m = schema.events, schema.messages
+        stmt = sa.select(e.c.event_id, e.c.contact_id, e.c.occurred_at).where(
+            e.c.type == event.value,
+            e.c.contact_id.is_not(None),
+            e.c.occurred_at >= since,
+            e.c.occurred_at <= until,
+        )
+        if campaign is not None or channel is not None:
+            stmt = stmt.join_from(e, m, m.c.message_id == e.c.message_id)
+            if campaign is not None:
+                stmt = stmt.where(m.c.campaign_id == campaign)
+            if channel is not None:
+                stmt = stmt.where(m.c.channel == channel.value)
+        stmt = stmt.order_by(e.c.occurred_at, e.c.event_id)
+        with self.repo.transaction(read=True) as conn:
+            return [TriggerRow(r[0], r[1], _at(r[2])) for r in conn.execute(stmt)]
+
+    def contact_events(
+        self, contact_ids: Collection[str], *, since: datetime, until: datetime
+    ) -> list[ContactEventRow]:
+        """See :meth:`JourneyStore.contact_events`."""
+        ids = sorted(set(contact_ids))
+        if not ids:
+            return []
+        e, m = schema.events, schema.messages
+        out: list[ContactEventRow] = []
+        with self.repo.transaction(read=True) as conn:
+            for start in range(0, len(ids), 500):
+                stmt = (
+                    sa.select(
+                        e.c.contact_id, e.c.type, e.c.occurred_at, m.c.channel, _I.c.intent_key
+                    )
+                    .select_from(
+                        e.outerjoin(m, m.c.message_id == e.c.message_id).outerjoin(
+                            _I, sa.and_(_I.c.message_id == e.c.message_id, _I.c.outcome == "sent")
+                        )
+                    )
+                    .where(
+                        e.c.contact_id.in_(ids[start : start + 500]),
+                        e.c.occurred_at >= since,
+                        e.c.occurred_at <= until,
+                    )
+                )
+                out.extend(
+                    ContactEventRow(
+                        r[0],
+                        EventType(r[1]),
+                        _at(r[2]),
+                        None if r[3] is None else Channel(r[3]),
+                        r[4],
+                    )
+                    for r in conn.execute(stmt)
+                )
+        return sorted(out, key=_event_order)
+
 
 # ---------------------------------------------------------------------- memory
 
@@ -693,6 +928,128 @@ class MemoryJourneyStore(JourneyStore):
                 del j.intents[key]
         return len(mine)
 
+    def journey_counts(
+        self, journey_key: str, version: int, *, at: datetime | None = None
+    ) -> JourneyCounts:
+        """See :meth:`JourneyStore.journey_counts`."""
+        j = self._j
+        rows = {
+            r.enrollment_id: r
+            for r in j.enrollments.values()
+            if r.journey_key == journey_key
+            and r.version == version
+            and (at is None or r.entered_at <= at)
+        }
+        statuses: dict[str, int] = {}
+        waiting: dict[str, int] = {}
+        visits: dict[str, int] = {}
+        exits: dict[tuple[str, str | None], int] = {}
+        sends: dict[str, list[IntentRow]] = {}
+        for intent in j.intents.values():
+            if intent.enrollment_id in rows:
+                sends.setdefault(intent.enrollment_id, []).append(intent)
+        for r in rows.values():
+            ended = r.status != "active" and (at is None or r.since <= at)
+            status = r.status if ended else "active"
+            statuses[status] = statuses.get(status, 0) + 1
+            if r.status == "active" and (at is None or r.since <= at) and r.step_id is not None:
+                waiting[r.step_id] = waiting.get(r.step_id, 0) + 1
+            for step, count in r.visits.items():
+                if count:
+                    visits[step] = visits.get(step, 0) + count
+            if ended:
+                done = [
+                    i
+                    for i in sends.get(r.enrollment_id, ())
+                    if i.outcome == "sent"
+                    and i.recorded_at is not None
+                    and i.recorded_at <= r.since
+                ]
+                last = max(done, key=lambda i: (i.recorded_at, i.key)).step_id if done else None
+                exits[(status, last)] = exits.get((status, last), 0) + 1
+        issued: dict[str, int] = {}
+        sent: dict[str, int] = {}
+        skipped: dict[str, int] = {}
+        for intents in sends.values():
+            for i in intents:
+                if at is None or i.issued_at <= at:
+                    issued[i.step_id] = issued.get(i.step_id, 0) + 1
+                if i.recorded_at is not None and (at is None or i.recorded_at <= at):
+                    target = sent if i.outcome == "sent" else skipped
+                    target[i.step_id] = target.get(i.step_id, 0) + 1
+        return JourneyCounts(
+            statuses=statuses,
+            waiting=waiting,
+            visits=visits,
+            issued=issued,
+            sent=sent,
+            skipped=skipped,
+            exits=tuple(
+                sorted(((st, step, n) for (st, step), n in exits.items()), key=_exit_order)
+            ),
+        )
+
+    def trigger_activities(
+        self, name: str, *, since: datetime, until: datetime
+    ) -> list[TriggerRow]:
+        """See :meth:`JourneyStore.trigger_activities`."""
+        found = [
+            TriggerRow(a.activity_id, a.contact_id, a.occurred_at)
+            for a in self.s.activities.values()
+            if a.name == name and since <= a.occurred_at <= until
+        ]
+        return sorted(found, key=lambda t: (t.occurred_at, t.record_id))
+
+    def trigger_events(
+        self,
+        event: EventType,
+        *,
+        campaign: str | None,
+        channel: Channel | None,
+        since: datetime,
+        until: datetime,
+    ) -> list[TriggerRow]:
+        """See :meth:`JourneyStore.trigger_events`."""
+        s = self.s
+        found = []
+        for eid, e in s.events.items():
+            contact = s.event_contact.get(eid)
+            if e.type is not event or contact is None or not since <= e.occurred_at <= until:
+                continue
+            if campaign is not None or channel is not None:
+                m = s.messages.get(e.message_id or "")
+                if m is None:
+                    continue
+                if campaign is not None and m.campaign_id != campaign:
+                    continue
+                if channel is not None and m.channel is not channel:
+                    continue
+            found.append(TriggerRow(eid, contact, e.occurred_at))
+        return sorted(found, key=lambda t: (t.occurred_at, t.record_id))
+
+    def contact_events(
+        self, contact_ids: Collection[str], *, since: datetime, until: datetime
+    ) -> list[ContactEventRow]:
+        """See :meth:`JourneyStore.contact_events`."""
+        s = self.s
+        wanted = set(contact_ids)
+        keys: dict[str, list[str]] = {}
+        for i in self._j.intents.values():
+            if i.outcome == "sent" and i.message_id is not None:
+                keys.setdefault(i.message_id, []).append(i.key)
+        out = []
+        for eid, e in s.events.items():
+            contact = s.event_contact.get(eid)
+            if contact not in wanted or not since <= e.occurred_at <= until:
+                continue
+            assert contact is not None
+            m = s.messages.get(e.message_id or "")
+            channel = None if m is None else m.channel
+            linked: list[str | None] = list(keys.get(e.message_id or "", [])) or [None]
+            for key in linked:
+                out.append(ContactEventRow(contact, e.type, e.occurred_at, channel, key))
+        return sorted(out, key=_event_order)
+
 
 def _instant(value: object) -> datetime | None:
     if value is None or isinstance(value, datetime):
@@ -711,3 +1068,74 @@ def _trunc_row(row: EnrollmentRow) -> EnrollmentRow:
     assert entered is not None
     assert since is not None
     return attrs.evolve(row, entered_at=entered, since=since, wake_at=_trunc(row.wake_at))
+
+
+# ------------------------------------------------------------ read models (stats, replay)
+
+
+@attrs.frozen(kw_only=True)
+class JourneyCounts:
+    """What :meth:`JourneyStore.journey_counts` counts for one journey version.
+
+    Attributes:
+        statuses: Enrollments per status (``active``, ``completed``, ``goal``,
+            ``unsubscribed``, ``left_segment``); their sum is the enrollments entered.
+        waiting: Active enrollments per step they stand at.
+        visits: Times each step was entered, summed over the enrollments.
+        issued: Intents claimed per send step.
+        sent: Intents recorded as sent per send step.
+        skipped: Intents recorded as skipped per send step.
+        exits: ``(status, step, count)`` of the ended enrollments, ``step`` being the
+            last send step recorded as sent before the end (``None``: none was).
+
+    .. versionadded:: 0.4.0
+    """
+
+    statuses: Mapping[str, int] = attrs.field(factory=dict)
+    waiting: Mapping[str, int] = attrs.field(factory=dict)
+    visits: Mapping[str, int] = attrs.field(factory=dict)
+    issued: Mapping[str, int] = attrs.field(factory=dict)
+    sent: Mapping[str, int] = attrs.field(factory=dict)
+    skipped: Mapping[str, int] = attrs.field(factory=dict)
+    exits: tuple[tuple[str, str | None, int], ...] = ()
+
+
+class TriggerRow(NamedTuple):
+    """A stored record that can trigger a journey: ``(record_id, contact_id, occurred_at)``.
+
+    .. versionadded:: 0.4.0
+    """
+
+    record_id: str
+    contact_id: str
+    occurred_at: datetime
+
+
+class ContactEventRow(NamedTuple):
+    """A contact's event for a replay: ``(contact_id, type, occurred_at, channel, intent_key)``.
+
+    ``channel`` is the message's (``None``: unknown message); ``intent_key`` the key of
+    the journey intent the message was recorded for, or ``None``.
+
+    .. versionadded:: 0.4.0
+    """
+
+    contact_id: str
+    type: EventType
+    occurred_at: datetime
+    channel: Channel | None
+    intent_key: str | None
+
+
+def _exit_order(row: tuple[str, str | None, int]) -> tuple[str, bool, str]:
+    return (row[0], row[1] is not None, row[1] or "")
+
+
+def _event_order(row: ContactEventRow) -> tuple[str, datetime, str, str]:
+    return (row.contact_id, row.occurred_at, row.type.value, row.intent_key or "")
+
+
+def _at(value: object) -> datetime:
+    instant = _instant(value)
+    assert instant is not None
+    return instant

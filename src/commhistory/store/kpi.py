@@ -65,8 +65,10 @@ if TYPE_CHECKING:
 __all__ = [
     "COUNTS",
     "GROUP_KEYS",
+    "JOURNEY_KEYS",
     "OUTCOME_COLUMNS",
     "REACTIONS",
+    "JourneyLink",
     "KpiAggregate",
     "KpiQuery",
     "KpiRowData",
@@ -75,6 +77,8 @@ __all__ = [
     "MemoryKpiStore",
     "Outcome",
     "SQLKpiStore",
+    "group_values",
+    "journey_selected",
     "kpi_query",
     "local_day",
     "message_counts",
@@ -87,6 +91,26 @@ __all__ = [
 
 GROUP_KEYS: Final = ("campaign_id", "variant", "channel", "provider", "purpose")
 """Message attributes a table can be grouped by."""
+
+JOURNEY_KEYS: Final = ("journey", "journey_version", "step")
+"""The journey grouping keys, the journey key, version and send step of the intent a
+message was recorded for (``journey_intents.message_id``, outcome ``sent``).
+
+Grouping by any of them, or filtering by a journey, counts only such messages; a
+message recorded for two intents counts once for each.
+
+.. versionadded:: 0.4.0
+"""
+
+_JOURNEY_SQL: Final = {
+    "journey": "je.journey_key",
+    "journey_version": "je.version",
+    "step": "ji.step_id",
+}
+_JOURNEY_JOIN: Final = (
+    " JOIN journey_intents ji ON ji.message_id = m.message_id AND ji.outcome = 'sent'"
+    " JOIN journey_enrollments je ON je.enrollment_id = ji.enrollment_id"
+)
 
 COUNTS: Final = (
     "sent",
@@ -132,8 +156,14 @@ class KpiQuery:
         since: Only messages sent at or after this aware datetime.
         until: Only messages sent before this aware datetime.
         exclude_machine: Leave out reaction events flagged ``machine``.
+        journey: Only messages recorded for an intent of this journey key.
+        journey_version: Only those of this journey version (with ``journey``).
+
+    Columns may also be :data:`JOURNEY_KEYS`.
 
     .. versionadded:: 0.4.0
+    .. versionchanged:: 0.4.0
+       ``journey``, ``journey_version`` and the :data:`JOURNEY_KEYS` columns.
     """
 
     columns: tuple[str, ...] = ()
@@ -142,6 +172,28 @@ class KpiQuery:
     since: datetime | None = None
     until: datetime | None = None
     exclude_machine: bool = True
+    journey: str | None = None
+    journey_version: int | None = None
+
+    @property
+    def by_journey(self) -> bool:
+        """Whether the query reads the journey intents (a journey column or filter)."""
+        return self.journey is not None or any(k in JOURNEY_KEYS for k in self.columns)
+
+
+class JourneyLink(NamedTuple):
+    """A message recorded for a journey intent: ``(message_id, journey, version, step)``.
+
+    What :func:`commhistory.kpi.compute` groups held messages by for :data:`JOURNEY_KEYS`
+    (a repository reads it from ``journey_intents``).
+
+    .. versionadded:: 0.4.0
+    """
+
+    message_id: str
+    journey: str
+    version: int
+    step: str
 
 
 class KpiRowData(NamedTuple):
@@ -476,6 +528,7 @@ def kpi_query(
     local_day_sql: str | None,
     where: str,
     exclude_machine: bool,
+    joins: str = "",
 ) -> tuple[str, str]:
     """Build the KPI SQL: the main aggregate and the mixed-currency revenue query.
 
@@ -488,10 +541,12 @@ def kpi_query(
     revenue summed from their events, by the second query.
 
     Args:
-        keys: The grouping columns of ``messages``.
+        keys: The grouping columns of ``messages``, or :data:`JOURNEY_KEYS`
+            (read through ``joins``).
         local_day_sql: The local-day expression, when grouping by a period.
         where: The ``WHERE`` condition on ``messages m`` (with placeholders).
         exclude_machine: Count only reactions not flagged ``machine``.
+        joins: Joins after ``messages m`` (the journey intents, ``ji`` and ``je``).
 
     Returns:
         ``(main_sql, mixed_currency_sql)``. The main query's columns are the
@@ -500,20 +555,20 @@ def kpi_query(
         query's are the keys, the local day, a currency and its revenue micros.
     """
     revenue = "m.human_revenue_micros" if exclude_machine else "m.conversion_revenue_micros"
-    group_cols = [f"m.{k}" for k in keys]
+    group_cols = [_JOURNEY_SQL.get(k, f"m.{k}") for k in keys]
     if local_day_sql is not None:
         group_cols.append(local_day_sql)
     gsql = "".join(f"{c}, " for c in group_cols)
     main = (
         f"SELECT {gsql}m.outcomes, m.conversion_currency, COUNT(*), SUM({revenue}) "
-        f"FROM messages m WHERE {where} "
+        f"FROM messages m{joins} WHERE {where} "
         f"GROUP BY {gsql}m.outcomes, m.conversion_currency"
     )
     o = "m.outcomes"
     human = " AND NOT x.machine" if exclude_machine else ""
     mixed = (
         f"SELECT {gsql}x.currency, SUM(x.revenue_micros) "
-        f"FROM messages m JOIN events x ON x.message_id = m.message_id "
+        f"FROM messages m{joins} JOIN events x ON x.message_id = m.message_id "
         f"WHERE {where} AND ({o} & {int(Outcome.MIXED_CURRENCY)}) <> 0 "
         f"AND ({o} & {int(Outcome.REJECTED | Outcome.BOUNCED | Outcome.FAILED)}) = 0 "
         f"AND x.type = 'converted'{human} "
@@ -578,11 +633,18 @@ class SQLKpiStore(KpiStore):
 
     def aggregate(self, query: KpiQuery) -> KpiAggregate:
         """See :meth:`KpiStore.aggregate`."""
-        columns = tuple(k for k in query.columns if k in GROUP_KEYS)
+        columns = tuple(k for k in query.columns if k in GROUP_KEYS or k in JOURNEY_KEYS)
         repo = self.repo
         ph = repo.backend.ph
         where = "m.direction = 'outbound'"
         params: list[Any] = []
+        joins = _JOURNEY_JOIN if query.by_journey else ""
+        if query.journey is not None:
+            where += f" AND je.journey_key = {ph}"
+            params.append(query.journey)
+            if query.journey_version is not None:
+                where += f" AND je.version = {ph}"
+                params.append(query.journey_version)
         if query.since is not None:
             where += f" AND m.sent_at >= {ph}"
             params.append(to_micros(query.since))
@@ -598,7 +660,7 @@ class SQLKpiStore(KpiStore):
             local_day_sql = None
             if query.local_day:
                 lo, hi = conn.exec_driver_sql(
-                    f"SELECT MIN(m.sent_at), MAX(m.sent_at) FROM messages m WHERE {where}",
+                    f"SELECT MIN(m.sent_at), MAX(m.sent_at) FROM messages m{joins} WHERE {where}",
                     tuple(params),
                 ).one()
                 if lo is None:
@@ -609,6 +671,7 @@ class SQLKpiStore(KpiStore):
                 local_day_sql=local_day_sql,
                 where=where,
                 exclude_machine=query.exclude_machine,
+                joins=joins,
             )
             rows = conn.exec_driver_sql(main, tuple(params)).all()
             n_group = len(columns) + query.local_day
@@ -737,7 +800,8 @@ class MemoryKpiStore(KpiStore):
                 unmatched += 1
             else:
                 per_message.setdefault(e.message_id, []).append(e)
-        columns = tuple(k for k in query.columns if k in GROUP_KEYS)
+        columns = tuple(k for k in query.columns if k in GROUP_KEYS or k in JOURNEY_KEYS)
+        links = self._journey_links(query) if query.by_journey else None
         counts: dict[tuple[tuple[str | None, ...], int | None], list[int]] = {}
         revenue: dict[tuple[tuple[str | None, ...], int | None, str], int] = {}
         for mid, m in messages.items():
@@ -750,13 +814,14 @@ class MemoryKpiStore(KpiStore):
             mine, rev = message_counts(per_message.get(mid, ()), query.exclude_machine)
             if mine is None:
                 continue
-            group = tuple(_text(getattr(m, k)) for k in columns)
             day = local_day(m.sent_at, query.zone) if query.local_day else None
-            have = counts.setdefault((group, day), [0] * len(COUNTS))
-            for i, c in enumerate(mine):
-                have[i] += c
-            for cur, micros in rev.items():
-                revenue[(group, day, cur)] = revenue.get((group, day, cur), 0) + micros
+            for link in (None,) if links is None else links.get(mid, ()):
+                group = group_values(m, columns, link)
+                have = counts.setdefault((group, day), [0] * len(COUNTS))
+                for i, c in enumerate(mine):
+                    have[i] += c
+                for cur, micros in rev.items():
+                    revenue[(group, day, cur)] = revenue.get((group, day, cur), 0) + micros
         rows = [KpiRowData(group, day, tuple(c), None, None) for (group, day), c in counts.items()]
         zeros = (0,) * len(COUNTS)
         rows.extend(
@@ -764,3 +829,47 @@ class MemoryKpiStore(KpiStore):
             for (group, day, cur), micros in revenue.items()
         )
         return KpiAggregate(rows=tuple(rows), unmatched_events=unmatched)
+
+    def _journey_links(self, query: KpiQuery) -> dict[str, list[JourneyLink]]:
+        """The journey links of the messages, as the SQL join finds them (the query's filter)."""
+        journeys = self.s.journeys
+        out: dict[str, list[JourneyLink]] = {}
+        for intent in journeys.intents.values():
+            if intent.outcome != "sent" or intent.message_id is None:
+                continue
+            row = journeys.enrollments.get(intent.enrollment_id)
+            if row is None:
+                continue
+            link = JourneyLink(intent.message_id, row.journey_key, row.version, intent.step_id)
+            if journey_selected(link, query):
+                out.setdefault(intent.message_id, []).append(link)
+        return out
+
+
+def journey_selected(link: JourneyLink, query: KpiQuery) -> bool:
+    """Whether a journey link passes the query's ``journey`` and ``journey_version`` filter.
+
+    .. versionadded:: 0.4.0
+    """
+    if query.journey is not None and link.journey != query.journey:
+        return False
+    return query.journey_version is None or link.version == query.journey_version
+
+
+def group_values(
+    m: Message, columns: Sequence[str], link: JourneyLink | None
+) -> tuple[str | None, ...]:
+    """A message's values of the grouping columns (journey ones from its ``link``), as text.
+
+    .. versionadded:: 0.4.0
+    """
+    out: list[str | None] = []
+    for k in columns:
+        if k in JOURNEY_KEYS:
+            assert link is not None
+            out.append(
+                link.journey if k == "journey" else link.step if k == "step" else str(link.version)
+            )
+        else:
+            out.append(_text(getattr(m, k)))
+    return tuple(out)

@@ -1,0 +1,317 @@
+"""Dry-run replay of a stored history against a journey, on memory, SQLite and PostgreSQL.
+
+The expected sends are worked out by hand from the welcome series
+(``examples/journeys/welcome.json``: hello at entry, wait 2 days, a branch on
+hello's open within 3 days, else a reminder and 4 more days, then tips; an
+email unsubscribe ends it; a contact enters once).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from commhistory.audit import Actor, Policy
+from commhistory.crypto import Keyring
+from commhistory.errors import InvalidInputError, PermissionDenied
+from commhistory.facade import CommHistory, open_repository
+from commhistory.journeys import Journey
+from commhistory.journeys.engine import enrollment_id
+from commhistory.journeys.machine import intent_key
+from commhistory.journeys.replay import replay
+from commhistory.model import Activity, Channel, Direction, Event, EventType, Message
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "journeys"
+UTC = dt.UTC
+T0 = dt.datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
+DAY = dt.timedelta(days=1)
+HOUR = dt.timedelta(hours=1)
+SINCE = dt.datetime(2026, 3, 1, tzinfo=UTC)
+UNTIL = dt.datetime(2026, 3, 20, tzinfo=UTC)
+BACKENDS = ["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHistory[Any]]:
+    if request.param == "memory":
+        with CommHistory.in_memory() as memory:
+            yield memory
+        return
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'replay.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    with open_repository(url, Keyring.generate()) as sql:
+        yield sql
+
+
+def _signup(n: int, contact: str, at: dt.datetime) -> Activity:
+    return Activity(activity_id=f"s{n}", contact_id=contact, name="signup", occurred_at=at)
+
+
+def _message(message_id: str, contact: str, at: dt.datetime, **kw: Any) -> Message:
+    return Message(
+        message_id=message_id,
+        channel=Channel.EMAIL,
+        direction=Direction.OUTBOUND,
+        contact_id=contact,
+        address=f"{contact}@example.com",
+        sent_at=at,
+        **kw,
+    )
+
+
+def _history(repo: CommHistory[Any]) -> tuple[Journey, str]:
+    """The stored history; returns the journey and the key c1's hello was sent under live.
+
+    * c1 signs up at T0 (s1) and again at T0+2d (s3: kept out, once ever). Its
+      hello was sent live under the key a replay derives too, and opened at T0+5h.
+    * c2 signs up at T0+1d and unsubscribes from a newsletter at T0+1d12h.
+    * c3 signed up before the window (not a trigger).
+    * c4 signs up at 03-19 12:00, late in the window.
+    * c5 signs up at T0+3d and never opens anything.
+    """
+    journey = Journey.load(EXAMPLES / "welcome.json")
+    repo.declare_activities({"signup": []})
+    repo.record_messages([_message("news-2", "c2", T0, campaign_id="news")])
+    repo.record_activities(
+        [
+            _signup(1, "c1", T0),
+            _signup(2, "c2", T0 + DAY),
+            _signup(3, "c1", T0 + 2 * DAY),
+            _signup(0, "c3", dt.datetime(2026, 2, 27, tzinfo=UTC)),
+            _signup(4, "c4", dt.datetime(2026, 3, 19, 12, tzinfo=UTC)),
+            _signup(5, "c5", T0 + 3 * DAY),
+        ]
+    )
+    # c1 went through the live engine once: its hello was sent under the intent key.
+    repo.enroll(journey, "c1", "s1", at=T0)
+    [hello] = repo.journey_due(T0)
+    repo.record_messages([_message(hello.key, "c1", T0)])
+    repo.record_journey_send(hello.key, at=T0)
+    repo.record_events(
+        [
+            Event(event_id="o1", type=EventType.OPENED, occurred_at=T0 + 5 * HOUR,
+                  message_id=hello.key),
+            Event(event_id="u2", type=EventType.UNSUBSCRIBED, occurred_at=T0 + DAY + 12 * HOUR,
+                  message_id="news-2"),
+        ]
+    )  # fmt: skip
+    return journey, hello.key
+
+
+def _state(repo: CommHistory[Any]) -> tuple[Any, ...]:
+    store = repo.store.journey_store
+    counts = store.journey_counts("welcome", 1)
+    return (counts, repo.journey_due(UNTIL, dry_run=True))
+
+
+def test_replay_of_the_welcome_series(repo: CommHistory[Any]) -> None:
+    journey, live_key = _history(repo)
+    before = _state(repo)
+    report = repo.journey_replay(journey, since=SINCE, until=UNTIL)
+    assert _state(repo) == before  # nothing written
+    assert (report.triggers, report.enrolled, report.kept_out) == (5, 4, 1)
+    assert report.statuses == {"active": 1, "completed": 2, "unsubscribed": 1}
+    assert [(s.step_id, s.sends, s.contacts) for s in report.steps] == [
+        ("hello", 4, 4),
+        ("reminder", 1, 1),
+        ("tips", 2, 2),
+    ]
+    assert [(i.due_at, i.step_id, i.contact_id) for i in report.intents] == [
+        (T0, "hello", "c1"),
+        (T0 + DAY, "hello", "c2"),  # then unsubscribed at T0+1d12h
+        (T0 + 2 * DAY, "tips", "c1"),  # opened hello before the branch began
+        (T0 + 3 * DAY, "hello", "c5"),
+        (T0 + 8 * DAY, "reminder", "c5"),  # 2 days' wait + the branch's 3 days
+        (T0 + 12 * DAY, "tips", "c5"),  # 4 more days
+        (dt.datetime(2026, 3, 19, 12, tzinfo=UTC), "hello", "c4"),  # then waits past the end
+    ]
+    # The keys are those a live run hands out: c1's hello is the key it was sent under.
+    assert report.intents[0].key == live_key
+    assert report.intents[0].enrollment_id == enrollment_id("welcome", "s1")
+    assert replay(repo.store, journey, since=SINCE, until=UNTIL) == report  # deterministic
+
+
+def test_a_shorter_window_cuts_triggers_and_sends(repo: CommHistory[Any]) -> None:
+    journey, _ = _history(repo)
+    report = repo.journey_replay(journey, since=T0 + DAY, until=T0 + 9 * DAY)
+    # s2 (c2), s3 (c1, its first signup is outside: enters now), s5 (c5).
+    assert (report.triggers, report.enrolled, report.kept_out) == (3, 3, 0)
+    assert [(i.due_at, i.step_id, i.contact_id) for i in report.intents] == [
+        (T0 + DAY, "hello", "c2"),
+        (T0 + 2 * DAY, "hello", "c1"),  # a new enrollment (s3): its hello was never opened
+        (T0 + 3 * DAY, "hello", "c5"),
+        (T0 + 7 * DAY, "reminder", "c1"),
+        (T0 + 8 * DAY, "reminder", "c5"),
+    ]
+    assert report.statuses == {"active": 2, "unsubscribed": 1}
+
+
+def test_an_event_trigger(repo: CommHistory[Any]) -> None:
+    journey = Journey.from_dict(
+        {
+            "key": "clicked-spring",
+            "version": 1,
+            "trigger": {"type": "event", "event": "clicked", "campaign": "spring"},
+            "reentry": "always",
+            "steps": [{"type": "send", "id": "thanks", "template": "t", "channel": "sms"}],
+        }
+    )
+    repo.record_messages(
+        [
+            _message("m1", "c1", T0, campaign_id="spring"),
+            _message("m2", "c2", T0, campaign_id="summer"),
+        ]
+    )
+    repo.record_events(
+        [
+            Event(event_id="k1", type=EventType.CLICKED, occurred_at=T0 + HOUR, message_id="m1"),
+            Event(event_id="k2", type=EventType.CLICKED, occurred_at=T0 + HOUR, message_id="m2"),
+            Event(event_id="k3", type=EventType.CLICKED, occurred_at=T0 + DAY, message_id="m1"),
+            Event(event_id="k4", type=EventType.OPENED, occurred_at=T0 + DAY, message_id="m1"),
+        ]
+    )
+    report = repo.journey_replay(journey, since=SINCE, until=UNTIL)
+    assert [(i.due_at, i.contact_id) for i in report.intents] == [
+        (T0 + HOUR, "c1"),
+        (T0 + DAY, "c1"),
+    ]
+    assert report.statuses == {"completed": 2}
+
+
+def test_refusals(repo: CommHistory[Any]) -> None:
+    journey = Journey.load(EXAMPLES / "birthday.json")
+    with pytest.raises(InvalidInputError, match="trigger"):
+        repo.journey_replay(journey, since=SINCE, until=UNTIL)
+    welcome = Journey.load(EXAMPLES / "welcome.json")
+    with pytest.raises(InvalidInputError, match="since"):
+        repo.journey_replay(welcome, since=UNTIL, until=SINCE)
+    with pytest.raises(InvalidInputError, match="until"):
+        repo.journey_replay(welcome, since=SINCE, until=dt.datetime(2026, 3, 2))
+
+
+def test_the_guarded_view_needs_read_history_masked(repo: CommHistory[Any]) -> None:
+    journey, _ = _history(repo)
+    analyst = repo.as_actor(Actor(id="ann", roles=("analyst",)), purpose="ticket 1")
+    assert analyst.journey_replay(journey, since=SINCE, until=UNTIL).enrolled == 4
+    metrics_only = Policy({"reporter": ["read_metrics"]})
+    nobody = repo.as_actor(Actor("rex", ["reporter"]), purpose="ticket 2", policy=metrics_only)
+    with pytest.raises(PermissionDenied):
+        nobody.journey_replay(journey, since=SINCE, until=UNTIL)
+
+
+def test_cli_replay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from commhistory.cli import main
+
+    keyring = tmp_path / "k.keyring"
+    ring = Keyring.generate()
+    ring.save(keyring)
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("COMMHISTORY_DB", url)
+    monkeypatch.setenv("COMMHISTORY_KEYRING", str(keyring))
+    for name in ("COMMHISTORY_ACTOR", "COMMHISTORY_ROLES", "COMMHISTORY_POLICY"):
+        monkeypatch.delenv(name, raising=False)
+    with open_repository(url, ring) as repo:
+        _history(repo)
+    window = ["--from", "2026-03-01T00:00:00Z", "--to", "2026-03-20T00:00:00Z"]
+    file = str(EXAMPLES / "welcome.json")
+    assert main(["journey", "replay", file, *window]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == [
+        "welcome v1 replayed 2026-03-01T00:00:00Z .. 2026-03-20T00:00:00Z",
+        "triggers 5, enrolled 4, kept out by re-entry 1",
+        "at the end: active 1, completed 2, unsubscribed 1",
+    ]
+    assert [line.split() for line in out[3:]] == [
+        ["step", "template", "sends", "contacts"],
+        ["hello", "welcome-1", "4", "4"],
+        ["reminder", "welcome-reminder", "1", "1"],
+        ["tips", "welcome-tips", "2", "2"],
+    ]
+    assert main(["journey", "replay", file, *window, "--intents", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [(i["due_at"], i["step"], i["contact_id"]) for i in data["intents"]][-2:] == [
+        ("2026-03-14T01:00:00Z", "tips", "c5"),
+        ("2026-03-19T12:00:00Z", "hello", "c4"),
+    ]
+    assert main(["journey", "replay", file, *window, "--intents"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].split()[:4] == ["2026-03-19T12:00:00Z", "hello", "welcome-1", "c4"]
+
+
+# --- the replay walks as the live engine does ----------------------------------------------
+
+
+@st.composite
+def signups(draw: st.DrawFn) -> list[tuple[int, int | None, int | None]]:
+    """Per contact: signup hour after T0, hours to an open of hello, hours to an unsubscribe."""
+    return draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, 72),
+                st.none() | st.integers(1, 130),
+                st.none() | st.integers(1, 240),
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(plan=signups())
+def test_replay_sends_what_the_live_engine_sent(
+    repo: CommHistory[Any], plan: list[tuple[int, int | None, int | None]]
+) -> None:
+    """A live run (due every hour, each send recorded when due) and its replay agree.
+
+    Every instant of the history falls on a whole hour, so an hourly ``due`` sees each
+    one when it happens, as the replay's clock does.
+    """
+    journey = Journey.load(EXAMPLES / "welcome.json")
+    tag = uuid.uuid4().hex[:8]  # one example's records apart from the last one's
+    end = T0 + 12 * DAY
+    activities, messages, events = [], [], []
+    for n, (start, opened, unsubscribed) in enumerate(plan):
+        contact, trigger, at = f"c{n}-{tag}", f"s{n}-{tag}", T0 + start * HOUR
+        activities.append(Activity(activity_id=trigger, contact_id=contact, name="signup",
+                                   occurred_at=at))  # fmt: skip
+        hello = intent_key(journey, enrollment_id("welcome", trigger), "hello", 1)
+        messages.append(_message(hello, contact, at))
+        for kind, hours in ((EventType.OPENED, opened), (EventType.UNSUBSCRIBED, unsubscribed)):
+            if hours is not None:
+                events.append(Event(event_id=f"{kind.value}-{n}-{tag}", type=kind,
+                                    occurred_at=at + hours * HOUR, message_id=hello))  # fmt: skip
+    repo.declare_activities({"signup": []})
+    repo.record_activities(activities)
+    repo.record_messages(messages)
+    repo.record_events(events)
+    for activity in activities:
+        repo.enroll(journey, activity.contact_id, activity.activity_id, at=activity.occurred_at)
+    live = []
+    now = T0
+    while now <= end:
+        for intent in repo.journey_due(now):
+            live.append(intent)
+            repo.record_journey_send(intent.key, at=intent.due_at)
+        now += HOUR
+    report = repo.journey_replay(journey, since=T0, until=end)
+    mine = {a.contact_id for a in activities}
+    assert sorted((i.due_at, i.key, i.step_id) for i in live if i.contact_id in mine) == [
+        (i.due_at, i.key, i.step_id) for i in report.intents if i.contact_id in mine
+    ]
