@@ -57,6 +57,7 @@ from commhistory.journeys import Enrollment, Journey, SendIntent
 from commhistory.journeys.engine import due as journey_due
 from commhistory.journeys.engine import enroll as journey_enroll
 from commhistory.journeys.engine import record_sent, save_journey
+from commhistory.journeys.triggers import DEFAULT_MAX_AGE, TriggerReport, run_triggers
 from commhistory.kpi.aggregate import repository_kpis
 from commhistory.kpi.links import LinkClicks
 from commhistory.kpi.links import link_clicks as repository_link_clicks
@@ -902,6 +903,31 @@ class CommHistory(ClosesOnExit, Generic[S]):
         """
         when = datetime.now(UTC) if at is None else at
         return record_sent(self._store, key, when, outcome, message_id=message_id)
+
+    def run_journey_triggers(
+        self,
+        journeys: Iterable[Journey],
+        now: datetime | None = None,
+        *,
+        zone_of: Callable[[str], ZoneInfo] | None = None,
+        max_age: timedelta | None = DEFAULT_MAX_AGE,
+        batch_size: int = 1000,
+        wake: bool = True,
+    ) -> TriggerReport:
+        """Enroll the contacts the journeys' triggers name since their last run; wake on behaviour.
+
+        See :func:`commhistory.journeys.triggers.run_triggers`: activity, event,
+        segment and date triggers fire from the stored history, idempotently (a
+        repeated run enrolls nobody twice), and new behaviour wakes the
+        enrollments waiting for it.
+
+        .. versionadded:: 0.4.0
+        """
+        at = datetime.now(UTC) if now is None else now
+        return run_triggers(
+            self._store, journeys, at, zone_of=zone_of, max_age=max_age,
+            batch_size=batch_size, wake=wake,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ KPIs
 

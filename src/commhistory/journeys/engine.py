@@ -64,7 +64,7 @@ from commhistory.journeys.machine import (
     intent_key,
     next_local_time,
 )
-from commhistory.model import Channel, EventType
+from commhistory.model import Channel, ConsentAction, EventType, Purpose
 from commhistory.store.journeys import EnrollmentRow, IntentRow
 from commhistory.store.protocol import Repository
 
@@ -213,10 +213,18 @@ class StoredBehaviour:
     * ``activity_at``: the contact's activities (``repo.activity_store``),
       properties matched after decryption;
     * ``unsubscribed_at``: the first ``unsubscribed`` event on the contact's
-      messages (of the channel). A consent withdrawal recorded in the ledger
-      alone is not a goal yet;
-    * ``left_segment_at``: always ``None`` for now (segment exits need saved
-      snapshots per contact; not built).
+      messages (of the channel), or the first withdrawal of ``marketing``
+      consent (on the channel) in the consent ledger, whichever came first;
+    * ``left_segment_at``: from the saved segment's membership snapshots
+      (:meth:`~commhistory.store.journeys.JourneyStore.left_segment_at`): the
+      ``at`` of the first snapshot that no longer holds the contact while the
+      snapshot just before it did. A contact's leaving is therefore observed at
+      the next snapshot after the change, not when the data changed; snapshots
+      are taken by :func:`~commhistory.journeys.triggers.run_triggers` (every
+      segment a goal names) or by the host (``segment_snapshot``).
+
+    .. versionchanged:: 0.4.0
+       Consent withdrawals and segment exits count.
     """
 
     repo: Repository
@@ -280,7 +288,7 @@ class StoredBehaviour:
         self, channel: Channel | None, *, after: dt.datetime, until: dt.datetime
     ) -> dt.datetime | None:
         """See :meth:`~commhistory.journeys.machine.BehaviourSource.unsubscribed_at`."""
-        return self.repo.journey_store.first_event(
+        found = self.repo.journey_store.first_event(
             self.contact_id,
             (EventType.UNSUBSCRIBED,),
             message_ids=None,
@@ -288,12 +296,24 @@ class StoredBehaviour:
             after=after,
             until=until,
         )
+        consent = self.repo.consent_store
+        for on in (channel,) if channel is not None else tuple(Channel):
+            for row in consent.consent_rows([self.contact_id], on, Purpose.MARKETING, until):
+                if (
+                    row.action is ConsentAction.WITHDRAW
+                    and row.occurred_at >= after
+                    and (found is None or row.occurred_at < found)
+                ):
+                    found = row.occurred_at
+        return found
 
     def left_segment_at(
         self, segment: str, *, after: dt.datetime, until: dt.datetime
     ) -> dt.datetime | None:
-        """Always ``None`` for now: segment exits are not tracked per contact yet."""
-        return None
+        """See :meth:`~commhistory.journeys.machine.BehaviourSource.left_segment_at`."""
+        return self.repo.journey_store.left_segment_at(
+            self.contact_id, segment, after=after, until=until
+        )
 
 
 def _wake_at(
