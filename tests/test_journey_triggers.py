@@ -16,6 +16,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from commhistory.contacts import AttributeDefinition
 from commhistory.crypto import Keyring
@@ -457,3 +459,55 @@ def test_cli_triggers_enrolls_and_reports(
     data = json.loads(capsys.readouterr().out)
     assert data["journeys"] == [{"journey": "welcome", "read": 0, "enrolled": 0, "kept_out": 0}]
     assert main(["journey", "triggers", file, "--zone", "Mars/Base"]) == 2
+
+
+# --- the date prefilter keeps every contact that fires (fast path = reference) ----------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    born=st.dates(min_value=dt.date(1948, 1, 1), max_value=dt.date(2030, 12, 31)),
+    offset=st.integers(min_value=-366, max_value=366),
+    annual=st.booleans(),
+    start=st.datetimes(
+        min_value=dt.datetime(2027, 1, 1),
+        max_value=dt.datetime(2029, 12, 31),
+        timezones=st.just(UTC),
+    ),
+    hours=st.integers(min_value=1, max_value=72),
+    zone=st.sampled_from(["Asia/Tokyo", "Pacific/Kiritimati", "Pacific/Pago_Pago", "UTC"]),
+)
+def test_date_trigger_fires_exactly_when_the_reference_says(
+    born: dt.date, offset: int, annual: bool, start: dt.datetime, hours: int, zone: str
+) -> None:
+    end = start + dt.timedelta(hours=hours)
+    tz = ZoneInfo(zone)
+    at = dt.time(9, 0)
+    expected = set()
+    for year in range(born.year, 2032) if annual else [born.year]:
+        day = (anniversary(born, year) if annual else born) + dt.timedelta(days=offset)
+        fire = dt.datetime.combine(day, at, tzinfo=tz).astimezone(UTC)
+        if start < fire <= end:
+            expected.add(fire)
+    journey = Journey.from_dict(
+        {
+            "key": "dates",
+            "version": 1,
+            "trigger": {"type": "date", "attribute": "d", "offset_days": offset,
+                        "annual": annual, "at": "09:00"},
+            "reentry": "always",
+            "steps": [{"type": "send", "id": "s", "template": "t", "channel": "email"}],
+        }
+    )  # fmt: skip
+    with CommHistory.in_memory() as repo:
+        repo.declare_attributes([AttributeDefinition(name="d", type="date")])
+        repo.set_attributes("c1", {"d": born.isoformat()}, at=T0)
+        max_age = dt.timedelta(hours=hours)
+        run_triggers(repo.store, [journey], start, max_age=max_age, wake=False)
+        store = repo.store.journey_store
+        store.save_trigger_marks("dates", {"date": TriggerMark(until=start)}, at=start)
+        run_triggers(
+            repo.store, [journey], end, max_age=max_age, zone_of=lambda _c: tz, wake=False
+        )
+        got = {i.due_at for i in repo.journey_due(end, dry_run=True) if i.due_at > start}
+    assert got == expected

@@ -205,5 +205,5 @@ def _run_triggers(args: argparse.Namespace) -> int:
                 f"{row['journey']}: read {row['read']}, enrolled {row['enrolled']}, "
                 f"kept out {row['kept_out']}"
             )
-        print(f"woken: {report.woken} contacts")
+        print(f"new behaviour: {report.woken} contacts")
     return EXIT_OK

@@ -18,9 +18,9 @@ trigger names, through :func:`~commhistory.journeys.engine.enroll`:
   (the snapshot that showed the entry), the entry instant that snapshot's
   ``at``;
 * **date**: each contact whose current value of the ``date`` attribute, plus
-  ``offset_days`` (yearly with ``annual``; 29 February on 28 February in
-  other years), at the local time ``at`` in the contact's zone, falls in
-  ``(the last run's now, now]``; the trigger id is
+  ``offset_days`` (yearly with ``annual``, from the date's own year on;
+  29 February on 28 February in other years), at the local time ``at`` in
+  the contact's zone, falls in ``(the last run's now, now]``; the trigger id is
   ``date:<attribute>:<the local date it fires>:<contact id>``.
 
 **Which rows are new.** Activities and events are read by their stored-at
@@ -104,8 +104,8 @@ class TriggerReport:
             date occurrences) read.
         enrolled: Per journey key, the enrollments this call stored.
         kept_out: Per journey key, the triggers the re-entry policy refused.
-        woken: How many contacts' new behaviour (or segment exit) was seen
-            and woke their enrollments.
+        woken: How many contacts had new behaviour (or left a segment); their
+            active enrollments that wait at a branch or have goals were woken.
         snapshots: The segment snapshots this call took (ids).
 
     .. versionadded:: 0.4.0
@@ -340,7 +340,8 @@ def _date(
     for contact_id, value in values:
         zone = run.zone_of(contact_id)
         if trigger.annual:
-            days = [anniversary(value, y) + offset for y in range(first.year - 1, last.year + 2)]
+            years = range(max(value.year, first.year - 1), last.year + 2)
+            days = [anniversary(value, y) + offset for y in years]
         else:
             days = [value + offset]
         for day in days:
