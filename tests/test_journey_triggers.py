@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -511,3 +512,47 @@ def test_date_trigger_fires_exactly_when_the_reference_says(
         )
         got = {i.due_at for i in repo.journey_due(end, dry_run=True) if i.due_at > start}
     assert got == expected
+
+
+# --- left_segment_at: the SQL window query equals a reference over the snapshots ---------------
+
+
+@pytest.fixture(scope="module")
+def two_repos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[CommHistory[Any]]]:
+    path = tmp_path_factory.mktemp("left") / "left.db"
+    with (
+        open_repository(f"sqlite:///{path}", Keyring.generate()) as sql,
+        CommHistory.in_memory() as memory,
+    ):
+        yield [sql, memory]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shots=st.lists(
+        st.tuples(st.integers(0, 20), st.booleans()), max_size=8, unique_by=lambda s: s[0]
+    ),
+    after=st.integers(0, 20),
+    span=st.integers(0, 20),
+)
+def test_left_segment_at_equals_the_reference(
+    two_repos: list[CommHistory[Any]], shots: list[tuple[int, bool]], after: int, span: int
+) -> None:
+    name = f"seg-{uuid.uuid4().hex[:8]}"
+    for repo in two_repos:
+        for hour, inside in shots:
+            members = ["c1", "c2"] if inside else ["c2"]
+            repo.store.segment_store.save_snapshot(name, 1, T0 + hour * HOUR, members)
+    # The reference: by at, the first snapshot in the window
+    # without c1 whose predecessor held it.
+    expected = None
+    ordered = sorted(shots)
+    lo, hi = T0 + after * HOUR, T0 + (after + span) * HOUR
+    for k in range(1, len(ordered)):
+        (hour, inside), (_h, before) = ordered[k], ordered[k - 1]
+        if before and not inside and lo <= T0 + hour * HOUR <= hi:
+            expected = T0 + hour * HOUR
+            break
+    for repo in two_repos:
+        got = repo.store.journey_store.left_segment_at("c1", name, after=lo, until=hi)
+        assert got == expected

@@ -85,7 +85,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_AGE: Final = dt.timedelta(days=1)
-"""How far back a trigger reads: nothing that happened longer ago than this fires it."""
+"""How far back a trigger reads; nothing that happened longer ago than this fires it."""
 
 WAKE_KEY: Final = "*"
 """The journey key of the wake feeds' marks (no journey key can be ``*``)."""
