@@ -344,6 +344,14 @@ def test_segment_entry_enrolls_and_leaving_the_segment_ends_the_journey(
     row = _row(repo, "gold-welcome", f"segment:gold:{snap}:c1")
     assert (row.contact_id, row.entered_at) == ("c1", t1)
     assert repo.run_journey_triggers([journey], t1).enrolled == {}  # same instant: same snapshot
+    # A crash after the snapshot and before the mark moved: the retry, later, reads the
+    # entry from the same snapshot again and derives the same trigger id.
+    store = repo.store.journey_store
+    store.save_trigger_marks(
+        "gold-welcome", {"segment": TriggerMark(snapshot_id=first.snapshots[0])}, at=t1
+    )
+    retried = repo.run_journey_triggers([journey], t1 + MIN)
+    assert (retried.read, retried.enrolled, retried.kept_out) == ({"gold-welcome": 1}, {}, {})
     [hello] = repo.journey_due(t1)
     _send(repo, hello, t1)
     assert repo.journey_due(t1 + HOUR) == []  # waiting three days
