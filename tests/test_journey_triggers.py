@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -564,3 +565,44 @@ def test_left_segment_at_equals_the_reference(
     for repo in two_repos:
         got = repo.store.journey_store.left_segment_at("c1", name, after=lo, until=hi)
         assert got == expected
+
+
+# --- two workers at once ------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'workers.db'}"
+    url: str = request.getfixturevalue("pg_database_url")
+    return url
+
+
+def test_concurrent_runs_enroll_each_trigger_once(target: str) -> None:
+    keyring = Keyring.generate()
+    journey = _journey("welcome.json", reentry="always")
+    with open_repository(target, keyring) as setup:
+        setup.declare_activities({"signup": []})
+        setup.record_activities(
+            [_activity(f"s{i:02d}", f"c{i % 10}", "signup", T0 + i * MIN) for i in range(40)]
+        )
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(3)
+
+    def worker() -> None:
+        try:
+            with open_repository(target, keyring) as mine:
+                barrier.wait()
+                run_triggers(mine.store, [journey], T0 + HOUR, batch_size=7)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with open_repository(target, keyring) as check:
+        intents = check.journey_due(T0 + HOUR)
+    assert len(intents) == len({i.enrollment_id for i in intents}) == 40
