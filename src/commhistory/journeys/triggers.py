@@ -69,7 +69,7 @@ from commhistory.journeys.definition import (
     SegmentExitGoal,
     SegmentTrigger,
 )
-from commhistory.journeys.engine import enroll, enrollment_id, save_journey
+from commhistory.journeys.engine import enroll, save_journey
 from commhistory.normalize.time import from_micros, to_micros
 from commhistory.segments.saved import snapshot
 from commhistory.store.journeys import TriggerMark, TriggerRecord, WakeScope
@@ -165,8 +165,9 @@ class _Run:
         self.read[key] = self.read.get(key, 0) + len(entries)
         for chunk in _chunks(entries, self.batch_size):
             with self.repo.transaction():
+                known = store.enrolled_triggers(key, {e[1] for e in chunk})
                 for contact_id, trigger_id, at, properties in chunk:
-                    if store.enrollment(enrollment_id(key, trigger_id)) is not None:
+                    if trigger_id in known:
                         continue  # a retried run: this trigger enrolled already
                     got = enroll(
                         self.repo, journey, contact_id, trigger_id, at, properties=properties

@@ -361,6 +361,13 @@ class JourneyStore(Protocol):
         """
         ...
 
+    def enrolled_triggers(self, journey_key: str, trigger_ids: Collection[str]) -> set[str]:
+        """Which of *trigger_ids* enrolled a contact in the journey already (one query).
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
 
 def _dump(value: Mapping[str, Any]) -> str:
     return json.dumps(dict(value), sort_keys=True, separators=(",", ":"))
@@ -897,6 +904,16 @@ class SQLJourneyStore(JourneyStore):
         with self.repo.transaction(read=True) as conn:
             return [(r[0], date.fromisoformat(r[1])) for r in conn.execute(stmt)]
 
+    def enrolled_triggers(self, journey_key: str, trigger_ids: Collection[str]) -> set[str]:
+        """See :meth:`JourneyStore.enrolled_triggers`."""
+        if not trigger_ids:
+            return set()
+        stmt = sa.select(_E.c.trigger_id).where(
+            _E.c.journey_key == journey_key, _E.c.trigger_id.in_(sorted(trigger_ids))
+        )
+        with self.repo.transaction(read=True) as conn:
+            return {r[0] for r in conn.execute(stmt)}
+
 
 # ---------------------------------------------------------------------- memory
 
@@ -1303,6 +1320,11 @@ class MemoryJourneyStore(JourneyStore):
                     continue
                 out.append((cid, value))
         return sorted(out)
+
+    def enrolled_triggers(self, journey_key: str, trigger_ids: Collection[str]) -> set[str]:
+        """See :meth:`JourneyStore.enrolled_triggers`."""
+        triggers = self._j.triggers
+        return {t for t in trigger_ids if (journey_key, t) in triggers}
 
 
 def _instant(value: object) -> datetime | None:
