@@ -381,6 +381,10 @@ def test_a_segment_trigger_needs_a_saved_segment(repo: CommHistory[Any]) -> None
     )
     with pytest.raises(NotFoundError):
         repo.run_journey_triggers([journey], T0)
+    # A goal naming a segment never saved is never met; the wakes go on.
+    goal = _journey("welcome.json", goals=[{"type": "segment_exit", "segment": "missing"}])
+    repo.enroll(goal, "c1", "t1", at=T0)
+    assert repo.run_journey_triggers([goal], T0 + MIN).woken == 0
 
 
 # --- wakes --------------------------------------------------------------------------------

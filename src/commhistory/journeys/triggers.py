@@ -59,7 +59,7 @@ from zoneinfo import ZoneInfo
 
 import attrs
 
-from commhistory.errors import InvalidInputError
+from commhistory.errors import InvalidInputError, NotFoundError
 from commhistory.journeys.definition import (
     ActivityTrigger,
     BranchStep,
@@ -399,7 +399,10 @@ def _wake(run: _Run) -> int:
         )
     }
     for segment, reach in sorted(exits.items()):
-        pairs, after = run.pairs(segment, marks.get(f"exit:{segment}"))
+        try:
+            pairs, after = run.pairs(segment, marks.get(f"exit:{segment}"))
+        except NotFoundError:
+            continue  # not a saved segment: nobody can leave it
         left: dict[str, dt.datetime] = {}
         for before, current in pairs:
             for contact_id in run.ids(before.snapshot_id) - run.ids(current.snapshot_id):
