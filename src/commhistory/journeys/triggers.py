@@ -218,7 +218,6 @@ class _Run:
 
 def _records(
     run: _Run,
-    mark: TriggerMark | None,
     read: Callable[[tuple[dt.datetime, str] | None], list[TriggerRecord]],
 ) -> Iterator[list[TriggerRecord]]:
     """The batches a keyset-paged store read returns."""
@@ -247,7 +246,7 @@ def _activity(
             start=start, limit=run.batch_size,
         )  # fmt: skip
 
-    for rows in _records(run, mark, read):
+    for rows in _records(run, read):
         entries: list[_Entry] = [
             (r.contact_id, r.record_id, r.occurred_at, _plain(r.properties))
             for r in rows
@@ -268,7 +267,7 @@ def _event(
             before=run.bound, since=run.since, until=run.now, start=start, limit=run.batch_size,
         )  # fmt: skip
 
-    for rows in _records(run, mark, read):
+    for rows in _records(run, read):
         run.enroll(journey, [(r.contact_id, r.record_id, r.occurred_at, {}) for r in rows])
     return TriggerMark(watermark=max(run.bound, mark.watermark if mark else 0), until=run.now)
 
