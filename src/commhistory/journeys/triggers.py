@@ -449,6 +449,8 @@ def run_triggers(
             run; two journeys share a key; a date trigger names no declared
             plain ``date`` attribute; ``batch_size`` is not positive.
         NotFoundError: A segment trigger names no saved segment.
+
+    .. versionadded:: 0.4.0
     """
     now = _aware(now, "now")
     size: object = batch_size
