@@ -1,0 +1,137 @@
+"""The import's fast paths store and report exactly what the general paths do (issue 15)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from commhistory.crypto import Keyring
+from commhistory.facade import CommHistory, open_repository
+from commhistory.model import EventType
+from commhistory.store import SQLRepository, schema
+from commhistory.store import _backend as backend_module
+from commhistory.store._backend import without_null_columns
+from commhistory.store.layout import EVENT_WRITE_COLUMNS, MESSAGE_WRITE_COLUMNS
+from tests.test_store_contract import event, full_event, message
+
+SQL_BACKENDS = [
+    "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.postgres),
+]
+
+
+# ----------------------------------------------------------------- null columns left out
+
+_VALUES = st.one_of(st.none(), st.text(max_size=3), st.binary(max_size=3), st.integers())
+
+
+@settings(max_examples=200)
+@given(
+    st.integers(min_value=1, max_value=6).flatmap(
+        lambda width: st.lists(
+            st.tuples(*[_VALUES] * width), min_size=backend_module._PRUNE_MIN_ROWS, max_size=80
+        )
+    )
+)
+def test_left_out_columns_were_null_in_every_row(rows: list[tuple[Any, ...]]) -> None:
+    columns = [f"c{i}" for i in range(len(rows[0]))]
+    table = sa.Table(
+        "t", sa.MetaData(), sa.Column("c0", sa.Text, primary_key=True),
+        *[sa.Column(c, sa.Text, nullable=True) for c in columns[1:]],
+    )  # fmt: skip
+    kept, out = without_null_columns(table, columns, rows)
+    assert kept[0] == "c0"  # the primary key is never left out
+    assert len(out) == len(rows)
+    for row, new in zip(rows, out, strict=True):
+        # Putting NULL back where a column was left out gives the row back.
+        again = dict(zip(kept, new, strict=True))
+        assert tuple(again.get(c) for c in columns) == row
+    for name in set(columns) - set(kept):
+        assert all(row[columns.index(name)] is None for row in rows)
+    for name in set(kept) - {"c0"}:
+        assert any(row[columns.index(name)] is not None for row in rows)
+
+
+def test_columns_with_a_default_are_never_left_out() -> None:
+    for table, columns in (
+        (schema.events, EVENT_WRITE_COLUMNS),
+        (schema.messages, MESSAGE_WRITE_COLUMNS),
+    ):
+        for name in columns:
+            column = table.c[name]
+            if column.default is not None or column.server_default is not None:
+                assert not backend_module._null_by_default(column), name
+        rows = [tuple(None for _ in columns)] * backend_module._PRUNE_MIN_ROWS
+        kept, _ = without_null_columns(table, columns, rows)
+        assert {c.name for c in table.primary_key.columns} <= set(kept)
+
+
+@pytest.fixture(params=SQL_BACKENDS)
+def two_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two empty databases of one kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+        return
+    first: str = request.getfixturevalue("pg_url")
+    base: str = request.getfixturevalue("postgres_url")
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = sa.create_engine(base, poolclass=sa.NullPool)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {name}")
+    sep = "&" if "?" in base else "?"
+    try:
+        yield first, f"{base}{sep}options=-csearch_path%3D{name}"
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {name} CASCADE")
+        admin.dispose()
+
+
+def _stored(
+    url: str, keyring: Keyring, *, prune: bool, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, Any]:
+    monkeypatch.setattr(backend_module, "_PRUNE_MIN_ROWS", 64 if prune else 10**9)
+    messages = [message(n, contact=f"c{n % 7}", provider=None, provider_message_id=None,
+                        metadata={}) for n in range(300)]  # fmt: skip
+    messages[40] = message(40, contact="c5")  # one message with provider ids and metadata
+    events = [event(n, f"m{n % 300}", type=EventType.OPENED, user_agent="UA") for n in range(400)]
+    events[77] = full_event(77, "m3")  # one event with every column set
+    with open_repository(url, keyring, batch_size=1000) as repo:
+        repo.record_messages(messages)
+        repo.record_events(events)
+        return _plain_rows(repo), [repo.timeline(f"c{c}") for c in range(7)]
+
+
+def _plain_rows(repo: CommHistory[SQLRepository]) -> dict[str, list[tuple[Any, ...]]]:
+    """Every stored column of messages and events; a ciphertext as whether it is set."""
+    out = {}
+    with repo.store.engine.connect() as conn:
+        for table in ("messages", "events"):
+            columns = schema.metadata.tables[table].columns
+            cols = [c.name for c in columns if c.name != "stored_seq"]
+            rows = conn.exec_driver_sql(f"SELECT {', '.join(cols)} FROM {table}").all()
+            out[table] = sorted(
+                (tuple(v is not None if isinstance(v, bytes | memoryview) else v for v in r)
+                 for r in rows),
+                key=repr,
+            )  # fmt: skip
+    return out
+
+
+def test_bulk_inserts_store_the_same_rows_with_null_columns_left_out(
+    two_urls: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keyring = Keyring.generate()
+    pruned = _stored(two_urls[0], keyring, prune=True, monkeypatch=monkeypatch)
+    full = _stored(two_urls[1], keyring, prune=False, monkeypatch=monkeypatch)
+    assert pruned == full
+    rows = pruned[0]["events"]
+    assert len(rows) == 400
+    assert sum(1 for r in rows if r[3] is not None) == 1  # provider: the full event only
