@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 import sqlalchemy as sa
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from commhistory.convert import ParsedLine, check_records, dumps, read_records
 from commhistory.crypto import Keyring
 from commhistory.facade import CommHistory, open_repository
 from commhistory.model import EventType
@@ -19,6 +23,9 @@ from commhistory.store import SQLRepository, schema
 from commhistory.store import _backend as backend_module
 from commhistory.store._backend import without_null_columns
 from commhistory.store.layout import EVENT_WRITE_COLUMNS, MESSAGE_WRITE_COLUMNS
+from tests.strategies_records import records
+from tests.test_convert_fast import FIELDS, SPELLINGS
+from tests.test_fuzz_inputs import JSON_VALUES
 from tests.test_store_contract import event, full_event, message
 
 SQL_BACKENDS = [
@@ -135,3 +142,114 @@ def test_bulk_inserts_store_the_same_rows_with_null_columns_left_out(
     rows = pruned[0]["events"]
     assert len(rows) == 400
     assert sum(1 for r in rows if r[3] is not None) == 1  # provider: the full event only
+
+
+# ----------------------------------------------------------------- validate: certainly valid
+
+SIMPLE_MESSAGE = (
+    '{"kind": "message", "message_id": "m1", "channel": "email", "direction": "outbound", '
+    '"contact_id": "c1", "address": "Taro@Example.JP", "purpose": "marketing", '
+    '"subject": "春のご案内", "body": "本文", "sent_at": "2026-04-01T00:00:00+00:00"}'
+)
+SIMPLE_EVENT = (
+    '{"kind": "event", "event_id": "e1", "message_id": "m1", "type": "clicked", '
+    '"occurred_at": "2026-04-01T00:31:00Z", "url": "https://example.jp/?c=1", "machine": false}'
+)
+
+
+def _outcomes(lines: list[ParsedLine]) -> list[tuple[int, object]]:
+    out: list[tuple[int, object]] = []
+    for parsed in lines:
+        if parsed.record is not None:
+            out.append((parsed.line, parsed.record))
+        else:
+            assert parsed.error is not None
+            out.append(
+                (parsed.line, (type(parsed.error), parsed.error.field, parsed.error.reason))
+            )
+    return out
+
+
+def _compare_readers(path: Path) -> dict[str, int]:
+    """check_records against read_records on one file; returns what it only counted."""
+    counts: dict[str, int] = {}
+    checked = list(check_records(path, counts=counts))
+    full = list(read_records(path))
+    shown = {p.line for p in checked}
+    # Every line it yields is read_records' line, outcome for outcome.
+    assert _outcomes(checked) == [o for o in _outcomes(full) if o[0] in shown]
+    # Every line it only counted holds a valid record of the class counted.
+    hidden = [p for p in full if p.line not in shown]
+    assert all(p.record is not None for p in hidden)
+    by_class: dict[str, int] = {}
+    for p in hidden:
+        name = type(p.record).__name__
+        by_class[name] = by_class.get(name, 0) + 1
+    assert by_class == counts
+    return counts
+
+
+def test_canonical_messages_and_events_are_only_counted(tmp_path: Path) -> None:
+    path = tmp_path / "h.jsonl"
+    path.write_text(f"{SIMPLE_MESSAGE}\n\n{SIMPLE_EVENT}\n", encoding="utf-8")
+    assert _compare_readers(path) == {"Message": 1, "Event": 1}
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        (SIMPLE_EVENT.replace('"event_id": "e1"', '"event_id": "e1", "event_id": "e2"'), "<line>"),
+        (SIMPLE_EVENT.replace('"clicked"', '"clicked", "bogus": 1'), "bogus"),
+        (SIMPLE_EVENT.replace('"e1"', '" "'), "event_id"),
+        (SIMPLE_EVENT.replace('"e1"', '"e\\u0000"'), "event_id"),
+        (SIMPLE_EVENT.replace('"m1"', "null"), "message_id"),
+        (SIMPLE_EVENT.replace("00:31:00Z", "00:31:00"), "occurred_at"),
+        (SIMPLE_EVENT.replace('"https', '"\\ud800https'), "url"),
+        (SIMPLE_MESSAGE.replace("Taro@Example.JP", "not an address"), "address"),
+        (SIMPLE_MESSAGE.replace('"outbound"', '"sideways"'), "direction"),
+        (SIMPLE_MESSAGE.replace('"m1"', '"' + "m" * 256 + '"'), "message_id"),
+    ],
+)
+def test_lines_the_check_refuses_get_the_usual_error(
+    tmp_path: Path, line: str, field: str
+) -> None:
+    path = tmp_path / "h.jsonl"
+    path.write_text(line + "\n", encoding="utf-8")
+    assert _compare_readers(path) == {}
+    (parsed,) = read_records(path)
+    assert parsed.error is not None
+    assert parsed.error.field == field
+
+
+@st.composite
+def near_canonical_lines(draw: st.DrawFn) -> str:
+    """A canonical message or event line, its fields mutated, as a writer might spell it."""
+    obj: dict[str, Any] = json.loads(draw(st.sampled_from([SIMPLE_MESSAGE, SIMPLE_EVENT])))
+    if draw(st.booleans()):
+        obj = json.loads(dumps(draw(records())))
+    for _ in range(draw(st.integers(min_value=0, max_value=3))):
+        field = draw(st.sampled_from([*obj, *FIELDS, "unknown_key"]))
+        action = draw(st.sampled_from(["replace", "spelling", "drop", "null"]))
+        if action == "drop":
+            obj.pop(field, None)
+        elif action == "null":
+            obj[field] = None
+        elif action == "spelling":
+            obj[field] = draw(SPELLINGS | st.sampled_from(["", " m1", "m\x00", "é", "\ud800"]))
+        else:
+            obj[field] = draw(JSON_VALUES)
+    line = json.dumps(obj, ensure_ascii=draw(st.booleans()))
+    if draw(st.integers(min_value=0, max_value=9)) == 0 and len(obj) > 1:
+        key = draw(st.sampled_from(sorted(obj)))  # a repeated key, as text
+        line = line[:-1] + f", {json.dumps(key)}: {json.dumps(obj[key])}" + "}"
+    return line
+
+
+@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(lines=st.lists(near_canonical_lines(), min_size=1, max_size=4))
+def test_check_records_counts_only_what_read_records_accepts(lines: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "h.jsonl"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogatepass")
+        counted = _compare_readers(path)
+    hypothesis.event(f"counted {sum(counted.values())} of {len(lines)}")
