@@ -9,14 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import hypothesis
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from commhistory.convert import ParsedLine, check_records, dumps, read_records
+from commhistory.convert import ParsedLine, check_records, dumps, loads, read_records
 from commhistory.crypto import Keyring
+from commhistory.errors import InvalidInputError
 from commhistory.facade import CommHistory, open_repository
 from commhistory.model import EventType
 from commhistory.store import SQLRepository, schema
@@ -24,7 +26,7 @@ from commhistory.store import _backend as backend_module
 from commhistory.store._backend import without_null_columns
 from commhistory.store.layout import EVENT_WRITE_COLUMNS, MESSAGE_WRITE_COLUMNS
 from tests.strategies_records import records
-from tests.test_convert_fast import FIELDS, SPELLINGS
+from tests.test_convert_fast import FIELDS, SPELLINGS, _same_records
 from tests.test_fuzz_inputs import JSON_VALUES
 from tests.test_store_contract import event, full_event, message
 
@@ -170,11 +172,38 @@ def _outcomes(lines: list[ParsedLine]) -> list[tuple[int, object]]:
     return out
 
 
+def _reference(path: Path) -> list[tuple[int, object]]:
+    """Each non-blank line's outcome through loads(), which structures every line in full."""
+    out: list[tuple[int, object]] = []
+    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        for number, raw in enumerate(fh, start=1):
+            line = raw.rstrip("\r\n")
+            if not line.strip():
+                continue
+            try:
+                out.append((number, loads(line)))
+            except InvalidInputError as exc:
+                out.append((number, (type(exc), exc.field, exc.reason)))
+    return out
+
+
 def _compare_readers(path: Path) -> dict[str, int]:
-    """check_records against read_records on one file; returns what it only counted."""
+    """read_records against loads() and check_records; returns what check_records counted."""
     counts: dict[str, int] = {}
     checked = list(check_records(path, counts=counts))
     full = list(read_records(path))
+    if all(p.error is None or not p.error.reason.startswith("cannot be decoded") for p in full):
+        # The trusted builders build what structuring builds, equal and alike.
+        reference = _reference(path)
+        assert [n for n, _ in reference] == [p.line for p in full]
+        for (_, expected), parsed in zip(reference, full, strict=True):
+            if parsed.record is None:
+                assert parsed.error is not None
+                error = parsed.error
+                assert (type(error), error.field, error.reason) == expected
+            else:
+                _same_records(parsed.record, expected)
+                attrs.validate(parsed.record)
     shown = {p.line for p in checked}
     # Every line it yields is read_records' line, outcome for outcome.
     assert _outcomes(checked) == [o for o in _outcomes(full) if o[0] in shown]

@@ -548,11 +548,71 @@ def _event_certainly_valid(obj: dict[str, Any]) -> int:
     return strings if obj.keys() >= _EVENT_REQUIRED else -1
 
 
-_CERTAINLY_VALID: Final[Mapping[str, tuple[Callable[[dict[str, Any]], int], str]]] = {
-    "message": (_message_certainly_valid, Message.__name__),
-    "event": (_event_certainly_valid, Event.__name__),
+_set: Final = object.__setattr__  # what the records' own (frozen) __init__ uses
+_new: Final = object.__new__
+_DIRECTION_OF: Final = {d.value: d for d in Direction}
+_PURPOSE_OF: Final = {p.value: p for p in Purpose}
+_EVENT_TYPE_OF: Final = {t.value: t for t in EventType}
+_fromisoformat: Final = datetime.fromisoformat
+_MESSAGE_PLAIN: Final = (
+    "campaign_id", "variant", "subject", "body", "provider", "provider_message_id",
+)  # fmt: skip
+_EVENT_PLAIN: Final = (
+    "provider", "provider_message_id", "provider_event_id", "address", "status_code", "bounce",
+    "reason", "url", "user_agent", "ip",
+)  # fmt: skip
+
+
+def _trusted_message(obj: dict[str, Any]) -> Message:
+    """The :class:`Message` :func:`structure` builds of *obj*, which a check vouched for.
+
+    Every field is set as the record's ``__init__`` sets it, with the values
+    structuring gives it; the validators are not run again (the check covered them).
+    """
+    record: Message = _new(Message)
+    _set(record, "message_id", obj["message_id"])
+    _set(record, "channel", Channel.EMAIL)
+    _set(record, "direction", _DIRECTION_OF[obj["direction"]])
+    _set(record, "contact_id", obj["contact_id"])
+    _set(record, "address", normalize_email(obj["address"]))
+    _set(record, "sent_at", _fromisoformat(obj["sent_at"]))
+    purpose = obj.get("purpose")
+    _set(record, "purpose", Purpose.MARKETING if purpose is None else _PURPOSE_OF[purpose])
+    get = obj.get
+    for name in _MESSAGE_PLAIN:
+        _set(record, name, get(name))
+    _set(record, "metadata", {})
+    return record
+
+
+def _trusted_event(obj: dict[str, Any]) -> Event:
+    """The :class:`Event` :func:`structure` builds of *obj*, which a check vouched for.
+
+    As :func:`_trusted_message`.
+    """
+    record: Event = _new(Event)
+    _set(record, "event_id", obj["event_id"])
+    _set(record, "type", _EVENT_TYPE_OF[obj["type"]])
+    _set(record, "occurred_at", _fromisoformat(obj["occurred_at"]))
+    _set(record, "message_id", obj["message_id"])
+    get = obj.get
+    for name in _EVENT_PLAIN:
+        _set(record, name, get(name))
+    _set(record, "machine", get("machine") is True)
+    _set(record, "revenue", None)
+    _set(record, "currency", None)
+    _set(record, "metadata", {})
+    return record
+
+
+_CERTAINLY_VALID: Final[
+    Mapping[str, tuple[Callable[[dict[str, Any]], int], str, Callable[[dict[str, Any]], Record]]]
+] = {
+    "message": (_message_certainly_valid, Message.__name__, _trusted_message),
+    "event": (_event_certainly_valid, Event.__name__, _trusted_event),
 }
-"""Per kind: the check, and the record class name :func:`check_records` counts under.
+"""Per kind: the check, the record class name :func:`check_records` counts under, and
+the builder of the record (trusting the check).
 
 A check returns the number of keys and string values of an object it vouches
 for: a line without a backslash holding twice as many quotes has no repeated key
@@ -1069,7 +1129,7 @@ def check_records(
         _check_byte_order_mark(handle, codec.name, encoding)
         text = io.TextIOWrapper(handle, encoding=encoding, errors=_MARK_ERRORS, newline="")
         try:
-            yield from _check_jsonl(text, default_tz, handle, progress, encoding, region, counts)
+            yield from _read_jsonl(text, default_tz, handle, progress, encoding, region, counts)
         except UnicodeError:
             raise PayloadError(
                 field="<file>", reason=f"cannot be decoded as {encoding}; pass the encoding"
@@ -1149,45 +1209,17 @@ def _read_jsonl(  # noqa: PLR0917 - private; arguments mirror read_records
     progress: Callable[[int], None] | None,
     encoding: str,
     region: str,
+    counts: dict[str, int] | None = None,
 ) -> Iterator[ParsedLine]:
-    for number, raw in enumerate(text, start=1):
-        if progress is not None and number % _PROGRESS_EVERY == 0:
-            progress(handle.tell())
-        line = raw.rstrip("\r\n")
-        if not line.strip():
-            continue
-        if _undecodable(line):
-            error = PayloadError(
-                field="<line>", reason=f"cannot be decoded as {encoding}; pass the encoding"
-            )
-            yield ParsedLine(line=number, raw=_shown(line), error=error)
-            continue
-        try:
-            yield ParsedLine(
-                line=number, raw=line, record=loads(line, default_tz=default_tz, region=region)
-            )
-        except InvalidInputError as exc:
-            yield ParsedLine(line=number, raw=line, error=exc)
-    if progress is not None:
-        progress(handle.tell())
+    """Read JSON lines: each non-blank line's record, or why it holds none.
 
-
-def _check_jsonl(  # noqa: PLR0917 - private; arguments mirror read_records
-    text: IO[str],
-    default_tz: tzinfo | str | None,
-    handle: IO[bytes],
-    progress: Callable[[int], None] | None,
-    encoding: str,
-    region: str,
-    counts: dict[str, int],
-) -> Iterator[ParsedLine]:
-    """:func:`_read_jsonl`, counting the lines :data:`_CERTAINLY_VALID` vouches for.
-
-    Only a line without lone surrogates (checked first, as :func:`_read_jsonl`
-    does) and without a backslash (so no escape can make one) is checked; its
-    quotes must be twice the strings the check counted (no repeated key). Any
-    other line, and every line the check is not sure of, is read as
-    :func:`_read_jsonl` reads it.
+    A line :data:`_CERTAINLY_VALID` vouches for is built by its trusted builder
+    (:data:`_TRUSTED`), or only counted in *counts* when given
+    (:func:`check_records`). Only a line without lone surrogates (checked
+    first) and without a backslash (so no escape can make one) is checked; its
+    quotes must be twice the strings the check counted (no repeated key, which
+    the standard library refuses and orjson lets pass). Every other line goes
+    through :func:`loads`.
     """
     checks = _CERTAINLY_VALID
     fast_loads = _orjson_loads or _STD_DECODER.decode
@@ -1213,7 +1245,10 @@ def _check_jsonl(  # noqa: PLR0917 - private; arguments mirror read_records
                 kind = obj.get("kind")
                 found = checks.get(kind) if type(kind) is str else None
                 if found is not None and found[0](obj) * 2 == line.count('"'):
-                    counts[found[1]] = counts.get(found[1], 0) + 1
+                    if counts is None:
+                        yield ParsedLine(line=number, raw=line, record=found[2](obj))
+                    else:
+                        counts[found[1]] = counts.get(found[1], 0) + 1
                     continue
         try:
             record = loads(line, default_tz=default_tz, region=region)
