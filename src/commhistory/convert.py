@@ -1215,14 +1215,16 @@ def _read_jsonl(  # noqa: PLR0917 - private; arguments mirror read_records
 
     A line :data:`_CERTAINLY_VALID` vouches for is built by its trusted builder
     (:data:`_TRUSTED`), or only counted in *counts* when given
-    (:func:`check_records`). Only a line without lone surrogates (checked
-    first) and without a backslash (so no escape can make one) is checked; its
-    quotes must be twice the strings the check counted (no repeated key, which
-    the standard library refuses and orjson lets pass). Every other line goes
-    through :func:`loads`.
+    (:func:`check_records`). Only a line without lone surrogates (orjson refuses
+    a line holding one; without orjson they are looked for first) and without a
+    backslash (so no escape can make one) is checked; its quotes must be twice
+    the strings the check counted (no repeated key, which the standard library
+    refuses and orjson lets pass). Every other line goes through :func:`loads`,
+    after the check for undecodable bytes.
     """
     checks = _CERTAINLY_VALID
-    fast_loads = _orjson_loads or _STD_DECODER.decode
+    fast_loads = _orjson_loads
+    std_loads = _STD_DECODER.decode
     surrogate = _SURROGATE.search
     for number, raw in enumerate(text, start=1):
         if progress is not None and number % _PROGRESS_EVERY == 0:
@@ -1230,26 +1232,30 @@ def _read_jsonl(  # noqa: PLR0917 - private; arguments mirror read_records
         line = raw.rstrip("\r\n")
         if not line or (line[0].isspace() and not line.strip()):
             continue  # blank
+        obj = None
+        if line[:1] == "{" and "\\" not in line:
+            try:
+                if fast_loads is not None:
+                    obj = fast_loads(line)  # refuses a line holding a lone surrogate
+                elif line.isascii() or surrogate(line) is None:
+                    obj = std_loads(line)
+            except Exception:
+                obj = None
+        if type(obj) is dict:
+            kind = obj.get("kind")
+            found = checks.get(kind) if type(kind) is str else None
+            if found is not None and found[0](obj) * 2 == line.count('"'):
+                if counts is None:
+                    yield ParsedLine(line=number, raw=line, record=found[2](obj))
+                else:
+                    counts[found[1]] = counts.get(found[1], 0) + 1
+                continue
         if not line.isascii() and surrogate(line) is not None:
             error = PayloadError(
                 field="<line>", reason=f"cannot be decoded as {encoding}; pass the encoding"
             )
             yield ParsedLine(line=number, raw=_shown(line), error=error)
             continue
-        if line[:1] == "{" and "\\" not in line:
-            try:
-                obj = fast_loads(line)
-            except Exception:
-                obj = None
-            if type(obj) is dict:
-                kind = obj.get("kind")
-                found = checks.get(kind) if type(kind) is str else None
-                if found is not None and found[0](obj) * 2 == line.count('"'):
-                    if counts is None:
-                        yield ParsedLine(line=number, raw=line, record=found[2](obj))
-                    else:
-                        counts[found[1]] = counts.get(found[1], 0) + 1
-                    continue
         try:
             record = loads(line, default_tz=default_tz, region=region)
         except InvalidInputError as exc:
