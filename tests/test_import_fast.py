@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import uuid
@@ -20,12 +21,12 @@ from commhistory.convert import ParsedLine, check_records, dumps, loads, read_re
 from commhistory.crypto import Keyring
 from commhistory.errors import InvalidInputError
 from commhistory.facade import CommHistory, open_repository
-from commhistory.model import EventType
+from commhistory.model import Event, EventType, Message
 from commhistory.store import SQLRepository, schema
 from commhistory.store import _backend as backend_module
 from commhistory.store._backend import without_null_columns
 from commhistory.store.layout import EVENT_WRITE_COLUMNS, MESSAGE_WRITE_COLUMNS
-from tests.strategies_records import records
+from tests.strategies_records import events, messages, records
 from tests.test_convert_fast import FIELDS, SPELLINGS, _same_records
 from tests.test_fuzz_inputs import JSON_VALUES
 from tests.test_store_contract import event, full_event, message
@@ -41,14 +42,29 @@ SQL_BACKENDS = [
 _VALUES = st.one_of(st.none(), st.text(max_size=3), st.binary(max_size=3), st.integers())
 
 
+@st.composite
+def column_patterns(draw: st.DrawFn) -> list[tuple[Any, ...]]:
+    """Rows whose columns are NULL in every row, in all rows but one, in some, or in none."""
+    width = draw(st.integers(min_value=1, max_value=6))
+    n = draw(st.integers(min_value=backend_module._PRUNE_MIN_ROWS, max_value=80))
+    columns: list[list[Any]] = []
+    for _ in range(width):
+        mode = draw(st.sampled_from(["null", "one", "some", "all"]))
+        if mode == "null":
+            column: list[Any] = [None] * n
+        elif mode == "one":
+            column = [None] * n
+            column[draw(st.integers(min_value=0, max_value=n - 1))] = draw(_VALUES)
+        elif mode == "some":
+            column = [draw(_VALUES) for _ in range(n)]
+        else:
+            column = [draw(_VALUES.filter(lambda v: v is not None)) for _ in range(n)]
+        columns.append(column)
+    return list(zip(*columns, strict=True))
+
+
 @settings(max_examples=200)
-@given(
-    st.integers(min_value=1, max_value=6).flatmap(
-        lambda width: st.lists(
-            st.tuples(*[_VALUES] * width), min_size=backend_module._PRUNE_MIN_ROWS, max_size=80
-        )
-    )
-)
+@given(column_patterns())
 def test_left_out_columns_were_null_in_every_row(rows: list[tuple[Any, ...]]) -> None:
     columns = [f"c{i}" for i in range(len(rows[0]))]
     table = sa.Table(
@@ -282,3 +298,104 @@ def test_check_records_counts_only_what_read_records_accepts(lines: list[str]) -
         path.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogatepass")
         counted = _compare_readers(path)
     hypothesis.event(f"counted {sum(counted.values())} of {len(lines)}")
+
+
+# ----------------------------------------------------------------- random sparse batches
+
+_MESSAGE_OPTIONAL = ("campaign_id", "variant", "subject", "body", "provider", "metadata")
+_EVENT_OPTIONAL = (
+    "provider", "provider_event_id", "address", "status_code", "bounce", "reason", "url",
+    "user_agent", "ip", "revenue", "metadata",
+)  # fmt: skip
+_UNSET: dict[str, Any] = {"metadata": {}, "revenue": None}
+
+
+def _thin(record: Any, fields: tuple[str, ...], keep: dict[str, int], i: int) -> Any:
+    """*record* with each optional field set on the first keep[field] rows only."""
+    changes = {f: _UNSET.get(f) for f in fields if i >= keep[f]}
+    if "revenue" in changes:
+        changes["currency"] = None
+    return attrs.evolve(record, **changes)
+
+
+@st.composite
+def sparse_batches(draw: st.DrawFn) -> tuple[list[Message], list[Event]]:
+    """70 messages and 100 events whose optional fields are set in none, one, some or all rows."""
+    n_messages, n_events = 70, 100
+    keep = {
+        f: draw(st.sampled_from([0, 1, 5, n_events]))
+        for f in {*_MESSAGE_OPTIONAL, *_EVENT_OPTIONAL}
+    }
+    message = draw(messages())
+    event = attrs.evolve(draw(events()), message_id="m0", provider_message_id=None)
+    out_m = [
+        _thin(
+            attrs.evolve(
+                message, message_id=f"m{i}", contact_id=f"c{i % 5}",
+                provider_message_id=None if message.provider is None else f"pm{i}",
+            ),
+            _MESSAGE_OPTIONAL, keep, i,
+        )
+        for i in range(n_messages)
+    ]  # fmt: skip
+    out_e = []
+    for i in range(n_events):
+        e = _thin(event, _EVENT_OPTIONAL, keep, i)
+        e = attrs.evolve(
+            e, event_id=f"e{i}", message_id=f"m{i % n_messages}", provider_message_id=None,
+            provider_event_id=None if e.provider_event_id is None else f"pe{i}",
+        )  # fmt: skip
+        out_e.append(e)
+    return out_m, out_e
+
+
+def _store_batch(url: str, keyring: Keyring, batch: tuple[list[Message], list[Event]]) -> Any:
+    with open_repository(url, keyring, batch_size=1000) as repo:
+        repo.record_messages(batch[0])
+        repo.record_events(batch[1])
+        return _plain_rows(repo), [repo.timeline(f"c{c}") for c in range(5)]
+
+
+@pytest.mark.parametrize("kind", SQL_BACKENDS)
+@settings(
+    deadline=None,
+    max_examples=8,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(batch=sparse_batches())
+def test_random_sparse_batches_store_the_same_rows_either_way(
+    kind: str,
+    batch: tuple[list[Message], list[Event]],
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    keyring = Keyring.generate()
+    stored = []
+    with tempfile.TemporaryDirectory() as folder, _databases(kind, folder, request) as urls:
+        for url, prune in zip(urls, (True, False), strict=True):
+            monkeypatch.setattr(backend_module, "_PRUNE_MIN_ROWS", 64 if prune else 10**9)
+            stored.append(_store_batch(url, keyring, batch))
+    assert stored[0] == stored[1]
+    assert len(stored[0][0]["events"]) == len({e.event_id for e in batch[1]})
+
+
+@contextlib.contextmanager
+def _databases(kind: str, folder: str, request: pytest.FixtureRequest) -> Iterator[list[str]]:
+    """Two empty databases of one kind for one example."""
+    if kind == "sqlite":
+        yield [f"sqlite:///{folder}/a.db", f"sqlite:///{folder}/b.db"]
+        return
+    base: str = request.getfixturevalue("postgres_url")
+    names = [f"t_{uuid.uuid4().hex[:16]}" for _ in range(2)]
+    admin = sa.create_engine(base, poolclass=sa.NullPool)
+    with admin.begin() as conn:
+        for name in names:
+            conn.exec_driver_sql(f"CREATE SCHEMA {name}")
+    sep = "&" if "?" in base else "?"
+    try:
+        yield [f"{base}{sep}options=-csearch_path%3D{name}" for name in names]
+    finally:
+        with admin.begin() as conn:
+            for name in names:
+                conn.exec_driver_sql(f"DROP SCHEMA {name} CASCADE")
+        admin.dispose()
