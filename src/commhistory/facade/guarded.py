@@ -1018,6 +1018,7 @@ class GuardedRepository(ClosesOnExit):
         since: datetime,
         until: datetime,
         zone_of: Callable[[str], ZoneInfo] | None = None,
+        config: PlanConfig | None = None,
     ) -> JourneyReplay:
         """Replay a stored history against a journey (needs ``read_history_masked``).
 
@@ -1031,7 +1032,9 @@ class GuardedRepository(ClosesOnExit):
         return self._checked(
             P.READ_HISTORY_MASKED,
             "journey.replay",
-            lambda: self._repo.journey_replay(journey, since=since, until=until, zone_of=zone_of),
+            lambda: self._repo.journey_replay(
+                journey, since=since, until=until, zone_of=zone_of, config=config
+            ),
         )
 
     def segment_delta(
