@@ -156,6 +156,19 @@ class JourneyReplay:
     skipped: tuple[SkippedIntent, ...] = ()
     deferred: tuple[DeferredIntent, ...] = ()
 
+    def step(self, step_id: str) -> ReplayStep:
+        """The numbers of one send step.
+
+        Raises:
+            InvalidInputError: No such send step (``field="step"``).
+
+        .. versionadded:: 0.4.0
+        """
+        for step in self.steps:
+            if step.step_id == step_id:
+                return step
+        raise InvalidInputError(field="step", reason="names no send step of this journey")
+
     def to_dict(self, *, intents: bool = True) -> dict[str, Any]:
         """JSON-ready data; ``intents=False`` leaves the lists of sends, skips and deferrals out."""
         out: dict[str, Any] = {
