@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from commhistory.errors import InvalidInputError, PermissionDenied
 from commhistory.facade import CommHistory, open_repository
 from commhistory.journeys import Journey
 from commhistory.journeys.engine import enrollment_id
+from commhistory.journeys.gate import DeferredIntent, SkippedIntent
 from commhistory.journeys.machine import intent_key
 from commhistory.journeys.replay import replay
 from commhistory.model import Activity, Channel, ConsentAction, Direction, Event, EventType, Message
@@ -397,15 +398,23 @@ def test_cli_replay(
 # --- the replay walks as the live engine does ----------------------------------------------
 
 
+CONSENT_MODES = ("none", "always", "later", "withdrawn")
+"""Per contact: no consent, consent since 2025, consent granted or withdrawn hours later."""
+
+
 @st.composite
-def signups(draw: st.DrawFn) -> list[tuple[int, int | None, int | None]]:
-    """Per contact: signup hour after T0, hours to an open of hello, hours to an unsubscribe."""
+def signups(draw: st.DrawFn) -> list[tuple[int, int | None, int | None, str, int]]:
+    """Per contact: signup hour after T0, hours to an open of hello, hours to an
+    unsubscribe, its consent mode and the hours after signup a ``later`` grant or a
+    ``withdrawn`` withdrawal comes."""
     return draw(
         st.lists(
             st.tuples(
                 st.integers(0, 72),
                 st.none() | st.integers(1, 130),
                 st.none() | st.integers(1, 240),
+                st.sampled_from(CONSENT_MODES),
+                st.integers(0, 200),
             ),
             min_size=1,
             max_size=4,
@@ -413,49 +422,88 @@ def signups(draw: st.DrawFn) -> list[tuple[int, int | None, int | None]]:
     )
 
 
+QUIET = PlanConfig(
+    quiet_hours=[QuietHours(channel="email", purpose="marketing", start=dt.time(22),
+                            end=dt.time(6))]
+)  # fmt: skip
+
+
 @settings(
-    max_examples=8,
+    max_examples=12,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(plan=signups())
+@given(
+    plan=signups(),
+    config=st.sampled_from([None, QUIET]),
+    when_blocked=st.sampled_from(["defer", "skip"]),
+)
 def test_replay_sends_what_the_live_engine_sent(
-    repo: CommHistory[Any], plan: list[tuple[int, int | None, int | None]]
+    repo: CommHistory[Any],
+    plan: list[tuple[int, int | None, int | None, str, int]],
+    config: PlanConfig | None,
+    when_blocked: str,
 ) -> None:
-    """A live run (due every hour, each send recorded when due) and its replay agree.
+    """A live run (due every hour, each send recorded when handed out) and its replay agree.
 
-    Every instant of the history falls on a whole hour, so an hourly ``due`` sees each
-    one when it happens, as the replay's clock does.
+    Both screen every send through send planning: the same sends go, the same are
+    skipped with the same reasons, the same are deferred. Every instant of the history
+    falls on a whole hour, so an hourly ``due`` sees each one when it happens, as the
+    replay's clock does.
     """
-    journey = Journey.load(EXAMPLES / "welcome.json")
+    base = Journey.load(EXAMPLES / "welcome.json")
+    journey = Journey.from_dict(
+        {**base.to_dict(), "key": f"welcome-{when_blocked}", "when_blocked": when_blocked}
+    )
     tag = uuid.uuid4().hex[:8]  # one example's records apart from the last one's
     end = T0 + 12 * DAY
-    activities, messages, events = [], [], []
-    for n, (start, opened, unsubscribed) in enumerate(plan):
+    activities, messages, events, ledger = [], [], [], []
+    for n, (start, opened, unsubscribed, mode, after) in enumerate(plan):
         contact, trigger, at = f"c{n}-{tag}", f"s{n}-{tag}", T0 + start * HOUR
         activities.append(Activity(activity_id=trigger, contact_id=contact, name="signup",
                                    occurred_at=at))  # fmt: skip
-        hello = intent_key(journey, enrollment_id("welcome", trigger), "hello", 1)
-        messages.append(_message(hello, contact, at))
+        hello = intent_key(journey, enrollment_id(journey.key, trigger), "hello", 1)
+        messages.append(_message(hello, contact, at))  # also the contact's address
         for kind, hours in ((EventType.OPENED, opened), (EventType.UNSUBSCRIBED, unsubscribed)):
             if hours is not None:
                 events.append(Event(event_id=f"{kind.value}-{n}-{tag}", type=kind,
                                     occurred_at=at + hours * HOUR, message_id=hello))  # fmt: skip
+        if mode in ("always", "withdrawn"):
+            ledger.append(consent(contact, Channel.EMAIL))
+        if mode == "later":
+            ledger.append(consent(contact, Channel.EMAIL, at=at + after * HOUR))
+        if mode == "withdrawn":
+            ledger.append(consent(contact, Channel.EMAIL, at=at + after * HOUR,
+                                  action=ConsentAction.WITHDRAW))  # fmt: skip
     repo.declare_activities({"signup": []})
     repo.record_activities(activities)
     repo.record_messages(messages)
     repo.record_events(events)
+    repo.record_consent(ledger)
     for activity in activities:
         repo.enroll(journey, activity.contact_id, activity.activity_id, at=activity.occurred_at)
-    live = []
+    live, skipped, deferred = [], [], []
     now = T0
     while now <= end:
-        for intent in repo.journey_due(now):
+        result = repo.journey_due(now, config=config)
+        skipped.extend(result.skipped)
+        deferred.extend(result.deferred)
+        for intent in result:
             live.append(intent)
-            repo.record_journey_send(intent.key, at=intent.due_at)
+            repo.record_journey_send(intent.key, at=now)
         now += HOUR
-    report = repo.journey_replay(journey, since=T0, until=end)
+    report = repo.journey_replay(journey, since=T0, until=end, config=config)
     mine = {a.contact_id for a in activities}
     assert sorted((i.due_at, i.key, i.step_id) for i in live if i.contact_id in mine) == [
         (i.due_at, i.key, i.step_id) for i in report.intents if i.contact_id in mine
     ]
+
+    def held(items: Iterable[SkippedIntent | DeferredIntent]) -> list[tuple[Any, ...]]:
+        return sorted(
+            (h.intent.due_at, h.intent.key, h.reason, getattr(h, "until", None))
+            for h in items
+            if h.intent.contact_id in mine
+        )
+
+    assert held(skipped) == held(report.skipped)
+    assert held(deferred) == held(report.deferred)
