@@ -23,12 +23,20 @@ from commhistory.audit import Actor, Policy
 from commhistory.crypto import Keyring
 from commhistory.errors import InvalidInputError, PermissionDenied
 from commhistory.facade import CommHistory, open_repository
-from commhistory.journeys import Journey
+from commhistory.journeys import Journey, SendIntent
 from commhistory.journeys.engine import enrollment_id
 from commhistory.journeys.gate import DeferredIntent, SkippedIntent
 from commhistory.journeys.machine import intent_key
 from commhistory.journeys.replay import replay
-from commhistory.model import Activity, Channel, ConsentAction, Direction, Event, EventType, Message
+from commhistory.model import (
+    Activity,
+    Channel,
+    ConsentAction,
+    Direction,
+    Event,
+    EventType,
+    Message,
+)
 from commhistory.segments.planning import PlanConfig, QuietHours
 from tests._journeys import consent, reachable, with_address
 
@@ -260,7 +268,8 @@ def test_replay_screens_each_send_as_due_does(repo: CommHistory[Any]) -> None:
     # The live engine, called at each of those instants, does the same.
     for signup in range(1, 6):
         repo.enroll(journey, f"r{signup}", f"s{signup}", at=T0)
-    live, refused = [], []
+    live: list[SendIntent] = []
+    refused: list[SkippedIntent] = []
     for now in (T0, T0 + 5 * DAY, T0 + 9 * DAY):
         result = repo.journey_due(now)
         live.extend(result)
@@ -482,7 +491,9 @@ def test_replay_sends_what_the_live_engine_sent(
     repo.record_consent(ledger)
     for activity in activities:
         repo.enroll(journey, activity.contact_id, activity.activity_id, at=activity.occurred_at)
-    live, skipped, deferred = [], [], []
+    live: list[SendIntent] = []
+    skipped: list[SkippedIntent] = []
+    deferred: list[DeferredIntent] = []
     now = T0
     while now <= end:
         result = repo.journey_due(now, config=config)

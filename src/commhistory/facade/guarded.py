@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from commhistory.crypto import KeyProvider
     from commhistory.facade.dead_letters import AdapterResolver, ReplayReport
     from commhistory.facade.history import CommHistory
-    from commhistory.journeys import Enrollment, Journey, SendIntent
+    from commhistory.journeys import Enrollment, Journey
     from commhistory.journeys.gate import DueResult
     from commhistory.journeys.replay import JourneyReplay
     from commhistory.journeys.stats import JourneyStats

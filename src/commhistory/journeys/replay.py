@@ -170,7 +170,7 @@ class JourneyReplay:
         raise InvalidInputError(field="step", reason="names no send step of this journey")
 
     def to_dict(self, *, intents: bool = True) -> dict[str, Any]:
-        """JSON-ready data; ``intents=False`` leaves the lists of sends, skips and deferrals out."""
+        """JSON-ready data; ``intents=False`` leaves the sends, skips and deferrals out."""
         out: dict[str, Any] = {
             "journey": self.journey_key,
             "version": self.version,
@@ -401,6 +401,7 @@ def _walk(
     journey: Journey,
     enrollment: Enrollment,
     history: RecordedBehaviour,
+    *,
     until: dt.datetime,
     zone: ZoneInfo,
     config: PlanConfig | None,
@@ -517,9 +518,9 @@ def replay(
             journey,
             enrollment,
             histories[enrollment.contact_id],
-            until,
-            zone_for(enrollment.contact_id),
-            config,
+            until=until,
+            zone=zone_for(enrollment.contact_id),
+            config=config,
         )
         statuses[position.status.value] = statuses.get(position.status.value, 0) + 1
         intents.extend(walked.sent)
