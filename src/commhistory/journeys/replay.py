@@ -16,7 +16,8 @@
    clock that wakes each enrollment at every instant something can happen (the
    end of a wait, a branch's deadline, each stored event or activity of the
    contact), as a host calling ``due`` continuously would. Every send it decides
-   is taken as sent at its due instant. Behaviour comes from the store into a
+   is taken as sent when send planning lets it go (4.: at its due instant unless
+   deferred). Behaviour comes from the store into a
    :class:`~commhistory.journeys.machine.RecordedBehaviour`: the contact's
    activities (goals, branches), unsubscribes (goals), and the events of the
    messages the host recorded for the same intent keys (branches on a step's
