@@ -36,8 +36,9 @@ from commhistory.model import (
     Event,
     EventType,
     Message,
+    Purpose,
 )
-from commhistory.segments.planning import PlanConfig, QuietHours
+from commhistory.segments.planning import FrequencyCap, PlanConfig, QuietHours
 from tests._journeys import consent, reachable, with_address
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "journeys"
@@ -326,6 +327,41 @@ def test_replay_defers_or_skips_in_quiet_hours(repo: CommHistory[Any]) -> None:
         (0, 4, 0),  # r5 unsubscribed (withdrew) before its reminder
         (0, 4, 0),
     ]
+
+
+def test_replay_defers_a_capped_send_to_the_next_midnight(repo: CommHistory[Any]) -> None:
+    """A cap of one marketing email a day; q1 got a promotion at 00:30 on T0's day.
+
+    hello, due at T0 (01:00), is capped: deferred to the next midnight (03-03 00:00)
+    and sent then; the wait and the branch run from there (reminder 03-08 00:00, tips
+    03-12 00:00), on days with no stored marketing message. The live engine agrees.
+    """
+    journey = Journey.load(EXAMPLES / "welcome.json")
+    reachable(repo, ["q1"], Channel.EMAIL)
+    promo_at = T0 - 30 * dt.timedelta(minutes=1)
+    repo.record_messages([_message("promo", "q1", promo_at, purpose=Purpose.MARKETING)])
+    repo.declare_activities({"signup": []})
+    repo.record_activities([_signup(1, "q1", T0)])
+    cap = PlanConfig(caps=[FrequencyCap(channel="email", purpose="marketing", limit=1, days=1)])
+    report = repo.journey_replay(journey, since=SINCE, until=UNTIL, config=cap)
+    midnight = dt.datetime(2026, 3, 3, tzinfo=UTC)
+    assert [(d.intent.step_id, d.until, d.reason.value) for d in report.deferred] == [
+        ("hello", midnight, "frequency_cap")
+    ]
+    assert [(i.due_at, i.step_id) for i in report.intents] == [
+        (T0, "hello"),
+        (midnight + 5 * DAY, "reminder"),
+        (midnight + 9 * DAY, "tips"),
+    ]
+    repo.enroll(journey, "q1", "s1", at=T0)
+    first = repo.journey_due(T0, config=cap)
+    assert first.counts() == {"send": 0, "deferred": 1, "skipped": 0}
+    live: list[SendIntent] = []
+    for now in (midnight, midnight + 5 * DAY, midnight + 9 * DAY):
+        for intent in repo.journey_due(now, config=cap):
+            live.append(intent)
+            repo.record_journey_send(intent.key, at=now)
+    assert [i.key for i in live] == [i.key for i in report.intents]
 
 
 def test_refusals(repo: CommHistory[Any]) -> None:

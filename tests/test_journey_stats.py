@@ -23,6 +23,8 @@ from commhistory.crypto import Keyring
 from commhistory.errors import InvalidInputError, PermissionDenied
 from commhistory.facade import CommHistory, open_repository
 from commhistory.journeys import Journey, SendIntent
+from commhistory.journeys.engine import enrollment_id
+from commhistory.journeys.machine import intent_key
 from commhistory.journeys.stats import journey_stats, render_stats
 from commhistory.kpi import JourneyLink, compute
 from commhistory.model import Channel, Direction, Event, EventType, Message
@@ -166,6 +168,12 @@ def test_worked_welcome_numbers_per_journey_and_step(repo: CommHistory[Any]) -> 
         "tips": (1, 0, 1, 1, 0, 0, {"completed": 1}),
     }
     assert stats.exits_before_send == {}
+    # c3's hello was skipped by send planning in due, which stored why.
+    refused = repo.store.journey_store.intent(
+        intent_key(journey, enrollment_id("welcome", "signup-3"), "hello", 1)
+    )
+    assert refused is not None
+    assert (refused.outcome, refused.reason, refused.message_id) == ("skipped", "no_consent", None)
     hello = stats.step("hello").messages
     assert hello is not None
     assert (hello.sent, hello.delivered, hello.unique_opens, hello.unique_clicks) == (3, 3, 1, 1)
