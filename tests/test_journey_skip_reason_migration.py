@@ -29,7 +29,7 @@ def _columns(engine: sa.Engine) -> set[str]:
 
 
 def test_0017_adds_the_skip_reason_and_downgrades(url: str) -> None:
-    upgrade(url, "0015")
+    upgrade(url, "0016")
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
@@ -55,7 +55,7 @@ def test_0017_adds_the_skip_reason_and_downgrades(url: str) -> None:
         if current_revision(engine) == head_revision():
             assert diffs == []
         with engine.begin() as conn:
-            command.downgrade(_config(conn), "0015")
+            command.downgrade(_config(conn), "0016")
         assert "reason" not in _columns(engine)
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT COUNT(*) FROM journey_intents").scalar_one() == 2

@@ -40,6 +40,7 @@ TABLES = {
     "journey_definitions",
     "journey_enrollments",
     "journey_intents",
+    "journey_trigger_marks",
     "key_metadata",
     "messages",
     "stored_seq",

@@ -1,4 +1,4 @@
-"""``commhistory journey validate FILE`` and ``commhistory journey due``.
+"""``commhistory journey validate|due|triggers|stats|replay``.
 
 ``validate``: the file is JSON (or YAML, ``.yaml``/``.yml``, when PyYAML is
 installed). A valid definition prints its key, version, trigger and the step
@@ -15,20 +15,30 @@ template key. What planning held back goes to standard error, one line each:
 CONTACT TEMPLATE (REASON)``. ``--format json`` prints one object with
 ``at``, ``intents``, ``deferred`` and ``skipped``. ``--dry-run`` claims nothing.
 
+``triggers``: runs :func:`~commhistory.journeys.triggers.run_triggers` for the
+journey files given (the live versions) at now (or ``--at``) and prints, per
+journey, how many triggering records were read, enrolled and kept out.
+
+``stats`` and ``replay``: numbers per journey and step, and a dry run of a
+stored history (see :doc:`/journeys`).
+
 .. versionadded:: 0.4.0
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from commhistory.cli._access import add_actor_options, resolve_access
 from commhistory.cli._exits import EXIT_OK
 from commhistory.cli._store_options import add_store_options
 from commhistory.cli.store import repository
+from commhistory.errors import InvalidInputError
 from commhistory.journeys import BranchStep, Journey, SendStep, WaitStep, format_duration
 from commhistory.normalize.time import parse_timestamp
 from commhistory.segments.planning import load_plan_config
@@ -81,6 +91,36 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     due.set_defaults(run=_run_due)
     register_stats(sub)
     register_replay(sub)
+    triggers = sub.add_parser(
+        "triggers",
+        help="enroll the contacts the journeys' triggers name since the last run",
+        description="Read what was stored since each journey's last run (activities, "
+        "message events, segment entries, date attributes) and enroll the contacts its "
+        "trigger names, once per triggering record; then wake the enrollments whose "
+        "contacts did something new. Prints one line per journey: read, enrolled, kept "
+        "out by the re-entry policy.",
+    )
+    triggers.add_argument(
+        "files", type=Path, nargs="+", metavar="FILE", help="the live journey definitions"
+    )
+    triggers.add_argument("--at", default=None, metavar="TIME", help="an ISO 8601 instant")
+    triggers.add_argument(
+        "--zone", default="UTC", metavar="ZONE", help="the contacts' IANA zone (date triggers)"
+    )
+    triggers.add_argument(
+        "--max-age-hours",
+        type=float,
+        default=24.0,
+        metavar="H",
+        help="nothing older than this fires a trigger (default 24)",
+    )
+    triggers.add_argument("--no-wake", action="store_true", help="do not wake enrollments")
+    triggers.add_argument(
+        "--format", choices=("text", "json"), default="text", help="output format"
+    )
+    add_store_options(triggers)
+    add_actor_options(triggers)
+    triggers.set_defaults(run=_run_triggers)
 
 
 def describe(journey: Journey) -> list[str]:
@@ -262,4 +302,45 @@ def _run_replay(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print(render_replay(report, intents=args.intents))
+    return EXIT_OK
+
+
+def _run_triggers(args: argparse.Namespace) -> int:
+    at = None if args.at is None else parse_timestamp(args.at, field="--at")
+    try:
+        zone = ZoneInfo(args.zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInputError(field="--zone", reason="not a known IANA time zone") from None
+    if not args.max_age_hours > 0:
+        raise InvalidInputError(field="--max-age-hours", reason="must be positive")
+    journeys = [Journey.load(path) for path in args.files]
+    access = resolve_access(args)
+    with repository(args, create=False) as repo:
+        view = access.view(repo)
+        report = (repo if view is None else view).run_journey_triggers(
+            journeys,
+            at,
+            zone_of=lambda _contact: zone,
+            max_age=dt.timedelta(hours=args.max_age_hours),
+            wake=not args.no_wake,
+        )
+    rows = [
+        {
+            "journey": j.key,
+            "read": report.read.get(j.key, 0),
+            "enrolled": report.enrolled.get(j.key, 0),
+            "kept_out": report.kept_out.get(j.key, 0),
+        }
+        for j in journeys
+    ]
+    if args.format == "json":
+        json.dump({"journeys": rows, "woken": report.woken}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for row in rows:
+            print(
+                f"{row['journey']}: read {row['read']}, enrolled {row['enrolled']}, "
+                f"kept out {row['kept_out']}"
+            )
+        print(f"new behaviour: {report.woken} contacts")
     return EXIT_OK

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from commhistory._lifecycle import ClosesOnExit
@@ -28,6 +28,7 @@ from commhistory.audit import DEFAULT_POLICY, Actor, AuditLog, Outcome, Permissi
 from commhistory.audit.masked import MaskedEntry
 from commhistory.errors import InvalidInputError, PermissionDenied
 from commhistory.facade.dead_letters import replay_dead_letters
+from commhistory.journeys.triggers import DEFAULT_MAX_AGE
 from commhistory.model import ConsentEvent
 from commhistory.store.costs import Cost
 
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from commhistory.journeys.gate import DueResult
     from commhistory.journeys.replay import JourneyReplay
     from commhistory.journeys.stats import JourneyStats
+    from commhistory.journeys.triggers import TriggerReport
     from commhistory.kpi.links import LinkClicks
     from commhistory.kpi.metrics import KpiTable
     from commhistory.model import Activity, Channel, ContactUpdate, Event, Message, Purpose
@@ -1035,6 +1037,32 @@ class GuardedRepository(ClosesOnExit):
             lambda: self._repo.journey_replay(
                 journey, since=since, until=until, zone_of=zone_of, config=config
             ),
+        )
+
+    def run_journey_triggers(
+        self,
+        journeys: Iterable[Journey],
+        now: datetime | None = None,
+        *,
+        zone_of: Callable[[str], ZoneInfo] | None = None,
+        max_age: timedelta | None = DEFAULT_MAX_AGE,
+        batch_size: int = 1000,
+        wake: bool = True,
+    ) -> TriggerReport:
+        """Fire journey triggers from the stored history (needs ``write_history``; audited).
+
+        Audited as ``journey.triggers`` (no ids in the entry); each batch of
+        enrollments commits on its own, as the unguarded call does.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._audited(
+            P.WRITE_HISTORY,
+            "journey.triggers",
+            lambda: self._repo.run_journey_triggers(
+                journeys, now, zone_of=zone_of, max_age=max_age, batch_size=batch_size, wake=wake
+            ),
+            atomic=False,
         )
 
     def segment_delta(

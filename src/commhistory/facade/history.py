@@ -61,6 +61,7 @@ from commhistory.journeys.gate import DueResult
 from commhistory.journeys.replay import JourneyReplay
 from commhistory.journeys.replay import replay as journey_replay
 from commhistory.journeys.stats import JourneyStats, journey_stats
+from commhistory.journeys.triggers import DEFAULT_MAX_AGE, TriggerReport, run_triggers
 from commhistory.kpi.aggregate import repository_kpis
 from commhistory.kpi.links import LinkClicks
 from commhistory.kpi.links import link_clicks as repository_link_clicks
@@ -942,6 +943,31 @@ class CommHistory(ClosesOnExit, Generic[S]):
         return journey_replay(
             self._store, journey, since=since, until=until, zone_of=zone_of, config=config
         )
+
+    def run_journey_triggers(
+        self,
+        journeys: Iterable[Journey],
+        now: datetime | None = None,
+        *,
+        zone_of: Callable[[str], ZoneInfo] | None = None,
+        max_age: timedelta | None = DEFAULT_MAX_AGE,
+        batch_size: int = 1000,
+        wake: bool = True,
+    ) -> TriggerReport:
+        """Enroll the contacts the journeys' triggers name since their last run; wake on behaviour.
+
+        See :func:`commhistory.journeys.triggers.run_triggers`: activity, event,
+        segment and date triggers fire from the stored history, idempotently (a
+        repeated run enrolls nobody twice), and new behaviour wakes the
+        enrollments waiting for it.
+
+        .. versionadded:: 0.4.0
+        """
+        at = datetime.now(UTC) if now is None else now
+        return run_triggers(
+            self._store, journeys, at, zone_of=zone_of, max_age=max_age,
+            batch_size=batch_size, wake=wake,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ KPIs
 

@@ -219,11 +219,18 @@ class StoredBehaviour:
     * ``activity_at``: the contact's activities (``repo.activity_store``),
       properties matched after decryption;
     * ``unsubscribed_at``: the first ``unsubscribed`` event on the contact's
-      messages (of the channel), or the first consent withdrawal recorded in
-      the consent ledger (any purpose, on the channel; any channel when the
-      goal names none), whichever came first;
-    * ``left_segment_at``: always ``None`` for now (segment exits need saved
-      snapshots per contact; not built).
+      messages (of the channel), or the first withdrawal of ``marketing``
+      consent (on the channel) in the consent ledger, whichever came first;
+    * ``left_segment_at``: from the saved segment's membership snapshots
+      (:meth:`~commhistory.store.journeys.JourneyStore.left_segment_at`): the
+      ``at`` of the first snapshot that no longer holds the contact while the
+      snapshot just before it did. A contact's leaving is therefore observed at
+      the next snapshot after the change, not when the data changed; snapshots
+      are taken by :func:`~commhistory.journeys.triggers.run_triggers` (every
+      segment a goal names) or by the host (``segment_snapshot``).
+
+    .. versionchanged:: 0.4.0
+       Consent withdrawals and segment exits count.
     """
 
     repo: Repository
@@ -295,42 +302,24 @@ class StoredBehaviour:
             after=after,
             until=until,
         )
-        withdrawn = self._withdrawn_at(channel, after=after, until=until)
-        if withdrawn is not None and (found is None or withdrawn < found):
-            return withdrawn
+        consent = self.repo.consent_store
+        for on in (channel,) if channel is not None else tuple(Channel):
+            for row in consent.consent_rows([self.contact_id], on, Purpose.MARKETING, until):
+                if (
+                    row.action is ConsentAction.WITHDRAW
+                    and row.occurred_at >= after
+                    and (found is None or row.occurred_at < found)
+                ):
+                    found = row.occurred_at
         return found
-
-    def _withdrawn_at(
-        self, channel: Channel | None, *, after: dt.datetime, until: dt.datetime
-    ) -> dt.datetime | None:
-        """The first consent withdrawal in the ledger in ``[after, until]``."""
-        times: list[dt.datetime] = []
-        if channel is None:
-            try:
-                history = self.repo.consent_history(self.contact_id)
-            except NotFoundError:
-                return None
-            times = [
-                e.occurred_at
-                for e in history
-                if e.action is ConsentAction.WITHDRAW and after <= e.occurred_at <= until
-            ]
-        else:
-            ledger = self.repo.consent_store
-            for purpose in Purpose:
-                rows = ledger.consent_rows([self.contact_id], channel, purpose, until)
-                times.extend(
-                    r.occurred_at
-                    for r in rows
-                    if r.action is ConsentAction.WITHDRAW and r.occurred_at >= after
-                )
-        return min(times) if times else None
 
     def left_segment_at(
         self, segment: str, *, after: dt.datetime, until: dt.datetime
     ) -> dt.datetime | None:
-        """Always ``None`` for now: segment exits are not tracked per contact yet."""
-        return None
+        """See :meth:`~commhistory.journeys.machine.BehaviourSource.left_segment_at`."""
+        return self.repo.journey_store.left_segment_at(
+            self.contact_id, segment, after=after, until=until
+        )
 
 
 def _wake_at(

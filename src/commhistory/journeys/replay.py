@@ -267,7 +267,7 @@ def _triggers(
     trigger = journey.trigger
     store = repo.journey_store
     if isinstance(trigger, ActivityTrigger):
-        rows = store.trigger_activities(trigger.name, since=since, until=until)
+        rows = store.window_activities(trigger.name, since=since, until=until)
         props: dict[str, dict[str, str | int | bool]] = {}
         for contact in sorted({r.contact_id for r in rows}):
             for aid, _name, _at, values in _activities(
@@ -281,7 +281,7 @@ def _triggers(
                 out.append(_Trigger(r.record_id, r.contact_id, r.occurred_at, values))
         return out
     if isinstance(trigger, EventTrigger):
-        rows = store.trigger_events(
+        rows = store.window_events(
             trigger.event,
             campaign=trigger.campaign,
             channel=trigger.channel,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Collection, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import attrs
@@ -53,7 +53,10 @@ __all__ = [
     "JourneyStore",
     "MemoryJourneyStore",
     "SQLJourneyStore",
+    "TriggerMark",
+    "TriggerRecord",
     "TriggerRow",
+    "WakeScope",
 ]
 
 PlainValue = str | int | bool
@@ -231,6 +234,161 @@ class JourneyStore(Protocol):
         """Delete the contact's enrollments and their intents; return the enrollments deleted."""
         ...
 
+    # -- triggers and wakes (commhistory.journeys.triggers; migration 0016)
+
+    def trigger_marks(self, journey_key: str) -> dict[str, TriggerMark]:
+        """The trigger marks of a journey key (``"*"``: the wake feeds), by source.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def save_trigger_marks(
+        self, journey_key: str, marks: Mapping[str, TriggerMark], *, at: datetime
+    ) -> None:
+        """Store (insert or replace) trigger marks of a journey key, by source.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def stored_bound(self) -> int:
+        """The stored-at sequence bound: every row stored so far is below it, later ones not.
+
+        The ``stored_seq`` of ``activities`` and ``events`` (migration 0014); the
+        memory store numbers rows when a bound first sees them.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def trigger_activities(
+        self,
+        name: str,
+        *,
+        after: TriggerMark | None,
+        before: int,
+        since: datetime,
+        until: datetime,
+        start: tuple[datetime, str] | None = None,
+        limit: int = 1000,
+    ) -> list[TriggerRecord]:
+        """Activities of *name* not read under *after*, in ``(occurred_at, id)`` order.
+
+        A row is returned when its ``stored_seq`` is below *before*, it
+        happened in ``[since, until]``, and *after* does not cover it (its
+        ``stored_seq`` is at or above ``after.watermark``, or it happened after
+        ``after.until``). ``properties`` are its plain properties.
+
+        Args:
+            name: The activity name.
+            after: The mark of the earlier runs, or ``None``.
+            before: The bound of this run (:meth:`stored_bound`).
+            since: The earliest instant read.
+            until: The latest instant read.
+            start: Only rows after this ``(occurred_at, id)`` (the last of the previous batch).
+            limit: The most rows returned.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def trigger_events(
+        self,
+        event: EventType,
+        *,
+        campaign: str | None,
+        channel: Channel | None,
+        after: TriggerMark | None,
+        before: int,
+        since: datetime,
+        until: datetime,
+        start: tuple[datetime, str] | None = None,
+        limit: int = 1000,
+    ) -> list[TriggerRecord]:
+        """Events of a type not read under *after*, as :meth:`trigger_activities` reads activities.
+
+        Only events of known messages (not orphans) and not flagged ``machine``;
+        with *campaign* or *channel*, only of messages of that campaign or channel.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def behaviour_since(
+        self, *, after: TriggerMark | None, before: int, since: datetime, until: datetime
+    ) -> dict[str, datetime]:
+        """Each contact's earliest new behaviour: events, activities and consent changes.
+
+        Events and activities as :meth:`trigger_activities` selects them (any
+        type or name, machine events included); consent ledger entries by their
+        ``occurred_at`` in ``[since, until]`` and after ``after.until``.
+
+        Returns:
+            The earliest such instant per contact id.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def active_versions(self) -> list[tuple[str, int]]:
+        """The journey key and version of every active enrollment, distinct, sorted.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def wake(self, instants: Mapping[str, datetime], scopes: Sequence[WakeScope]) -> None:
+        """Wake the contacts' active enrollments in *scopes* at the given instants.
+
+        An enrollment's ``wake_at`` becomes the contact's instant unless it is
+        earlier already (``NULL``, waiting for a recorded send, counts as later);
+        its ``revision`` goes up, so a ``due()`` holding the old row does not
+        write it back.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def left_segment_at(
+        self, contact_id: str, segment: str, *, after: datetime, until: datetime
+    ) -> datetime | None:
+        """The first snapshot of *segment* in ``[after, until]`` that shows the contact left.
+
+        Snapshots are ordered by ``at`` (then when they were taken); one shows
+        the contact left when the contact is not among its members but was
+        among those of the snapshot just before it (which may be before
+        *after*). The instant returned is that snapshot's ``at``.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def date_values(
+        self,
+        attribute: str,
+        *,
+        between: tuple[date, date] | None = None,
+        month_days: Collection[str] | None = None,
+    ) -> list[tuple[str, date]]:
+        """Current values of a plain ``date`` attribute: ``(contact_id, date)`` pairs.
+
+        Args:
+            attribute: The attribute's name.
+            between: Only dates in this range (both ends included).
+            month_days: Only dates whose ``"MM-DD"`` is one of these.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def enrolled_triggers(self, journey_key: str, trigger_ids: Collection[str]) -> set[str]:
+        """Which of *trigger_ids* enrolled a contact in the journey already (one query).
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
     def journey_counts(
         self, journey_key: str, version: int, *, at: datetime | None = None
     ) -> JourneyCounts:
@@ -245,7 +403,7 @@ class JourneyStore(Protocol):
         """
         ...
 
-    def trigger_activities(
+    def window_activities(
         self, name: str, *, since: datetime, until: datetime
     ) -> list[TriggerRow]:
         """The activities ``name`` of every contact in ``[since, until]``, by time then id.
@@ -254,7 +412,7 @@ class JourneyStore(Protocol):
         """
         ...
 
-    def trigger_events(
+    def window_events(
         self,
         event: EventType,
         *,
@@ -570,6 +728,275 @@ class SQLJourneyStore(JourneyStore):
             conn.execute(_I.delete().where(_I.c.enrollment_id.in_(mine.scalar_subquery())))
             return int(conn.execute(_E.delete().where(_E.c.contact_id == contact_id)).rowcount)
 
+    # -- triggers and wakes (migration 0016)
+
+    def trigger_marks(self, journey_key: str) -> dict[str, TriggerMark]:
+        """See :meth:`JourneyStore.trigger_marks`."""
+        t = schema.journey_trigger_marks
+        with self.repo.transaction(read=True) as conn:
+            rows = conn.execute(
+                sa.select(t.c.source, t.c.watermark, t.c.until, t.c.snapshot_id).where(
+                    t.c.journey_key == journey_key
+                )
+            ).all()
+        return {r[0]: TriggerMark(watermark=int(r[1]), until=r[2], snapshot_id=r[3]) for r in rows}
+
+    def save_trigger_marks(
+        self, journey_key: str, marks: Mapping[str, TriggerMark], *, at: datetime
+    ) -> None:
+        """See :meth:`JourneyStore.save_trigger_marks`."""
+        t = schema.journey_trigger_marks
+        with self.repo.transaction() as conn:
+            for source, mark in sorted(marks.items()):
+                values = {
+                    "watermark": mark.watermark,
+                    "until": mark.until,
+                    "snapshot_id": mark.snapshot_id,
+                    "updated_at": at,
+                }
+                insert: Any = (
+                    postgresql.insert(t) if self.repo.dialect == "postgresql" else sqlite.insert(t)
+                )
+                conn.execute(
+                    insert.values(
+                        journey_key=journey_key, source=source, **values
+                    ).on_conflict_do_update(
+                        index_elements=[t.c.journey_key, t.c.source], set_=values
+                    )
+                )
+
+    def stored_bound(self) -> int:
+        """See :meth:`JourneyStore.stored_bound`."""
+        with self.repo.transaction(read=True) as conn:
+            return self.repo.backend.stored_seq_bound(conn)
+
+    def trigger_activities(
+        self,
+        name: str,
+        *,
+        after: TriggerMark | None,
+        before: int,
+        since: datetime,
+        until: datetime,
+        start: tuple[datetime, str] | None = None,
+        limit: int = 1000,
+    ) -> list[TriggerRecord]:
+        """See :meth:`JourneyStore.trigger_activities`."""
+        a = schema.activities
+        stmt = (
+            sa.select(a.c.activity_id, a.c.contact_id, a.c.occurred_at, a.c.plain_properties)
+            .where(
+                a.c.name == name,
+                *_new_rows(
+                    a.c.stored_seq,
+                    a.c.occurred_at,
+                    after=after,
+                    before=before,
+                    since=since,
+                    until=until,
+                ),
+                *_after_key(a.c.occurred_at, a.c.activity_id, start),
+            )
+            .order_by(a.c.occurred_at, a.c.activity_id)
+            .limit(limit)
+        )
+        with self.repo.transaction(read=True) as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            TriggerRecord(
+                record_id=r[0],
+                contact_id=r[1],
+                occurred_at=r[2],
+                properties=json.loads(r[3]) if r[3] else {},
+            )
+            for r in rows
+        ]
+
+    def trigger_events(
+        self,
+        event: EventType,
+        *,
+        campaign: str | None,
+        channel: Channel | None,
+        after: TriggerMark | None,
+        before: int,
+        since: datetime,
+        until: datetime,
+        start: tuple[datetime, str] | None = None,
+        limit: int = 1000,
+    ) -> list[TriggerRecord]:
+        """See :meth:`JourneyStore.trigger_events`."""
+        e, m = schema.events, schema.messages
+        stmt = sa.select(e.c.event_id, e.c.contact_id, e.c.occurred_at).where(
+            e.c.type == event.value,
+            e.c.contact_id.is_not(None),
+            e.c.message_id.is_not(None),
+            sa.not_(e.c.machine),
+            *_new_rows(
+                e.c.stored_seq,
+                e.c.occurred_at,
+                after=after,
+                before=before,
+                since=since,
+                until=until,
+            ),
+            *_after_key(e.c.occurred_at, e.c.event_id, start),
+        )
+        if campaign is not None or channel is not None:
+            stmt = stmt.join_from(e, m, m.c.message_id == e.c.message_id)
+            if campaign is not None:
+                stmt = stmt.where(m.c.campaign_id == campaign)
+            if channel is not None:
+                stmt = stmt.where(m.c.channel == channel.value)
+        stmt = stmt.order_by(e.c.occurred_at, e.c.event_id).limit(limit)
+        with self.repo.transaction(read=True) as conn:
+            rows = conn.execute(stmt).all()
+        return [TriggerRecord(record_id=r[0], contact_id=r[1], occurred_at=r[2]) for r in rows]
+
+    def behaviour_since(
+        self, *, after: TriggerMark | None, before: int, since: datetime, until: datetime
+    ) -> dict[str, datetime]:
+        """See :meth:`JourneyStore.behaviour_since`."""
+        e, a, ce = schema.events, schema.activities, schema.consent_events
+        parts = sa.union_all(
+            sa.select(e.c.contact_id.label("cid"), e.c.occurred_at.label("t")).where(
+                e.c.contact_id.is_not(None),
+                *_new_rows(
+                    e.c.stored_seq,
+                    e.c.occurred_at,
+                    after=after,
+                    before=before,
+                    since=since,
+                    until=until,
+                ),
+            ),
+            sa.select(a.c.contact_id, a.c.occurred_at).where(
+                *_new_rows(
+                    a.c.stored_seq,
+                    a.c.occurred_at,
+                    after=after,
+                    before=before,
+                    since=since,
+                    until=until,
+                )
+            ),
+            sa.select(ce.c.contact_id, ce.c.occurred_at).where(
+                ce.c.occurred_at >= since,
+                ce.c.occurred_at <= until,
+                *(
+                    []
+                    if after is None or after.until is None
+                    else [ce.c.occurred_at > after.until]
+                ),
+            ),
+        ).subquery()
+        stmt = sa.select(parts.c.cid, sa.func.min(parts.c.t)).group_by(parts.c.cid)
+        with self.repo.transaction(read=True) as conn:
+            rows = conn.execute(stmt).all()
+        out: dict[str, datetime] = {}
+        for cid, value in rows:
+            when = _instant(value)
+            assert when is not None
+            out[cid] = when
+        return out
+
+    def active_versions(self) -> list[tuple[str, int]]:
+        """See :meth:`JourneyStore.active_versions`."""
+        stmt = (
+            sa.select(_E.c.journey_key, _E.c.version)
+            .where(_E.c.status == "active")
+            .distinct()
+            .order_by(_E.c.journey_key, _E.c.version)
+        )
+        with self.repo.transaction(read=True) as conn:
+            return [(r[0], int(r[1])) for r in conn.execute(stmt)]
+
+    def wake(self, instants: Mapping[str, datetime], scopes: Sequence[WakeScope]) -> None:
+        """See :meth:`JourneyStore.wake`."""
+        if not instants or not scopes:
+            return
+        when = sa.bindparam("w_at", type_=schema.UTCTimestamp())
+        stmt = (
+            _E.update()
+            .where(
+                _E.c.contact_id == sa.bindparam("c_id"),
+                _E.c.status == "active",
+                sa.or_(_E.c.wake_at.is_(None), _E.c.wake_at > when),
+                sa.or_(*(_scope(s) for s in scopes)),
+            )
+            .values(wake_at=when, revision=_E.c.revision + 1)
+        )
+        params = [{"c_id": cid, "w_at": at} for cid, at in sorted(instants.items())]
+        with self.repo.transaction() as conn:
+            conn.execute(stmt, params)
+
+    def left_segment_at(
+        self, contact_id: str, segment: str, *, after: datetime, until: datetime
+    ) -> datetime | None:
+        """See :meth:`JourneyStore.left_segment_at`."""
+        s, sm = schema.segment_snapshots, schema.segment_snapshot_members
+        inside = sa.case(
+            (
+                sa.exists().where(
+                    sm.c.snapshot_id == s.c.snapshot_id, sm.c.contact_id == contact_id
+                ),
+                1,
+            ),
+            else_=0,
+        )
+        order = (s.c.at, s.c.taken_at, s.c.snapshot_id)
+        seq = (
+            sa.select(
+                s.c.at.label("at"),
+                inside.label("inside"),
+                sa.func.lag(inside).over(order_by=order).label("before"),
+            )
+            .where(s.c.name == segment, s.c.at <= until)
+            .subquery()
+        )
+        stmt = sa.select(sa.func.min(seq.c.at)).where(
+            seq.c.inside == 0, seq.c.before == 1, seq.c.at >= after
+        )
+        with self.repo.transaction(read=True) as conn:
+            value = conn.execute(stmt).scalar()
+        return _instant(value)
+
+    def date_values(
+        self,
+        attribute: str,
+        *,
+        between: tuple[date, date] | None = None,
+        month_days: Collection[str] | None = None,
+    ) -> list[tuple[str, date]]:
+        """See :meth:`JourneyStore.date_values`."""
+        ca = schema.contact_attributes
+        stmt = sa.select(ca.c.contact_id, ca.c.value_date).where(
+            ca.c.name == attribute,
+            ca.c.valid_to.is_(None),
+            ca.c.value_date.is_not(None),
+            ca.c.value_secret.is_(None),
+        )
+        if between is not None:
+            stmt = stmt.where(
+                ca.c.value_date >= between[0].isoformat(),
+                ca.c.value_date <= between[1].isoformat(),
+            )
+        if month_days is not None:
+            stmt = stmt.where(sa.func.substr(ca.c.value_date, 6, 5).in_(sorted(month_days)))
+        stmt = stmt.order_by(ca.c.contact_id)
+        with self.repo.transaction(read=True) as conn:
+            return [(r[0], date.fromisoformat(r[1])) for r in conn.execute(stmt)]
+
+    def enrolled_triggers(self, journey_key: str, trigger_ids: Collection[str]) -> set[str]:
+        """See :meth:`JourneyStore.enrolled_triggers`."""
+        if not trigger_ids:
+            return set()
+        stmt = sa.select(_E.c.trigger_id).where(
+            _E.c.journey_key == journey_key, _E.c.trigger_id.in_(sorted(trigger_ids))
+        )
+        with self.repo.transaction(read=True) as conn:
+            return {r[0] for r in conn.execute(stmt)}
+
     def journey_counts(
         self, journey_key: str, version: int, *, at: datetime | None = None
     ) -> JourneyCounts:
@@ -672,10 +1099,10 @@ class SQLJourneyStore(JourneyStore):
             exits=exit_rows,
         )
 
-    def trigger_activities(
+    def window_activities(
         self, name: str, *, since: datetime, until: datetime
     ) -> list[TriggerRow]:
-        """See :meth:`JourneyStore.trigger_activities`."""
+        """See :meth:`JourneyStore.window_activities`."""
         a = schema.activities
         stmt = (
             sa.select(a.c.activity_id, a.c.contact_id, a.c.occurred_at)
@@ -685,7 +1112,7 @@ class SQLJourneyStore(JourneyStore):
         with self.repo.transaction(read=True) as conn:
             return [TriggerRow(r[0], r[1], _at(r[2])) for r in conn.execute(stmt)]
 
-    def trigger_events(
+    def window_events(
         self,
         event: EventType,
         *,
@@ -694,7 +1121,7 @@ class SQLJourneyStore(JourneyStore):
         since: datetime,
         until: datetime,
     ) -> list[TriggerRow]:
-        """See :meth:`JourneyStore.trigger_events`."""
+        """See :meth:`JourneyStore.window_events`."""
         e, m = schema.events, schema.messages
         stmt = sa.select(e.c.event_id, e.c.contact_id, e.c.occurred_at).where(
             e.c.type == event.value,
@@ -766,6 +1193,11 @@ class MemoryJourneys:
         self.triggers: dict[tuple[str, str], str] = {}
         self.intents: dict[str, IntentRow] = {}
         self.lock = threading.Lock()
+        self.marks: dict[str, dict[str, TriggerMark]] = {}
+        """Trigger marks by journey key and source."""
+        self.seen: dict[tuple[str, str], int] = {}
+        """The stored-at sequence each activity and event got from the bound that first saw it."""
+        self.seq = 0
 
 
 class MemoryJourneyStore(JourneyStore):
@@ -928,6 +1360,243 @@ class MemoryJourneyStore(JourneyStore):
                 del j.intents[key]
         return len(mine)
 
+    # -- triggers and wakes
+
+    def trigger_marks(self, journey_key: str) -> dict[str, TriggerMark]:
+        """See :meth:`JourneyStore.trigger_marks`."""
+        return dict(self._j.marks.get(journey_key, {}))
+
+    def save_trigger_marks(
+        self, journey_key: str, marks: Mapping[str, TriggerMark], *, at: datetime
+    ) -> None:
+        """See :meth:`JourneyStore.save_trigger_marks`."""
+        with self._j.lock:
+            stored = self._j.marks.setdefault(journey_key, {})
+            for source, mark in marks.items():
+                stored[source] = attrs.evolve(mark, until=_trunc(mark.until))
+
+    def stored_bound(self) -> int:
+        """See :meth:`JourneyStore.stored_bound`.
+
+        Memory rows carry no sequence: a bound numbers the rows it sees first
+        (activities, and events of known messages) with the current value, then
+        moves to the next.
+        """
+        s, j = self.s, self._j
+        with j.lock:
+            for aid in s.activities:
+                j.seen.setdefault(("activities", aid), j.seq)
+            for eid, event in s.events.items():
+                if event.message_id is not None and s.event_contact.get(eid) is not None:
+                    j.seen.setdefault(("events", eid), j.seq)
+            j.seq += 1
+            return j.seq
+
+    def _fresh(
+        self,
+        table: str,
+        row_id: str,
+        when: datetime,
+        *,
+        after: TriggerMark | None,
+        before: int,
+        since: datetime,
+        until: datetime,
+    ) -> bool:
+        seq = self._j.seen.get((table, row_id))
+        if seq is None or seq >= before or not since <= when <= until:
+            return False
+        if after is None:
+            return True
+        return seq >= after.watermark or (after.until is not None and when > after.until)
+
+    def trigger_activities(
+        self,
+        name: str,
+        *,
+        after: TriggerMark | None,
+        before: int,
+        since: datetime,
+        until: datetime,
+        start: tuple[datetime, str] | None = None,
+        limit: int = 1000,
+    ) -> list[TriggerRecord]:
+        """See :meth:`JourneyStore.trigger_activities`."""
+        s = self.s
+        keys = s.activity_names.get(name, frozenset())
+        rows = [
+            TriggerRecord(
+                record_id=a.activity_id,
+                contact_id=a.contact_id,
+                occurred_at=a.occurred_at,
+                properties={k: v for k, v in a.properties.items() if k in keys},
+            )
+            for a in s.activities.values()
+            if a.name == name
+            and self._fresh(
+                "activities",
+                a.activity_id,
+                a.occurred_at,
+                after=after,
+                before=before,
+                since=since,
+                until=until,
+            )
+            and (start is None or (a.occurred_at, a.activity_id) > start)
+        ]
+        rows.sort(key=lambda r: (r.occurred_at, r.record_id))
+        return rows[:limit]
+
+    def trigger_events(
+        self,
+        event: EventType,
+        *,
+        campaign: str | None,
+        channel: Channel | None,
+        after: TriggerMark | None,
+        before: int,
+        since: datetime,
+        until: datetime,
+        start: tuple[datetime, str] | None = None,
+        limit: int = 1000,
+    ) -> list[TriggerRecord]:
+        """See :meth:`JourneyStore.trigger_events`."""
+        s = self.s
+        rows: list[TriggerRecord] = []
+        for eid, e in s.events.items():
+            cid = s.event_contact.get(eid)
+            if e.type is not event or e.machine or cid is None or e.message_id is None:
+                continue
+            if not self._fresh(
+                "events", eid, e.occurred_at, after=after, before=before, since=since, until=until
+            ):
+                continue
+            if start is not None and (e.occurred_at, eid) <= start:
+                continue
+            if campaign is not None or channel is not None:
+                message = s.messages.get(e.message_id)
+                if message is None:
+                    continue
+                if campaign is not None and message.campaign_id != campaign:
+                    continue
+                if channel is not None and message.channel is not channel:
+                    continue
+            rows.append(TriggerRecord(record_id=eid, contact_id=cid, occurred_at=e.occurred_at))
+        rows.sort(key=lambda r: (r.occurred_at, r.record_id))
+        return rows[:limit]
+
+    def behaviour_since(
+        self, *, after: TriggerMark | None, before: int, since: datetime, until: datetime
+    ) -> dict[str, datetime]:
+        """See :meth:`JourneyStore.behaviour_since`."""
+        s = self.s
+        out: dict[str, datetime] = {}
+
+        def seen(cid: str, when: datetime) -> None:
+            if cid not in out or when < out[cid]:
+                out[cid] = when
+
+        for eid, e in s.events.items():
+            cid = s.event_contact.get(eid)
+            if cid is not None and self._fresh(
+                "events", eid, e.occurred_at, after=after, before=before, since=since, until=until
+            ):
+                seen(cid, e.occurred_at)
+        for a in s.activities.values():
+            if self._fresh(
+                "activities",
+                a.activity_id,
+                a.occurred_at,
+                after=after,
+                before=before,
+                since=since,
+                until=until,
+            ):
+                seen(a.contact_id, a.occurred_at)
+        for c in s.consents.values():
+            if not since <= c.occurred_at <= until:
+                continue
+            if after is not None and after.until is not None and c.occurred_at <= after.until:
+                continue
+            seen(c.contact_id, c.occurred_at)
+        return out
+
+    def active_versions(self) -> list[tuple[str, int]]:
+        """See :meth:`JourneyStore.active_versions`."""
+        return sorted(
+            {
+                (r.journey_key, r.version)
+                for r in self._j.enrollments.values()
+                if r.status == "active"
+            }
+        )
+
+    def wake(self, instants: Mapping[str, datetime], scopes: Sequence[WakeScope]) -> None:
+        """See :meth:`JourneyStore.wake`."""
+        if not instants or not scopes:
+            return
+        j = self._j
+        with j.lock:
+            for eid, row in list(j.enrollments.items()):
+                at = instants.get(row.contact_id)
+                if at is None or row.status != "active":
+                    continue
+                if row.wake_at is not None and row.wake_at <= at:
+                    continue
+                if not any(_in_scope(row, scope) for scope in scopes):
+                    continue
+                j.enrollments[eid] = attrs.evolve(
+                    row, wake_at=_trunc(at), revision=row.revision + 1
+                )
+
+    def left_segment_at(
+        self, contact_id: str, segment: str, *, after: datetime, until: datetime
+    ) -> datetime | None:
+        """See :meth:`JourneyStore.left_segment_at`."""
+        shots = sorted(
+            (
+                (info.at, info.taken_at, info.snapshot_id, contact_id in ids)
+                for info, ids in self.s.segment_snapshots.values()
+                if info.name == segment and info.at <= until
+            ),
+        )
+        before: bool | None = None
+        for at, _taken, _sid, inside in shots:
+            if before and not inside and at >= after:
+                return at
+            before = inside
+        return None
+
+    def date_values(
+        self,
+        attribute: str,
+        *,
+        between: tuple[date, date] | None = None,
+        month_days: Collection[str] | None = None,
+    ) -> list[tuple[str, date]]:
+        """See :meth:`JourneyStore.date_values`."""
+        out: list[tuple[str, date]] = []
+        for (cid, name), rows in self.s.attributes.items():
+            if name != attribute:
+                continue
+            for _frm, to, v in rows:
+                value = v.value
+                if to is not None or v.personal or not isinstance(value, date):
+                    continue
+                if isinstance(value, datetime):
+                    continue
+                if between is not None and not between[0] <= value <= between[1]:
+                    continue
+                if month_days is not None and value.strftime("%m-%d") not in month_days:
+                    continue
+                out.append((cid, value))
+        return sorted(out)
+
+    def enrolled_triggers(self, journey_key: str, trigger_ids: Collection[str]) -> set[str]:
+        """See :meth:`JourneyStore.enrolled_triggers`."""
+        triggers = self._j.triggers
+        return {t for t in trigger_ids if (journey_key, t) in triggers}
+
     def journey_counts(
         self, journey_key: str, version: int, *, at: datetime | None = None
     ) -> JourneyCounts:
@@ -989,10 +1658,10 @@ class MemoryJourneyStore(JourneyStore):
             ),
         )
 
-    def trigger_activities(
+    def window_activities(
         self, name: str, *, since: datetime, until: datetime
     ) -> list[TriggerRow]:
-        """See :meth:`JourneyStore.trigger_activities`."""
+        """See :meth:`JourneyStore.window_activities`."""
         found = [
             TriggerRow(a.activity_id, a.contact_id, a.occurred_at)
             for a in self.s.activities.values()
@@ -1000,7 +1669,7 @@ class MemoryJourneyStore(JourneyStore):
         ]
         return sorted(found, key=lambda t: (t.occurred_at, t.record_id))
 
-    def trigger_events(
+    def window_events(
         self,
         event: EventType,
         *,
@@ -1009,7 +1678,7 @@ class MemoryJourneyStore(JourneyStore):
         since: datetime,
         until: datetime,
     ) -> list[TriggerRow]:
-        """See :meth:`JourneyStore.trigger_events`."""
+        """See :meth:`JourneyStore.window_events`."""
         s = self.s
         found = []
         for eid, e in s.events.items():
@@ -1070,7 +1739,102 @@ def _trunc_row(row: EnrollmentRow) -> EnrollmentRow:
     return attrs.evolve(row, entered_at=entered, since=since, wake_at=_trunc(row.wake_at))
 
 
-# ------------------------------------------------------------ read models (stats, replay)
+# ---------------------------------------------------------------------- triggers (0016)
+
+
+@attrs.frozen(kw_only=True)
+class TriggerMark:
+    """How far a journey's trigger (or a wake feed) has read one source of the history.
+
+    Every row of the source whose ``stored_seq`` is below ``watermark`` and
+    that happened at or before ``until`` was read (or was too old to count);
+    ``snapshot_id`` is the last segment snapshot consumed.
+
+    Attributes:
+        watermark: The stored-at sequence bound of the last run (0: none).
+        until: The last run's ``now`` (``None``: no run yet).
+        snapshot_id: The last snapshot consumed (segment sources).
+
+    .. versionadded:: 0.4.0
+    """
+
+    watermark: int = 0
+    until: datetime | None = None
+    snapshot_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class TriggerRecord:
+    """A stored record that may fire a trigger: an activity or a message event.
+
+    Attributes:
+        record_id: The activity or event id.
+        contact_id: Whose it is.
+        occurred_at: When it happened.
+        properties: An activity's plain properties (empty for events).
+
+    .. versionadded:: 0.4.0
+    """
+
+    record_id: str
+    contact_id: str
+    occurred_at: datetime
+    properties: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class WakeScope:
+    """Which enrollments a wake reaches: a journey version, at any step or at these steps.
+
+    Attributes:
+        journey_key: The journey.
+        version: The version.
+        steps: Only enrollments at one of these steps (``None``: at any step).
+
+    .. versionadded:: 0.4.0
+    """
+
+    journey_key: str
+    version: int
+    steps: tuple[str, ...] | None = None
+
+
+def _new_rows(
+    seq: Any,
+    when: Any,
+    *,
+    after: TriggerMark | None,
+    before: int,
+    since: datetime,
+    until: datetime,
+) -> list[Any]:
+    """The SQL conditions of rows stored below *before*, in the window, not covered by *after*."""
+    out: list[Any] = [seq < before, when >= since, when <= until]
+    if after is not None:
+        covered: Any = seq >= after.watermark
+        if after.until is not None:
+            covered = sa.or_(covered, when > after.until)
+        out.append(covered)
+    return out
+
+
+def _after_key(when: Any, ident: Any, start: tuple[datetime, str] | None) -> list[Any]:
+    if start is None:
+        return []
+    return [sa.or_(when > start[0], sa.and_(when == start[0], ident > start[1]))]
+
+
+def _scope(scope: WakeScope) -> Any:
+    cond = sa.and_(_E.c.journey_key == scope.journey_key, _E.c.version == scope.version)
+    if scope.steps is not None:
+        cond = sa.and_(cond, _E.c.step_id.in_(sorted(scope.steps)))
+    return cond
+
+
+def _in_scope(row: EnrollmentRow, scope: WakeScope) -> bool:
+    if row.journey_key != scope.journey_key or row.version != scope.version:
+        return False
+    return scope.steps is None or row.step_id in scope.steps
 
 
 @attrs.frozen(kw_only=True)

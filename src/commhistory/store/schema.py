@@ -48,6 +48,7 @@ __all__ = [
     "journey_definitions",
     "journey_enrollments",
     "journey_intents",
+    "journey_trigger_marks",
     "key_metadata",
     "messages",
     "metadata",
@@ -596,5 +597,23 @@ journey_intents: Final = sa.Table(
         "Journey send intents claimed by due() (migration 0015): inserting the key is the "
         "claim, so no step is handed out twice; recorded_at/outcome when the host recorded "
         "the send (sent or skipped) and the message it sent."
+    ),
+)
+
+# Migration 0016: how far each journey's triggers read the history (see
+# commhistory.journeys.triggers).
+journey_trigger_marks: Final = sa.Table(
+    "journey_trigger_marks",
+    metadata,
+    sa.Column("journey_key", sa.Text(), primary_key=True),
+    sa.Column("source", sa.Text(), primary_key=True),
+    sa.Column("watermark", sa.BigInteger(), nullable=False),
+    sa.Column("until", UTCTimestamp(), nullable=True),
+    sa.Column("snapshot_id", sa.Text(), nullable=True),
+    sa.Column("updated_at", UTCTimestamp(), nullable=False),
+    comment=(
+        "How far each journey's triggers read the stored history (migration 0016): the "
+        "stored_seq bound, the latest instant and the last segment snapshot consumed, "
+        "per journey key and source ('*': the feeds that wake enrollments)."
     ),
 )
