@@ -219,8 +219,9 @@ class StoredBehaviour:
     * ``activity_at``: the contact's activities (``repo.activity_store``),
       properties matched after decryption;
     * ``unsubscribed_at``: the first ``unsubscribed`` event on the contact's
-      messages (of the channel), or the first withdrawal of ``marketing``
-      consent (on the channel) in the consent ledger, whichever came first;
+      messages (of the channel), or the first consent withdrawal in the
+      consent ledger for one of ``purposes`` (on the channel; any channel
+      when the goal names none), whichever came first;
     * ``left_segment_at``: from the saved segment's membership snapshots
       (:meth:`~commhistory.store.journeys.JourneyStore.left_segment_at`): the
       ``at`` of the first snapshot that no longer holds the contact while the
@@ -229,12 +230,21 @@ class StoredBehaviour:
       are taken by :func:`~commhistory.journeys.triggers.run_triggers` (every
       segment a goal names) or by the host (``segment_snapshot``).
 
+    Attributes:
+        repo: The repository.
+        contact_id: The contact.
+        purposes: The purposes whose consent withdrawal is an unsubscribe:
+            :func:`due` passes those of the journey's send steps (a journey
+            of transactional sends ends on a withdrawal of transactional
+            consent, not of marketing consent); default ``marketing``.
+
     .. versionchanged:: 0.4.0
-       Consent withdrawals and segment exits count.
+       Consent withdrawals (of the journey's send purposes) and segment exits count.
     """
 
     repo: Repository
     contact_id: str
+    purposes: frozenset[Purpose] = frozenset({Purpose.MARKETING})
 
     def sent_at(self, key: str) -> dt.datetime | None:
         """See :meth:`~commhistory.journeys.machine.BehaviourSource.sent_at`."""
@@ -304,13 +314,14 @@ class StoredBehaviour:
         )
         consent = self.repo.consent_store
         for on in (channel,) if channel is not None else tuple(Channel):
-            for row in consent.consent_rows([self.contact_id], on, Purpose.MARKETING, until):
-                if (
-                    row.action is ConsentAction.WITHDRAW
-                    and row.occurred_at >= after
-                    and (found is None or row.occurred_at < found)
-                ):
-                    found = row.occurred_at
+            for purpose in self.purposes:
+                for row in consent.consent_rows([self.contact_id], on, purpose, until):
+                    if (
+                        row.action is ConsentAction.WITHDRAW
+                        and row.occurred_at >= after
+                        and (found is None or row.occurred_at < found)
+                    ):
+                        found = row.occurred_at
         return found
 
     def left_segment_at(
@@ -320,6 +331,12 @@ class StoredBehaviour:
         return self.repo.journey_store.left_segment_at(
             self.contact_id, segment, after=after, until=until
         )
+
+
+def _send_purposes(journey: Journey) -> frozenset[Purpose]:
+    """The purposes of the journey's send steps (``marketing`` when it has none)."""
+    found = frozenset(s.purpose for s in journey.steps if isinstance(s, SendStep))
+    return found or frozenset({Purpose.MARKETING})
 
 
 def _wake_at(
@@ -427,7 +444,7 @@ def due(
         enrollment = _enrollment(row)
         zone = zone_for(row.contact_id)
         allowed = gate.allowed(config, zone)
-        history = StoredBehaviour(repo, row.contact_id)
+        history = StoredBehaviour(repo, row.contact_id, _send_purposes(journey))
         position = Position(
             step_id=row.step_id, since=row.since, status=Status(row.status), visits=row.visits
         )
