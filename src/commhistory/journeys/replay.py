@@ -74,7 +74,7 @@ from commhistory.journeys.definition import (
     UnsubscribeGoal,
     WaitStep,
 )
-from commhistory.journeys.engine import enrollment_id
+from commhistory.journeys.engine import _send_purposes, enrollment_id
 from commhistory.journeys.gate import DeferredIntent, SkippedIntent
 from commhistory.journeys.machine import (
     Enrollment,
@@ -350,7 +350,9 @@ def _behaviours(
         if row.type is EventType.UNSUBSCRIBED and row.channel is not None:
             history.unsubscribes.append((row.channel, row.occurred_at))
     if any(isinstance(g, UnsubscribeGoal) for g in journey.goals):
-        # A consent withdrawal in the ledger ends the journey too, as ``due`` reads it.
+        # A consent withdrawal in the ledger ends the journey too, as ``due`` reads it:
+        # a withdrawal of a purpose of the journey's own send steps.
+        purposes = _send_purposes(journey)
         for contact in contacts:
             try:
                 ledger = repo.consent_history(contact)
@@ -359,7 +361,9 @@ def _behaviours(
             out[contact].unsubscribes.extend(
                 (e.channel, e.occurred_at)
                 for e in ledger
-                if e.action is ConsentAction.WITHDRAW and since <= e.occurred_at <= until
+                if e.action is ConsentAction.WITHDRAW
+                and e.purpose in purposes
+                and since <= e.occurred_at <= until
             )
     return out
 
