@@ -162,3 +162,21 @@ def test_wrap_data_keys_gives_what_wrap_data_key_gives() -> None:
     with pytest.raises(CryptoError):
         wrap_data_keys(keys, {"c1": b"short"})
     assert wrap_data_keys(keys, {}) == {}
+
+
+def test_a_version_removed_and_set_again_at_its_time_is_rewritten(
+    pair: tuple[CommHistory[Any], CommHistory[Any]],
+) -> None:
+    """Found by the test above: the SQL store kept the stored row and lost the new one."""
+    day = timedelta(days=1)
+    for repo in pair:
+        repo.record_contacts([ContactUpdate(contact_id="o1", attributes={"visits": 1}, at=T0)])
+        repo.record_contacts(
+            [
+                ContactUpdate(contact_id="o1", attributes={"visits": None}, at=T0),
+                ContactUpdate(contact_id="o1", attributes={"visits": 2}, at=T0 + day),
+                ContactUpdate(contact_id="o1", attributes={"visits": 1}, at=T0),
+            ]
+        )
+        history = [(v.value, v.valid_from, v.valid_to) for v in repo.attribute_history("o1")]
+        assert history == [(1, T0, T0 + day), (2, T0 + day, None)], repo

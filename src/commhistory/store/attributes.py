@@ -495,7 +495,11 @@ def sql_apply(
         for frm in kept.keys() - current:
             deletes.append((cid, name, frm))
         for e in line:
-            if e.orig is None:
+            if e.orig is None and e.frm in kept:
+                # A stored version was removed and another set at its time: the row
+                # is rewritten (an insert would meet the stored row's key and be lost).
+                updates.append((*_encode(ciphers[cid], cid, e), now, cid, name, e.frm))
+            elif e.orig is None:
                 inserts.append((cid, name, e.frm, *_encode(ciphers[cid], cid, e), now))
             elif e.to != e.orig[0] or e.value is not e.orig[1]:
                 updates.append((*_encode(ciphers[cid], cid, e), now, cid, name, e.frm))
