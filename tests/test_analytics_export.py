@@ -749,3 +749,26 @@ def test_until_only_moves_forward_and_old_manifests_are_refused(tmp_path: Path) 
         repo.export_analytics(out, format="csv", keys=keys)
     assert info.value.field == "out"
     assert "new directory" in info.value.reason
+
+
+def test_id_columns_are_written_without_a_dictionary(
+    history: CommHistory[Any], tmp_path: Path
+) -> None:
+    """Ids and times are plain-encoded (a dictionary of unique values only costs);
+    repeated text keeps its dictionary. Readers see the same values either way."""
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "lake"
+    history.export_analytics(out, format="parquet")
+    files = sorted((out / "events").glob("*/*.parquet"))
+    assert files
+    meta = pq.ParquetFile(files[0]).metadata
+    names = meta.schema.to_arrow_schema().names
+    encodings = {names[i]: set(meta.row_group(0).column(i).encodings) for i in range(len(names))}
+    dictionary = {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}
+    assert not encodings["event_id"] & dictionary
+    assert not encodings["message_id"] & dictionary
+    assert not encodings["occurred_at"] & dictionary
+    assert encodings["type"] & dictionary
+    table = pq.read_table(files[0])
+    assert table.column("event_id").null_count == 0

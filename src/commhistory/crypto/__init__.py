@@ -29,6 +29,7 @@ from commhistory.crypto.fields import (
     rewrap_data_key,
     unwrap_data_key,
     wrap_data_key,
+    wrap_data_keys,
     wrapped_key_id,
 )
 from commhistory.crypto.keyring import (
@@ -63,5 +64,6 @@ __all__ = [
     "rewrap_data_key",
     "unwrap_data_key",
     "wrap_data_key",
+    "wrap_data_keys",
     "wrapped_key_id",
 ]

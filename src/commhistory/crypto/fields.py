@@ -55,6 +55,7 @@ __all__ = [
     "stored_bytes",
     "unwrap_data_key",
     "wrap_data_key",
+    "wrap_data_keys",
     "wrapped_key_id",
 ]
 
@@ -169,6 +170,10 @@ def _wrapping_aead(subkey: bytes) -> AESGCM:
     return AESGCM(subkey)
 
 
+_CHECKED_HEADERS: dict[str, bytes] = {}
+"""Envelope headers of key refs already checked (every cipher of a store shares a few)."""
+
+
 def _header(ref: str) -> bytes:
     return bytes((ENVELOPE_FORMAT, len(ref))) + ref.encode("ascii")
 
@@ -227,6 +232,46 @@ def wrap_data_key(provider: KeyProvider, data_key: bytes, *, contact_id: str) ->
     nonce = _urandom(_NONCE_SIZE)
     aad = header + _WRAP_CONTEXT + contact_id.encode("utf-8")
     return header + nonce + aead.encrypt(nonce, data_key, aad)
+
+
+def wrap_data_keys(provider: KeyProvider, data_keys: Mapping[str, bytes]) -> dict[str, bytes]:
+    """Wrap many contacts' data keys at once: :func:`wrap_data_key` for a bulk write.
+
+    Each blob is exactly what :func:`wrap_data_key` would return for its
+    contact (same format, key and AAD; a fresh nonce each), but the wrapping
+    subkey is derived and checked once and the nonces come from one CSPRNG
+    call, which halves the cost per contact when thousands are created.
+
+    Args:
+        provider: The key provider; its :attr:`~KeyProvider.current_key_id` is used.
+        data_keys: The 32-byte data key of each contact, by contact id.
+
+    Returns:
+        The wrapped blob of each contact, by contact id, in the order given.
+
+    Raises:
+        CryptoError: A data key is not 32 bytes, or the current key id is malformed.
+        KeyNotFoundError: The provider lacks its own current key.
+
+    .. versionadded:: 0.4.0
+    """
+    if not data_keys:
+        return {}
+    key_id = provider.current_key_id
+    _check_ref(key_id, "a key id")
+    header = _header(key_id)
+    seal = _wrapping_aead(derive_subkey(provider, key_id, _WRAP_PURPOSE)).encrypt
+    context = header + _WRAP_CONTEXT
+    nonces = _urandom(_NONCE_SIZE * len(data_keys))
+    out: dict[str, bytes] = {}
+    start = 0
+    for contact_id, data_key in data_keys.items():
+        if type(data_key) is not bytes or len(data_key) != DATA_KEY_SIZE:
+            _check_data_key(data_key)
+        nonce = nonces[start : start + _NONCE_SIZE]
+        start += _NONCE_SIZE
+        out[contact_id] = header + nonce + seal(nonce, data_key, context + contact_id.encode())
+    return out
 
 
 def wrapped_key_id(blob: BytesLike) -> str:
@@ -351,10 +396,15 @@ class FieldCipher:
 
     def __init__(self, data_key: bytes, *, key_ref: str) -> None:
         _check_data_key(data_key)
-        _check_ref(key_ref, "key_ref")
+        header = _CHECKED_HEADERS.get(key_ref) if type(key_ref) is str else None
+        if header is None:
+            _check_ref(key_ref, "key_ref")
+            header = _header(key_ref)
+            if len(_CHECKED_HEADERS) < 256:
+                _CHECKED_HEADERS[key_ref] = header
         self._aead = AESGCM(data_key)
         self._key_ref = key_ref
-        self._header = _header(key_ref)
+        self._header = header
         self._header_len = len(self._header)
         # AAD prefixes depend only on the header (format and key_ref), the table and
         # the column, so every cipher with the same key_ref shares one table: a

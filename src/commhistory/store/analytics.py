@@ -299,7 +299,10 @@ class SQLAnalyticsReader(AnalyticsReader):
                 sql += f" AND ({seq} >= {ph} OR {order} >= {ph})"
                 params += [after.stored_before, after.until]
         if before is not None:
-            sql += f" AND {seq} < {ph}"
+            # The stored_seq index (revision 0018) is for an incremental run's range
+            # (both bounds); "+" keeps a full read, bounded above only, off it.
+            plus = "+" if after is None else ""
+            sql += f" AND {plus}{seq} < {ph}"
             params.append(before)
         if since is not None:
             sql += f" AND {order} >= {ph}"

@@ -50,6 +50,7 @@ import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Protocol
 
 import attrs
@@ -242,6 +243,10 @@ class AttributeStore(Protocol):
 # ---------------------------------------------------------------------- encoding
 
 
+_to_json: Final = json.JSONEncoder(ensure_ascii=False).encode
+"""``json.dumps(value, ensure_ascii=False)`` without building an encoder per call."""
+
+
 def _jsonable(kind: str, value: TypedValue) -> Any:
     if isinstance(value, datetime):
         return to_micros(value)
@@ -270,8 +275,14 @@ def _from_json(kind: str, value: Any) -> TypedValue:
 
 def plain_columns(v: AttributeValue) -> tuple[Any, ...]:
     """The typed columns ``value_text`` .. ``value_ts`` of a plain value."""
-    text = integer = micros = flag = day = ts = None
     value = v.value
+    cls = type(value)
+    if cls is str:  # str and enum values, the most common
+        return (value, None, None, None, None, None)
+    text = integer = micros = flag = day = ts = None
+    if cls is Decimal:
+        assert isinstance(value, Decimal)
+        return (str(value), None, int(value.scaleb(DECIMAL_PLACES)), None, None, None)
     if isinstance(value, bool):
         flag = value
     elif isinstance(value, int):
@@ -387,8 +398,15 @@ def _plan(
             continue
         t = to_micros(ch.at)
         changed = False
+        cid = ch.contact_id
         for v in ch.values:
-            line = timelines.setdefault((ch.contact_id, v.name), [])
+            key = (cid, v.name)
+            line = timelines.get(key)
+            if line is None:  # nothing stored or set before in this batch (bulk loads)
+                if v.value is not None:
+                    timelines[key] = [_Entry(t, None, v, None)]
+                    changed = True
+                continue
             changed = _set(line, v, t) or changed
         statuses.append("changed" if changed else "unchanged")
     return statuses
@@ -418,7 +436,18 @@ def sql_apply(
     if erased and on_erased == "raise":
         raise _erased_error()
     # Contacts this transaction just created hold no attribute rows: nothing to look up.
-    live = [cid for cid in contacts if cid not in erased and cid not in pending.created]
+    created = pending.created
+    live = [cid for cid in contacts if cid not in erased and cid not in created]
+    now = to_micros(datetime.now(UTC))
+    inserts: list[tuple[Any, ...]] = []
+    statuses: list[Status | None] = [None] * len(changes)
+    if created:
+        # The bulk load's case: a contact created here with one change in the batch
+        # has nothing to merge with, so each value is one new current row.
+        # (What _plan and the timeline loop below would write for it, without them.)
+        rest = _write_fresh(changes, created, ciphers, now=now, inserts=inserts, statuses=statuses)
+    else:
+        rest = list(changes)
     backend, ph = repo.backend, repo.backend.ph
     names = {v.name for c in changes for v in c.values}
     cols = ", ".join(ATTRIBUTE_COLUMNS[:12])
@@ -451,18 +480,26 @@ def sql_apply(
         entry.orig = (entry.to, value)
         timelines.setdefault((cid, name), []).append(entry)
     before = {key: {e.frm: e for e in line} for key, line in timelines.items()}
-    statuses = _plan(changes, erased, timelines)
-    now = to_micros(datetime.now(UTC))
-    inserts: list[tuple[Any, ...]] = []
+    planned = iter(_plan(rest, erased, timelines))
+    done = [s if s is not None else next(planned) for s in statuses]
     updates: list[tuple[Any, ...]] = []
     deletes: list[tuple[Any, ...]] = []
     for (cid, name), line in timelines.items():
-        kept = before.get((cid, name), {})
+        kept = before.get((cid, name))
+        if kept is None:  # a new timeline: every version is a new row
+            cipher = ciphers[cid]
+            for e in line:
+                inserts.append((cid, name, e.frm, *_encode(cipher, cid, e), now))
+            continue
         current = {e.frm for e in line}
         for frm in kept.keys() - current:
             deletes.append((cid, name, frm))
         for e in line:
-            if e.orig is None:
+            if e.orig is None and e.frm in kept:
+                # A stored version was removed and another set at its time: the row
+                # is rewritten (an insert would meet the stored row's key and be lost).
+                updates.append((*_encode(ciphers[cid], cid, e), now, cid, name, e.frm))
+            elif e.orig is None:
                 inserts.append((cid, name, e.frm, *_encode(ciphers[cid], cid, e), now))
             elif e.to != e.orig[0] or e.value is not e.orig[1]:
                 updates.append((*_encode(ciphers[cid], cid, e), now, cid, name, e.frm))
@@ -481,26 +518,77 @@ def sql_apply(
             updates,
         )
     if inserts:
-        inserts.sort(key=lambda r: (r[0], r[1], r[2]))
+        inserts.sort(key=_ROW_KEY)
         table = schema.contact_attributes
         if backend.copies_new_rows:
             backend.insert_new(conn, table, ATTRIBUTE_COLUMNS, inserts)
         else:
             backend.insert(conn, table, ATTRIBUTE_COLUMNS, inserts)
-    return statuses
+    return done
+
+
+_ROW_KEY: Final = itemgetter(0, 1, 2)
+"""``(contact_id, name, valid_from)``: the primary key, the order rows are inserted in."""
+
+
+def _write_fresh(
+    changes: Sequence[AttributeChange],
+    created: set[str],
+    ciphers: dict[str, FieldCipher],
+    *,
+    now: int,
+    inserts: list[tuple[Any, ...]],
+    statuses: list[Status | None],
+) -> list[AttributeChange]:
+    """Add the rows of the changes of new contacts to *inserts*; return the other changes.
+
+    A change counts when its contact was created by this transaction (no
+    attribute rows yet) and is the contact's only change in *changes*: each of
+    its values is then one row, current from the change's time on; an unset
+    changes nothing. Its status goes into *statuses* at its position.
+    """
+    seen: dict[str, int] = {}
+    for ch in changes:
+        seen[ch.contact_id] = seen.get(ch.contact_id, 0) + 1
+    rest: list[AttributeChange] = []
+    for i, ch in enumerate(changes):
+        cid = ch.contact_id
+        if cid not in created or seen[cid] != 1:
+            rest.append(ch)
+            continue
+        t = to_micros(ch.at)
+        cipher = ciphers[cid]
+        changed = False
+        for v in ch.values:
+            if v.value is None:
+                continue
+            if v.personal:
+                inserts.append((cid, v.name, t, None, *_secret_columns(cipher, cid, v, t), now))
+            else:
+                inserts.append((cid, v.name, t, None, v.type, *plain_columns(v), None, now))
+            changed = True
+        statuses[i] = "changed" if changed else "unchanged"
+    return rest
 
 
 def _encode(cipher: FieldCipher, contact_id: str, e: _Entry) -> tuple[Any, ...]:
     """``valid_to, value_type, value_text .. value_ts, value_secret`` of one entry."""
     v = e.value
     if v.personal:
-        assert v.value is not None
-        payload = json.dumps(_jsonable(v.type, v.value), ensure_ascii=False).encode("utf-8")
-        secret = cipher.encrypt(
-            payload, table=TABLE, column=SECRET, row_id=secret_row_id(contact_id, v.name, e.frm)
-        )
-        return (e.to, v.type, None, None, None, None, None, None, secret)
+        return (e.to, *_secret_columns(cipher, contact_id, v, e.frm))
     return (e.to, v.type, *plain_columns(v), None)
+
+
+def _secret_columns(
+    cipher: FieldCipher, contact_id: str, v: AttributeValue, frm: int
+) -> tuple[Any, ...]:
+    """``value_type, value_text .. value_ts, value_secret`` of a personal value."""
+    assert v.value is not None
+    payload = _to_json(_jsonable(v.type, v.value)).encode("utf-8")
+    secret = cipher.encrypt(
+        payload, table=TABLE, column=SECRET, row_id=secret_row_id(contact_id, v.name, frm)
+    )
+    return (v.type, None, None, None, None, None, None, secret)
 
 
 def _decode(

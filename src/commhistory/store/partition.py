@@ -104,6 +104,7 @@ _INDEXES: Final = {
         "CREATE INDEX ix_messages_provider_provider_message_id "
         "ON messages (provider, provider_message_id)",
         "CREATE INDEX ix_messages_message_id ON messages (message_id)",
+        "CREATE INDEX ix_messages_stored_seq ON messages (stored_seq)",
     ),
     "events": (
         "CREATE INDEX ix_events_contact_id_occurred_at ON events (contact_id, occurred_at)",
@@ -115,6 +116,7 @@ _INDEXES: Final = {
         "CREATE INDEX ix_events_provider_provider_event_id "
         "ON events (provider, provider_event_id)",
         "CREATE INDEX ix_events_event_id ON events (event_id)",
+        "CREATE INDEX ix_events_stored_seq ON events (stored_seq)",
     ),
 }
 

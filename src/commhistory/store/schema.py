@@ -213,6 +213,7 @@ messages: Final = sa.Table(
     _stored_seq(),
     sa.UniqueConstraint("provider", "provider_message_id"),
     sa.Index(None, "contact_id", "sent_at"),
+    sa.Index(None, "stored_seq"),  # migration 0018: the analytics export's next run
     comment="Messages; address, subject, body and metadata encrypted.",
 )
 
@@ -247,6 +248,7 @@ events: Final = sa.Table(
     sa.UniqueConstraint("provider", "provider_event_id"),
     sa.Index(None, "contact_id", "occurred_at"),
     sa.Index(None, "message_id"),
+    sa.Index(None, "stored_seq"),  # migration 0018: the analytics export's next run
     # Covers the KPI engine's per-message pass over events (migration 0003).
     sa.Index(
         "ix_events_kpi", "message_id", "type", "machine", "bounce", "revenue_micros", "currency"
@@ -384,6 +386,7 @@ campaign_costs: Final = sa.Table(
     sa.Column("recorded_at", UTCTimestamp(), nullable=False),
     _stored_seq(),
     sa.Index(None, "campaign_id", "starts_at"),
+    sa.Index(None, "stored_seq"),  # migration 0018: the analytics export's next run
     comment=(
         "Campaign costs (migration 0009): money spent on a campaign, or on one channel "
         "or variant of it, over [starts_at, ends_at); all plain, nothing personal."
@@ -422,6 +425,7 @@ activities: Final = sa.Table(
     # order, and every contact's activities of a name in a period.
     sa.Index(None, "contact_id", "name", "occurred_at"),
     sa.Index(None, "name", "occurred_at"),
+    sa.Index(None, "stored_seq"),  # migration 0018: the analytics export's next run
     comment=(
         "What contacts did outside messages (migration 0007): plain_properties holds "
         "the keys declared plain as JSON; properties the others, encrypted."

@@ -32,7 +32,7 @@ from commhistory.crypto import (
     derive_subkey,
     new_data_key,
     unwrap_data_key,
-    wrap_data_key,
+    wrap_data_keys,
 )
 from commhistory.crypto.fields import stored_bytes
 from commhistory.errors import (
@@ -399,8 +399,9 @@ class SQLCore:
             now = _now_us()
             key_id = kr.current_key_id
             keys = {cid: new_data_key() for cid in absent}
+            wrapped = wrap_data_keys(kr, keys)
             for cid, key in keys.items():
-                created[cid] = (key, wrap_data_key(kr, key, contact_id=cid))
+                created[cid] = (key, wrapped[cid])
             rows = [
                 (cid, created[cid][1], key_id, now)
                 for cid in sorted(absent)  # primary-key order: concurrent writers lock alike
