@@ -38,7 +38,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def test_0018_upgrades_an_existing_database_and_downgrades(url: str) -> None:
-    upgrade(url, "0015")
+    upgrade(url, "0017")
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
@@ -58,7 +58,7 @@ def test_0018_upgrades_an_existing_database_and_downgrades(url: str) -> None:
         if current_revision(engine) == head_revision():
             assert diffs == []
         with engine.begin() as conn:
-            command.downgrade(_config(conn), "0015")
+            command.downgrade(_config(conn), "0017")
         assert _indexes(engine) == set()
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT stored_seq FROM events").scalar_one() == 7

@@ -7,7 +7,7 @@ because send planning refused it (``no_consent``, ``suppressed``, ``erased``,
 reason. A reason code, never personal data.
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 Create Date: 2026-12-04 22:30:00.000000
 """
 
