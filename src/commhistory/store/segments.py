@@ -656,6 +656,95 @@ class _SQLCompiler:
         )
         return _CID.in_(rows)
 
+    def screen(
+        self, channel: Channel, purpose: Purpose, *, implied: frozenset[str] = frozenset()
+    ) -> sa.Select[Any]:
+        """``SELECT u.contact_id, refusal FROM contacts u ...``: the send screen per contact.
+
+        ``refusal`` is the first of ``erased``, ``suppressed``, ``no_consent``
+        (the rules of ``commhistory.consent.screen``) and ``missing_address``
+        (no address of the channel's kind; channels without one skip it) that
+        refuses, else ``NULL``. The ledger is grouped once per contact (a
+        common table expression, read by the consent and the opt-out checks)
+        and joined to ``u``. Checks named in *implied* are known to pass for
+        every row the caller keeps (its segment holds them): they are left out.
+        """
+        t = self.at_us
+        erased_at = sa.type_coerce(_U.c.erased_at, sa.BigInteger())
+        kind = ADDRESS_KINDS.get(channel)
+        need_supp = kind is not None and "suppressed" not in implied
+        need_consent = "no_consent" not in implied
+        state: Any = None
+        if need_supp or need_consent:
+            c = _CE
+            at = sa.type_coerce(c.c.occurred_at, sa.BigInteger())
+            state = (
+                sa.select(
+                    c.c.contact_id,
+                    sa.func.max(sa.case((c.c.action == ConsentAction.GRANT.value, at))).label(
+                        "gt"
+                    ),
+                    sa.func.max(sa.case((c.c.action == ConsentAction.WITHDRAW.value, at))).label(
+                        "wt"
+                    ),
+                )
+                .where(c.c.channel == channel.value, c.c.purpose == purpose.value, at <= t)
+                .group_by(c.c.contact_id)
+                .cte("consent_state")
+            )
+        whens: list[tuple[sa.ColumnElement[bool], str]] = []
+        if "erased" not in implied:
+            whens.append((sa.and_(erased_at.is_not(None), erased_at <= t), "erased"))
+        if need_supp:
+            s, ad = _S, _AD
+            g = state.alias("granted_state")
+            since = sa.type_coerce(s.c.since, sa.BigInteger())
+            lifted = sa.type_coerce(s.c.lifted_at, sa.BigInteger())
+            rows = (
+                sa.select(ad.c.contact_id)
+                .select_from(
+                    s.join(
+                        ad, sa.and_(ad.c.kind == s.c.kind, ad.c.blind_index == s.c.blind_index)
+                    ).outerjoin(g, g.c.contact_id == ad.c.contact_id)
+                )
+                .where(
+                    s.c.kind == kind,
+                    s.c.channel == channel.value,
+                    since <= t,
+                    sa.or_(lifted.is_(None), lifted > t),
+                    sa.or_(s.c.purpose.is_(None), s.c.purpose == purpose.value),
+                    # An opt-out yields to a grant in force made after it.
+                    sa.not_(
+                        sa.and_(
+                            s.c.reason.in_(sorted(r.value for r in CONSENT_REASONS)),
+                            _granted(g),
+                            g.c.gt > since,
+                        )
+                    ),
+                )
+            )
+            whens.append((_CID.in_(rows), "suppressed"))
+        if need_consent:
+            if purpose is Purpose.MARKETING:
+                refused = sa.not_(_granted(state))
+            else:  # the latest event is a withdrawal (it wins a tie)
+                refused = sa.and_(
+                    state.c.wt.is_not(None),
+                    sa.or_(state.c.gt.is_(None), state.c.wt >= state.c.gt),
+                )
+            whens.append((refused, "no_consent"))
+        if kind is not None:
+            ad = _AD
+            whens.append(
+                (_CID.not_in(sa.select(ad.c.contact_id).where(ad.c.kind == kind)),
+                 "missing_address")
+            )  # fmt: skip
+        reason: sa.ColumnElement[Any] = sa.case(*whens, else_=sa.null()) if whens else sa.null()
+        source: Any = _U
+        if need_consent:
+            source = _U.outerjoin(state, state.c.contact_id == _CID)
+        return sa.select(_CID, reason.label("reason")).select_from(source)
+
     def in_list(self, node: InList) -> sa.ColumnElement[bool]:
         ids = list(node.contact_ids)
         if not ids:
@@ -676,6 +765,35 @@ def _window_sql(t: Any, lo: int | None, hi: int | None, at_us: int) -> list[Any]
     if hi is not None:
         out.append(t < hi)
     return out
+
+
+def _granted(state: Any) -> sa.ColumnElement[bool]:
+    """The grouped ledger row says granted: a grant, and no withdrawal at or after it."""
+    return sa.and_(state.c.gt.is_not(None), sa.or_(state.c.wt.is_(None), state.c.gt > state.c.wt))
+
+
+def implied_checks(tree: Criteria, channel: Channel, purpose: Purpose) -> frozenset[str]:
+    """The send-screen checks every member of *tree* passes by the tree's own conditions.
+
+    Erasure always (the universe leaves erased contacts out); ``no_consent``
+    when a top-level conjunct is ``consent(channel, purpose)`` (a grant is the
+    latest event, so neither "no grant" nor "withdrawn" holds); ``suppressed``
+    when one is ``not suppressed(channel, purpose)`` (the same rule as the screen).
+    """
+    out = {"erased"}
+    todo: list[Criteria] = [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, AllOf):
+            todo.extend(node.items)
+        elif isinstance(node, ConsentCondition):
+            if node.channel == channel.value and node.purpose == purpose.value:
+                out.add("no_consent")
+        elif isinstance(node, Not) and isinstance(node.item, SuppressedCondition):
+            item = node.item
+            if item.channel == channel.value and item.purpose == purpose.value:
+                out.add("suppressed")
+    return frozenset(out)
 
 
 def _explain(
@@ -760,6 +878,39 @@ class SQLSegmentStore(SegmentStore):
         with self.repo.transaction(read=True) as conn:
             ctx = self._context(conn, tree, at)
         return sa.select(_CID).where(self._where(ctx, tree)).order_by(_CID)
+
+    def screened_members(
+        self, tree: Criteria, *, at: datetime, channel: Channel, purpose: Purpose
+    ) -> list[tuple[str, str | None]]:
+        """Return the members at *at*, sorted, each with its send-screen refusal or ``None``.
+
+        One statement: the tree's members and, per member, the first of
+        ``erased``, ``suppressed``, ``no_consent`` and ``missing_address`` that
+        refuses a send on *channel* for *purpose* (the rules of
+        ``commhistory.consent.screen``; see :meth:`_SQLCompiler.refusal`). A
+        check the tree itself implies for every member (a top-level
+        ``consent(channel, purpose)`` or ``not suppressed(channel, purpose)``;
+        erasure, outside the universe) is not repeated.
+
+        .. versionadded:: 0.4.0
+        """
+        with self.repo.transaction(read=True) as conn:
+            ctx = self._context(conn, tree, at)
+            compiler = _SQLCompiler(ctx, self.repo.dialect)
+            implied = implied_checks(tree, channel, purpose)
+            stmt = (
+                compiler.screen(channel, purpose, implied=implied)
+                .where(_U.c.erased_at.is_(None), compiler.node(tree))
+                .order_by(_CID)
+            )
+            return _raw_rows(conn, stmt)
+
+    def screen_statement(
+        self, *, at: datetime, channel: Channel, purpose: Purpose
+    ) -> sa.Select[Any]:
+        """``(contact_id, refusal or NULL)`` for every contact of the store (see above)."""
+        ctx = _Context(at.astimezone(UTC), False, {}, {})
+        return _SQLCompiler(ctx, self.repo.dialect).screen(channel, purpose)
 
     def explain(self, tree: Criteria, *, at: datetime | None = None) -> ExplainNode:
         """See :meth:`SegmentStore.explain`."""
@@ -883,6 +1034,21 @@ class SQLSegmentStore(SegmentStore):
         sm = schema.segment_snapshot_members
         with self.repo.transaction() as conn:
             return int(conn.execute(sm.delete().where(sm.c.contact_id == contact_id)).rowcount)
+
+
+def _raw_rows(conn: sa.Connection, statement: sa.Select[Any]) -> list[tuple[str, Any]]:
+    """Run *statement* on the driver's cursor: plain tuples, no result rows built."""
+    compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params: Any = compiled.params
+    if compiled.positional:
+        params = tuple(compiled.params[name] for name in compiled.positiontup or ())
+    cursor: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(str(compiled), params)
+        rows: list[tuple[str, Any]] = cursor.fetchall()
+    finally:
+        cursor.close()
+    return rows
 
 
 def _trunc(moment: datetime) -> datetime:
