@@ -733,12 +733,10 @@ class _SQLCompiler:
                     sa.or_(state.c.gt.is_(None), state.c.wt >= state.c.gt),
                 )
             whens.append((refused, "no_consent"))
-        if kind is not None:
+        if kind is not None:  # one hashed set of the contacts with an address
             ad = _AD
-            whens.append(
-                (_CID.not_in(sa.select(ad.c.contact_id).where(ad.c.kind == kind)),
-                 "missing_address")
-            )  # fmt: skip
+            addressed = sa.select(ad.c.contact_id).where(ad.c.kind == kind)
+            whens.append((_CID.not_in(addressed), "missing_address"))
         reason: sa.ColumnElement[Any] = sa.case(*whens, else_=sa.null()) if whens else sa.null()
         source: Any = _U
         if need_consent:
