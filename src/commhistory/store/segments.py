@@ -733,7 +733,10 @@ class _SQLCompiler:
                     sa.or_(state.c.gt.is_(None), state.c.wt >= state.c.gt),
                 )
             whens.append((refused, "no_consent"))
-        if kind is not None:  # one hashed set of the contacts with an address
+        if kind is not None:
+            # One set of the contacts with an address, built once and probed per row
+            # (a correlated probe may pick the (kind, blind_index) key on SQLite without
+            # statistics and scan every address per row).
             ad = _AD
             addressed = sa.select(ad.c.contact_id).where(ad.c.kind == kind)
             whens.append((_CID.not_in(addressed), "missing_address"))
