@@ -345,21 +345,16 @@ class SQLPlanningStore(PlanningStore):
             return {}
         base = self.repo.segment_store.screen_statement(at=at, channel=channel, purpose=purpose)
         column = base.selected_columns[0]
-        c = schema.contacts
         unknown = _unknown_refusal(channel, purpose)
-        known: set[str] = set()
         with self.repo.transaction(read=True) as conn:
-            if len(contact_ids) > BULK_THRESHOLD:  # one scan, the wanted ids kept here
+            if len(contact_ids) > BULK_THRESHOLD:  # one pass over contacts, kept here
                 rows = _fetch_all(conn, base)
-                if unknown is not None:
-                    known.update(r[0] for r in _fetch_all(conn, sa.select(c.c.contact_id)))
             else:
                 rows = []
                 for chunk in _chunks(contact_ids):
                     rows.extend(_fetch_all(conn, base.where(column.in_(list(chunk)))))
-                    if unknown is not None:
-                        stmt = sa.select(c.c.contact_id).where(c.c.contact_id.in_(list(chunk)))
-                        known.update(r[0] for r in _fetch_all(conn, stmt))
+        # Every known contact has a row (a refusal or NULL); the others are unknown.
+        known = {row[0] for row in rows} if unknown is not None else set()
         wanted = set(contact_ids)
         out: dict[str, Refusal] = {
             cid: why for cid, why in rows if why is not None and cid in wanted

@@ -664,48 +664,37 @@ class _SQLCompiler:
         ``refusal`` is the first of ``erased``, ``suppressed``, ``no_consent``
         (the rules of ``commhistory.consent.screen``) and ``missing_address``
         (no address of the channel's kind; channels without one skip it) that
-        refuses, else ``NULL``. The ledger is grouped once per contact (a
-        common table expression, read by the consent and the opt-out checks)
-        and joined to ``u``. Checks named in *implied* are known to pass for
-        every row the caller keeps (its segment holds them): they are left out.
+        refuses, else ``NULL``. Each check is one uncorrelated set probed per
+        row (the ledger grouped per contact from its covering index, the
+        contacts with an address); the opt-out override reads the latest grant
+        and withdrawal of the few contacts under a suppression. Checks named in
+        *implied* are known to pass for every row the caller keeps (its segment
+        holds them): they are left out.
         """
         t = self.at_us
         erased_at = sa.type_coerce(_U.c.erased_at, sa.BigInteger())
         kind = ADDRESS_KINDS.get(channel)
-        need_supp = kind is not None and "suppressed" not in implied
-        need_consent = "no_consent" not in implied
-        state: Any = None
-        if need_supp or need_consent:
-            c = _CE
-            at = sa.type_coerce(c.c.occurred_at, sa.BigInteger())
-            state = (
-                sa.select(
-                    c.c.contact_id,
-                    sa.func.max(sa.case((c.c.action == ConsentAction.GRANT.value, at))).label(
-                        "gt"
-                    ),
-                    sa.func.max(sa.case((c.c.action == ConsentAction.WITHDRAW.value, at))).label(
-                        "wt"
-                    ),
-                )
-                .where(c.c.channel == channel.value, c.c.purpose == purpose.value, at <= t)
-                .group_by(c.c.contact_id)
-                .cte("consent_state")
-            )
         whens: list[tuple[sa.ColumnElement[bool], str]] = []
         if "erased" not in implied:
             whens.append((sa.and_(erased_at.is_not(None), erased_at <= t), "erased"))
-        if need_supp:
+        if kind is not None and "suppressed" not in implied:
             s, ad = _S, _AD
-            g = state.alias("granted_state")
             since = sa.type_coerce(s.c.since, sa.BigInteger())
             lifted = sa.type_coerce(s.c.lifted_at, sa.BigInteger())
+            # The contact's latest grant and withdrawal, probed per suppression row
+            # in force (few) through the ledger's (channel, purpose, contact_id) index.
+            gt, wt = (self.latest(channel, purpose, action, ad.c.contact_id) for action in
+                      (ConsentAction.GRANT, ConsentAction.WITHDRAW))  # fmt: skip
+            overridden = sa.and_(
+                s.c.reason.in_(sorted(r.value for r in CONSENT_REASONS)),
+                gt.is_not(None),
+                sa.or_(wt.is_(None), gt > wt),
+                gt > since,
+            )
             rows = (
                 sa.select(ad.c.contact_id)
                 .select_from(
-                    s.join(
-                        ad, sa.and_(ad.c.kind == s.c.kind, ad.c.blind_index == s.c.blind_index)
-                    ).outerjoin(g, g.c.contact_id == ad.c.contact_id)
+                    s.join(ad, sa.and_(ad.c.kind == s.c.kind, ad.c.blind_index == s.c.blind_index))
                 )
                 .where(
                     s.c.kind == kind,
@@ -713,25 +702,17 @@ class _SQLCompiler:
                     since <= t,
                     sa.or_(lifted.is_(None), lifted > t),
                     sa.or_(s.c.purpose.is_(None), s.c.purpose == purpose.value),
-                    # An opt-out yields to a grant in force made after it.
-                    sa.not_(
-                        sa.and_(
-                            s.c.reason.in_(sorted(r.value for r in CONSENT_REASONS)),
-                            _granted(g),
-                            g.c.gt > since,
-                        )
-                    ),
+                    sa.not_(overridden),  # an opt-out yields to a later grant in force
                 )
             )
             whens.append((_CID.in_(rows), "suppressed"))
-        if need_consent:
+        if "no_consent" not in implied:
             if purpose is Purpose.MARKETING:
-                refused = sa.not_(_granted(state))
+                granted = self.granted(channel.value, purpose.value)
+                refused = _CID.not_in(sa.select(granted.c.contact_id))
             else:  # the latest event is a withdrawal (it wins a tie)
-                refused = sa.and_(
-                    state.c.wt.is_not(None),
-                    sa.or_(state.c.gt.is_(None), state.c.wt >= state.c.gt),
-                )
+                withdrawn = self.withdrawn(channel.value, purpose.value)
+                refused = _CID.in_(sa.select(withdrawn.c.contact_id))
             whens.append((refused, "no_consent"))
         if kind is not None:
             # One set of the contacts with an address, built once and probed per row
@@ -741,10 +722,40 @@ class _SQLCompiler:
             addressed = sa.select(ad.c.contact_id).where(ad.c.kind == kind)
             whens.append((_CID.not_in(addressed), "missing_address"))
         reason: sa.ColumnElement[Any] = sa.case(*whens, else_=sa.null()) if whens else sa.null()
-        source: Any = _U
-        if need_consent:
-            source = _U.outerjoin(state, state.c.contact_id == _CID)
-        return sa.select(_CID, reason.label("reason")).select_from(source)
+        return sa.select(_CID, reason.label("reason")).select_from(_U)
+
+    def latest(
+        self, channel: Channel, purpose: Purpose, action: ConsentAction, contact: Any
+    ) -> sa.ScalarSelect[Any]:
+        """The time of *contact*'s latest ledger event of *action* up to ``at`` (or ``NULL``)."""
+        c = schema.consent_events.alias("cl")
+        t = sa.type_coerce(c.c.occurred_at, sa.BigInteger())
+        return (
+            sa.select(sa.func.max(t))
+            .where(
+                c.c.channel == channel.value,
+                c.c.purpose == purpose.value,
+                c.c.contact_id == contact,
+                c.c.action == action.value,
+                t <= self.at_us,
+            )
+            .scalar_subquery()
+        )
+
+    def withdrawn(self, channel: str, purpose: str) -> sa.Subquery:
+        """Contacts whose latest ledger event up to ``at`` is a withdrawal (it wins a tie)."""
+        c = _CE
+        t = sa.type_coerce(c.c.occurred_at, sa.BigInteger())
+        grant = sa.func.max(sa.case((c.c.action == ConsentAction.GRANT.value, t)))
+        withdraw = sa.func.max(sa.case((c.c.action == ConsentAction.WITHDRAW.value, t)))
+        return (
+            sa.select(c.c.contact_id)
+            .where(c.c.channel == channel, c.c.purpose == purpose, t <= self.at_us)
+            .group_by(c.c.contact_id)
+            .having(withdraw.is_not(None))
+            .having(sa.or_(grant.is_(None), withdraw >= grant))
+            .subquery()
+        )
 
     def in_list(self, node: InList) -> sa.ColumnElement[bool]:
         ids = list(node.contact_ids)
@@ -768,12 +779,7 @@ def _window_sql(t: Any, lo: int | None, hi: int | None, at_us: int) -> list[Any]
     return out
 
 
-def _granted(state: Any) -> sa.ColumnElement[bool]:
-    """The grouped ledger row says granted: a grant, and no withdrawal at or after it."""
-    return sa.and_(state.c.gt.is_not(None), sa.or_(state.c.wt.is_(None), state.c.gt > state.c.wt))
-
-
-def implied_checks(tree: Criteria, channel: Channel, purpose: Purpose) -> frozenset[str]:
+def _implied_checks(tree: Criteria, channel: Channel, purpose: Purpose) -> frozenset[str]:
     """The send-screen checks every member of *tree* passes by the tree's own conditions.
 
     Erasure always (the universe leaves erased contacts out); ``no_consent``
@@ -888,7 +894,7 @@ class SQLSegmentStore(SegmentStore):
         One statement: the tree's members and, per member, the first of
         ``erased``, ``suppressed``, ``no_consent`` and ``missing_address`` that
         refuses a send on *channel* for *purpose* (the rules of
-        ``commhistory.consent.screen``; see :meth:`_SQLCompiler.refusal`). A
+        ``commhistory.consent.screen``, compiled into the statement). A
         check the tree itself implies for every member (a top-level
         ``consent(channel, purpose)`` or ``not suppressed(channel, purpose)``;
         erasure, outside the universe) is not repeated.
@@ -898,7 +904,7 @@ class SQLSegmentStore(SegmentStore):
         with self.repo.transaction(read=True) as conn:
             ctx = self._context(conn, tree, at)
             compiler = _SQLCompiler(ctx, self.repo.dialect)
-            implied = implied_checks(tree, channel, purpose)
+            implied = _implied_checks(tree, channel, purpose)
             stmt = (
                 compiler.screen(channel, purpose, implied=implied)
                 .where(_U.c.erased_at.is_(None), compiler.node(tree))
