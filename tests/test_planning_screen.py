@@ -54,7 +54,10 @@ SHARED = "shared@example.com"  # an address two contacts have: a suppression hit
 CHANNELS = [Channel.EMAIL, Channel.SMS, Channel.PUSH]
 PURPOSES = [Purpose.MARKETING, Purpose.TRANSACTIONAL]
 INSTANTS = [AT + timedelta(hours=h) for h in (-24 * 30, -24 * 3, -5, -1, 0, 3)]
-PLAN_AT = [AT, AT - timedelta(days=2), AT - timedelta(hours=1)]
+PLAN_AT = [AT, AT - timedelta(days=2), AT - timedelta(hours=5), AT - timedelta(hours=1)]
+# Few instants for the ledger and the suppressions, so ties (a grant and a withdrawal at
+# the same instant, an opt-out and a grant at the same instant) come up often.
+TIES = [AT - timedelta(days=3), AT - timedelta(hours=5), AT - timedelta(hours=1)]
 
 
 @st.composite
@@ -95,14 +98,14 @@ def histories(draw: st.DrawFn) -> dict[str, Any]:
     consents = [
         ConsentEvent(
             consent_id=f"k{n}",
-            contact_id=draw(st.sampled_from(CONTACTS)),
+            contact_id=draw(st.sampled_from(CONTACTS[:4])),
             channel=draw(st.sampled_from(CHANNELS)),
             purpose=draw(st.sampled_from(PURPOSES)),
             action=draw(st.sampled_from(list(ConsentAction))),
-            occurred_at=draw(st.sampled_from(INSTANTS)),
+            occurred_at=draw(st.sampled_from(TIES)),
             method=ConsentMethod.WEB_FORM,
         )
-        for n in range(draw(st.integers(0, 12)))
+        for n in range(draw(st.integers(0, 16)))
     ]
     manual = [
         (
@@ -110,10 +113,10 @@ def histories(draw: st.DrawFn) -> dict[str, Any]:
             draw(st.integers(0, 5)),
             draw(st.sampled_from([None, *PURPOSES])),
             draw(st.sampled_from([SuppressionReason.MANUAL, SuppressionReason.UNSUBSCRIBE])),
-            draw(st.sampled_from(INSTANTS)),
+            draw(st.sampled_from(TIES)),
             draw(st.none() | st.sampled_from(INSTANTS)),
         )
-        for _ in range(draw(st.integers(0, 3)))
+        for _ in range(draw(st.integers(0, 4)))
     ]
     erased = draw(st.lists(st.sampled_from(CONTACTS), max_size=2, unique=True))
     return {
@@ -198,7 +201,7 @@ def _clear(repo: CommHistory[SQLRepository]) -> None:
 
 
 @settings(
-    max_examples=40,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -285,3 +288,60 @@ def test_the_screen_scans_past_the_bulk_threshold(tmp_path: Path) -> None:
             got = repo.store.planning_store.screen(ids, Channel.EMAIL, purpose, AT)
             assert got == expected
         repo.close()
+
+
+def test_ties_refuse_as_the_python_rules_do(sql_repo: CommHistory[SQLRepository]) -> None:
+    """A withdrawal at the instant of a grant wins; an opt-out at the instant of a grant stays."""
+    t = AT - timedelta(hours=5)
+    history: dict[str, Any] = {
+        "messages": [
+            Message(
+                message_id=f"m{i}",
+                channel=Channel.EMAIL,
+                direction=Direction.OUTBOUND,
+                contact_id=CONTACTS[i],
+                address=ADDRESS[Channel.EMAIL][i],
+                sent_at=t - timedelta(days=1),
+            )
+            for i in range(3)
+        ],
+        "events": [],
+        "consents": [
+            ConsentEvent(
+                consent_id=f"k{n}",
+                contact_id=cid,
+                channel=Channel.EMAIL,
+                purpose=purpose,
+                action=action,
+                occurred_at=t,
+                method=ConsentMethod.WEB_FORM,
+            )
+            for n, (cid, purpose, action) in enumerate(
+                [
+                    ("c0", Purpose.TRANSACTIONAL, ConsentAction.GRANT),
+                    ("c0", Purpose.TRANSACTIONAL, ConsentAction.WITHDRAW),
+                    ("c1", Purpose.MARKETING, ConsentAction.GRANT),
+                    ("c2", Purpose.MARKETING, ConsentAction.GRANT),
+                ]
+            )
+        ],
+        "manual": [
+            (Channel.EMAIL, 1, None, SuppressionReason.UNSUBSCRIBE, t, None),
+            (Channel.EMAIL, 2, None, SuppressionReason.UNSUBSCRIBE, t - timedelta(hours=1), None),
+        ],
+        "erased": [],
+    }
+    _clear(sql_repo)
+    memory = CommHistory.in_memory()
+    ids = ["c0", "c1", "c2"]
+    for repo in (memory, sql_repo):
+        _load(repo, history)
+        store = repo.store
+        transactional = store.planning_store.screen(ids, Channel.EMAIL, Purpose.TRANSACTIONAL, AT)
+        assert transactional == _reference(store, ids, Channel.EMAIL, Purpose.TRANSACTIONAL, AT)
+        # c2's grant is for marketing: it does not lift the opt-out for transactional sends.
+        assert transactional == {"c0": "no_consent", "c1": "suppressed", "c2": "suppressed"}
+        marketing = store.planning_store.screen(ids, Channel.EMAIL, Purpose.MARKETING, AT)
+        assert marketing == _reference(store, ids, Channel.EMAIL, Purpose.MARKETING, AT)
+        # c1's opt-out began with its grant: it stays; c2 granted after its opt-out.
+        assert marketing == {"c0": "no_consent", "c1": "suppressed"}
