@@ -12,14 +12,18 @@ query per contact):
 * :meth:`~PlanningStore.zones`: the plain text value of the attribute that
   names a contact's time zone, in force at an instant.
 
-Consent and suppression are read through :class:`~commhistory.store.consent.ConsentStore`
-(``repo.consent_store``) by :func:`commhistory.consent.screen`, so their
-rules stay in one place. :class:`SQLPlanningStore` (SQLAlchemy Core) and
-:class:`MemoryPlanningStore` implement the port; a repository hands its own out
-as ``repo.planning_store``. Above :data:`~commhistory.store.consent.BULK_THRESHOLD`
-ids a read scans the channel's rows and keeps the wanted ids in Python instead
-of sending ``IN`` lists. Every method runs in the repository's current
-transaction when one is open, else in one of its own.
+* :meth:`~PlanningStore.screen` and :meth:`~PlanningStore.screen_segment`:
+  the send screen (erased, suppressed, no consent, missing address), the
+  rules of :func:`commhistory.consent.screen` applied in the database (one
+  statement; for a segment, compiled into the segment's statement). A
+  Hypothesis test holds the two to the same answers on every engine.
+
+:class:`SQLPlanningStore` (SQLAlchemy Core) and :class:`MemoryPlanningStore`
+implement the port; a repository hands its own out as ``repo.planning_store``.
+Above :data:`~commhistory.store.consent.BULK_THRESHOLD` ids a read scans the
+channel's rows and keeps the wanted ids in Python instead of sending ``IN``
+lists. Every method runs in the repository's current transaction when one is
+open, else in one of its own.
 
 .. versionadded:: 0.4.0
 """
