@@ -59,7 +59,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import attrs
 
 from commhistory.consent.ledger import coerce, when
-from commhistory.consent.policy import screen
 from commhistory.criteria import Criteria
 from commhistory.errors import InvalidInputError, PlanConfigError
 from commhistory.model import ADDRESS_KINDS, Channel, Purpose
@@ -792,24 +791,20 @@ def plan_send(
     # The decision per refused or deferred contact (a reason, or the instant to
     # defer to); the typed records are built once, in candidate order, at the end.
     decided: dict[str, ExclusionReason | datetime] = {}
+    store = repo.planning_store
+    addressed = ADDRESS_KINDS.get(ch) is not None
     with repo.transaction(read=True):
-        ids = _candidates(contacts, repo, t)
-        refused = screen(repo, ids, ch, pu, t)
+        # The screen (erased, suppressed, no consent, then no address) is one
+        # set-wise read of the store: for a segment, compiled into the segment's
+        # own statement.
+        if isinstance(contacts, SegmentCandidates):
+            ids, refused = store.screen_segment(contacts.tree, ch, pu, t)
+        else:
+            ids = _candidates(contacts, repo, t)
+            refused = store.screen(ids, ch, pu, t)
         for cid, why in refused.items():
             decided[cid] = _REFUSALS[why]
         remaining = [cid for cid in ids if cid not in refused] if refused else ids
-        store = repo.planning_store
-        addressed = ADDRESS_KINDS.get(ch) is not None
-        if addressed and remaining:
-            known = store.addresses(remaining, ch, decrypt=False)
-            kept = []
-            missing = ExclusionReason.MISSING_ADDRESS
-            for cid in remaining:
-                if cid in known:
-                    kept.append(cid)
-                else:
-                    decided[cid] = missing
-            remaining = kept
         resolve = _ZoneResolver(cfg.default_zone)
         keys: dict[str, str] = {}
         if (my_caps or my_quiet) and cfg.zone_attribute is not None and remaining:

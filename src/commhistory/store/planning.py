@@ -12,14 +12,18 @@ query per contact):
 * :meth:`~PlanningStore.zones`: the plain text value of the attribute that
   names a contact's time zone, in force at an instant.
 
-Consent and suppression are read through :class:`~commhistory.store.consent.ConsentStore`
-(``repo.consent_store``) by :func:`commhistory.consent.screen`, so their
-rules stay in one place. :class:`SQLPlanningStore` (SQLAlchemy Core) and
-:class:`MemoryPlanningStore` implement the port; a repository hands its own out
-as ``repo.planning_store``. Above :data:`~commhistory.store.consent.BULK_THRESHOLD`
-ids a read scans the channel's rows and keeps the wanted ids in Python instead
-of sending ``IN`` lists. Every method runs in the repository's current
-transaction when one is open, else in one of its own.
+* :meth:`~PlanningStore.screen` and :meth:`~PlanningStore.screen_segment`:
+  the send screen (erased, suppressed, no consent, missing address), the
+  rules of :func:`commhistory.consent.screen` applied in the database (one
+  statement; for a segment, compiled into the segment's statement). A
+  Hypothesis test holds the two to the same answers on every engine.
+
+:class:`SQLPlanningStore` (SQLAlchemy Core) and :class:`MemoryPlanningStore`
+implement the port; a repository hands its own out as ``repo.planning_store``.
+Above :data:`~commhistory.store.consent.BULK_THRESHOLD` ids a read scans the
+channel's rows and keeps the wanted ids in Python instead of sending ``IN``
+lists. Every method runs in the repository's current transaction when one is
+open, else in one of its own.
 
 .. versionadded:: 0.4.0
 """
@@ -28,15 +32,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import sqlalchemy as sa
 
-from commhistory.model import ADDRESS_KINDS, Channel, Direction, Purpose
+from commhistory.criteria import Criteria
+from commhistory.model import (
+    ADDRESS_KINDS,
+    Channel,
+    ConsentAction,
+    Direction,
+    Purpose,
+    SuppressionEntry,
+)
 from commhistory.normalize.time import to_micros
 from commhistory.store import schema
-from commhistory.store.consent import BULK_THRESHOLD
+from commhistory.store.consent import BULK_THRESHOLD, memory_digest
 from commhistory.store.layout import address_row_id
+from commhistory.store.segments import CONSENT_REASONS, MemorySegmentStore
 
 if TYPE_CHECKING:
     from commhistory.crypto import FieldCipher
@@ -47,6 +60,7 @@ __all__ = [
     "MAX_THRESHOLDS",
     "MemoryPlanningStore",
     "PlanningStore",
+    "Refusal",
     "SQLPlanningStore",
 ]
 
@@ -124,6 +138,47 @@ class PlanningStore(Protocol):
         """
         ...
 
+    def screen(
+        self, contact_ids: Sequence[str], channel: Channel, purpose: Purpose, at: datetime
+    ) -> dict[str, Refusal]:
+        """Return the contacts a send screen refuses, each with the first reason.
+
+        The rules of :func:`commhistory.consent.screen` (``erased``,
+        ``suppressed``, ``no_consent``, in that order), then ``missing_address``
+        (no address of the channel's kind; channels without an address kind
+        skip it), set-wise: in SQL one statement over the candidates.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def screen_segment(
+        self, tree: Criteria, channel: Channel, purpose: Purpose, at: datetime
+    ) -> tuple[list[str], dict[str, Refusal]]:
+        """Return a segment's members at *at* (sorted) and those :meth:`screen` refuses.
+
+        In SQL one statement evaluates the tree and screens its members.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+
+Refusal = Literal["erased", "suppressed", "no_consent", "missing_address"]
+"""Why :meth:`PlanningStore.screen` refuses a contact (the first check that does).
+
+.. versionadded:: 0.4.0
+"""
+
+
+def _unknown_refusal(channel: Channel, purpose: Purpose) -> Refusal | None:
+    """The screen of an id the store does not know: no grant, no address, nothing else."""
+    if purpose is Purpose.MARKETING:
+        return "no_consent"
+    if ADDRESS_KINDS.get(channel) is not None:
+        return "missing_address"
+    return None
+
 
 def _past(counts: Sequence[int], at_least: Sequence[int] | None) -> bool:
     """Whether a contact's counts are kept: any count, or one past its threshold."""
@@ -146,7 +201,7 @@ def _fetch_all(conn: sa.Connection, statement: sa.Select[Any]) -> list[Sequence[
     The bulk path: plain tuples, no result rows built (every selected column is
     a plain id, text or integer, and every bound value is a plain value).
     """
-    compiled = statement.compile(dialect=conn.dialect)
+    compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     params: Any = compiled.params
     if compiled.positional:
         params = tuple(compiled.params[name] for name in compiled.positiontup or ())
@@ -286,6 +341,42 @@ class SQLPlanningStore(PlanningStore):
         out.update(best)
         return out
 
+    def screen(
+        self, contact_ids: Sequence[str], channel: Channel, purpose: Purpose, at: datetime
+    ) -> dict[str, Refusal]:
+        """See :meth:`PlanningStore.screen`."""
+        if not contact_ids:
+            return {}
+        base = self.repo.segment_store.screen_statement(at=at, channel=channel, purpose=purpose)
+        column = base.selected_columns[0]
+        unknown = _unknown_refusal(channel, purpose)
+        with self.repo.transaction(read=True) as conn:
+            if len(contact_ids) > BULK_THRESHOLD:  # one pass over contacts, kept here
+                rows = _fetch_all(conn, base)
+            else:
+                rows = []
+                for chunk in _chunks(contact_ids):
+                    rows.extend(_fetch_all(conn, base.where(column.in_(list(chunk)))))
+        # Every known contact has a row (a refusal or NULL); the others are unknown.
+        known = {row[0] for row in rows} if unknown is not None else set()
+        wanted = set(contact_ids)
+        out: dict[str, Refusal] = {
+            cid: why for cid, why in rows if why is not None and cid in wanted
+        }
+        if unknown is not None:  # ids the store does not know: no grant, no address
+            out.update((cid, unknown) for cid in contact_ids if cid not in known)
+        return out
+
+    def screen_segment(
+        self, tree: Criteria, channel: Channel, purpose: Purpose, at: datetime
+    ) -> tuple[list[str], dict[str, Refusal]]:
+        """See :meth:`PlanningStore.screen_segment`."""
+        rows = self.repo.segment_store.screened_members(
+            tree, at=at, channel=channel, purpose=purpose
+        )
+        refused: dict[str, Refusal] = {cid: why for cid, why in rows if why is not None}  # type: ignore[misc]
+        return [cid for cid, _why in rows], refused
+
     def _cipher(self, contact_id: str, wrapped: object) -> FieldCipher:
         """The contact's field cipher: the repository's cache, else unwrapped here."""
         core = self.repo
@@ -379,6 +470,73 @@ class MemoryPlanningStore(PlanningStore):
                 if old is None or value < old:
                     best[cid] = value
         return {cid: (value if decrypt else None) for cid, value in best.items()}
+
+    def screen(
+        self, contact_ids: Sequence[str], channel: Channel, purpose: Purpose, at: datetime
+    ) -> dict[str, Refusal]:
+        """See :meth:`PlanningStore.screen`."""
+        s = self.s
+        t = to_micros(at)
+        ids = list(dict.fromkeys(contact_ids))
+        kind = ADDRESS_KINDS.get(channel)
+        # The latest ledger event per contact: (time, withdrawal wins a tie, id).
+        latest: dict[str, tuple[int, bool, str]] = {}
+        for consent_id, c in s.consents.items():
+            if c.channel is not channel or c.purpose is not purpose:
+                continue
+            occurred = to_micros(c.occurred_at)
+            if occurred > t:
+                continue
+            key = (occurred, c.action is ConsentAction.WITHDRAW, consent_id)
+            old = latest.get(c.contact_id)
+            if old is None or key > old:
+                latest[c.contact_id] = key
+        addressed: set[str] = set()
+        blocking: dict[str, list[SuppressionEntry]] = {}
+        if kind is not None:
+            wanted = set(ids)
+            by_key: dict[bytes, set[str]] = {}
+            for (k, value), cids in s.addresses.items():
+                if k == kind:
+                    hit = cids & wanted
+                    addressed |= hit
+                    if hit:
+                        by_key.setdefault(memory_digest(k, value), set()).update(hit)
+            for e in s.suppressions.values():
+                if (
+                    e.channel is channel
+                    and e.kind == kind
+                    and e.active_at(at)
+                    and e.covers(purpose)
+                ):
+                    for cid in by_key.get(e.address_key, ()):
+                        blocking.setdefault(cid, []).append(e)
+        out: dict[str, Refusal] = {}
+        for cid in ids:
+            gone = s.erased.get(cid)
+            if gone is not None and gone <= at:
+                out[cid] = "erased"
+                continue
+            row = latest.get(cid)
+            granted = row is not None and not row[1]
+            if any(
+                not (e.reason in CONSENT_REASONS and granted and row is not None
+                     and row[0] > to_micros(e.since))
+                for e in blocking.get(cid, ())
+            ):  # fmt: skip
+                out[cid] = "suppressed"
+            elif (purpose is Purpose.MARKETING and not granted) or (row is not None and row[1]):
+                out[cid] = "no_consent"
+            elif kind is not None and (cid not in addressed or cid in s.erased):
+                out[cid] = "missing_address"
+        return out
+
+    def screen_segment(
+        self, tree: Criteria, channel: Channel, purpose: Purpose, at: datetime
+    ) -> tuple[list[str], dict[str, Refusal]]:
+        """See :meth:`PlanningStore.screen_segment`."""
+        ids = MemorySegmentStore(self.s).members(tree, at=at)
+        return ids, self.screen(ids, channel, purpose, at)
 
     def zones(
         self, contact_ids: Sequence[str], attribute: str, at: datetime, *, skip: str | None = None

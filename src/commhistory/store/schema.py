@@ -289,6 +289,9 @@ consent_events: Final = sa.Table(
     sa.Column("retain_until", UTCTimestamp(), nullable=True),
     sa.Index(None, "contact_id", "occurred_at"),
     sa.Index(None, "channel", "purpose", "occurred_at"),
+    # Migration 0019: the latest state per contact of one channel and purpose
+    # (send screen, segment consent and suppression), from the index alone.
+    sa.Index(None, "channel", "purpose", "contact_id", "occurred_at", "action"),
     # After an erasure, the evidence columns are encrypted under the keyring's
     # "consent-evidence" subkey of evidence_key_id and kept until retain_until.
     comment="Append-only consent ledger; source, ip, user agent and metadata encrypted.",

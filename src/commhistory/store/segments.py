@@ -656,6 +656,107 @@ class _SQLCompiler:
         )
         return _CID.in_(rows)
 
+    def screen(
+        self, channel: Channel, purpose: Purpose, *, implied: frozenset[str] = frozenset()
+    ) -> sa.Select[Any]:
+        """``SELECT u.contact_id, refusal FROM contacts u ...``: the send screen per contact.
+
+        ``refusal`` is the first of ``erased``, ``suppressed``, ``no_consent``
+        (the rules of ``commhistory.consent.screen``) and ``missing_address``
+        (no address of the channel's kind; channels without one skip it) that
+        refuses, else ``NULL``. Each check is one uncorrelated set probed per
+        row (the ledger grouped per contact from its covering index, the
+        contacts with an address); the opt-out override reads the latest grant
+        and withdrawal of the few contacts under a suppression. Checks named in
+        *implied* are known to pass for every row the caller keeps (its segment
+        holds them): they are left out.
+        """
+        t = self.at_us
+        erased_at = sa.type_coerce(_U.c.erased_at, sa.BigInteger())
+        kind = ADDRESS_KINDS.get(channel)
+        whens: list[tuple[sa.ColumnElement[bool], str]] = []
+        if "erased" not in implied:
+            whens.append((sa.and_(erased_at.is_not(None), erased_at <= t), "erased"))
+        if kind is not None and "suppressed" not in implied:
+            s, ad = _S, _AD
+            since = sa.type_coerce(s.c.since, sa.BigInteger())
+            lifted = sa.type_coerce(s.c.lifted_at, sa.BigInteger())
+            # The contact's latest grant and withdrawal, probed per suppression row
+            # in force (few) through the ledger's (channel, purpose, contact_id) index.
+            gt, wt = (self.latest(channel, purpose, action, ad.c.contact_id) for action in
+                      (ConsentAction.GRANT, ConsentAction.WITHDRAW))  # fmt: skip
+            overridden = sa.and_(
+                s.c.reason.in_(sorted(r.value for r in CONSENT_REASONS)),
+                gt.is_not(None),
+                sa.or_(wt.is_(None), gt > wt),
+                gt > since,
+            )
+            rows = (
+                sa.select(ad.c.contact_id)
+                .select_from(
+                    s.join(ad, sa.and_(ad.c.kind == s.c.kind, ad.c.blind_index == s.c.blind_index))
+                )
+                .where(
+                    s.c.kind == kind,
+                    s.c.channel == channel.value,
+                    since <= t,
+                    sa.or_(lifted.is_(None), lifted > t),
+                    sa.or_(s.c.purpose.is_(None), s.c.purpose == purpose.value),
+                    sa.not_(overridden),  # an opt-out yields to a later grant in force
+                )
+            )
+            whens.append((_CID.in_(rows), "suppressed"))
+        if "no_consent" not in implied:
+            if purpose is Purpose.MARKETING:
+                granted = self.granted(channel.value, purpose.value)
+                refused = _CID.not_in(sa.select(granted.c.contact_id))
+            else:  # the latest event is a withdrawal (it wins a tie)
+                withdrawn = self.withdrawn(channel.value, purpose.value)
+                refused = _CID.in_(sa.select(withdrawn.c.contact_id))
+            whens.append((refused, "no_consent"))
+        if kind is not None:
+            # One set of the contacts with an address, built once and probed per row
+            # (a correlated probe may pick the (kind, blind_index) key on SQLite without
+            # statistics and scan every address per row).
+            ad = _AD
+            addressed = sa.select(ad.c.contact_id).where(ad.c.kind == kind)
+            whens.append((_CID.not_in(addressed), "missing_address"))
+        reason: sa.ColumnElement[Any] = sa.case(*whens, else_=sa.null()) if whens else sa.null()
+        return sa.select(_CID, reason.label("reason")).select_from(_U)
+
+    def latest(
+        self, channel: Channel, purpose: Purpose, action: ConsentAction, contact: Any
+    ) -> sa.ScalarSelect[Any]:
+        """The time of *contact*'s latest ledger event of *action* up to ``at`` (or ``NULL``)."""
+        c = schema.consent_events.alias("cl")
+        t = sa.type_coerce(c.c.occurred_at, sa.BigInteger())
+        return (
+            sa.select(sa.func.max(t))
+            .where(
+                c.c.channel == channel.value,
+                c.c.purpose == purpose.value,
+                c.c.contact_id == contact,
+                c.c.action == action.value,
+                t <= self.at_us,
+            )
+            .scalar_subquery()
+        )
+
+    def withdrawn(self, channel: str, purpose: str) -> sa.Subquery:
+        """Contacts whose latest ledger event up to ``at`` is a withdrawal (it wins a tie)."""
+        c = _CE
+        t = sa.type_coerce(c.c.occurred_at, sa.BigInteger())
+        grant = sa.func.max(sa.case((c.c.action == ConsentAction.GRANT.value, t)))
+        withdraw = sa.func.max(sa.case((c.c.action == ConsentAction.WITHDRAW.value, t)))
+        return (
+            sa.select(c.c.contact_id)
+            .where(c.c.channel == channel, c.c.purpose == purpose, t <= self.at_us)
+            .group_by(c.c.contact_id)
+            .having(withdraw.is_not(None))
+            .having(sa.or_(grant.is_(None), withdraw >= grant))
+            .subquery()
+        )
+
     def in_list(self, node: InList) -> sa.ColumnElement[bool]:
         ids = list(node.contact_ids)
         if not ids:
@@ -676,6 +777,30 @@ def _window_sql(t: Any, lo: int | None, hi: int | None, at_us: int) -> list[Any]
     if hi is not None:
         out.append(t < hi)
     return out
+
+
+def _implied_checks(tree: Criteria, channel: Channel, purpose: Purpose) -> frozenset[str]:
+    """The send-screen checks every member of *tree* passes by the tree's own conditions.
+
+    Erasure always (the universe leaves erased contacts out); ``no_consent``
+    when a top-level conjunct is ``consent(channel, purpose)`` (a grant is the
+    latest event, so neither "no grant" nor "withdrawn" holds); ``suppressed``
+    when one is ``not suppressed(channel, purpose)`` (the same rule as the screen).
+    """
+    out = {"erased"}
+    todo: list[Criteria] = [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, AllOf):
+            todo.extend(node.items)
+        elif isinstance(node, ConsentCondition):
+            if node.channel == channel.value and node.purpose == purpose.value:
+                out.add("no_consent")
+        elif isinstance(node, Not) and isinstance(node.item, SuppressedCondition):
+            item = node.item
+            if item.channel == channel.value and item.purpose == purpose.value:
+                out.add("suppressed")
+    return frozenset(out)
 
 
 def _explain(
@@ -760,6 +885,39 @@ class SQLSegmentStore(SegmentStore):
         with self.repo.transaction(read=True) as conn:
             ctx = self._context(conn, tree, at)
         return sa.select(_CID).where(self._where(ctx, tree)).order_by(_CID)
+
+    def screened_members(
+        self, tree: Criteria, *, at: datetime, channel: Channel, purpose: Purpose
+    ) -> list[tuple[str, str | None]]:
+        """Return the members at *at*, sorted, each with its send-screen refusal or ``None``.
+
+        One statement: the tree's members and, per member, the first of
+        ``erased``, ``suppressed``, ``no_consent`` and ``missing_address`` that
+        refuses a send on *channel* for *purpose* (the rules of
+        ``commhistory.consent.screen``, compiled into the statement). A
+        check the tree itself implies for every member (a top-level
+        ``consent(channel, purpose)`` or ``not suppressed(channel, purpose)``;
+        erasure, outside the universe) is not repeated.
+
+        .. versionadded:: 0.4.0
+        """
+        with self.repo.transaction(read=True) as conn:
+            ctx = self._context(conn, tree, at)
+            compiler = _SQLCompiler(ctx, self.repo.dialect)
+            implied = _implied_checks(tree, channel, purpose)
+            stmt = (
+                compiler.screen(channel, purpose, implied=implied)
+                .where(_U.c.erased_at.is_(None), compiler.node(tree))
+                .order_by(_CID)
+            )
+            return _raw_rows(conn, stmt)
+
+    def screen_statement(
+        self, *, at: datetime, channel: Channel, purpose: Purpose
+    ) -> sa.Select[Any]:
+        """``(contact_id, refusal or NULL)`` for every contact of the store (see above)."""
+        ctx = _Context(at.astimezone(UTC), False, {}, {})
+        return _SQLCompiler(ctx, self.repo.dialect).screen(channel, purpose)
 
     def explain(self, tree: Criteria, *, at: datetime | None = None) -> ExplainNode:
         """See :meth:`SegmentStore.explain`."""
@@ -883,6 +1041,21 @@ class SQLSegmentStore(SegmentStore):
         sm = schema.segment_snapshot_members
         with self.repo.transaction() as conn:
             return int(conn.execute(sm.delete().where(sm.c.contact_id == contact_id)).rowcount)
+
+
+def _raw_rows(conn: sa.Connection, statement: sa.Select[Any]) -> list[tuple[str, Any]]:
+    """Run *statement* on the driver's cursor: plain tuples, no result rows built."""
+    compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params: Any = compiled.params
+    if compiled.positional:
+        params = tuple(compiled.params[name] for name in compiled.positiontup or ())
+    cursor: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(str(compiled), params)
+        rows: list[tuple[str, Any]] = cursor.fetchall()
+    finally:
+        cursor.close()
+    return rows
 
 
 def _trunc(moment: datetime) -> datetime:
