@@ -48,14 +48,17 @@ import attrs
 
 from commhistory.errors import InvalidInputError, NotFoundError
 from commhistory.journeys.definition import (
+    ActivityGoal,
     BranchStep,
     Journey,
     ReEntry,
     SendStep,
+    UnsubscribeGoal,
     WaitStep,
 )
 from commhistory.journeys.machine import (
     Advance,
+    BehaviourSource,
     Enrollment,
     Position,
     SendIntent,
@@ -65,10 +68,11 @@ from commhistory.journeys.machine import (
     next_local_time,
 )
 from commhistory.model import Channel, EventType
-from commhistory.store.journeys import EnrollmentRow, IntentRow
+from commhistory.store.journeys import ActivityTime, EnrollmentRow, IntentRow
 from commhistory.store.protocol import Repository
 
 __all__ = [
+    "DEFAULT_BATCH",
     "DEFAULT_RECHECK",
     "StoredBehaviour",
     "due",
@@ -303,7 +307,7 @@ def _wake_at(
     *,
     now: dt.datetime,
     zone: ZoneInfo,
-    history: StoredBehaviour,
+    history: BehaviourSource,
     recheck: dt.timedelta | None,
 ) -> dt.datetime | None:
     """The next instant anything can happen to the enrollment without a recorded send."""
@@ -329,6 +333,289 @@ def _wake_at(
     return deadline
 
 
+DEFAULT_BATCH: Final = 5000
+"""How many waking enrollments :func:`due` reads, walks and writes at a time."""
+
+
+@attrs.frozen
+class _Needs:
+    """What a journey's walk can ask about, so a batch reads it up front."""
+
+    events: frozenset[EventType]
+    unsubscribes: bool
+    activities: frozenset[str]
+
+    @classmethod
+    def of(cls, journey: Journey) -> _Needs:
+        events: set[EventType] = set()
+        activities: set[str] = set()
+        for step in journey.steps:
+            if isinstance(step, BranchStep):
+                if step.condition.event is not None:
+                    events.add(step.condition.event)
+                if step.condition.activity is not None:
+                    activities.add(step.condition.activity)
+        unsubscribes = False
+        for goal in journey.goals:
+            if isinstance(goal, ActivityGoal):
+                activities.add(goal.activity)
+            elif isinstance(goal, UnsubscribeGoal):
+                unsubscribes = True
+        return cls(frozenset(events), unsubscribes, frozenset(activities))
+
+
+def _first_in(
+    times: list[dt.datetime] | None, after: dt.datetime, until: dt.datetime
+) -> dt.datetime | None:
+    """The first of sorted ``times`` in ``[after, until]``."""
+    if times:
+        for when in times:
+            if when > until:
+                return None
+            if when >= after:
+                return when
+    return None
+
+
+class _Batch:
+    """Behaviour of a batch of enrollments, read with a few queries for the whole batch.
+
+    It answers what :class:`StoredBehaviour` answers, from maps filled once:
+    the batch's claimed intents (by enrollment id: an intent key names its
+    enrollment), the events of the messages recorded for them, the contacts'
+    unsubscribes and their activities, all in ``[after, until]``. A question
+    outside what was read (an earlier instant, a later one, an event type or
+    activity no journey of the batch names, properties that are encrypted)
+    goes to :class:`StoredBehaviour`, which asks the store.
+    """
+
+    def __init__(
+        self,
+        repo: Repository,
+        rows: list[EnrollmentRow],
+        needs: _Needs,
+        *,
+        after: dt.datetime,
+        until: dt.datetime,
+    ) -> None:
+        store = repo.journey_store
+        self.repo = repo
+        self.after = after
+        self.until = until
+        self.needs = needs
+        self.intents: dict[str, IntentRow] = {
+            i.key: i for i in store.intents_of([r.enrollment_id for r in rows])
+        }
+        self.events: dict[tuple[str, str], list[dt.datetime]] = {}
+        message_ids = [
+            i.message_id for i in self.intents.values() if i.outcome == "sent" and i.message_id
+        ]
+        if needs.events and message_ids:
+            for e in store.message_events(message_ids, needs.events, after=after, until=until):
+                self.events.setdefault((e.message_id, e.type), []).append(e.occurred_at)
+        contacts = sorted({r.contact_id for r in rows})
+        self.unsubscribes: dict[str, list[tuple[dt.datetime, str | None]]] = {}
+        if needs.unsubscribes:
+            found = store.contact_events(
+                contacts, (EventType.UNSUBSCRIBED,), after=after, until=until
+            )
+            for c in found:
+                self.unsubscribes.setdefault(c.contact_id, []).append((c.occurred_at, c.channel))
+        self.activities: dict[tuple[str, str], list[ActivityTime]] = {}
+        if needs.activities:
+            for a in store.activity_times(contacts, needs.activities, after=after, until=until):
+                self.activities.setdefault((a.contact_id, a.name), []).append(a)
+        for times in self.events.values():
+            times.sort()
+        for pairs in self.unsubscribes.values():
+            pairs.sort(key=lambda pair: pair[0])
+        for entries in self.activities.values():
+            entries.sort(key=lambda a: (a.occurred_at, a.activity_id))
+
+    def covers(self, after: dt.datetime, until: dt.datetime) -> bool:
+        """Whether a window lies inside what was read."""
+        return self.after <= after and until <= self.until
+
+    def behaviour(self, contact_id: str) -> _Prefetched:
+        """The behaviour source of one enrollment's contact."""
+        return _Prefetched(self, contact_id, StoredBehaviour(self.repo, contact_id))
+
+
+@attrs.define
+class _Prefetched:
+    """One contact's behaviour from a :class:`_Batch`, as :class:`StoredBehaviour` answers it."""
+
+    batch: _Batch
+    contact_id: str
+    stored: StoredBehaviour
+
+    def sent_at(self, key: str) -> dt.datetime | None:
+        intent = self.batch.intents.get(key)
+        return None if intent is None else intent.recorded_at
+
+    def event_at(
+        self,
+        event: EventType,
+        *,
+        keys: tuple[str, ...] | None,
+        after: dt.datetime,
+        until: dt.datetime,
+    ) -> dt.datetime | None:
+        batch = self.batch
+        if keys is None or event not in batch.needs.events or not batch.covers(after, until):
+            return self.stored.event_at(event, keys=keys, after=after, until=until)
+        best: dt.datetime | None = None
+        found = False
+        for key in keys:
+            intent = batch.intents.get(key)
+            if intent is None or intent.outcome != "sent" or not intent.message_id:
+                continue
+            found = True
+            when = _first_in(batch.events.get((intent.message_id, event.value)), after, until)
+            if when is not None and (best is None or when < best):
+                best = when
+        return best if found else None
+
+    def activity_at(
+        self,
+        name: str,
+        *,
+        match: Mapping[str, str | int | bool],
+        after: dt.datetime,
+        until: dt.datetime,
+    ) -> dt.datetime | None:
+        batch = self.batch
+        if name not in batch.needs.activities or not batch.covers(after, until):
+            return self.stored.activity_at(name, match=match, after=after, until=until)
+        for entry in batch.activities.get((self.contact_id, name), ()):
+            if entry.occurred_at < after or entry.occurred_at > until:
+                continue
+            if not match:
+                return entry.occurred_at
+            if entry.plain is None:  # encrypted properties: read them decrypted
+                return self.stored.activity_at(name, match=match, after=after, until=until)
+            plain = entry.plain
+            if all(plain.get(field) == value for field, value in match.items()):
+                return entry.occurred_at
+        return None
+
+    def unsubscribed_at(
+        self, channel: Channel | None, *, after: dt.datetime, until: dt.datetime
+    ) -> dt.datetime | None:
+        batch = self.batch
+        if not batch.needs.unsubscribes or not batch.covers(after, until):
+            return self.stored.unsubscribed_at(channel, after=after, until=until)
+        for when, on in batch.unsubscribes.get(self.contact_id, ()):
+            if when > until:
+                return None
+            if when >= after and (channel is None or on == channel.value):
+                return when
+        return None
+
+    def left_segment_at(
+        self, segment: str, *, after: dt.datetime, until: dt.datetime
+    ) -> dt.datetime | None:
+        return self.stored.left_segment_at(segment, after=after, until=until)
+
+
+@attrs.frozen
+class _Move:
+    """One enrollment walked in a batch: the row as read, as it is to be stored, its intents."""
+
+    row: EnrollmentRow
+    stored: EnrollmentRow
+    intents: tuple[SendIntent, ...]
+
+
+class _Journeys:
+    """The journey versions a :func:`due` call met, read from the store once each."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.store = repo.journey_store
+        self.loaded: dict[tuple[str, int], tuple[Journey, _Needs]] = {}
+
+    def get(self, key: str, version: int) -> tuple[Journey, _Needs]:
+        found = self.loaded.get((key, version))
+        if found is None:
+            text = self.store.definition(key, version)
+            if text is None:
+                raise NotFoundError(kind="journey version", identifier=f"{key}@{version}")
+            journey = Journey.loads(text)
+            found = self.loaded[(key, version)] = (journey, _Needs.of(journey))
+        return found
+
+
+def _walk(
+    repo: Repository,
+    rows: list[EnrollmentRow],
+    journeys: _Journeys,
+    *,
+    now: dt.datetime,
+    zone_of: Callable[[str], ZoneInfo] | None,
+    recheck: dt.timedelta | None,
+) -> list[_Move]:
+    """Walk a batch of waking enrollments to ``now`` with behaviour read for the whole batch."""
+    needs = [journeys.get(r.journey_key, r.version)[1] for r in rows]
+    batch = _Batch(
+        repo,
+        rows,
+        _Needs(
+            frozenset().union(*(n.events for n in needs)),
+            any(n.unsubscribes for n in needs),
+            frozenset().union(*(n.activities for n in needs)),
+        ),
+        after=min(r.entered_at for r in rows),
+        until=now,
+    )
+    moves: list[_Move] = []
+    for row in rows:
+        journey = journeys.get(row.journey_key, row.version)[0]
+        enrollment = _enrollment(row)
+        zone = zone_of(row.contact_id) if zone_of is not None else _UTC
+        history = batch.behaviour(row.contact_id)
+        position = Position(
+            step_id=row.step_id, since=row.since, status=Status(row.status), visits=row.visits
+        )
+        moved = advance(journey, enrollment, position, now=now, zone=zone, history=history)
+        wake = _wake_at(
+            journey, enrollment, moved, now=now, zone=zone, history=history, recheck=recheck
+        )
+        new = moved.position
+        stored = attrs.evolve(
+            row,
+            step_id=new.step_id,
+            since=new.since,
+            status=new.status.value,
+            visits=dict(new.visits),
+            wake_at=wake,
+        )
+        moves.append(_Move(row, stored, moved.intents))
+    return moves
+
+
+def _commit(repo: Repository, moves: list[_Move], now: dt.datetime) -> list[SendIntent]:
+    """Store a batch's moves and claim their intents in one transaction; return those claimed.
+
+    A move whose row another caller changed since it was read is not stored,
+    and its intents are not claimed: they are that caller's.
+    """
+    store = repo.journey_store
+    with repo.transaction():
+        won = set(store.move_many([m.stored for m in moves]))
+        intents = [i for m in moves if m.row.enrollment_id in won for i in m.intents]
+        claimed = set(
+            store.claim(
+                [
+                    IntentRow(
+                        key=i.key, enrollment_id=i.enrollment_id, step_id=i.step_id, issued_at=now
+                    )
+                    for i in intents
+                ]
+            )
+        )
+    return [i for i in intents if i.key in claimed]
+
+
 def due(
     repo: Repository,
     now: dt.datetime,
@@ -337,6 +624,7 @@ def due(
     limit: int | None = None,
     recheck: dt.timedelta | None = DEFAULT_RECHECK,
     dry_run: bool = False,
+    batch_size: int = DEFAULT_BATCH,
 ) -> list[SendIntent]:
     """Advance every enrollment whose time has come; return the sends this call claimed.
 
@@ -344,6 +632,13 @@ def due(
     call: another call (in this process or another) never returns it again.
     Send the message, then :func:`record_sent` the key; the enrollment goes on
     at the next :func:`due` after the recorded time.
+
+    The waking enrollments are worked ``batch_size`` at a time, earliest
+    woken first: one query reads the batch, a few more read the behaviour
+    its walks ask about for the whole batch (claimed intents, events of
+    their messages, unsubscribes, activities), and one transaction stores
+    the moves (each only if its row is unchanged since it was read) and
+    claims their intents.
 
     Args:
         repo: The repository.
@@ -355,67 +650,45 @@ def due(
         dry_run: Write nothing: return the intents a real call would claim now
             (a simulation with a later ``now`` only sees the first send of each
             enrollment, since no send is recorded).
+        batch_size: Enrollments per batch (read, walked, written together).
 
     Returns:
         The intents claimed, in the order the enrollments woke.
 
     Raises:
-        InvalidInputError: ``now`` is naive.
+        InvalidInputError: ``now`` is naive, or ``batch_size`` is not positive.
         NotFoundError: An enrollment's journey version is not stored.
+
+    .. versionchanged:: 0.4.0
+       Works the enrollments in batches (``batch_size``).
     """
     now = _aware(now, "now")
+    if batch_size < 1:
+        raise InvalidInputError(field="batch_size", reason="must be at least 1")
     store = repo.journey_store
-    journeys: dict[tuple[str, int], Journey] = {}
+    journeys = _Journeys(repo)
     out: list[SendIntent] = []
-    for row in store.waking(now, limit):
-        journey = journeys.get((row.journey_key, row.version))
-        if journey is None:
-            text = store.definition(row.journey_key, row.version)
-            if text is None:
-                raise NotFoundError(
-                    kind="journey version", identifier=f"{row.journey_key}@{row.version}"
-                )
-            journey = journeys[(row.journey_key, row.version)] = Journey.loads(text)
-        enrollment = _enrollment(row)
-        zone = zone_of(row.contact_id) if zone_of is not None else _UTC
-        history = StoredBehaviour(repo, row.contact_id)
-        position = Position(
-            step_id=row.step_id, since=row.since, status=Status(row.status), visits=row.visits
-        )
-        moved = advance(journey, enrollment, position, now=now, zone=zone, history=history)
-        wake = _wake_at(
-            journey, enrollment, moved, now=now, zone=zone, history=history, recheck=recheck
-        )
+    after: tuple[dt.datetime, str] | None = None
+    left = limit
+    while left is None or left > 0:
+        size = batch_size if left is None else min(batch_size, left)
+        rows = store.waking(now, size, after=after)
+        if not rows:
+            break
+        last = rows[-1]
+        assert last.wake_at is not None
+        after = (last.wake_at, last.enrollment_id)
+        if left is not None:
+            left -= len(rows)
+        moves = _walk(repo, rows, journeys, now=now, zone_of=zone_of, recheck=recheck)
+        # The intents moved in this batch, before anything is claimed:
+        # [i for m in moves for i in m.intents].
         if dry_run:
-            out.extend(moved.intents)
-            continue
-        new = moved.position
-        with repo.transaction():
-            if not store.move(
-                attrs.evolve(
-                    row,
-                    step_id=new.step_id,
-                    since=new.since,
-                    status=new.status.value,
-                    visits=dict(new.visits),
-                    wake_at=wake,
-                )
-            ):
-                continue  # another caller moved it first; its intents are its own
-            claimed = set(
-                store.claim(
-                    [
-                        IntentRow(
-                            key=i.key,
-                            enrollment_id=i.enrollment_id,
-                            step_id=i.step_id,
-                            issued_at=now,
-                        )
-                        for i in moved.intents
-                    ]
-                )
-            )
-        out.extend(i for i in moved.intents if i.key in claimed)
+            out.extend(i for m in moves for i in m.intents)
+        else:
+            out.extend(_commit(repo, moves, now))
+        if len(rows) < size:
+            break
     return out
 
 
