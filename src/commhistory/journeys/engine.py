@@ -68,7 +68,7 @@ from commhistory.journeys.machine import (
     next_local_time,
 )
 from commhistory.model import Channel, EventType
-from commhistory.store.journeys import ActivityTime, EnrollmentRow, IntentRow
+from commhistory.store.journeys import ActivityTime, EnrollmentMove, EnrollmentRow, IntentRow
 from commhistory.store.protocol import Repository
 
 __all__ = [
@@ -438,16 +438,22 @@ class _Batch:
 
     def behaviour(self, contact_id: str) -> _Prefetched:
         """The behaviour source of one enrollment's contact."""
-        return _Prefetched(self, contact_id, StoredBehaviour(self.repo, contact_id))
+        return _Prefetched(self, contact_id)
 
 
-@attrs.define
 class _Prefetched:
     """One contact's behaviour from a :class:`_Batch`, as :class:`StoredBehaviour` answers it."""
 
-    batch: _Batch
-    contact_id: str
-    stored: StoredBehaviour
+    __slots__ = ("batch", "contact_id")
+
+    def __init__(self, batch: _Batch, contact_id: str) -> None:
+        self.batch = batch
+        self.contact_id = contact_id
+
+    @property
+    def stored(self) -> StoredBehaviour:
+        """The store itself, for what the batch did not read."""
+        return StoredBehaviour(self.batch.repo, self.contact_id)
 
     def sent_at(self, key: str) -> dt.datetime | None:
         intent = self.batch.intents.get(key)
@@ -523,7 +529,7 @@ class _Move:
     """One enrollment walked in a batch: the row as read, as it is to be stored, its intents."""
 
     row: EnrollmentRow
-    stored: EnrollmentRow
+    stored: EnrollmentMove
     intents: tuple[SendIntent, ...]
 
 
@@ -581,13 +587,14 @@ def _walk(
             journey, enrollment, moved, now=now, zone=zone, history=history, recheck=recheck
         )
         new = moved.position
-        stored = attrs.evolve(
-            row,
-            step_id=new.step_id,
-            since=new.since,
-            status=new.status.value,
-            visits=dict(new.visits),
-            wake_at=wake,
+        stored = EnrollmentMove(
+            row.enrollment_id,
+            row.revision,
+            new.step_id,
+            new.since,
+            new.status.value,
+            new.visits,
+            wake,
         )
         moves.append(_Move(row, stored, moved.intents))
     return moves
@@ -672,15 +679,16 @@ def due(
     left = limit
     while left is None or left > 0:
         size = batch_size if left is None else min(batch_size, left)
-        rows = store.waking(now, size, after=after)
-        if not rows:
-            break
+        with repo.transaction(read=True):  # the batch and its behaviour: one snapshot
+            rows = store.waking(now, size, after=after)
+            if not rows:
+                break
+            moves = _walk(repo, rows, journeys, now=now, zone_of=zone_of, recheck=recheck)
         last = rows[-1]
         assert last.wake_at is not None
         after = (last.wake_at, last.enrollment_id)
         if left is not None:
             left -= len(rows)
-        moves = _walk(repo, rows, journeys, now=now, zone_of=zone_of, recheck=recheck)
         # The intents moved in this batch, before anything is claimed:
         # [i for m in moves for i in m.intents].
         if dry_run:

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ActivityTime",
     "ContactEvent",
+    "EnrollmentMove",
     "EnrollmentRow",
     "IntentRow",
     "JourneyStore",
@@ -130,6 +131,31 @@ class IntentRow:
     recorded_at: datetime | None = None
     outcome: str | None = None
     message_id: str | None = None
+
+
+@attrs.frozen
+class EnrollmentMove:
+    """An enrollment's new position, to store if its row still has ``revision``.
+
+    Attributes:
+        enrollment_id: The enrollment.
+        revision: The revision the row was read at.
+        step_id: The new step (``None`` once ended).
+        since: When it began.
+        status: The new status value.
+        visits: The new visit counts.
+        wake_at: When ``due()`` next looks at it.
+
+    .. versionadded:: 0.4.0
+    """
+
+    enrollment_id: str
+    revision: int
+    step_id: str | None
+    since: datetime
+    status: str
+    visits: Mapping[str, int]
+    wake_at: datetime | None
 
 
 @attrs.frozen
@@ -249,11 +275,12 @@ class JourneyStore(Protocol):
         """
         ...
 
-    def move_many(self, rows: Sequence[EnrollmentRow]) -> list[str]:
-        """:meth:`move` for many rows at once (one statement per chunk).
+    def move_many(self, rows: Sequence[EnrollmentMove]) -> list[str]:
+        """:meth:`move` for many enrollments at once (one statement per chunk).
 
         Args:
-            rows: Rows as read (their ``revision``) with the new values; one per enrollment.
+            rows: The new positions, each with the revision its row was read at;
+                one per enrollment.
 
         Returns:
             The enrollment ids stored; a row whose stored revision differs (another
@@ -344,8 +371,12 @@ class JourneyStore(Protocol):
         ...
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+"""One encoder for every row (``json.dumps`` with options builds one per call)."""
+
+
 def _dump(value: Mapping[str, Any]) -> str:
-    return json.dumps(dict(value), sort_keys=True, separators=(",", ":"))
+    return _ENCODER.encode(dict(value))
 
 
 def _changed(journey_key: str, version: int) -> InvalidInputError:
@@ -386,10 +417,13 @@ _SELECT_ROWS = (
 _SQLITE_ROWS = 500
 """Rows per multi-row statement on SQLite (7 parameters each, well under its limit)."""
 
-_PG_LOCK_ROWS = (
-    "SELECT enrollment_id FROM journey_enrollments WHERE enrollment_id = ANY(%s) "
-    "ORDER BY enrollment_id FOR UPDATE"
-)
+_PG_ARRAY = 10_000
+"""Values per ``= ANY(%s)`` array on PostgreSQL."""
+
+_PG_JOINS = ("enable_hashjoin", "enable_mergejoin")
+"""Switched off for :data:`_PG_MOVE` alone: the planner's estimate of the join on
+(id, revision) makes it hash all of ``journey_enrollments`` for a few thousand
+rows; the nested loop looks each up by primary key, in the values' (id) order."""
 
 _PG_MOVE = (
     "UPDATE journey_enrollments AS e SET step_id = v.step_id, since = v.since, "
@@ -421,8 +455,51 @@ _SQLITE_CLAIM = (
 )
 
 
-def _raw_row(r: Sequence[Any]) -> EnrollmentRow:
-    """A row read with driver SQL: instants are integer microseconds."""
+def _select_in(
+    repo: SQLRepository,
+    conn: sa.Connection,
+    sql: str,
+    values: Sequence[Any],
+    *,
+    extra: tuple[Any, ...] = (),
+) -> list[Sequence[Any]]:
+    """Run ``sql`` with one ``IN ({in})`` slot over *values*, fetching each chunk at once.
+
+    PostgreSQL binds the values as one array and searches the index once per
+    value (``unnest`` joined ``LATERAL``: for a few thousand values of
+    ``= ANY(...)`` the planner would rather scan the whole table); SQLite gets
+    chunks of :data:`_SQLITE_ROWS` placeholders.
+    """
+    out: list[Sequence[Any]] = []
+    if repo.dialect == "postgresql":
+        inner = sql.replace("IN ({in})", "= _v.id")
+        statement = (
+            f"SELECT t.* FROM unnest(%s::text[]) AS _v(id) "
+            f"CROSS JOIN LATERAL ({inner} OFFSET 0) AS t"
+        )
+        for start in range(0, len(values), _PG_ARRAY):
+            chunk = list(values[start : start + _PG_ARRAY])
+            out.extend(conn.exec_driver_sql(statement, (chunk, *extra)).fetchall())
+        return out
+    for start in range(0, len(values), _SQLITE_ROWS):
+        part = values[start : start + _SQLITE_ROWS]
+        statement = sql.replace("{in}", ", ".join(["?"] * len(part)))
+        out.extend(conn.exec_driver_sql(statement, (*extra, *part)).fetchall())
+    return out
+
+
+def _raw_row(r: Sequence[Any], texts: dict[str, Any]) -> EnrollmentRow:
+    """A row read with driver SQL: instants are integer microseconds.
+
+    ``texts`` memoises decoded JSON across the rows of one read; the mappings
+    are shared between rows, so they are never changed in place.
+    """
+    properties = texts.get(r[6])
+    if properties is None:
+        properties = texts[r[6]] = json.loads(r[6])
+    visits = texts.get(r[10])
+    if visits is None:
+        visits = texts[r[10]] = json.loads(r[10])
     return EnrollmentRow(
         enrollment_id=r[0],
         journey_key=r[1],
@@ -430,11 +507,11 @@ def _raw_row(r: Sequence[Any]) -> EnrollmentRow:
         contact_id=r[3],
         trigger_id=r[4],
         entered_at=from_micros(int(r[5])),
-        entry_properties=json.loads(r[6]),
+        entry_properties=properties,
         step_id=r[7],
         since=from_micros(int(r[8])),
         status=r[9],
-        visits=json.loads(r[10]),
+        visits=visits,
         wake_at=None if r[11] is None else from_micros(int(r[11])),
         revision=int(r[12]),
     )
@@ -571,7 +648,9 @@ class SQLJourneyStore(JourneyStore):
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         with self.repo.transaction(read=True) as conn:
-            return [_raw_row(r) for r in conn.exec_driver_sql(sql, tuple(params))]
+            found = conn.exec_driver_sql(sql, tuple(params)).fetchall()
+        texts: dict[str, Any] = {}  # the same visits and properties recur: decode each once
+        return [_raw_row(r, texts) for r in found]
 
     def move(self, row: EnrollmentRow) -> bool:
         """See :meth:`JourneyStore.move`."""
@@ -590,14 +669,15 @@ class SQLJourneyStore(JourneyStore):
             ).rowcount
         return bool(done)
 
-    def move_many(self, rows: Sequence[EnrollmentRow]) -> list[str]:
+    def move_many(self, rows: Sequence[EnrollmentMove]) -> list[str]:
         """See :meth:`JourneyStore.move_many`.
 
         One ``UPDATE ... FROM`` the new values per chunk, ``WHERE`` the stored
         revision is the one read, ``RETURNING`` the ids it changed. On
-        PostgreSQL the rows are locked first in id order (``FOR UPDATE``), so two
-        callers moving overlapping batches wait for each other instead of
-        deadlocking; the one that waited then finds the revision changed.
+        PostgreSQL it is one statement whose nested loop takes the rows in id
+        order, so two callers moving overlapping batches wait for each other
+        instead of deadlocking; the one that waited then finds the revision
+        changed and leaves the row alone. SQLite serializes writers.
         """
         if not rows:
             return []
@@ -617,9 +697,18 @@ class SQLJourneyStore(JourneyStore):
         moved: list[str] = []
         with self.repo.transaction() as conn:
             if self.repo.dialect == "postgresql":
-                conn.exec_driver_sql(_PG_LOCK_ROWS, ([v[0] for v in values],))
+                prior = conn.exec_driver_sql(
+                    "SELECT current_setting(%s), current_setting(%s)", _PG_JOINS
+                ).one()
+                conn.exec_driver_sql(
+                    "SELECT set_config(%s, 'off', true), set_config(%s, 'off', true)", _PG_JOINS
+                )
                 columns = [list(c) for c in zip(*values, strict=True)]
                 moved.extend(r[0] for r in conn.exec_driver_sql(_PG_MOVE, tuple(columns)))
+                conn.exec_driver_sql(
+                    "SELECT set_config(%s, %s, true), set_config(%s, %s, true)",
+                    (_PG_JOINS[0], prior[0], _PG_JOINS[1], prior[1]),
+                )
             else:
                 for start in range(0, len(values), _SQLITE_ROWS):
                     chunk = values[start : start + _SQLITE_ROWS]
@@ -656,9 +745,9 @@ class SQLJourneyStore(JourneyStore):
 
     def intents_of(self, enrollment_ids: Collection[str]) -> list[IntentRow]:
         """See :meth:`JourneyStore.intents_of`."""
-        backend = self.repo.backend
         with self.repo.transaction(read=True) as conn:
-            rows = backend.select_in(
+            rows = _select_in(
+                self.repo,
                 conn,
                 "SELECT intent_key, enrollment_id, step_id, issued_at, recorded_at, outcome, "
                 "message_id FROM journey_intents WHERE enrollment_id IN ({in})",
@@ -689,10 +778,11 @@ class SQLJourneyStore(JourneyStore):
         wanted = sorted({t.value for t in types})
         if not message_ids or not wanted:
             return []
-        backend, ph = self.repo.backend, self.repo.backend.ph
+        ph = self.repo.backend.ph
         kinds = ", ".join([ph] * len(wanted))
         with self.repo.transaction(read=True) as conn:
-            rows = backend.select_in(
+            rows = _select_in(
+                self.repo,
                 conn,
                 f"SELECT message_id, type, occurred_at FROM events WHERE type IN ({kinds}) "
                 f"AND occurred_at >= {ph} AND occurred_at <= {ph} AND message_id IN ({{in}})",
@@ -713,10 +803,11 @@ class SQLJourneyStore(JourneyStore):
         wanted = sorted({t.value for t in types})
         if not contact_ids or not wanted:
             return []
-        backend, ph = self.repo.backend, self.repo.backend.ph
+        ph = self.repo.backend.ph
         kinds = ", ".join([ph] * len(wanted))
         with self.repo.transaction(read=True) as conn:
-            rows = backend.select_in(
+            rows = _select_in(
+                self.repo,
                 conn,
                 "SELECT e.contact_id, e.type, m.channel, e.occurred_at FROM events e "
                 "LEFT JOIN messages m ON m.message_id = e.message_id "
@@ -739,10 +830,11 @@ class SQLJourneyStore(JourneyStore):
         wanted = sorted(set(names))
         if not contact_ids or not wanted:
             return []
-        backend, ph = self.repo.backend, self.repo.backend.ph
+        ph = self.repo.backend.ph
         kinds = ", ".join([ph] * len(wanted))
         with self.repo.transaction(read=True) as conn:
-            rows = backend.select_in(
+            rows = _select_in(
+                self.repo,
                 conn,
                 "SELECT contact_id, name, occurred_at, activity_id, plain_properties, "
                 "properties IS NOT NULL FROM activities "
@@ -949,9 +1041,28 @@ class MemoryJourneyStore(JourneyStore):
             )
         return True
 
-    def move_many(self, rows: Sequence[EnrollmentRow]) -> list[str]:
+    def move_many(self, rows: Sequence[EnrollmentMove]) -> list[str]:
         """See :meth:`JourneyStore.move_many`."""
-        return [row.enrollment_id for row in rows if self.move(row)]
+        moved: list[str] = []
+        j = self._j
+        with j.lock:
+            for move in rows:
+                stored = j.enrollments.get(move.enrollment_id)
+                if stored is None or stored.revision != move.revision:
+                    continue
+                j.enrollments[move.enrollment_id] = _trunc_row(
+                    attrs.evolve(
+                        stored,
+                        step_id=move.step_id,
+                        since=move.since,
+                        status=move.status,
+                        visits=dict(move.visits),
+                        wake_at=move.wake_at,
+                        revision=move.revision + 1,
+                    )
+                )
+                moved.append(move.enrollment_id)
+        return moved
 
     def claim(self, intents: Sequence[IntentRow]) -> list[str]:
         """See :meth:`JourneyStore.claim`."""
