@@ -225,6 +225,11 @@ class Population:
         if opened is not None:
             self.events.append((f"o{i}", _key(eid, "hello"), cid, "opened", opened))
 
+    def drop_loaded(self) -> None:
+        """Forget the rows once loaded (keep the waking rows, to put them back)."""
+        self.enrollments, self.intents, self.events = [], [], []
+        self.activities, self.contacts, self.messages = [], [], []
+
     def _unsubscribe(self, i: int, cid: str, eid: str, at: int) -> None:
         key = _key(eid, "hello")
         self.contacts.append((cid, at - DAY))
@@ -434,6 +439,7 @@ class JourneyBench:
             repo = open_repository(url, Keyring.generate())
             population = Population(self.n, self.share)
             load(repo, population)
+            population.drop_loaded()
             shared = _OPEN[(self.backend, self.n, self.share)] = (repo, population, url)
         self.repo, self.population, self.url = shared
 
