@@ -8,12 +8,14 @@ enrollment at once:
 * :func:`enroll` stores a contact's entry into a journey version, once per
   triggering record (the enrollment id is derived from the journey key and the
   trigger id), and only when the journey's re-entry policy lets the contact in.
-* :func:`due` selects the active enrollments whose ``wake_at`` has come (one
-  indexed query), runs :func:`~commhistory.journeys.machine.advance` on each,
-  stores the new position with the next ``wake_at`` and **claims** each intent
-  by inserting its key into ``journey_intents``. Only the intents this call
-  inserted are returned: two processes calling :func:`due` at once never get
-  the same step, and calling it again returns nothing new.
+* :func:`due` selects the active enrollments whose ``wake_at`` has come (an
+  indexed query, a batch at a time), runs
+  :func:`~commhistory.journeys.machine.advance` on each with the behaviour read
+  for the whole batch, stores the new positions with the next ``wake_at`` and
+  **claims** each intent by inserting its key into ``journey_intents``. Only
+  the intents this call inserted are returned: two processes calling
+  :func:`due` at once never get the same step, and calling it again returns
+  nothing new.
 * :func:`record_sent` records the host's send (or skip) of an intent by its key
   and wakes the enrollment, so the next :func:`due` goes on from there.
 
@@ -526,9 +528,10 @@ class _Prefetched:
 
 @attrs.frozen
 class _Move:
-    """One enrollment walked in a batch: the row as read, as it is to be stored, its intents."""
+    """One enrollment walked in a batch: the row as read, its journey, the move, its intents."""
 
     row: EnrollmentRow
+    journey: Journey
     stored: EnrollmentMove
     intents: tuple[SendIntent, ...]
 
@@ -596,7 +599,7 @@ def _walk(
             new.visits,
             wake,
         )
-        moves.append(_Move(row, stored, moved.intents))
+        moves.append(_Move(row, journey, stored, moved.intents))
     return moves
 
 
@@ -679,7 +682,7 @@ def due(
     left = limit
     while left is None or left > 0:
         size = batch_size if left is None else min(batch_size, left)
-        with repo.transaction(read=True):  # the batch and its behaviour: one snapshot
+        with repo.transaction(read=True):  # one read transaction: the batch, its behaviour
             rows = store.waking(now, size, after=after)
             if not rows:
                 break
@@ -689,8 +692,9 @@ def due(
         after = (last.wake_at, last.enrollment_id)
         if left is not None:
             left -= len(rows)
-        # The intents moved in this batch, before anything is claimed:
-        # [i for m in moves for i in m.intents].
+        # The batch is walked and nothing is written yet: the intents moved in this
+        # batch are [(m.journey, i) for m in moves for i in m.intents]. A screen of
+        # them (send planning) goes here, before _commit claims them.
         if dry_run:
             out.extend(i for m in moves for i in m.intents)
         else:
