@@ -36,8 +36,9 @@ rows moved and one multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING``
 of the intent keys, in one transaction. Before each timed run the waking rows
 are put back and the intents claimed at :data:`NOW` deleted (untimed; on
 PostgreSQL followed by ``VACUUM``). Both must claim the same intents and leave
-the same rows (``same_answer``). Goals: at most 1.5x the baseline, and at most
-1 s at the issue's size (reported at any size).
+the same rows (``same_answer``). Goal: at most 1.5x the baseline.
+``journey_due_1s.<db>`` times the same call again for the issue's absolute goal:
+at most 1 s (meant at ``--full``; reported at any size).
 
 ``journey_due_idle.<db>`` times ``journey_due`` when nothing is due (just
 before the waking rows' window): one search of the ``(status, wake_at)``
@@ -69,9 +70,8 @@ from commhistory.store import SQLRepository
 ENROLLMENTS_ENV = "COMMHISTORY_BENCH_JOURNEY_ENROLLMENTS"
 SHARE_ENV = "COMMHISTORY_BENCH_JOURNEY_DUE_SHARE"
 FULL = 1_000_000
-GOAL = Goal(
-    text="<= 1.5x hand-written SQL of the same job, and <= 1 s", max_ratio=1.5, max_seconds=1.0
-)
+GOAL = Goal(text="<= 1.5x hand-written SQL of the same job", max_ratio=1.5)
+SECONDS_GOAL = Goal(text="<= 1 s (the issue's goal at 1M enrollments)", max_seconds=1.0)
 IDLE_GOAL = Goal(text="<= 20 ms with nothing due", max_seconds=0.02)
 NOW = datetime(2026, 6, 10, 3, 0, tzinfo=UTC)
 IDLE = NOW - timedelta(minutes=10)
@@ -576,6 +576,16 @@ def benchmarks() -> list[Benchmark]:
                 goal=GOAL,
                 repeats=3,
                 extra=bench.extra,
+                items=waking,
+            )
+        )
+        out.append(
+            Benchmark(
+                name=f"journey_due_1s.{backend}",
+                candidate=bench.candidate,
+                setup=bench.setup,
+                goal=SECONDS_GOAL,
+                repeats=3,
                 items=waking,
             )
         )
