@@ -10,9 +10,9 @@ bulk SQL (untimed), as a store looks after weeks of traffic:
 * 40 % ended (completed), 10 % waiting for the host to record a handed-out
   send (``wake_at`` NULL), the rest waiting with ``wake_at`` later than
   :data:`NOW` (the end of a wait, the next hourly look at a branch);
-* ``$COMMHISTORY_BENCH_JOURNEY_DUE_SHARE`` of them (default 2 %, ``--due-share``)
+* ``$COMMHISTORY_BENCH_JOURNEY_DUE_SHARE`` of them (default 1 %, ``--due-share``)
   have ``wake_at`` in the five minutes before :data:`NOW`, as a scheduler
-  calling ``due`` every few minutes finds them (with the branch's hourly
+  calling ``due`` every minute or few finds them (with the branch's hourly
   re-check, about 1 % of a population that mostly waits at branches wakes
   per minute). Of those: 15 % just entered (``hello`` is due), 15 % had
   ``hello`` recorded (they move on to the wait), 15 % end their wait (to the
@@ -22,8 +22,8 @@ bulk SQL (untimed), as a store looks after weeks of traffic:
   ``tips`` recorded (they complete); one in 50 purchased and one in 50
   unsubscribed after entering (goals: they end, nothing is handed out);
 * every enrollment past ``hello`` has its intents in ``journey_intents``
-  (recorded, the message id being the key), about a third of them an
-  ``opened`` event on ``hello``.
+  (recorded, the message id being the key); a third of the ended ones and
+  some of the waking ones have an ``opened`` event on ``hello``.
 
 ``journey_due.<db>`` times the public :meth:`CommHistory.journey_due` at
 :data:`NOW`, end to end (it claims the intents), against a hand-written
