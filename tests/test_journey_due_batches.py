@@ -449,3 +449,24 @@ def test_a_stale_batch_claims_nothing_it_did_not_move(repo: CommHistory[Any]) ->
         for r in rows
     ]
     assert store.move_many(stale) == []
+
+
+def test_a_goal_matched_on_encrypted_properties_is_read_decrypted(repo: CommHistory[Any]) -> None:
+    """A batch reads plain properties only; a match on an encrypted one asks the store."""
+    cart = Journey.load(EXAMPLES / "cart_abandonment.json")
+    repo.declare_activities({"purchase": [], "cart_abandoned": []})  # cart_id stored encrypted
+    repo.enroll(cart, "c1", "abandon-1", at=T0, properties={"cart_id": "cart-9"})
+    repo.enroll(cart, "c2", "abandon-2", at=T0, properties={"cart_id": "cart-3"})
+    repo.record_activities(
+        [
+            Activity(activity_id="p1", contact_id="c1", name="purchase",
+                     occurred_at=T0 + dt.timedelta(minutes=30), properties={"cart_id": "cart-9"}),
+            Activity(activity_id="p2", contact_id="c2", name="purchase",
+                     occurred_at=T0 + dt.timedelta(minutes=30), properties={"cart_id": "cart-7"}),
+        ]
+    )  # fmt: skip
+    [nudge] = due(repo.store, T0 + HOUR, batch_size=2)
+    assert nudge.contact_id == "c2"  # c1 bought the cart it abandoned
+    row = repo.store.journey_store.enrollment(enrollment_id("cart-abandonment", "abandon-1"))
+    assert row is not None
+    assert (row.status, row.since) == (Status.GOAL.value, T0 + dt.timedelta(minutes=30))
