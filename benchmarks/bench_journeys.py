@@ -23,14 +23,19 @@ bulk SQL (untimed), as a store looks after weeks of traffic:
   unsubscribed after entering (goals: they end, nothing is handed out);
 * every enrollment past ``hello`` has its intents in ``journey_intents``
   (recorded, the message id being the key); a third of the ended ones and
-  some of the waking ones have an ``opened`` event on ``hello``.
+  some of the waking ones have an ``opened`` event on ``hello``;
+* the waking contacts are reachable for send planning: an email address (an
+  old transactional message) and a marketing consent grant on email, stored
+  through the public API (untimed), so ``due``'s send planning gate lets
+  every send go and the candidate hands out what the baseline claims.
 
 ``journey_due.<db>`` times the public :meth:`CommHistory.journey_due` at
-:data:`NOW`, end to end (it claims the intents), against a hand-written
+:data:`NOW`, end to end (it screens the intents with send planning, one
+``plan_send`` per batch, and claims them), against a hand-written
 baseline of the same job in the same run, alternating: one ``SELECT`` of the
 waking rows joined to what the journey looks at (the ``hello`` intent, the
 current step's intent, the first open, purchase and unsubscribe), the next
-position computed in straight Python for this one journey, then one
+position computed in straight Python for this one journey (no send planning), then one
 ``UPDATE ... FROM`` the new values with the revision check ``RETURNING`` the
 rows moved and one multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING``
 of the intent keys, in one transaction. Before each timed run the waking rows
@@ -64,6 +69,15 @@ from commhistory.crypto import Keyring
 from commhistory.facade import CommHistory, open_repository
 from commhistory.journeys import Journey, intent_key
 from commhistory.journeys.engine import enrollment_id
+from commhistory.model import (
+    Channel,
+    ConsentAction,
+    ConsentEvent,
+    ConsentMethod,
+    Direction,
+    Message,
+    Purpose,
+)
 from commhistory.normalize.time import to_micros
 from commhistory.store import SQLRepository
 
@@ -137,6 +151,8 @@ class Population:
         self.messages: list[tuple[Any, ...]] = []
         self.waking: list[tuple[Any, ...]] = []
         """The waking rows as loaded: step, since, status, visits, wake_at, revision, id."""
+        self.reachable: list[str] = []
+        """The waking contacts, given an address and consent (send planning lets them)."""
         threshold = int(share * 1_000_000)
         for i in range(n):
             self._one(i, (i * 7919) % 1_000_000 < threshold)
@@ -217,6 +233,7 @@ class Population:
         self.enrollments.append(row)
         if waking:
             self.waking.append((step_id, since, status, _dump(visits), wake, 0, eid))
+            self.reachable.append(cid)
         for step, at in recorded:
             key = _key(eid, step)
             self.intents.append((key, eid, step, at, at, "sent", key))
@@ -229,6 +246,7 @@ class Population:
         """Forget the rows once loaded (keep the waking rows, to put them back)."""
         self.enrollments, self.intents, self.events = [], [], []
         self.activities, self.contacts, self.messages = [], [], []
+        self.reachable = []
 
     def _unsubscribe(self, i: int, cid: str, eid: str, at: int) -> None:
         key = _key(eid, "hello")
@@ -290,6 +308,31 @@ def load(repo: CommHistory[SQLRepository], population: Population) -> None:
                 sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
                 for chunk in _chunks(rows, 50_000):
                     conn.exec_driver_sql(sql, list(chunk))
+    long_ago = NOW - timedelta(days=400)
+    for chunk in _chunks([(c,) for c in population.reachable], 5000):
+        repo.record_messages(
+            Message(
+                message_id=f"old-{cid}",
+                channel=Channel.EMAIL,
+                direction=Direction.OUTBOUND,
+                contact_id=cid,
+                address=f"{cid}@example.com",
+                sent_at=long_ago,
+                purpose=Purpose.TRANSACTIONAL,
+            )
+            for (cid,) in chunk
+        )
+        repo.record_consent(
+            ConsentEvent(
+                contact_id=cid,
+                channel=Channel.EMAIL,
+                purpose=Purpose.MARKETING,
+                action=ConsentAction.GRANT,
+                occurred_at=long_ago,
+                method=ConsentMethod.WEB_FORM,
+            )
+            for (cid,) in chunk
+        )
     with store.transaction() as conn:
         conn.exec_driver_sql("ANALYZE")
 
@@ -551,7 +594,7 @@ class JourneyBench:
     def idle(self) -> None:
         """``journey_due`` when nothing is due."""
         assert self.repo is not None
-        assert self.repo.journey_due(IDLE) == []
+        assert len(self.repo.journey_due(IDLE)) == 0
 
 
 _dirty: dict[int, bool] = {}

@@ -482,6 +482,28 @@ def test_batches_spanning_several_chunks_hand_out_each_step_once_in_wake_order(
         due(repo.store, T0, batch_size=0)
 
 
+def test_a_skip_recorded_in_one_batch_is_walked_on_at_the_next_call(
+    repo: CommHistory[Any],
+) -> None:
+    """A recorded skip wakes its enrollment at ``now``; the same call does not walk it again."""
+    welcome = Journey.load(EXAMPLES / "welcome.json")
+    repo.enroll(welcome, "c0", "t0", at=T0)
+    repo.enroll(welcome, "c1", "t1", at=T0 + dt.timedelta(minutes=1))
+    reachable(repo, ["c1"])  # c0: no consent, its first send is skipped
+    result = due(repo.store, T0 + HOUR, batch_size=1)
+    assert [i.contact_id for i in result] == ["c1"]
+    assert [(s.intent.contact_id, s.reason.value) for s in result.skipped] == [
+        ("c0", "no_consent")
+    ]
+    row = repo.store.journey_store.enrollment(enrollment_id("welcome", "t0"))
+    assert row is not None
+    assert (row.step_id, row.wake_at) == ("hello", T0 + HOUR)  # still at the send step
+    assert list(due(repo.store, T0 + HOUR, batch_size=1)) == []
+    row = repo.store.journey_store.enrollment(enrollment_id("welcome", "t0"))
+    assert row is not None
+    assert row.step_id == "wait-2d"  # the skipped step counts as done
+
+
 def test_a_missing_journey_version_is_named(repo: CommHistory[Any]) -> None:
     welcome = Journey.load(EXAMPLES / "welcome.json")
     repo.enroll(welcome, "c1", "t1", at=T0)

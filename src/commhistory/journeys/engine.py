@@ -833,7 +833,7 @@ def due(
             out.extend(split.send)
             deferred.extend(split.deferred)
             skipped.extend(split.skipped)
-        else:
+        elif moves:
             done = len(skipped)
             _commit(repo, moves, split, now, out=out, deferred=deferred, skipped=skipped)
             recorded.update(v.intent.enrollment_id for v in skipped[done:])
