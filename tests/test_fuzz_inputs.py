@@ -12,8 +12,10 @@ line, field and reason, as dead letters.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -206,14 +208,30 @@ _counter = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def repo(
+def template(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ch.CommHistory[ch.SQLRepository]]:
-    """One SQLite repository for the whole module (each example imports under its own name)."""
+) -> tuple[Path, ch.Keyring]:
+    """An empty, migrated SQLite file and its keys, copied for each example."""
     base = tmp_path_factory.mktemp("fuzz")
-    with ch.open_repository(
-        f"sqlite:///{base / 'fuzz.db'}", ch.Keyring.generate(), upgrade=True, batch_size=3
-    ) as repository:
+    keys = ch.Keyring.generate()
+    with ch.open_repository(f"sqlite:///{base / 'template.db'}", keys, upgrade=True):
+        pass
+    return base / "template.db", keys
+
+
+@contextlib.contextmanager
+def _fresh(
+    template: tuple[Path, ch.Keyring], into: Path
+) -> Iterator[ch.CommHistory[ch.SQLRepository]]:
+    """A repository of its own for one example (a copy of the empty template file).
+
+    Examples must not share a store: two examples may use the same message id
+    with different contacts, which the second import rightly refuses as a
+    conflict while ``validate`` (which sees one file) accepts it.
+    """
+    path = into / "fuzz.db"
+    shutil.copyfile(template[0], path)
+    with ch.open_repository(f"sqlite:///{path}", template[1], batch_size=3) as repository:
         yield repository
 
 
@@ -261,12 +279,14 @@ def test_csv_reader_yields_only_records_or_rejections(
 def test_import_stores_what_validate_accepts(
     data: tuple[str, bytes],
     tmp_path_factory: pytest.TempPathFactory,
-    repo: ch.CommHistory[ch.SQLRepository],
+    template: tuple[Path, ch.Keyring],
 ) -> None:
     name, content = data
-    path = tmp_path_factory.mktemp("both") / name
+    folder = tmp_path_factory.mktemp("both")
+    path = folder / name
     path.write_bytes(content)
     parsed = _read(path)
     if parsed is None:
         return
-    _validate_equals_import(path, parsed, repo)
+    with _fresh(template, folder) as repo:
+        _validate_equals_import(path, parsed, repo)

@@ -43,6 +43,7 @@ from commhistory.model import (
     Event,
     EventType,
     Message,
+    Purpose,
 )
 from commhistory.segments.planning import FrequencyCap, PlanConfig, QuietHours
 from commhistory.store.journeys import EnrollmentMove, EnrollmentRow, IntentRow
@@ -219,10 +220,12 @@ class _Scenario:
         )
         self.ticks = [*ticks, T0 + dt.timedelta(days=20)]
         # send planning: most contacts reachable on email and LINE, some withdraw
-        # marketing consent on one of them later (a goal, and a refusal of the gate)
+        # consent on one of them later (a goal of the journeys sending for that
+        # purpose, and a refusal of the gate)
         self.reachable = [cid for cid in self.contacts if rng.random() < 0.85]
         self.withdrawals = [
             (cid, rng.choice([Channel.EMAIL, Channel.LINE]),
+             rng.choice([Purpose.MARKETING, Purpose.MARKETING, Purpose.TRANSACTIONAL]),
              T0 + dt.timedelta(minutes=rng.randint(0, 12 * 24 * 60)))
             for cid in self.reachable
             if rng.random() < 0.3
@@ -266,10 +269,14 @@ class _Driver:
             repo.enroll(journeys[j], cid, trigger, at=at, properties=entry)
         reachable(repo, scenario.reachable)
         reachable(repo, scenario.reachable, Channel.LINE)
+        repo.record_consent(
+            attrs.evolve(consent(cid, Channel.EMAIL), purpose=Purpose.TRANSACTIONAL)
+            for cid in scenario.reachable
+        )
         if scenario.withdrawals:
             repo.record_consent(
-                consent(cid, channel, at, ConsentAction.WITHDRAW)
-                for cid, channel, at in scenario.withdrawals
+                attrs.evolve(consent(cid, channel, at, ConsentAction.WITHDRAW), purpose=purpose)
+                for cid, channel, purpose, at in scenario.withdrawals
             )
         rng = random.Random(len(scenario.enrolls))
         activities = []

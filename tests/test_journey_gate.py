@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import attrs
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -375,6 +376,54 @@ def test_a_withdrawal_in_the_consent_ledger_ends_an_unsubscribe_goal(
     for trigger, key in (("w1", "welcome"), ("a1", "any-unsub")):
         row = _row(repo, trigger, key)
         assert (row.status, row.since, row.wake_at) == (Status.UNSUBSCRIBED.value, withdrawn, None)
+
+
+def test_the_withdrawal_that_ends_a_journey_is_of_its_send_purposes(
+    repo: CommHistory[Any],
+) -> None:
+    welcome = Journey.load(EXAMPLES / "welcome.json")  # marketing sends; unsubscribe on email
+    receipts = Journey.from_dict(
+        {
+            "key": "receipts",
+            "version": 1,
+            "trigger": {"type": "activity", "name": "order"},
+            "steps": [
+                {"type": "send", "id": "r1", "template": "receipt", "channel": "email",
+                 "purpose": "transactional", "next": "wait"},
+                {"type": "wait", "id": "wait", "delay": "1d", "next": "r2"},
+                {"type": "send", "id": "r2", "template": "survey", "channel": "email",
+                 "purpose": "transactional"},
+            ],
+            "goals": [{"type": "unsubscribe", "channel": "email"}],
+        }
+    )  # fmt: skip
+    reachable(repo, ["c1", "c2"])
+    repo.enroll(welcome, "c1", "w1", at=T0)
+    repo.enroll(receipts, "c1", "t1", at=T0)
+    repo.enroll(receipts, "c2", "t2", at=T0)
+    for intent in repo.journey_due(T0):
+        _send(repo, intent, T0)
+
+    def withdraw(cid: str, purpose: Purpose, at: dt.datetime) -> None:
+        event = consent(cid, Channel.EMAIL, at=at, action=ConsentAction.WITHDRAW)
+        repo.record_consent([attrs.evolve(event, purpose=purpose)])
+
+    withdraw("c1", Purpose.SERVICE, T0 + HOUR)  # no send of either journey is a service one
+    withdraw("c1", Purpose.MARKETING, T0 + 2 * HOUR)  # ends the welcome, not the receipts
+    withdraw("c2", Purpose.TRANSACTIONAL, T0 + 3 * HOUR)  # ends c2's receipts
+    result = repo.journey_due(T0 + 30 * DAY)
+    assert [(i.contact_id, i.step_id) for i in result] == [("c1", "r2")]
+    assert result.skipped == ()
+    ended = {
+        trigger: (row.status, row.since)
+        for trigger, key in (("w1", "welcome"), ("t1", "receipts"), ("t2", "receipts"))
+        for row in [_row(repo, trigger, key)]
+    }
+    assert ended == {
+        "w1": (Status.UNSUBSCRIBED.value, T0 + 2 * HOUR),
+        "t1": (Status.ACTIVE.value, T0 + DAY),
+        "t2": (Status.UNSUBSCRIBED.value, T0 + 3 * HOUR),
+    }
 
 
 # --- concurrency --------------------------------------------------------------------------

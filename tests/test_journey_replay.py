@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,23 @@ from commhistory.audit import Actor, Policy
 from commhistory.crypto import Keyring
 from commhistory.errors import InvalidInputError, PermissionDenied
 from commhistory.facade import CommHistory, open_repository
-from commhistory.journeys import Journey
+from commhistory.journeys import Journey, SendIntent
 from commhistory.journeys.engine import enrollment_id
+from commhistory.journeys.gate import DeferredIntent, SkippedIntent
 from commhistory.journeys.machine import intent_key
 from commhistory.journeys.replay import replay
-from commhistory.model import Activity, Channel, Direction, Event, EventType, Message
+from commhistory.model import (
+    Activity,
+    Channel,
+    ConsentAction,
+    Direction,
+    Event,
+    EventType,
+    Message,
+    Purpose,
+)
+from commhistory.segments.planning import FrequencyCap, PlanConfig, QuietHours
+from tests._journeys import consent, reachable, with_address
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "journeys"
 UTC = dt.UTC
@@ -78,8 +90,13 @@ def _history(repo: CommHistory[Any]) -> tuple[Journey, str]:
     * c3 signed up before the window (not a trigger).
     * c4 signs up at 03-19 12:00, late in the window.
     * c5 signs up at T0+3d and never opens anything.
+
+    Every contact can receive email (an address and marketing consent since 2025,
+    ``tests._journeys.reachable``), so send planning lets every send go; the old
+    message giving the address is outside the window and has no events.
     """
     journey = Journey.load(EXAMPLES / "welcome.json")
+    reachable(repo, ["c1", "c2", "c3", "c4", "c5"], Channel.EMAIL)
     repo.declare_activities({"signup": []})
     repo.record_messages([_message("news-2", "c2", T0, campaign_id="news")])
     repo.record_activities(
@@ -166,6 +183,7 @@ def test_an_event_trigger(repo: CommHistory[Any]) -> None:
             "steps": [{"type": "send", "id": "thanks", "template": "t", "channel": "sms"}],
         }
     )
+    reachable(repo, ["c1"], Channel.SMS)  # a mobile number and SMS marketing consent
     repo.record_messages(
         [
             _message("m1", "c1", T0, campaign_id="spring"),
@@ -185,7 +203,165 @@ def test_an_event_trigger(repo: CommHistory[Any]) -> None:
         (T0 + HOUR, "c1"),
         (T0 + DAY, "c1"),
     ]
+    assert report.skipped == ()
     assert report.statuses == {"completed": 2}
+
+
+def _screened_history(repo: CommHistory[Any]) -> Journey:
+    """Five contacts sign up at T0 (01:00 UTC); what send planning lets go differs.
+
+    * r1: an address and consent: every send goes.
+    * r2: an address, never consent: every send is skipped (``no_consent``).
+    * r3: an address, consent from T0+1d: hello skipped, reminder and tips go.
+    * r4: consent, no address: every send is skipped (``missing_address``).
+    * r5: an address and consent, withdrawn at T0+3d: hello goes, then the
+      withdrawal ends the journey (its unsubscribe goal), as in ``due``.
+
+    Nobody opens hello, so each walk is hello (T0), reminder (T0+5d), tips (T0+9d).
+    """
+    journey = Journey.load(EXAMPLES / "welcome.json")
+    reachable(repo, ["r1", "r5"], Channel.EMAIL)
+    with_address(repo, ["r2", "r3"], Channel.EMAIL)
+    repo.record_consent(
+        [
+            consent("r3", Channel.EMAIL, at=T0 + DAY),
+            consent("r4", Channel.EMAIL),
+            consent("r5", Channel.EMAIL, at=T0 + 3 * DAY, action=ConsentAction.WITHDRAW),
+        ]
+    )
+    repo.declare_activities({"signup": []})
+    repo.record_activities([_signup(n, f"r{n}", T0) for n in range(1, 6)])
+    return journey
+
+
+def test_replay_screens_each_send_as_due_does(repo: CommHistory[Any]) -> None:
+    journey = _screened_history(repo)
+    report = repo.journey_replay(journey, since=SINCE, until=UNTIL)
+    assert report.statuses == {"completed": 4, "unsubscribed": 1}
+    assert [(s.step_id, s.sends, s.contacts, s.skipped, s.deferred) for s in report.steps] == [
+        ("hello", 2, 2, 3, 0),
+        ("reminder", 2, 2, 2, 0),
+        ("tips", 2, 2, 2, 0),
+    ]
+    assert sorted((i.due_at, i.step_id, i.contact_id) for i in report.intents) == [
+        (T0, "hello", "r1"),
+        (T0, "hello", "r5"),
+        (T0 + 5 * DAY, "reminder", "r1"),
+        (T0 + 5 * DAY, "reminder", "r3"),
+        (T0 + 9 * DAY, "tips", "r1"),
+        (T0 + 9 * DAY, "tips", "r3"),
+    ]
+    skipped = sorted(
+        (k.intent.due_at, k.intent.step_id, k.intent.contact_id, k.reason.value)
+        for k in report.skipped
+    )
+    assert skipped == [
+        (T0, "hello", "r2", "no_consent"),
+        (T0, "hello", "r3", "no_consent"),
+        (T0, "hello", "r4", "missing_address"),
+        (T0 + 5 * DAY, "reminder", "r2", "no_consent"),
+        (T0 + 5 * DAY, "reminder", "r4", "missing_address"),
+        (T0 + 9 * DAY, "tips", "r2", "no_consent"),
+        (T0 + 9 * DAY, "tips", "r4", "missing_address"),
+    ]
+    data = report.to_dict()
+    assert {k["reason"] for k in data["skipped"]} == {"no_consent", "missing_address"}
+    # The live engine, called at each of those instants, does the same.
+    for signup in range(1, 6):
+        repo.enroll(journey, f"r{signup}", f"s{signup}", at=T0)
+    live: list[SendIntent] = []
+    refused: list[SkippedIntent] = []
+    for now in (T0, T0 + 5 * DAY, T0 + 9 * DAY):
+        result = repo.journey_due(now)
+        live.extend(result)
+        refused.extend(result.skipped)
+        for intent in result:
+            repo.record_journey_send(intent.key, at=now)
+    assert sorted(i.key for i in live) == sorted(i.key for i in report.intents)
+    assert sorted((k.intent.key, k.reason) for k in refused) == sorted(
+        (k.intent.key, k.reason) for k in report.skipped
+    )
+
+
+def test_replay_defers_or_skips_in_quiet_hours(repo: CommHistory[Any]) -> None:
+    """Quiet hours 22:00-08:00 UTC: r1's sends, due at 01:00, wait until 08:00, or skip.
+
+    Deferred: hello goes at T0+7h (08:00), so the 2-day wait and 3-day branch end at
+    08:00 on 03-07 (reminder, not quiet) and tips 4 days later, at 08:00 again. r3's
+    hello is skipped at 01:00 (no consent yet: no wait fixes that), so its walk stays
+    on 01:00 and its reminder, due at 01:00 on 03-07, is deferred to 08:00.
+    """
+    _screened_history(repo)
+    quiet = PlanConfig(
+        quiet_hours=[QuietHours(channel="email", purpose="marketing", start=dt.time(22),
+                                end=dt.time(8))]
+    )  # fmt: skip
+    welcome = Journey.load(EXAMPLES / "welcome.json")
+    report = repo.journey_replay(welcome, since=SINCE, until=UNTIL, config=quiet)
+    mine = [(i.due_at, i.step_id) for i in report.intents if i.contact_id == "r1"]
+    assert mine == [
+        (T0, "hello"),  # due at 01:00 (its due instant stays), sent at 08:00
+        (T0 + 5 * DAY + 7 * HOUR, "reminder"),
+        (T0 + 9 * DAY + 7 * HOUR, "tips"),
+    ]
+    held = sorted(
+        (d.until, d.intent.step_id, d.intent.contact_id, d.reason.value) for d in report.deferred
+    )
+    assert held == [
+        (T0 + 7 * HOUR, "hello", "r1", "quiet_hours"),
+        (T0 + 7 * HOUR, "hello", "r5", "quiet_hours"),
+        (T0 + 5 * DAY + 7 * HOUR, "reminder", "r3", "quiet_hours"),
+    ]  # r2 and r4 are refused for good (skipped), whatever the hour
+    assert (report.step("hello").deferred, report.step("reminder").deferred) == (2, 1)
+    r3 = [(i.due_at, i.step_id) for i in report.intents if i.contact_id == "r3"]
+    assert r3 == [(T0 + 5 * DAY, "reminder"), (T0 + 9 * DAY + 7 * HOUR, "tips")]
+    skipping = Journey.from_dict({**welcome.to_dict(), "key": "welcome-skip",
+                                  "when_blocked": "skip"})  # fmt: skip
+    report = repo.journey_replay(skipping, since=SINCE, until=UNTIL, config=quiet)
+    assert report.intents == ()  # every send is due at 01:00, in quiet hours
+    reasons = {(k.intent.contact_id, k.intent.step_id): k.reason.value for k in report.skipped}
+    assert reasons[("r1", "hello")] == reasons[("r1", "tips")] == "quiet_hours"
+    assert reasons[("r2", "hello")] == "no_consent"
+    assert [(s.sends, s.skipped, s.deferred) for s in report.steps] == [
+        (0, 5, 0),
+        (0, 4, 0),  # r5 unsubscribed (withdrew) before its reminder
+        (0, 4, 0),
+    ]
+
+
+def test_replay_defers_a_capped_send_to_the_next_midnight(repo: CommHistory[Any]) -> None:
+    """A cap of one marketing email a day; q1 got a promotion at 00:30 on T0's day.
+
+    hello, due at T0 (01:00), is capped: deferred to the next midnight (03-03 00:00)
+    and sent then; the wait and the branch run from there (reminder 03-08 00:00, tips
+    03-12 00:00), on days with no stored marketing message. The live engine agrees.
+    """
+    journey = Journey.load(EXAMPLES / "welcome.json")
+    reachable(repo, ["q1"], Channel.EMAIL)
+    promo_at = T0 - 30 * dt.timedelta(minutes=1)
+    repo.record_messages([_message("promo", "q1", promo_at, purpose=Purpose.MARKETING)])
+    repo.declare_activities({"signup": []})
+    repo.record_activities([_signup(1, "q1", T0)])
+    cap = PlanConfig(caps=[FrequencyCap(channel="email", purpose="marketing", limit=1, days=1)])
+    report = repo.journey_replay(journey, since=SINCE, until=UNTIL, config=cap)
+    midnight = dt.datetime(2026, 3, 3, tzinfo=UTC)
+    assert [(d.intent.step_id, d.until, d.reason.value) for d in report.deferred] == [
+        ("hello", midnight, "frequency_cap")
+    ]
+    assert [(i.due_at, i.step_id) for i in report.intents] == [
+        (T0, "hello"),
+        (midnight + 5 * DAY, "reminder"),
+        (midnight + 9 * DAY, "tips"),
+    ]
+    repo.enroll(journey, "q1", "s1", at=T0)
+    first = repo.journey_due(T0, config=cap)
+    assert first.counts() == {"send": 0, "deferred": 1, "skipped": 0}
+    live: list[SendIntent] = []
+    for now in (midnight, midnight + 5 * DAY, midnight + 9 * DAY):
+        for intent in repo.journey_due(now, config=cap):
+            live.append(intent)
+            repo.record_journey_send(intent.key, at=now)
+    assert [i.key for i in live] == [i.key for i in report.intents]
 
 
 def test_refusals(repo: CommHistory[Any]) -> None:
@@ -234,10 +410,10 @@ def test_cli_replay(
         "at the end: active 1, completed 2, unsubscribed 1",
     ]
     assert [line.split() for line in out[3:]] == [
-        ["step", "template", "sends", "contacts"],
-        ["hello", "welcome-1", "4", "4"],
-        ["reminder", "welcome-reminder", "1", "1"],
-        ["tips", "welcome-tips", "2", "2"],
+        ["step", "template", "sends", "contacts", "skipped", "deferred"],
+        ["hello", "welcome-1", "4", "4", "0", "0"],
+        ["reminder", "welcome-reminder", "1", "1", "0", "0"],
+        ["tips", "welcome-tips", "2", "2", "0", "0"],
     ]
     assert main(["journey", "replay", file, *window, "--intents", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -248,20 +424,42 @@ def test_cli_replay(
     assert main(["journey", "replay", file, *window, "--intents"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1].split()[:4] == ["2026-03-19T12:00:00Z", "hello", "welcome-1", "c4"]
+    # Quiet hours 22:00-08:00 UTC (defer): the hellos due at 01:00 wait until 08:00
+    # (c1, c2, c5); c4's at 12:00 goes at once. The rest is due at 08:00, not quiet.
+    config = tmp_path / "plan.json"
+    config.write_text(
+        json.dumps({"quiet_hours": [{"channel": "email", "purpose": "marketing",
+                                     "start": "22:00", "end": "08:00"}]})
+    )  # fmt: skip
+    assert main(["journey", "replay", file, *window, "--config", str(config)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in out[4:]] == [
+        ["hello", "welcome-1", "4", "4", "0", "3"],
+        ["reminder", "welcome-reminder", "1", "1", "0", "0"],
+        ["tips", "welcome-tips", "2", "2", "0", "0"],
+    ]
 
 
 # --- the replay walks as the live engine does ----------------------------------------------
 
 
+CONSENT_MODES = ("none", "always", "later", "withdrawn")
+"""Per contact: no consent, consent since 2025, consent granted or withdrawn hours later."""
+
+
 @st.composite
-def signups(draw: st.DrawFn) -> list[tuple[int, int | None, int | None]]:
-    """Per contact: signup hour after T0, hours to an open of hello, hours to an unsubscribe."""
+def signups(draw: st.DrawFn) -> list[tuple[int, int | None, int | None, str, int]]:
+    """Per contact: signup hour after T0, hours to an open of hello, hours to an
+    unsubscribe, its consent mode and the hours after signup a ``later`` grant or a
+    ``withdrawn`` withdrawal comes."""
     return draw(
         st.lists(
             st.tuples(
                 st.integers(0, 72),
                 st.none() | st.integers(1, 130),
                 st.none() | st.integers(1, 240),
+                st.sampled_from(CONSENT_MODES),
+                st.integers(0, 200),
             ),
             min_size=1,
             max_size=4,
@@ -269,49 +467,90 @@ def signups(draw: st.DrawFn) -> list[tuple[int, int | None, int | None]]:
     )
 
 
+QUIET = PlanConfig(
+    quiet_hours=[QuietHours(channel="email", purpose="marketing", start=dt.time(22),
+                            end=dt.time(6))]
+)  # fmt: skip
+
+
 @settings(
-    max_examples=8,
+    max_examples=12,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(plan=signups())
+@given(
+    plan=signups(),
+    config=st.sampled_from([None, QUIET]),
+    when_blocked=st.sampled_from(["defer", "skip"]),
+)
 def test_replay_sends_what_the_live_engine_sent(
-    repo: CommHistory[Any], plan: list[tuple[int, int | None, int | None]]
+    repo: CommHistory[Any],
+    plan: list[tuple[int, int | None, int | None, str, int]],
+    config: PlanConfig | None,
+    when_blocked: str,
 ) -> None:
-    """A live run (due every hour, each send recorded when due) and its replay agree.
+    """A live run (due every hour, each send recorded when handed out) and its replay agree.
 
-    Every instant of the history falls on a whole hour, so an hourly ``due`` sees each
-    one when it happens, as the replay's clock does.
+    Both screen every send through send planning: the same sends go, the same are
+    skipped with the same reasons, the same are deferred. Every instant of the history
+    falls on a whole hour, so an hourly ``due`` sees each one when it happens, as the
+    replay's clock does.
     """
-    journey = Journey.load(EXAMPLES / "welcome.json")
+    base = Journey.load(EXAMPLES / "welcome.json")
+    journey = Journey.from_dict(
+        {**base.to_dict(), "key": f"welcome-{when_blocked}", "when_blocked": when_blocked}
+    )
     tag = uuid.uuid4().hex[:8]  # one example's records apart from the last one's
     end = T0 + 12 * DAY
-    activities, messages, events = [], [], []
-    for n, (start, opened, unsubscribed) in enumerate(plan):
+    activities, messages, events, ledger = [], [], [], []
+    for n, (start, opened, unsubscribed, mode, after) in enumerate(plan):
         contact, trigger, at = f"c{n}-{tag}", f"s{n}-{tag}", T0 + start * HOUR
         activities.append(Activity(activity_id=trigger, contact_id=contact, name="signup",
                                    occurred_at=at))  # fmt: skip
-        hello = intent_key(journey, enrollment_id("welcome", trigger), "hello", 1)
-        messages.append(_message(hello, contact, at))
+        hello = intent_key(journey, enrollment_id(journey.key, trigger), "hello", 1)
+        messages.append(_message(hello, contact, at))  # also the contact's address
         for kind, hours in ((EventType.OPENED, opened), (EventType.UNSUBSCRIBED, unsubscribed)):
             if hours is not None:
                 events.append(Event(event_id=f"{kind.value}-{n}-{tag}", type=kind,
                                     occurred_at=at + hours * HOUR, message_id=hello))  # fmt: skip
+        if mode in ("always", "withdrawn"):
+            ledger.append(consent(contact, Channel.EMAIL))
+        if mode == "later":
+            ledger.append(consent(contact, Channel.EMAIL, at=at + after * HOUR))
+        if mode == "withdrawn":
+            ledger.append(consent(contact, Channel.EMAIL, at=at + after * HOUR,
+                                  action=ConsentAction.WITHDRAW))  # fmt: skip
     repo.declare_activities({"signup": []})
     repo.record_activities(activities)
     repo.record_messages(messages)
     repo.record_events(events)
+    repo.record_consent(ledger)
     for activity in activities:
         repo.enroll(journey, activity.contact_id, activity.activity_id, at=activity.occurred_at)
-    live = []
+    live: list[SendIntent] = []
+    skipped: list[SkippedIntent] = []
+    deferred: list[DeferredIntent] = []
     now = T0
     while now <= end:
-        for intent in repo.journey_due(now):
+        result = repo.journey_due(now, config=config)
+        skipped.extend(result.skipped)
+        deferred.extend(result.deferred)
+        for intent in result:
             live.append(intent)
-            repo.record_journey_send(intent.key, at=intent.due_at)
+            repo.record_journey_send(intent.key, at=now)
         now += HOUR
-    report = repo.journey_replay(journey, since=T0, until=end)
+    report = repo.journey_replay(journey, since=T0, until=end, config=config)
     mine = {a.contact_id for a in activities}
     assert sorted((i.due_at, i.key, i.step_id) for i in live if i.contact_id in mine) == [
         (i.due_at, i.key, i.step_id) for i in report.intents if i.contact_id in mine
     ]
+
+    def held(items: Iterable[SkippedIntent | DeferredIntent]) -> list[tuple[Any, ...]]:
+        return sorted(
+            (h.intent.due_at, h.intent.key, h.reason, getattr(h, "until", None))
+            for h in items
+            if h.intent.contact_id in mine
+        )
+
+    assert held(skipped) == held(report.skipped)
+    assert held(deferred) == held(report.deferred)

@@ -23,11 +23,14 @@ from commhistory.crypto import Keyring
 from commhistory.errors import InvalidInputError, PermissionDenied
 from commhistory.facade import CommHistory, open_repository
 from commhistory.journeys import Journey, SendIntent
+from commhistory.journeys.engine import enrollment_id
+from commhistory.journeys.machine import intent_key
 from commhistory.journeys.stats import journey_stats, render_stats
 from commhistory.kpi import JourneyLink, compute
-from commhistory.model import Direction, Event, EventType, Message
+from commhistory.model import Channel, Direction, Event, EventType, Message
 from commhistory.store import SQLRepository
 from commhistory.store.journeys import EnrollmentRow, IntentRow
+from tests._journeys import consent, reachable, with_address
 from tests.conftest import pg_variant_url
 from tests.test_kpi_engines import histories
 
@@ -79,19 +82,32 @@ def _welcome_history(repo: CommHistory[Any]) -> Journey:
 
     * c1: hello sent at T0, opened, clicked and converted; tips sent at T0+3d: completed.
     * c2: hello sent, not opened; the reminder at T0+5d bounced; now waits 4 days.
-    * c3: hello skipped (send planning refused it); the reminder is handed out, not recorded.
+    * c3: hello skipped by send planning (no marketing consent at T0: recorded as
+      ``skipped``, reason ``no_consent``); c3 consents at T0+1d, so the reminder is
+      handed out, not recorded.
     * c4: enrolled an hour later, hello sent, unsubscribed from it at T0+1d.
     * An unrelated campaign message with an open counts in no journey number.
+
+    c1, c2 and c4 can receive email (an address and marketing consent, from 2025:
+    ``tests._journeys.reachable``); c3 has the address only. The old transactional
+    message that gives each address is linked to no intent, so no journey number
+    counts it.
     """
     journey = Journey.load(EXAMPLES / "welcome.json")
+    reachable(repo, ["c1", "c2", "c4"], Channel.EMAIL)
+    with_address(repo, ["c3"], Channel.EMAIL)
+    repo.record_consent([consent("c3", Channel.EMAIL, at=T0 + DAY)])
     for n, contact in enumerate(("c1", "c2", "c3"), 1):
         repo.enroll(journey, contact, f"signup-{n}", at=T0)
     repo.enroll(journey, "c4", "signup-4", at=T0 + HOUR)
-    hello = {i.contact_id: i for i in repo.journey_due(T0)}
-    assert sorted(hello) == ["c1", "c2", "c3"]
+    first = repo.journey_due(T0)
+    hello = {i.contact_id: i for i in first}
+    assert sorted(hello) == ["c1", "c2"]
+    [refused] = first.skipped  # recorded by due itself, never handed out
+    assert (refused.intent.contact_id, refused.intent.step_id) == ("c3", "hello")
+    assert refused.reason.value == "no_consent"
     _send(repo, hello["c1"], T0)
     _send(repo, hello["c2"], T0)
-    assert repo.record_journey_send(hello["c3"].key, at=T0, outcome="skipped")
     [hello4] = repo.journey_due(T0 + HOUR)
     _send(repo, hello4, T0 + HOUR)
     key1 = hello["c1"].key
@@ -110,7 +126,8 @@ def _welcome_history(repo: CommHistory[Any]) -> Journey:
     assert sorted(reminders) == ["c2", "c3"]
     _send(repo, reminders["c2"], T0 + 5 * DAY)
     repo.record_events([_event(5, EventType.BOUNCED, reminders["c2"].key, T0 + 5 * DAY + HOUR)])
-    assert repo.journey_due(T0 + 6 * DAY) == []  # c2 moves on to wait-4d
+    quiet = repo.journey_due(T0 + 6 * DAY)  # c2 moves on to wait-4d
+    assert quiet.counts() == {"send": 0, "deferred": 0, "skipped": 0}
     repo.record_messages(
         [
             Message(
@@ -151,6 +168,12 @@ def test_worked_welcome_numbers_per_journey_and_step(repo: CommHistory[Any]) -> 
         "tips": (1, 0, 1, 1, 0, 0, {"completed": 1}),
     }
     assert stats.exits_before_send == {}
+    # c3's hello was skipped by send planning in due, which stored why.
+    refused = repo.store.journey_store.intent(
+        intent_key(journey, enrollment_id("welcome", "signup-3"), "hello", 1)
+    )
+    assert refused is not None
+    assert (refused.outcome, refused.reason, refused.message_id) == ("skipped", "no_consent", None)
     hello = stats.step("hello").messages
     assert hello is not None
     assert (hello.sent, hello.delivered, hello.unique_opens, hello.unique_clicks) == (3, 3, 1, 1)

@@ -56,6 +56,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 
 from commhistory.errors import InvalidInputError, NormalizationError, PayloadError
 from commhistory.model import (
+    MAX_ID_LENGTH,
     Activity,
     BounceClass,
     Channel,
@@ -94,6 +95,7 @@ __all__ = [
     "MAX_NESTING",
     "FileFormat",
     "ParsedLine",
+    "check_records",
     "dumps",
     "loads",
     "read_records",
@@ -398,6 +400,224 @@ def _builder(cls: type[Record], default_tz: tzinfo | str | None) -> _Builder:
 def _builders(default_tz: tzinfo | str | None) -> Mapping[str, _Builder]:
     """The fast builders of each kind for one default time zone (cached)."""
     return {kind: _builder(cls, default_tz) for kind, cls in KINDS.items()}
+
+
+# --------------------------------------------------------------------------- certainly valid
+#
+# ``validate`` needs to know whether a line is valid, not its record. For the two
+# kinds that make up most of a history (messages and events), a check of the
+# decoded object says "certainly valid" for the canonical, common shape without
+# building anything: exact enum values, plain ASCII ids, canonical UTC
+# timestamps, email addresses (normalized once per distinct address), text
+# fields, no metadata. Anything else (another channel, a bounce to classify,
+# revenue, metadata, other spellings) answers "not sure" and the line is
+# structured as usual. The checks look at an object decoded from a line without
+# a backslash and without lone surrogates, so none of its strings holds one. The
+# check never says valid for a line structure() would refuse
+# (tests/test_import_fast.py compares the two).
+
+_Check = Callable[[object], bool]
+
+
+def _plain_id(value: object) -> bool:
+    """Whether *value* is certainly a valid id: a non-blank ASCII string without NUL, short."""
+    return (
+        type(value) is str
+        and value.isascii()
+        and len(value) <= MAX_ID_LENGTH
+        and "\x00" not in value
+        and value != ""
+        and not value.isspace()
+    )
+
+
+def _optional_plain_id(value: object) -> bool:
+    return value is None or _plain_id(value)
+
+
+def _text(value: object) -> bool:
+    """Whether *value* is an optional text field (lone surrogates: see :func:`_check_jsonl`)."""
+    return value is None or type(value) is str
+
+
+def _utc_timestamp(value: object) -> bool:
+    """Whether *value* is a timestamp the fast structuring hook reads as it is (UTC)."""
+    if type(value) is not str or value[10:11] != "T" or len(value) > _MAX_TIMESTAMP:
+        return False
+    try:
+        return datetime.fromisoformat(value).tzinfo is UTC
+    except ValueError:
+        return False
+
+
+def _one_of(values: Iterable[str], *, optional: bool = False) -> _Check:
+    allowed = frozenset(values)
+    return lambda value: (value is None and optional) or (type(value) is str and value in allowed)
+
+
+def _no_metadata(value: object) -> bool:
+    return value is None or (type(value) is dict and not value)
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+def _is_bool(value: object) -> bool:
+    return value is None or value is True or value is False
+
+
+def _is_kind(_value: object) -> bool:
+    return True  # the caller chose the check by it
+
+
+# Per field of the line: whether its value is certainly fine. A key without a
+# check (unknown, or one whose value is normalized, derived or checked against
+# another field) makes the line "not sure".
+_MESSAGE_CHECKS: Final[Mapping[str, _Check]] = {
+    "kind": _is_kind,
+    "message_id": _plain_id,
+    "channel": lambda value: value == "email",
+    "direction": _one_of(d.value for d in Direction),
+    "contact_id": _plain_id,
+    "address": lambda value: type(value) is str,  # normalized below
+    "sent_at": _utc_timestamp,
+    "purpose": _one_of((p.value for p in Purpose), optional=True),
+    "campaign_id": _optional_plain_id,
+    "variant": _optional_plain_id,
+    "subject": _text,
+    "body": _text,
+    "provider": _optional_plain_id,
+    "provider_message_id": _optional_plain_id,
+    "metadata": _no_metadata,
+}
+_MESSAGE_REQUIRED: Final = frozenset(
+    {"message_id", "channel", "direction", "contact_id", "address", "sent_at"}
+)
+_EVENT_CHECKS: Final[Mapping[str, _Check]] = {
+    "kind": _is_kind,
+    "event_id": _plain_id,
+    # A bounce's class and status code may be derived from its diagnostic text.
+    "type": _one_of(t.value for t in EventType if t is not EventType.BOUNCED),
+    "occurred_at": _utc_timestamp,
+    "message_id": _plain_id,
+    "provider": _optional_plain_id,
+    "provider_message_id": _optional_plain_id,
+    "provider_event_id": _optional_plain_id,
+    "address": _is_none,
+    "status_code": _is_none,
+    "bounce": _is_none,
+    "reason": _is_none,
+    "url": _text,
+    "user_agent": _text,
+    "ip": _text,
+    "machine": _is_bool,
+    "revenue": _is_none,
+    "currency": _is_none,
+    "metadata": _no_metadata,
+}
+_EVENT_REQUIRED: Final = frozenset({"event_id", "type", "occurred_at", "message_id"})
+
+
+def _strings_if_valid(obj: dict[str, Any], checks: Mapping[str, _Check]) -> int:
+    """The keys and string values of *obj* when each field passes its check, else -1."""
+    strings = len(obj)
+    for key, value in obj.items():
+        check = checks.get(key)
+        if check is None or not check(value):
+            return -1
+        strings += type(value) is str
+    return strings
+
+
+def _message_certainly_valid(obj: dict[str, Any]) -> int:
+    """How many strings *obj* holds if it is certainly a valid message (see above), else -1."""
+    strings = _strings_if_valid(obj, _MESSAGE_CHECKS)
+    if strings < 0 or not obj.keys() >= _MESSAGE_REQUIRED:
+        return -1
+    try:
+        normalize_email(obj["address"])  # what structuring does (once per distinct address)
+    except InvalidInputError:
+        return -1
+    return strings
+
+
+def _event_certainly_valid(obj: dict[str, Any]) -> int:
+    """How many strings *obj* holds if it is certainly a valid event (see above), else -1."""
+    strings = _strings_if_valid(obj, _EVENT_CHECKS)
+    return strings if obj.keys() >= _EVENT_REQUIRED else -1
+
+
+_set: Final = object.__setattr__  # what the records' own (frozen) __init__ uses
+_new: Final = object.__new__
+_DIRECTION_OF: Final = {d.value: d for d in Direction}
+_PURPOSE_OF: Final = {p.value: p for p in Purpose}
+_EVENT_TYPE_OF: Final = {t.value: t for t in EventType}
+_fromisoformat: Final = datetime.fromisoformat
+_MESSAGE_PLAIN: Final = (
+    "campaign_id", "variant", "subject", "body", "provider", "provider_message_id",
+)  # fmt: skip
+_EVENT_PLAIN: Final = (
+    "provider", "provider_message_id", "provider_event_id", "address", "status_code", "bounce",
+    "reason", "url", "user_agent", "ip",
+)  # fmt: skip
+
+
+def _trusted_message(obj: dict[str, Any]) -> Message:
+    """The :class:`Message` :func:`structure` builds of *obj*, which a check vouched for.
+
+    Every field is set as the record's ``__init__`` sets it, with the values
+    structuring gives it; the validators are not run again (the check covered them).
+    """
+    record: Message = _new(Message)
+    _set(record, "message_id", obj["message_id"])
+    _set(record, "channel", Channel.EMAIL)
+    _set(record, "direction", _DIRECTION_OF[obj["direction"]])
+    _set(record, "contact_id", obj["contact_id"])
+    _set(record, "address", normalize_email(obj["address"]))
+    _set(record, "sent_at", _fromisoformat(obj["sent_at"]))
+    purpose = obj.get("purpose")
+    _set(record, "purpose", Purpose.MARKETING if purpose is None else _PURPOSE_OF[purpose])
+    get = obj.get
+    for name in _MESSAGE_PLAIN:
+        _set(record, name, get(name))
+    _set(record, "metadata", {})
+    return record
+
+
+def _trusted_event(obj: dict[str, Any]) -> Event:
+    """The :class:`Event` :func:`structure` builds of *obj*, which a check vouched for.
+
+    As :func:`_trusted_message`.
+    """
+    record: Event = _new(Event)
+    _set(record, "event_id", obj["event_id"])
+    _set(record, "type", _EVENT_TYPE_OF[obj["type"]])
+    _set(record, "occurred_at", _fromisoformat(obj["occurred_at"]))
+    _set(record, "message_id", obj["message_id"])
+    get = obj.get
+    for name in _EVENT_PLAIN:
+        _set(record, name, get(name))
+    _set(record, "machine", get("machine") is True)
+    _set(record, "revenue", None)
+    _set(record, "currency", None)
+    _set(record, "metadata", {})
+    return record
+
+
+_CERTAINLY_VALID: Final[
+    Mapping[str, tuple[Callable[[dict[str, Any]], int], str, Callable[[dict[str, Any]], Record]]]
+] = {
+    "message": (_message_certainly_valid, Message.__name__, _trusted_message),
+    "event": (_event_certainly_valid, Event.__name__, _trusted_event),
+}
+"""Per kind: the check, the record class name :func:`check_records` counts under, and
+the builder of the record (trusting the check).
+
+A check returns the number of keys and string values of an object it vouches
+for: a line without a backslash holding twice as many quotes has no repeated key
+(which the standard library refuses and a faster decoder would let pass).
+"""
 
 
 _OUT: Final = cattrs.Converter()
@@ -853,6 +1073,69 @@ def read_records(
             ) from None
 
 
+def check_records(
+    path: str | os.PathLike[str],
+    *,
+    counts: dict[str, int],
+    format: FileFormat | None = None,
+    default_tz: tzinfo | str | None = None,
+    mapping: Mapping[str, str] | None = None,
+    kind: str | None = None,
+    encoding: str = "utf-8-sig",
+    progress: Callable[[int], None] | None = None,
+    region: str = "JP",
+) -> Iterator[ParsedLine]:
+    """:func:`read_records` for checking a file: certainly valid lines are only counted.
+
+    A canonical ``.jsonl`` line holding a message or an event of the common,
+    canonical shape (exact enum values, plain ids, UTC timestamps, an email
+    address, no metadata or revenue) is known to be valid without building its
+    record: it is counted in *counts* under its record class name (``"Message"``,
+    ``"Event"``) and not yielded. Every other line is yielded exactly as
+    :func:`read_records` yields it, valid or not. So the valid lines are those
+    counted plus the yielded lines holding a record, and the errors are
+    :func:`read_records`'s, line for line.
+
+    Args:
+        path: The file.
+        counts: Valid lines not yielded, by record class name (added to).
+        format: As for :func:`read_records`, as are the other arguments.
+        default_tz: The zone for naive timestamps.
+        mapping: CSV only: ``{column: field}``.
+        kind: CSV only: the record kind of rows without a ``kind`` column.
+        encoding: The file's text encoding.
+        progress: Called with the number of bytes read so far, now and then.
+        region: The region national phone numbers are read in.
+
+    Raises:
+        PayloadError: As :func:`read_records`.
+        LookupError: The encoding is unknown.
+        OSError: The file cannot be opened.
+
+    .. versionadded:: 0.4.0
+    """
+    fmt = format or _format_of(Path(path))
+    if fmt != "jsonl":
+        yield from read_records(
+            path, format=fmt, default_tz=default_tz, mapping=mapping, kind=kind,
+            encoding=encoding, progress=progress, region=region,
+        )  # fmt: skip
+        return
+    if kind is not None and kind not in KINDS:
+        raise PayloadError(field="kind", reason=f"expected one of: {_KIND_NAMES}")
+    _check_region(region)
+    codec = codecs.lookup(encoding)
+    with Path(path).open("rb") as handle:
+        _check_byte_order_mark(handle, codec.name, encoding)
+        text = io.TextIOWrapper(handle, encoding=encoding, errors=_MARK_ERRORS, newline="")
+        try:
+            yield from _read_jsonl(text, default_tz, handle, progress, encoding, region, counts)
+        except UnicodeError:
+            raise PayloadError(
+                field="<file>", reason=f"cannot be decoded as {encoding}; pass the encoding"
+            ) from None
+
+
 _MARK_ERRORS: Final = "commhistory.mark-undecodable"
 
 
@@ -926,25 +1209,59 @@ def _read_jsonl(  # noqa: PLR0917 - private; arguments mirror read_records
     progress: Callable[[int], None] | None,
     encoding: str,
     region: str,
+    counts: dict[str, int] | None = None,
 ) -> Iterator[ParsedLine]:
+    """Read JSON lines: each non-blank line's record, or why it holds none.
+
+    A line :data:`_CERTAINLY_VALID` vouches for is built by its trusted builder
+    (:data:`_TRUSTED`), or only counted in *counts* when given
+    (:func:`check_records`). Only a line without lone surrogates (orjson refuses
+    a line holding one; without orjson they are looked for first) and without a
+    backslash (so no escape can make one) is checked; its quotes must be twice
+    the strings the check counted (no repeated key, which the standard library
+    refuses and orjson lets pass). Every other line goes through :func:`loads`,
+    after the check for undecodable bytes.
+    """
+    checks = _CERTAINLY_VALID
+    fast_loads = _orjson_loads
+    std_loads = _STD_DECODER.decode
+    surrogate = _SURROGATE.search
     for number, raw in enumerate(text, start=1):
         if progress is not None and number % _PROGRESS_EVERY == 0:
             progress(handle.tell())
         line = raw.rstrip("\r\n")
-        if not line.strip():
-            continue
-        if _undecodable(line):
+        if not line or (line[0].isspace() and not line.strip()):
+            continue  # blank
+        obj = None
+        if line[:1] == "{" and "\\" not in line:
+            try:
+                if fast_loads is not None:
+                    obj = fast_loads(line)  # refuses a line holding a lone surrogate
+                elif line.isascii() or surrogate(line) is None:
+                    obj = std_loads(line)
+            except Exception:
+                obj = None
+        if type(obj) is dict:
+            kind = obj.get("kind")
+            found = checks.get(kind) if type(kind) is str else None
+            if found is not None and found[0](obj) * 2 == line.count('"'):
+                if counts is None:
+                    yield ParsedLine(line=number, raw=line, record=found[2](obj))
+                else:
+                    counts[found[1]] = counts.get(found[1], 0) + 1
+                continue
+        if not line.isascii() and surrogate(line) is not None:
             error = PayloadError(
                 field="<line>", reason=f"cannot be decoded as {encoding}; pass the encoding"
             )
             yield ParsedLine(line=number, raw=_shown(line), error=error)
             continue
         try:
-            yield ParsedLine(
-                line=number, raw=line, record=loads(line, default_tz=default_tz, region=region)
-            )
+            record = loads(line, default_tz=default_tz, region=region)
         except InvalidInputError as exc:
             yield ParsedLine(line=number, raw=line, error=exc)
+        else:
+            yield ParsedLine(line=number, raw=line, record=record)
     if progress is not None:
         progress(handle.tell())
 

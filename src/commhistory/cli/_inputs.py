@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -19,7 +20,7 @@ from commhistory.cli._argtypes import (
 )
 from commhistory.cli._exits import CommandError
 from commhistory.cli._progress import Progress
-from commhistory.convert import KINDS, ParsedLine, read_records
+from commhistory.convert import KINDS, ParsedLine, check_records, read_records
 
 
 def add_input_options(parser: argparse.ArgumentParser, *, file_help: str) -> None:
@@ -61,9 +62,13 @@ def add_input_options(parser: argparse.ArgumentParser, *, file_help: str) -> Non
 
 @contextmanager
 def input_records(
-    args: argparse.Namespace, *, label: str
+    args: argparse.Namespace, *, label: str, counts: dict[str, int] | None = None
 ) -> Iterator[tuple[Iterator[ParsedLine], Progress]]:
     """Check the input options and stream the file's parsed lines with a progress bar.
+
+    With *counts* (``validate``), lines known to be valid without building their
+    record are only counted there by record class name
+    (:func:`~commhistory.convert.check_records`), not yielded.
 
     Yields:
         The parsed lines (read lazily) and the progress bar drawing as they are read.
@@ -80,7 +85,8 @@ def input_records(
         raise CommandError("--map applies to .csv files only")
     region = region_of(args)
     progress = Progress(os.path.getsize(path), label=label)
-    lines = read_records(
+    read = read_records if counts is None else functools.partial(check_records, counts=counts)
+    lines = read(
         path,
         default_tz=args.tz,
         mapping=mapping,

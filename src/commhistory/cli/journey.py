@@ -247,9 +247,10 @@ def register_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="replay the stored history of a window against a journey, writing nothing",
         description="Find the journey's triggers (activities or message events) stored "
         "between --from and --to, simulate the enrollments and the steps on a simulated "
-        "clock (each send taken as sent when due; goals and branches read from the stored "
-        "activities and events) and print the sends per step (--intents: every send). "
-        "Writes nothing.",
+        "clock (each send screened by send planning as journey due screens it, with --config, "
+        "and taken as sent when let go; goals and branches read from the stored activities "
+        "and events) and print the sends, skips and deferrals per step (--intents: each "
+        "of them). Writes nothing.",
     )
     replay.add_argument("file", type=Path, metavar="FILE", help="the definition (.json, .yaml)")
     replay.add_argument(
@@ -259,7 +260,16 @@ def register_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--to", dest="until", required=True, metavar="TIME", help="the window's end (inclusive)"
     )
     replay.add_argument(
-        "--tz", default="UTC", metavar="ZONE", help="the contacts' time zone (default UTC)"
+        "--tz",
+        default=None,
+        metavar="ZONE",
+        help="the contacts' time zone (default: the --config zones, else UTC)",
+    )
+    replay.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="JSON file of frequency caps, quiet hours and zones, as journey due reads it",
     )
     replay.add_argument("--intents", action="store_true", help="list every simulated send")
     replay.add_argument("--format", choices=("text", "json"), default="text", help="output format")
@@ -275,12 +285,17 @@ def _run_replay(args: argparse.Namespace) -> int:
     journey = Journey.load(args.file)
     since = parse_timestamp(args.since, field="--from")
     until = parse_timestamp(args.until, field="--to")
-    zone = check_tz(args.tz)
+    zone = None if args.tz is None else check_tz(args.tz)
+    config = None if args.config is None else load_plan_config(args.config)
     access = resolve_access(args)
     with repository(args, create=False) as repo:
         view = access.view(repo)
         report = (repo if view is None else view).journey_replay(
-            journey, since=since, until=until, zone_of=lambda _contact: zone
+            journey,
+            since=since,
+            until=until,
+            zone_of=None if zone is None else (lambda _contact: zone),
+            config=config,
         )
     if args.format == "json":
         json.dump(report.to_dict(intents=args.intents), sys.stdout, indent=2)

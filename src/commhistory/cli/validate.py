@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     invalid = 0
     errors: list[dict[str, Any]] = []
     schema = None if args.schema is None else AttributeSchema.load(args.schema)
-    with input_records(args, label="validating") as (lines, progress):
+    fast: dict[str, int] = {}  # lines known valid without building their records
+    with input_records(args, label="validating", counts=fast) as (lines, progress):
         for parsed in lines:
             error = parsed.error
             if parsed.record is not None:
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{parsed.line}: {error.field}: {error.reason}")
             elif len(errors) < MAX_JSON_ERRORS:
                 errors.append({"line": parsed.line, "field": error.field, "reason": error.reason})
+    valid.update(fast)
     total = sum(valid.values()) + invalid
     counts = {
         "messages": valid["Message"],

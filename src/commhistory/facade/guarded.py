@@ -1020,6 +1020,7 @@ class GuardedRepository(ClosesOnExit):
         since: datetime,
         until: datetime,
         zone_of: Callable[[str], ZoneInfo] | None = None,
+        config: PlanConfig | None = None,
     ) -> JourneyReplay:
         """Replay a stored history against a journey (needs ``read_history_masked``).
 
@@ -1033,7 +1034,9 @@ class GuardedRepository(ClosesOnExit):
         return self._checked(
             P.READ_HISTORY_MASKED,
             "journey.replay",
-            lambda: self._repo.journey_replay(journey, since=since, until=until, zone_of=zone_of),
+            lambda: self._repo.journey_replay(
+                journey, since=since, until=until, zone_of=zone_of, config=config
+            ),
         )
 
     def run_journey_triggers(

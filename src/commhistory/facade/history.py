@@ -931,14 +931,18 @@ class CommHistory(ClosesOnExit, Generic[S]):
         since: datetime,
         until: datetime,
         zone_of: Callable[[str], ZoneInfo] | None = None,
+        config: PlanConfig | None = None,
     ) -> JourneyReplay:
         """Replay the stored history of ``[since, until]`` against a journey, writing nothing.
 
-        See :func:`commhistory.journeys.replay.replay`.
+        Each send is screened by send planning at its instant (``config`` as
+        :meth:`journey_due` takes it). See :func:`commhistory.journeys.replay.replay`.
 
         .. versionadded:: 0.4.0
         """
-        return journey_replay(self._store, journey, since=since, until=until, zone_of=zone_of)
+        return journey_replay(
+            self._store, journey, since=since, until=until, zone_of=zone_of, config=config
+        )
 
     def run_journey_triggers(
         self,

@@ -225,8 +225,9 @@ class StoredBehaviour:
     * ``activity_at``: the contact's activities (``repo.activity_store``),
       properties matched after decryption;
     * ``unsubscribed_at``: the first ``unsubscribed`` event on the contact's
-      messages (of the channel), or the first withdrawal of ``marketing``
-      consent (on the channel) in the consent ledger, whichever came first;
+      messages (of the channel), or the first consent withdrawal in the
+      consent ledger for one of ``purposes`` (on the channel; any channel
+      when the goal names none), whichever came first;
     * ``left_segment_at``: from the saved segment's membership snapshots
       (:meth:`~commhistory.store.journeys.JourneyStore.left_segment_at`): the
       ``at`` of the first snapshot that no longer holds the contact while the
@@ -235,12 +236,21 @@ class StoredBehaviour:
       are taken by :func:`~commhistory.journeys.triggers.run_triggers` (every
       segment a goal names) or by the host (``segment_snapshot``).
 
+    Attributes:
+        repo: The repository.
+        contact_id: The contact.
+        purposes: The purposes whose consent withdrawal is an unsubscribe:
+            :func:`due` passes those of the journey's send steps (a journey
+            of transactional sends ends on a withdrawal of transactional
+            consent, not of marketing consent); default ``marketing``.
+
     .. versionchanged:: 0.4.0
-       Consent withdrawals and segment exits count.
+       Consent withdrawals (of the journey's send purposes) and segment exits count.
     """
 
     repo: Repository
     contact_id: str
+    purposes: frozenset[Purpose] = frozenset({Purpose.MARKETING})
 
     def sent_at(self, key: str) -> dt.datetime | None:
         """See :meth:`~commhistory.journeys.machine.BehaviourSource.sent_at`."""
@@ -310,13 +320,14 @@ class StoredBehaviour:
         )
         consent = self.repo.consent_store
         for on in (channel,) if channel is not None else tuple(Channel):
-            for row in consent.consent_rows([self.contact_id], on, Purpose.MARKETING, until):
-                if (
-                    row.action is ConsentAction.WITHDRAW
-                    and row.occurred_at >= after
-                    and (found is None or row.occurred_at < found)
-                ):
-                    found = row.occurred_at
+            for purpose in self.purposes:
+                for row in consent.consent_rows([self.contact_id], on, purpose, until):
+                    if (
+                        row.action is ConsentAction.WITHDRAW
+                        and row.occurred_at >= after
+                        and (found is None or row.occurred_at < found)
+                    ):
+                        found = row.occurred_at
         return found
 
     def left_segment_at(
@@ -326,6 +337,12 @@ class StoredBehaviour:
         return self.repo.journey_store.left_segment_at(
             self.contact_id, segment, after=after, until=until
         )
+
+
+def _send_purposes(journey: Journey) -> frozenset[Purpose]:
+    """The purposes of the journey's send steps (``marketing`` when it has none)."""
+    found = frozenset(s.purpose for s in journey.steps if isinstance(s, SendStep))
+    return found or frozenset({Purpose.MARKETING})
 
 
 def _wake_at(
@@ -377,6 +394,8 @@ class _Needs:
     events: frozenset[EventType]
     unsubscribes: frozenset[Channel | None]
     """The channels of the unsubscribe goals (``None``: any channel)."""
+    purposes: frozenset[Purpose]
+    """The purposes whose consent withdrawals are unsubscribes (with unsubscribe goals)."""
     activities: frozenset[str]
 
     @classmethod
@@ -395,7 +414,8 @@ class _Needs:
                 activities.add(goal.activity)
             elif isinstance(goal, UnsubscribeGoal):
                 unsubscribes.add(goal.channel)
-        return cls(frozenset(events), frozenset(unsubscribes), frozenset(activities))
+        purposes = _send_purposes(journey) if unsubscribes else frozenset()
+        return cls(frozenset(events), frozenset(unsubscribes), purposes, frozenset(activities))
 
 
 def _first_in(
@@ -417,12 +437,13 @@ class _Batch:
     It answers what :class:`StoredBehaviour` answers, from maps filled once:
     the batch's claimed intents (by enrollment id: an intent key names its
     enrollment), the events of the messages recorded for them, the contacts'
-    unsubscribes (``unsubscribed`` events and withdrawals of ``marketing``
-    consent in the ledger, on the channels the goals name) and their
-    activities, all in ``[after, until]``. A question outside what was read
-    (an earlier instant, a later one, an event type, channel or activity no
-    journey of the batch names, properties that are encrypted, segment exits)
-    goes to :class:`StoredBehaviour`, which asks the store.
+    unsubscribes (``unsubscribed`` events, and consent withdrawals in the
+    ledger for the channels the goals name and the purposes of their
+    journeys' send steps) and their activities, all in ``[after, until]``. A
+    question outside what was read (an earlier instant, a later one, an event
+    type, channel or activity no journey of the batch names, properties that
+    are encrypted, segment exits) goes to :class:`StoredBehaviour`, which asks
+    the store.
     """
 
     def __init__(
@@ -451,7 +472,9 @@ class _Batch:
                 self.events.setdefault((e.message_id, e.type), []).append(e.occurred_at)
         contacts = sorted({r.contact_id for r in rows})
         self.unsubscribes: dict[str, list[tuple[dt.datetime, str | None]]] = {}
-        # the channels whose consent withdrawals were read (as StoredBehaviour counts them)
+        self.withdrawals: dict[str, list[tuple[dt.datetime, Channel, Purpose]]] = {}
+        # the (channel, purpose) pairs whose consent withdrawals were read, as
+        # StoredBehaviour counts them: the goals' channels (any: all), the send purposes
         self.consent_channels: frozenset[Channel] = frozenset(
             Channel if None in needs.unsubscribes else (c for c in needs.unsubscribes if c)
         )
@@ -462,11 +485,12 @@ class _Batch:
             for c in found:
                 self.unsubscribes.setdefault(c.contact_id, []).append((c.occurred_at, c.channel))
             for on in sorted(self.consent_channels):
-                for row in repo.consent_store.consent_rows(contacts, on, Purpose.MARKETING, until):
-                    if row.action is ConsentAction.WITHDRAW and row.occurred_at >= after:
-                        self.unsubscribes.setdefault(row.contact_id, []).append(
-                            (row.occurred_at, on.value)
-                        )
+                for purpose in sorted(needs.purposes):
+                    for row in repo.consent_store.consent_rows(contacts, on, purpose, until):
+                        if row.action is ConsentAction.WITHDRAW and row.occurred_at >= after:
+                            self.withdrawals.setdefault(row.contact_id, []).append(
+                                (row.occurred_at, on, purpose)
+                            )
         self.activities: dict[tuple[str, str], list[ActivityTime]] = {}
         if needs.activities:
             for a in store.activity_times(contacts, needs.activities, after=after, until=until):
@@ -475,6 +499,8 @@ class _Batch:
             times.sort()
         for pairs in self.unsubscribes.values():
             pairs.sort(key=lambda pair: pair[0])
+        for rows_of in self.withdrawals.values():
+            rows_of.sort(key=lambda row: row[0])
         for entries in self.activities.values():
             entries.sort(key=lambda a: (a.occurred_at, a.activity_id))
 
@@ -482,24 +508,25 @@ class _Batch:
         """Whether a window lies inside what was read."""
         return self.after <= after and until <= self.until
 
-    def behaviour(self, contact_id: str) -> _Prefetched:
-        """The behaviour source of one enrollment's contact."""
-        return _Prefetched(self, contact_id)
+    def behaviour(self, contact_id: str, purposes: frozenset[Purpose]) -> _Prefetched:
+        """The behaviour source of one enrollment's contact (``purposes``: its journey's)."""
+        return _Prefetched(self, contact_id, purposes)
 
 
 class _Prefetched:
     """One contact's behaviour from a :class:`_Batch`, as :class:`StoredBehaviour` answers it."""
 
-    __slots__ = ("batch", "contact_id")
+    __slots__ = ("batch", "contact_id", "purposes")
 
-    def __init__(self, batch: _Batch, contact_id: str) -> None:
+    def __init__(self, batch: _Batch, contact_id: str, purposes: frozenset[Purpose]) -> None:
         self.batch = batch
         self.contact_id = contact_id
+        self.purposes = purposes
 
     @property
     def stored(self) -> StoredBehaviour:
         """The store itself, for what the batch did not read."""
-        return StoredBehaviour(self.batch.repo, self.contact_id)
+        return StoredBehaviour(self.batch.repo, self.contact_id, self.purposes)
 
     def sent_at(self, key: str) -> dt.datetime | None:
         intent = self.batch.intents.get(key)
@@ -560,14 +587,21 @@ class _Prefetched:
             if channel is None
             else channel in batch.consent_channels
         )
-        if not read or not batch.covers(after, until):
+        if not read or not self.purposes <= batch.needs.purposes or not batch.covers(after, until):
             return self.stored.unsubscribed_at(channel, after=after, until=until)
+        found: dt.datetime | None = None
         for when, on in batch.unsubscribes.get(self.contact_id, ()):
             if when > until:
-                return None
+                break
             if when >= after and (channel is None or on == channel.value):
+                found = when
+                break
+        for when, by, purpose in batch.withdrawals.get(self.contact_id, ()):
+            if when > until or (found is not None and when >= found):
+                break
+            if when >= after and (channel is None or by is channel) and purpose in self.purposes:
                 return when
-        return None
+        return found
 
     def left_segment_at(
         self, segment: str, *, after: dt.datetime, until: dt.datetime
@@ -621,6 +655,7 @@ def _walk(
         _Needs(
             frozenset().union(*(n.events for n in needs)),
             frozenset().union(*(n.unsubscribes for n in needs)),
+            frozenset().union(*(n.purposes for n in needs)),
             frozenset().union(*(n.activities for n in needs)),
         ),
         after=min(r.entered_at for r in rows),
@@ -632,7 +667,7 @@ def _walk(
         enrollment = _enrollment(row)
         zone = zone_for(row.contact_id)
         allowed = gate.allowed(config, zone)
-        history = batch.behaviour(row.contact_id)
+        history = batch.behaviour(row.contact_id, _send_purposes(journey))
         position = Position(
             step_id=row.step_id, since=row.since, status=Status(row.status), visits=row.visits
         )

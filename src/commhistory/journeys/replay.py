@@ -16,16 +16,37 @@
    clock that wakes each enrollment at every instant something can happen (the
    end of a wait, a branch's deadline, each stored event or activity of the
    contact), as a host calling ``due`` continuously would. Every send it decides
-   is taken as sent at its due instant. Behaviour comes from the store into a
+   is taken as sent when send planning lets it go (4.: at its due instant unless
+   deferred). Behaviour comes from the store into a
    :class:`~commhistory.journeys.machine.RecordedBehaviour`: the contact's
    activities (goals, branches), unsubscribes (goals), and the events of the
    messages the host recorded for the same intent keys (branches on a step's
    event). A replayed send of a key the host never recorded has no events, so
-   a branch waiting for its open takes ``otherwise`` at the timeout.
+   a branch waiting for its open takes ``otherwise`` at the timeout; the
+   contact's consent withdrawals in the ledger count as unsubscribes (goals),
+   as they do for ``due``.
+4. **Send planning** screens every send at the instant the walk reaches it,
+   through the gate live ``due`` uses (:func:`~commhistory.journeys.gate.screen`,
+   one :func:`~commhistory.segments.planning.plan_send` per send, at that
+   instant, with ``config``): consent, suppression and quiet hours as stored
+   at that instant, erasure and addresses as stored now. A refused send is
+   skipped (the step counts as done at that instant, as ``due`` records it);
+   a held one is deferred or skipped as the journey's ``when_blocked`` says,
+   and a deferred one is screened again at its deferred-until instant (its
+   key sent then, if planning lets it go). ``until_allowed`` waits wait for
+   the configuration's quiet hours, as in ``due``.
 
-Like ``due`` today, send planning (consent, caps, quiet hours) is not applied
-and ``until_allowed`` waits do not wait. The result is deterministic: the same
-history and definition give the same report.
+**What a replay cannot know** (so replay and live ``due`` can differ there):
+frequency caps count the messages *stored* in the caps' windows (what the host
+really recorded), not the replay's own simulated sends; a send the host never
+recorded therefore does not count towards a later cap in the replay, and a
+message the host recorded at the very instant a send was due does count
+(live ``due`` planned before the host recorded it). Two sends of one contact
+due at the same instant are screened one after the other, not together.
+Erasure and addresses are read as they are now, not as they were. Zones come
+from the configuration's ``zone_attribute`` as in force at ``until`` (or
+``zone_of``). The result is deterministic: the same history, definition and
+configuration give the same report.
 
 .. versionadded:: 0.4.0
 """
@@ -41,6 +62,7 @@ from zoneinfo import ZoneInfo
 import attrs
 
 from commhistory.errors import InvalidInputError, NotFoundError
+from commhistory.journeys import gate
 from commhistory.journeys.definition import (
     ActivityGoal,
     ActivityTrigger,
@@ -48,9 +70,12 @@ from commhistory.journeys.definition import (
     EventTrigger,
     Journey,
     ReEntry,
+    SendStep,
+    UnsubscribeGoal,
     WaitStep,
 )
-from commhistory.journeys.engine import enrollment_id
+from commhistory.journeys.engine import _send_purposes, enrollment_id
+from commhistory.journeys.gate import DeferredIntent, SkippedIntent
 from commhistory.journeys.machine import (
     Enrollment,
     Position,
@@ -60,12 +85,12 @@ from commhistory.journeys.machine import (
     advance,
     next_local_time,
 )
-from commhistory.model import EventType
+from commhistory.model import ConsentAction, EventType
+from commhistory.segments.planning import PlanConfig
 from commhistory.store.protocol import Repository
 
 __all__ = ["JourneyReplay", "ReplayStep", "render_replay", "replay"]
 
-_UTC: Final = ZoneInfo("UTC")
 _MICRO: Final = dt.timedelta(microseconds=1)
 _MAX_WAKES: Final = 100_000
 """A guard: one enrollment is woken at most this many times in one replay."""
@@ -80,6 +105,10 @@ class ReplayStep:
         template: Its template key.
         sends: The sends it would have made in the window.
         contacts: The distinct contacts they went to.
+        skipped: The sends send planning refused (or held, under
+            ``when_blocked: skip``): skipped, as ``due`` records them.
+        deferred: How many times planning held one of its sends for later
+            (``when_blocked: defer``); a send deferred twice counts twice.
 
     .. versionadded:: 0.4.0
     """
@@ -88,6 +117,8 @@ class ReplayStep:
     template: str
     sends: int = 0
     contacts: int = 0
+    skipped: int = 0
+    deferred: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -105,6 +136,10 @@ class JourneyReplay:
         statuses: Enrollments per status at ``until``.
         steps: Per send step, in definition order.
         intents: Every simulated send, by due instant then key.
+        skipped: Every send send planning skipped, with the reason, by due instant then key.
+        deferred: Every deferral, with its deferred-until instant and reason, by
+            instant held then key (a send still deferred at ``until`` is in no
+            other list).
 
     .. versionadded:: 0.4.0
     """
@@ -119,9 +154,24 @@ class JourneyReplay:
     statuses: Mapping[str, int] = attrs.field(factory=dict)
     steps: tuple[ReplayStep, ...] = ()
     intents: tuple[SendIntent, ...] = ()
+    skipped: tuple[SkippedIntent, ...] = ()
+    deferred: tuple[DeferredIntent, ...] = ()
+
+    def step(self, step_id: str) -> ReplayStep:
+        """The numbers of one send step.
+
+        Raises:
+            InvalidInputError: No such send step (``field="step"``).
+
+        .. versionadded:: 0.4.0
+        """
+        for step in self.steps:
+            if step.step_id == step_id:
+                return step
+        raise InvalidInputError(field="step", reason="names no send step of this journey")
 
     def to_dict(self, *, intents: bool = True) -> dict[str, Any]:
-        """JSON-ready data; ``intents=False`` leaves the list of sends out."""
+        """JSON-ready data; ``intents=False`` leaves the sends, skips and deferrals out."""
         out: dict[str, Any] = {
             "journey": self.journey_key,
             "version": self.version,
@@ -137,23 +187,33 @@ class JourneyReplay:
                     "template": s.template,
                     "sends": s.sends,
                     "contacts": s.contacts,
+                    "skipped": s.skipped,
+                    "deferred": s.deferred,
                 }
                 for s in self.steps
             ],
         }
         if intents:
-            out["intents"] = [
-                {
-                    "due_at": _iso(i.due_at),
-                    "step": i.step_id,
-                    "template": i.template,
-                    "channel": i.channel.value,
-                    "contact_id": i.contact_id,
-                    "key": i.key,
-                }
-                for i in self.intents
+            out["intents"] = [_intent(i) for i in self.intents]
+            out["skipped"] = [
+                {**_intent(k.intent), "reason": k.reason.value} for k in self.skipped
+            ]
+            out["deferred"] = [
+                {**_intent(d.intent), "until": _iso(d.until), "reason": d.reason.value}
+                for d in self.deferred
             ]
         return out
+
+
+def _intent(i: SendIntent) -> dict[str, str]:
+    return {
+        "due_at": _iso(i.due_at),
+        "step": i.step_id,
+        "template": i.template,
+        "channel": i.channel.value,
+        "contact_id": i.contact_id,
+        "key": i.key,
+    }
 
 
 def _iso(value: dt.datetime) -> str:
@@ -289,10 +349,31 @@ def _behaviours(
             history.events.append((row.intent_key, row.type, row.occurred_at))
         if row.type is EventType.UNSUBSCRIBED and row.channel is not None:
             history.unsubscribes.append((row.channel, row.occurred_at))
+    if any(isinstance(g, UnsubscribeGoal) for g in journey.goals):
+        # A consent withdrawal in the ledger ends the journey too, as ``due`` reads it:
+        # a withdrawal of a purpose of the journey's own send steps.
+        purposes = _send_purposes(journey)
+        for contact in contacts:
+            try:
+                ledger = repo.consent_history(contact)
+            except NotFoundError:
+                continue
+            out[contact].unsubscribes.extend(
+                (e.channel, e.occurred_at)
+                for e in ledger
+                if e.action is ConsentAction.WITHDRAW
+                and e.purpose in purposes
+                and since <= e.occurred_at <= until
+            )
     return out
 
 
-def _wake(journey: Journey, position: Position, zone: ZoneInfo) -> dt.datetime | None:
+def _wake(
+    journey: Journey,
+    position: Position,
+    zone: ZoneInfo,
+    allowed: Callable[[dt.datetime, SendStep], dt.datetime] | None,
+) -> dt.datetime | None:
     """When the position's step can next move by time alone (``None``: not by time)."""
     if position.step_id is None:
         return None
@@ -301,40 +382,78 @@ def _wake(journey: Journey, position: Position, zone: ZoneInfo) -> dt.datetime |
         end = position.since + (step.delay or dt.timedelta(0))
         if step.until_time is not None:
             end = next_local_time(end, step.until_time, zone)
+        if step.until_allowed and allowed is not None and step.next is not None:
+            following = journey.step(step.next)
+            if isinstance(following, SendStep):
+                end = max(end, allowed(end, following))
         return end
     if isinstance(step, BranchStep):
         return position.since + step.within
     return None
 
 
+@attrs.define
+class _Walked:
+    """One enrollment's simulated sends, skips and deferrals."""
+
+    sent: list[SendIntent] = attrs.field(factory=list)
+    skipped: list[SkippedIntent] = attrs.field(factory=list)
+    deferred: list[DeferredIntent] = attrs.field(factory=list)
+
+
 def _walk(
+    repo: Repository,
     journey: Journey,
     enrollment: Enrollment,
     history: RecordedBehaviour,
+    *,
     until: dt.datetime,
     zone: ZoneInfo,
-) -> tuple[Position, list[SendIntent]]:
-    """Walk one enrollment on a clock that wakes whenever something can happen."""
+    config: PlanConfig | None,
+) -> tuple[Position, _Walked]:
+    """Walk one enrollment on a clock that wakes whenever something can happen.
+
+    Each send the walk reaches goes through the gate at that instant; a deferred
+    one wakes the walk again at its deferred-until instant.
+    """
     instants = sorted(
         {when for _k, _e, when in history.events}
         | {when for _n, _p, when in history.activities}
         | {when for _c, when in history.unsubscribes}
     )
+    allowed = gate.allowed(config, zone)
     position = Position.start(journey, enrollment)
     now = enrollment.entered_at
-    sent: list[SendIntent] = []
+    out = _Walked()
     for _ in range(_MAX_WAKES):
-        moved = advance(journey, enrollment, position, now=now, zone=zone, history=history)
+        moved = advance(
+            journey, enrollment, position, now=now, zone=zone, history=history, allowed=allowed
+        )
         position = moved.position
         if moved.intents:
             intent = moved.intents[0]
-            history.record_send(intent.key, intent.due_at)
-            sent.append(intent)
+            split = gate.screen(
+                repo, now, [(journey, intent)], config=config, zone_of=lambda _cid: zone
+            )
+            verdict = split.verdict(intent.key)
+            if isinstance(verdict, DeferredIntent):
+                # As due: the enrollment sleeps until then (no earlier wake), then plans again.
+                out.deferred.append(verdict)
+                if verdict.until > until:
+                    break
+                now = verdict.until
+                continue
+                # Sent when let go; a skip counts as done at that instant, as due records it.
+            history.record_send(intent.key, now)
+            if isinstance(verdict, SkippedIntent):
+                out.skipped.append(verdict)
+            else:
+                out.sent.append(intent)
             continue
         if position.status is not Status.ACTIVE or now >= until:
             break
         candidates = [until]
-        wake = _wake(journey, position, zone)
+        wake = _wake(journey, position, zone, allowed)
         if wake is not None:
             candidates.append(wake)
         later = bisect.bisect_right(instants, now)
@@ -343,7 +462,7 @@ def _walk(
         now = max(now + _MICRO, min(candidates))
     else:  # pragma: no cover - a guard: definitions cannot loop without waiting
         raise RuntimeError(f"journey {journey.key}: replay did not settle")
-    return position, sent
+    return position, out
 
 
 def replay(
@@ -353,23 +472,37 @@ def replay(
     since: dt.datetime,
     until: dt.datetime,
     zone_of: Callable[[str], ZoneInfo] | None = None,
+    config: PlanConfig | None = None,
 ) -> JourneyReplay:
     """Replay the stored history of ``[since, until]`` against a journey; write nothing.
+
+    Every send is screened by send planning at its instant, as ``due`` screens
+    it (module docs: what a replay cannot know).
 
     Args:
         repo: The repository (only read).
         journey: The journey definition to try.
         since: The window's start (aware).
         until: The window's end (aware, inclusive): triggers up to it, sends due by it.
-        zone_of: The contact's time zone (``until_time`` waits); default UTC.
+        zone_of: The contact's time zone (``until_time`` and ``until_allowed``
+            waits, deferral instants); default: the configuration's zones as in
+            force at ``until`` (UTC without a configuration).
+        config: Send planning's frequency caps, quiet hours and zones, as given
+            to ``due`` (``None``: consent, suppression, erasure and addresses only).
 
     Returns:
-        The report: triggers, enrollments, final statuses, sends per step and each send.
+        The report: triggers, enrollments, final statuses, sends, skips and
+        deferrals per step, and each of them.
 
     Raises:
         InvalidInputError: A naive bound, ``since`` after ``until``, or a segment or
             date trigger (``field="trigger"``).
+        PlanConfigError: The configuration's zone attribute is not a declared,
+            plain text attribute.
         StorageError: The database failed.
+
+    .. versionchanged:: 0.4.0
+       Send planning screens every send; ``config``.
     """
     since = _aware(since, "since")
     until = _aware(until, "until")
@@ -379,20 +512,36 @@ def replay(
     enrollments, kept_out = _enroll(journey, triggers)
     contacts = sorted({e.contact_id for e in enrollments})
     histories = _behaviours(repo, journey, contacts, since, until)
+    zone_for = gate.zones(repo, config, contacts, until, zone_of=zone_of)
     statuses: dict[str, int] = {}
     intents: list[SendIntent] = []
+    skipped: list[SkippedIntent] = []
+    deferred: list[DeferredIntent] = []
     for enrollment in enrollments:
-        zone = _UTC if zone_of is None else zone_of(enrollment.contact_id)
-        position, sent = _walk(journey, enrollment, histories[enrollment.contact_id], until, zone)
+        position, walked = _walk(
+            repo,
+            journey,
+            enrollment,
+            histories[enrollment.contact_id],
+            until=until,
+            zone=zone_for(enrollment.contact_id),
+            config=config,
+        )
         statuses[position.status.value] = statuses.get(position.status.value, 0) + 1
-        intents.extend(sent)
+        intents.extend(walked.sent)
+        skipped.extend(walked.skipped)
+        deferred.extend(walked.deferred)
     intents.sort(key=lambda i: (i.due_at, i.key))
+    skipped.sort(key=lambda k: (k.intent.due_at, k.intent.key))
+    deferred.sort(key=lambda d: (d.until, d.intent.key))
     steps = tuple(
         ReplayStep(
             step_id=step.id,
             template=step.template,
             sends=sum(1 for i in intents if i.step_id == step.id),
             contacts=len({i.contact_id for i in intents if i.step_id == step.id}),
+            skipped=sum(1 for k in skipped if k.intent.step_id == step.id),
+            deferred=sum(1 for d in deferred if d.intent.step_id == step.id),
         )
         for step in journey.send_steps
     )
@@ -407,11 +556,17 @@ def replay(
         statuses=dict(sorted(statuses.items())),
         steps=steps,
         intents=tuple(intents),
+        skipped=tuple(skipped),
+        deferred=tuple(deferred),
     )
 
 
 def render_replay(report: JourneyReplay, *, intents: bool = False) -> str:
-    """The text ``commhistory journey replay`` prints; ``intents=True`` lists every send."""
+    """The text ``commhistory journey replay`` prints.
+
+    ``intents=True`` lists every send, then every skip (with its reason) and
+    every deferral (with its instant and reason).
+    """
     ended = ", ".join(f"{k} {v}" for k, v in report.statuses.items()) or "none"
     lines = [
         f"{report.journey_key} v{report.version} replayed {_iso(report.since)} .. "
@@ -420,10 +575,11 @@ def render_replay(report: JourneyReplay, *, intents: bool = False) -> str:
         f"kept out by re-entry {report.kept_out}",
         f"at the end: {ended}",
     ]
-    rows = [["step", "template", "sends", "contacts"]] + [
-        [s.step_id, s.template, str(s.sends), str(s.contacts)] for s in report.steps
+    rows = [["step", "template", "sends", "contacts", "skipped", "deferred"]] + [
+        [s.step_id, s.template, str(s.sends), str(s.contacts), str(s.skipped), str(s.deferred)]
+        for s in report.steps
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         lines.append(
             "  ".join(c.ljust(widths[i]) if i < 2 else c.rjust(widths[i]) for i, c in enumerate(r))
@@ -432,5 +588,16 @@ def render_replay(report: JourneyReplay, *, intents: bool = False) -> str:
         lines.extend(
             f"{_iso(i.due_at)}  {i.step_id}  {i.template}  {i.contact_id}  {i.key}"
             for i in report.intents
+        )
+        lines.extend(
+            f"{_iso(k.intent.due_at)}  {k.intent.step_id}  {k.intent.template}  "
+            f"{k.intent.contact_id}  {k.intent.key}  skipped {k.reason.value}"
+            for k in report.skipped
+        )
+        lines.extend(
+            f"{_iso(d.intent.due_at)}  {d.intent.step_id}  {d.intent.template}  "
+            f"{d.intent.contact_id}  {d.intent.key}  deferred until {_iso(d.until)} "
+            f"{d.reason.value}"
+            for d in report.deferred
         )
     return "\n".join(lines)

@@ -23,7 +23,14 @@ import sqlalchemy as sa
 
 from commhistory.store import schema
 
-__all__ = ["STORED_SEQ_TABLES", "Backend", "PostgresBackend", "SQLiteBackend", "backend_for"]
+__all__ = [
+    "STORED_SEQ_TABLES",
+    "Backend",
+    "PostgresBackend",
+    "SQLiteBackend",
+    "backend_for",
+    "without_null_columns",
+]
 
 _CHUNK: Final = 500
 """Values per ``IN (...)`` list (well under SQLite's bound-parameter limit)."""
@@ -57,6 +64,60 @@ def _pg_type(column: sa.Column[Any]) -> str:
     if isinstance(kind, sa.LargeBinary):
         return "bytea"
     return "text"
+
+
+_PRUNE_MIN_ROWS: Final = 64
+"""Inserts of fewer rows bind every column (finding the empty ones would not pay)."""
+
+
+def _null_by_default(column: sa.Column[Any]) -> bool:
+    """Whether leaving *column* out of an ``INSERT`` stores NULL, as binding NULL does."""
+    return (
+        bool(column.nullable)
+        and column.default is None
+        and column.server_default is None
+        and not column.primary_key
+    )
+
+
+_PRUNABLE: dict[tuple[str, tuple[str, ...]], tuple[int, ...]] = {}
+"""The positions, among an insert's columns, of those that default to NULL (by table)."""
+
+
+def without_null_columns(
+    table: sa.Table, columns: Sequence[str], rows: list[Row]
+) -> tuple[Sequence[str], list[Row]]:
+    """Leave out of a bulk insert the columns that are NULL in every row and default to NULL.
+
+    The database stores exactly the same rows (an omitted column takes its
+    default, NULL, as the bound NULL would), but binds fewer parameters a row:
+    on SQLite ``executemany`` costs about as much per bound value as per row,
+    and most of the nullable columns of ``events`` and ``messages`` are empty in
+    a typical import (provider ids, bounce fields, revenue, metadata).
+
+    Returns:
+        The columns to insert and the rows with only those values (the same
+        objects when no column can be left out).
+
+    .. versionadded:: 0.4.0
+    """
+    if len(rows) < _PRUNE_MIN_ROWS:
+        return columns, rows
+    key = (table.name, tuple(columns))
+    prunable = _PRUNABLE.get(key)
+    if prunable is None:
+        prunable = _PRUNABLE[key] = tuple(
+            i for i, name in enumerate(columns) if _null_by_default(table.c[name])
+        )
+    if not prunable:
+        return columns, rows
+    data = list(zip(*rows, strict=True))
+    n = len(rows)
+    empty = {i for i in prunable if data[i].count(None) == n}
+    if not empty:
+        return columns, rows
+    keep = [i for i in range(len(columns)) if i not in empty]
+    return [columns[i] for i in keep], list(zip(*(data[i] for i in keep), strict=True))
 
 
 class Backend:
@@ -267,6 +328,7 @@ class SQLiteBackend(Backend):
         """
         if not rows:
             return 0
+        columns, rows = without_null_columns(table, columns, rows)
         cols, marks = ", ".join(columns), self.placeholders(len(columns))
         if table.name in STORED_SEQ_TABLES:
             conn.exec_driver_sql(_SQLITE_TAKE_SEQ)
@@ -467,6 +529,7 @@ class PostgresBackend(Backend):
         """
         if not rows:
             return 0
+        columns, rows = without_null_columns(table, columns, rows)
         cols = ", ".join(columns)
         types = [_pg_type(table.c[name]) for name in columns]
         order = ", ".join(c.name for c in table.primary_key.columns)

@@ -22,6 +22,7 @@ import secrets
 import time
 from collections.abc import Collection, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
@@ -318,8 +319,25 @@ class SQLIngest(SQLCore, BatchedWrites):
                             row_id=address_row_id(kind, bidx)),
                         now,
                     )  # fmt: skip
-        inserted = self._backend.insert(conn, schema.messages, MESSAGE_WRITE_COLUMNS, rows)
-        self._backend.insert(conn, schema.addresses, ADDRESS_COLUMNS, list(addresses.values()))
+        be = self._backend
+        address_rows = list(addresses.values())
+        if be.copies_new_rows:
+            # The messages were looked up above, and the address rows of contacts this
+            # transaction created cannot be stored yet: copied straight into their
+            # tables, in primary-key order. A row a concurrent writer stored meanwhile
+            # sends its list through insert(), which skips it; other address rows may
+            # well be stored (a contact's address seen by another process) and go
+            # through insert() at once.
+            rows.sort(key=_first)
+            created = pending.created
+            new_rows = sorted((r for r in address_rows if r[2] in created), key=_first_three)
+            address_rows = [r for r in address_rows if r[2] not in created]
+            inserted = be.insert_new(conn, schema.messages, MESSAGE_WRITE_COLUMNS, rows)
+            if new_rows:
+                be.insert_new(conn, schema.addresses, ADDRESS_COLUMNS, new_rows)
+        else:
+            inserted = be.insert(conn, schema.messages, MESSAGE_WRITE_COLUMNS, rows)
+        be.insert(conn, schema.addresses, ADDRESS_COLUMNS, address_rows)
         pending.addresses.update(dict.fromkeys(addresses, True))
         for m, _ in fresh:
             pending.messages[m.message_id] = m.contact_id
@@ -798,6 +816,10 @@ class SQLIngest(SQLCore, BatchedWrites):
                 )
             )  # fmt: skip
         self._backend.insert(conn, schema.dead_letters, DEAD_LETTER_COLUMNS, rows)
+
+
+_first: Final = itemgetter(0)
+_first_three: Final = itemgetter(0, 1, 2)
 
 
 def _identity(m: Message) -> tuple[str, str, str]:
