@@ -779,10 +779,15 @@ def due(
 
     The waking enrollments are worked ``batch_size`` at a time, earliest
     woken first: one query reads the batch, a few more read the behaviour
-    its walks ask about for the whole batch (claimed intents, events of
-    their messages, unsubscribes, activities), and one transaction stores
-    the moves (each only if its row is unchanged since it was read) and
-    claims their intents.
+    its walks ask about and the contacts' zones for the whole batch (claimed
+    intents, events of their messages, unsubscribes and consent withdrawals,
+    activities), send planning screens the batch's intents (one
+    ``plan_send`` per channel and purpose), and one transaction stores the
+    moves (each only if its row is unchanged since it was read; a deferred
+    send's enrollment wakes at its deferred-until instant), claims the
+    intents not deferred and records the refused ones as skipped. An
+    enrollment a batch recorded a skip for is not walked again by the same
+    call (it goes on at the next one).
 
     Args:
         repo: The repository.
