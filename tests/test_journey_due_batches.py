@@ -590,3 +590,37 @@ def test_a_goal_matched_on_encrypted_properties_is_read_decrypted(repo: CommHist
     row = repo.store.journey_store.enrollment(enrollment_id("cart-abandonment", "abandon-1"))
     assert row is not None
     assert (row.status, row.since) == (Status.GOAL.value, T0 + dt.timedelta(minutes=30))
+
+
+def test_consent_withdrawals_reads_withdrawals_in_the_window_only(repo: CommHistory[Any]) -> None:
+    """The batch read of the ledger: withdrawals only, of the channels and purposes asked."""
+    withdraw = ConsentAction.WITHDRAW
+    repo.record_consent(
+        [
+            consent("c1", Channel.EMAIL),  # a grant: not read
+            consent("c1", Channel.EMAIL, T0 + HOUR, withdraw),
+            consent("c1", Channel.LINE, T0 + HOUR, withdraw),  # another channel
+            attrs.evolve(
+                consent("c2", Channel.EMAIL, T0 + HOUR, withdraw), purpose=Purpose.TRANSACTIONAL
+            ),
+            consent("c2", Channel.EMAIL, T0 + 3 * HOUR, withdraw),  # after the window
+            consent("c3", Channel.EMAIL, T0 + HOUR, withdraw),  # another contact
+        ]
+    )
+    found = repo.store.journey_store.consent_withdrawals(
+        ["c1", "c2"],
+        [Channel.EMAIL],
+        [Purpose.MARKETING, Purpose.TRANSACTIONAL],
+        after=T0,
+        until=T0 + 2 * HOUR,
+    )
+    assert sorted((w.contact_id, w.channel, w.purpose, w.occurred_at) for w in found) == [
+        ("c1", "email", "marketing", T0 + HOUR),
+        ("c2", "email", "transactional", T0 + HOUR),
+    ]
+    assert (
+        repo.store.journey_store.consent_withdrawals(
+            ["c1"], [Channel.EMAIL], [Purpose.MARKETING], after=T0 + 2 * HOUR, until=T0 + 3 * HOUR
+        )
+        == []
+    )

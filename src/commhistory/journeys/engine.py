@@ -484,13 +484,12 @@ class _Batch:
             )
             for c in found:
                 self.unsubscribes.setdefault(c.contact_id, []).append((c.occurred_at, c.channel))
-            for on in sorted(self.consent_channels):
-                for purpose in sorted(needs.purposes):
-                    for row in repo.consent_store.consent_rows(contacts, on, purpose, until):
-                        if row.action is ConsentAction.WITHDRAW and row.occurred_at >= after:
-                            self.withdrawals.setdefault(row.contact_id, []).append(
-                                (row.occurred_at, on, purpose)
-                            )
+            for w in store.consent_withdrawals(
+                contacts, self.consent_channels, needs.purposes, after=after, until=until
+            ):
+                self.withdrawals.setdefault(w.contact_id, []).append(
+                    (w.occurred_at, Channel(w.channel), Purpose(w.purpose))
+                )
         self.activities: dict[tuple[str, str], list[ActivityTime]] = {}
         if needs.activities:
             for a in store.activity_times(contacts, needs.activities, after=after, until=until):

@@ -48,7 +48,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from commhistory.errors import InvalidInputError, NotFoundError
-from commhistory.model import Channel, EventType
+from commhistory.model import Channel, ConsentAction, EventType, Purpose
 from commhistory.normalize.time import from_micros, to_micros
 from commhistory.store import schema
 
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ActivityTime",
+    "ConsentWithdrawal",
     "ContactEvent",
     "ContactEventRow",
     "EnrollmentMove",
@@ -199,6 +200,25 @@ class ContactEvent:
 
 
 @attrs.frozen
+class ConsentWithdrawal:
+    """A consent withdrawal in the ledger (:meth:`JourneyStore.consent_withdrawals`).
+
+    Attributes:
+        contact_id: The contact.
+        channel: The channel value.
+        purpose: The purpose value.
+        occurred_at: When it was withdrawn.
+
+    .. versionadded:: 0.4.0
+    """
+
+    contact_id: str
+    channel: str
+    purpose: str
+    occurred_at: datetime
+
+
+@attrs.frozen
 class ActivityTime:
     """A contact's activity, as ``due()`` reads it (:meth:`JourneyStore.activity_times`).
 
@@ -325,6 +345,23 @@ class JourneyStore(Protocol):
         until: datetime,
     ) -> list[ContactEvent]:
         """The events of *types* in ``[after, until]`` of these contacts, with their channel."""
+        ...
+
+    def consent_withdrawals(
+        self,
+        contact_ids: Collection[str],
+        channels: Collection[Channel],
+        purposes: Collection[Purpose],
+        *,
+        after: datetime,
+        until: datetime,
+    ) -> list[ConsentWithdrawal]:
+        """These contacts' consent withdrawals in ``[after, until]`` on *channels* for *purposes*.
+
+        One read for a batch of ``due`` (the grants are not read).
+
+        .. versionadded:: 0.4.0
+        """
         ...
 
     def activity_times(
@@ -1048,6 +1085,40 @@ class SQLJourneyStore(JourneyStore):
                 extra=(*wanted, to_micros(after), to_micros(until)),
             )
         return [ContactEvent(r[0], r[1], r[2], from_micros(int(r[3]))) for r in rows]
+
+    def consent_withdrawals(
+        self,
+        contact_ids: Collection[str],
+        channels: Collection[Channel],
+        purposes: Collection[Purpose],
+        *,
+        after: datetime,
+        until: datetime,
+    ) -> list[ConsentWithdrawal]:
+        """See :meth:`JourneyStore.consent_withdrawals`."""
+        on = sorted({c.value for c in channels})
+        why = sorted({p.value for p in purposes})
+        if not contact_ids or not on or not why:
+            return []
+        ph = self.repo.backend.ph
+        with self.repo.transaction(read=True) as conn:
+            rows = _select_in(
+                self.repo,
+                conn,
+                "SELECT contact_id, channel, purpose, occurred_at FROM consent_events "
+                f"WHERE action = {ph} AND channel IN ({', '.join([ph] * len(on))}) "
+                f"AND purpose IN ({', '.join([ph] * len(why))}) AND occurred_at >= {ph} "
+                f"AND occurred_at <= {ph} AND contact_id IN ({{in}})",
+                sorted(set(contact_ids)),
+                extra=(
+                    ConsentAction.WITHDRAW.value,
+                    *on,
+                    *why,
+                    to_micros(after),
+                    to_micros(until),
+                ),
+            )
+        return [ConsentWithdrawal(r[0], r[1], r[2], from_micros(int(r[3]))) for r in rows]
 
     def activity_times(
         self,
@@ -1815,6 +1886,28 @@ class MemoryJourneyStore(JourneyStore):
             channel = None if message is None else message.channel.value
             out.append(ContactEvent(contact, e.type.value, channel, e.occurred_at))
         return out
+
+    def consent_withdrawals(
+        self,
+        contact_ids: Collection[str],
+        channels: Collection[Channel],
+        purposes: Collection[Purpose],
+        *,
+        after: datetime,
+        until: datetime,
+    ) -> list[ConsentWithdrawal]:
+        """See :meth:`JourneyStore.consent_withdrawals`."""
+        wanted = set(contact_ids)
+        on, why = set(channels), set(purposes)
+        return [
+            ConsentWithdrawal(c.contact_id, c.channel.value, c.purpose.value, c.occurred_at)
+            for c in self.s.consents.values()
+            if c.contact_id in wanted
+            and c.action is ConsentAction.WITHDRAW
+            and c.channel in on
+            and c.purpose in why
+            and after <= c.occurred_at <= until
+        ]
 
     def activity_times(
         self,
