@@ -8,15 +8,17 @@ enrollment at once:
 * :func:`enroll` stores a contact's entry into a journey version, once per
   triggering record (the enrollment id is derived from the journey key and the
   trigger id), and only when the journey's re-entry policy lets the contact in.
-* :func:`due` selects the active enrollments whose ``wake_at`` has come (one
-  indexed query), runs :func:`~commhistory.journeys.machine.advance` on each,
-  passes the intents through send planning (:mod:`commhistory.journeys.gate`:
-  refused ones are recorded as skipped with the reason, held ones deferred or
-  skipped as the journey's ``when_blocked`` says), stores the new position
-  with the next ``wake_at`` and **claims** each intent planning lets go by
-  inserting its key into ``journey_intents``. Only the intents this call
-  inserted are returned: two processes calling :func:`due` at once never get
-  the same step, and calling it again returns nothing new.
+* :func:`due` selects the active enrollments whose ``wake_at`` has come (an
+  indexed query, a batch at a time), runs
+  :func:`~commhistory.journeys.machine.advance` on each with the behaviour read
+  for the whole batch, passes the batch's intents through send planning
+  (:mod:`commhistory.journeys.gate`: refused ones are recorded as skipped with
+  the reason, held ones deferred or skipped as the journey's ``when_blocked``
+  says), stores the new positions with the next ``wake_at`` and **claims**
+  each intent planning lets go by inserting its key into ``journey_intents``.
+  Only the intents this call inserted are returned: two processes calling
+  :func:`due` at once never get the same step, and calling it again returns
+  nothing new.
 * :func:`record_sent` records the host's send (or skip) of an intent by its key
   and wakes the enrollment, so the next :func:`due` goes on from there.
 
@@ -52,15 +54,18 @@ import attrs
 from commhistory.errors import InvalidInputError, NotFoundError
 from commhistory.journeys import gate
 from commhistory.journeys.definition import (
+    ActivityGoal,
     BranchStep,
     Journey,
     ReEntry,
     SendStep,
+    UnsubscribeGoal,
     WaitStep,
 )
 from commhistory.journeys.gate import DeferredIntent, DueResult, SkippedIntent
 from commhistory.journeys.machine import (
     Advance,
+    BehaviourSource,
     Enrollment,
     Position,
     SendIntent,
@@ -71,10 +76,11 @@ from commhistory.journeys.machine import (
 )
 from commhistory.model import Channel, ConsentAction, EventType, Purpose
 from commhistory.segments.planning import PlanConfig
-from commhistory.store.journeys import EnrollmentRow, IntentRow
+from commhistory.store.journeys import ActivityTime, EnrollmentMove, EnrollmentRow, IntentRow
 from commhistory.store.protocol import Repository
 
 __all__ = [
+    "DEFAULT_BATCH",
     "DEFAULT_RECHECK",
     "DueResult",
     "StoredBehaviour",
@@ -346,7 +352,7 @@ def _wake_at(
     *,
     now: dt.datetime,
     zone: ZoneInfo,
-    history: StoredBehaviour,
+    history: BehaviourSource,
     recheck: dt.timedelta | None,
     allowed: Callable[[dt.datetime, SendStep], dt.datetime] | None = None,
 ) -> dt.datetime | None:
@@ -377,74 +383,290 @@ def _wake_at(
     return deadline
 
 
-def due(
-    repo: Repository,
-    now: dt.datetime,
-    *,
-    config: PlanConfig | None = None,
-    zone_of: Callable[[str], ZoneInfo] | None = None,
-    limit: int | None = None,
-    recheck: dt.timedelta | None = DEFAULT_RECHECK,
-    dry_run: bool = False,
-) -> DueResult:
-    """Advance every enrollment whose time has come; return the sends this call claimed.
+DEFAULT_BATCH: Final = 5000
+"""How many waking enrollments :func:`due` reads, walks and writes at a time."""
 
-    The intents the walk yields pass send planning first
-    (:mod:`commhistory.journeys.gate`): refused ones are recorded as
-    ``skipped`` with the reason, held ones are deferred or skipped as the
-    journey's ``when_blocked`` says; only the rest are claimed and handed out.
-    Each returned intent's key is inserted into ``journey_intents`` by this
-    call: another call (in this process or another) never returns it again.
-    Send the message, then :func:`record_sent` the key; the enrollment goes on
-    at the next :func:`due` after the recorded time.
 
-    Args:
-        repo: The repository.
-        now: The instant to walk to (aware; a simulated clock is fine).
-        config: Send planning's frequency caps, quiet hours and zones
-            (``None``: consent, suppression, erasure and addresses only, every
-            contact in UTC). Its zone resolution also places ``until_time``
-            and ``until_allowed`` waits.
-        zone_of: The contact's time zone for waits and deferral instants,
-            replacing the configuration's (planning itself uses the configuration's).
-        limit: Look at most at this many enrollments (the earliest-woken first).
-        recheck: How often an enrollment waiting at a branch is re-checked
-            before the branch's deadline (``None``: only at the deadline).
-        dry_run: Write nothing: return what a real call would claim, defer and
-            skip now (a simulation with a later ``now`` only sees the first
-            send of each enrollment, since no send is recorded).
+@attrs.frozen
+class _Needs:
+    """What a journey's walk can ask about, so a batch reads it up front."""
 
-    Returns:
-        The claimed intents (a sequence, in the order the enrollments woke),
-        with the deferred and skipped ones (:class:`~commhistory.journeys.gate.DueResult`).
+    events: frozenset[EventType]
+    unsubscribes: frozenset[Channel | None]
+    """The channels of the unsubscribe goals (``None``: any channel)."""
+    purposes: frozenset[Purpose]
+    """The purposes whose consent withdrawals are unsubscribes (with unsubscribe goals)."""
+    activities: frozenset[str]
 
-    Raises:
-        InvalidInputError: ``now`` is naive.
-        NotFoundError: An enrollment's journey version is not stored.
-        PlanConfigError: The configuration's zone attribute is not a declared,
-            plain text attribute.
+    @classmethod
+    def of(cls, journey: Journey) -> _Needs:
+        events: set[EventType] = set()
+        activities: set[str] = set()
+        for step in journey.steps:
+            if isinstance(step, BranchStep):
+                if step.condition.event is not None:
+                    events.add(step.condition.event)
+                if step.condition.activity is not None:
+                    activities.add(step.condition.activity)
+        unsubscribes: set[Channel | None] = set()
+        for goal in journey.goals:
+            if isinstance(goal, ActivityGoal):
+                activities.add(goal.activity)
+            elif isinstance(goal, UnsubscribeGoal):
+                unsubscribes.add(goal.channel)
+        purposes = _send_purposes(journey) if unsubscribes else frozenset()
+        return cls(frozenset(events), frozenset(unsubscribes), purposes, frozenset(activities))
+
+
+def _first_in(
+    times: list[dt.datetime] | None, after: dt.datetime, until: dt.datetime
+) -> dt.datetime | None:
+    """The first of sorted ``times`` in ``[after, until]``."""
+    if times:
+        for when in times:
+            if when > until:
+                return None
+            if when >= after:
+                return when
+    return None
+
+
+class _Batch:
+    """Behaviour of a batch of enrollments, read with a few queries for the whole batch.
+
+    It answers what :class:`StoredBehaviour` answers, from maps filled once:
+    the batch's claimed intents (by enrollment id: an intent key names its
+    enrollment), the events of the messages recorded for them, the contacts'
+    unsubscribes (``unsubscribed`` events, and consent withdrawals in the
+    ledger for the channels the goals name and the purposes of their
+    journeys' send steps) and their activities, all in ``[after, until]``. A
+    question outside what was read (an earlier instant, a later one, an event
+    type, channel or activity no journey of the batch names, properties that
+    are encrypted, segment exits) goes to :class:`StoredBehaviour`, which asks
+    the store.
     """
-    now = _aware(now, "now")
-    store = repo.journey_store
-    journeys: dict[tuple[str, int], Journey] = {}
-    rows = store.waking(now, limit)
-    # --- send planning gate (journeys.gate): zones as planning resolves them ---
-    zone_for = gate.zones(repo, config, [r.contact_id for r in rows], now, zone_of=zone_of)
-    # ---
-    walked: list[tuple[EnrollmentRow, Journey, Advance, dt.datetime | None]] = []
-    for row in rows:
-        journey = journeys.get((row.journey_key, row.version))
-        if journey is None:
-            text = store.definition(row.journey_key, row.version)
-            if text is None:
-                raise NotFoundError(
-                    kind="journey version", identifier=f"{row.journey_key}@{row.version}"
+
+    def __init__(
+        self,
+        repo: Repository,
+        rows: list[EnrollmentRow],
+        needs: _Needs,
+        *,
+        after: dt.datetime,
+        until: dt.datetime,
+    ) -> None:
+        store = repo.journey_store
+        self.repo = repo
+        self.after = after
+        self.until = until
+        self.needs = needs
+        self.intents: dict[str, IntentRow] = {
+            i.key: i for i in store.intents_of([r.enrollment_id for r in rows])
+        }
+        self.events: dict[tuple[str, str], list[dt.datetime]] = {}
+        message_ids = [
+            i.message_id for i in self.intents.values() if i.outcome == "sent" and i.message_id
+        ]
+        if needs.events and message_ids:
+            for e in store.message_events(message_ids, needs.events, after=after, until=until):
+                self.events.setdefault((e.message_id, e.type), []).append(e.occurred_at)
+        contacts = sorted({r.contact_id for r in rows})
+        self.unsubscribes: dict[str, list[tuple[dt.datetime, str | None]]] = {}
+        self.withdrawals: dict[str, list[tuple[dt.datetime, Channel, Purpose]]] = {}
+        # the (channel, purpose) pairs whose consent withdrawals were read, as
+        # StoredBehaviour counts them: the goals' channels (any: all), the send purposes
+        self.consent_channels: frozenset[Channel] = frozenset(
+            Channel if None in needs.unsubscribes else (c for c in needs.unsubscribes if c)
+        )
+        if needs.unsubscribes:
+            found = store.events_of_contacts(
+                contacts, (EventType.UNSUBSCRIBED,), after=after, until=until
+            )
+            for c in found:
+                self.unsubscribes.setdefault(c.contact_id, []).append((c.occurred_at, c.channel))
+            for w in store.consent_withdrawals(
+                contacts, self.consent_channels, needs.purposes, after=after, until=until
+            ):
+                self.withdrawals.setdefault(w.contact_id, []).append(
+                    (w.occurred_at, Channel(w.channel), Purpose(w.purpose))
                 )
-            journey = journeys[(row.journey_key, row.version)] = Journey.loads(text)
+        self.activities: dict[tuple[str, str], list[ActivityTime]] = {}
+        if needs.activities:
+            for a in store.activity_times(contacts, needs.activities, after=after, until=until):
+                self.activities.setdefault((a.contact_id, a.name), []).append(a)
+        for times in self.events.values():
+            times.sort()
+        for pairs in self.unsubscribes.values():
+            pairs.sort(key=lambda pair: pair[0])
+        for rows_of in self.withdrawals.values():
+            rows_of.sort(key=lambda row: row[0])
+        for entries in self.activities.values():
+            entries.sort(key=lambda a: (a.occurred_at, a.activity_id))
+
+    def covers(self, after: dt.datetime, until: dt.datetime) -> bool:
+        """Whether a window lies inside what was read."""
+        return self.after <= after and until <= self.until
+
+    def behaviour(self, contact_id: str, purposes: frozenset[Purpose]) -> _Prefetched:
+        """The behaviour source of one enrollment's contact (``purposes``: its journey's)."""
+        return _Prefetched(self, contact_id, purposes)
+
+
+class _Prefetched:
+    """One contact's behaviour from a :class:`_Batch`, as :class:`StoredBehaviour` answers it."""
+
+    __slots__ = ("batch", "contact_id", "purposes")
+
+    def __init__(self, batch: _Batch, contact_id: str, purposes: frozenset[Purpose]) -> None:
+        self.batch = batch
+        self.contact_id = contact_id
+        self.purposes = purposes
+
+    @property
+    def stored(self) -> StoredBehaviour:
+        """The store itself, for what the batch did not read."""
+        return StoredBehaviour(self.batch.repo, self.contact_id, self.purposes)
+
+    def sent_at(self, key: str) -> dt.datetime | None:
+        intent = self.batch.intents.get(key)
+        return None if intent is None else intent.recorded_at
+
+    def event_at(
+        self,
+        event: EventType,
+        *,
+        keys: tuple[str, ...] | None,
+        after: dt.datetime,
+        until: dt.datetime,
+    ) -> dt.datetime | None:
+        batch = self.batch
+        if keys is None or event not in batch.needs.events or not batch.covers(after, until):
+            return self.stored.event_at(event, keys=keys, after=after, until=until)
+        best: dt.datetime | None = None
+        found = False
+        for key in keys:
+            intent = batch.intents.get(key)
+            if intent is None or intent.outcome != "sent" or not intent.message_id:
+                continue
+            found = True
+            when = _first_in(batch.events.get((intent.message_id, event.value)), after, until)
+            if when is not None and (best is None or when < best):
+                best = when
+        return best if found else None
+
+    def activity_at(
+        self,
+        name: str,
+        *,
+        match: Mapping[str, str | int | bool],
+        after: dt.datetime,
+        until: dt.datetime,
+    ) -> dt.datetime | None:
+        batch = self.batch
+        if name not in batch.needs.activities or not batch.covers(after, until):
+            return self.stored.activity_at(name, match=match, after=after, until=until)
+        for entry in batch.activities.get((self.contact_id, name), ()):
+            if entry.occurred_at < after or entry.occurred_at > until:
+                continue
+            if not match:
+                return entry.occurred_at
+            if entry.plain is None:  # encrypted properties: read them decrypted
+                return self.stored.activity_at(name, match=match, after=after, until=until)
+            plain = entry.plain
+            if all(plain.get(field) == value for field, value in match.items()):
+                return entry.occurred_at
+        return None
+
+    def unsubscribed_at(
+        self, channel: Channel | None, *, after: dt.datetime, until: dt.datetime
+    ) -> dt.datetime | None:
+        batch = self.batch
+        read = (
+            len(batch.consent_channels) == len(Channel)
+            if channel is None
+            else channel in batch.consent_channels
+        )
+        if not read or not self.purposes <= batch.needs.purposes or not batch.covers(after, until):
+            return self.stored.unsubscribed_at(channel, after=after, until=until)
+        found: dt.datetime | None = None
+        for when, on in batch.unsubscribes.get(self.contact_id, ()):
+            if when > until:
+                break
+            if when >= after and (channel is None or on == channel.value):
+                found = when
+                break
+        for when, by, purpose in batch.withdrawals.get(self.contact_id, ()):
+            if when > until or (found is not None and when >= found):
+                break
+            if when >= after and (channel is None or by is channel) and purpose in self.purposes:
+                return when
+        return found
+
+    def left_segment_at(
+        self, segment: str, *, after: dt.datetime, until: dt.datetime
+    ) -> dt.datetime | None:
+        return self.stored.left_segment_at(segment, after=after, until=until)
+
+
+@attrs.frozen
+class _Move:
+    """One enrollment walked in a batch: the row as read, its journey, the move, its intents."""
+
+    row: EnrollmentRow
+    journey: Journey
+    stored: EnrollmentMove
+    intents: tuple[SendIntent, ...]
+
+
+class _Journeys:
+    """The journey versions a :func:`due` call met, read from the store once each."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.store = repo.journey_store
+        self.loaded: dict[tuple[str, int], tuple[Journey, _Needs]] = {}
+
+    def get(self, key: str, version: int) -> tuple[Journey, _Needs]:
+        found = self.loaded.get((key, version))
+        if found is None:
+            text = self.store.definition(key, version)
+            if text is None:
+                raise NotFoundError(kind="journey version", identifier=f"{key}@{version}")
+            journey = Journey.loads(text)
+            found = self.loaded[(key, version)] = (journey, _Needs.of(journey))
+        return found
+
+
+def _walk(
+    repo: Repository,
+    rows: list[EnrollmentRow],
+    journeys: _Journeys,
+    *,
+    now: dt.datetime,
+    zone_for: Callable[[str], ZoneInfo],
+    config: PlanConfig | None,
+    recheck: dt.timedelta | None,
+) -> list[_Move]:
+    """Walk a batch of waking enrollments to ``now`` with behaviour read for the whole batch."""
+    needs = [journeys.get(r.journey_key, r.version)[1] for r in rows]
+    batch = _Batch(
+        repo,
+        rows,
+        _Needs(
+            frozenset().union(*(n.events for n in needs)),
+            frozenset().union(*(n.unsubscribes for n in needs)),
+            frozenset().union(*(n.purposes for n in needs)),
+            frozenset().union(*(n.activities for n in needs)),
+        ),
+        after=min(r.entered_at for r in rows),
+        until=now,
+    )
+    moves: list[_Move] = []
+    for row in rows:
+        journey = journeys.get(row.journey_key, row.version)[0]
         enrollment = _enrollment(row)
         zone = zone_for(row.contact_id)
         allowed = gate.allowed(config, zone)
-        history = StoredBehaviour(repo, row.contact_id, _send_purposes(journey))
+        history = batch.behaviour(row.contact_id, _send_purposes(journey))
         position = Position(
             step_id=row.step_id, since=row.since, status=Status(row.status), visits=row.visits
         )
@@ -461,62 +683,201 @@ def due(
             recheck=recheck,
             allowed=allowed,
         )
-        walked.append((row, journey, moved, wake))
-    # --- send planning gate (journeys.gate): one plan_send per (channel, purpose) ---
-    split = gate.screen(
-        repo,
-        now,
-        [(journey, i) for _, journey, moved, _ in walked for i in moved.intents],
-        config=config,
-        zone_of=zone_for,
-    )
-    if dry_run:
-        return DueResult(now, split.send, split.deferred, split.skipped)
-    # ---
+        new = moved.position
+        stored = EnrollmentMove(
+            row.enrollment_id,
+            row.revision,
+            new.step_id,
+            new.since,
+            new.status.value,
+            new.visits,
+            wake,
+        )
+        moves.append(_Move(row, journey, stored, moved.intents))
+    return moves
+
+
+def _commit(
+    repo: Repository,
+    moves: list[_Move],
+    split: gate.GateSplit,
+    now: dt.datetime,
+    *,
+    out: list[SendIntent],
+    deferred: list[DeferredIntent],
+    skipped: list[SkippedIntent],
+) -> None:
+    """Store a batch's moves and claims as the gate split them, in one transaction.
+
+    A deferred send is not claimed: its enrollment stays at the send step and
+    wakes at the earliest deferred-until instant. Every other intent is
+    claimed; a refused one is recorded as skipped with the reason at once.
+    A move whose row another caller changed since it was read is not stored,
+    and its intents are neither claimed nor reported: they are that caller's.
+    The claimed sends, deferred and skipped intents are appended to ``out``,
+    ``deferred`` and ``skipped``.
+    """
+    store = repo.journey_store
+    verdicts: list[list[gate.Verdict | None]] = []
+    stored: list[EnrollmentMove] = []
+    for m in moves:
+        mine = [split.verdict(i.key) for i in m.intents]
+        held = [v.until for v in mine if isinstance(v, DeferredIntent)]
+        verdicts.append(mine)
+        # gate: a deferred send stays at its step and wakes when it may go
+        stored.append(attrs.evolve(m.stored, wake_at=min(held)) if held else m.stored)
+    with repo.transaction():
+        won = set(store.move_many(stored))
+        kept = [
+            (i, v)
+            for m, mine in zip(moves, verdicts, strict=True)
+            if m.row.enrollment_id in won
+            for i, v in zip(m.intents, mine, strict=True)
+        ]
+        claimed = set(
+            store.claim(
+                [
+                    IntentRow(
+                        key=i.key, enrollment_id=i.enrollment_id, step_id=i.step_id, issued_at=now
+                    )
+                    for i, v in kept
+                    if not isinstance(v, DeferredIntent)
+                ]
+            )
+        )
+        # gate: a refused send is recorded as skipped, with the reason, at once.
+        for _, v in kept:
+            if isinstance(v, SkippedIntent) and v.intent.key in claimed:
+                store.record(v.intent.key, now, "skipped", None, reason=v.reason.value)
+    deferred.extend(v for _, v in kept if isinstance(v, DeferredIntent))
+    skipped.extend(v for _, v in kept if isinstance(v, SkippedIntent) and v.intent.key in claimed)
+    out.extend(i for i, v in kept if v is i and i.key in claimed)
+
+
+def due(
+    repo: Repository,
+    now: dt.datetime,
+    *,
+    config: PlanConfig | None = None,
+    zone_of: Callable[[str], ZoneInfo] | None = None,
+    limit: int | None = None,
+    recheck: dt.timedelta | None = DEFAULT_RECHECK,
+    dry_run: bool = False,
+    batch_size: int = DEFAULT_BATCH,
+) -> DueResult:
+    """Advance every enrollment whose time has come; return the sends this call claimed.
+
+    The intents the walk yields pass send planning first
+    (:mod:`commhistory.journeys.gate`): refused ones are recorded as
+    ``skipped`` with the reason, held ones are deferred or skipped as the
+    journey's ``when_blocked`` says; only the rest are claimed and handed out.
+    Each returned intent's key is inserted into ``journey_intents`` by this
+    call: another call (in this process or another) never returns it again.
+    Send the message, then :func:`record_sent` the key; the enrollment goes on
+    at the next :func:`due` after the recorded time.
+
+    The waking enrollments are worked ``batch_size`` at a time, earliest
+    woken first: one query reads the batch, a few more read the behaviour
+    its walks ask about and the contacts' zones for the whole batch (claimed
+    intents, events of their messages, unsubscribes and consent withdrawals,
+    activities), send planning screens the batch's intents (one
+    ``plan_send`` per channel and purpose), and one transaction stores the
+    moves (each only if its row is unchanged since it was read; a deferred
+    send's enrollment wakes at its deferred-until instant), claims the
+    intents not deferred and records the refused ones as skipped. An
+    enrollment a batch recorded a skip for is not walked again by the same
+    call (it goes on at the next one).
+
+    Args:
+        repo: The repository.
+        now: The instant to walk to (aware; a simulated clock is fine).
+        config: Send planning's frequency caps, quiet hours and zones
+            (``None``: consent, suppression, erasure and addresses only, every
+            contact in UTC). Its zone resolution also places ``until_time``
+            and ``until_allowed`` waits.
+        zone_of: The contact's time zone for waits and deferral instants,
+            replacing the configuration's (planning itself uses the configuration's).
+        limit: Look at most at this many enrollments (the earliest-woken first).
+        recheck: How often an enrollment waiting at a branch is re-checked
+            before the branch's deadline (``None``: only at the deadline).
+        dry_run: Write nothing: return what a real call would claim, defer and
+            skip now (a simulation with a later ``now`` only sees the first
+            send of each enrollment, since no send is recorded).
+        batch_size: Enrollments per batch (read, walked, screened, written together).
+
+    Returns:
+        The claimed intents (a sequence, in the order the enrollments woke),
+        with the deferred and skipped ones (:class:`~commhistory.journeys.gate.DueResult`).
+
+    Raises:
+        InvalidInputError: ``now`` is naive, or ``batch_size`` is not positive.
+        NotFoundError: An enrollment's journey version is not stored.
+        PlanConfigError: The configuration's zone attribute is not a declared,
+            plain text attribute.
+
+    .. versionchanged:: 0.4.0
+       Works the enrollments in batches (``batch_size``); sends pass send
+       planning (``config``) and the result is a
+       :class:`~commhistory.journeys.gate.DueResult`.
+    """
+    now = _aware(now, "now")
+    if batch_size < 1:
+        raise InvalidInputError(field="batch_size", reason="must be at least 1")
+    store = repo.journey_store
+    journeys = _Journeys(repo)
     out: list[SendIntent] = []
     deferred: list[DeferredIntent] = []
     skipped: list[SkippedIntent] = []
-    for row, _journey, moved, woken in walked:
-        new = moved.position
-        verdicts = [split.verdict(i.key) for i in moved.intents]
-        held = [v for v in verdicts if isinstance(v, DeferredIntent)]
-        # gate: a deferred send stays at its step and wakes when it may go
-        wake = min(v.until for v in held) if held else woken
-        with repo.transaction():
-            if not store.move(
-                attrs.evolve(
-                    row,
-                    step_id=new.step_id,
-                    since=new.since,
-                    status=new.status.value,
-                    visits=dict(new.visits),
-                    wake_at=wake,
+    after: tuple[dt.datetime, str] | None = None
+    # A skip recorded by this call wakes its enrollment at ``now``, behind the page
+    # cursor: it goes on at the next call, as it would had the rows been read at once.
+    recorded: set[str] = set()
+    left = limit
+    while left is None or left > 0:
+        size = batch_size if left is None else min(batch_size, left)
+        with repo.transaction(read=True):  # one read transaction: the batch, its behaviour
+            page = store.waking(now, size, after=after)
+            if not page:
+                break
+            rows = [r for r in page if r.enrollment_id not in recorded]
+            # send planning gate: the batch's zones as planning resolves them
+            zone_for = gate.zones(repo, config, [r.contact_id for r in rows], now, zone_of=zone_of)
+            moves = (
+                _walk(
+                    repo,
+                    rows,
+                    journeys,
+                    now=now,
+                    zone_for=zone_for,
+                    config=config,
+                    recheck=recheck,
                 )
-            ):
-                continue  # another caller moved it first; its intents are its own
-            deferred.extend(held)
-            claimed = set(
-                store.claim(
-                    [
-                        IntentRow(
-                            key=i.key,
-                            enrollment_id=i.enrollment_id,
-                            step_id=i.step_id,
-                            issued_at=now,
-                        )
-                        for i, v in zip(moved.intents, verdicts, strict=True)
-                        if not isinstance(v, DeferredIntent)
-                    ]
-                )
+                if rows
+                else []
             )
-            # gate: a refused send is recorded as skipped, with the reason, at once.
-            for v in verdicts:
-                if isinstance(v, SkippedIntent) and v.intent.key in claimed:
-                    store.record(v.intent.key, now, "skipped", None, reason=v.reason.value)
-                    skipped.append(v)
-        out.extend(
-            i for i, v in zip(moved.intents, verdicts, strict=True) if v is i and i.key in claimed
+        last = page[-1]
+        assert last.wake_at is not None
+        after = (last.wake_at, last.enrollment_id)
+        if left is not None:
+            left -= len(rows)
+        # send planning gate: one plan_send per (channel, purpose) in the batch
+        split = gate.screen(
+            repo,
+            now,
+            [(m.journey, i) for m in moves for i in m.intents],
+            config=config,
+            zone_of=zone_for,
         )
+        if dry_run:
+            out.extend(split.send)
+            deferred.extend(split.deferred)
+            skipped.extend(split.skipped)
+        elif moves:
+            done = len(skipped)
+            _commit(repo, moves, split, now, out=out, deferred=deferred, skipped=skipped)
+            recorded.update(v.intent.enrollment_id for v in skipped[done:])
+        if len(page) < size:
+            break
     return DueResult(now, out, deferred, skipped)
 
 

@@ -16,6 +16,13 @@
   (:meth:`JourneyStore.claim`): of two processes claiming one key, exactly
   one inserts it.
 
+``due()`` works a batch of waking enrollments at a time: :meth:`JourneyStore.waking`
+pages through them (``after=``), the behaviour its step machine asks about is read
+for the whole batch at once (:meth:`JourneyStore.intents_of`,
+:meth:`JourneyStore.message_events`, :meth:`JourneyStore.events_of_contacts`,
+:meth:`JourneyStore.activity_times`), and the batch's moves and claims are written
+with one statement each (:meth:`JourneyStore.move_many`, :meth:`JourneyStore.claim`).
+
 :class:`SQLJourneyStore` (SQLAlchemy Core) and :class:`MemoryJourneyStore`
 implement the port; a repository hands its own out as ``repo.journey_store``.
 Every method runs in the repository's current transaction when one is open,
@@ -23,6 +30,10 @@ else in one of its own.
 
 .. versionadded:: 0.4.0
 """
+
+# SQL text here is built from schema identifiers, placeholders and integers; every
+# value is bound as a parameter.
+# ruff: noqa: S608
 
 from __future__ import annotations
 
@@ -37,7 +48,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from commhistory.errors import InvalidInputError, NotFoundError
-from commhistory.model import Channel, EventType
+from commhistory.model import Channel, ConsentAction, EventType, Purpose
 from commhistory.normalize.time import from_micros, to_micros
 from commhistory.store import schema
 
@@ -46,12 +57,17 @@ if TYPE_CHECKING:
     from commhistory.store.sql import SQLRepository
 
 __all__ = [
+    "ActivityTime",
+    "ConsentWithdrawal",
+    "ContactEvent",
     "ContactEventRow",
+    "EnrollmentMove",
     "EnrollmentRow",
     "IntentRow",
     "JourneyCounts",
     "JourneyStore",
     "MemoryJourneyStore",
+    "MessageEvent",
     "SQLJourneyStore",
     "TriggerMark",
     "TriggerRecord",
@@ -127,6 +143,104 @@ class IntentRow:
     reason: str | None = None
 
 
+@attrs.frozen
+class EnrollmentMove:
+    """An enrollment's new position, to store if its row still has ``revision``.
+
+    Attributes:
+        enrollment_id: The enrollment.
+        revision: The revision the row was read at.
+        step_id: The new step (``None`` once ended).
+        since: When it began.
+        status: The new status value.
+        visits: The new visit counts.
+        wake_at: When ``due()`` next looks at it.
+
+    .. versionadded:: 0.4.0
+    """
+
+    enrollment_id: str
+    revision: int
+    step_id: str | None
+    since: datetime
+    status: str
+    visits: Mapping[str, int]
+    wake_at: datetime | None
+
+
+@attrs.frozen
+class MessageEvent:
+    """An event on a message, as ``due()`` reads it (:meth:`JourneyStore.message_events`).
+
+    .. versionadded:: 0.4.0
+    """
+
+    message_id: str
+    type: str
+    occurred_at: datetime
+
+
+@attrs.frozen
+class ContactEvent:
+    """An event of a contact, with its message's channel (:meth:`JourneyStore.events_of_contacts`).
+
+    Attributes:
+        contact_id: The event's contact.
+        type: The event type's value.
+        channel: The channel value of the event's message, ``None`` without a stored message.
+        occurred_at: When it happened.
+
+    .. versionadded:: 0.4.0
+    """
+
+    contact_id: str
+    type: str
+    channel: str | None
+    occurred_at: datetime
+
+
+@attrs.frozen
+class ConsentWithdrawal:
+    """A consent withdrawal in the ledger (:meth:`JourneyStore.consent_withdrawals`).
+
+    Attributes:
+        contact_id: The contact.
+        channel: The channel value.
+        purpose: The purpose value.
+        occurred_at: When it was withdrawn.
+
+    .. versionadded:: 0.4.0
+    """
+
+    contact_id: str
+    channel: str
+    purpose: str
+    occurred_at: datetime
+
+
+@attrs.frozen
+class ActivityTime:
+    """A contact's activity, as ``due()`` reads it (:meth:`JourneyStore.activity_times`).
+
+    Attributes:
+        contact_id: The contact.
+        name: The activity name.
+        occurred_at: When it happened.
+        activity_id: The activity's id (the order among equal instants).
+        plain: The properties stored in the clear; ``None`` when some are
+            encrypted (a caller matching on properties then reads the contact's
+            activities decrypted).
+
+    .. versionadded:: 0.4.0
+    """
+
+    contact_id: str
+    name: str
+    occurred_at: datetime
+    activity_id: str
+    plain: Mapping[str, Any] | None
+
+
 class JourneyStore(Protocol):
     """The storage port of journeys.
 
@@ -158,8 +272,24 @@ class JourneyStore(Protocol):
         """The enrollment, or ``None``."""
         ...
 
-    def waking(self, now: datetime, limit: int | None = None) -> list[EnrollmentRow]:
-        """The active enrollments with ``wake_at <= now``, earliest first (one indexed query)."""
+    def waking(
+        self,
+        now: datetime,
+        limit: int | None = None,
+        *,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[EnrollmentRow]:
+        """The active enrollments with ``wake_at <= now``, earliest first (one indexed query).
+
+        Args:
+            now: The instant.
+            limit: At most this many rows.
+            after: Only rows after this ``(wake_at, enrollment_id)`` in that order
+                (the last row of the previous page).
+
+        .. versionchanged:: 0.4.0
+           ``after`` pages through the rows.
+        """
         ...
 
     def move(self, row: EnrollmentRow) -> bool:
@@ -174,8 +304,75 @@ class JourneyStore(Protocol):
         """
         ...
 
+    def move_many(self, rows: Sequence[EnrollmentMove]) -> list[str]:
+        """:meth:`move` for many enrollments at once (one statement per chunk).
+
+        Args:
+            rows: The new positions, each with the revision its row was read at;
+                one per enrollment.
+
+        Returns:
+            The enrollment ids stored; a row whose stored revision differs (another
+            writer moved it first) is left alone and not returned.
+        """
+        ...
+
     def claim(self, intents: Sequence[IntentRow]) -> list[str]:
         """Insert the intents' keys; return the keys this call inserted (others were claimed)."""
+        ...
+
+    def intents_of(self, enrollment_ids: Collection[str]) -> list[IntentRow]:
+        """The claimed intents of these enrollments (recorded or not)."""
+        ...
+
+    def message_events(
+        self,
+        message_ids: Collection[str],
+        types: Collection[EventType],
+        *,
+        after: datetime,
+        until: datetime,
+    ) -> list[MessageEvent]:
+        """The events of *types* in ``[after, until]`` on these messages."""
+        ...
+
+    def events_of_contacts(
+        self,
+        contact_ids: Collection[str],
+        types: Collection[EventType],
+        *,
+        after: datetime,
+        until: datetime,
+    ) -> list[ContactEvent]:
+        """The events of *types* in ``[after, until]`` of these contacts, with their channel."""
+        ...
+
+    def consent_withdrawals(
+        self,
+        contact_ids: Collection[str],
+        channels: Collection[Channel],
+        purposes: Collection[Purpose],
+        *,
+        after: datetime,
+        until: datetime,
+    ) -> list[ConsentWithdrawal]:
+        """These contacts' consent withdrawals in ``[after, until]`` on *channels* for *purposes*.
+
+        One read for a batch of ``due`` (the grants are not read).
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def activity_times(
+        self,
+        contact_ids: Collection[str],
+        names: Collection[str],
+        *,
+        after: datetime,
+        until: datetime,
+    ) -> list[ActivityTime]:
+        """The contacts' activities of *names* in ``[after, until]``, plain properties only."""
         ...
 
     def intent(self, key: str) -> IntentRow | None:
@@ -442,8 +639,12 @@ class JourneyStore(Protocol):
         ...
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+"""One encoder for every row (``json.dumps`` with options builds one per call)."""
+
+
 def _dump(value: Mapping[str, Any]) -> str:
-    return json.dumps(dict(value), sort_keys=True, separators=(",", ":"))
+    return _ENCODER.encode(dict(value))
 
 
 def _changed(journey_key: str, version: int) -> InvalidInputError:
@@ -474,6 +675,114 @@ _ROW_COLUMNS = (
     _E.c.wake_at,
     _E.c.revision,
 )
+
+
+_SELECT_ROWS = (
+    "SELECT enrollment_id, journey_key, version, contact_id, trigger_id, entered_at, "
+    "entry_properties, step_id, since, status, visits, wake_at, revision FROM journey_enrollments"
+)
+
+_SQLITE_ROWS = 500
+"""Rows per multi-row statement on SQLite (7 parameters each, well under its limit)."""
+
+_PG_ARRAY = 10_000
+"""Values per ``= ANY(%s)`` array on PostgreSQL."""
+
+_PG_JOINS = ("enable_hashjoin", "enable_mergejoin")
+"""Switched off for :data:`_PG_MOVE` alone: the planner's estimate of the join on
+(id, revision) makes it hash all of ``journey_enrollments`` for a few thousand
+rows; the nested loop looks each up by primary key, in the values' (id) order."""
+
+_PG_MOVE = (
+    "UPDATE journey_enrollments AS e SET step_id = v.step_id, since = v.since, "
+    "status = v.status, visits = v.visits, wake_at = v.wake_at, revision = e.revision + 1 "
+    "FROM unnest(%s::text[], %s::int4[], %s::text[], %s::int8[], %s::text[], %s::text[], "
+    "%s::int8[]) AS v(enrollment_id, revision, step_id, since, status, visits, wake_at) "
+    "WHERE e.enrollment_id = v.enrollment_id AND e.revision = v.revision "
+    "RETURNING e.enrollment_id"
+)
+
+_SQLITE_MOVE = (
+    "WITH v(enrollment_id, revision, step_id, since, status, visits, wake_at) AS "
+    "(VALUES {values}) "
+    "UPDATE journey_enrollments SET step_id = v.step_id, since = v.since, status = v.status, "
+    "visits = v.visits, wake_at = v.wake_at, revision = journey_enrollments.revision + 1 "
+    "FROM v WHERE journey_enrollments.enrollment_id = v.enrollment_id "
+    "AND journey_enrollments.revision = v.revision RETURNING journey_enrollments.enrollment_id"
+)
+
+_PG_CLAIM = (
+    "INSERT INTO journey_intents (intent_key, enrollment_id, step_id, issued_at) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int8[]) "
+    "ON CONFLICT DO NOTHING RETURNING intent_key"
+)
+
+_SQLITE_CLAIM = (
+    "INSERT INTO journey_intents (intent_key, enrollment_id, step_id, issued_at) "
+    "VALUES {values} ON CONFLICT DO NOTHING RETURNING intent_key"
+)
+
+
+def _select_in(
+    repo: SQLRepository,
+    conn: sa.Connection,
+    sql: str,
+    values: Sequence[Any],
+    *,
+    extra: tuple[Any, ...] = (),
+) -> list[Sequence[Any]]:
+    """Run ``sql`` with one ``IN ({in})`` slot over *values*, fetching each chunk at once.
+
+    PostgreSQL binds the values as one array and searches the index once per
+    value (``unnest`` joined ``LATERAL``: for a few thousand values of
+    ``= ANY(...)`` the planner would rather scan the whole table); SQLite gets
+    chunks of :data:`_SQLITE_ROWS` placeholders.
+    """
+    out: list[Sequence[Any]] = []
+    if repo.dialect == "postgresql":
+        inner = sql.replace("IN ({in})", "= _v.id")
+        statement = (
+            f"SELECT t.* FROM unnest(%s::text[]) AS _v(id) "
+            f"CROSS JOIN LATERAL ({inner} OFFSET 0) AS t"
+        )
+        for start in range(0, len(values), _PG_ARRAY):
+            chunk = list(values[start : start + _PG_ARRAY])
+            out.extend(conn.exec_driver_sql(statement, (chunk, *extra)).fetchall())
+        return out
+    for start in range(0, len(values), _SQLITE_ROWS):
+        part = values[start : start + _SQLITE_ROWS]
+        statement = sql.replace("{in}", ", ".join(["?"] * len(part)))
+        out.extend(conn.exec_driver_sql(statement, (*extra, *part)).fetchall())
+    return out
+
+
+def _raw_row(r: Sequence[Any], texts: dict[str, Any]) -> EnrollmentRow:
+    """A row read with driver SQL: instants are integer microseconds.
+
+    ``texts`` memoises decoded JSON across the rows of one read; the mappings
+    are shared between rows, so they are never changed in place.
+    """
+    properties = texts.get(r[6])
+    if properties is None:
+        properties = texts[r[6]] = json.loads(r[6])
+    visits = texts.get(r[10])
+    if visits is None:
+        visits = texts[r[10]] = json.loads(r[10])
+    return EnrollmentRow(
+        enrollment_id=r[0],
+        journey_key=r[1],
+        version=int(r[2]),
+        contact_id=r[3],
+        trigger_id=r[4],
+        entered_at=from_micros(int(r[5])),
+        entry_properties=properties,
+        step_id=r[7],
+        since=from_micros(int(r[8])),
+        status=r[9],
+        visits=visits,
+        wake_at=None if r[11] is None else from_micros(int(r[11])),
+        revision=int(r[12]),
+    )
 
 
 def _row(r: Sequence[Any]) -> EnrollmentRow:
@@ -587,17 +896,29 @@ class SQLJourneyStore(JourneyStore):
             ).first()
         return None if r is None else _row(r)
 
-    def waking(self, now: datetime, limit: int | None = None) -> list[EnrollmentRow]:
+    def waking(
+        self,
+        now: datetime,
+        limit: int | None = None,
+        *,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[EnrollmentRow]:
         """See :meth:`JourneyStore.waking`."""
-        stmt = (
-            sa.select(*_ROW_COLUMNS)
-            .where(_E.c.status == "active", _E.c.wake_at <= now)
-            .order_by(_E.c.wake_at, _E.c.enrollment_id)
-        )
+        ph = self.repo.backend.ph
+        sql = f"{_SELECT_ROWS} WHERE status = 'active' AND wake_at <= {ph}"
+        params: list[Any] = [to_micros(now)]
+        if after is not None:
+            # wake_at >= first, so the index range starts there; then the tie on the id.
+            sql += f" AND wake_at >= {ph} AND (wake_at > {ph} OR enrollment_id > {ph})"
+            at = to_micros(after[0])
+            params += [at, at, after[1]]
+        sql += " ORDER BY wake_at, enrollment_id"
         if limit is not None:
-            stmt = stmt.limit(limit)
+            sql += f" LIMIT {int(limit)}"
         with self.repo.transaction(read=True) as conn:
-            return [_row(r) for r in conn.execute(stmt)]
+            found = conn.exec_driver_sql(sql, tuple(params)).fetchall()
+        texts: dict[str, Any] = {}  # the same visits and properties recur: decode each once
+        return [_raw_row(r, texts) for r in found]
 
     def move(self, row: EnrollmentRow) -> bool:
         """See :meth:`JourneyStore.move`."""
@@ -616,22 +937,224 @@ class SQLJourneyStore(JourneyStore):
             ).rowcount
         return bool(done)
 
+    def move_many(self, rows: Sequence[EnrollmentMove]) -> list[str]:
+        """See :meth:`JourneyStore.move_many`.
+
+        One ``UPDATE ... FROM`` the new values per chunk, ``WHERE`` the stored
+        revision is the one read, ``RETURNING`` the ids it changed. On
+        PostgreSQL it is one statement whose nested loop takes the rows in id
+        order, so two callers moving overlapping batches wait for each other
+        instead of deadlocking; the one that waited then finds the revision
+        changed and leaves the row alone. SQLite serializes writers.
+        """
+        if not rows:
+            return []
+        ordered = sorted(rows, key=lambda r: r.enrollment_id)
+        values = [
+            (
+                r.enrollment_id,
+                r.revision,
+                r.step_id,
+                to_micros(r.since),
+                r.status,
+                _dump(r.visits),
+                None if r.wake_at is None else to_micros(r.wake_at),
+            )
+            for r in ordered
+        ]
+        moved: list[str] = []
+        with self.repo.transaction() as conn:
+            if self.repo.dialect == "postgresql":
+                prior = conn.exec_driver_sql(
+                    "SELECT current_setting(%s), current_setting(%s)", _PG_JOINS
+                ).one()
+                conn.exec_driver_sql(
+                    "SELECT set_config(%s, 'off', true), set_config(%s, 'off', true)", _PG_JOINS
+                )
+                columns = [list(c) for c in zip(*values, strict=True)]
+                moved.extend(r[0] for r in conn.exec_driver_sql(_PG_MOVE, tuple(columns)))
+                conn.exec_driver_sql(
+                    "SELECT set_config(%s, %s, true), set_config(%s, %s, true)",
+                    (_PG_JOINS[0], prior[0], _PG_JOINS[1], prior[1]),
+                )
+            else:
+                for start in range(0, len(values), _SQLITE_ROWS):
+                    chunk = values[start : start + _SQLITE_ROWS]
+                    marks = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                    sql = _SQLITE_MOVE.replace("{values}", marks)
+                    params = tuple(v for row in chunk for v in row)
+                    moved.extend(r[0] for r in conn.exec_driver_sql(sql, params))
+        return moved
+
     def claim(self, intents: Sequence[IntentRow]) -> list[str]:
-        """See :meth:`JourneyStore.claim`."""
+        """See :meth:`JourneyStore.claim`.
+
+        One multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per chunk,
+        in key order.
+        """
+        if not intents:
+            return []
+        values = sorted(
+            (i.key, i.enrollment_id, i.step_id, to_micros(i.issued_at)) for i in intents
+        )
         claimed: list[str] = []
         with self.repo.transaction() as conn:
-            for intent in intents:
-                done = conn.execute(
-                    self._insert(_I).values(
-                        intent_key=intent.key,
-                        enrollment_id=intent.enrollment_id,
-                        step_id=intent.step_id,
-                        issued_at=intent.issued_at,
-                    )
-                ).first()
-                if done is not None:
-                    claimed.append(intent.key)
+            if self.repo.dialect == "postgresql":
+                columns = [list(c) for c in zip(*values, strict=True)]
+                claimed.extend(r[0] for r in conn.exec_driver_sql(_PG_CLAIM, tuple(columns)))
+            else:
+                for start in range(0, len(values), _SQLITE_ROWS):
+                    chunk = values[start : start + _SQLITE_ROWS]
+                    marks = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+                    params = tuple(v for row in chunk for v in row)
+                    sql = _SQLITE_CLAIM.replace("{values}", marks)
+                    claimed.extend(r[0] for r in conn.exec_driver_sql(sql, params))
         return claimed
+
+    def intents_of(self, enrollment_ids: Collection[str]) -> list[IntentRow]:
+        """See :meth:`JourneyStore.intents_of`."""
+        with self.repo.transaction(read=True) as conn:
+            rows = _select_in(
+                self.repo,
+                conn,
+                "SELECT intent_key, enrollment_id, step_id, issued_at, recorded_at, outcome, "
+                "message_id FROM journey_intents WHERE enrollment_id IN ({in})",
+                sorted(set(enrollment_ids)),
+            )
+        return [
+            IntentRow(
+                key=r[0],
+                enrollment_id=r[1],
+                step_id=r[2],
+                issued_at=from_micros(int(r[3])),
+                recorded_at=None if r[4] is None else from_micros(int(r[4])),
+                outcome=r[5],
+                message_id=r[6],
+            )
+            for r in rows
+        ]
+
+    def message_events(
+        self,
+        message_ids: Collection[str],
+        types: Collection[EventType],
+        *,
+        after: datetime,
+        until: datetime,
+    ) -> list[MessageEvent]:
+        """See :meth:`JourneyStore.message_events`."""
+        wanted = sorted({t.value for t in types})
+        if not message_ids or not wanted:
+            return []
+        ph = self.repo.backend.ph
+        kinds = ", ".join([ph] * len(wanted))
+        with self.repo.transaction(read=True) as conn:
+            rows = _select_in(
+                self.repo,
+                conn,
+                f"SELECT message_id, type, occurred_at FROM events WHERE type IN ({kinds}) "
+                f"AND occurred_at >= {ph} AND occurred_at <= {ph} AND message_id IN ({{in}})",
+                sorted(set(message_ids)),
+                extra=(*wanted, to_micros(after), to_micros(until)),
+            )
+        return [MessageEvent(r[0], r[1], from_micros(int(r[2]))) for r in rows]
+
+    def events_of_contacts(
+        self,
+        contact_ids: Collection[str],
+        types: Collection[EventType],
+        *,
+        after: datetime,
+        until: datetime,
+    ) -> list[ContactEvent]:
+        """See :meth:`JourneyStore.events_of_contacts`."""
+        wanted = sorted({t.value for t in types})
+        if not contact_ids or not wanted:
+            return []
+        ph = self.repo.backend.ph
+        kinds = ", ".join([ph] * len(wanted))
+        with self.repo.transaction(read=True) as conn:
+            rows = _select_in(
+                self.repo,
+                conn,
+                "SELECT e.contact_id, e.type, m.channel, e.occurred_at FROM events e "
+                "LEFT JOIN messages m ON m.message_id = e.message_id "
+                f"WHERE e.type IN ({kinds}) AND e.occurred_at >= {ph} "
+                f"AND e.occurred_at <= {ph} AND e.contact_id IN ({{in}})",
+                sorted(set(contact_ids)),
+                extra=(*wanted, to_micros(after), to_micros(until)),
+            )
+        return [ContactEvent(r[0], r[1], r[2], from_micros(int(r[3]))) for r in rows]
+
+    def consent_withdrawals(
+        self,
+        contact_ids: Collection[str],
+        channels: Collection[Channel],
+        purposes: Collection[Purpose],
+        *,
+        after: datetime,
+        until: datetime,
+    ) -> list[ConsentWithdrawal]:
+        """See :meth:`JourneyStore.consent_withdrawals`."""
+        on = sorted({c.value for c in channels})
+        why = sorted({p.value for p in purposes})
+        if not contact_ids or not on or not why:
+            return []
+        ph = self.repo.backend.ph
+        with self.repo.transaction(read=True) as conn:
+            rows = _select_in(
+                self.repo,
+                conn,
+                "SELECT contact_id, channel, purpose, occurred_at FROM consent_events "
+                f"WHERE action = {ph} AND channel IN ({', '.join([ph] * len(on))}) "
+                f"AND purpose IN ({', '.join([ph] * len(why))}) AND occurred_at >= {ph} "
+                f"AND occurred_at <= {ph} AND contact_id IN ({{in}})",
+                sorted(set(contact_ids)),
+                extra=(
+                    ConsentAction.WITHDRAW.value,
+                    *on,
+                    *why,
+                    to_micros(after),
+                    to_micros(until),
+                ),
+            )
+        return [ConsentWithdrawal(r[0], r[1], r[2], from_micros(int(r[3]))) for r in rows]
+
+    def activity_times(
+        self,
+        contact_ids: Collection[str],
+        names: Collection[str],
+        *,
+        after: datetime,
+        until: datetime,
+    ) -> list[ActivityTime]:
+        """See :meth:`JourneyStore.activity_times`."""
+        wanted = sorted(set(names))
+        if not contact_ids or not wanted:
+            return []
+        ph = self.repo.backend.ph
+        kinds = ", ".join([ph] * len(wanted))
+        with self.repo.transaction(read=True) as conn:
+            rows = _select_in(
+                self.repo,
+                conn,
+                "SELECT contact_id, name, occurred_at, activity_id, plain_properties, "
+                "properties IS NOT NULL FROM activities "
+                f"WHERE name IN ({kinds}) AND occurred_at >= {ph} AND occurred_at <= {ph} "
+                "AND contact_id IN ({in})",
+                sorted(set(contact_ids)),
+                extra=(*wanted, to_micros(after), to_micros(until)),
+            )
+        return [
+            ActivityTime(
+                contact_id=r[0],
+                name=r[1],
+                occurred_at=from_micros(int(r[2])),
+                activity_id=r[3],
+                plain=None if r[5] else ({} if r[4] is None else json.loads(r[4])),
+            )
+            for r in rows
+        ]
 
     def intent(self, key: str) -> IntentRow | None:
         """See :meth:`JourneyStore.intent`."""
@@ -1065,7 +1588,7 @@ class SQLJourneyStore(JourneyStore):
         else:
             each = "JOIN json_each(je.visits) AS j"
         visits_sql = sa.text(
-            f"SELECT j.key, SUM(CAST(j.value AS BIGINT)) FROM journey_enrollments je {each} "  # noqa: S608 - fixed text
+            f"SELECT j.key, SUM(CAST(j.value AS BIGINT)) FROM journey_enrollments je {each} "
             f"WHERE {where} GROUP BY j.key"
         )
         statuses: dict[str, int] = {}
@@ -1251,13 +1774,22 @@ class MemoryJourneyStore(JourneyStore):
         """See :meth:`JourneyStore.enrollment`."""
         return self._j.enrollments.get(enrollment_id)
 
-    def waking(self, now: datetime, limit: int | None = None) -> list[EnrollmentRow]:
+    def waking(
+        self,
+        now: datetime,
+        limit: int | None = None,
+        *,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[EnrollmentRow]:
         """See :meth:`JourneyStore.waking`."""
         rows = sorted(
             (
                 r
                 for r in self._j.enrollments.values()
-                if r.status == "active" and r.wake_at is not None and r.wake_at <= now
+                if r.status == "active"
+                and r.wake_at is not None
+                and r.wake_at <= now
+                and (after is None or (r.wake_at, r.enrollment_id) > after)
             ),
             key=lambda r: (r.wake_at, r.enrollment_id),
         )
@@ -1275,6 +1807,29 @@ class MemoryJourneyStore(JourneyStore):
             )
         return True
 
+    def move_many(self, rows: Sequence[EnrollmentMove]) -> list[str]:
+        """See :meth:`JourneyStore.move_many`."""
+        moved: list[str] = []
+        j = self._j
+        with j.lock:
+            for move in rows:
+                stored = j.enrollments.get(move.enrollment_id)
+                if stored is None or stored.revision != move.revision:
+                    continue
+                j.enrollments[move.enrollment_id] = _trunc_row(
+                    attrs.evolve(
+                        stored,
+                        step_id=move.step_id,
+                        since=move.since,
+                        status=move.status,
+                        visits=dict(move.visits),
+                        wake_at=move.wake_at,
+                        revision=move.revision + 1,
+                    )
+                )
+                moved.append(move.enrollment_id)
+        return moved
+
     def claim(self, intents: Sequence[IntentRow]) -> list[str]:
         """See :meth:`JourneyStore.claim`."""
         claimed: list[str] = []
@@ -1284,6 +1839,91 @@ class MemoryJourneyStore(JourneyStore):
                     self._j.intents[intent.key] = intent
                     claimed.append(intent.key)
         return claimed
+
+    def intents_of(self, enrollment_ids: Collection[str]) -> list[IntentRow]:
+        """See :meth:`JourneyStore.intents_of`."""
+        wanted = set(enrollment_ids)
+        return [i for i in self._j.intents.values() if i.enrollment_id in wanted]
+
+    def message_events(
+        self,
+        message_ids: Collection[str],
+        types: Collection[EventType],
+        *,
+        after: datetime,
+        until: datetime,
+    ) -> list[MessageEvent]:
+        """See :meth:`JourneyStore.message_events`."""
+        wanted = set(message_ids)
+        return [
+            MessageEvent(e.message_id, e.type.value, e.occurred_at)
+            for e in self.s.events.values()
+            if e.message_id is not None
+            and e.message_id in wanted
+            and e.type in types
+            and after <= e.occurred_at <= until
+        ]
+
+    def events_of_contacts(
+        self,
+        contact_ids: Collection[str],
+        types: Collection[EventType],
+        *,
+        after: datetime,
+        until: datetime,
+    ) -> list[ContactEvent]:
+        """See :meth:`JourneyStore.events_of_contacts`."""
+        s = self.s
+        wanted = set(contact_ids)
+        out: list[ContactEvent] = []
+        for eid, e in s.events.items():
+            contact = s.event_contact.get(eid)
+            if contact not in wanted or e.type not in types:
+                continue
+            if not after <= e.occurred_at <= until:
+                continue
+            message = s.messages.get(e.message_id or "")
+            channel = None if message is None else message.channel.value
+            out.append(ContactEvent(contact, e.type.value, channel, e.occurred_at))
+        return out
+
+    def consent_withdrawals(
+        self,
+        contact_ids: Collection[str],
+        channels: Collection[Channel],
+        purposes: Collection[Purpose],
+        *,
+        after: datetime,
+        until: datetime,
+    ) -> list[ConsentWithdrawal]:
+        """See :meth:`JourneyStore.consent_withdrawals`."""
+        wanted = set(contact_ids)
+        on, why = set(channels), set(purposes)
+        return [
+            ConsentWithdrawal(c.contact_id, c.channel.value, c.purpose.value, c.occurred_at)
+            for c in self.s.consents.values()
+            if c.contact_id in wanted
+            and c.action is ConsentAction.WITHDRAW
+            and c.channel in on
+            and c.purpose in why
+            and after <= c.occurred_at <= until
+        ]
+
+    def activity_times(
+        self,
+        contact_ids: Collection[str],
+        names: Collection[str],
+        *,
+        after: datetime,
+        until: datetime,
+    ) -> list[ActivityTime]:
+        """See :meth:`JourneyStore.activity_times`: in memory, every property is at hand."""
+        wanted, kinds = set(contact_ids), set(names)
+        return [
+            ActivityTime(a.contact_id, a.name, a.occurred_at, a.activity_id, a.properties)
+            for a in self.s.activities.values()
+            if a.contact_id in wanted and a.name in kinds and after <= a.occurred_at <= until
+        ]
 
     def intent(self, key: str) -> IntentRow | None:
         """See :meth:`JourneyStore.intent`."""
