@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from commhistory import Keyring, open_repository
 from commhistory.facade import CommHistory
 from commhistory.model import (
     Channel,
@@ -19,6 +24,36 @@ from commhistory.model import (
 )
 
 LONG_AGO = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+
+BACKENDS = ["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+"""The stores a journey test runs on: the ``params`` of its ``repo`` fixture."""
+
+
+def sql_target(request: pytest.FixtureRequest, tmp_path: Path, *, postgres: str = "pg_url") -> str:
+    """The database URL of a SQL backend parameter: a new SQLite file, or a PostgreSQL fixture's.
+
+    ``postgres="pg_database_url"`` gives a database of its own, for tests whose reads
+    wait for every transaction running in their database.
+    """
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'journeys.db'}"
+    url: str = request.getfixturevalue(postgres)
+    return url
+
+
+@contextlib.contextmanager
+def open_history(
+    request: pytest.FixtureRequest, tmp_path: Path, *, postgres: str = "pg_url"
+) -> Iterator[CommHistory[Any]]:
+    """The store of a :data:`BACKENDS` parameter: memory, or a new SQL store."""
+    if request.param == "memory":
+        with CommHistory.in_memory() as memory:
+            yield memory
+        return
+    with open_repository(
+        sql_target(request, tmp_path, postgres=postgres), Keyring.generate()
+    ) as sql:
+        yield sql
 
 
 def address(cid: str, channel: Channel) -> str:

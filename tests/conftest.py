@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -140,3 +141,12 @@ def _stdlib_json_only() -> Iterator[None]:
         yield
     finally:
         convert._orjson_loads = saved
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def migration_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database for a migration test: a new SQLite file, or the test PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'migrate.db'}"
+    pg: str = request.getfixturevalue("pg_url")
+    return pg

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -18,21 +15,13 @@ from commhistory.store.schema import metadata
 NAME = "ix_consent_events_channel_purpose_contact_id_occurred_at_action"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'migrate.db'}"
-    pg: str = request.getfixturevalue("pg_url")
-    return pg
-
-
 def _indexes(engine: sa.Engine) -> set[str]:
     return {str(i["name"]) for i in sa.inspect(engine).get_indexes("consent_events")}
 
 
-def test_0019_upgrades_an_existing_database_and_downgrades(url: str) -> None:
-    upgrade(url, "0018")
-    engine = create_engine(url)
+def test_0019_upgrades_an_existing_database_and_downgrades(migration_url: str) -> None:
+    upgrade(migration_url, "0018")
+    engine = create_engine(migration_url)
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql(

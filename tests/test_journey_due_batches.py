@@ -48,7 +48,7 @@ from commhistory.model import (
 from commhistory.segments.planning import FrequencyCap, PlanConfig, QuietHours
 from commhistory.store.journeys import EnrollmentMove, EnrollmentRow, IntentRow
 from commhistory.store.protocol import Repository
-from tests._journeys import consent, reachable
+from tests._journeys import BACKENDS, consent, open_history, reachable, sql_target
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "journeys"
 UTC = dt.UTC
@@ -439,30 +439,18 @@ def test_batched_due_equals_the_reference_on_postgresql(
 
 # --- batches spanning several chunks ---------------------------------------------------
 
-BACKENDS = ["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 SQL_BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-
-def _target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'journeys.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 @pytest.fixture(params=BACKENDS)
 def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHistory[Any]]:
-    if request.param == "memory":
-        with CommHistory.in_memory() as memory:
-            yield memory
-        return
-    with open_repository(_target(request, tmp_path), Keyring.generate()) as sql:
-        yield sql
+    with open_history(request, tmp_path) as history:
+        yield history
 
 
 @pytest.fixture
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return _target(request, tmp_path)
+    return sql_target(request, tmp_path)
 
 
 def test_batches_spanning_several_chunks_hand_out_each_step_once_in_wake_order(

@@ -20,14 +20,13 @@ from commhistory.journeys import Journey, SendIntent, Status
 from commhistory.journeys.engine import due, enroll, enrollment_id, record_sent
 from commhistory.model import Activity, Channel, Direction, Event, EventType, Message
 from commhistory.store.journeys import IntentRow
-from tests._journeys import reachable
+from tests._journeys import BACKENDS, open_history, reachable, sql_target
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "journeys"
 UTC = dt.UTC
 T0 = dt.datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
 DAY = dt.timedelta(days=1)
 HOUR = dt.timedelta(hours=1)
-BACKENDS = ["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 SQL_BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
@@ -37,26 +36,14 @@ def _welcome(**changes: Any) -> Journey:
     return Journey.from_dict(data)
 
 
-def _target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'journeys.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 CONTACTS = ["c0", "c1", "c2", "c3", "c4"]
 
 
 @pytest.fixture(params=BACKENDS)
 def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHistory[Any]]:
-    if request.param == "memory":
-        with CommHistory.in_memory() as memory:
-            reachable(memory, CONTACTS)
-            yield memory
-        return
-    with open_repository(_target(request, tmp_path), Keyring.generate()) as sql:
-        reachable(sql, CONTACTS)
-        yield sql
+    with open_history(request, tmp_path) as history:
+        reachable(history, CONTACTS)
+        yield history
 
 
 def _send(repo: CommHistory[Any], intent: SendIntent, at: dt.datetime) -> None:
@@ -276,7 +263,7 @@ def test_concurrent_due_never_hands_out_a_step_twice(target: str) -> None:
 
 @pytest.fixture
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return _target(request, tmp_path)
+    return sql_target(request, tmp_path)
 
 
 # --- erasure and access ---------------------------------------------------------------

@@ -29,7 +29,15 @@ from commhistory.segments.planning import (
     PlanConfig,
     QuietHours,
 )
-from tests._journeys import address, consent, reachable, with_address
+from tests._journeys import (
+    BACKENDS,
+    address,
+    consent,
+    open_history,
+    reachable,
+    sql_target,
+    with_address,
+)
 
 UTC = dt.UTC
 DAY = dt.timedelta(days=1)
@@ -38,7 +46,6 @@ T0 = dt.datetime(2026, 3, 2, 1, 0, tzinfo=UTC)  # 10:00 in Tokyo
 QUIET = dt.datetime(2026, 3, 2, 13, 0, tzinfo=UTC)  # 22:00 in Tokyo
 MORNING = dt.datetime(2026, 3, 2, 23, 0, tzinfo=UTC)  # 08:00 in Tokyo, the next day
 R = ExclusionReason
-BACKENDS = ["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 SQL_BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "journeys"
 
@@ -62,26 +69,15 @@ def _sms_pair(when_blocked: str = "defer", key: str = "sms-pair") -> Journey:
     )  # fmt: skip
 
 
-def _target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'gate.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 @pytest.fixture(params=BACKENDS)
 def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHistory[Any]]:
-    if request.param == "memory":
-        with CommHistory.in_memory() as memory:
-            yield memory
-        return
-    with open_repository(_target(request, tmp_path), Keyring.generate()) as sql:
-        yield sql
+    with open_history(request, tmp_path) as history:
+        yield history
 
 
 @pytest.fixture
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return _target(request, tmp_path)
+    return sql_target(request, tmp_path)
 
 
 def _row(repo: CommHistory[Any], trigger: str, key: str = "sms-pair") -> Any:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -18,17 +16,9 @@ from commhistory.store.schema import metadata
 NEW = {"journey_definitions", "journey_enrollments", "journey_intents"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'migrate.db'}"
-    pg: str = request.getfixturevalue("pg_url")
-    return pg
-
-
-def test_0015_upgrades_an_existing_database_and_downgrades(url: str) -> None:
-    upgrade(url, "0014")
-    engine = create_engine(url)
+def test_0015_upgrades_an_existing_database_and_downgrades(migration_url: str) -> None:
+    upgrade(migration_url, "0014")
+    engine = create_engine(migration_url)
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql(

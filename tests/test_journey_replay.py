@@ -39,7 +39,7 @@ from commhistory.model import (
     Purpose,
 )
 from commhistory.segments.planning import FrequencyCap, PlanConfig, QuietHours
-from tests._journeys import consent, reachable, with_address
+from tests._journeys import BACKENDS, consent, open_history, reachable, with_address
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "journeys"
 UTC = dt.UTC
@@ -48,21 +48,12 @@ DAY = dt.timedelta(days=1)
 HOUR = dt.timedelta(hours=1)
 SINCE = dt.datetime(2026, 3, 1, tzinfo=UTC)
 UNTIL = dt.datetime(2026, 3, 20, tzinfo=UTC)
-BACKENDS = ["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(params=BACKENDS)
 def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHistory[Any]]:
-    if request.param == "memory":
-        with CommHistory.in_memory() as memory:
-            yield memory
-        return
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'replay.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    with open_repository(url, Keyring.generate()) as sql:
-        yield sql
+    with open_history(request, tmp_path) as history:
+        yield history
 
 
 def _signup(n: int, contact: str, at: dt.datetime) -> Activity:

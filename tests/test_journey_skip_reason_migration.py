@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -16,21 +13,13 @@ from commhistory.store.migrate import _config
 from commhistory.store.schema import metadata
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'migrate.db'}"
-    pg: str = request.getfixturevalue("pg_url")
-    return pg
-
-
 def _columns(engine: sa.Engine) -> set[str]:
     return {c["name"] for c in sa.inspect(engine).get_columns("journey_intents")}
 
 
-def test_0017_adds_the_skip_reason_and_downgrades(url: str) -> None:
-    upgrade(url, "0016")
-    engine = create_engine(url)
+def test_0017_adds_the_skip_reason_and_downgrades(migration_url: str) -> None:
+    upgrade(migration_url, "0016")
+    engine = create_engine(migration_url)
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql(

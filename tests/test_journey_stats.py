@@ -30,7 +30,7 @@ from commhistory.kpi import JourneyLink, compute
 from commhistory.model import Channel, Direction, Event, EventType, Message
 from commhistory.store import SQLRepository
 from commhistory.store.journeys import EnrollmentRow, IntentRow
-from tests._journeys import consent, reachable, with_address
+from tests._journeys import BACKENDS, consent, open_history, reachable, with_address
 from tests.conftest import pg_variant_url
 from tests.test_kpi_engines import histories
 
@@ -39,21 +39,12 @@ UTC = dt.UTC
 T0 = dt.datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
 DAY = dt.timedelta(days=1)
 HOUR = dt.timedelta(hours=1)
-BACKENDS = ["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(params=BACKENDS)
 def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHistory[Any]]:
-    if request.param == "memory":
-        with CommHistory.in_memory() as memory:
-            yield memory
-        return
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'stats.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    with open_repository(url, Keyring.generate()) as sql:
-        yield sql
+    with open_history(request, tmp_path) as history:
+        yield history
 
 
 def _send(repo: CommHistory[Any], intent: SendIntent, at: dt.datetime) -> None:

@@ -41,7 +41,7 @@ from commhistory.model import (
     Purpose,
 )
 from commhistory.store.journeys import TriggerMark
-from tests._journeys import reachable
+from tests._journeys import BACKENDS, open_history, reachable, sql_target
 
 # Contacts whose sends journey_due hands out get an address and marketing consent through
 # tests._journeys.reachable: records of LONG_AGO (2025), older than any run's max_age, so
@@ -54,23 +54,12 @@ MIN = dt.timedelta(minutes=1)
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
 TOKYO = ZoneInfo("Asia/Tokyo")
-BACKENDS = ["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(params=BACKENDS)
 def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHistory[Any]]:
-    if request.param == "memory":
-        with CommHistory.in_memory() as memory:
-            yield memory
-        return
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'triggers.db'}"
-    else:
-        # A database of its own: the stored-at bound waits for every transaction still
-        # running in its database, and other sessions share the test database.
-        url = request.getfixturevalue("pg_database_url")
-    with open_repository(url, Keyring.generate()) as sql:
-        yield sql
+    with open_history(request, tmp_path, postgres="pg_database_url") as history:
+        yield history
 
 
 def _journey(path: str, **changes: Any) -> Journey:
@@ -591,10 +580,7 @@ def test_left_segment_at_equals_the_reference(
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'workers.db'}"
-    url: str = request.getfixturevalue("pg_database_url")
-    return url
+    return sql_target(request, tmp_path, postgres="pg_database_url")
 
 
 def test_concurrent_runs_enroll_each_trigger_once(target: str) -> None:

@@ -20,8 +20,7 @@ from typing import Any
 
 import pytest
 
-from commhistory.crypto import Keyring
-from commhistory.facade import CommHistory, open_repository
+from commhistory.facade import CommHistory
 from commhistory.journeys import Journey, SendIntent, Status
 from commhistory.journeys.engine import enrollment_id
 from commhistory.model import (
@@ -34,14 +33,20 @@ from commhistory.model import (
     Message,
 )
 from commhistory.segments.planning import JAPAN_DEFAULT
-from tests._journeys import address, consent, reachable, with_address
+from tests._journeys import (
+    BACKENDS,
+    address,
+    consent,
+    open_history,
+    reachable,
+    with_address,
+)
 
 UTC = dt.UTC
 TICK = dt.timedelta(minutes=30)
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "journeys"
-BACKENDS = ["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 def utc(month: int, day: int, hour: int, minute: int = 0) -> dt.datetime:
@@ -51,16 +56,8 @@ def utc(month: int, day: int, hour: int, minute: int = 0) -> dt.datetime:
 
 @pytest.fixture(params=BACKENDS)
 def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommHistory[Any]]:
-    if request.param == "memory":
-        with CommHistory.in_memory() as memory:
-            yield memory
-        return
-    if request.param == "sqlite":
-        target = f"sqlite:///{tmp_path / 'worked.db'}"
-    else:
-        target = request.getfixturevalue("pg_url")
-    with open_repository(target, Keyring.generate()) as sql:
-        yield sql
+    with open_history(request, tmp_path) as history:
+        yield history
 
 
 class Host:

@@ -29,17 +29,9 @@ def _indexes(engine: sa.Engine) -> set[str]:
     return found & NAMES
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'migrate.db'}"
-    pg: str = request.getfixturevalue("pg_url")
-    return pg
-
-
-def test_0018_upgrades_an_existing_database_and_downgrades(url: str) -> None:
-    upgrade(url, "0017")
-    engine = create_engine(url)
+def test_0018_upgrades_an_existing_database_and_downgrades(migration_url: str) -> None:
+    upgrade(migration_url, "0017")
+    engine = create_engine(migration_url)
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql(
