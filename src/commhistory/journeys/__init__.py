@@ -44,6 +44,7 @@ from commhistory.journeys.machine import (
     advance,
     intent_key,
     next_local_time,
+    wait_end,
 )
 
 __all__ = [
@@ -79,4 +80,5 @@ __all__ = [
     "intent_key",
     "next_local_time",
     "parse_duration",
+    "wait_end",
 ]

@@ -72,7 +72,7 @@ from commhistory.journeys.machine import (
     Status,
     advance,
     intent_key,
-    next_local_time,
+    wait_end,
 )
 from commhistory.model import Channel, ConsentAction, EventType, Purpose
 from commhistory.segments.planning import PlanConfig
@@ -368,14 +368,7 @@ def _wake_at(
         )
         return history.sent_at(key)
     if isinstance(step, WaitStep):
-        end = position.since + (step.delay or dt.timedelta(0))
-        if step.until_time is not None:
-            end = next_local_time(end, step.until_time, zone)
-        if step.until_allowed and allowed is not None and step.next is not None:
-            following = journey.step(step.next)
-            if isinstance(following, SendStep):
-                end = max(end, allowed(end, following))
-        return end
+        return wait_end(journey, step, position.since, zone=zone, allowed=allowed)
     assert isinstance(step, BranchStep)
     deadline = position.since + step.within
     if recheck is not None:

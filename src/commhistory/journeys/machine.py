@@ -65,6 +65,7 @@ __all__ = [
     "advance",
     "intent_key",
     "next_local_time",
+    "wait_end",
 ]
 
 _MAX_MOVES: Final = 10_000
@@ -233,6 +234,32 @@ def next_local_time(after: dt.datetime, at: dt.time, zone: ZoneInfo) -> dt.datet
     )  # pragma: no cover
 
 
+def wait_end(
+    journey: Journey,
+    step: WaitStep,
+    since: dt.datetime,
+    *,
+    zone: ZoneInfo,
+    allowed: Callable[[dt.datetime, SendStep], dt.datetime] | None,
+) -> dt.datetime:
+    """When a wait step entered at ``since`` ends: delay, then ``until_time``, then allowed.
+
+    ``until_allowed`` waits on ``allowed`` (the first instant at or after the
+    end at which the next send step may go) only when the next step sends.
+    The one rule the step machine, ``due`` and the replay share.
+
+    .. versionadded:: 0.4.0
+    """
+    end = since + (step.delay or dt.timedelta(0))
+    if step.until_time is not None:
+        end = next_local_time(end, step.until_time, zone)
+    if step.until_allowed and allowed is not None and step.next is not None:
+        following = journey.step(step.next)
+        if isinstance(following, SendStep):
+            end = max(end, allowed(end, following))
+    return end
+
+
 def _first_goal(
     journey: Journey, enrollment: Enrollment, history: BehaviourSource, until: dt.datetime
 ) -> tuple[dt.datetime, Status] | None:
@@ -372,13 +399,7 @@ def advance(
                 break
             moved(step.next, max(since, sent))
         elif isinstance(step, WaitStep):
-            end = since + (step.delay or dt.timedelta(0))
-            if step.until_time is not None:
-                end = next_local_time(end, step.until_time, zone)
-            if step.until_allowed and allowed is not None and step.next is not None:
-                following = journey.step(step.next)
-                if isinstance(following, SendStep):
-                    end = max(end, allowed(end, following))
+            end = wait_end(journey, step, since, zone=zone, allowed=allowed)
             if end > horizon:
                 break
             moved(step.next, end)

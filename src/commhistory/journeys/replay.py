@@ -83,7 +83,7 @@ from commhistory.journeys.machine import (
     SendIntent,
     Status,
     advance,
-    next_local_time,
+    wait_end,
 )
 from commhistory.model import ConsentAction, EventType
 from commhistory.segments.planning import PlanConfig
@@ -379,14 +379,7 @@ def _wake(
         return None
     step = journey.step(position.step_id)
     if isinstance(step, WaitStep):
-        end = position.since + (step.delay or dt.timedelta(0))
-        if step.until_time is not None:
-            end = next_local_time(end, step.until_time, zone)
-        if step.until_allowed and allowed is not None and step.next is not None:
-            following = journey.step(step.next)
-            if isinstance(following, SendStep):
-                end = max(end, allowed(end, following))
-        return end
+        return wait_end(journey, step, position.since, zone=zone, allowed=allowed)
     if isinstance(step, BranchStep):
         return position.since + step.within
     return None
