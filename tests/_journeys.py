@@ -41,6 +41,22 @@ def sql_target(request: pytest.FixtureRequest, tmp_path: Path, *, postgres: str 
     return url
 
 
+def cli_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Keyring]:
+    """A SQLite file and keyring the CLI finds through its environment, acting as nobody.
+
+    Returns the database URL and the keys, for the test to fill the store first.
+    """
+    keyring = tmp_path / "k.keyring"
+    ring = Keyring.generate()
+    ring.save(keyring)
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("COMMHISTORY_DB", url)
+    monkeypatch.setenv("COMMHISTORY_KEYRING", str(keyring))
+    for name in ("COMMHISTORY_ACTOR", "COMMHISTORY_ROLES", "COMMHISTORY_POLICY"):
+        monkeypatch.delenv(name, raising=False)
+    return url, ring
+
+
 @contextlib.contextmanager
 def open_history(
     request: pytest.FixtureRequest, tmp_path: Path, *, postgres: str = "pg_url"

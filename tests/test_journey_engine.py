@@ -20,7 +20,7 @@ from commhistory.journeys import Journey, SendIntent, Status
 from commhistory.journeys.engine import due, enroll, enrollment_id, record_sent
 from commhistory.model import Activity, Channel, Direction, Event, EventType, Message
 from commhistory.store.journeys import IntentRow
-from tests._journeys import BACKENDS, open_history, reachable, sql_target
+from tests._journeys import BACKENDS, cli_store, open_history, reachable, sql_target
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "journeys"
 UTC = dt.UTC
@@ -330,14 +330,7 @@ def test_cli_due_prints_keys_and_templates_once(
 ) -> None:
     from commhistory.cli import main
 
-    keyring = tmp_path / "k.keyring"
-    ring = Keyring.generate()
-    ring.save(keyring)
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    monkeypatch.setenv("COMMHISTORY_DB", url)
-    monkeypatch.setenv("COMMHISTORY_KEYRING", str(keyring))
-    for name in ("COMMHISTORY_ACTOR", "COMMHISTORY_ROLES", "COMMHISTORY_POLICY"):
-        monkeypatch.delenv(name, raising=False)
+    url, ring = cli_store(tmp_path, monkeypatch)
     with open_repository(url, ring) as repo:
         reachable(repo, ["c1"])
         repo.enroll(_welcome(), "c1", "signup-1", at=T0)

@@ -32,6 +32,7 @@ from commhistory.segments.planning import (
 from tests._journeys import (
     BACKENDS,
     address,
+    cli_store,
     consent,
     open_history,
     reachable,
@@ -474,14 +475,7 @@ def test_cli_due_reads_a_plan_config_and_lists_deferred_and_skipped(
 ) -> None:
     from commhistory.cli import main
 
-    keyring = tmp_path / "k.keyring"
-    ring = Keyring.generate()
-    ring.save(keyring)
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    monkeypatch.setenv("COMMHISTORY_DB", url)
-    monkeypatch.setenv("COMMHISTORY_KEYRING", str(keyring))
-    for name in ("COMMHISTORY_ACTOR", "COMMHISTORY_ROLES", "COMMHISTORY_POLICY"):
-        monkeypatch.delenv(name, raising=False)
+    url, ring = cli_store(tmp_path, monkeypatch)
     config = tmp_path / "plan.json"
     config.write_text(json.dumps({"profile": "japan_default"}))
     with open_repository(url, ring) as repo:

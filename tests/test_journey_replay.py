@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from commhistory.audit import Actor, Policy
-from commhistory.crypto import Keyring
 from commhistory.errors import InvalidInputError, PermissionDenied
 from commhistory.facade import CommHistory, open_repository
 from commhistory.journeys import Journey, SendIntent
@@ -39,7 +38,7 @@ from commhistory.model import (
     Purpose,
 )
 from commhistory.segments.planning import FrequencyCap, PlanConfig, QuietHours
-from tests._journeys import BACKENDS, consent, open_history, reachable, with_address
+from tests._journeys import BACKENDS, cli_store, consent, open_history, reachable, with_address
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "journeys"
 UTC = dt.UTC
@@ -381,14 +380,7 @@ def test_cli_replay(
 ) -> None:
     from commhistory.cli import main
 
-    keyring = tmp_path / "k.keyring"
-    ring = Keyring.generate()
-    ring.save(keyring)
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    monkeypatch.setenv("COMMHISTORY_DB", url)
-    monkeypatch.setenv("COMMHISTORY_KEYRING", str(keyring))
-    for name in ("COMMHISTORY_ACTOR", "COMMHISTORY_ROLES", "COMMHISTORY_POLICY"):
-        monkeypatch.delenv(name, raising=False)
+    url, ring = cli_store(tmp_path, monkeypatch)
     with open_repository(url, ring) as repo:
         _history(repo)
     window = ["--from", "2026-03-01T00:00:00Z", "--to", "2026-03-20T00:00:00Z"]

@@ -30,7 +30,7 @@ from commhistory.kpi import JourneyLink, compute
 from commhistory.model import Channel, Direction, Event, EventType, Message
 from commhistory.store import SQLRepository
 from commhistory.store.journeys import EnrollmentRow, IntentRow
-from tests._journeys import BACKENDS, consent, open_history, reachable, with_address
+from tests._journeys import BACKENDS, cli_store, consent, open_history, reachable, with_address
 from tests.conftest import pg_variant_url
 from tests.test_kpi_engines import histories
 
@@ -266,14 +266,7 @@ def test_cli_stats_text_and_json(
 ) -> None:
     from commhistory.cli import main
 
-    keyring = tmp_path / "k.keyring"
-    ring = Keyring.generate()
-    ring.save(keyring)
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    monkeypatch.setenv("COMMHISTORY_DB", url)
-    monkeypatch.setenv("COMMHISTORY_KEYRING", str(keyring))
-    for name in ("COMMHISTORY_ACTOR", "COMMHISTORY_ROLES", "COMMHISTORY_POLICY"):
-        monkeypatch.delenv(name, raising=False)
+    url, ring = cli_store(tmp_path, monkeypatch)
     with open_repository(url, ring) as repo:
         _welcome_history(repo)
     file = str(EXAMPLES / "welcome.json")

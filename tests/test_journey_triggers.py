@@ -41,7 +41,7 @@ from commhistory.model import (
     Purpose,
 )
 from commhistory.store.journeys import TriggerMark
-from tests._journeys import BACKENDS, open_history, reachable, sql_target
+from tests._journeys import BACKENDS, cli_store, open_history, reachable, sql_target
 
 # Contacts whose sends journey_due hands out get an address and marketing consent through
 # tests._journeys.reachable: records of LONG_AGO (2025), older than any run's max_age, so
@@ -456,14 +456,7 @@ def test_cli_triggers_enrolls_and_reports(
 ) -> None:
     from commhistory.cli import main
 
-    keyring = tmp_path / "k.keyring"
-    ring = Keyring.generate()
-    ring.save(keyring)
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    monkeypatch.setenv("COMMHISTORY_DB", url)
-    monkeypatch.setenv("COMMHISTORY_KEYRING", str(keyring))
-    for name in ("COMMHISTORY_ACTOR", "COMMHISTORY_ROLES", "COMMHISTORY_POLICY"):
-        monkeypatch.delenv(name, raising=False)
+    url, ring = cli_store(tmp_path, monkeypatch)
     with open_repository(url, ring) as repo:
         repo.declare_activities({"signup": []})
         repo.record_activities([_activity("s1", "c1", "signup", T0)])
