@@ -40,6 +40,9 @@ from commhistory.cli._store_options import add_store_options
 from commhistory.cli.store import repository
 from commhistory.errors import InvalidInputError
 from commhistory.journeys import BranchStep, Journey, SendStep, WaitStep, format_duration
+from commhistory.journeys.replay import render_replay
+from commhistory.journeys.stats import render_stats
+from commhistory.kpi.metrics import check_tz
 from commhistory.normalize.time import parse_timestamp
 from commhistory.segments.planning import load_plan_config
 
@@ -221,7 +224,6 @@ def register_stats(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _run_stats(args: argparse.Namespace) -> int:
-    from commhistory.journeys.stats import render_stats  # noqa: PLC0415
 
     journey = Journey.load(args.file)
     at = None if args.at is None else parse_timestamp(args.at, field="--at")
@@ -279,8 +281,6 @@ def register_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run_replay(args: argparse.Namespace) -> int:
-    from commhistory.journeys.replay import render_replay  # noqa: PLC0415
-    from commhistory.kpi.metrics import check_tz  # noqa: PLC0415
 
     journey = Journey.load(args.file)
     since = parse_timestamp(args.since, field="--from")
