@@ -654,12 +654,22 @@ def _walk(
         until=now,
     )
     moves: list[_Move] = []
+    # per journey version and per zone, not per row
+    purposes: dict[tuple[str, int], frozenset[Purpose]] = {}
+    allowed_in: dict[ZoneInfo, Callable[[dt.datetime, SendStep], dt.datetime] | None] = {}
     for row in rows:
         journey = journeys.get(row.journey_key, row.version)[0]
         enrollment = _enrollment(row)
         zone = zone_for(row.contact_id)
-        allowed = gate.allowed(config, zone)
-        history = batch.behaviour(row.contact_id, _send_purposes(journey))
+        if zone in allowed_in:
+            allowed = allowed_in[zone]
+        else:
+            allowed = allowed_in[zone] = gate.allowed(config, zone)
+        version = (row.journey_key, row.version)
+        mine = purposes.get(version)
+        if mine is None:
+            mine = purposes[version] = _send_purposes(journey)
+        history = batch.behaviour(row.contact_id, mine)
         position = Position(
             step_id=row.step_id, since=row.since, status=Status(row.status), visits=row.visits
         )
@@ -738,10 +748,16 @@ def _commit(
                 ]
             )
         )
-        # gate: a refused send is recorded as skipped, with the reason, at once.
-        for _, v in kept:
-            if isinstance(v, SkippedIntent) and v.intent.key in claimed:
-                store.record(v.intent.key, now, "skipped", None, reason=v.reason.value)
+        # gate: a refused send is recorded as skipped, with the reason, at once
+        # (one write for the batch).
+        store.record_skips(
+            [
+                (v.intent.key, v.reason.value)
+                for _, v in kept
+                if isinstance(v, SkippedIntent) and v.intent.key in claimed
+            ],
+            now,
+        )
     deferred.extend(v for _, v in kept if isinstance(v, DeferredIntent))
     skipped.extend(v for _, v in kept if isinstance(v, SkippedIntent) and v.intent.key in claimed)
     out.extend(i for i, v in kept if v is i and i.key in claimed)
