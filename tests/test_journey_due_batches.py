@@ -612,3 +612,57 @@ def test_consent_withdrawals_reads_withdrawals_in_the_window_only(repo: CommHist
         )
         == []
     )
+
+
+def test_record_skips_is_record_of_each_skip(repo: CommHistory[Any]) -> None:
+    """One write for a batch's skips: what ``record(key, at, "skipped", ...)`` of each does."""
+    welcome = Journey.load(EXAMPLES / "welcome.json")
+    for i in range(3):
+        repo.enroll(welcome, f"c{i}", f"t{i}", at=T0)
+    store = repo.store.journey_store
+    a, b, c = (enrollment_id("welcome", f"t{i}") for i in range(3))
+    claims = [("k1", a), ("k2", a), ("k3", b), ("k4", c)]
+    assert sorted(
+        store.claim(
+            [IntentRow(key=k, enrollment_id=e, step_id="s", issued_at=T0) for k, e in claims]
+        )
+    ) == ["k1", "k2", "k3", "k4"]
+    assert store.record("k3", T0, "sent", "m3")  # recorded already: left alone
+    ended = store.enrollment(c)
+    assert ended is not None
+    store.move(attrs.evolve(ended, step_id=None, status=Status.GOAL.value, wake_at=None))
+    before = {e: store.enrollment(e) for e in (a, b, c)}
+    at = T0 + HOUR
+    skips = [("k2", "quiet_hours"), ("k1", "no_consent"), ("k3", "suppressed"), ("k4", "erased")]
+    assert sorted(store.record_skips([*skips, ("k-unknown", "erased")], at)) == ["k1", "k2", "k4"]
+    assert store.record_skips([("k1", "erased")], at) == []  # the first record stands
+    got = {k: store.intent(k) for k in ("k1", "k2", "k3", "k4")}
+    for key, reason in (("k1", "no_consent"), ("k2", "quiet_hours"), ("k4", "erased")):
+        intent = got[key]
+        assert intent is not None
+        assert (intent.recorded_at, intent.outcome, intent.message_id, intent.reason) == (
+            at, "skipped", None, reason
+        )  # fmt: skip
+    k3 = got["k3"]
+    assert k3 is not None
+    assert (k3.outcome, k3.message_id, k3.reason) == ("sent", "m3", None)
+    woken, kept, done = (store.enrollment(e) for e in (a, b, c))
+    assert woken is not None
+    assert before[a] is not None
+    # two skips recorded: woken at ``at``, two revisions on, as two record() calls leave it
+    assert (woken.wake_at, woken.revision) == (at, before[a].revision + 2)
+    assert kept == before[b]  # its intent was recorded before
+    assert done == before[c]  # ended: not woken
+
+
+@pytest.mark.postgres
+def test_batch_reads_put_the_planner_setting_back(pg_url: str) -> None:
+    """The reads by value switch sequential scans off for their statement alone."""
+    with open_repository(pg_url, Keyring.generate()) as repo:
+        store = repo.store
+        with store.transaction(read=True) as conn:
+            assert store.journey_store.intents_of(["enr_x"]) == []
+            assert (
+                store.journey_store.activity_times(["c1"], ["purchase"], after=T0, until=T0) == []
+            )
+            assert conn.exec_driver_sql("SHOW enable_seqscan").scalar_one() == "on"
