@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import sqlite3
 import tempfile
 import threading
 import uuid
@@ -666,3 +667,25 @@ def test_batch_reads_put_the_planner_setting_back(pg_url: str) -> None:
                 store.journey_store.activity_times(["c1"], ["purchase"], after=T0, until=T0) == []
             )
             assert conn.exec_driver_sql("SHOW enable_seqscan").scalar_one() == "on"
+
+
+def test_batch_reads_fit_a_low_sqlite_variable_limit(tmp_path: Path) -> None:
+    """An ``IN`` list never has more values than the connection's variable limit allows."""
+    welcome = Journey.load(EXAMPLES / "welcome.json")
+    with open_repository(f"sqlite:///{tmp_path / 'low.db'}", Keyring.generate()) as repo:
+        for i in range(30):
+            repo.enroll(welcome, f"c{i:02d}", f"t{i}", at=T0)
+        store = repo.store.journey_store
+        ids = [enrollment_id("welcome", f"t{i}") for i in range(30)]
+        store.claim(
+            [
+                IntentRow(key=f"k{i}", enrollment_id=e, step_id="s", issued_at=T0)
+                for i, e in enumerate(ids)
+            ]
+        )
+        with repo.store.transaction(read=True) as conn:
+            raw: Any = conn.connection.driver_connection
+            raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 12)
+            found = store.intents_of([*ids, *(f"enr_none{i}" for i in range(40))])
+            raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32766)
+    assert sorted(i.key for i in found) == sorted(f"k{i}" for i in range(30))

@@ -38,6 +38,7 @@ else in one of its own.
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
@@ -700,6 +701,10 @@ _SELECT_ROWS = (
 _SQLITE_ROWS = 500
 """Rows per multi-row statement on SQLite (7 parameters each, well under its limit)."""
 
+_SQLITE_IN = 5000
+"""Values per ``IN (...)`` list of a batch read on SQLite, when its variable limit
+allows (:func:`_sqlite_in`): ten statements of 500 cost more than one of 5,000."""
+
 _PG_ARRAY = 10_000
 """Values per ``= ANY(%s)`` array on PostgreSQL."""
 
@@ -777,6 +782,17 @@ _SQLITE_SKIP_WAKE = (
 )
 
 
+def _sqlite_in(conn: sa.Connection, extra: int) -> int:
+    """Values per ``IN`` list on this SQLite connection.
+
+    :data:`_SQLITE_IN`, or fewer when its ``SQLITE_LIMIT_VARIABLE_NUMBER`` (999
+    before SQLite 3.32) leaves less room beside the ``extra`` parameters.
+    """
+    raw: Any = conn.connection.driver_connection
+    limit = int(raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    return max(1, min(_SQLITE_IN, limit - extra))
+
+
 def _select_in(
     repo: SQLRepository,
     conn: sa.Connection,
@@ -789,8 +805,9 @@ def _select_in(
 
     PostgreSQL binds the values as one array and searches the index once per
     value (``unnest`` joined ``LATERAL``: for a few thousand values of
-    ``= ANY(...)`` the planner would rather scan the whole table); SQLite gets
-    chunks of :data:`_SQLITE_ROWS` placeholders.
+    ``= ANY(...)`` the planner would rather scan the whole table), with
+    sequential scans switched off for the reads (:data:`_PG_SEQSCAN_OFF`);
+    SQLite gets chunks of :func:`_sqlite_in` placeholders.
     """
     out: list[Sequence[Any]] = []
     if repo.dialect == "postgresql":
@@ -805,8 +822,9 @@ def _select_in(
             out.extend(conn.exec_driver_sql(statement, (chunk, *extra)).fetchall())
         conn.exec_driver_sql("SELECT set_config('enable_seqscan', %s, true)", (prior,))
         return out
-    for start in range(0, len(values), _SQLITE_ROWS):
-        part = values[start : start + _SQLITE_ROWS]
+    size = _sqlite_in(conn, len(extra))
+    for start in range(0, len(values), size):
+        part = values[start : start + size]
         statement = sql.replace("{in}", ", ".join(["?"] * len(part)))
         out.extend(conn.exec_driver_sql(statement, (*extra, *part)).fetchall())
     return out
