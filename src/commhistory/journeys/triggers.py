@@ -4,7 +4,10 @@
 from ``commhistory journey triggers``): for each journey it reads what was
 stored since that journey's **trigger mark** (table
 ``journey_trigger_marks``, migration 0016) and enrolls the contacts the
-trigger names, through :func:`~commhistory.journeys.engine.enroll`:
+trigger names, a batch at a time through
+:func:`~commhistory.journeys.engine.enroll_batch` (what
+:func:`~commhistory.journeys.engine.enroll` does per trigger, with a constant
+number of statements per batch):
 
 * **activity**: each new activity of the trigger's name whose plain
   properties carry the trigger's ``properties``; the trigger id is the
@@ -69,7 +72,7 @@ from commhistory.journeys.definition import (
     SegmentExitGoal,
     SegmentTrigger,
 )
-from commhistory.journeys.engine import enroll, save_journey
+from commhistory.journeys.engine import enroll_batch, save_journey
 from commhistory.normalize.time import from_micros, to_micros
 from commhistory.segments.saved import snapshot
 from commhistory.store.journeys import TriggerMark, TriggerRecord, WakeScope
@@ -159,21 +162,19 @@ class _Run:
     members: dict[str, frozenset[str]] = attrs.field(factory=dict)
 
     def enroll(self, journey: Journey, entries: Sequence[_Entry]) -> None:
-        """Enroll *entries* in batches, each one transaction; skip triggers stored already."""
-        store = self.repo.journey_store
+        """Enroll *entries* in batches, each one transaction of a constant number of statements.
+
+        Triggers stored already (a retried run) are skipped: neither enrolled
+        nor kept out.
+        """
         key = journey.key
         self.read[key] = self.read.get(key, 0) + len(entries)
         for chunk in _chunks(entries, self.batch_size):
-            with self.repo.transaction():
-                known = store.enrolled_triggers(key, {e[1] for e in chunk})
-                for contact_id, trigger_id, at, properties in chunk:
-                    if trigger_id in known:
-                        continue  # a retried run: this trigger enrolled already
-                    got = enroll(
-                        self.repo, journey, contact_id, trigger_id, at, properties=properties
-                    )
-                    counter = self.kept_out if got is None else self.enrolled
-                    counter[key] = counter.get(key, 0) + 1
+            done = enroll_batch(self.repo, journey, chunk)
+            if done.enrolled:
+                self.enrolled[key] = self.enrolled.get(key, 0) + len(done.enrolled)
+            if done.kept_out:
+                self.kept_out[key] = self.kept_out.get(key, 0) + len(done.kept_out)
 
     def snapshots(self, name: str) -> list[SnapshotInfo]:
         """The segment's snapshots up to now, by ``at``; one at ``now`` is taken if missing."""

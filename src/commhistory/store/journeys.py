@@ -63,6 +63,7 @@ __all__ = [
     "ContactEventRow",
     "EnrollmentMove",
     "EnrollmentRow",
+    "EntryState",
     "IntentRow",
     "JourneyCounts",
     "JourneyStore",
@@ -586,6 +587,42 @@ class JourneyStore(Protocol):
         """
         ...
 
+    def lock_entries(self, journey_key: str) -> None:
+        """Hold off other enrollments into *journey_key* until this transaction ends.
+
+        Call it inside a write transaction before :meth:`entry_state`, so the
+        re-entry check and :meth:`insert_enrollments` see every entry another
+        worker committed: on PostgreSQL a transaction-level advisory lock per
+        journey key; SQLite's write transaction (``BEGIN IMMEDIATE``) holds
+        every writer off already; the memory store does nothing.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def entry_state(
+        self, journey_key: str, contact_ids: Collection[str], trigger_ids: Collection[str]
+    ) -> EntryState:
+        """Which triggers enrolled already, and each contact's last entry (one query).
+
+        Args:
+            journey_key: The journey (any version).
+            contact_ids: The contacts whose last ``entered_at`` is asked.
+            trigger_ids: The trigger ids asked about.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def insert_enrollments(self, rows: Sequence[EnrollmentRow]) -> set[str]:
+        """Store new enrollments at once; return the ids stored (a trigger stored already is not).
+
+        One ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` for the whole batch.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
     def journey_counts(
         self, journey_key: str, version: int, *, at: datetime | None = None
     ) -> JourneyCounts:
@@ -720,6 +757,48 @@ _PG_CLAIM = (
 _SQLITE_CLAIM = (
     "INSERT INTO journey_intents (intent_key, enrollment_id, step_id, issued_at) "
     "VALUES {values} ON CONFLICT DO NOTHING RETURNING intent_key"
+)
+
+_ENROLL_COLUMNS = (
+    "enrollment_id, journey_key, version, contact_id, trigger_id, entered_at, "
+    "entry_properties, step_id, since, status, visits, wake_at, revision"
+)
+
+_PG_ENROLL = (
+    f"INSERT INTO journey_enrollments ({_ENROLL_COLUMNS}) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::int4[], %s::text[], %s::text[], "
+    "%s::int8[], %s::text[], %s::text[], %s::int8[], %s::text[], %s::text[], %s::int8[], "
+    "%s::int4[]) ON CONFLICT DO NOTHING RETURNING enrollment_id"
+)
+
+_SQLITE_ENROLL = (
+    f"INSERT INTO journey_enrollments ({_ENROLL_COLUMNS}) "
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, "
+    "value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, "
+    "value ->> 12 FROM json_each(?) WHERE true ORDER BY key "
+    "ON CONFLICT DO NOTHING RETURNING enrollment_id"
+)
+
+_ENTRY_LOCK_CLASS = 0x6A726E79
+"""The first key of the advisory locks :meth:`SQLJourneyStore.lock_entries` takes ("jrny");
+the second is the journey key's hash. Two-key advisory locks never meet one-key ones."""
+
+_PG_ENTRY_LOCK = f"SELECT pg_advisory_xact_lock({_ENTRY_LOCK_CLASS}, hashtext(%s))"
+
+_PG_ENTRY_STATE = (
+    "SELECT 't', t.trigger_id, NULL::int8 FROM unnest(%s::text[]) AS v(id) "
+    "CROSS JOIN LATERAL (SELECT trigger_id FROM journey_enrollments "
+    "WHERE journey_key = %s AND trigger_id = v.id OFFSET 0) AS t "
+    "UNION ALL SELECT 'c', v.id, (SELECT max(entered_at) FROM journey_enrollments "
+    "WHERE contact_id = v.id AND journey_key = %s) FROM unnest(%s::text[]) AS v(id)"
+)
+
+_SQLITE_ENTRY_STATE = (
+    "SELECT 't', trigger_id, NULL FROM journey_enrollments WHERE journey_key = ? "
+    "AND trigger_id IN (SELECT value FROM json_each(?)) "
+    "UNION ALL SELECT 'c', contact_id, max(entered_at) FROM journey_enrollments "
+    "WHERE journey_key = ? AND contact_id IN (SELECT value FROM json_each(?)) "
+    "GROUP BY contact_id"
 )
 
 
@@ -1520,6 +1599,65 @@ class SQLJourneyStore(JourneyStore):
         with self.repo.transaction(read=True) as conn:
             return {r[0] for r in conn.execute(stmt)}
 
+    def lock_entries(self, journey_key: str) -> None:
+        """See :meth:`JourneyStore.lock_entries`."""
+        if self.repo.dialect != "postgresql":
+            return  # SQLite: the write transaction holds every other writer off
+        with self.repo.transaction() as conn:
+            conn.exec_driver_sql(_PG_ENTRY_LOCK, (journey_key,))
+
+    def entry_state(
+        self, journey_key: str, contact_ids: Collection[str], trigger_ids: Collection[str]
+    ) -> EntryState:
+        """See :meth:`JourneyStore.entry_state`: one statement, index lookups per value."""
+        contacts, triggers = sorted(set(contact_ids)), sorted(set(trigger_ids))
+        if not contacts and not triggers:
+            return EntryState()
+        with self.repo.transaction(read=True) as conn:
+            if self.repo.dialect == "postgresql":
+                params: tuple[Any, ...] = (triggers, journey_key, journey_key, contacts)
+                rows = conn.exec_driver_sql(_PG_ENTRY_STATE, params).all()
+            else:
+                params = (journey_key, json.dumps(triggers), journey_key, json.dumps(contacts))
+                rows = conn.exec_driver_sql(_SQLITE_ENTRY_STATE, params).all()
+        known = frozenset(r[1] for r in rows if r[0] == "t")
+        last = {r[1]: from_micros(int(r[2])) for r in rows if r[0] == "c" and r[2] is not None}
+        return EntryState(known=known, last=last)
+
+    def insert_enrollments(self, rows: Sequence[EnrollmentRow]) -> set[str]:
+        """See :meth:`JourneyStore.insert_enrollments`.
+
+        PostgreSQL: ``unnest`` of one array per column; SQLite: ``json_each`` of
+        one JSON array of rows. Either way one statement, whatever the batch size.
+        """
+        if not rows:
+            return set()
+        values = [
+            (
+                r.enrollment_id,
+                r.journey_key,
+                r.version,
+                r.contact_id,
+                r.trigger_id,
+                to_micros(r.entered_at),
+                _dump(r.entry_properties),
+                r.step_id,
+                to_micros(r.since),
+                r.status,
+                _dump(r.visits),
+                None if r.wake_at is None else to_micros(r.wake_at),
+                r.revision,
+            )
+            for r in sorted(rows, key=lambda r: r.enrollment_id)
+        ]
+        with self.repo.transaction() as conn:
+            if self.repo.dialect == "postgresql":
+                columns = tuple(list(c) for c in zip(*values, strict=True))
+                done = conn.exec_driver_sql(_PG_ENROLL, columns)
+            else:
+                done = conn.exec_driver_sql(_SQLITE_ENROLL, (json.dumps(values),))
+            return {r[0] for r in done}
+
     def journey_counts(
         self, journey_key: str, version: int, *, at: datetime | None = None
     ) -> JourneyCounts:
@@ -2237,6 +2375,29 @@ class MemoryJourneyStore(JourneyStore):
         triggers = self._j.triggers
         return {t for t in trigger_ids if (journey_key, t) in triggers}
 
+    def lock_entries(self, journey_key: str) -> None:
+        """See :meth:`JourneyStore.lock_entries`: nothing to hold in memory."""
+
+    def entry_state(
+        self, journey_key: str, contact_ids: Collection[str], trigger_ids: Collection[str]
+    ) -> EntryState:
+        """See :meth:`JourneyStore.entry_state`."""
+        wanted = set(contact_ids)
+        last: dict[str, datetime] = {}
+        with self._j.lock:
+            rows = list(self._j.enrollments.values())
+            known = frozenset(t for t in trigger_ids if (journey_key, t) in self._j.triggers)
+        for r in rows:
+            if r.journey_key == journey_key and r.contact_id in wanted:
+                seen = last.get(r.contact_id)
+                if seen is None or r.entered_at > seen:
+                    last[r.contact_id] = r.entered_at
+        return EntryState(known=known, last=last)
+
+    def insert_enrollments(self, rows: Sequence[EnrollmentRow]) -> set[str]:
+        """See :meth:`JourneyStore.insert_enrollments`."""
+        return {r.enrollment_id for r in rows if self.insert_enrollment(r)}
+
     def journey_counts(
         self, journey_key: str, version: int, *, at: datetime | None = None
     ) -> JourneyCounts:
@@ -2401,6 +2562,22 @@ class TriggerMark:
     watermark: int = 0
     until: datetime | None = None
     snapshot_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class EntryState:
+    """What enrolling a batch into a journey must know (:meth:`JourneyStore.entry_state`).
+
+    Attributes:
+        known: The trigger ids asked about that enrolled a contact already.
+        last: Each asked contact's last ``entered_at`` in the journey (any
+            version); contacts never entered are absent.
+
+    .. versionadded:: 0.4.0
+    """
+
+    known: frozenset[str] = frozenset()
+    last: Mapping[str, datetime] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True)
