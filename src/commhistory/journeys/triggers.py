@@ -42,7 +42,9 @@ its end.
 
 **Wakes.** The same run reads the behaviour stored since the wake mark (key
 ``*``): events, activities and consent ledger entries, per contact the earliest
-instant; and the contacts who left a saved segment named by a
+instant (events and activities by a range of their ``stored_seq`` index, migration
+0018: from the watermark, or from the lowest row stored before it that happened
+after the last run's ``now``, kept as the wake key's ``pending`` mark); and the contacts who left a saved segment named by a
 ``segment_exit`` goal (a snapshot is taken for each such segment too). The
 active enrollments of those contacts that wait at a branch, or whose journey
 version has goals, get ``wake_at`` set to that instant (unless they wake
@@ -385,9 +387,15 @@ def _wake(run: _Run) -> int:
     marks = store.trigger_marks(WAKE_KEY)
     behaviour = marks.get("behaviour")
     _check_clock(behaviour, run.now, WAKE_KEY)
-    instants = store.behaviour_since(
-        after=behaviour, before=run.bound, since=run.since, until=run.now
+    held = marks.get("pending")
+    feed = store.wake_feed(
+        after=behaviour,
+        pending=None if held is None else held.watermark,
+        before=run.bound,
+        since=run.since,
+        until=run.now,
     )
+    instants = feed.instants
     woken = set(instants)
     items = sorted(instants.items())
     for i in range(0, len(items), run.batch_size):
@@ -396,7 +404,10 @@ def _wake(run: _Run) -> int:
     new = {
         "behaviour": TriggerMark(
             watermark=max(run.bound, behaviour.watermark if behaviour else 0), until=run.now
-        )
+        ),
+        # Where the next wake read starts: rows stored below the bound that
+        # happened after now are read once their time comes.
+        "pending": TriggerMark(watermark=feed.pending, until=run.now),
     }
     for segment, reach in sorted(exits.items()):
         try:

@@ -73,6 +73,7 @@ __all__ = [
     "TriggerMark",
     "TriggerRecord",
     "TriggerRow",
+    "WakeFeed",
     "WakeScope",
 ]
 
@@ -524,6 +525,29 @@ class JourneyStore(Protocol):
 
         Returns:
             The earliest such instant per contact id.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def wake_feed(
+        self,
+        *,
+        after: TriggerMark | None,
+        pending: int | None,
+        before: int,
+        since: datetime,
+        until: datetime,
+    ) -> WakeFeed:
+        """:meth:`behaviour_since`, read by the ``stored_seq`` index, and what waits for later.
+
+        The same instants as :meth:`behaviour_since`. Events and activities are
+        read from ``stored_seq`` ``min(after.watermark, pending)`` on (migration
+        0018's index): a row stored below the watermark is new only when it
+        happened after ``after.until``, and every such row is at or above
+        *pending*, the :attr:`WakeFeed.pending` of the run that set *after*.
+        Without *pending* (marks of an older release) all rows below *before*
+        are read once.
 
         .. versionadded:: 0.4.0
         """
@@ -1502,6 +1526,62 @@ class SQLJourneyStore(JourneyStore):
             out[cid] = when
         return out
 
+    def wake_feed(
+        self,
+        *,
+        after: TriggerMark | None,
+        pending: int | None,
+        before: int,
+        since: datetime,
+        until: datetime,
+    ) -> WakeFeed:
+        """See :meth:`JourneyStore.wake_feed`: a range of ``stored_seq`` per table."""
+        e, a, ce = schema.events, schema.activities, schema.consent_events
+        lo = 0 if after is None or pending is None else min(after.watermark, pending)
+
+        def arm(seq: Any, when: Any, cid: Any, *where: Any) -> Any:
+            new: list[Any] = [when <= until]
+            if after is not None:
+                covered: Any = seq >= after.watermark
+                if after.until is not None:
+                    covered = sa.or_(covered, when > after.until)
+                new.append(covered)
+            later = when > until
+            return sa.select(
+                cid.label("cid"),
+                sa.case((sa.and_(*new), when)).label("t"),
+                sa.case((later, seq)).label("p"),
+            ).where(
+                *where,
+                seq >= lo,
+                seq < before,
+                when >= since,
+                sa.or_(sa.and_(*new), later),
+            )
+
+        consent = [ce.c.occurred_at >= since, ce.c.occurred_at <= until]
+        if after is not None and after.until is not None:
+            consent.append(ce.c.occurred_at > after.until)
+        parts = sa.union_all(
+            arm(e.c.stored_seq, e.c.occurred_at, e.c.contact_id, e.c.contact_id.is_not(None)),
+            arm(a.c.stored_seq, a.c.occurred_at, a.c.contact_id),
+            sa.select(ce.c.contact_id, ce.c.occurred_at, sa.null()).where(*consent),
+        ).subquery()
+        stmt = sa.select(parts.c.cid, sa.func.min(parts.c.t), sa.func.min(parts.c.p)).group_by(
+            parts.c.cid
+        )
+        with self.repo.transaction(read=True) as conn:
+            rows = conn.execute(stmt).all()
+        out: dict[str, datetime] = {}
+        low = before
+        for cid, value, seq in rows:
+            when = _instant(value)
+            if when is not None:
+                out[cid] = when
+            if seq is not None:
+                low = min(low, int(seq))
+        return WakeFeed(instants=out, pending=low)
+
     def active_versions(self) -> list[tuple[str, int]]:
         """See :meth:`JourneyStore.active_versions`."""
         stmt = (
@@ -2299,6 +2379,29 @@ class MemoryJourneyStore(JourneyStore):
             seen(c.contact_id, c.occurred_at)
         return out
 
+    def wake_feed(
+        self,
+        *,
+        after: TriggerMark | None,
+        pending: int | None,
+        before: int,
+        since: datetime,
+        until: datetime,
+    ) -> WakeFeed:
+        """See :meth:`JourneyStore.wake_feed` (memory reads every row; *pending* is a hint)."""
+        s, j = self.s, self._j
+        instants = self.behaviour_since(after=after, before=before, since=since, until=until)
+        low = before
+        with j.lock:
+            seen = list(j.seen.items())
+        for (table, row_id), seq in seen:
+            if seq >= before or seq >= low:
+                continue
+            row = s.events.get(row_id) if table == "events" else s.activities.get(row_id)
+            if row is not None and row.occurred_at > until and row.occurred_at >= since:
+                low = seq
+        return WakeFeed(instants=instants, pending=low)
+
     def active_versions(self) -> list[tuple[str, int]]:
         """See :meth:`JourneyStore.active_versions`."""
         return sorted(
@@ -2578,6 +2681,23 @@ class EntryState:
 
     known: frozenset[str] = frozenset()
     last: Mapping[str, datetime] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class WakeFeed:
+    """What :meth:`JourneyStore.wake_feed` read.
+
+    Attributes:
+        instants: The earliest new behaviour per contact id.
+        pending: The lowest ``stored_seq`` of an event or activity stored below
+            the bound that happened after ``until`` (a later run reads it), or
+            the bound when there is none: the next read starts there at the latest.
+
+    .. versionadded:: 0.4.0
+    """
+
+    instants: Mapping[str, datetime] = attrs.field(factory=dict)
+    pending: int = 0
 
 
 @attrs.frozen(kw_only=True)
