@@ -86,6 +86,8 @@ __all__ = [
     "WAKE_KEY",
     "TriggerReport",
     "anniversary",
+    "date_fires",
+    "require_date_attribute",
     "run_triggers",
 ]
 
@@ -308,16 +310,57 @@ def _days(first: dt.date, last: dt.date) -> Iterable[dt.date]:
         day += dt.timedelta(days=1)
 
 
-def _date(
-    run: _Run, journey: Journey, trigger: DateTrigger, mark: TriggerMark | None
-) -> TriggerMark:
-    repo = run.repo
+def require_date_attribute(repo: Repository, trigger: DateTrigger) -> None:
+    """Check that a date trigger names a declared plain ``date`` attribute.
+
+    Raises:
+        InvalidInputError: It does not (``field="trigger.attribute"``).
+
+    .. versionadded:: 0.4.0
+    """
     declared = {d.name: d for d in repo.attribute_store.definitions()}
     d = declared.get(trigger.attribute)
     if d is None or d.type != "date" or d.personal:
         raise InvalidInputError(
             field="trigger.attribute", reason="must name a declared plain date attribute"
         )
+
+
+def date_fires(
+    trigger: DateTrigger, value: dt.date, zone: ZoneInfo, after: dt.datetime, until: dt.datetime
+) -> list[tuple[dt.date, dt.datetime]]:
+    """When a date trigger fires for a contact whose attribute is *value*, in ``(after, until]``.
+
+    Each local date it fires on (``value`` plus ``offset_days``; with
+    ``annual``, its anniversary in every year from ``value``'s own on, 29
+    February on 28 February in common years) at the trigger's ``at`` in
+    *zone*, with that instant in UTC, in time order. The live trigger and the
+    dry-run replay both use it.
+
+    .. versionadded:: 0.4.0
+    """
+    # Every zone is within a day of UTC: two days of margin hold every local fire date.
+    first = (after - dt.timedelta(days=2)).date()
+    last = (until + dt.timedelta(days=2)).date()
+    offset = dt.timedelta(days=trigger.offset_days)
+    if trigger.annual:
+        years = range(max(value.year, first.year - 1), last.year + 2)
+        days = [anniversary(value, y) + offset for y in years]
+    else:
+        days = [value + offset]
+    out: list[tuple[dt.date, dt.datetime]] = []
+    for day in days:
+        fire = dt.datetime.combine(day, trigger.at, tzinfo=zone).astimezone(dt.UTC)
+        if after < fire <= until:
+            out.append((day, fire))
+    return out
+
+
+def _date(
+    run: _Run, journey: Journey, trigger: DateTrigger, mark: TriggerMark | None
+) -> TriggerMark:
+    repo = run.repo
+    require_date_attribute(repo, trigger)
     lo = run.since if mark is None or mark.until is None else max(run.since, mark.until)
     done = TriggerMark(until=run.now)
     if lo >= run.now:
@@ -341,17 +384,9 @@ def _date(
         values = store.date_values(trigger.attribute, between=(first - offset, last - offset))
     entries: list[_Entry] = []
     for contact_id, value in values:
-        zone = run.zone_of(contact_id)
-        if trigger.annual:
-            years = range(max(value.year, first.year - 1), last.year + 2)
-            days = [anniversary(value, y) + offset for y in years]
-        else:
-            days = [value + offset]
-        for day in days:
-            fire = dt.datetime.combine(day, trigger.at, tzinfo=zone).astimezone(dt.UTC)
-            if lo < fire <= run.now:
-                tid = f"date:{trigger.attribute}:{day.isoformat()}:{contact_id}"
-                entries.append((contact_id, tid, fire, {}))
+        for day, fire in date_fires(trigger, value, run.zone_of(contact_id), lo, run.now):
+            tid = f"date:{trigger.attribute}:{day.isoformat()}:{contact_id}"
+            entries.append((contact_id, tid, fire, {}))
     entries.sort(key=lambda e: (e[2], e[1]))
     run.enroll(journey, entries)
     return done
