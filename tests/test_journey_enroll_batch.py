@@ -23,7 +23,7 @@ from commhistory.crypto import Keyring
 from commhistory.errors import InvalidInputError
 from commhistory.facade import CommHistory, open_repository
 from commhistory.journeys import Journey
-from commhistory.journeys.engine import enroll, enroll_batch, enrollment_id
+from commhistory.journeys.engine import Entry, enroll, enroll_batch, enrollment_id
 from tests._journeys import BACKENDS, open_history, sql_target
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "journeys"
@@ -97,7 +97,7 @@ def test_a_batch_enrolls_what_enroll_one_by_one_does(
 
 def test_a_bad_entry_stores_nothing(repo: CommHistory[Any]) -> None:
     journey = _journey("bad", "always")
-    good = ("c1", "t1", T0, {})
+    good: Entry = ("c1", "t1", T0, {})
     with pytest.raises(InvalidInputError, match="at"):
         enroll_batch(repo.store, journey, [good, ("c1", "t2", dt.datetime(2026, 3, 2), {})])
     with pytest.raises(InvalidInputError, match="properties"):
@@ -124,8 +124,10 @@ def test_concurrent_batches_let_a_once_journey_in_once(target: str) -> None:
         try:
             with open_repository(target, keyring) as mine:
                 for round_ in range(10):
-                    items = [(f"c{c}-{round_}", f"w{n}-r{round_}-c{c}", T0 + n * HOUR, {})
-                             for c in range(20)]  # fmt: skip
+                    at = T0 + n * HOUR
+                    items: list[Entry] = [
+                        (f"c{c}-{round_}", f"w{n}-r{round_}-c{c}", at, {}) for c in range(20)
+                    ]
                     barrier.wait(timeout=60)  # each round's batches race for the same contacts
                     enroll_batch(mine.store, journey, items)
         except BaseException as exc:

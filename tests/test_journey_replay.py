@@ -675,7 +675,8 @@ def test_replay_of_a_segment_needs_a_snapshot_at_or_before_since(repo: CommHisto
     with pytest.raises(InvalidInputError, match="snapshot"):
         repo.journey_replay(journey, since=T1, until=T1 + DAY)
     assert repo.journey_replay(journey, since=T1 + HOUR, until=T1 + DAY).triggers == 0
-    missing = Journey.from_dict({**journey.to_dict(), "trigger": {"type": "segment",
-                                                                  "segment": "nope"}})
+    missing = Journey.from_dict(
+        {**journey.to_dict(), "trigger": {"type": "segment", "segment": "nope"}}
+    )
     with pytest.raises(NotFoundError):
         repo.journey_replay(missing, since=T1, until=T1 + DAY)

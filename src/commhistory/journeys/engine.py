@@ -82,9 +82,9 @@ from commhistory.store.journeys import ActivityTime, EnrollmentMove, EnrollmentR
 from commhistory.store.protocol import Repository
 
 __all__ = [
-    "BatchEnrolled",
     "DEFAULT_BATCH",
     "DEFAULT_RECHECK",
+    "BatchEnrolled",
     "DueResult",
     "StoredBehaviour",
     "due",
@@ -261,9 +261,7 @@ def enroll_batch(repo: Repository, journey: Journey, entries: Sequence[Entry]) -
         if not checked:
             return BatchEnrolled()
         store.lock_entries(journey.key)
-        state = store.entry_state(
-            journey.key, {e[0] for e in checked}, {e[1] for e in checked}
-        )
+        state = store.entry_state(journey.key, {e[0] for e in checked}, {e[1] for e in checked})
         stored = set(state.known)
         last = dict(state.last)
         for contact_id, trigger_id, at, entry in checked:

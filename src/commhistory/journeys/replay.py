@@ -90,8 +90,8 @@ from commhistory.journeys.machine import (
 )
 from commhistory.journeys.triggers import date_fires, require_date_attribute
 from commhistory.model import ConsentAction, EventType
-from commhistory.segments.saved import load_definition
 from commhistory.segments.planning import PlanConfig
+from commhistory.segments.saved import load_definition
 from commhistory.store.protocol import Repository
 
 __all__ = ["JourneyReplay", "ReplayStep", "render_replay", "replay"]

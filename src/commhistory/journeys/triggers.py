@@ -42,14 +42,15 @@ its end.
 
 **Wakes.** The same run reads the behaviour stored since the wake mark (key
 ``*``): events, activities and consent ledger entries, per contact the earliest
-instant (events and activities by a range of their ``stored_seq`` index, migration
-0018: from the watermark, or from the lowest row stored before it that happened
-after the last run's ``now``, kept as the wake key's ``pending`` mark); and the contacts who left a saved segment named by a
-``segment_exit`` goal (a snapshot is taken for each such segment too). The
-active enrollments of those contacts that wait at a branch, or whose journey
-version has goals, get ``wake_at`` set to that instant (unless they wake
-earlier already), so the next :func:`~commhistory.journeys.engine.due` goes on
-from the behaviour without waiting for the hourly recheck.
+instant (events and activities by a range of their ``stored_seq`` index,
+migration 0018: from the watermark, or from the lowest row stored before it
+that happened after the last run's ``now``, kept as the wake key's ``pending``
+mark); and the contacts who left a saved segment named by a ``segment_exit``
+goal (a snapshot is taken for each such segment too). The active enrollments of
+those contacts that wait at a branch, or whose journey version has goals, get
+``wake_at`` set to that instant (unless they wake earlier already), so the next
+:func:`~commhistory.journeys.engine.due` goes on from the behaviour without
+waiting for the hourly recheck.
 
 .. versionadded:: 0.4.0
 """
