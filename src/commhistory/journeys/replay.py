@@ -3,11 +3,16 @@
 :func:`replay` answers "had this journey been live from ``since`` to
 ``until``, who would it have enrolled and what would it have sent when?":
 
-1. **Triggers** are read from the stored history in ``[since, until]``: the
-   activities of an ``activity`` trigger (with its ``properties`` matched after
-   decryption), or the message events of an ``event`` trigger (of its campaign
-   and channel). Segment and date triggers are not replayed (refused with an
-   :class:`~commhistory.errors.InvalidInputError` naming ``trigger``).
+1. **Triggers** are read from the stored history in ``[since, until]``, with
+   the live trigger's ids: the activities of an ``activity`` trigger (with its
+   ``properties`` matched after decryption), the message events of an
+   ``event`` trigger (of its campaign and channel), a ``date`` trigger's fire
+   instants day by day over the window in each contact's zone
+   (:func:`~commhistory.journeys.triggers.date_fires`, the attribute's current
+   values), or the entries into a ``segment`` between consecutive saved
+   snapshots whose later one is in the window. A segment with no snapshot at
+   or before ``since`` is refused (``field="since"``): entry is the difference
+   of two snapshots, and who was in the segment when the window opened is unknown.
 2. **Enrollments** are simulated in trigger order (time, then record id) under
    the journey's re-entry policy, as if the journey had no enrollment before
    ``since``; the enrollment ids are those :func:`~commhistory.journeys.engine.enroll`
@@ -558,14 +563,17 @@ def replay(
         deferrals per step, and each of them.
 
     Raises:
-        InvalidInputError: A naive bound, ``since`` after ``until``, or a segment or
-            date trigger (``field="trigger"``).
+        InvalidInputError: A naive bound, ``since`` after ``until``, a date trigger
+            naming no declared plain date attribute, or a segment trigger whose
+            segment has no snapshot at or before ``since`` (``field="since"``).
+        NotFoundError: A segment trigger names no saved segment.
         PlanConfigError: The configuration's zone attribute is not a declared,
             plain text attribute.
         StorageError: The database failed.
 
     .. versionchanged:: 0.4.0
-       Send planning screens every send; ``config``.
+       Send planning screens every send; ``config``. Segment-entry and date
+       triggers are replayed.
     """
     since = _aware(since, "since")
     until = _aware(until, "until")
