@@ -60,7 +60,8 @@ def _load(repo: CommHistory[SQLRepository]) -> None:
         with repo.store.transaction() as conn:
             conn.exec_driver_sql(
                 "INSERT INTO activities (activity_id, contact_id, name, occurred_at) "
-                "SELECT 'pv' || i, 'c' || (i %% 50000), 'page_view', %s::int8 + i::int8 * %s::int8 "
+                "SELECT 'pv' || i, 'c' || (i %% 50000), 'page_view', "
+                "%s::int8 + i::int8 * %s::int8 "
                 "FROM generate_series(0, %s - 1) AS i",
                 (base, step, ROWS),
             )
@@ -149,8 +150,11 @@ def _setup(url: str, backend: str) -> list[Benchmark]:
 
 
 def _fresh_pg_database() -> str:
-    """A database of its own: the stored-at bound waits for this database's transactions
-    only, so other sessions on the shared server hold nothing back."""
+    """A database of its own, dropped at exit.
+
+    The stored-at bound waits for this database's transactions only, so other
+    sessions on the shared server hold nothing back.
+    """
     import psycopg
 
     base = os.environ.get(URL_ENV) or "postgresql://postgres@127.0.0.1:5432/test"
