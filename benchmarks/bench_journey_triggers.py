@@ -10,29 +10,35 @@ What is measured (``journey_triggers.sqlite.run``):
   since its last run are read after its mark and enrolled (each through
   ``enroll``), the wake feed is read (every activity and event of the last day
   not read before, grouped per contact) and the marks are stored.
-* **Baseline**: the host doing it by hand: the stored-at bound, one ``SELECT``
+* **Baseline**: the host doing it by hand: the stored-at bound (the backend's, as
+  the analytics export takes it), one ``SELECT``
   of the ``signup`` rows stored since its own last bound, and ``enroll`` for each
   (into a journey of another key, same definition); no wake read, no marks.
 
 Both see the signups of both setups since their last call (about 200 a call).
 Goal: the run costs at most 1.5x the hand-written logic (ratio <= 1.5).
-SQLite only: on a shared PostgreSQL database the stored-at bound waits for the
-other sessions' transactions.
+``journey_triggers.postgres.run`` does the same on PostgreSQL when the server
+answers (``$COMMHISTORY_TEST_POSTGRES_URL``), in a database of its own (the
+stored-at bound waits for the transactions of its database only); the rows are
+loaded with one ``INSERT ... SELECT`` from ``generate_series``.
 
 Run: ``python -m benchmarks journey_triggers``.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
 import tempfile
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
 from benchmarks._harness import Benchmark, Goal, main
+from benchmarks.bench_can_send import URL_ENV, postgres_reachable
 from commhistory.crypto import Keyring
 from commhistory.facade import CommHistory, open_repository
 from commhistory.journeys import Journey
@@ -50,6 +56,18 @@ WELCOME: Final = Path(__file__).resolve().parent.parent / "examples" / "journeys
 def _load(repo: CommHistory[SQLRepository]) -> None:
     base = int((T0 - timedelta(days=1)).timestamp() * 1_000_000)
     step = 86_400_000_000 // ROWS
+    if repo.store.dialect == "postgresql":
+        with repo.store.transaction() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO activities (activity_id, contact_id, name, occurred_at) "
+                "SELECT 'pv' || i, 'c' || (i %% 50000), 'page_view', "
+                "%s::int8 + i::int8 * %s::int8 "
+                "FROM generate_series(0, %s - 1) AS i",
+                (base, step, ROWS),
+            )
+        with repo.store.transaction() as conn:
+            conn.exec_driver_sql("ANALYZE activities")
+        return
     rows = [(f"pv{i}", f"c{i % 50_000}", "page_view", base + i * step) for i in range(ROWS)]
     with repo.store.transaction() as conn:
         raw: Any = conn.connection.driver_connection
@@ -88,7 +106,7 @@ class _Clock:
         )
 
 
-def _setup(url: str) -> list[Benchmark]:
+def _setup(url: str, backend: str) -> list[Benchmark]:
     repo = open_repository(url, Keyring.generate())
     repo.declare_activities({"signup": [], "page_view": []})
     _load(repo)
@@ -101,12 +119,15 @@ def _setup(url: str) -> list[Benchmark]:
     def candidate() -> None:
         run_triggers(store, [welcome], clock.now)
 
+    ph = store.backend.ph
+
     def baseline() -> None:
         with store.transaction() as conn:
-            bound = int(conn.exec_driver_sql("SELECT value FROM stored_seq").scalar_one()) + 1
+            # The stored-at bound as the analytics export takes it (SQLite: the counter).
+            bound = store.backend.stored_seq_bound(conn)
             rows = conn.exec_driver_sql(
                 "SELECT activity_id, contact_id, occurred_at, plain_properties FROM activities "
-                "WHERE name = 'signup' AND stored_seq >= ? AND stored_seq < ? "
+                f"WHERE name = 'signup' AND stored_seq >= {ph} AND stored_seq < {ph} "
                 "ORDER BY occurred_at, activity_id",
                 (clock.last_bound, bound),
             ).all()
@@ -117,7 +138,7 @@ def _setup(url: str) -> list[Benchmark]:
 
     return [
         Benchmark(
-            name="journey_triggers.sqlite.run",
+            name=f"journey_triggers.{backend}.run",
             candidate=candidate,
             baseline=baseline,
             setup=clock.setup,
@@ -128,10 +149,38 @@ def _setup(url: str) -> list[Benchmark]:
     ]
 
 
+def _fresh_pg_database() -> str:
+    """A database of its own, dropped at exit.
+
+    The stored-at bound waits for this database's transactions only, so other
+    sessions on the shared server hold nothing back.
+    """
+    import psycopg
+
+    base = os.environ.get(URL_ENV) or "postgresql://postgres@127.0.0.1:5432/test"
+    base = base.replace("postgresql+psycopg://", "postgresql://")
+    name = f"bench_trig_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    atexit.register(_drop_pg_database, base, name)
+    head, _, query = base.partition("?")
+    return head.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
+
+
+def _drop_pg_database(base: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def benchmarks() -> list[Benchmark]:
-    """Build the trigger benchmark on SQLite."""
+    """Build the trigger benchmark on SQLite, and on PostgreSQL when reachable."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-triggers-"))
-    return _setup(f"sqlite:///{tmp / 'triggers.db'}")
+    out = _setup(f"sqlite:///{tmp / 'triggers.db'}", "sqlite")
+    if postgres_reachable():
+        out += _setup(_fresh_pg_database(), "postgres")
+    return out
 
 
 if __name__ == "__main__":

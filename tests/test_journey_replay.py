@@ -14,13 +14,15 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from commhistory.audit import Actor, Policy
-from commhistory.errors import InvalidInputError, PermissionDenied
+from commhistory.contacts import AttributeDefinition
+from commhistory.errors import InvalidInputError, NotFoundError, PermissionDenied
 from commhistory.facade import CommHistory, open_repository
 from commhistory.journeys import Journey, SendIntent
 from commhistory.journeys.engine import enrollment_id
@@ -356,7 +358,7 @@ def test_replay_defers_a_capped_send_to_the_next_midnight(repo: CommHistory[Any]
 
 def test_refusals(repo: CommHistory[Any]) -> None:
     journey = Journey.load(EXAMPLES / "birthday.json")
-    with pytest.raises(InvalidInputError, match="trigger"):
+    with pytest.raises(InvalidInputError, match="attribute"):  # birth_date is not declared
         repo.journey_replay(journey, since=SINCE, until=UNTIL)
     welcome = Journey.load(EXAMPLES / "welcome.json")
     with pytest.raises(InvalidInputError, match="since"):
@@ -537,3 +539,144 @@ def test_replay_sends_what_the_live_engine_sent(
 
     assert held(skipped) == held(report.skipped)
     assert held(deferred) == held(report.deferred)
+
+
+# --- segment-entry and date triggers: the live triggers and their replay ------------------------
+
+T1 = dt.datetime(2027, 2, 26, tzinfo=UTC)
+"""2027 is a common year: a 29 February birthday fires on the 28th."""
+ZONES = (ZoneInfo("UTC"), ZoneInfo("Asia/Tokyo"), ZoneInfo("America/New_York"))
+"""Whole-hour offsets: 09:00 local is a whole hour in UTC, when an hourly run looks."""
+BIRTHDAYS = ("02-26", "02-27", "02-28", "02-29", "03-01")
+
+
+@st.composite
+def contacts(draw: st.DrawFn) -> list[tuple[str, int, int, list[int]]]:
+    """Per contact: a birthday (month-day), a birth year, its zone, and the hours after T1
+    at which it flips in or out of the gold tier (it starts silver)."""
+    return draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(BIRTHDAYS),
+                st.sampled_from([1988, 2000]),  # 2000 is a leap year
+                st.integers(0, len(ZONES) - 1),
+                st.lists(st.integers(0, 90), max_size=4, unique=True).map(sorted),
+            ),
+            min_size=1,
+            max_size=3,
+        )
+    )
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    people=contacts(),
+    kind=st.sampled_from(["date", "segment"]),
+    reentry=st.sampled_from(["once", "periodic", "always"]),
+)
+def test_replay_of_segment_and_date_triggers_sends_what_live_runs_sent(
+    repo: CommHistory[Any],
+    people: list[tuple[str, int, int, list[int]]],
+    kind: str,
+    reentry: str,
+) -> None:
+    """Hourly ``run_triggers`` then ``due`` (each send recorded) and the replay agree.
+
+    Date: each contact's birthday at 09:00 in its zone, over four days around
+    28 February of a common year. Segment: contacts flip in and out of a saved
+    segment; each run snapshots it, and the replay reads those snapshots.
+    """
+    tag = uuid.uuid4().hex[:8]
+    segment = f"gold-{tag}"
+    repo.declare_attributes(
+        [
+            AttributeDefinition(name="birth_date", type="date"),
+            AttributeDefinition(name="tier", type="enum", values=("gold", "silver")),
+        ]
+    )
+    repo.save_segment(segment, {"attribute": "tier", "op": "=", "value": "gold"})
+    trigger: dict[str, Any] = (
+        {"type": "date", "attribute": "birth_date", "annual": True, "at": "09:00"}
+        if kind == "date"
+        else {"type": "segment", "segment": segment}
+    )
+    journey = Journey.from_dict(
+        {
+            "key": f"{kind}-{tag}",
+            "version": 1,
+            "trigger": trigger,
+            "reentry": reentry,
+            **({"reentry_days": 1} if reentry == "periodic" else {}),
+            "steps": [
+                {"type": "send", "id": "hello", "template": "t-1", "channel": "email",
+                 "next": "wait"},
+                {"type": "wait", "id": "wait", "delay": "1d", "next": "again"},
+                {"type": "send", "id": "again", "template": "t-2", "channel": "email"},
+            ],
+        }
+    )  # fmt: skip
+    ids = [f"p{n}-{tag}" for n in range(len(people))]
+    reachable(repo, ids)
+    zone = {cid: ZONES[z] for cid, (_d, _y, z, _f) in zip(ids, people, strict=True)}
+    flips: dict[int, list[str]] = {}
+    for cid, (day, year, _z, hours) in zip(ids, people, strict=True):
+        repo.set_attributes(cid, {"birth_date": f"{year}-{day}", "tier": "silver"},
+                            at=T1 - DAY)  # fmt: skip
+        for hour in hours:
+            flips.setdefault(hour, []).append(cid)
+
+    def zone_of(contact: str) -> ZoneInfo:
+        return zone.get(contact, ZONES[0])
+
+    gold: set[str] = set()
+    live: list[SendIntent] = []
+    end = T1 + 4 * DAY
+    now, hour = T1, 0
+    while now <= end:
+        for cid in flips.get(hour, []):
+            gold ^= {cid}
+            repo.set_attributes(cid, {"tier": "gold" if cid in gold else "silver"}, at=now)
+        # No wakes: the journey has no branch or goal (and the wake marks are shared).
+        repo.run_journey_triggers([journey], now, zone_of=zone_of, wake=False)
+        for intent in repo.journey_due(now):
+            live.append(intent)
+            repo.record_journey_send(intent.key, at=now)
+        now += HOUR
+        hour += 1
+    report = repo.journey_replay(journey, since=T1, until=end, zone_of=zone_of)
+    mine = set(ids)
+    expected = sorted((i.due_at, i.key, i.step_id) for i in live if i.contact_id in mine)
+    assert expected == [(i.due_at, i.key, i.step_id) for i in report.intents
+                        if i.contact_id in mine]  # fmt: skip
+    if kind == "date":  # every contact's birthday falls in the window, once
+        hellos = {i.contact_id for i in report.intents if i.step_id == "hello"}
+        assert hellos & mine == mine
+
+
+def test_replay_of_a_segment_needs_a_snapshot_at_or_before_since(repo: CommHistory[Any]) -> None:
+    repo.declare_attributes(
+        [AttributeDefinition(name="tier", type="enum", values=("gold", "silver"))]
+    )
+    repo.save_segment("gold", {"attribute": "tier", "op": "=", "value": "gold"})
+    journey = Journey.from_dict(
+        {
+            "key": "gold",
+            "version": 1,
+            "trigger": {"type": "segment", "segment": "gold"},
+            "steps": [{"type": "send", "id": "hello", "template": "t", "channel": "email"}],
+        }
+    )
+    repo.set_attributes("c1", {"tier": "gold"}, at=T1)
+    repo.run_journey_triggers([journey], T1 + HOUR)  # the first snapshot, after since
+    with pytest.raises(InvalidInputError, match="snapshot"):
+        repo.journey_replay(journey, since=T1, until=T1 + DAY)
+    assert repo.journey_replay(journey, since=T1 + HOUR, until=T1 + DAY).triggers == 0
+    missing = Journey.from_dict(
+        {**journey.to_dict(), "trigger": {"type": "segment", "segment": "nope"}}
+    )
+    with pytest.raises(NotFoundError):
+        repo.journey_replay(missing, since=T1, until=T1 + DAY)

@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from commhistory.contacts import AttributeDefinition
@@ -605,3 +605,46 @@ def test_concurrent_runs_enroll_each_trigger_once(target: str) -> None:
     with open_repository(target, keyring) as check:
         intents = check.journey_due(T0 + HOUR)
     assert len(intents) == len({i.enrollment_id for i in intents}) == 40
+
+
+# --- the wake read by stored_seq range equals the full read ----------------------------------
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    runs=st.lists(
+        st.lists(st.tuples(st.integers(0, 3), st.integers(-30, 40)), max_size=4),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_the_wake_feed_reads_what_the_full_behaviour_read_does(
+    repo: CommHistory[Any], runs: list[list[tuple[int, int]]]
+) -> None:
+    """Per run, rows stored just before it (some timed after its ``now``, some late):
+    the ``stored_seq`` range read with the ``pending`` mark finds the same instants as
+    :meth:`behaviour_since`, which reads every row."""
+    store = repo.store.journey_store
+    tag = uuid.uuid4().hex[:8]
+    repo.declare_activities({"visit": []})
+    after: TriggerMark | None = None
+    pending: int | None = None
+    for n, rows in enumerate(runs):
+        now = T0 + n * 10 * MIN
+        repo.record_activities(
+            [
+                _activity(f"v{n}-{k}-{tag}", f"c{c}-{tag}", "visit", now + minutes * MIN)
+                for k, (c, minutes) in enumerate(rows)
+            ]
+        )
+        bound = store.stored_bound()
+        window = {"before": bound, "since": now - HOUR, "until": now}
+        feed = store.wake_feed(after=after, pending=pending, **window)
+        full = store.behaviour_since(after=after, **window)
+        assert dict(feed.instants) == full
+        after = TriggerMark(watermark=max(bound, after.watermark if after else 0), until=now)
+        pending = feed.pending

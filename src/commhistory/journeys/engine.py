@@ -7,7 +7,9 @@ enrollment at once:
 
 * :func:`enroll` stores a contact's entry into a journey version, once per
   triggering record (the enrollment id is derived from the journey key and the
-  trigger id), and only when the journey's re-entry policy lets the contact in.
+  trigger id), and only when the journey's re-entry policy lets the contact in;
+  :func:`enroll_batch` does the same for many triggers with a constant number
+  of statements.
 * :func:`due` selects the active enrollments whose ``wake_at`` has come (an
   indexed query, a batch at a time), runs
   :func:`~commhistory.journeys.machine.advance` on each with the behaviour read
@@ -45,7 +47,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -82,10 +84,12 @@ from commhistory.store.protocol import Repository
 __all__ = [
     "DEFAULT_BATCH",
     "DEFAULT_RECHECK",
+    "BatchEnrolled",
     "DueResult",
     "StoredBehaviour",
     "due",
     "enroll",
+    "enroll_batch",
     "enrollment_id",
     "record_sent",
     "save_journey",
@@ -172,46 +176,123 @@ def enroll(
     Raises:
         InvalidInputError: ``at`` is naive, a property is not a plain value, or
             the journey version is stored with another definition.
+
+    .. versionchanged:: 0.4.0
+       One entry of :func:`enroll_batch`: the same checks and statements.
     """
-    at = _aware(at, "at")
-    if not contact_id:
-        raise InvalidInputError(field="contact_id", reason="must not be empty")
-    if not trigger_id:
-        raise InvalidInputError(field="trigger_id", reason="must not be empty")
-    entry = _properties(properties)
+    with repo.transaction():
+        enroll_batch(repo, journey, [(contact_id, trigger_id, at, properties or {})])
+        stored = repo.journey_store.enrollment(enrollment_id(journey.key, trigger_id))
+    return None if stored is None else _enrollment(stored)
+
+
+Entry = tuple[str, str, dt.datetime, Mapping[str, object]]
+"""One entry to enroll: contact id, trigger id, when it fired (aware), its plain properties."""
+
+
+@attrs.frozen(kw_only=True)
+class BatchEnrolled:
+    """What :func:`enroll_batch` did with each entry, by trigger id.
+
+    Attributes:
+        enrolled: The triggers that enrolled a contact now.
+        kept_out: The triggers the re-entry policy refused.
+        known: The triggers that had enrolled a contact already (a retry).
+
+    .. versionadded:: 0.4.0
+    """
+
+    enrolled: tuple[str, ...] = ()
+    kept_out: tuple[str, ...] = ()
+    known: tuple[str, ...] = ()
+
+
+def _admits(journey: Journey, last: dt.datetime | None, at: dt.datetime) -> bool:
+    """Whether the re-entry policy lets a contact whose last entry was *last* in at *at*."""
+    if last is None or journey.reentry is ReEntry.ALWAYS:
+        return True
+    if journey.reentry is ReEntry.ONCE:
+        return False
+    assert journey.reentry_days is not None
+    return at >= last + dt.timedelta(days=journey.reentry_days)
+
+
+def enroll_batch(repo: Repository, journey: Journey, entries: Sequence[Entry]) -> BatchEnrolled:
+    """Enroll many triggers at once, exactly as :func:`enroll` one after the other would.
+
+    In one transaction and a constant number of statements, whatever the
+    batch's size: the journey version is stored, other enrollments into the
+    journey key are held off until the transaction ends
+    (:meth:`~commhistory.store.journeys.JourneyStore.lock_entries`), one read
+    gives the triggers stored already and each contact's last entry, the
+    re-entry policy is applied to the entries in the order given (an entry
+    admitted counts as the contact's last entry for the ones after it), and
+    the admitted ones are inserted with one statement.
+
+    Args:
+        repo: The repository.
+        journey: The journey version to walk.
+        entries: ``(contact_id, trigger_id, at, properties)`` per trigger, in
+            the order :func:`enroll` would be called.
+
+    Returns:
+        Which triggers enrolled, which the policy kept out, which had enrolled already.
+
+    Raises:
+        InvalidInputError: As :func:`enroll`, for any entry (nothing is stored then).
+
+    .. versionadded:: 0.4.0
+    """
+    checked: list[tuple[str, str, dt.datetime, dict[str, str | int | bool]]] = []
+    for contact_id, trigger_id, at, properties in entries:
+        when = _aware(at, "at")
+        if not contact_id:
+            raise InvalidInputError(field="contact_id", reason="must not be empty")
+        if not trigger_id:
+            raise InvalidInputError(field="trigger_id", reason="must not be empty")
+        checked.append((contact_id, trigger_id, when, _properties(properties)))
     store = repo.journey_store
-    eid = enrollment_id(journey.key, trigger_id)
+    enrolled: list[str] = []
+    kept_out: list[str] = []
+    known: list[str] = []
+    rows: list[EnrollmentRow] = []
     with repo.transaction():
         save_journey(repo, journey)
-        stored = store.enrollment(eid)
-        if stored is not None:
-            return _enrollment(stored)
-        last = store.last_entry(journey.key, contact_id)
-        if last is not None:
-            if journey.reentry is ReEntry.ONCE:
-                return None
-            if journey.reentry is ReEntry.PERIODIC:
-                assert journey.reentry_days is not None
-                if at < last + dt.timedelta(days=journey.reentry_days):
-                    return None
-        row = EnrollmentRow(
-            enrollment_id=eid,
-            journey_key=journey.key,
-            version=journey.version,
-            contact_id=contact_id,
-            trigger_id=trigger_id,
-            entered_at=at,
-            entry_properties=entry,
-            step_id=journey.start,
-            since=at,
-            status=Status.ACTIVE.value,
-            visits={journey.start: 1},
-            wake_at=at,
-        )
-        store.insert_enrollment(row)
-        stored = store.enrollment(eid)
-    assert stored is not None
-    return _enrollment(stored)
+        if not checked:
+            return BatchEnrolled()
+        store.lock_entries(journey.key)
+        state = store.entry_state(journey.key, {e[0] for e in checked}, {e[1] for e in checked})
+        stored = set(state.known)
+        last = dict(state.last)
+        for contact_id, trigger_id, at, entry in checked:
+            if trigger_id in stored:
+                known.append(trigger_id)
+                continue
+            if not _admits(journey, last.get(contact_id), at):
+                kept_out.append(trigger_id)
+                continue
+            stored.add(trigger_id)
+            previous = last.get(contact_id)
+            last[contact_id] = at if previous is None else max(previous, at)
+            enrolled.append(trigger_id)
+            rows.append(
+                EnrollmentRow(
+                    enrollment_id=enrollment_id(journey.key, trigger_id),
+                    journey_key=journey.key,
+                    version=journey.version,
+                    contact_id=contact_id,
+                    trigger_id=trigger_id,
+                    entered_at=at,
+                    entry_properties=entry,
+                    step_id=journey.start,
+                    since=at,
+                    status=Status.ACTIVE.value,
+                    visits={journey.start: 1},
+                    wake_at=at,
+                )
+            )
+        store.insert_enrollments(rows)
+    return BatchEnrolled(enrolled=tuple(enrolled), kept_out=tuple(kept_out), known=tuple(known))
 
 
 @attrs.define

@@ -3,11 +3,16 @@
 :func:`replay` answers "had this journey been live from ``since`` to
 ``until``, who would it have enrolled and what would it have sent when?":
 
-1. **Triggers** are read from the stored history in ``[since, until]``: the
-   activities of an ``activity`` trigger (with its ``properties`` matched after
-   decryption), or the message events of an ``event`` trigger (of its campaign
-   and channel). Segment and date triggers are not replayed (refused with an
-   :class:`~commhistory.errors.InvalidInputError` naming ``trigger``).
+1. **Triggers** are read from the stored history in ``[since, until]``, with
+   the live trigger's ids: the activities of an ``activity`` trigger (with its
+   ``properties`` matched after decryption), the message events of an
+   ``event`` trigger (of its campaign and channel), a ``date`` trigger's fire
+   instants day by day over the window in each contact's zone
+   (:func:`~commhistory.journeys.triggers.date_fires`, the attribute's current
+   values), or the entries into a ``segment`` between consecutive saved
+   snapshots whose later one is in the window. A segment with no snapshot at
+   or before ``since`` is refused (``field="since"``): entry is the difference
+   of two snapshots, and who was in the segment when the window opened is unknown.
 2. **Enrollments** are simulated in trigger order (time, then record id) under
    the journey's re-entry policy, as if the journey had no enrollment before
    ``since``; the enrollment ids are those :func:`~commhistory.journeys.engine.enroll`
@@ -55,6 +60,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import itertools
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -67,9 +73,11 @@ from commhistory.journeys.definition import (
     ActivityGoal,
     ActivityTrigger,
     BranchStep,
+    DateTrigger,
     EventTrigger,
     Journey,
     ReEntry,
+    SegmentTrigger,
     SendStep,
     UnsubscribeGoal,
     WaitStep,
@@ -85,8 +93,10 @@ from commhistory.journeys.machine import (
     advance,
     wait_end,
 )
+from commhistory.journeys.triggers import date_fires, require_date_attribute
 from commhistory.model import ConsentAction, EventType
 from commhistory.segments.planning import PlanConfig
+from commhistory.segments.saved import load_definition
 from commhistory.store.protocol import Repository
 
 __all__ = ["JourneyReplay", "ReplayStep", "render_replay", "replay"]
@@ -261,8 +271,75 @@ def _activities(
     ]
 
 
+_Zones = Callable[[list[str]], Callable[[str], ZoneInfo]]
+"""Given contact ids, their time zones (the replay's ``zone_of`` or the configuration's)."""
+
+
+def _segment_triggers(
+    repo: Repository, trigger: SegmentTrigger, since: dt.datetime, until: dt.datetime
+) -> list[_Trigger]:
+    """Entries into the saved segment between consecutive snapshots taken in the window.
+
+    As the live trigger reads them: a contact entered when a snapshot (ordered by
+    ``at``, then when taken) holds it and the one before does not; the trigger id
+    names that snapshot, the entry instant is its ``at``.
+    """
+    name = trigger.segment
+    load_definition(repo, name)  # NotFoundError: not a saved segment, as live
+    store = repo.segment_store
+    shots = sorted(
+        (s for s in store.snapshots(name) if s.at <= until),
+        key=lambda s: (s.at, s.taken_at, s.snapshot_id),
+    )
+    if not any(s.at <= since for s in shots):
+        # Entry is the difference between two snapshots: without one at or before
+        # since, who was in the segment when the window opened is unknown, and the
+        # first snapshot in the window would count every member as entering (or,
+        # read as the live trigger's first run reads it, nobody).
+        raise InvalidInputError(
+            field="since",
+            reason=f"segment {name!r} has no snapshot taken at or before since; entries "
+            "into it cannot be reconstructed from its snapshots",
+        )
+    out: list[_Trigger] = []
+    members: dict[str, frozenset[str]] = {}
+
+    def ids(snapshot_id: str) -> frozenset[str]:
+        if snapshot_id not in members:
+            members[snapshot_id] = frozenset(store.snapshot_members(snapshot_id))
+        return members[snapshot_id]
+
+    for before, current in itertools.pairwise(shots):
+        if current.at < since:
+            continue
+        for contact in sorted(ids(current.snapshot_id) - ids(before.snapshot_id)):
+            tid = f"segment:{name}:{current.snapshot_id}:{contact}"
+            out.append(_Trigger(tid, contact, current.at, {}))
+    return out
+
+
+def _date_triggers(
+    repo: Repository, trigger: DateTrigger, since: dt.datetime, until: dt.datetime, zones: _Zones
+) -> list[_Trigger]:
+    """Every day of the window on which the date trigger fires, per contact, in its zone.
+
+    The attribute's current values (as the live trigger reads them), each
+    contact's local fire dates (29 February on 28 February in common years)
+    at the trigger's ``at``; the trigger ids are the live trigger's.
+    """
+    require_date_attribute(repo, trigger)
+    values = repo.journey_store.date_values(trigger.attribute)
+    zone_of = zones(sorted({c for c, _v in values}))
+    out: list[_Trigger] = []
+    for contact, value in values:
+        for day, fire in date_fires(trigger, value, zone_of(contact), since - _MICRO, until):
+            tid = f"date:{trigger.attribute}:{day.isoformat()}:{contact}"
+            out.append(_Trigger(tid, contact, fire, {}))
+    return out
+
+
 def _triggers(
-    repo: Repository, journey: Journey, since: dt.datetime, until: dt.datetime
+    repo: Repository, journey: Journey, since: dt.datetime, until: dt.datetime, zones: _Zones
 ) -> list[_Trigger]:
     trigger = journey.trigger
     store = repo.journey_store
@@ -289,11 +366,9 @@ def _triggers(
             until=until,
         )
         return [_Trigger(r.record_id, r.contact_id, r.occurred_at, {}) for r in rows]
-    raise InvalidInputError(
-        field="trigger",
-        reason="replay reads activity and event triggers; segment and date triggers "
-        "are not replayed",
-    )
+    if isinstance(trigger, SegmentTrigger):
+        return _segment_triggers(repo, trigger, since, until)
+    return _date_triggers(repo, trigger, since, until, zones)
 
 
 def _enroll(journey: Journey, triggers: list[_Trigger]) -> tuple[list[Enrollment], int]:
@@ -488,24 +563,31 @@ def replay(
         deferrals per step, and each of them.
 
     Raises:
-        InvalidInputError: A naive bound, ``since`` after ``until``, or a segment or
-            date trigger (``field="trigger"``).
+        InvalidInputError: A naive bound, ``since`` after ``until``, a date trigger
+            naming no declared plain date attribute, or a segment trigger whose
+            segment has no snapshot at or before ``since`` (``field="since"``).
+        NotFoundError: A segment trigger names no saved segment.
         PlanConfigError: The configuration's zone attribute is not a declared,
             plain text attribute.
         StorageError: The database failed.
 
     .. versionchanged:: 0.4.0
-       Send planning screens every send; ``config``.
+       Send planning screens every send; ``config``. Segment-entry and date
+       triggers are replayed.
     """
     since = _aware(since, "since")
     until = _aware(until, "until")
     if since > until:
         raise InvalidInputError(field="since", reason="must not be after until")
-    triggers = _triggers(repo, journey, since, until)
+
+    def zones(contacts: list[str]) -> Callable[[str], ZoneInfo]:
+        return gate.zones(repo, config, contacts, until, zone_of=zone_of)
+
+    triggers = _triggers(repo, journey, since, until, zones)
     enrollments, kept_out = _enroll(journey, triggers)
     contacts = sorted({e.contact_id for e in enrollments})
     histories = _behaviours(repo, journey, contacts, since, until)
-    zone_for = gate.zones(repo, config, contacts, until, zone_of=zone_of)
+    zone_for = zones(contacts)
     statuses: dict[str, int] = {}
     intents: list[SendIntent] = []
     skipped: list[SkippedIntent] = []

@@ -4,7 +4,10 @@
 from ``commhistory journey triggers``): for each journey it reads what was
 stored since that journey's **trigger mark** (table
 ``journey_trigger_marks``, migration 0016) and enrolls the contacts the
-trigger names, through :func:`~commhistory.journeys.engine.enroll`:
+trigger names, a batch at a time through
+:func:`~commhistory.journeys.engine.enroll_batch` (what
+:func:`~commhistory.journeys.engine.enroll` does per trigger, with a constant
+number of statements per batch):
 
 * **activity**: each new activity of the trigger's name whose plain
   properties carry the trigger's ``properties``; the trigger id is the
@@ -39,12 +42,15 @@ its end.
 
 **Wakes.** The same run reads the behaviour stored since the wake mark (key
 ``*``): events, activities and consent ledger entries, per contact the earliest
-instant; and the contacts who left a saved segment named by a
-``segment_exit`` goal (a snapshot is taken for each such segment too). The
-active enrollments of those contacts that wait at a branch, or whose journey
-version has goals, get ``wake_at`` set to that instant (unless they wake
-earlier already), so the next :func:`~commhistory.journeys.engine.due` goes on
-from the behaviour without waiting for the hourly recheck.
+instant (events and activities by a range of their ``stored_seq`` index,
+migration 0018: from the watermark, or from the lowest row stored before it
+that happened after the last run's ``now``, kept as the wake key's ``pending``
+mark); and the contacts who left a saved segment named by a ``segment_exit``
+goal (a snapshot is taken for each such segment too). The active enrollments of
+those contacts that wait at a branch, or whose journey version has goals, get
+``wake_at`` set to that instant (unless they wake earlier already), so the next
+:func:`~commhistory.journeys.engine.due` goes on from the behaviour without
+waiting for the hourly recheck.
 
 .. versionadded:: 0.4.0
 """
@@ -69,7 +75,7 @@ from commhistory.journeys.definition import (
     SegmentExitGoal,
     SegmentTrigger,
 )
-from commhistory.journeys.engine import enroll, save_journey
+from commhistory.journeys.engine import enroll_batch, save_journey
 from commhistory.normalize.time import from_micros, to_micros
 from commhistory.segments.saved import snapshot
 from commhistory.store.journeys import TriggerMark, TriggerRecord, WakeScope
@@ -81,6 +87,8 @@ __all__ = [
     "WAKE_KEY",
     "TriggerReport",
     "anniversary",
+    "date_fires",
+    "require_date_attribute",
     "run_triggers",
 ]
 
@@ -159,21 +167,19 @@ class _Run:
     members: dict[str, frozenset[str]] = attrs.field(factory=dict)
 
     def enroll(self, journey: Journey, entries: Sequence[_Entry]) -> None:
-        """Enroll *entries* in batches, each one transaction; skip triggers stored already."""
-        store = self.repo.journey_store
+        """Enroll *entries* in batches, each one transaction of a constant number of statements.
+
+        Triggers stored already (a retried run) are skipped: neither enrolled
+        nor kept out.
+        """
         key = journey.key
         self.read[key] = self.read.get(key, 0) + len(entries)
         for chunk in _chunks(entries, self.batch_size):
-            with self.repo.transaction():
-                known = store.enrolled_triggers(key, {e[1] for e in chunk})
-                for contact_id, trigger_id, at, properties in chunk:
-                    if trigger_id in known:
-                        continue  # a retried run: this trigger enrolled already
-                    got = enroll(
-                        self.repo, journey, contact_id, trigger_id, at, properties=properties
-                    )
-                    counter = self.kept_out if got is None else self.enrolled
-                    counter[key] = counter.get(key, 0) + 1
+            done = enroll_batch(self.repo, journey, chunk)
+            if done.enrolled:
+                self.enrolled[key] = self.enrolled.get(key, 0) + len(done.enrolled)
+            if done.kept_out:
+                self.kept_out[key] = self.kept_out.get(key, 0) + len(done.kept_out)
 
     def snapshots(self, name: str) -> list[SnapshotInfo]:
         """The segment's snapshots up to now, by ``at``; one at ``now`` is taken if missing."""
@@ -305,16 +311,57 @@ def _days(first: dt.date, last: dt.date) -> Iterable[dt.date]:
         day += dt.timedelta(days=1)
 
 
-def _date(
-    run: _Run, journey: Journey, trigger: DateTrigger, mark: TriggerMark | None
-) -> TriggerMark:
-    repo = run.repo
+def require_date_attribute(repo: Repository, trigger: DateTrigger) -> None:
+    """Check that a date trigger names a declared plain ``date`` attribute.
+
+    Raises:
+        InvalidInputError: It does not (``field="trigger.attribute"``).
+
+    .. versionadded:: 0.4.0
+    """
     declared = {d.name: d for d in repo.attribute_store.definitions()}
     d = declared.get(trigger.attribute)
     if d is None or d.type != "date" or d.personal:
         raise InvalidInputError(
             field="trigger.attribute", reason="must name a declared plain date attribute"
         )
+
+
+def date_fires(
+    trigger: DateTrigger, value: dt.date, zone: ZoneInfo, after: dt.datetime, until: dt.datetime
+) -> list[tuple[dt.date, dt.datetime]]:
+    """When a date trigger fires for a contact whose attribute is *value*, in ``(after, until]``.
+
+    Each local date it fires on (``value`` plus ``offset_days``; with
+    ``annual``, its anniversary in every year from ``value``'s own on, 29
+    February on 28 February in common years) at the trigger's ``at`` in
+    *zone*, with that instant in UTC, in time order. The live trigger and the
+    dry-run replay both use it.
+
+    .. versionadded:: 0.4.0
+    """
+    # Every zone is within a day of UTC: two days of margin hold every local fire date.
+    first = (after - dt.timedelta(days=2)).date()
+    last = (until + dt.timedelta(days=2)).date()
+    offset = dt.timedelta(days=trigger.offset_days)
+    if trigger.annual:
+        years = range(max(value.year, first.year - 1), last.year + 2)
+        days = [anniversary(value, y) + offset for y in years]
+    else:
+        days = [value + offset]
+    out: list[tuple[dt.date, dt.datetime]] = []
+    for day in days:
+        fire = dt.datetime.combine(day, trigger.at, tzinfo=zone).astimezone(dt.UTC)
+        if after < fire <= until:
+            out.append((day, fire))
+    return out
+
+
+def _date(
+    run: _Run, journey: Journey, trigger: DateTrigger, mark: TriggerMark | None
+) -> TriggerMark:
+    repo = run.repo
+    require_date_attribute(repo, trigger)
     lo = run.since if mark is None or mark.until is None else max(run.since, mark.until)
     done = TriggerMark(until=run.now)
     if lo >= run.now:
@@ -338,17 +385,9 @@ def _date(
         values = store.date_values(trigger.attribute, between=(first - offset, last - offset))
     entries: list[_Entry] = []
     for contact_id, value in values:
-        zone = run.zone_of(contact_id)
-        if trigger.annual:
-            years = range(max(value.year, first.year - 1), last.year + 2)
-            days = [anniversary(value, y) + offset for y in years]
-        else:
-            days = [value + offset]
-        for day in days:
-            fire = dt.datetime.combine(day, trigger.at, tzinfo=zone).astimezone(dt.UTC)
-            if lo < fire <= run.now:
-                tid = f"date:{trigger.attribute}:{day.isoformat()}:{contact_id}"
-                entries.append((contact_id, tid, fire, {}))
+        for day, fire in date_fires(trigger, value, run.zone_of(contact_id), lo, run.now):
+            tid = f"date:{trigger.attribute}:{day.isoformat()}:{contact_id}"
+            entries.append((contact_id, tid, fire, {}))
     entries.sort(key=lambda e: (e[2], e[1]))
     run.enroll(journey, entries)
     return done
@@ -384,9 +423,15 @@ def _wake(run: _Run) -> int:
     marks = store.trigger_marks(WAKE_KEY)
     behaviour = marks.get("behaviour")
     _check_clock(behaviour, run.now, WAKE_KEY)
-    instants = store.behaviour_since(
-        after=behaviour, before=run.bound, since=run.since, until=run.now
+    held = marks.get("pending")
+    feed = store.wake_feed(
+        after=behaviour,
+        pending=None if held is None else held.watermark,
+        before=run.bound,
+        since=run.since,
+        until=run.now,
     )
+    instants = feed.instants
     woken = set(instants)
     items = sorted(instants.items())
     for i in range(0, len(items), run.batch_size):
@@ -395,7 +440,10 @@ def _wake(run: _Run) -> int:
     new = {
         "behaviour": TriggerMark(
             watermark=max(run.bound, behaviour.watermark if behaviour else 0), until=run.now
-        )
+        ),
+        # Where the next wake read starts: rows stored below the bound that
+        # happened after now are read once their time comes.
+        "pending": TriggerMark(watermark=feed.pending, until=run.now),
     }
     for segment, reach in sorted(exits.items()):
         try:

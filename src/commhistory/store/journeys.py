@@ -65,6 +65,7 @@ __all__ = [
     "ContactEventRow",
     "EnrollmentMove",
     "EnrollmentRow",
+    "EntryState",
     "IntentRow",
     "JourneyCounts",
     "JourneyStore",
@@ -74,6 +75,7 @@ __all__ = [
     "TriggerMark",
     "TriggerRecord",
     "TriggerRow",
+    "WakeFeed",
     "WakeScope",
 ]
 
@@ -544,6 +546,29 @@ class JourneyStore(Protocol):
         """
         ...
 
+    def wake_feed(
+        self,
+        *,
+        after: TriggerMark | None,
+        pending: int | None,
+        before: int,
+        since: datetime,
+        until: datetime,
+    ) -> WakeFeed:
+        """:meth:`behaviour_since`, read by the ``stored_seq`` index, and what waits for later.
+
+        The same instants as :meth:`behaviour_since`. Events and activities are
+        read from ``stored_seq`` ``min(after.watermark, pending)`` on (migration
+        0018's index): a row stored below the watermark is new only when it
+        happened after ``after.until``, and every such row is at or above
+        *pending*, the :attr:`WakeFeed.pending` of the run that set *after*.
+        Without *pending* (marks of an older release) all rows below *before*
+        are read once.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
     def active_versions(self) -> list[tuple[str, int]]:
         """The journey key and version of every active enrollment, distinct, sorted.
 
@@ -597,6 +622,42 @@ class JourneyStore(Protocol):
 
     def enrolled_triggers(self, journey_key: str, trigger_ids: Collection[str]) -> set[str]:
         """Which of *trigger_ids* enrolled a contact in the journey already (one query).
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def lock_entries(self, journey_key: str) -> None:
+        """Hold off other enrollments into *journey_key* until this transaction ends.
+
+        Call it inside a write transaction before :meth:`entry_state`, so the
+        re-entry check and :meth:`insert_enrollments` see every entry another
+        worker committed: on PostgreSQL a transaction-level advisory lock per
+        journey key; SQLite's write transaction (``BEGIN IMMEDIATE``) holds
+        every writer off already; the memory store does nothing.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def entry_state(
+        self, journey_key: str, contact_ids: Collection[str], trigger_ids: Collection[str]
+    ) -> EntryState:
+        """Which triggers enrolled already, and each contact's last entry (one query).
+
+        Args:
+            journey_key: The journey (any version).
+            contact_ids: The contacts whose last ``entered_at`` is asked.
+            trigger_ids: The trigger ids asked about.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    def insert_enrollments(self, rows: Sequence[EnrollmentRow]) -> set[str]:
+        """Store new enrollments at once; return the ids stored (a trigger stored already is not).
+
+        One ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` for the whole batch.
 
         .. versionadded:: 0.4.0
         """
@@ -740,6 +801,48 @@ _PG_CLAIM = (
 _SQLITE_CLAIM = (
     "INSERT INTO journey_intents (intent_key, enrollment_id, step_id, issued_at) "
     "VALUES {values} ON CONFLICT DO NOTHING RETURNING intent_key"
+)
+
+_ENROLL_COLUMNS = (
+    "enrollment_id, journey_key, version, contact_id, trigger_id, entered_at, "
+    "entry_properties, step_id, since, status, visits, wake_at, revision"
+)
+
+_PG_ENROLL = (
+    f"INSERT INTO journey_enrollments ({_ENROLL_COLUMNS}) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::int4[], %s::text[], %s::text[], "
+    "%s::int8[], %s::text[], %s::text[], %s::int8[], %s::text[], %s::text[], %s::int8[], "
+    "%s::int4[]) ON CONFLICT DO NOTHING RETURNING enrollment_id"
+)
+
+_SQLITE_ENROLL = (
+    f"INSERT INTO journey_enrollments ({_ENROLL_COLUMNS}) "
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, "
+    "value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, "
+    "value ->> 12 FROM json_each(?) WHERE true ORDER BY key "
+    "ON CONFLICT DO NOTHING RETURNING enrollment_id"
+)
+
+_ENTRY_LOCK_CLASS = 0x6A726E79
+"""The first key of the advisory locks :meth:`SQLJourneyStore.lock_entries` takes ("jrny");
+the second is the journey key's hash. Two-key advisory locks never meet one-key ones."""
+
+_PG_ENTRY_LOCK = f"SELECT pg_advisory_xact_lock({_ENTRY_LOCK_CLASS}, hashtext(%s))"
+
+_PG_ENTRY_STATE = (
+    "SELECT 't', t.trigger_id, NULL::int8 FROM unnest(%s::text[]) AS v(id) "
+    "CROSS JOIN LATERAL (SELECT trigger_id FROM journey_enrollments "
+    "WHERE journey_key = %s AND trigger_id = v.id OFFSET 0) AS t "
+    "UNION ALL SELECT 'c', v.id, (SELECT max(entered_at) FROM journey_enrollments "
+    "WHERE contact_id = v.id AND journey_key = %s) FROM unnest(%s::text[]) AS v(id)"
+)
+
+_SQLITE_ENTRY_STATE = (
+    "SELECT 't', trigger_id, NULL FROM journey_enrollments WHERE journey_key = ? "
+    "AND trigger_id IN (SELECT value FROM json_each(?)) "
+    "UNION ALL SELECT 'c', contact_id, max(entered_at) FROM journey_enrollments "
+    "WHERE journey_key = ? AND contact_id IN (SELECT value FROM json_each(?)) "
+    "GROUP BY contact_id"
 )
 
 
@@ -1532,6 +1635,62 @@ class SQLJourneyStore(JourneyStore):
             out[cid] = when
         return out
 
+    def wake_feed(
+        self,
+        *,
+        after: TriggerMark | None,
+        pending: int | None,
+        before: int,
+        since: datetime,
+        until: datetime,
+    ) -> WakeFeed:
+        """See :meth:`JourneyStore.wake_feed`: a range of ``stored_seq`` per table."""
+        e, a, ce = schema.events, schema.activities, schema.consent_events
+        lo = 0 if after is None or pending is None else min(after.watermark, pending)
+
+        def arm(seq: Any, when: Any, cid: Any, *where: Any) -> Any:
+            new: list[Any] = [when <= until]
+            if after is not None:
+                covered: Any = seq >= after.watermark
+                if after.until is not None:
+                    covered = sa.or_(covered, when > after.until)
+                new.append(covered)
+            later = when > until
+            return sa.select(
+                cid.label("cid"),
+                sa.case((sa.and_(*new), when)).label("t"),
+                sa.case((later, seq)).label("p"),
+            ).where(
+                *where,
+                seq >= lo,
+                seq < before,
+                when >= since,
+                sa.or_(sa.and_(*new), later),
+            )
+
+        consent = [ce.c.occurred_at >= since, ce.c.occurred_at <= until]
+        if after is not None and after.until is not None:
+            consent.append(ce.c.occurred_at > after.until)
+        parts = sa.union_all(
+            arm(e.c.stored_seq, e.c.occurred_at, e.c.contact_id, e.c.contact_id.is_not(None)),
+            arm(a.c.stored_seq, a.c.occurred_at, a.c.contact_id),
+            sa.select(ce.c.contact_id, ce.c.occurred_at, sa.null()).where(*consent),
+        ).subquery()
+        stmt = sa.select(parts.c.cid, sa.func.min(parts.c.t), sa.func.min(parts.c.p)).group_by(
+            parts.c.cid
+        )
+        with self.repo.transaction(read=True) as conn:
+            rows = conn.execute(stmt).all()
+        out: dict[str, datetime] = {}
+        low = before
+        for cid, value, seq in rows:
+            when = _instant(value)
+            if when is not None:
+                out[cid] = when
+            if seq is not None:
+                low = min(low, int(seq))
+        return WakeFeed(instants=out, pending=low)
+
     def active_versions(self) -> list[tuple[str, int]]:
         """See :meth:`JourneyStore.active_versions`."""
         stmt = (
@@ -1628,6 +1787,65 @@ class SQLJourneyStore(JourneyStore):
         )
         with self.repo.transaction(read=True) as conn:
             return {r[0] for r in conn.execute(stmt)}
+
+    def lock_entries(self, journey_key: str) -> None:
+        """See :meth:`JourneyStore.lock_entries`."""
+        if self.repo.dialect != "postgresql":
+            return  # SQLite: the write transaction holds every other writer off
+        with self.repo.transaction() as conn:
+            conn.exec_driver_sql(_PG_ENTRY_LOCK, (journey_key,))
+
+    def entry_state(
+        self, journey_key: str, contact_ids: Collection[str], trigger_ids: Collection[str]
+    ) -> EntryState:
+        """See :meth:`JourneyStore.entry_state`: one statement, index lookups per value."""
+        contacts, triggers = sorted(set(contact_ids)), sorted(set(trigger_ids))
+        if not contacts and not triggers:
+            return EntryState()
+        with self.repo.transaction(read=True) as conn:
+            if self.repo.dialect == "postgresql":
+                params: tuple[Any, ...] = (triggers, journey_key, journey_key, contacts)
+                rows = conn.exec_driver_sql(_PG_ENTRY_STATE, params).all()
+            else:
+                params = (journey_key, json.dumps(triggers), journey_key, json.dumps(contacts))
+                rows = conn.exec_driver_sql(_SQLITE_ENTRY_STATE, params).all()
+        known = frozenset(r[1] for r in rows if r[0] == "t")
+        last = {r[1]: from_micros(int(r[2])) for r in rows if r[0] == "c" and r[2] is not None}
+        return EntryState(known=known, last=last)
+
+    def insert_enrollments(self, rows: Sequence[EnrollmentRow]) -> set[str]:
+        """See :meth:`JourneyStore.insert_enrollments`.
+
+        PostgreSQL: ``unnest`` of one array per column; SQLite: ``json_each`` of
+        one JSON array of rows. Either way one statement, whatever the batch size.
+        """
+        if not rows:
+            return set()
+        values = [
+            (
+                r.enrollment_id,
+                r.journey_key,
+                r.version,
+                r.contact_id,
+                r.trigger_id,
+                to_micros(r.entered_at),
+                _dump(r.entry_properties),
+                r.step_id,
+                to_micros(r.since),
+                r.status,
+                _dump(r.visits),
+                None if r.wake_at is None else to_micros(r.wake_at),
+                r.revision,
+            )
+            for r in sorted(rows, key=lambda r: r.enrollment_id)
+        ]
+        with self.repo.transaction() as conn:
+            if self.repo.dialect == "postgresql":
+                columns = tuple(list(c) for c in zip(*values, strict=True))
+                done = conn.exec_driver_sql(_PG_ENROLL, columns)
+            else:
+                done = conn.exec_driver_sql(_SQLITE_ENROLL, (json.dumps(values),))
+            return {r[0] for r in done}
 
     def journey_counts(
         self, journey_key: str, version: int, *, at: datetime | None = None
@@ -2278,6 +2496,29 @@ class MemoryJourneyStore(JourneyStore):
             seen(c.contact_id, c.occurred_at)
         return out
 
+    def wake_feed(
+        self,
+        *,
+        after: TriggerMark | None,
+        pending: int | None,
+        before: int,
+        since: datetime,
+        until: datetime,
+    ) -> WakeFeed:
+        """See :meth:`JourneyStore.wake_feed` (memory reads every row; *pending* is a hint)."""
+        s, j = self.s, self._j
+        instants = self.behaviour_since(after=after, before=before, since=since, until=until)
+        low = before
+        with j.lock:
+            seen = list(j.seen.items())
+        for (table, row_id), seq in seen:
+            if seq >= before or seq >= low:
+                continue
+            row = s.events.get(row_id) if table == "events" else s.activities.get(row_id)
+            if row is not None and row.occurred_at > until and row.occurred_at >= since:
+                low = seq
+        return WakeFeed(instants=instants, pending=low)
+
     def active_versions(self) -> list[tuple[str, int]]:
         """See :meth:`JourneyStore.active_versions`."""
         return sorted(
@@ -2353,6 +2594,29 @@ class MemoryJourneyStore(JourneyStore):
         """See :meth:`JourneyStore.enrolled_triggers`."""
         triggers = self._j.triggers
         return {t for t in trigger_ids if (journey_key, t) in triggers}
+
+    def lock_entries(self, journey_key: str) -> None:
+        """See :meth:`JourneyStore.lock_entries`: nothing to hold in memory."""
+
+    def entry_state(
+        self, journey_key: str, contact_ids: Collection[str], trigger_ids: Collection[str]
+    ) -> EntryState:
+        """See :meth:`JourneyStore.entry_state`."""
+        wanted = set(contact_ids)
+        last: dict[str, datetime] = {}
+        with self._j.lock:
+            rows = list(self._j.enrollments.values())
+            known = frozenset(t for t in trigger_ids if (journey_key, t) in self._j.triggers)
+        for r in rows:
+            if r.journey_key == journey_key and r.contact_id in wanted:
+                seen = last.get(r.contact_id)
+                if seen is None or r.entered_at > seen:
+                    last[r.contact_id] = r.entered_at
+        return EntryState(known=known, last=last)
+
+    def insert_enrollments(self, rows: Sequence[EnrollmentRow]) -> set[str]:
+        """See :meth:`JourneyStore.insert_enrollments`."""
+        return {r.enrollment_id for r in rows if self.insert_enrollment(r)}
 
     def journey_counts(
         self, journey_key: str, version: int, *, at: datetime | None = None
@@ -2518,6 +2782,39 @@ class TriggerMark:
     watermark: int = 0
     until: datetime | None = None
     snapshot_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class EntryState:
+    """What enrolling a batch into a journey must know (:meth:`JourneyStore.entry_state`).
+
+    Attributes:
+        known: The trigger ids asked about that enrolled a contact already.
+        last: Each asked contact's last ``entered_at`` in the journey (any
+            version); contacts never entered are absent.
+
+    .. versionadded:: 0.4.0
+    """
+
+    known: frozenset[str] = frozenset()
+    last: Mapping[str, datetime] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class WakeFeed:
+    """What :meth:`JourneyStore.wake_feed` read.
+
+    Attributes:
+        instants: The earliest new behaviour per contact id.
+        pending: The lowest ``stored_seq`` of an event or activity stored below
+            the bound that happened after ``until`` (a later run reads it), or
+            the bound when there is none: the next read starts there at the latest.
+
+    .. versionadded:: 0.4.0
+    """
+
+    instants: Mapping[str, datetime] = attrs.field(factory=dict)
+    pending: int = 0
 
 
 @attrs.frozen(kw_only=True)
