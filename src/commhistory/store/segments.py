@@ -23,10 +23,18 @@ Attribute conditions read the current values (``valid_to IS NULL``) when
 ``at`` is not given, else the values in force at ``at``.
 
 The SQL shape: ``SELECT contact_id FROM contacts WHERE erased_at IS NULL AND
-<tree>``, where each leaf is ``contact_id IN (subquery)`` (or ``NOT IN``, when
-the leaf holds for contacts without rows, as ``count <= N`` does) over one
-table, grouped by contact when a count or sum is compared. Each subquery is
-uncorrelated, so both databases run it once and probe a hash or index.
+<tree>``, in one of two strategies (:attr:`SQLSegmentStore.strategy`).
+*Sets*: each leaf is ``contact_id IN (subquery)`` (or ``NOT IN``, when the
+leaf holds for contacts without rows, as ``count <= N`` does) over one table,
+grouped by contact when a count or sum is compared; each subquery is
+uncorrelated, so the database runs it once and probes a hash or index.
+*Probes*: message behaviour, activity and consent leaves are correlated
+probes of the one contact's rows through an index that starts with the
+contact (``EXISTS``, ``NOT EXISTS``, or the measure as a scalar subquery),
+and the items of an ``all`` are evaluated sets first, then the cheapest
+probes (:func:`_probe_rank`), so a selective attribute decides how many
+contacts the probes visit. ``auto`` picks probes on SQLite, sets on
+PostgreSQL (measured: ``docs/performance.md``).
 
 .. versionadded:: 0.4.0
 """
