@@ -23,7 +23,7 @@ Attribute conditions read the current values (``valid_to IS NULL``) when
 ``at`` is not given, else the values in force at ``at``.
 
 The SQL shape: ``SELECT contact_id FROM contacts WHERE erased_at IS NULL AND
-<tree>``, in one of two strategies (:attr:`SQLSegmentStore.strategy`).
+<tree>``, in one of two strategies (``SQLSegmentStore.strategy``).
 *Sets*: each leaf is ``contact_id IN (subquery)`` (or ``NOT IN``, when the
 leaf holds for contacts without rows, as ``count <= N`` does) over one table,
 grouped by contact when a count or sum is compared; each subquery is
@@ -32,7 +32,7 @@ uncorrelated, so the database runs it once and probes a hash or index.
 probes of the one contact's rows through an index that starts with the
 contact (``EXISTS``, ``NOT EXISTS``, or the measure as a scalar subquery),
 and the items of an ``all`` are evaluated sets first, then the cheapest
-probes (:func:`_probe_rank`), so a selective attribute decides how many
+probes (``_probe_rank``), so a selective attribute decides how many
 contacts the probes visit. ``auto`` picks probes on SQLite, sets on
 PostgreSQL (measured: ``docs/performance.md``).
 
@@ -888,7 +888,7 @@ class _SQLCompiler:
 _ONE: Final = timedelta(days=1)
 
 STRATEGIES: Final = ("auto", "sets", "probes")
-"""How :class:`SQLSegmentStore` compiles conditions (see :attr:`SQLSegmentStore.strategy`)."""
+"""How :class:`SQLSegmentStore` compiles conditions (its ``strategy`` argument and attribute)."""
 
 
 def _resolve_strategy(strategy: str, dialect: str) -> str:
