@@ -539,6 +539,7 @@ class _SQLCompiler:
             where.append(m.c.campaign_id == node.campaign)
         if node.channel is not None:
             where.append(m.c.channel == node.channel)
+        contact: Any = m.c.contact_id
         if node.behaviour in {"sent", "received"}:
             mask = _NOT_SENT if node.behaviour == "sent" else _NOT_RECEIVED
             t = sa.type_coerce(m.c.sent_at, sa.BigInteger())
@@ -562,23 +563,14 @@ class _SQLCompiler:
                 # A linked event carries its message's contact (ingest sets both
                 # together; an orphan has none and counts for nobody): the probe
                 # reads the contact's events by the (contact_id, occurred_at) index.
-                return self.counted(
-                    rows,
-                    e.c.contact_id,
-                    sa.func.min(t) if node.measure == "first" else
-                    sa.func.max(t) if node.measure == "last" else measure,
-                    node.op,
-                    _count_value(node),
-                    plain=node.measure == "count",
-                    timed=_timed(node),
-                )  # fmt: skip
+                contact = e.c.contact_id
         if node.measure == "first":
             measure = sa.func.min(t)
         elif node.measure == "last":
             measure = sa.func.max(t)
         return self.counted(
             rows,
-            m.c.contact_id,
+            contact,
             measure,
             node.op,
             _count_value(node),
