@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from commhistory import criteria as c
 from commhistory.contacts import AttributeDefinition
 from commhistory.crypto import Keyring
+from commhistory.errors import InvalidInputError
 from commhistory.facade import CommHistory, open_repository
 from commhistory.model import (
     Activity,
@@ -431,12 +432,12 @@ def test_consent_and_not_suppressed_is_what_can_send_allows_for_marketing(
 
 
 def test_an_unknown_strategy_is_refused(sql_repo: CommHistory[SQLRepository]) -> None:
-    with pytest.raises(ValueError, match="strategy"):
+    with pytest.raises(InvalidInputError, match="strategy"):
         SQLSegmentStore(sql_repo.store, strategy="fastest")
     store = sql_repo.store.segment_store
     store.strategy = "fastest"
     try:
-        with pytest.raises(ValueError, match="strategy"):
+        with pytest.raises(InvalidInputError, match="strategy"):
             store.members(c.all_(), at=AT)
     finally:
         store.strategy = "auto"

@@ -885,7 +885,7 @@ STRATEGIES: Final = ("auto", "sets", "probes")
 
 def _resolve_strategy(strategy: str, dialect: str) -> str:
     if strategy not in STRATEGIES:
-        raise ValueError(f"unknown segment strategy {strategy!r}")
+        raise InvalidInputError(field="strategy", reason=f"must be one of {list(STRATEGIES)}")
     if strategy == "auto":
         return "probes" if dialect == "sqlite" else "sets"
     return strategy
@@ -985,6 +985,9 @@ class SQLSegmentStore(SegmentStore):
             through their indexes, the items of an ``all`` ordered sets first,
             then the cheapest probes) or ``"auto"`` (the default: probes on
             SQLite, sets on PostgreSQL). All give the same members.
+
+    Raises:
+        InvalidInputError: Another *strategy* (also when the attribute is set to one).
 
     .. versionchanged:: 0.4.0
        The ``strategy`` argument and attribute.
