@@ -23,10 +23,18 @@ Attribute conditions read the current values (``valid_to IS NULL``) when
 ``at`` is not given, else the values in force at ``at``.
 
 The SQL shape: ``SELECT contact_id FROM contacts WHERE erased_at IS NULL AND
-<tree>``, where each leaf is ``contact_id IN (subquery)`` (or ``NOT IN``, when
-the leaf holds for contacts without rows, as ``count <= N`` does) over one
-table, grouped by contact when a count or sum is compared. Each subquery is
-uncorrelated, so both databases run it once and probe a hash or index.
+<tree>``, in one of two strategies (``SQLSegmentStore.strategy``).
+*Sets*: each leaf is ``contact_id IN (subquery)`` (or ``NOT IN``, when the
+leaf holds for contacts without rows, as ``count <= N`` does) over one table,
+grouped by contact when a count or sum is compared; each subquery is
+uncorrelated, so the database runs it once and probes a hash or index.
+*Probes*: message behaviour, activity and consent leaves are correlated
+probes of the one contact's rows through an index that starts with the
+contact (``EXISTS``, ``NOT EXISTS``, or the measure as a scalar subquery),
+and the items of an ``all`` are evaluated sets first, then the cheapest
+probes (``_probe_rank``), so a selective attribute decides how many
+contacts the probes visit. ``auto`` picks probes on SQLite, sets on
+PostgreSQL (measured: ``docs/performance.md``).
 
 .. versionadded:: 0.4.0
 """
@@ -85,6 +93,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONSENT_REASONS",
+    "STRATEGIES",
     "ExplainNode",
     "MemorySegmentStore",
     "SQLSegmentStore",
@@ -354,14 +363,16 @@ def _sql_compare(op: str, left: Any, right: Any) -> sa.ColumnElement[bool]:
 class _SQLCompiler:
     """Compile a checked tree into a boolean expression over ``contacts u``."""
 
-    def __init__(self, ctx: _Context, dialect: str) -> None:
+    def __init__(self, ctx: _Context, dialect: str, strategy: str = "auto") -> None:
         self.ctx = ctx
         self.dialect = dialect
         self.at_us = to_micros(ctx.at)
+        self.probes = _resolve_strategy(strategy, dialect) == "probes"
 
     def node(self, node: Criteria) -> sa.ColumnElement[bool]:
         if isinstance(node, AllOf):
-            return sa.and_(sa.true(), *(self.node(i) for i in node.items))
+            items = sorted(node.items, key=_probe_rank) if self.probes else node.items
+            return sa.and_(sa.true(), *(self.node(i) for i in items))
         if isinstance(node, AnyOf):
             return sa.or_(sa.false(), *(self.node(i) for i in node.items))
         if isinstance(node, Not):
@@ -373,6 +384,8 @@ class _SQLCompiler:
         if isinstance(node, ActivityCondition):
             return self.activity(node)
         if isinstance(node, ConsentCondition):
+            if self.probes:
+                return self.consent_probe(node.channel, node.purpose)
             granted = self.granted(node.channel, node.purpose)
             return _CID.in_(sa.select(granted.c.contact_id))
         if isinstance(node, SuppressedCondition):
@@ -494,9 +507,23 @@ class _SQLCompiler:
         With *timed* (a first or last time), contacts without rows never match.
         """
         zero = False if timed else compare(op, 0, value)
-        if plain and not zero and ((op == ">=" and value == 1) or (op == ">" and value == 0)):
+        once = plain and not zero and ((op == ">=" and value == 1) or (op == ">" and value == 0))
+        never = plain and zero and (op, value) in {("=", 0), ("<=", 0), ("<", 1)}
+        if self.probes:
+            # A correlated probe of this contact's rows (*rows* is restricted to it).
+            probe = rows.where(contact == _CID)
+            if once:
+                return sa.exists(probe)
+            if never:
+                return ~sa.exists(probe)
+            # An aggregate over no rows: count 0, revenue 0 (coalesced), first/last NULL,
+            # and a NULL comparison is false (so that ``not`` keeps such contacts).
+            measured = probe.with_only_columns(measure).scalar_subquery()
+            return sa.func.coalesce(_sql_compare(op, measured, value), sa.false(),
+                                    type_=sa.Boolean())  # fmt: skip
+        if once:
             return _CID.in_(rows)  # at least once
-        if plain and zero and (op, value) in {("=", 0), ("<=", 0), ("<", 1)}:
+        if never:
             return _CID.not_in(rows)  # never
         having = _sql_compare(op, measure, value)
         grouped = rows.group_by(contact)
@@ -512,6 +539,7 @@ class _SQLCompiler:
             where.append(m.c.campaign_id == node.campaign)
         if node.channel is not None:
             where.append(m.c.channel == node.channel)
+        contact: Any = m.c.contact_id
         if node.behaviour in {"sent", "received"}:
             mask = _NOT_SENT if node.behaviour == "sent" else _NOT_RECEIVED
             t = sa.type_coerce(m.c.sent_at, sa.BigInteger())
@@ -531,13 +559,18 @@ class _SQLCompiler:
                 .where(*where)
             )
             measure = sa.func.count(sa.distinct(e.c.message_id))
+            if self.probes:
+                # A linked event carries its message's contact (ingest sets both
+                # together; an orphan has none and counts for nobody): the probe
+                # reads the contact's events by the (contact_id, occurred_at) index.
+                contact = e.c.contact_id
         if node.measure == "first":
             measure = sa.func.min(t)
         elif node.measure == "last":
             measure = sa.func.max(t)
         return self.counted(
             rows,
-            m.c.contact_id,
+            contact,
             measure,
             node.op,
             _count_value(node),
@@ -623,10 +656,40 @@ class _SQLCompiler:
             .subquery()
         )
 
+    def consent_probe(self, channel: str, purpose: str) -> sa.ColumnElement[bool]:
+        """The contact's latest grant or withdrawal up to ``at`` is a grant (a probe).
+
+        One backward step on the covering index ``(channel, purpose, contact_id,
+        occurred_at, action)``: the latest event, a withdrawal first on a tie
+        (``'withdraw' > 'grant'``), so it is a grant exactly when the latest grant
+        is later than every withdrawal, the rule of :meth:`granted`.
+        """
+        c = _CE
+        t = sa.type_coerce(c.c.occurred_at, sa.BigInteger())
+        actions = (ConsentAction.GRANT.value, ConsentAction.WITHDRAW.value)
+        latest = (
+            sa.select(c.c.action)
+            .where(
+                c.c.channel == channel,
+                c.c.purpose == purpose,
+                c.c.contact_id == _CID,
+                t <= self.at_us,
+                c.c.action.in_(actions),
+            )
+            .order_by(c.c.occurred_at.desc(), c.c.action.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        # No ledger event: NULL, which must read as false (also under ``not``).
+        return sa.func.coalesce(latest == ConsentAction.GRANT.value, sa.false(),
+                                type_=sa.Boolean())  # fmt: skip
+
     def suppressed(self, node: SuppressedCondition) -> sa.ColumnElement[bool]:
         kind = ADDRESS_KINDS.get(Channel(node.channel))
         if kind is None:
             return sa.false()
+        if self.probes:
+            return self.suppressed_probed(node, kind)
         s = _S
         ad = _AD
         g = self.granted(node.channel, node.purpose)
@@ -652,6 +715,53 @@ class _SQLCompiler:
                         g.c.g > since,
                     )
                 ),
+            )
+        )
+        return _CID.in_(rows)
+
+    def suppressed_probed(self, node: SuppressedCondition, kind: str) -> sa.ColumnElement[bool]:
+        """:meth:`suppressed` as a set of the few contacts under an entry in force.
+
+        The opt-out override reads, for those contacts only, the latest ledger
+        event (one step on the ledger's covering index, correlated to the
+        suppression row), instead of grouping the channel's whole ledger: the
+        entry yields when that event is a grant later than the entry's start
+        (the latest event is a grant exactly when the contact is granted, and
+        its time is then the latest grant's).
+        """
+        s, ad, c = _S, _AD, _CE
+        since = sa.type_coerce(s.c.since, sa.BigInteger())
+        lifted = sa.type_coerce(s.c.lifted_at, sa.BigInteger())
+        t = sa.type_coerce(c.c.occurred_at, sa.BigInteger())
+        regranted = (
+            sa.select(sa.and_(c.c.action == ConsentAction.GRANT.value, t > since))
+            .where(
+                c.c.channel == node.channel,
+                c.c.purpose == node.purpose,
+                c.c.contact_id == ad.c.contact_id,
+                t <= self.at_us,
+                c.c.action.in_((ConsentAction.GRANT.value, ConsentAction.WITHDRAW.value)),
+            )
+            .order_by(c.c.occurred_at.desc(), c.c.action.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        overridden = sa.and_(
+            s.c.reason.in_(sorted(r.value for r in CONSENT_REASONS)),
+            sa.func.coalesce(regranted, sa.false(), type_=sa.Boolean()),
+        )
+        rows = (
+            sa.select(ad.c.contact_id)
+            .select_from(
+                s.join(ad, sa.and_(ad.c.kind == s.c.kind, ad.c.blind_index == s.c.blind_index))
+            )
+            .where(
+                s.c.kind == kind,
+                s.c.channel == node.channel,
+                since <= self.at_us,
+                sa.or_(lifted.is_(None), lifted > self.at_us),
+                sa.or_(s.c.purpose.is_(None), s.c.purpose == node.purpose),
+                sa.not_(overridden),
             )
         )
         return _CID.in_(rows)
@@ -769,6 +879,39 @@ class _SQLCompiler:
 
 _ONE: Final = timedelta(days=1)
 
+STRATEGIES: Final = ("auto", "sets", "probes")
+"""How :class:`SQLSegmentStore` compiles conditions (its ``strategy`` argument and attribute)."""
+
+
+def _resolve_strategy(strategy: str, dialect: str) -> str:
+    if strategy not in STRATEGIES:
+        raise InvalidInputError(field="strategy", reason=f"must be one of {list(STRATEGIES)}")
+    if strategy == "auto":
+        return "probes" if dialect == "sqlite" else "sets"
+    return strategy
+
+
+def _probe_rank(node: Criteria) -> int:
+    """Evaluation order within an ``all`` under the probes strategy (stable, by kind).
+
+    Sets first (attributes, lists, suppression: built once, they cut the contacts
+    the probes visit), then the probes from the cheapest per contact: activities
+    (one index range), consent (one index step), sent/received (the contact's
+    messages), reactions (the contact's events, each joined to its message), and
+    groups last. Reordering the items of an ``all`` does not change its result.
+    """
+    if isinstance(node, Not):
+        return _probe_rank(node.item)
+    if isinstance(node, AttributeCondition | InList | SuppressedCondition):
+        return 0
+    if isinstance(node, ActivityCondition):
+        return 1
+    if isinstance(node, ConsentCondition):
+        return 2
+    if isinstance(node, BehaviourCondition):
+        return 3 if node.behaviour in {"sent", "received"} else 4
+    return 5
+
 
 def _window_sql(t: Any, lo: int | None, hi: int | None, at_us: int) -> list[Any]:
     out = [t <= at_us]
@@ -836,10 +979,24 @@ class SQLSegmentStore(SegmentStore):
 
     Args:
         repo: The repository.
+        strategy: How conditions compile: ``"sets"`` (each leaf an uncorrelated
+            set probed per contact), ``"probes"`` (message behaviour, activity
+            and consent leaves as correlated probes of one contact's rows
+            through their indexes, the items of an ``all`` ordered sets first,
+            then the cheapest probes) or ``"auto"`` (the default: probes on
+            SQLite, sets on PostgreSQL). All give the same members.
+
+    Raises:
+        InvalidInputError: Another *strategy* (also when the attribute is set to one).
+
+    .. versionchanged:: 0.4.0
+       The ``strategy`` argument and attribute.
     """
 
-    def __init__(self, repo: SQLRepository) -> None:
+    def __init__(self, repo: SQLRepository, strategy: str = "auto") -> None:
+        _resolve_strategy(strategy, repo.dialect)
         self.repo = repo
+        self.strategy = strategy
 
     def _context(self, conn: sa.Connection, tree: Criteria, at: datetime | None) -> _Context:
         moment, current = _resolve_at(at)
@@ -864,7 +1021,8 @@ class SQLSegmentStore(SegmentStore):
         return ctx
 
     def _where(self, ctx: _Context, tree: Criteria) -> sa.ColumnElement[bool]:
-        return sa.and_(_U.c.erased_at.is_(None), _SQLCompiler(ctx, self.repo.dialect).node(tree))
+        compiler = _SQLCompiler(ctx, self.repo.dialect, self.strategy)
+        return sa.and_(_U.c.erased_at.is_(None), compiler.node(tree))
 
     def count(self, tree: Criteria, *, at: datetime | None = None) -> int:
         """See :meth:`SegmentStore.count`."""
@@ -903,7 +1061,7 @@ class SQLSegmentStore(SegmentStore):
         """
         with self.repo.transaction(read=True) as conn:
             ctx = self._context(conn, tree, at)
-            compiler = _SQLCompiler(ctx, self.repo.dialect)
+            compiler = _SQLCompiler(ctx, self.repo.dialect, self.strategy)
             implied = _implied_checks(tree, channel, purpose)
             stmt = (
                 compiler.screen(channel, purpose, implied=implied)
