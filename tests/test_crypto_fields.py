@@ -513,7 +513,8 @@ def test_contact_text_opener_equals_unwrap_and_decrypt_text(
     keyring.rotate()
     opener = contact_text_opener(keyring, key_ref="dk1", table="addresses", column="address")
     for i, (contact_id, data_key, blob, row_id, old, value) in enumerate(sealed):
-        wrapped = wrapped_old[i] if old else wrap_data_key(keyring, data_key, contact_id=contact_id)
+        fresh = wrap_data_key(keyring, data_key, contact_id=contact_id)
+        wrapped = wrapped_old[i] if old else fresh
         expected = _checked_open(keyring, contact_id, wrapped, blob, row_id)
         assert expected == value
         assert opener(contact_id, wrapped, blob, row_id) == value

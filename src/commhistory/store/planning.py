@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -408,11 +408,11 @@ class SQLPlanningStore(PlanningStore):
                 for chunk in _chunks(contact_ids):
                     rows.extend(_fetch_all(conn, base.where(column.in_(list(chunk)))))
         # Every known contact has a row (a refusal or NULL); the others are unknown.
-        status = dict(rows)
+        status: dict[str, Any] = dict(cast("list[tuple[str, Any]]", rows))
         out: dict[str, Refusal] = {cid: why for cid, why in rows if why is not None}
-        if len(status) > len(contact_ids) or not all(map(status.__contains__, contact_ids)):
+        wanted = set(contact_ids)
+        if len(status) != len(wanted) or not all(map(status.__contains__, wanted)):
             # Rows of contacts not asked about, or ids the store does not know.
-            wanted = set(contact_ids)
             out = {cid: why for cid, why in out.items() if cid in wanted}
             if unknown is not None:  # no grant, no address
                 out.update((cid, unknown) for cid in contact_ids if cid not in status)
