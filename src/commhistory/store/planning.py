@@ -282,18 +282,21 @@ class SQLPlanningStore(PlanningStore):
     ) -> dict[str, tuple[int, ...]]:
         """See :meth:`PlanningStore.send_counts`.
 
-        Many contacts are joined to their id list (one parameter): the
-        ``(contact_id, sent_at)`` index is searched per contact for the window,
-        so only the wanted contacts' messages are read.
+        Many contacts: on SQLite they are joined to their id list (one
+        parameter), the ``(contact_id, sent_at)`` index searched per contact for
+        the window, so only the wanted contacts' messages are read; PostgreSQL
+        would hash the whole window's messages for that join, and scans them
+        once instead (the wanted ids kept here).
         """
         if not since or not contact_ids:
             return {}
         m = schema.messages
         out: dict[str, list[int]] = {}
         n = len(since)
+        read = self._rows if self.repo.dialect == "postgresql" else self._listed
         if n <= MAX_THRESHOLDS:  # one statement, one row per contact: no merging
             with self.repo.transaction(read=True) as conn:
-                rows = self._listed(
+                rows = read(
                     conn,
                     self._counting(channel, purpose, since, until, at_least),
                     m.c.contact_id,
@@ -304,7 +307,7 @@ class SQLPlanningStore(PlanningStore):
             for first in range(0, n, MAX_THRESHOLDS):
                 part = since[first : first + MAX_THRESHOLDS]
                 base = self._counting(channel, purpose, part, until)
-                for row in self._listed(conn, base, m.c.contact_id, contact_ids):
+                for row in read(conn, base, m.c.contact_id, contact_ids):
                     counts = out.setdefault(row[0], [0] * n)
                     for i, value in enumerate(row[1:]):
                         counts[first + i] = int(value or 0)
