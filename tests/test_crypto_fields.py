@@ -15,6 +15,7 @@ from commhistory.crypto import (
     FieldCipher,
     Keyring,
     NoncePool,
+    contact_text_opener,
     envelope_key_ref,
     new_data_key,
     rewrap_data_key,
@@ -476,3 +477,79 @@ def test_text_opener_raises_the_checked_errors() -> None:
     binary = cipher.encrypt(b"\xff\xfe", table="events", column="url", row_id="e1")
     with pytest.raises(DecryptionError, match="not UTF-8"):
         opener(binary, "e1")
+
+
+def _checked_open(
+    keyring: Keyring, contact_id: str, wrapped: bytes, blob: bytes | None, row_id: str
+) -> str | None:
+    """The reference path: unwrap, build the contact's cipher, decrypt the text."""
+    data_key = unwrap_data_key(keyring, wrapped, contact_id=contact_id)
+    cipher = FieldCipher(data_key, key_ref="dk1")
+    return cipher.decrypt_text(blob, table="addresses", column="address", row_id=row_id)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=8),  # contact id
+            st.one_of(st.none(), st.text(max_size=30)),  # the address
+            st.text(min_size=1, max_size=12),  # row id
+            st.booleans(),  # wrapped before a rotation
+        ),
+        max_size=12,
+    )
+)
+def test_contact_text_opener_equals_unwrap_and_decrypt_text(
+    rows: list[tuple[str, str | None, str, bool]],
+) -> None:
+    keyring = Keyring.generate()
+    sealed = []
+    for contact_id, value, row_id, old in rows:
+        data_key = new_data_key()
+        cipher = FieldCipher(data_key, key_ref="dk1")
+        blob = cipher.encrypt(value, table="addresses", column="address", row_id=row_id)
+        sealed.append((contact_id, data_key, blob, row_id, old, value))
+    wrapped_old = {i: wrap_data_key(keyring, s[1], contact_id=s[0]) for i, s in enumerate(sealed)}
+    keyring.rotate()
+    opener = contact_text_opener(keyring, key_ref="dk1", table="addresses", column="address")
+    for i, (contact_id, data_key, blob, row_id, old, value) in enumerate(sealed):
+        fresh = wrap_data_key(keyring, data_key, contact_id=contact_id)
+        wrapped = wrapped_old[i] if old else fresh
+        expected = _checked_open(keyring, contact_id, wrapped, blob, row_id)
+        assert expected == value
+        assert opener(contact_id, wrapped, blob, row_id) == value
+        if blob is not None:  # the driver's other binary types
+            assert opener(contact_id, memoryview(wrapped), bytearray(blob), row_id) == value
+
+
+def test_contact_text_opener_raises_the_checked_errors() -> None:
+    keyring = Keyring.generate()
+    data_key = new_data_key()
+    wrapped = wrap_data_key(keyring, data_key, contact_id="c1")
+    cipher = FieldCipher(data_key, key_ref="dk1")
+    blob = cipher.encrypt("taro@example.jp", table="addresses", column="address", row_id="r1")
+    assert blob is not None
+    opener = contact_text_opener(keyring, key_ref="dk1", table="addresses", column="address")
+    assert opener("c1", wrapped, blob, "r1") == "taro@example.jp"  # learns the root key
+    with pytest.raises(DecryptionError, match="wrapped data key does not authenticate"):
+        opener("c2", wrapped, blob, "r1")  # another contact's key
+    with pytest.raises(DecryptionError, match=r"addresses\.address ciphertext does not auth"):
+        opener("c1", wrapped, blob, "r2")  # moved to another row
+    with pytest.raises(DecryptionError, match="truncated"):
+        opener("c1", wrapped, blob[:20], "r1")
+    with pytest.raises(DecryptionError, match="wrong length"):
+        opener("c1", wrapped + b"x", blob, "r1")
+    other = FieldCipher(data_key, key_ref="dk2")
+    moved = other.encrypt("x", table="addresses", column="address", row_id="r1")
+    with pytest.raises(DecryptionError, match="under data key 'dk2'"):
+        opener("c1", wrapped, moved, "r1")
+    binary = cipher.encrypt(b"\xff\xfe", table="addresses", column="address", row_id="r1")
+    with pytest.raises(DecryptionError, match="not UTF-8"):
+        opener("c1", wrapped, binary, "r1")
+    with pytest.raises(DecryptionError, match="holds a str"):
+        opener("c1", wrapped, "not a ciphertext", "r1")  # type: ignore[arg-type]
+    with pytest.raises(KeyNotFoundError):  # a key the keyring does not hold
+        opener("c1", wrap_data_key(Keyring.generate(), data_key, contact_id="c1"), blob, "r1")
+    assert opener("c1", wrapped, None, "r1") is None
+    with pytest.raises(CryptoError):
+        contact_text_opener(keyring, key_ref="bad ref", table="addresses", column="address")

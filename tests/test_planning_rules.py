@@ -27,10 +27,13 @@ from commhistory.model import (
 )
 from commhistory.segments.planning import (
     JAPAN_DEFAULT,
+    DeferReason,
     DeferredSend,
+    Exclusion,
     ExclusionReason,
     FrequencyCap,
     PlanConfig,
+    PlannedSend,
     QuietAction,
     QuietHours,
     SendPlan,
@@ -400,6 +403,48 @@ def test_bad_candidates_are_typed_errors(repo: CommHistory[Any]) -> None:
     with pytest.raises(InvalidInputError) as info:
         repo.plan_send(["c1"], channel="fax", purpose="marketing")
     assert info.value.field == "channel"
+
+
+def test_plan_records_are_the_typed_records(repo: CommHistory[Any]) -> None:
+    """The records filled through their slots equal, hash and freeze as constructed ones."""
+    seed(repo, ["capped", "held", "sent"])
+    at = _jst("23:00:00")
+    repo.record_messages([sent("capped", at - timedelta(hours=1)) for _ in range(2)])
+    quiet = QuietHours(channel="email", purpose="marketing", start=time(21), end=time(8))
+    config = PlanConfig(default_zone=TOKYO)
+    plan = repo.plan_send(
+        ["capped", "held", "nobody"], channel="email", purpose="marketing", at=at,
+        caps=[CAP], quiet_hours=[quiet], config=config,
+    )  # fmt: skip
+    (held,) = plan.deferred
+    assert held == DeferredSend(contact_id="held", until=held.until)
+    assert held.reason is DeferReason.QUIET_HOURS
+    assert plan.excluded == (
+        Exclusion(contact_id="capped", reason=R.FREQUENCY_CAP),
+        Exclusion(contact_id="nobody", reason=R.NO_CONSENT),
+    )
+    assert {hash(e) for e in plan.excluded} == {
+        hash(Exclusion(contact_id="capped", reason=R.FREQUENCY_CAP)),
+        hash(Exclusion(contact_id="nobody", reason=R.NO_CONSENT)),
+    }
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        plan.excluded[0].reason = R.QUIET_HOURS  # type: ignore[misc]
+    now = repo.plan_send(["sent"], channel="email", purpose="marketing", at=T0, addresses=True)
+    assert now.send == (PlannedSend(contact_id="sent", address="sent@example.com"),)
+    assert "example.com" not in repr(now.send[0])
+    assert attrs.asdict(now.send[0]) == {"contact_id": "sent", "address": "sent@example.com"}
+
+
+def test_candidate_ids_of_a_str_subclass_are_planned(repo: CommHistory[Any]) -> None:
+    class Id(str):
+        pass
+
+    seed(repo, ["c1"])
+    plan = repo.plan_send([Id("c1"), "c1"], channel="email", purpose="marketing", at=T0)
+    assert plan.send_ids == ["c1"]
+    with pytest.raises(InvalidInputError) as info:
+        repo.plan_send(["c1", 7], channel="email", purpose="marketing")  # type: ignore[list-item]
+    assert info.value.field == "contacts[1]"
 
 
 # ---------------------------------------------------------------------- the guarded view

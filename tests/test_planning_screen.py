@@ -287,6 +287,16 @@ def test_the_screen_scans_past_the_bulk_threshold(tmp_path: Path) -> None:
             assert expected  # some refused: no address, no consent
             got = repo.store.planning_store.screen(ids, Channel.EMAIL, purpose, AT)
             assert got == expected
+        # Exactly the store's contacts; then all but b2 (refused: no consent), some twice.
+        every = [f"b{i}" for i in range(n) if i % 2 == 0 or i % 3 == 0]
+        assert every[1] == "b2"
+        for asked in (every, every[:1] + every[2:] + every[2:7]):
+            for purpose in PURPOSES:
+                expected = _reference(repo.store, asked, Channel.EMAIL, purpose, AT)
+                got = repo.store.planning_store.screen(asked, Channel.EMAIL, purpose, AT)
+                assert got == expected
+            refused = repo.store.planning_store.screen(asked, Channel.EMAIL, Purpose.MARKETING, AT)
+            assert ("b2" in refused) is (asked is every)
         repo.close()
 
 

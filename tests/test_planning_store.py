@@ -117,15 +117,27 @@ def test_sql_and_memory_planning_stores_agree(
     for repo in (memory, sql):
         _fill(repo, prefix, messages, zones)
     ids = [prefix + c for c in CONTACTS] + [f"{prefix}unknown"]
-    if padded:  # past the bulk threshold: the SQL store scans instead of IN lists
+    if padded:  # past the bulk threshold: the SQL store joins to the id list or scans
         ids += [f"{prefix}pad{i}" for i in range(BULK_THRESHOLD + 1)]
     mine, theirs = memory.store.planning_store, sql.store.planning_store
     counts = mine.send_counts(ids, channel, purpose, since, until)
     assert sql_counts(theirs, ids, channel, purpose, since, until) == counts
+    # Ids given twice are counted once (the id list joined is distinct).
+    assert sql_counts(theirs, ids + ids[:3], channel, purpose, since, until) == counts
     for decrypt in (True, False):
         assert theirs.addresses(ids, channel, decrypt=decrypt) == mine.addresses(
             ids, channel, decrypt=decrypt
         )
+    # The contacts' ciphers cached by the writes above, then none: the data keys
+    # unwrapped by the read itself give the same addresses.
+    sql.store._ciphers.clear()
+    some = ids[:3]
+    assert theirs.addresses(some, channel, decrypt=True) == mine.addresses(
+        some, channel, decrypt=True
+    )
+    assert theirs.addresses(ids, channel, decrypt=True) == mine.addresses(
+        ids, channel, decrypt=True
+    )
     assert theirs.zones(ids, "tz", zone_at) == mine.zones(ids, "tz", zone_at)
     # The thresholds (a HAVING in SQL) keep exactly the contacts past one of them.
     at_least = [1 + i % 3 for i in range(len(since))]

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Final, Protocol, runtime_checkable
@@ -560,6 +560,12 @@ class Exclusion:
     reason: ExclusionReason
 
 
+def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
+    """The setter of slot *name* of the frozen attrs class *cls* (bypasses the frozen check)."""
+    setter: Callable[[Any, Any], None] = cls.__dict__[name].__set__
+    return setter
+
+
 @attrs.frozen(kw_only=True, repr=False)
 class SendPlan:
     """What :func:`plan_send` decided for each candidate, in candidate order per list.
@@ -715,13 +721,15 @@ def _candidates(
         contacts = contacts.candidate_ids(repo, at)
     if isinstance(contacts, str | bytes):
         raise InvalidInputError(field="contacts", reason="must be contact ids, not one string")
-    given: list[object] = list(dict.fromkeys(contacts))
-    ids: list[str] = []
-    for i, cid in enumerate(given):
-        if not isinstance(cid, str) or not cid:
-            raise InvalidInputError(field=f"contacts[{i}]", reason="must be a non-empty string")
-        ids.append(cid)
-    return ids
+    given: list[Any] = list(dict.fromkeys(contacts))
+    # Checked in C for the usual list of plain strings; the loop names the offender.
+    if set(map(type, given)) - {str} or "" in given:
+        for i, cid in enumerate(given):
+            if not isinstance(cid, str) or not cid:
+                raise InvalidInputError(
+                    field=f"contacts[{i}]", reason="must be a non-empty string"
+                )
+    return given
 
 
 def _check_zone_attribute(repo: Repository, name: str) -> None:
@@ -788,8 +796,9 @@ def plan_send(
         cfg = attrs.evolve(cfg, quiet_hours=tuple(quiet_hours))
     my_caps = cfg.caps_for(ch, pu)
     my_quiet = cfg.quiet_for(ch, pu)
-    # The decision per refused or deferred contact (a reason, or the instant to
-    # defer to); the typed records are built once, in candidate order, at the end.
+    # The decision per contact capped or held by quiet hours (a reason, or the
+    # instant to defer to); the screen's refusals stay in their own map. The
+    # typed records are built once, in candidate order, at the end.
     decided: dict[str, ExclusionReason | datetime] = {}
     store = repo.planning_store
     addressed = ADDRESS_KINDS.get(ch) is not None
@@ -802,8 +811,6 @@ def plan_send(
         else:
             ids = _candidates(contacts, repo, t)
             refused = store.screen(ids, ch, pu, t)
-        for cid, why in refused.items():
-            decided[cid] = _REFUSALS[why]
         remaining = [cid for cid in ids if cid not in refused] if refused else ids
         resolve = _ZoneResolver(cfg.default_zone)
         keys: dict[str, str] = {}
@@ -825,26 +832,66 @@ def plan_send(
             )
         # Only the contacts sent to now have their address decrypted.
         found = store.addresses(remaining, ch, decrypt=True) if addresses and addressed else {}
+    send, deferred, excluded = _records(ids, refused, decided, found)
+    return SendPlan(channel=ch, purpose=pu, at=t, send=send, deferred=deferred, excluded=excluded)
+
+
+_new = object.__new__
+_SEND_ID = _slot_setter(PlannedSend, "contact_id")
+_SEND_ADDRESS = _slot_setter(PlannedSend, "address")
+_DEFER_ID = _slot_setter(DeferredSend, "contact_id")
+_DEFER_UNTIL = _slot_setter(DeferredSend, "until")
+_DEFER_REASON = _slot_setter(DeferredSend, "reason")
+_EXCLUDE_ID = _slot_setter(Exclusion, "contact_id")
+_EXCLUDE_REASON = _slot_setter(Exclusion, "reason")
+
+
+def _records(
+    ids: list[str],
+    refused: Mapping[str, str],
+    decided: Mapping[str, ExclusionReason | datetime],
+    found: Mapping[str, str | None],
+) -> tuple[tuple[PlannedSend, ...], tuple[DeferredSend, ...], tuple[Exclusion, ...]]:
+    """The plan's records, in candidate order per list.
+
+    A plan holds one record per candidate (hundreds of thousands for a large
+    segment), so each is filled through its slots, as the attrs ``__init__``
+    would fill it, without the call: the values are already checked.
+    """
     send: list[PlannedSend] = []
     deferred: list[DeferredSend] = []
     excluded: list[Exclusion] = []
-    get = decided.get
+    new, quiet = _new, DeferReason.QUIET_HOURS
+    set_sid, set_address = _SEND_ID, _SEND_ADDRESS
+    set_did, set_until, set_why = _DEFER_ID, _DEFER_UNTIL, _DEFER_REASON
+    set_eid, set_reason = _EXCLUDE_ID, _EXCLUDE_REASON
+    refusal, decision, address = refused.get, decided.get, found.get
+    reasons = _REFUSALS
     for cid in ids:
-        d = get(cid)
-        if d is None:
-            send.append(PlannedSend(contact_id=cid, address=found.get(cid)))
-        elif isinstance(d, datetime):
-            deferred.append(DeferredSend(contact_id=cid, until=d))
+        why = refusal(cid)
+        if why is None:
+            d = decision(cid)
+            if d is None:
+                r: Any = new(PlannedSend)
+                set_sid(r, cid)
+                set_address(r, address(cid))
+                send.append(r)
+                continue
+            if isinstance(d, datetime):
+                r = new(DeferredSend)
+                set_did(r, cid)
+                set_until(r, d)
+                set_why(r, quiet)
+                deferred.append(r)
+                continue
+            reason = d
         else:
-            excluded.append(Exclusion(contact_id=cid, reason=d))
-    return SendPlan(
-        channel=ch,
-        purpose=pu,
-        at=t,
-        send=tuple(send),
-        deferred=tuple(deferred),
-        excluded=tuple(excluded),
-    )
+            reason = reasons[why]
+        r = new(Exclusion)
+        set_eid(r, cid)
+        set_reason(r, reason)
+        excluded.append(r)
+    return tuple(send), tuple(deferred), tuple(excluded)
 
 
 class _ZoneResolver:

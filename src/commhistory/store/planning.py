@@ -30,13 +30,16 @@ open, else in one of its own.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from commhistory.criteria import Criteria
+from commhistory.crypto.fields import contact_text_opener
 from commhistory.model import (
     ADDRESS_KINDS,
     Channel,
@@ -48,11 +51,10 @@ from commhistory.model import (
 from commhistory.normalize.time import to_micros
 from commhistory.store import schema
 from commhistory.store.consent import BULK_THRESHOLD, memory_digest
-from commhistory.store.layout import address_row_id
+from commhistory.store.layout import DATA_KEY_REF, address_row_id
 from commhistory.store.segments import CONSENT_REASONS, MemorySegmentStore
 
 if TYPE_CHECKING:
-    from commhistory.crypto import FieldCipher
     from commhistory.store.memory import MemoryState
     from commhistory.store.sql import SQLRepository
 
@@ -192,6 +194,21 @@ def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
         yield ids[start : start + _CHUNK]
 
 
+def _id_list(dialect: str, ids: Sequence[str]) -> Any:
+    """The distinct *ids* as a table of one column, ``value``, bound as one parameter.
+
+    PostgreSQL: ``unnest`` of a text array; SQLite: ``json_each`` of a JSON
+    array. Either is probed once per id, so a read for thousands of ids joins
+    to them instead of sending ``IN`` lists or scanning every contact's rows.
+    """
+    distinct = list(dict.fromkeys(ids))
+    if dialect == "postgresql":
+        array = sa.bindparam("wanted_ids", distinct, type_=postgresql.ARRAY(sa.Text()))
+        return sa.func.unnest(array).table_valued("value").render_derived(name="wanted")
+    text = sa.bindparam("wanted_ids", json.dumps(distinct), type_=sa.Text())
+    return sa.func.json_each(text).table_valued("value").alias("wanted")
+
+
 # ---------------------------------------------------------------------- SQL
 
 
@@ -236,6 +253,23 @@ class SQLPlanningStore(PlanningStore):
             out.extend(conn.execute(base.where(column.in_(list(chunk)))).all())
         return out
 
+    def _listed(
+        self,
+        conn: sa.Connection,
+        base: sa.Select[Any],
+        column: sa.ColumnElement[str],
+        ids: Sequence[str],
+    ) -> list[Sequence[Any]]:
+        """Run *base* for the wanted ids: ``IN`` chunks, or joined to the ids bound as one list.
+
+        For a read whose rows are costly per contact (each sent message, each
+        address to decrypt): only the wanted contacts' rows are visited.
+        """
+        if len(ids) <= BULK_THRESHOLD:
+            return self._rows(conn, base, column, ids)
+        wanted = _id_list(self.repo.dialect, ids)
+        return _fetch_all(conn, base.join(wanted, column == wanted.c.value))
+
     def send_counts(
         self,
         contact_ids: Sequence[str],
@@ -246,15 +280,23 @@ class SQLPlanningStore(PlanningStore):
         *,
         at_least: Sequence[int] | None = None,
     ) -> dict[str, tuple[int, ...]]:
-        """See :meth:`PlanningStore.send_counts`."""
+        """See :meth:`PlanningStore.send_counts`.
+
+        Many contacts: on SQLite they are joined to their id list (one
+        parameter), the ``(contact_id, sent_at)`` index searched per contact for
+        the window, so only the wanted contacts' messages are read; PostgreSQL
+        would hash the whole window's messages for that join, and scans them
+        once instead (the wanted ids kept here).
+        """
         if not since or not contact_ids:
             return {}
         m = schema.messages
         out: dict[str, list[int]] = {}
         n = len(since)
+        read = self._rows if self.repo.dialect == "postgresql" else self._listed
         if n <= MAX_THRESHOLDS:  # one statement, one row per contact: no merging
             with self.repo.transaction(read=True) as conn:
-                rows = self._rows(
+                rows = read(
                     conn,
                     self._counting(channel, purpose, since, until, at_least),
                     m.c.contact_id,
@@ -265,7 +307,7 @@ class SQLPlanningStore(PlanningStore):
             for first in range(0, n, MAX_THRESHOLDS):
                 part = since[first : first + MAX_THRESHOLDS]
                 base = self._counting(channel, purpose, part, until)
-                for row in self._rows(conn, base, m.c.contact_id, contact_ids):
+                for row in read(conn, base, m.c.contact_id, contact_ids):
                     counts = out.setdefault(row[0], [0] * n)
                     for i, value in enumerate(row[1:]):
                         counts[first + i] = int(value or 0)
@@ -327,17 +369,28 @@ class SQLPlanningStore(PlanningStore):
                 .join(c, c.c.contact_id == a.c.contact_id)
                 .where(a.c.kind == kind, c.c.data_key.is_not(None))
             )
-            best: dict[str, str] = {}
-            for cid, bidx, blob, wrapped in self._rows(conn, base, a.c.contact_id, contact_ids):
-                text = self._cipher(cid, wrapped).decrypt_text(
-                    blob, table="addresses", column="address",
-                    row_id=address_row_id(kind, bytes(bidx)),
-                )  # fmt: skip
-                if text is None:
-                    continue
-                old = best.get(cid)
-                if old is None or text < old:
-                    best[cid] = text
+            rows = self._listed(conn, base, a.c.contact_id, contact_ids)
+        # A contact whose cipher the store holds uses it; the others' data keys are
+        # unwrapped here, the wrapping subkey derived once for the whole read.
+        cached = self.repo._ciphers  # the store's own cache
+        opener = contact_text_opener(
+            self.repo._keyring, key_ref=DATA_KEY_REF, table="addresses", column="address"
+        )
+        best: dict[str, str] = {}
+        for cid, bidx, blob, wrapped in rows:
+            row_id = address_row_id(kind, bytes(bidx))
+            cipher = cached.get(cid) if cid in cached else None
+            if cipher is None:
+                text = opener(cid, wrapped, blob, row_id)
+            else:
+                text = cipher.decrypt_text(
+                    blob, table="addresses", column="address", row_id=row_id
+                )
+            if text is None:
+                continue
+            old = best.get(cid)
+            if old is None or text < old:
+                best[cid] = text
         out.update(best)
         return out
 
@@ -358,13 +411,14 @@ class SQLPlanningStore(PlanningStore):
                 for chunk in _chunks(contact_ids):
                     rows.extend(_fetch_all(conn, base.where(column.in_(list(chunk)))))
         # Every known contact has a row (a refusal or NULL); the others are unknown.
-        known = {row[0] for row in rows} if unknown is not None else set()
+        status: dict[str, Any] = dict(cast("list[tuple[str, Any]]", rows))
+        out: dict[str, Refusal] = {cid: why for cid, why in rows if why is not None}
         wanted = set(contact_ids)
-        out: dict[str, Refusal] = {
-            cid: why for cid, why in rows if why is not None and cid in wanted
-        }
-        if unknown is not None:  # ids the store does not know: no grant, no address
-            out.update((cid, unknown) for cid in contact_ids if cid not in known)
+        if len(status) != len(wanted) or not all(map(status.__contains__, wanted)):
+            # Rows of contacts not asked about, or ids the store does not know.
+            out = {cid: why for cid, why in out.items() if cid in wanted}
+            if unknown is not None:  # no grant, no address
+                out.update((cid, unknown) for cid in contact_ids if cid not in status)
         return out
 
     def screen_segment(
@@ -376,14 +430,6 @@ class SQLPlanningStore(PlanningStore):
         )
         refused: dict[str, Refusal] = {cid: why for cid, why in rows if why is not None}  # type: ignore[misc]
         return [cid for cid, _why in rows], refused
-
-    def _cipher(self, contact_id: str, wrapped: object) -> FieldCipher:
-        """The contact's field cipher: the repository's cache, else unwrapped here."""
-        core = self.repo
-        cached = core._ciphers.get(contact_id)  # the store's own cache
-        if cached is not None:
-            return cached
-        return core._unwrap(contact_id, wrapped)  # one store, two modules
 
     def zones(
         self, contact_ids: Sequence[str], attribute: str, at: datetime, *, skip: str | None = None
