@@ -33,8 +33,14 @@ from commhistory.model import (
     Message,
     Purpose,
 )
-from commhistory.store import SQLRepository, sql_ingest
-from commhistory.store.kpi import OUTCOME_COLUMNS, Outcome, fold_outcomes, outcome_select
+from commhistory.store import SQLRepository
+from commhistory.store.kpi import (
+    OUTCOME_COLUMNS,
+    Outcome,
+    fold_outcomes,
+    outcome_select,
+    refresh_outcomes,
+)
 from tests.conftest import pg_variant_url
 
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
@@ -371,9 +377,13 @@ def test_fold_outcomes_equals_the_sql_fold(
     if folded is not None or values is None:
         assert folded == values
     else:  # left to SQL: a running sum of money left the range
-        money = [r for r in rows if r[0] == "converted" and r[3] is not None and r[4] is not None]
-        sums = itertools.accumulate(r[3] for r in money)
-        human = itertools.accumulate(r[3] for r in money if not r[2])
+        money = [
+            (micros, machine)
+            for kind, _, machine, micros, currency in rows
+            if kind == "converted" and micros is not None and currency is not None
+        ]
+        sums = itertools.accumulate(micros for micros, _ in money)
+        human = itertools.accumulate(micros for micros, machine in money if not machine)
         assert any(not -(2**63) <= v < 2**63 for v in [*sums, *human])
 
 
@@ -423,13 +433,13 @@ def test_a_batch_with_its_messages_and_events_needs_no_outcome_update(
 ) -> None:
     """New messages get their batch's outcomes in memory; stored ones and retries by UPDATE."""
     refreshed: list[set[str]] = []
-    real = sql_ingest.refresh_outcomes
+    real = refresh_outcomes
 
     def spy(conn: Any, backend: Any, ids: Any) -> None:
         refreshed.append(set(ids))
         real(conn, backend, ids)
 
-    monkeypatch.setattr(sql_ingest, "refresh_outcomes", spy)
+    monkeypatch.setattr("commhistory.store.sql_ingest.refresh_outcomes", spy)
     sent = datetime(2024, 5, 1, tzinfo=UTC)
     at = sent + timedelta(minutes=5)
     messages = [
