@@ -163,8 +163,12 @@ class SQLIngest(SQLCore, BatchedWrites):
         # Messages stored with the outcomes of this batch's events, folded in memory:
         # {message id: how many of the batch's events name it}.
         predicted: dict[str, int] = {}
+        # Messages this batch stored whose only events are the batch's (for the feeds).
+        settled: set[str] = set()
         if batch.messages:
-            ins, dup, linked = self._write_messages(conn, batch, pending, touched, predicted)
+            ins, dup, linked = self._write_messages(
+                conn, batch, pending, touched, predicted=predicted, settled=settled
+            )
             inserted += ins
             duplicates += dup
         if batch.events:
@@ -197,6 +201,7 @@ class SQLIngest(SQLCore, BatchedWrites):
                 ph=self._backend.ph,
                 select_in=self._backend.select_in,
                 ciphers=lambda ids: self.ciphers(conn, ids, pending, create=False),
+                settled=settled,
             )
             for feed in feeds.values():
                 changed.extend(feed(stored))
@@ -252,7 +257,9 @@ class SQLIngest(SQLCore, BatchedWrites):
         batch: Batch,
         pending: Pending,
         touched: set[str],
+        *,
         predicted: dict[str, int],
+        settled: set[str],
     ) -> tuple[int, int, int]:
         """Write a batch's new messages; return ``(inserted, duplicates, linked orphans)``.
 
@@ -261,6 +268,11 @@ class SQLIngest(SQLCore, BatchedWrites):
         noted in *predicted* with their number; :meth:`_write_events` checks that
         exactly those events were stored, else the message goes to *touched*
         (recomputed in SQL), as do messages whose orphans were linked.
+
+        The new messages whose orphans were not linked go to *settled*: until the
+        transaction ends, their only stored events are those the batch writes
+        (concurrent writers keep theirs as orphans, and link under the lock this
+        transaction holds once it linked).
         """
         found_ids, found_pairs = self._existing_messages(conn, batch.messages)
         fresh: list[tuple[Message, bytes | None]] = []
@@ -368,12 +380,16 @@ class SQLIngest(SQLCore, BatchedWrites):
             # A concurrent writer stored one of them meanwhile: its row, not ours, is
             # what the events update; recompute them all in SQL.
             predicted.clear()
+            mine: list[Message] = []
+        else:
+            mine = [m for m, _ in fresh]
         pending.addresses.update(dict.fromkeys(addresses, True))
         for m, _ in fresh:
             pending.messages[m.message_id] = m.contact_id
             if m.provider is not None and m.provider_message_id is not None:
                 pending.pairs[(m.provider, m.provider_message_id)] = (m.message_id, m.contact_id)
         linked = self._link_orphans(conn, [m for m, _ in fresh], pending, touched)
+        settled.update(m.message_id for m in mine if m.message_id not in touched)
         return inserted, len(batch.messages) - inserted - refused, linked
 
     @staticmethod
