@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from commhistory.consent import OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS, SuppressionReason, sms_keyword
 from commhistory.convert import ParsedLine
 from commhistory.errors import NormalizationError, PayloadError
-from commhistory.model import BounceClass, Channel, Direction, EventType, Purpose
+from commhistory.model import BounceClass, Channel, Direction, Event, EventType, Message, Purpose
 from tests.test_consent_support import at, ev, msg, repo
 
 __all__ = ["repo"]
@@ -98,7 +98,10 @@ def test_a_bounce_in_its_messages_batch_suppresses(repo: Any, orphan_first: bool
     bounce = ev("e1", "m1", EventType.BOUNCED, day=1.1, bounce=BounceClass.HARD)
     if orphan_first:
         repo.record_events([bounce])
-    records = [msg("m1", day=1), ev("e2", "m1", EventType.DELIVERED, day=1.05)]
+    records: list[Message | Event] = [
+        msg("m1", day=1),
+        ev("e2", "m1", EventType.DELIVERED, day=1.05),
+    ]
     if not orphan_first:
         records.append(bounce)
     repo.ingest(
