@@ -9,8 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from commhistory.consent import OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS, SuppressionReason, sms_keyword
+from commhistory.convert import ParsedLine
 from commhistory.errors import NormalizationError, PayloadError
-from commhistory.model import BounceClass, Channel, Direction, EventType, Purpose
+from commhistory.model import BounceClass, Channel, Direction, Event, EventType, Message, Purpose
 from tests.test_consent_support import at, ev, msg, repo
 
 __all__ = ["repo"]
@@ -87,6 +88,26 @@ def test_feeding_is_idempotent_and_handles_orphans(repo: Any) -> None:
     repo.record_messages([msg("m1", day=1)])
     assert not repo.can_send("c1", "email", "marketing", at=at(2)).allowed
     repo.record_events([ev("e1", "m1", EventType.BOUNCED, day=1.1, bounce=BounceClass.HARD)])
+    assert len(repo.suppression.entries("email", "c1@example.com")) == 1
+
+
+@pytest.mark.parametrize("orphan_first", [False, True])
+def test_a_bounce_in_its_messages_batch_suppresses(repo: Any, orphan_first: bool) -> None:
+    """The feed sees a batch's own events of its new messages, and the orphans it links."""
+    _grant(repo)
+    bounce = ev("e1", "m1", EventType.BOUNCED, day=1.1, bounce=BounceClass.HARD)
+    if orphan_first:
+        repo.record_events([bounce])
+    records: list[Message | Event] = [
+        msg("m1", day=1),
+        ev("e2", "m1", EventType.DELIVERED, day=1.05),
+    ]
+    if not orphan_first:
+        records.append(bounce)
+    repo.ingest(
+        [ParsedLine(line=i, raw=None, record=r) for i, r in enumerate(records, 1)], source="t"
+    )
+    assert not repo.can_send("c1", "email", "marketing", at=at(2)).allowed
     assert len(repo.suppression.entries("email", "c1@example.com")) == 1
 
 

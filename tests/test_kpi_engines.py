@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,7 +34,13 @@ from commhistory.model import (
     Purpose,
 )
 from commhistory.store import SQLRepository
-from commhistory.store.kpi import OUTCOME_COLUMNS, Outcome
+from commhistory.store.kpi import (
+    OUTCOME_COLUMNS,
+    Outcome,
+    fold_outcomes,
+    outcome_select,
+    refresh_outcomes,
+)
 from tests.conftest import pg_variant_url
 
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
@@ -314,6 +321,174 @@ def test_rebuild_outcomes_equals_what_ingest_kept_and_forgets_deleted_events(
          1_980_000_000),
         ("m2", 0, None, None, None),
     ]  # fmt: skip
+
+
+_stored_events = st.lists(
+    st.tuples(
+        # Conversions are most of them, so that money in several currencies is common.
+        st.sampled_from([*(t.value for t in EventType), *["converted"] * 10]),
+        st.sampled_from([None, *(b.value for b in BounceClass)]),
+        st.booleans(),
+        st.none() | st.integers(-(2**40), 2**40) | st.sampled_from([2**62, -(2**62)]),
+        st.none() | st.sampled_from(["JPY", "USD", "EUR", "usd"]),
+    ),
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(rows=_stored_events)
+def test_fold_outcomes_equals_the_sql_fold(
+    sql_repo: CommHistory[SQLRepository],
+    rows: list[tuple[str, str | None, bool, int | None, str | None]],
+) -> None:
+    """The in-memory fold gives the columns outcome_select() gives over the same rows.
+
+    Or ``None`` (left to the SQL ``UPDATE``) when a running sum leaves the 64-bit
+    range, which is where SQL fails (SQLite's ``SUM``; storing PostgreSQL's numeric sum).
+    """
+    folded = fold_outcomes(rows)
+    values: tuple[Any, ...] | None
+    with sql_repo.store.transaction() as conn:
+        conn.exec_driver_sql(
+            "CREATE TEMPORARY TABLE fold_events (type TEXT NOT NULL, bounce TEXT, "
+            "machine BOOLEAN NOT NULL, revenue_micros BIGINT, currency TEXT)"
+        )
+        try:
+            if rows:
+                ph = sql_repo.store._backend.ph
+                conn.exec_driver_sql(
+                    f"INSERT INTO fold_events VALUES ({', '.join([ph] * 5)})", rows
+                )
+            try:
+                with conn.begin_nested():
+                    got = conn.exec_driver_sql(f"SELECT {outcome_select()} FROM fold_events").one()
+                values = (int(got[0]), *got[1:])
+                if any(v is not None and not -(2**63) <= v < 2**63 for v in values[2:]):
+                    values = None  # PostgreSQL sums into numeric; storing it fails
+            except sa.exc.DBAPIError:  # SQLite's SUM overflows
+                values = None
+        finally:
+            conn.exec_driver_sql("DROP TABLE fold_events")
+    if folded is not None or values is None:
+        assert folded == values
+    else:  # left to SQL: a running sum of money left the range
+        money = [
+            (micros, machine)
+            for kind, _, machine, micros, currency in rows
+            if kind == "converted" and micros is not None and currency is not None
+        ]
+        sums = itertools.accumulate(micros for micros, _ in money)
+        human = itertools.accumulate(micros for micros, machine in money if not machine)
+        assert any(not -(2**63) <= v < 2**63 for v in [*sums, *human])
+
+
+def _sql_outcomes(repo: CommHistory[SQLRepository]) -> list[tuple[Any, ...]]:
+    """Every message's outcome columns recomputed from its stored events, in SQL."""
+    ph = repo.store._backend.ph
+    with repo.store.transaction(read=True) as conn:
+        ids = [r[0] for r in conn.exec_driver_sql("SELECT message_id FROM messages")]
+        rows = []
+        for mid in sorted(ids):
+            got = conn.exec_driver_sql(
+                f"SELECT {outcome_select()} FROM events WHERE message_id = {ph}", (mid,)
+            ).one()
+            rows.append((mid, int(got[0]), *got[1:]))
+    return rows
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(delivery=deliveries(), query=queries)
+def test_outcomes_folded_at_ingest_equal_the_sql_recomputation(
+    sql_repo: CommHistory[SQLRepository],
+    delivery: tuple[list[Message], list[Event], list[list[Message | Event]]],
+    query: dict[str, Any],
+) -> None:
+    """Outcomes kept by ingest (in memory or by UPDATE) are what SQL folds from the events.
+
+    Batches mix messages and events, events before their message, retries under
+    the same and under new event ids, and pieces that repeat earlier records.
+    """
+    messages, events, pieces = delivery
+    _clear(sql_repo)
+    for piece in pieces:
+        sql_repo.ingest(
+            [ParsedLine(line=i, raw=None, record=r) for i, r in enumerate(piece, 1)],
+            source="test",
+        )
+    assert _outcome_rows(sql_repo) == _sql_outcomes(sql_repo)
+    assert sql_repo.kpis(**query) == compute(messages, events, **query)
+
+
+def test_a_batch_with_its_messages_and_events_needs_no_outcome_update(
+    sql_repo: CommHistory[SQLRepository], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New messages get their batch's outcomes in memory; stored ones and retries by UPDATE."""
+    refreshed: list[set[str]] = []
+    real = refresh_outcomes
+
+    def spy(conn: Any, backend: Any, ids: Any) -> None:
+        refreshed.append(set(ids))
+        real(conn, backend, ids)
+
+    monkeypatch.setattr("commhistory.store.sql_ingest.refresh_outcomes", spy)
+    sent = datetime(2024, 5, 1, tzinfo=UTC)
+    at = sent + timedelta(minutes=5)
+    messages = [
+        Message(
+            message_id=f"m{i}", channel=Channel.EMAIL, direction=Direction.OUTBOUND,
+            contact_id=f"c{i}", address="someone@example.com", sent_at=sent,
+            provider="sg", provider_message_id=f"p{i}",
+        )
+        for i in range(4)
+    ]  # fmt: skip
+    events = [
+        Event(event_id="e1", type=EventType.OPENED, message_id="m0", occurred_at=at),
+        Event(event_id="e2", type=EventType.CONVERTED, provider="sg", provider_message_id="p1",
+              occurred_at=at, revenue=Decimal("2.5"), currency="EUR", machine=True),
+        Event(event_id="e3", type=EventType.BOUNCED, message_id="m2", occurred_at=at,
+              bounce=BounceClass.HARD),
+    ]  # fmt: skip
+
+    def lines(records: list[Message | Event]) -> list[ParsedLine]:
+        return [ParsedLine(line=i, raw=None, record=r) for i, r in enumerate(records, 1)]
+
+    # Events before their messages in the input, all in one batch.
+    sql_repo.ingest(lines([*events, *messages]), source="test")
+    assert refreshed == []
+    assert _outcome_rows(sql_repo) == [
+        ("m0", int(Outcome.OPENED | Outcome.HUMAN_OPENED), None, None, None),
+        ("m1", int(Outcome.CONVERTED), "EUR", 2_500_000, None),
+        ("m2", int(Outcome.BOUNCED | Outcome.HARD_BOUNCED), None, None, None),
+        ("m3", 0, None, None, None),
+    ]
+    # A later event of a stored message: recomputed in SQL.
+    later = Event(event_id="e4", type=EventType.CLICKED, message_id="m3", occurred_at=at)
+    sql_repo.ingest(lines([later]), source="test")
+    assert refreshed == [{"m3"}]
+    assert _outcome_rows(sql_repo)[3] == (
+        "m3", int(Outcome.CLICKED | Outcome.HUMAN_CLICKED), None, None, None
+    )  # fmt: skip
+    # A new message whose batch also names it in an event stored before (for m0): the
+    # fold counted that event, the database kept the stored one; recomputed in SQL.
+    refreshed.clear()
+    fresh = attrs.evolve(messages[0], message_id="m9", provider_message_id="p9")
+    bounce = attrs.evolve(events[2], event_id="e9", message_id="m9")
+    stored_again = attrs.evolve(events[0], message_id="m9")
+    sql_repo.ingest(lines([fresh, bounce, stored_again]), source="test")
+    assert refreshed == [{"m9"}]
+    assert _outcome_rows(sql_repo)[-1] == (
+        "m9", int(Outcome.BOUNCED | Outcome.HARD_BOUNCED), None, None, None
+    )  # fmt: skip
+    assert _outcome_rows(sql_repo) == _sql_outcomes(sql_repo)
 
 
 def test_offset_segments_find_each_dst_change_to_the_microsecond() -> None:

@@ -17,6 +17,7 @@ table and column names (never from input), with values bound as parameters.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
+from operator import itemgetter
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -111,13 +112,18 @@ def without_null_columns(
         )
     if not prunable:
         return columns, rows
-    data = list(zip(*rows, strict=True))
-    n = len(rows)
-    empty = {i for i in prunable if data[i].count(None) == n}
+    # One column at a time, in C (map, itemgetter, list.count): a column the first
+    # row sets is not looked at further.
+    first, n = rows[0], len(rows)
+    empty = {
+        i for i in prunable if first[i] is None and list(map(itemgetter(i), rows)).count(None) == n
+    }
     if not empty:
         return columns, rows
     keep = [i for i in range(len(columns)) if i not in empty]
-    return [columns[i] for i in keep], list(zip(*(data[i] for i in keep), strict=True))
+    if len(keep) == 1:  # itemgetter of one position gives the value, not a tuple
+        return [columns[keep[0]]], [(r[keep[0]],) for r in rows]
+    return [columns[i] for i in keep], list(map(itemgetter(*keep), rows))
 
 
 class Backend:

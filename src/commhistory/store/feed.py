@@ -97,6 +97,12 @@ class SQLStoredBatch(_BatchRecords):
         select_in: The backend's ``select_in``.
         ciphers: ``ciphers(contact_ids)`` returning the contacts' field ciphers
             (erased contacts are missing).
+        settled: Messages this batch stored whose only stored events are the
+            batch's own (no orphan linked): :meth:`reactions` finds those events
+            by their ids and does not look such a message's events up again.
+
+    .. versionchanged:: 0.4.0
+       *settled*.
     """
 
     def __init__(
@@ -108,8 +114,10 @@ class SQLStoredBatch(_BatchRecords):
         ph: str,
         select_in: Callable[[sa.Connection, str, Collection[str]], list[Row]],
         ciphers: Callable[[Collection[str]], dict[str, FieldCipher]],
+        settled: Collection[str] = (),
     ) -> None:
         super().__init__(batch, source)
+        self._settled = settled
         self._conn = conn
         self._ph = ph
         self._select_in = select_in
@@ -132,7 +140,8 @@ class SQLStoredBatch(_BatchRecords):
         if event_ids:
             for r in self._select_in(self._conn, select + "AND e.event_id IN ({in})", event_ids):
                 rows[r[0]] = r
-        message_ids = [m.message_id for m in self.messages]
+        settled = self._settled
+        message_ids = [m.message_id for m in self.messages if m.message_id not in settled]
         if message_ids:
             for r in self._select_in(
                 self._conn, select + "AND m.message_id IN ({in})", message_ids

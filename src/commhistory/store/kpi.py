@@ -66,6 +66,7 @@ __all__ = [
     "COUNTS",
     "GROUP_KEYS",
     "JOURNEY_KEYS",
+    "NO_OUTCOMES",
     "OUTCOME_COLUMNS",
     "REACTIONS",
     "JourneyLink",
@@ -76,7 +77,9 @@ __all__ = [
     "LinkClickRow",
     "MemoryKpiStore",
     "Outcome",
+    "OutcomeValues",
     "SQLKpiStore",
+    "fold_outcomes",
     "group_values",
     "journey_selected",
     "kpi_query",
@@ -427,6 +430,72 @@ def outcome_select() -> str:
         f"CASE WHEN {one} THEN SUM(CASE WHEN {money} AND NOT machine "
         "THEN revenue_micros END) END"
     )
+
+
+OutcomeValues = tuple[int, str | None, int | None, int | None]
+"""A message's values of :data:`OUTCOME_COLUMNS`."""
+
+NO_OUTCOMES: Final[OutcomeValues] = (0, None, None, None)
+"""What :func:`outcome_select` gives a message without events (the columns' defaults)."""
+
+_ANY_BITS: Final = {kind: int(bit) for bit, kind, extra in _OUTCOME_EVENTS if not extra}
+_HUMAN_BITS: Final = {
+    kind: int(bit) for bit, kind, extra in _OUTCOME_EVENTS if extra == " AND NOT machine"
+}
+_HARD_BIT: Final = int(Outcome.HARD_BOUNCED)
+_INT64: Final = 2**63
+
+
+def fold_outcomes(
+    events: Iterable[tuple[str, str | None, bool, int | None, str | None]],
+) -> OutcomeValues | None:
+    """Fold one message's events into :data:`OUTCOME_COLUMNS` in memory, as :func:`outcome_select`.
+
+    The same rules as the SQL text: each event sets its type's bit, and its
+    ``HUMAN_*`` bit when not ``machine``; a hard bounce sets ``HARD_BOUNCED``;
+    conversions with revenue and a currency are summed when they share one
+    currency, and flag :attr:`Outcome.MIXED_CURRENCY` (revenue NULL) when not.
+    Ingest uses it for the messages a batch stores together with their events,
+    instead of recomputing them with an ``UPDATE`` (:func:`refresh_outcomes`).
+
+    Args:
+        events: ``(type, bounce, machine, revenue_micros, currency)`` of each
+            event, as stored (enum values).
+
+    Returns:
+        The column values, or ``None`` when a sum leaves the 64-bit range (the
+        caller leaves such a message to :func:`refresh_outcomes`, which fails
+        as the database does).
+
+    .. versionadded:: 0.4.0
+    """
+    bits = 0
+    currency: str | None = None
+    mixed = False
+    total = 0
+    human: int | None = None
+    any_bits, human_bits = _ANY_BITS, _HUMAN_BITS
+    for kind, bounce, machine, micros, cur in events:
+        bits |= any_bits.get(kind, 0)
+        if not machine:
+            bits |= human_bits.get(kind, 0)
+        if kind == "bounced" and bounce == "hard":
+            bits |= _HARD_BIT
+        if kind == "converted" and micros is not None and cur is not None:
+            if currency is None:
+                currency = cur
+            elif cur != currency:
+                mixed = True
+            total += micros
+            if not machine:
+                human = micros if human is None else human + micros
+            if not -_INT64 <= total < _INT64 or not -_INT64 <= (human or 0) < _INT64:
+                return None  # SQLite's SUM fails on the way, PostgreSQL's on storing
+    if mixed:
+        return (bits | int(Outcome.MIXED_CURRENCY), None, None, None)
+    if currency is None:
+        return (bits, None, None, None)
+    return (bits, currency, total, human)
 
 
 def refresh_outcomes_sql(where: str) -> str:

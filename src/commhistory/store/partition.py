@@ -108,7 +108,6 @@ _INDEXES: Final = {
     ),
     "events": (
         "CREATE INDEX ix_events_contact_id_occurred_at ON events (contact_id, occurred_at)",
-        "CREATE INDEX ix_events_message_id ON events (message_id)",
         "CREATE INDEX ix_events_kpi ON events "
         "(message_id, type, machine, bounce, revenue_micros, currency)",
         "CREATE INDEX ix_events_orphans ON events (provider, provider_message_id, message_id) "

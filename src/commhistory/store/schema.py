@@ -247,9 +247,9 @@ events: Final = sa.Table(
     _stored_seq(),
     sa.UniqueConstraint("provider", "provider_event_id"),
     sa.Index(None, "contact_id", "occurred_at"),
-    sa.Index(None, "message_id"),
     sa.Index(None, "stored_seq"),  # migration 0018: the analytics export's next run
-    # Covers the KPI engine's per-message pass over events (migration 0003).
+    # Covers the KPI engine's per-message pass over events (migration 0003), and
+    # every lookup by message_id (migration 0020 dropped the single-column index).
     sa.Index(
         "ix_events_kpi", "message_id", "type", "machine", "bounce", "revenue_micros", "currency"
     ),

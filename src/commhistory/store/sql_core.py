@@ -386,11 +386,23 @@ class SQLCore:
         writer stored one of them first, they are read back, so racing writers
         all use the data key that won. When every row is this call's, the keys
         just made are used as they are (no read-back, no unwrap).
+
+        A contact checked by an earlier call in the same transaction (its cipher
+        in ``pending.ciphers``, or in ``pending.erased``) is not read again: its
+        row is locked until the transaction ends (SQLite: the write lock is held;
+        PostgreSQL: ``FOR KEY SHARE``), so no erasure can have happened since.
         """
-        ids = list(dict.fromkeys(contact_ids))
-        if not ids:
-            return {}
         out: dict[str, FieldCipher] = {}
+        checked, erased = pending.ciphers, pending.erased
+        ids = []
+        for cid in dict.fromkeys(contact_ids):
+            cipher = checked.get(cid)
+            if cipher is not None:
+                out[cid] = cipher
+            elif cid not in erased:
+                ids.append(cid)
+        if not ids:
+            return out
         found = self._contact_rows(conn, ids, lock=True)
         absent = [cid for cid in ids if cid not in found]
         created: dict[str, tuple[bytes, bytes]] = {}  # contact -> (data key, wrapped)

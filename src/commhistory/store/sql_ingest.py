@@ -56,7 +56,13 @@ from commhistory.store.batching import (
     BatchedWrites,
 )
 from commhistory.store.feed import SQLStoredBatch
-from commhistory.store.kpi import refresh_outcomes
+from commhistory.store.kpi import (
+    NO_OUTCOMES,
+    OUTCOME_COLUMNS,
+    OutcomeValues,
+    fold_outcomes,
+    refresh_outcomes,
+)
 from commhistory.store.layout import (
     ADDRESS_COLUMNS,
     CONSENT_COLUMNS,
@@ -154,12 +160,19 @@ class SQLIngest(SQLCore, BatchedWrites):
         inserted = duplicates = linked = 0
         changed: list[str] = []
         touched: set[str] = set()  # messages whose outcomes this batch may change
+        # Messages stored with the outcomes of this batch's events, folded in memory:
+        # {message id: how many of the batch's events name it}.
+        predicted: dict[str, int] = {}
+        # Messages this batch stored whose only events are the batch's (for the feeds).
+        settled: set[str] = set()
         if batch.messages:
-            ins, dup, linked = self._write_messages(conn, batch, pending, touched)
+            ins, dup, linked = self._write_messages(
+                conn, batch, pending, touched, predicted=predicted, settled=settled
+            )
             inserted += ins
             duplicates += dup
         if batch.events:
-            ins, refused = self._write_events(conn, batch, pending, touched)
+            ins, refused = self._write_events(conn, batch, pending, touched, predicted)
             inserted += ins
             duplicates += len(batch.events) - ins - refused
         if touched:
@@ -188,6 +201,7 @@ class SQLIngest(SQLCore, BatchedWrites):
                 ph=self._backend.ph,
                 select_in=self._backend.select_in,
                 ciphers=lambda ids: self.ciphers(conn, ids, pending, create=False),
+                settled=settled,
             )
             for feed in feeds.values():
                 changed.extend(feed(stored))
@@ -238,8 +252,28 @@ class SQLIngest(SQLCore, BatchedWrites):
         return found_ids, found_pairs
 
     def _write_messages(
-        self, conn: sa.Connection, batch: Batch, pending: Pending, touched: set[str]
+        self,
+        conn: sa.Connection,
+        batch: Batch,
+        pending: Pending,
+        touched: set[str],
+        *,
+        predicted: dict[str, int],
+        settled: set[str],
     ) -> tuple[int, int, int]:
+        """Write a batch's new messages; return ``(inserted, duplicates, linked orphans)``.
+
+        A new message named by events of the same batch is written with the
+        outcomes of those events folded in memory (:func:`fold_outcomes`), and
+        noted in *predicted* with their number; :meth:`_write_events` checks that
+        exactly those events were stored, else the message goes to *touched*
+        (recomputed in SQL), as do messages whose orphans were linked.
+
+        The new messages whose orphans were not linked go to *settled*: until the
+        transaction ends, their only stored events are those the batch writes
+        (concurrent writers keep theirs as orphans, and link under the lock this
+        transaction holds once it linked).
+        """
         found_ids, found_pairs = self._existing_messages(conn, batch.messages)
         fresh: list[tuple[Message, bytes | None]] = []
         lines: list[int | None] = []
@@ -279,6 +313,7 @@ class SQLIngest(SQLCore, BatchedWrites):
             fresh = kept
             if not fresh:
                 return 0, len(batch.messages) - refused, 0
+        outcomes = self._predict_outcomes(batch, fresh, predicted) if batch.events else None
         rows: list[Row] = []
         addresses: dict[tuple[str, bytes, str], Row] = {}
         known = self._addresses  # rows stored by earlier batches: not written again
@@ -308,6 +343,8 @@ class SQLIngest(SQLCore, BatchedWrites):
                     mask_address(channel, address),
                 )
             )  # fmt: skip
+            if outcomes is not None:
+                rows[-1] += outcomes.get(mid, NO_OUTCOMES)
             kind = ADDRESS_KINDS.get(channel)
             if kind is not None:
                 bidx = indexer.index(kind, address)
@@ -321,6 +358,7 @@ class SQLIngest(SQLCore, BatchedWrites):
                     )  # fmt: skip
         be = self._backend
         address_rows = list(addresses.values())
+        columns = MESSAGE_WRITE_COLUMNS if outcomes is None else _MESSAGE_OUTCOME_COLUMNS
         if be.copies_new_rows:
             # The messages were looked up above, and the address rows of contacts this
             # transaction created cannot be stored yet: copied straight into their
@@ -332,19 +370,73 @@ class SQLIngest(SQLCore, BatchedWrites):
             created = pending.created
             new_rows = sorted((r for r in address_rows if r[2] in created), key=_first_three)
             address_rows = [r for r in address_rows if r[2] not in created]
-            inserted = be.insert_new(conn, schema.messages, MESSAGE_WRITE_COLUMNS, rows)
+            inserted = be.insert_new(conn, schema.messages, columns, rows)
             if new_rows:
                 be.insert_new(conn, schema.addresses, ADDRESS_COLUMNS, new_rows)
         else:
-            inserted = be.insert(conn, schema.messages, MESSAGE_WRITE_COLUMNS, rows)
+            inserted = be.insert(conn, schema.messages, columns, rows)
         be.insert(conn, schema.addresses, ADDRESS_COLUMNS, address_rows)
+        if inserted < len(rows):
+            # A concurrent writer stored one of them meanwhile: its row, not ours, is
+            # what the events update; recompute them all in SQL.
+            predicted.clear()
+            mine: list[Message] = []
+        else:
+            mine = [m for m, _ in fresh]
         pending.addresses.update(dict.fromkeys(addresses, True))
         for m, _ in fresh:
             pending.messages[m.message_id] = m.contact_id
             if m.provider is not None and m.provider_message_id is not None:
                 pending.pairs[(m.provider, m.provider_message_id)] = (m.message_id, m.contact_id)
         linked = self._link_orphans(conn, [m for m, _ in fresh], pending, touched)
+        settled.update(m.message_id for m in mine if m.message_id not in touched)
         return inserted, len(batch.messages) - inserted - refused, linked
+
+    @staticmethod
+    def _predict_outcomes(
+        batch: Batch, fresh: list[tuple[Message, bytes | None]], predicted: dict[str, int]
+    ) -> dict[str, OutcomeValues] | None:
+        """Fold the outcomes of the *fresh* messages from the batch's events naming them.
+
+        An event names a message as :meth:`_resolve` will find it: by
+        ``message_id``, or by provider pair when it has none. Fills *predicted*
+        with each such message's number of events; returns the folded column
+        values, or ``None`` when no event names a fresh message.
+        """
+        ids = {m.message_id for m, _ in fresh}
+        pairs = {
+            (m.provider, m.provider_message_id): m.message_id
+            for m, _ in fresh
+            if m.provider is not None and m.provider_message_id is not None
+        }
+        groups: dict[str, list[tuple[str, str | None, bool, int | None, str | None]]] = {}
+        for e, rev in zip(batch.events, batch.event_revenue, strict=True):
+            mid = e.message_id
+            if mid is None:
+                mid = pairs.get((e.provider, e.provider_message_id))  # type: ignore[arg-type]
+                if mid is None:
+                    continue
+            elif mid not in ids:
+                continue
+            bounce = e.bounce
+            item = (
+                e.type._value_, None if bounce is None else bounce._value_, e.machine, rev,
+                e.currency,
+            )  # fmt: skip
+            found = groups.get(mid)
+            if found is None:
+                groups[mid] = [item]
+            else:
+                found.append(item)
+        if not groups:
+            return None
+        folded: dict[str, OutcomeValues] = {}
+        for mid, items in groups.items():
+            values = fold_outcomes(items)
+            if values is not None:  # else left to refresh_outcomes, which fails alike
+                folded[mid] = values
+                predicted[mid] = len(items)
+        return folded
 
     def _link_orphans(
         self, conn: sa.Connection, fresh: list[Message], pending: Pending, touched: set[str]
@@ -481,11 +573,42 @@ class SQLIngest(SQLCore, BatchedWrites):
                 pending.pairs[(prov, pmid)] = (mid, cid)
 
     def _write_events(
-        self, conn: sa.Connection, batch: Batch, pending: Pending, touched: set[str]
+        self,
+        conn: sa.Connection,
+        batch: Batch,
+        pending: Pending,
+        touched: set[str],
+        predicted: dict[str, int],
     ) -> tuple[int, int]:
         """Write a batch's events; return ``(inserted, refused)`` (erased contacts).
 
-        The stored messages the written events name are added to *touched*.
+        The stored messages the written events name are added to *touched*,
+        except those of *predicted* (written with these events' outcomes) that
+        got exactly the events they were folded from.
+        """
+        written: dict[str, int] = {}
+        inserted, refused, sent = self._write_event_rows(conn, batch, pending, written)
+        if not predicted:
+            touched.update(written)
+        elif inserted < sent:  # some were stored already: which ones, only SQL knows
+            touched.update(written)
+            touched.update(predicted)
+        else:
+            get = predicted.get
+            touched.update(mid for mid, n in written.items() if get(mid) != n)
+            touched.update(mid for mid, n in predicted.items() if written.get(mid) != n)
+        return inserted, refused
+
+    def _write_event_rows(
+        self,
+        conn: sa.Connection,
+        batch: Batch,
+        pending: Pending,
+        written: dict[str, int],
+    ) -> tuple[int, int, int]:
+        """Write a batch's events; return ``(inserted, refused, sent to the database)``.
+
+        Counts in *written* the events sent for each stored message they name.
         """
         be = self._backend
         events = batch.events
@@ -494,7 +617,7 @@ class SQLIngest(SQLCore, BatchedWrites):
         if be.copies_new_rows:
             events, metas, revenues = self._new_events(conn, events, metas, revenues)
             if not events:
-                return 0, 0
+                return 0, 0, 0
         by_id, by_pair = self._resolve(conn, events, pending)
         unresolved_ids = {e.message_id for e in events if e.message_id is not None} - by_id.keys()
         unresolved_pairs = {
@@ -529,22 +652,26 @@ class SQLIngest(SQLCore, BatchedWrites):
                 batch_refused=pending.refused,
             )
             if not events:
-                return 0, refused
+                return 0, refused, 0
         for e in events:
-            if e.message_id is not None:
-                if e.message_id in by_id:
-                    touched.add(e.message_id)
+            mid = e.message_id
+            if mid is not None:
+                if mid not in by_id:
+                    continue
             else:
                 hit = by_pair.get((e.provider, e.provider_message_id))  # type: ignore[arg-type]
-                if hit is not None:
-                    touched.add(hit[0])
+                if hit is None:
+                    continue
+                mid = hit[0]
+            written[mid] = written.get(mid, 0) + 1
         rows = self._event_rows(events, metas, revenues, by_id, by_pair, ciphers)
         if not be.copies_new_rows:
-            return be.insert(conn, schema.events, EVENT_WRITE_COLUMNS, list(rows)), refused
+            inserted = be.insert(conn, schema.events, EVENT_WRITE_COLUMNS, list(rows))
+            return inserted, refused, len(events)
         inserted = be.insert_new(conn, schema.events, EVENT_WRITE_COLUMNS, rows)
         if inserted < len(events):  # stored already: look them up first next time
             self._look_up_events = True
-        return inserted, refused
+        return inserted, refused, len(events)
 
     def _refuse_erased(
         self,
@@ -817,6 +944,9 @@ class SQLIngest(SQLCore, BatchedWrites):
             )  # fmt: skip
         self._backend.insert(conn, schema.dead_letters, DEAD_LETTER_COLUMNS, rows)
 
+
+_MESSAGE_OUTCOME_COLUMNS: Final = (*MESSAGE_WRITE_COLUMNS, *OUTCOME_COLUMNS)
+"""A new message's columns when the batch's events give it outcomes (folded in memory)."""
 
 _first: Final = itemgetter(0)
 _first_three: Final = itemgetter(0, 1, 2)
