@@ -110,3 +110,32 @@ def test_every_public_name_resolves() -> None:
     assert commhistory.kpi is sys.modules["commhistory.kpi"]
     with pytest.raises(AttributeError):
         _ = commhistory.no_such_name
+
+
+def test_import_loads_no_journeys_segments_kpis_privacy_or_analytics(tmp_path: Path) -> None:
+    path = tmp_path / "h.jsonl"
+    path.write_text(
+        '{"kind": "message", "message_id": "m1", "channel": "email", "direction": "outbound",'
+        ' "contact_id": "c1", "address": "a@example.com", "sent_at": "2026-04-01T00:00:00Z"}\n',
+        encoding="utf-8",
+    )
+    args = ["import", str(path), "--db", f"sqlite:///{tmp_path / 'h.db'}"]
+    args += ["--keyring", str(tmp_path / "keys")]
+    unused = tuple(
+        f"commhistory.{name}." for name in ("journeys", "segments", "kpi", "privacy", "analytics")
+    )
+    result = _run(
+        "import json, sys\n"
+        "from commhistory.cli import main\n"
+        f"code = main({args!r})\n"
+        f"loaded = sorted(m for m in sys.modules if (m + '.').startswith({unused!r}))\n"
+        "print(json.dumps({'code': code, 'loaded': loaded}))\n"
+    )
+    assert result == {"code": 0, "loaded": []}
+
+
+def test_the_facade_spells_the_journeys_trigger_age() -> None:
+    from commhistory.facade.guarded import TRIGGER_MAX_AGE
+    from commhistory.journeys.triggers import DEFAULT_MAX_AGE
+
+    assert TRIGGER_MAX_AGE == DEFAULT_MAX_AGE
