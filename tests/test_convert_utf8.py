@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import attrs
 import hypothesis
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 
 from commhistory import convert
 from commhistory.convert import ParsedLine, check_records, read_records
+from tests.test_convert_fast import _same_records
 from tests.test_import_fast import SIMPLE_EVENT, SIMPLE_MESSAGE, near_canonical_lines
 
 
@@ -176,8 +178,24 @@ def test_the_shape_check_answers_as_the_field_checks(obj: dict[str, Any]) -> Non
     got = -1 if shape is None else shape[0](obj)
     assert got == expected
     if shape is not None and found is not None:
-        assert shape[1:] == found[1:]
+        assert shape[1] == found[1]
+    if got >= 0:
+        assert shape is not None
+        assert found is not None
+        # The shape's generated builder builds what the trusted builder builds, and
+        # every slot is set (attrs.validate reads each field).
+        record = shape[2](obj)
+        _same_records(record, found[2](obj))
+        attrs.validate(record)
     hypothesis.event("vouched" if got >= 0 else "not sure")
+
+
+def test_a_valid_line_is_built_as_parsed_line_builds_it() -> None:
+    record = convert.loads(SIMPLE_EVENT)
+    fast = convert._valid_line(7, "raw", record)
+    assert fast == ParsedLine(line=7, raw="raw", record=record)
+    assert fast.error is None
+    assert fast.ok
 
 
 def test_shapes_are_remembered_up_to_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -686,6 +686,22 @@ _NAMESPACE: Final[dict[str, object]] = {
     "_UTC": UTC,
     "_normalize_email": normalize_email,
     "_InvalidInputError": InvalidInputError,
+    # What the builders use: the values of _trusted_message / _trusted_event.
+    "_new": object.__new__,
+    "Message": Message,
+    "Event": Event,
+    "_EMAIL": Channel.EMAIL,
+    "_MARKETING": Purpose.MARKETING,
+    "_DIRECTION_OF": {d.value: d for d in Direction},
+    "_PURPOSE_OF": {p.value: p for p in Purpose},
+    "_EVENT_TYPE_OF": {t.value: t for t in EventType},
+    # A record's slots, set as its frozen __init__ does (object.__setattr__ finds the
+    # same descriptors by name).
+    **{
+        f"_set_{cls.__name__}_{f.name}": cls.__dict__[f.name].__set__
+        for cls in (Message, Event)
+        for f in attrs.fields(cls)
+    },
 }
 
 _ShapeCheck = tuple[Callable[[dict[str, Any]], int], str, Callable[[dict[str, Any]], Record]]
@@ -743,10 +759,52 @@ def _compile_shape(keys: tuple[Any, ...]) -> _ShapeCheck | None:
                 "        return -1",
             ]
     body.append(f"    return {' + '.join([str(constant), *counted])}")
+    body += _builder_code(kind, dict(zip(keys, names, strict=True)))
     namespace = dict(_NAMESPACE)
     exec("\n".join(body), namespace)  # noqa: S102 - code built above from fixed parts
-    _, name, build = _CERTAINLY_VALID[kind]
-    return namespace["check"], name, build  # type: ignore[return-value]
+    return namespace["check"], _CERTAINLY_VALID[kind][1], namespace["build"]  # type: ignore[return-value]
+
+
+def _builder_code(kind: str, value_of: Mapping[str, str]) -> list[str]:
+    """The code of ``build(obj)``: :func:`_trusted_message` or :func:`_trusted_event`, per shape.
+
+    The values are unpacked once and each slot is set through its descriptor.
+    *value_of* names the variable holding each key's value.
+    """
+    cls = Message if kind == "message" else Event
+    given = {key: value_of.get(key) for key in (f.name for f in attrs.fields(cls))}
+    code: dict[str, str] = {}
+    if kind == "message":
+        purpose = given["purpose"]
+        code = {
+            "channel": "_EMAIL",
+            "direction": f"_DIRECTION_OF[{given['direction']}]",
+            "address": f"_normalize_email({given['address']})",
+            "sent_at": f"_fromisoformat({given['sent_at']})",
+            "purpose": "_MARKETING"
+            if purpose is None
+            else f"_MARKETING if {purpose} is None else _PURPOSE_OF[{purpose}]",
+        }
+    else:
+        machine = given["machine"]
+        code = {
+            "type": f"_EVENT_TYPE_OF[{given['type']}]",
+            "occurred_at": f"_fromisoformat({given['occurred_at']})",
+            "machine": "False" if machine is None else f"{machine} is True",
+            "revenue": "None",
+            "currency": "None",
+        }
+    code["metadata"] = "{}"
+    lines = [
+        "",
+        "def build(obj):",
+        f"    {', '.join(value_of.values())}, = obj.values()",
+        f"    record = _new({cls.__name__})",
+    ]
+    for field, value in given.items():
+        lines.append(f"    _set_{cls.__name__}_{field}(record, {code.get(field, value)})")
+    lines.append("    return record")
+    return lines
 
 
 _OUT: Final = cattrs.Converter()
@@ -1136,6 +1194,22 @@ class ParsedLine:
         return self.record is not None
 
 
+_set_line: Final = ParsedLine.__dict__["line"].__set__
+_set_raw: Final = ParsedLine.__dict__["raw"].__set__
+_set_record: Final = ParsedLine.__dict__["record"].__set__
+_set_error: Final = ParsedLine.__dict__["error"].__set__
+
+
+def _valid_line(number: int, raw: str, record: Record) -> ParsedLine:
+    """``ParsedLine(line=number, raw=raw, record=record)``, its slots set directly."""
+    parsed: ParsedLine = _new(ParsedLine)
+    _set_line(parsed, number)
+    _set_raw(parsed, raw)
+    _set_record(parsed, record)
+    _set_error(parsed, None)
+    return parsed
+
+
 def read_records(
     path: str | os.PathLike[str],
     *,
@@ -1393,7 +1467,7 @@ def _line(  # noqa: PLR0917 - private; arguments mirror read_records
             found = _SHAPES[keys] if keys in _SHAPES else _shape_check(keys)
             if found is not None and found[0](obj) * 2 == line.count('"'):
                 if counts is None:
-                    return ParsedLine(line=number, raw=line, record=found[2](obj))
+                    return _valid_line(number, line, found[2](obj))
                 counts[found[1]] = counts.get(found[1], 0) + 1
                 return None
     return _slow_line(number, line, default_tz, encoding, region)
@@ -1485,7 +1559,7 @@ def _read_jsonl_utf8(  # noqa: PLR0917 - private; arguments mirror read_records
                 found = shapes[keys] if keys in shapes else _shape_check(keys)
                 if found is not None and found[0](obj) * 2 == line.count(b'"'):
                     if counts is None:
-                        yield ParsedLine(line=number, raw=line.decode(), record=found[2](obj))
+                        yield _valid_line(number, line.decode(), found[2](obj))
                     else:
                         counts[found[1]] = counts.get(found[1], 0) + 1
                     continue
