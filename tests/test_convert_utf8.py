@@ -93,6 +93,10 @@ _PIECES = st.one_of(
             SIMPLE_MESSAGE.encode().replace("春".encode(), "春".encode()[:2]),
             SIMPLE_EVENT.encode().replace(b'"e1"', b'"e\\u0031"'),
             SIMPLE_EVENT.encode().replace(b'"e1"', b'"\xed\xa0\x80"'),
+            # Breaks str.splitlines knows and neither reader splits at.
+            SIMPLE_EVENT.replace("https", "\u2028\x85https").encode(),
+            SIMPLE_EVENT.encode().replace(b'"e1"', b'"e\x0b1\x0c\x1c"'),
+            b"\x0c",
         ]
     ),
 )
