@@ -283,6 +283,8 @@ def near_canonical_lines(draw: st.DrawFn) -> str:
             obj[field] = draw(SPELLINGS | st.sampled_from(["", " m1", "m\x00", "é", "\ud800"]))
         else:
             obj[field] = draw(JSON_VALUES)
+    if draw(st.booleans()):  # keys in another order: another shape check
+        obj = dict(draw(st.permutations(list(obj.items()))))
     line = json.dumps(obj, ensure_ascii=draw(st.booleans()))
     if draw(st.integers(min_value=0, max_value=9)) == 0 and len(obj) > 1:
         key = draw(st.sampled_from(sorted(obj)))  # a repeated key, as text

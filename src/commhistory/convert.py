@@ -81,7 +81,7 @@ from commhistory.normalize import (
     parse_timestamp,
 )
 
-_orjson_loads: Callable[[str], Any] | None
+_orjson_loads: Callable[[str | bytes], Any] | None
 try:
     import orjson as _orjson
 except ImportError:  # pragma: no cover - the optional "fast" extra
@@ -620,6 +620,193 @@ for: a line without a backslash holding twice as many quotes has no repeated key
 """
 
 
+# One check per shape (the keys of a line, in order), generated once: the same
+# field checks as _MESSAGE_CHECKS / _EVENT_CHECKS, inlined, so a line costs no
+# call per field. tests/test_import_fast.py compares it with the checks above.
+_ID = (
+    "(type({v}) is str and {v}.isascii() and len({v}) <= _MAX_ID and '\\x00' not in {v}"
+    " and {v} != '' and not {v}.isspace())"
+)
+_INLINE: Final[Mapping[str, Mapping[str, str]]] = {
+    "message": {
+        "kind": "{v} == 'message'",
+        "message_id": _ID,
+        "channel": "{v} == 'email'",
+        "direction": "(type({v}) is str and {v} in _DIRECTIONS)",
+        "contact_id": _ID,
+        "address": "type({v}) is str",
+        "sent_at": "type({v}) is str and {v}[10:11] == 'T' and len({v}) <= _MAX_TIMESTAMP",
+        "purpose": "({v} is None or (type({v}) is str and {v} in _PURPOSES))",
+        "campaign_id": "({v} is None or " + _ID + ")",
+        "variant": "({v} is None or " + _ID + ")",
+        "subject": "({v} is None or type({v}) is str)",
+        "body": "({v} is None or type({v}) is str)",
+        "provider": "({v} is None or " + _ID + ")",
+        "provider_message_id": "({v} is None or " + _ID + ")",
+        "metadata": "({v} is None or (type({v}) is dict and not {v}))",
+    },
+    "event": {
+        "kind": "{v} == 'event'",
+        "event_id": _ID,
+        "type": "(type({v}) is str and {v} in _EVENT_TYPES)",
+        "occurred_at": "type({v}) is str and {v}[10:11] == 'T' and len({v}) <= _MAX_TIMESTAMP",
+        "message_id": _ID,
+        "provider": "({v} is None or " + _ID + ")",
+        "provider_message_id": "({v} is None or " + _ID + ")",
+        "provider_event_id": "({v} is None or " + _ID + ")",
+        "address": "{v} is None",
+        "status_code": "{v} is None",
+        "bounce": "{v} is None",
+        "reason": "{v} is None",
+        "url": "({v} is None or type({v}) is str)",
+        "user_agent": "({v} is None or type({v}) is str)",
+        "ip": "({v} is None or type({v}) is str)",
+        "machine": "({v} is None or {v} is True or {v} is False)",
+        "revenue": "{v} is None",
+        "currency": "{v} is None",
+        "metadata": "({v} is None or (type({v}) is dict and not {v}))",
+    },
+}
+"""Per kind and field: the check of :data:`_MESSAGE_CHECKS` / :data:`_EVENT_CHECKS`
+as an expression of the value ``{v}`` (timestamps: the cheap part; ``fromisoformat``
+follows)."""
+_ALWAYS_STR: Final = frozenset(
+    {"kind", "message_id", "event_id", "contact_id", "channel", "direction", "type", "address"}
+    | {"sent_at", "occurred_at"}
+)  # the fields whose check passes for a string only
+_TIMESTAMPS: Final = frozenset({"sent_at", "occurred_at"})
+_REQUIRED_OF: Final = {"message": _MESSAGE_REQUIRED, "event": _EVENT_REQUIRED}
+_NAMESPACE: Final[dict[str, object]] = {
+    "_MAX_ID": MAX_ID_LENGTH,
+    "_MAX_TIMESTAMP": _MAX_TIMESTAMP,
+    "_DIRECTIONS": frozenset(d.value for d in Direction),
+    "_PURPOSES": frozenset(p.value for p in Purpose),
+    "_EVENT_TYPES": frozenset(t.value for t in EventType if t is not EventType.BOUNCED),
+    "_fromisoformat": datetime.fromisoformat,
+    "_UTC": UTC,
+    "_normalize_email": normalize_email,
+    "_InvalidInputError": InvalidInputError,
+    # What the builders use: the values of _trusted_message / _trusted_event.
+    "_new": object.__new__,
+    "Message": Message,
+    "Event": Event,
+    "_EMAIL": Channel.EMAIL,
+    "_MARKETING": Purpose.MARKETING,
+    "_DIRECTION_OF": {d.value: d for d in Direction},
+    "_PURPOSE_OF": {p.value: p for p in Purpose},
+    "_EVENT_TYPE_OF": {t.value: t for t in EventType},
+    # A record's slots, set as its frozen __init__ does (object.__setattr__ finds the
+    # same descriptors by name).
+    **{
+        f"_set_{cls.__name__}_{f.name}": cls.__dict__[f.name].__set__
+        for cls in (Message, Event)
+        for f in attrs.fields(cls)
+    },
+}
+
+_ShapeCheck = tuple[Callable[[dict[str, Any]], int], str, Callable[[dict[str, Any]], Record]]
+_SHAPES: Final[dict[tuple[Any, ...], _ShapeCheck | None]] = {}
+_MAX_SHAPES: Final = 4096
+"""Shapes remembered (a file has a handful; a hostile one cannot grow the table past this)."""
+
+
+def _shape_check(keys: tuple[Any, ...]) -> _ShapeCheck | None:
+    """The check of objects with these keys, in this order (``None``: never certainly valid).
+
+    Generated code, equal to :data:`_CERTAINLY_VALID`'s check of the kind whose
+    fields the keys are: ``-1``, or the number of keys and string values.
+    """
+    found = _SHAPES.get(keys, _SHAPES)
+    if found is not _SHAPES:
+        return found  # type: ignore[return-value]
+    check = _compile_shape(keys)
+    if len(_SHAPES) < _MAX_SHAPES:
+        _SHAPES[keys] = check
+    return check
+
+
+def _compile_shape(keys: tuple[Any, ...]) -> _ShapeCheck | None:
+    for kind, inline in _INLINE.items():
+        if "kind" in keys and set(keys) <= inline.keys() and set(keys) >= _REQUIRED_OF[kind]:
+            break
+    else:
+        return None
+    names = [f"v{i}" for i in range(len(keys))]
+    conditions = [inline[key].format(v=name) for key, name in zip(keys, names, strict=True)]
+    strings = [f"(type({n}) is str)" for k, n in zip(keys, names, strict=True)]
+    constant = len(keys) + sum(k in _ALWAYS_STR for k in keys)
+    counted = [s for k, s in zip(keys, strings, strict=True) if k not in _ALWAYS_STR]
+    body = [
+        "def check(obj):",
+        f"    {', '.join(names)}, = obj.values()",
+        f"    if not ({' and '.join(conditions)}):",
+        "        return -1",
+    ]
+    for key, name in zip(keys, names, strict=True):
+        if key in _TIMESTAMPS:
+            body += [
+                "    try:",
+                f"        if _fromisoformat({name}).tzinfo is not _UTC:",
+                "            return -1",
+                "    except ValueError:",
+                "        return -1",
+            ]
+        elif key == "address" and kind == "message":
+            body += [
+                "    try:",
+                f"        _normalize_email({name})  # once per distinct address",
+                "    except _InvalidInputError:",
+                "        return -1",
+            ]
+    body.append(f"    return {' + '.join([str(constant), *counted])}")
+    body += _builder_code(kind, dict(zip(keys, names, strict=True)))
+    namespace = dict(_NAMESPACE)
+    exec("\n".join(body), namespace)  # noqa: S102 - code built above from fixed parts
+    return namespace["check"], _CERTAINLY_VALID[kind][1], namespace["build"]  # type: ignore[return-value]
+
+
+def _builder_code(kind: str, value_of: Mapping[str, str]) -> list[str]:
+    """The code of ``build(obj)``: :func:`_trusted_message` or :func:`_trusted_event`, per shape.
+
+    The values are unpacked once and each slot is set through its descriptor.
+    *value_of* names the variable holding each key's value.
+    """
+    cls = Message if kind == "message" else Event
+    given = {key: value_of.get(key) for key in (f.name for f in attrs.fields(cls))}
+    code: dict[str, str] = {}
+    if kind == "message":
+        purpose = given["purpose"]
+        code = {
+            "channel": "_EMAIL",
+            "direction": f"_DIRECTION_OF[{given['direction']}]",
+            "address": f"_normalize_email({given['address']})",
+            "sent_at": f"_fromisoformat({given['sent_at']})",
+            "purpose": "_MARKETING"
+            if purpose is None
+            else f"_MARKETING if {purpose} is None else _PURPOSE_OF[{purpose}]",
+        }
+    else:
+        machine = given["machine"]
+        code = {
+            "type": f"_EVENT_TYPE_OF[{given['type']}]",
+            "occurred_at": f"_fromisoformat({given['occurred_at']})",
+            "machine": "False" if machine is None else f"{machine} is True",
+            "revenue": "None",
+            "currency": "None",
+        }
+    code["metadata"] = "{}"
+    lines = [
+        "",
+        "def build(obj):",
+        f"    {', '.join(value_of.values())}, = obj.values()",
+        f"    record = _new({cls.__name__})",
+    ]
+    for field, value in given.items():
+        lines.append(f"    _set_{cls.__name__}_{field}(record, {code.get(field, value)})")
+    lines.append("    return record")
+    return lines
+
+
 _OUT: Final = cattrs.Converter()
 _OUT.register_unstructure_hook(datetime, format_timestamp)
 _OUT.register_unstructure_hook(Decimal, str)
@@ -1007,6 +1194,22 @@ class ParsedLine:
         return self.record is not None
 
 
+_set_line: Final = ParsedLine.__dict__["line"].__set__
+_set_raw: Final = ParsedLine.__dict__["raw"].__set__
+_set_record: Final = ParsedLine.__dict__["record"].__set__
+_set_error: Final = ParsedLine.__dict__["error"].__set__
+
+
+def _valid_line(number: int, raw: str, record: Record) -> ParsedLine:
+    """``ParsedLine(line=number, raw=raw, record=record)``, its slots set directly."""
+    parsed: ParsedLine = _new(ParsedLine)
+    _set_line(parsed, number)
+    _set_raw(parsed, raw)
+    _set_record(parsed, record)
+    _set_error(parsed, None)
+    return parsed
+
+
 def read_records(
     path: str | os.PathLike[str],
     *,
@@ -1061,7 +1264,9 @@ def read_records(
         _check_byte_order_mark(handle, codec.name, encoding)
         text = io.TextIOWrapper(handle, encoding=encoding, errors=_MARK_ERRORS, newline="")
         try:
-            if fmt == "jsonl":
+            if fmt == "jsonl" and codec.name in _UTF8:
+                yield from _read_jsonl_utf8(handle, default_tz, progress, encoding, region)
+            elif fmt == "jsonl":
                 yield from _read_jsonl(text, default_tz, handle, progress, encoding, region)
             else:
                 yield from _read_csv(
@@ -1129,7 +1334,12 @@ def check_records(
         _check_byte_order_mark(handle, codec.name, encoding)
         text = io.TextIOWrapper(handle, encoding=encoding, errors=_MARK_ERRORS, newline="")
         try:
-            yield from _read_jsonl(text, default_tz, handle, progress, encoding, region, counts)
+            if codec.name in _UTF8:
+                yield from _read_jsonl_utf8(handle, default_tz, progress, encoding, region, counts)
+            else:
+                yield from _read_jsonl(
+                    text, default_tz, handle, progress, encoding, region, counts
+                )
         except UnicodeError:
             raise PayloadError(
                 field="<file>", reason=f"cannot be decoded as {encoding}; pass the encoding"
@@ -1211,59 +1421,154 @@ def _read_jsonl(  # noqa: PLR0917 - private; arguments mirror read_records
     region: str,
     counts: dict[str, int] | None = None,
 ) -> Iterator[ParsedLine]:
-    """Read JSON lines: each non-blank line's record, or why it holds none.
-
-    A line :data:`_CERTAINLY_VALID` vouches for is built by its trusted builder
-    (:data:`_TRUSTED`), or only counted in *counts* when given
-    (:func:`check_records`). Only a line without lone surrogates (orjson refuses
-    a line holding one; without orjson they are looked for first) and without a
-    backslash (so no escape can make one) is checked; its quotes must be twice
-    the strings the check counted (no repeated key, which the standard library
-    refuses and orjson lets pass). Every other line goes through :func:`loads`,
-    after the check for undecodable bytes.
-    """
-    checks = _CERTAINLY_VALID
-    fast_loads = _orjson_loads
-    std_loads = _STD_DECODER.decode
-    surrogate = _SURROGATE.search
+    """Read JSON lines: each non-blank line's record, or why it holds none (:func:`_line`)."""
     for number, raw in enumerate(text, start=1):
         if progress is not None and number % _PROGRESS_EVERY == 0:
             progress(handle.tell())
-        line = raw.rstrip("\r\n")
-        if not line or (line[0].isspace() and not line.strip()):
-            continue  # blank
-        obj = None
-        if line[:1] == "{" and "\\" not in line:
-            try:
-                if fast_loads is not None:
-                    obj = fast_loads(line)  # refuses a line holding a lone surrogate
-                elif line.isascii() or surrogate(line) is None:
-                    obj = std_loads(line)
-            except Exception:
-                obj = None
-        if type(obj) is dict:
-            kind = obj.get("kind")
-            found = checks.get(kind) if type(kind) is str else None
-            if found is not None and found[0](obj) * 2 == line.count('"'):
-                if counts is None:
-                    yield ParsedLine(line=number, raw=line, record=found[2](obj))
-                else:
-                    counts[found[1]] = counts.get(found[1], 0) + 1
-                continue
-        if not line.isascii() and surrogate(line) is not None:
-            error = PayloadError(
-                field="<line>", reason=f"cannot be decoded as {encoding}; pass the encoding"
-            )
-            yield ParsedLine(line=number, raw=_shown(line), error=error)
-            continue
-        try:
-            record = loads(line, default_tz=default_tz, region=region)
-        except InvalidInputError as exc:
-            yield ParsedLine(line=number, raw=line, error=exc)
-        else:
-            yield ParsedLine(line=number, raw=line, record=record)
+        parsed = _line(number, raw.rstrip("\r\n"), counts, default_tz, encoding, region)
+        if parsed is not None:
+            yield parsed
     if progress is not None:
         progress(handle.tell())
+
+
+def _line(  # noqa: PLR0917 - private; arguments mirror read_records
+    number: int,
+    line: str,
+    counts: dict[str, int] | None,
+    default_tz: tzinfo | str | None,
+    encoding: str,
+    region: str,
+) -> ParsedLine | None:
+    """One line of text (without its line ending): its parsed line, or ``None``.
+
+    A line a shape check (:func:`_shape_check`) vouches for is built by its
+    trusted builder, or only counted in *counts* when given
+    (:func:`check_records`; ``None`` is returned). Only a line without lone
+    surrogates (orjson refuses a line holding one; without orjson they are looked
+    for first) and without a backslash (so no escape can make one) is checked;
+    its quotes must be twice the strings the check counted (no repeated key,
+    which the standard library refuses and orjson lets pass). Every other line
+    goes to :func:`_slow_line`.
+    """
+    if line[:1] == "{" and "\\" not in line:
+        fast_loads = _orjson_loads
+        try:
+            if fast_loads is not None:
+                obj = fast_loads(line)  # refuses a line holding a lone surrogate
+            elif line.isascii() or _SURROGATE.search(line) is None:
+                obj = _STD_DECODER.decode(line)
+            else:
+                obj = None
+        except Exception:
+            obj = None
+        if type(obj) is dict:
+            keys = tuple(obj)
+            found = _SHAPES[keys] if keys in _SHAPES else _shape_check(keys)
+            if found is not None and found[0](obj) * 2 == line.count('"'):
+                if counts is None:
+                    return _valid_line(number, line, found[2](obj))
+                counts[found[1]] = counts.get(found[1], 0) + 1
+                return None
+    return _slow_line(number, line, default_tz, encoding, region)
+
+
+def _slow_line(
+    number: int, line: str, default_tz: tzinfo | str | None, encoding: str, region: str
+) -> ParsedLine | None:
+    """A line no check vouched for, structured in full (``None``: a blank line).
+
+    A line holding undecodable bytes is rejected before it is parsed.
+    """
+    if not line or (line[0].isspace() and not line.strip()):
+        return None  # blank
+    if not line.isascii() and _SURROGATE.search(line) is not None:
+        error = PayloadError(
+            field="<line>", reason=f"cannot be decoded as {encoding}; pass the encoding"
+        )
+        return ParsedLine(line=number, raw=_shown(line), error=error)
+    try:
+        record = loads(line, default_tz=default_tz, region=region)
+    except InvalidInputError as exc:
+        return ParsedLine(line=number, raw=line, error=exc)
+    return ParsedLine(line=number, raw=line, record=record)
+
+
+_CHUNK: Final = 1 << 20
+"""Bytes read at a time by :func:`_read_jsonl_utf8`."""
+_UTF8: Final = frozenset({"utf-8", "utf-8-sig"})
+"""The codecs (:func:`codecs.lookup` names) :func:`_read_jsonl_utf8` reads."""
+
+
+def _read_jsonl_utf8(  # noqa: PLR0917 - private; arguments mirror read_records
+    handle: IO[bytes],
+    default_tz: tzinfo | str | None,
+    progress: Callable[[int], None] | None,
+    encoding: str,
+    region: str,
+    counts: dict[str, int] | None = None,
+) -> Iterator[ParsedLine]:
+    r""":func:`_read_jsonl` for a UTF-8 file, read in chunks of bytes, to the same lines.
+
+    The lines are the text reader's: ``\n``, ``\r\n`` and ``\r`` end a line
+    (:meth:`bytes.splitlines` splits at those only, and a chunk is cut after its
+    last ``\n``, so no ``\r\n`` is split), numbered alike; a ``utf-8-sig`` file's
+    byte order mark is skipped, as its decoder does. With orjson, a line starting
+    with ``{`` and without a backslash is decoded from its bytes (orjson refuses
+    bytes that are not UTF-8, as it refuses lone surrogates in text); a line a
+    shape check vouches for is not decoded to text unless its record is built.
+    Every other line is decoded to text (undecodable bytes marked, as the text
+    reader does) and read as :func:`_read_jsonl` reads it.
+    """
+    fast_loads = _orjson_loads
+    shapes = _SHAPES
+    mark = _MARK_ERRORS
+    number = 0
+    rest = b""
+    if codecs.lookup(encoding).name == "utf-8-sig" and handle.read(3) != codecs.BOM_UTF8:
+        handle.seek(0)
+    while True:
+        chunk = handle.read(_CHUNK)
+        if chunk:
+            cut = chunk.rfind(b"\n") + 1
+            if not cut:
+                rest += chunk
+                continue
+            block = rest + chunk[:cut] if rest else chunk[:cut]
+            rest = chunk[cut:]
+        elif rest:
+            block, rest = rest, b""
+        else:
+            break
+        plain = b"\\" not in block
+        for line in block.splitlines():
+            number += 1
+            if fast_loads is None or line[:1] != b"{" or not (plain or b"\\" not in line):
+                parsed = _line(
+                    number, line.decode("utf-8", mark), counts, default_tz, encoding, region
+                )
+                if parsed is not None:
+                    yield parsed
+                continue
+            try:
+                obj = fast_loads(line)
+            except Exception:
+                obj = None
+            if type(obj) is dict:
+                keys = tuple(obj)
+                found = shapes[keys] if keys in shapes else _shape_check(keys)
+                if found is not None and found[0](obj) * 2 == line.count(b'"'):
+                    if counts is None:
+                        yield _valid_line(number, line.decode(), found[2](obj))
+                    else:
+                        counts[found[1]] = counts.get(found[1], 0) + 1
+                    continue
+            # orjson would answer as it did on the line's text: structure it in full.
+            parsed = _slow_line(number, line.decode("utf-8", mark), default_tz, encoding, region)
+            if parsed is not None:
+                yield parsed
+        if progress is not None:
+            progress(handle.tell() - len(rest))
 
 
 _CSV_FIELDS: Final = frozenset(

@@ -22,67 +22,118 @@ contain personal data, so they are safe in logs.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
-from commhistory import __version__
-from commhistory.cli import (
-    activities,
-    analytics,
-    attributes,
-    audit,
-    consent,
-    costs,
-    crm,
-    dead_letters,
-    demo,
-    journey,
-    partitions,
-    plan,
-    report,
-    segment,
-    store,
-    validate,
-    webhook,
-)
 from commhistory.cli._exits import EXIT_DENIED, EXIT_USAGE, CommandError
 from commhistory.errors import CommHistoryError, PermissionDenied
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
-_COMMANDS = (
-    validate,
-    store,
-    attributes,
-    activities,
-    webhook,
-    report,
-    demo,
-    consent,
-    plan,
-    audit,
-    dead_letters,
-    costs,
-    analytics,
-    crm,
-    journey,
-    partitions,
-    segment,
+_MODULES: Final = (
+    "validate",
+    "store",
+    "attributes",
+    "activities",
+    "webhook",
+    "report",
+    "demo",
+    "consent",
+    "plan",
+    "audit",
+    "dead_letters",
+    "costs",
+    "analytics",
+    "crm",
+    "journey",
+    "partitions",
+    "segment",
 )
+"""The command modules under :mod:`commhistory.cli`, in the order of ``--help``."""
+
+COMMAND_MODULES: Final[Mapping[str, str]] = {
+    "validate": "validate",
+    "init": "store",
+    "import": "store",
+    "timeline": "store",
+    "rotate-keys": "store",
+    "backfill-masks": "store",
+    "attributes": "attributes",
+    "declare-activities": "activities",
+    "activities": "activities",
+    "parse-webhook": "webhook",
+    "ingest-webhook": "webhook",
+    "verify-webhook": "webhook",
+    "report": "report",
+    "demo": "demo",
+    "can-send": "consent",
+    "export-subject": "consent",
+    "erase-subject": "consent",
+    "purge": "consent",
+    "plan-send": "plan",
+    "audit": "audit",
+    "dead-letters": "dead_letters",
+    "costs": "costs",
+    "export-analytics": "analytics",
+    "crm-import": "crm",
+    "journey": "journey",
+    "partitions": "partitions",
+    "segment": "segment",
+}
+"""Each command's module: a run imports the module of its command only.
+
+Importing every command module costs more start-up than many commands' work
+(SQLAlchemy, Alembic, cryptography, the providers; ``validate`` needs none of
+them). ``tests/test_cli_lazy.py`` checks this table against the commands the
+modules register.
+"""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser with every command registered."""
+class _VersionAction(argparse.Action):
+    """``--version``: the package's version, read only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS) -> None:
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help="show program's version number and exit",
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        import commhistory  # noqa: PLC0415 - the version is read only for --version
+
+        print(f"commhistory {commhistory.__version__}")  # as argparse's "version"
+        parser.exit()
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Build the argument parser.
+
+    Args:
+        command: Register only the module of this command, when it names one
+            (:data:`COMMAND_MODULES`); by default, or for any other word, every
+            command is registered (``--help`` lists them all).
+    """
     parser = argparse.ArgumentParser(
         prog="commhistory",
         description="Capture, protect and measure a business's communication history.",
     )
-    parser.add_argument("--version", action="version", version=f"commhistory {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in _COMMANDS:
-        module.register(subparsers)
+    only = COMMAND_MODULES.get(command) if command is not None else None
+    for name in _MODULES if only is None else (only,):
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
     return parser
 
 
@@ -110,7 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: The arguments (default: ``sys.argv[1:]``).
     """
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    # The command is the first argument: the top-level options take no value and
+    # end the run (--help, --version); with one first, every command is registered.
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)

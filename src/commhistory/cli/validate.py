@@ -13,14 +13,16 @@ import argparse
 import json
 import sys
 from collections import Counter
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from commhistory.cli._exits import EXIT_OK, EXIT_REJECTED
 from commhistory.cli._inputs import add_input_options, input_records
 from commhistory.cli._text import plural
-from commhistory.contacts import AttributeSchema
 from commhistory.errors import InvalidInputError
 from commhistory.model import ContactUpdate
+
+if TYPE_CHECKING:
+    from commhistory.contacts import AttributeSchema
 
 MAX_JSON_ERRORS: Final = 1000
 """How many line errors ``--format json`` lists before it only counts them."""
@@ -49,13 +51,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(run=run)
 
 
+def _load_schema(path: str) -> AttributeSchema:
+    # Imported here: the contacts package brings the store (SQLAlchemy), which
+    # checking a file does not otherwise need.
+    from commhistory.contacts import AttributeSchema  # noqa: PLC0415 - start-up
+
+    return AttributeSchema.load(path)
+
+
 def run(args: argparse.Namespace) -> int:
     """Validate the file; returns the exit code."""
     text = args.format == "text"
     valid: Counter[str] = Counter()
     invalid = 0
     errors: list[dict[str, Any]] = []
-    schema = None if args.schema is None else AttributeSchema.load(args.schema)
+    schema = None if args.schema is None else _load_schema(args.schema)
     fast: dict[str, int] = {}  # lines known valid without building their records
     with input_records(args, label="validating", counts=fast) as (lines, progress):
         for parsed in lines:

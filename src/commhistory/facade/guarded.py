@@ -21,14 +21,13 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from datetime import datetime, timedelta, tzinfo
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from commhistory._lifecycle import ClosesOnExit
 from commhistory.audit import DEFAULT_POLICY, Actor, AuditLog, Outcome, Permission, Policy
 from commhistory.audit.masked import MaskedEntry
 from commhistory.errors import InvalidInputError, PermissionDenied
 from commhistory.facade.dead_letters import replay_dead_letters
-from commhistory.journeys.triggers import DEFAULT_MAX_AGE
 from commhistory.model import ConsentEvent
 from commhistory.store.costs import Cost
 
@@ -78,6 +77,11 @@ __all__ = ["GuardedConsent", "GuardedRepository", "GuardedSuppression", "in_guar
 
 _T = TypeVar("_T")
 P = Permission
+
+TRIGGER_MAX_AGE: Final = timedelta(days=1)
+"""The default ``max_age`` of :meth:`run_journey_triggers`: the journeys' own
+(:data:`commhistory.journeys.triggers.DEFAULT_MAX_AGE`, which a test compares),
+spelled here so the facade does not import the journeys at start-up."""
 
 _IN_VIEW: ContextVar[bool] = ContextVar("commhistory_in_guarded_call", default=False)
 """Set while a view runs the facade's call: the facade then records nothing of its own."""
@@ -1045,7 +1049,7 @@ class GuardedRepository(ClosesOnExit):
         now: datetime | None = None,
         *,
         zone_of: Callable[[str], ZoneInfo] | None = None,
-        max_age: timedelta | None = DEFAULT_MAX_AGE,
+        max_age: timedelta | None = TRIGGER_MAX_AGE,
         batch_size: int = 1000,
         wake: bool = True,
     ) -> TriggerReport:

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 from commhistory._lifecycle import ClosesOnExit
-from commhistory.analytics import AnalyticsExport, Pseudonymizer, export_analytics
 from commhistory.audit import Actor, AuditLog, Permission, Policy, process_user
 from commhistory.audit.log import default_audit_log
 from commhistory.audit.masked import MaskedEntry, masked_timeline
@@ -52,20 +51,7 @@ from commhistory.criteria import Criteria, Node, from_dict
 from commhistory.crypto import KeyProvider
 from commhistory.errors import InvalidInputError, NotFoundError
 from commhistory.facade.dead_letters import AdapterResolver, ReplayReport, replay_dead_letters
-from commhistory.facade.guarded import GuardedRepository, in_guarded_call
-from commhistory.journeys import Enrollment, Journey
-from commhistory.journeys.engine import due as journey_due
-from commhistory.journeys.engine import enroll as journey_enroll
-from commhistory.journeys.engine import record_sent, save_journey
-from commhistory.journeys.gate import DueResult
-from commhistory.journeys.replay import JourneyReplay
-from commhistory.journeys.replay import replay as journey_replay
-from commhistory.journeys.stats import JourneyStats, journey_stats
-from commhistory.journeys.triggers import DEFAULT_MAX_AGE, TriggerReport, run_triggers
-from commhistory.kpi.aggregate import repository_kpis
-from commhistory.kpi.links import LinkClicks
-from commhistory.kpi.links import link_clicks as repository_link_clicks
-from commhistory.kpi.metrics import KpiTable
+from commhistory.facade.guarded import TRIGGER_MAX_AGE, GuardedRepository, in_guarded_call
 from commhistory.model import (
     Activity,
     Channel,
@@ -74,30 +60,6 @@ from commhistory.model import (
     Event,
     Message,
     Purpose,
-)
-from commhistory.privacy import (
-    ErasureReport,
-    PurgeReport,
-    RetentionPolicy,
-    erase_subject,
-    export_subject,
-    purge,
-)
-from commhistory.segments import (
-    SegmentDelta,
-    delta,
-    save_segment,
-    snapshot,
-    validate,
-)
-from commhistory.segments.planning import (
-    CandidateSource,
-    FrequencyCap,
-    PlanConfig,
-    QuietHours,
-    SegmentCandidates,
-    SendPlan,
-    plan_send,
 )
 from commhistory.store.activities import ActivityEntry
 from commhistory.store.attributes import AttributeChange, AttributeVersion, TypedValue
@@ -118,7 +80,24 @@ from commhistory.store.segments import ExplainNode, SavedSegment, SnapshotInfo
 from commhistory.store.sql import SQLRepository, open_sql_repository
 
 if TYPE_CHECKING:
+    from commhistory.analytics import AnalyticsExport, Pseudonymizer
     from commhistory.convert import ParsedLine
+    from commhistory.journeys import Enrollment, Journey
+    from commhistory.journeys.gate import DueResult
+    from commhistory.journeys.replay import JourneyReplay
+    from commhistory.journeys.stats import JourneyStats
+    from commhistory.journeys.triggers import TriggerReport
+    from commhistory.kpi.links import LinkClicks
+    from commhistory.kpi.metrics import KpiTable
+    from commhistory.privacy import ErasureReport, PurgeReport, RetentionPolicy
+    from commhistory.segments import SegmentDelta
+    from commhistory.segments.planning import (
+        CandidateSource,
+        FrequencyCap,
+        PlanConfig,
+        QuietHours,
+        SendPlan,
+    )
 
 __all__ = [
     "DEFAULT_API_PURPOSE",
@@ -726,6 +705,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
     # ------------------------------------------------------------------ segments
 
     def _segment(self, tree: Criteria | Mapping[str, Any]) -> Criteria:
+        from commhistory.segments import validate  # noqa: PLC0415 - start-up
+
         node = from_dict(tree) if isinstance(tree, Mapping) else tree
         validate(node, self.attribute_schema(), self.activity_catalog())
         return node
@@ -777,6 +758,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
 
         .. versionadded:: 0.4.0
         """
+        from commhistory.segments import save_segment  # noqa: PLC0415 - start-up
+
         return save_segment(self._store, name, self._segment(tree))
 
     def segments(self, name: str | None = None) -> list[SavedSegment]:
@@ -793,6 +776,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
 
         .. versionadded:: 0.4.0
         """
+        from commhistory.segments import snapshot  # noqa: PLC0415 - start-up
+
         return snapshot(self._store, name, version=version, at=at)
 
     def segment_delta(
@@ -802,6 +787,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
 
         .. versionadded:: 0.4.0
         """
+        from commhistory.segments import delta  # noqa: PLC0415 - start-up
+
         return delta(self._store, name, before=before, after=after)
 
     def plan_send(
@@ -828,6 +815,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
 
         .. versionadded:: 0.4.0
         """
+        from commhistory.segments.planning import SegmentCandidates, plan_send  # noqa: PLC0415 - start-up
+
         source: Iterable[str] | CandidateSource
         if isinstance(contacts, (Mapping, Node)):
             source = SegmentCandidates(self._segment(contacts))
@@ -848,6 +837,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
 
         .. versionadded:: 0.4.0
         """
+        from commhistory.journeys.engine import save_journey  # noqa: PLC0415 - start-up
+
         return save_journey(self._store, journey)
 
     def enroll(
@@ -866,6 +857,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
 
         .. versionadded:: 0.4.0
         """
+        from commhistory.journeys.engine import enroll as journey_enroll  # noqa: PLC0415 - start-up
+
         return journey_enroll(
             self._store, journey, contact_id, trigger_id, at, properties=properties
         )
@@ -890,6 +883,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
 
         .. versionadded:: 0.4.0
         """
+        from commhistory.journeys.engine import due as journey_due  # noqa: PLC0415 - start-up
+
         at = datetime.now(UTC) if now is None else now
         return journey_due(
             self._store, at, config=config, zone_of=zone_of, limit=limit, dry_run=dry_run
@@ -910,6 +905,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
 
         .. versionadded:: 0.4.0
         """
+        from commhistory.journeys.engine import record_sent  # noqa: PLC0415 - start-up
+
         when = datetime.now(UTC) if at is None else at
         return record_sent(self._store, key, when, outcome, message_id=message_id)
 
@@ -922,6 +919,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
 
         .. versionadded:: 0.4.0
         """
+        from commhistory.journeys.stats import journey_stats  # noqa: PLC0415 - start-up
+
         return journey_stats(self._store, journey, at=at, exclude_machine=exclude_machine)
 
     def journey_replay(
@@ -940,6 +939,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
 
         .. versionadded:: 0.4.0
         """
+        from commhistory.journeys.replay import replay as journey_replay  # noqa: PLC0415 - start-up
+
         return journey_replay(
             self._store, journey, since=since, until=until, zone_of=zone_of, config=config
         )
@@ -950,7 +951,7 @@ class CommHistory(ClosesOnExit, Generic[S]):
         now: datetime | None = None,
         *,
         zone_of: Callable[[str], ZoneInfo] | None = None,
-        max_age: timedelta | None = DEFAULT_MAX_AGE,
+        max_age: timedelta | None = TRIGGER_MAX_AGE,
         batch_size: int = 1000,
         wake: bool = True,
     ) -> TriggerReport:
@@ -963,6 +964,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
 
         .. versionadded:: 0.4.0
         """
+        from commhistory.journeys.triggers import run_triggers  # noqa: PLC0415 - start-up
+
         at = datetime.now(UTC) if now is None else now
         return run_triggers(
             self._store, journeys, at, zone_of=zone_of, max_age=max_age,
@@ -1009,6 +1012,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
         .. versionchanged:: 0.4.0
            ``costs``; ``journey``, ``journey_version`` and the journey grouping keys.
         """
+        from commhistory.kpi.aggregate import repository_kpis  # noqa: PLC0415 - start-up
+
         return repository_kpis(
             self._store,
             by=by,
@@ -1034,6 +1039,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
 
         .. versionadded:: 0.4.0
         """
+        from commhistory.kpi.links import link_clicks as repository_link_clicks  # noqa: PLC0415 - start-up
+
         return repository_link_clicks(
             self._store, since=since, until=until, exclude_machine=exclude_machine
         )
@@ -1081,6 +1088,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
             NotFoundError: The contact is unknown.
             StorageError: The database failed, or the audit entry could not be written.
         """
+        from commhistory.privacy import export_subject  # noqa: PLC0415 - start-up
+
         view = self._unattended()
         if view is None:
             return export_subject(self._store, contact_id)
@@ -1097,6 +1106,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
             NotFoundError: The contact is unknown.
             StorageError: The database failed, or the audit entry could not be written.
         """
+        from commhistory.privacy import erase_subject  # noqa: PLC0415 - start-up
+
         view = self._unattended()
         if view is None:
             return erase_subject(self._store, contact_id)
@@ -1108,6 +1119,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
         A real purge is audited (action ``purge``) as the default actor; a dry
         run is not.
         """
+        from commhistory.privacy import purge  # noqa: PLC0415 - start-up
+
         view = None if dry_run else self._unattended()
         if view is None:
             return purge(self._store, policy, dry_run=dry_run)
@@ -1150,6 +1163,8 @@ class CommHistory(ClosesOnExit, Generic[S]):
 
         .. versionadded:: 0.4.0
         """
+        from commhistory.analytics import export_analytics  # noqa: PLC0415 - start-up
+
         if keys is None:
             keys = getattr(self._store, "keyring", None)
             if keys is None:
