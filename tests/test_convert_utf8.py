@@ -208,7 +208,10 @@ def test_shapes_are_remembered_up_to_a_bound(monkeypatch: pytest.MonkeyPatch) ->
     obj = json.loads(SIMPLE_EVENT)
     keys = tuple(obj)
     for i in range(4):
-        assert convert._shape_check((*keys, f"x{i}")) is None
+        assert convert._shape_check((*keys, f"x{i}")) is None  # unknown field: not remembered
+    assert convert._SHAPES == {}
+    for other in (keys[1:] + keys[:1], keys[2:] + keys[:2]):
+        assert convert._shape_check(other) is not None
     assert len(convert._SHAPES) == 2
     check = convert._shape_check(keys)  # not remembered (full), still answered
     assert check is not None

@@ -705,7 +705,7 @@ _NAMESPACE: Final[dict[str, object]] = {
 }
 
 _ShapeCheck = tuple[Callable[[dict[str, Any]], int], str, Callable[[dict[str, Any]], Record]]
-_SHAPES: Final[dict[tuple[Any, ...], _ShapeCheck | None]] = {}
+_SHAPES: Final[dict[tuple[Any, ...], _ShapeCheck]] = {}
 _MAX_SHAPES: Final = 4096
 """Shapes remembered (a file has a handful; a hostile one cannot grow the table past this)."""
 
@@ -716,11 +716,13 @@ def _shape_check(keys: tuple[Any, ...]) -> _ShapeCheck | None:
     Generated code, equal to :data:`_CERTAINLY_VALID`'s check of the kind whose
     fields the keys are: ``-1``, or the number of keys and string values.
     """
-    found = _SHAPES.get(keys, _SHAPES)
-    if found is not _SHAPES:
-        return found  # type: ignore[return-value]
+    found = _SHAPES.get(keys)
+    if found is not None:
+        return found
     check = _compile_shape(keys)
-    if len(_SHAPES) < _MAX_SHAPES:
+    # Only shapes of known fields are remembered: lines of other shapes (which take
+    # the general path anyway) cannot crowd them out.
+    if check is not None and len(_SHAPES) < _MAX_SHAPES:
         _SHAPES[keys] = check
     return check
 
@@ -1464,7 +1466,7 @@ def _line(  # noqa: PLR0917 - private; arguments mirror read_records
             obj = None
         if type(obj) is dict:
             keys = tuple(obj)
-            found = _SHAPES[keys] if keys in _SHAPES else _shape_check(keys)
+            found = _SHAPES.get(keys) or _shape_check(keys)
             if found is not None and found[0](obj) * 2 == line.count('"'):
                 if counts is None:
                     return _valid_line(number, line, found[2](obj))
@@ -1556,7 +1558,7 @@ def _read_jsonl_utf8(  # noqa: PLR0917 - private; arguments mirror read_records
                 obj = None
             if type(obj) is dict:
                 keys = tuple(obj)
-                found = shapes[keys] if keys in shapes else _shape_check(keys)
+                found = shapes.get(keys) or _shape_check(keys)
                 if found is not None and found[0](obj) * 2 == line.count(b'"'):
                     if counts is None:
                         yield _valid_line(number, line.decode(), found[2](obj))
