@@ -264,10 +264,6 @@ class JourneyStore(Protocol):
         """The stored JSON of a definition version, or ``None``."""
         ...
 
-    def last_entry(self, journey_key: str, contact_id: str) -> datetime | None:
-        """When the contact last entered the journey (any version), or ``None``."""
-        ...
-
     def insert_enrollment(self, row: EnrollmentRow) -> bool:
         """Store a new enrollment; ``False`` (nothing stored) when its trigger enrolled already."""
         ...
@@ -615,13 +611,6 @@ class JourneyStore(Protocol):
             attribute: The attribute's name.
             between: Only dates in this range (both ends included).
             month_days: Only dates whose ``"MM-DD"`` is one of these.
-
-        .. versionadded:: 0.4.0
-        """
-        ...
-
-    def enrolled_triggers(self, journey_key: str, trigger_ids: Collection[str]) -> set[str]:
-        """Which of *trigger_ids* enrolled a contact in the journey already (one query).
 
         .. versionadded:: 0.4.0
         """
@@ -1032,16 +1021,6 @@ class SQLJourneyStore(JourneyStore):
                 )
             ).scalar()
         return None if value is None else str(value)
-
-    def last_entry(self, journey_key: str, contact_id: str) -> datetime | None:
-        """See :meth:`JourneyStore.last_entry`."""
-        with self.repo.transaction(read=True) as conn:
-            value = conn.execute(
-                sa.select(sa.func.max(_E.c.entered_at)).where(
-                    _E.c.contact_id == contact_id, _E.c.journey_key == journey_key
-                )
-            ).scalar()
-        return _instant(value)
 
     def insert_enrollment(self, row: EnrollmentRow) -> bool:
         """See :meth:`JourneyStore.insert_enrollment`."""
@@ -1778,16 +1757,6 @@ class SQLJourneyStore(JourneyStore):
         with self.repo.transaction(read=True) as conn:
             return [(r[0], date.fromisoformat(r[1])) for r in conn.execute(stmt)]
 
-    def enrolled_triggers(self, journey_key: str, trigger_ids: Collection[str]) -> set[str]:
-        """See :meth:`JourneyStore.enrolled_triggers`."""
-        if not trigger_ids:
-            return set()
-        stmt = sa.select(_E.c.trigger_id).where(
-            _E.c.journey_key == journey_key, _E.c.trigger_id.in_(sorted(trigger_ids))
-        )
-        with self.repo.transaction(read=True) as conn:
-            return {r[0] for r in conn.execute(stmt)}
-
     def lock_entries(self, journey_key: str) -> None:
         """See :meth:`JourneyStore.lock_entries`."""
         if self.repo.dialect != "postgresql":
@@ -2076,15 +2045,6 @@ class MemoryJourneyStore(JourneyStore):
     def definition(self, journey_key: str, version: int) -> str | None:
         """See :meth:`JourneyStore.definition`."""
         return self._j.definitions.get((journey_key, version))
-
-    def last_entry(self, journey_key: str, contact_id: str) -> datetime | None:
-        """See :meth:`JourneyStore.last_entry`."""
-        times = [
-            r.entered_at
-            for r in self._j.enrollments.values()
-            if r.journey_key == journey_key and r.contact_id == contact_id
-        ]
-        return max(times) if times else None
 
     def insert_enrollment(self, row: EnrollmentRow) -> bool:
         """See :meth:`JourneyStore.insert_enrollment`."""
@@ -2589,11 +2549,6 @@ class MemoryJourneyStore(JourneyStore):
                     continue
                 out.append((cid, value))
         return sorted(out)
-
-    def enrolled_triggers(self, journey_key: str, trigger_ids: Collection[str]) -> set[str]:
-        """See :meth:`JourneyStore.enrolled_triggers`."""
-        triggers = self._j.triggers
-        return {t for t in trigger_ids if (journey_key, t) in triggers}
 
     def lock_entries(self, journey_key: str) -> None:
         """See :meth:`JourneyStore.lock_entries`: nothing to hold in memory."""
