@@ -20,9 +20,12 @@ query per contact):
 
 :class:`SQLPlanningStore` (SQLAlchemy Core) and :class:`MemoryPlanningStore`
 implement the port; a repository hands its own out as ``repo.planning_store``.
-Above :data:`~commhistory.store.consent.BULK_THRESHOLD` ids a read scans the
-channel's rows and keeps the wanted ids in Python instead of sending ``IN``
-lists. Every method runs in the repository's current transaction when one is
+Above :data:`~commhistory.store.consent.BULK_THRESHOLD` ids a read either scans
+the channel's rows and keeps the wanted ids in Python (the screen, the zones, the
+send counts on PostgreSQL), or, where each row costs (a message looked up, an
+address decrypted), joins to the ids bound as one list (``json_each`` on SQLite,
+``unnest`` on PostgreSQL) so only the wanted contacts' rows are read; never
+``IN`` lists of that size. Every method runs in the repository's current transaction when one is
 open, else in one of its own.
 
 .. versionadded:: 0.4.0
