@@ -825,12 +825,17 @@ class _SQLCompiler:
                 refused = _CID.in_(sa.select(withdrawn.c.contact_id))
             whens.append((refused, "no_consent"))
         if kind is not None:
-            # One set of the contacts with an address, built once and probed per row
-            # (a correlated probe may pick the (kind, blind_index) key on SQLite without
-            # statistics and scan every address per row).
             ad = _AD
-            addressed = sa.select(ad.c.contact_id).where(ad.c.kind == kind)
-            whens.append((_CID.not_in(addressed), "missing_address"))
+            if self.probes:
+                # Probes: one search of the (contact_id) index per member screened
+                # (SQLite picks it: the correlated column leads it), instead of a
+                # set of every contact with an address built first.
+                addressed = sa.exists().where(ad.c.contact_id == _CID, ad.c.kind == kind)
+                whens.append((~addressed, "missing_address"))
+            else:
+                # Sets: the contacts with an address, built once and probed per row.
+                addressed_ids = sa.select(ad.c.contact_id).where(ad.c.kind == kind)
+                whens.append((_CID.not_in(addressed_ids), "missing_address"))
         reason: sa.ColumnElement[Any] = sa.case(*whens, else_=sa.null()) if whens else sa.null()
         return sa.select(_CID, reason.label("reason")).select_from(_U)
 
