@@ -346,6 +346,9 @@ _A = schema.activities.alias("a")
 _CE = schema.consent_events.alias("ce")
 _S = schema.suppressions.alias("s")
 _AD = schema.addresses.alias("ad")
+_S_SINCE = sa.type_coerce(_S.c.since, sa.BigInteger())
+_S_LIFTED = sa.type_coerce(_S.c.lifted_at, sa.BigInteger())
+_S_CONSENT_REASON = _S.c.reason.in_(sorted(r.value for r in CONSENT_REASONS))
 
 
 def _sql_compare(op: str, left: Any, right: Any) -> sa.ColumnElement[bool]:
@@ -690,34 +693,11 @@ class _SQLCompiler:
             return sa.false()
         if self.probes:
             return self.suppressed_probed(node, kind)
-        s = _S
-        ad = _AD
         g = self.granted(node.channel, node.purpose)
-        since = sa.type_coerce(s.c.since, sa.BigInteger())
-        lifted = sa.type_coerce(s.c.lifted_at, sa.BigInteger())
-        rows = (
-            sa.select(ad.c.contact_id)
-            .select_from(
-                s.join(
-                    ad, sa.and_(ad.c.kind == s.c.kind, ad.c.blind_index == s.c.blind_index)
-                ).outerjoin(g, g.c.contact_id == ad.c.contact_id)
-            )
-            .where(
-                s.c.kind == kind,
-                s.c.channel == node.channel,
-                since <= self.at_us,
-                sa.or_(lifted.is_(None), lifted > self.at_us),
-                sa.or_(s.c.purpose.is_(None), s.c.purpose == node.purpose),
-                sa.not_(
-                    sa.and_(
-                        s.c.reason.in_(sorted(r.value for r in CONSENT_REASONS)),
-                        g.c.g.is_not(None),
-                        g.c.g > since,
-                    )
-                ),
-            )
+        overridden = sa.and_(_S_CONSENT_REASON, g.c.g.is_not(None), g.c.g > _S_SINCE)
+        return _CID.in_(
+            self.suppressed_ids(kind, node.channel, node.purpose, overridden, granted=g)
         )
-        return _CID.in_(rows)
 
     def suppressed_probed(self, node: SuppressedCondition, kind: str) -> sa.ColumnElement[bool]:
         """:meth:`suppressed` as a set of the few contacts under an entry in force.
@@ -729,12 +709,10 @@ class _SQLCompiler:
         (the latest event is a grant exactly when the contact is granted, and
         its time is then the latest grant's).
         """
-        s, ad, c = _S, _AD, _CE
-        since = sa.type_coerce(s.c.since, sa.BigInteger())
-        lifted = sa.type_coerce(s.c.lifted_at, sa.BigInteger())
+        ad, c = _AD, _CE
         t = sa.type_coerce(c.c.occurred_at, sa.BigInteger())
         regranted = (
-            sa.select(sa.and_(c.c.action == ConsentAction.GRANT.value, t > since))
+            sa.select(sa.and_(c.c.action == ConsentAction.GRANT.value, t > _S_SINCE))
             .where(
                 c.c.channel == node.channel,
                 c.c.purpose == node.purpose,
@@ -747,24 +725,41 @@ class _SQLCompiler:
             .scalar_subquery()
         )
         overridden = sa.and_(
-            s.c.reason.in_(sorted(r.value for r in CONSENT_REASONS)),
-            sa.func.coalesce(regranted, sa.false(), type_=sa.Boolean()),
+            _S_CONSENT_REASON, sa.func.coalesce(regranted, sa.false(), type_=sa.Boolean())
         )
-        rows = (
+        return _CID.in_(self.suppressed_ids(kind, node.channel, node.purpose, overridden))
+
+    def suppressed_ids(
+        self,
+        kind: str,
+        channel: str,
+        purpose: str,
+        overridden: sa.ColumnElement[bool],
+        *,
+        granted: sa.Subquery | None = None,
+    ) -> sa.Select[Any]:
+        """The contacts under a suppression entry of *channel* and *purpose* in force at ``at``.
+
+        An entry counts unless *overridden* (an opt-out yields to a later grant in
+        force; each caller reads the ledger its own way, over the columns of
+        ``_S``, ``_AD`` and, when given, *granted* outer-joined by contact).
+        """
+        s, ad, since, lifted = _S, _AD, _S_SINCE, _S_LIFTED
+        source = s.join(ad, sa.and_(ad.c.kind == s.c.kind, ad.c.blind_index == s.c.blind_index))
+        if granted is not None:
+            source = source.outerjoin(granted, granted.c.contact_id == ad.c.contact_id)
+        return (
             sa.select(ad.c.contact_id)
-            .select_from(
-                s.join(ad, sa.and_(ad.c.kind == s.c.kind, ad.c.blind_index == s.c.blind_index))
-            )
+            .select_from(source)
             .where(
                 s.c.kind == kind,
-                s.c.channel == node.channel,
+                s.c.channel == channel,
                 since <= self.at_us,
                 sa.or_(lifted.is_(None), lifted > self.at_us),
-                sa.or_(s.c.purpose.is_(None), s.c.purpose == node.purpose),
+                sa.or_(s.c.purpose.is_(None), s.c.purpose == purpose),
                 sa.not_(overridden),
             )
         )
-        return _CID.in_(rows)
 
     def screen(
         self, channel: Channel, purpose: Purpose, *, implied: frozenset[str] = frozenset()
@@ -788,33 +783,17 @@ class _SQLCompiler:
         if "erased" not in implied:
             whens.append((sa.and_(erased_at.is_not(None), erased_at <= t), "erased"))
         if kind is not None and "suppressed" not in implied:
-            s, ad = _S, _AD
-            since = sa.type_coerce(s.c.since, sa.BigInteger())
-            lifted = sa.type_coerce(s.c.lifted_at, sa.BigInteger())
             # The contact's latest grant and withdrawal, probed per suppression row
             # in force (few) through the ledger's (channel, purpose, contact_id) index.
-            gt, wt = (self.latest(channel, purpose, action, ad.c.contact_id) for action in
+            gt, wt = (self.latest(channel, purpose, action, _AD.c.contact_id) for action in
                       (ConsentAction.GRANT, ConsentAction.WITHDRAW))  # fmt: skip
             overridden = sa.and_(
-                s.c.reason.in_(sorted(r.value for r in CONSENT_REASONS)),
+                _S_CONSENT_REASON,
                 gt.is_not(None),
                 sa.or_(wt.is_(None), gt > wt),
-                gt > since,
+                gt > _S_SINCE,
             )
-            rows = (
-                sa.select(ad.c.contact_id)
-                .select_from(
-                    s.join(ad, sa.and_(ad.c.kind == s.c.kind, ad.c.blind_index == s.c.blind_index))
-                )
-                .where(
-                    s.c.kind == kind,
-                    s.c.channel == channel.value,
-                    since <= t,
-                    sa.or_(lifted.is_(None), lifted > t),
-                    sa.or_(s.c.purpose.is_(None), s.c.purpose == purpose.value),
-                    sa.not_(overridden),  # an opt-out yields to a later grant in force
-                )
-            )
+            rows = self.suppressed_ids(kind, channel.value, purpose.value, overridden)
             whens.append((_CID.in_(rows), "suppressed"))
         if "no_consent" not in implied:
             if purpose is Purpose.MARKETING:
